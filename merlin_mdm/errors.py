@@ -1,0 +1,117 @@
+"""User-facing errors. Every error a user can cause derives from :class:`MerlinMdmError`.
+
+The tree::
+
+    MerlinMdmError            exit code 1 (runtime) unless a child says otherwise
+    ├── UsageError            exit code 2: bad command-line use
+    ├── SpecError             exit code 2: one or more problems in a study spec, each with a location
+    ├── WorkspaceError        a workspace is missing, corrupt or in use
+    ├── StatusError           the status store cannot be read or written
+    ├── BackendError          a task backend (local pool, Celery) cannot do its job
+    │   └── BrokerError       the broker is unreachable, refuses the password, ...
+    ├── BatchError            a batch system (Slurm, LSF, Flux) refused or failed
+    ├── ResultsError          an HDF5 metrics or results file is missing or malformed
+    └── MdmError              the MDM pack was given an impossible configuration
+
+The CLI catches :class:`MerlinMdmError` only, prints ``Error: <message>`` to stderr and exits with
+``exit_code``. Any other exception is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "BackendError",
+    "BatchError",
+    "BrokerError",
+    "MdmError",
+    "MerlinMdmError",
+    "ResultsError",
+    "SpecError",
+    "SpecIssue",
+    "StatusError",
+    "UsageError",
+    "WorkspaceError",
+]
+
+
+class MerlinMdmError(Exception):
+    """Base of every error a user can cause; the CLI prints it without a traceback."""
+
+    exit_code = 1
+
+
+class UsageError(MerlinMdmError):
+    """The command line asks for something impossible."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class SpecIssue:
+    """One problem in a spec, with where it is and what to do about it.
+
+    Attributes:
+        file: path of the spec file as the user named it.
+        line: 1-based line, or 0 when unknown.
+        column: 1-based column, or 0 when unknown.
+        path: the YAML path, e.g. ``study[2].run.depends``.
+        message: what is wrong, ending with a hint where one helps.
+        severity: ``error`` or ``warning``.
+    """
+
+    file: str
+    line: int
+    column: int
+    path: str
+    message: str
+    severity: str = "error"
+
+    def __str__(self) -> str:
+        where = self.file
+        if self.line:
+            where += f":{self.line}:{self.column}"
+        prefix = f"{where}: {self.path}: " if self.path else f"{where}: "
+        tag = "" if self.severity == "error" else f"{self.severity}: "
+        return f"{prefix}{tag}{self.message}"
+
+
+class SpecError(MerlinMdmError):
+    """A spec has one or more errors; ``issues`` lists all of them."""
+
+    exit_code = 2
+
+    def __init__(self, issues: list[SpecIssue]):
+        self.issues = list(issues)
+        count = len(self.issues)
+        head = f"{count} problem{'s' if count != 1 else ''} in the spec:"
+        super().__init__("\n".join([head, *(f"  {issue}" for issue in self.issues)]))
+
+
+class WorkspaceError(MerlinMdmError):
+    """A study workspace is missing, incomplete or not a workspace."""
+
+
+class StatusError(MerlinMdmError):
+    """The status store cannot be opened, read or written."""
+
+
+class BackendError(MerlinMdmError):
+    """A task backend cannot run or queue the study."""
+
+
+class BrokerError(BackendError):
+    """The message broker is unreachable or refuses us."""
+
+
+class BatchError(MerlinMdmError):
+    """A batch system refused a submission or a query."""
+
+
+class ResultsError(MerlinMdmError):
+    """A metrics or results file is missing or malformed."""
+
+
+class MdmError(MerlinMdmError):
+    """The MDM pack was given an impossible configuration."""

@@ -1,0 +1,113 @@
+"""Study specs: load YAML with positions, build frozen dataclasses, validate everything at once. Pure."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from merlin_mdm.errors import SpecIssue, UsageError
+from merlin_mdm.spec.build import build_spec
+from merlin_mdm.spec.checks import DEFAULT_BATCH_TYPES, check_spec, known_tokens, parent_name
+from merlin_mdm.spec.exitcodes import EXIT_CODE_TOKENS, ExitCode
+from merlin_mdm.spec.issues import IssueCollector
+from merlin_mdm.spec.loader import load_marked, load_marked_text
+from merlin_mdm.spec.model import (
+    BatchConfig,
+    Dependency,
+    Description,
+    Environment,
+    Parameter,
+    Resources,
+    SamplesConfig,
+    Spec,
+    Step,
+    StepRun,
+    Worker,
+)
+
+__all__ = [
+    "EXIT_CODE_TOKENS",
+    "BatchConfig",
+    "Dependency",
+    "Description",
+    "Environment",
+    "ExitCode",
+    "LoadedSpec",
+    "Parameter",
+    "Resources",
+    "SamplesConfig",
+    "Spec",
+    "Step",
+    "StepRun",
+    "Worker",
+    "known_tokens",
+    "load_spec",
+    "load_spec_text",
+    "parent_name",
+    "parse_vars",
+]
+
+
+@dataclass(frozen=True)
+class LoadedSpec:
+    """A valid spec and the warnings found while loading it."""
+
+    spec: Spec
+    warnings: tuple[SpecIssue, ...]
+    text: str  # the original file contents, kept for provenance
+
+
+def parse_vars(items: Iterable[str]) -> dict[str, str]:
+    """Parse ``--vars K=V`` items into a mapping (UsageError on a malformed item)."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--vars expects KEY=VALUE, got '{item}'")
+        out[key.strip()] = value
+    return out
+
+
+def load_spec(
+    path: Path | str,
+    overrides: Mapping[str, str] | None = None,
+    batch_types: Iterable[str] = DEFAULT_BATCH_TYPES,
+) -> LoadedSpec:
+    """Load and validate the spec at ``path``; raises SpecError listing every problem."""
+    path = Path(path)
+    data = load_marked(path)
+    return _finish(data, path, path.read_text(encoding="utf-8"), overrides, batch_types)
+
+
+def load_spec_text(
+    text: str,
+    path: Path | str = "spec.yaml",
+    overrides: Mapping[str, str] | None = None,
+    batch_types: Iterable[str] = DEFAULT_BATCH_TYPES,
+) -> LoadedSpec:
+    """Like :func:`load_spec` for text already in memory (``path`` names it and sets SPECROOT)."""
+    path = Path(path)
+    return _finish(load_marked_text(text, str(path)), path, text, overrides, batch_types)
+
+
+def _finish(data, path, text, overrides, batch_types) -> LoadedSpec:  # type: ignore[no-untyped-def]
+    issues = IssueCollector(str(path))
+    spec = build_spec(data, path, issues)
+    spec = _apply_overrides(spec, overrides or {}, issues)
+    check_spec(spec, issues, batch_types)
+    issues.raise_if_errors()
+    return LoadedSpec(spec, tuple(issues.warnings), text)
+
+
+def _apply_overrides(spec: Spec, overrides: Mapping[str, str], issues: IssueCollector) -> Spec:
+    if not overrides:
+        return spec
+    variables = dict(spec.env.variables)
+    for key in overrides:
+        if key not in variables:
+            issues.warn((0, 0), "env.variables", f"--vars {key}=... adds a variable the spec does not define")
+    variables.update(overrides)
+    env = dataclasses.replace(spec.env, variables=tuple(variables.items()))
+    return dataclasses.replace(spec, env=env)

@@ -1,0 +1,240 @@
+"""Turn parsed YAML into a :class:`Spec`, reporting every structural problem (unknown keys, wrong types)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from merlin_mdm.spec.fields import FieldReader
+from merlin_mdm.spec.issues import IssueCollector, key_mark, value_mark
+from merlin_mdm.spec.loader import MarkedDict
+from merlin_mdm.spec.model import (
+    BatchConfig,
+    Dependency,
+    Description,
+    Environment,
+    Parameter,
+    Resources,
+    SamplesConfig,
+    Spec,
+    Step,
+    StepRun,
+    Worker,
+)
+
+__all__ = ["build_spec"]
+
+TOP_KEYS = ("description", "batch", "env", "study", "global.parameters", "merlin", "user")
+BATCH_KEYS = (
+    "type", "shell", "bank", "queue", "nodes", "walltime", "launch_pre", "launch_args", "worker_launch",
+    "flux_path", "flux_start_opts", "flux_exec", "flux_exec_workers", "dry_run", "qos", "reservation",
+    "lsf_args", "slurm_args", "launcher",
+)  # fmt: skip
+RUN_KEYS = (
+    "cmd", "depends", "restart", "shell", "task_queue", "max_retries", "retry_delay", "nodes", "procs",
+    "cores per task", "gpus", "walltime", "batch", "exclusive", "reservation", "bind", "bind gpus", "qos",
+    "rs per node", "tasks per rs", "cpus per rs", "gpus per rs", "priority", "pre", "post",
+)  # fmt: skip
+WORKER_KEYS = ("args", "steps", "nodes", "batch", "machines")
+
+
+def build_spec(data: MarkedDict, path: Path, issues: IssueCollector) -> Spec:
+    """Build the Spec, best effort: every structural problem is recorded in ``issues``."""
+    top = FieldReader(data, "", issues)
+    top.only(TOP_KEYS, "the spec")
+    desc = _description(top.raw("description", required=True), issues)
+    batch = _batch(top.raw("batch"), "batch", issues) or BatchConfig()
+    env = _environment(top.raw("env"), issues)
+    steps = _steps(top.raw("study", required=True), batch, issues)
+    params = _parameters(top.raw("global.parameters"), issues)
+    resources, samples = _merlin(top.raw("merlin"), issues)
+    user = top.raw("user") or {}
+    # Built even when structural errors were found, so the semantic checks can report theirs too.
+    return Spec(path, desc, batch, env, steps, params, resources, samples, user, raw=data)
+
+
+def _description(node: Any, issues: IssueCollector) -> Description:
+    if node is None:
+        return Description("", "")
+    reader = FieldReader(node, "description", issues)
+    reader.only(("name", "description"), "description")
+    name = reader.text("name", required=True) or ""
+    text = reader.text("description", required=True) or ""
+    if name and not all(c.isalnum() or c in "-_." for c in name):
+        issues.error(value_mark(reader.node, "name"), "description.name",
+                     "use only letters, digits, '-', '_' and '.' (the name becomes a directory)")
+    return Description(name, text)
+
+
+def _batch(node: Any, path: str, issues: IssueCollector) -> BatchConfig | None:
+    if node is None:
+        return None
+    reader = FieldReader(node, path, issues)
+    reader.only(BATCH_KEYS, "batch")
+    known = {"type", "shell", "bank", "queue", "nodes", "walltime", "launch_pre", "launch_args"}
+    extra = {k: v for k, v in reader.node.items() if k not in known and k in BATCH_KEYS}
+    return BatchConfig(
+        type=reader.text("type", default="local") or "local",
+        shell=reader.text("shell", default="/bin/bash") or "/bin/bash",
+        bank=reader.text("bank"),
+        queue=reader.text("queue"),
+        nodes=reader.integer("nodes", minimum=1),
+        walltime=reader.text("walltime"),
+        launch_pre=reader.text("launch_pre"),
+        launch_args=reader.text("launch_args"),
+        extra=extra,
+    )
+
+
+def _pairs(node: Any, path: str, issues: IssueCollector) -> tuple[tuple[str, str], ...]:
+    if node is None:
+        return ()
+    reader = FieldReader(node, path, issues)
+    out = []
+    for key in reader.node:
+        value = reader.text(key)
+        if value is not None:
+            out.append((key, value))
+    return tuple(out)
+
+
+def _environment(node: Any, issues: IssueCollector) -> Environment:
+    if node is None:
+        return Environment()
+    reader = FieldReader(node, "env", issues)
+    reader.only(("variables", "labels", "sources", "dependencies"), "env")
+    return Environment(
+        variables=_pairs(reader.raw("variables"), "env.variables", issues),
+        labels=_pairs(reader.raw("labels"), "env.labels", issues),
+        sources=reader.strings("sources"),
+        dependencies=_dependencies(reader.raw("dependencies"), issues),
+    )
+
+
+def _dependencies(node: Any, issues: IssueCollector) -> tuple[Dependency, ...]:
+    if node is None:
+        return ()
+    reader = FieldReader(node, "env.dependencies", issues)
+    reader.only(("paths", "git", "spack"), "env.dependencies")
+    out: list[Dependency] = []
+    for kind, keys in (("paths", ("name", "path")), ("git", ("name", "path", "url", "tag"))):
+        entries = reader.raw(kind) or []
+        if not isinstance(entries, list):
+            issues.error(value_mark(reader.node, kind), reader.sub(kind), "must be a list of {name, path}")
+            continue
+        for i, entry in enumerate(entries):
+            item = FieldReader(entry, f"env.dependencies.{kind}[{i}]", issues)
+            item.only(keys, f"a {kind} dependency")
+            out.append(Dependency(kind, item.text("name", required=True) or "", item.text("path", required=True)
+                                  or "", item.text("url", required=kind == "git"), item.text("tag")))
+    return tuple(out)
+
+
+def _steps(node: Any, batch: BatchConfig, issues: IssueCollector) -> tuple[Step, ...]:
+    if node is None:
+        return ()
+    if not isinstance(node, list) or not node:
+        issues.error(getattr(node, "mark", (0, 0)), "study", "must be a non-empty list of steps")
+        return ()
+    steps = []
+    for i, entry in enumerate(node):
+        reader = FieldReader(entry, f"study[{i}]", issues)
+        reader.only(("name", "description", "run"), "a step")
+        name = reader.text("name", required=True) or f"step{i}"
+        run = _run(reader.raw("run", required=True), f"study[{i}].run", batch, issues)
+        if run is not None:
+            steps.append(Step(name, reader.text("description", default="") or "", run))
+    return tuple(steps)
+
+
+def _run(node: Any, path: str, batch: BatchConfig, issues: IssueCollector) -> StepRun | None:
+    if node is None:
+        return None
+    reader = FieldReader(node, path, issues)
+    reader.only(RUN_KEYS, "a step's run block")
+    named = {"cmd", "depends", "restart", "shell", "task_queue", "max_retries", "retry_delay", "nodes", "procs",
+             "cores per task", "gpus", "walltime", "batch"}
+    return StepRun(
+        cmd=reader.text("cmd", required=True) or "",
+        depends=reader.strings("depends"),
+        restart=reader.text("restart"),
+        shell=reader.text("shell"),
+        task_queue=reader.text("task_queue", default="merlin") or "merlin",
+        max_retries=reader.integer("max_retries", default=30) or 0,
+        retry_delay=reader.number("retry_delay", 1.0),
+        nodes=reader.integer("nodes", minimum=1),
+        procs=reader.integer("procs", minimum=1),
+        cores_per_task=reader.integer("cores per task", minimum=1),
+        gpus=reader.integer("gpus", minimum=0),
+        walltime=reader.text("walltime"),
+        batch=_batch(reader.raw("batch"), f"{path}.batch", issues),
+        extra={k: v for k, v in reader.node.items() if k not in named},
+    )
+
+
+def _parameters(node: Any, issues: IssueCollector) -> tuple[Parameter, ...]:
+    if node is None:
+        return ()
+    top = FieldReader(node, "global.parameters", issues)
+    params = []
+    for name in top.node:
+        reader = FieldReader(top.node[name], f"global.parameters.{name}", issues)
+        reader.only(("values", "label", "product"), "a parameter")
+        values = reader.raw("values", required=True)
+        if values is not None and (not isinstance(values, list) or not values
+                                   or any(isinstance(v, (dict, list)) or v is None for v in values)):
+            issues.error(value_mark(reader.node, "values"), reader.sub("values"),
+                         "must be a non-empty list of plain values")
+            values = None
+        label = reader.text("label", required=True) or f"{name}.%%"
+        if "%%" not in label:
+            issues.error(value_mark(reader.node, "label"), reader.sub("label"),
+                         f"must contain %% where the value goes, e.g. '{name}.%%'")
+        product = reader.raw("product")
+        group = "" if product in (None, False) else (name if product is True else str(product))
+        params.append(Parameter(name, tuple(values or ()), label, group))
+    return tuple(params)
+
+
+def _merlin(node: Any, issues: IssueCollector) -> tuple[Resources, SamplesConfig | None]:
+    if node is None:
+        return Resources(), None
+    reader = FieldReader(node, "merlin", issues)
+    reader.only(("resources", "samples"), "merlin")
+    return _resources(reader.raw("resources"), issues), _samples(reader.raw("samples"), issues)
+
+
+def _resources(node: Any, issues: IssueCollector) -> Resources:
+    if node is None:
+        return Resources()
+    reader = FieldReader(node, "merlin.resources", issues)
+    reader.only(("task_server", "overlap", "workers"), "merlin.resources")
+    workers_node = FieldReader(reader.raw("workers") or MarkedDict(), "merlin.resources.workers", issues)
+    workers = []
+    for name in workers_node.node:
+        wr = FieldReader(workers_node.node[name], f"merlin.resources.workers.{name}", issues)
+        wr.only(WORKER_KEYS, "a worker")
+        workers.append(Worker(name, wr.text("args", default="") or "", wr.strings("steps", ("all",)),
+                              wr.integer("nodes", minimum=1), _batch(wr.raw("batch"), wr.sub("batch"), issues),
+                              wr.strings("machines")))
+    return Resources(reader.text("task_server", default="celery") or "celery",
+                     reader.boolean("overlap", False), tuple(workers))
+
+
+def _samples(node: Any, issues: IssueCollector) -> SamplesConfig | None:
+    if node is None:
+        return None
+    reader = FieldReader(node, "merlin.samples", issues)
+    reader.only(("generate", "file", "column_labels", "level_max_dirs"), "merlin.samples")
+    generate = reader.raw("generate")
+    cmd = None
+    if generate is not None:
+        gen = FieldReader(generate, "merlin.samples.generate", issues)
+        gen.only(("cmd",), "merlin.samples.generate")
+        cmd = gen.text("cmd", required=True)
+    labels = reader.strings("column_labels")
+    if not labels and "column_labels" not in reader.node:
+        issues.error(key_mark(reader.node, "file"), "merlin.samples.column_labels",
+                     "missing required key `column_labels` (one name per sample column)")
+    return SamplesConfig(reader.text("file", required=True) or "", labels, cmd,
+                         reader.integer("level_max_dirs", default=25, minimum=2) or 25)

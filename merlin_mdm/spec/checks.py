@@ -1,0 +1,210 @@
+"""Semantic checks of a structurally valid spec: dependencies, cycles, tokens, parameters, samples, files."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from merlin_mdm.spec.exitcodes import EXIT_CODE_TOKENS
+from merlin_mdm.spec.issues import IssueCollector, did_you_mean, key_mark, value_mark
+from merlin_mdm.spec.loader import MarkedDict
+from merlin_mdm.spec.model import Spec
+from merlin_mdm.spec.tokens import LATE_TOKENS, STUDY_TOKENS, substitute, tokens_in
+
+__all__ = ["DEFAULT_BATCH_TYPES", "check_spec", "known_tokens", "parent_name"]
+
+DEFAULT_BATCH_TYPES = ("local", "slurm", "lsf", "flux")
+
+
+def parent_name(dep: str) -> tuple[str, bool]:
+    """Split a `depends` entry into (step name, is_funnel)."""
+    return (dep[:-2], True) if dep.endswith("_*") else (dep, False)
+
+
+def check_spec(spec: Spec, issues: IssueCollector, batch_types: Iterable[str] = DEFAULT_BATCH_TYPES) -> None:
+    """Record every semantic problem of ``spec`` in ``issues``."""
+    _check_step_names(spec, issues)
+    _check_depends(spec, issues)
+    _check_cycles(spec, issues)
+    _check_parameters(spec, issues)
+    _check_samples(spec, issues)
+    _check_tokens(spec, issues)
+    _check_batch(spec, issues, tuple(batch_types))
+    _check_workers(spec, issues)
+    _check_paths(spec, issues)
+
+
+def _step_node(spec: Spec, index: int) -> MarkedDict:
+    study = spec.raw.get("study") or []
+    node = study[index] if index < len(study) else None
+    return node if isinstance(node, MarkedDict) else MarkedDict()
+
+
+def _run_node(spec: Spec, index: int) -> MarkedDict:
+    run = _step_node(spec, index).get("run")
+    return run if isinstance(run, MarkedDict) else MarkedDict()
+
+
+def _check_step_names(spec: Spec, issues: IssueCollector) -> None:
+    seen: set[str] = set()
+    for i, step in enumerate(spec.steps):
+        node = _step_node(spec, i)
+        if step.name in seen:
+            issues.error(value_mark(node, "name"), f"study[{i}].name", f"step '{step.name}' is defined twice")
+        if not all(c.isalnum() or c in "-_" for c in step.name) or step.name.endswith("_*"):
+            issues.error(value_mark(node, "name"), f"study[{i}].name",
+                         "use only letters, digits, '-' and '_' in step names")
+        seen.add(step.name)
+
+
+def _check_depends(spec: Spec, issues: IssueCollector) -> None:
+    names = [s.name for s in spec.steps]
+    for i, step in enumerate(spec.steps):
+        run = _run_node(spec, i)
+        for dep in step.run.depends:
+            parent, _ = parent_name(dep)
+            where = value_mark(run, "depends")
+            if parent == step.name:
+                issues.error(where, f"study[{i}].run.depends", f"step '{step.name}' depends on itself")
+            elif parent not in names:
+                issues.error(where, f"study[{i}].run.depends",
+                             f"unknown step '{parent}'{did_you_mean(parent, names)}")
+
+
+def _check_cycles(spec: Spec, issues: IssueCollector) -> None:
+    graph = {s.name: [parent_name(d)[0] for d in s.run.depends] for s in spec.steps}
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(name: str) -> list[str] | None:
+        state[name] = 1
+        stack.append(name)
+        for parent in graph.get(name, []):
+            if parent not in graph or parent == name:
+                continue
+            if state.get(parent) == 1:
+                return [*stack[stack.index(parent):], parent]
+            if parent not in state and (cycle := visit(parent)):
+                return cycle
+        stack.pop()
+        state[name] = 2
+        return None
+
+    for i, step in enumerate(spec.steps):
+        if step.name not in state and (cycle := visit(step.name)):
+            issues.error(value_mark(_run_node(spec, i), "depends"), f"study[{i}].run.depends",
+                         f"dependency cycle: {' -> '.join(reversed(cycle))}; remove one of these depends")
+            return
+
+
+def _check_parameters(spec: Spec, issues: IssueCollector) -> None:
+    node = spec.raw.get("global.parameters") or MarkedDict()
+    groups: dict[str, list[tuple[str, int]]] = {}
+    for param in spec.parameters:
+        groups.setdefault(param.product, []).append((param.name, len(param.values)))
+    for group, members in groups.items():
+        lengths = {n for _, n in members}
+        if len(lengths) > 1:
+            listing = ", ".join(f"{name}: {n}" for name, n in members)
+            first = members[-1][0]
+            what = "zipped parameters" if not group else f"parameters of product group '{group}'"
+            issues.error(key_mark(node, first), f"global.parameters.{first}",
+                         f"{what} must have equally long value lists ({listing}); add `product: true` to "
+                         "cross a parameter with the others instead of zipping it")
+    variables = {name for name, _ in spec.env.variables}
+    for param in spec.parameters:
+        if param.name in variables:
+            issues.error(key_mark(node, param.name), f"global.parameters.{param.name}",
+                         f"'{param.name}' is also an env variable; rename one of them")
+
+
+def _check_samples(spec: Spec, issues: IssueCollector) -> None:
+    if spec.samples is None:
+        return
+    merlin = spec.raw.get("merlin") or MarkedDict()
+    node = merlin.get("samples") if isinstance(merlin, MarkedDict) else None
+    where = value_mark(node, "column_labels") if isinstance(node, MarkedDict) else (0, 0)
+    params = {p.name for p in spec.parameters}
+    variables = {name for name, _ in (*spec.env.variables, *spec.env.labels)}
+    for label in spec.samples.column_labels:
+        if label in params:
+            issues.error(where, "merlin.samples.column_labels",
+                         f"sample column '{label}' collides with the parameter of the same name; rename one")
+        elif label in variables:
+            issues.error(where, "merlin.samples.column_labels",
+                         f"sample column '{label}' collides with the env variable/label of the same name; rename one")
+    if len(set(spec.samples.column_labels)) != len(spec.samples.column_labels):
+        issues.error(where, "merlin.samples.column_labels", "column labels must be unique")
+
+
+def known_tokens(spec: Spec) -> set[str]:
+    """Every token a step command may use."""
+    known = set(STUDY_TOKENS | LATE_TOKENS) | set(EXIT_CODE_TOKENS)
+    known |= {name for name, _ in (*spec.env.variables, *spec.env.labels)}
+    known |= {d.name for d in spec.env.dependencies}
+    for param in spec.parameters:
+        known |= {param.name, f"{param.name}.label"}
+    known |= {f"{s.name}.workspace" for s in spec.steps}
+    if spec.samples is not None:
+        known |= set(spec.samples.column_labels)
+    return known
+
+
+def _check_tokens(spec: Spec, issues: IssueCollector) -> None:
+    known = known_tokens(spec)
+    for name, value in (*spec.env.variables, *spec.env.labels):
+        section = "variables" if (name, value) in spec.env.variables else "labels"
+        env = spec.raw.get("env")
+        block = env.get(section) if isinstance(env, MarkedDict) else None
+        for token in tokens_in(value):
+            if token not in known:
+                issues.error(value_mark(block, name), f"env.{section}.{name}",
+                             f"undefined token $({token}){did_you_mean(token, known)}")
+    for i, step in enumerate(spec.steps):
+        run = _run_node(spec, i)
+        for key, text in (("cmd", step.run.cmd), ("restart", step.run.restart or "")):
+            for token in dict.fromkeys(tokens_in(text)):
+                if token not in known:
+                    issues.error(value_mark(run, key), f"study[{i}].run.{key}",
+                                 f"undefined token $({token}){did_you_mean(token, known)}; define it under "
+                                 "env.variables or pass --vars")
+
+
+def _check_batch(spec: Spec, issues: IssueCollector, batch_types: tuple[str, ...]) -> None:
+    if spec.batch.type not in batch_types:
+        batch = spec.raw.get("batch")
+        issues.error(value_mark(batch, "type"), "batch.type",
+                     f"unknown batch type '{spec.batch.type}'{did_you_mean(spec.batch.type, batch_types)}"
+                     f" (known: {', '.join(batch_types)})")
+
+
+def _check_workers(spec: Spec, issues: IssueCollector) -> None:
+    names = {s.name for s in spec.steps}
+    merlin = spec.raw.get("merlin")
+    resources = merlin.get("resources") if isinstance(merlin, MarkedDict) else None
+    workers = resources.get("workers") if isinstance(resources, MarkedDict) else None
+    for worker in spec.resources.workers:
+        node = workers.get(worker.name) if isinstance(workers, MarkedDict) else None
+        for step in worker.steps:
+            if step != "all" and step not in names:
+                issues.error(value_mark(node, "steps"), f"merlin.resources.workers.{worker.name}.steps",
+                             f"unknown step '{step}'{did_you_mean(step, names)}")
+
+
+def _check_paths(spec: Spec, issues: IssueCollector) -> None:
+    tokens = {"SPECROOT": str(spec.root), **dict(spec.env.variables)}
+    env = spec.raw.get("env")
+    deps = env.get("dependencies") if isinstance(env, MarkedDict) else None
+    paths = deps.get("paths") if isinstance(deps, MarkedDict) else None
+    for i, dep in enumerate(d for d in spec.env.dependencies if d.kind == "paths"):
+        path = Path(substitute(dep.path, tokens)).expanduser()
+        if "$(" not in str(path) and not (spec.root / path).exists():
+            issues.error(value_mark(paths, i), f"env.dependencies.paths[{i}]", f"path does not exist: {path}")
+    if spec.samples is not None and spec.samples.generate_cmd is None:
+        path = Path(substitute(spec.samples.file, tokens)).expanduser()
+        if "$(" not in str(path) and not (spec.root / path).exists():
+            merlin = spec.raw.get("merlin")
+            node = merlin.get("samples") if isinstance(merlin, MarkedDict) else None
+            issues.error(value_mark(node, "file"), "merlin.samples.file",
+                         f"samples file not found: {spec.root / path} (add merlin.samples.generate.cmd to create it,"
+                         " or pass --samplesfile)")

@@ -1,0 +1,90 @@
+"""Load YAML keeping where every key and value came from (line and column), so errors can point at them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from merlin_mdm.errors import SpecError, SpecIssue
+
+__all__ = ["Located", "MarkedDict", "MarkedList", "load_marked", "load_marked_text"]
+
+Located = tuple[int, int]  # (line, column), both 1-based
+
+
+class MarkedDict(dict[str, Any]):
+    """A mapping that remembers the position of itself, of each key and of each value."""
+
+    mark: Located = (0, 0)
+    key_marks: dict[str, Located]
+    value_marks: dict[str, Located]
+
+
+class MarkedList(list[Any]):
+    """A sequence that remembers the position of itself and of each item."""
+
+    mark: Located = (0, 0)
+    item_marks: list[Located]
+
+
+def _pos(node: yaml.Node) -> Located:
+    return (node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+class _MarkingLoader(yaml.SafeLoader):
+    """SafeLoader that builds MarkedDict/MarkedList (YAML anchors, aliases and ``<<`` merges keep working)."""
+
+    def construct_marked_map(self, node: yaml.MappingNode) -> Any:
+        data = MarkedDict()
+        data.mark = _pos(node)
+        data.key_marks = {}
+        data.value_marks = {}
+        yield data
+        self.flatten_mapping(node)
+        for key_node, value_node in node.value:
+            key = self.construct_object(key_node, deep=True)
+            key = str(key) if not isinstance(key, str) else key
+            data[key] = self.construct_object(value_node, deep=True)
+            data.key_marks[key] = _pos(key_node)
+            data.value_marks[key] = _pos(value_node)
+
+    def construct_marked_seq(self, node: yaml.SequenceNode) -> Any:
+        data = MarkedList()
+        data.mark = _pos(node)
+        data.item_marks = [_pos(child) for child in node.value]
+        yield data
+        data.extend(self.construct_object(child, deep=True) for child in node.value)
+
+
+_MarkingLoader.add_constructor("tag:yaml.org,2002:map", _MarkingLoader.construct_marked_map)
+_MarkingLoader.add_constructor("tag:yaml.org,2002:seq", _MarkingLoader.construct_marked_seq)
+
+
+def load_marked_text(text: str, filename: str) -> MarkedDict:
+    """Parse ``text`` into a MarkedDict; a YAML syntax error becomes a SpecError with its position."""
+    try:
+        data = yaml.load(text, Loader=_MarkingLoader)  # a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+        raise SpecError([SpecIssue(filename, line, col, "", f"YAML syntax error: {exc.problem or exc}")]) from None
+    except yaml.YAMLError as exc:
+        raise SpecError([SpecIssue(filename, 0, 0, "", f"YAML error: {exc}")]) from None
+    if data is None:
+        raise SpecError([SpecIssue(filename, 1, 1, "", "the spec is empty; start from `merlin-mdm example hello`")])
+    if not isinstance(data, MarkedDict):
+        raise SpecError([SpecIssue(filename, 1, 1, "", "a spec must be a YAML mapping with `description` and `study`")])
+    return data
+
+
+def load_marked(path: Path) -> MarkedDict:
+    """Read and parse the spec file at ``path``."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError([SpecIssue(str(path), 0, 0, "", "no such file")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError([SpecIssue(str(path), 0, 0, "", f"cannot read the spec: {exc}")]) from None
+    return load_marked_text(text, str(path))

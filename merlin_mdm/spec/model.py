@@ -1,0 +1,170 @@
+"""The study spec as frozen dataclasses (Merlin 1.13 / Maestro format)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "BatchConfig",
+    "Dependency",
+    "Description",
+    "Environment",
+    "Parameter",
+    "Resources",
+    "SamplesConfig",
+    "Spec",
+    "Step",
+    "StepRun",
+    "Worker",
+]
+
+Scalar = str | int | float | bool
+
+
+@dataclass(frozen=True)
+class Description:
+    """The `description` block."""
+
+    name: str  # study name; the workspace is <OUTPUT_PATH>/<name>_<timestamp>
+    description: str  # free text
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    """The `batch` block (also a step's `run.batch` override). Unknown-to-us but valid keys stay in ``extra``."""
+
+    type: str = "local"  # local | slurm | lsf | flux
+    shell: str = "/bin/bash"  # shell that runs generated task scripts
+    bank: str | None = None  # allocation account
+    queue: str | None = None  # partition / queue
+    nodes: int | None = None  # nodes for worker allocations
+    walltime: str | None = None  # HH:MM:SS
+    launch_pre: str | None = None  # shell lines run before launching workers
+    launch_args: str | None = None  # extra launcher arguments
+    extra: Mapping[str, Any] = field(default_factory=dict)  # other recognised keys (flux_path, qos, ...)
+
+
+@dataclass(frozen=True)
+class Dependency:
+    """One entry of `env.dependencies` (a path that must exist, or a git repository)."""
+
+    kind: str  # "paths" or "git"
+    name: str  # becomes the token $(name)
+    path: str  # where it is (paths) or where to clone it (git)
+    url: str | None = None  # git only
+    tag: str | None = None  # git only
+
+
+@dataclass(frozen=True)
+class Environment:
+    """The `env` block. Variables and labels keep their order: later ones may use earlier ones."""
+
+    variables: tuple[tuple[str, str], ...] = ()
+    labels: tuple[tuple[str, str], ...] = ()
+    sources: tuple[str, ...] = ()
+    dependencies: tuple[Dependency, ...] = ()
+
+
+@dataclass(frozen=True)
+class StepRun:
+    """A step's `run` block."""
+
+    cmd: str  # the shell script of the step
+    depends: tuple[str, ...] = ()  # parent steps; `x_*` waits for every instance of x (a funnel)
+    restart: str | None = None  # run instead of cmd after the task exits with MERLIN_RESTART
+    shell: str | None = None  # overrides batch.shell for this step
+    task_queue: str = "merlin"  # Celery queue of this step
+    max_retries: int = 30  # restarts/retries allowed before the task fails
+    retry_delay: float = 1.0  # seconds before a MERLIN_RETRY re-run
+    nodes: int | None = None  # resources, for $(LAUNCHER)
+    procs: int | None = None
+    cores_per_task: int | None = None
+    gpus: int | None = None
+    walltime: str | None = None
+    batch: BatchConfig | None = None  # per-step batch override
+    extra: Mapping[str, Any] = field(default_factory=dict)  # other Maestro keys (exclusive, bind, ...)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One entry of `study`."""
+
+    name: str
+    description: str
+    run: StepRun
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One entry of `global.parameters`.
+
+    Parameters in the same ``product`` group (default: the single unnamed group, Maestro's behaviour)
+    are zipped; the groups are then crossed with each other.
+    """
+
+    name: str
+    values: tuple[Scalar, ...]
+    label: str  # e.g. "NAME.%%"; %% becomes the value
+    product: str = ""  # "" = the zipped default group
+
+
+@dataclass(frozen=True)
+class Worker:
+    """One entry of `merlin.resources.workers`."""
+
+    name: str
+    args: str = ""  # extra Celery worker options
+    steps: tuple[str, ...] = ("all",)  # steps whose queues it serves
+    nodes: int | None = None
+    batch: BatchConfig | None = None
+    machines: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Resources:
+    """`merlin.resources`."""
+
+    task_server: str = "celery"
+    overlap: bool = False  # may two workers consume the same queue?
+    workers: tuple[Worker, ...] = ()
+
+
+@dataclass(frozen=True)
+class SamplesConfig:
+    """`merlin.samples`."""
+
+    file: str  # .npy, .csv or .tab (may use tokens)
+    column_labels: tuple[str, ...]
+    generate_cmd: str | None = None  # run before the study to create `file`
+    level_max_dirs: int = 25  # directories per level of the sample hierarchy
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A whole, structurally valid study spec. ``raw`` keeps the parsed YAML with positions."""
+
+    path: Path
+    description: Description
+    batch: BatchConfig
+    env: Environment
+    steps: tuple[Step, ...]
+    parameters: tuple[Parameter, ...] = ()
+    resources: Resources = field(default_factory=Resources)
+    samples: SamplesConfig | None = None
+    user: Mapping[str, Any] = field(default_factory=dict)
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def root(self) -> Path:
+        """SPECROOT: the directory holding the spec file."""
+        return self.path.resolve().parent
+
+    def step(self, name: str) -> Step:
+        """The step called ``name`` (KeyError when there is none)."""
+        for step in self.steps:
+            if step.name == name:
+                return step
+        raise KeyError(name)

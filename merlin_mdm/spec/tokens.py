@@ -1,0 +1,62 @@
+"""``$(TOKEN)`` substitution, Maestro style: unknown tokens are left in place for a later stage."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+__all__ = [
+    "LATE_TOKENS",
+    "STUDY_TOKENS",
+    "TOKEN_RE",
+    "resolve_ordered",
+    "substitute",
+    "tokens_in",
+]
+
+TOKEN_RE = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_.\-]*)\)")
+
+# Known once the workspace exists (filled by the study layer).
+STUDY_TOKENS = frozenset({
+    "SPECROOT", "OUTPUT_PATH", "MERLIN_WORKSPACE", "MERLIN_INFO", "MERLIN_TIMESTAMP", "MERLIN_SPEC_ORIGINAL_TEMPLATE",
+    "MERLIN_SPEC_EXECUTED_RUN", "MERLIN_SPEC_ARCHIVED_COPY", "LAUNCHER", "VLAUNCHER", "MERLIN_GLOB_PATH",
+    "MERLIN_PATHS_ALL", "MERLIN_SAMPLE_NAMES", "MERLIN_SAMPLE_FILE",
+})  # fmt: skip
+# Known only when a task runs (filled by the executor).
+LATE_TOKENS = frozenset({"WORKSPACE", "MERLIN_SAMPLE_ID", "MERLIN_SAMPLE_PATH", "MERLIN_SAMPLE_VECTOR"})
+
+
+def tokens_in(text: str) -> list[str]:
+    """Every token name used in ``text``, in order of appearance (with repeats)."""
+    return TOKEN_RE.findall(text)
+
+
+def substitute(text: str, values: Mapping[str, str]) -> str:
+    """Replace each ``$(NAME)`` whose NAME is in ``values``; leave the others untouched."""
+    if "$(" not in text:
+        return text
+
+    def repl(match: re.Match[str]) -> str:
+        return values.get(match.group(1), match.group(0))
+
+    return TOKEN_RE.sub(repl, text)
+
+
+def resolve_ordered(pairs: tuple[tuple[str, str], ...], known: Mapping[str, str]) -> dict[str, str]:
+    """Resolve variables that may use each other and ``known`` tokens; nested references resolve in a few passes.
+
+    Returns the resolved values; a value that still holds tokens refers to something undefined or to a cycle.
+    """
+    resolved = dict(known)
+    values = dict(pairs)
+    for _ in range(len(values) + 1):
+        changed = False
+        for name, value in values.items():
+            new = substitute(value, {**resolved, **{k: v for k, v in values.items() if "$(" not in v}})
+            if new != value:
+                values[name] = new
+                changed = True
+        resolved.update({k: v for k, v in values.items() if "$(" not in v})
+        if not changed:
+            break
+    return values
