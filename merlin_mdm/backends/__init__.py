@@ -1,0 +1,1 @@
+"""merlin-mdm backends layer."""

@@ -1,0 +1,74 @@
+"""The contract every task backend satisfies, and the registry that names them."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from merlin_mdm.errors import UsageError
+from merlin_mdm.status.model import StudySnapshot
+from merlin_mdm.status.store import StatusStore
+from merlin_mdm.study.plan import StudyPlan
+from merlin_mdm.study.workspace import Workspace
+
+__all__ = ["BACKENDS", "Backend", "RunOptions", "RunReport", "get_backend", "register_backend"]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run a study."""
+
+    workers: int | None = None  # local: worker processes (default: the machine's cores)
+    resume: bool = False  # skip units already finished (merlin-mdm restart)
+    progress: bool = False  # show a progress bar on stderr
+    on_event: Callable[[str], None] | None = None  # receives one-line messages for the user
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """What a launch left behind."""
+
+    state: str  # finished | failed | stopped | interrupted | queued
+    snapshot: StudySnapshot
+    message: str = ""
+
+    @property
+    def exit_code(self) -> int:
+        """0 when nothing failed or was left unrun (a queued study counts as success)."""
+        if self.state in ("finished", "queued"):
+            return 0
+        if self.state == "stopped" and self.snapshot.count_failed == 0:
+            return 0
+        return 1
+
+
+class Backend(ABC):
+    """Executes (or queues) the units of a study plan and records their states in a StatusStore."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def status_store(self, workspace: Workspace) -> StatusStore:
+        """The store this backend records into for ``workspace``."""
+
+    @abstractmethod
+    def launch(self, workspace: Workspace, plan: StudyPlan, options: RunOptions) -> RunReport:
+        """Run (local) or queue (distributed) every unit not yet finished."""
+
+
+BACKENDS: dict[str, type[Backend]] = {}
+
+
+def register_backend(cls: type[Backend]) -> type[Backend]:
+    """Class decorator adding a backend to :data:`BACKENDS` under its ``name``."""
+    BACKENDS[cls.name] = cls
+    return cls
+
+
+def get_backend(name: str, **config: Any) -> Backend:
+    """An instance of the backend called ``name``."""
+    if name not in BACKENDS:
+        raise UsageError(f"unknown backend '{name}' (known: {', '.join(sorted(BACKENDS))})")
+    return BACKENDS[name](**config)

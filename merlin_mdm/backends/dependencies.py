@@ -1,0 +1,70 @@
+"""Dependency counting over units: a unit becomes ready the moment its last parent unit is done.
+
+Pure and in memory; the local backend uses it directly. The Celery backend keeps the same counts in Redis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from merlin_mdm.study.plan import StudyPlan, UnitKey
+
+__all__ = ["DependencyTracker", "Release"]
+
+
+@dataclass(frozen=True)
+class Release:
+    """A unit whose parents are all done: run it, or (``blocked``) mark it not run for that reason."""
+
+    key: UnitKey
+    blocked: str | None = None
+
+
+class DependencyTracker:
+    """Counts unfinished parents per unit and releases units as their parents complete."""
+
+    def __init__(self, plan: StudyPlan, done: Iterable[UnitKey] = ()):
+        self.plan = plan
+        self.children = plan.children()
+        self.done = set(done)
+        self.waiting: dict[UnitKey, int] = {}
+        self.blocked: dict[UnitKey, str] = {}
+
+    def initial(self) -> list[UnitKey]:
+        """Units that can start now (done units excluded)."""
+        ready = []
+        for key in self.plan.units():
+            if key in self.done:
+                continue
+            remaining = sum(1 for parent in self.plan.unit_parents(key) if parent not in self.done)
+            if remaining:
+                self.waiting[key] = remaining
+            else:
+                ready.append(key)
+        return ready
+
+    def complete(self, key: UnitKey, ok: bool, name: str) -> list[Release]:
+        """Record ``key`` as done; ``ok`` False when one of its tasks failed or did not run.
+
+        An aligned child (sample i after sample i) still runs: the executor skips the samples whose parent
+        sample did not finish. Any other child of a unit that is not ok is blocked.
+        """
+        releases = []
+        for edge in self.children[key.instance]:
+            child_units = [UnitKey(edge.parent, key.unit)] if edge.aligned else [
+                UnitKey(edge.parent, u) for u in range(self.plan.n_units(edge.parent))]
+            for child in child_units:
+                if child not in self.waiting:
+                    continue
+                if not ok and not edge.aligned:
+                    self.blocked.setdefault(child, f"parent {name} did not finish every task")
+                self.waiting[child] -= 1
+                if self.waiting[child] == 0:
+                    del self.waiting[child]
+                    releases.append(Release(child, self.blocked.pop(child, None)))
+        return releases
+
+    def remaining(self) -> list[UnitKey]:
+        """Units still waiting for a parent."""
+        return sorted(self.waiting)

@@ -1,0 +1,187 @@
+"""Running the tasks of one unit: scripts, logs, exit-code semantics and done-markers.
+
+Shared by every backend: the local pool's worker processes and Celery tasks both call :func:`run_unit`.
+A task whose directory holds the done-marker is never run again, so running a unit twice is harmless.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from merlin_mdm.spec.exitcodes import ExitCode
+from merlin_mdm.spec.tokens import substitute
+from merlin_mdm.status.model import TaskFailure, TaskState, UnitOutcome
+from merlin_mdm.study.plan import NO_SAMPLE, StepInstance, StudyPlan, UnitKey
+
+__all__ = ["DONE_MARKER", "TaskResult", "run_task", "run_unit", "task_dir", "task_env", "terminate_current"]
+
+DONE_MARKER = "MERLIN_FINISHED"
+_current: subprocess.Popen[bytes] | None = None
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """How one task ended."""
+
+    state: TaskState
+    rc: int | None
+    restarts: int
+    reason: str = ""
+    log: str = ""
+    stop: str | None = None
+
+
+def task_dir(plan: StudyPlan, inst: StepInstance, sample: int) -> Path:
+    """The directory a task runs in."""
+    base = Path(plan.workspace) / inst.workspace
+    if sample == NO_SAMPLE or plan.samples is None:
+        return base
+    return base / plan.samples.path(sample)
+
+
+def terminate_current(signum: int = signal.SIGTERM) -> None:
+    """Kill the running task's process group (used by signal handlers when a worker is stopped)."""
+    proc = _current
+    if proc is not None and proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signum)
+
+
+def _walltime_seconds(text: str | None) -> float | None:
+    if not text:
+        return None
+    parts = [float(p) for p in str(text).split(":")]
+    seconds = 0.0
+    for part in parts:
+        seconds = seconds * 60 + part
+    return seconds or None
+
+
+def _task_tokens(plan: StudyPlan, sample: int, directory: Path) -> dict[str, str]:
+    tokens = {"WORKSPACE": str(directory)}
+    if sample != NO_SAMPLE and plan.samples is not None:
+        row = plan.samples.rows()[sample]
+        values = [str(v) for v in row]
+        tokens.update(zip(plan.samples.column_labels, values, strict=True))
+        tokens["MERLIN_SAMPLE_ID"] = str(sample)
+        tokens["MERLIN_SAMPLE_PATH"] = plan.samples.path(sample)
+        tokens["MERLIN_SAMPLE_VECTOR"] = " ".join(values)
+    return tokens
+
+
+def _run_script(shell: str, script: Path, directory: Path, name: str, env: dict[str, str],
+                timeout: float | None) -> int:
+    global _current
+    with open(directory / f"{name}.out", "ab") as out, open(directory / f"{name}.err", "ab") as err:
+        proc = subprocess.Popen([shell, str(script)], cwd=directory, stdout=out, stderr=err, env=env,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        _current = proc
+        try:
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            terminate_current(signal.SIGKILL)
+            proc.wait()
+            return -signal.SIGKILL
+        finally:
+            _current = None
+
+
+def _write_script(path: Path, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(text if text.endswith("\n") else text + "\n")
+
+
+def run_task(plan: StudyPlan, inst: StepInstance, sample: int, env: dict[str, str]) -> TaskResult:
+    """Run one task to its end, following the exit-code protocol; skip it when its done-marker exists."""
+    directory = task_dir(plan, inst, sample)
+    if (directory / DONE_MARKER).exists():
+        return TaskResult(TaskState.FINISHED, 0, 0, "already finished")
+    directory.mkdir(parents=True, exist_ok=True)
+    tokens = _task_tokens(plan, sample, directory)
+    script = directory / f"{inst.step}.sh"
+    _write_script(script, substitute(inst.cmd, tokens))
+    log = str(directory / f"{inst.step}.err")
+    timeout = _walltime_seconds(inst.walltime)
+    restarts = 0
+    current = script
+    while True:
+        rc = _run_script(inst.shell, current, directory, inst.step, env, timeout)
+        if rc in (ExitCode.RESTART, ExitCode.RETRY) and restarts < inst.max_retries:
+            restarts += 1
+            if rc == ExitCode.RETRY:
+                time.sleep(inst.retry_delay)
+                current = script
+            elif inst.restart:
+                current = directory / f"{inst.step}.restart.sh"
+                _write_script(current, substitute(inst.restart, tokens))
+            continue
+        return _finish(directory, rc, restarts, log)
+
+
+def _finish(directory: Path, rc: int, restarts: int, log: str) -> TaskResult:
+    if rc in (ExitCode.SUCCESS, ExitCode.STOP_WORKERS):
+        (directory / DONE_MARKER).touch()
+        stop = "stop_workers" if rc == ExitCode.STOP_WORKERS else None
+        return TaskResult(TaskState.FINISHED, rc, restarts, stop=stop)
+    if rc in (ExitCode.RESTART, ExitCode.RETRY):
+        reason = f"gave up after {restarts} restarts/retries (max_retries)"
+    elif rc == ExitCode.HARD_FAIL:
+        return TaskResult(TaskState.FAILED, rc, restarts, "hard fail: the study was stopped", log, "hard_fail")
+    elif rc == ExitCode.SOFT_FAIL:
+        reason = "soft fail"
+    elif rc == -signal.SIGKILL:
+        reason = "walltime exceeded, killed"
+    elif rc < 0:
+        reason = f"killed by signal {-rc}"
+    else:
+        reason = f"exit code {rc}"
+    return TaskResult(TaskState.FAILED, rc, restarts, reason, log)
+
+
+def _aligned_parent_missing(plan: StudyPlan, inst: StepInstance, sample: int) -> str | None:
+    for edge in inst.parents:
+        if edge.aligned:
+            parent = plan.instances[edge.parent]
+            if not (task_dir(plan, parent, sample) / DONE_MARKER).exists():
+                return f"parent {parent.name} did not finish for sample {sample}"
+    return None
+
+
+def task_env(plan: StudyPlan, inst: StepInstance) -> dict[str, str]:
+    """The environment of an instance's tasks: the worker's, plus where the task sits in the study."""
+    return {**os.environ, "MERLIN_MDM_STUDY": plan.name, "MERLIN_MDM_STEP": inst.step,
+            "MERLIN_MDM_PARAM_LABELS": inst.labels, "MERLIN_MDM_WORKSPACE": plan.workspace}
+
+
+def run_unit(plan: StudyPlan, key: UnitKey, should_stop: Callable[[], bool] = lambda: False) -> UnitOutcome:
+    """Run every task of ``key``; tasks after a stop request are reported as not run."""
+    inst = plan.instances[key.instance]
+    env = task_env(plan, inst)
+    started = time.time()
+    counts = {TaskState.FINISHED: 0, TaskState.FAILED: 0, TaskState.NOT_RUN: 0}
+    failures: list[TaskFailure] = []
+    restarts = 0
+    stop: str | None = None
+    for sample in plan.unit_samples(key):
+        missing = _aligned_parent_missing(plan, inst, sample) if inst.uses_samples else None
+        if stop == "hard_fail" or should_stop():
+            result = TaskResult(TaskState.NOT_RUN, None, 0, "the study was stopped")
+        elif missing:
+            result = TaskResult(TaskState.NOT_RUN, None, 0, missing)
+        else:
+            result = run_task(plan, inst, sample, env)
+        counts[result.state] += 1
+        restarts += result.restarts
+        stop = stop or result.stop
+        if result.state != TaskState.FINISHED:
+            failures.append(TaskFailure(sample, result.state, result.rc, result.reason, result.log))
+    return UnitOutcome(counts[TaskState.FINISHED], counts[TaskState.FAILED], counts[TaskState.NOT_RUN], restarts,
+                       started, time.time(), socket.gethostname(), tuple(failures), stop)

@@ -1,0 +1,1 @@
+"""merlin-mdm batch layer."""

@@ -1,0 +1,105 @@
+"""What the status store records and returns."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+__all__ = ["StepSummary", "StudySnapshot", "TaskFailure", "TaskState", "UnitOutcome"]
+
+
+class TaskState(enum.StrEnum):
+    """The state of one task (one step instance x one sample)."""
+
+    QUEUED = "queued"  # waiting for its parents or for a free worker
+    RUNNING = "running"
+    RESTARTED = "restarted"  # re-queued after MERLIN_RESTART/RETRY or a lost worker
+    FINISHED = "finished"
+    FAILED = "failed"
+    NOT_RUN = "not_run"  # a parent failed or the study stopped; the reason is recorded
+
+    @property
+    def terminal(self) -> bool:
+        """True for states a task never leaves on its own."""
+        return self in (TaskState.FINISHED, TaskState.FAILED, TaskState.NOT_RUN)
+
+
+@dataclass(frozen=True)
+class TaskFailure:
+    """One task that failed or did not run, with why and where its log is."""
+
+    sample: int  # sample index, -1 for a non-sample task
+    state: TaskState  # FAILED or NOT_RUN
+    rc: int | None  # exit code of the last attempt (None when never started)
+    reason: str
+    log: str  # path of the task's stderr ('' when it never ran)
+
+
+@dataclass(frozen=True)
+class UnitOutcome:
+    """What running one unit (a batch of tasks of one instance) produced."""
+
+    finished: int
+    failed: int
+    not_run: int
+    restarts: int = 0  # extra attempts caused by MERLIN_RESTART/RETRY
+    started: float = 0.0  # epoch seconds
+    ended: float = 0.0
+    host: str = ""
+    failures: tuple[TaskFailure, ...] = ()
+    stop: str | None = None  # "hard_fail" or "stop_workers" when a task asked to stop the study
+
+    @property
+    def ok(self) -> bool:
+        """Every task finished."""
+        return self.failed == 0 and self.not_run == 0
+
+
+@dataclass(frozen=True)
+class StepSummary:
+    """Task counts of one step (all its instances) by state."""
+
+    step: str
+    instances: int
+    total: int
+    counts: dict[str, int]  # TaskState value -> tasks
+    restarts: int = 0
+    started: float | None = None
+    ended: float | None = None
+    failures: tuple[tuple[str, TaskFailure], ...] = ()  # (instance name, failure), the first few
+    n_failures: int = 0
+
+    @property
+    def done(self) -> bool:
+        """Every task is in a terminal state."""
+        return sum(self.counts.get(s.value, 0) for s in TaskState if s.terminal) == self.total
+
+
+@dataclass(frozen=True)
+class StudySnapshot:
+    """Where a whole study stands."""
+
+    name: str
+    workspace: str
+    state: str  # created | running | finished | failed | stopped | interrupted | queued
+    message: str
+    steps: tuple[StepSummary, ...] = field(default_factory=tuple)
+
+    @property
+    def total(self) -> int:
+        """All tasks."""
+        return sum(s.total for s in self.steps)
+
+    @property
+    def count_failed(self) -> int:
+        """Tasks that failed."""
+        return self.count(TaskState.FAILED)
+
+    @property
+    def count_not_run(self) -> int:
+        """Tasks that did not run."""
+        return self.count(TaskState.NOT_RUN)
+
+    def count(self, state: TaskState) -> int:
+        """Tasks in ``state`` across steps."""
+        return sum(s.counts.get(state.value, 0) for s in self.steps)

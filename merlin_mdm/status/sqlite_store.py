@@ -1,0 +1,160 @@
+"""The status store of the embedded backend: one SQLite database in the workspace (WAL, one writer).
+
+The local runner's scheduler is the only writer; `merlin-mdm status` reads concurrently. Counting per unit
+keeps a 1,000,000-sample study at 10,000 rows, and every query is an aggregate over an index.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from merlin_mdm.errors import StatusError
+from merlin_mdm.status.model import StepSummary, StudySnapshot, TaskFailure, TaskState, UnitOutcome
+from merlin_mdm.status.store import StatusStore
+from merlin_mdm.study.plan import StudyPlan, UnitKey
+
+__all__ = ["SqliteStatusStore"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS instances (idx INTEGER PRIMARY KEY, step TEXT, name TEXT, n_tasks INTEGER);
+CREATE TABLE IF NOT EXISTS units (
+  instance INTEGER, unit INTEGER, n INTEGER, state TEXT, finished INTEGER DEFAULT 0, failed INTEGER DEFAULT 0,
+  not_run INTEGER DEFAULT 0, restarts INTEGER DEFAULT 0, attempts INTEGER DEFAULT 0, started REAL, ended REAL,
+  host TEXT, PRIMARY KEY (instance, unit)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS failures (instance INTEGER, unit INTEGER, sample INTEGER, state TEXT, rc INTEGER,
+  reason TEXT, log TEXT);
+CREATE INDEX IF NOT EXISTS failures_unit ON failures (instance, unit);
+"""
+MAX_FAILURES_SHOWN = 20
+
+
+class SqliteStatusStore(StatusStore):
+    """StatusStore in ``<workspace>/merlin_info/status.db``."""
+
+    def __init__(self, path: Path | str, readonly: bool = False):
+        self.path = Path(path)
+        if readonly and not self.path.exists():
+            raise StatusError(f"no status database at {self.path}; was the study started?")
+        try:
+            uri = f"file:{self.path}?mode=ro" if readonly else f"file:{self.path}"
+            self.db = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
+            if not readonly:
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA synchronous=NORMAL")
+                self.db.executescript(SCHEMA)
+        except sqlite3.Error as exc:
+            raise StatusError(f"cannot open the status database {self.path}: {exc}") from None
+
+    def _tx(self, sql: str, rows: Iterable[tuple[object, ...]] = ()) -> None:
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.executemany(sql, rows) if rows else self.db.execute(sql)
+            self.db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self.db.execute("ROLLBACK") if self.db.in_transaction else None
+            raise StatusError(f"status database {self.path}: {exc}") from None
+
+    def register(self, plan: StudyPlan) -> None:
+        inst_rows = [(i.index, i.step, i.name, plan.n_tasks(i.index)) for i in plan.instances]
+        self._tx("INSERT OR IGNORE INTO instances VALUES (?, ?, ?, ?)", inst_rows)
+        unit_rows = ((k.instance, k.unit, len(plan.unit_samples(k)), TaskState.QUEUED.value) for k in plan.units())
+        self._tx("INSERT OR IGNORE INTO units (instance, unit, n, state) VALUES (?, ?, ?, ?)", list(unit_rows))
+        self._tx("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                 [("name", plan.name), ("workspace", plan.workspace), ("state", "created"), ("message", "")])
+
+    def unit_started(self, key: UnitKey, host: str, when: float) -> None:
+        self._tx("UPDATE units SET state='running', attempts=attempts+1, host=?, started=COALESCE(started, ?) "
+                 "WHERE instance=? AND unit=? AND state NOT IN ('done')", [(host, when, key.instance, key.unit)])
+
+    def unit_restarted(self, key: UnitKey, reason: str) -> None:
+        self._tx("UPDATE units SET state='restarted' WHERE instance=? AND unit=? AND state != 'done'",
+                 [(key.instance, key.unit)])
+
+    def unit_finished(self, key: UnitKey, outcome: UnitOutcome) -> bool:
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            cur = self.db.execute(
+                "UPDATE units SET state='done', finished=?, failed=?, not_run=?, restarts=restarts+?, "
+                "started=COALESCE(started, ?), ended=?, host=? WHERE instance=? AND unit=? AND state != 'done'",
+                (outcome.finished, outcome.failed, outcome.not_run, outcome.restarts, outcome.started,
+                 outcome.ended, outcome.host, key.instance, key.unit))
+            changed = cur.rowcount > 0
+            if changed and outcome.failures:
+                self.db.executemany("INSERT INTO failures VALUES (?, ?, ?, ?, ?, ?, ?)", [
+                    (key.instance, key.unit, f.sample, f.state.value, f.rc, f.reason, f.log)
+                    for f in outcome.failures])
+            self.db.execute("COMMIT")
+            return changed
+        except sqlite3.Error as exc:
+            self.db.execute("ROLLBACK") if self.db.in_transaction else None
+            raise StatusError(f"status database {self.path}: {exc}") from None
+
+    def units_not_run(self, keys: Iterable[UnitKey], reason: str) -> None:
+        rows = [(key.instance, key.unit) for key in keys]
+        if not rows:
+            return
+        self._tx("UPDATE units SET state='done', not_run=n, finished=0, failed=0, ended=NULL "
+                 "WHERE instance=? AND unit=? AND state != 'done'", rows)
+        self._tx("INSERT INTO failures VALUES (?, ?, -1, 'not_run', NULL, ?, '')",
+                 [(i, u, reason) for i, u in rows])
+
+    def set_state(self, state: str, message: str = "") -> None:
+        self._tx("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                 [("state", state), ("message", message), ("updated", str(time.time()))])
+
+    def finished_units(self) -> set[UnitKey]:
+        rows = self.db.execute("SELECT instance, unit FROM units WHERE state='done' AND finished=n")
+        return {UnitKey(i, u) for i, u in rows}
+
+    def reset_unfinished(self) -> list[UnitKey]:
+        rows = self.db.execute("SELECT instance, unit FROM units WHERE NOT (state='done' AND finished=n)")
+        keys = [UnitKey(i, u) for i, u in rows]
+        self._tx("UPDATE units SET state='queued', finished=0, failed=0, not_run=0, ended=NULL "
+                 "WHERE NOT (state='done' AND finished=n)")
+        self._tx("DELETE FROM failures WHERE (instance, unit) IN "
+                 "(SELECT instance, unit FROM units WHERE state='queued')")
+        return keys
+
+    def snapshot(self) -> StudySnapshot:
+        try:
+            meta = dict(self.db.execute("SELECT key, value FROM meta").fetchall())
+            steps = self._step_rows()
+        except sqlite3.Error as exc:
+            raise StatusError(f"cannot read the status database {self.path}: {exc}") from None
+        return StudySnapshot(meta.get("name", ""), meta.get("workspace", ""), meta.get("state", "unknown"),
+                             meta.get("message", ""), tuple(steps))
+
+    def _step_rows(self) -> list[StepSummary]:
+        rows = self.db.execute("""
+            SELECT i.step, COUNT(DISTINCT i.idx), SUM(u.n),
+              SUM(CASE WHEN u.state='queued' THEN u.n ELSE 0 END),
+              SUM(CASE WHEN u.state='running' THEN u.n ELSE 0 END),
+              SUM(CASE WHEN u.state='restarted' THEN u.n ELSE 0 END),
+              SUM(u.finished), SUM(u.failed), SUM(u.not_run), SUM(u.restarts), MIN(u.started), MAX(u.ended),
+              MIN(i.idx)
+            FROM units u JOIN instances i ON i.idx = u.instance GROUP BY i.step ORDER BY MIN(i.idx)""").fetchall()
+        out = []
+        for step, n_inst, total, queued, running, restarted, fin, failed, not_run, restarts, t0, t1, _ in rows:
+            counts = {TaskState.QUEUED.value: queued, TaskState.RUNNING.value: running,
+                      TaskState.RESTARTED.value: restarted, TaskState.FINISHED.value: fin,
+                      TaskState.FAILED.value: failed, TaskState.NOT_RUN.value: not_run}
+            failures, n_fail = self._failures(step)
+            out.append(StepSummary(step, n_inst, total, counts, restarts, t0, t1, failures, n_fail))
+        return out
+
+    def _failures(self, step: str) -> tuple[tuple[tuple[str, TaskFailure], ...], int]:
+        rows = self.db.execute(
+            "SELECT i.name, f.sample, f.state, f.rc, f.reason, f.log FROM failures f JOIN instances i "
+            "ON i.idx = f.instance WHERE i.step = ? ORDER BY f.instance, f.sample LIMIT ?",
+            (step, MAX_FAILURES_SHOWN)).fetchall()
+        count = self.db.execute("SELECT COUNT(*) FROM failures f JOIN instances i ON i.idx = f.instance "
+                                "WHERE i.step = ?", (step,)).fetchone()[0]
+        return tuple((name, TaskFailure(s, TaskState(st), rc, reason, log)) for name, s, st, rc, reason, log
+                     in rows), int(count)
+
+    def close(self) -> None:
+        self.db.close()

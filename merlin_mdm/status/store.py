@@ -1,0 +1,57 @@
+"""The status store contract, shared by every backend (SQLite for the local one, Redis for Celery)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+
+from merlin_mdm.status.model import StudySnapshot, UnitOutcome
+from merlin_mdm.study.plan import StudyPlan, UnitKey
+
+__all__ = ["StatusStore"]
+
+
+class StatusStore(ABC):
+    """Where a study stands, task by task, counted per unit so that reading it costs O(steps).
+
+    Every write is idempotent: recording the outcome of a unit twice (a redelivered message) counts once.
+    """
+
+    @abstractmethod
+    def register(self, plan: StudyPlan) -> None:
+        """Record every unit of ``plan`` as queued (no-op for units already known)."""
+
+    @abstractmethod
+    def unit_started(self, key: UnitKey, host: str, when: float) -> None:
+        """A worker took ``key``."""
+
+    @abstractmethod
+    def unit_restarted(self, key: UnitKey, reason: str) -> None:
+        """``key`` goes back to the queue (lost worker, retry)."""
+
+    @abstractmethod
+    def unit_finished(self, key: UnitKey, outcome: UnitOutcome) -> bool:
+        """Record the outcome; False when ``key`` had already been recorded (nothing changes then)."""
+
+    @abstractmethod
+    def units_not_run(self, keys: Iterable[UnitKey], reason: str) -> None:
+        """Mark units that will not run (failed parent, stopped study) with the reason."""
+
+    @abstractmethod
+    def set_state(self, state: str, message: str = "") -> None:
+        """Set the study's overall state (running, finished, failed, stopped, interrupted)."""
+
+    @abstractmethod
+    def snapshot(self) -> StudySnapshot:
+        """Counts per step and the first failures, without walking the workspace."""
+
+    @abstractmethod
+    def finished_units(self) -> set[UnitKey]:
+        """Units whose every task finished (skipped on restart)."""
+
+    @abstractmethod
+    def reset_unfinished(self) -> list[UnitKey]:
+        """Put every unit with a task not finished back to queued; returns them."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""

@@ -1,0 +1,204 @@
+"""Expand a spec into a :class:`StudyPlan`: Maestro's parameter semantics, Merlin's samples. Pure."""
+
+from __future__ import annotations
+
+import graphlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from merlin_mdm.launchers import DEFAULT_LAUNCHER, Resources, get_launcher
+from merlin_mdm.spec import EXIT_CODE_TOKENS, Spec, Step, parent_name
+from merlin_mdm.spec.tokens import TOKEN_RE, resolve_ordered, substitute, tokens_in
+from merlin_mdm.study.parameters import Combo, combinations, project
+from merlin_mdm.study.plan import Edge, StepInstance, StudyPlan
+from merlin_mdm.study.samples import SampleSet
+
+__all__ = ["SAMPLE_TASK_TOKENS", "StudyContext", "expand", "resolve_variables", "study_tokens"]
+
+SAMPLE_TASK_TOKENS = frozenset({"MERLIN_SAMPLE_ID", "MERLIN_SAMPLE_PATH", "MERLIN_SAMPLE_VECTOR"})
+
+
+@dataclass(frozen=True)
+class StudyContext:
+    """Facts about a study's workspace that expansion needs (decided by the workspace writer)."""
+
+    workspace: str  # absolute study workspace
+    output_path: str  # absolute OUTPUT_PATH
+    timestamp: str  # YYYYmmdd-HHMMSS
+    samples: SampleSet | None = None
+    batch_size: int = 100
+
+
+def resolve_variables(spec: Spec, extra: Mapping[str, str]) -> dict[str, str]:
+    """The env variables with nested references (and ``extra`` tokens) resolved."""
+    return resolve_ordered(spec.env.variables, {"SPECROOT": str(spec.root), **extra})
+
+
+def study_tokens(spec: Spec, ctx: StudyContext) -> dict[str, str]:
+    """Tokens with one value for the whole study: reserved tokens, exit codes, variables, dependencies."""
+    info = f"{ctx.workspace}/merlin_info"
+    name = spec.description.name
+    tokens = {
+        "SPECROOT": str(spec.root), "OUTPUT_PATH": ctx.output_path, "MERLIN_WORKSPACE": ctx.workspace,
+        "MERLIN_INFO": info, "MERLIN_TIMESTAMP": ctx.timestamp,
+        "MERLIN_SPEC_ORIGINAL_TEMPLATE": f"{info}/{name}.orig.yaml",
+        "MERLIN_SPEC_EXECUTED_RUN": f"{info}/{name}.partial.yaml",
+        "MERLIN_SPEC_ARCHIVED_COPY": f"{info}/{name}.expanded.yaml",
+        **EXIT_CODE_TOKENS,
+    }  # fmt: skip
+    if ctx.samples is not None:
+        tokens["MERLIN_SAMPLE_NAMES"] = " ".join(ctx.samples.column_labels)
+        tokens["MERLIN_GLOB_PATH"] = ctx.samples.glob()
+        tokens["MERLIN_SAMPLE_FILE"] = ctx.samples.file
+    variables = resolve_variables(spec, tokens)
+    tokens.update(variables)
+    tokens["OUTPUT_PATH"] = ctx.output_path
+    for dep in spec.env.dependencies:
+        tokens[dep.name] = substitute(dep.path, tokens)
+    return tokens
+
+
+def _topological(spec: Spec) -> list[Step]:
+    graph = {s.name: {parent_name(d)[0] for d in s.run.depends} for s in spec.steps}
+    order = list(graphlib.TopologicalSorter(graph).static_order())
+    position = {s.name: i for i, s in enumerate(spec.steps)}
+    # Keep spec order among steps that are ready together, for stable, readable plans.
+    order.sort(key=lambda n: (_depth(n, graph, {}), position[n]))
+    return [spec.step(n) for n in order]
+
+
+def _depth(name: str, graph: Mapping[str, set[str]], memo: dict[str, int]) -> int:
+    if name not in memo:
+        memo[name] = 1 + max((_depth(p, graph, memo) for p in graph[name]), default=-1)
+    return memo[name]
+
+
+class _Expander:
+    """Walks the steps in topological order, expanding each over the parameters it uses."""
+
+    def __init__(self, spec: Spec, ctx: StudyContext):
+        self.spec = spec
+        self.ctx = ctx
+        self.tokens = study_tokens(spec, ctx)
+        self.params = {p.name for p in spec.parameters}
+        self.combos = list(combinations(spec.parameters)) or [Combo(())]
+        self.used: dict[str, frozenset[str]] = {}
+        self.by_labels: dict[str, dict[str, int]] = {}  # step -> labels -> instance index
+        self.instances: list[StepInstance] = []
+        self.sample_tokens = set(SAMPLE_TASK_TOKENS) | set(ctx.samples.column_labels if ctx.samples else ())
+
+    def run(self) -> StudyPlan:
+        for step in _topological(self.spec):
+            self._expand_step(step)
+        return StudyPlan(self.spec.description.name, self.ctx.workspace, tuple(self.instances), self.ctx.samples,
+                         self.ctx.batch_size)
+
+    def _env_text(self, text: str, combo: Combo | None = None) -> str:
+        """Substitute labels (which may hold parameters), then parameters and study tokens."""
+        values = dict(self.tokens)
+        if combo is not None:
+            values.update(combo.tokens())
+        labels = resolve_ordered(self.spec.env.labels, values)
+        return substitute(substitute(text, labels), values)
+
+    def _used_params(self, step: Step) -> frozenset[str]:
+        text = f"{step.run.cmd} {step.run.restart or ''} {step.description}"
+        labels = dict(self.spec.env.labels)
+        text = substitute(text, labels)
+        own = {t.split(".")[0] for t in tokens_in(text) if t.split(".")[0] in self.params}
+        for dep in step.run.depends:
+            parent, funnel = parent_name(dep)
+            if not funnel:
+                own |= self.used[parent]
+        for ref in self._workspace_refs(step):
+            if ref not in self._funnels(step) and ref in self.used:
+                own |= self.used[ref]
+        return frozenset(own)
+
+    def _workspace_refs(self, step: Step) -> list[str]:
+        text = f"{step.run.cmd} {step.run.restart or ''}"
+        return [t[: -len(".workspace")] for t in tokens_in(text) if t.endswith(".workspace")]
+
+    @staticmethod
+    def _funnels(step: Step) -> set[str]:
+        return {parent_name(d)[0] for d in step.run.depends if parent_name(d)[1]}
+
+    def _expand_step(self, step: Step) -> None:
+        used = self._used_params(step)
+        self.used[step.name] = used
+        self.by_labels[step.name] = {}
+        for full in self.combos:
+            combo = project(full, used)
+            if combo.label_string in self.by_labels[step.name]:
+                continue
+            inst = self._instance(step, combo)
+            self.by_labels[step.name][combo.label_string] = inst.index
+            self.instances.append(inst)
+
+    def _instance(self, step: Step, combo: Combo) -> StepInstance:
+        index = len(self.instances)
+        workspace = f"{step.name}/{combo.label_string}" if combo.items else step.name
+        name = f"{step.name}_{combo.label_string}" if combo.items else step.name
+        uses_samples = self._uses_samples(step)
+        parents = self._edges(step, combo, uses_samples)
+        run = step.run
+        extra = {**self._workspace_tokens(step, combo), **self._launcher_tokens(step)}
+        cmd = substitute(self._env_text(run.cmd, combo), extra)
+        restart = substitute(self._env_text(run.restart, combo), extra) if run.restart else None
+        if "$(MERLIN_PATHS_ALL)" in cmd and self.ctx.samples is not None:
+            cmd = cmd.replace("$(MERLIN_PATHS_ALL)", self._paths_all())
+        shell = run.shell or (run.batch.shell if run.batch else None) or self.spec.batch.shell
+        return StepInstance(index, step.name, name, combo.label_string, workspace, cmd, restart, shell,
+                            uses_samples, parents, run.task_queue, run.max_retries, run.retry_delay, run.walltime)
+
+    def _uses_samples(self, step: Step) -> bool:
+        text = self._env_text(f"{step.run.cmd} {step.run.restart or ''}")
+        return self.ctx.samples is not None and any(t in self.sample_tokens for t in tokens_in(text))
+
+    def _edges(self, step: Step, combo: Combo, uses_samples: bool) -> tuple[Edge, ...]:
+        edges: list[Edge] = []
+        for dep in step.run.depends:
+            parent, funnel = parent_name(dep)
+            if funnel:
+                edges.extend(Edge(i, False) for i in self.by_labels[parent].values())
+            else:
+                index = self.by_labels[parent][project(combo, self.used[parent]).label_string]
+                edges.append(Edge(index, uses_samples and self.instances[index].uses_samples))
+        return tuple(dict.fromkeys(edges))
+
+    def _workspace_tokens(self, step: Step, combo: Combo) -> dict[str, str]:
+        out = {}
+        for ref in self._workspace_refs(step):
+            if ref not in self.used:
+                continue
+            if ref in self._funnels(step) or not self.used[ref]:
+                out[f"{ref}.workspace"] = f"{self.ctx.workspace}/{ref}"
+            else:
+                out[f"{ref}.workspace"] = f"{self.ctx.workspace}/{ref}/{project(combo, self.used[ref]).label_string}"
+        return out
+
+    def _launcher_tokens(self, step: Step) -> dict[str, str]:
+        run = step.run
+        batch = run.batch or self.spec.batch
+        name = str(batch.extra.get("launcher") or DEFAULT_LAUNCHER.get(batch.type, "plain"))
+        launcher = get_launcher(name)
+        fixed = Resources(run.nodes or 1, run.procs or 1, run.cores_per_task, run.gpus)
+        variable = Resources(f"${{MERLIN_NODES:-{fixed.nodes}}}", f"${{MERLIN_PROCS:-{fixed.procs}}}",
+                             f"${{MERLIN_CORES:-{run.cores_per_task or 1}}}" if run.cores_per_task else None,
+                             f"${{MERLIN_GPUS:-{run.gpus}}}" if run.gpus else None)
+        return {"LAUNCHER": launcher.prefix(fixed), "VLAUNCHER": launcher.prefix(variable)}
+
+    def _paths_all(self) -> str:
+        samples = self.ctx.samples
+        assert samples is not None
+        return " ".join(samples.path(i) for i in range(samples.count))
+
+
+def expand(spec: Spec, ctx: StudyContext) -> StudyPlan:
+    """Expand ``spec`` into its plan of step instances."""
+    return _Expander(spec, ctx).run()
+
+
+def leftover_tokens(text: str) -> list[str]:
+    """Tokens still present in an expanded command (for diagnostics)."""
+    return TOKEN_RE.findall(text)

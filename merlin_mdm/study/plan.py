@@ -1,0 +1,143 @@
+"""The plan of a study: step instances (a step x the parameter combination it uses), their dependencies, and
+the work units that cover each instance's samples. Pure: no I/O.
+
+A plan never holds per-sample objects. A sample step instance is split into units of ``batch_size`` samples;
+tasks are (instance, sample) pairs generated on demand.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+
+from merlin_mdm.study.samples import SampleSet
+
+__all__ = ["Edge", "StepInstance", "StudyPlan", "UnitKey"]
+
+NO_SAMPLE = -1  # the sample index of a task that does not run per sample
+
+
+@dataclass(frozen=True)
+class Edge:
+    """A dependency of an instance on a parent instance."""
+
+    parent: int  # index of the parent instance in StudyPlan.instances
+    aligned: bool  # True: unit b waits only for the parent's unit b (both sample steps, not a funnel)
+
+
+@dataclass(frozen=True)
+class StepInstance:
+    """One step expanded for one parameter combination."""
+
+    index: int  # position in the plan (a topological order)
+    step: str  # the spec's step name
+    name: str  # `step` or `step_<labels>` (Maestro's expanded name)
+    labels: str  # the combination string, '' when the step uses no parameters
+    workspace: str  # directory relative to the study workspace: `step` or `step/<labels>`
+    cmd: str  # fully substituted except the per-task tokens (WORKSPACE, samples)
+    restart: str | None  # idem, for MERLIN_RESTART
+    shell: str  # interpreter of the generated script
+    uses_samples: bool  # runs once per sample
+    parents: tuple[Edge, ...]
+    task_queue: str = "merlin"
+    max_retries: int = 30
+    retry_delay: float = 1.0
+    walltime: str | None = None
+
+
+@dataclass(frozen=True, order=True)
+class UnitKey:
+    """A unit of work: one instance, one batch of its samples (unit 0 for a non-sample instance)."""
+
+    instance: int
+    unit: int
+
+    def to_id(self) -> str:
+        """Compact text id, `instance:unit`."""
+        return f"{self.instance}:{self.unit}"
+
+    @classmethod
+    def from_id(cls, text: str) -> UnitKey:
+        """Parse :meth:`to_id` output."""
+        a, b = text.split(":")
+        return cls(int(a), int(b))
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    """Everything needed to run a study, serialisable to JSON for workers on other hosts."""
+
+    name: str  # description.name
+    workspace: str  # absolute path of the study workspace
+    instances: tuple[StepInstance, ...]
+    samples: SampleSet | None
+    batch_size: int  # samples per unit
+
+    def n_units(self, index: int) -> int:
+        """Number of units of instance ``index``."""
+        if not self.instances[index].uses_samples or self.samples is None:
+            return 1
+        return max(1, -(-self.samples.count // self.batch_size))
+
+    def n_tasks(self, index: int) -> int:
+        """Number of tasks of instance ``index`` (its samples, or 1)."""
+        if not self.instances[index].uses_samples or self.samples is None:
+            return 1
+        return self.samples.count
+
+    def unit_samples(self, key: UnitKey) -> range:
+        """Sample indices of a unit; ``range(-1, 0)`` (one task, no sample) for a non-sample instance."""
+        if not self.instances[key.instance].uses_samples or self.samples is None:
+            return range(NO_SAMPLE, NO_SAMPLE + 1)
+        lo = key.unit * self.batch_size
+        return range(lo, min(self.samples.count, lo + self.batch_size))
+
+    def units(self) -> Iterator[UnitKey]:
+        """Every unit, instance by instance."""
+        for inst in self.instances:
+            for unit in range(self.n_units(inst.index)):
+                yield UnitKey(inst.index, unit)
+
+    def total_tasks(self) -> int:
+        """Number of tasks in the whole study."""
+        return sum(self.n_tasks(i) for i in range(len(self.instances)))
+
+    def unit_parents(self, key: UnitKey) -> Iterator[UnitKey]:
+        """The units ``key`` waits for."""
+        for edge in self.instances[key.instance].parents:
+            if edge.aligned:
+                yield UnitKey(edge.parent, key.unit)
+            else:
+                for unit in range(self.n_units(edge.parent)):
+                    yield UnitKey(edge.parent, unit)
+
+    def children(self) -> list[list[Edge]]:
+        """For each instance, the edges to its children (``Edge.parent`` holds the child's index)."""
+        out: list[list[Edge]] = [[] for _ in self.instances]
+        for inst in self.instances:
+            for edge in inst.parents:
+                out[edge.parent].append(Edge(inst.index, edge.aligned))
+        return out
+
+    def to_json(self) -> str:
+        """JSON text of the plan."""
+        data = asdict(self)
+        if self.samples is not None:
+            data["samples"] = {k: v for k, v in data["samples"].items() if not k.startswith("_")}
+        return json.dumps(data, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> StudyPlan:
+        """Inverse of :meth:`to_json`."""
+        data = json.loads(text)
+        instances = tuple(
+            StepInstance(**{**inst, "parents": tuple(Edge(**e) for e in inst["parents"])})
+            for inst in data["instances"]
+        )
+        samples = data.get("samples")
+        sample_set = None
+        if samples:
+            sample_set = SampleSet(samples["file"], samples["count"], tuple(samples["column_labels"]),
+                                   samples["level_max_dirs"])
+        return cls(data["name"], data["workspace"], instances, sample_set, data["batch_size"])

@@ -1,0 +1,104 @@
+"""Samples: reading .npy/.csv/.tab files and Merlin's hierarchical sample directories."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from merlin_mdm.errors import SpecError, SpecIssue
+
+__all__ = ["SAMPLE_SUFFIXES", "SampleSet", "hierarchy_sizes", "read_samples", "sample_count", "sample_path"]
+
+SAMPLE_SUFFIXES = (".npy", ".csv", ".tab")
+
+
+def hierarchy_sizes(n_samples: int, level_max_dirs: int) -> tuple[int, ...]:
+    """Samples per directory at each level, Merlin's layout (10,000 samples, 25 per level -> (625, 25, 1))."""
+    sizes = [1]
+    while sizes[0] < n_samples:
+        sizes.insert(0, sizes[0] * level_max_dirs)
+    if len(sizes) > 1:
+        del sizes[0]
+    return tuple(sizes)
+
+
+def sample_path(index: int, sizes: tuple[int, ...], digits: int) -> str:
+    """The relative directory of sample ``index``, e.g. ``00/03/17``."""
+    parts = []
+    rest = index
+    for size in sizes:
+        parts.append(f"{rest // size:0{digits}d}")
+        rest %= size
+    return "/".join(parts)
+
+
+def _bad(path: Path, message: str) -> SpecError:
+    return SpecError([SpecIssue(str(path), 0, 0, "merlin.samples.file", message)])
+
+
+def read_samples(path: Path) -> np.ndarray:
+    """Load a samples file as a 2-D array (one row per sample); .npy is memory-mapped."""
+    suffix = path.suffix.lower()
+    if suffix not in SAMPLE_SUFFIXES:
+        raise _bad(path, f"unsupported samples file type '{suffix}' (use one of {', '.join(SAMPLE_SUFFIXES)})")
+    try:
+        if suffix == ".npy":
+            data = np.load(path, mmap_mode="r", allow_pickle=False)
+        else:
+            delimiter = "," if suffix == ".csv" else None
+            data = np.loadtxt(path, delimiter=delimiter, dtype=str, ndmin=2, comments="#")
+    except FileNotFoundError:
+        raise _bad(path, "samples file not found") from None
+    except (OSError, ValueError) as exc:
+        raise _bad(path, f"cannot read samples: {exc}") from None
+    if data.ndim == 1:
+        data = data.reshape(-1, 1)
+    if data.ndim != 2:
+        raise _bad(path, f"samples must be a 2-D table (one row per sample), got shape {data.shape}")
+    return data
+
+
+def sample_count(path: Path) -> tuple[int, int]:
+    """(rows, columns) of a samples file without loading a .npy into memory."""
+    data = read_samples(path)
+    return int(data.shape[0]), int(data.shape[1])
+
+
+@dataclass(frozen=True)
+class SampleSet:
+    """The samples of a study: where they are and how their directories are laid out."""
+
+    file: str  # absolute path of the copy in merlin_info/
+    count: int  # number of samples (rows)
+    column_labels: tuple[str, ...]
+    level_max_dirs: int = 25
+    _cache: dict[str, object] = field(default_factory=dict, compare=False, repr=False)
+
+    @cached_property
+    def sizes(self) -> tuple[int, ...]:
+        """Directory sizes per level."""
+        return hierarchy_sizes(self.count, self.level_max_dirs)
+
+    @property
+    def digits(self) -> int:
+        """Zero padding of directory names."""
+        return len(str(self.level_max_dirs))
+
+    def path(self, index: int) -> str:
+        """Relative directory of sample ``index``."""
+        return sample_path(index, self.sizes, self.digits)
+
+    def glob(self) -> str:
+        """A glob matching every sample directory (MERLIN_GLOB_PATH)."""
+        return "/".join("*" for _ in self.sizes)
+
+    def rows(self) -> np.ndarray:
+        """The sample table (cached per process)."""
+        if "rows" not in self._cache:
+            self._cache["rows"] = read_samples(Path(self.file))
+        rows = self._cache["rows"]
+        assert isinstance(rows, np.ndarray)
+        return rows

@@ -1,0 +1,172 @@
+"""The study workspace on disk: `<OUTPUT_PATH>/<name>_<timestamp>/` with provenance in `merlin_info/`.
+
+This is the only effectful module of the study layer. A workspace is built completely or not at all: a
+failure while preparing it removes what was written.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from merlin_mdm import _shell
+from merlin_mdm.errors import SpecError, SpecIssue, WorkspaceError
+from merlin_mdm.spec import LoadedSpec, Spec
+from merlin_mdm.spec.tokens import substitute
+from merlin_mdm.study.expand import StudyContext, expand, resolve_variables, study_tokens
+from merlin_mdm.study.plan import StudyPlan
+from merlin_mdm.study.samples import SampleSet, sample_count
+
+__all__ = ["PLAN_FILE", "Workspace", "create_workspace", "output_path"]
+
+PLAN_FILE = "plan.json"
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """A study workspace directory."""
+
+    root: Path
+
+    @property
+    def info(self) -> Path:
+        """The provenance directory, merlin_info/."""
+        return self.root / "merlin_info"
+
+    @property
+    def plan_path(self) -> Path:
+        """The JSON plan workers load."""
+        return self.info / PLAN_FILE
+
+    @property
+    def status_path(self) -> Path:
+        """The local status database."""
+        return self.info / "status.db"
+
+    def load_plan(self) -> StudyPlan:
+        """Read the plan (WorkspaceError when this is not a workspace)."""
+        try:
+            return StudyPlan.from_json(self.plan_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise WorkspaceError(f"{self.root} is not a merlin-mdm workspace (no merlin_info/{PLAN_FILE})") from None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise WorkspaceError(f"{self.plan_path} is corrupt: {exc}") from None
+
+    @classmethod
+    def find(cls, path: Path | str) -> Workspace:
+        """The workspace at ``path`` (or the one holding it)."""
+        start = Path(path).resolve()
+        for candidate in (start, *start.parents):
+            if (candidate / "merlin_info" / PLAN_FILE).exists():
+                return cls(candidate)
+        raise WorkspaceError(f"{path} is not inside a merlin-mdm workspace (no merlin_info/{PLAN_FILE} found)")
+
+
+def output_path(spec: Spec) -> Path:
+    """OUTPUT_PATH: the `env.variables.OUTPUT_PATH` value (relative to the spec's folder), else the cwd."""
+    value = resolve_variables(spec, {}).get("OUTPUT_PATH")
+    if not value:
+        return Path.cwd()
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else (spec.root / path).resolve()
+
+
+def _new_root(base: Path, name: str, now: dt.datetime) -> tuple[Path, str]:
+    stamp = now.strftime("%Y%m%d-%H%M%S")
+    root = base / f"{name}_{stamp}"
+    suffix = 1
+    while root.exists():
+        root = base / f"{name}_{stamp}.{suffix}"
+        suffix += 1
+    return root, stamp
+
+
+def create_workspace(
+    loaded: LoadedSpec,
+    samples_file: Path | None = None,
+    batch_size: int = 100,
+    now: dt.datetime | None = None,
+) -> tuple[Workspace, StudyPlan]:
+    """Create the workspace, its provenance and the plan; removes everything written if any step fails."""
+    spec = loaded.spec
+    base = output_path(spec)
+    root, stamp = _new_root(base, spec.description.name, now or dt.datetime.now())
+    try:
+        root.mkdir(parents=True)
+        (root / "merlin_info").mkdir()
+    except OSError as exc:
+        raise WorkspaceError(f"cannot create the workspace {root}: {exc}") from None
+    try:
+        return _fill_workspace(Workspace(root), loaded, base, stamp, samples_file, batch_size)
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
+
+
+def _fill_workspace(ws: Workspace, loaded: LoadedSpec, base: Path, stamp: str, samples_file: Path | None,
+                    batch_size: int) -> tuple[Workspace, StudyPlan]:
+    spec = loaded.spec
+    ctx = StudyContext(str(ws.root), str(base), stamp, None, batch_size)
+    name = spec.description.name
+    (ws.info / f"{name}.orig.yaml").write_text(loaded.text, encoding="utf-8")
+    tokens = study_tokens(spec, ctx)
+    (ws.info / f"{name}.partial.yaml").write_text(substitute(loaded.text, tokens), encoding="utf-8")
+    samples = _stage_samples(spec, ws, tokens, samples_file)
+    ctx = StudyContext(str(ws.root), str(base), stamp, samples, max(1, batch_size))
+    plan = expand(spec, ctx)
+    _write_atomic(ws.plan_path, plan.to_json())
+    _write_atomic(ws.info / f"{name}.expanded.yaml", _expanded_yaml(plan))
+    return ws, plan
+
+
+def _stage_samples(spec: Spec, ws: Workspace, tokens: dict[str, str], override: Path | None) -> SampleSet | None:
+    cfg = spec.samples
+    if cfg is None:
+        return None
+    source = Path(substitute(cfg.file, tokens)).expanduser() if override is None else override
+    if not source.is_absolute():
+        source = spec.root / source
+    if cfg.generate_cmd and override is None:
+        _generate_samples(spec, ws, substitute(cfg.generate_cmd, tokens))
+    target = ws.info / f"samples{source.suffix.lower()}"
+    try:
+        shutil.copyfile(source, target)
+    except OSError as exc:
+        raise SpecError([SpecIssue(str(spec.path), 0, 0, "merlin.samples.file",
+                                   f"cannot copy samples file {source}: {exc.strerror or exc}")]) from None
+    rows, columns = sample_count(target)
+    if columns != len(cfg.column_labels):
+        raise SpecError([SpecIssue(str(spec.path), 0, 0, "merlin.samples.column_labels",
+                                   f"{len(cfg.column_labels)} column labels for {columns} columns in {source}")])
+    return SampleSet(str(target), rows, cfg.column_labels, cfg.level_max_dirs)
+
+
+def _generate_samples(spec: Spec, ws: Workspace, cmd: str) -> None:
+    result = _shell.run([spec.batch.shell, "-c", cmd], timeout=3600, cwd=str(ws.info))
+    (ws.info / "cmd.sh").write_text(cmd + "\n", encoding="utf-8")
+    (ws.info / "cmd.out").write_text(result.stdout, encoding="utf-8")
+    (ws.info / "cmd.err").write_text(result.stderr, encoding="utf-8")
+    if result.rc != 0:
+        tail = result.stderr.strip().splitlines()[-3:]
+        raise SpecError([SpecIssue(str(spec.path), 0, 0, "merlin.samples.generate.cmd",
+                                   f"exited with {result.rc}: {' | '.join(tail) or 'no output'}")])
+
+
+def _expanded_yaml(plan: StudyPlan) -> str:
+    steps = [{"name": i.name, "step": i.step, "workspace": i.workspace, "cmd": i.cmd, "restart": i.restart,
+              "samples": i.uses_samples, "depends": [plan.instances[e.parent].name for e in i.parents]}
+             for i in plan.instances]
+    doc = {"study": plan.name, "workspace": plan.workspace, "batch_size": plan.batch_size,
+           "samples": plan.samples.count if plan.samples else 0, "steps": steps}
+    return yaml.safe_dump(doc, sort_keys=False, width=120)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
