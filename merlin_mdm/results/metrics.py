@@ -208,11 +208,8 @@ def read_metrics(path: str | os.PathLike[str]) -> Metrics:
         raise
     except (OSError, KeyError, ValueError, RuntimeError) as err:
         raise ResultsError(f"{src}: not a readable HDF5 metrics file ({err})") from err
-    try:
-        clean_attrs = _validated_attrs(src, attrs, allow_writer=True)
-        clean_data = _validated_datasets(src, datasets)
-    except ResultsError as err:
-        raise ResultsError(f"{err} (schema_version {SCHEMA_VERSION})") from err
+    clean_attrs = _validated_attrs(src, attrs, allow_writer=True)
+    clean_data = _validated_datasets(src, datasets)
     return Metrics(path=src, attrs=clean_attrs, datasets=clean_data)
 
 
@@ -253,7 +250,7 @@ def _check_attr_type(dest: Path, key: str, value: Any, kind: type) -> None:
         return
     if isinstance(value, bool) or not isinstance(value, kind):
         raise ResultsError(f"{dest}: attribute {key} must be {kind.__name__}, got {type(value).__name__} {value!r}")
-    if kind is float and not math.isfinite(value):
+    if isinstance(value, float) and not math.isfinite(value):
         raise ResultsError(f"{dest}: attribute {key} must be finite, got {value!r}")
 
 
