@@ -88,4 +88,5 @@ class OrderNet(nn.Module):
         h = self.tok(inputs.tokens) + self.pos(positions) + self.hid(inputs.hidden) + self.sca(scalars)  # (B, L, d)
         if self.mix is not None:
             h = self.mix(h)
-        return self.out(self.norm(h)).squeeze(-1)  # (B, L)
+        out: Tensor = self.out(self.norm(h)).squeeze(-1)  # (B, L)
+        return out

@@ -1,0 +1,116 @@
+"""Saving and loading a trained order policy: ``DIR/policy.pt`` (weights and shapes) and ``DIR/meta.json``.
+
+``policy.pt`` holds only tensors and plain data (it loads with ``torch.load(weights_only=True)``): the
+policy's and the posterior's :class:`OrderNetConfig` and state dicts, and the training config. ``meta.json``
+holds what a person or a results table wants without torch: the training config, the denoiser it was
+trained against, the task, timings and the final training figures. Both are written to a temporary name and
+renamed, so a killed run never leaves a half-written policy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from merlin_mdm.errors import MdmError
+from merlin_mdm.mdm.order.networks import OrderNet, OrderNetConfig
+
+__all__ = ["META_FILE", "POLICY_FILE", "POLICY_FORMAT", "LoadedPolicy", "load_policy", "save_policy"]
+
+POLICY_FILE = "policy.pt"
+META_FILE = "meta.json"
+POLICY_FORMAT = 1  # bump when the layout of policy.pt changes
+
+
+@dataclass(frozen=True)
+class LoadedPolicy:
+    """A policy read back from disk.
+
+    Attributes:
+        policy: p_theta in eval mode.
+        posterior: q_phi in eval mode, or None when it was not saved.
+        meta: the contents of meta.json.
+        path: the directory it was read from.
+    """
+
+    policy: OrderNet
+    posterior: OrderNet | None
+    meta: dict[str, Any]
+    path: Path
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_policy(directory: str | Path, policy: OrderNet, posterior: OrderNet | None, meta: Mapping[str, Any]) -> Path:
+    """Write ``policy.pt`` and ``meta.json`` into ``directory`` (created if needed).
+
+    Args:
+        directory: output directory.
+        policy: p_theta.
+        posterior: q_phi, or None to save the policy alone.
+        meta: JSON-able facts (training config, denoiser checkpoint id, task, timings ...).
+
+    Returns:
+        The directory.
+    """
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    blob: dict[str, Any] = {
+        "format": POLICY_FORMAT,
+        "policy_config": policy.config.to_dict(),
+        "policy_state": policy.state_dict(),
+        "posterior_config": None if posterior is None else posterior.config.to_dict(),
+        "posterior_state": None if posterior is None else posterior.state_dict(),
+    }
+    _atomic_write(out / POLICY_FILE, lambda tmp: torch.save(blob, tmp))
+    text = json.dumps({"kind": "order_policy", "format": POLICY_FORMAT, **meta}, indent=2, sort_keys=True)
+    _atomic_write(out / META_FILE, lambda tmp: tmp.write_text(text + "\n"))
+    return out
+
+
+def _network(config: Any, state: Any, where: Path) -> OrderNet:
+    if not isinstance(config, dict):
+        raise MdmError(f"{where}: not an order policy file (no network config)")
+    net = OrderNet(OrderNetConfig(**config))
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as err:
+        raise MdmError(f"{where}: weights do not match their config: {err}") from err
+    return net.eval()
+
+
+def load_policy(directory: str | Path) -> LoadedPolicy:
+    """Read a policy saved by :func:`save_policy`.
+
+    Raises:
+        MdmError: the directory or a file is missing, unreadable, or of another format.
+    """
+    where = Path(directory)
+    pt, meta_path = where / POLICY_FILE, where / META_FILE
+    if not pt.is_file():
+        raise MdmError(f"no order policy at {where}: {POLICY_FILE} is missing (train one with `mdm train-order`)")
+    try:
+        blob = torch.load(pt, map_location="cpu", weights_only=True)
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    except (OSError, RuntimeError, ValueError, EOFError) as err:
+        raise MdmError(f"cannot read the order policy at {where}: {err}") from err
+    if not isinstance(blob, dict) or blob.get("format") != POLICY_FORMAT:
+        raise MdmError(f"{pt}: unknown order policy format (expected {POLICY_FORMAT})")
+    policy = _network(blob.get("policy_config"), blob.get("policy_state"), pt)
+    posterior = None
+    if blob.get("posterior_config") is not None:
+        posterior = _network(blob["posterior_config"], blob.get("posterior_state"), pt)
+    return LoadedPolicy(policy=policy, posterior=posterior, meta=meta, path=where)
