@@ -36,11 +36,14 @@ __all__ = [
     "ENV_PARAM_LABELS",
     "ENV_STEP",
     "ENV_STUDY",
+    "PROBLEM_KINDS",
     "REQUIRED_ATTRS",
     "REQUIRED_DATASETS",
+    "RESULTS_FILE_KIND",
     "SCHEMA_VERSION",
     "WRITER_ATTRS",
     "Metrics",
+    "MetricsFileError",
     "is_temporary_name",
     "open_h5",
     "read_metrics",
@@ -78,7 +81,31 @@ REQUIRED_DATASETS: dict[str, str] = {
 WRITER_ATTRS = ("schema_version", "merlin_mdm_version", "host", "written_at")
 """Attributes :func:`write_metrics` sets itself; callers may not pass them."""
 
+RESULTS_FILE_KIND = "merlin_mdm.results"
+"""Value of the ``file_kind`` root attribute of an aggregated results file (never read as metrics)."""
+
+PROBLEM_KINDS = ("missing", "incomplete", "corrupt", "truncated", "not_metrics", "unsupported_version", "invalid",
+                 "results_file")
+"""Every :attr:`MetricsFileError.kind`: why a file is not a usable metrics file."""
+
 _SUMMARY_TOLERANCE = 1e-6
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+class MetricsFileError(ResultsError):
+    """A file is not a usable metrics file.
+
+    Attributes:
+        path: the file.
+        kind: one of :data:`PROBLEM_KINDS`.
+        reason: what is wrong, without the path.
+    """
+
+    def __init__(self, path: Path, kind: str, reason: str):
+        self.path = path
+        self.kind = kind
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
 
 
 @dataclass(frozen=True)
@@ -193,32 +220,60 @@ def read_metrics(path: str | os.PathLike[str]) -> Metrics:
         The file's attributes and datasets.
 
     Raises:
-        ResultsError: the file is missing, not HDF5, truncated, of another schema version, or lacks a
-            required attribute or dataset; the message names the file and what is wrong.
+        MetricsFileError: the file is missing, not HDF5, truncated, not a metrics file, of another schema
+            version, or lacks or contradicts a required attribute or dataset; the message names the file and
+            what is wrong, ``kind`` classifies it.
     """
     src = Path(path)
+    if is_temporary_name(src.name):
+        raise MetricsFileError(src, "incomplete", "temporary file of an interrupted write_metrics (the run was killed)")
     if not src.is_file():
-        raise ResultsError(f"{src}: no such metrics file")
+        raise MetricsFileError(src, "missing", "no such metrics file")
+    attrs, datasets = _read_raw(src)
     try:
-        with open_h5(src, "r") as handle:
-            attrs = {key: _to_python(value) for key, value in handle.attrs.items()}
-            _check_version(src, attrs)
-            datasets = {name: handle[name][()] for name in handle if isinstance(handle[name], h5py.Dataset)}
-    except ResultsError:
-        raise
-    except (OSError, KeyError, ValueError, RuntimeError) as err:
-        raise ResultsError(f"{src}: not a readable HDF5 metrics file ({err})") from err
-    clean_attrs = _validated_attrs(src, attrs, allow_writer=True)
-    clean_data = _validated_datasets(src, datasets)
+        clean_attrs = _validated_attrs(src, attrs, allow_writer=True)
+        clean_data = _validated_datasets(src, datasets)
+        _check_summary(src, clean_attrs, clean_data)
+    except ResultsError as err:
+        raise MetricsFileError(src, "invalid", str(err).removeprefix(f"{src}: ")) from err
     return Metrics(path=src, attrs=clean_attrs, datasets=clean_data)
 
 
+def _read_raw(src: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    try:
+        handle = open_h5(src, "r")
+    except OSError as err:
+        kind = "truncated" if _has_hdf5_signature(src) else "corrupt"
+        what = "truncated or damaged HDF5 file" if kind == "truncated" else "not an HDF5 file"
+        raise MetricsFileError(src, kind, f"{what} ({err})") from err
+    try:
+        with handle:
+            attrs = {key: _to_python(value) for key, value in handle.attrs.items()}
+            _check_version(src, attrs)
+            datasets = {name: handle[name][()] for name in handle if isinstance(handle[name], h5py.Dataset)}
+    except (OSError, KeyError, ValueError, RuntimeError) as err:
+        raise MetricsFileError(src, "truncated", f"HDF5 file cannot be read completely ({err})") from err
+    return attrs, datasets
+
+
+def _has_hdf5_signature(src: Path) -> bool:
+    try:
+        with open(src, "rb") as raw:
+            head = raw.read(len(_HDF5_SIGNATURE))
+    except OSError:
+        return False
+    return head == _HDF5_SIGNATURE
+
+
 def _check_version(src: Path, attrs: Mapping[str, Any]) -> None:
+    if attrs.get("file_kind") == RESULTS_FILE_KIND:
+        raise MetricsFileError(src, "results_file", "an aggregated results file, not a per-run metrics file")
     if "schema_version" not in attrs:
-        raise ResultsError(f"{src}: not a merlin-mdm metrics file (no schema_version attribute)")
+        raise MetricsFileError(src, "not_metrics", "HDF5 file without a schema_version attribute")
     version = attrs["schema_version"]
     if version != SCHEMA_VERSION:
-        raise ResultsError(f"{src}: schema_version {version!r} is not supported (this is version {SCHEMA_VERSION})")
+        reason = f"schema_version {version!r} is not supported (this is version {SCHEMA_VERSION})"
+        raise MetricsFileError(src, "unsupported_version", reason)
 
 
 def _validated_attrs(dest: Path, attrs: Mapping[str, Any], allow_writer: bool = False) -> dict[str, Any]:
@@ -231,8 +286,8 @@ def _validated_attrs(dest: Path, attrs: Mapping[str, Any], allow_writer: bool = 
             raise ResultsError(f"{dest}: attribute(s) {', '.join(reserved)} are set by write_metrics, not the caller")
     clean: dict[str, Any] = {}
     for key, value in attrs.items():
-        if not isinstance(key, str) or not key:
-            raise ResultsError(f"{dest}: attribute names must be non-empty strings, got {key!r}")
+        if not isinstance(key, str) or not key or "/" in key:
+            raise ResultsError(f"{dest}: attribute names must be non-empty strings without '/', got {key!r}")
         converted = _attr_value(dest, key, value)
         if converted is not None:
             clean[key] = converted
