@@ -21,7 +21,7 @@ from merlin_mdm.spec.tokens import substitute
 from merlin_mdm.status.model import TaskFailure, TaskState, UnitOutcome
 from merlin_mdm.study.plan import NO_SAMPLE, StepInstance, StudyPlan, UnitKey
 
-__all__ = ["DONE_MARKER", "TaskResult", "run_task", "run_unit", "task_dir", "task_env", "terminate_current"]
+__all__ = ["DONE_MARKER", "TaskResult", "run_task", "run_unit", "task_dir", "task_env", "task_tokens", "terminate_current"]
 
 DONE_MARKER = "MERLIN_FINISHED"
 _current: subprocess.Popen[bytes] | None = None
@@ -65,7 +65,7 @@ def _walltime_seconds(text: str | None) -> float | None:
     return seconds or None
 
 
-def _task_tokens(plan: StudyPlan, sample: int, directory: Path) -> dict[str, str]:
+def task_tokens(plan: StudyPlan, sample: int, directory: Path) -> dict[str, str]:
     tokens = {"WORKSPACE": str(directory)}
     if sample != NO_SAMPLE and plan.samples is not None:
         row = plan.samples.rows()[sample]
@@ -105,7 +105,7 @@ def run_task(plan: StudyPlan, inst: StepInstance, sample: int, env: dict[str, st
     if (directory / DONE_MARKER).exists():
         return TaskResult(TaskState.FINISHED, 0, 0, "already finished")
     directory.mkdir(parents=True, exist_ok=True)
-    tokens = _task_tokens(plan, sample, directory)
+    tokens = task_tokens(plan, sample, directory)
     script = directory / f"{inst.step}.sh"
     _write_script(script, substitute(inst.cmd, tokens))
     log = str(directory / f"{inst.step}.err")

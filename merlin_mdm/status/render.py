@@ -22,7 +22,9 @@ _STYLE = {TaskState.FINISHED: "green", TaskState.FAILED: "red", TaskState.NOT_RU
 
 def stderr_console() -> Console:
     """The console for progress and messages (stderr, so stdout stays clean for --json)."""
-    return Console(stderr=True)
+    import sys
+
+    return Console(stderr=True, width=None if sys.stderr.isatty() else 120)
 
 
 def _elapsed(start: float | None, end: float | None) -> str:

@@ -135,7 +135,8 @@ def _stage_samples(spec: Spec, ws: Workspace, tokens: dict[str, str], override: 
         _generate_samples(spec, ws, substitute(cfg.generate_cmd, tokens))
     target = ws.info / f"samples{source.suffix.lower()}"
     try:
-        shutil.copyfile(source, target)
+        if source.resolve() != target.resolve():
+            shutil.copyfile(source, target)
     except OSError as exc:
         raise SpecError([SpecIssue(str(spec.path), 0, 0, "merlin.samples.file",
                                    f"cannot copy samples file {source}: {exc.strerror or exc}")]) from None

@@ -1,0 +1,23 @@
+"""`run --dry`: write every task's script where it would run, run nothing."""
+
+from __future__ import annotations
+
+from merlin_mdm.backends.execution import task_dir, task_tokens
+from merlin_mdm.spec.tokens import substitute
+from merlin_mdm.study.plan import StudyPlan
+
+__all__ = ["write_scripts"]
+
+
+def write_scripts(plan: StudyPlan) -> int:
+    """Write the script of every task; returns how many were written."""
+    count = 0
+    for key in plan.units():
+        inst = plan.instances[key.instance]
+        for sample in plan.unit_samples(key):
+            directory = task_dir(plan, inst, sample)
+            directory.mkdir(parents=True, exist_ok=True)
+            tokens = task_tokens(plan, sample, directory)
+            (directory / f"{inst.step}.sh").write_text(substitute(inst.cmd, tokens) + "\n", encoding="utf-8")
+            count += 1
+    return count

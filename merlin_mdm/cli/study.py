@@ -1,0 +1,122 @@
+"""`run`, `validate`, `status` and `restart`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from merlin_mdm.backends.base import RunOptions, RunReport
+from merlin_mdm.spec import load_spec, parse_vars
+from merlin_mdm.status.render import render_table, stderr_console, to_json
+from merlin_mdm.studies import StudyRequest, restart_study, start_study, study_status
+from merlin_mdm.study.pgen import parse_pargs
+
+__all__ = ["restart", "run", "status", "validate"]
+
+_spec_arg = click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
+_vars_opt = click.option("--vars", "variables", multiple=True, metavar="KEY=VALUE",
+                         help="Override (or add) an env variable; repeatable.")
+
+
+def _echo_err(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def _report(report: RunReport, as_json: bool) -> None:
+    if as_json:
+        click.echo(to_json(report.snapshot))
+    else:
+        render_table(report.snapshot, stderr_console())
+    if report.message:
+        _echo_err(f"{report.state}: {report.message}")
+
+
+@click.command()
+@_spec_arg
+@click.option("--local", is_flag=True, help="Run on this machine with the embedded runner (no server).")
+@_vars_opt
+@click.option("--samplesfile", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Use these samples (.npy/.csv/.tab) instead of merlin.samples.file.")
+@click.option("--pgen", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Maestro parameter generator file (defines get_custom_generator).")
+@click.option("--pargs", multiple=True, metavar="KEY:VALUE", help="Argument for --pgen; repeatable.")
+@click.option("--workers", type=click.IntRange(1), help="Local worker processes [default: CPU cores].")
+@click.option("--batch-size", default=100, show_default=True, type=click.IntRange(1),
+              help="Samples per work unit (amortises per-task overhead).")
+@click.option("--dry", is_flag=True, help="Write the workspace and every task's script; run nothing.")
+@click.option("--no-progress", is_flag=True, help="Do not show a progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Print the final status as JSON on stdout.")
+def run(spec: Path, local: bool, variables: tuple[str, ...], samplesfile: Path | None, pgen: Path | None,
+        pargs: tuple[str, ...], workers: int | None, batch_size: int, dry: bool, no_progress: bool,
+        as_json: bool) -> None:
+    """Expand SPEC into its tasks and run them (--local) or queue them on the Redis broker.
+
+    \b
+    Examples:
+      merlin-mdm run study.yaml --local               run everything here, in parallel
+      merlin-mdm run study.yaml --local --vars N=10   override an env variable
+      merlin-mdm run study.yaml                       queue for `merlin-mdm run-workers`
+      merlin-mdm run study.yaml --dry                 write the scripts, run nothing
+
+    The exit code is 0 when every task finished and 1 when any failed or did not run.
+    """
+    request = StudyRequest(spec, parse_vars(variables), samplesfile, pgen, parse_pargs(pargs),
+                           "local" if local else "celery", batch_size, dry)
+    options = RunOptions(workers, progress=not no_progress and not as_json and sys.stderr.isatty(),
+                         on_event=_echo_err)
+    ws, report = start_study(request, options)
+    _echo_err(f"workspace: {ws.root}")
+    if report is None:
+        _echo_err("dry run: scripts written, nothing ran")
+        return
+    _report(report, as_json)
+    sys.exit(report.exit_code)
+
+
+@click.command()
+@_spec_arg
+@_vars_opt
+def validate(spec: Path, variables: tuple[str, ...]) -> None:
+    """Check SPEC and print every problem at once, with file:line:col and a hint.
+
+    Exit code 0 when the spec is valid (warnings are printed), 2 otherwise.
+    """
+    loaded = load_spec(spec, parse_vars(variables))
+    for warning in loaded.warnings:
+        _echo_err(str(warning))
+    s = loaded.spec
+    click.echo(f"{spec}: valid: {len(s.steps)} steps, {len(s.parameters)} parameters"
+               + (f", samples with columns {', '.join(s.samples.column_labels)}" if s.samples else ""))
+
+
+@click.command()
+@click.argument("target", type=click.Path(exists=True, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
+def status(target: Path, as_json: bool) -> None:
+    """Show where a study stands: task counts per step and state, elapsed time, failures with log paths.
+
+    TARGET is a workspace directory, or a spec file (its newest workspace is shown).
+    """
+    snap = study_status(target)
+    if as_json:
+        click.echo(to_json(snap))
+    else:
+        render_table(snap, Console(width=None if sys.stdout.isatty() else 120))
+
+
+@click.command()
+@click.argument("workspace", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--workers", type=click.IntRange(1), help="Local worker processes [default: CPU cores].")
+@click.option("--no-progress", is_flag=True, help="Do not show a progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Print the final status as JSON on stdout.")
+def restart(workspace: Path, workers: int | None, no_progress: bool, as_json: bool) -> None:
+    """Resume the study in WORKSPACE: finished tasks are skipped, the rest run again."""
+    options = RunOptions(workers, progress=not no_progress and not as_json and sys.stderr.isatty(),
+                         on_event=_echo_err)
+    ws, report = restart_study(workspace, options)
+    _echo_err(f"workspace: {ws.root}")
+    _report(report, as_json)
+    sys.exit(report.exit_code)

@@ -1,0 +1,94 @@
+"""Starting, resuming and inspecting studies: the one call each CLI command makes."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from merlin_mdm.backends import get_backend
+from merlin_mdm.backends.base import RunOptions, RunReport
+from merlin_mdm.backends.dryrun import write_scripts
+from merlin_mdm.errors import WorkspaceError
+from merlin_mdm.spec import LoadedSpec, load_spec
+from merlin_mdm.status.model import StudySnapshot
+from merlin_mdm.study.pgen import apply_pgen
+from merlin_mdm.study.plan import StudyPlan
+from merlin_mdm.study.workspace import Workspace, create_workspace, output_path
+
+__all__ = ["StudyRequest", "find_workspace", "prepare", "restart_study", "start_study", "study_status"]
+
+BACKEND_FILE = "backend"
+
+
+@dataclass(frozen=True)
+class StudyRequest:
+    """What `merlin-mdm run` was asked to do."""
+
+    spec: Path
+    variables: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    samples_file: Path | None = None
+    pgen: Path | None = None
+    pargs: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    backend: str = "local"
+    batch_size: int = 100
+    dry: bool = False
+
+
+def prepare(request: StudyRequest) -> tuple[LoadedSpec, Workspace, StudyPlan]:
+    """Validate the spec and write the workspace and plan (nothing runs yet)."""
+    loaded = load_spec(request.spec, request.variables)
+    if request.pgen is not None:
+        loaded = dataclasses.replace(loaded, spec=apply_pgen(loaded.spec, request.pgen, dict(request.pargs)))
+    ws, plan = create_workspace(loaded, request.samples_file, request.batch_size)
+    (ws.info / BACKEND_FILE).write_text(request.backend + "\n", encoding="utf-8")
+    return loaded, ws, plan
+
+
+def start_study(request: StudyRequest, options: RunOptions) -> tuple[Workspace, RunReport | None]:
+    """Create the workspace and run (local) or queue (celery) the study; ``dry`` only writes the scripts."""
+    _, ws, plan = prepare(request)
+    if request.dry:
+        write_scripts(plan)
+        return ws, None
+    backend = get_backend(request.backend)
+    return ws, backend.launch(ws, plan, options)
+
+
+def restart_study(path: Path, options: RunOptions) -> tuple[Workspace, RunReport]:
+    """Resume a study: every task without its done-marker runs again, finished ones are skipped."""
+    ws = Workspace.find(path)
+    plan = ws.load_plan()
+    backend = get_backend(_backend_name(ws))
+    return ws, backend.launch(ws, plan, dataclasses.replace(options, resume=True))
+
+
+def _backend_name(ws: Workspace) -> str:
+    try:
+        return (ws.info / BACKEND_FILE).read_text(encoding="utf-8").strip() or "local"
+    except FileNotFoundError:
+        return "local"
+
+
+def find_workspace(target: Path) -> Workspace:
+    """A workspace path, or a spec file (its newest workspace under OUTPUT_PATH)."""
+    if target.is_file() and target.suffix in (".yaml", ".yml"):
+        spec = load_spec(target).spec
+        base = output_path(spec)
+        candidates = sorted(base.glob(f"{spec.description.name}_*/merlin_info/plan.json"),
+                            key=lambda p: p.stat().st_mtime)
+        if not candidates:
+            raise WorkspaceError(f"no workspace of study '{spec.description.name}' under {base}; run it first")
+        return Workspace(candidates[-1].parent.parent)
+    return Workspace.find(target)
+
+
+def study_status(target: Path) -> StudySnapshot:
+    """Where the study stands, read from its backend's status store (never by walking the workspace)."""
+    ws = find_workspace(target)
+    store = get_backend(_backend_name(ws)).status_store(ws)
+    try:
+        return store.snapshot()
+    finally:
+        store.close()
