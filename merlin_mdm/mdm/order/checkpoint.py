@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,7 +106,7 @@ def load_policy(directory: str | Path) -> LoadedPolicy:
     try:
         blob = torch.load(pt, map_location="cpu", weights_only=True)
         meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    except (OSError, RuntimeError, ValueError, EOFError) as err:
+    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as err:
         raise MdmError(f"cannot read the order policy at {where}: {err}") from err
     if not isinstance(blob, dict) or blob.get("format") != POLICY_FORMAT:
         raise MdmError(f"{pt}: unknown order policy format (expected {POLICY_FORMAT})")
