@@ -1,0 +1,250 @@
+"""End-to-end runs of studies with the embedded local runner: files, exit codes, ordering, restart."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from .conftest import CLI, counts, merlin, status_json, workspace_of
+
+
+def test_hello_example_produces_every_file(tmp_path: Path) -> None:
+    assert merlin("example", "hello", cwd=tmp_path).returncode == 0
+    result = merlin("run", "hello/hello.yaml", "--local", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    ws = workspace_of(result)
+    assert ws.parent == tmp_path / "hello" / "studies"
+    info = ws / "merlin_info"
+    for name in ("hello.orig.yaml", "hello.partial.yaml", "hello.expanded.yaml", "plan.json", "status.db"):
+        assert (info / name).is_file(), name
+    task = ws / "say_hello" / "GREETING.hello.NAME.world"
+    assert (task / "greeting.txt").read_text() == "hello, world!\n"
+    for name in ("say_hello.sh", "say_hello.out", "say_hello.err", "MERLIN_FINISHED"):
+        assert (task / name).is_file(), name
+    collected = (ws / "collect" / "all_greetings.txt").read_text().splitlines()
+    assert sorted(collected) == ["hello, world!", "hola, mundo!"]
+    assert counts(ws) == {"say_hello": {"finished": 2}, "collect": {"finished": 1}}
+
+
+def test_linear_chain_never_drops_a_step(write_spec, tmp_path: Path) -> None:
+    # Merlin 1.13 + Celery 5.7 silently skips the second step of this chain and exits 0.
+    spec = write_spec("""
+        description: {name: chain, description: three steps in a row}
+        env: {variables: {OUTPUT_PATH: ./out}}
+        study:
+          - name: step_1
+            run: {cmd: "echo one > one.txt"}
+          - name: step_2
+            run: {cmd: "cat $(step_1.workspace)/one.txt > two.txt; echo two >> two.txt", depends: [step_1]}
+          - name: step_3
+            run: {cmd: "cat $(step_2.workspace)/two.txt > three.txt", depends: [step_2]}
+    """)
+    result = merlin("run", str(spec), "--local", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    ws = workspace_of(result)
+    assert (ws / "step_3" / "three.txt").read_text() == "one\ntwo\n"
+    assert counts(ws) == {f"step_{i}": {"finished": 1} for i in (1, 2, 3)}
+
+
+def test_diamond_runs_each_task_after_its_parents(write_spec, tmp_path: Path) -> None:
+    spec = write_spec("""
+        description: {name: diamond, description: a diamond}
+        env: {variables: {OUTPUT_PATH: ./out}}
+        study:
+          - name: top
+            run: {cmd: "date +%s.%N > t; sleep 0.2"}
+          - name: left
+            run: {cmd: "test -f $(top.workspace)/MERLIN_FINISHED && date +%s.%N > t", depends: [top]}
+          - name: right
+            run: {cmd: "test -f $(top.workspace)/MERLIN_FINISHED && date +%s.%N > t", depends: [top]}
+          - name: bottom
+            run:
+              cmd: "test -f $(left.workspace)/MERLIN_FINISHED && test -f $(right.workspace)/MERLIN_FINISHED"
+              depends: [left, right]
+    """)
+    result = merlin("run", str(spec), "--local", "--workers", "2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert counts(workspace_of(result))["bottom"] == {"finished": 1}
+
+
+def test_failing_parent_marks_dependants_not_run_and_exits_1(write_spec, tmp_path: Path) -> None:
+    spec = write_spec("""
+        description: {name: broken, description: a failing parent}
+        env: {variables: {OUTPUT_PATH: ./out}}
+        global.parameters:
+          X: {values: [ok, bad], label: X.%%}
+        study:
+          - name: first
+            run: {cmd: "test $(X) = ok"}
+          - name: second
+            run: {cmd: "echo fine", depends: [first]}
+          - name: independent
+            run: {cmd: "echo still runs"}
+    """)
+    result = merlin("run", str(spec), "--local", cwd=tmp_path)
+    assert result.returncode == 1
+    ws = workspace_of(result)
+    assert counts(ws) == {"first": {"finished": 1, "failed": 1}, "second": {"finished": 1, "not_run": 1},
+                          "independent": {"finished": 1}}
+    steps = {s["step"]: s for s in status_json(ws)["steps"]}
+    (failure,) = steps["first"]["failures"]
+    assert failure["instance"] == "first_X.bad" and failure["rc"] == 1
+    assert failure["log"].endswith("first/X.bad/first.err")
+    (skipped,) = steps["second"]["failures"]
+    assert skipped["state"] == "not_run" and "first_X.bad" in skipped["reason"]
+    assert not (ws / "second" / "X.bad").exists()
+
+
+def test_exit_codes_restart_retry_soft_and_hard_fail(write_spec, tmp_path: Path) -> None:
+    spec = write_spec("""
+        description: {name: codes, description: exit code protocol}
+        env: {variables: {OUTPUT_PATH: ./out}}
+        study:
+          - name: restarts
+            run:
+              cmd: "echo cmd >> log; exit $(MERLIN_RESTART)"
+              restart: "echo restart >> log; n=$(grep -c restart log); [ $n -ge 2 ] && exit 0; exit $(MERLIN_RESTART)"
+          - name: retries
+            run: {cmd: "echo x >> log; [ $(wc -l < log) -ge 3 ] || exit $(MERLIN_RETRY)", retry_delay: 0, max_retries: 5}
+          - name: gives_up
+            run: {cmd: "echo x >> log; exit $(MERLIN_RETRY)", retry_delay: 0, max_retries: 2}
+          - name: soft
+            run: {cmd: "exit $(MERLIN_SOFT_FAIL)"}
+          - name: after_soft
+            run: {cmd: "echo never", depends: [soft]}
+    """)
+    result = merlin("run", str(spec), "--local", cwd=tmp_path)
+    assert result.returncode == 1
+    ws = workspace_of(result)
+    assert (ws / "restarts" / "log").read_text().split() == ["cmd", "restart", "restart"]
+    assert (ws / "retries" / "log").read_text().count("x") == 3
+    assert (ws / "gives_up" / "log").read_text().count("x") == 3
+    c = counts(ws)
+    assert c["restarts"] == {"finished": 1} and c["retries"] == {"finished": 1}
+    assert c["gives_up"] == {"failed": 1} and c["soft"] == {"failed": 1} and c["after_soft"] == {"not_run": 1}
+    steps = {s["step"]: s for s in status_json(ws)["steps"]}
+    assert steps["restarts"]["restarts"] == 2 and steps["retries"]["restarts"] == 2
+
+
+def test_hard_fail_stops_the_study(write_spec, tmp_path: Path) -> None:
+    spec = write_spec("""
+        description: {name: hard, description: hard fail}
+        env: {variables: {OUTPUT_PATH: ./out}}
+        study:
+          - name: boom
+            run: {cmd: "exit $(MERLIN_HARD_FAIL)"}
+          - name: later
+            run: {cmd: "echo never", depends: [boom]}
+          - name: slow_sibling
+            run: {cmd: "sleep 1"}
+          - name: after_sibling
+            run: {cmd: "echo never", depends: [slow_sibling]}
+    """)
+    result = merlin("run", str(spec), "--local", "--workers", "2", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "MERLIN_HARD_FAIL" in result.stderr
+    ws = workspace_of(result)
+    c = counts(ws)
+    assert c["boom"] == {"failed": 1} and c["later"] == {"not_run": 1} and c["after_sibling"] == {"not_run": 1}
+    assert status_json(ws)["state"] == "failed"
+
+
+def test_samples_funnel_and_aligned_sample_steps(write_spec, tmp_path: Path) -> None:
+    import numpy as np
+
+    np.save(tmp_path / "samples.npy", np.arange(60).reshape(30, 2))
+    spec = write_spec("""
+        description: {name: samples, description: samples}
+        env: {variables: {OUTPUT_PATH: ./out}}
+        merlin:
+          samples: {file: samples.npy, column_labels: [A, B], level_max_dirs: 5}
+        study:
+          - name: make
+            run: {cmd: "[ $(MERLIN_SAMPLE_ID) -ne 7 ] && echo $(A) $(B) > v.txt"}
+          - name: double
+            run: {cmd: "cat $(make.workspace)/$(MERLIN_SAMPLE_PATH)/v.txt > w.txt; echo $(MERLIN_SAMPLE_ID)", depends: [make]}
+          - name: funnel
+            run: {cmd: "cat $(double.workspace)/$(MERLIN_GLOB_PATH)/w.txt | wc -l > n.txt", depends: [double]}
+    """)
+    result = merlin("run", str(spec), "--local", "--batch-size", "4", cwd=tmp_path)
+    assert result.returncode == 1  # sample 7 fails on purpose
+    ws = workspace_of(result)
+    assert (ws / "make" / "0" / "1" / "0" / "v.txt").read_text() == "10 11\n"  # sample 5: 25/5/1 per level
+    c = counts(ws)
+    assert c["make"] == {"finished": 29, "failed": 1}
+    assert c["double"] == {"finished": 29, "not_run": 1}
+    assert c["funnel"] == {"not_run": 1}
+
+
+def test_ctrl_c_then_restart_resumes_without_rerunning(write_spec, tmp_path: Path) -> None:
+    spec = write_spec("""
+        description: {name: slow, description: interrupted}
+        env: {variables: {OUTPUT_PATH: ./out}}
+        global.parameters:
+          I: {values: [0, 1, 2, 3, 4, 5], label: I.%%}
+        study:
+          - name: work
+            run: {cmd: "echo run $(I) >> runs.log; sleep 1"}
+          - name: done
+            run: {cmd: "echo all", depends: [work_*]}
+    """)
+    proc = subprocess.Popen([*CLI, "run", str(spec), "--local", "--workers", "2"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    time.sleep(2.5)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    ws = next((tmp_path / "out").glob("slow_*"))
+    assert status_json(ws)["state"] == "interrupted"
+    finished_before = {p.parent.name for p in ws.glob("work/*/MERLIN_FINISHED")}
+    assert 1 <= len(finished_before) < 6
+    time.sleep(1.5)  # an orphaned task would still be writing
+    result = merlin("restart", str(ws), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert counts(ws) == {"work": {"finished": 6}, "done": {"finished": 1}}
+    for name in finished_before:
+        assert (ws / "work" / name / "runs.log").read_text() == f"run {name[2:]}\n"
+
+
+def test_dry_run_writes_scripts_only(tmp_path: Path) -> None:
+    merlin("example", "hello_samples", cwd=tmp_path)
+    result = merlin("run", "hello_samples/hello_samples.yaml", "--dry", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    ws = workspace_of(result)
+    scripts = list(ws.glob("say_hello/*/*/say_hello.sh"))
+    assert len(scripts) == 40
+    assert not list(ws.glob("say_hello/*/*/hello.txt"))
+    assert "sample 0 at x=" in (ws / "say_hello" / "GREETING.hello" / "00" / "say_hello.sh").read_text()
+
+
+def test_invalid_spec_leaves_no_workspace_and_exits_2(write_spec, tmp_path: Path) -> None:
+    spec = write_spec("""
+        description: {name: bad, description: x}
+        env: {variables: {OUTPUT_PATH: ./out}}
+        study:
+          - name: a
+            run: {cmd: "echo $(UNDEFINED)", depends: [b]}
+    """)
+    result = merlin("run", str(spec), "--local", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "undefined token $(UNDEFINED)" in result.stderr and "unknown step 'b'" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_failed_sample_generation_removes_the_workspace(write_spec, tmp_path: Path) -> None:
+    spec = write_spec("""
+        description: {name: gen, description: x}
+        env: {variables: {OUTPUT_PATH: ./out}}
+        merlin:
+          samples: {generate: {cmd: "echo nope >&2; exit 3"}, file: s.npy, column_labels: [A]}
+        study:
+          - name: a
+            run: {cmd: "echo $(A)"}
+    """)
+    result = merlin("run", str(spec), "--local", cwd=tmp_path)
+    assert result.returncode == 2 and "exited with 3: nope" in result.stderr
+    assert list((tmp_path / "out").iterdir()) == []
