@@ -1,0 +1,103 @@
+"""``merlin-mdm aggregate``: collect a study's metrics files into results.h5, a CSV, Table 1 and a plot.
+
+Run it under MPI with ``mpiexec -n 4 merlin-mdm aggregate WS --mpi`` (or ``$(LAUNCHER)`` in a spec step).
+Also runnable as ``python -m merlin_mdm.cli.aggregate`` (what the MPI tests launch).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+if TYPE_CHECKING:
+    from merlin_mdm.results.aggregate import AggregateReport
+
+__all__ = ["aggregate_command"]
+
+_PATH = click.Path(dir_okay=False, path_type=Path)
+
+
+@click.command("aggregate")
+@click.argument("source")
+@click.option("--out", type=_PATH, default=Path("results.h5"), show_default=True, help="The HDF5 results file.")
+@click.option("--csv", "csv_path", type=_PATH, help="CSV of the run table [default: OUT with .csv].")
+@click.option("--markdown", "markdown_path", type=_PATH, help="Table 1 in Markdown [default: OUT with .md].")
+@click.option("--plot", "plot_path", type=_PATH, help="PNG of accuracy against mean NFE [default: OUT with .png].")
+@click.option("--mpi", is_flag=True, help="Read in parallel on the MPI ranks of mpiexec; rank 0 writes.")
+@click.option("--strict", is_flag=True, help="Exit 1 when any run's file is missing, incomplete or corrupt.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary instead of tables.")
+def aggregate_command(
+    source: str, out: Path, csv_path: Path | None, markdown_path: Path | None, plot_path: Path | None,
+    mpi: bool, strict: bool, as_json: bool,
+) -> None:
+    """Aggregate the metrics files of SOURCE (a glob, or a workspace directory searched for *.h5).
+
+    Every file that is missing, incomplete (a killed run), corrupt, truncated or not a metrics file is
+    listed, here and in the results file's problems table; none is dropped silently.
+    """
+    from merlin_mdm.errors import ResultsError
+    from merlin_mdm.results.aggregate import aggregate, default_outputs
+
+    comm = None
+    if mpi:
+        from merlin_mdm.results.mpi_gather import world
+
+        comm = world()
+    outputs = default_outputs(out, csv_path, markdown_path, plot_path)
+    report = aggregate(source, outputs, comm=comm, progress=not as_json)
+    if report is None:  # a non-root MPI rank: rank 0 reports
+        return
+    if as_json:
+        _render_json(report)
+    else:
+        _render(report)
+    if strict and report.failures:
+        raise ResultsError(f"{len(report.failures)} run file(s) missing, incomplete, corrupt or invalid (--strict)")
+
+
+def _render(report: AggregateReport) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    written = [str(p) for p in (report.outputs.csv, report.outputs.markdown, report.outputs.plot) if p is not None]
+    console.print(f"Aggregated {report.table.n_rows} runs from {report.n_files} files into "
+                  f"{report.outputs.results}" + (f" (and {', '.join(written)})" if written else ""))
+    if report.table.problems:
+        table = Table(title=f"{len(report.table.problems)} files not used", title_justify="left")
+        for name in ("file", "kind", "why"):
+            table.add_column(name, overflow="fold")
+        for problem in report.table.problems:
+            table.add_row(problem.path, problem.kind, problem.message)
+        console.print(table)
+
+
+def _render_json(report: AggregateReport) -> None:
+    from dataclasses import asdict
+
+    outputs = {key: (str(value) if value is not None else None) for key, value in asdict(report.outputs).items()}
+    payload = {
+        "runs": report.table.n_rows,
+        "files": report.n_files,
+        "outputs": outputs,
+        "problems": [asdict(problem) for problem in report.table.problems],
+    }
+    click.echo(json.dumps(payload, indent=2, sort_keys=True))
+
+
+def _main() -> None:
+    from merlin_mdm.errors import MerlinMdmError
+
+    try:
+        aggregate_command()
+    except MerlinMdmError as err:
+        click.echo(f"Error: {err}", err=True)
+        sys.exit(err.exit_code)
+
+
+if __name__ == "__main__":
+    _main()

@@ -1,0 +1,177 @@
+"""Aggregate a study's metrics files into one results file, a CSV, a Table 1 Markdown table and a plot.
+
+Serial, or with MPI: every rank reads a contiguous shard of the sorted file list, rank 0 gathers the
+rows in list order and alone writes every output. Both paths build the same rows in the same order and
+so write byte-identical tables.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from merlin_mdm.errors import ResultsError
+from merlin_mdm.results.collect import Discovery, Problem, Row, discover, load_many
+from merlin_mdm.results.mpi_gather import ROOT, broadcast_discovery, gather_loaded
+from merlin_mdm.results.plots import plot_accuracy_vs_nfe
+from merlin_mdm.results.results_file import write_results
+from merlin_mdm.results.tables import RunTable, SummaryRow, build_table, summarize_runs, table_csv, table_markdown
+
+__all__ = ["SKIPPED_KINDS", "AggregateOutputs", "AggregateReport", "aggregate", "default_outputs"]
+
+SKIPPED_KINDS = frozenset({"not_metrics", "results_file"})
+"""Problem kinds of files that are clearly not metrics files: listed, but not failures (``--strict``)."""
+
+PROGRESS_MIN_FILES = 20
+"""Show a progress bar from this many files on."""
+
+
+@dataclass(frozen=True)
+class AggregateOutputs:
+    """Where the aggregation writes; None skips that output.
+
+    Attributes:
+        results: the HDF5 results file.
+        csv: the run table as CSV.
+        markdown: Table 1 as Markdown.
+        plot: accuracy against mean NFE, PNG.
+    """
+
+    results: Path
+    csv: Path | None
+    markdown: Path | None
+    plot: Path | None
+
+
+@dataclass(frozen=True)
+class AggregateReport:
+    """What an aggregation produced (rank 0 only).
+
+    Attributes:
+        outputs: the files written.
+        n_files: files examined (plus expected files found missing).
+        table: the run table and its problems.
+        summary: the Table 1 rows.
+    """
+
+    outputs: AggregateOutputs
+    n_files: int
+    table: RunTable
+    summary: tuple[SummaryRow, ...]
+
+    @property
+    def failures(self) -> tuple[Problem, ...]:
+        """Problems that mean a run's result is lost (missing, incomplete, corrupt, truncated, invalid ...)."""
+        return tuple(p for p in self.table.problems if p.kind not in SKIPPED_KINDS)
+
+
+def default_outputs(
+    out: Path, csv: Path | None = None, markdown: Path | None = None, plot: Path | None = None
+) -> AggregateOutputs:
+    """Outputs beside ``out`` unless given: ``results.h5`` -> ``results.csv``, ``results.md``, ``results.png``."""
+    return AggregateOutputs(
+        results=out,
+        csv=csv if csv is not None else out.with_suffix(".csv"),
+        markdown=markdown if markdown is not None else out.with_suffix(".md"),
+        plot=plot if plot is not None else out.with_suffix(".png"),
+    )
+
+
+def aggregate(
+    source: str | os.PathLike[str], outputs: AggregateOutputs, *, comm: Any = None, progress: bool = True
+) -> AggregateReport | None:
+    """Collect every metrics file of ``source`` (a glob or a workspace directory) and write the outputs.
+
+    Args:
+        source: a glob pattern or a workspace directory.
+        outputs: where to write.
+        comm: an mpi4py communicator to read in parallel, or None to read serially.
+        progress: show a rich progress bar on stderr when there are many files.
+
+    Returns:
+        The report on rank 0 (always, serially); None on the other MPI ranks.
+
+    Raises:
+        ResultsError: nothing matches, no file is usable, or an output cannot be written (rank 0 only).
+    """
+    text = os.fspath(source)
+
+    def find() -> Discovery:
+        return discover(text, exclude=[path for path in _as_tuple(outputs) if path is not None])
+
+    if comm is None:
+        discovery = find()
+        with _progress(len(discovery.files), progress) as advance:
+            loaded: list[Row | Problem] | None = load_many(discovery, discovery.files, advance)
+    else:
+        found = broadcast_discovery(comm, find)
+        if found is None:
+            return None
+        discovery = found
+        shown = progress and comm.Get_rank() == ROOT
+        with _progress(len(discovery.files) // comm.Get_size() + 1, shown) as advance:
+            loaded = gather_loaded(comm, discovery, advance)
+    if loaded is None:
+        return None
+    return _finish(text, discovery, loaded, outputs)
+
+
+def _as_tuple(outputs: AggregateOutputs) -> tuple[Path | None, ...]:
+    return (outputs.results, outputs.csv, outputs.markdown, outputs.plot)
+
+
+def _finish(
+    source: str, discovery: Discovery, loaded: list[Row | Problem], outputs: AggregateOutputs
+) -> AggregateReport:
+    rows = [item for item in loaded if isinstance(item, dict)]
+    problems = [item for item in loaded if isinstance(item, Problem)] + list(discovery.problems)
+    table = build_table(rows, problems)
+    if not rows:
+        raise ResultsError(_nothing_usable(source, table.problems))
+    summary = summarize_runs(table)
+    for path in _as_tuple(outputs):
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+    write_results(outputs.results, table, summary, source)
+    if outputs.csv is not None:
+        _write_text(outputs.csv, table_csv(table))
+    if outputs.markdown is not None:
+        _write_text(outputs.markdown, table_markdown(summary, table))
+    if outputs.plot is not None:
+        plot_accuracy_vs_nfe(summary, outputs.plot)
+    return AggregateReport(outputs, len(discovery.files) + len(discovery.problems), table, summary)
+
+
+def _nothing_usable(source: str, problems: tuple[Problem, ...]) -> str:
+    head = f"no usable metrics file in {source} ({len(problems)} file(s) examined, none usable)"
+    listed = [f"  {p.path}: {p.kind}: {p.message}" for p in problems[:20]]
+    if len(problems) > 20:
+        listed.append(f"  ... and {len(problems) - 20} more")
+    return "\n".join([head, *listed])
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise ResultsError(f"{path}: cannot write: {err}") from err
+
+
+@contextmanager
+def _progress(total: int, enabled: bool) -> Iterator[Callable[[], None]]:
+    if not enabled or total < PROGRESS_MIN_FILES:
+        yield lambda: None
+        return
+    from rich.console import Console
+    from rich.progress import Progress
+
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("reading metrics files", total=total)
+        yield lambda: bar.advance(task)

@@ -1,0 +1,156 @@
+"""Finding a study's metrics files and reading each into one flat table row, or a listed problem.
+
+Nothing is dropped silently: every file that is found but is not a usable metrics file becomes a
+:class:`Problem`, and in a workspace a run directory without its metrics file while its siblings have
+one becomes a ``missing`` problem.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from merlin_mdm.errors import ResultsError
+from merlin_mdm.results.metrics import MetricsFileError, is_temporary_name, read_metrics
+
+__all__ = ["Discovery", "Problem", "Row", "discover", "load_many", "load_run"]
+
+Row = dict[str, Any]
+"""One run: the metrics file's attributes flattened to scalars, plus ``path`` and ``n_examples``."""
+
+
+@dataclass(frozen=True, order=True)
+class Problem:
+    """A file that did not make it into the table, and why.
+
+    Attributes:
+        path: the file, as listed in the table's ``path`` column.
+        kind: one of :data:`merlin_mdm.results.metrics.PROBLEM_KINDS`.
+        message: what is wrong.
+    """
+
+    path: str
+    kind: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """The files to read and the problems already known from the directory listing.
+
+    Attributes:
+        root: directory that table paths are relative to (the workspace), or None for a glob.
+        files: every candidate metrics file, sorted, as the strings the table will show.
+        problems: expected files that are absent (``missing``).
+    """
+
+    root: Path | None
+    files: tuple[str, ...]
+    problems: tuple[Problem, ...]
+
+    def resolve(self, name: str) -> Path:
+        """The file system path of a listed file."""
+        return self.root / name if self.root is not None else Path(name)
+
+
+def discover(source: str | os.PathLike[str], exclude: Sequence[Path] = ()) -> Discovery:
+    """List the metrics files of a glob or a workspace directory.
+
+    A directory is searched recursively for ``*.h5`` files and leftover temporary files of interrupted
+    writes; a glob is expanded (``**`` allowed). Files in ``exclude`` (the results file being written)
+    are left out.
+
+    Args:
+        source: a glob pattern or a directory.
+        exclude: paths never to list.
+
+    Returns:
+        The sorted candidates and the ``missing`` problems.
+
+    Raises:
+        ResultsError: the source matches nothing at all.
+    """
+    text = os.fspath(source)
+    skip = {path.resolve() for path in exclude}
+    if Path(text).is_dir():
+        return _discover_workspace(Path(text), skip)
+    matches = [name for name in glob.glob(text, recursive=True) if Path(name).is_file()]
+    if not matches:
+        raise ResultsError(f"{text}: no such workspace directory, and the glob matches no file")
+    files = sorted(name for name in matches if Path(name).resolve() not in skip)
+    return Discovery(root=None, files=tuple(files), problems=())
+
+
+def _discover_workspace(root: Path, skip: set[Path]) -> Discovery:
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in filenames:
+            if (name.endswith(".h5") and not name.startswith(".")) or _is_temp_metrics(name):
+                found.append(Path(dirpath, name))
+    kept = sorted(path.relative_to(root).as_posix() for path in found if path.resolve() not in skip)
+    return Discovery(root=root, files=tuple(kept), problems=tuple(_missing_siblings(root, kept)))
+
+
+def _is_temp_metrics(name: str) -> bool:
+    return is_temporary_name(name) and ".h5." in name
+
+
+def _final_name(name: str) -> str:
+    """``metrics.h5`` for both ``metrics.h5`` and its temporary ``.metrics.h5.<pid>.<hex>.tmp``."""
+    return name[1:].split(".h5.", 1)[0] + ".h5" if _is_temp_metrics(name) else name
+
+
+def _missing_siblings(root: Path, files: Iterable[str]) -> list[Problem]:
+    """Run directories lacking the metrics file that at least two of their siblings have."""
+    having: dict[tuple[Path, str], set[str]] = {}
+    for name in files:
+        rel = Path(name)
+        if len(rel.parts) < 3:  # a run directory sits at least at <step>/<run>/<file>
+            continue
+        key = (rel.parent.parent, _final_name(rel.name))
+        having.setdefault(key, set()).add(rel.parent.name)
+    problems = []
+    for (parent, filename), dirs in sorted(having.items()):
+        if len(dirs) < 2:
+            continue
+        for sibling in sorted(p.name for p in (root / parent).iterdir() if p.is_dir()):
+            if sibling not in dirs:
+                shown = (parent / sibling / filename).as_posix()
+                why = f"no {filename} here while {len(dirs)} sibling runs have one"
+                problems.append(Problem(shown, "missing", why))
+    return problems
+
+
+def load_run(path: Path, shown: str) -> Row | Problem:
+    """Read one metrics file into a table row, or say why it cannot be.
+
+    Args:
+        path: where the file is.
+        shown: the name the table uses for it.
+
+    Returns:
+        The row (attributes plus ``path`` and ``n_examples``) or the problem.
+    """
+    try:
+        metrics = read_metrics(path)
+    except MetricsFileError as err:
+        return Problem(shown, err.kind, err.reason)
+    row: Row = {"path": shown, "n_examples": metrics.n_examples}
+    row.update(metrics.attrs)
+    return row
+
+
+def load_many(
+    discovery: Discovery, names: Sequence[str], advance: Callable[[], None] = lambda: None
+) -> list[Row | Problem]:
+    """Read several listed files in order, calling ``advance`` after each (for progress bars)."""
+    out: list[Row | Problem] = []
+    for name in names:
+        out.append(load_run(discovery.resolve(name), name))
+        advance()
+    return out
