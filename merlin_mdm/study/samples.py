@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 from merlin_mdm.errors import SpecError, SpecIssue
 
@@ -41,6 +43,8 @@ def _bad(path: Path, message: str) -> SpecError:
 
 def read_samples(path: Path) -> np.ndarray:
     """Load a samples file as a 2-D array (one row per sample); .npy is memory-mapped."""
+    import numpy as np  # imported here: `merlin-mdm status` and --help never need it
+
     suffix = path.suffix.lower()
     if suffix not in SAMPLE_SUFFIXES:
         raise _bad(path, f"unsupported samples file type '{suffix}' (use one of {', '.join(SAMPLE_SUFFIXES)})")
@@ -99,6 +103,4 @@ class SampleSet:
         """The sample table (cached per process)."""
         if "rows" not in self._cache:
             self._cache["rows"] = read_samples(Path(self.file))
-        rows = self._cache["rows"]
-        assert isinstance(rows, np.ndarray)
-        return rows
+        return cast("np.ndarray", self._cache["rows"])
