@@ -7,6 +7,7 @@ import sys
 import click
 
 from merlin_mdm import __version__
+from merlin_mdm.cli.aggregate import aggregate_command
 from merlin_mdm.cli.examples import example
 from merlin_mdm.cli.study import restart, run, status, validate
 from merlin_mdm.errors import MerlinMdmError
@@ -32,7 +33,7 @@ def cli() -> None:
     """
 
 
-for command in (run, validate, status, restart, example):
+for command in (run, validate, status, restart, example, aggregate_command):
     cli.add_command(command)
 
 
