@@ -62,7 +62,7 @@ def read_samples(path: Path) -> np.ndarray:
         data = data.reshape(-1, 1)
     if data.ndim != 2:
         raise _bad(path, f"samples must be a 2-D table (one row per sample), got shape {data.shape}")
-    return data
+    return cast("np.ndarray", data)
 
 
 def sample_count(path: Path) -> tuple[int, int]:
