@@ -94,9 +94,10 @@ def _run_script(shell: str, script: Path, directory: Path, name: str, env: dict[
             _current = None
 
 
-def _write_script(path: Path, text: str) -> None:
+def _write_script(path: Path, text: str, sources: tuple[str, ...] = ()) -> None:
+    head = "".join(f"source {src}\n" for src in sources)
     with open(path, "w", encoding="utf-8") as fh:
-        fh.write(text if text.endswith("\n") else text + "\n")
+        fh.write(head + (text if text.endswith("\n") else text + "\n"))
 
 
 def run_task(plan: StudyPlan, inst: StepInstance, sample: int, env: dict[str, str]) -> TaskResult:
@@ -107,7 +108,7 @@ def run_task(plan: StudyPlan, inst: StepInstance, sample: int, env: dict[str, st
     directory.mkdir(parents=True, exist_ok=True)
     tokens = task_tokens(plan, sample, directory)
     script = directory / f"{inst.step}.sh"
-    _write_script(script, substitute(inst.cmd, tokens))
+    _write_script(script, substitute(inst.cmd, tokens), inst.sources)
     log = str(directory / f"{inst.step}.err")
     timeout = _walltime_seconds(inst.walltime)
     restarts = 0
@@ -121,7 +122,7 @@ def run_task(plan: StudyPlan, inst: StepInstance, sample: int, env: dict[str, st
                 current = script
             elif inst.restart:
                 current = directory / f"{inst.step}.restart.sh"
-                _write_script(current, substitute(inst.restart, tokens))
+                _write_script(current, substitute(inst.restart, tokens), inst.sources)
             continue
         return _finish(directory, rc, restarts, log)
 

@@ -148,8 +148,10 @@ class _Expander:
         if "$(MERLIN_PATHS_ALL)" in cmd and self.ctx.samples is not None:
             cmd = cmd.replace("$(MERLIN_PATHS_ALL)", self._paths_all())
         shell = run.shell or (run.batch.shell if run.batch else None) or self.spec.batch.shell
+        sources = tuple(self._env_text(src, combo) for src in self.spec.env.sources)
         return StepInstance(index, step.name, name, combo.label_string, workspace, cmd, restart, shell,
-                            uses_samples, parents, run.task_queue, run.max_retries, run.retry_delay, run.walltime)
+                            uses_samples, parents, run.task_queue, run.max_retries, run.retry_delay, run.walltime,
+                            sources)
 
     def _uses_samples(self, step: Step) -> bool:
         text = self._env_text(f"{step.run.cmd} {step.run.restart or ''}")

@@ -44,6 +44,7 @@ class StepInstance:
     max_retries: int = 30
     retry_delay: float = 1.0
     walltime: str | None = None
+    sources: tuple[str, ...] = ()  # env.sources, sourced at the top of every task script
 
 
 @dataclass(frozen=True, order=True)
@@ -132,7 +133,8 @@ class StudyPlan:
         """Inverse of :meth:`to_json`."""
         data = json.loads(text)
         instances = tuple(
-            StepInstance(**{**inst, "parents": tuple(Edge(**e) for e in inst["parents"])})
+            StepInstance(**{**inst, "parents": tuple(Edge(**e) for e in inst["parents"]),
+                            "sources": tuple(inst.get("sources", ()))})
             for inst in data["instances"]
         )
         samples = data.get("samples")

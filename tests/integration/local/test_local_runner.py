@@ -248,3 +248,19 @@ def test_failed_sample_generation_removes_the_workspace(write_spec, tmp_path: Pa
     result = merlin("run", str(spec), "--local", cwd=tmp_path)
     assert result.returncode == 2 and "exited with 3: nope" in result.stderr
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_env_sources_are_sourced_by_every_task(write_spec, tmp_path: Path) -> None:
+    (tmp_path / "setup.sh").write_text("export FROM_SOURCE=sourced\n")
+    spec = write_spec("""
+        description: {name: src, description: x}
+        env:
+          variables: {OUTPUT_PATH: ./out}
+          sources: [$(SPECROOT)/setup.sh]
+        study:
+          - name: a
+            run: {cmd: "echo $FROM_SOURCE > v.txt"}
+    """)
+    result = merlin("run", str(spec), "--local", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (workspace_of(result) / "a" / "v.txt").read_text() == "sourced\n"
