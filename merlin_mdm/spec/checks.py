@@ -90,9 +90,11 @@ def _check_cycles(spec: Spec, issues: IssueCollector) -> None:
         state[name] = 2
         return None
 
-    for i, step in enumerate(spec.steps):
+    index = {s.name: i for i, s in enumerate(spec.steps)}
+    for step in spec.steps:
         if step.name not in state and (cycle := visit(step.name)):
-            issues.error(value_mark(_run_node(spec, i), "depends"), f"study[{i}].run.depends",
+            at = min(index[name] for name in cycle)  # report at the first step of the cycle in the file
+            issues.error(value_mark(_run_node(spec, at), "depends"), f"study[{at}].run.depends",
                          f"dependency cycle: {' -> '.join(reversed(cycle))}; remove one of these depends")
             return
 
