@@ -1,0 +1,201 @@
+"""Aggregation: discovery, problems never dropped, typed columns, the results file, CSV, Table 1, the plot."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from merlin_mdm.cli.aggregate import aggregate_command
+from merlin_mdm.errors import ResultsError
+from merlin_mdm.results.aggregate import aggregate, default_outputs
+from merlin_mdm.results.collect import Problem, discover
+from merlin_mdm.results.metrics import RESULTS_FILE_KIND
+from merlin_mdm.results.mpi_gather import shard
+from merlin_mdm.results.results_file import read_results
+from merlin_mdm.results.tables import LEADING_COLUMNS, build_table, method_label, task_label
+
+from .conftest import MakeRun
+
+BAD = {
+    "eval/SAMPLER.iid.SEED.0.STEPS.2/metrics.h5": "missing",
+    "eval/SAMPLER.iid.SEED.1.STEPS.2/metrics.h5": "corrupt",
+    "eval/SAMPLER.iid.SEED.0.STEPS.4/metrics.h5": "truncated",
+    "eval/SAMPLER.iid.SEED.1.STEPS.4/.metrics.h5.4242.deadbeef.tmp": "incomplete",
+    "train/weights.h5": "not_metrics",
+}
+
+
+def _run(workspace: Path, tmp_path: Path) -> Any:
+    report = aggregate(workspace, default_outputs(tmp_path / "out" / "results.h5"), progress=False)
+    assert report is not None
+    return report
+
+
+def test_every_bad_file_is_listed_and_good_runs_kept(workspace: Path, tmp_path: Path) -> None:
+    report = _run(workspace, tmp_path)
+    assert report.table.n_rows == 8
+    assert {p.path: p.kind for p in report.table.problems} == BAD
+    assert {p.kind for p in report.failures} == {"missing", "corrupt", "truncated", "incomplete"}
+    assert report.n_files == 8 + len(BAD)
+    stored = read_results(report.outputs.results)
+    assert {p.path: p.kind for p in stored.table.problems} == BAD
+    assert stored.attrs["n_problems"] == len(BAD) and stored.attrs["n_runs"] == 8
+    assert stored.attrs["file_kind"] == RESULTS_FILE_KIND
+
+
+def test_results_file_has_typed_columns_and_missing_masks(workspace: Path, tmp_path: Path) -> None:
+    stored = read_results(_run(workspace, tmp_path).outputs.results)
+    table = stored.table
+    names = [column.name for column in table.columns]
+    assert names[: len(LEADING_COLUMNS)] == list(LEADING_COLUMNS)
+    kinds = {column.name: column.kind for column in table.columns}
+    assert kinds["steps"] == kinds["seed"] == kinds["min_nfe"] == kinds["n_examples"] == "int"
+    assert kinds["accuracy"] == kinds["mean_nfe"] == "float"
+    assert kinds["sampler"] == kinds["path"] == "str"
+    assert table.column("steps").values.dtype == np.int64
+    tau = table.column("sampler.tau")
+    assert tau.missing is not None
+    samplers = table.column("sampler").values
+    np.testing.assert_array_equal(tau.missing, samplers == "top_prob")
+    assert np.isnan(tau.values[tau.missing]).all() and (tau.values[~tau.missing] == 0.9).all()
+    paths = list(table.column("path").values)
+    assert paths == sorted(paths) and all(not p.startswith("/") for p in paths)
+    assert table.rows()[0]["path"] == paths[0]
+
+
+def test_glob_source_and_the_results_file_itself(workspace: Path, tmp_path: Path) -> None:
+    out = workspace / "results.h5"
+    first = aggregate(str(workspace / "eval" / "*" / "*.h5"), default_outputs(out), progress=False)
+    assert first is not None and first.table.n_rows == 8
+    assert {p.kind for p in first.table.problems} == {"corrupt", "truncated"}  # a glob knows nothing missing
+    again = aggregate(workspace, default_outputs(out), progress=False)  # the output is not read as input
+    assert again is not None and all(p.path != "results.h5" for p in again.table.problems)
+    other = aggregate(workspace, default_outputs(tmp_path / "elsewhere.h5"), progress=False)
+    assert other is not None
+    assert [p.kind for p in other.table.problems if p.path == "results.h5"] == ["results_file"]
+
+
+def test_nothing_matching_and_nothing_usable_are_errors(tmp_path: Path) -> None:
+    with pytest.raises(ResultsError, match="matches no file"):
+        discover(str(tmp_path / "*.h5"))
+    (tmp_path / "a.h5").write_text("junk")
+    with pytest.raises(ResultsError, match=r"no usable metrics file.*\n.*a.h5: corrupt"):
+        aggregate(str(tmp_path / "*.h5"), default_outputs(tmp_path / "r.h5"), progress=False)
+    assert not (tmp_path / "r.h5").exists()
+
+
+def test_markdown_has_the_shape_of_table_1(workspace: Path, tmp_path: Path) -> None:
+    text = _run(workspace, tmp_path).outputs.markdown.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    assert lines[0] == "### blocks (bl=4, nb=4)"
+    assert lines[2] == "| method | steps | avg steps [min, max] | accuracy (%) | seeds |"
+    body = [line for line in lines[4:] if line.startswith("| ")]
+    assert len(body) == 4  # 2 samplers x 2 budgets, 2 seeds each
+    row = re.compile(r"^\| (top_prob|threshold \(tau=0\.9\)) \| (2|4) \| \d+\.\d\d \[\d+, \d+\] \| "
+                     r"\d+\.\d ± \d+\.\d \| 2 \|$")
+    assert all(row.match(line) for line in body), body
+    assert [line.split(" | ")[1] for line in body] == ["2", "2", "4", "4"]
+    assert "5 files were not used" in text
+
+
+def test_summary_averages_over_seeds(workspace: Path, tmp_path: Path) -> None:
+    report = _run(workspace, tmp_path)
+    rows = report.table.rows()
+    group = [r for r in rows if r["sampler"] == "threshold" and r["steps"] == 4]
+    line = next(s for s in report.summary if s.sampler == "threshold" and s.steps == 4)
+    accuracy = [r["accuracy"] for r in group]
+    assert line.n_seeds == 2 and line.method == "threshold (tau=0.9)"
+    assert line.accuracy_mean == pytest.approx(np.mean(accuracy))
+    assert line.accuracy_std == pytest.approx(np.std(accuracy, ddof=1))
+    assert line.min_nfe == min(r["min_nfe"] for r in group) and line.max_nfe == max(r["max_nfe"] for r in group)
+    assert read_results(report.outputs.results).summary == report.summary
+
+
+def test_csv_has_one_line_per_run_and_empty_missing_cells(workspace: Path, tmp_path: Path) -> None:
+    report = _run(workspace, tmp_path)
+    text = report.outputs.csv.read_text(encoding="utf-8")
+    records = list(csv.DictReader(io.StringIO(text)))
+    assert len(records) == 8
+    assert list(records[0])[: len(LEADING_COLUMNS)] == list(LEADING_COLUMNS)
+    by_path = {r["path"]: r for r in records}
+    top = by_path["eval/SAMPLER.top_prob.SEED.1.STEPS.4/metrics.h5"]
+    assert top["sampler.tau"] == "" and top["steps"] == "4" and top["seed"] == "1"
+    assert float(top["accuracy"]) == next(r for r in report.table.rows() if r["path"] == top["path"])["accuracy"]
+
+
+def test_plot_is_a_real_png(workspace: Path, tmp_path: Path) -> None:
+    from matplotlib.image import imread
+
+    path = _run(workspace, tmp_path).outputs.plot
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    image = imread(path)
+    assert image.shape[0] > 100 and image.shape[1] > 100
+    assert image[..., :3].std() > 0.01  # not a blank canvas
+
+
+def test_labels() -> None:
+    assert task_label({"task": "blocks", "task.nb": 4, "task.bl": 2}) == "blocks (bl=2, nb=4)"
+    assert method_label({"sampler": "top_prob"}) == "top_prob"
+    assert method_label({"sampler": "threshold", "sampler.tau": 0.9}) == "threshold (tau=0.9)"
+    learned = {"sampler": "learned", "sampler.policy_dir": "/ws/train_order/T.4", "policy.budget": 4}
+    assert method_label(learned) == "learned (T=4)"
+    assert method_label({**learned, "method": "learned order"}) == "learned order"
+
+
+def test_column_types_are_inferred_from_all_runs() -> None:
+    table = build_table([
+        {"path": "b", "x": 1, "y": True, "z": 1, "w": "a"},
+        {"path": "a", "x": 2.5, "y": False, "w": 3},
+    ], [Problem("q", "corrupt", "junk")])
+    kinds = {c.name: c.kind for c in table.columns}
+    assert kinds == {"path": "str", "x": "float", "y": "bool", "z": "int", "w": "str"}
+    assert list(table.column("path").values) == ["a", "b"]
+    assert list(table.column("w").values) == ["3", "a"]
+    z = table.column("z")
+    assert z.missing is not None and list(z.missing) == [True, False] and z.cell(0) is None
+    assert math.isnan(table.column("x").values[0]) is False
+
+
+@pytest.mark.parametrize(("count", "size"), [(0, 2), (1, 2), (7, 3), (2000, 2), (5, 8)])
+def test_shards_are_disjoint_contiguous_and_cover(count: int, size: int) -> None:
+    parts = [shard(count, rank, size) for rank in range(size)]
+    assert [i for part in parts for i in part] == list(range(count))
+    assert max(len(p) for p in parts) - min(len(p) for p in parts) <= 1
+
+
+def test_cli_writes_every_output_and_lists_problems(workspace: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r" / "res.h5"
+    result = CliRunner().invoke(aggregate_command, [str(workspace), "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.output)
+    assert payload["runs"] == 8 and len(payload["problems"]) == len(BAD)
+    assert all((tmp_path / "r" / name).is_file() for name in ("res.h5", "res.csv", "res.md", "res.png"))
+    plain = CliRunner().invoke(aggregate_command, [str(workspace), "--out", str(out),
+                                                  "--markdown", str(tmp_path / "t1.md")])
+    assert plain.exit_code == 0 and "Aggregated 8 runs" in plain.output and "truncated" in plain.output
+    assert (tmp_path / "t1.md").is_file()
+
+
+def test_cli_strict_fails_on_lost_runs_only(workspace: Path, tmp_path: Path, make_run: MakeRun) -> None:
+    result = CliRunner().invoke(aggregate_command, [str(workspace), "--out", str(tmp_path / "a.h5"), "--strict"])
+    assert isinstance(result.exception, ResultsError) and result.exception.exit_code == 1
+    assert "4 run file(s)" in str(result.exception)
+    clean = tmp_path / "clean"
+    make_run(clean / "one" / "metrics.h5")
+    (clean / "foreign.h5").write_bytes((workspace / "train" / "weights.h5").read_bytes())
+    ok = CliRunner().invoke(aggregate_command, [str(clean), "--out", str(tmp_path / "b.h5"), "--strict"])
+    assert ok.exit_code == 0, ok.output
+
+
+def test_cli_nothing_usable_exits_1(tmp_path: Path) -> None:
+    result = CliRunner().invoke(aggregate_command, [str(tmp_path / "none-*.h5")])
+    assert isinstance(result.exception, ResultsError) and result.exception.exit_code == 1
