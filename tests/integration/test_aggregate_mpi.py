@@ -1,0 +1,74 @@
+"""`merlin-mdm aggregate --mpi` under a real mpiexec with 2 ranks equals the serial aggregation byte for byte."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+import merlin_mdm
+from merlin_mdm import _shell
+from merlin_mdm.results.aggregate import aggregate, default_outputs
+from merlin_mdm.results.metrics import summarize, write_metrics
+
+pytestmark = pytest.mark.mpi
+
+REPO = Path(merlin_mdm.__file__).resolve().parent.parent
+
+
+def _mpiexec() -> str:
+    beside = Path(sys.executable).parent / "mpiexec"
+    found = str(beside) if beside.is_file() else shutil.which("mpiexec")
+    if found is None:
+        pytest.skip("no mpiexec next to the Python interpreter or on PATH (pip install 'merlin-mdm[mpi]')")
+    if importlib.util.find_spec("mpi4py") is None:
+        pytest.skip("mpi4py is not installed (pip install 'merlin-mdm[mpi]')")
+    return found
+
+
+def _launch(*args: str, ranks: int = 2) -> _shell.ShellResult:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    cmd = [_mpiexec(), "-n", str(ranks), sys.executable, "-m", "merlin_mdm.cli.aggregate", *args]
+    return _shell.run(cmd, timeout=120, env=env)
+
+
+def _study(root: Path, runs: int = 25) -> Path:
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    for index in range(runs):
+        sampler, steps, seed = ("iid", "top_prob", "eb")[index % 3], 2 + index % 4, index // 12
+        run_dir = root / "eval" / f"SAMPLER.{sampler}.SEED.{seed}.STEPS.{steps}.{index:03d}"
+        run_dir.mkdir(parents=True)
+        correct, nfe = rng.random(16) < 0.6, rng.integers(1, steps + 1, 16)
+        attrs = {"task": "blocks", "sampler": sampler, "steps": steps, "seed": seed, **summarize(correct, nfe)}
+        if sampler == "eb":
+            attrs["sampler.gamma"] = 0.5
+        write_metrics(run_dir / "metrics.h5", attrs, {"correct": correct, "nfe": nfe, "wall_time": rng.random(16)})
+    (root / "eval" / "SAMPLER.iid.SEED.9.STEPS.2.999").mkdir()  # a lost run
+    (root / "eval" / "SAMPLER.iid.SEED.0.STEPS.2.000" / "metrics.h5").write_text("corrupted")
+    return root
+
+
+def test_two_ranks_write_the_same_bytes_as_serial(tmp_path: Path) -> None:
+    study = _study(tmp_path / "ws")
+    serial = aggregate(study, default_outputs(tmp_path / "serial" / "results.h5"), progress=False)
+    assert serial is not None and serial.table.n_rows == 24 and len(serial.table.problems) == 2
+    result = _launch(str(study), "--out", str(tmp_path / "mpi" / "results.h5"), "--mpi")
+    assert result.rc == 0, result.stderr
+    assert result.stdout.count("Aggregated 24 runs") == 1  # rank 0 alone reports
+    for suffix in (".h5", ".csv", ".md", ".png"):
+        name = "results" + suffix
+        assert (tmp_path / "mpi" / name).read_bytes() == (tmp_path / "serial" / name).read_bytes(), name
+
+
+def test_more_ranks_than_files_and_nothing_usable(tmp_path: Path) -> None:
+    study = _study(tmp_path / "ws", runs=1)  # one file, and it is corrupted
+    result = _launch(str(study), "--out", str(tmp_path / "r.h5"), "--mpi", ranks=3)
+    assert result.rc == 1
+    assert result.stderr.count("Error: no usable metrics file") == 1
+    assert not (tmp_path / "r.h5").exists()
