@@ -250,7 +250,7 @@ def _read_raw(src: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         with handle:
             attrs = {key: _to_python(value) for key, value in handle.attrs.items()}
             _check_version(src, attrs)
-            datasets = {name: handle[name][()] for name in handle if isinstance(handle[name], h5py.Dataset)}
+            datasets = {name: obj[()] for name, obj in handle.items() if isinstance(obj, h5py.Dataset)}
     except (OSError, KeyError, ValueError, RuntimeError) as err:
         raise MetricsFileError(src, "truncated", f"HDF5 file cannot be read completely ({err})") from err
     return attrs, datasets
