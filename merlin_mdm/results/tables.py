@@ -290,7 +290,8 @@ def table_markdown(summary: Sequence[SummaryRow], table: RunTable) -> str:
 
 
 def _footer(table: RunTable) -> str:
-    text = f"{table.n_rows} runs. Accuracy: mean ± sample standard deviation over seeds."
+    runs = "1 run" if table.n_rows == 1 else f"{table.n_rows} runs"
+    text = f"{runs}. Accuracy: mean ± sample standard deviation over seeds."
     if table.problems:
         kinds = json.dumps(_count_kinds(table.problems), sort_keys=True)
         text += f" {len(table.problems)} files were not used (see the results file's problems table): {kinds}."

@@ -199,3 +199,16 @@ def test_cli_strict_fails_on_lost_runs_only(workspace: Path, tmp_path: Path, mak
 def test_cli_nothing_usable_exits_1(tmp_path: Path) -> None:
     result = CliRunner().invoke(aggregate_command, [str(tmp_path / "none-*.h5")])
     assert isinstance(result.exception, ResultsError) and result.exception.exit_code == 1
+
+
+def test_a_clean_single_run_round_trips_with_no_problems(tmp_path: Path, make_run: MakeRun) -> None:
+    make_run(tmp_path / "in" / "one.h5", seed=3)
+    report = aggregate(str(tmp_path / "in" / "*.h5"), default_outputs(tmp_path / "res.h5"), progress=False)
+    assert report is not None
+    stored = read_results(tmp_path / "res.h5")
+    assert stored.table.problems == () and stored.attrs["n_problems"] == 0
+    assert stored.table.rows() == report.table.rows()
+    (line,) = stored.summary
+    assert line.n_seeds == 1 and math.isnan(line.accuracy_std)
+    text = (tmp_path / "res.md").read_text(encoding="utf-8")
+    assert "| top_prob | 4 |" in text and "±" not in text.split("\n")[4] and "1 run." in text
