@@ -189,6 +189,9 @@ def write_metrics(path: str | os.PathLike[str], attrs: Mapping[str, Any], datase
     dest = Path(path)
     clean_attrs = _validated_attrs(dest, attrs)
     clean_data = _validated_datasets(dest, datasets)
+    for name, array in clean_data.items():
+        if array.dtype.kind in "OV":
+            raise ResultsError(f"{dest}: dataset {name} has unsupported dtype {array.dtype} (use numbers or str)")
     _check_summary(dest, clean_attrs, clean_data)
     clean_attrs.update(_writer_attrs())
     for key, env_name in _ENV_ATTRS.items():
@@ -250,10 +253,16 @@ def _read_raw(src: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         with handle:
             attrs = {key: _to_python(value) for key, value in handle.attrs.items()}
             _check_version(src, attrs)
-            datasets = {name: obj[()] for name, obj in handle.items() if isinstance(obj, h5py.Dataset)}
+            datasets = {name: _dataset_value(obj) for name, obj in handle.items() if isinstance(obj, h5py.Dataset)}
     except (OSError, KeyError, ValueError, RuntimeError) as err:
         raise MetricsFileError(src, "truncated", f"HDF5 file cannot be read completely ({err})") from err
     return attrs, datasets
+
+
+def _dataset_value(dataset: h5py.Dataset) -> np.ndarray:
+    if h5py.check_string_dtype(dataset.dtype) is not None:
+        return np.asarray(dataset.asstr()[()], dtype=object)  # UTF-8 text as str, not bytes
+    return np.asarray(dataset[()])
 
 
 def _has_hdf5_signature(src: Path) -> bool:

@@ -69,8 +69,10 @@ def test_study_labels_absent_outside_a_study(tmp_path: Path, monkeypatch: pytest
 def test_extra_datasets_with_matching_first_dimension_are_kept(tmp_path: Path) -> None:
     attrs, data = run_payload(n=4)
     data["tokens"] = np.zeros((4, 16), dtype=np.int64)  # (N, L)
+    data["text"] = np.array(["a", "b", "ç", "d"])
     got = read_metrics(write_metrics(tmp_path / "m.h5", attrs, data))
     assert got.datasets["tokens"].shape == (4, 16)
+    assert list(got.datasets["text"]) == ["a", "b", "ç", "d"]
 
 
 @pytest.mark.parametrize("missing", list(REQUIRED_ATTRS))
@@ -112,6 +114,8 @@ def _break(change: str) -> tuple[dict[str, Any], dict[str, Any]]:
         attrs["schema_version"] = 7
     elif change == "slash":
         attrs["task/nb"] = 4
+    elif change == "object":
+        data["extra"] = np.array([None] * 6, dtype=object)
     elif change == "nan":
         attrs["mean_nfe"] = float("nan")
     return attrs, data
@@ -129,6 +133,7 @@ def _break(change: str) -> tuple[dict[str, Any], dict[str, Any]]:
     ("reserved", "schema_version are set by write_metrics"),
     ("slash", "without '/'"),
     ("nan", "mean_nfe must be finite"),
+    ("object", "dataset extra has unsupported dtype object"),
 ])
 def test_invalid_runs_are_refused_and_nothing_is_written(tmp_path: Path, change: str, message: str) -> None:
     attrs, data = _break(change)
