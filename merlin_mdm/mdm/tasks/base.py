@@ -1,0 +1,97 @@
+"""The task interface and registry: seeded synthetic data for masked diffusion, prompt first then answer."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, TypeVar
+
+import torch
+from torch import Tensor
+
+from merlin_mdm.mdm.registry import build, knob_names
+
+__all__ = ["TASKS", "Task", "make_task", "register_task"]
+
+
+class Task(ABC):
+    """A data task: a vocabulary, fixed prompt/answer lengths, a seeded sampler of clean sequences and a scorer.
+
+    Subclasses set the instance attributes below in ``__init__`` (taking their knobs as keyword arguments stored
+    under the same names, which is what :meth:`knobs` reads back) and register with :func:`register_task`.
+
+    Attributes:
+        name: the registered name, the word a spec uses.
+        vocab_size: number of token ids including the mask token.
+        mask_id: the id of the mask token (never produced by :meth:`sample`).
+        prompt_len: number of prompt tokens (never masked).
+        answer_len: number of answer tokens (the part generated).
+    """
+
+    name: ClassVar[str]
+    vocab_size: int
+    mask_id: int
+    prompt_len: int
+    answer_len: int
+
+    @property
+    def seq_len(self) -> int:
+        """Total sequence length ``prompt_len + answer_len``."""
+        return self.prompt_len + self.answer_len
+
+    def knobs(self) -> dict[str, Any]:
+        """Return the task's knobs (JSON-able), read back from the attributes named like the constructor arguments."""
+        return {k: getattr(self, k) for k in knob_names(type(self))}
+
+    @abstractmethod
+    def sample(self, n: int, generator: torch.Generator) -> Tensor:
+        """Draw ``n`` clean sequences.
+
+        Args:
+            n: number of sequences.
+            generator: the torch RNG to draw from (CPU).
+
+        Returns:
+            (N, L) long tensor, prompt first then answer.
+        """
+
+    @abstractmethod
+    def score(self, x: Tensor) -> Tensor:
+        """Judge full sequences (prompt + generated answer).
+
+        Args:
+            x: (N, L) long tensor.
+
+        Returns:
+            (N,) bool tensor, True where the answer is valid/correct.
+        """
+
+    def render(self, x: Tensor) -> str:
+        """Return a human-readable form of one sequence (L,); subclasses may override."""
+        return " ".join(str(int(t)) for t in x)
+
+
+TASKS: dict[str, type[Task]] = {}
+
+_T = TypeVar("_T", bound=type[Task])
+
+
+def register_task(cls: _T) -> _T:
+    """Class decorator adding ``cls`` to :data:`TASKS` under ``cls.name``."""
+    TASKS[cls.name] = cls
+    return cls
+
+
+def make_task(name: str, **knobs: Any) -> Task:
+    """Build a registered task from its knobs.
+
+    Args:
+        name: registered task name (``blocks``, ``sudoku``, ``arith``).
+        **knobs: the task's keyword knobs.
+
+    Returns:
+        The task.
+
+    Raises:
+        MdmError: unknown name or knob, or an invalid knob value.
+    """
+    return build("task", TASKS, name, knobs)
