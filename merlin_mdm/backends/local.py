@@ -14,7 +14,7 @@ from typing import Any
 from merlin_mdm.backends.base import Backend, RunOptions, RunReport, register_backend
 from merlin_mdm.backends.dependencies import DependencyTracker, Release
 from merlin_mdm.backends.execution import run_unit, terminate_current
-from merlin_mdm.status.model import UnitOutcome
+from merlin_mdm.status.model import TaskFailure, TaskState, UnitOutcome
 from merlin_mdm.status.sqlite_store import SqliteStatusStore
 from merlin_mdm.status.store import StatusStore
 from merlin_mdm.study.plan import StudyPlan, UnitKey
@@ -24,11 +24,13 @@ __all__ = ["LocalBackend"]
 
 _PLAN: StudyPlan | None = None
 _STOP: Any = None
+_STARTED: Any = None
+MAX_LOST = 2  # a unit whose worker process dies is resubmitted this many times, then recorded as failed
 
 
-def _worker_init(plan: StudyPlan, stop: Any) -> None:
-    global _PLAN, _STOP
-    _PLAN, _STOP = plan, stop
+def _worker_init(plan: StudyPlan, stop: Any, started: Any) -> None:
+    global _PLAN, _STOP, _STARTED
+    _PLAN, _STOP, _STARTED = plan, stop, started
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the scheduler decides what Ctrl-C does
 
     def on_term(signum: int, frame: object) -> None:
@@ -40,6 +42,7 @@ def _worker_init(plan: StudyPlan, stop: Any) -> None:
 
 def _worker_run(key: UnitKey) -> tuple[UnitKey, UnitOutcome]:
     assert _PLAN is not None
+    _STARTED.put((key.instance, key.unit, os.getpid()))  # lets the scheduler notice a worker that dies
     return key, run_unit(_PLAN, key, should_stop=_STOP.is_set)
 
 
@@ -71,8 +74,11 @@ class _Scheduler:
         self.store = store
         self.options = options
         self.workers = max(1, options.workers or os.cpu_count() or 1)
-        self.results: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.results: queue.Queue[Any] = queue.Queue()
         self.in_flight: set[UnitKey] = set()
+        self.pids: dict[UnitKey, int] = {}
+        self.lost: dict[UnitKey, int] = {}
+        self.started: Any = None
         self.stop_reason: str | None = None
         self.stop_kind = ""
         self.done_tasks = 0
@@ -88,7 +94,8 @@ class _Scheduler:
         self.store.set_state("running")
         ctx = mp.get_context("fork")
         stop = ctx.Event()
-        pool = ctx.Pool(self.workers, initializer=_worker_init, initargs=(self.plan, stop))
+        self.started = ctx.SimpleQueue()
+        pool = ctx.Pool(self.workers, initializer=_worker_init, initargs=(self.plan, stop, self.started))
         try:
             with self._progress() as bar:
                 self._loop(pool, tracker, ready, stop, bar)
@@ -98,7 +105,9 @@ class _Scheduler:
             pool.join()
             self.store.set_state("interrupted", "stopped by Ctrl-C; `merlin-mdm restart` resumes")
             return RunReport("interrupted", self.store.snapshot(), "interrupted: resume with merlin-mdm restart")
-        pool.close()
+        # Every result is in, so the workers are idle. terminate(), not close(): a job lost with a dead worker
+        # stays in the pool's cache forever and close()+join() would wait for it.
+        pool.terminate()
         pool.join()
         return self._finish(tracker)
 
@@ -114,8 +123,9 @@ class _Scheduler:
                 self._submit(pool, release.key)
             if not self.in_flight:
                 continue
-            key, outcome = self._next_result()
+            key, outcome = self._next_result(pool)
             self.in_flight.discard(key)
+            self.pids.pop(key, None)
             self.store.unit_finished(key, outcome)
             self._advance(bar, len(self.plan.unit_samples(key)))
             if outcome.stop and not self.stop_reason:
@@ -127,12 +137,43 @@ class _Scheduler:
         self.in_flight.add(key)
         pool.apply_async(_worker_run, (key,), callback=self.results.put, error_callback=self.results.put)
 
-    def _next_result(self) -> tuple[UnitKey, UnitOutcome]:
-        item = self.results.get()
-        if isinstance(item, BaseException):
-            raise item
-        key, outcome = item
-        return key, outcome
+    def _next_result(self, pool: Any) -> tuple[UnitKey, UnitOutcome]:
+        while True:
+            try:
+                item = self.results.get(timeout=1.0)
+            except queue.Empty:
+                if (lost := self._lost_unit(pool)) is not None:
+                    return lost
+                continue
+            if isinstance(item, BaseException):
+                raise item
+            key, outcome = item
+            return key, outcome
+
+    def _lost_unit(self, pool: Any) -> tuple[UnitKey, UnitOutcome] | None:
+        """A unit whose worker process died: resubmit it, or report it failed after MAX_LOST tries."""
+        while not self.started.empty():
+            instance, unit, pid = self.started.get()
+            self.pids[UnitKey(instance, unit)] = pid
+        for key, pid in list(self.pids.items()):
+            try:
+                os.kill(pid, 0)
+                continue
+            except ProcessLookupError:
+                pass
+            del self.pids[key]
+            self.lost[key] = self.lost.get(key, 0) + 1
+            self._say(f"worker process {pid} died while running {self.plan.instances[key.instance].name}")
+            if self.lost[key] <= MAX_LOST:
+                self.store.unit_restarted(key, "worker process died")
+                self.in_flight.discard(key)
+                self._submit(pool, key)
+                continue
+            failure = TaskFailure(self.plan.unit_samples(key)[0], TaskState.FAILED, None,
+                                  f"worker process died {self.lost[key]} times", "")
+            n = len(self.plan.unit_samples(key))
+            return key, UnitOutcome(0, n, 0, failures=(failure,))
+        return None
 
     def _request_stop(self, key: UnitKey, outcome: UnitOutcome, stop: Any) -> None:
         name = self.plan.instances[key.instance].name

@@ -264,3 +264,27 @@ def test_env_sources_are_sourced_by_every_task(write_spec, tmp_path: Path) -> No
     result = merlin("run", str(spec), "--local", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert (workspace_of(result) / "a" / "v.txt").read_text() == "sourced\n"
+
+
+def test_a_worker_process_killed_mid_task_is_replaced_and_the_unit_rerun(write_spec, tmp_path: Path) -> None:
+    spec = write_spec("""
+        description: {name: killed, description: x}
+        env: {variables: {OUTPUT_PATH: ./out}}
+        study:
+          - name: victim
+            run: {cmd: "if [ ! -f killed ]; then touch killed; kill -9 $PPID; sleep 5; fi; echo survived > v.txt"}
+          - name: after
+            run: {cmd: "cat $(victim.workspace)/v.txt", depends: [victim]}
+          - name: always_kills
+            run: {cmd: "kill -9 $PPID; sleep 5"}
+    """)
+    result = merlin("run", str(spec), "--local", "--workers", "2", cwd=tmp_path, timeout=120)
+    assert result.returncode == 1, result.stderr
+    assert "died while running victim" in result.stderr
+    ws = workspace_of(result)
+    assert (ws / "victim" / "v.txt").read_text() == "survived\n"
+    c = counts(ws)
+    assert c["victim"] == {"finished": 1} and c["after"] == {"finished": 1}
+    assert c["always_kills"] == {"failed": 1}
+    (failure,) = {s["step"]: s for s in status_json(ws)["steps"]}["always_kills"]["failures"]
+    assert failure["reason"] == "worker process died 3 times"
