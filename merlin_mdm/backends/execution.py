@@ -21,7 +21,16 @@ from merlin_mdm.spec.tokens import substitute
 from merlin_mdm.status.model import TaskFailure, TaskState, UnitOutcome
 from merlin_mdm.study.plan import NO_SAMPLE, StepInstance, StudyPlan, UnitKey
 
-__all__ = ["DONE_MARKER", "TaskResult", "run_task", "run_unit", "task_dir", "task_env", "task_tokens", "terminate_current"]
+__all__ = [
+    "DONE_MARKER",
+    "TaskResult",
+    "run_task",
+    "run_unit",
+    "task_dir",
+    "task_env",
+    "task_tokens",
+    "terminate_current",
+]
 
 DONE_MARKER = "MERLIN_FINISHED"
 _current: subprocess.Popen[bytes] | None = None

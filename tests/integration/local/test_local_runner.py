@@ -108,7 +108,10 @@ def test_exit_codes_restart_retry_soft_and_hard_fail(write_spec, tmp_path: Path)
               cmd: "echo cmd >> log; exit $(MERLIN_RESTART)"
               restart: "echo restart >> log; n=$(grep -c restart log); [ $n -ge 2 ] && exit 0; exit $(MERLIN_RESTART)"
           - name: retries
-            run: {cmd: "echo x >> log; [ $(wc -l < log) -ge 3 ] || exit $(MERLIN_RETRY)", retry_delay: 0, max_retries: 5}
+            run:
+              cmd: "echo x >> log; [ $(wc -l < log) -ge 3 ] || exit $(MERLIN_RETRY)"
+              retry_delay: 0
+              max_retries: 5
           - name: gives_up
             run: {cmd: "echo x >> log; exit $(MERLIN_RETRY)", retry_delay: 0, max_retries: 2}
           - name: soft
@@ -165,7 +168,9 @@ def test_samples_funnel_and_aligned_sample_steps(write_spec, tmp_path: Path) -> 
           - name: make
             run: {cmd: "[ $(MERLIN_SAMPLE_ID) -ne 7 ] && echo $(A) $(B) > v.txt"}
           - name: double
-            run: {cmd: "cat $(make.workspace)/$(MERLIN_SAMPLE_PATH)/v.txt > w.txt; echo $(MERLIN_SAMPLE_ID)", depends: [make]}
+            run:
+              cmd: "cat $(make.workspace)/$(MERLIN_SAMPLE_PATH)/v.txt > w.txt; echo $(MERLIN_SAMPLE_ID)"
+              depends: [make]
           - name: funnel
             run: {cmd: "cat $(double.workspace)/$(MERLIN_GLOB_PATH)/w.txt | wc -l > n.txt", depends: [double]}
     """)
