@@ -13,6 +13,7 @@ layers) is used; without --policy an untrained policy of the default width. Timi
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 from collections.abc import Callable
 from typing import Any
@@ -28,11 +29,14 @@ from merlin_mdm.mdm.tasks import make_task
 
 
 def _timeit(fn: Callable[[], Any], repeats: int) -> float:
+    """Median seconds per call (robust to other processes sharing the cores)."""
     fn()  # warm-up
-    start = time.perf_counter()
+    times = []
     for _ in range(repeats):
+        start = time.perf_counter()
         fn()
-    return (time.perf_counter() - start) / repeats
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def _setup(args: argparse.Namespace) -> tuple[Any, Any, OrderNet]:
@@ -113,7 +117,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--budgets", default="2,4,8")
     parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 avoids oversubscription)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model, task, policy = _setup(args)

@@ -34,8 +34,8 @@ def _echo_progress(entry: dict[str, float]) -> None:
               help="Anneal tau geometrically from this value over the first half of training.")
 @click.option("--rollouts", default=4, show_default=True, type=click.IntRange(2),
               help="K posterior rollouts per example (leave-one-out baseline).")
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1), help="Examples per step.")
-@click.option("--iterations", default=300, show_default=True, type=click.IntRange(1), help="Adam steps.")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1), help="Examples per step.")
+@click.option("--iterations", default=200, show_default=True, type=click.IntRange(1), help="Adam steps.")
 @click.option("--max-seconds", default=120.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="Stop training after this much wall time.")
 @click.option("--lr", default=3e-3, show_default=True, type=click.FloatRange(min=0, min_open=True),
@@ -45,11 +45,12 @@ def _echo_progress(entry: dict[str, float]) -> None:
 @click.option("--seed", default=0, show_default=True, type=int, help="Seeds data, rollouts and initialisation.")
 @click.option("--eval-samples", default=512, show_default=True, type=click.IntRange(0),
               help="Answers generated with the trained policy as a quick check (0: skip).")
-@click.option("--threads", type=click.IntRange(1), help="torch CPU threads [default: torch's choice].")
+@click.option("--threads", default=1, show_default=True, type=click.IntRange(1),
+              help="torch CPU threads; the order networks are small, and parallel study steps oversubscribe cores.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 def train_order(denoiser_dir: Path, budget: int, out_dir: Path, tau: float, tau_start: float | None, rollouts: int,
                 batch_size: int, iterations: int, max_seconds: float, lr: float, d_model: int, layers: int,
-                seed: int, eval_samples: int, threads: int | None, as_json: bool) -> None:
+                seed: int, eval_samples: int, threads: int, as_json: bool) -> None:
     """Train the order policy p_theta(r | x_t) for the denoiser at --denoiser and budget T.
 
     \b
@@ -62,8 +63,7 @@ def train_order(denoiser_dir: Path, budget: int, out_dir: Path, tau: float, tau_
     from merlin_mdm.mdm.order.pipeline import run_train_order
     from merlin_mdm.mdm.order.training import OrderTrainConfig
 
-    if threads is not None:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads)
     config = OrderTrainConfig(budget=budget, tau=tau, tau_start=tau_start, rollouts=rollouts, batch_size=batch_size,
                               iterations=iterations, max_seconds=max_seconds, lr_policy=lr, lr_posterior=lr,
                               d_model=d_model, n_layers=layers, seed=seed)

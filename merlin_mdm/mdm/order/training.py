@@ -52,8 +52,8 @@ class OrderTrainConfig:
     )
     anneal_frac: float = 0.5  # fraction of the iterations over which tau_start -> tau
     rollouts: int = 4  # K posterior rollouts per example (leave-one-out baseline; >= 2)
-    batch_size: int = 64  # B clean examples per iteration
-    iterations: int = 300  # Adam steps (training stops earlier at max_seconds)
+    batch_size: int = 32  # B clean examples per iteration
+    iterations: int = 200  # Adam steps (training stops earlier at max_seconds)
     max_seconds: float = 120.0  # wall-clock cap on training
     lr_policy: float = 3e-3  # Adam learning rate of p_theta
     lr_posterior: float = 3e-3  # Adam learning rate of q_phi
