@@ -1,0 +1,215 @@
+"""MDLM training of a :class:`Denoiser` on a task: the masking process, the loss and a resumable loop.
+
+The objective (MDLM with the linear schedule alpha_t = 1 - t): draw t ~ U(0, 1) per sequence, mask every
+answer position independently with probability t (the prompt is never masked), and minimise the cross-entropy
+of the clean tokens at the masked positions weighted by 1/t, normalised by the number of answer tokens. The
+mask token's logit is -inf in the model, so it is never predicted.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from merlin_mdm.errors import MdmError
+from merlin_mdm.mdm.checkpoint import CHECKPOINT_FILE, load_denoiser, save_denoiser
+from merlin_mdm.mdm.model import Denoiser, DenoiserConfig
+from merlin_mdm.mdm.runtime import configure_threads
+from merlin_mdm.mdm.tasks import Task, make_task
+
+__all__ = ["T_MIN", "Corrupted", "TrainConfig", "TrainSummary", "corrupt", "mdlm_loss", "train"]
+
+T_MIN = 1e-3  # smallest mask ratio drawn; bounds the 1/t weight
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """What to train and how. Validated on construction (raises :class:`MdmError`)."""
+
+    task: str = "blocks"  # registered task name
+    task_knobs: Mapping[str, Any] = field(default_factory=dict)  # the task's knobs, e.g. {"nb": 4, "bl": 4}
+    steps: int = 3000  # optimiser steps in total (a resumed run continues up to this number)
+    batch_size: int = 128  # sequences per step, freshly sampled from the task
+    lr: float = 3e-3  # peak AdamW learning rate
+    weight_decay: float = 0.01  # AdamW weight decay
+    warmup: int = 100  # linear warm-up steps, then cosine decay to lr / 10
+    seed: int = 0  # seeds the initialisation, the data and the masks
+    d_model: int = 64  # denoiser width
+    n_layers: int = 2  # denoiser blocks
+    n_heads: int = 4  # attention heads
+    d_ff: int = 256  # MLP width
+    dropout: float = 0.0  # dropout rate
+    ckpt_every: int = 500  # write a checkpoint every this many steps (and at the end)
+    threads: int = 0  # torch threads; 0 = OMP_NUM_THREADS or all cores
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "ckpt_every"):
+            if getattr(self, name) < 1:
+                raise MdmError(f"train: {name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0 or self.weight_decay < 0 or self.warmup < 0 or self.threads < 0:
+            raise MdmError("train: lr must be > 0 and weight_decay, warmup, threads >= 0")
+
+    def model_config(self, task: Task) -> DenoiserConfig:
+        """The denoiser shape for ``task``."""
+        return DenoiserConfig(task.vocab_size, task.seq_len, task.mask_id, self.d_model, self.n_layers,
+                              self.n_heads, self.d_ff, self.dropout)
+
+    def lr_at(self, step: int) -> float:
+        """Learning rate at 0-based ``step``: linear warm-up then cosine to lr / 10."""
+        if step < self.warmup:
+            return self.lr * (step + 1) / self.warmup
+        frac = (step - self.warmup) / max(self.steps - self.warmup, 1)
+        return self.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * min(frac, 1.0))))
+
+
+class Corrupted:
+    """A masked batch: ``xt`` (B, L), ``masked`` (B, L) bool and the mask ratio ``t`` (B,)."""
+
+    def __init__(self, xt: Tensor, masked: Tensor, t: Tensor) -> None:
+        self.xt, self.masked, self.t = xt, masked, t
+
+
+def corrupt(x0: Tensor, prompt_len: int, mask_id: int, generator: torch.Generator) -> Corrupted:
+    """Mask each answer position of ``x0`` (B, L) with probability t ~ U(T_MIN, 1) drawn per sequence."""
+    b, n = x0.shape
+    t = T_MIN + (1 - T_MIN) * torch.rand(b, generator=generator)  # (B,)
+    masked = torch.rand(b, n, generator=generator) < t[:, None]  # (B, L)
+    masked[:, :prompt_len] = False
+    return Corrupted(x0.masked_fill(masked, mask_id), masked, t)
+
+
+def mdlm_loss(logits: Tensor, x0: Tensor, masked: Tensor, t: Tensor, answer_len: int) -> Tensor:
+    """The MDLM loss: sum over masked positions of CE / t, divided by (B * answer_len).
+
+    Args:
+        logits: (B, L, V) denoiser logits.
+        x0: (B, L) clean tokens.
+        masked: (B, L) bool, where the input was masked.
+        t: (B,) mask ratios.
+        answer_len: answer tokens per sequence (the normaliser).
+
+    Returns:
+        Scalar loss (an upper bound on the per-token negative log-likelihood of the answer, in nats).
+    """
+    ce = F.cross_entropy(logits.transpose(1, 2), x0, reduction="none")  # (B, L)
+    weighted = (ce * masked / t[:, None]).sum()
+    return weighted / (x0.shape[0] * answer_len)
+
+
+@dataclass(frozen=True)
+class TrainSummary:
+    """The outcome of :func:`train` (also stored in the checkpoint's meta as ``train_summary``)."""
+
+    out: str  # the checkpoint folder
+    steps: int  # the step reached
+    final_loss: float  # mean loss over the last 50 steps
+    tokens_per_s: float  # tokens processed per second of this run (B * L per step)
+    wall_s: float  # seconds of this run
+    n_params: int  # denoiser parameters
+
+
+class _Run:
+    """Mutable training state: model, optimiser, RNGs and the step, restorable from a checkpoint."""
+
+    def __init__(self, cfg: TrainConfig, out: Path, resume: bool) -> None:
+        self.cfg, self.out = cfg, out
+        self.task = make_task(cfg.task, **dict(cfg.task_knobs))
+        torch.manual_seed(cfg.seed)
+        self.model = Denoiser(cfg.model_config(self.task))
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=(0.9, 0.98),
+                                     weight_decay=cfg.weight_decay)
+        self.gen = torch.Generator().manual_seed(cfg.seed + 1)
+        self.step = 0
+        self.losses: list[float] = []
+        if resume and (out / CHECKPOINT_FILE).is_file():
+            self._restore()
+
+    def _restore(self) -> None:
+        loaded = load_denoiser(self.out)
+        if loaded.config != self.model.config:
+            raise MdmError(f"cannot resume {self.out}: its model {loaded.config} differs from {self.model.config}")
+        self.model.load_state_dict(loaded.model.state_dict())
+        self.opt.load_state_dict(loaded.extra["optimizer"])
+        self.gen.set_state(loaded.extra["rng"]["data"])
+        torch.set_rng_state(loaded.extra["rng"]["torch"])
+        self.step = int(loaded.extra["step"])
+        self.losses = list(loaded.extra.get("losses", []))
+
+    def save(self, summary: TrainSummary | None = None) -> None:
+        extra: dict[str, Any] = {
+            "optimizer": self.opt.state_dict(),
+            "step": self.step,
+            "rng": {"data": self.gen.get_state(), "torch": torch.get_rng_state()},
+            "train_config": {**asdict(self.cfg), "task_knobs": dict(self.cfg.task_knobs)},
+            "losses": self.losses,
+        }
+        if summary is not None:
+            extra["train_summary"] = asdict(summary)
+        save_denoiser(self.out, self.model, self.task, extra)
+
+    def one_step(self) -> float:
+        x0 = self.task.sample(self.cfg.batch_size, self.gen)  # (B, L)
+        batch = corrupt(x0, self.task.prompt_len, self.task.mask_id, self.gen)
+        for group in self.opt.param_groups:
+            group["lr"] = self.cfg.lr_at(self.step)
+        logits = self.model(batch.xt).logits  # (B, L, V)
+        loss = mdlm_loss(logits, x0, batch.masked, batch.t, self.task.answer_len)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.opt.step()
+        self.step += 1
+        return float(loss.detach())
+
+
+def _progress(total: int, done: int, quiet: bool) -> Any:
+    """A rich progress bar on stderr (disabled when ``quiet`` or when stderr is not a terminal and quiet)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = Console(file=sys.stderr)
+    bar = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                   TextColumn("{task.fields[info]}"), console=console, disable=quiet)
+    return bar
+
+
+def train(cfg: TrainConfig, out: str | Path, resume: bool = False, quiet: bool = False) -> TrainSummary:
+    """Train a denoiser with the MDLM objective and checkpoint it into ``out``.
+
+    Args:
+        cfg: the training configuration.
+        out: checkpoint folder (created).
+        resume: continue from ``out``'s checkpoint when there is one (same model shape required).
+        quiet: hide the progress bar.
+
+    Returns:
+        The run's summary (also written to ``out/meta.json``).
+    """
+    configure_threads(cfg.threads)
+    run = _Run(cfg, Path(out), resume)
+    start_step, start = run.step, time.perf_counter()
+    with _progress(cfg.steps, run.step, quiet) as bar:
+        job = bar.add_task("train", total=cfg.steps, completed=run.step, info="")
+        while run.step < cfg.steps:
+            run.losses.append(run.one_step())
+            if run.step % 25 == 0 or run.step == cfg.steps:
+                rate = (run.step - start_step) * cfg.batch_size * run.task.seq_len / (time.perf_counter() - start)
+                bar.update(job, completed=run.step, info=f"loss {run.losses[-1]:.3f}  {rate:,.0f} tok/s")
+            if run.step % cfg.ckpt_every == 0 and run.step < cfg.steps:
+                run.save()
+    wall = time.perf_counter() - start
+    tokens = (run.step - start_step) * cfg.batch_size * run.task.seq_len
+    tail = run.losses[-50:]
+    summary = TrainSummary(str(out), run.step, sum(tail) / max(len(tail), 1), tokens / max(wall, 1e-9), wall,
+                           run.model.n_params())
+    run.save(summary)
+    return summary
