@@ -37,8 +37,9 @@ class ThresholdSampler(Sampler):
 
 @register_sampler
 class EntropyBoundedSampler(Sampler):
-    """EB-sampler: sort masked positions by entropy and reveal the largest prefix whose entropy sum minus its max
-    is <= ``gamma`` (so the lowest-entropy position is always revealed).
+    """EB-sampler: reveal the lowest-entropy prefix whose entropy sum minus its max is <= ``gamma``.
+
+    Masked positions are sorted by entropy; the first one is always revealed.
 
     Args:
         gamma: the entropy bound in nats, >= 0.
