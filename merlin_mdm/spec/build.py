@@ -7,7 +7,7 @@ from typing import Any
 
 from merlin_mdm.spec.fields import FieldReader
 from merlin_mdm.spec.issues import IssueCollector, key_mark, value_mark
-from merlin_mdm.spec.loader import MarkedDict
+from merlin_mdm.spec.loader import Located, MarkedDict
 from merlin_mdm.spec.model import (
     BatchConfig,
     Dependency,
@@ -42,21 +42,22 @@ def build_spec(data: MarkedDict, path: Path, issues: IssueCollector) -> Spec:
     """Build the Spec, best effort: every structural problem is recorded in ``issues``."""
     top = FieldReader(data, "", issues)
     top.only(TOP_KEYS, "the spec")
-    desc = _description(top.raw("description", required=True), issues)
-    batch = _batch(top.raw("batch"), "batch", issues) or BatchConfig()
-    env = _environment(top.raw("env"), issues)
-    steps = _steps(top.raw("study", required=True), batch, issues)
-    params = _parameters(top.raw("global.parameters"), issues)
-    resources, samples = _merlin(top.raw("merlin"), issues)
+    at = top.node.value_marks.get
+    desc = _description(top.raw("description", required=True), issues, at("description"))
+    batch = _batch(top.raw("batch"), "batch", issues, at("batch")) or BatchConfig()
+    env = _environment(top.raw("env"), issues, at("env"))
+    steps = _steps(top.raw("study", required=True), batch, issues, at("study"))
+    params = _parameters(top.raw("global.parameters"), issues, at("global.parameters"))
+    resources, samples = _merlin(top.raw("merlin"), issues, at("merlin"))
     user = top.raw("user") or {}
     # Built even when structural errors were found, so the semantic checks can report theirs too.
     return Spec(path, desc, batch, env, steps, params, resources, samples, user, raw=data)
 
 
-def _description(node: Any, issues: IssueCollector) -> Description:
+def _description(node: Any, issues: IssueCollector, where: Located | None) -> Description:
     if node is None:
         return Description("", "")
-    reader = FieldReader(node, "description", issues)
+    reader = FieldReader(node, "description", issues, where)
     reader.only(("name", "description"), "description")
     name = reader.text("name", required=True) or ""
     text = reader.text("description", required=True) or ""
@@ -66,10 +67,10 @@ def _description(node: Any, issues: IssueCollector) -> Description:
     return Description(name, text)
 
 
-def _batch(node: Any, path: str, issues: IssueCollector) -> BatchConfig | None:
+def _batch(node: Any, path: str, issues: IssueCollector, where: Located | None) -> BatchConfig | None:
     if node is None:
         return None
-    reader = FieldReader(node, path, issues)
+    reader = FieldReader(node, path, issues, where)
     reader.only(BATCH_KEYS, "batch")
     known = {"type", "shell", "bank", "queue", "nodes", "walltime", "launch_pre", "launch_args"}
     extra = {k: v for k, v in reader.node.items() if k not in known and k in BATCH_KEYS}
@@ -86,10 +87,10 @@ def _batch(node: Any, path: str, issues: IssueCollector) -> BatchConfig | None:
     )
 
 
-def _pairs(node: Any, path: str, issues: IssueCollector) -> tuple[tuple[str, str], ...]:
+def _pairs(node: Any, path: str, issues: IssueCollector, where: Located | None) -> tuple[tuple[str, str], ...]:
     if node is None:
         return ()
-    reader = FieldReader(node, path, issues)
+    reader = FieldReader(node, path, issues, where)
     out = []
     for key in reader.node:
         value = reader.text(key)
@@ -98,23 +99,24 @@ def _pairs(node: Any, path: str, issues: IssueCollector) -> tuple[tuple[str, str
     return tuple(out)
 
 
-def _environment(node: Any, issues: IssueCollector) -> Environment:
+def _environment(node: Any, issues: IssueCollector, where: Located | None) -> Environment:
     if node is None:
         return Environment()
-    reader = FieldReader(node, "env", issues)
+    reader = FieldReader(node, "env", issues, where)
     reader.only(("variables", "labels", "sources", "dependencies"), "env")
+    at = reader.node.value_marks.get if reader.ok else (lambda key: None)
     return Environment(
-        variables=_pairs(reader.raw("variables"), "env.variables", issues),
-        labels=_pairs(reader.raw("labels"), "env.labels", issues),
+        variables=_pairs(reader.raw("variables"), "env.variables", issues, at("variables")),
+        labels=_pairs(reader.raw("labels"), "env.labels", issues, at("labels")),
         sources=reader.strings("sources"),
-        dependencies=_dependencies(reader.raw("dependencies"), issues),
+        dependencies=_dependencies(reader.raw("dependencies"), issues, at("dependencies")),
     )
 
 
-def _dependencies(node: Any, issues: IssueCollector) -> tuple[Dependency, ...]:
+def _dependencies(node: Any, issues: IssueCollector, where: Located | None) -> tuple[Dependency, ...]:
     if node is None:
         return ()
-    reader = FieldReader(node, "env.dependencies", issues)
+    reader = FieldReader(node, "env.dependencies", issues, where)
     reader.only(("paths", "git", "spack"), "env.dependencies")
     out: list[Dependency] = []
     for kind, keys in (("paths", ("name", "path")), ("git", ("name", "path", "url", "tag"))):
@@ -123,34 +125,38 @@ def _dependencies(node: Any, issues: IssueCollector) -> tuple[Dependency, ...]:
             issues.error(value_mark(reader.node, kind), reader.sub(kind), "must be a list of {name, path}")
             continue
         for i, entry in enumerate(entries):
-            item = FieldReader(entry, f"env.dependencies.{kind}[{i}]", issues)
+            item = FieldReader(entry, f"env.dependencies.{kind}[{i}]", issues, value_mark(entries, i))
             item.only(keys, f"a {kind} dependency")
             out.append(Dependency(kind, item.text("name", required=True) or "", item.text("path", required=True)
                                   or "", item.text("url", required=kind == "git"), item.text("tag")))
     return tuple(out)
 
 
-def _steps(node: Any, batch: BatchConfig, issues: IssueCollector) -> tuple[Step, ...]:
+def _steps(node: Any, batch: BatchConfig, issues: IssueCollector, where: Located | None) -> tuple[Step, ...]:
     if node is None:
         return ()
     if not isinstance(node, list) or not node:
-        issues.error(getattr(node, "mark", (0, 0)), "study", "must be a non-empty list of steps")
+        issues.error(getattr(node, "mark", None) or where or (0, 0), "study", "must be a non-empty list of steps")
         return ()
     steps = []
     for i, entry in enumerate(node):
-        reader = FieldReader(entry, f"study[{i}]", issues)
+        reader = FieldReader(entry, f"study[{i}]", issues, value_mark(node, i))
+        if not reader.ok:
+            continue
         reader.only(("name", "description", "run"), "a step")
         name = reader.text("name", required=True) or f"step{i}"
-        run = _run(reader.raw("run", required=True), f"study[{i}].run", batch, issues)
+        run = _run(reader.raw("run", required=True), f"study[{i}].run", batch, issues, value_mark(reader.node, "run"))
         if run is not None:
             steps.append(Step(name, reader.text("description", default="") or "", run))
     return tuple(steps)
 
 
-def _run(node: Any, path: str, batch: BatchConfig, issues: IssueCollector) -> StepRun | None:
+def _run(node: Any, path: str, batch: BatchConfig, issues: IssueCollector, where: Located) -> StepRun | None:
     if node is None:
         return None
-    reader = FieldReader(node, path, issues)
+    reader = FieldReader(node, path, issues, where)
+    if not reader.ok:
+        return None
     reader.only(RUN_KEYS, "a step's run block")
     named = {"cmd", "depends", "restart", "shell", "task_queue", "max_retries", "retry_delay", "nodes", "procs",
              "cores per task", "gpus", "walltime", "batch"}
@@ -167,18 +173,20 @@ def _run(node: Any, path: str, batch: BatchConfig, issues: IssueCollector) -> St
         cores_per_task=reader.integer("cores per task", minimum=1),
         gpus=reader.integer("gpus", minimum=0),
         walltime=reader.text("walltime"),
-        batch=_batch(reader.raw("batch"), f"{path}.batch", issues),
+        batch=_batch(reader.raw("batch"), f"{path}.batch", issues, value_mark(reader.node, "batch")),
         extra={k: v for k, v in reader.node.items() if k not in named},
     )
 
 
-def _parameters(node: Any, issues: IssueCollector) -> tuple[Parameter, ...]:
+def _parameters(node: Any, issues: IssueCollector, where: Located | None) -> tuple[Parameter, ...]:
     if node is None:
         return ()
-    top = FieldReader(node, "global.parameters", issues)
+    top = FieldReader(node, "global.parameters", issues, where)
     params = []
     for name in top.node:
-        reader = FieldReader(top.node[name], f"global.parameters.{name}", issues)
+        reader = FieldReader(top.node[name], f"global.parameters.{name}", issues, value_mark(top.node, name))
+        if not reader.ok:
+            continue
         reader.only(("values", "label", "product"), "a parameter")
         values = reader.raw("values", required=True)
         if values is not None and (not isinstance(values, list) or not values
@@ -196,40 +204,48 @@ def _parameters(node: Any, issues: IssueCollector) -> tuple[Parameter, ...]:
     return tuple(params)
 
 
-def _merlin(node: Any, issues: IssueCollector) -> tuple[Resources, SamplesConfig | None]:
+def _merlin(node: Any, issues: IssueCollector, where: Located | None) -> tuple[Resources, SamplesConfig | None]:
     if node is None:
         return Resources(), None
-    reader = FieldReader(node, "merlin", issues)
+    reader = FieldReader(node, "merlin", issues, where)
     reader.only(("resources", "samples"), "merlin")
-    return _resources(reader.raw("resources"), issues), _samples(reader.raw("samples"), issues)
+    return (_resources(reader.raw("resources"), issues, value_mark(reader.node, "resources")),
+            _samples(reader.raw("samples"), issues, value_mark(reader.node, "samples")))
 
 
-def _resources(node: Any, issues: IssueCollector) -> Resources:
+def _resources(node: Any, issues: IssueCollector, where: Located) -> Resources:
     if node is None:
         return Resources()
-    reader = FieldReader(node, "merlin.resources", issues)
+    reader = FieldReader(node, "merlin.resources", issues, where)
     reader.only(("task_server", "overlap", "workers"), "merlin.resources")
-    workers_node = FieldReader(reader.raw("workers") or MarkedDict(), "merlin.resources.workers", issues)
+    workers_node = FieldReader(reader.raw("workers") or MarkedDict(), "merlin.resources.workers", issues,
+                               value_mark(reader.node, "workers"))
     workers = []
     for name in workers_node.node:
-        wr = FieldReader(workers_node.node[name], f"merlin.resources.workers.{name}", issues)
+        wr = FieldReader(workers_node.node[name], f"merlin.resources.workers.{name}", issues,
+                         value_mark(workers_node.node, name))
+        if not wr.ok:
+            continue
         wr.only(WORKER_KEYS, "a worker")
         workers.append(Worker(name, wr.text("args", default="") or "", wr.strings("steps", ("all",)),
-                              wr.integer("nodes", minimum=1), _batch(wr.raw("batch"), wr.sub("batch"), issues),
+                              wr.integer("nodes", minimum=1),
+                              _batch(wr.raw("batch"), wr.sub("batch"), issues, value_mark(wr.node, "batch")),
                               wr.strings("machines")))
     return Resources(reader.text("task_server", default="celery") or "celery",
                      reader.boolean("overlap", False), tuple(workers))
 
 
-def _samples(node: Any, issues: IssueCollector) -> SamplesConfig | None:
+def _samples(node: Any, issues: IssueCollector, where: Located) -> SamplesConfig | None:
     if node is None:
         return None
-    reader = FieldReader(node, "merlin.samples", issues)
+    reader = FieldReader(node, "merlin.samples", issues, where)
+    if not reader.ok:
+        return None
     reader.only(("generate", "file", "column_labels", "level_max_dirs"), "merlin.samples")
     generate = reader.raw("generate")
     cmd = None
     if generate is not None:
-        gen = FieldReader(generate, "merlin.samples.generate", issues)
+        gen = FieldReader(generate, "merlin.samples.generate", issues, value_mark(reader.node, "generate"))
         gen.only(("cmd",), "merlin.samples.generate")
         cmd = gen.text("cmd", required=True)
     labels = reader.strings("column_labels")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from merlin_mdm.spec.exitcodes import EXIT_CODE_TOKENS
 from merlin_mdm.spec.issues import IssueCollector, did_you_mean, key_mark, value_mark
-from merlin_mdm.spec.loader import MarkedDict
-from merlin_mdm.spec.model import Spec
+from merlin_mdm.spec.loader import Located, MarkedDict, MarkedList
+from merlin_mdm.spec.model import Spec, Step
 from merlin_mdm.spec.tokens import LATE_TOKENS, STUDY_TOKENS, substitute, tokens_in
 
 __all__ = ["DEFAULT_BATCH_TYPES", "check_spec", "known_tokens", "parent_name"]
@@ -34,45 +35,61 @@ def check_spec(spec: Spec, issues: IssueCollector, batch_types: Iterable[str] = 
     _check_paths(spec, issues)
 
 
-def _step_node(spec: Spec, index: int) -> MarkedDict:
-    study = spec.raw.get("study") or []
-    node = study[index] if index < len(study) else None
-    return node if isinstance(node, MarkedDict) else MarkedDict()
+@dataclass(frozen=True)
+class _Located:
+    """A built step with its index in the YAML `study` list and its parsed nodes (for positions)."""
+
+    index: int
+    step: Step
+    node: MarkedDict
+    run: MarkedDict
+
+    def depends_mark(self, position: int) -> Located:
+        """Where the ``position``-th entry of `depends` is (the whole value for a single string)."""
+        return value_mark(self.run.get("depends"), position) if isinstance(self.run.get("depends"), MarkedList) \
+            else value_mark(self.run, "depends")
 
 
-def _run_node(spec: Spec, index: int) -> MarkedDict:
-    run = _step_node(spec, index).get("run")
-    return run if isinstance(run, MarkedDict) else MarkedDict()
+def _located_steps(spec: Spec) -> list[_Located]:
+    """Pair each built step with its YAML entry.
+
+    The builder skips entries that are not mappings or lack a `run` mapping, so the i-th built step is not
+    always the i-th YAML entry; this repeats the builder's rule to find the right one.
+    """
+    study = spec.raw.get("study")
+    entries = [(i, e) for i, e in enumerate(study if isinstance(study, list) else [])
+               if isinstance(e, MarkedDict) and isinstance(e.get("run"), MarkedDict)]
+    return [_Located(i, step, node, node["run"]) for (i, node), step in zip(entries, spec.steps, strict=False)]
 
 
 def _check_step_names(spec: Spec, issues: IssueCollector) -> None:
     seen: set[str] = set()
-    for i, step in enumerate(spec.steps):
-        node = _step_node(spec, i)
-        if step.name in seen:
-            issues.error(value_mark(node, "name"), f"study[{i}].name", f"step '{step.name}' is defined twice")
-        if not all(c.isalnum() or c in "-_" for c in step.name) or step.name.endswith("_*"):
-            issues.error(value_mark(node, "name"), f"study[{i}].name",
-                         "use only letters, digits, '-' and '_' in step names")
-        seen.add(step.name)
+    for loc in _located_steps(spec):
+        name, where, path = loc.step.name, value_mark(loc.node, "name"), f"study[{loc.index}].name"
+        if name in seen:
+            issues.error(where, path, f"step '{name}' is defined twice")
+        if not all(c.isalnum() or c in "-_" for c in name) or name.endswith("_*"):
+            issues.error(where, path, "use only letters, digits, '-' and '_' in step names")
+        seen.add(name)
 
 
 def _check_depends(spec: Spec, issues: IssueCollector) -> None:
-    names = [s.name for s in spec.steps]
-    for i, step in enumerate(spec.steps):
-        run = _run_node(spec, i)
-        for dep in step.run.depends:
+    study = spec.raw.get("study")
+    # Steps the builder dropped (already reported as broken) still count as defined here.
+    names = [*(s.name for s in spec.steps), *(str(e["name"]) for e in (study if isinstance(study, list) else [])
+                                              if isinstance(e, MarkedDict) and "name" in e)]
+    for loc in _located_steps(spec):
+        for position, dep in enumerate(loc.step.run.depends):
             parent, _ = parent_name(dep)
-            where = value_mark(run, "depends")
-            if parent == step.name:
-                issues.error(where, f"study[{i}].run.depends", f"step '{step.name}' depends on itself")
+            where, path = loc.depends_mark(position), f"study[{loc.index}].run.depends"
+            if parent == loc.step.name:
+                issues.error(where, path, f"step '{parent}' depends on itself")
             elif parent not in names:
-                issues.error(where, f"study[{i}].run.depends",
-                             f"unknown step '{parent}'{did_you_mean(parent, names)}")
+                issues.error(where, path, f"unknown step '{parent}'{did_you_mean(parent, names)}")
 
 
-def _check_cycles(spec: Spec, issues: IssueCollector) -> None:
-    graph = {s.name: [parent_name(d)[0] for d in s.run.depends] for s in spec.steps}
+def _find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
+    """A dependency cycle as [a, ..., a] (following `depends`), or None. Self-loops are reported elsewhere."""
     state: dict[str, int] = {}
     stack: list[str] = []
 
@@ -90,13 +107,21 @@ def _check_cycles(spec: Spec, issues: IssueCollector) -> None:
         state[name] = 2
         return None
 
-    index = {s.name: i for i, s in enumerate(spec.steps)}
-    for step in spec.steps:
-        if step.name not in state and (cycle := visit(step.name)):
-            at = min(index[name] for name in cycle)  # report at the first step of the cycle in the file
-            issues.error(value_mark(_run_node(spec, at), "depends"), f"study[{at}].run.depends",
-                         f"dependency cycle: {' -> '.join(reversed(cycle))}; remove one of these depends")
-            return
+    for name in graph:
+        if name not in state and (cycle := visit(name)):
+            return cycle
+    return None
+
+
+def _check_cycles(spec: Spec, issues: IssueCollector) -> None:
+    graph = {s.name: [parent_name(d)[0] for d in s.run.depends] for s in spec.steps}
+    cycle = _find_cycle(graph)
+    if cycle is None:
+        return
+    located = {loc.step.name: loc for loc in reversed(_located_steps(spec))}
+    at = min((located[name] for name in cycle if name in located), key=lambda loc: loc.index)
+    issues.error(value_mark(at.run, "depends"), f"study[{at.index}].run.depends",
+                 f"dependency cycle: {' -> '.join(reversed(cycle))}; remove one of these depends")
 
 
 def _check_parameters(spec: Spec, issues: IssueCollector) -> None:
@@ -162,12 +187,11 @@ def _check_tokens(spec: Spec, issues: IssueCollector) -> None:
             if token not in known:
                 issues.error(value_mark(block, name), f"env.{section}.{name}",
                              f"undefined token $({token}){did_you_mean(token, known)}")
-    for i, step in enumerate(spec.steps):
-        run = _run_node(spec, i)
-        for key, text in (("cmd", step.run.cmd), ("restart", step.run.restart or "")):
+    for loc in _located_steps(spec):
+        for key, text in (("cmd", loc.step.run.cmd), ("restart", loc.step.run.restart or "")):
             for token in dict.fromkeys(tokens_in(text)):
                 if token not in known:
-                    issues.error(value_mark(run, key), f"study[{i}].run.{key}",
+                    issues.error(value_mark(loc.run, key), f"study[{loc.index}].run.{key}",
                                  f"undefined token $({token}){did_you_mean(token, known)}; define it under "
                                  "env.variables or pass --vars")
 

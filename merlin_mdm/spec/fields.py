@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from merlin_mdm.spec.issues import IssueCollector, did_you_mean, key_mark, value_mark
-from merlin_mdm.spec.loader import MarkedDict
+from merlin_mdm.spec.loader import Located, MarkedDict
 
 __all__ = ["FieldReader"]
 
@@ -13,14 +13,19 @@ _MISSING = object()
 
 
 class FieldReader:
-    """Reads the fields of one mapping at YAML ``path``, reporting problems to ``issues``."""
+    """Reads the fields of one mapping at YAML ``path``, reporting problems to ``issues``.
 
-    def __init__(self, node: Any, path: str, issues: IssueCollector):
+    ``where`` is the position of the node in its parent; a scalar (which carries no position of its own)
+    is reported there. When the node is not a mapping, only that one error is reported: its fields are
+    neither read nor required.
+    """
+
+    def __init__(self, node: Any, path: str, issues: IssueCollector, where: Located | None = None):
         self.path = path
         self.issues = issues
         self.ok = isinstance(node, dict)
         if not self.ok:
-            issues.error(getattr(node, "mark", (0, 0)), path, f"must be a mapping, not {_kind(node)}")
+            issues.error(getattr(node, "mark", None) or where or (0, 0), path, f"must be a mapping, not {_kind(node)}")
         self.node: MarkedDict = node if isinstance(node, MarkedDict) else MarkedDict()
 
     def sub(self, key: str) -> str:
@@ -37,10 +42,13 @@ class FieldReader:
     def raw(self, key: str, required: bool = False) -> Any:
         """The value under ``key`` (None when absent; an error when required)."""
         if key not in self.node:
-            if required:
+            if required and self.ok:
                 self.issues.error(self.node.mark, self.sub(key), f"missing required key `{key}`")
             return None
-        return self.node[key]
+        value = self.node[key]
+        if value is None and required:
+            self.issues.error(value_mark(self.node, key), self.sub(key), "must not be empty")
+        return value
 
     def text(self, key: str, required: bool = False, default: str | None = None) -> str | None:
         """A string field; numbers are accepted and turned into text."""

@@ -21,6 +21,11 @@ class MarkedDict(dict[str, Any]):
     key_marks: dict[str, Located]
     value_marks: dict[str, Located]
 
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.key_marks = {}
+        self.value_marks = {}
+
 
 class MarkedList(list[Any]):
     """A sequence that remembers the position of itself and of each item."""
@@ -28,12 +33,20 @@ class MarkedList(list[Any]):
     mark: Located = (0, 0)
     item_marks: list[Located]
 
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.item_marks = []
+
 
 def _pos(node: yaml.Node) -> Located:
     return (node.start_mark.line + 1, node.start_mark.column + 1)
 
 
-class _MarkingLoader(yaml.SafeLoader):
+# libyaml's parser (when PyYAML was built with it) keeps node positions and parses several times faster.
+_BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _MarkingLoader(_BaseLoader):  # type: ignore[valid-type,misc]
     """SafeLoader that builds MarkedDict/MarkedList (YAML anchors, aliases and ``<<`` merges keep working)."""
 
     def construct_marked_map(self, node: yaml.MappingNode) -> Any:
@@ -62,16 +75,30 @@ _MarkingLoader.add_constructor("tag:yaml.org,2002:map", _MarkingLoader.construct
 _MarkingLoader.add_constructor("tag:yaml.org,2002:seq", _MarkingLoader.construct_marked_seq)
 
 
+def _yaml_issue(exc: yaml.YAMLError, filename: str) -> SpecIssue:
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+        return SpecIssue(filename, line, col, "", f"YAML syntax error: {exc.problem or exc}")
+    return SpecIssue(filename, 0, 0, "", f"YAML error: {exc}")
+
+
+def _python_parser_error(text: str) -> yaml.YAMLError | None:
+    """The pure-Python parser's error for ``text``: its messages are clearer than libyaml's, and stable."""
+    try:
+        for _ in yaml.parse(text, Loader=yaml.SafeLoader):
+            pass
+    except yaml.YAMLError as exc:
+        return exc
+    return None
+
+
 def load_marked_text(text: str, filename: str) -> MarkedDict:
     """Parse ``text`` into a MarkedDict; a YAML syntax error becomes a SpecError with its position."""
     try:
         data = yaml.load(text, Loader=_MarkingLoader)  # a SafeLoader subclass
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
-        raise SpecError([SpecIssue(filename, line, col, "", f"YAML syntax error: {exc.problem or exc}")]) from None
     except yaml.YAMLError as exc:
-        raise SpecError([SpecIssue(filename, 0, 0, "", f"YAML error: {exc}")]) from None
+        raise SpecError([_yaml_issue(_python_parser_error(text) or exc, filename)]) from None
     if data is None:
         raise SpecError([SpecIssue(filename, 1, 1, "", "the spec is empty; start from `merlin-mdm example hello`")])
     if not isinstance(data, MarkedDict):
