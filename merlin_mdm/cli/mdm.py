@@ -64,7 +64,7 @@ KNOB_HELP = "Task knob KEY=VALUE (repeatable), e.g. --knob nb=4 --knob bl=4."
 @click.option("--task", default="blocks", show_default=True, help="Task name: blocks, sudoku or arith.")
 @click.option("--knob", "knobs", multiple=True, metavar="KEY=VALUE", help=KNOB_HELP)
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Checkpoint folder.")
-@click.option("--steps", default=1200, show_default=True, type=click.IntRange(1), help="Optimiser steps in total.")
+@click.option("--steps", default=1000, show_default=True, type=click.IntRange(1), help="Optimiser steps in total.")
 @click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1), help="Sequences per step.")
 @click.option("--lr", default=3e-3, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="Peak AdamW learning rate (linear warm-up, cosine decay to lr/10).")

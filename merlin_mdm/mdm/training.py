@@ -37,7 +37,7 @@ class TrainConfig:
 
     task: str = "blocks"  # registered task name
     task_knobs: Mapping[str, Any] = field(default_factory=dict)  # the task's knobs, e.g. {"nb": 4, "bl": 4}
-    steps: int = 3000  # optimiser steps in total (a resumed run continues up to this number)
+    steps: int = 1000  # optimiser steps in total (a resumed run continues up to this number)
     batch_size: int = 128  # sequences per step, freshly sampled from the task
     lr: float = 3e-3  # peak AdamW learning rate
     weight_decay: float = 0.01  # AdamW weight decay
