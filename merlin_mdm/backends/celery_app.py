@@ -1,0 +1,117 @@
+"""The Celery application: settings that make tasks safe to lose and redeliver, and two thin tasks.
+
+Messages are JSON and carry only ids: ``unit(workspace, unit_id)`` and ``expand(workspace, instance, lo, hi)``.
+A worker loads the plan from the shared file system once per study and process. Nothing here waits on a
+result, nothing uses chords, and no Celery internals are patched.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+
+from merlin_mdm.backends.celery_scheduling import Dispatch, execute_unit, expand_range
+from merlin_mdm.config import AppConfig
+from merlin_mdm.errors import StatusError
+from merlin_mdm.status.redis_store import RedisStatusStore
+from merlin_mdm.study.plan import StudyPlan, UnitKey
+from merlin_mdm.study.workspace import Workspace
+
+__all__ = ["EXPAND_TASK", "UNIT_TASK", "StudyCache", "celery_settings", "make_app", "send_dispatch"]
+
+UNIT_TASK = "merlin_mdm.unit"
+EXPAND_TASK = "merlin_mdm.expand"
+PUBLISH_RETRY = {"max_retries": 30, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 2.0}
+
+
+def celery_settings(config: AppConfig) -> dict[str, Any]:
+    """Celery settings for ``config`` (``config.celery`` overrides are applied on top)."""
+    broker = config.broker
+    settings: dict[str, Any] = {
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "task_acks_late": True,  # a unit is acknowledged when it is recorded, so a dead worker loses nothing
+        "task_reject_on_worker_lost": True,  # ... and its message goes back to the queue (capped in the store)
+        "worker_prefetch_multiplier": 1,
+        "task_ignore_result": True,
+        "task_default_queue": "merlin",
+        "task_create_missing_queues": True,
+        "task_publish_retry": True,
+        "task_publish_retry_policy": PUBLISH_RETRY,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,
+        "broker_connection_timeout": 5,
+        "broker_transport_options": {"visibility_timeout": config.visibility_timeout,
+                                     "socket_connect_timeout": 5, "socket_timeout": 30,
+                                     "retry_on_timeout": True, "health_check_interval": 30},
+        "broker_heartbeat": 0,
+        "worker_hijack_root_logger": False,
+        "worker_send_task_events": False,
+        "worker_enable_remote_control": True,
+        "result_backend": None,
+    }
+    if broker.tls:
+        settings["broker_use_ssl"] = broker.ssl_options()
+    settings.update(dict(config.celery))
+    return settings
+
+
+def send_dispatch(app: Celery, workspace: str, plan: StudyPlan, dispatch: Dispatch) -> None:
+    """Publish ``dispatch`` with one producer, each message routed to its step's ``task_queue``."""
+    if not dispatch.units and not dispatch.ranges:
+        return
+    with app.producer_or_acquire() as producer:
+        for key in dispatch.units:
+            app.send_task(UNIT_TASK, args=[workspace, key.to_id()], queue=plan.instances[key.instance].task_queue,
+                          producer=producer, ignore_result=True)
+        for inst, lo, hi in dispatch.ranges:
+            app.send_task(EXPAND_TASK, args=[workspace, inst, lo, hi], queue=plan.instances[inst].task_queue,
+                          producer=producer, ignore_result=True)
+
+
+class StudyCache:
+    """Per worker process: each study's plan and status store, loaded on first use."""
+
+    def __init__(self, config: AppConfig):
+        self.config = config
+        self.entries: dict[str, tuple[StudyPlan, RedisStatusStore]] = {}
+        self.client: Any = None
+
+    def get(self, workspace: str) -> tuple[StudyPlan, RedisStatusStore]:
+        """The plan and store of ``workspace``."""
+        entry = self.entries.get(workspace)
+        if entry is None:
+            if self.client is None:  # created in the pool process, never shared across a fork
+                self.client = self.config.status.client()
+            plan = Workspace(Path(workspace)).load_plan()
+            entry = (plan, RedisStatusStore(self.client, workspace, plan))
+            self.entries[workspace] = entry
+        return entry
+
+
+def make_app(config: AppConfig) -> Celery:
+    """A configured Celery app with the `unit` and `expand` tasks registered."""
+    app = Celery("merlin_mdm", broker=config.broker.url(), set_as_current=False)
+    app.conf.update(celery_settings(config))
+    cache = StudyCache(config)
+    import redis
+
+    retry_on = (redis.ConnectionError, redis.TimeoutError, OSError, StatusError)
+
+    @app.task(name=UNIT_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True,
+              autoretry_for=retry_on, retry_backoff=1, retry_backoff_max=30, max_retries=20)
+    def unit(self: Any, workspace: str, unit_id: str) -> None:
+        plan, store = cache.get(workspace)
+        execute_unit(store, plan, UnitKey.from_id(unit_id),
+                     lambda d: send_dispatch(app, workspace, plan, d), config.max_deliveries)
+
+    @app.task(name=EXPAND_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True,
+              autoretry_for=retry_on, retry_backoff=1, retry_backoff_max=30, max_retries=20)
+    def expand(self: Any, workspace: str, instance: int, lo: int, hi: int) -> None:
+        plan, _ = cache.get(workspace)
+        send_dispatch(app, workspace, plan, expand_range(instance, lo, hi))
+
+    return app

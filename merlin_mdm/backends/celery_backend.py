@@ -1,0 +1,166 @@
+"""The distributed backend: queue a study's ready units on a Redis broker for Celery workers.
+
+``launch`` registers the study in the Redis status store and publishes only what can run now (the units of
+steps without parents, as ``expand`` range messages when there are many); workers release every other unit
+the moment its last parent unit is recorded. Celery itself is imported only when a method needs it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from merlin_mdm.backends.base import Backend, RunOptions, RunReport, register_backend
+from merlin_mdm.config import AppConfig, load_config
+from merlin_mdm.errors import BrokerError
+from merlin_mdm.status.redis_store import RedisStatusStore
+from merlin_mdm.status.store import StatusStore
+from merlin_mdm.study.plan import StudyPlan
+from merlin_mdm.study.workspace import Workspace
+
+__all__ = ["CONNECTION_FILE", "CeleryBackend", "check_server"]
+
+CONNECTION_FILE = "celery.json"  # in merlin_info/: which app.yaml the study was queued with (no secret)
+
+
+def check_server(config: AppConfig, timeout: float = 3.0, what: str = "broker") -> None:
+    """Ping the broker (or status) server; BrokerError with a one-line reason when it does not answer."""
+    import redis
+
+    target = config.broker if what == "broker" else config.status
+    where = target.safe_url()
+    try:
+        client = target.client(timeout=timeout, retry=False)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except redis.AuthenticationError:
+        raise BrokerError(f"{what} {where} refused the password (check password_file in {config.source})") from None
+    except redis.ResponseError as exc:
+        text = str(exc)
+        if "NOAUTH" in text or "WRONGPASS" in text or "AUTH" in text:
+            raise BrokerError(f"{what} {where} refused the password: {text.splitlines()[0]}") from None
+        raise BrokerError(f"{what} {where} answered with an error: {text.splitlines()[0]}") from None
+    except redis.TimeoutError:
+        raise BrokerError(f"{what} {where} did not answer within {timeout:g} s") from None
+    except redis.ConnectionError as exc:
+        raise BrokerError(f"cannot reach the {what} at {where}: {_connection_reason(exc, target.tls)}") from None
+
+
+def _connection_reason(exc: Exception, tls: bool) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    low = text.lower()
+    if "ssl" in low or "tls" in low or "certificate" in low or "wrong version number" in low:
+        hint = "rediss:// to a server without TLS?" if tls else "the server expects TLS (use rediss://)?"
+        return f"TLS mismatch ({hint}): {text}"
+    if "refused" in low:
+        return "connection refused (is the server running? `merlin-mdm server start` starts one)"
+    if "closed by server" in low or "connection reset" in low:
+        return f"the server closed the connection (TLS server reached with redis://?): {text}"
+    return text
+
+
+def _initial_ranges(plan: StudyPlan) -> list[tuple[int, int, int]]:
+    return [(inst.index, 0, plan.n_units(inst.index)) for inst in plan.instances if not inst.parents]
+
+
+@register_backend
+class CeleryBackend(Backend):
+    """Queues studies on Redis for `merlin-mdm run-workers`; status lives in Redis too."""
+
+    name = "celery"
+
+    def __init__(self, config: AppConfig | None = None, spec: Path | str | None = None, **_: Any):
+        self._config = config
+        self._spec = Path(spec) if spec is not None else None
+
+    def config(self, workspace: Workspace | None = None) -> AppConfig:
+        """The configuration: the one given, the one a workspace was queued with, or the one in effect."""
+        if self._config is not None:
+            return self._config
+        recorded = _recorded_config(workspace) if workspace is not None else None
+        self._config = load_config(self._spec, recorded)
+        return self._config
+
+    def status_store(self, workspace: Workspace) -> StatusStore:
+        config = self.config(workspace)
+        plan_ws = workspace.load_plan().workspace
+        return RedisStatusStore(config.status.client(), plan_ws)
+
+    def launch(self, workspace: Workspace, plan: StudyPlan, options: RunOptions) -> RunReport:
+        config = self.config(workspace)
+        check_server(config)
+        if config.results is not None:
+            check_server(config, what="status store")
+        _record_config(workspace, config)
+        _warn_visibility(plan, config, options)
+        store = RedisStatusStore(config.status.client(), plan.workspace, plan)
+        try:
+            if options.resume:
+                store.reset_unfinished()
+            else:
+                store.register(plan)
+            store.set_state("queued", "waiting for workers (merlin-mdm run-workers SPEC)")
+            started = time.perf_counter()
+            self.publish_initial(config, plan)
+            elapsed = time.perf_counter() - started
+            n_units = sum(hi - lo for _, lo, hi in _initial_ranges(plan))
+            message = (f"queued {n_units} unit(s) of {plan.total_tasks()} task(s) in {elapsed:.2f} s; "
+                       "start workers with `merlin-mdm run-workers SPEC`")
+            return RunReport("queued", store.snapshot(), message)
+        finally:
+            store.close()
+
+    def publish_initial(self, config: AppConfig, plan: StudyPlan) -> None:
+        """Send the units that wait for nothing (as expand messages when a step has many)."""
+        from merlin_mdm.backends.celery_app import make_app, send_dispatch
+        from merlin_mdm.backends.celery_scheduling import Dispatch, UnitKey, plan_dispatch
+
+        app = make_app(config)
+        units: list[UnitKey] = []
+        ranges: list[tuple[int, int, int]] = []
+        for inst, lo, hi in _initial_ranges(plan):
+            if hi - lo > 200:
+                ranges.append((inst, lo, hi))
+            else:
+                units.extend(UnitKey(inst, u) for u in range(lo, hi))
+        small = plan_dispatch(units)
+        try:
+            send_dispatch(app, plan.workspace, plan, Dispatch(small.units, (*small.ranges, *ranges)))
+        finally:
+            app.close()
+
+
+def _record_config(workspace: Workspace, config: AppConfig) -> None:
+    source = config.source if config.source != "defaults" else None
+    (workspace.info / CONNECTION_FILE).write_text(json.dumps({"config": source}) + "\n", encoding="utf-8")
+
+
+def _recorded_config(workspace: Workspace) -> str | None:
+    try:
+        data = json.loads((workspace.info / CONNECTION_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    value = data.get("config")
+    return str(value) if value and Path(value).is_file() else None
+
+
+def _walltime(text: str | None) -> float:
+    if not text:
+        return 0.0
+    seconds = 0.0
+    for part in str(text).split(":"):
+        seconds = seconds * 60 + float(part)
+    return seconds
+
+
+def _warn_visibility(plan: StudyPlan, config: AppConfig, options: RunOptions) -> None:
+    longest = max((_walltime(i.walltime) * (plan.batch_size if i.uses_samples else 1) for i in plan.instances),
+                  default=0.0)
+    if longest >= config.visibility_timeout and options.on_event is not None:
+        options.on_event(f"warning: a unit may run {longest:.0f} s (walltime x batch size), longer than "
+                         f"visibility_timeout {config.visibility_timeout} s: raise it in app.yaml or its message "
+                         "will be delivered again while it runs")

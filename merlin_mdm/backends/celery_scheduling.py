@@ -1,0 +1,132 @@
+"""What a Celery task does, as plain functions over a :class:`RedisStatusStore` and a ``send`` callable.
+
+No Celery import here: the task bodies in :mod:`celery_app` only call these, and tests can too.
+
+Dependencies are counted, not synchronised: recording a unit's outcome increments an ``arrived`` counter
+of each child in the same Lua script, and the unit whose increment completes a child's count releases it.
+Large releases (the first units of a sample step, every unit of a step after a non-sample parent) travel as
+``expand`` messages over unit ranges that workers split further, so no message and no loop grows with the
+number of samples.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from merlin_mdm.backends.execution import run_unit
+from merlin_mdm.status.model import TaskFailure, TaskState, UnitOutcome
+from merlin_mdm.status.redis_store import RedisStatusStore
+from merlin_mdm.study.plan import StudyPlan, UnitKey
+
+__all__ = ["EXPAND_FANOUT", "UNITS_PER_EXPAND", "Dispatch", "Sender", "execute_unit", "expand_range",
+           "plan_dispatch", "release", "unit_ranges"]
+
+UNITS_PER_EXPAND = 200  # an expand message over at most this many units sends them one by one
+EXPAND_FANOUT = 10  # a larger range is split into this many expand messages
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """Messages to send: single units, and unit ranges (instance, lo, hi) to expand on a worker."""
+
+    units: tuple[UnitKey, ...] = ()
+    ranges: tuple[tuple[int, int, int], ...] = ()
+
+
+Sender = Callable[[Dispatch], None]
+
+
+def unit_ranges(keys: Iterable[UnitKey]) -> list[tuple[int, int, int]]:
+    """Group unit keys into contiguous (instance, lo, hi) ranges, hi exclusive."""
+    out: list[tuple[int, int, int]] = []
+    for key in sorted(keys):
+        if out and out[-1][0] == key.instance and out[-1][2] == key.unit:
+            inst, lo, _ = out[-1]
+            out[-1] = (inst, lo, key.unit + 1)
+        else:
+            out.append((key.instance, key.unit, key.unit + 1))
+    return out
+
+
+def plan_dispatch(keys: Iterable[UnitKey]) -> Dispatch:
+    """Small ranges as single units, large ones as expand messages."""
+    units: list[UnitKey] = []
+    ranges: list[tuple[int, int, int]] = []
+    for inst, lo, hi in unit_ranges(keys):
+        if hi - lo <= UNITS_PER_EXPAND:
+            units.extend(UnitKey(inst, u) for u in range(lo, hi))
+        else:
+            ranges.append((inst, lo, hi))
+    return Dispatch(tuple(units), tuple(ranges))
+
+
+def expand_range(instance: int, lo: int, hi: int) -> Dispatch:
+    """What an expand message over [lo, hi) sends: the units, or up to EXPAND_FANOUT smaller ranges."""
+    if hi - lo <= UNITS_PER_EXPAND:
+        return Dispatch(tuple(UnitKey(instance, u) for u in range(lo, hi)))
+    step = max(UNITS_PER_EXPAND, -(-(hi - lo) // EXPAND_FANOUT))
+    return Dispatch(ranges=tuple((instance, a, min(hi, a + step)) for a in range(lo, hi, step)))
+
+
+def release(store: RedisStatusStore, released: Sequence[tuple[UnitKey, str]], send: Sender) -> None:
+    """Send the released children that may run; record the blocked ones as not run (and follow their children)."""
+    pending = list(released)
+    runnable: list[UnitKey] = []
+    while pending:
+        key, blocked = pending.pop()
+        if not blocked:
+            reason = store.stop_reason()
+            if reason is None:
+                runnable.append(key)
+                continue
+            blocked = reason
+        _, more = store.record(key, store.not_run_outcome(key, blocked))
+        pending.extend(more)
+        store.mark_sent([key])
+    if runnable:
+        send(plan_dispatch(runnable))
+        store.mark_sent(runnable)
+
+
+def _stop_checker(store: RedisStatusStore, every: float = 1.0) -> Callable[[], bool]:
+    last = [0.0, False]
+
+    def should_stop() -> bool:
+        now = time.monotonic()
+        if not last[1] and now - float(last[0]) >= every:
+            last[0], last[1] = now, store.stop_reason() is not None
+        return bool(last[1])
+
+    return should_stop
+
+
+def execute_unit(store: RedisStatusStore, plan: StudyPlan, key: UnitKey, send: Sender,
+                 max_deliveries: int = 3) -> UnitOutcome | None:
+    """The whole body of a unit message. Returns the outcome recorded, None when it was recorded before.
+
+    A unit already recorded (a redelivered message) runs nothing; it only re-sends children that were
+    released but never reached the broker (the previous delivery died between recording and sending).
+    """
+    attempts = store.start(key, socket.gethostname(), time.time())
+    if attempts < 0:
+        unsent = store.unsent([child for child, _, _ in store.children_of(key)])
+        if unsent:
+            send(plan_dispatch(unsent))
+            store.mark_sent(unsent)
+        return None
+    stop = store.stop_reason()
+    if attempts > max_deliveries:
+        n = len(plan.unit_samples(key))
+        failure = TaskFailure(plan.unit_samples(key)[0], TaskState.FAILED, None,
+                              f"its worker died {attempts - 1} times (max_deliveries {max_deliveries})", "")
+        outcome = UnitOutcome(0, n, 0, failures=(failure,), host=socket.gethostname())
+    elif stop is not None:
+        outcome = store.not_run_outcome(key, stop)
+    else:
+        outcome = run_unit(plan, key, should_stop=_stop_checker(store))
+    _, released = store.record(key, outcome)
+    release(store, released, send)
+    return outcome

@@ -1,0 +1,317 @@
+"""The status store of the distributed backend: a few Redis hashes per study, updated by Lua scripts.
+
+Each script is atomic, so a unit's outcome, the per-step counters and the dependency counts of its children
+change together or not at all, and a redelivered message (a unit recorded twice) changes nothing. Reading a
+study costs O(steps): one hash of counters plus the first failures of each step.
+
+Keys, all under ``mdm:<sha1(workspace)[:16]>:``:
+    meta      hash: name, workspace, state, message, updated, units_left, fail_total, stop, stop_kind, steps
+    steps     hash: ``<step>|<counter>`` -> value (queued, running, ..., restarts, started, ended, n_failures)
+    ustate    hash: unit id -> r (running) | d (done, every task finished) | x (done, not every task finished)
+    attempts  hash: unit id -> deliveries seen
+    arrived   hash: child unit id -> parent units recorded so far
+    blocked   hash: child unit id -> why it must not run
+    ready     set:  released children not yet sent to the broker (re-sent when a message is redelivered)
+    fail:<step> list: the first failures (JSON)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from merlin_mdm.errors import StatusError
+from merlin_mdm.status.model import StepSummary, StudySnapshot, TaskFailure, TaskState, UnitOutcome
+from merlin_mdm.status.store import StatusStore
+from merlin_mdm.study.plan import StudyPlan, UnitKey
+
+__all__ = ["ChildSpec", "RedisStatusStore", "study_prefix"]
+
+MAX_FAILURES_SHOWN = 20
+ChildSpec = tuple[str, int, bool]  # (child unit id, parent units it waits for, aligned edge)
+
+_START = """
+local s = redis.call('HGET', KEYS[3], ARGV[1])
+if s == 'd' or s == 'x' then return -1 end
+local a = redis.call('HINCRBY', KEYS[4], ARGV[1], 1)
+if s ~= 'r' then
+  redis.call('HINCRBY', KEYS[2], ARGV[2] .. '|queued', -tonumber(ARGV[3]))
+  redis.call('HINCRBY', KEYS[2], ARGV[2] .. '|running', tonumber(ARGV[3]))
+  redis.call('HSET', KEYS[3], ARGV[1], 'r')
+end
+local t0 = redis.call('HGET', KEYS[2], ARGV[2] .. '|started')
+if not t0 or tonumber(t0) > tonumber(ARGV[4]) then redis.call('HSET', KEYS[2], ARGV[2] .. '|started', ARGV[4]) end
+local st = redis.call('HGET', KEYS[1], 'state')
+if st == 'queued' or st == 'created' then redis.call('HSET', KEYS[1], 'state', 'running') end
+return a
+"""
+
+# KEYS: meta steps ustate arrived blocked ready faillist
+# ARGV: unit step n finished failed not_run restarts started ended name stop_kind stop_reason nfail
+#       failure_json*nfail (child_id needed aligned)*
+_FINISH = """
+local unit, step, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local s = redis.call('HGET', KEYS[3], unit)
+if s == 'd' or s == 'x' then return {-1} end
+local old = 'queued'
+if s == 'r' then old = 'running' end
+local fin, failed, notrun = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+redis.call('HINCRBY', KEYS[2], step .. '|' .. old, -n)
+redis.call('HINCRBY', KEYS[2], step .. '|finished', fin)
+redis.call('HINCRBY', KEYS[2], step .. '|failed', failed)
+redis.call('HINCRBY', KEYS[2], step .. '|not_run', notrun)
+redis.call('HINCRBY', KEYS[2], step .. '|restarts', tonumber(ARGV[7]))
+local ok = (failed == 0 and notrun == 0)
+if ok then redis.call('HSET', KEYS[3], unit, 'd') else redis.call('HSET', KEYS[3], unit, 'x') end
+if tonumber(ARGV[8]) > 0 then
+  local t0 = redis.call('HGET', KEYS[2], step .. '|started')
+  if not t0 or tonumber(t0) > tonumber(ARGV[8]) then redis.call('HSET', KEYS[2], step .. '|started', ARGV[8]) end
+end
+if tonumber(ARGV[9]) > 0 then
+  local t1 = redis.call('HGET', KEYS[2], step .. '|ended')
+  if not t1 or tonumber(t1) < tonumber(ARGV[9]) then redis.call('HSET', KEYS[2], step .. '|ended', ARGV[9]) end
+end
+if ARGV[11] ~= '' then
+  redis.call('HSETNX', KEYS[1], 'stop_kind', ARGV[11])
+  redis.call('HSETNX', KEYS[1], 'stop', ARGV[12])
+end
+local nfail = tonumber(ARGV[13])
+for i = 1, nfail do
+  if redis.call('LLEN', KEYS[7]) < tonumber(ARGV[14 + nfail]) then redis.call('RPUSH', KEYS[7], ARGV[13 + i]) end
+end
+redis.call('HINCRBY', KEYS[2], step .. '|n_failures', nfail)
+redis.call('HINCRBY', KEYS[1], 'fail_total', failed + notrun)
+local out = {0}
+local i = 15 + nfail
+while i <= #ARGV do
+  local child, needed, aligned = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
+  if (not ok) and aligned == '0' then
+    redis.call('HSETNX', KEYS[5], child, 'parent ' .. ARGV[10] .. ' did not finish every task')
+  end
+  if redis.call('HINCRBY', KEYS[4], child, 1) == needed then
+    redis.call('SADD', KEYS[6], child)
+    table.insert(out, child)
+    table.insert(out, redis.call('HGET', KEYS[5], child) or '')
+  end
+  i = i + 3
+end
+local left = redis.call('HINCRBY', KEYS[1], 'units_left', -1)
+out[1] = left
+if left <= 0 then
+  local kind = redis.call('HGET', KEYS[1], 'stop_kind')
+  local total = tonumber(redis.call('HGET', KEYS[1], 'fail_total') or '0')
+  local state, msg = 'finished', ''
+  if kind == 'stop_workers' then state = 'stopped'; msg = redis.call('HGET', KEYS[1], 'stop')
+  elseif kind == 'hard_fail' then state = 'failed'; msg = redis.call('HGET', KEYS[1], 'stop')
+  elseif total > 0 then state = 'failed'; msg = total .. ' task(s) failed or did not run' end
+  redis.call('HSET', KEYS[1], 'state', state, 'message', msg, 'updated', ARGV[9])
+end
+return out
+"""
+
+
+def study_prefix(workspace: str) -> str:
+    """The key prefix of a study: one per workspace path."""
+    return "mdm:" + hashlib.sha1(workspace.encode("utf-8")).hexdigest()[:16] + ":"
+
+
+def _redis_errors() -> tuple[type[BaseException], ...]:
+    import redis
+
+    return (redis.RedisError,)
+
+
+class RedisStatusStore(StatusStore):
+    """StatusStore in Redis, shared by every worker and by `status` on any host that reaches the server."""
+
+    def __init__(self, client: Any, workspace: str, plan: StudyPlan | None = None):
+        self.r = client
+        self.workspace = workspace
+        self.plan = plan
+        p = study_prefix(workspace)
+        self.k_meta, self.k_steps, self.k_ustate = p + "meta", p + "steps", p + "ustate"
+        self.k_attempts, self.k_arrived, self.k_blocked, self.k_ready = (
+            p + "attempts", p + "arrived", p + "blocked", p + "ready")
+        self.prefix = p
+        self._start = client.register_script(_START)
+        self._finish = client.register_script(_FINISH)
+
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except _redis_errors() as exc:
+            raise StatusError(f"status store at Redis: {exc}") from None
+
+    def _plan(self) -> StudyPlan:
+        if self.plan is None:
+            from merlin_mdm.study.workspace import Workspace
+
+            self.plan = Workspace(__import__("pathlib").Path(self.workspace)).load_plan()
+        return self.plan
+
+    # -- writes -----------------------------------------------------------------------------------------------
+
+    def register(self, plan: StudyPlan) -> None:
+        self.plan = plan
+        if self._call(self.r.hexists, self.k_meta, "name"):
+            return
+        steps: dict[str, list[int]] = {}
+        for inst in plan.instances:
+            entry = steps.setdefault(inst.step, [0, 0])
+            entry[0] += 1
+            entry[1] += plan.n_tasks(inst.index)
+        fields: dict[str, Any] = {}
+        for step, (n_inst, total) in steps.items():
+            fields.update({f"{step}|instances": n_inst, f"{step}|total": total, f"{step}|queued": total})
+        n_units = sum(plan.n_units(i.index) for i in plan.instances)
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hset(self.k_steps, mapping=fields)
+        pipe.hset(self.k_meta, mapping={"name": plan.name, "workspace": plan.workspace, "state": "created",
+                                        "message": "", "units_left": n_units, "fail_total": 0,
+                                        "steps": json.dumps(list(steps)), "updated": time.time()})
+        self._call(pipe.execute)
+
+    def start(self, key: UnitKey, host: str, when: float) -> int:
+        """Mark ``key`` running; returns the deliveries seen so far, or -1 when it is already recorded."""
+        plan = self._plan()
+        step = plan.instances[key.instance].step
+        keys = [self.k_meta, self.k_steps, self.k_ustate, self.k_attempts]
+        return int(self._call(self._start, keys=keys, args=[key.to_id(), step, len(plan.unit_samples(key)), when]))
+
+    def unit_started(self, key: UnitKey, host: str, when: float) -> None:
+        self.start(key, host, when)
+
+    def unit_restarted(self, key: UnitKey, reason: str) -> None:
+        # A redelivered unit stays `running` until it is recorded; the attempt counter remembers the loss.
+        self._call(self.r.hincrby, self.k_attempts, key.to_id(), 0)
+
+    def children_of(self, key: UnitKey) -> list[ChildSpec]:
+        """The child units of ``key`` with how many parent units each waits for."""
+        plan = self._plan()
+        out: list[ChildSpec] = []
+        for edge in plan.children()[key.instance]:
+            child = edge.parent
+            needed = sum(1 if e.aligned else plan.n_units(e.parent) for e in plan.instances[child].parents)
+            units = [key.unit] if edge.aligned else range(plan.n_units(child))
+            out.extend((UnitKey(child, u).to_id(), needed, edge.aligned) for u in units)
+        return out
+
+    def record(self, key: UnitKey, outcome: UnitOutcome) -> tuple[int, list[tuple[UnitKey, str]]]:
+        """Record ``key``'s outcome and count it at its children, atomically.
+
+        Returns:
+            (units left in the study, or -1 when ``key`` was already recorded; the children released now,
+            each with the reason it must not run, '' when it may run).
+        """
+        plan = self._plan()
+        inst = plan.instances[key.instance]
+        stop_reason = ""
+        if outcome.stop:
+            code = "MERLIN_HARD_FAIL" if outcome.stop == "hard_fail" else "MERLIN_STOP_WORKERS"
+            stop_reason = f"study stopped: {inst.name} exited with {code}"
+        failures = [json.dumps([inst.name, f.sample, f.state.value, f.rc, f.reason, f.log])
+                    for f in outcome.failures]
+        args: list[Any] = [key.to_id(), inst.step, len(plan.unit_samples(key)), outcome.finished, outcome.failed,
+                           outcome.not_run, outcome.restarts, outcome.started, outcome.ended, inst.name,
+                           outcome.stop or "", stop_reason, len(failures), *failures, MAX_FAILURES_SHOWN]
+        for child, needed, aligned in self.children_of(key):
+            args.extend((child, needed, int(aligned)))
+        keys = [self.k_meta, self.k_steps, self.k_ustate, self.k_arrived, self.k_blocked, self.k_ready,
+                self.prefix + f"fail:{inst.step}"]
+        out = self._call(self._finish, keys=keys, args=args)
+        released = [(UnitKey.from_id(out[i]), out[i + 1]) for i in range(1, len(out), 2)]
+        return int(out[0]), released
+
+    def unit_finished(self, key: UnitKey, outcome: UnitOutcome) -> bool:
+        left, _ = self.record(key, outcome)
+        return left >= 0
+
+    def not_run_outcome(self, key: UnitKey, reason: str) -> UnitOutcome:
+        """The outcome of a unit that will not run."""
+        n = len(self._plan().unit_samples(key))
+        return UnitOutcome(0, 0, n, failures=(TaskFailure(-1, TaskState.NOT_RUN, None, reason, ""),))
+
+    def units_not_run(self, keys: Iterable[UnitKey], reason: str) -> None:
+        for key in keys:
+            self.record(key, self.not_run_outcome(key, reason))
+
+    def mark_sent(self, keys: Sequence[UnitKey]) -> None:
+        """Children handed to the broker: no need to re-send them on a redelivery."""
+        if keys:
+            self._call(self.r.srem, self.k_ready, *(k.to_id() for k in keys))
+
+    def unsent(self, keys: Sequence[str]) -> list[UnitKey]:
+        """Those of ``keys`` (unit ids) released but not yet handed to the broker."""
+        if not keys:
+            return []
+        flags = self._call(self.r.smismember, self.k_ready, list(keys))
+        return [UnitKey.from_id(k) for k, flag in zip(keys, flags, strict=True) if flag]
+
+    def stop_reason(self) -> str | None:
+        """Why the study was stopped (hard fail, stop workers), or None."""
+        value = self._call(self.r.hget, self.k_meta, "stop")
+        return str(value) if value else None
+
+    def set_state(self, state: str, message: str = "") -> None:
+        self._call(self.r.hset, self.k_meta, mapping={"state": state, "message": message, "updated": time.time()})
+
+    def finished_units(self) -> set[UnitKey]:
+        states = self._call(self.r.hgetall, self.k_ustate)
+        return {UnitKey.from_id(k) for k, v in states.items() if v == "d"}
+
+    def reset_unfinished(self) -> list[UnitKey]:
+        """Forget the study's progress; done-markers let every finished task be skipped when queued again."""
+        plan = self._plan()
+        done = self.finished_units()
+        keys = [k for k in plan.units() if k not in done]
+        stale = [self.k_meta, self.k_steps, self.k_ustate, self.k_attempts, self.k_arrived, self.k_blocked,
+                 self.k_ready, *(self.prefix + f"fail:{s}" for s in {i.step for i in plan.instances})]
+        self._call(self.r.delete, *stale)
+        self.register(plan)
+        return keys
+
+    def units_left(self) -> int:
+        """Units not yet recorded (0 when the study is over)."""
+        value = self._call(self.r.hget, self.k_meta, "units_left")
+        return int(value) if value is not None else 0
+
+    # -- reads ------------------------------------------------------------------------------------------------
+
+    def snapshot(self) -> StudySnapshot:
+        pipe = self.r.pipeline(transaction=False)
+        pipe.hgetall(self.k_meta)
+        pipe.hgetall(self.k_steps)
+        meta, counters = self._call(pipe.execute)
+        if not meta:
+            raise StatusError(f"Redis holds no status for {self.workspace}; was it queued on this broker?")
+        step_names = json.loads(meta.get("steps", "[]"))
+        pipe = self.r.pipeline(transaction=False)
+        for step in step_names:
+            pipe.lrange(self.prefix + f"fail:{step}", 0, MAX_FAILURES_SHOWN - 1)
+        fail_lists = self._call(pipe.execute)
+        steps = [self._summary(step, counters, fails) for step, fails in zip(step_names, fail_lists, strict=True)]
+        return StudySnapshot(meta.get("name", ""), meta.get("workspace", ""), meta.get("state", "unknown"),
+                             meta.get("message", ""), tuple(steps))
+
+    @staticmethod
+    def _summary(step: str, counters: dict[str, str], fails: list[str]) -> StepSummary:
+        def num(name: str) -> int:
+            return int(float(counters.get(f"{step}|{name}", 0)))
+
+        def opt(name: str) -> float | None:
+            value = counters.get(f"{step}|{name}")
+            return float(value) if value is not None else None
+
+        counts = {s.value: num(s.value) for s in TaskState}
+        failures = []
+        for text in fails:
+            name, sample, state, rc, reason, log = json.loads(text)
+            failures.append((name, TaskFailure(sample, TaskState(state), rc, reason, log)))
+        return StepSummary(step, num("instances"), num("total"), counts, num("restarts"), opt("started"),
+                           opt("ended"), tuple(failures), num("n_failures"))
+
+    def close(self) -> None:
+        self.r.close()
