@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -120,12 +121,12 @@ def load_denoiser(directory: str | os.PathLike[str]) -> LoadedDenoiser:
     if not path.is_file():
         raise MdmError(f"no denoiser checkpoint at {path} (expected a folder written by 'merlin-mdm mdm train')")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
+        payload = torch.load(path, map_location="cpu", weights_only=True)  # no arbitrary unpickling
         config = DenoiserConfig(**payload["config"])
         task = make_task(payload["task"]["name"], **payload["task"]["knobs"])
         model = Denoiser(config)
         model.load_state_dict(payload["state_dict"])
-    except (OSError, KeyError, RuntimeError, TypeError, EOFError) as err:
+    except (OSError, KeyError, RuntimeError, TypeError, EOFError, pickle.UnpicklingError) as err:
         raise MdmError(f"cannot read the denoiser checkpoint {path}: {err}") from err
     model.eval()
     meta_path = Path(directory) / META_FILE

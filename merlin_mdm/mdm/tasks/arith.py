@@ -86,6 +86,10 @@ class ArithTask(Task):
     def _encode(self, text: str, length: int) -> list[int]:
         return [CHARS.index(ch) for ch in text] + [self.pad_id] * (length - len(text))
 
+    def encode_char(self, ch: str) -> int:
+        """The id of one character of :data:`CHARS`."""
+        return CHARS.index(ch)
+
     def decode(self, tokens: Tensor) -> str:
         """Token ids -> text (``_`` for a mask, pads dropped)."""
         return "".join(CHARS[t] if t < len(CHARS) else ("_" if t == self.mask_id else "") for t in tokens.tolist())
