@@ -9,6 +9,7 @@ import click
 from merlin_mdm import __version__
 from merlin_mdm.cli.aggregate import aggregate_command
 from merlin_mdm.cli.examples import example
+from merlin_mdm.cli.mdm import mdm
 from merlin_mdm.cli.study import restart, run, status, validate
 from merlin_mdm.errors import MerlinMdmError
 
@@ -33,7 +34,7 @@ def cli() -> None:
     """
 
 
-for command in (run, validate, status, restart, example, aggregate_command):
+for command in (run, validate, status, restart, example, aggregate_command, mdm):
     cli.add_command(command)
 
 
