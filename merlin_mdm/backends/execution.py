@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -167,7 +168,13 @@ def _aligned_parent_missing(plan: StudyPlan, inst: StepInstance, sample: int) ->
 
 def task_env(plan: StudyPlan, inst: StepInstance) -> dict[str, str]:
     """The environment of an instance's tasks: the worker's, plus where the task sits in the study."""
-    return {**os.environ, "MERLIN_MDM_STUDY": plan.name, "MERLIN_MDM_STEP": inst.step,
+    # The runner's own environment comes first on PATH, so `merlin-mdm` and `python3` in a step are the ones
+    # running the study even when its virtual environment was not activated.
+    bindir = os.path.dirname(sys.executable)
+    path = os.environ.get("PATH", "")
+    if bindir not in path.split(os.pathsep):
+        path = bindir + os.pathsep + path if path else bindir
+    return {**os.environ, "PATH": path, "MERLIN_MDM_STUDY": plan.name, "MERLIN_MDM_STEP": inst.step,
             "MERLIN_MDM_PARAM_LABELS": inst.labels, "MERLIN_MDM_WORKSPACE": plan.workspace}
 
 
