@@ -16,6 +16,7 @@ from merlin_mdm.study.samples import SampleSet
 __all__ = ["SAMPLE_TASK_TOKENS", "StudyContext", "expand", "resolve_variables", "study_tokens"]
 
 SAMPLE_TASK_TOKENS = frozenset({"MERLIN_SAMPLE_ID", "MERLIN_SAMPLE_PATH", "MERLIN_SAMPLE_VECTOR"})
+_MAX_NESTING = 8  # substitution passes: a token's value may hold tokens, up to this depth
 
 
 @dataclass(frozen=True)
@@ -50,9 +51,9 @@ def study_tokens(spec: Spec, ctx: StudyContext) -> dict[str, str]:
         tokens["MERLIN_SAMPLE_NAMES"] = " ".join(ctx.samples.column_labels)
         tokens["MERLIN_GLOB_PATH"] = ctx.samples.glob()
         tokens["MERLIN_SAMPLE_FILE"] = ctx.samples.file
-    variables = resolve_variables(spec, tokens)
+    # Variables built from OUTPUT_PATH see the study's absolute output path, as commands do.
+    variables = resolve_ordered(tuple(item for item in spec.env.variables if item[0] != "OUTPUT_PATH"), tokens)
     tokens.update(variables)
-    tokens["OUTPUT_PATH"] = ctx.output_path
     for dep in spec.env.dependencies:
         tokens[dep.name] = substitute(dep.path, tokens)
     return tokens
@@ -99,12 +100,17 @@ class _Expander:
         if combo is not None:
             values.update(combo.tokens())
         labels = resolve_ordered(self.spec.env.labels, values)
-        return substitute(substitute(text, labels), values)
+        out = substitute(text, labels)
+        # A variable's value may itself hold parameters or labels (Maestro inlines the environment first).
+        for _ in range(_MAX_NESTING):
+            new = substitute(out, values)
+            if new == out:
+                break
+            out = new
+        return out
 
     def _used_params(self, step: Step) -> frozenset[str]:
-        text = f"{step.run.cmd} {step.run.restart or ''} {step.description}"
-        labels = dict(self.spec.env.labels)
-        text = substitute(text, labels)
+        text = self._env_text(f"{step.run.cmd} {step.run.restart or ''} {step.description}")
         own = {t.split(".")[0] for t in tokens_in(text) if t.split(".")[0] in self.params}
         for dep in step.run.depends:
             parent, funnel = parent_name(dep)

@@ -1,0 +1,170 @@
+"""Loading valid specs: every example, every block of the Merlin spec language, --vars overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from merlin_mdm.errors import SpecError, UsageError
+from merlin_mdm.spec import (
+    BatchConfig,
+    Dependency,
+    Description,
+    Parameter,
+    SamplesConfig,
+    Worker,
+    load_spec,
+    load_spec_text,
+    parse_vars,
+)
+
+ROOT = Path(__file__).resolve().parents[3]
+EXAMPLES = sorted((ROOT / "merlin_mdm" / "examples").glob("*/*.yaml"))
+FULL = ROOT / "tests" / "data" / "specs" / "valid" / "full.yaml"
+
+MINIMAL = """
+description: {name: tiny, description: one step}
+env:
+  variables:
+    N: 3
+    OUTPUT_PATH: ./out
+study:
+  - name: hello
+    description: hi
+    run: {cmd: echo $(N)}
+"""
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[e.stem for e in EXAMPLES])
+def test_every_example_validates(example: Path) -> None:
+    loaded = load_spec(example)
+    assert loaded.spec.steps
+    assert loaded.warnings == ()
+    assert loaded.text == example.read_text(encoding="utf-8")
+    assert loaded.spec.root == example.parent
+
+
+def test_examples_exist() -> None:
+    assert {e.stem for e in EXAMPLES} >= {"hello", "hello_samples", "feature_demo", "null_samples"}
+
+
+def test_full_spec_description_and_batch() -> None:
+    spec = load_spec(FULL).spec
+    assert spec.description == Description("full_study", "Every block of the spec language.")
+    assert spec.batch == BatchConfig(type="slurm", shell="/bin/bash", bank="mybank", queue="pbatch", nodes=4,
+                                     walltime="08:00:00", launch_pre="module load python",
+                                     launch_args="--exclusive", extra={"qos": "high"})
+
+
+def test_full_spec_env() -> None:
+    env = load_spec(FULL).spec.env
+    assert env.variables == (("OUTPUT_PATH", "./studies"), ("DATA", "$(OUTPUT_PATH)/data"), ("N_SAMPLES", "10"))
+    assert env.labels == (("LOG", "log_$(SEED.label).txt"),)
+    assert env.sources == ("./setup_env.sh",)
+    assert env.dependencies == (
+        Dependency("paths", "DEPS_DIR", "$(SPECROOT)/deps"),
+        Dependency("git", "REPO", "$(OUTPUT_PATH)/repo", "https://example.invalid/repo.git", "v1.0"),
+    )
+
+
+def test_full_spec_steps_with_anchors_and_merges() -> None:
+    train, simulate, collect = load_spec(FULL).spec.steps
+    run = train.run
+    assert (train.name, train.description) == ("train", "Train one model.")
+    # From the `<<: [*gpu_run, *common]` merge:
+    assert (run.nodes, run.procs, run.cores_per_task, run.gpus, run.walltime) == (2, 8, 4, 1, "02:00:00")
+    assert (run.task_queue, run.max_retries, run.retry_delay) == ("gpu_queue", 3, 2.5)
+    assert run.restart == "$(LAUNCHER) python3 train.py --resume"
+    assert run.shell == "/bin/sh"
+    assert run.batch == BatchConfig(type="slurm", queue="pdebug")
+    assert run.extra == {"exclusive": True}
+    assert simulate.run.depends == ("train",)
+    assert (simulate.run.task_queue, simulate.run.max_retries, simulate.run.retry_delay) == ("merlin", 30, 1.0)
+    assert (simulate.run.nodes, simulate.run.procs, simulate.run.cores_per_task) == (None, None, None)
+    assert collect.run.depends == ("simulate_*",)
+    assert collect.run.task_queue == "short"
+
+
+def test_full_spec_parameters() -> None:
+    assert load_spec(FULL).spec.parameters == (
+        Parameter("SEED", (1, 2), "SEED.%%"),
+        Parameter("LR", (0.1, 0.01), "LR.%%"),
+        Parameter("MODEL", ("small", "large", "xl"), "MODEL.%%", product="arch"),
+    )
+
+
+def test_full_spec_merlin_block() -> None:
+    spec = load_spec(FULL).spec
+    assert spec.resources.task_server == "celery"
+    assert spec.resources.overlap is True
+    assert spec.resources.workers == (
+        Worker("trainers", "-l INFO --concurrency 1", ("train",), 2, BatchConfig(type="slurm", queue="pgpu"),
+               ("host1", "host2")),
+        Worker("others", "", ("all",)),
+    )
+    assert spec.samples == SamplesConfig(
+        "$(MERLIN_INFO)/samples.npy", ("X", "Y"),
+        "python3 make_samples.py -n $(N_SAMPLES) -o $(MERLIN_INFO)/samples.npy", 10,
+    )
+
+
+def test_full_spec_user_block_is_kept() -> None:
+    user = load_spec(FULL).spec.user
+    assert user["resources"]["cores per task"] == 4
+    assert user["study"]["common"]["retry_delay"] == 2.5
+
+
+def test_step_lookup() -> None:
+    spec = load_spec(FULL).spec
+    assert spec.step("simulate").run.depends == ("train",)
+    with pytest.raises(KeyError):
+        spec.step("nope")
+
+
+def test_product_true_names_its_own_group() -> None:
+    text = MINIMAL + "global.parameters:\n  A: {values: [1, 2], label: A.%%, product: true}\n" \
+        "  B: {values: [1], label: B.%%, product: false}\n"
+    params = load_spec_text(text, "x.yaml").spec.parameters
+    assert [(p.name, p.product) for p in params] == [("A", "A"), ("B", "")]
+
+
+def test_numbers_become_text_where_text_is_expected() -> None:
+    spec = load_spec_text(MINIMAL.replace("name: tiny", "name: 42"), "x.yaml").spec
+    assert spec.description.name == "42"
+    assert dict(spec.env.variables)["N"] == "3"
+
+
+def test_vars_override_and_warn_about_new_ones() -> None:
+    loaded = load_spec_text(MINIMAL, "x.yaml", overrides={"N": "7", "EXTRA": "1"})
+    assert dict(loaded.spec.env.variables) == {"N": "7", "OUTPUT_PATH": "./out", "EXTRA": "1"}
+    assert [w.message for w in loaded.warnings] == ["--vars EXTRA=... adds a variable the spec does not define"]
+    assert all(w.severity == "warning" for w in loaded.warnings)
+
+
+def test_vars_can_define_an_otherwise_undefined_token() -> None:
+    text = MINIMAL.replace("echo $(N)", "echo $(MISSING)")
+    with pytest.raises(SpecError, match=r"undefined token \$\(MISSING\)"):
+        load_spec_text(text, "x.yaml")
+    assert load_spec_text(text, "x.yaml", overrides={"MISSING": "1"}).spec.steps
+
+
+def test_parse_vars() -> None:
+    assert parse_vars(["A=1", "B=x=y", " C =", ]) == {"A": "1", "B": "x=y", "C": ""}
+    for bad in ("A", "=1", " =1"):
+        with pytest.raises(UsageError, match="KEY=VALUE"):
+            parse_vars([bad])
+
+
+def test_unknown_batch_type_is_accepted_when_registered() -> None:
+    text = MINIMAL + "batch: {type: pbs}\n"
+    with pytest.raises(SpecError, match="unknown batch type 'pbs'"):
+        load_spec_text(text, "x.yaml")
+    assert load_spec_text(text, "x.yaml", batch_types=("local", "pbs")).spec.batch.type == "pbs"
+
+
+def test_specroot_is_the_spec_folder(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "s.yaml"
+    path.parent.mkdir()
+    path.write_text(MINIMAL, encoding="utf-8")
+    assert load_spec(path).spec.root == path.parent.resolve()
