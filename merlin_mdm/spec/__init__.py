@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,11 +74,16 @@ def load_spec(
     path: Path | str,
     overrides: Mapping[str, str] | None = None,
     batch_types: Iterable[str] = DEFAULT_BATCH_TYPES,
+    transform: Callable[[Spec], Spec] | None = None,
 ) -> LoadedSpec:
-    """Load and validate the spec at ``path``; raises SpecError listing every problem."""
+    """Load and validate the spec at ``path``; raises SpecError listing every problem.
+
+    ``transform`` rewrites the built spec before the semantic checks, e.g. to take the parameters from a
+    Maestro parameter generator (so commands may use parameters the YAML does not define).
+    """
     path = Path(path)
     data = load_marked(path)
-    return _finish(data, path, path.read_text(encoding="utf-8"), overrides, batch_types)
+    return _finish(data, path, path.read_text(encoding="utf-8"), overrides, batch_types, transform)
 
 
 def load_spec_text(
@@ -86,16 +91,19 @@ def load_spec_text(
     path: Path | str = "spec.yaml",
     overrides: Mapping[str, str] | None = None,
     batch_types: Iterable[str] = DEFAULT_BATCH_TYPES,
+    transform: Callable[[Spec], Spec] | None = None,
 ) -> LoadedSpec:
     """Like :func:`load_spec` for text already in memory (``path`` names it and sets SPECROOT)."""
     path = Path(path)
-    return _finish(load_marked_text(text, str(path)), path, text, overrides, batch_types)
+    return _finish(load_marked_text(text, str(path)), path, text, overrides, batch_types, transform)
 
 
-def _finish(data, path, text, overrides, batch_types) -> LoadedSpec:  # type: ignore[no-untyped-def]
+def _finish(data, path, text, overrides, batch_types, transform) -> LoadedSpec:  # type: ignore[no-untyped-def]
     issues = IssueCollector(str(path))
     spec = build_spec(data, path, issues)
     spec = _apply_overrides(spec, overrides or {}, issues)
+    if transform is not None:
+        spec = transform(spec)
     check_spec(spec, issues, batch_types)
     issues.raise_if_errors()
     return LoadedSpec(spec, tuple(issues.warnings), text)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -52,8 +53,11 @@ def read_samples(path: Path) -> np.ndarray:
         if suffix == ".npy":
             data = np.load(path, mmap_mode="r", allow_pickle=False)
         else:
-            delimiter = "," if suffix == ".csv" else None
-            data = np.loadtxt(path, delimiter=delimiter, dtype=str, ndmin=2, comments="#")
+            with warnings.catch_warnings():
+                # numpy warns (rather than fails) on an empty file and on comment lines; both are handled here.
+                warnings.simplefilter("ignore", UserWarning)
+                delimiter = "," if suffix == ".csv" else None
+                data = np.loadtxt(path, delimiter=delimiter, dtype=str, ndmin=2, comments="#")
     except FileNotFoundError:
         raise _bad(path, "samples file not found") from None
     except (OSError, ValueError) as exc:
@@ -62,6 +66,8 @@ def read_samples(path: Path) -> np.ndarray:
         data = data.reshape(-1, 1)
     if data.ndim != 2:
         raise _bad(path, f"samples must be a 2-D table (one row per sample), got shape {data.shape}")
+    if data.shape[0] == 0:
+        raise _bad(path, "the samples file holds no samples")
     return cast("np.ndarray", data)
 
 

@@ -69,5 +69,6 @@ study:
 @pytest.mark.parametrize("token", ["WORKSPACE", "MERLIN_SAMPLE_VECTOR", "MERLIN_SAMPLE_NAMES", "MERLIN_TIMESTAMP",
                                    "MERLIN_WORKSPACE", "MERLIN_SPEC_ORIGINAL_TEMPLATE", "MERLIN_STOP_WORKERS"])
 def test_reserved_tokens_validate_in_commands(token: str) -> None:
-    text = f"description: {{name: t, description: d}}\nstudy:\n  - {{name: a, description: a, run: {{cmd: echo $({token})}}}}\n"
+    text = ("description: {name: t, description: d}\n"
+            f"study:\n  - {{name: a, description: a, run: {{cmd: echo $({token})}}}}\n")
     assert load_spec_text(text, "/s/t.yaml").spec.steps[0].run.cmd == f"echo $({token})"
