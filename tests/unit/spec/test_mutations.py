@@ -16,6 +16,8 @@ from merlin_mdm.spec import load_spec_text
 EXAMPLES = sorted((Path(__file__).resolve().parents[3] / "merlin_mdm" / "examples").glob("*/*.yaml"))
 REPLACEMENTS: tuple[Any, ...] = (None, "abc", -3, True, [1, [2]], {"x": {"y": 1}})
 
+DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
 Path_ = tuple[str | int, ...]
 
 
@@ -41,7 +43,7 @@ def test_type_mutations_never_traceback(example: Path) -> None:
     n_errors = 0
     for path in _paths(data):
         for value in REPLACEMENTS:
-            text = yaml.safe_dump(_replaced(data, path, value))
+            text = yaml.dump(_replaced(data, path, value), Dumper=DUMPER)
             try:
                 load_spec_text(text, example)
             except SpecError as exc:
