@@ -162,3 +162,16 @@ def test_blocks_knob_generates_left_to_right(model, name) -> None:
 def test_blocks_needs_budget_per_block(model) -> None:
     with pytest.raises(MdmError, match="budget"):
         _run(model, "top_prob", 2, blocks=3)
+
+
+def test_blocks_oracle_reveals_independent_digits_and_one_per_coupled_block(model) -> None:
+    from merlin_mdm.mdm.tasks.blocks import COUP_ID, IND_ID
+
+    x = torch.tensor([[COUP_ID, IND_ID, COUP_ID] + [TASK.mask_id] * 12])
+    masked = x == TASK.mask_id
+    state = StepState(x, masked, None, None, 0, 4, None, prompt_len=3)
+    picked = make_sampler("blocks_oracle").select(state)[0, 3:].view(3, 4).tolist()
+    assert picked == [[True, False, False, False], [True] * 4, [True, False, False, False]]
+    assert torch.equal(make_sampler("blocks_oracle").select(StepState(x, masked, None, None, 1, 4, None, 3)), masked)
+    with pytest.raises(MdmError, match="blocks task"):
+        make_sampler("blocks_oracle").select(StepState(x, masked, None, None, 0, 4, None, prompt_len=0))
