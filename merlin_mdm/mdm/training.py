@@ -171,15 +171,14 @@ class _Run:
         return float(loss.detach())
 
 
-def _progress(total: int, done: int, quiet: bool) -> Any:
-    """A rich progress bar on stderr (disabled when ``quiet`` or when stderr is not a terminal and quiet)."""
+def _progress(quiet: bool) -> Any:
+    """A rich progress bar on stderr (hidden when ``quiet``)."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     console = Console(file=sys.stderr)
-    bar = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                   TextColumn("{task.fields[info]}"), console=console, disable=quiet)
-    return bar
+    return Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    TextColumn("{task.fields[info]}"), console=console, disable=quiet)
 
 
 def train(cfg: TrainConfig, out: str | Path, resume: bool = False, quiet: bool = False) -> TrainSummary:
@@ -197,13 +196,16 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, quiet: bool =
     configure_threads(cfg.threads)
     run = _Run(cfg, Path(out), resume)
     start_step, start = run.step, time.perf_counter()
-    with _progress(cfg.steps, run.step, quiet) as bar:
+    with _progress(quiet) as bar:
         job = bar.add_task("train", total=cfg.steps, completed=run.step, info="")
         while run.step < cfg.steps:
             run.losses.append(run.one_step())
             if run.step % 25 == 0 or run.step == cfg.steps:
                 rate = (run.step - start_step) * cfg.batch_size * run.task.seq_len / (time.perf_counter() - start)
-                bar.update(job, completed=run.step, info=f"loss {run.losses[-1]:.3f}  {rate:,.0f} tok/s")
+                info = f"loss {run.losses[-1]:.3f}  {rate:,.0f} tok/s"
+                bar.update(job, completed=run.step, info=info)
+                if not quiet and not bar.console.is_terminal and run.step % max(cfg.steps // 10, 25) == 0:
+                    print(f"train step {run.step}/{cfg.steps}: {info}", file=sys.stderr, flush=True)  # for logs
             if run.step % cfg.ckpt_every == 0 and run.step < cfg.steps:
                 run.save()
     wall = time.perf_counter() - start
