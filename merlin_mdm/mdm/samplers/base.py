@@ -14,6 +14,7 @@ from typing import Any, ClassVar, NamedTuple, Protocol, TypeVar
 import torch
 from torch import Tensor
 
+from merlin_mdm.errors import MdmError
 from merlin_mdm.mdm.registry import build, knob_names
 
 __all__ = [
@@ -207,7 +208,12 @@ def generate(
 
     Returns:
         :class:`GenerationResult` with tokens (B, P + A) and nfe (B,).
+
+    Raises:
+        MdmError: budget < 1 or a negative temperature.
     """
+    if budget < 1 or temperature < 0:
+        raise MdmError(f"generate needs budget >= 1 and temperature >= 0, got {budget} and {temperature}")
     mask = int(model.config.mask_id if mask_id is None else mask_id)  # type: ignore[attr-defined]
     b, p = prompts.shape
     x = torch.cat([prompts, torch.full((b, answer_len), mask, dtype=torch.long)], dim=1)  # (B, L)

@@ -175,3 +175,15 @@ def test_blocks_oracle_reveals_independent_digits_and_one_per_coupled_block(mode
     assert torch.equal(make_sampler("blocks_oracle").select(StepState(x, masked, None, None, 1, 4, None, 3)), masked)
     with pytest.raises(MdmError, match="blocks task"):
         make_sampler("blocks_oracle").select(StepState(x, masked, None, None, 0, 4, None, prompt_len=0))
+
+
+def test_generate_rejects_a_zero_budget(model) -> None:
+    with pytest.raises(MdmError, match="budget"):
+        _run(model, "iid", 0)
+
+
+def test_greedy_temperature_is_deterministic_without_a_seed(model) -> None:
+    prompts = TASK.sample(3, torch.Generator().manual_seed(0))[:, : TASK.prompt_len]
+    outs = [generate(model, prompts, TASK.answer_len, make_sampler("top_prob"), 4, torch.Generator().manual_seed(s),
+                     temperature=0.0).tokens for s in (1, 2)]
+    assert torch.equal(outs[0], outs[1])
