@@ -200,7 +200,9 @@ def _redis_section(data: Any, where: str) -> RedisConfig:
         for name in _INT_FIELDS:
             if name in values:
                 values[name] = int(values[name])
-        return RedisConfig(**{k: (str(v) if v is not None and k not in _INT_FIELDS else v) for k, v in values.items()})
+        clean: dict[str, Any] = {k: (str(v) if v is not None and k not in _INT_FIELDS else v)
+                                 for k, v in values.items()}
+        return RedisConfig(**clean)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: {exc}") from None
     except ConfigError as exc:

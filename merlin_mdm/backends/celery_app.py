@@ -101,15 +101,17 @@ def make_app(config: AppConfig) -> Celery:
 
     retry_on = (redis.ConnectionError, redis.TimeoutError, OSError, StatusError)
 
-    @app.task(name=UNIT_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True,
-              autoretry_for=retry_on, retry_backoff=1, retry_backoff_max=30, max_retries=20)
+    @app.task(  # type: ignore[untyped-decorator]
+        name=UNIT_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True,
+        autoretry_for=retry_on, retry_backoff=1, retry_backoff_max=30, max_retries=20)
     def unit(self: Any, workspace: str, unit_id: str) -> None:
         plan, store = cache.get(workspace)
         execute_unit(store, plan, UnitKey.from_id(unit_id),
                      lambda d: send_dispatch(app, workspace, plan, d), config.max_deliveries)
 
-    @app.task(name=EXPAND_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True,
-              autoretry_for=retry_on, retry_backoff=1, retry_backoff_max=30, max_retries=20)
+    @app.task(  # type: ignore[untyped-decorator]
+        name=EXPAND_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True,
+        autoretry_for=retry_on, retry_backoff=1, retry_backoff_max=30, max_retries=20)
     def expand(self: Any, workspace: str, instance: int, lo: int, hi: int) -> None:
         plan, _ = cache.get(workspace)
         send_dispatch(app, workspace, plan, expand_range(instance, lo, hi))

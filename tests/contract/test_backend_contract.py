@@ -141,11 +141,15 @@ class TestBackendContract:
             run: {cmd: "echo $(V) > v.txt; echo make $(MERLIN_SAMPLE_ID) >> $(OUTPUT_PATH)/../runs.log"}
           - name: square
             run:
-              cmd: "test -f $(make.workspace)/$(MERLIN_SAMPLE_PATH)/MERLIN_FINISHED && echo square $(V) >> $(OUTPUT_PATH)/../runs.log"
+              cmd: >-
+                test -f $(make.workspace)/$(MERLIN_SAMPLE_PATH)/MERLIN_FINISHED
+                && echo square $(V) >> $(OUTPUT_PATH)/../runs.log
               depends: [make]
           - name: funnel
             run:
-              cmd: "cat $(square.workspace)/$(MERLIN_GLOB_PATH)/MERLIN_FINISHED | wc -l > n.txt; echo funnel >> $(OUTPUT_PATH)/../runs.log"
+              cmd: >-
+                cat $(square.workspace)/$(MERLIN_GLOB_PATH)/MERLIN_FINISHED | wc -l > n.txt;
+                echo funnel >> $(OUTPUT_PATH)/../runs.log
               depends: [square]
         """.replace("$(OUTPUT_PATH)/..", str(tmp_path)), batch_size=50)
         assert out.state == "finished", out.snapshot

@@ -1,0 +1,128 @@
+"""Worker launch lines and broker inspection for the distributed CLI commands.
+
+Pure where it can be (``worker_commands``), and otherwise thin calls into Celery's own control API.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from merlin_mdm.config import AppConfig
+from merlin_mdm.errors import UsageError
+from merlin_mdm.spec import Spec
+
+__all__ = ["WORKER_MODULE", "WorkerCommand", "active_queues", "purge_queues", "queue_sizes",
+           "shutdown_workers", "spec_queues", "worker_commands"]
+
+WORKER_MODULE = "merlin_mdm.backends.celery_worker"
+DEFAULT_WORKER = "default_worker"
+
+
+@dataclass(frozen=True)
+class WorkerCommand:
+    """One `celery worker` to start."""
+
+    name: str
+    queues: tuple[str, ...]
+    argv: tuple[str, ...]
+
+    def shell(self) -> str:
+        """The command as one shell line (no secret is ever part of it)."""
+        return shlex.join(self.argv)
+
+
+def spec_queues(spec: Spec, steps: Sequence[str] = ()) -> dict[str, str]:
+    """Step name -> its task_queue (only ``steps`` when given)."""
+    wanted = set(steps)
+    unknown = wanted - {s.name for s in spec.steps}
+    if unknown:
+        raise UsageError(f"no step(s) {', '.join(sorted(unknown))} in {spec.path} "
+                         f"(steps: {', '.join(s.name for s in spec.steps)})")
+    return {s.name: s.run.task_queue for s in spec.steps if not wanted or s.name in wanted}
+
+
+def worker_commands(spec: Spec, steps: Sequence[str] = (), extra_args: str = "",
+                    warn: Any = None) -> list[WorkerCommand]:
+    """The workers `merlin.resources.workers` describes, plus a default one for steps no worker claims."""
+    queues = spec_queues(spec, steps)
+    claimed: set[str] = set()
+    out: list[WorkerCommand] = []
+    seen_queues: dict[str, str] = {}
+    for worker in spec.resources.workers:
+        names = list(queues) if "all" in worker.steps else [s for s in worker.steps if s in queues]
+        if not names:
+            continue
+        claimed.update(names)
+        mine = tuple(dict.fromkeys(queues[s] for s in names))
+        for q in mine:
+            if q in seen_queues and not spec.resources.overlap:
+                raise UsageError(f"workers {seen_queues[q]} and {worker.name} both consume queue '{q}' "
+                                 "but merlin.resources.overlap is false")
+            seen_queues.setdefault(q, worker.name)
+        out.append(_command(worker.name, mine, worker.args, extra_args))
+    rest = [s for s in queues if s not in claimed]
+    if rest:
+        if warn is not None:
+            warn(f"warning: no worker in merlin.resources.workers claims step(s) {', '.join(rest)}; "
+                 f"starting '{DEFAULT_WORKER}' for them")
+        out.append(_command(DEFAULT_WORKER, tuple(dict.fromkeys(queues[s] for s in rest)), "", extra_args))
+    return out
+
+
+def _command(name: str, queues: tuple[str, ...], args: str, extra: str) -> WorkerCommand:
+    argv = [sys.executable, "-m", "celery", "-A", WORKER_MODULE, "worker", "-n", f"{name}@%h",
+            "-Q", ",".join(queues), "--without-gossip", "--without-mingle", "-O", "fair",
+            *shlex.split(args), *shlex.split(extra)]
+    return WorkerCommand(name, queues, tuple(argv))
+
+
+def active_queues(config: AppConfig, timeout: float = 1.0) -> dict[str, list[str]]:
+    """Worker name -> the queues it consumes, from every worker that answers within ``timeout``."""
+    from merlin_mdm.backends.celery_app import make_app
+
+    app = make_app(config)
+    try:
+        replies = app.control.inspect(timeout=timeout).active_queues() or {}
+    finally:
+        app.close()
+    return {worker: sorted(q["name"] for q in queues) for worker, queues in replies.items()}
+
+
+def queue_sizes(config: AppConfig, queues: Sequence[str]) -> dict[str, int]:
+    """Messages waiting in each queue (all priority levels)."""
+    client = config.broker.client(timeout=3.0, retry=False)
+    try:
+        pipe = client.pipeline(transaction=False)
+        for q in queues:
+            for suffix in ("", "\x06\x163", "\x06\x166", "\x06\x169"):
+                pipe.llen(q + suffix)
+        sizes = pipe.execute()
+    finally:
+        client.close()
+    return {q: sum(sizes[4 * i: 4 * i + 4]) for i, q in enumerate(queues)}
+
+
+def purge_queues(config: AppConfig, queues: Sequence[str]) -> int:
+    """Delete the waiting messages of ``queues``; returns how many were removed."""
+    sizes = queue_sizes(config, queues)
+    client = config.broker.client(timeout=3.0, retry=False)
+    try:
+        client.delete(*(q + s for q in queues for s in ("", "\x06\x163", "\x06\x166", "\x06\x169")))
+    finally:
+        client.close()
+    return sum(sizes.values())
+
+
+def shutdown_workers(config: AppConfig, names: Sequence[str]) -> None:
+    """Ask the named workers (full names, e.g. ``w1@host``) to finish their current task and exit."""
+    from merlin_mdm.backends.celery_app import make_app
+
+    app = make_app(config)
+    try:
+        app.control.shutdown(destination=list(names))
+    finally:
+        app.close()

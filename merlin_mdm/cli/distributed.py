@@ -1,0 +1,259 @@
+"""Commands of the distributed backend: workers, queues, the broker, and a local Redis server.
+
+Celery is imported inside the commands only, so `merlin-mdm --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import cast
+
+import click
+
+from merlin_mdm.errors import UsageError
+
+__all__ = ["info", "monitor", "purge", "query_workers", "queue_info", "run_workers", "server", "stop_workers"]
+
+_spec_arg = click.argument("spec", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+
+
+def _config(spec: Path | None = None):  # type: ignore[no-untyped-def]
+    from merlin_mdm.config import load_config
+
+    return load_config(spec)
+
+
+def _spec(spec: Path):  # type: ignore[no-untyped-def]
+    from merlin_mdm.spec import load_spec
+
+    return load_spec(spec).spec
+
+
+@click.command("run-workers")
+@_spec_arg
+@click.option("--echo", is_flag=True, help="Print the worker command(s) instead of running them.")
+@click.option("--steps", multiple=True, help="Only the workers of these steps; repeatable.")
+@click.option("--worker-args", default="", help="Extra Celery worker options, e.g. '-c 4 -l INFO'.")
+def run_workers(spec: Path, echo: bool, steps: tuple[str, ...], worker_args: str) -> None:
+    """Start the Celery workers that `merlin.resources.workers` of SPEC describes (blocks until they exit)."""
+    from merlin_mdm.backends.celery_backend import check_server
+    from merlin_mdm.backends.celery_workers import active_queues, worker_commands
+
+    parsed = _spec(spec)
+    commands = worker_commands(parsed, steps, worker_args, warn=lambda m: click.echo(m, err=True))
+    if echo:
+        for cmd in commands:
+            click.echo(cmd.shell())
+        return
+    config = _config(spec)
+    check_server(config)
+    if not parsed.resources.overlap:
+        busy = {q: w for w, qs in active_queues(config).items() for q in qs}
+        taken = sorted({q for cmd in commands for q in cmd.queues if q in busy})
+        if taken:
+            raise UsageError(f"queue(s) {', '.join(taken)} already have a consumer ({busy[taken[0]]}) and "
+                             "merlin.resources.overlap is false")
+    env = {**os.environ}
+    if config.source != "defaults":
+        env["MERLIN_MDM_CONFIG"] = config.source
+    procs = [subprocess.Popen(list(cmd.argv), env=env) for cmd in commands]
+    _wait_all(procs)
+
+
+def _wait_all(procs: list[subprocess.Popen[bytes]]) -> None:
+    def forward(signum: int, frame: object) -> None:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    codes = [proc.wait() for proc in procs]
+    sys.exit(max((abs(c) for c in codes), default=0))
+
+
+@click.command("queue-info")
+@click.argument("spec", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--queues", multiple=True, help="Queues to show (default: those of SPEC, else 'merlin').")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def queue_info(spec: Path | None, queues: tuple[str, ...], as_json: bool) -> None:
+    """Messages waiting and consumers per queue."""
+    from merlin_mdm.backends.celery_backend import check_server
+    from merlin_mdm.backends.celery_workers import active_queues, queue_sizes, spec_queues
+
+    config = _config(spec)
+    check_server(config)
+    names = list(queues) or (sorted(set(spec_queues(_spec(spec)).values())) if spec else ["merlin"])
+    sizes = queue_sizes(config, names)
+    workers = active_queues(config)
+    rows = {q: {"messages": sizes[q], "consumers": sum(q in qs for qs in workers.values())} for q in names}
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+        return
+    click.echo(f"{'queue':<24} {'messages':>9} {'consumers':>9}")
+    for q, row in rows.items():
+        click.echo(f"{q:<24} {row['messages']:>9} {row['consumers']:>9}")
+
+
+@click.command("query-workers")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def query_workers(as_json: bool) -> None:
+    """The workers connected to the broker and the queues each consumes."""
+    from merlin_mdm.backends.celery_backend import check_server
+    from merlin_mdm.backends.celery_workers import active_queues
+
+    config = _config()
+    check_server(config)
+    workers = active_queues(config)
+    if as_json:
+        click.echo(json.dumps(workers, indent=1))
+    elif not workers:
+        click.echo("no workers answered")
+    for name, qs in sorted(workers.items()):
+        if not as_json:
+            click.echo(f"{name}: {', '.join(qs)}")
+
+
+@click.command("stop-workers")
+@click.option("--spec", "spec", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Stop the workers SPEC describes.")
+@click.option("--queues", multiple=True, help="Stop the workers consuming these queues.")
+@click.option("--workers", "patterns", multiple=True, help="Stop workers whose name matches (glob).")
+def stop_workers(spec: Path | None, queues: tuple[str, ...], patterns: tuple[str, ...]) -> None:
+    """Stop workers after their current task: those named by --spec/--queues/--workers, or all."""
+    from merlin_mdm.backends.celery_backend import check_server
+    from merlin_mdm.backends.celery_workers import active_queues, shutdown_workers, worker_commands
+
+    config = _config(spec)
+    check_server(config)
+    workers = active_queues(config)
+    wanted = list(patterns)
+    if spec is not None:
+        wanted += [f"{cmd.name}@*" for cmd in worker_commands(_spec(spec))]
+    chosen = [w for w, qs in workers.items()
+              if (not wanted and not queues) or any(fnmatch.fnmatchcase(w, p) for p in wanted)
+              or any(q in qs for q in queues)]
+    if not chosen:
+        click.echo("no matching worker answered")
+        return
+    shutdown_workers(config, chosen)
+    click.echo(f"asked {len(chosen)} worker(s) to stop: {', '.join(sorted(chosen))}")
+
+
+@click.command()
+@_spec_arg
+@click.option("-f", "--force", is_flag=True, help="Do not ask.")
+@click.option("--steps", multiple=True, help="Only the queues of these steps; repeatable.")
+def purge(spec: Path, force: bool, steps: tuple[str, ...]) -> None:
+    """Delete the messages waiting in SPEC's queues (asks first)."""
+    from merlin_mdm.backends.celery_backend import check_server
+    from merlin_mdm.backends.celery_workers import purge_queues, spec_queues
+
+    config = _config(spec)
+    check_server(config)
+    names = sorted(set(spec_queues(_spec(spec), steps).values()))
+    if not force:
+        click.confirm(f"Delete every waiting message in queue(s) {', '.join(names)}?", abort=True)
+    click.echo(f"purged {purge_queues(config, names)} message(s) from {', '.join(names)}")
+
+
+@click.command()
+@click.argument("target", type=click.Path(exists=True, path_type=Path))
+@click.option("--sleep", "interval", default=10.0, show_default=True, type=click.FloatRange(0.1),
+              help="Seconds between checks.")
+def monitor(target: Path, interval: float) -> None:
+    """Block while the study of TARGET (a spec or workspace) still has work; exit 0 when it is over.
+
+    Run it last in a batch job that starts workers, so the allocation ends with the study.
+    """
+    from merlin_mdm.backends.celery_backend import CeleryBackend
+    from merlin_mdm.status.redis_store import RedisStatusStore
+    from merlin_mdm.studies import find_workspace
+
+    ws = find_workspace(target)
+    store = cast(RedisStatusStore, CeleryBackend().status_store(ws))
+    try:
+        while True:
+            snap = store.snapshot()
+            if snap.state in ("finished", "failed", "stopped") or store.units_left() <= 0:
+                click.echo(f"{snap.name}: {snap.state} {snap.message}".rstrip())
+                return
+            time.sleep(interval)
+    finally:
+        store.close()
+
+
+@click.command()
+@click.option("--spec", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Use the app.yaml next to this spec when there is one.")
+def info(spec: Path | None) -> None:
+    """Which broker and status store are configured, and whether they answer (within 5 s)."""
+    import celery
+    import redis
+
+    from merlin_mdm.backends.celery_backend import check_server
+
+    config = _config(spec)
+    click.echo(f"configuration: {config.source}")
+    click.echo(f"broker:        {config.broker.safe_url()}")
+    click.echo(f"status store:  {config.status.safe_url()}")
+    click.echo(f"celery {celery.__version__}, redis-py {redis.__version__}")
+    check_server(config, timeout=2.0)
+    if config.results is not None:
+        check_server(config, timeout=2.0, what="status store")
+    client = config.broker.client(timeout=2.0, retry=False)
+    try:
+        version = client.info("server").get("redis_version", "?")
+    finally:
+        client.close()
+    click.echo(f"broker reachable: redis {version}")
+
+
+@click.group()
+def server() -> None:
+    """A local redis-server (loopback, generated password, no persistence unless --persist)."""
+
+
+@server.command("start")
+@click.option("--port", type=click.IntRange(1, 65535), help="[default: the last one used, else 6379]")
+@click.option("--persist", is_flag=True, help="Keep the data on disk (append-only file) across restarts.")
+def server_start(port: int | None, persist: bool) -> None:
+    """Start the server and point ~/.merlin-mdm/app.yaml at it."""
+    from merlin_mdm.server import LocalRedisServer, write_user_config
+
+    srv = LocalRedisServer.default()
+    config = srv.start(port, persist)
+    path, written = write_user_config(config)
+    click.echo(f"redis-server running on 127.0.0.1:{config.port}; password in {srv.password_file}")
+    if written:
+        click.echo(f"wrote {path}: other merlin-mdm commands now use this server")
+    else:
+        click.echo(f"kept your {path}; point its broker at 127.0.0.1:{config.port} with "
+                   f"password_file {srv.password_file}", err=True)
+
+
+@server.command("stop")
+def server_stop() -> None:
+    """Stop the server `server start` started (and no other)."""
+    from merlin_mdm.server import LocalRedisServer
+
+    stopped = LocalRedisServer.default().stop()
+    click.echo("stopped" if stopped else "no server started by merlin-mdm is running")
+
+
+@server.command("status")
+def server_status() -> None:
+    """Whether the server runs, on which port."""
+    from merlin_mdm.server import LocalRedisServer
+
+    state = LocalRedisServer.default().status()
+    click.echo(state.detail)
+    if not state.running:
+        sys.exit(1)
