@@ -158,8 +158,8 @@ class AppConfig:
     source: str = "defaults"  # the file it came from (for `info`)
 
     def __post_init__(self) -> None:
-        if self.visibility_timeout < 60:
-            raise ConfigError(f"visibility_timeout {self.visibility_timeout} s is under 60 s")
+        if self.visibility_timeout < 1:
+            raise ConfigError(f"visibility_timeout {self.visibility_timeout} s is under 1 s")
         if self.max_deliveries < 1:
             raise ConfigError(f"max_deliveries {self.max_deliveries} is under 1")
 

@@ -1,0 +1,129 @@
+"""The distributed commands against a real redis-server: clear one-line errors, workers, queues, server."""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import RedisFixture, WorkerPool, wait_until
+
+from .helpers import merlin
+
+pytestmark = [pytest.mark.redis]
+
+
+def _one_line_error(result, needle: str) -> None:  # type: ignore[no-untyped-def]
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    assert needle in lines[0], lines[0]
+
+
+def test_info_reports_a_reachable_broker_without_the_password(redis_server: RedisFixture, tmp_path: Path) -> None:
+    result = merlin("info", cwd=tmp_path, env={"MERLIN_MDM_CONFIG": str(redis_server.app_yaml)})
+    assert result.returncode == 0, result.stderr
+    assert f"127.0.0.1:{redis_server.port}" in result.stdout and "broker reachable: redis" in result.stdout
+    secret = redis_server.server.password_file.read_text().strip()
+    assert secret not in result.stdout + result.stderr
+
+
+def test_wrong_password_is_one_line_exit_1(redis_server: RedisFixture, tmp_path: Path) -> None:
+    (tmp_path / "pass").write_text("not-the-password\n")
+    app = tmp_path / "app.yaml"
+    app.write_text(f"broker: {{port: {redis_server.port}, password_file: {tmp_path / 'pass'}}}\n")
+    started = time.monotonic()
+    result = merlin("info", cwd=tmp_path, env={"MERLIN_MDM_CONFIG": str(app)})
+    assert time.monotonic() - started < 5
+    _one_line_error(result, "refused the password")
+    assert "not-the-password" not in result.stderr
+
+
+def test_broker_down_is_one_line_exit_1_within_5_s(tmp_path: Path) -> None:
+    from merlin_mdm.server import free_port
+
+    app = tmp_path / "app.yaml"
+    app.write_text(f"broker: {{port: {free_port()}}}\n")
+    started = time.monotonic()
+    result = merlin("info", cwd=tmp_path, env={"MERLIN_MDM_CONFIG": str(app)})
+    assert time.monotonic() - started < 5
+    _one_line_error(result, "connection refused")
+
+
+def test_malformed_app_yaml_is_one_line_exit_1(tmp_path: Path) -> None:
+    app = tmp_path / "app.yaml"
+    app.write_text("broker:\n  host: [unclosed\n")
+    _one_line_error(merlin("info", cwd=tmp_path, env={"MERLIN_MDM_CONFIG": str(app)}), "malformed app.yaml")
+    app.write_text("broker:\n  password: hunter2\n")
+    result = merlin("info", cwd=tmp_path, env={"MERLIN_MDM_CONFIG": str(app)})
+    _one_line_error(result, "use password_file")
+    assert "hunter2" not in result.stderr
+
+
+def test_run_workers_echo_lists_workers_and_a_default_one(tmp_path: Path) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("""
+description: {name: w, description: workers}
+merlin:
+  resources:
+    workers:
+      sim: {args: "-c 3", steps: [a]}
+study:
+  - name: a
+    run: {cmd: "echo a", task_queue: sims}
+  - name: b
+    run: {cmd: "echo b", depends: [a], task_queue: post}
+""")
+    result = merlin("run-workers", str(spec), "--echo", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 2
+    assert "-n sim@%h -Q sims" in lines[0] and lines[0].endswith("-c 3")
+    assert "-Q post" in lines[1] and "default_worker" in lines[1]
+    assert "claims step(s) b" in result.stderr
+
+
+@pytest.mark.celery
+def test_queue_info_query_and_stop_workers(redis_server: RedisFixture, worker_pool: WorkerPool,
+                                           tmp_path: Path) -> None:
+    env = {"MERLIN_MDM_CONFIG": str(redis_server.app_yaml)}
+    worker_pool.start("cli_a", queues="cli_q1", concurrency=1, log_dir=tmp_path)
+    worker_pool.start("cli_b", queues="cli_q2", concurrency=1, log_dir=tmp_path)
+    result = merlin("queue-info", "--queues", "cli_q1", "--queues", "nobody", "--json", cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    assert '"consumers": 1' in result.stdout and '"consumers": 0' in result.stdout
+    result = merlin("query-workers", cwd=tmp_path, env=env)
+    assert "cli_a@" in result.stdout and "cli_b@" in result.stdout
+    result = merlin("stop-workers", "--queues", "cli_q1", cwd=tmp_path, env=env)
+    assert result.returncode == 0 and "cli_a@" in result.stdout and "cli_b@" not in result.stdout
+    wait_until(lambda: worker_pool.procs[0].poll() is not None, 20, "worker cli_a to exit")
+    assert worker_pool.procs[1].poll() is None
+
+
+def test_server_start_status_stop_writes_private_config(tmp_path: Path) -> None:
+    from merlin_mdm.server import find_redis_server, free_port
+
+    if find_redis_server() is None:
+        pytest.skip("no redis-server binary")
+    env = {"HOME": str(tmp_path), "MERLIN_MDM_CONFIG": ""}
+    port = str(free_port())
+    result = merlin("server", "start", "--port", port, cwd=tmp_path, env=env)
+    try:
+        assert result.returncode == 0, result.stderr
+        pass_file = tmp_path / ".merlin-mdm" / "server" / "redis.pass"
+        assert stat.S_IMODE(pass_file.stat().st_mode) == 0o600
+        secret = pass_file.read_text().strip()
+        app = (tmp_path / ".merlin-mdm" / "app.yaml").read_text()
+        assert f"port: {port}" in app and secret not in app and secret not in result.stdout
+        out = os.popen("ps -eo args").read()
+        assert secret not in out  # the password is never on a command line
+        result = merlin("info", cwd=tmp_path, env=env)
+        assert result.returncode == 0 and "broker reachable" in result.stdout, result.stderr
+        assert merlin("server", "status", cwd=tmp_path, env=env).returncode == 0
+    finally:
+        stopped = merlin("server", "stop", cwd=tmp_path, env=env)
+    assert "stopped" in stopped.stdout
+    assert merlin("server", "status", cwd=tmp_path, env=env).returncode == 1
