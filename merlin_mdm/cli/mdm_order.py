@@ -1,6 +1,6 @@
 """`mdm train-order`: train a learned generation order for a frozen denoiser (arXiv 2602.23968).
 
-torch is imported inside the command, so `merlin-mdm --help` never loads it.
+The MDM pack (and with it torch) is imported inside the command, so `merlin-mdm --help` never loads it.
 """
 
 from __future__ import annotations
@@ -58,12 +58,11 @@ def train_order(denoiser_dir: Path, budget: int, out_dir: Path, tau: float, tau_
       merlin-mdm mdm train-order --denoiser runs/den --budget 2 --tau 0.1 --rollouts 4 --out runs/order_T2
     Then: merlin-mdm mdm eval --checkpoint runs/den --sampler learned --policy runs/order_T2 --steps 2 ...
     """
-    import torch
-
     from merlin_mdm.mdm.order.pipeline import run_train_order
     from merlin_mdm.mdm.order.training import OrderTrainConfig
+    from merlin_mdm.mdm.runtime import configure_threads
 
-    torch.set_num_threads(threads)
+    configure_threads(threads)
     config = OrderTrainConfig(budget=budget, tau=tau, tau_start=tau_start, rollouts=rollouts, batch_size=batch_size,
                               iterations=iterations, max_seconds=max_seconds, lr_policy=lr, lr_posterior=lr,
                               d_model=d_model, n_layers=layers, seed=seed)
