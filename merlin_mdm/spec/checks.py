@@ -30,6 +30,8 @@ def check_spec(spec: Spec, issues: IssueCollector, batch_types: Iterable[str] = 
     _check_parameters(spec, issues)
     _check_samples(spec, issues)
     _check_tokens(spec, issues)
+    _check_other_tokens(spec, issues)
+    _check_workspace_refs(spec, issues)
     _check_batch(spec, issues, tuple(batch_types))
     _check_workers(spec, issues)
     _check_paths(spec, issues)
@@ -194,6 +196,67 @@ def _check_tokens(spec: Spec, issues: IssueCollector) -> None:
                     issues.error(value_mark(loc.run, key), f"study[{loc.index}].run.{key}",
                                  f"undefined token $({token}){did_you_mean(token, known)}; define it under "
                                  "env.variables or pass --vars")
+
+
+def _node(spec: Spec, *keys: str) -> object:
+    """The parsed YAML under ``keys`` (None when any level is missing or not a mapping)."""
+    node: object = spec.raw
+    for key in keys:
+        node = node.get(key) if isinstance(node, MarkedDict) else None
+    return node
+
+
+def _check_other_tokens(spec: Spec, issues: IssueCollector) -> None:
+    """Tokens in env.sources, dependency paths and merlin.samples must be defined too."""
+    known = known_tokens(spec)
+    fields: list[tuple[object, str | int, str, str]] = [
+        (_node(spec, "env", "sources"), i, f"env.sources[{i}]", text) for i, text in enumerate(spec.env.sources)
+    ]
+    for kind in ("paths", "git"):
+        deps = [d for d in spec.env.dependencies if d.kind == kind]
+        fields += [(_node(spec, "env", "dependencies", kind), i, f"env.dependencies.{kind}[{i}]", d.path)
+                   for i, d in enumerate(deps)]
+    if spec.samples is not None:
+        fields.append((_node(spec, "merlin", "samples"), "file", "merlin.samples.file", spec.samples.file))
+        fields.append((_node(spec, "merlin", "samples", "generate"), "cmd", "merlin.samples.generate.cmd",
+                       spec.samples.generate_cmd or ""))
+    for node, key, path, text in fields:
+        for token in dict.fromkeys(tokens_in(text)):
+            if token not in known:
+                issues.error(value_mark(node, key), path, f"undefined token $({token}){did_you_mean(token, known)}")
+
+
+def _ancestors(spec: Spec) -> dict[str, set[str]]:
+    parents = {s.name: {parent_name(d)[0] for d in s.run.depends} for s in spec.steps}
+    out: dict[str, set[str]] = {}
+
+    def visit(name: str, seen: set[str]) -> set[str]:
+        if name not in out:
+            found: set[str] = set()
+            for parent in parents.get(name, set()) - seen:
+                found |= {parent, *visit(parent, seen | {name})}
+            out[name] = found
+        return out[name]
+
+    for name in parents:
+        visit(name, set())
+    return out
+
+
+def _check_workspace_refs(spec: Spec, issues: IssueCollector) -> None:
+    """``$(s.workspace)`` needs s to run first: s must be a parent, or a parent's ancestor."""
+    names = {s.name for s in spec.steps}
+    ancestors = _ancestors(spec)
+    for loc in _located_steps(spec):
+        for key, text in (("cmd", loc.step.run.cmd), ("restart", loc.step.run.restart or "")):
+            for token in dict.fromkeys(tokens_in(text)):
+                ref = token[: -len(".workspace")] if token.endswith(".workspace") else None
+                if ref is None or ref not in names or ref in ancestors.get(loc.step.name, set()):
+                    continue
+                hint = "use $(WORKSPACE) for the step's own folder" if ref == loc.step.name \
+                    else f"add '{ref}' (or '{ref}_*') to depends"
+                issues.error(value_mark(loc.run, key), f"study[{loc.index}].run.{key}",
+                             f"$({token}) names a step that does not run before '{loc.step.name}'; {hint}")
 
 
 def _check_batch(spec: Spec, issues: IssueCollector, batch_types: tuple[str, ...]) -> None:
