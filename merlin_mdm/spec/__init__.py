@@ -47,6 +47,7 @@ __all__ = [
     "load_spec_text",
     "parent_name",
     "parse_vars",
+    "with_samples_file",
 ]
 
 
@@ -68,6 +69,18 @@ def parse_vars(items: Iterable[str]) -> dict[str, str]:
             raise UsageError(f"--vars expects KEY=VALUE, got '{item}'")
         out[key.strip()] = value
     return out
+
+
+def with_samples_file(spec: Spec, path: Path | str) -> Spec:
+    """``--samplesfile``: the spec with ``merlin.samples.file`` replaced (and no generate command to run).
+
+    Meant as ``load_spec(..., transform=lambda s: with_samples_file(s, path))`` so that validation checks
+    the given file instead of the spec's own, which may not exist yet.
+    """
+    if spec.samples is None:
+        raise UsageError("--samplesfile given, but the spec has no merlin.samples block (column_labels)")
+    samples = dataclasses.replace(spec.samples, file=str(Path(path).resolve()), generate_cmd=None)
+    return dataclasses.replace(spec, samples=samples)
 
 
 def load_spec(

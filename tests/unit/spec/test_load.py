@@ -17,6 +17,7 @@ from merlin_mdm.spec import (
     load_spec,
     load_spec_text,
     parse_vars,
+    with_samples_file,
 )
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -168,3 +169,29 @@ def test_specroot_is_the_spec_folder(tmp_path: Path) -> None:
     path.parent.mkdir()
     path.write_text(MINIMAL, encoding="utf-8")
     assert load_spec(path).spec.root == path.parent.resolve()
+
+
+SAMPLES = """
+description: {name: s, description: d}
+merlin:
+  samples: {file: missing.npy, column_labels: [X]}
+study:
+  - {name: a, description: a, run: {cmd: echo $(X)}}
+"""
+
+
+def test_samplesfile_override_is_validated_instead_of_the_specs_file(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="samples file not found"):
+        load_spec_text(SAMPLES, tmp_path / "s.yaml")
+    given = tmp_path / "given.npy"
+    given.write_bytes(b"")
+    spec = load_spec_text(SAMPLES, tmp_path / "s.yaml", transform=lambda s: with_samples_file(s, given)).spec
+    assert spec.samples is not None and spec.samples.file == str(given)
+    with pytest.raises(SpecError, match="samples file not found"):
+        load_spec_text(SAMPLES, tmp_path / "s.yaml",
+                       transform=lambda s: with_samples_file(s, tmp_path / "nope.npy"))
+
+
+def test_samplesfile_without_samples_block() -> None:
+    with pytest.raises(UsageError, match=r"no merlin\.samples block"):
+        load_spec_text(MINIMAL, "x.yaml", transform=lambda s: with_samples_file(s, "x.npy"))
