@@ -40,6 +40,7 @@ WORKER_KEYS = ("args", "steps", "nodes", "batch", "machines")
 
 def build_spec(data: MarkedDict, path: Path, issues: IssueCollector) -> Spec:
     """Build the Spec, best effort: every structural problem is recorded in ``issues``."""
+    _report_duplicates(data, "", issues, set())
     top = FieldReader(data, "", issues)
     top.only(TOP_KEYS, "the spec")
     at = top.node.value_marks.get
@@ -52,6 +53,22 @@ def build_spec(data: MarkedDict, path: Path, issues: IssueCollector) -> Spec:
     user = top.raw("user") or {}
     # Built even when structural errors were found, so the semantic checks can report theirs too.
     return Spec(path, desc, batch, env, steps, params, resources, samples, user, raw=data)
+
+
+def _report_duplicates(node: Any, path: str, issues: IssueCollector, seen: set[int]) -> None:
+    """Report keys written twice anywhere in the document (aliased nodes are visited once)."""
+    if id(node) in seen or not isinstance(node, (MarkedDict, list)):
+        return
+    seen.add(id(node))
+    if isinstance(node, MarkedDict):
+        for key, where in node.duplicates:
+            issues.error(where, f"{path}.{key}" if path else key,
+                         "duplicate key: this value would silently replace the earlier one; merge the two")
+        for key, value in node.items():
+            _report_duplicates(value, f"{path}.{key}" if path else key, issues, seen)
+    else:
+        for i, item in enumerate(node):
+            _report_duplicates(item, f"{path}[{i}]", issues, seen)
 
 
 def _description(node: Any, issues: IssueCollector, where: Located | None) -> Description:

@@ -25,6 +25,7 @@ class MarkedDict(dict[str, Any]):
         super().__init__(*args, **kwargs)
         self.key_marks = {}
         self.value_marks = {}
+        self.duplicates: list[tuple[str, Located]] = []  # keys written twice (YAML keeps the last silently)
 
 
 class MarkedList(list[Any]):
@@ -42,6 +43,19 @@ def _pos(node: yaml.Node) -> Located:
     return (node.start_mark.line + 1, node.start_mark.column + 1)
 
 
+def _duplicate_keys(node: yaml.MappingNode) -> list[tuple[str, Located]]:
+    """Scalar keys given twice in one mapping; keys brought in by a ``<<`` merge may be overridden."""
+    seen: set[str] = set()
+    out = []
+    for key_node, _ in node.value:
+        if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        if key_node.value in seen:
+            out.append((str(key_node.value), _pos(key_node)))
+        seen.add(key_node.value)
+    return out
+
+
 # libyaml's parser (when PyYAML was built with it) keeps node positions and parses several times faster.
 _BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -55,6 +69,7 @@ class _MarkingLoader(_BaseLoader):  # type: ignore[valid-type,misc]
         data.key_marks = {}
         data.value_marks = {}
         yield data
+        data.duplicates = _duplicate_keys(node)
         self.flatten_mapping(node)
         for key_node, value_node in node.value:
             key = self.construct_object(key_node, deep=True)
