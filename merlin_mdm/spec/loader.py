@@ -86,6 +86,21 @@ class _MarkingLoader(_BaseLoader):  # type: ignore[valid-type,misc]
         data.extend(self.construct_object(child, deep=True) for child in node.value)
 
 
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> Any:
+        """YAML 1.1 reads `10:00:00` as the number 36000 (base 60); a spec means the text (a walltime)."""
+        if isinstance(node.value, str) and ":" in node.value:
+            return node.value
+        return super().construct_yaml_int(node)
+
+    def construct_yaml_float(self, node: yaml.ScalarNode) -> Any:
+        """Base-60 floats (`1:30.5`) stay text too."""
+        if isinstance(node.value, str) and ":" in node.value:
+            return node.value
+        return super().construct_yaml_float(node)
+
+
+_MarkingLoader.add_constructor("tag:yaml.org,2002:int", _MarkingLoader.construct_yaml_int)
+_MarkingLoader.add_constructor("tag:yaml.org,2002:float", _MarkingLoader.construct_yaml_float)
 _MarkingLoader.add_constructor("tag:yaml.org,2002:map", _MarkingLoader.construct_marked_map)
 _MarkingLoader.add_constructor("tag:yaml.org,2002:seq", _MarkingLoader.construct_marked_seq)
 

@@ -195,3 +195,13 @@ def test_samplesfile_override_is_validated_instead_of_the_specs_file(tmp_path: P
 def test_samplesfile_without_samples_block() -> None:
     with pytest.raises(UsageError, match=r"no merlin\.samples block"):
         load_spec_text(MINIMAL, "x.yaml", transform=lambda s: with_samples_file(s, "x.npy"))
+
+
+def test_unquoted_walltimes_stay_text() -> None:
+    # YAML 1.1 would read 10:00:00 as 36000 (base 60), which Slurm would take as 36000 minutes.
+    text = MINIMAL.replace("run: {cmd: echo $(N)}", "run: {cmd: echo $(N), walltime: 10:00:00}") + \
+        "batch: {walltime: 1:30}\n"
+    spec = load_spec_text(text.replace("N: 3", "N: 2:00:00"), "x.yaml").spec
+    assert spec.steps[0].run.walltime == "10:00:00"
+    assert spec.batch.walltime == "1:30"
+    assert dict(spec.env.variables)["N"] == "2:00:00"
