@@ -86,6 +86,7 @@ class _Expander:
         self.used: dict[str, frozenset[str]] = {}
         self.by_labels: dict[str, dict[str, int]] = {}  # step -> labels -> instance index
         self.instances: list[StepInstance] = []
+        self._paths_all: str | None = None
         self.sample_tokens = set(SAMPLE_TASK_TOKENS) | set(ctx.samples.column_labels if ctx.samples else ())
 
     def run(self) -> StudyPlan:
@@ -151,8 +152,9 @@ class _Expander:
         extra = {**self._workspace_tokens(step, combo), **self._launcher_tokens(step)}
         cmd = substitute(self._env_text(run.cmd, combo), extra)
         restart = substitute(self._env_text(run.restart, combo), extra) if run.restart else None
-        if "$(MERLIN_PATHS_ALL)" in cmd and self.ctx.samples is not None:
-            cmd = cmd.replace("$(MERLIN_PATHS_ALL)", self._paths_all())
+        if self.ctx.samples is not None:
+            cmd = self._with_paths_all(cmd)
+            restart = self._with_paths_all(restart) if restart else restart
         shell = run.shell or (run.batch.shell if run.batch else None) or self.spec.batch.shell
         sources = tuple(self._env_text(src, combo) for src in self.spec.env.sources)
         return StepInstance(index, step.name, name, combo.label_string, workspace, cmd, restart, shell,
@@ -196,10 +198,14 @@ class _Expander:
                              f"${{MERLIN_GPUS:-{run.gpus}}}" if run.gpus else None)
         return {"LAUNCHER": launcher.prefix(fixed), "VLAUNCHER": launcher.prefix(variable)}
 
-    def _paths_all(self) -> str:
-        samples = self.ctx.samples
-        assert samples is not None
-        return " ".join(samples.path(i) for i in range(samples.count))
+    def _with_paths_all(self, text: str) -> str:
+        """MERLIN_PATHS_ALL: every sample directory, space separated (built once, only when used)."""
+        if "$(MERLIN_PATHS_ALL)" not in text or self.ctx.samples is None:
+            return text
+        if self._paths_all is None:
+            samples = self.ctx.samples
+            self._paths_all = " ".join(samples.path(i) for i in range(samples.count))
+        return text.replace("$(MERLIN_PATHS_ALL)", self._paths_all)
 
 
 def expand(spec: Spec, ctx: StudyContext) -> StudyPlan:

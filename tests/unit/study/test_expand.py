@@ -267,8 +267,10 @@ def test_sample_edges_are_aligned_only_between_two_sample_steps() -> None:
 def test_merlin_paths_all_and_glob_path() -> None:
     text = HEAD + SAMPLES + "study:\n" + _step("echo $(X)", "sim") + \
         _step("ls $(MERLIN_PATHS_ALL) $(sim.workspace)/$(MERLIN_GLOB_PATH)", "all", "[sim_*]")
+    text = text.replace("depends: [sim_*]\n", "depends: [sim_*]\n      restart: 'ls $(MERLIN_PATHS_ALL)'\n")
     plan = plan_of(text, samples=7, labels=("X", "Y"))
     assert plan.instances[1].cmd == f"ls 0/0 0/1 0/2 0/3 0/4 1/0 1/1 {WORKSPACE}/sim/*/*"
+    assert plan.instances[1].restart == "ls 0/0 0/1 0/2 0/3 0/4 1/0 1/1"
 
 
 def test_samples_combine_with_parameters() -> None:
