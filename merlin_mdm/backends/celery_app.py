@@ -44,7 +44,11 @@ def celery_settings(config: AppConfig) -> dict[str, Any]:
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,
         "broker_connection_timeout": 5,
+        # A message whose worker died unacknowledged is restored once visibility_timeout has passed; sweep for
+        # such messages often enough that a short timeout takes effect (kombu's default sweep is ~100 s).
         "broker_transport_options": {"visibility_timeout": config.visibility_timeout,
+                                     "unacked_restore_interval": min(60, max(1, config.visibility_timeout // 3)),
+                                     "unacked_restore_throttle": 1,
                                      "socket_connect_timeout": 5, "socket_timeout": 30,
                                      "retry_on_timeout": True, "health_check_interval": 30},
         "broker_heartbeat": 0,
