@@ -130,7 +130,8 @@ def _check_parameters(spec: Spec, issues: IssueCollector) -> None:
     node = spec.raw.get("global.parameters") or MarkedDict()
     groups: dict[str, list[tuple[str, int]]] = {}
     for param in spec.parameters:
-        groups.setdefault(param.product, []).append((param.name, len(param.values)))
+        if param.values:  # an empty list was already reported
+            groups.setdefault(param.product, []).append((param.name, len(param.values)))
     for group, members in groups.items():
         lengths = {n for _, n in members}
         if len(lengths) > 1:
