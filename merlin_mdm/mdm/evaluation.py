@@ -105,7 +105,8 @@ def evaluate(cfg: EvalConfig, loaded: LoadedDenoiser | None = None) -> EvalResul
         **{f"task.{k}": v for k, v in loaded.task.knobs().items()},
         "sampler": cfg.sampler,
         **{f"sampler.{k}": v for k, v in sampler.knobs().items()},
-        "sampler.adaptive": bool(getattr(sampler, "is_adaptive", sampler.adaptive)),
+        "adaptive": bool(getattr(sampler, "is_adaptive", sampler.adaptive)),
+        **_policy_attrs(sampler),
         "steps": cfg.steps,
         "seed": cfg.seed,
         "n_examples": cfg.n_examples,
@@ -122,6 +123,17 @@ def evaluate(cfg: EvalConfig, loaded: LoadedDenoiser | None = None) -> EvalResul
         "max_nfe": int(data["nfe"].max()),
     }
     return EvalResult(attrs, data["correct"], data["nfe"], data["wall_time"], data["tokens"])
+
+
+def _policy_attrs(sampler: Any) -> dict[str, Any]:
+    """For the learned order: its training budget and temperature, and the Table 1 name `learned (T=..)`."""
+    meta = getattr(sampler, "meta", None) or getattr(getattr(sampler, "inner", None), "meta", None)
+    if not isinstance(meta, dict) or "budget" not in meta:
+        return {}
+    out: dict[str, Any] = {"policy.budget": int(meta["budget"]), "method": f"learned (T={int(meta['budget'])})"}
+    if "tau" in meta:
+        out["policy.tau"] = float(meta["tau"])
+    return out
 
 
 def write_eval(result: EvalResult, out: str | os.PathLike[str]) -> Path:

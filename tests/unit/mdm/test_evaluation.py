@@ -36,7 +36,7 @@ def test_eval_writes_a_readable_metrics_file(checkpoint, tmp_path) -> None:
     m = read_metrics(tmp_path / "sub" / "metrics.h5")
     assert m.attrs["task"] == "blocks" and m.attrs["task.nb"] == 2 and m.attrs["task.bl"] == 2
     assert m.attrs["sampler"] == "threshold" and m.attrs["sampler.tau"] == 0.8 and m.attrs["sampler.blocks"] == 2
-    assert m.attrs["sampler.adaptive"] is True or m.attrs["sampler.adaptive"] == 1
+    assert m.attrs["adaptive"] is True or m.attrs["adaptive"] == 1
     assert m.attrs["steps"] == 3 and m.attrs["seed"] == 5 and len(m.attrs["checkpoint_id"]) == 12
     assert m.attrs["start_time"] <= m.attrs["end_time"]
     assert m.datasets["correct"].shape == (30,) and m.datasets["tokens"].shape == (30, 6)
