@@ -126,13 +126,14 @@ def evaluate(cfg: EvalConfig, loaded: LoadedDenoiser | None = None) -> EvalResul
 
 
 def _policy_attrs(sampler: Any) -> dict[str, Any]:
-    """For the learned order: its training budget and temperature, and the Table 1 name `learned (T=..)`."""
+    """For the learned order: its training budget and temperature, and its Table 1 name `learned (T=2, tau=0.1)`."""
     meta = getattr(sampler, "meta", None) or getattr(getattr(sampler, "inner", None), "meta", None)
     if not isinstance(meta, dict) or "budget" not in meta:
         return {}
     out: dict[str, Any] = {"policy.budget": int(meta["budget"]), "method": f"learned (T={int(meta['budget'])})"}
     if "tau" in meta:
         out["policy.tau"] = float(meta["tau"])
+        out["method"] = f"learned (T={int(meta['budget'])}, tau={float(meta['tau']):g})"
     return out
 
 
