@@ -1,0 +1,135 @@
+"""Hierarchical expansion and dependency release at a scale where both kick in (more than 200 units)."""
+
+from __future__ import annotations
+
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from merlin_mdm.backends import RunOptions, get_backend
+from merlin_mdm.backends.celery_scheduling import UNITS_PER_EXPAND, expand_range, plan_dispatch, unit_ranges
+from merlin_mdm.spec import load_spec
+from merlin_mdm.study.plan import UnitKey
+from merlin_mdm.study.workspace import create_workspace
+from tests.integration.conftest import RedisFixture, WorkerPool, wait_until
+
+pytestmark = [pytest.mark.redis, pytest.mark.celery]
+
+
+def test_expand_range_splits_until_units_and_covers_every_unit_once() -> None:
+    pending = [(3, 0, 10_000)]
+    units: list[UnitKey] = []
+    messages = 0
+    while pending:
+        messages += 1
+        d = expand_range(*pending.pop())
+        assert len(d.ranges) <= 10 and len(d.units) <= UNITS_PER_EXPAND
+        pending.extend(d.ranges)
+        units.extend(d.units)
+    assert sorted(units) == [UnitKey(3, u) for u in range(10_000)]
+    assert messages < 100
+
+
+def test_plan_dispatch_keeps_small_groups_as_units() -> None:
+    keys = [UnitKey(0, u) for u in range(5)] + [UnitKey(1, u) for u in range(500)]
+    d = plan_dispatch(keys)
+    assert d.units == tuple(keys[:5]) and d.ranges == ((1, 0, 500),)
+    assert unit_ranges([UnitKey(0, 2), UnitKey(0, 0), UnitKey(0, 1), UnitKey(0, 4)]) == [(0, 0, 3), (0, 4, 5)]
+
+
+@pytest.fixture
+def workers(redis_server: RedisFixture, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[WorkerPool]:
+    monkeypatch.setenv("MERLIN_MDM_CONFIG", str(redis_server.app_yaml))
+    pool = WorkerPool(redis_server.app_yaml)
+    pool.start("sched", queues="sched", concurrency=2, log_dir=tmp_path)
+    yield pool
+    pool.stop_all()
+
+
+def test_many_units_through_expand_messages_and_a_wide_release(workers: WorkerPool, tmp_path: Path) -> None:
+    np.save(tmp_path / "s.npy", np.arange(450).reshape(-1, 1))
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(textwrap.dedent(f"""
+        description: {{name: wide, description: wide}}
+        env: {{variables: {{OUTPUT_PATH: ./out}}}}
+        merlin:
+          samples: {{file: s.npy, column_labels: [V]}}
+        study:
+          - name: first
+            run: {{cmd: "echo first $(V) >> {tmp_path}/runs.log", task_queue: sched}}
+          - name: gate
+            run: {{cmd: "echo gate >> {tmp_path}/runs.log", depends: [first], task_queue: sched}}
+          - name: after_gate
+            run: {{cmd: "echo after $(V) >> {tmp_path}/runs.log", depends: [gate], task_queue: sched}}
+    """))
+    ws, plan = create_workspace(load_spec(spec, {}), batch_size=1)
+    backend = get_backend("celery")
+    started = time.perf_counter()
+    assert backend.launch(ws, plan, RunOptions()).state == "queued"
+    assert time.perf_counter() - started < 2
+    store = backend.status_store(ws)
+    try:
+        wait_until(lambda: store.snapshot().state == "finished", 120, "the study to finish")
+        counts = {s.step: s.counts["finished"] for s in store.snapshot().steps}
+    finally:
+        store.close()
+    assert counts == {"first": 450, "gate": 1, "after_gate": 450}
+    lines = (tmp_path / "runs.log").read_text().splitlines()
+    assert len(lines) == len(set(lines)) == 901
+    gate = lines.index("gate")
+    assert all(line.startswith("first") for line in lines[:gate])
+    assert all(line.startswith("after") for line in lines[gate + 1:])
+
+
+def test_a_redelivered_unit_is_counted_once(redis_server: RedisFixture, tmp_path: Path) -> None:
+    from merlin_mdm.status.model import UnitOutcome
+    from merlin_mdm.status.redis_store import RedisStatusStore
+
+    np.save(tmp_path / "s.npy", np.arange(4).reshape(-1, 1))
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(textwrap.dedent("""
+        description: {name: once, description: once}
+        env: {variables: {OUTPUT_PATH: ./out}}
+        merlin:
+          samples: {file: s.npy, column_labels: [V]}
+        study:
+          - name: a
+            run: {cmd: "echo $(V)"}
+          - name: funnel
+            run: {cmd: "true", depends: [a]}
+    """))
+    _, plan = create_workspace(load_spec(spec, {}), batch_size=2)
+    store = RedisStatusStore(redis_server.client(), plan.workspace, plan)
+    store.register(plan)
+    ok = UnitOutcome(2, 0, 0)
+    assert store.start(UnitKey(0, 0), "h", 1.0) == 1
+    assert store.start(UnitKey(0, 0), "h", 2.0) == 2  # redelivered while running: a second delivery
+    assert store.record(UnitKey(0, 0), ok) == (2, [])
+    assert store.record(UnitKey(0, 0), ok) == (-1, [])  # the redelivered message changes nothing
+    assert store.start(UnitKey(0, 0), "h", 3.0) == -1
+    left, released = store.record(UnitKey(0, 1), ok)
+    assert (left, released) == (1, [(UnitKey(1, 0), "")])
+    counts = {s.step: {k: v for k, v in s.counts.items() if v} for s in store.snapshot().steps}
+    assert counts == {"a": {"finished": 4}, "funnel": {"queued": 1}}
+    store.close()
+
+
+def test_config_env_overrides_and_refuses_inline_passwords(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from merlin_mdm.config import ConfigError, load_config
+
+    app = tmp_path / "app.yaml"
+    app.write_text("broker: {url: 'rediss://h.example:6380/2', ca_certs: /ca.pem}\nvisibility_timeout: 7200\n")
+    monkeypatch.setenv("MERLIN_MDM_CONFIG", str(app))
+    monkeypatch.setenv("MERLIN_MDM_BROKER_PORT", "7000")
+    cfg = load_config()
+    assert (cfg.broker.scheme, cfg.broker.host, cfg.broker.port, cfg.broker.db) == ("rediss", "h.example", 7000, 2)
+    assert cfg.broker.ssl_options() == {"ssl_cert_reqs": __import__("ssl").CERT_REQUIRED, "ssl_ca_certs": "/ca.pem"}
+    assert cfg.visibility_timeout == 7200 and cfg.status is cfg.broker
+    app.write_text("broker: {url: 'redis://:secret@h:1/0'}\n")
+    with pytest.raises(ConfigError, match="password_file") as err:
+        load_config()
+    assert "secret" not in str(err.value)
