@@ -1,0 +1,145 @@
+"""A small pool of forked worker processes, one unit at a time each, with explicit liveness and shutdown.
+
+Why not multiprocessing.Pool: a job whose worker dies stays in Pool's cache forever (close()+join() hang),
+and terminate() waits without a timeout. Here every worker has its own pipe, its sentinel tells the scheduler
+when it dies, and shutdown escalates from a request to SIGTERM to SIGKILL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing as mp
+import os
+import signal
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+from merlin_mdm.backends.execution import run_unit, terminate_current
+from merlin_mdm.status.model import UnitOutcome
+from merlin_mdm.study.plan import StudyPlan, UnitKey
+
+__all__ = ["Finished", "Lost", "WorkerPool"]
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A worker returned the outcome of ``key``."""
+
+    key: UnitKey
+    outcome: UnitOutcome
+
+
+@dataclass(frozen=True)
+class Lost:
+    """The worker running ``key`` died (its process is gone; it has been replaced)."""
+
+    key: UnitKey
+    pid: int
+
+
+def _worker_main(plan: StudyPlan, stop: Any, conn: Connection) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the scheduler decides what Ctrl-C does
+
+    def on_term(signum: int, frame: object) -> None:
+        terminate_current()
+        os._exit(143)
+
+    signal.signal(signal.SIGTERM, on_term)
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return
+        if message is None:
+            return
+        key = UnitKey(*message)
+        conn.send((key.instance, key.unit, run_unit(plan, key, should_stop=stop.is_set)))
+
+
+@dataclass
+class _Worker:
+    process: Any  # multiprocessing Process
+    conn: Connection
+    current: UnitKey | None = None
+
+
+class WorkerPool:
+    """``size`` forked workers that run units of ``plan``."""
+
+    def __init__(self, plan: StudyPlan, size: int):
+        self.ctx = mp.get_context("fork")
+        self.plan = plan
+        self.stop = self.ctx.Event()
+        self.workers: list[_Worker] = [self._spawn() for _ in range(size)]
+
+    def _spawn(self) -> _Worker:
+        parent, child = self.ctx.Pipe()
+        process = self.ctx.Process(target=_worker_main, args=(self.plan, self.stop, child), daemon=True)
+        process.start()
+        child.close()
+        return _Worker(process, parent)
+
+    def idle(self) -> int:
+        """Workers with nothing to do."""
+        return sum(1 for w in self.workers if w.current is None)
+
+    def busy(self) -> int:
+        """Workers running a unit."""
+        return len(self.workers) - self.idle()
+
+    def submit(self, key: UnitKey) -> None:
+        """Give ``key`` to an idle worker (call only when idle() > 0)."""
+        index = next(i for i, w in enumerate(self.workers) if w.current is None)
+        if not self.workers[index].process.is_alive():  # died while idle: replace it first
+            self.workers[index].conn.close()
+            self.workers[index] = self._spawn()
+        worker = self.workers[index]
+        worker.current = key
+        worker.conn.send((key.instance, key.unit))
+
+    def next_event(self, timeout: float | None = None) -> list[Finished | Lost]:
+        """Wait for results or deaths; a dead worker is replaced at once."""
+        busy = [w for w in self.workers if w.current is not None]
+        handles: dict[Any, _Worker] = {w.conn: w for w in busy} | {w.process.sentinel: w for w in busy}
+        ready = {id(handles[h]): handles[h] for h in wait(list(handles), timeout)}  # a worker can show twice
+        return [self._read(worker) for worker in ready.values()]
+
+    def _read(self, worker: _Worker) -> Finished | Lost:
+        key = worker.current
+        assert key is not None
+        try:
+            if worker.conn.poll():
+                instance, unit, outcome = worker.conn.recv()
+                worker.current = None
+                return Finished(UnitKey(instance, unit), outcome)
+        except (EOFError, OSError):
+            pass
+        worker.process.join(timeout=5)
+        pid = worker.process.pid or 0
+        worker.conn.close()
+        worker.current = None
+        self.workers[self.workers.index(worker)] = self._spawn()
+        return Lost(key, pid)
+
+    def shutdown(self, interrupt: bool = False, grace: float = 3.0) -> None:
+        """Stop every worker: ask (or, when interrupted, SIGTERM so running tasks are killed), then SIGKILL."""
+        if interrupt:
+            self.stop.set()
+        for worker in self.workers:
+            with contextlib.suppress(OSError, ValueError):
+                worker.conn.send(None)
+            if interrupt and worker.process.is_alive():
+                worker.process.terminate()
+        for worker in self.workers:
+            worker.process.join(timeout=grace)
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join(timeout=grace)
+            worker.conn.close()
+
+    def request_stop(self) -> None:
+        """Tell running units to report their remaining tasks as not run."""
+        self.stop.set()
+
+
