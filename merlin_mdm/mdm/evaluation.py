@@ -131,9 +131,10 @@ def _policy_attrs(sampler: Any) -> dict[str, Any]:
     if not isinstance(meta, dict) or "budget" not in meta:
         return {}
     out: dict[str, Any] = {"policy.budget": int(meta["budget"]), "method": f"learned (T={int(meta['budget'])})"}
-    if "tau" in meta:
-        out["policy.tau"] = float(meta["tau"])
-        out["method"] = f"learned (T={int(meta['budget'])}, tau={float(meta['tau']):g})"
+    tau = meta.get("train_config", {}).get("tau") if isinstance(meta.get("train_config"), dict) else None
+    if tau is not None:
+        out["policy.tau"] = float(tau)
+        out["method"] = f"learned (T={int(meta['budget'])}, tau={float(tau):g})"
     return out
 
 
