@@ -11,7 +11,7 @@ from merlin_mdm.backends import get_backend
 from merlin_mdm.backends.base import RunOptions, RunReport
 from merlin_mdm.backends.dryrun import write_scripts
 from merlin_mdm.errors import WorkspaceError
-from merlin_mdm.spec import LoadedSpec, load_spec
+from merlin_mdm.spec import LoadedSpec, Spec, load_spec, with_samples_file
 from merlin_mdm.status.model import StudySnapshot
 from merlin_mdm.study.pgen import apply_pgen
 from merlin_mdm.study.plan import StudyPlan
@@ -38,12 +38,19 @@ class StudyRequest:
 
 def prepare(request: StudyRequest) -> tuple[LoadedSpec, Workspace, StudyPlan]:
     """Validate the spec and write the workspace and plan (nothing runs yet)."""
-    loaded = load_spec(request.spec, request.variables)
-    if request.pgen is not None:
-        loaded = dataclasses.replace(loaded, spec=apply_pgen(loaded.spec, request.pgen, dict(request.pargs)))
+    loaded = load_spec(request.spec, request.variables, transform=lambda spec: _rewrite(spec, request))
     ws, plan = create_workspace(loaded, request.samples_file, request.batch_size)
     (ws.info / BACKEND_FILE).write_text(request.backend + "\n", encoding="utf-8")
     return loaded, ws, plan
+
+
+def _rewrite(spec: Spec, request: StudyRequest) -> Spec:
+    """Command-line replacements applied before validation: --pgen parameters, --samplesfile."""
+    if request.pgen is not None:
+        spec = apply_pgen(spec, request.pgen, dict(request.pargs))
+    if request.samples_file is not None:
+        spec = with_samples_file(spec, request.samples_file.resolve())
+    return spec
 
 
 def start_study(request: StudyRequest, options: RunOptions) -> tuple[Workspace, RunReport | None]:

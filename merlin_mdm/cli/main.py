@@ -13,7 +13,7 @@ from merlin_mdm.cli.mdm import mdm
 from merlin_mdm.cli.study import restart, run, status, validate
 from merlin_mdm.errors import MerlinMdmError
 
-__all__ = ["cli", "main"]
+__all__ = ["MerlinGroup", "cli", "main"]
 
 EPILOG = """\b
 Quick start:
@@ -23,7 +23,19 @@ Quick start:
 """
 
 
-@click.group(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+class MerlinGroup(click.Group):
+    """The top-level group: a MerlinMdmError becomes `Error: ...` on stderr and its exit code (2 or 1)."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except MerlinMdmError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            raise click.exceptions.Exit(exc.exit_code) from None
+
+
+@click.group(cls=MerlinGroup, epilog=EPILOG,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="merlin-mdm")
 def cli() -> None:
     """Merlin-style ensemble workflows for masked discrete diffusion model experiments.
@@ -41,10 +53,12 @@ for command in (run, validate, status, restart, example, aggregate_command, mdm)
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors print `Error: ...` without a traceback."""
     try:
-        cli.main(args=argv, prog_name="merlin-mdm", standalone_mode=False)
+        rc = cli.main(args=argv, prog_name="merlin-mdm", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(130)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
@@ -54,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         sys.exit(130)
-    sys.exit(0)
+    sys.exit(rc if isinstance(rc, int) else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -293,3 +293,42 @@ def test_a_worker_process_killed_mid_task_is_replaced_and_the_unit_rerun(write_s
     assert c["always_kills"] == {"failed": 1}
     (failure,) = {s["step"]: s for s in status_json(ws)["steps"]}["always_kills"]["failures"]
     assert failure["reason"] == "worker process died 3 times"
+
+
+def test_samplesfile_overrides_a_missing_spec_samples_file(write_spec, tmp_path: Path) -> None:
+    (tmp_path / "mine.csv").write_text("1,2\n3,4\n5,6\n")
+    spec = write_spec("""
+        description: {name: sf, description: x}
+        env: {variables: {OUTPUT_PATH: ./out}}
+        merlin: {samples: {file: not_there_yet.npy, column_labels: [A, B]}}
+        study:
+          - name: add
+            run: {cmd: "echo $(( $(A) + $(B) )) > sum.txt"}
+    """)
+    assert merlin("validate", str(spec), cwd=tmp_path).returncode == 2
+    result = merlin("run", str(spec), "--local", "--samplesfile", "mine.csv", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    ws = workspace_of(result)
+    assert [(ws / "add" / f"0{i}" / "sum.txt").read_text() for i in range(3)] == ["3\n", "7\n", "11\n"]
+
+
+def test_pgen_parameters_replace_the_spec_parameters(write_spec, tmp_path: Path) -> None:
+    (tmp_path / "gen.py").write_text(
+        "from maestrowf.datastructures.core import ParameterGenerator\n"
+        "def get_custom_generator(env, **kwargs):\n"
+        "    p = ParameterGenerator()\n"
+        "    n = int(kwargs.get('N', '2'))\n"
+        "    p.add_parameter('SEED', list(range(n)), 'SEED.%%')\n"
+        "    return p\n")
+    spec = write_spec("""
+        description: {name: pg, description: x}
+        env: {variables: {OUTPUT_PATH: ./out}}
+        study:
+          - name: sim
+            run: {cmd: "echo $(SEED) > s.txt"}
+    """)
+    result = merlin("run", str(spec), "--local", "--pgen", "gen.py", "--pargs", "N:3", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    ws = workspace_of(result)
+    assert sorted(p.name for p in (ws / "sim").iterdir()) == ["SEED.0", "SEED.1", "SEED.2"]
+    assert (ws / "sim" / "SEED.2" / "s.txt").read_text() == "2\n"
