@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import RedisFixture, WorkerPool, wait_until
+from tests.integration.conftest import REPO, RedisFixture, WorkerPool, wait_until
 
 from .helpers import merlin
 
@@ -127,3 +127,34 @@ def test_server_start_status_stop_writes_private_config(tmp_path: Path) -> None:
         stopped = merlin("server", "stop", cwd=tmp_path, env=env)
     assert "stopped" in stopped.stdout
     assert merlin("server", "status", cwd=tmp_path, env=env).returncode == 1
+
+
+@pytest.mark.celery
+def test_run_run_workers_monitor_status_stop_end_to_end(redis_server: RedisFixture, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from .helpers import _ENTRY
+
+    env = {"MERLIN_MDM_CONFIG": str(redis_server.app_yaml)}
+    assert merlin("example", "hello_samples", cwd=tmp_path).returncode == 0
+    spec = "hello_samples/hello_samples.yaml"
+    (tmp_path / spec).write_text((tmp_path / spec).read_text().replace("greeters:", "e2e_greeters:"))
+    queued = merlin("run", spec, cwd=tmp_path, env=env)
+    assert queued.returncode == 0, queued.stderr
+    assert "queued" in queued.stderr
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), **env}
+    workers = subprocess.Popen([sys.executable, "-c", _ENTRY, "run-workers", spec], cwd=tmp_path, env=full_env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        done = merlin("monitor", spec, "--sleep", "0.5", cwd=tmp_path, env=env, timeout=120)
+        assert done.returncode == 0 and "finished" in done.stdout, done.stderr
+        status = merlin("status", spec, "--json", cwd=tmp_path, env=env)
+        assert status.returncode == 0, status.stderr
+        assert '"state": "finished"' in status.stdout
+        stop = merlin("stop-workers", "--spec", spec, cwd=tmp_path, env=env)
+        assert "e2e_greeters@" in stop.stdout, stop.stdout
+        assert workers.wait(timeout=30) == 0
+    finally:
+        if workers.poll() is None:
+            os.killpg(workers.pid, 9)
