@@ -8,6 +8,16 @@ import click
 
 from merlin_mdm import __version__
 from merlin_mdm.cli.aggregate import aggregate_command
+from merlin_mdm.cli.distributed import (
+    info,
+    monitor,
+    purge,
+    query_workers,
+    queue_info,
+    run_workers,
+    server,
+    stop_workers,
+)
 from merlin_mdm.cli.examples import example
 from merlin_mdm.cli.mdm import mdm
 from merlin_mdm.cli.study import restart, run, status, validate
@@ -46,7 +56,8 @@ def cli() -> None:
     """
 
 
-for command in (run, validate, status, restart, example, aggregate_command, mdm):
+for command in (run, validate, status, restart, example, run_workers, queue_info, query_workers, stop_workers, purge,
+                monitor, info, server, aggregate_command, mdm):
     cli.add_command(command)
 
 
