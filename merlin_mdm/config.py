@@ -125,14 +125,18 @@ class RedisConfig:
         return opts
 
     def client(self, timeout: float = 5.0, retry: bool = True) -> Any:
-        """A redis-py client; ``retry`` makes it ride out a short server restart (about 30 s)."""
+        """A redis-py client; ``retry`` makes it ride out a short server restart (about 30 s).
+
+        Without ``retry`` (probes such as `info`) every read also times out after ``timeout``.
+        """
         import redis
         from redis.backoff import ExponentialBackoff
         from redis.retry import Retry
 
         kwargs: dict[str, Any] = {
             "host": self.host, "port": self.port, "db": self.db, "username": self.username,
-            "password": self.password(), "socket_connect_timeout": timeout, "socket_timeout": max(timeout, 30.0),
+            "password": self.password(), "socket_connect_timeout": timeout,
+            "socket_timeout": max(timeout, 30.0) if retry else timeout,
             "health_check_interval": 30, "decode_responses": True,
         }
         if retry:

@@ -45,7 +45,8 @@ def check_server(config: AppConfig, timeout: float = 3.0, what: str = "broker") 
             raise BrokerError(f"{what} {where} refused the password: {text.splitlines()[0]}") from None
         raise BrokerError(f"{what} {where} answered with an error: {text.splitlines()[0]}") from None
     except redis.TimeoutError:
-        raise BrokerError(f"{what} {where} did not answer within {timeout:g} s") from None
+        hint = " (TLS mismatch: rediss:// to a server without TLS?)" if target.tls else ""
+        raise BrokerError(f"{what} {where} did not answer within {timeout:g} s{hint}") from None
     except redis.ConnectionError as exc:
         raise BrokerError(f"cannot reach the {what} at {where}: {_connection_reason(exc, target.tls)}") from None
 

@@ -158,3 +158,13 @@ def test_run_run_workers_monitor_status_stop_end_to_end(redis_server: RedisFixtu
     finally:
         if workers.poll() is None:
             os.killpg(workers.pid, 9)
+
+
+def test_tls_mismatch_is_one_line_exit_1_within_5_s(redis_server: RedisFixture, tmp_path: Path) -> None:
+    app = tmp_path / "app.yaml"
+    app.write_text(f"broker: {{scheme: rediss, port: {redis_server.port}, cert_reqs: none, "
+                   f"password_file: {redis_server.server.password_file}}}\n")
+    started = time.monotonic()
+    result = merlin("info", cwd=tmp_path, env={"MERLIN_MDM_CONFIG": str(app)})
+    assert time.monotonic() - started < 5
+    _one_line_error(result, "TLS mismatch")
