@@ -133,3 +133,36 @@ def test_config_env_overrides_and_refuses_inline_passwords(tmp_path: Path, monke
     with pytest.raises(ConfigError, match="password_file") as err:
         load_config()
     assert "secret" not in str(err.value)
+
+
+def test_restart_requeues_only_what_did_not_finish(workers: WorkerPool, tmp_path: Path) -> None:
+    np.save(tmp_path / "s.npy", np.arange(6).reshape(-1, 1))
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(textwrap.dedent(f"""
+        description: {{name: again, description: restart}}
+        env: {{variables: {{OUTPUT_PATH: ./out}}}}
+        merlin:
+          samples: {{file: s.npy, column_labels: [V]}}
+        study:
+          - name: work
+            run:
+              cmd: "echo $(V) >> {tmp_path}/runs.log; [ $(V) -ne 4 ] || [ -f {tmp_path}/fixed ]"
+              task_queue: sched
+          - name: funnel
+            run: {{cmd: "echo funnel >> {tmp_path}/runs.log", depends: [work], task_queue: sched}}
+    """))
+    ws, plan = create_workspace(load_spec(spec, {}), batch_size=2)
+    backend = get_backend("celery")
+    store = backend.status_store(ws)
+    try:
+        backend.launch(ws, plan, RunOptions())
+        wait_until(lambda: store.snapshot().state == "failed", 60, "the first run to fail")
+        (tmp_path / "fixed").touch()
+        backend.launch(ws, plan, RunOptions(resume=True))
+        wait_until(lambda: store.snapshot().state == "finished", 60, "the restarted study to finish")
+        counts = {s.step: {k: v for k, v in s.counts.items() if v} for s in store.snapshot().steps}
+    finally:
+        store.close()
+    assert counts == {"work": {"finished": 6}, "funnel": {"finished": 1}}
+    runs = (tmp_path / "runs.log").read_text().split()
+    assert sorted(runs) == ["0", "1", "2", "3", "4", "4", "5", "funnel"]  # only the failed task ran again
