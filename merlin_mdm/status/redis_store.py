@@ -21,6 +21,7 @@ import hashlib
 import json
 import time
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 from merlin_mdm.errors import StatusError
@@ -149,7 +150,7 @@ class RedisStatusStore(StatusStore):
         if self.plan is None:
             from merlin_mdm.study.workspace import Workspace
 
-            self.plan = Workspace(__import__("pathlib").Path(self.workspace)).load_plan()
+            self.plan = Workspace(Path(self.workspace)).load_plan()
         return self.plan
 
     # -- writes -----------------------------------------------------------------------------------------------
@@ -185,8 +186,7 @@ class RedisStatusStore(StatusStore):
         self.start(key, host, when)
 
     def unit_restarted(self, key: UnitKey, reason: str) -> None:
-        # A redelivered unit stays `running` until it is recorded; the attempt counter remembers the loss.
-        self._call(self.r.hincrby, self.k_attempts, key.to_id(), 0)
+        """Nothing to do: a redelivered unit stays `running` and :meth:`start` counts its deliveries."""
 
     def children_of(self, key: UnitKey) -> list[ChildSpec]:
         """The child units of ``key`` with how many parent units each waits for."""
