@@ -55,11 +55,13 @@ def _rewrite(spec: Spec, request: StudyRequest) -> Spec:
 
 def start_study(request: StudyRequest, options: RunOptions) -> tuple[Workspace, RunReport | None]:
     """Create the workspace and run (local) or queue (celery) the study; ``dry`` only writes the scripts."""
+    backend = get_backend(request.backend, spec=request.spec)
+    if not request.dry:
+        backend.preflight()  # an unreachable broker must not leave a workspace behind
     _, ws, plan = prepare(request)
     if request.dry:
         write_scripts(plan)
         return ws, None
-    backend = get_backend(request.backend)
     return ws, backend.launch(ws, plan, options)
 
 

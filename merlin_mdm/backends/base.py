@@ -49,6 +49,9 @@ class Backend(ABC):
 
     name: ClassVar[str]
 
+    def preflight(self) -> None:  # noqa: B027 - optional hook
+        """Check, before any workspace is written, that the backend can work (e.g. the broker answers)."""
+
     @abstractmethod
     def status_store(self, workspace: Workspace) -> StatusStore:
         """The store this backend records into for ``workspace``."""

@@ -115,6 +115,13 @@ class CeleryBackend(Backend):
         finally:
             store.close()
 
+    def preflight(self) -> None:
+        """Refuse to create a workspace when the broker (or status store) does not answer."""
+        config = self.config()
+        check_server(config)
+        if config.results is not None:
+            check_server(config, what="status store")
+
     def publish_initial(self, config: AppConfig, plan: StudyPlan) -> None:
         """Send the units that wait for nothing (as expand messages when a step has many)."""
         from merlin_mdm.backends.celery_app import make_app, send_dispatch

@@ -332,3 +332,14 @@ def test_pgen_parameters_replace_the_spec_parameters(write_spec, tmp_path: Path)
     ws = workspace_of(result)
     assert sorted(p.name for p in (ws / "sim").iterdir()) == ["SEED.0", "SEED.1", "SEED.2"]
     assert (ws / "sim" / "SEED.2" / "s.txt").read_text() == "2\n"
+
+
+def test_queueing_without_a_reachable_broker_writes_no_workspace(tmp_path: Path) -> None:
+    merlin("example", "hello", cwd=tmp_path)
+    config = tmp_path / "app.yaml"
+    config.write_text("broker:\n  url: redis://127.0.0.1:1/0\n")
+    env_run = subprocess.run([*CLI, "run", "hello/hello.yaml"], cwd=tmp_path, capture_output=True, text=True,
+                             env={**os.environ, "MERLIN_MDM_CONFIG": str(config)}, timeout=60, check=False)
+    assert env_run.returncode == 1
+    assert env_run.stderr.startswith("Error: ") and "Traceback" not in env_run.stderr
+    assert not (tmp_path / "hello" / "studies").exists()
