@@ -168,3 +168,19 @@ def test_tls_mismatch_is_one_line_exit_1_within_5_s(redis_server: RedisFixture, 
     result = merlin("info", cwd=tmp_path, env={"MERLIN_MDM_CONFIG": str(app)})
     assert time.monotonic() - started < 5
     _one_line_error(result, "TLS mismatch")
+
+
+@pytest.mark.celery
+def test_run_workers_refuses_a_second_consumer_without_overlap(redis_server: RedisFixture, worker_pool: WorkerPool,
+                                                               tmp_path: Path) -> None:
+    worker_pool.start("first_consumer", queues="busy_q", concurrency=1, log_dir=tmp_path)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("""
+description: {name: busy, description: overlap}
+study:
+  - name: a
+    run: {cmd: "echo a", task_queue: busy_q}
+""")
+    result = merlin("run-workers", str(spec), cwd=tmp_path, env={"MERLIN_MDM_CONFIG": str(redis_server.app_yaml)})
+    assert result.returncode == 2
+    assert "busy_q already have a consumer (first_consumer@" in result.stderr
