@@ -20,7 +20,7 @@ from merlin_mdm.status.store import StatusStore
 from merlin_mdm.study.plan import StudyPlan
 from merlin_mdm.study.workspace import Workspace
 
-__all__ = ["CONNECTION_FILE", "CeleryBackend", "check_server"]
+__all__ = ["CONNECTION_FILE", "CeleryBackend", "check_server", "describe_queueing"]
 
 CONNECTION_FILE = "celery.json"  # in merlin_info/: which app.yaml the study was queued with (no secret)
 
@@ -62,6 +62,17 @@ def _connection_reason(exc: Exception, tls: bool) -> str:
     if "closed by server" in low or "connection reset" in low:
         return f"the server closed the connection (TLS server reached with redis://?): {text}"
     return text
+
+
+def describe_queueing(plan: StudyPlan) -> list[str]:
+    """One line per step instance: its units, its queue, and when it is queued (for `run --dry`)."""
+    lines = []
+    for inst in plan.instances:
+        when = "queued by `run`" if not inst.parents else "queued by the workers after " + ", ".join(
+            plan.instances[e.parent].name + ("[same unit]" if e.aligned else "") for e in inst.parents)
+        lines.append(f"{inst.name}: {plan.n_units(inst.index)} unit(s), {plan.n_tasks(inst.index)} task(s), "
+                     f"queue '{inst.task_queue}', {when}")
+    return lines
 
 
 def _initial_ranges(plan: StudyPlan) -> list[tuple[int, int, int]]:

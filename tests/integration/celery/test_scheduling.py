@@ -166,3 +166,26 @@ def test_restart_requeues_only_what_did_not_finish(workers: WorkerPool, tmp_path
     assert counts == {"work": {"finished": 6}, "funnel": {"finished": 1}}
     runs = (tmp_path / "runs.log").read_text().split()
     assert sorted(runs) == ["0", "1", "2", "3", "4", "4", "5", "funnel"]  # only the failed task ran again
+
+
+def test_describe_queueing_names_units_queues_and_triggers(tmp_path: Path) -> None:
+    from merlin_mdm.backends.celery_backend import describe_queueing
+
+    np.save(tmp_path / "s.npy", np.arange(250).reshape(-1, 1))
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(textwrap.dedent("""
+        description: {name: dry, description: dry}
+        env: {variables: {OUTPUT_PATH: ./out}}
+        merlin:
+          samples: {file: s.npy, column_labels: [V]}
+        study:
+          - name: a
+            run: {cmd: "echo $(V)", task_queue: sims}
+          - name: b
+            run: {cmd: "echo done", depends: [a]}
+    """))
+    _, plan = create_workspace(load_spec(spec, {}), batch_size=100)
+    assert describe_queueing(plan) == [
+        "a: 3 unit(s), 250 task(s), queue 'sims', queued by `run`",
+        "b: 1 unit(s), 1 task(s), queue 'merlin', queued by the workers after a",
+    ]
