@@ -126,7 +126,8 @@ def execute_unit(store: RedisStatusStore, plan: StudyPlan, key: UnitKey, send: S
     elif stop is not None:
         outcome = store.not_run_outcome(key, stop)
     else:
-        outcome = run_unit(plan, key, should_stop=_stop_checker(store))
+        # A redelivered unit must not race the first copy's task: its shell dies with this worker process.
+        outcome = run_unit(plan, key, should_stop=_stop_checker(store), die_with_parent=True)
     _, released = store.record(key, outcome)
     release(store, released, send)
     return outcome

@@ -7,6 +7,7 @@ A task whose directory holds the done-marker is never run again, so running a un
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import socket
@@ -87,12 +88,21 @@ def task_tokens(plan: StudyPlan, sample: int, directory: Path) -> dict[str, str]
     return tokens
 
 
+def _die_with_parent() -> None:
+    """preexec: the task's shell gets SIGKILL when the worker process that started it dies (Linux)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+
+
 def _run_script(shell: str, script: Path, directory: Path, name: str, env: dict[str, str],
-                timeout: float | None) -> int:
+                timeout: float | None, die_with_parent: bool = False) -> int:
     global _current
+    # die_with_parent costs a real fork instead of vfork (about 2 ms a task), so only backends whose workers
+    # may be killed and their units redelivered elsewhere (Celery) ask for it.
+    preexec = _die_with_parent if die_with_parent else None
     with open(directory / f"{name}.out", "ab") as out, open(directory / f"{name}.err", "ab") as err:
         proc = subprocess.Popen([shell, str(script)], cwd=directory, stdout=out, stderr=err, env=env,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+                                stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=preexec)
         _current = proc
         try:
             return proc.wait(timeout=timeout)
@@ -110,7 +120,8 @@ def _write_script(path: Path, text: str, sources: tuple[str, ...] = ()) -> None:
         fh.write(head + (text if text.endswith("\n") else text + "\n"))
 
 
-def run_task(plan: StudyPlan, inst: StepInstance, sample: int, env: dict[str, str]) -> TaskResult:
+def run_task(plan: StudyPlan, inst: StepInstance, sample: int, env: dict[str, str],
+             die_with_parent: bool = False) -> TaskResult:
     """Run one task to its end, following the exit-code protocol; skip it when its done-marker exists."""
     directory = task_dir(plan, inst, sample)
     if (directory / DONE_MARKER).exists():
@@ -124,7 +135,7 @@ def run_task(plan: StudyPlan, inst: StepInstance, sample: int, env: dict[str, st
     restarts = 0
     current = script
     while True:
-        rc = _run_script(inst.shell, current, directory, inst.step, env, timeout)
+        rc = _run_script(inst.shell, current, directory, inst.step, env, timeout, die_with_parent)
         if rc in (ExitCode.RESTART, ExitCode.RETRY) and restarts < inst.max_retries:
             restarts += 1
             if rc == ExitCode.RETRY:
@@ -178,8 +189,12 @@ def task_env(plan: StudyPlan, inst: StepInstance) -> dict[str, str]:
             "MERLIN_MDM_PARAM_LABELS": inst.labels, "MERLIN_MDM_WORKSPACE": plan.workspace}
 
 
-def run_unit(plan: StudyPlan, key: UnitKey, should_stop: Callable[[], bool] = lambda: False) -> UnitOutcome:
-    """Run every task of ``key``; tasks after a stop request are reported as not run."""
+def run_unit(plan: StudyPlan, key: UnitKey, should_stop: Callable[[], bool] = lambda: False,
+             die_with_parent: bool = False) -> UnitOutcome:
+    """Run every task of ``key``; tasks after a stop request are reported as not run.
+
+    ``die_with_parent`` kills a task's shell when the calling process dies (for redelivering backends).
+    """
     inst = plan.instances[key.instance]
     env = task_env(plan, inst)
     started = time.time()
@@ -194,7 +209,7 @@ def run_unit(plan: StudyPlan, key: UnitKey, should_stop: Callable[[], bool] = la
         elif missing:
             result = TaskResult(TaskState.NOT_RUN, None, 0, missing)
         else:
-            result = run_task(plan, inst, sample, env)
+            result = run_task(plan, inst, sample, env, die_with_parent)
         counts[result.state] += 1
         restarts += result.restarts
         stop = stop or result.stop

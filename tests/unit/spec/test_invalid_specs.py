@@ -107,8 +107,9 @@ def test_cli_validate_never_tracebacks(case: Path, capsys: pytest.CaptureFixture
     assert capsys.readouterr().err.startswith("Error: ")
 
 
-def test_cli_group_raises_only_spec_errors() -> None:
-    # The click group itself lets MerlinMdmError propagate (main() renders it); it must be a SpecError.
+def test_cli_group_renders_spec_errors_with_exit_code_2() -> None:
+    # The click group renders a MerlinMdmError itself, so in-process callers (CliRunner) see the real exit code.
     result = CliRunner().invoke(cli, ["validate", str(INVALID / "cycle.yaml")])
-    assert isinstance(result.exception, SpecError)
-    assert "dependency cycle: a -> b -> c -> a" in str(result.exception)
+    assert result.exit_code == 2
+    assert result.output.startswith("Error: ")
+    assert "dependency cycle: a -> b -> c -> a" in result.output
