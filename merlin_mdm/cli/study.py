@@ -70,7 +70,12 @@ def run(spec: Path, local: bool, variables: tuple[str, ...], samplesfile: Path |
     ws, report = start_study(request, options)
     _echo_err(f"workspace: {ws.root}")
     if report is None:
-        _echo_err("dry run: scripts written, nothing ran")
+        if not local:
+            from merlin_mdm.backends.celery_backend import describe_queueing
+
+            for line in describe_queueing(ws.load_plan()):
+                click.echo(line)
+        _echo_err("dry run: scripts written, nothing ran or was queued")
         return
     _report(report, as_json)
     sys.exit(report.exit_code)
