@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from merlin_mdm.backends.base import Backend, RunOptions, RunReport, register_backend
+from merlin_mdm.backends.execution import walltime_seconds
 from merlin_mdm.config import AppConfig, load_config
 from merlin_mdm.errors import BrokerError
 from merlin_mdm.status.redis_store import RedisStatusStore
@@ -168,17 +169,9 @@ def _recorded_config(workspace: Workspace) -> str | None:
     return str(value) if value and Path(value).is_file() else None
 
 
-def _walltime(text: str | None) -> float:
-    if not text:
-        return 0.0
-    seconds = 0.0
-    for part in str(text).split(":"):
-        seconds = seconds * 60 + float(part)
-    return seconds
-
-
 def _warn_visibility(plan: StudyPlan, config: AppConfig, options: RunOptions) -> None:
-    longest = max((_walltime(i.walltime) * (plan.batch_size if i.uses_samples else 1) for i in plan.instances),
+    longest = max(((walltime_seconds(i.walltime) or 0.0) * (plan.batch_size if i.uses_samples else 1)
+                   for i in plan.instances),
                   default=0.0)
     if longest >= config.visibility_timeout and options.on_event is not None:
         options.on_event(f"warning: a unit may run {longest:.0f} s (walltime x batch size), longer than "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from merlin_mdm.backends.execution import task_dir, task_tokens
+from merlin_mdm.backends.execution import task_dir, task_tokens, write_script
 from merlin_mdm.spec.tokens import substitute
 from merlin_mdm.study.plan import StudyPlan
 
@@ -18,6 +18,6 @@ def write_scripts(plan: StudyPlan) -> int:
             directory = task_dir(plan, inst, sample)
             directory.mkdir(parents=True, exist_ok=True)
             tokens = task_tokens(plan, sample, directory)
-            (directory / f"{inst.step}.sh").write_text(substitute(inst.cmd, tokens) + "\n", encoding="utf-8")
+            write_script(directory / f"{inst.step}.sh", substitute(inst.cmd, tokens), inst.sources)
             count += 1
     return count

@@ -34,6 +34,8 @@ __all__ = [
     "task_env",
     "task_tokens",
     "terminate_current",
+    "walltime_seconds",
+    "write_script",
 ]
 
 DONE_MARKER = "MERLIN_FINISHED"
@@ -68,7 +70,8 @@ def terminate_current(signum: int = signal.SIGTERM) -> None:
             os.killpg(proc.pid, signum)
 
 
-def _walltime_seconds(text: str | None) -> float | None:
+def walltime_seconds(text: str | None) -> float | None:
+    """A walltime `[[HH:]MM:]SS` in seconds; None when unset or zero."""
     if not text:
         return None
     parts = [float(p) for p in str(text).split(":")]
@@ -128,7 +131,8 @@ def _run_script(shell: str, script: Path, directory: Path, name: str, env: dict[
             _current = None
 
 
-def _write_script(path: Path, text: str, sources: tuple[str, ...] = ()) -> None:
+def write_script(path: Path, text: str, sources: tuple[str, ...] = ()) -> None:
+    """Write a task script: the `env.sources` lines, then the command."""
     head = "".join(f"source {src}\n" for src in sources)
     with open(path, "w", encoding="utf-8") as fh:
         fh.write(head + (text if text.endswith("\n") else text + "\n"))
@@ -143,9 +147,9 @@ def run_task(plan: StudyPlan, inst: StepInstance, sample: int, env: dict[str, st
     directory.mkdir(parents=True, exist_ok=True)
     tokens = task_tokens(plan, sample, directory)
     script = directory / f"{inst.step}.sh"
-    _write_script(script, substitute(inst.cmd, tokens), inst.sources)
+    write_script(script, substitute(inst.cmd, tokens), inst.sources)
     log = str(directory / f"{inst.step}.err")
-    timeout = _walltime_seconds(inst.walltime)
+    timeout = walltime_seconds(inst.walltime)
     restarts = 0
     current = script
     while True:
@@ -157,7 +161,7 @@ def run_task(plan: StudyPlan, inst: StepInstance, sample: int, env: dict[str, st
                 current = script
             elif inst.restart:
                 current = directory / f"{inst.step}.restart.sh"
-                _write_script(current, substitute(inst.restart, tokens), inst.sources)
+                write_script(current, substitute(inst.restart, tokens), inst.sources)
             continue
         return _finish(directory, rc, restarts, log)
 

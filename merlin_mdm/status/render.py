@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import asdict
 from typing import Any
@@ -22,8 +23,6 @@ _STYLE = {TaskState.FINISHED: "green", TaskState.FAILED: "red", TaskState.NOT_RU
 
 def stderr_console() -> Console:
     """The console for progress and messages (stderr, so stdout stays clean for --json)."""
-    import sys
-
     return Console(stderr=True, width=None if sys.stderr.isatty() else 120)
 
 

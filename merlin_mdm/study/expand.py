@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from merlin_mdm.launchers import DEFAULT_LAUNCHER, Resources, get_launcher
 from merlin_mdm.spec import EXIT_CODE_TOKENS, Spec, Step, parent_name
-from merlin_mdm.spec.tokens import TOKEN_RE, resolve_ordered, substitute, tokens_in
+from merlin_mdm.spec.tokens import resolve_ordered, substitute, tokens_in
 from merlin_mdm.study.parameters import Combo, combinations, project
 from merlin_mdm.study.plan import Edge, StepInstance, StudyPlan
 from merlin_mdm.study.samples import SampleSet
@@ -212,7 +212,3 @@ def expand(spec: Spec, ctx: StudyContext) -> StudyPlan:
     """Expand ``spec`` into its plan of step instances."""
     return _Expander(spec, ctx).run()
 
-
-def leftover_tokens(text: str) -> list[str]:
-    """Tokens still present in an expanded command (for diagnostics)."""
-    return TOKEN_RE.findall(text)
