@@ -61,7 +61,7 @@ def bench_study(tmp: Path, samples: int, procs: int, batch: int, env: dict[str, 
     spec.parent.mkdir(exist_ok=True)
     spec.write_text((REPO / "merlin_mdm/examples/null_samples/null_samples.yaml").read_text())
     ws, plan = create_workspace(load_spec(spec, {"N_SAMPLES": str(samples)}), batch_size=batch)
-    worker = _worker("merlin_mdm.backends.celery_worker", "merlin", procs, env, tmp / "w.log")
+    worker = _worker("merlin_mdm.backends.celery.worker", "merlin", procs, env, tmp / "w.log")
     time.sleep(3)  # worker start-up is not part of the throughput
     backend = get_backend("celery")
     started = time.perf_counter()

@@ -11,9 +11,14 @@ __all__ = ["BACKENDS", "Backend", "RunOptions", "RunReport", "get_backend", "reg
 
 
 def _discover() -> None:
-    """Import every backend module so each registers itself (celery's modules import Celery lazily)."""
+    """Import every backend module so each registers itself: ``local`` and each package's ``backend`` module.
+
+    A package's ``backend`` module imports no third-party client (Celery, Redis) at import time.
+    """
     for info in pkgutil.iter_modules(__path__):
-        if info.name.endswith("_backend") or info.name == "local":
+        if info.ispkg:
+            importlib.import_module(f"{__name__}.{info.name}.backend")
+        elif info.name == "local":
             importlib.import_module(f"{__name__}.{info.name}")
 
 

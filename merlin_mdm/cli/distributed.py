@@ -43,8 +43,8 @@ def _spec(spec: Path):  # type: ignore[no-untyped-def]
 @click.option("--worker-args", default="", help="Extra Celery worker options, e.g. '-c 4 -l INFO'.")
 def run_workers(spec: Path, echo: bool, steps: tuple[str, ...], worker_args: str) -> None:
     """Start the Celery workers that `merlin.resources.workers` of SPEC describes (blocks until they exit)."""
-    from merlin_mdm.backends.celery_backend import check_server
-    from merlin_mdm.backends.celery_workers import active_queues, worker_commands
+    from merlin_mdm.backends.celery.backend import check_server
+    from merlin_mdm.backends.celery.workers import active_queues, worker_commands
 
     parsed = _spec(spec)
     commands = worker_commands(parsed, steps, worker_args, warn=lambda m: click.echo(m, err=True))
@@ -85,8 +85,8 @@ def _wait_all(procs: list[subprocess.Popen[bytes]]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def queue_info(spec: Path | None, queues: tuple[str, ...], as_json: bool) -> None:
     """Messages waiting and consumers per queue."""
-    from merlin_mdm.backends.celery_backend import check_server
-    from merlin_mdm.backends.celery_workers import active_queues, queue_sizes, spec_queues
+    from merlin_mdm.backends.celery.backend import check_server
+    from merlin_mdm.backends.celery.workers import active_queues, queue_sizes, spec_queues
 
     config = _config(spec)
     check_server(config)
@@ -106,8 +106,8 @@ def queue_info(spec: Path | None, queues: tuple[str, ...], as_json: bool) -> Non
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def query_workers(as_json: bool) -> None:
     """The workers connected to the broker and the queues each consumes."""
-    from merlin_mdm.backends.celery_backend import check_server
-    from merlin_mdm.backends.celery_workers import active_queues
+    from merlin_mdm.backends.celery.backend import check_server
+    from merlin_mdm.backends.celery.workers import active_queues
 
     config = _config()
     check_server(config)
@@ -128,8 +128,8 @@ def query_workers(as_json: bool) -> None:
 @click.option("--workers", "patterns", multiple=True, help="Stop workers whose name matches (glob).")
 def stop_workers(spec: Path | None, queues: tuple[str, ...], patterns: tuple[str, ...]) -> None:
     """Stop workers after their current task: those named by --spec/--queues/--workers, or all."""
-    from merlin_mdm.backends.celery_backend import check_server
-    from merlin_mdm.backends.celery_workers import active_queues, shutdown_workers, worker_commands
+    from merlin_mdm.backends.celery.backend import check_server
+    from merlin_mdm.backends.celery.workers import active_queues, shutdown_workers, worker_commands
 
     config = _config(spec)
     check_server(config)
@@ -153,8 +153,8 @@ def stop_workers(spec: Path | None, queues: tuple[str, ...], patterns: tuple[str
 @click.option("--steps", multiple=True, help="Only the queues of these steps; repeatable.")
 def purge(spec: Path, force: bool, steps: tuple[str, ...]) -> None:
     """Delete the messages waiting in SPEC's queues (asks first)."""
-    from merlin_mdm.backends.celery_backend import check_server
-    from merlin_mdm.backends.celery_workers import purge_queues, spec_queues
+    from merlin_mdm.backends.celery.backend import check_server
+    from merlin_mdm.backends.celery.workers import purge_queues, spec_queues
 
     config = _config(spec)
     check_server(config)
@@ -173,7 +173,7 @@ def monitor(target: Path, interval: float) -> None:
 
     Run it last in a batch job that starts workers, so the allocation ends with the study.
     """
-    from merlin_mdm.backends.celery_backend import CeleryBackend
+    from merlin_mdm.backends.celery.backend import CeleryBackend
     from merlin_mdm.status.redis_store import RedisStatusStore
     from merlin_mdm.studies import find_workspace
 
@@ -198,7 +198,7 @@ def info(spec: Path | None) -> None:
     import celery
     import redis
 
-    from merlin_mdm.backends.celery_backend import check_server
+    from merlin_mdm.backends.celery.backend import check_server
 
     config = _config(spec)
     click.echo(f"configuration: {config.source}")

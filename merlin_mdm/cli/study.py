@@ -71,7 +71,7 @@ def run(spec: Path, local: bool, variables: tuple[str, ...], samplesfile: Path |
     _echo_err(f"workspace: {ws.root}")
     if report is None:
         if not local:
-            from merlin_mdm.backends.celery_backend import describe_queueing
+            from merlin_mdm.backends.celery.backend import describe_queueing
 
             for line in describe_queueing(ws.load_plan()):
                 click.echo(line)

@@ -85,7 +85,7 @@ class WorkerPool:
         env = {**os.environ, "MERLIN_MDM_CONFIG": str(self.app_yaml),
                "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
         log = (log_dir or self.app_yaml.parent) / f"worker-{name}.log"
-        cmd = [sys.executable, "-m", "celery", "-A", "merlin_mdm.backends.celery_worker", "worker",
+        cmd = [sys.executable, "-m", "celery", "-A", "merlin_mdm.backends.celery.worker", "worker",
                "-Q", queues, "-c", str(concurrency), "-n", f"{name}@%h", "-l", "INFO", "-P", "prefork",
                "--without-gossip", "--without-mingle", "-O", "fair"]
         with open(log, "wb") as out:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from merlin_mdm.backends import RunOptions, get_backend
-from merlin_mdm.backends.celery_scheduling import UNITS_PER_EXPAND, expand_range, plan_dispatch, unit_ranges
+from merlin_mdm.backends.celery.scheduling import UNITS_PER_EXPAND, expand_range, plan_dispatch, unit_ranges
 from merlin_mdm.spec import load_spec
 from merlin_mdm.study.plan import UnitKey
 from merlin_mdm.study.workspace import create_workspace
@@ -169,7 +169,7 @@ def test_restart_requeues_only_what_did_not_finish(workers: WorkerPool, tmp_path
 
 
 def test_describe_queueing_names_units_queues_and_triggers(tmp_path: Path) -> None:
-    from merlin_mdm.backends.celery_backend import describe_queueing
+    from merlin_mdm.backends.celery.backend import describe_queueing
 
     np.save(tmp_path / "s.npy", np.arange(250).reshape(-1, 1))
     spec = tmp_path / "spec.yaml"

@@ -12,7 +12,7 @@ from typing import Any
 
 from celery import Celery
 
-from merlin_mdm.backends.celery_scheduling import Dispatch, execute_unit, expand_range
+from merlin_mdm.backends.celery.scheduling import Dispatch, execute_unit, expand_range
 from merlin_mdm.config import AppConfig
 from merlin_mdm.errors import StatusError
 from merlin_mdm.status.redis_store import RedisStatusStore

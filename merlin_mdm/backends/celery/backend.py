@@ -136,8 +136,8 @@ class CeleryBackend(Backend):
 
     def publish_initial(self, config: AppConfig, plan: StudyPlan) -> None:
         """Send the units that wait for nothing (as expand messages when a step has many)."""
-        from merlin_mdm.backends.celery_app import make_app, send_dispatch
-        from merlin_mdm.backends.celery_scheduling import Dispatch, plan_dispatch
+        from merlin_mdm.backends.celery.app import make_app, send_dispatch
+        from merlin_mdm.backends.celery.scheduling import Dispatch, plan_dispatch
         from merlin_mdm.study.plan import UnitKey
 
         app = make_app(config)

@@ -1,6 +1,6 @@
 """What a Celery task does, as plain functions over a :class:`RedisStatusStore` and a ``send`` callable.
 
-No Celery import here: the task bodies in :mod:`celery_app` only call these, and tests can too.
+No Celery import here: the task bodies in :mod:`merlin_mdm.backends.celery.app` only call these, and tests can too.
 
 Dependencies are counted, not synchronised: recording a unit's outcome increments an ``arrived`` counter
 of each child in the same Lua script, and the unit whose increment completes a child's count releases it.

@@ -18,7 +18,7 @@ from merlin_mdm.spec import Spec
 __all__ = ["WORKER_MODULE", "WorkerCommand", "active_queues", "purge_queues", "queue_sizes",
            "shutdown_workers", "spec_queues", "worker_commands"]
 
-WORKER_MODULE = "merlin_mdm.backends.celery_worker"
+WORKER_MODULE = "merlin_mdm.backends.celery.worker"
 DEFAULT_WORKER = "default_worker"
 
 
@@ -82,7 +82,7 @@ def _command(name: str, queues: tuple[str, ...], args: str, extra: str) -> Worke
 
 def active_queues(config: AppConfig, timeout: float = 1.0) -> dict[str, list[str]]:
     """Worker name -> the queues it consumes, from every worker that answers within ``timeout``."""
-    from merlin_mdm.backends.celery_app import make_app
+    from merlin_mdm.backends.celery.app import make_app
 
     app = make_app(config)
     try:
@@ -119,7 +119,7 @@ def purge_queues(config: AppConfig, queues: Sequence[str]) -> int:
 
 def shutdown_workers(config: AppConfig, names: Sequence[str]) -> None:
     """Ask the named workers (full names, e.g. ``w1@host``) to finish their current task and exit."""
-    from merlin_mdm.backends.celery_app import make_app
+    from merlin_mdm.backends.celery.app import make_app
 
     app = make_app(config)
     try:
