@@ -1,7 +1,8 @@
 """Launchers: pure functions from a task's resources to the command prefix that $(LAUNCHER) becomes.
 
 A launcher knows nothing of batch queues; which launcher a batch type uses by default is a table here,
-and a spec may pick another with ``batch.launcher``.
+and a spec may pick another with ``batch.launcher``. The srun, jsrun and flux lines are the ones Merlin 1.13
+writes for the same step (its own `run --dry`), so a Merlin user's scripts look the same.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ __all__ = [
 class Resources:
     """What one task asks for. Values may be ints or shell expressions (for $(VLAUNCHER))."""
 
-    nodes: int | str = 1
+    nodes: int | str | None = None  # None: the step does not say (srun and flux then leave -N out, as Merlin)
     procs: int | str = 1
     cores_per_task: int | str | None = None
     gpus: int | str | None = None
@@ -56,13 +57,18 @@ class PlainLauncher(Launcher):
         return ""
 
 
+def _tasks_nodes(command: str, res: Resources) -> str:
+    """`<command> -n P [-N N]`: the order and flags of Merlin's srun and flux lines."""
+    return f"{command} -n {res.procs}" + (f" -N {res.nodes}" if res.nodes else "")
+
+
 class SrunLauncher(Launcher):
-    """Slurm's srun."""
+    """Slurm's srun (`srun -n P -N N -c C`, as Merlin; GPUs, which Merlin leaves out, as --gpus-per-task)."""
 
     name = "srun"
 
     def prefix(self, res: Resources) -> str:
-        out = f"srun -N {res.nodes} -n {res.procs}"
+        out = _tasks_nodes("srun", res)
         if res.cores_per_task is not None:
             out += f" -c {res.cores_per_task}"
         if res.gpus:
@@ -71,21 +77,35 @@ class SrunLauncher(Launcher):
 
 
 class JsrunLauncher(Launcher):
-    """LSF's jsrun (one resource set per process)."""
+    """LSF's jsrun as Merlin writes it: one resource set per node, processes spread evenly (plane)."""
 
     name = "jsrun"
 
     def prefix(self, res: Resources) -> str:
-        return f"jsrun -a 1 -n {res.procs} -c {res.cores_per_task or 1} -g {res.gpus or 0} --bind rs"
+        nodes = res.nodes or 1
+        plane = _per_node(res.procs, nodes)
+        out = f"jsrun --np {res.procs} --nrs {nodes} -b rs -d plane:{plane} -X 1"
+        if res.cores_per_task is not None:
+            out += f" -c {res.cores_per_task}"
+        if res.gpus:
+            out += f" -g {res.gpus}"
+        return out
+
+
+def _per_node(procs: int | str, nodes: int | str) -> str:
+    """Processes per node (integer division); a shell expression when either is one (for $(VLAUNCHER))."""
+    if isinstance(procs, int) and isinstance(nodes, int):
+        return str(procs // nodes)
+    return f"$(( {procs} / {nodes} ))"
 
 
 class FluxLauncher(Launcher):
-    """Flux's `flux run`."""
+    """Flux's `flux run -n P -N N -c C -g G`, as Merlin writes it."""
 
     name = "flux"
 
     def prefix(self, res: Resources) -> str:
-        out = f"flux run -N {res.nodes} -n {res.procs}"
+        out = _tasks_nodes("flux run", res)
         if res.cores_per_task is not None:
             out += f" -c {res.cores_per_task}"
         if res.gpus:
@@ -115,7 +135,8 @@ LAUNCHERS: dict[str, type[Launcher]] = {
     cls.name: cls
     for cls in (PlainLauncher, SrunLauncher, JsrunLauncher, FluxLauncher, MpirunLauncher, MpiexecLauncher)
 }
-DEFAULT_LAUNCHER = {"local": "plain", "slurm": "srun", "lsf": "jsrun", "flux": "flux"}
+# `lsf-srun` is Merlin's batch type for LSF machines whose MPI jobs start with srun.
+DEFAULT_LAUNCHER = {"local": "plain", "slurm": "srun", "lsf": "jsrun", "lsf-srun": "srun", "flux": "flux"}
 
 
 def get_launcher(name: str) -> Launcher:

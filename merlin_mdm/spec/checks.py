@@ -14,12 +14,14 @@ from merlin_mdm.spec.tokens import LATE_TOKENS, STUDY_TOKENS, substitute, tokens
 
 __all__ = ["DEFAULT_BATCH_TYPES", "check_spec", "known_tokens", "parent_name"]
 
-DEFAULT_BATCH_TYPES = ("local", "slurm", "lsf", "flux")
+DEFAULT_BATCH_TYPES = ("local", "slurm", "lsf", "lsf-srun", "flux")
 
 
 def parent_name(dep: str) -> tuple[str, bool]:
-    """Split a `depends` entry into (step name, is_funnel)."""
-    return (dep[:-2], True) if dep.endswith("_*") else (dep, False)
+    """Split a `depends` entry into (step name, is_funnel): `x_*` and `x*` both funnel x (maestrowf 1.2)."""
+    if dep.endswith("_*"):
+        return dep[:-2], True
+    return (dep[:-1], True) if dep.endswith("*") else (dep, False)
 
 
 def check_spec(spec: Spec, issues: IssueCollector, batch_types: Iterable[str] = DEFAULT_BATCH_TYPES) -> None:

@@ -192,8 +192,8 @@ class _Expander:
         batch = run.batch or self.spec.batch
         name = str(batch.extra.get("launcher") or DEFAULT_LAUNCHER.get(batch.type, "plain"))
         launcher = get_launcher(name)
-        fixed = Resources(run.nodes or 1, run.procs or 1, run.cores_per_task, run.gpus)
-        variable = Resources(f"${{MERLIN_NODES:-{fixed.nodes}}}", f"${{MERLIN_PROCS:-{fixed.procs}}}",
+        fixed = Resources(run.nodes, run.procs or 1, run.cores_per_task, run.gpus)
+        variable = Resources(f"${{MERLIN_NODES:-{run.nodes or 1}}}", f"${{MERLIN_PROCS:-{fixed.procs}}}",
                              f"${{MERLIN_CORES:-{run.cores_per_task or 1}}}" if run.cores_per_task else None,
                              f"${{MERLIN_GPUS:-{run.gpus}}}" if run.gpus else None)
         return {"LAUNCHER": launcher.prefix(fixed), "VLAUNCHER": launcher.prefix(variable)}

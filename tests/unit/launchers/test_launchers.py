@@ -13,16 +13,22 @@ MIN = Resources()
 
 @pytest.mark.parametrize(("name", "res", "prefix"), [
     ("plain", FULL, ""),
-    ("srun", FULL, "srun -N 2 -n 8 -c 4 --gpus-per-task=1"),
-    ("srun", MIN, "srun -N 1 -n 1"),
-    ("srun", Resources(1, 2, None, 0), "srun -N 1 -n 2"),
-    ("jsrun", FULL, "jsrun -a 1 -n 8 -c 4 -g 1 --bind rs"),
-    ("jsrun", MIN, "jsrun -a 1 -n 1 -c 1 -g 0 --bind rs"),
-    ("flux", FULL, "flux run -N 2 -n 8 -c 4 -g 1"),
-    ("flux", MIN, "flux run -N 1 -n 1"),
+    # srun, jsrun and flux: the lines Merlin 1.13's `run --dry` writes for the same resources
+    ("srun", FULL, "srun -n 8 -N 2 -c 4 --gpus-per-task=1"),
+    ("srun", MIN, "srun -n 1"),
+    ("srun", Resources(2, 4), "srun -n 4 -N 2"),  # slurm_par
+    ("srun", Resources(1, 2, None, 0), "srun -n 2 -N 1"),
+    ("jsrun", FULL, "jsrun --np 8 --nrs 2 -b rs -d plane:4 -X 1 -c 4 -g 1"),
+    ("jsrun", MIN, "jsrun --np 1 --nrs 1 -b rs -d plane:1 -X 1"),
+    ("jsrun", Resources(2, 4), "jsrun --np 4 --nrs 2 -b rs -d plane:2 -X 1"),  # lsf_par
+    ("jsrun", Resources("${N:-2}", "${P:-4}"),
+     "jsrun --np ${P:-4} --nrs ${N:-2} -b rs -d plane:$(( ${P:-4} / ${N:-2} )) -X 1"),
+    ("flux", FULL, "flux run -n 8 -N 2 -c 4 -g 1"),
+    ("flux", MIN, "flux run -n 1"),
+    ("flux", Resources(1, 4, 1), "flux run -n 4 -N 1 -c 1"),  # flux_par
     ("mpirun", FULL, "mpirun -np 8"),
     ("mpiexec", FULL, "mpiexec -n 8"),
-    ("srun", Resources("${N:-2}", "${P:-8}"), "srun -N ${N:-2} -n ${P:-8}"),
+    ("srun", Resources("${N:-2}", "${P:-8}"), "srun -n ${P:-8} -N ${N:-2}"),
 ])  # fmt: skip
 def test_prefix(name: str, res: Resources, prefix: str) -> None:
     assert get_launcher(name).prefix(res) == prefix
@@ -34,7 +40,7 @@ def test_registry_names_match_classes() -> None:
 
 
 def test_default_launcher_per_batch_type() -> None:
-    assert DEFAULT_LAUNCHER == {"local": "plain", "slurm": "srun", "lsf": "jsrun", "flux": "flux"}
+    assert DEFAULT_LAUNCHER == {"local": "plain", "slurm": "srun", "lsf": "jsrun", "lsf-srun": "srun", "flux": "flux"}
     assert set(DEFAULT_LAUNCHER.values()) <= set(LAUNCHERS)
 
 

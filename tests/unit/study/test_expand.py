@@ -111,12 +111,15 @@ LAUNCH = "      nodes: 2\n      procs: 8\n      cores per task: 4\n      gpus: 1
 
 @pytest.mark.parametrize(("batch", "launcher", "vlauncher"), [
     ("local", "", ""),
-    ("slurm", "srun -N 2 -n 8 -c 4 --gpus-per-task=1",
-     "srun -N ${MERLIN_NODES:-2} -n ${MERLIN_PROCS:-8} -c ${MERLIN_CORES:-4} --gpus-per-task=${MERLIN_GPUS:-1}"),
-    ("lsf", "jsrun -a 1 -n 8 -c 4 -g 1 --bind rs",
-     "jsrun -a 1 -n ${MERLIN_PROCS:-8} -c ${MERLIN_CORES:-4} -g ${MERLIN_GPUS:-1} --bind rs"),
-    ("flux", "flux run -N 2 -n 8 -c 4 -g 1",
-     "flux run -N ${MERLIN_NODES:-2} -n ${MERLIN_PROCS:-8} -c ${MERLIN_CORES:-4} -g ${MERLIN_GPUS:-1}"),
+    ("slurm", "srun -n 8 -N 2 -c 4 --gpus-per-task=1",
+     "srun -n ${MERLIN_PROCS:-8} -N ${MERLIN_NODES:-2} -c ${MERLIN_CORES:-4} --gpus-per-task=${MERLIN_GPUS:-1}"),
+    ("lsf-srun", "srun -n 8 -N 2 -c 4 --gpus-per-task=1",
+     "srun -n ${MERLIN_PROCS:-8} -N ${MERLIN_NODES:-2} -c ${MERLIN_CORES:-4} --gpus-per-task=${MERLIN_GPUS:-1}"),
+    ("lsf", "jsrun --np 8 --nrs 2 -b rs -d plane:4 -X 1 -c 4 -g 1",
+     "jsrun --np ${MERLIN_PROCS:-8} --nrs ${MERLIN_NODES:-2} -b rs -d plane:$(( ${MERLIN_PROCS:-8} / "
+     "${MERLIN_NODES:-2} )) -X 1 -c ${MERLIN_CORES:-4} -g ${MERLIN_GPUS:-1}"),
+    ("flux", "flux run -n 8 -N 2 -c 4 -g 1",
+     "flux run -n ${MERLIN_PROCS:-8} -N ${MERLIN_NODES:-2} -c ${MERLIN_CORES:-4} -g ${MERLIN_GPUS:-1}"),
 ])  # fmt: skip
 def test_launcher_tokens_per_batch_type(batch: str, launcher: str, vlauncher: str) -> None:
     text = HEAD + f"batch: {{type: {batch}}}\nstudy:\n" + _step("[$(LAUNCHER)] [$(VLAUNCHER)]", extra=LAUNCH)
@@ -125,14 +128,14 @@ def test_launcher_tokens_per_batch_type(batch: str, launcher: str, vlauncher: st
 
 def test_launcher_defaults_to_one_process() -> None:
     text = HEAD + "batch: {type: slurm}\nstudy:\n" + _step("$(LAUNCHER) python3 x.py")
-    assert plan_of(text).instances[0].cmd == "srun -N 1 -n 1 python3 x.py"
+    assert plan_of(text).instances[0].cmd == "srun -n 1 python3 x.py"
 
 
 def test_step_batch_override_and_named_launcher() -> None:
     text = HEAD + "batch: {type: local}\nstudy:\n" + \
         _step("$(LAUNCHER) x", "a", extra="      procs: 4\n      batch: {type: slurm}\n") + \
         _step("$(LAUNCHER) y", "b", extra="      procs: 4\n      batch: {type: local, launcher: mpiexec}\n")
-    assert _by_name(plan_of(text)) == {"a": "srun -N 1 -n 4 x", "b": "mpiexec -n 4 y"}
+    assert _by_name(plan_of(text)) == {"a": "srun -n 4 x", "b": "mpiexec -n 4 y"}
 
 
 def test_shell_and_sources() -> None:
