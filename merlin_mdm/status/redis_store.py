@@ -9,10 +9,10 @@ Keys, all under ``mdm:<sha1(workspace)[:16]>:``:
     steps     hash: ``<step>|<counter>`` -> value (queued, running, ..., restarts, started, ended, n_failures)
     ustate    hash: unit id -> r (running) | d (done, every task finished) | x (done, not every task finished)
     attempts  hash: unit id -> deliveries seen
-    arrived   hash: child unit id -> parent units recorded so far
-    blocked   hash: child unit id -> why it must not run
-    ready     set:  released children not yet sent to the broker (re-sent when a message is redelivered)
     fail:<step> list: the first failures (JSON)
+
+Which unit may run when (dependency counting) is not stored here: see
+:mod:`merlin_mdm.backends.celery.dependencies`, which keeps its own keys under the same prefix.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +29,9 @@ from merlin_mdm.status.model import StepSummary, StudySnapshot, TaskFailure, Tas
 from merlin_mdm.status.store import StatusStore
 from merlin_mdm.study.plan import StudyPlan, UnitKey
 
-__all__ = ["ChildSpec", "RedisStatusStore", "study_prefix"]
+__all__ = ["RedisStatusStore", "study_prefix"]
 
 MAX_FAILURES_SHOWN = 20
-ChildSpec = tuple[str, int, bool]  # (child unit id, parent units it waits for, aligned edge)
 
 _START = """
 local s = redis.call('HGET', KEYS[3], ARGV[1])
@@ -50,13 +49,13 @@ if st == 'queued' or st == 'created' then redis.call('HSET', KEYS[1], 'state', '
 return a
 """
 
-# KEYS: meta steps ustate arrived blocked ready faillist
-# ARGV: unit step n finished failed not_run restarts started ended name stop_kind stop_reason nfail
-#       failure_json*nfail (child_id needed aligned)*
+# KEYS: meta steps ustate faillist
+# ARGV: unit step n finished failed not_run restarts started ended stop_kind stop_reason nfail
+#       failure_json*nfail max_failures_shown
 _FINISH = """
 local unit, step, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local s = redis.call('HGET', KEYS[3], unit)
-if s == 'd' or s == 'x' then return {-1} end
+if s == 'd' or s == 'x' then return -1 end
 local old = 'queued'
 if s == 'r' then old = 'running' end
 local fin, failed, notrun = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
@@ -75,32 +74,17 @@ if tonumber(ARGV[9]) > 0 then
   local t1 = redis.call('HGET', KEYS[2], step .. '|ended')
   if not t1 or tonumber(t1) < tonumber(ARGV[9]) then redis.call('HSET', KEYS[2], step .. '|ended', ARGV[9]) end
 end
-if ARGV[11] ~= '' then
-  redis.call('HSETNX', KEYS[1], 'stop_kind', ARGV[11])
-  redis.call('HSETNX', KEYS[1], 'stop', ARGV[12])
+if ARGV[10] ~= '' then
+  redis.call('HSETNX', KEYS[1], 'stop_kind', ARGV[10])
+  redis.call('HSETNX', KEYS[1], 'stop', ARGV[11])
 end
-local nfail = tonumber(ARGV[13])
+local nfail = tonumber(ARGV[12])
 for i = 1, nfail do
-  if redis.call('LLEN', KEYS[7]) < tonumber(ARGV[14 + nfail]) then redis.call('RPUSH', KEYS[7], ARGV[13 + i]) end
+  if redis.call('LLEN', KEYS[4]) < tonumber(ARGV[13 + nfail]) then redis.call('RPUSH', KEYS[4], ARGV[12 + i]) end
 end
 redis.call('HINCRBY', KEYS[2], step .. '|n_failures', nfail)
 redis.call('HINCRBY', KEYS[1], 'fail_total', failed + notrun)
-local out = {0}
-local i = 15 + nfail
-while i <= #ARGV do
-  local child, needed, aligned = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
-  if (not ok) and aligned == '0' then
-    redis.call('HSETNX', KEYS[5], child, 'parent ' .. ARGV[10] .. ' did not finish every task')
-  end
-  if redis.call('HINCRBY', KEYS[4], child, 1) == needed then
-    redis.call('SADD', KEYS[6], child)
-    table.insert(out, child)
-    table.insert(out, redis.call('HGET', KEYS[5], child) or '')
-  end
-  i = i + 3
-end
 local left = redis.call('HINCRBY', KEYS[1], 'units_left', -1)
-out[1] = left
 if left <= 0 then
   local kind = redis.call('HGET', KEYS[1], 'stop_kind')
   local total = tonumber(redis.call('HGET', KEYS[1], 'fail_total') or '0')
@@ -110,7 +94,7 @@ if left <= 0 then
   elseif total > 0 then state = 'failed'; msg = total .. ' task(s) failed or did not run' end
   redis.call('HSET', KEYS[1], 'state', state, 'message', msg, 'updated', ARGV[9])
 end
-return out
+return left
 """
 
 
@@ -133,9 +117,8 @@ class RedisStatusStore(StatusStore):
         self.workspace = workspace
         self.plan = plan
         p = study_prefix(workspace)
-        self.k_meta, self.k_steps, self.k_ustate = p + "meta", p + "steps", p + "ustate"
-        self.k_attempts, self.k_arrived, self.k_blocked, self.k_ready = (
-            p + "attempts", p + "arrived", p + "blocked", p + "ready")
+        self.k_meta, self.k_steps = p + "meta", p + "steps"
+        self.k_ustate, self.k_attempts = p + "ustate", p + "attempts"
         self.prefix = p
         self._start = client.register_script(_START)
         self._finish = client.register_script(_FINISH)
@@ -188,24 +171,8 @@ class RedisStatusStore(StatusStore):
     def unit_restarted(self, key: UnitKey, reason: str) -> None:
         """Nothing to do: a redelivered unit stays `running` and :meth:`start` counts its deliveries."""
 
-    def children_of(self, key: UnitKey) -> list[ChildSpec]:
-        """The child units of ``key`` with how many parent units each waits for."""
-        plan = self._plan()
-        out: list[ChildSpec] = []
-        for edge in plan.children()[key.instance]:
-            child = edge.parent
-            needed = sum(1 if e.aligned else plan.n_units(e.parent) for e in plan.instances[child].parents)
-            units = [key.unit] if edge.aligned else range(plan.n_units(child))
-            out.extend((UnitKey(child, u).to_id(), needed, edge.aligned) for u in units)
-        return out
-
-    def record(self, key: UnitKey, outcome: UnitOutcome) -> tuple[int, list[tuple[UnitKey, str]]]:
-        """Record ``key``'s outcome and count it at its children, atomically.
-
-        Returns:
-            (units left in the study, or -1 when ``key`` was already recorded; the children released now,
-            each with the reason it must not run, '' when it may run).
-        """
+    def record(self, key: UnitKey, outcome: UnitOutcome) -> int:
+        """Record ``key``'s outcome atomically; returns the units left in the study, -1 when already recorded."""
         plan = self._plan()
         inst = plan.instances[key.instance]
         stop_reason = ""
@@ -215,19 +182,18 @@ class RedisStatusStore(StatusStore):
         failures = [json.dumps([inst.name, f.sample, f.state.value, f.rc, f.reason, f.log])
                     for f in outcome.failures]
         args: list[Any] = [key.to_id(), inst.step, len(plan.unit_samples(key)), outcome.finished, outcome.failed,
-                           outcome.not_run, outcome.restarts, outcome.started, outcome.ended, inst.name,
+                           outcome.not_run, outcome.restarts, outcome.started, outcome.ended,
                            outcome.stop or "", stop_reason, len(failures), *failures, MAX_FAILURES_SHOWN]
-        for child, needed, aligned in self.children_of(key):
-            args.extend((child, needed, int(aligned)))
-        keys = [self.k_meta, self.k_steps, self.k_ustate, self.k_arrived, self.k_blocked, self.k_ready,
-                self.prefix + f"fail:{inst.step}"]
-        out = self._call(self._finish, keys=keys, args=args)
-        released = [(UnitKey.from_id(out[i]), out[i + 1]) for i in range(1, len(out), 2)]
-        return int(out[0]), released
+        keys = [self.k_meta, self.k_steps, self.k_ustate, self.prefix + f"fail:{inst.step}"]
+        return int(self._call(self._finish, keys=keys, args=args))
+
+    def unit_ok(self, key: UnitKey) -> bool | None:
+        """Whether ``key`` was recorded with every task finished; None when it is not recorded."""
+        value = self._call(self.r.hget, self.k_ustate, key.to_id())
+        return {"d": True, "x": False}.get(value) if value else None
 
     def unit_finished(self, key: UnitKey, outcome: UnitOutcome) -> bool:
-        left, _ = self.record(key, outcome)
-        return left >= 0
+        return self.record(key, outcome) >= 0
 
     def not_run_outcome(self, key: UnitKey, reason: str) -> UnitOutcome:
         """The outcome of a unit that will not run."""
@@ -237,18 +203,6 @@ class RedisStatusStore(StatusStore):
     def units_not_run(self, keys: Iterable[UnitKey], reason: str) -> None:
         for key in keys:
             self.record(key, self.not_run_outcome(key, reason))
-
-    def mark_sent(self, keys: Sequence[UnitKey]) -> None:
-        """Children handed to the broker: no need to re-send them on a redelivery."""
-        if keys:
-            self._call(self.r.srem, self.k_ready, *(k.to_id() for k in keys))
-
-    def unsent(self, keys: Sequence[str]) -> list[UnitKey]:
-        """Those of ``keys`` (unit ids) released but not yet handed to the broker."""
-        if not keys:
-            return []
-        flags = self._call(self.r.smismember, self.k_ready, list(keys))
-        return [UnitKey.from_id(k) for k, flag in zip(keys, flags, strict=True) if flag]
 
     def stop_reason(self) -> str | None:
         """Why the study was stopped (hard fail, stop workers), or None."""
@@ -267,8 +221,8 @@ class RedisStatusStore(StatusStore):
         plan = self._plan()
         done = self.finished_units()
         keys = [k for k in plan.units() if k not in done]
-        stale = [self.k_meta, self.k_steps, self.k_ustate, self.k_attempts, self.k_arrived, self.k_blocked,
-                 self.k_ready, *(self.prefix + f"fail:{s}" for s in {i.step for i in plan.instances})]
+        stale = [self.k_meta, self.k_steps, self.k_ustate, self.k_attempts,
+                 *(self.prefix + f"fail:{s}" for s in {i.step for i in plan.instances})]
         self._call(self.r.delete, *stale)
         self.register(plan)
         return keys

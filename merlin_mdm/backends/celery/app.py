@@ -12,6 +12,7 @@ from typing import Any
 
 from celery import Celery
 
+from merlin_mdm.backends.celery.dependencies import RedisDependencies
 from merlin_mdm.backends.celery.scheduling import Dispatch, execute_unit, expand_range
 from merlin_mdm.config import AppConfig
 from merlin_mdm.errors import StatusError
@@ -76,22 +77,25 @@ def send_dispatch(app: Celery, workspace: str, plan: StudyPlan, dispatch: Dispat
                           producer=producer, ignore_result=True)
 
 
+StudyEntry = tuple[StudyPlan, RedisStatusStore, RedisDependencies]
+
+
 class StudyCache:
-    """Per worker process: each study's plan and status store, loaded on first use."""
+    """Per worker process: each study's plan, status store and dependency counts, loaded on first use."""
 
     def __init__(self, config: AppConfig):
         self.config = config
-        self.entries: dict[str, tuple[StudyPlan, RedisStatusStore]] = {}
+        self.entries: dict[str, StudyEntry] = {}
         self.client: Any = None
 
-    def get(self, workspace: str) -> tuple[StudyPlan, RedisStatusStore]:
-        """The plan and store of ``workspace``."""
+    def get(self, workspace: str) -> StudyEntry:
+        """The plan, store and dependency counts of ``workspace``."""
         entry = self.entries.get(workspace)
         if entry is None:
             if self.client is None:  # created in the pool process, never shared across a fork
                 self.client = self.config.status.client()
             plan = Workspace(Path(workspace)).load_plan()
-            entry = (plan, RedisStatusStore(self.client, workspace, plan))
+            entry = (plan, RedisStatusStore(self.client, workspace, plan), RedisDependencies(self.client, plan))
             self.entries[workspace] = entry
         return entry
 
@@ -109,15 +113,15 @@ def make_app(config: AppConfig) -> Celery:
         name=UNIT_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True,
         autoretry_for=retry_on, retry_backoff=1, retry_backoff_max=30, max_retries=20)
     def unit(self: Any, workspace: str, unit_id: str) -> None:
-        plan, store = cache.get(workspace)
-        execute_unit(store, plan, UnitKey.from_id(unit_id),
+        plan, store, deps = cache.get(workspace)
+        execute_unit(store, deps, plan, UnitKey.from_id(unit_id),
                      lambda d: send_dispatch(app, workspace, plan, d), config.max_deliveries)
 
     @app.task(  # type: ignore[untyped-decorator]
         name=EXPAND_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True,
         autoretry_for=retry_on, retry_backoff=1, retry_backoff_max=30, max_retries=20)
     def expand(self: Any, workspace: str, instance: int, lo: int, hi: int) -> None:
-        plan, _ = cache.get(workspace)
+        plan, _, _ = cache.get(workspace)
         send_dispatch(app, workspace, plan, expand_range(instance, lo, hi))
 
     return app

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from merlin_mdm.backends.base import Backend, RunOptions, RunReport, register_backend
+from merlin_mdm.backends.celery.dependencies import RedisDependencies
 from merlin_mdm.backends.execution import walltime_seconds
 from merlin_mdm.config import AppConfig, load_config
 from merlin_mdm.errors import BrokerError
@@ -114,6 +115,7 @@ class CeleryBackend(Backend):
         try:
             if options.resume:
                 store.reset_unfinished()
+                RedisDependencies(store.r, plan).reset()
             else:
                 store.register(plan)
             store.set_state("queued", "waiting for workers (merlin-mdm run-workers SPEC)")

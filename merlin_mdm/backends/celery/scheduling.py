@@ -1,9 +1,9 @@
-"""What a Celery task does, as plain functions over a :class:`RedisStatusStore` and a ``send`` callable.
+"""What a Celery task does, as plain functions over a status store, dependency counts and a ``send`` callable.
 
 No Celery import here: the task bodies in :mod:`merlin_mdm.backends.celery.app` only call these, and tests can too.
 
-Dependencies are counted, not synchronised: recording a unit's outcome increments an ``arrived`` counter
-of each child in the same Lua script, and the unit whose increment completes a child's count releases it.
+Dependencies are counted, not synchronised: once a unit's outcome is recorded in the status store, it is
+counted at each child (:class:`RedisDependencies`), and the unit whose count completes a child's releases it.
 Large releases (the first units of a sample step, every unit of a step after a non-sample parent) travel as
 ``expand`` messages over unit ranges that workers split further, so no message and no loop grows with the
 number of samples.
@@ -16,13 +16,14 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from merlin_mdm.backends.celery.dependencies import RedisDependencies, Released
 from merlin_mdm.backends.execution import run_unit
 from merlin_mdm.status.model import TaskFailure, TaskState, UnitOutcome
 from merlin_mdm.status.redis_store import RedisStatusStore
 from merlin_mdm.study.plan import StudyPlan, UnitKey
 
 __all__ = ["EXPAND_FANOUT", "UNITS_PER_EXPAND", "Dispatch", "Sender", "execute_unit", "expand_range",
-           "plan_dispatch", "release", "unit_ranges"]
+           "plan_dispatch", "record", "release", "unit_ranges"]
 
 UNITS_PER_EXPAND = 200  # an expand message over at most this many units sends them one by one
 EXPAND_FANOUT = 10  # a larger range is split into this many expand messages
@@ -71,7 +72,17 @@ def expand_range(instance: int, lo: int, hi: int) -> Dispatch:
     return Dispatch(ranges=tuple((instance, a, min(hi, a + step)) for a in range(lo, hi, step)))
 
 
-def release(store: RedisStatusStore, released: Sequence[tuple[UnitKey, str]], send: Sender) -> None:
+def record(store: RedisStatusStore, deps: RedisDependencies, key: UnitKey, outcome: UnitOutcome) -> Released:
+    """Record ``key``'s outcome, then count it at its children; returns the children released now.
+
+    Both steps are idempotent, so a delivery that died between them is completed by the next one.
+    """
+    store.record(key, outcome)
+    return deps.count(key, outcome.ok)
+
+
+def release(store: RedisStatusStore, deps: RedisDependencies, released: Sequence[tuple[UnitKey, str]],
+            send: Sender) -> None:
     """Send the released children that may run; record the blocked ones as not run (and follow their children)."""
     pending = list(released)
     runnable: list[UnitKey] = []
@@ -83,12 +94,11 @@ def release(store: RedisStatusStore, released: Sequence[tuple[UnitKey, str]], se
                 runnable.append(key)
                 continue
             blocked = reason
-        _, more = store.record(key, store.not_run_outcome(key, blocked))
-        pending.extend(more)
-        store.mark_sent([key])
+        pending.extend(record(store, deps, key, store.not_run_outcome(key, blocked)))
+        deps.mark_sent([key])
     if runnable:
         send(plan_dispatch(runnable))
-        store.mark_sent(runnable)
+        deps.mark_sent(runnable)
 
 
 def _stop_checker(store: RedisStatusStore, every: float = 1.0) -> Callable[[], bool]:
@@ -103,19 +113,18 @@ def _stop_checker(store: RedisStatusStore, every: float = 1.0) -> Callable[[], b
     return should_stop
 
 
-def execute_unit(store: RedisStatusStore, plan: StudyPlan, key: UnitKey, send: Sender,
+def execute_unit(store: RedisStatusStore, deps: RedisDependencies, plan: StudyPlan, key: UnitKey, send: Sender,
                  max_deliveries: int = 3) -> UnitOutcome | None:
     """The whole body of a unit message. Returns the outcome recorded, None when it was recorded before.
 
-    A unit already recorded (a redelivered message) runs nothing; it only re-sends children that were
-    released but never reached the broker (the previous delivery died between recording and sending).
+    A unit already recorded (a redelivered message) runs nothing; it only completes what the previous
+    delivery may not have done: count the unit at its children, and send the children released but never
+    handed to the broker.
     """
     attempts = store.start(key, socket.gethostname(), time.time())
     if attempts < 0:
-        unsent = store.unsent([child for child, _, _ in store.children_of(key)])
-        if unsent:
-            send(plan_dispatch(unsent))
-            store.mark_sent(unsent)
+        deps.count(key, bool(store.unit_ok(key)))
+        release(store, deps, deps.unsent_children(key), send)
         return None
     stop = store.stop_reason()
     if attempts > max_deliveries:
@@ -128,6 +137,5 @@ def execute_unit(store: RedisStatusStore, plan: StudyPlan, key: UnitKey, send: S
     else:
         # A redelivered unit must not race the first copy's task: its shell dies with this worker process.
         outcome = run_unit(plan, key, should_stop=_stop_checker(store), die_with_parent=True)
-    _, released = store.record(key, outcome)
-    release(store, released, send)
+    release(store, deps, record(store, deps, key, outcome), send)
     return outcome

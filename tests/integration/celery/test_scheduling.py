@@ -86,6 +86,7 @@ def test_many_units_through_expand_messages_and_a_wide_release(workers: WorkerPo
 
 
 def test_a_redelivered_unit_is_counted_once(redis_server: RedisFixture, tmp_path: Path) -> None:
+    from merlin_mdm.backends.celery.dependencies import RedisDependencies
     from merlin_mdm.status.model import UnitOutcome
     from merlin_mdm.status.redis_store import RedisStatusStore
 
@@ -104,17 +105,63 @@ def test_a_redelivered_unit_is_counted_once(redis_server: RedisFixture, tmp_path
     """))
     _, plan = create_workspace(load_spec(spec, {}), batch_size=2)
     store = RedisStatusStore(redis_server.client(), plan.workspace, plan)
+    deps = RedisDependencies(store.r, plan)
     store.register(plan)
     ok = UnitOutcome(2, 0, 0)
     assert store.start(UnitKey(0, 0), "h", 1.0) == 1
     assert store.start(UnitKey(0, 0), "h", 2.0) == 2  # redelivered while running: a second delivery
-    assert store.record(UnitKey(0, 0), ok) == (2, [])
-    assert store.record(UnitKey(0, 0), ok) == (-1, [])  # the redelivered message changes nothing
+    assert store.record(UnitKey(0, 0), ok) == 2
+    assert store.record(UnitKey(0, 0), ok) == -1  # the redelivered message changes nothing
+    assert store.unit_ok(UnitKey(0, 0)) is True and store.unit_ok(UnitKey(0, 1)) is None
+    assert deps.count(UnitKey(0, 0), True) == []
+    assert deps.count(UnitKey(0, 0), True) == []  # counted once: the funnel still waits for unit 1
     assert store.start(UnitKey(0, 0), "h", 3.0) == -1
-    left, released = store.record(UnitKey(0, 1), ok)
-    assert (left, released) == (1, [(UnitKey(1, 0), "")])
+    assert store.record(UnitKey(0, 1), ok) == 1
+    assert deps.count(UnitKey(0, 1), True) == [(UnitKey(1, 0), "")]
+    assert deps.count(UnitKey(0, 1), True) == []
+    assert deps.unsent_children(UnitKey(0, 1)) == [(UnitKey(1, 0), "")]  # released, not yet sent
+    deps.mark_sent([UnitKey(1, 0)])
+    assert deps.unsent_children(UnitKey(0, 1)) == []
     counts = {s.step: {k: v for k, v in s.counts.items() if v} for s in store.snapshot().steps}
     assert counts == {"a": {"finished": 4}, "funnel": {"queued": 1}}
+    store.close()
+
+
+def test_a_delivery_that_died_before_counting_is_completed_by_the_next(redis_server: RedisFixture,
+                                                                      tmp_path: Path) -> None:
+    from merlin_mdm.backends.celery.dependencies import RedisDependencies
+    from merlin_mdm.backends.celery.scheduling import Dispatch, execute_unit
+    from merlin_mdm.status.model import TaskFailure, TaskState, UnitOutcome
+    from merlin_mdm.status.redis_store import RedisStatusStore
+
+    np.save(tmp_path / "s.npy", np.arange(2).reshape(-1, 1))
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(textwrap.dedent("""
+        description: {name: died, description: died}
+        env: {variables: {OUTPUT_PATH: ./out}}
+        merlin:
+          samples: {file: s.npy, column_labels: [V]}
+        study:
+          - name: a
+            run: {cmd: "echo $(V)"}
+          - name: funnel
+            run: {cmd: "true", depends: [a]}
+          - name: last
+            run: {cmd: "true", depends: [funnel]}
+    """))
+    _, plan = create_workspace(load_spec(spec, {}), batch_size=2)
+    store = RedisStatusStore(redis_server.client(), plan.workspace, plan)
+    deps = RedisDependencies(store.r, plan)
+    store.register(plan)
+    failed = UnitOutcome(1, 1, 0, failures=(TaskFailure(1, TaskState.FAILED, 1, "exit 1", ""),))
+    store.start(UnitKey(0, 0), "h", 1.0)
+    store.record(UnitKey(0, 0), failed)  # ... and the worker dies before counting it at the funnel
+    sent: list[Dispatch] = []
+    assert execute_unit(store, deps, plan, UnitKey(0, 0), sent.append) is None  # the redelivery
+    assert sent == []  # the funnel is blocked by the failed parent: recorded as not run, never sent
+    counts = {s.step: {k: v for k, v in s.counts.items() if v} for s in store.snapshot().steps}
+    assert counts == {"a": {"finished": 1, "failed": 1}, "funnel": {"not_run": 1}, "last": {"not_run": 1}}
+    assert store.snapshot().state == "failed" and store.units_left() == 0
     store.close()
 
 
