@@ -84,12 +84,14 @@ def run(spec: Path, local: bool, variables: tuple[str, ...], samplesfile: Path |
 @click.command()
 @_spec_arg
 @_vars_opt
-def validate(spec: Path, variables: tuple[str, ...]) -> None:
+@click.option("--strict", is_flag=True, help="Treat warnings (e.g. an unknown $(TOKEN) like a known one) as errors.")
+def validate(spec: Path, variables: tuple[str, ...], strict: bool) -> None:
     """Check SPEC and print every problem at once, with file:line:col and a hint.
 
-    Exit code 0 when the spec is valid (warnings are printed), 2 otherwise.
+    Exit code 0 when the spec is valid (warnings are printed), 2 otherwise. A $(...) that is no token goes
+    to the shell unchanged, as in Maestro; one that looks like a misspelt token is a warning.
     """
-    loaded = load_spec(spec, parse_vars(variables))
+    loaded = load_spec(spec, parse_vars(variables), strict=strict)
     for warning in loaded.warnings:
         _echo_err(str(warning))
     s = loaded.spec

@@ -26,6 +26,7 @@ from merlin_mdm.spec.model import (
     StepRun,
     Worker,
 )
+from merlin_mdm.spec.tokens import resolve_ordered, substitute
 
 __all__ = [
     "EXIT_CODE_TOKENS",
@@ -88,15 +89,17 @@ def load_spec(
     overrides: Mapping[str, str] | None = None,
     batch_types: Iterable[str] = DEFAULT_BATCH_TYPES,
     transform: Callable[[Spec], Spec] | None = None,
+    strict: bool = False,
 ) -> LoadedSpec:
     """Load and validate the spec at ``path``; raises SpecError listing every problem.
 
     ``transform`` rewrites the built spec before the semantic checks, e.g. to take the parameters from a
-    Maestro parameter generator (so commands may use parameters the YAML does not define).
+    Maestro parameter generator (so commands may use parameters the YAML does not define). ``strict``
+    turns warnings (such as an unknown ``$(TOKEN)`` close to a known one) into errors.
     """
     path = Path(path)
     data = load_marked(path)
-    return _finish(data, path, path.read_text(encoding="utf-8"), overrides, batch_types, transform)
+    return _finish(data, path, path.read_text(encoding="utf-8"), overrides, batch_types, transform, strict)
 
 
 def load_spec_text(
@@ -105,21 +108,35 @@ def load_spec_text(
     overrides: Mapping[str, str] | None = None,
     batch_types: Iterable[str] = DEFAULT_BATCH_TYPES,
     transform: Callable[[Spec], Spec] | None = None,
+    strict: bool = False,
 ) -> LoadedSpec:
     """Like :func:`load_spec` for text already in memory (``path`` names it and sets SPECROOT)."""
     path = Path(path)
-    return _finish(load_marked_text(text, str(path)), path, text, overrides, batch_types, transform)
+    return _finish(load_marked_text(text, str(path)), path, text, overrides, batch_types, transform, strict)
 
 
-def _finish(data, path, text, overrides, batch_types, transform) -> LoadedSpec:  # type: ignore[no-untyped-def]
+def _finish(data, path, text, overrides, batch_types, transform, strict) -> LoadedSpec:  # type: ignore[no-untyped-def]
     issues = IssueCollector(str(path))
     spec = build_spec(data, path, issues)
     spec = _apply_overrides(spec, overrides or {}, issues)
+    spec = _resolve_name(spec)
     if transform is not None:
         spec = transform(spec)
     check_spec(spec, issues, batch_types)
+    if strict:
+        issues.promote_warnings()
     issues.raise_if_errors()
     return LoadedSpec(spec, tuple(issues.warnings), text)
+
+
+def _resolve_name(spec: Spec) -> Spec:
+    """``description.name: $(NAME)``: the study name with env variables (and --vars) filled in, as Merlin."""
+    name = spec.description.name
+    if "$(" not in name:
+        return spec
+    values = resolve_ordered(spec.env.variables, {"SPECROOT": str(spec.root)})
+    description = dataclasses.replace(spec.description, name=substitute(name, values))
+    return dataclasses.replace(spec, description=description)
 
 
 def _apply_overrides(spec: Spec, overrides: Mapping[str, str], issues: IssueCollector) -> Spec:

@@ -78,10 +78,7 @@ def _description(node: Any, issues: IssueCollector, where: Located | None) -> De
     reader.only(("name", "description"), "description")
     name = reader.text("name", required=True) or ""
     text = reader.text("description", required=True) or ""
-    if name and not all(c.isalnum() or c in "-_." for c in name):
-        issues.error(value_mark(reader.node, "name"), "description.name",
-                     "use only letters, digits, '-', '_' and '.' (the name becomes a directory)")
-    return Description(name, text)
+    return Description(name, text)  # checked once its $(VARIABLES) are resolved
 
 
 def _batch(node: Any, path: str, issues: IssueCollector, where: Located | None) -> BatchConfig | None:

@@ -12,7 +12,7 @@ from merlin_mdm.spec.loader import Located, MarkedDict, MarkedList
 from merlin_mdm.spec.model import Spec, Step
 from merlin_mdm.spec.tokens import LATE_TOKENS, STUDY_TOKENS, substitute, tokens_in
 
-__all__ = ["DEFAULT_BATCH_TYPES", "check_spec", "known_tokens", "parent_name"]
+__all__ = ["DEFAULT_BATCH_TYPES", "check_spec", "known_tokens", "parent_name", "unknown_token_message"]
 
 DEFAULT_BATCH_TYPES = ("local", "slurm", "lsf", "lsf-srun", "flux")
 
@@ -26,6 +26,7 @@ def parent_name(dep: str) -> tuple[str, bool]:
 
 def check_spec(spec: Spec, issues: IssueCollector, batch_types: Iterable[str] = DEFAULT_BATCH_TYPES) -> None:
     """Record every semantic problem of ``spec`` in ``issues``."""
+    _check_study_name(spec, issues)
     _check_step_names(spec, issues)
     _check_depends(spec, issues)
     _check_cycles(spec, issues)
@@ -64,6 +65,13 @@ def _located_steps(spec: Spec) -> list[_Located]:
     entries = [(i, e) for i, e in enumerate(study if isinstance(study, list) else [])
                if isinstance(e, MarkedDict) and isinstance(e.get("run"), MarkedDict)]
     return [_Located(i, step, node, node["run"]) for (i, node), step in zip(entries, spec.steps, strict=False)]
+
+
+def _check_study_name(spec: Spec, issues: IssueCollector) -> None:
+    name = spec.description.name
+    if name and not all(c.isalnum() or c in "-_." for c in name):
+        issues.error(value_mark(_node(spec, "description"), "name"), "description.name",
+                     f"'{name}': use only letters, digits, '-', '_' and '.' (the name becomes a directory)")
 
 
 def _check_step_names(spec: Spec, issues: IssueCollector) -> None:
@@ -182,23 +190,35 @@ def known_tokens(spec: Spec) -> set[str]:
     return known
 
 
+def unknown_token_message(token: str, known: Iterable[str]) -> str | None:
+    """Why an unknown ``$(token)`` deserves a warning, or None when it reads as a shell command.
+
+    As in Maestro, a ``$(...)`` that is no token goes to the shell unchanged (``$(pwd)``, ``$(nproc)``). One
+    close to a known token, or written in capitals like a variable, is most likely a typo or a missing --vars.
+    """
+    hint = did_you_mean(token, known)
+    if not hint and not token.isupper():
+        return None
+    return (f"$({token}) is not a defined token{hint}; the shell will run it as a command"
+            + ("" if hint else " (define it under env.variables or pass --vars)"))
+
+
+def _warn_unknown(issues: IssueCollector, where: Located, path: str, text: str, known: set[str]) -> None:
+    for token in dict.fromkeys(tokens_in(text)):
+        if token not in known and (message := unknown_token_message(token, known)):
+            issues.warn(where, path, message)
+
+
 def _check_tokens(spec: Spec, issues: IssueCollector) -> None:
     known = known_tokens(spec)
-    for name, value in (*spec.env.variables, *spec.env.labels):
-        section = "variables" if (name, value) in spec.env.variables else "labels"
-        env = spec.raw.get("env")
+    env = spec.raw.get("env")
+    for section, items in (("variables", spec.env.variables), ("labels", spec.env.labels)):
         block = env.get(section) if isinstance(env, MarkedDict) else None
-        for token in tokens_in(value):
-            if token not in known:
-                issues.error(value_mark(block, name), f"env.{section}.{name}",
-                             f"undefined token $({token}){did_you_mean(token, known)}")
+        for name, value in items:
+            _warn_unknown(issues, value_mark(block, name), f"env.{section}.{name}", value, known)
     for loc in _located_steps(spec):
         for key, text in (("cmd", loc.step.run.cmd), ("restart", loc.step.run.restart or "")):
-            for token in dict.fromkeys(tokens_in(text)):
-                if token not in known:
-                    issues.error(value_mark(loc.run, key), f"study[{loc.index}].run.{key}",
-                                 f"undefined token $({token}){did_you_mean(token, known)}; define it under "
-                                 "env.variables or pass --vars")
+            _warn_unknown(issues, value_mark(loc.run, key), f"study[{loc.index}].run.{key}", text, known)
 
 
 def _node(spec: Spec, *keys: str) -> object:
@@ -210,19 +230,20 @@ def _node(spec: Spec, *keys: str) -> object:
 
 
 def _check_other_tokens(spec: Spec, issues: IssueCollector) -> None:
-    """Tokens in env.sources, dependency paths and merlin.samples must be defined too."""
+    """Tokens in env.sources and merlin.samples.generate go to the shell too; paths and files must resolve."""
     known = known_tokens(spec)
-    fields: list[tuple[object, str | int, str, str]] = [
-        (_node(spec, "env", "sources"), i, f"env.sources[{i}]", text) for i, text in enumerate(spec.env.sources)
-    ]
+    for i, text in enumerate(spec.env.sources):
+        _warn_unknown(issues, value_mark(_node(spec, "env", "sources"), i), f"env.sources[{i}]", text, known)
+    if spec.samples is not None and spec.samples.generate_cmd:
+        _warn_unknown(issues, value_mark(_node(spec, "merlin", "samples", "generate"), "cmd"),
+                      "merlin.samples.generate.cmd", spec.samples.generate_cmd, known)
+    fields: list[tuple[object, str | int, str, str]] = []
     for kind in ("paths", "git"):
         deps = [d for d in spec.env.dependencies if d.kind == kind]
         fields += [(_node(spec, "env", "dependencies", kind), i, f"env.dependencies.{kind}[{i}]", d.path)
                    for i, d in enumerate(deps)]
     if spec.samples is not None:
         fields.append((_node(spec, "merlin", "samples"), "file", "merlin.samples.file", spec.samples.file))
-        fields.append((_node(spec, "merlin", "samples", "generate"), "cmd", "merlin.samples.generate.cmd",
-                       spec.samples.generate_cmd or ""))
     for node, key, path, text in fields:
         for token in dict.fromkeys(tokens_in(text)):
             if token not in known:

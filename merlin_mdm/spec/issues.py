@@ -49,6 +49,10 @@ class IssueCollector:
         """Record a warning (reported, does not stop a run)."""
         self.issues.append(SpecIssue(self.filename, where[0], where[1], path, message, "warning"))
 
+    def promote_warnings(self) -> None:
+        """Strict mode: every warning counts as an error."""
+        self.issues = [SpecIssue(i.file, i.line, i.column, i.path, i.message) for i in self.issues]
+
     @property
     def errors(self) -> list[SpecIssue]:
         """Only the errors."""

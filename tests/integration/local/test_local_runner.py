@@ -236,7 +236,7 @@ def test_invalid_spec_leaves_no_workspace_and_exits_2(write_spec, tmp_path: Path
     result = merlin("run", str(spec), "--local", cwd=tmp_path)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    assert "undefined token $(UNDEFINED)" in result.stderr and "unknown step 'b'" in result.stderr
+    assert "unknown step 'b'" in result.stderr
     assert not (tmp_path / "out").exists()
 
 

@@ -2,6 +2,7 @@
 
 Each ``NAME.yaml`` is paired with ``NAME.expected``: one line per reported issue, in the order reported,
 as ``NAME.yaml:line:col: yaml.path: message``. ``<SPECDIR>`` stands for the folder holding the spec.
+They are loaded in strict mode (`validate --strict`), so warnings count as errors too.
 """
 
 from __future__ import annotations
@@ -37,14 +38,14 @@ def test_every_bad_spec_has_an_expected_file() -> None:
 def test_bad_spec_reports_expected_issues(case: Path) -> None:
     expected = case.with_suffix(".expected").read_text(encoding="utf-8").splitlines()
     with pytest.raises(SpecError) as info:
-        load_spec(case)
+        load_spec(case, strict=True)
     assert [_render(issue) for issue in info.value.issues] == expected
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.stem for c in CASES])
 def test_issues_are_sorted_by_position(case: Path) -> None:
     with pytest.raises(SpecError) as info:
-        load_spec(case)
+        load_spec(case, strict=True)
     positions = [(i.line, i.column) for i in info.value.issues]
     assert positions == sorted(positions)
     assert all(issue.line > 0 and issue.column > 0 for issue in info.value.issues)  # every issue is located
@@ -52,7 +53,7 @@ def test_issues_are_sorted_by_position(case: Path) -> None:
 
 def test_many_errors_are_all_reported_at_once() -> None:
     with pytest.raises(SpecError) as info:
-        load_spec(INVALID / "many_errors.yaml")
+        load_spec(INVALID / "many_errors.yaml", strict=True)
     paths = [issue.path for issue in info.value.issues]
     assert paths == [
         "batch.type", "global.parameters.LR.label", "global.parameters.SEED", "study[0].run.cmd",
@@ -91,7 +92,7 @@ def test_odd_yaml_is_a_spec_error_not_a_traceback(text: str) -> None:
 
 def test_cli_validate_prints_every_error_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
-        main(["validate", str(INVALID / "many_errors.yaml")])
+        main(["validate", "--strict", str(INVALID / "many_errors.yaml")])
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("Error: 7 problems in the spec:")
@@ -102,7 +103,7 @@ def test_cli_validate_prints_every_error_and_exits_2(capsys: pytest.CaptureFixtu
 @pytest.mark.parametrize("case", CASES, ids=[c.stem for c in CASES])
 def test_cli_validate_never_tracebacks(case: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
-        main(["validate", str(case)])
+        main(["validate", "--strict", str(case)])
     assert info.value.code == 2
     assert capsys.readouterr().err.startswith("Error: ")
 
@@ -113,3 +114,14 @@ def test_cli_group_renders_spec_errors_with_exit_code_2() -> None:
     assert result.exit_code == 2
     assert result.output.startswith("Error: ")
     assert "dependency cycle: a -> b -> c -> a" in result.output
+
+
+def test_unknown_tokens_are_warnings_without_strict(capsys: pytest.CaptureFixture[str]) -> None:
+    loaded = load_spec(INVALID / "undefined_tokens.yaml")
+    assert [w.path for w in loaded.warnings] == [
+        "env.variables.DATA", "env.labels.LOG", "study[0].run.cmd", "study[0].run.restart"]
+    with pytest.raises(SystemExit) as info:
+        main(["validate", str(INVALID / "undefined_tokens.yaml")])
+    assert info.value.code == 0
+    err = capsys.readouterr().err
+    assert "warning: $(SEEED) is not a defined token (did you mean 'SEED'?)" in err

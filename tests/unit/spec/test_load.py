@@ -145,9 +145,25 @@ def test_vars_override_and_warn_about_new_ones() -> None:
 
 def test_vars_can_define_an_otherwise_undefined_token() -> None:
     text = MINIMAL.replace("echo $(N)", "echo $(MISSING)")
-    with pytest.raises(SpecError, match=r"undefined token \$\(MISSING\)"):
-        load_spec_text(text, "x.yaml")
-    assert load_spec_text(text, "x.yaml", overrides={"MISSING": "1"}).spec.steps
+    with pytest.raises(SpecError, match=r"\$\(MISSING\) is not a defined token"):
+        load_spec_text(text, "x.yaml", strict=True)
+    assert [w.path for w in load_spec_text(text, "x.yaml").warnings] == ["study[0].run.cmd"]
+    loaded = load_spec_text(text, "x.yaml", overrides={"MISSING": "1"})
+    assert [w.path for w in loaded.warnings] == ["env.variables"]  # only: --vars adds a variable
+
+
+@pytest.mark.parametrize("cmd", ["echo $(pwd)", "make -j $(nproc)", "echo $(basename $(pwd))", "x=$(date +%s)"])
+def test_shell_command_substitutions_pass_without_warnings(cmd: str) -> None:
+    loaded = load_spec_text(MINIMAL.replace("echo $(N)", f"'{cmd}'"), "x.yaml", strict=True)
+    assert loaded.spec.steps[0].run.cmd == cmd and not loaded.warnings
+
+
+def test_study_name_from_a_variable_and_from_vars() -> None:
+    text = MINIMAL.replace("name: tiny", "name: $(NAME)").replace("N: 3", "N: 3\n    NAME: demo")
+    assert load_spec_text(text, "x.yaml").spec.description.name == "demo"
+    assert load_spec_text(text, "x.yaml", overrides={"NAME": "other"}).spec.description.name == "other"
+    with pytest.raises(SpecError, match=r"description.name: 'a b': use only letters"):
+        load_spec_text(text, "x.yaml", overrides={"NAME": "a b"})
 
 
 def test_parse_vars() -> None:
