@@ -6,6 +6,7 @@ The tree::
     ├── UsageError            exit code 2: bad command-line use
     ├── SpecError             exit code 2: one or more problems in a study spec, each with a location
     ├── WorkspaceError        a workspace is missing, corrupt or in use
+    ├── Interrupted           exit code 128+signal: SIGTERM, SIGINT, SIGHUP or the early-warning signal arrived
     ├── StatusError           the status store cannot be read or written
     ├── BackendError          a task backend (local pool, Celery) cannot do its job
     │   └── BrokerError       the broker is unreachable, refuses the password, ...
@@ -19,12 +20,14 @@ The CLI catches :class:`MerlinMdmError` only, prints ``Error: <message>`` to std
 
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass
 
 __all__ = [
     "BackendError",
     "BatchError",
     "BrokerError",
+    "Interrupted",
     "MdmError",
     "MerlinMdmError",
     "ResultsError",
@@ -91,6 +94,15 @@ class SpecError(MerlinMdmError):
 
 class WorkspaceError(MerlinMdmError):
     """A study workspace is missing, incomplete or not a workspace."""
+
+
+class Interrupted(MerlinMdmError):
+    """A signal asked the command to stop; it exits with 128 + the signal number, like a shell."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        self.exit_code = 128 + signum
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
 
 
 class StatusError(MerlinMdmError):

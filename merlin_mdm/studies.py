@@ -10,9 +10,12 @@ from pathlib import Path
 from merlin_mdm.backends import get_backend
 from merlin_mdm.backends.base import RunOptions, RunReport
 from merlin_mdm.backends.dryrun import write_scripts
-from merlin_mdm.errors import WorkspaceError
+from merlin_mdm.backends.execution import count_done
+from merlin_mdm.errors import StatusError, WorkspaceError
 from merlin_mdm.spec import LoadedSpec, Spec, load_spec, with_samples_file
 from merlin_mdm.status.model import StudySnapshot
+from merlin_mdm.status.store import StatusStore
+from merlin_mdm.study.lock import LOCK_FILE, LockHolder, WorkspaceLock
 from merlin_mdm.study.pgen import apply_pgen
 from merlin_mdm.study.plan import StudyPlan
 from merlin_mdm.study.workspace import Workspace, create_workspace, output_path
@@ -62,15 +65,22 @@ def start_study(request: StudyRequest, options: RunOptions) -> tuple[Workspace, 
     if request.dry:
         write_scripts(plan)
         return ws, None
-    return ws, backend.launch(ws, plan, options)
+    with WorkspaceLock(ws.info, "run") as lock:
+        lock.acquire()
+        return ws, backend.launch(ws, plan, options)
 
 
-def restart_study(path: Path, options: RunOptions) -> tuple[Workspace, RunReport]:
-    """Resume a study: every task without its done-marker runs again, finished ones are skipped."""
+def restart_study(path: Path, options: RunOptions, wait: bool = False) -> tuple[Workspace, RunReport]:
+    """Resume a study: every task without its done-marker runs again, finished ones are skipped.
+
+    One runner per study: a workspace another runner holds is refused (naming it), or awaited with ``wait``.
+    """
     ws = Workspace.find(path)
     plan = ws.load_plan()
     backend = get_backend(_backend_name(ws))
-    return ws, backend.launch(ws, plan, dataclasses.replace(options, resume=True))
+    with WorkspaceLock(ws.info, "restart") as lock:
+        lock.acquire(wait)
+        return ws, backend.launch(ws, plan, dataclasses.replace(options, resume=True))
 
 
 def _backend_name(ws: Workspace) -> str:
@@ -94,10 +104,38 @@ def find_workspace(target: Path) -> Workspace:
 
 
 def study_status(target: Path) -> StudySnapshot:
-    """Where the study stands, read from its backend's status store (never by walking the workspace)."""
+    """Where the study stands, read from its backend's status store (never by walking the workspace).
+
+    A local study recorded as running whose runner is gone (it holds no lock any more, whatever killed it) is
+    recorded as interrupted first: its units in flight go back to queued with their done-markers counted.
+    """
     ws = find_workspace(target)
-    store = get_backend(_backend_name(ws)).status_store(ws)
+    name = _backend_name(ws)
+    if name == "local" and not ws.status_path.exists():
+        raise StatusError(f"no status database in {ws.info}: the study was never started (or it was deleted)")
+    store = get_backend(name).status_store(ws)
     try:
+        if name == "local" and store.snapshot().state == "running":
+            _record_dead_runner(ws, store)
         return store.snapshot()
     finally:
         store.close()
+
+
+def _record_dead_runner(ws: Workspace, store: StatusStore) -> None:
+    holder = LockHolder.read(ws.info / LOCK_FILE)
+    lock = WorkspaceLock(ws.info, "status")
+    try:
+        lock.acquire(tries=1)
+    except WorkspaceError:
+        return  # a live runner holds the study
+    try:
+        if store.snapshot().state != "running":
+            return
+        plan = ws.load_plan()
+        store.requeue({key: count_done(plan, key) for key in store.units_in_flight()})
+        who = f"the runner {holder}" if holder else "the runner"
+        store.set_state("interrupted", f"{who} is gone without recording an end (killed?); "
+                                       "`merlin-mdm restart` resumes")
+    finally:
+        lock.release()

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from merlin_mdm.errors import UsageError
+from merlin_mdm.signals import SignalWatch
 from merlin_mdm.status.model import StudySnapshot
 from merlin_mdm.status.store import StatusStore
 from merlin_mdm.study.plan import StudyPlan
@@ -24,6 +25,8 @@ class RunOptions:
     resume: bool = False  # skip units already finished (merlin-mdm restart)
     progress: bool = False  # show a progress bar on stderr
     on_event: Callable[[str], None] | None = None  # receives one-line messages for the user
+    signals: SignalWatch | None = None  # stop signals: the runner polls it and winds down when one arrives
+    grace: float = 10.0  # seconds running tasks get to finish after a stop signal, before they are killed
 
 
 @dataclass(frozen=True)
@@ -33,10 +36,13 @@ class RunReport:
     state: str  # finished | failed | stopped | interrupted | queued
     snapshot: StudySnapshot
     message: str = ""
+    signal: int = 0  # the stop signal that interrupted the run, 0 when none
 
     @property
     def exit_code(self) -> int:
-        """0 when nothing failed or was left unrun (a queued study counts as success)."""
+        """0 when nothing failed or was left unrun (a queued study counts as success); 128+signal if stopped by one."""
+        if self.signal:
+            return 128 + self.signal
         if self.state in ("finished", "queued"):
             return 0
         if self.state == "stopped" and self.snapshot.count_failed == 0:

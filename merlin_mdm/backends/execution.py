@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import functools
 import os
 import shutil
@@ -28,18 +29,24 @@ from merlin_mdm.study.plan import NO_SAMPLE, StepInstance, StudyPlan, UnitKey
 __all__ = [
     "DONE_MARKER",
     "TaskResult",
+    "count_done",
+    "kill_current_group",
+    "os_error_reason",
     "run_task",
     "run_unit",
     "task_dir",
     "task_env",
     "task_tokens",
     "terminate_current",
+    "unit_failure",
     "walltime_seconds",
+    "watch_tasks",
     "write_script",
 ]
 
 DONE_MARKER = "MERLIN_FINISHED"
 _current: subprocess.Popen[bytes] | None = None
+_watcher: Callable[[int], None] | None = None  # told the process group of each task as it starts (0 at its end)
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,24 @@ def terminate_current(signum: int = signal.SIGTERM) -> None:
     if proc is not None and proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signum)
+
+
+def kill_current_group(grace: float = 2.0) -> None:
+    """SIGTERM the running task's process group, then SIGKILL whatever of it is left after ``grace`` s."""
+    proc = _current
+    if proc is None:
+        return
+    terminate_current(signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=grace)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)  # the shell may be gone while a child it started is not
+
+
+def watch_tasks(watcher: Callable[[int], None] | None) -> None:
+    """Have ``watcher`` told the process-group id of each task this process starts (and 0 when it ends)."""
+    global _watcher
+    _watcher = watcher
 
 
 def walltime_seconds(text: str | None) -> float | None:
@@ -121,6 +146,8 @@ def _run_script(shell: str, script: Path, directory: Path, name: str, env: dict[
         proc = subprocess.Popen(argv, cwd=directory, stdout=out, stderr=err, env=env,
                                 stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=preexec)
         _current = proc
+        if _watcher is not None:
+            _watcher(proc.pid)
         try:
             return proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -129,6 +156,8 @@ def _run_script(shell: str, script: Path, directory: Path, name: str, env: dict[
             return -signal.SIGKILL
         finally:
             _current = None
+            if _watcher is not None:
+                _watcher(0)
 
 
 def write_script(path: Path, text: str, sources: tuple[str, ...] = ()) -> None:
@@ -140,15 +169,36 @@ def write_script(path: Path, text: str, sources: tuple[str, ...] = ()) -> None:
 
 def run_task(plan: StudyPlan, inst: StepInstance, sample: int, env: dict[str, str],
              die_with_parent: bool = False) -> TaskResult:
-    """Run one task to its end, following the exit-code protocol; skip it when its done-marker exists."""
+    """Run one task to its end, following the exit-code protocol; skip it when its done-marker exists.
+
+    An OS error (a full disk, a refused permission, a name too long, a missing shell) fails the task with
+    the error's message; it never escapes to the worker.
+    """
     directory = task_dir(plan, inst, sample)
-    if (directory / DONE_MARKER).exists():
-        return TaskResult(TaskState.FINISHED, 0, 0, "already finished")
-    directory.mkdir(parents=True, exist_ok=True)
+    log = str(directory / f"{inst.step}.err")
+    try:
+        if (directory / DONE_MARKER).exists():
+            return TaskResult(TaskState.FINISHED, 0, 0, "already finished")
+        directory.mkdir(parents=True, exist_ok=True)
+        rc, restarts = _attempts(plan, inst, sample, directory, env, die_with_parent)
+    except OSError as exc:
+        return TaskResult(TaskState.FAILED, None, 0, os_error_reason(exc), log)
+    return _finish(directory, rc, restarts, log)
+
+
+def os_error_reason(exc: OSError) -> str:
+    """One line naming an OS error, e.g. `OS error ENOSPC (No space left on device): /path`."""
+    code = errno.errorcode.get(exc.errno or 0, "")
+    where = f": {exc.filename}" if exc.filename else ""
+    return f"OS error {code} ({exc.strerror or exc}){where}".replace(" ()", "")
+
+
+def _attempts(plan: StudyPlan, inst: StepInstance, sample: int, directory: Path, env: dict[str, str],
+              die_with_parent: bool) -> tuple[int, int]:
+    """Run the task's script, then its restart/retry attempts; (last exit code, extra attempts)."""
     tokens = task_tokens(plan, sample, directory)
     script = directory / f"{inst.step}.sh"
     write_script(script, substitute(inst.cmd, tokens), inst.sources)
-    log = str(directory / f"{inst.step}.err")
     timeout = walltime_seconds(inst.walltime)
     restarts = 0
     current = script
@@ -163,12 +213,16 @@ def run_task(plan: StudyPlan, inst: StepInstance, sample: int, env: dict[str, st
                 current = directory / f"{inst.step}.restart.sh"
                 write_script(current, substitute(inst.restart, tokens), inst.sources)
             continue
-        return _finish(directory, rc, restarts, log)
+        return rc, restarts
 
 
 def _finish(directory: Path, rc: int, restarts: int, log: str) -> TaskResult:
     if rc in (ExitCode.SUCCESS, ExitCode.STOP_WORKERS):
-        (directory / DONE_MARKER).touch()
+        try:
+            (directory / DONE_MARKER).touch()
+        except OSError as exc:  # without its marker the task is not done: it must run again
+            reason = f"exited with {rc} but its done-marker could not be written, so it is not done: "
+            return TaskResult(TaskState.FAILED, rc, restarts, reason + os_error_reason(exc), log)
         stop = "stop_workers" if rc == ExitCode.STOP_WORKERS else None
         return TaskResult(TaskState.FINISHED, rc, restarts, stop=stop)
     if rc in (ExitCode.RESTART, ExitCode.RETRY):
@@ -207,6 +261,36 @@ def task_env(plan: StudyPlan, inst: StepInstance) -> dict[str, str]:
             "MERLIN_MDM_PARAM_LABELS": inst.labels, "MERLIN_MDM_WORKSPACE": plan.workspace}
 
 
+def _run_sample(plan: StudyPlan, inst: StepInstance, sample: int, env: dict[str, str],
+                die_with_parent: bool) -> TaskResult:
+    try:
+        missing = _aligned_parent_missing(plan, inst, sample) if inst.uses_samples else None
+    except OSError as exc:
+        return TaskResult(TaskState.FAILED, None, 0, os_error_reason(exc))
+    if missing:
+        return TaskResult(TaskState.NOT_RUN, None, 0, missing)
+    return run_task(plan, inst, sample, env, die_with_parent)
+
+
+def count_done(plan: StudyPlan, key: UnitKey) -> int:
+    """Tasks of ``key`` whose done-marker exists: the truth an interrupted unit is recorded with."""
+    inst = plan.instances[key.instance]
+    done = 0
+    for sample in plan.unit_samples(key):
+        with contextlib.suppress(OSError):
+            done += (task_dir(plan, inst, sample) / DONE_MARKER).exists()
+    return done
+
+
+def unit_failure(plan: StudyPlan, key: UnitKey, reason: str) -> UnitOutcome:
+    """The outcome of a unit that could not run at all: its finished tasks count, every other one failed."""
+    samples = plan.unit_samples(key)
+    done = count_done(plan, key)
+    failure = TaskFailure(samples[0], TaskState.FAILED, None, reason, "")
+    now = time.time()
+    return UnitOutcome(done, len(samples) - done, 0, 0, now, now, socket.gethostname(), (failure,))
+
+
 def run_unit(plan: StudyPlan, key: UnitKey, should_stop: Callable[[], bool] = lambda: False,
              die_with_parent: bool = False) -> UnitOutcome:
     """Run every task of ``key``; tasks after a stop request are reported as not run.
@@ -221,13 +305,10 @@ def run_unit(plan: StudyPlan, key: UnitKey, should_stop: Callable[[], bool] = la
     restarts = 0
     stop: str | None = None
     for sample in plan.unit_samples(key):
-        missing = _aligned_parent_missing(plan, inst, sample) if inst.uses_samples else None
         if stop == "hard_fail" or should_stop():
             result = TaskResult(TaskState.NOT_RUN, None, 0, "the study was stopped")
-        elif missing:
-            result = TaskResult(TaskState.NOT_RUN, None, 0, missing)
         else:
-            result = run_task(plan, inst, sample, env, die_with_parent)
+            result = _run_sample(plan, inst, sample, env, die_with_parent)
         counts[result.state] += 1
         restarts += result.restarts
         stop = stop or result.stop

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections import deque
 from contextlib import AbstractContextManager, nullcontext
@@ -10,6 +11,7 @@ from typing import Any
 
 from merlin_mdm.backends.base import Backend, RunOptions, RunReport, register_backend
 from merlin_mdm.backends.dependencies import DependencyTracker, Release
+from merlin_mdm.backends.execution import count_done
 from merlin_mdm.backends.worker_pool import Finished, Lost, WorkerPool
 from merlin_mdm.status.model import TaskFailure, TaskState, UnitOutcome
 from merlin_mdm.status.sqlite_store import SqliteStatusStore
@@ -20,6 +22,7 @@ from merlin_mdm.study.workspace import Workspace
 __all__ = ["LocalBackend"]
 
 MAX_LOST = 2  # a unit whose worker process dies is resubmitted this many times, then recorded as failed
+POLL_SECONDS = 0.2  # how soon the scheduler notices a stop signal while every worker is busy
 
 
 @register_backend
@@ -54,40 +57,50 @@ class _Scheduler:
         self.stop_reason: str | None = None
         self.stop_kind = ""
         self.done_tasks = 0
+        self.in_flight: set[UnitKey] = set()
         self._bar_task: Any = None
 
     def run(self) -> RunReport:
         self.store.register(self.plan)
-        done = self.store.finished_units() if self.options.resume else set()
         if self.options.resume:
-            self.store.reset_unfinished()
+            self._requeue(self.store.unfinished_units())
+        done = self.store.finished_units() if self.options.resume else set()
         tracker = DependencyTracker(self.plan, done)
         ready: deque[Release] = deque(Release(k) for k in tracker.initial())
         self.done_tasks = sum(len(self.plan.unit_samples(k)) for k in done)
         self.store.set_state("running")
         pool = WorkerPool(self.plan, self.workers)
+        watch = self.options.signals
         try:
-            with self._progress() as bar:
+            with self._progress() as bar, watch.deferred() if watch else nullcontext():
                 self._loop(pool, tracker, ready, bar)
-        except KeyboardInterrupt:
-            pool.shutdown(interrupt=True)
-            self.store.set_state("interrupted", "stopped by Ctrl-C; `merlin-mdm restart` resumes")
-            return RunReport("interrupted", self.store.snapshot(), "interrupted: resume with merlin-mdm restart")
+                if watch is not None and watch.received:
+                    return self._interrupt(pool, watch.received)
+        except KeyboardInterrupt:  # only without a SignalWatch (library use)
+            return self._interrupt(pool, signal.SIGINT)
         pool.shutdown()
         return self._finish(tracker)
 
+    def _signalled(self) -> int:
+        watch = self.options.signals
+        return watch.count if watch is not None else 0
+
     def _loop(self, pool: WorkerPool, tracker: DependencyTracker, ready: deque[Release], bar: Any) -> None:
-        while ready or pool.busy():
+        # With a signal watch the wait wakes up a few times a second to notice a stop signal.
+        timeout = POLL_SECONDS if self.options.signals is not None else None
+        while (ready or pool.busy()) and not self._signalled():
             while ready and pool.idle():
                 release = ready.popleft()
                 if release.blocked or self.stop_reason:
                     self._not_run(release, tracker, ready)
                     continue
                 self.store.unit_started(release.key, "", time.time())
+                self.in_flight.add(release.key)
                 pool.submit(release.key)
             if not pool.busy():
                 continue
-            for event in pool.next_event(timeout=None):
+            for event in pool.next_event(timeout=timeout):
+                self.in_flight.discard(event.key)
                 outcome = self._outcome(event, pool, ready)
                 if outcome is None:
                     continue
@@ -97,6 +110,29 @@ class _Scheduler:
                 if outcome.stop and not self.stop_reason:
                     self._request_stop(key, outcome, pool)
                 ready.extend(tracker.complete(key, outcome.ok, self.plan.instances[key.instance].name))
+
+    def _interrupt(self, pool: WorkerPool, signum: int) -> RunReport:
+        """Take no more work, give running tasks the grace period, then stop them; record them as queued."""
+        name = signal.Signals(signum).name
+        grace = self.options.grace if signum != signal.SIGINT or self._signalled() < 2 else 0.0
+        if pool.busy():
+            self._say(f"{name}: no new work; running tasks have {grace:g} s to finish (send it again to stop now)")
+        pool.request_stop()  # a running unit starts none of its remaining tasks
+        deadline = time.monotonic() + grace
+        while pool.busy() and self._signalled() < 2 and time.monotonic() < deadline:
+            for event in pool.next_event(timeout=min(POLL_SECONDS, max(0.0, deadline - time.monotonic()))):
+                if isinstance(event, Finished) and event.outcome.ok:
+                    self.in_flight.discard(event.key)
+                    self.store.unit_finished(event.key, event.outcome)
+        pool.shutdown(interrupt=True)
+        self._requeue(sorted(self.in_flight))
+        message = f"stopped by {name}; `merlin-mdm restart` resumes"
+        self.store.set_state("interrupted", message)
+        return RunReport("interrupted", self.store.snapshot(), message, signal=signum)
+
+    def _requeue(self, keys: list[UnitKey]) -> None:
+        """Units that did not end go back to queued, counting the tasks whose done-marker exists."""
+        self.store.requeue({key: count_done(self.plan, key) for key in keys})
 
     def _not_run(self, release: Release, tracker: DependencyTracker, ready: deque[Release]) -> None:
         self.store.units_not_run([release.key], release.blocked or self.stop_reason or "")

@@ -11,11 +11,13 @@ import contextlib
 import multiprocessing as mp
 import os
 import signal
+import traceback
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from merlin_mdm.backends.execution import run_unit, terminate_current
+from merlin_mdm.backends.execution import kill_current_group, run_unit, unit_failure, watch_tasks
+from merlin_mdm.signals import parent_death_signal
 from merlin_mdm.status.model import UnitOutcome
 from merlin_mdm.study.plan import StudyPlan, UnitKey
 
@@ -38,14 +40,20 @@ class Lost:
     pid: int
 
 
-def _worker_main(plan: StudyPlan, stop: Any, conn: Connection) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the scheduler decides what Ctrl-C does
+def _worker_main(plan: StudyPlan, stop: Any, conn: Connection, slot: Any, parent: int) -> None:
+    # Its own process group: a Ctrl-C or hangup meant for the runner does not reach the worker or its tasks;
+    # the runner decides. The worker dies with its runner, and takes its running task with it.
+    os.setpgid(0, 0)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
     def on_term(signum: int, frame: object) -> None:
-        terminate_current()
-        os._exit(143)
+        kill_current_group()
+        os._exit(128 + signum)
 
     signal.signal(signal.SIGTERM, on_term)
+    parent_death_signal(signal.SIGTERM, parent)
+    watch_tasks(lambda pgid: setattr(slot, "value", pgid))
     while True:
         try:
             message = conn.recv()
@@ -54,13 +62,22 @@ def _worker_main(plan: StudyPlan, stop: Any, conn: Connection) -> None:
         if message is None:
             return
         key = UnitKey(*message)
-        conn.send((key.instance, key.unit, run_unit(plan, key, should_stop=stop.is_set)))
+        try:
+            outcome = run_unit(plan, key, should_stop=stop.is_set)
+        except Exception as exc:  # a bug, not bad input: record it as the unit's failure, keep the traceback
+            traceback.print_exc()
+            outcome = unit_failure(plan, key, f"internal error: {type(exc).__name__}: {exc}")
+        try:
+            conn.send((key.instance, key.unit, outcome))
+        except OSError:
+            return
 
 
 @dataclass
 class _Worker:
     process: Any  # multiprocessing Process
     conn: Connection
+    slot: Any  # shared int: the process group of the task the worker runs now (0 when none)
     current: UnitKey | None = None
 
 
@@ -75,10 +92,12 @@ class WorkerPool:
 
     def _spawn(self) -> _Worker:
         parent, child = self.ctx.Pipe()
-        process = self.ctx.Process(target=_worker_main, args=(self.plan, self.stop, child), daemon=True)
+        slot = self.ctx.RawValue("i", 0)
+        process = self.ctx.Process(target=_worker_main, args=(self.plan, self.stop, child, slot, os.getpid()),
+                                   daemon=True)
         process.start()
         child.close()
-        return _Worker(process, parent)
+        return _Worker(process, parent, slot)
 
     def idle(self) -> int:
         """Workers with nothing to do."""
@@ -116,6 +135,9 @@ class WorkerPool:
         except (EOFError, OSError):
             pass
         worker.process.join(timeout=5)
+        if worker.slot.value:  # the task the dead worker was running must not outlive it
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(worker.slot.value, signal.SIGKILL)
         pid = worker.process.pid or 0
         worker.conn.close()
         worker.current = None
@@ -136,6 +158,9 @@ class WorkerPool:
             if worker.process.is_alive():
                 worker.process.kill()
                 worker.process.join(timeout=grace)
+                if worker.slot.value:
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(worker.slot.value, signal.SIGKILL)
             worker.conn.close()
 
     def request_stop(self) -> None:

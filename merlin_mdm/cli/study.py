@@ -9,6 +9,7 @@ import click
 from rich.console import Console
 
 from merlin_mdm.backends.base import RunOptions, RunReport
+from merlin_mdm.signals import parse_signal, watch_signals
 from merlin_mdm.spec import load_spec, parse_vars
 from merlin_mdm.status.render import render_table, stderr_console, to_json
 from merlin_mdm.studies import StudyRequest, restart_study, start_study, study_status
@@ -19,6 +20,15 @@ __all__ = ["restart", "run", "status", "validate"]
 _spec_arg = click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
 _vars_opt = click.option("--vars", "variables", multiple=True, metavar="KEY=VALUE",
                          help="Override (or add) an env variable; repeatable.")
+
+
+_grace_opt = click.option(
+    "--grace", default=10.0, show_default=True, type=click.FloatRange(0), envvar="MERLIN_MDM_GRACE",
+    help="Seconds running tasks get to finish after SIGTERM/SIGINT/SIGHUP or --signal, before they are killed "
+         "[env MERLIN_MDM_GRACE].")
+_signal_opt = click.option(
+    "--signal", "early_signal", metavar="SIG", envvar="MERLIN_MDM_SIGNAL",
+    help="Also wind down on this signal, e.g. USR1 for Slurm's `--signal=USR1@120` [env MERLIN_MDM_SIGNAL].")
 
 
 def _echo_err(message: str) -> None:
@@ -49,9 +59,11 @@ def _report(report: RunReport, as_json: bool) -> None:
 @click.option("--dry", is_flag=True, help="Write the workspace and every task's script; run nothing.")
 @click.option("--no-progress", is_flag=True, help="Do not show a progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final status as JSON on stdout.")
+@_grace_opt
+@_signal_opt
 def run(spec: Path, local: bool, variables: tuple[str, ...], samplesfile: Path | None, pgen: Path | None,
         pargs: tuple[str, ...], workers: int | None, batch_size: int, dry: bool, no_progress: bool,
-        as_json: bool) -> None:
+        as_json: bool, grace: float, early_signal: str | None) -> None:
     """Expand SPEC into its tasks and run them (--local) or queue them on the Redis broker.
 
     \b
@@ -61,13 +73,16 @@ def run(spec: Path, local: bool, variables: tuple[str, ...], samplesfile: Path |
       merlin-mdm run study.yaml                       queue for `merlin-mdm run-workers`
       merlin-mdm run study.yaml --dry                 write the scripts, run nothing
 
-    The exit code is 0 when every task finished and 1 when any failed or did not run.
+    The exit code is 0 when every task finished and 1 when any failed or did not run. On SIGTERM, SIGINT,
+    SIGHUP (or --signal) no new task starts, running ones get --grace seconds, and the exit code is
+    128+signal; `merlin-mdm restart` resumes.
     """
     request = StudyRequest(spec, parse_vars(variables), samplesfile, pgen, parse_pargs(pargs),
                            "local" if local else "celery", batch_size, dry)
-    options = RunOptions(workers, progress=not no_progress and not as_json and sys.stderr.isatty(),
-                         on_event=_echo_err)
-    ws, report = start_study(request, options)
+    with watch_signals(parse_signal(early_signal)) as watch:
+        options = RunOptions(workers, progress=not no_progress and not as_json and sys.stderr.isatty(),
+                             on_event=_echo_err, signals=watch, grace=grace)
+        ws, report = start_study(request, options)
     _echo_err(f"workspace: {ws.root}")
     if report is None:
         if not local:
@@ -119,11 +134,20 @@ def status(target: Path, as_json: bool) -> None:
 @click.option("--workers", type=click.IntRange(1), help="Local worker processes [default: CPU cores].")
 @click.option("--no-progress", is_flag=True, help="Do not show a progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final status as JSON on stdout.")
-def restart(workspace: Path, workers: int | None, no_progress: bool, as_json: bool) -> None:
-    """Resume the study in WORKSPACE: finished tasks are skipped, the rest run again."""
-    options = RunOptions(workers, progress=not no_progress and not as_json and sys.stderr.isatty(),
-                         on_event=_echo_err)
-    ws, report = restart_study(workspace, options)
+@click.option("--wait", is_flag=True, help="When another runner holds the study, wait for it to end.")
+@_grace_opt
+@_signal_opt
+def restart(workspace: Path, workers: int | None, no_progress: bool, as_json: bool, wait: bool, grace: float,
+            early_signal: str | None) -> None:
+    """Resume the study in WORKSPACE: finished tasks are skipped, the rest run again.
+
+    One runner per study: while another `run` or `restart` holds it, this one is refused (naming its pid and
+    host), or waits with --wait. Signals are handled as by `run`.
+    """
+    with watch_signals(parse_signal(early_signal)) as watch:
+        options = RunOptions(workers, progress=not no_progress and not as_json and sys.stderr.isatty(),
+                             on_event=_echo_err, signals=watch, grace=grace)
+        ws, report = restart_study(workspace, options, wait)
     _echo_err(f"workspace: {ws.root}")
     _report(report, as_json)
     sys.exit(report.exit_code)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from merlin_mdm.errors import StatusError
@@ -119,6 +119,28 @@ class SqliteStatusStore(StatusStore):
                  "(SELECT instance, unit FROM units WHERE state='queued')")
         return keys
 
+    def unfinished_units(self) -> list[UnitKey]:
+        rows = self.db.execute("SELECT instance, unit FROM units WHERE NOT (state='done' AND finished=n)")
+        return [UnitKey(i, u) for i, u in rows]
+
+    def units_in_flight(self) -> list[UnitKey]:
+        rows = self.db.execute("SELECT instance, unit FROM units WHERE state IN ('running', 'restarted')")
+        return [UnitKey(i, u) for i, u in rows]
+
+    def requeue(self, finished: Mapping[UnitKey, int]) -> None:
+        rows = [(done, key.instance, key.unit) for key, done in finished.items()]
+        if not rows:
+            return
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.executemany("UPDATE units SET state='queued', finished=MIN(n, ?), failed=0, not_run=0, "
+                                "ended=NULL WHERE instance=? AND unit=?", rows)
+            self.db.executemany("DELETE FROM failures WHERE instance=? AND unit=?", [r[1:] for r in rows])
+            self.db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self.db.execute("ROLLBACK") if self.db.in_transaction else None
+            raise StatusError(f"status database {self.path}: {exc}") from None
+
     def snapshot(self) -> StudySnapshot:
         try:
             meta = dict(self.db.execute("SELECT key, value FROM meta").fetchall())
@@ -131,9 +153,9 @@ class SqliteStatusStore(StatusStore):
     def _step_rows(self) -> list[StepSummary]:
         rows = self.db.execute("""
             SELECT i.step, COUNT(DISTINCT i.idx), SUM(u.n),
-              SUM(CASE WHEN u.state='queued' THEN u.n ELSE 0 END),
-              SUM(CASE WHEN u.state='running' THEN u.n ELSE 0 END),
-              SUM(CASE WHEN u.state='restarted' THEN u.n ELSE 0 END),
+              SUM(CASE WHEN u.state='queued' THEN u.n - u.finished ELSE 0 END),
+              SUM(CASE WHEN u.state='running' THEN u.n - u.finished ELSE 0 END),
+              SUM(CASE WHEN u.state='restarted' THEN u.n - u.finished ELSE 0 END),
               SUM(u.finished), SUM(u.failed), SUM(u.not_run), SUM(u.restarts), MIN(u.started), MAX(u.ended),
               MIN(i.idx)
             FROM units u JOIN instances i ON i.idx = u.instance GROUP BY i.step ORDER BY MIN(i.idx)""").fetchall()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from merlin_mdm.status.model import StudySnapshot, UnitOutcome
 from merlin_mdm.study.plan import StudyPlan, UnitKey
@@ -52,6 +52,18 @@ class StatusStore(ABC):
     @abstractmethod
     def reset_unfinished(self) -> list[UnitKey]:
         """Put every unit with a task not finished back to queued; returns them."""
+
+    def unfinished_units(self) -> list[UnitKey]:
+        """Units with a task not finished (the embedded backend's restart requeues them)."""
+        raise NotImplementedError(f"{type(self).__name__} does not list unfinished units")
+
+    def units_in_flight(self) -> list[UnitKey]:
+        """Units recorded as running or restarted: a runner that died left them so."""
+        raise NotImplementedError(f"{type(self).__name__} does not list units in flight")
+
+    def requeue(self, finished: Mapping[UnitKey, int]) -> None:
+        """Put units back to queued, each with its count of tasks already finished (their done-markers)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot requeue units")
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

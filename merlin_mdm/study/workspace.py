@@ -77,13 +77,20 @@ def output_path(spec: Spec) -> Path:
 
 
 def _new_root(base: Path, name: str, now: dt.datetime) -> tuple[Path, str]:
+    """Create ``<base>/<name>_<stamp>`` exclusively: concurrent runs take the next free ``.N`` suffix."""
     stamp = now.strftime("%Y%m%d-%H%M%S")
-    root = base / f"{name}_{stamp}"
-    suffix = 1
-    while root.exists():
-        root = base / f"{name}_{stamp}.{suffix}"
-        suffix += 1
-    return root, stamp
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        for suffix in range(10_000):
+            root = base / (f"{name}_{stamp}" + (f".{suffix}" if suffix else ""))
+            try:
+                root.mkdir()  # atomic: exactly one run creates a given name
+            except FileExistsError:
+                continue
+            return root, stamp
+    except OSError as exc:
+        raise WorkspaceError(f"cannot create a workspace under {base}: {exc.strerror or exc}") from None
+    raise WorkspaceError(f"cannot create a workspace under {base}: 10000 studies named {name}_{stamp} exist")
 
 
 def create_workspace(
@@ -97,14 +104,12 @@ def create_workspace(
     base = output_path(spec)
     root, stamp = _new_root(base, spec.description.name, now or dt.datetime.now())
     try:
-        root.mkdir(parents=True)
         (root / "merlin_info").mkdir()
-    except OSError as exc:
-        raise WorkspaceError(f"cannot create the workspace {root}: {exc}") from None
-    try:
         return _fill_workspace(Workspace(root), loaded, base, stamp, samples_file, batch_size)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(root, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise WorkspaceError(f"cannot write the workspace {root}: {exc.strerror or exc}") from None
         raise
 
 

@@ -201,7 +201,7 @@ def test_ctrl_c_then_restart_resumes_without_rerunning(write_spec, tmp_path: Pat
     time.sleep(2.5)
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 1, err
+    assert proc.returncode == 128 + signal.SIGINT, err
     ws = next((tmp_path / "out").glob("slow_*"))
     assert status_json(ws)["state"] == "interrupted"
     finished_before = {p.parent.name for p in ws.glob("work/*/MERLIN_FINISHED")}

@@ -1,0 +1,102 @@
+"""What SIGTERM, SIGINT, SIGHUP and the early-warning signal do to a long-running command.
+
+Every command that runs or waits for a study (`run --local`, `restart`, `run-workers`, `monitor`) watches
+these signals. Before its work loop starts a signal raises :class:`~merlin_mdm.errors.Interrupted` at once,
+so that half-written state is removed by the ``finally`` blocks on the way out. Inside the loop the signal
+is only recorded (:meth:`SignalWatch.deferred`); the loop stops taking work, gives running tasks the grace
+period and records them as queued. A second signal ends the grace period early.
+
+This module also owns the parent-death signal (Linux ``PR_SET_PDEATHSIG``) that ties a worker process to
+its runner: nothing of a study outlives the process that owns it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from types import FrameType
+
+from merlin_mdm.errors import Interrupted, UsageError
+
+__all__ = ["STOP_SIGNALS", "SignalWatch", "parent_death_signal", "parse_signal", "watch_signals"]
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+_PR_SET_PDEATHSIG = 1
+
+
+def parse_signal(text: str | None) -> int | None:
+    """A signal given as `USR1`, `SIGUSR1` or `10` (Slurm's ``--signal`` spelling); None when empty."""
+    if not text:
+        return None
+    name = text.strip().upper()
+    if name.isdigit():
+        number = int(name)
+        if number in {s.value for s in signal.Signals}:
+            return number
+    else:
+        name = name if name.startswith("SIG") else f"SIG{name}"
+        if name in signal.Signals.__members__:
+            return int(signal.Signals[name])
+    raise UsageError(f"unknown signal '{text}' (use a name such as USR1 or TERM, or a number)")
+
+
+@dataclass
+class SignalWatch:
+    """The stop signals received so far (``received`` is the first one)."""
+
+    signals: tuple[int, ...]
+    received: int | None = None
+    count: int = 0
+    raising: bool = True
+    _old: dict[int, object] = field(default_factory=dict)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.count += 1
+        if self.received is None:
+            self.received = signum
+        if self.raising:
+            raise Interrupted(signum)
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[SignalWatch]:
+        """Within this block a signal is only recorded; the caller polls :attr:`received`."""
+        self.raising = False
+        try:
+            yield self
+        finally:
+            self.raising = True
+
+    def install(self) -> None:
+        for signum in self.signals:
+            self._old[signum] = signal.signal(signum, self._handle)
+
+    def restore(self) -> None:
+        for signum, handler in self._old.items():
+            signal.signal(signum, handler)  # type: ignore[arg-type]
+        self._old.clear()
+
+
+@contextlib.contextmanager
+def watch_signals(early_warning: int | None = None) -> Iterator[SignalWatch]:
+    """Handle the stop signals (and ``early_warning``, e.g. Slurm's ``--signal=USR1@60``) in this block."""
+    extra = (early_warning,) if early_warning and early_warning not in STOP_SIGNALS else ()
+    watch = SignalWatch((*STOP_SIGNALS, *extra))
+    watch.install()
+    try:
+        yield watch
+    finally:
+        watch.restore()
+
+
+def parent_death_signal(signum: int, parent: int) -> None:
+    """Ask the kernel to send ``signum`` to this process when ``parent`` dies (Linux); exit if it already has."""
+    if not sys.platform.startswith("linux"):
+        return
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signum)
+    if os.getppid() != parent:  # the parent died before the request was made
+        os._exit(128 + signum)

@@ -1,0 +1,130 @@
+"""One runner per study: an exclusive ``flock`` on ``merlin_info/runner.lock``, held for the runner's life.
+
+The lock file also names its holder (pid, host, command, start time), so that a refused ``restart`` can say
+who holds the study and ``status`` can tell a live runner from a dead one: the kernel drops the lock when the
+last process holding it dies, whatever killed it. The descriptor is inherited by the runner's forked worker
+processes on purpose: until every one of them is gone the study counts as running, so a restart can never
+race an orphan. Task shells do not inherit it (subprocesses close their descriptors).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from merlin_mdm.errors import WorkspaceError
+
+__all__ = ["LOCK_FILE", "LockHolder", "WorkspaceLock", "lock_holder"]
+
+LOCK_FILE = "runner.lock"
+_BUSY = (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
+_TRIES = 10  # a non-waiting acquire retries for about half a second: `status` may hold the lock briefly
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """Who holds (or last held) a workspace's lock."""
+
+    pid: int
+    host: str
+    command: str
+    since: float
+
+    def __str__(self) -> str:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.since)) if self.since else "?"
+        return f"`merlin-mdm {self.command}` (pid {self.pid} on {self.host}, since {when})"
+
+    @classmethod
+    def read(cls, path: Path) -> LockHolder | None:
+        """The holder recorded in ``path`` (None when the file is missing or empty)."""
+        try:
+            data = json.loads(path.read_text(encoding="utf-8") or "null")
+        except (OSError, ValueError):
+            return None
+        if not isinstance(data, dict):
+            return None
+        return cls(int(data.get("pid", 0)), str(data.get("host", "?")), str(data.get("command", "?")),
+                   float(data.get("since", 0.0)))
+
+
+class WorkspaceLock:
+    """The runner lock of the workspace whose provenance directory is ``info``."""
+
+    def __init__(self, info: Path, command: str):
+        self.path = Path(info) / LOCK_FILE
+        self.command = command
+        self.fd: int | None = None
+
+    def acquire(self, wait: bool = False, tries: int = _TRIES) -> None:
+        """Take the lock; WorkspaceError naming the holder when another runner has it and ``wait`` is False."""
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise WorkspaceError(f"cannot open the workspace lock {self.path}: {exc.strerror}") from None
+        try:
+            self._lock(fd, wait, tries)
+        except BaseException:
+            os.close(fd)
+            raise
+        holder = {"pid": os.getpid(), "host": socket.gethostname(), "command": self.command, "since": time.time()}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(holder).encode(), 0)
+        self.fd = fd
+
+    def _lock(self, fd: int, wait: bool, tries: int) -> None:
+        if wait:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # interruptible: a signal handler that raises ends the wait
+            return
+        for attempt in range(tries):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except OSError as exc:
+                if exc.errno not in _BUSY:
+                    raise WorkspaceError(f"cannot lock {self.path}: {exc.strerror}") from None
+                if attempt + 1 < tries:
+                    time.sleep(0.05)
+        holder = LockHolder.read(self.path)
+        who = str(holder) if holder else "another process"
+        raise WorkspaceError(f"the study in {self.path.parent.parent} is in use by {who}; wait for it to end, "
+                             "or pass --wait to start when it does")
+
+    def release(self) -> None:
+        """Give the lock up (it stays held while forked children still hold the descriptor)."""
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self) -> WorkspaceLock:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.release()
+
+
+def lock_holder(info: Path) -> tuple[bool, LockHolder | None]:
+    """(whether a live process holds the lock of ``info``, the holder recorded in the file)."""
+    path = Path(info) / LOCK_FILE
+    holder = LockHolder.read(path)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False, None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in _BUSY:
+            return True, holder
+        raise WorkspaceError(f"cannot read the workspace lock {path}: {exc.strerror}") from None
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    return False, holder
