@@ -6,6 +6,9 @@ redirection and process groups; everything else goes through :func:`run` so test
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -31,22 +34,29 @@ def run(
 ) -> ShellResult:
     """Run ``cmd`` (no shell), capture its output and return its exit code.
 
-    A command that cannot be found yields rc 127; one that runs past ``timeout`` yields rc 124.
+    A command that cannot be found yields rc 127; one that runs past ``timeout`` yields rc 124. The command
+    runs in a process group of its own, which is killed whole when it times out or when the caller is
+    interrupted (a signal, Ctrl-C): nothing it started outlives the call.
     """
     try:
-        proc = subprocess.run(
-            list(cmd),
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=dict(env) if env is not None else None,
-            cwd=cwd,
-            check=False,
-        )
+        proc = subprocess.Popen(list(cmd), stdin=subprocess.PIPE if stdin is not None else None,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=dict(env) if env is not None else None, cwd=cwd, start_new_session=True)
     except FileNotFoundError as exc:
         return ShellResult(127, "", str(exc))
-    except subprocess.TimeoutExpired as exc:
-        out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+    try:
+        out, err = proc.communicate(stdin, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        out, _ = _kill_group(proc)
         return ShellResult(124, out, f"timed out after {timeout} s")
-    return ShellResult(proc.returncode, proc.stdout, proc.stderr)
+    except BaseException:
+        _kill_group(proc)
+        raise
+    return ShellResult(proc.returncode, out, err)
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> tuple[str, str]:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    out, err = proc.communicate()
+    return out or "", err or ""

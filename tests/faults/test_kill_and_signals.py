@@ -1,0 +1,127 @@
+"""Killing and signalling the local runner: nothing outlives it, nothing is recorded as running, a restart
+finishes the study without running a task after its done-marker exists, and without losing one."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+
+from .conftest import (
+    assert_status_matches_disk,
+    merlin,
+    spec_file,
+    tagged_processes,
+    wait_for,
+    wait_until_some_done,
+)
+
+
+def _finish_with_restart(ws: Path, tmp_path: Path) -> None:
+    result = merlin("restart", str(ws), "--workers", "2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    snap = assert_status_matches_disk(ws)
+    assert snap["state"] == "finished"
+    assert {s["step"]: s["counts"]["finished"] for s in snap["steps"]} == {"work": 30, "funnel": 1}
+    for log in ws.rglob("runs.log"):
+        assert len(log.read_text().splitlines()) >= 1
+
+
+def test_sigkill_of_the_runner_leaves_no_process_and_status_says_interrupted(start, tmp_path: Path) -> None:
+    runner = start("run", str(spec_file(tmp_path)), "--local", "--workers", "2", "--batch-size", "5")
+    ws = wait_until_some_done(tmp_path / "out")
+    assert tagged_processes(runner.tag), "the study's processes are visible while it runs"
+    runner.signal(signal.SIGKILL)
+    runner.finish()
+    wait_for(lambda: not tagged_processes(runner.tag), 10, "every process of the study to die")
+    snap = assert_status_matches_disk(ws)
+    assert snap["state"] == "interrupted"
+    assert "is gone" in snap["message"]
+    _finish_with_restart(ws, tmp_path)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+def test_a_stop_signal_records_queued_work_and_exits_128_plus_signal(start, tmp_path: Path, signum: int) -> None:
+    runner = start("run", str(spec_file(tmp_path)), "--local", "--workers", "2", "--batch-size", "5",
+                   "--grace", "0")
+    ws = wait_until_some_done(tmp_path / "out")
+    runner.signal(signum)
+    rc, err = runner.finish()
+    assert rc == 128 + signum, err
+    assert "Traceback" not in err
+    assert not tagged_processes(runner.tag)
+    snap = assert_status_matches_disk(ws)
+    assert snap["state"] == "interrupted"
+    assert signal.Signals(signum).name in snap["message"]
+    work = next(s for s in snap["steps"] if s["step"] == "work")
+    assert work["counts"]["queued"] == 30 - work["counts"]["finished"] > 0
+    _finish_with_restart(ws, tmp_path)
+
+
+def test_the_grace_period_lets_running_tasks_finish(start, tmp_path: Path) -> None:
+    # One task a unit; each takes 2 s. With a 60 s grace the units running at SIGTERM end normally.
+    spec = spec_file(tmp_path, (Path(__file__).parent / "conftest.py").read_text().split('SAMPLED_STUDY = """')[1]
+                     .split('"""')[0].replace('NAP: "0.3"', 'NAP: "2"'))
+    runner = start("run", str(spec), "--local", "--workers", "2", "--batch-size", "1", "--grace", "60")
+    ws = wait_until_some_done(tmp_path / "out", at_least=2)
+    wait_for(lambda: len(list((ws / "work").rglob("runs.log"))) >= 4, 30, "two more tasks to start")
+    started = {p.parent for p in (ws / "work").rglob("runs.log")}
+    runner.signal(signal.SIGTERM)
+    rc, err = runner.finish()
+    assert rc == 128 + signal.SIGTERM, err
+    assert all((d / "MERLIN_FINISHED").exists() for d in started), "a running task was cut short"
+    snap = assert_status_matches_disk(ws)
+    assert snap["state"] == "interrupted"
+
+
+def test_the_early_warning_signal_is_configurable(start, tmp_path: Path) -> None:
+    runner = start("run", str(spec_file(tmp_path)), "--local", "--workers", "2", "--batch-size", "5",
+                   "--grace", "0", "--signal", "USR1")
+    ws = wait_until_some_done(tmp_path / "out")
+    runner.signal(signal.SIGUSR1)
+    rc, err = runner.finish()
+    assert rc == 128 + signal.SIGUSR1, err
+    assert assert_status_matches_disk(ws)["state"] == "interrupted"
+
+
+def test_repeated_kills_and_restarts_never_rerun_a_done_task_nor_lose_one(start, tmp_path: Path) -> None:
+    runner = start("run", str(spec_file(tmp_path)), "--local", "--workers", "2", "--batch-size", "5")
+    ws = wait_until_some_done(tmp_path / "out", at_least=2)
+    for cycle, signum in enumerate([signal.SIGKILL, signal.SIGTERM, signal.SIGKILL]):
+        done_before = len(list((ws / "work").rglob("MERLIN_FINISHED")))
+        runner.signal(signum)
+        runner.finish()
+        wait_for(lambda r=runner: not tagged_processes(r.tag), 10, "every process of the study to die")
+        assert_status_matches_disk(ws)
+        runner = start("restart", str(ws), "--workers", "2", "--grace", "0")
+        wait_for(lambda n=done_before: len(list((ws / "work").rglob("MERLIN_FINISHED"))) >= min(30, n + 2), 60,
+                 f"progress after restart {cycle + 1}")
+    rc, err = runner.finish()
+    assert rc == 0, err
+    snap = assert_status_matches_disk(ws)
+    assert snap["state"] == "finished"
+    assert {s["step"]: s["counts"]["finished"] for s in snap["steps"]} == {"work": 30, "funnel": 1}
+
+
+def test_sigterm_during_sample_generation_leaves_no_workspace(start, tmp_path: Path) -> None:
+    spec = spec_file(tmp_path, """
+        description: {name: gen, description: slow generation}
+        env: {variables: {OUTPUT_PATH: ./out}}
+        merlin:
+          samples:
+            generate: {cmd: "touch $(MERLIN_INFO)/generating; sleep 30; seq 0 3 > $(MERLIN_INFO)/s.csv"}
+            file: $(MERLIN_INFO)/s.csv
+            column_labels: [X]
+        study:
+          - name: work
+            run: {cmd: "echo $(X)"}
+    """)
+    runner = start("run", str(spec), "--local")
+    wait_for(lambda: bool(list((tmp_path / "out").glob("*/merlin_info/generating"))), 30, "the generator to start")
+    runner.signal(signal.SIGTERM)
+    rc, err = runner.finish()
+    assert rc == 128 + signal.SIGTERM, err
+    assert "interrupted by SIGTERM" in err and "Traceback" not in err
+    assert list((tmp_path / "out").iterdir()) == []
+    wait_for(lambda: not tagged_processes(runner.tag), 10, "the generator to die")

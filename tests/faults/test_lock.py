@@ -1,0 +1,61 @@
+"""One runner per study: a second `run`/`restart` of a held workspace is refused naming the holder, or waits."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+
+import pytest
+
+from merlin_mdm.errors import WorkspaceError
+from merlin_mdm.study.lock import WorkspaceLock, lock_holder
+
+from .conftest import assert_status_matches_disk, spec_file, wait_for, wait_until_some_done
+
+
+def test_a_held_lock_refuses_a_second_holder_and_names_the_first(tmp_path: Path) -> None:
+    first = WorkspaceLock(tmp_path, "restart")
+    first.acquire()
+    assert lock_holder(tmp_path)[0]
+    with pytest.raises(WorkspaceError, match=r"in use by `merlin-mdm restart` \(pid \d+ on "):
+        WorkspaceLock(tmp_path, "run").acquire(tries=1)
+    first.release()
+    assert not lock_holder(tmp_path)[0]
+    second = WorkspaceLock(tmp_path, "run")
+    second.acquire(tries=1)
+    second.release()
+
+
+def test_wait_takes_the_lock_when_the_holder_lets_go(tmp_path: Path) -> None:
+    first = WorkspaceLock(tmp_path, "run")
+    first.acquire()
+    waiter = WorkspaceLock(tmp_path, "restart")
+    thread = threading.Thread(target=waiter.acquire, kwargs={"wait": True})
+    thread.start()
+    thread.join(timeout=0.5)
+    assert thread.is_alive(), "the waiter must block while the lock is held"
+    first.release()
+    thread.join(timeout=30)
+    assert not thread.is_alive() and waiter.fd is not None
+    waiter.release()
+
+
+def test_two_restarts_at_once_run_each_task_once(start, tmp_path: Path) -> None:
+    runner = start("run", str(spec_file(tmp_path)), "--local", "--workers", "2", "--batch-size", "5")
+    ws = wait_until_some_done(tmp_path / "out")
+    runner.signal(signal.SIGINT)
+    runner.finish()
+    first = start("restart", str(ws), "--workers", "2")
+    wait_for(lambda: lock_holder(ws / "merlin_info")[0], 30, "the first restart to take the lock")
+    second = start("restart", str(ws), "--workers", "2")
+    third = start("restart", str(ws), "--workers", "2", "--wait")
+    rc, err = second.finish()
+    assert rc == 1 and "is in use by `merlin-mdm restart` (pid" in err, err
+    assert first.finish()[0] == 0
+    assert third.finish()[0] == 0  # it waited, then found nothing left to do
+    assert_status_matches_disk(ws)
+    # The Ctrl-C gave running tasks the default grace period, so no task was cut short: each ran exactly once.
+    logs = list((ws / "work").rglob("runs.log"))
+    assert len(logs) == 30 and all(len(log.read_text().splitlines()) == 1 for log in logs)
+    assert (ws / "funnel" / "runs.log").read_text() == "run\n"
