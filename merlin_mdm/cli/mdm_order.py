@@ -22,10 +22,24 @@ def _echo_progress(entry: dict[str, float]) -> None:
     )
 
 
+def _budget_list(text: str) -> tuple[int, ...]:
+    """'2,4,8' -> (2, 4, 8); '' -> ()."""
+    try:
+        return tuple(int(part) for part in text.replace(" ", "").split(",") if part)
+    except ValueError as err:
+        raise click.BadParameter(f"expected integers separated by commas, got {text!r}",
+                                 param_hint="--budgets") from err
+
+
 @click.command("train-order")
 @click.option("--denoiser", "denoiser_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Denoiser checkpoint directory (from `merlin-mdm mdm train`).")
-@click.option("--budget", required=True, type=click.IntRange(2), help="T: denoiser calls per sequence.")
+@click.option("--budget", required=True, type=click.IntRange(2),
+              help="T: denoiser calls per sequence (with --budgets: the budget of the quick check).")
+@click.option("--budgets", default="", metavar="T1,T2,...",
+              help="Train one policy for several budgets (T drawn per iteration), e.g. 2,4,8.")
+@click.option("--nfe-penalty", default=0.0, show_default=True, type=click.FloatRange(min=0),
+              help="Adaptive compute: nats per expected extra denoiser call; the policy may finish early.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Where policy.pt and meta.json are written.")
 @click.option("--tau", default=0.1, show_default=True, type=click.FloatRange(min=0, min_open=True),
@@ -36,8 +50,6 @@ def _echo_progress(entry: dict[str, float]) -> None:
               help="K posterior rollouts per example (leave-one-out baseline).")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1), help="Examples per step.")
 @click.option("--iterations", default=200, show_default=True, type=click.IntRange(1), help="Adam steps.")
-@click.option("--max-seconds", default=120.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
-              help="Stop training after this much wall time.")
 @click.option("--lr", default=3e-3, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="Adam learning rate of the policy and the posterior.")
 @click.option("--d-model", default=32, show_default=True, type=click.IntRange(2), help="Order network width.")
@@ -48,9 +60,9 @@ def _echo_progress(entry: dict[str, float]) -> None:
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(1),
               help="torch CPU threads; the order networks are small, and parallel study steps oversubscribe cores.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
-def train_order(denoiser_dir: Path, budget: int, out_dir: Path, tau: float, tau_start: float | None, rollouts: int,
-                batch_size: int, iterations: int, max_seconds: float, lr: float, d_model: int, layers: int,
-                seed: int, eval_samples: int, threads: int, as_json: bool) -> None:
+def train_order(denoiser_dir: Path, budget: int, budgets: str, nfe_penalty: float, out_dir: Path, tau: float,
+                tau_start: float | None, rollouts: int, batch_size: int, iterations: int, lr: float, d_model: int,
+                layers: int, seed: int, eval_samples: int, threads: int, as_json: bool) -> None:
     """Train the order policy p_theta(r | x_t) for the denoiser at --denoiser and budget T.
 
     \b
@@ -63,9 +75,9 @@ def train_order(denoiser_dir: Path, budget: int, out_dir: Path, tau: float, tau_
     from merlin_mdm.mdm.runtime import configure_threads
 
     configure_threads(threads)
-    config = OrderTrainConfig(budget=budget, tau=tau, tau_start=tau_start, rollouts=rollouts, batch_size=batch_size,
-                              iterations=iterations, max_seconds=max_seconds, lr_policy=lr, lr_posterior=lr,
-                              d_model=d_model, n_layers=layers, seed=seed)
+    config = OrderTrainConfig(budget=budget, budgets=_budget_list(budgets), nfe_penalty=nfe_penalty, tau=tau,
+                              tau_start=tau_start, rollouts=rollouts, batch_size=batch_size, iterations=iterations,
+                              lr_policy=lr, lr_posterior=lr, d_model=d_model, n_layers=layers, seed=seed)
     summary = run_train_order(denoiser_dir, out_dir, config, eval_samples, progress=_echo_progress)
     if as_json:
         click.echo(json.dumps(summary.to_dict(), indent=2, sort_keys=True))

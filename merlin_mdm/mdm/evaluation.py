@@ -1,8 +1,9 @@
 """Evaluate a trained denoiser with one sampler at one step budget and write the run's HDF5 metrics file.
 
-The evaluation examples depend only on the seed (the data RNG is seeded with ``seed``), so every sampler and
-budget evaluated with the same seed sees the same prompts: comparisons are paired. The sampler's own draws
-and the token draws use a second RNG seeded with ``seed + 1``.
+The evaluation examples come from the task's evaluation split (disjoint from anything training sees) and
+depend only on the seed (the data RNG is seeded with ``seed``), so every sampler and budget evaluated with the
+same seed sees the same prompts: comparisons are paired. The sampler's own draws and the token draws use a
+second RNG seeded with ``seed + 1``.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def _generate_all(cfg: EvalConfig, loaded: LoadedDenoiser, sampler: Sampler) -> 
     task = loaded.task
     data_gen = torch.Generator().manual_seed(cfg.seed)
     sample_gen = torch.Generator().manual_seed(cfg.seed + 1)
-    clean = task.sample(cfg.n_examples, data_gen)  # (N, L)
+    clean = task.sample_split(cfg.n_examples, data_gen, "eval")  # (N, L)
     parts: dict[str, list[np.ndarray]] = {"correct": [], "nfe": [], "wall_time": [], "tokens": []}
     for lo in range(0, cfg.n_examples, cfg.batch_size):
         prompts = clean[lo : lo + cfg.batch_size, : task.prompt_len]  # (B, P)
@@ -113,6 +114,7 @@ def evaluate(cfg: EvalConfig, loaded: LoadedDenoiser | None = None) -> EvalResul
         "temperature": cfg.temperature,
         "checkpoint": os.fspath(cfg.checkpoint),
         "checkpoint_id": str(loaded.meta["checkpoint_id"]),
+        **_train_seed(loaded.meta),
         "policy_dir": cfg.policy_dir,
         "torch_threads": torch.get_num_threads(),
         "start_time": start,
@@ -125,16 +127,37 @@ def evaluate(cfg: EvalConfig, loaded: LoadedDenoiser | None = None) -> EvalResul
     return EvalResult(attrs, data["correct"], data["nfe"], data["wall_time"], data["tokens"])
 
 
+def _train_seed(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """``train_seed``: the seed the denoiser was trained with, when its meta.json says."""
+    config = meta.get("train_config")
+    return {"train_seed": int(config["seed"])} if isinstance(config, dict) and "seed" in config else {}
+
+
 def _policy_attrs(sampler: Any) -> dict[str, Any]:
-    """For the learned order: its training budget and temperature, and its Table 1 name `learned (T=2, tau=0.1)`."""
-    meta = getattr(sampler, "meta", None) or getattr(getattr(sampler, "inner", None), "meta", None)
+    """For policy samplers: the policy's training budget(s), temperature, NFE penalty and a Table 1 method name.
+
+    E.g. ``learned (T=2, tau=0.1)``, ``learned (T=2|4|8, tau=0.1, nfe_penalty=0.5, sample)``,
+    ``learned_counts (T=4, tau=0.1)``.
+    """
+    inner = getattr(sampler, "inner", sampler)
+    meta = getattr(inner, "meta", None)
     if not isinstance(meta, dict) or "budget" not in meta:
         return {}
-    out: dict[str, Any] = {"policy.budget": int(meta["budget"]), "method": f"learned (T={int(meta['budget'])})"}
-    tau = meta.get("train_config", {}).get("tau") if isinstance(meta.get("train_config"), dict) else None
-    if tau is not None:
-        out["policy.tau"] = float(tau)
-        out["method"] = f"learned (T={int(meta['budget'])}, tau={float(tau):g})"
+    config: dict[str, Any] = meta["train_config"] if isinstance(meta.get("train_config"), dict) else {}
+    budgets = [int(b) for b in (meta.get("budgets") or [meta["budget"]])]
+    out: dict[str, Any] = {"policy.budget": int(meta["budget"]), "policy.budgets": "|".join(map(str, budgets))}
+    parts = [f"T={out['policy.budgets']}"]
+    if config.get("tau") is not None:
+        out["policy.tau"] = float(config["tau"])
+        parts.append(f"tau={float(config['tau']):g}")
+    if config.get("nfe_penalty"):
+        out["policy.nfe_penalty"] = float(config["nfe_penalty"])
+        parts.append(f"nfe_penalty={float(config['nfe_penalty']):g}")
+    if "seed" in config:
+        out["policy.seed"] = int(config["seed"])
+    if getattr(inner, "decode", "threshold") == "sample":
+        parts.append("sample")
+    out["method"] = f"{inner.name} ({', '.join(parts)})"
     return out
 
 

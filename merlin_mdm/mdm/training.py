@@ -157,7 +157,7 @@ class _Run:
         save_denoiser(self.out, self.model, self.task, extra)
 
     def one_step(self) -> float:
-        x0 = self.task.sample(self.cfg.batch_size, self.gen)  # (B, L)
+        x0 = self.task.sample_split(self.cfg.batch_size, self.gen, "train")  # (B, L)
         batch = corrupt(x0, self.task.prompt_len, self.task.mask_id, self.gen)
         for group in self.opt.param_groups:
             group["lr"] = self.cfg.lr_at(self.step)

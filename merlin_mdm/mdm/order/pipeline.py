@@ -50,7 +50,7 @@ def evaluate_policy(
     from merlin_mdm.mdm.samplers.learned import LearnedSampler
 
     gen = torch.Generator().manual_seed(seed)
-    prompts = task.sample(samples, gen)[:, : task.prompt_len]
+    prompts = task.sample_split(samples, gen, "eval")[:, : task.prompt_len]
     start = time.perf_counter()
     with torch.no_grad():
         result = generate(model, prompts, task.answer_len, LearnedSampler.from_policy(policy, decode), budget, gen)
@@ -102,6 +102,7 @@ def run_train_order(
     meta = {
         "train_config": config.to_dict(),
         "budget": config.budget,
+        "budgets": list(config.all_budgets),
         "denoiser_dir": str(denoiser_dir),
         "denoiser_checkpoint_id": loaded.meta.get("checkpoint_id"),
         "task": loaded.task.name,

@@ -1,8 +1,21 @@
 """Training the order policy (and its posterior) against a frozen denoiser.
 
-One iteration: draw B clean examples from the task, run K posterior rollouts of each through the budget's T
-steps (the denoiser fills revealed positions with the true tokens, as in the ELBO), and take one Adam step on
+One iteration: draw B clean examples from the task's training split, run K posterior rollouts of each through
+T steps (the denoiser fills revealed positions with the true tokens, as in the ELBO), and take one Adam step on
 the surrogate of :func:`merlin_mdm.mdm.order.elbo.surrogate_objective`, normalised per answer token.
+
+Two extensions of the paper's recipe, both off by default:
+
+* ``budgets``: one policy for several budgets. Each iteration draws T from the list (seeded); the policy sees
+  the step as a fraction of T and the steps left, so it can be run at any of them.
+* ``nfe_penalty`` (lambda, nats per denoiser call): adaptive compute. A row whose posterior draw reveals every
+  remaining position is finished and costs no further denoiser call; the objective subtracts
+  lambda * P(some position is still masked after step t) = lambda * (1 - prod_i q_t,i) at each step but the
+  last (Rao-Blackwellised, so differentiable in q). The policy, trained to match the posterior, learns when
+  to reveal everything; at sampling time it stops early by revealing all positions with p_i >= 1/2.
+
+Training stops after ``iterations`` Adam steps, never on wall time, so a result does not depend on the
+machine's speed.
 """
 
 from __future__ import annotations
@@ -35,7 +48,7 @@ class _Task(Protocol):
     prompt_len: int
     answer_len: int
 
-    def sample(self, n: int, generator: torch.Generator) -> Tensor: ...
+    def sample_split(self, n: int, generator: torch.Generator, split: str) -> Tensor: ...
 
 
 DenoiserFn = Callable[[Tensor], _DenoiserOutput]
@@ -46,6 +59,8 @@ class OrderTrainConfig:
     """Knobs of ``train-order``; stored in the policy's meta.json."""
 
     budget: int  # T, the number of denoiser calls per sequence the policy is trained for (>= 2)
+    budgets: tuple[int, ...] = ()  # several budgets for one policy: T drawn per iteration (empty: just budget)
+    nfe_penalty: float = 0.0  # lambda, nats per expected extra denoiser call (0: always spend T calls)
     tau: float = 0.1  # final posterior temperature: q_i = exp((s_i - max s) / tau)
     tau_start: float | None = (
         None  # initial temperature, annealed geometrically to tau over anneal_frac (None: constant)
@@ -53,8 +68,7 @@ class OrderTrainConfig:
     anneal_frac: float = 0.5  # fraction of the iterations over which tau_start -> tau
     rollouts: int = 4  # K posterior rollouts per example (leave-one-out baseline; >= 2)
     batch_size: int = 32  # B clean examples per iteration
-    iterations: int = 200  # Adam steps (training stops earlier at max_seconds)
-    max_seconds: float = 120.0  # wall-clock cap on training
+    iterations: int = 200  # Adam steps: the whole training budget (never wall time)
     lr_policy: float = 3e-3  # Adam learning rate of p_theta
     lr_posterior: float = 3e-3  # Adam learning rate of q_phi
     grad_clip: float = 1.0  # global gradient-norm clip
@@ -73,8 +87,17 @@ class OrderTrainConfig:
         for name in ("batch_size", "iterations"):
             if getattr(self, name) < 1:
                 raise MdmError(f"train-order: {name} must be >= 1")
-        if not 0 < self.anneal_frac <= 1 or self.max_seconds <= 0:
-            raise MdmError("train-order: anneal_frac must be in (0, 1] and max_seconds > 0")
+        if not 0 < self.anneal_frac <= 1:
+            raise MdmError("train-order: anneal_frac must be in (0, 1]")
+        if any(b < 2 for b in self.budgets) or self.nfe_penalty < 0:
+            raise MdmError(f"train-order: every budget must be >= 2 and nfe_penalty >= 0, got {self.budgets}, "
+                           f"{self.nfe_penalty}")
+        object.__setattr__(self, "budgets", tuple(int(b) for b in self.budgets))
+
+    @property
+    def all_budgets(self) -> tuple[int, ...]:
+        """The budgets trained for: ``budgets``, or ``(budget,)``."""
+        return self.budgets or (self.budget,)
 
     def to_dict(self) -> dict[str, Any]:
         """The config as a JSON-able dict."""
@@ -86,7 +109,7 @@ class RolloutTrace(NamedTuple):
 
     Attributes:
         step_values: F_t = recon_t - kl_t (gradients to both networks).
-        recon: the reconstruction terms.
+        recon: the reconstruction terms, less the NFE penalty when there is one.
         kl: the KL terms.
         log_q_r: log q(r_t) of the drawn vectors (0 at the forced last step and once nothing is masked).
         revealed: (N, T) number of tokens revealed at each step.
@@ -140,6 +163,7 @@ def rollout(
     tau: float,
     generator: torch.Generator,
     rollouts: int = 1,
+    nfe_penalty: float = 0.0,
 ) -> RolloutTrace:
     """Run posterior rollouts of clean sequences through T steps, recording the ELBO's terms.
 
@@ -154,6 +178,7 @@ def rollout(
         tau: posterior temperature.
         generator: draws r_t.
         rollouts: K; only used to compute the (identical) first denoiser call once per example.
+        nfe_penalty: lambda; subtracted times P(masks remain after step t) from F_t (see the module docstring).
 
     Returns:
         The :class:`RolloutTrace`.
@@ -178,7 +203,8 @@ def rollout(
         post = posterior_bernoulli(posterior(inputs, true_token_feature(log_p_x0, masked)), masked, tau)
         terms = within_step_terms(post, log_p_x0, policy(inputs))
         r = post.sample(generator)
-        cols["recon"].append(terms.recon)
+        remain = 1.0 - post.log_q.sum(-1).exp()  # (N,) P(r_t leaves a mask), 0 for finished rows
+        cols["recon"].append(terms.recon - nfe_penalty * remain)
         cols["kl"].append(terms.kl)
         cols["log_q_r"].append(post.log_prob(r))
         cols["revealed"].append(r.sum(-1).float())
@@ -249,36 +275,26 @@ def train_order(
     )
     data_gen = torch.Generator().manual_seed(config.seed)
     roll_gen = torch.Generator().manual_seed(config.seed + 1)
+    budget_gen = torch.Generator().manual_seed(config.seed + 2)
+    budgets = config.all_budgets
     result = OrderTrainResult(policy=policy, posterior=posterior, config=config)
     start = time.perf_counter()
     for it in range(config.iterations):
         tau = tau_at(config, it)
-        x0 = task.sample(config.batch_size, data_gen).repeat_interleave(config.rollouts, 0)  # (B*K, L)
-        trace = rollout(
-            denoiser,
-            policy,
-            posterior,
-            x0,
-            task.prompt_len,
-            task.mask_id,
-            config.budget,
-            tau,
-            roll_gen,
-            config.rollouts,
-        )
+        budget = budgets[int(torch.randint(len(budgets), (1,), generator=budget_gen))]
+        x0 = task.sample_split(config.batch_size, data_gen, "train").repeat_interleave(config.rollouts, 0)
+        trace = rollout(denoiser, policy, posterior, x0, task.prompt_len, task.mask_id, budget, tau, roll_gen,
+                        config.rollouts, config.nfe_penalty)
         loss = -surrogate_objective(trace.step_values, trace.log_q_r, config.rollouts).mean() / task.answer_len
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_([*policy.parameters(), *posterior.parameters()], config.grad_clip)
         optimizer.step()
         result.iterations = it + 1
-        out_of_time = time.perf_counter() - start > config.max_seconds
-        if it % log_every == 0 or out_of_time or it == config.iterations - 1:
+        if it % log_every == 0 or it == config.iterations - 1:
             result.history.append(_log_entry(it, trace, task.answer_len, tau))
             if progress is not None:
                 progress(result.history[-1])
-        if out_of_time:
-            break
     result.seconds = time.perf_counter() - start
     policy.eval()
     posterior.eval()

@@ -21,9 +21,9 @@ from merlin_mdm.mdm.order.bernoulli import sample_policy, threshold_policy
 from merlin_mdm.mdm.order.checkpoint import load_policy
 from merlin_mdm.mdm.order.features import order_inputs
 from merlin_mdm.mdm.order.networks import OrderNet
-from merlin_mdm.mdm.samplers.base import Sampler, StepState, register_sampler
+from merlin_mdm.mdm.samplers.base import Sampler, StepState, register_sampler, select_top_k
 
-__all__ = ["DECODE_MODES", "LearnedSampler"]
+__all__ = ["DECODE_MODES", "LearnedCountsSampler", "LearnedSampler"]
 
 DECODE_MODES = ("threshold", "sample")
 
@@ -96,3 +96,20 @@ class LearnedSampler(Sampler):
         if self.decode == "sample":
             return sample_policy(logits, state.masked, state.generator)
         return threshold_policy(logits, state.masked, self.threshold)
+
+
+@register_sampler
+class LearnedCountsSampler(LearnedSampler):
+    """Ablation of the learned order: reveal as *many* positions as the policy would, but uniformly random *which*.
+
+    It separates the policy's count schedule (including finishing early) from its choice of positions: if it
+    does as well as ``learned``, the positions the policy picks do not matter.
+    """
+
+    name: ClassVar[str] = "learned_counts"
+
+    def select(self, state: StepState) -> Tensor:
+        """The learned count per row, at uniformly random masked positions."""
+        counts = super().select(state).sum(-1)  # (B,)
+        noise = torch.rand(state.masked.shape, generator=state.generator)
+        return select_top_k(noise, state.masked, counts)

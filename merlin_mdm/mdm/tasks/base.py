@@ -1,4 +1,10 @@
-"""The task interface and registry: seeded synthetic data for masked diffusion, prompt first then answer."""
+"""The task interface and registry: seeded synthetic data for masked diffusion, prompt first then answer.
+
+Every task has two disjoint splits. An example belongs to the evaluation split when a fixed hash of its
+*split key* (by default the prompt; :meth:`Task.split_key`) falls in one bucket out of :data:`EVAL_BUCKETS`,
+and to the training split otherwise. Training draws only ``train`` examples and evaluation only ``eval`` ones
+(:meth:`Task.sample_split`), so no evaluated prompt was ever trained on, whatever the seeds.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +14,26 @@ from typing import Any, ClassVar, TypeVar
 import torch
 from torch import Tensor
 
+from merlin_mdm.errors import MdmError
 from merlin_mdm.mdm.registry import build, knob_names
 
-__all__ = ["TASKS", "Task", "make_task", "register_task"]
+__all__ = ["EVAL_BUCKETS", "SPLITS", "TASKS", "Task", "eval_mask", "make_task", "register_task"]
+
+SPLITS = ("train", "eval")
+EVAL_BUCKETS = 8  # one hash bucket in this many is the evaluation split
+_PRIME = 2_147_483_647  # 2**31 - 1: products of two residues stay below 2**62, no int64 overflow
+
+
+def eval_mask(keys: Tensor) -> Tensor:
+    """Which rows of ``keys`` (N, K) long belong to the evaluation split: a polynomial hash mod 2**31 - 1.
+
+    Returns:
+        (N,) bool, the same on every platform and torch version (integer arithmetic only).
+    """
+    h = torch.zeros(keys.shape[0], dtype=torch.long)
+    for column in keys.long().T:
+        h = (h * 1_000_003 + column + 1) % _PRIME
+    return (h * 48_271 % _PRIME) % EVAL_BUCKETS == 0
 
 
 class Task(ABC):
@@ -64,6 +87,34 @@ class Task(ABC):
         Returns:
             (N,) bool tensor, True where the answer is valid/correct.
         """
+
+    def split_key(self, x: Tensor) -> Tensor:
+        """What decides an example's split: (N, K) long; the prompt unless a task overrides it."""
+        return x[:, : self.prompt_len]
+
+    def sample_split(self, n: int, generator: torch.Generator, split: str) -> Tensor:
+        """Draw ``n`` sequences of one split (rejection sampling from :meth:`sample`).
+
+        Args:
+            n: number of sequences.
+            generator: the torch RNG to draw from.
+            split: ``train`` or ``eval``.
+
+        Returns:
+            (N, L) long tensor.
+
+        Raises:
+            MdmError: an unknown split.
+        """
+        if split not in SPLITS:
+            raise MdmError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
+        want_eval, kept, have = split == "eval", [], 0
+        while have < n:
+            x = self.sample(EVAL_BUCKETS * n + 64 if want_eval else n + n // 4 + 8, generator)
+            x = x[eval_mask(self.split_key(x)) == want_eval]
+            kept.append(x)
+            have += x.shape[0]
+        return torch.cat(kept)[:n]
 
     def render(self, x: Tensor) -> str:
         """Return a human-readable form of one sequence (L,); subclasses may override."""

@@ -61,7 +61,7 @@ def test_checkpoint_round_trip(tmp_path) -> None:
     save_denoiser(tmp_path / "ck", model, task, {"step": 7, "optimizer": {"state": {}}, "note": "hi"})
     loaded = load_denoiser(tmp_path / "ck")
     assert loaded.config == model.config and not loaded.model.training
-    assert loaded.task.knobs() == {"nb": 2, "bl": 3, "p_coupled": 0.3}
+    assert loaded.task.knobs() == {"nb": 2, "bl": 3, "p_coupled": 0.3, "layout": "fixed"}
     x = task.sample(3, torch.Generator().manual_seed(1))
     assert torch.equal(loaded.model(x).logits, model.eval()(x).logits)
     meta = json.loads((tmp_path / "ck" / "meta.json").read_text())

@@ -49,6 +49,9 @@ class _TinyTask:
     def sample(self, n, generator):
         return torch.randint(0, MASK, (n, PROMPT + ANSWER), generator=generator)
 
+    def sample_split(self, n, generator, split):
+        return self.sample(n, generator)
+
 
 def _config(**kw):
     base = {"budget": 3, "rollouts": 2, "batch_size": 4, "iterations": 3, "d_model": 8, "n_heads": 2}

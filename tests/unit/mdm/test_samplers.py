@@ -22,7 +22,7 @@ from merlin_mdm.mdm.tasks import make_task  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
-HEURISTICS = ["iid", "top_prob", "margin", "entropy", "threshold", "eb"]
+HEURISTICS = ["iid", "top_prob", "margin", "entropy", "threshold", "eb", "dus"]
 TASK = make_task("blocks", nb=3, bl=4)
 
 
