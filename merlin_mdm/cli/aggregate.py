@@ -25,14 +25,19 @@ _PATH = click.Path(dir_okay=False, path_type=Path)
 @click.argument("source")
 @click.option("--out", type=_PATH, default=Path("results.h5"), show_default=True, help="The HDF5 results file.")
 @click.option("--csv", "csv_path", type=_PATH, help="CSV of the run table [default: OUT with .csv].")
-@click.option("--markdown", "markdown_path", type=_PATH, help="Table 1 in Markdown [default: OUT with .md].")
-@click.option("--plot", "plot_path", type=_PATH, help="PNG of accuracy against mean NFE [default: OUT with .png].")
+@click.option("--markdown", "markdown_path", type=_PATH,
+              help="The report (Table 1, equal-compute verdicts) in Markdown [default: OUT with .md].")
+@click.option("--plot", "plot_path", type=_PATH,
+              help="PNG of accuracy against mean NFE, and an SVG beside it [default: OUT with .png].")
+@click.option("--title", default="Results", show_default=True, help="The report's first heading.")
+@click.option("--command", "command_text", default="",
+              help="The command that regenerates the study, printed at the top of the report.")
 @click.option("--mpi", is_flag=True, help="Read in parallel on the MPI ranks of mpiexec; rank 0 writes.")
 @click.option("--strict", is_flag=True, help="Exit 1 when any run's file is missing, incomplete or corrupt.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary instead of tables.")
 def aggregate_command(
     source: str, out: Path, csv_path: Path | None, markdown_path: Path | None, plot_path: Path | None,
-    mpi: bool, strict: bool, as_json: bool,
+    title: str, command_text: str, mpi: bool, strict: bool, as_json: bool,
 ) -> None:
     """Aggregate the metrics files of SOURCE (a glob, or a workspace directory searched for *.h5).
 
@@ -47,7 +52,7 @@ def aggregate_command(
         from merlin_mdm.results.mpi_gather import world
 
         comm = world()
-    outputs = default_outputs(out, csv_path, markdown_path, plot_path)
+    outputs = default_outputs(out, csv_path, markdown_path, plot_path, title, command_text)
     report = aggregate(source, outputs, comm=comm, progress=not as_json)
     if report is None:  # a non-root MPI rank: rank 0 reports
         return

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from merlin_mdm.cli.mdm_order import train_order
+from merlin_mdm.cli.mdm_order import order_diagnostic, train_order
 from merlin_mdm.errors import UsageError
 
 __all__ = ["mdm", "parse_knobs"]
@@ -177,3 +177,4 @@ def samplers_command(as_json: bool) -> None:
 
 
 mdm.add_command(train_order)
+mdm.add_command(order_diagnostic)

@@ -66,6 +66,7 @@ class EvalResult:
     nfe: np.ndarray  # (N,) int64
     wall_time: np.ndarray  # (N,) float64, the batch's generation time divided by its size
     tokens: np.ndarray  # (N, L) int64, the generated sequences
+    reveal_step: np.ndarray  # (N, L) int64, the step that revealed each position (-1 in the prompt)
 
 
 def _generate_all(cfg: EvalConfig, loaded: LoadedDenoiser, sampler: Sampler) -> dict[str, np.ndarray]:
@@ -73,7 +74,8 @@ def _generate_all(cfg: EvalConfig, loaded: LoadedDenoiser, sampler: Sampler) -> 
     data_gen = torch.Generator().manual_seed(cfg.seed)
     sample_gen = torch.Generator().manual_seed(cfg.seed + 1)
     clean = task.sample_split(cfg.n_examples, data_gen, "eval")  # (N, L)
-    parts: dict[str, list[np.ndarray]] = {"correct": [], "nfe": [], "wall_time": [], "tokens": []}
+    parts: dict[str, list[np.ndarray]] = {"correct": [], "nfe": [], "wall_time": [], "tokens": [],
+                                          "reveal_step": []}
     for lo in range(0, cfg.n_examples, cfg.batch_size):
         prompts = clean[lo : lo + cfg.batch_size, : task.prompt_len]  # (B, P)
         t0 = time.perf_counter()
@@ -83,15 +85,17 @@ def _generate_all(cfg: EvalConfig, loaded: LoadedDenoiser, sampler: Sampler) -> 
         parts["nfe"].append(out.nfe.numpy().astype(np.int64))
         parts["wall_time"].append(np.full(len(prompts), wall / len(prompts)))
         parts["tokens"].append(out.tokens.numpy().astype(np.int64))
+        parts["reveal_step"].append(out.reveal_step.numpy().astype(np.int64))
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 
-def evaluate(cfg: EvalConfig, loaded: LoadedDenoiser | None = None) -> EvalResult:
+def evaluate(cfg: EvalConfig, loaded: LoadedDenoiser | None = None, sampler: Sampler | None = None) -> EvalResult:
     """Generate ``cfg.n_examples`` answers and score them.
 
     Args:
         cfg: the run.
         loaded: an already loaded checkpoint (else ``cfg.checkpoint`` is read).
+        sampler: a sampler built by the caller (else ``cfg.build_sampler()``).
 
     Returns:
         The per-example outcomes and the attributes of the run.
@@ -99,7 +103,7 @@ def evaluate(cfg: EvalConfig, loaded: LoadedDenoiser | None = None) -> EvalResul
     configure_threads(cfg.threads)
     start = datetime.now(UTC).isoformat(timespec="seconds")
     loaded = loaded or load_denoiser(cfg.checkpoint)
-    sampler = cfg.build_sampler()
+    sampler = sampler or cfg.build_sampler()
     data = _generate_all(cfg, loaded, sampler)
     attrs: dict[str, Any] = {
         "task": loaded.task.name,
@@ -124,7 +128,7 @@ def evaluate(cfg: EvalConfig, loaded: LoadedDenoiser | None = None) -> EvalResul
         "min_nfe": int(data["nfe"].min()),
         "max_nfe": int(data["nfe"].max()),
     }
-    return EvalResult(attrs, data["correct"], data["nfe"], data["wall_time"], data["tokens"])
+    return EvalResult(attrs, data["correct"], data["nfe"], data["wall_time"], data["tokens"], data["reveal_step"])
 
 
 def _train_seed(meta: Mapping[str, Any]) -> dict[str, Any]:
@@ -165,7 +169,8 @@ def write_eval(result: EvalResult, out: str | os.PathLike[str]) -> Path:
     """Write ``result`` as one HDF5 metrics file (atomically, through the results layer)."""
     from merlin_mdm.results.metrics import write_metrics
 
-    datasets = {"correct": result.correct, "nfe": result.nfe, "wall_time": result.wall_time, "tokens": result.tokens}
+    datasets = {"correct": result.correct, "nfe": result.nfe, "wall_time": result.wall_time, "tokens": result.tokens,
+                "reveal_step": result.reveal_step}
     return write_metrics(out, result.attrs, datasets)
 
 

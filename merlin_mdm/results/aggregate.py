@@ -18,8 +18,9 @@ from merlin_mdm.errors import ResultsError
 from merlin_mdm.results.collect import Discovery, Problem, Row, discover, load_many
 from merlin_mdm.results.mpi_gather import ROOT, broadcast_discovery, gather_loaded
 from merlin_mdm.results.plots import plot_accuracy_vs_nfe
+from merlin_mdm.results.report import render_report
 from merlin_mdm.results.results_file import write_results
-from merlin_mdm.results.tables import RunTable, SummaryRow, build_table, summarize_runs, table_csv, table_markdown
+from merlin_mdm.results.tables import RunTable, SummaryRow, bootstrap_groups, build_table, summarize_runs, table_csv
 
 __all__ = ["SKIPPED_KINDS", "AggregateOutputs", "AggregateReport", "aggregate", "default_outputs"]
 
@@ -35,16 +36,20 @@ class AggregateOutputs:
     """Where the aggregation writes; None skips that output.
 
     Attributes:
-        results: the HDF5 results file.
+        results: the HDF5 (NetCDF-4) results file.
         csv: the run table as CSV.
-        markdown: Table 1 as Markdown.
-        plot: accuracy against mean NFE, PNG.
+        markdown: the report (Table 1 per task and the equal-compute verdicts) as Markdown.
+        plot: accuracy against mean NFE, PNG (and the same as SVG beside it).
+        title: the report's first heading.
+        command: the command that regenerates the study, printed at the top of the report.
     """
 
     results: Path
     csv: Path | None
     markdown: Path | None
     plot: Path | None
+    title: str = "Results"
+    command: str = ""
 
 
 @dataclass(frozen=True)
@@ -70,7 +75,8 @@ class AggregateReport:
 
 
 def default_outputs(
-    out: Path, csv: Path | None = None, markdown: Path | None = None, plot: Path | None = None
+    out: Path, csv: Path | None = None, markdown: Path | None = None, plot: Path | None = None,
+    title: str = "Results", command: str = "",
 ) -> AggregateOutputs:
     """Outputs beside ``out`` unless given: ``results.h5`` -> ``results.csv``, ``results.md``, ``results.png``."""
     return AggregateOutputs(
@@ -78,6 +84,8 @@ def default_outputs(
         csv=csv if csv is not None else out.with_suffix(".csv"),
         markdown=markdown if markdown is not None else out.with_suffix(".md"),
         plot=plot if plot is not None else out.with_suffix(".png"),
+        title=title,
+        command=command,
     )
 
 
@@ -132,18 +140,24 @@ def _finish(
     table = build_table(rows, problems)
     if not rows:
         raise ResultsError(_nothing_usable(source, table.problems))
-    summary = summarize_runs(table)
+    draws = bootstrap_groups(table)
+    summary = summarize_runs(table, draws)
     for path in _as_tuple(outputs):
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
     write_results(outputs.results, table, summary, source)
     if outputs.csv is not None:
         _write_text(outputs.csv, table_csv(table))
-    if outputs.markdown is not None:
-        _write_text(outputs.markdown, table_markdown(summary, table))
     if outputs.plot is not None:
         plot_accuracy_vs_nfe(summary, outputs.plot)
+    if outputs.markdown is not None:
+        figure = _relative(outputs.plot, outputs.markdown.parent) if outputs.plot is not None else ""
+        _write_text(outputs.markdown, render_report(summary, table, draws, outputs.title, outputs.command, figure))
     return AggregateReport(outputs, len(discovery.files) + len(discovery.problems), table, summary)
+
+
+def _relative(path: Path, start: Path) -> str:
+    return os.path.relpath(path.resolve(), start.resolve())
 
 
 def _nothing_usable(source: str, problems: tuple[Problem, ...]) -> str:

@@ -14,13 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from merlin_mdm.errors import ResultsError
 from merlin_mdm.results.metrics import MetricsFileError, is_temporary_name, read_metrics
 
 __all__ = ["Discovery", "Problem", "Row", "discover", "load_many", "load_run"]
 
 Row = dict[str, Any]
-"""One run: the metrics file's attributes flattened to scalars, plus ``path`` and ``n_examples``."""
+"""One run: the metrics file's attributes flattened to scalars, plus ``path`` and ``n_examples`` (and, from
+:func:`load_run`, the per-example ``_correct`` and ``_nfe`` arrays, which the table keeps apart)."""
 
 
 @dataclass(frozen=True, order=True)
@@ -142,6 +145,8 @@ def load_run(path: Path, shown: str) -> Row | Problem:
         return Problem(shown, err.kind, err.reason)
     row: Row = {"path": shown, "n_examples": metrics.n_examples}
     row.update(metrics.attrs)
+    row["_correct"] = np.asarray(metrics.datasets["correct"], dtype=np.int8)
+    row["_nfe"] = np.asarray(metrics.datasets["nfe"], dtype=np.int64)
     return row
 
 

@@ -1,44 +1,82 @@
-"""Accuracy against mean NFE, one line per method, one panel per task (matplotlib, Agg canvas, no pyplot)."""
+"""Accuracy against mean NFE (the Pareto view), one panel per task (matplotlib, Agg canvas, no pyplot).
+
+The x axis is the mean number of denoiser calls on a log2 scale; every method has its own marker; a shaded band
+is the 95% paired bootstrap interval (an error bar for a single point); the caption gives the number of seeds
+(runs) behind each line. Written as PNG and SVG with no timestamps, so equal inputs give equal files.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from merlin_mdm.results.tables import SummaryRow
 
-__all__ = ["plot_accuracy_vs_nfe"]
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+__all__ = ["MARKERS", "plot_accuracy_vs_nfe"]
+
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p", "d", "8", "H", "1", "2", "3", "4")
 
 
-def plot_accuracy_vs_nfe(summary: Sequence[SummaryRow], path: Path) -> Path:
-    """Write a PNG of accuracy (%) against mean denoiser calls, one line per method, error bars over seeds.
+def _caption(summary: Sequence[SummaryRow]) -> str:
+    seeds = sorted({row.n_seeds for row in summary})
+    counts = ", ".join(str(s) for s in seeds)
+    return (f"Accuracy against mean denoiser calls (log2 axis). Bands/bars: 95% paired bootstrap intervals over "
+            f"training seeds and evaluation examples. Seeds per point: {counts}.")
+
+
+def _panel(ax: Axes, rows: Sequence[SummaryRow], task: str) -> None:
+    methods = list(dict.fromkeys(row.method for row in rows))
+    for index, method in enumerate(methods):
+        points = sorted((r for r in rows if r.method == method), key=lambda r: (r.mean_nfe, r.steps))
+        xs = [max(r.mean_nfe, 1.0) for r in points]
+        ys = [100 * r.accuracy_mean for r in points]
+        lows = [100 * r.ci_low if not math.isnan(r.ci_low) else y for r, y in zip(points, ys, strict=True)]
+        highs = [100 * r.ci_high if not math.isnan(r.ci_high) else y for r, y in zip(points, ys, strict=True)]
+        seeds = max(r.n_seeds for r in points)
+        marker = MARKERS[index % len(MARKERS)]
+        line = ax.plot(xs, ys, marker=marker, label=f"{method} (n={seeds})")[0]
+        if len(points) > 1:
+            ax.fill_between(xs, lows, highs, color=line.get_color(), alpha=0.15, linewidth=0)
+        else:
+            ax.errorbar(xs, ys, yerr=[[y - lo for y, lo in zip(ys, lows, strict=True)],
+                                      [hi - y for y, hi in zip(ys, highs, strict=True)]],
+                        fmt="none", ecolor=line.get_color(), capsize=3)
+    ax.set_xscale("log", base=2)
+    ax.set_title(task, fontsize="medium")
+    ax.set_xlabel("mean NFE (denoiser calls per sequence, log2)")
+    ax.set_ylabel("accuracy (%)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="x-small", loc="lower right")
+
+
+def plot_accuracy_vs_nfe(summary: Sequence[SummaryRow], path: Path) -> list[Path]:
+    """Write ``path`` (PNG) and the same figure beside it as SVG.
 
     Args:
         summary: the Table 1 rows.
-        path: the PNG to write.
+        path: the PNG to write; the SVG is ``path`` with ``.svg``.
 
     Returns:
-        ``path``.
+        The files written (PNG, SVG).
     """
+    import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     tasks = list(dict.fromkeys(row.task for row in summary))
-    figure = Figure(figsize=(6.4 * max(1, len(tasks)), 4.8), dpi=100, layout="constrained")
+    figure = Figure(figsize=(7.0 * max(1, len(tasks)), 5.4), dpi=100, layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.subplots(1, max(1, len(tasks)), squeeze=False)[0]
     for ax, task in zip(axes, tasks, strict=False):
-        rows = [row for row in summary if row.task == task]
-        for method in dict.fromkeys(row.method for row in rows):
-            points = sorted((r for r in rows if r.method == method), key=lambda r: (r.mean_nfe, r.steps))
-            errors = [0.0 if math.isnan(r.accuracy_std) else 100 * r.accuracy_std for r in points]
-            ax.errorbar([r.mean_nfe for r in points], [100 * r.accuracy_mean for r in points], yerr=errors,
-                        marker="o", capsize=3, label=method)
-        ax.set_title(task)
-        ax.set_xlabel("mean NFE (denoiser calls per sequence)")
-        ax.set_ylabel("accuracy (%)")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize="small")
+        _panel(ax, [row for row in summary if row.task == task], task)
+    figure.supxlabel(_caption(summary), fontsize="small")
+    svg = path.with_suffix(".svg")
     figure.savefig(path, format="png", metadata={"Software": None})
-    return path
+    with matplotlib.rc_context({"svg.hashsalt": "merlin-mdm"}):  # fixed element ids: equal inputs, equal SVG
+        figure.savefig(svg, format="svg", metadata={"Date": None, "Creator": None})
+    return [path, svg]

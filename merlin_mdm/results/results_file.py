@@ -1,16 +1,20 @@
-"""The aggregated results file (``results.h5``): the run table, the problems table and the Table 1 summary.
+"""The aggregated results file (``results.h5``): a NetCDF-4 file (HDF5 underneath) with the run table, the
+per-example outcomes, the Table 1 summary and the problems table.
 
-Layout (documented in ``docs/results-schema.md``)::
+It opens with ``xarray.open_dataset(path, engine="h5netcdf")`` (the runs; ``group="summary"`` and
+``group="problems"`` for the others) and with plain h5py. Layout (documented in ``docs/results-schema.md``)::
 
-    /                  attrs: file_kind, results_schema_version, metrics_schema_version,
-                              merlin_mdm_version, source, n_runs, n_problems
-    /runs/<column>     (R,) one dataset per column; /runs attrs: columns, kinds (JSON lists, display order)
-    /runs_missing/<c>  (R,) bool, only for columns some runs lack
-    /problems/{path,kind,message}                   (P,) UTF-8
-    /summary/{task,method,sampler,steps,n_seeds,mean_nfe,min_nfe,max_nfe,accuracy_mean,accuracy_std}  (G,)
+    /                    attrs: file_kind, results_schema_version, metrics_schema_version, merlin_mdm_version,
+                                source, n_runs, n_problems, run_columns, run_kinds (JSON lists, display order)
+      dims run (R), example (N); coordinates run, example, task_label, method_label, path, steps, seed ...
+      <column>(run)      one variable per run-table column; bools as int8 with attr dtype="bool"
+      correct(run, example) int8 (-1 where a run has fewer examples), nfe(run, example) int64
+    /runs_missing/<c>    (run) int8 bool, only for columns some runs lack
+    /summary/<field>     (row) one per :class:`SummaryRow` field
+    /problems/{path,kind,message}   (problem)
 
-Written like a metrics file: to a hidden temporary name, then ``os.replace``; nothing time- or
-host-dependent is stored, so equal inputs give byte-identical files.
+Written to a hidden temporary name, then ``os.replace``; nothing time- or host-dependent is stored, so equal
+inputs give byte-identical files.
 """
 
 from __future__ import annotations
@@ -29,14 +33,32 @@ from merlin_mdm import __version__
 from merlin_mdm.errors import ResultsError
 from merlin_mdm.results.collect import Problem
 from merlin_mdm.results.metrics import RESULTS_FILE_KIND, SCHEMA_VERSION, open_h5
-from merlin_mdm.results.tables import Column, RunTable, SummaryRow
+from merlin_mdm.results.tables import Column, RunTable, SummaryRow, method_label, task_label
 
-__all__ = ["RESULTS_SCHEMA_VERSION", "ResultsFile", "read_results", "write_results"]
+__all__ = ["RESULTS_SCHEMA_VERSION", "UNITS", "ResultsFile", "read_results", "write_results"]
 
-RESULTS_SCHEMA_VERSION = 1
-"""Version of the results-file layout."""
+RESULTS_SCHEMA_VERSION = 2
+"""Version of the results-file layout (2: NetCDF-4, xarray-readable; 1 was plain HDF5 groups)."""
+
+UNITS: dict[str, tuple[str, str]] = {
+    "accuracy": ("1", "fraction of examples answered correctly"),
+    "accuracy_mean": ("1", "mean over runs of the accuracy"),
+    "accuracy_std": ("1", "sample standard deviation over runs of the accuracy"),
+    "ci_low": ("1", "lower end of the 95% paired bootstrap interval of the accuracy"),
+    "ci_high": ("1", "upper end of the 95% paired bootstrap interval of the accuracy"),
+    "mean_nfe": ("denoiser calls", "mean denoiser calls (NFE) per sequence"),
+    "min_nfe": ("denoiser calls", "fewest denoiser calls of any sequence"),
+    "max_nfe": ("denoiser calls", "most denoiser calls of any sequence"),
+    "nfe": ("denoiser calls", "denoiser calls spent on the example"),
+    "steps": ("denoiser calls", "step budget T (a maximum for adaptive samplers)"),
+    "correct": ("1", "example answered correctly (1) or not (0)"),
+    "n_examples": ("1", "evaluated examples"),
+    "n_seeds": ("1", "runs averaged (one per seed)"),
+}
+"""CF-style ``units`` and ``long_name`` attributes of the variables that have them."""
 
 _TEXT = h5py.string_dtype(encoding="utf-8")
+_COORDS = ("task_label", "method_label", "path", "task", "sampler", "steps", "seed", "train_seed")
 
 
 @dataclass(frozen=True)
@@ -44,7 +66,7 @@ class ResultsFile:
     """An aggregated results file as read back.
 
     Attributes:
-        table: the run table with its problems.
+        table: the run table with its problems and per-example outcomes.
         summary: the Table 1 rows.
         attrs: the root attributes.
     """
@@ -59,20 +81,22 @@ def write_results(path: Path, table: RunTable, summary: tuple[SummaryRow, ...], 
 
     Args:
         path: destination.
-        table: the runs and problems.
+        table: the runs, problems and per-example outcomes.
         summary: the Table 1 rows.
         source: the glob or workspace the runs came from (stored as an attribute).
 
     Returns:
         ``path``.
     """
+    import h5netcdf
+
     tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     try:
-        with open_h5(tmp, "w") as handle:
+        with h5netcdf.File(tmp, "w", locking=False) as handle:
             _write_root(handle, table, source)
             _write_runs(handle, table)
-            _write_records(handle.create_group("problems"), table.problems, Problem)
-            _write_records(handle.create_group("summary"), summary, SummaryRow)
+            _write_records(handle.create_group("summary"), "row", summary, SummaryRow)
+            _write_records(handle.create_group("problems"), "problem", table.problems, Problem)
         os.replace(tmp, path)
     except OSError as err:
         raise ResultsError(f"{path}: cannot write the results file: {err}") from err
@@ -81,7 +105,7 @@ def write_results(path: Path, table: RunTable, summary: tuple[SummaryRow, ...], 
     return path
 
 
-def _write_root(handle: h5py.File, table: RunTable, source: str) -> None:
+def _write_root(handle: Any, table: RunTable, source: str) -> None:
     handle.attrs["file_kind"] = RESULTS_FILE_KIND
     handle.attrs["results_schema_version"] = RESULTS_SCHEMA_VERSION
     handle.attrs["metrics_schema_version"] = SCHEMA_VERSION
@@ -89,34 +113,63 @@ def _write_root(handle: h5py.File, table: RunTable, source: str) -> None:
     handle.attrs["source"] = source
     handle.attrs["n_runs"] = table.n_rows
     handle.attrs["n_problems"] = len(table.problems)
+    handle.attrs["run_columns"] = json.dumps([column.name for column in table.columns])
+    handle.attrs["run_kinds"] = json.dumps([column.kind for column in table.columns])
 
 
-def _write_runs(handle: h5py.File, table: RunTable) -> None:
-    runs = handle.create_group("runs")
+def _write_runs(handle: Any, table: RunTable) -> None:
+    width = max((array.shape[1] for array in table.examples.values()), default=0)
+    handle.dimensions = {"run": table.n_rows, "example": width}
+    _variable(handle, "run", ("run",), np.arange(table.n_rows, dtype=np.int64), "run index (rows sorted by path)")
+    _variable(handle, "example", ("example",), np.arange(width, dtype=np.int64), "example index (same prompts "
+              "for every run of one evaluation seed)")
+    rows = table.rows()
+    _variable(handle, "task_label", ("run",), np.array([task_label(r) for r in rows], dtype=object), "task")
+    _variable(handle, "method_label", ("run",), np.array([method_label(r) for r in rows], dtype=object), "method")
+    names = {column.name for column in table.columns}
+    coords = " ".join(name for name in _COORDS if name in names or name.endswith("_label"))
     missing = handle.create_group("runs_missing")
-    runs.attrs["columns"] = json.dumps([column.name for column in table.columns])
-    runs.attrs["kinds"] = json.dumps([column.kind for column in table.columns])
     for column in table.columns:
-        _dataset(runs, column.name, column.values)
+        var = _variable(handle, column.name, ("run",), column.values, "", column.kind)
+        if column.name not in _COORDS:
+            var.attrs["coordinates"] = coords
         if column.missing is not None:
-            missing.create_dataset(column.name, data=column.missing)
+            _variable(missing, column.name, ("run",), column.missing, "", "bool")
+    for name, array in table.examples.items():
+        var = _variable(handle, name, ("run", "example"), array, "", fill=-1)
+        var.attrs["coordinates"] = coords
 
 
-def _dataset(group: h5py.Group, name: str, values: np.ndarray) -> None:
-    if values.dtype == object or values.dtype.kind == "U":
-        group.create_dataset(name, data=[str(v) for v in values], dtype=_TEXT)
+def _variable(group: Any, name: str, dims: tuple[str, ...], values: np.ndarray, long_name: str, kind: str = "",
+              fill: int | None = None) -> Any:
+    """Create one variable with its units; bools as int8 (``dtype="bool"``), text as UTF-8 strings."""
+    if kind == "str" or values.dtype == object:
+        var = group.create_variable(name, dims, data=np.array([str(v) for v in values], dtype=object), dtype=_TEXT)
+    elif kind == "bool" or values.dtype == np.bool_:
+        var = group.create_variable(name, dims, data=values.astype(np.int8))
+        var.attrs["dtype"] = "bool"
+    elif fill is not None:
+        var = group.create_variable(name, dims, data=values, fillvalue=values.dtype.type(fill))
     else:
-        group.create_dataset(name, data=values)
+        var = group.create_variable(name, dims, data=values)
+    units, default_name = UNITS.get(name, ("", ""))
+    if units:
+        var.attrs["units"] = units
+    if long_name or default_name:
+        var.attrs["long_name"] = long_name or default_name
+    return var
 
 
-def _write_records(group: h5py.Group, records: Any, kind: type) -> None:
+def _write_records(group: Any, dim: str, records: Any, kind: type) -> None:
+    records = list(records)
+    group.dimensions = {dim: len(records)}
     for spec in fields(kind):
         values = [getattr(record, spec.name) for record in records]
         if spec.type == "str":
-            group.create_dataset(spec.name, data=values, dtype=_TEXT)
+            array = np.array(values, dtype=object)
         else:
-            dtype = np.float64 if spec.type == "float" else np.int64
-            group.create_dataset(spec.name, data=np.asarray(values, dtype=dtype))
+            array = np.asarray(values, dtype=np.float64 if spec.type == "float" else np.int64)
+        _variable(group, spec.name, (dim,), array, "", "str" if spec.type == "str" else "")
 
 
 def read_results(path: str | os.PathLike[str]) -> ResultsFile:
@@ -128,29 +181,31 @@ def read_results(path: str | os.PathLike[str]) -> ResultsFile:
     src = Path(path)
     try:
         with open_h5(src, "r") as handle:
-            attrs = {key: _scalar(value) for key, value in handle.attrs.items()}
+            attrs = {key: _scalar(value) for key, value in handle.attrs.items() if not key.startswith("_")}
             if attrs.get("file_kind") != RESULTS_FILE_KIND:
                 raise ResultsError(f"{src}: not a merlin-mdm results file")
             if attrs.get("results_schema_version") != RESULTS_SCHEMA_VERSION:
                 raise ResultsError(f"{src}: results_schema_version {attrs.get('results_schema_version')!r} "
                                    f"is not supported (this is {RESULTS_SCHEMA_VERSION})")
             columns = _read_runs(handle)
+            examples = {name: handle[name][()] for name in ("correct", "nfe") if name in handle}
             problems = tuple(Problem(**rec) for rec in _read_records(handle["problems"], Problem))
             summary = tuple(SummaryRow(**rec) for rec in _read_records(handle["summary"], SummaryRow))
     except (OSError, KeyError, ValueError) as err:
         raise ResultsError(f"{src}: cannot read the results file ({err})") from err
-    return ResultsFile(RunTable(columns, problems), summary, attrs)
+    return ResultsFile(RunTable(columns, problems, examples), summary, attrs)
 
 
 def _read_runs(handle: h5py.File) -> tuple[Column, ...]:
-    runs = handle["runs"]
-    names = json.loads(runs.attrs["columns"])
-    kinds = json.loads(runs.attrs["kinds"])
+    names = json.loads(handle.attrs["run_columns"])
+    kinds = json.loads(handle.attrs["run_kinds"])
     out = []
     for name, kind in zip(names, kinds, strict=True):
-        data = runs[name]
+        data = handle[name]
         values = data.asstr()[()].astype(object) if kind == "str" else data[()]
-        missing = handle["runs_missing"][name][()] if name in handle["runs_missing"] else None
+        if kind == "bool":
+            values = values.astype(np.bool_)
+        missing = handle["runs_missing"][name][()].astype(np.bool_) if name in handle["runs_missing"] else None
         out.append(Column(name, kind, values, missing))
     return tuple(out)
 

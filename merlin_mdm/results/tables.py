@@ -1,5 +1,6 @@
 """The aggregated tables: one typed column per attribute (one row per run), the per-method summary in
-the shape of the paper's Table 1, and their CSV and Markdown renderings.
+the shape of the paper's Table 1 (with bootstrap intervals), and the CSV rendering (the Markdown report is
+:mod:`merlin_mdm.results.report`).
 
 Everything here is deterministic in its input (rows sorted by path, columns in a fixed order), so the
 serial and the MPI aggregation produce byte-identical outputs.
@@ -9,27 +10,29 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from merlin_mdm.results.collect import Problem, Row
+from merlin_mdm.results.statistics import bootstrap_accuracy, interval
 
 __all__ = [
     "COLUMN_KINDS",
     "LEADING_COLUMNS",
     "Column",
+    "GroupKey",
     "RunTable",
     "SummaryRow",
+    "bootstrap_groups",
     "build_table",
+    "group_runs",
     "method_label",
     "summarize_runs",
     "table_csv",
-    "table_markdown",
     "task_label",
 ]
 
@@ -78,10 +81,13 @@ class RunTable:
     Attributes:
         columns: the typed columns, in display order.
         problems: the unusable files, sorted by path.
+        examples: per-example outcomes, (R, N) arrays by name (``correct`` int8, ``nfe`` int64), -1 where a run
+            has fewer than N examples; empty when unknown.
     """
 
     columns: tuple[Column, ...]
     problems: tuple[Problem, ...] = ()
+    examples: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def n_rows(self) -> int:
@@ -119,6 +125,8 @@ class SummaryRow:
         max_nfe: most calls of any sequence in any run.
         accuracy_mean: mean over runs of the accuracy (fraction).
         accuracy_std: sample standard deviation (ddof=1) over runs; NaN for a single run.
+        ci_low: lower end of the 95% bootstrap interval of the accuracy over runs and examples (fraction).
+        ci_high: upper end of that interval; both NaN when per-example outcomes are unknown.
     """
 
     task: str
@@ -131,22 +139,47 @@ class SummaryRow:
     max_nfe: int
     accuracy_mean: float
     accuracy_std: float
+    ci_low: float = math.nan
+    ci_high: float = math.nan
+
+
+GroupKey = tuple[str, str, int]
+"""(task label, method label, steps): one line of Table 1."""
+
+EXAMPLE_KEYS = {"correct": "_correct", "nfe": "_nfe"}
+"""Per-example arrays a row may carry (under the private key), gathered into :attr:`RunTable.examples`."""
 
 
 def build_table(rows: Iterable[Row], problems: Iterable[Problem] = ()) -> RunTable:
     """Turn run rows into typed columns (rows sorted by path; problems sorted by path).
 
     Args:
-        rows: one dict per run with scalar values.
+        rows: one dict per run with scalar values, optionally with per-example arrays under ``_correct``/``_nfe``.
         problems: the files that were not usable.
 
     Returns:
         The table.
     """
     ordered = sorted(rows, key=lambda row: str(row["path"]))
-    names = _column_order({key for row in ordered for key in row})
+    private = set(EXAMPLE_KEYS.values())
+    names = _column_order({key for row in ordered for key in row} - private)
     columns = tuple(_make_column(name, [row.get(name) for row in ordered]) for name in names)
-    return RunTable(columns=columns, problems=tuple(sorted(problems)))
+    return RunTable(columns=columns, problems=tuple(sorted(problems)), examples=_examples(ordered))
+
+
+def _examples(rows: Sequence[Row]) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    for name, key in EXAMPLE_KEYS.items():
+        arrays = [row.get(key) for row in rows]
+        if not rows or any(a is None for a in arrays):
+            continue
+        width = max(len(a) for a in arrays if a is not None)
+        block = np.full((len(rows), width), -1, dtype=np.int8 if name == "correct" else np.int64)
+        for index, array in enumerate(arrays):
+            if array is not None:
+                block[index, : len(array)] = array
+        out[name] = block
+    return out
 
 
 def _column_order(names: set[str]) -> list[str]:
@@ -252,58 +285,44 @@ def _labelled(name: str, knobs: list[str]) -> str:
     return f"{name} ({', '.join(knobs)})" if knobs else name
 
 
-def summarize_runs(table: RunTable) -> tuple[SummaryRow, ...]:
-    """Group runs by (task, method, steps) and average over seeds; sorted by task, steps, method."""
-    groups: dict[tuple[str, str, int], list[Row]] = {}
-    samplers: dict[tuple[str, str, int], str] = {}
-    for row in table.rows():
+def group_runs(table: RunTable) -> dict[GroupKey, list[int]]:
+    """Row indices of each (task, method, steps) group, in Table 1 order; runs ordered by (train seed, seed)."""
+    groups: dict[GroupKey, list[tuple[Any, ...]]] = {}
+    for index, row in enumerate(table.rows()):
         key = (task_label(row), method_label(row), int(row["steps"]))
-        groups.setdefault(key, []).append(row)
-        samplers[key] = str(row["sampler"])
+        order = (int(row.get("train_seed", 0)), int(row.get("seed", 0)), str(row["path"]))
+        groups.setdefault(key, []).append((*order, index))
+    ordered = sorted(groups, key=lambda k: (k[0], k[2], k[1]))
+    return {key: [item[-1] for item in sorted(groups[key])] for key in ordered}
+
+
+def bootstrap_groups(table: RunTable) -> dict[GroupKey, np.ndarray]:
+    """Bootstrap draws of every group's accuracy (see :mod:`merlin_mdm.results.statistics`); {} without outcomes."""
+    correct = table.examples.get("correct")
+    if correct is None:
+        return {}
+    return {key: bootstrap_accuracy(correct[indices]) for key, indices in group_runs(table).items()}
+
+
+def summarize_runs(table: RunTable, draws: Mapping[GroupKey, np.ndarray] | None = None) -> tuple[SummaryRow, ...]:
+    """Group runs by (task, method, steps) and average over seeds; sorted by task, steps, method.
+
+    Args:
+        table: the runs.
+        draws: bootstrap draws per group (:func:`bootstrap_groups`) for the confidence intervals, or None.
+    """
+    rows = table.rows()
     out = []
-    for key in sorted(groups, key=lambda k: (k[0], k[2], k[1])):
-        runs = groups[key]
+    for key, indices in group_runs(table).items():
+        runs = [rows[i] for i in indices]
         accuracy = np.array([float(run["accuracy"]) for run in runs])
+        low, high = interval(draws[key]) if draws and key in draws else (math.nan, math.nan)
         out.append(SummaryRow(
-            task=key[0], method=key[1], sampler=samplers[key], steps=key[2], n_seeds=len(runs),
+            task=key[0], method=key[1], sampler=str(runs[0]["sampler"]), steps=key[2], n_seeds=len(runs),
             mean_nfe=float(np.mean([float(run["mean_nfe"]) for run in runs])),
             min_nfe=min(int(run["min_nfe"]) for run in runs), max_nfe=max(int(run["max_nfe"]) for run in runs),
             accuracy_mean=float(accuracy.mean()),
             accuracy_std=float(accuracy.std(ddof=1)) if len(runs) > 1 else math.nan,
+            ci_low=low, ci_high=high,
         ))
     return tuple(out)
-
-
-def table_markdown(summary: Sequence[SummaryRow], table: RunTable) -> str:
-    """Table 1 as Markdown: one section per task; method, steps, average steps [min, max], accuracy, seeds."""
-    lines: list[str] = []
-    for task in dict.fromkeys(row.task for row in summary):
-        lines += [f"### {task}", "", "| method | steps | avg steps [min, max] | accuracy (%) | seeds |",
-                  "|---|---:|---:|---:|---:|"]
-        for row in (r for r in summary if r.task == task):
-            spread = "" if math.isnan(row.accuracy_std) else f" ± {100 * row.accuracy_std:.1f}"
-            lines.append(f"| {_md_escape(row.method)} | {row.steps} | {row.mean_nfe:.2f} [{row.min_nfe}, "
-                         f"{row.max_nfe}] | {100 * row.accuracy_mean:.1f}{spread} | {row.n_seeds} |")
-        lines.append("")
-    lines.append(_footer(table))
-    return "\n".join(lines) + "\n"
-
-
-def _footer(table: RunTable) -> str:
-    runs = "1 run" if table.n_rows == 1 else f"{table.n_rows} runs"
-    text = f"{runs}. Accuracy: mean ± sample standard deviation over seeds."
-    if table.problems:
-        kinds = json.dumps(_count_kinds(table.problems), sort_keys=True)
-        text += f" {len(table.problems)} files were not used (see the results file's problems table): {kinds}."
-    return text
-
-
-def _count_kinds(problems: Iterable[Problem]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for problem in problems:
-        counts[problem.kind] = counts.get(problem.kind, 0) + 1
-    return counts
-
-
-def _md_escape(text: str) -> str:
-    return text.replace("|", "\\|")

@@ -44,6 +44,7 @@ class StepState:
         budget: the step budget T (the last step is T-1).
         generator: the RNG a stochastic sampler must draw from.
         prompt_len: number of prompt tokens at the start of each row (0 when unknown).
+        rows: (B,) long, the indices of these rows in the batch given to :func:`generate` (None when unknown).
     """
 
     x: Tensor
@@ -54,6 +55,7 @@ class StepState:
     budget: int
     generator: torch.Generator
     prompt_len: int = 0
+    rows: Tensor | None = None
 
 
 class Sampler(ABC):
@@ -159,6 +161,7 @@ class GenerationResult(NamedTuple):
 
     tokens: Tensor  # (B, L) long, prompt + generated answer, no mask left
     nfe: Tensor  # (B,) long, denoiser calls spent on each row
+    reveal_step: Tensor  # (B, L) long, the 0-based step that revealed each position (-1 in the prompt)
 
 
 class _Model(Protocol):
@@ -207,7 +210,7 @@ def generate(
         mask_id: the mask id; defaults to ``model.config.mask_id``.
 
     Returns:
-        :class:`GenerationResult` with tokens (B, P + A) and nfe (B,).
+        :class:`GenerationResult` with tokens (B, P + A), nfe (B,) and reveal_step (B, P + A).
 
     Raises:
         MdmError: budget < 1 or a negative temperature.
@@ -220,17 +223,19 @@ def generate(
     masked = x == mask  # (B, L)
     masked[:, :p] = False
     nfe = torch.zeros(b, dtype=torch.long)
+    reveal_step = torch.full((b, p + answer_len), -1, dtype=torch.long)
     for step in range(budget):
         rows = masked.any(-1).nonzero().squeeze(-1)  # (R,) unfinished rows
         if rows.numel() == 0:
             break
         out = model(x[rows])
         nfe[rows] += 1
-        state = StepState(x[rows], masked[rows], out.logits, out.hidden, step, budget, generator, p)
+        state = StepState(x[rows], masked[rows], out.logits, out.hidden, step, budget, generator, p, rows)
         reveal = _at_least_one(sampler.select(state) & state.masked, state.masked, out.logits)  # (R, L)
         if step == budget - 1:
             reveal = state.masked
         tokens = _fill(out.logits, temperature, generator)  # (R, L)
         x[rows] = torch.where(reveal, tokens, state.x)
         masked[rows] = state.masked & ~reveal
-    return GenerationResult(tokens=x, nfe=nfe)
+        reveal_step[rows] = torch.where(reveal, step, reveal_step[rows])
+    return GenerationResult(tokens=x, nfe=nfe, reveal_step=reveal_step)

@@ -7,12 +7,15 @@ revealed together are rarely neighbours. It needs no model confidence and is the
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
-from merlin_mdm.mdm.samplers.base import FixedBudgetSampler, StepState, register_sampler
+from merlin_mdm.errors import MdmError
+from merlin_mdm.mdm.samplers.base import FixedBudgetSampler, Sampler, StepState, register_sampler
 
-__all__ = ["DilatedSampler", "bit_reversal_ranks"]
+__all__ = ["DilatedSampler", "ScheduleSampler", "bit_reversal_ranks"]
 
 
 def bit_reversal_ranks(length: int) -> Tensor:
@@ -37,3 +40,30 @@ class DilatedSampler(FixedBudgetSampler):
         ranks = torch.zeros(length, dtype=torch.long)
         ranks[state.prompt_len :] = bit_reversal_ranks(length - state.prompt_len)
         return (-ranks.float()).expand(state.masked.shape[0], -1)
+
+
+class ScheduleSampler(Sampler):
+    """Replay given reveal schedules: row i reveals at step t the positions with ``schedule[i] == t``.
+
+    Not registered (it is built from a tensor, not from knobs); the state-dependence diagnostic replays one
+    prompt's learned schedule on another prompt with it.
+
+    Args:
+        schedule: (N, L) long, the step revealing each position (as :attr:`GenerationResult.reveal_step`).
+    """
+
+    name = "schedule"
+    adaptive = True  # a schedule may finish before the budget
+
+    def __init__(self, schedule: Tensor) -> None:
+        self.schedule = schedule
+
+    def knobs(self) -> dict[str, Any]:
+        """None: a schedule is data, not a knob."""
+        return {}
+
+    def select(self, state: StepState) -> Tensor:
+        """The positions scheduled for this step (the generation loop adds one if a row has none)."""
+        if state.rows is None:
+            raise MdmError("a schedule sampler needs the row indices of the batch (generate passes them)")
+        return (self.schedule[state.rows] == state.step) & state.masked

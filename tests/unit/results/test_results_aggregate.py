@@ -96,15 +96,17 @@ def test_nothing_matching_and_nothing_usable_are_errors(tmp_path: Path) -> None:
 def test_markdown_has_the_shape_of_table_1(workspace: Path, tmp_path: Path) -> None:
     text = _run(workspace, tmp_path).outputs.markdown.read_text(encoding="utf-8")
     lines = text.splitlines()
-    assert lines[0] == "### blocks (bl=4, nb=4)"
-    assert lines[2] == "| method | steps | avg steps [min, max] | accuracy (%) | seeds |"
-    body = [line for line in lines[4:] if line.startswith("| ")]
+    assert lines[0] == "# Results"
+    start = lines.index("## blocks (bl=4, nb=4)")
+    assert lines[start + 2] == "| method | T | NFE @Avg | NFE @Max | accuracy (%) | 95% CI | seeds |"
+    body = [line for line in lines[start + 4 :] if line.startswith("| ")]
     assert len(body) == 4  # 2 samplers x 2 budgets, 2 seeds each
-    row = re.compile(r"^\| (top_prob|threshold \(tau=0\.9\)) \| (2|4) \| \d+\.\d\d \[\d+, \d+\] \| "
-                     r"\d+\.\d ± \d+\.\d \| 2 \|$")
+    row = re.compile(r"^\| (top_prob|threshold \(tau=0\.9\)) \| (2|4) \| \d+\.\d\d \| \d+ \| "
+                     r"\d+\.\d \| \[\d+\.\d, \d+\.\d\] \| 2 \|$")
     assert all(row.match(line) for line in body), body
     assert [line.split(" | ")[1] for line in body] == ["2", "2", "4", "4"]
     assert "5 files were not used" in text
+    assert "![accuracy against mean NFE](results.png)" in text
 
 
 def test_summary_averages_over_seeds(workspace: Path, tmp_path: Path) -> None:
@@ -211,4 +213,4 @@ def test_a_clean_single_run_round_trips_with_no_problems(tmp_path: Path, make_ru
     (line,) = stored.summary
     assert line.n_seeds == 1 and math.isnan(line.accuracy_std)
     text = (tmp_path / "res.md").read_text(encoding="utf-8")
-    assert "| top_prob | 4 |" in text and "±" not in text.split("\n")[4] and "1 run." in text
+    assert "| top_prob | 4 |" in text and "±" not in text and "1 run aggregated." in text

@@ -1,0 +1,66 @@
+"""The results file as the objects a scientist analyses: a pandas DataFrame of runs and an xarray Dataset.
+
+pandas and xarray are imported on call, so the rest of the results layer never needs them.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from merlin_mdm.results.results_file import read_results
+from merlin_mdm.results.tables import method_label, task_label
+
+if TYPE_CHECKING:
+    import pandas
+    import xarray
+
+__all__ = ["load", "load_dataset"]
+
+
+def load(path: str | os.PathLike[str]) -> pandas.DataFrame:
+    """One row per evaluation run: every run-table column plus ``task_label`` and ``method_label``.
+
+    Args:
+        path: a results file written by ``merlin-mdm aggregate``.
+
+    Returns:
+        The DataFrame, rows sorted by path; a run lacking an attribute has NA there.
+
+    Raises:
+        ResultsError: the file is not a readable results file.
+    """
+    import pandas as pd
+
+    table = read_results(path).table
+    data = {}
+    for column in table.columns:
+        series = pd.Series(column.values, name=column.name)
+        if column.kind == "int":
+            series = series.astype("Int64")
+        elif column.kind == "bool":
+            series = series.astype("boolean")
+        if column.missing is not None:
+            series = series.mask(pd.Series(column.missing))
+        data[column.name] = series
+    frame = pd.DataFrame(data)
+    rows = table.rows()
+    frame["task_label"] = [task_label(row) for row in rows]
+    frame["method_label"] = [method_label(row) for row in rows]
+    return frame
+
+
+def load_dataset(path: str | os.PathLike[str], group: str | None = None) -> xarray.Dataset:
+    """The results file through xarray: dims ``run`` and ``example`` (``row`` for ``group="summary"``).
+
+    Args:
+        path: a results file.
+        group: None for the runs, ``"summary"`` for Table 1, ``"problems"`` for the unusable files.
+
+    Returns:
+        The Dataset, read into memory (the file is closed).
+    """
+    import xarray as xr
+
+    with xr.open_dataset(path, engine="h5netcdf", group=group) as dataset:
+        return dataset.load()

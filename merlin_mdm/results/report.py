@@ -1,0 +1,195 @@
+"""The study report (``results.md``): Table 1 per task with confidence intervals, and the equal-compute verdicts.
+
+Written by the aggregate step, so the Markdown that ``docs/results.md`` shows is generated, not typed: the
+command that regenerates it is its first paragraph. For every learned-order line the report names the most
+accurate *baseline* (any sampler but ``learned`` and the task-specific ``*_oracle`` references) that spends no
+more denoiser calls on average, and the paired bootstrap interval of the accuracy difference. Whatever the
+verdict, it is printed: a learned order that loses is reported as losing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from merlin_mdm.results.statistics import CI_LEVEL, interval
+from merlin_mdm.results.tables import GroupKey, RunTable, SummaryRow, method_label, task_label
+
+__all__ = ["Comparison", "compare_at_equal_compute", "is_baseline", "is_learned", "render_report"]
+
+NFE_SLACK = 1e-9  # a baseline counts as "at most the same compute" up to float noise
+
+
+def is_learned(row: SummaryRow) -> bool:
+    """A learned-order line (the ``learned`` sampler, any decoding)."""
+    return row.sampler == "learned"
+
+
+DIAGNOSTIC_SAMPLER = "learned_shuffled"  # runs of `merlin-mdm mdm order-diagnostic`
+
+
+def is_baseline(row: SummaryRow) -> bool:
+    """A line the learned order is compared with: anything but ``learned``, task-specific oracles and the
+    state-dependence diagnostic."""
+    return not is_learned(row) and not row.sampler.endswith("_oracle") and row.sampler != DIAGNOSTIC_SAMPLER
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A learned line against the best baseline at no more mean NFE.
+
+    Attributes:
+        learned: the learned line.
+        baseline: the best baseline, or None when every baseline spends more calls.
+        low: lower end of the paired bootstrap interval of learned minus baseline accuracy (fraction).
+        high: upper end.
+        paired: whether both lines have the same number of runs (so the bootstrap draws are paired).
+    """
+
+    learned: SummaryRow
+    baseline: SummaryRow | None
+    low: float
+    high: float
+    paired: bool
+
+    @property
+    def verdict(self) -> str:
+        """``learned better`` / ``baseline better`` (the interval excludes 0) or ``no significant difference``."""
+        if self.baseline is None:
+            return "no baseline at this compute"
+        if self.low > 0:
+            return "learned better"
+        if self.high < 0:
+            return "baseline better"
+        return "no significant difference"
+
+
+def _key(row: SummaryRow) -> GroupKey:
+    return (row.task, row.method, row.steps)
+
+
+def compare_at_equal_compute(summary: Sequence[SummaryRow], draws: Mapping[GroupKey, np.ndarray]
+                             ) -> list[Comparison]:
+    """Every learned line against the most accurate baseline of its task with mean NFE at most its own."""
+    out = []
+    for row in (r for r in summary if is_learned(r)):
+        rivals = [r for r in summary if r.task == row.task and is_baseline(r)
+                  and r.mean_nfe <= row.mean_nfe + NFE_SLACK]
+        best = max(rivals, key=lambda r: (r.accuracy_mean, -r.mean_nfe), default=None)
+        low = high = math.nan
+        paired = False
+        if best is not None and _key(row) in draws and _key(best) in draws:
+            low, high = interval(draws[_key(row)] - draws[_key(best)])
+            paired = best.n_seeds == row.n_seeds
+        out.append(Comparison(row, best, low, high, paired))
+    return out
+
+
+def _pct(value: float) -> str:
+    return "–" if math.isnan(value) else f"{100 * value:.1f}"
+
+
+def _ci(low: float, high: float, signed: bool = False) -> str:
+    if math.isnan(low):
+        return "–"
+    fmt = "{:+.1f}" if signed else "{:.1f}"
+    return f"[{fmt.format(100 * low)}, {fmt.format(100 * high)}]"
+
+
+def _table_one(rows: Sequence[SummaryRow]) -> list[str]:
+    lines = ["| method | T | NFE @Avg | NFE @Max | accuracy (%) | 95% CI | seeds |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        lines.append(f"| {row.method.replace('|', '/')} | {row.steps} | {row.mean_nfe:.2f} | {row.max_nfe} | "
+                     f"{_pct(row.accuracy_mean)} | {_ci(row.ci_low, row.ci_high)} | {row.n_seeds} |")
+    return lines
+
+
+def _comparisons(found: Sequence[Comparison]) -> list[str]:
+    lines = ["| learned | T | NFE @Avg | accuracy (%) | best baseline at <= NFE | its NFE @Avg | its accuracy (%) "
+             "| difference, points (95% CI) | verdict |", "|---|---:|---:|---:|---|---:|---:|---:|---|"]
+    for item in found:
+        row, base = item.learned, item.baseline
+        name = "–" if base is None else base.method.replace("|", "/")
+        nfe = "–" if base is None else f"{base.mean_nfe:.2f}"
+        acc = "–" if base is None else _pct(base.accuracy_mean)
+        diff = "–" if base is None else f"{100 * (row.accuracy_mean - base.accuracy_mean):+.1f} " + _ci(
+            item.low, item.high, signed=True) + ("" if item.paired else " (unpaired)")
+        lines.append(f"| {row.method.replace('|', '/')} | {row.steps} | {row.mean_nfe:.2f} | "
+                     f"{_pct(row.accuracy_mean)} | {name} | {nfe} | {acc} | {diff} | {item.verdict} |")
+    return lines
+
+
+def render_report(summary: Sequence[SummaryRow], table: RunTable, draws: Mapping[GroupKey, np.ndarray],
+                  title: str = "Results", command: str = "", figure: str = "") -> str:
+    """The whole Markdown report.
+
+    Args:
+        summary: the Table 1 rows.
+        table: the runs (for the footer).
+        draws: bootstrap draws per group.
+        title: the first heading.
+        command: the command that regenerates the report (shown first).
+        figure: a relative path of the accuracy-against-NFE plot to embed, or "".
+
+    Returns:
+        Markdown text, deterministic in its inputs.
+    """
+    lines = [f"# {title}", ""]
+    if command:
+        lines += ["Generated by the study's aggregate step; regenerate with:", "", f"    {command}", ""]
+    lines += [f"Accuracy: mean over runs; the {int(100 * CI_LEVEL)}% interval is a bootstrap over training seeds "
+              "and evaluation examples jointly (every method sees the same examples, so differences are "
+              "paired). NFE @Avg is the mean number of denoiser calls per sequence, NFE @Max the most any "
+              "sequence used.", ""]
+    if figure:
+        lines += [f"![accuracy against mean NFE]({figure})", ""]
+    comparisons = compare_at_equal_compute(summary, draws)
+    for task in dict.fromkeys(row.task for row in summary):
+        lines += [f"## {task}", "", *_table_one([r for r in summary if r.task == task]), ""]
+        found = [c for c in comparisons if c.learned.task == task]
+        if found:
+            lines += ["Learned order against the best baseline at equal or lower mean NFE:", "",
+                      *_comparisons(found), ""]
+        lines += _state_dependence(table, task)
+    lines.append(_footer(table))
+    return "\n".join(lines) + "\n"
+
+
+def _state_dependence(table: RunTable, task: str) -> list[str]:
+    """The diagnostic's figures per (method, T), averaged over its runs; [] when there is none."""
+    groups: dict[tuple[str, int], list[dict[str, float]]] = {}
+    for row in table.rows():
+        if row.get("sampler") == DIAGNOSTIC_SAMPLER and task_label(row) == task:
+            groups.setdefault((method_label(row), int(row["steps"])), []).append(row)
+    if not groups:
+        return []
+    lines = ["State dependence: the policy's schedules per 100 prompts, and its accuracy when every prompt gets "
+             "another prompt's schedule (same counts, same NFE):", "",
+             "| learned | T | distinct schedules / 100 | distinct first steps / 100 | own schedules (%) "
+             "| shuffled (%) | drop (points) | seeds |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for (method, steps), runs in sorted(groups.items(), key=lambda item: (item[0][1], item[0][0])):
+        def mean(key: str, rows: list[dict[str, float]] = runs) -> float:
+            return float(np.mean([float(r[key]) for r in rows]))
+
+        own, shuffled = mean("diag.accuracy_unshuffled"), mean("accuracy")
+        name = method.removesuffix(", schedules shuffled across prompts").replace("|", "/")
+        lines.append(f"| {name} | {steps} | {mean('diag.distinct_schedules_per_100'):.1f} | "
+                     f"{mean('diag.distinct_first_steps_per_100'):.1f} | {100 * own:.1f} | {100 * shuffled:.1f} | "
+                     f"{100 * (own - shuffled):+.1f} | {len(runs)} |")
+    return [*lines, ""]
+
+
+def _footer(table: RunTable) -> str:
+    runs = "1 run" if table.n_rows == 1 else f"{table.n_rows} runs"
+    text = f"{runs} aggregated."
+    if table.problems:
+        kinds: dict[str, int] = {}
+        for problem in table.problems:
+            kinds[problem.kind] = kinds.get(problem.kind, 0) + 1
+        listed = ", ".join(f"{kind}: {count}" for kind, count in sorted(kinds.items()))
+        text += f" {len(table.problems)} files were not used ({listed}); see the results file's problems table."
+    return text

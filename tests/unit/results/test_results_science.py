@@ -1,0 +1,111 @@
+"""The results a scientist picks up: xarray/pandas loading, paired bootstrap intervals, equal-compute verdicts,
+and the plots (log2 axis, PNG and SVG, byte-stable)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from merlin_mdm.results import load, load_dataset
+from merlin_mdm.results.aggregate import aggregate, default_outputs
+from merlin_mdm.results.metrics import summarize, write_metrics
+from merlin_mdm.results.report import compare_at_equal_compute
+from merlin_mdm.results.statistics import bootstrap_accuracy, interval
+
+
+def _write(path: Path, sampler: str, steps: int, train_seed: int, correct: np.ndarray, nfe: np.ndarray,
+           **extra: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    attrs = {"task": "blocks", "task.nb": 4, "sampler": sampler, "steps": steps, "seed": 0,
+             "train_seed": train_seed, **summarize(correct, nfe), **extra}
+    write_metrics(path, attrs, {"correct": correct, "nfe": nfe, "wall_time": np.zeros(len(correct))})
+
+
+@pytest.fixture
+def study(tmp_path: Path) -> Path:
+    """3 training seeds x (learned at T=2, iid at 2, top_prob at 2 and 4) on 200 examples."""
+    root = tmp_path / "ws"
+    rng = np.random.default_rng(0)
+    for seed in range(3):
+        good = rng.random(200) < 0.9
+        _write(root / "eval" / f"learned.{seed}" / "m.h5", "learned", 2, seed, good, np.full(200, 2),
+               method="learned (T=2)")
+        _write(root / "eval" / f"iid.{seed}" / "m.h5", "iid", 2, seed, good & (rng.random(200) < 0.5),
+               np.full(200, 2))
+        _write(root / "eval" / f"top.{seed}" / "m.h5", "top_prob", 4, seed, rng.random(200) < 0.97,
+               np.full(200, 4))
+        _write(root / "eval" / f"top2.{seed}" / "m.h5", "top_prob", 2, seed, rng.random(200) < 0.2,
+               np.full(200, 2))
+    return root
+
+
+def _aggregate(study: Path, out: Path):
+    report = aggregate(study, default_outputs(out, title="T", command="merlin-mdm run x.yaml"), progress=False)
+    assert report is not None
+    return report
+
+
+def test_results_file_opens_with_xarray_with_named_dims_coords_and_units(study: Path, tmp_path: Path) -> None:
+    import xarray as xr
+
+    _aggregate(study, tmp_path / "r.h5")
+    with xr.open_dataset(tmp_path / "r.h5", engine="h5netcdf") as ds:
+        assert dict(ds.sizes) == {"run": 12, "example": 200}
+        assert {"run", "example", "method_label", "task_label", "steps", "train_seed", "path"} <= set(ds.coords)
+        assert ds["accuracy"].dims == ("run",) and ds["accuracy"].attrs["units"] == "1"
+        assert ds["mean_nfe"].attrs["units"] == "denoiser calls"
+        assert ds["correct"].dims == ("run", "example")
+        learned = ds["accuracy"].where(ds["method_label"] == "learned (T=2)", drop=True)
+        assert learned.size == 3
+        np.testing.assert_allclose(ds["correct"].mean("example").values, ds["accuracy"].values)
+    summary = load_dataset(tmp_path / "r.h5", group="summary")
+    assert summary.sizes["row"] == 4 and summary["ci_low"].attrs["units"] == "1"
+
+
+def test_load_gives_a_dataframe_of_runs(study: Path, tmp_path: Path) -> None:
+    _aggregate(study, tmp_path / "r.h5")
+    frame = load(tmp_path / "r.h5")
+    assert len(frame) == 12 and {"accuracy", "mean_nfe", "method_label", "train_seed"} <= set(frame.columns)
+    by_method = frame.groupby("method_label")["accuracy"].mean()
+    assert by_method["learned (T=2)"] > by_method["iid"]
+    assert frame["method"].isna().sum() == 9  # only the learned runs set a method
+
+
+def test_bootstrap_is_deterministic_and_paired() -> None:
+    rng = np.random.default_rng(1)
+    a = (rng.random((3, 300)) < 0.7).astype(np.int8)
+    b = a.copy()
+    b[:, :30] = 0  # b is a minus some successes: every paired resample has a >= b
+    draws_a, draws_b = bootstrap_accuracy(a), bootstrap_accuracy(b)
+    np.testing.assert_array_equal(draws_a, bootstrap_accuracy(a))
+    assert (draws_a - draws_b >= 0).all()
+    low, high = interval(draws_a)
+    assert low < a.mean() < high and high - low < 0.15
+    assert np.isnan(interval(np.array([np.nan]))[0])
+
+
+def test_equal_compute_verdicts_and_the_report(study: Path, tmp_path: Path) -> None:
+    report = _aggregate(study, tmp_path / "r.h5")
+    from merlin_mdm.results.tables import bootstrap_groups
+
+    (found,) = compare_at_equal_compute(report.summary, bootstrap_groups(report.table))
+    assert found.baseline is not None and found.baseline.method == "iid"  # top_prob at T=4 spends more calls
+    assert found.baseline.accuracy_mean > next(r for r in report.summary if r.method == "top_prob"
+                                               and r.steps == 2).accuracy_mean
+    assert found.verdict == "learned better" and found.paired and found.low > 0.3
+    text = (tmp_path / "r.md").read_text(encoding="utf-8")
+    assert text.startswith("# T\n") and "    merlin-mdm run x.yaml" in text
+    assert "| learned (T=2) | 2 | 2.00 |" in text and "| learned better |" in text
+
+
+def test_plots_are_png_and_svg_with_a_log2_axis_and_stable_bytes(study: Path, tmp_path: Path) -> None:
+    _aggregate(study, tmp_path / "a" / "r.h5")
+    _aggregate(study, tmp_path / "b" / "r.h5")
+    for name in ("r.png", "r.svg", "r.md", "r.h5", "r.csv"):
+        first, second = (tmp_path / "a" / name).read_bytes(), (tmp_path / "b" / name).read_bytes()
+        if name != "r.csv":  # the CSV holds written_at-free attributes only here, but compare the rest strictly
+            assert first == second, name
+    svg = (tmp_path / "a" / "r.svg").read_text(encoding="utf-8")
+    assert svg.startswith("<?xml") and "log2" in svg and "Seeds per point: 3" in svg
