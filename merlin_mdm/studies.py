@@ -13,7 +13,7 @@ from merlin_mdm.backends.dryrun import write_scripts
 from merlin_mdm.backends.execution import count_done
 from merlin_mdm.errors import StatusError, WorkspaceError
 from merlin_mdm.spec import LoadedSpec, Spec, load_spec, with_samples_file
-from merlin_mdm.status.model import StudySnapshot
+from merlin_mdm.status.model import StudySnapshot, StudyState
 from merlin_mdm.status.store import StatusStore
 from merlin_mdm.study.lock import LOCK_FILE, LockHolder, WorkspaceLock
 from merlin_mdm.study.pgen import apply_pgen
@@ -115,7 +115,7 @@ def study_status(target: Path) -> StudySnapshot:
         raise StatusError(f"no status database in {ws.info}: the study was never started (or it was deleted)")
     store = get_backend(name).status_store(ws)
     try:
-        if name == "local" and store.snapshot().state == "running":
+        if name == "local" and store.snapshot().state is StudyState.RUNNING:
             _record_dead_runner(ws, store)
         return store.snapshot()
     finally:
@@ -130,12 +130,12 @@ def _record_dead_runner(ws: Workspace, store: StatusStore) -> None:
     except WorkspaceError:
         return  # a live runner holds the study
     try:
-        if store.snapshot().state != "running":
+        if store.snapshot().state is not StudyState.RUNNING:
             return
         plan = ws.load_plan()
         store.requeue({key: count_done(plan, key) for key in store.units_in_flight()})
         who = f"the runner {holder}" if holder else "the runner"
-        store.set_state("interrupted", f"{who} is gone without recording an end (killed?); "
-                                       "`merlin-mdm restart` resumes")
+        store.set_state(StudyState.INTERRUPTED, f"{who} is gone without recording an end (killed?); "
+                                                  "`merlin-mdm restart` resumes")
     finally:
         lock.release()

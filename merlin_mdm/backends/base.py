@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 from merlin_mdm.errors import UsageError
 from merlin_mdm.signals import SignalWatch
-from merlin_mdm.status.model import StudySnapshot
+from merlin_mdm.status.model import StudySnapshot, StudyState
 from merlin_mdm.status.store import StatusStore
 from merlin_mdm.study.plan import StudyPlan
 from merlin_mdm.study.workspace import Workspace
@@ -33,7 +33,7 @@ class RunOptions:
 class RunReport:
     """What a launch left behind."""
 
-    state: str  # finished | failed | stopped | interrupted | queued
+    state: StudyState
     snapshot: StudySnapshot
     message: str = ""
     signal: int = 0  # the stop signal that interrupted the run, 0 when none
@@ -43,9 +43,9 @@ class RunReport:
         """0 when nothing failed or was left unrun (a queued study counts as success); 128+signal if stopped by one."""
         if self.signal:
             return 128 + self.signal
-        if self.state in ("finished", "queued"):
+        if self.state in (StudyState.FINISHED, StudyState.QUEUED):
             return 0
-        if self.state == "stopped" and self.snapshot.count_failed == 0:
+        if self.state is StudyState.STOPPED and self.snapshot.count_failed == 0:
             return 0
         return 1
 

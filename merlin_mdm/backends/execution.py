@@ -23,7 +23,7 @@ from pathlib import Path
 
 from merlin_mdm.spec.exitcodes import ExitCode
 from merlin_mdm.spec.tokens import substitute
-from merlin_mdm.status.model import TaskFailure, TaskState, UnitOutcome
+from merlin_mdm.status.model import StopKind, TaskFailure, TaskState, UnitOutcome
 from merlin_mdm.study.plan import NO_SAMPLE, StepInstance, StudyPlan, UnitKey
 
 __all__ = [
@@ -58,7 +58,7 @@ class TaskResult:
     restarts: int
     reason: str = ""
     log: str = ""
-    stop: str | None = None
+    stop: StopKind | None = None
 
 
 def task_dir(plan: StudyPlan, inst: StepInstance, sample: int) -> Path:
@@ -223,12 +223,12 @@ def _finish(directory: Path, rc: int, restarts: int, log: str) -> TaskResult:
         except OSError as exc:  # without its marker the task is not done: it must run again
             reason = f"exited with {rc} but its done-marker could not be written, so it is not done: "
             return TaskResult(TaskState.FAILED, rc, restarts, reason + os_error_reason(exc), log)
-        stop = "stop_workers" if rc == ExitCode.STOP_WORKERS else None
+        stop = StopKind.STOP_WORKERS if rc == ExitCode.STOP_WORKERS else None
         return TaskResult(TaskState.FINISHED, rc, restarts, stop=stop)
     if rc in (ExitCode.RESTART, ExitCode.RETRY):
         reason = f"gave up after {restarts} restarts/retries (max_retries)"
     elif rc == ExitCode.HARD_FAIL:
-        return TaskResult(TaskState.FAILED, rc, restarts, "hard fail: the study was stopped", log, "hard_fail")
+        return TaskResult(TaskState.FAILED, rc, restarts, "hard fail: the study was stopped", log, StopKind.HARD_FAIL)
     elif rc == ExitCode.SOFT_FAIL:
         reason = "soft fail"
     elif rc == -signal.SIGKILL:
@@ -303,9 +303,9 @@ def run_unit(plan: StudyPlan, key: UnitKey, should_stop: Callable[[], bool] = la
     counts = {TaskState.FINISHED: 0, TaskState.FAILED: 0, TaskState.NOT_RUN: 0}
     failures: list[TaskFailure] = []
     restarts = 0
-    stop: str | None = None
+    stop: StopKind | None = None
     for sample in plan.unit_samples(key):
-        if stop == "hard_fail" or should_stop():
+        if stop is StopKind.HARD_FAIL or should_stop():
             result = TaskResult(TaskState.NOT_RUN, None, 0, "the study was stopped")
         else:
             result = _run_sample(plan, inst, sample, env, die_with_parent)

@@ -13,8 +13,9 @@ from merlin_mdm.backends.base import Backend, RunOptions, RunReport, register_ba
 from merlin_mdm.backends.dependencies import DependencyTracker, Release
 from merlin_mdm.backends.execution import count_done
 from merlin_mdm.backends.worker_pool import Finished, Lost, WorkerPool
-from merlin_mdm.status.model import TaskFailure, TaskState, UnitOutcome
+from merlin_mdm.status.model import StopKind, StudyState, TaskFailure, TaskState, UnitOutcome
 from merlin_mdm.status.sqlite_store import SqliteStatusStore
+from merlin_mdm.status.states import final_state, stop_message
 from merlin_mdm.status.store import StatusStore
 from merlin_mdm.study.plan import StudyPlan, UnitKey
 from merlin_mdm.study.workspace import Workspace
@@ -55,7 +56,7 @@ class _Scheduler:
         self.workers = max(1, options.workers or os.cpu_count() or 1)
         self.lost: dict[UnitKey, int] = {}
         self.stop_reason: str | None = None
-        self.stop_kind = ""
+        self.stop_kind: StopKind | None = None
         self.done_tasks = 0
         self.in_flight: set[UnitKey] = set()
         self._bar_task: Any = None
@@ -68,7 +69,7 @@ class _Scheduler:
         tracker = DependencyTracker(self.plan, done)
         ready: deque[Release] = deque(Release(k) for k in tracker.initial())
         self.done_tasks = sum(len(self.plan.unit_samples(k)) for k in done)
-        self.store.set_state("running")
+        self.store.set_state(StudyState.RUNNING)
         pool = WorkerPool(self.plan, self.workers)
         watch = self.options.signals
         try:
@@ -108,7 +109,7 @@ class _Scheduler:
                 self.store.unit_finished(key, outcome)
                 self._advance(bar, len(self.plan.unit_samples(key)))
                 if outcome.stop and not self.stop_reason:
-                    self._request_stop(key, outcome, pool)
+                    self._request_stop(key, outcome.stop, pool)
                 ready.extend(tracker.complete(key, outcome.ok, self.plan.instances[key.instance].name))
 
     def _interrupt(self, pool: WorkerPool, signum: int) -> RunReport:
@@ -127,8 +128,8 @@ class _Scheduler:
         pool.shutdown(interrupt=True)
         self._requeue(sorted(self.in_flight))
         message = f"stopped by {name}; `merlin-mdm restart` resumes"
-        self.store.set_state("interrupted", message)
-        return RunReport("interrupted", self.store.snapshot(), message, signal=signum)
+        self.store.set_state(StudyState.INTERRUPTED, message)
+        return RunReport(StudyState.INTERRUPTED, self.store.snapshot(), message, signal=signum)
 
     def _requeue(self, keys: list[UnitKey]) -> None:
         """Units that did not end go back to queued, counting the tasks whose done-marker exists."""
@@ -153,11 +154,9 @@ class _Scheduler:
         failure = TaskFailure(samples[0], TaskState.FAILED, None, f"worker process died {self.lost[key]} times", "")
         return UnitOutcome(0, len(samples), 0, failures=(failure,))
 
-    def _request_stop(self, key: UnitKey, outcome: UnitOutcome, pool: WorkerPool) -> None:
-        name = self.plan.instances[key.instance].name
-        self.stop_kind = outcome.stop or ""
-        code = "MERLIN_HARD_FAIL" if outcome.stop == "hard_fail" else "MERLIN_STOP_WORKERS"
-        self.stop_reason = f"study stopped: {name} exited with {code}"
+    def _request_stop(self, key: UnitKey, stop: StopKind, pool: WorkerPool) -> None:
+        self.stop_kind = stop
+        self.stop_reason = stop_message(stop, self.plan.instances[key.instance].name)
         pool.request_stop()
         self._say(self.stop_reason)
 
@@ -166,14 +165,7 @@ class _Scheduler:
         if leftover:
             self.store.units_not_run(leftover, self.stop_reason or "a parent did not run")
         snap = self.store.snapshot()
-        failed = snap.count_failed + snap.count_not_run
-        if self.stop_kind == "stop_workers":
-            state = "stopped"
-        elif self.stop_kind == "hard_fail" or failed:
-            state = "failed"
-        else:
-            state = "finished"
-        message = self.stop_reason or (f"{failed} task(s) failed or did not run" if failed else "")
+        state, message = final_state(self.stop_kind, self.stop_reason or "", snap.count_failed + snap.count_not_run)
         self.store.set_state(state, message)
         return RunReport(state, self.store.snapshot(), message)
 

@@ -182,7 +182,7 @@ def monitor(target: Path, interval: float) -> None:
     try:
         while True:
             snap = store.snapshot()
-            if snap.state in ("finished", "failed", "stopped") or store.units_left() <= 0:
+            if snap.state.over or store.units_left() <= 0:
                 click.echo(f"{snap.name}: {snap.state} {snap.message}".rstrip())
                 return
             time.sleep(interval)

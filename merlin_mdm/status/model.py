@@ -2,26 +2,11 @@
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
 
-__all__ = ["StepSummary", "StudySnapshot", "TaskFailure", "TaskState", "UnitOutcome"]
+from merlin_mdm.status.states import StopKind, StudyState, TaskState
 
-
-class TaskState(enum.StrEnum):
-    """The state of one task (one step instance x one sample)."""
-
-    QUEUED = "queued"  # waiting for its parents or for a free worker
-    RUNNING = "running"
-    RESTARTED = "restarted"  # re-queued after MERLIN_RESTART/RETRY or a lost worker
-    FINISHED = "finished"
-    FAILED = "failed"
-    NOT_RUN = "not_run"  # a parent failed or the study stopped; the reason is recorded
-
-    @property
-    def terminal(self) -> bool:
-        """True for states a task never leaves on its own."""
-        return self in (TaskState.FINISHED, TaskState.FAILED, TaskState.NOT_RUN)
+__all__ = ["StepSummary", "StopKind", "StudySnapshot", "StudyState", "TaskFailure", "TaskState", "UnitOutcome"]
 
 
 @dataclass(frozen=True)
@@ -47,7 +32,7 @@ class UnitOutcome:
     ended: float = 0.0
     host: str = ""
     failures: tuple[TaskFailure, ...] = ()
-    stop: str | None = None  # "hard_fail" or "stop_workers" when a task asked to stop the study
+    stop: StopKind | None = None  # when a task asked to stop the study
 
     @property
     def ok(self) -> bool:
@@ -81,7 +66,7 @@ class StudySnapshot:
 
     name: str
     workspace: str
-    state: str  # created | running | finished | failed | stopped | interrupted | queued
+    state: StudyState
     message: str
     steps: tuple[StepSummary, ...] = field(default_factory=tuple)
 

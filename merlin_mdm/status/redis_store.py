@@ -26,6 +26,7 @@ from typing import Any
 
 from merlin_mdm.errors import StatusError
 from merlin_mdm.status.model import StepSummary, StudySnapshot, TaskFailure, TaskState, UnitOutcome
+from merlin_mdm.status.states import StopKind, StudyState, final_state, stop_message
 from merlin_mdm.status.store import StatusStore
 from merlin_mdm.study.plan import StudyPlan, UnitKey
 
@@ -44,8 +45,7 @@ if s ~= 'r' then
 end
 local t0 = redis.call('HGET', KEYS[2], ARGV[2] .. '|started')
 if not t0 or tonumber(t0) > tonumber(ARGV[4]) then redis.call('HSET', KEYS[2], ARGV[2] .. '|started', ARGV[4]) end
-local st = redis.call('HGET', KEYS[1], 'state')
-if st == 'queued' or st == 'created' then redis.call('HSET', KEYS[1], 'state', 'running') end
+if redis.call('HGET', KEYS[1], 'state') ~= ARGV[5] then redis.call('HSET', KEYS[1], 'state', ARGV[5]) end
 return a
 """
 
@@ -84,17 +84,7 @@ for i = 1, nfail do
 end
 redis.call('HINCRBY', KEYS[2], step .. '|n_failures', nfail)
 redis.call('HINCRBY', KEYS[1], 'fail_total', failed + notrun)
-local left = redis.call('HINCRBY', KEYS[1], 'units_left', -1)
-if left <= 0 then
-  local kind = redis.call('HGET', KEYS[1], 'stop_kind')
-  local total = tonumber(redis.call('HGET', KEYS[1], 'fail_total') or '0')
-  local state, msg = 'finished', ''
-  if kind == 'stop_workers' then state = 'stopped'; msg = redis.call('HGET', KEYS[1], 'stop')
-  elseif kind == 'hard_fail' then state = 'failed'; msg = redis.call('HGET', KEYS[1], 'stop')
-  elseif total > 0 then state = 'failed'; msg = total .. ' task(s) failed or did not run' end
-  redis.call('HSET', KEYS[1], 'state', state, 'message', msg, 'updated', ARGV[9])
-end
-return left
+return redis.call('HINCRBY', KEYS[1], 'units_left', -1)
 """
 
 
@@ -142,20 +132,27 @@ class RedisStatusStore(StatusStore):
         self.plan = plan
         if self._call(self.r.hexists, self.k_meta, "name"):
             return
+        self._register(plan, set())
+
+    def _register(self, plan: StudyPlan, done: set[UnitKey]) -> None:
+        """Counters for ``plan`` with the units in ``done`` already finished, every other one queued."""
         steps: dict[str, list[int]] = {}
         for inst in plan.instances:
-            entry = steps.setdefault(inst.step, [0, 0])
+            entry = steps.setdefault(inst.step, [0, 0, 0])
             entry[0] += 1
             entry[1] += plan.n_tasks(inst.index)
+        for key in done:
+            steps[plan.instances[key.instance].step][2] += len(plan.unit_samples(key))
         fields: dict[str, Any] = {}
-        for step, (n_inst, total) in steps.items():
-            fields.update({f"{step}|instances": n_inst, f"{step}|total": total, f"{step}|queued": total})
-        n_units = sum(plan.n_units(i.index) for i in plan.instances)
+        for step, (n_inst, total, finished) in steps.items():
+            fields.update({f"{step}|instances": n_inst, f"{step}|total": total, f"{step}|queued": total - finished,
+                           f"{step}|finished": finished})
+        n_units = sum(plan.n_units(i.index) for i in plan.instances) - len(done)
         pipe = self.r.pipeline(transaction=True)
         pipe.hset(self.k_steps, mapping=fields)
-        pipe.hset(self.k_meta, mapping={"name": plan.name, "workspace": plan.workspace, "state": "created",
-                                        "message": "", "units_left": n_units, "fail_total": 0,
-                                        "steps": json.dumps(list(steps)), "updated": time.time()})
+        pipe.hset(self.k_meta, mapping={"name": plan.name, "workspace": plan.workspace,
+                                        "state": StudyState.CREATED.value, "message": "", "units_left": n_units,
+                                        "fail_total": 0, "steps": json.dumps(list(steps)), "updated": time.time()})
         self._call(pipe.execute)
 
     def start(self, key: UnitKey, host: str, when: float) -> int:
@@ -163,7 +160,8 @@ class RedisStatusStore(StatusStore):
         plan = self._plan()
         step = plan.instances[key.instance].step
         keys = [self.k_meta, self.k_steps, self.k_ustate, self.k_attempts]
-        return int(self._call(self._start, keys=keys, args=[key.to_id(), step, len(plan.unit_samples(key)), when]))
+        return int(self._call(self._start, keys=keys, args=[key.to_id(), step, len(plan.unit_samples(key)), when,
+                                                                StudyState.RUNNING.value]))
 
     def unit_started(self, key: UnitKey, host: str, when: float) -> None:
         self.start(key, host, when)
@@ -175,17 +173,26 @@ class RedisStatusStore(StatusStore):
         """Record ``key``'s outcome atomically; returns the units left in the study, -1 when already recorded."""
         plan = self._plan()
         inst = plan.instances[key.instance]
-        stop_reason = ""
-        if outcome.stop:
-            code = "MERLIN_HARD_FAIL" if outcome.stop == "hard_fail" else "MERLIN_STOP_WORKERS"
-            stop_reason = f"study stopped: {inst.name} exited with {code}"
+        stop_reason = stop_message(outcome.stop, inst.name) if outcome.stop else ""
         failures = [json.dumps([inst.name, f.sample, f.state.value, f.rc, f.reason, f.log])
                     for f in outcome.failures]
         args: list[Any] = [key.to_id(), inst.step, len(plan.unit_samples(key)), outcome.finished, outcome.failed,
                            outcome.not_run, outcome.restarts, outcome.started, outcome.ended,
                            outcome.stop or "", stop_reason, len(failures), *failures, MAX_FAILURES_SHOWN]
         keys = [self.k_meta, self.k_steps, self.k_ustate, self.prefix + f"fail:{inst.step}"]
-        return int(self._call(self._finish, keys=keys, args=args))
+        left = int(self._call(self._finish, keys=keys, args=args))
+        if left == 0:  # this call recorded the last unit
+            self.finish_if_over()
+        return left
+
+    def finish_if_over(self) -> None:
+        """Set the final state (:func:`final_state`) once every unit is recorded; idempotent."""
+        fields = ("units_left", "stop_kind", "stop", "fail_total")
+        left, kind, reason, failed = self._call(self.r.hmget, self.k_meta, fields)
+        if left is None or int(left) > 0:
+            return
+        state, message = final_state(StopKind(kind) if kind else None, reason or "", int(failed or 0))
+        self.set_state(state, message)
 
     def unit_ok(self, key: UnitKey) -> bool | None:
         """Whether ``key`` was recorded with every task finished; None when it is not recorded."""
@@ -209,7 +216,7 @@ class RedisStatusStore(StatusStore):
         value = self._call(self.r.hget, self.k_meta, "stop")
         return str(value) if value else None
 
-    def set_state(self, state: str, message: str = "") -> None:
+    def set_state(self, state: StudyState, message: str = "") -> None:
         self._call(self.r.hset, self.k_meta, mapping={"state": state, "message": message, "updated": time.time()})
 
     def finished_units(self) -> set[UnitKey]:
@@ -217,14 +224,21 @@ class RedisStatusStore(StatusStore):
         return {UnitKey.from_id(k) for k, v in states.items() if v == "d"}
 
     def reset_unfinished(self) -> list[UnitKey]:
-        """Forget the study's progress; done-markers let every finished task be skipped when queued again."""
+        """Queue again every unit with a task not finished; units whose every task finished stay recorded.
+
+        A message for a unit that stays recorded runs nothing: it only counts the unit at its children again.
+        """
         plan = self._plan()
         done = self.finished_units()
         keys = [k for k in plan.units() if k not in done]
-        stale = [self.k_meta, self.k_steps, self.k_ustate, self.k_attempts,
+        stale = [self.k_meta, self.k_steps, self.k_attempts,
                  *(self.prefix + f"fail:{s}" for s in {i.step for i in plan.instances})]
-        self._call(self.r.delete, *stale)
-        self.register(plan)
+        pipe = self.r.pipeline(transaction=True)
+        pipe.delete(*stale)
+        if keys:
+            pipe.hdel(self.k_ustate, *(k.to_id() for k in keys))
+        self._call(pipe.execute)
+        self._register(plan, done)
         return keys
 
     def units_left(self) -> int:
@@ -247,7 +261,7 @@ class RedisStatusStore(StatusStore):
             pipe.lrange(self.prefix + f"fail:{step}", 0, MAX_FAILURES_SHOWN - 1)
         fail_lists = self._call(pipe.execute)
         steps = [self._summary(step, counters, fails) for step, fails in zip(step_names, fail_lists, strict=True)]
-        return StudySnapshot(meta.get("name", ""), meta.get("workspace", ""), meta.get("state", "unknown"),
+        return StudySnapshot(meta.get("name", ""), meta.get("workspace", ""), StudyState.parse(meta.get("state")),
                              meta.get("message", ""), tuple(steps))
 
     @staticmethod

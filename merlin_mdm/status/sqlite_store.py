@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from merlin_mdm.errors import StatusError
-from merlin_mdm.status.model import StepSummary, StudySnapshot, TaskFailure, TaskState, UnitOutcome
+from merlin_mdm.status.model import StepSummary, StudySnapshot, StudyState, TaskFailure, TaskState, UnitOutcome
 from merlin_mdm.status.store import StatusStore
 from merlin_mdm.study.plan import StudyPlan, UnitKey
 
@@ -50,9 +50,14 @@ class SqliteStatusStore(StatusStore):
             raise StatusError(f"cannot open the status database {self.path}: {exc}") from None
 
     def _tx(self, sql: str, rows: Iterable[tuple[object, ...]] = ()) -> None:
+        self._tx_all([(sql, rows)])
+
+    def _tx_all(self, statements: Iterable[tuple[str, Iterable[tuple[object, ...]]]]) -> None:
+        """Run every (sql, rows) in one transaction."""
         try:
             self.db.execute("BEGIN IMMEDIATE")
-            self.db.executemany(sql, rows) if rows else self.db.execute(sql)
+            for sql, rows in statements:
+                self.db.executemany(sql, rows) if rows else self.db.execute(sql)
             self.db.execute("COMMIT")
         except sqlite3.Error as exc:
             self.db.execute("ROLLBACK") if self.db.in_transaction else None
@@ -64,7 +69,8 @@ class SqliteStatusStore(StatusStore):
         unit_rows = ((k.instance, k.unit, len(plan.unit_samples(k)), TaskState.QUEUED.value) for k in plan.units())
         self._tx("INSERT OR IGNORE INTO units (instance, unit, n, state) VALUES (?, ?, ?, ?)", list(unit_rows))
         self._tx("INSERT OR REPLACE INTO meta VALUES (?, ?)",
-                 [("name", plan.name), ("workspace", plan.workspace), ("state", "created"), ("message", "")])
+                 [("name", plan.name), ("workspace", plan.workspace), ("state", StudyState.CREATED.value),
+                  ("message", "")])
 
     def unit_started(self, key: UnitKey, host: str, when: float) -> None:
         self._tx("UPDATE units SET state='running', attempts=attempts+1, host=?, started=COALESCE(started, ?) "
@@ -97,12 +103,15 @@ class SqliteStatusStore(StatusStore):
         rows = [(key.instance, key.unit) for key in keys]
         if not rows:
             return
-        self._tx("UPDATE units SET state='done', not_run=n, finished=0, failed=0, ended=NULL "
-                 "WHERE instance=? AND unit=? AND state != 'done'", rows)
-        self._tx("INSERT INTO failures VALUES (?, ?, -1, 'not_run', NULL, ?, '')",
-                 [(i, u, reason) for i, u in rows])
+        # a unit already recorded keeps its outcome and gets no failure row (the failure first: it selects
+        # the units not yet done)
+        self._tx_all([
+            ("INSERT INTO failures SELECT instance, unit, -1, 'not_run', NULL, ?, '' FROM units "
+             "WHERE instance=? AND unit=? AND state != 'done'", [(reason, i, u) for i, u in rows]),
+            ("UPDATE units SET state='done', not_run=n, finished=0, failed=0, ended=NULL "
+             "WHERE instance=? AND unit=? AND state != 'done'", rows)])
 
-    def set_state(self, state: str, message: str = "") -> None:
+    def set_state(self, state: StudyState, message: str = "") -> None:
         self._tx("INSERT OR REPLACE INTO meta VALUES (?, ?)",
                  [("state", state), ("message", message), ("updated", str(time.time()))])
 
@@ -147,7 +156,7 @@ class SqliteStatusStore(StatusStore):
             steps = self._step_rows()
         except sqlite3.Error as exc:
             raise StatusError(f"cannot read the status database {self.path}: {exc}") from None
-        return StudySnapshot(meta.get("name", ""), meta.get("workspace", ""), meta.get("state", "unknown"),
+        return StudySnapshot(meta.get("name", ""), meta.get("workspace", ""), StudyState.parse(meta.get("state")),
                              meta.get("message", ""), tuple(steps))
 
     def _step_rows(self) -> list[StepSummary]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 
-from merlin_mdm.status.model import StudySnapshot, UnitOutcome
+from merlin_mdm.status.model import StudySnapshot, StudyState, UnitOutcome
 from merlin_mdm.study.plan import StudyPlan, UnitKey
 
 __all__ = ["StatusStore"]
@@ -38,8 +38,8 @@ class StatusStore(ABC):
         """Mark units that will not run (failed parent, stopped study) with the reason."""
 
     @abstractmethod
-    def set_state(self, state: str, message: str = "") -> None:
-        """Set the study's overall state (running, finished, failed, stopped, interrupted)."""
+    def set_state(self, state: StudyState, message: str = "") -> None:
+        """Set the study's overall state."""
 
     @abstractmethod
     def snapshot(self) -> StudySnapshot:

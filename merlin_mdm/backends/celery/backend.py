@@ -17,6 +17,7 @@ from merlin_mdm.backends.celery.dependencies import RedisDependencies
 from merlin_mdm.backends.execution import walltime_seconds
 from merlin_mdm.config import AppConfig, load_config
 from merlin_mdm.errors import BrokerError
+from merlin_mdm.status.model import StudyState
 from merlin_mdm.status.redis_store import RedisStatusStore
 from merlin_mdm.status.store import StatusStore
 from merlin_mdm.study.plan import StudyPlan
@@ -118,14 +119,14 @@ class CeleryBackend(Backend):
                 RedisDependencies(store.r, plan).reset()
             else:
                 store.register(plan)
-            store.set_state("queued", "waiting for workers (merlin-mdm run-workers SPEC)")
+            store.set_state(StudyState.QUEUED, "waiting for workers (merlin-mdm run-workers SPEC)")
             started = time.perf_counter()
             self.publish_initial(config, plan)
             elapsed = time.perf_counter() - started
             n_units = sum(hi - lo for _, lo, hi in _initial_ranges(plan))
             message = (f"queued {n_units} unit(s) of {plan.total_tasks()} task(s) in {elapsed:.2f} s; "
                        "start workers with `merlin-mdm run-workers SPEC`")
-            return RunReport("queued", store.snapshot(), message)
+            return RunReport(StudyState.QUEUED, store.snapshot(), message)
         finally:
             store.close()
 

@@ -118,13 +118,14 @@ def execute_unit(store: RedisStatusStore, deps: RedisDependencies, plan: StudyPl
     """The whole body of a unit message. Returns the outcome recorded, None when it was recorded before.
 
     A unit already recorded (a redelivered message) runs nothing; it only completes what the previous
-    delivery may not have done: count the unit at its children, and send the children released but never
-    handed to the broker.
+    delivery may not have done: count the unit at its children, send the children released but never
+    handed to the broker, and set the study's final state when it was the last unit.
     """
     attempts = store.start(key, socket.gethostname(), time.time())
     if attempts < 0:
         deps.count(key, bool(store.unit_ok(key)))
         release(store, deps, deps.unsent_children(key), send)
+        store.finish_if_over()
         return None
     stop = store.stop_reason()
     if attempts > max_deliveries:

@@ -1,0 +1,127 @@
+"""The contract every status store satisfies: one test class, run against the SQLite store (local backend)
+and the Redis store (celery backend, a real password-protected redis-server)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from merlin_mdm.status.model import StudyState, TaskFailure, TaskState, UnitOutcome
+from merlin_mdm.status.sqlite_store import SqliteStatusStore
+from merlin_mdm.status.store import StatusStore
+from merlin_mdm.study.plan import Edge, StepInstance, StudyPlan, UnitKey
+from merlin_mdm.study.samples import SampleSet
+from tests.integration.conftest import RedisFixture, redis_server  # noqa: F401 - fixture
+
+
+def _plan(workspace: str, n_samples: int = 10, batch: int = 4) -> StudyPlan:
+    """Step a over 10 samples in units of 4 (units 0, 1: 4 tasks, unit 2: 2 tasks), then a funnel b."""
+    a = StepInstance(0, "a", "a", "", "a", "echo", None, "/bin/bash", True, ())
+    b = StepInstance(1, "b", "b", "", "b", "echo", None, "/bin/bash", False, (Edge(0, False),))
+    return StudyPlan("s", workspace, (a, b), SampleSet(f"{workspace}/s.npy", n_samples, ("X",)), batch)
+
+
+StoreFactory = Callable[[], tuple[StatusStore, StudyPlan]]
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
+    """new_store() -> (an empty store of this parametrisation, the plan it is for)."""
+    stores: list[StatusStore] = []
+    plan = _plan(str(tmp_path / "ws"))
+
+    def make() -> tuple[StatusStore, StudyPlan]:
+        if request.param == "sqlite":
+            store: StatusStore = SqliteStatusStore(tmp_path / "status.db")
+        else:
+            from merlin_mdm.status.redis_store import RedisStatusStore
+
+            request.applymarker(pytest.mark.redis)
+            server: RedisFixture = request.getfixturevalue("redis_server")
+            store = RedisStatusStore(server.client(), plan.workspace)
+        stores.append(store)
+        return store, plan
+
+    yield make
+    for store in stores:
+        store.close()
+
+
+def _counts(store: StatusStore) -> dict[str, dict[str, int]]:
+    return {s.step: {k: v for k, v in s.counts.items() if v} for s in store.snapshot().steps}
+
+
+class TestStatusStoreContract:
+    def test_register_counts_every_task_queued_once(self, new_store: StoreFactory) -> None:
+        store, plan = new_store()
+        store.register(plan)
+        store.register(plan)  # idempotent
+        snap = store.snapshot()
+        assert [(s.step, s.instances, s.total) for s in snap.steps] == [("a", 1, 10), ("b", 1, 1)]
+        assert _counts(store) == {"a": {"queued": 10}, "b": {"queued": 1}}
+        assert (snap.name, snap.state, snap.total) == ("s", StudyState.CREATED, 11)
+
+    def test_an_outcome_counts_once_with_its_failures(self, new_store: StoreFactory) -> None:
+        store, plan = new_store()
+        store.register(plan)
+        key = UnitKey(0, 1)
+        store.unit_started(key, "host", 1.0)
+        assert _counts(store)["a"] == {"queued": 6, "running": 4}
+        failure = TaskFailure(5, TaskState.FAILED, 1, "exit code 1", "/ws/a/05/a.err")
+        outcome = UnitOutcome(3, 1, 0, 2, 1.0, 3.0, "host", (failure,))
+        assert store.unit_finished(key, outcome) is True
+        assert store.unit_finished(key, outcome) is False  # a redelivery changes nothing
+        step = store.snapshot().steps[0]
+        assert _counts(store)["a"] == {"queued": 6, "finished": 3, "failed": 1}
+        assert (step.restarts, step.n_failures, step.failures) == (2, 1, (("a", failure),))
+        assert (step.started, step.ended) == (1.0, 3.0)
+        assert not step.done
+
+    def test_units_not_run_carry_their_reason(self, new_store: StoreFactory) -> None:
+        store, plan = new_store()
+        store.register(plan)
+        store.units_not_run([UnitKey(1, 0)], "parent a did not finish every task")
+        store.units_not_run([UnitKey(1, 0)], "again")  # already recorded: no change
+        step = store.snapshot().steps[1]
+        assert _counts(store)["b"] == {"not_run": 1} and step.done
+        assert [(n, f.sample, f.state, f.reason) for n, f in step.failures] == [
+            ("b", -1, TaskState.NOT_RUN, "parent a did not finish every task")]
+        assert store.unit_finished(UnitKey(1, 0), UnitOutcome(1, 0, 0)) is False
+
+    @pytest.mark.parametrize("state", [s for s in StudyState if s is not StudyState.UNKNOWN])
+    def test_the_study_state_round_trips(self, new_store: StoreFactory, state: StudyState) -> None:
+        store, plan = new_store()
+        store.register(plan)
+        store.set_state(state, f"why {state}")
+        snap = store.snapshot()
+        assert (snap.state, snap.message) == (state, f"why {state}")
+        assert isinstance(snap.state, StudyState)
+
+    def test_reset_requeues_only_what_did_not_finish(self, new_store: StoreFactory) -> None:
+        store, plan = new_store()
+        store.register(plan)
+        store.unit_finished(UnitKey(0, 0), UnitOutcome(4, 0, 0))
+        failure = TaskFailure(4, TaskState.FAILED, 1, "exit code 1", "")
+        store.unit_finished(UnitKey(0, 1), UnitOutcome(3, 1, 0, failures=(failure,)))
+        store.unit_finished(UnitKey(0, 2), UnitOutcome(2, 0, 0))
+        store.units_not_run([UnitKey(1, 0)], "parent a did not finish every task")
+        assert store.finished_units() == {UnitKey(0, 0), UnitKey(0, 2)}
+        assert sorted(store.reset_unfinished()) == [UnitKey(0, 1), UnitKey(1, 0)]
+        assert _counts(store) == {"a": {"queued": 4, "finished": 6}, "b": {"queued": 1}}
+        assert [s.n_failures for s in store.snapshot().steps] == [0, 0]
+        assert store.finished_units() == {UnitKey(0, 0), UnitKey(0, 2)}
+        # the units queued again are recorded anew; the finished ones are never counted twice
+        assert store.unit_finished(UnitKey(0, 0), UnitOutcome(4, 0, 0)) is False
+        assert store.unit_finished(UnitKey(0, 1), UnitOutcome(4, 0, 0)) is True
+        assert _counts(store) == {"a": {"finished": 10}, "b": {"queued": 1}}
+
+    def test_a_reader_opened_later_sees_the_same_study(self, new_store: StoreFactory) -> None:
+        writer, plan = new_store()
+        writer.register(plan)
+        writer.unit_finished(UnitKey(0, 2), UnitOutcome(2, 0, 0))
+        writer.set_state(StudyState.RUNNING)
+        reader, _ = new_store()
+        assert reader.snapshot() == writer.snapshot()
+        assert reader.finished_units() == {UnitKey(0, 2)}
