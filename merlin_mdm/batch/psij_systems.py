@@ -1,0 +1,240 @@
+"""Slurm, LSF and PBS on top of PSI/J (psij-python): its templates write the directives, its executors
+name the submit, status and cancel commands. Where PSI/J falls short we adapt thinly (docs/design.md):
+
+* the script body is ours (PSI/J's runs its own launcher script from ``~/.psij``; ours runs the
+  request's command, writes the output and exit code into the study's workspace);
+* states go through our tables, because PSI/J reports a walltime kill (Slurm ``TO``) as FAILED and
+  asserts on states it does not list;
+* its templates never render the job name (they read ``job.name``, which PSI/J's Job lacks), so we add it;
+* LSF reads ``#BSUB`` lines only from a script on standard input, so we submit ``bsub < script``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import shlex
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from functools import cached_property
+from pathlib import Path
+from typing import Any, ClassVar
+
+from merlin_mdm.batch.base import (
+    Allocation,
+    AllocationRequest,
+    BatchSystem,
+    JobState,
+    deadline_from_env,
+    int_from_env,
+    translate_state,
+)
+
+__all__ = ["LsfBatchSystem", "PbsBatchSystem", "PsijBatchSystem", "SlurmBatchSystem"]
+
+P, R, C, F, X, T = (JobState.PENDING, JobState.RUNNING, JobState.COMPLETED, JobState.FAILED,
+                    JobState.CANCELLED, JobState.TIMEOUT)
+
+
+class PsijBatchSystem(BatchSystem):
+    """A batch system whose directives and commands come from a PSI/J executor."""
+
+    executor_name: ClassVar[str]
+    directive: ClassVar[str]  # the directive prefix, e.g. "#SBATCH"
+    name_option: ClassVar[str]  # the option naming the job, e.g. "--job-name="
+
+    @cached_property
+    def executor(self) -> Any:
+        """The PSI/J executor (built on first use: its constructor starts a polling thread)."""
+        from psij import JobExecutor
+
+        return JobExecutor.get_instance(self.executor_name)
+
+    def psij_job(self, req: AllocationRequest) -> Any:
+        """The PSI/J job describing ``req``'s resources and attributes."""
+        from psij import Job, JobAttributes, JobSpec, ResourceSpecV1
+
+        custom: dict[str, object] = {f"{self.executor_name}.{k}": v for k, v in self.custom_attributes(req)}
+        attrs = JobAttributes(duration=timedelta(seconds=req.walltime) if req.walltime else timedelta(minutes=10),
+                              queue_name=req.queue, account=req.bank, reservation_id=req.reservation,
+                              custom_attributes=custom or None)
+        spec = JobSpec(executable="/bin/true", name=req.name, directory=req.workdir, inherit_environment=True,
+                       resources=ResourceSpecV1(node_count=req.nodes, processes_per_node=1,
+                                                exclusive_node_use=req.exclusive),
+                       attributes=attrs)
+        return Job(spec)
+
+    def custom_attributes(self, req: AllocationRequest) -> list[tuple[str, str]]:
+        """Scheduler options PSI/J has no field for (rendered by its template as long options)."""
+        return [("qos", req.qos), *req.options] if req.qos else list(req.options)
+
+    def directives(self, req: AllocationRequest) -> list[str]:
+        from psij.executors.batch.batch_scheduler_executor import _attrs_to_mustache
+        from psij.executors.batch.template_function_library import ALL
+
+        job = self.psij_job(req)
+        context: dict[str, object] = {
+            "job": job, "custom_attributes": _attrs_to_mustache(job), "env": [],
+            "psij": {"lib": ALL, "launch_command": [], "script_dir": str(req.workdir)},
+        }
+        if req.walltime:
+            context["formatted_job_duration"] = self.executor._format_duration(job.spec.attributes.duration)
+        out = io.StringIO()
+        self.executor.generate_submit_script(job, context, out)
+        lines = [line.strip() for line in out.getvalue().splitlines()]
+        kept = [line for line in lines if line.startswith(self.directive) and not self.walltime_dropped(req, line)]
+        return ["#!/bin/bash", f"{self.directive} {self.name_option}{req.name}", *kept]
+
+    def walltime_dropped(self, req: AllocationRequest, line: str) -> bool:
+        """PSI/J always asks for a walltime (10 min by default); without one we leave the queue's default."""
+        return False
+
+    def submit_command(self, script: Path) -> list[str]:
+        return [str(a) for a in self.executor.get_submit_command(None, script)]
+
+    def parse_job_id(self, out: str) -> str:
+        return str(self.executor.job_id_from_submit_output(out))
+
+    def status_command(self, ids: Sequence[str]) -> list[str]:
+        return [str(a) for a in self.executor.get_status_command(list(ids))]
+
+    def cancel_command(self, ids: Sequence[str]) -> list[str]:
+        return [*self.executor.get_cancel_command(ids[0]), *ids[1:]]
+
+
+SLURM_STATES = {
+    "PD": P, "CF": P, "RD": P, "RF": P, "RH": P, "RQ": P, "RS": P, "RV": P, "S": P, "ST": P,
+    "R": R, "CG": R, "SO": R, "SI": R, "SE": R,
+    "CD": C, "F": F, "NF": F, "OOM": F, "BF": F, "CA": X, "PR": X, "TO": T, "DL": T,
+}  # fmt: skip
+
+
+class SlurmBatchSystem(PsijBatchSystem):
+    """Slurm: sbatch, squeue, scancel."""
+
+    name = "slurm"
+    executor_name = "slurm"
+    directive = "#SBATCH"
+    name_option = "--job-name="
+    job_id_var = "SLURM_JOB_ID"
+
+    def walltime_dropped(self, req: AllocationRequest, line: str) -> bool:
+        return req.walltime is None and line.startswith("#SBATCH --time=")
+
+    @classmethod
+    def detect(cls, env: Mapping[str, str]) -> Allocation | None:
+        return _slurm_detect(env)
+
+    def parse_status(self, out: str) -> dict[str, JobState]:
+        rows = [line.split() for line in out.splitlines()[1:] if line.strip()]
+        return {row[0]: translate_state(SLURM_STATES, row[1]) for row in rows if len(row) >= 2}
+
+
+LSF_STATES = {"PEND": P, "PROV": P, "PSUSP": P, "WAIT": P, "RUN": R, "USUSP": R, "SSUSP": R, "UNKWN": R,
+              "ZOMBI": R, "DONE": C, "EXIT": F}
+
+
+class LsfBatchSystem(PsijBatchSystem):
+    """IBM Spectrum LSF: bsub, bjobs, bkill. Untested on a real LSF (none can be installed here)."""
+
+    name = "lsf"
+    executor_name = "lsf"
+    directive = "#BSUB"
+    name_option = "-J "
+    job_id_var = "LSB_JOBID"
+    status_ok_codes = (0, 255)  # bjobs exits 255 when one of the ids is unknown
+    cancel_ok_codes = (0, 255)  # bkill exits 255 for a job already finished
+
+    @classmethod
+    def detect(cls, env: Mapping[str, str]) -> Allocation | None:
+        return _lsf_detect(env)
+
+    def submit_command(self, script: Path) -> list[str]:
+        return ["/bin/sh", "-c", f"exec bsub < {shlex.quote(str(script.absolute()))}"]
+
+    def parse_status(self, out: str) -> dict[str, JobState]:
+        records = json.loads(out or "{}").get("RECORDS", [])
+        return {str(r["JOBID"]): _lsf_state(r) for r in records if "ERROR" not in r and "JOBID" in r}
+
+
+def _lsf_state(record: dict[str, Any]) -> JobState:
+    state = translate_state(LSF_STATES, str(record.get("STAT", "")))
+    if state is JobState.FAILED:
+        reason = f"{record.get('EXIT_REASON', '')} {record.get('KILL_REASON', '')}"
+        if re.search(r"RUNLIMIT|run limit", reason, re.IGNORECASE):
+            return JobState.TIMEOUT
+        if re.search(r"TERM_OWNER|killed by owner|bkill", reason, re.IGNORECASE):
+            return JobState.CANCELLED
+    return state
+
+
+PBS_STATES = {"Q": P, "H": P, "W": P, "T": P, "M": P, "S": P, "U": P, "R": R, "E": R, "B": R}
+PBS_KILLED_BY_QDEL = (265, 271)  # 256 + SIGKILL / SIGTERM
+PBS_WALLTIME_EXCEEDED = -29  # JOB_EXEC_KILL_WALLTIME
+
+
+class PbsBatchSystem(PsijBatchSystem):
+    """PBS Pro: qsub, qstat, qdel. Untested on a real PBS (none can be installed here)."""
+
+    name = "pbs"
+    executor_name = "pbs"
+    directive = "#PBS"
+    name_option = "-N "
+    job_id_var = "PBS_JOBID"
+    status_ok_codes = (0, 35, 153)  # qstat: some ids unknown or finished too long ago
+
+    @classmethod
+    def detect(cls, env: Mapping[str, str]) -> Allocation | None:
+        return _pbs_detect(env)
+
+    def custom_attributes(self, req: AllocationRequest) -> list[tuple[str, str]]:
+        return list(req.options)  # PBS has no qos option
+
+    def parse_status(self, out: str) -> dict[str, JobState]:
+        jobs = json.loads(out or "{}").get("Jobs", {})
+        return {str(i): _pbs_state(j) for i, j in jobs.items()}
+
+
+def _pbs_state(job: dict[str, Any]) -> JobState:
+    native = str(job.get("job_state", ""))
+    if native not in ("F", "X"):
+        return translate_state(PBS_STATES, native)
+    code = int(job.get("Exit_status", 0))
+    if code == PBS_WALLTIME_EXCEEDED:
+        return JobState.TIMEOUT
+    if code in PBS_KILLED_BY_QDEL:
+        return JobState.CANCELLED
+    return JobState.COMPLETED if code == 0 else JobState.FAILED
+
+
+def _slurm_detect(env: Mapping[str, str]) -> Allocation | None:
+    if "SLURM_JOB_ID" not in env:
+        return None
+    return Allocation("slurm", env["SLURM_JOB_ID"], int_from_env(env, "SLURM_JOB_NUM_NODES", "SLURM_NNODES") or 1,
+                      int_from_env(env, "SLURM_CPUS_ON_NODE", "SLURM_JOB_CPUS_PER_NODE"), deadline_from_env(env))
+
+
+def _lsf_detect(env: Mapping[str, str]) -> Allocation | None:
+    if "LSB_JOBID" not in env:
+        return None
+    # "launchnode 1 node1 40 node2 40": on machines with a launch node it comes first with one slot
+    words = env.get("LSB_MCPU_HOSTS", "").split()
+    pairs = [(words[i], int(words[i + 1])) for i in range(0, len(words) - 1, 2) if words[i + 1].isdigit()]
+    compute = pairs[1:] if len(pairs) > 1 and pairs[0][1] == 1 else pairs
+    return Allocation("lsf", env["LSB_JOBID"], len(compute) or 1, compute[-1][1] if compute else None,
+                      deadline_from_env(env))
+
+
+def _pbs_detect(env: Mapping[str, str]) -> Allocation | None:
+    if "PBS_JOBID" not in env:
+        return None
+    nodes = int_from_env(env, "PBS_NUM_NODES")
+    if nodes is None and env.get("PBS_NODEFILE"):
+        try:
+            nodes = len(set(Path(env["PBS_NODEFILE"]).read_text(encoding="utf-8").split()))
+        except OSError:
+            nodes = None
+    cores = int_from_env(env, "NCPUS", "PBS_NUM_PPN")
+    return Allocation("pbs", env["PBS_JOBID"], nodes or 1, cores, deadline_from_env(env))
+

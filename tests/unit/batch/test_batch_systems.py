@@ -1,0 +1,192 @@
+"""Batch systems without a scheduler: scripts, state tables, commands through a recording runner."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from merlin_mdm._shell import ShellResult
+from merlin_mdm.batch import (
+    BATCH_SYSTEMS,
+    TERMINAL_STATES,
+    Allocation,
+    AllocationRequest,
+    JobState,
+    detect_allocation,
+    get_batch_system,
+)
+from merlin_mdm.errors import BatchError
+
+
+class Recorder:
+    """A runner that answers from a table and remembers what it was asked."""
+
+    def __init__(self, answers: dict[str, ShellResult]) -> None:
+        self.answers = answers
+        self.calls: list[list[str]] = []
+
+    def __call__(self, cmd: Sequence[str]) -> ShellResult:
+        self.calls.append(list(cmd))
+        key = next((k for k in self.answers if k in " ".join(cmd)), None)
+        return self.answers[key] if key else ShellResult(0, "", "")
+
+
+def _req(tmp_path: Path, **kw: object) -> AllocationRequest:
+    base: dict[str, object] = {"name": "study-w1", "command": "merlin-mdm run-workers s.yaml", "workdir": tmp_path,
+                               "nodes": 2, "walltime": 5400, "queue": "pbatch", "bank": "b1"}
+    return AllocationRequest(**{**base, **kw})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("slurm", ["#SBATCH --nodes=2", "#SBATCH --time=1:30:0", '#SBATCH --partition="pbatch"',
+               '#SBATCH --account="b1"', "#SBATCH --exclusive", "#SBATCH --job-name=study-w1"]),
+    ("lsf", ["#BSUB -J study-w1", "#BSUB -nnodes 2", "#BSUB -W 1:30", '#BSUB -q "pbatch"', '#BSUB -P "b1"']),
+    ("pbs", ["#PBS -N study-w1", "#PBS -l select=2:ncpus=1:mpiprocs=1", "#PBS -l walltime=1:30:0",
+             "#PBS -q pbatch", "#PBS -A b1"]),
+    ("flux", ["#flux: -N 2", "#flux: -t 5400s", "#flux: --queue=pbatch", "#flux: --bank=b1", "#flux: --exclusive"]),
+])  # fmt: skip
+def test_script_directives(tmp_path: Path, name: str, expected: list[str]) -> None:
+    system = get_batch_system(name)
+    lines = system.script(_req(tmp_path)).splitlines()
+    assert lines[0] == "#!/bin/bash"
+    for line in expected:
+        assert line in lines, (line, lines)
+    assert "merlin-mdm run-workers s.yaml" in lines
+    assert "export MERLIN_MDM_ALLOC_END=$(( $(date +%s) + 5400 ))" in lines
+    assert f'echo "$rc" >{tmp_path}/"${{{system.job_id_var}}}.ec"' in lines
+
+
+def test_slurm_leaves_the_walltime_to_the_queue_when_none_is_given(tmp_path: Path) -> None:
+    script = get_batch_system("slurm").script(_req(tmp_path, walltime=None))
+    assert "--time" not in script and "unset MERLIN_MDM_ALLOC_END" in script
+
+
+def test_launch_pre_runs_before_the_command_and_options_become_directives(tmp_path: Path) -> None:
+    req = _req(tmp_path, launch_pre="module load mpi\nsource env.sh", qos="debug", options=(("mem", "0"),))
+    script = get_batch_system("slurm").script(req)
+    assert script.index("module load mpi\nsource env.sh") < script.index("merlin-mdm run-workers")
+    assert '#SBATCH --qos="debug"' in script and '#SBATCH --mem="0"' in script
+
+
+def test_submit_writes_the_script_and_reads_the_job_id(tmp_path: Path) -> None:
+    runner = Recorder({"sbatch": ShellResult(0, "Submitted batch job 4242\n", "")})
+    system = get_batch_system("slurm", runner)
+    assert system.submit(_req(tmp_path / "batch")) == "4242"
+    script = tmp_path / "batch" / "study-w1.sh"
+    assert runner.calls == [["sbatch", str(script)]]
+    assert script.read_text().startswith("#!/bin/bash\n")
+
+
+def test_a_refused_submission_is_a_batch_error_with_the_schedulers_words(tmp_path: Path) -> None:
+    runner = Recorder({"sbatch": ShellResult(1, "", "sbatch: error: invalid partition specified: nope\n")})
+    with pytest.raises(BatchError, match=r"slurm: sbatch .* failed \(exit 1\): .*invalid partition"):
+        get_batch_system("slurm", runner).submit(_req(tmp_path))
+
+
+def test_a_missing_scheduler_command_says_so(tmp_path: Path) -> None:
+    runner = Recorder({"bsub": ShellResult(127, "", "not found")})
+    with pytest.raises(BatchError, match="is not on PATH"):
+        get_batch_system("lsf", runner).submit(_req(tmp_path))
+
+
+SQUEUE = """JOBID               ST                  REASON
+10                  R                   None
+11                  PD                  Priority
+12                  TO                  TimeLimit
+13                  CA                  None
+14                  CD                  None
+15                  F                   NonZeroExitCode
+16                  XX                  None
+"""
+
+
+def test_slurm_states_keep_timeout_apart_from_failure() -> None:
+    runner = Recorder({"squeue": ShellResult(0, SQUEUE, "")})
+    states = get_batch_system("slurm", runner).status([str(i) for i in range(10, 17)])
+    assert states == {"10": JobState.RUNNING, "11": JobState.PENDING, "12": JobState.TIMEOUT,
+                      "13": JobState.CANCELLED, "14": JobState.COMPLETED, "15": JobState.FAILED,
+                      "16": JobState.UNKNOWN}
+    assert JobState.TIMEOUT in TERMINAL_STATES and JobState.TIMEOUT is not JobState.FAILED
+
+
+def test_a_job_the_scheduler_forgot_is_judged_by_its_exit_code_file(tmp_path: Path) -> None:
+    (tmp_path / "20.ec").write_text("0\n")
+    (tmp_path / "21.ec").write_text("3\n")
+    runner = Recorder({"squeue": ShellResult(0, "JOBID ST REASON\n", "")})
+    states = get_batch_system("slurm", runner).status(["20", "21", "22"], tmp_path)
+    assert states == {"20": JobState.COMPLETED, "21": JobState.FAILED, "22": JobState.UNKNOWN}
+
+
+def test_lsf_states_from_bjobs_json() -> None:
+    records = [{"JOBID": "1", "STAT": "RUN"}, {"JOBID": "2", "STAT": "EXIT", "EXIT_REASON": "TERM_RUNLIMIT: job "
+                "killed after reaching LSF run time limit", "KILL_REASON": ""},
+               {"JOBID": "3", "STAT": "EXIT", "EXIT_REASON": "TERM_OWNER: job killed by owner", "KILL_REASON": ""},
+               {"JOBID": "4", "STAT": "EXIT", "EXIT_REASON": "", "KILL_REASON": ""}, {"JOBID": "5", "STAT": "DONE"},
+               {"JOBID": "6", "ERROR": "Job <6> is not found"}]
+    runner = Recorder({"bjobs": ShellResult(255, json.dumps({"RECORDS": records}), "")})
+    states = get_batch_system("lsf", runner).status(["1", "2", "3", "4", "5"])
+    assert states == {"1": JobState.RUNNING, "2": JobState.TIMEOUT, "3": JobState.CANCELLED, "4": JobState.FAILED,
+                      "5": JobState.COMPLETED}
+
+
+def test_pbs_states_from_qstat_json() -> None:
+    jobs = {"1.srv": {"job_state": "Q"}, "2.srv": {"job_state": "F", "Exit_status": -29},
+            "3.srv": {"job_state": "F", "Exit_status": 271}, "4.srv": {"job_state": "F", "Exit_status": 0},
+            "5.srv": {"job_state": "F", "Exit_status": 1}}
+    runner = Recorder({"qstat": ShellResult(0, json.dumps({"Jobs": jobs}), "")})
+    states = get_batch_system("pbs", runner).status(list(jobs))
+    assert list(states.values()) == [JobState.PENDING, JobState.TIMEOUT, JobState.CANCELLED, JobState.COMPLETED,
+                                     JobState.FAILED]
+
+
+def test_flux_states_from_flux_jobs() -> None:
+    out = "fA RUN \nfB SCHED \nfC INACTIVE TIMEOUT\nfD INACTIVE CANCELED\nfE INACTIVE COMPLETED\n"
+    runner = Recorder({"flux jobs": ShellResult(0, out, "")})
+    assert get_batch_system("flux", runner).status(["fA", "fB", "fC", "fD", "fE"]) == {
+        "fA": JobState.RUNNING, "fB": JobState.PENDING, "fC": JobState.TIMEOUT, "fD": JobState.CANCELLED,
+        "fE": JobState.COMPLETED}
+
+
+@pytest.mark.parametrize(("name", "cmd"), [
+    ("slurm", ["scancel", "-Q", "1", "2"]), ("lsf", ["bkill", "1", "2"]), ("pbs", ["qdel", "1", "2"]),
+    ("flux", ["flux", "cancel", "1", "2"]), ("local", ["kill", "-TERM", "--", "-1", "-2"]),
+])  # fmt: skip
+def test_cancel_commands(name: str, cmd: list[str]) -> None:
+    runner = Recorder({})
+    get_batch_system(name, runner).cancel(["1", "2", "1"])
+    assert runner.calls == [cmd]
+
+
+def test_unknown_batch_type_lists_the_known_ones() -> None:
+    with pytest.raises(BatchError, match=r"unknown batch type 'sge' \(known: flux, local, lsf, pbs, slurm\)"):
+        get_batch_system("sge")
+    assert all(cls.name == name for name, cls in BATCH_SYSTEMS.items())
+
+
+def test_a_request_is_validated() -> None:
+    with pytest.raises(BatchError, match="nodes must be at least 1"):
+        AllocationRequest("a", "true", Path("."), nodes=0)
+    with pytest.raises(BatchError, match="one word"):
+        AllocationRequest("a b", "true", Path("."))
+
+
+@pytest.mark.parametrize(("env", "expected"), [
+    ({"SLURM_JOB_ID": "7", "SLURM_JOB_NUM_NODES": "4", "SLURM_CPUS_ON_NODE": "36", "MERLIN_MDM_ALLOC_END": "100"},
+     Allocation("slurm", "7", 4, 36, 100.0)),
+    ({"LSB_JOBID": "8", "LSB_MCPU_HOSTS": "launch 1 n1 40 n2 40"}, Allocation("lsf", "8", 2, 40, None)),
+    ({"LSB_JOBID": "8", "LSB_MCPU_HOSTS": "n1 16"}, Allocation("lsf", "8", 1, 16, None)),
+    ({"PBS_JOBID": "9.srv", "PBS_NUM_NODES": "3", "NCPUS": "64"}, Allocation("pbs", "9.srv", 3, 64, None)),
+    ({"FLUX_JOB_ID": "fX", "FLUX_JOB_NNODES": "2"}, Allocation("flux", "fX", 2, None, None)),
+    ({"MERLIN_MDM_BATCH": "local", "MERLIN_MDM_JOB_ID": "123"}, Allocation("local", "123", 1, None, None)),
+    ({"HOME": "/root"}, None),
+])  # fmt: skip
+def test_detect_allocation(env: dict[str, str], expected: Allocation | None) -> None:
+    assert detect_allocation(env) == expected
+
+
+def test_seconds_left() -> None:
+    assert Allocation("slurm", "1", 1, 1, 1000.0).seconds_left(400.0) == 600.0
+    assert Allocation("slurm", "1", 1, 1, None).seconds_left(400.0) is None
