@@ -48,3 +48,24 @@ def test_unknown_launcher_lists_the_known_ones() -> None:
     known = r"\(known: flux, jsrun, mpiexec, mpirun, plain, srun\)"
     with pytest.raises(SpecError, match=rf"unknown launcher 'aprun' {known}"):
         get_launcher("aprun")
+
+
+@pytest.mark.parametrize(("name", "nodes", "args", "prefix"), [
+    ("srun", 4, None, "srun --overlap -N 4 -n 4 --ntasks-per-node=1"),
+    ("srun", 1, "--mpi=pmi2", "srun --overlap -N 1 -n 1 --ntasks-per-node=1 --mpi=pmi2"),
+    ("jsrun", 2, None, "jsrun -n 2 -r 1 -a 1 -c ALL_CPUS -g ALL_GPUS --bind=none"),
+    ("flux", 3, None, "flux run -N 3 -n 3 --exclusive"),
+    ("mpiexec", 2, None, "mpiexec -n 2 -ppn 1"),
+    ("mpirun", 2, None, "mpirun -np 2 --map-by ppr:1:node"),
+    ("plain", 1, None, ""),
+])  # fmt: skip
+def test_per_node_prefix(name: str, nodes: int, args: str | None, prefix: str) -> None:
+    from merlin_mdm.launchers.per_node import per_node_prefix
+
+    assert per_node_prefix(name, nodes, args) == prefix
+
+
+def test_per_node_prefix_knows_every_launcher() -> None:
+    from merlin_mdm.launchers.per_node import PER_NODE
+
+    assert set(PER_NODE) == set(LAUNCHERS)

@@ -1,0 +1,30 @@
+"""A single-node Slurm for the whole session (skips with a reason when Slurm is not installed)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from tests.integration.slurm.cluster import SingleNodeSlurm, slurm_missing
+
+
+@pytest.fixture(scope="session")
+def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SingleNodeSlurm]:
+    """A running slurmctld + slurmd; SLURM_CONF points the client commands at it."""
+    why = slurm_missing()
+    if why:
+        pytest.skip(why)
+    cluster = SingleNodeSlurm(tmp_path_factory.mktemp("slurm"))
+    cluster.start()
+    old = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = str(cluster.conf)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        if old is None:
+            os.environ.pop("SLURM_CONF", None)
+        else:
+            os.environ["SLURM_CONF"] = old
