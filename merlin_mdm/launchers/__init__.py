@@ -136,7 +136,7 @@ LAUNCHERS: dict[str, type[Launcher]] = {
     for cls in (PlainLauncher, SrunLauncher, JsrunLauncher, FluxLauncher, MpirunLauncher, MpiexecLauncher)
 }
 # `lsf-srun` is Merlin's batch type for LSF machines whose MPI jobs start with srun.
-DEFAULT_LAUNCHER = {"local": "plain", "slurm": "srun", "lsf": "jsrun", "lsf-srun": "srun", "flux": "flux"}
+DEFAULT_LAUNCHER = {"local": "plain", "slurm": "srun", "lsf": "jsrun", "lsf-srun": "srun", "flux": "flux", "pbs": "mpiexec"}
 
 
 def get_launcher(name: str) -> Launcher:

@@ -14,7 +14,7 @@ from merlin_mdm.spec.tokens import LATE_TOKENS, STUDY_TOKENS, substitute, tokens
 
 __all__ = ["DEFAULT_BATCH_TYPES", "check_spec", "known_tokens", "parent_name", "unknown_token_message"]
 
-DEFAULT_BATCH_TYPES = ("local", "slurm", "lsf", "lsf-srun", "flux")
+DEFAULT_BATCH_TYPES = ("local", "slurm", "lsf", "lsf-srun", "flux", "pbs")
 
 
 def parent_name(dep: str) -> tuple[str, bool]:

@@ -40,7 +40,8 @@ def test_registry_names_match_classes() -> None:
 
 
 def test_default_launcher_per_batch_type() -> None:
-    assert DEFAULT_LAUNCHER == {"local": "plain", "slurm": "srun", "lsf": "jsrun", "lsf-srun": "srun", "flux": "flux"}
+    assert DEFAULT_LAUNCHER == {"local": "plain", "slurm": "srun", "lsf": "jsrun", "lsf-srun": "srun", "flux": "flux",
+                                "pbs": "mpiexec"}
     assert set(DEFAULT_LAUNCHER.values()) <= set(LAUNCHERS)
 
 

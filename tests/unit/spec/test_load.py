@@ -174,10 +174,10 @@ def test_parse_vars() -> None:
 
 
 def test_unknown_batch_type_is_accepted_when_registered() -> None:
-    text = MINIMAL + "batch: {type: pbs}\n"
-    with pytest.raises(SpecError, match="unknown batch type 'pbs'"):
+    text = MINIMAL + "batch: {type: sge}\n"
+    with pytest.raises(SpecError, match="unknown batch type 'sge'"):
         load_spec_text(text, "x.yaml")
-    assert load_spec_text(text, "x.yaml", batch_types=("local", "pbs")).spec.batch.type == "pbs"
+    assert load_spec_text(text, "x.yaml", batch_types=("local", "sge")).spec.batch.type == "sge"
 
 
 def test_specroot_is_the_spec_folder(tmp_path: Path) -> None:
