@@ -8,7 +8,6 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -40,14 +39,32 @@ def _spec(spec: Path):  # type: ignore[no-untyped-def]
 @_spec_arg
 @click.option("--echo", is_flag=True, help="Print the worker command(s) instead of running them.")
 @click.option("--steps", multiple=True, help="Only the workers of these steps; repeatable.")
+@click.option("--worker", "only", multiple=True, help="Only these worker groups; repeatable.")
 @click.option("--worker-args", default="", help="Extra Celery worker options, e.g. '-c 4 -l INFO'.")
-def run_workers(spec: Path, echo: bool, steps: tuple[str, ...], worker_args: str) -> None:
-    """Start the Celery workers that `merlin.resources.workers` of SPEC describes (blocks until they exit)."""
+@click.option("--until-done", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Stop the workers and exit once the study in this workspace is over.")
+def run_workers(spec: Path, echo: bool, steps: tuple[str, ...], only: tuple[str, ...], worker_args: str,
+                until_done: Path | None) -> None:
+    """Start the Celery workers that `merlin.resources.workers` of SPEC describes (blocks until they exit).
+
+    Inside a Slurm, LSF, Flux or PBS allocation each worker runs once per node through the launcher,
+    with one process per core of the node, and stops before the allocation's walltime runs out.
+    """
     from merlin_mdm.backends.celery.backend import check_server
+    from merlin_mdm.backends.celery.in_allocation import (
+        Supervisor,
+        allocation_commands,
+        study_over_check,
+        walltime_margin,
+    )
     from merlin_mdm.backends.celery.workers import active_queues, worker_commands
+    from merlin_mdm.batch import detect_allocation
 
     parsed = _spec(spec)
-    commands = worker_commands(parsed, steps, worker_args, warn=lambda m: click.echo(m, err=True))
+    commands = worker_commands(parsed, steps, worker_args, warn=lambda m: click.echo(m, err=True), only=only)
+    alloc = detect_allocation(os.environ)
+    if alloc is not None:
+        commands = allocation_commands(parsed, commands, alloc)
     if echo:
         for cmd in commands:
             click.echo(cmd.shell())
@@ -64,19 +81,10 @@ def run_workers(spec: Path, echo: bool, steps: tuple[str, ...], worker_args: str
     if config.source != "defaults":
         env["MERLIN_MDM_CONFIG"] = config.source
     procs = [subprocess.Popen(list(cmd.argv), env=env) for cmd in commands]
-    _wait_all(procs)
-
-
-def _wait_all(procs: list[subprocess.Popen[bytes]]) -> None:
-    def forward(signum: int, frame: object) -> None:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signum)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    codes = [proc.wait() for proc in procs]
-    sys.exit(max((abs(c) for c in codes), default=0))
+    supervisor = Supervisor(procs, study_over_check(until_done) if until_done else None,
+                            alloc.end if alloc else None, walltime_margin(os.environ),
+                            log=lambda m: click.echo(m, err=True))
+    sys.exit(supervisor.run())
 
 
 @click.command("queue-info")
@@ -174,6 +182,7 @@ def monitor(target: Path, interval: float) -> None:
     Run it last in a batch job that starts workers, so the allocation ends with the study.
     """
     from merlin_mdm.backends.celery.backend import CeleryBackend
+    from merlin_mdm.backends.celery.in_allocation import study_is_over
     from merlin_mdm.status.redis_store import RedisStatusStore
     from merlin_mdm.studies import find_workspace
 
@@ -182,7 +191,7 @@ def monitor(target: Path, interval: float) -> None:
     try:
         while True:
             snap = store.snapshot()
-            if snap.state.over or store.units_left() <= 0:
+            if study_is_over(store):
                 click.echo(f"{snap.name}: {snap.state} {snap.message}".rstrip())
                 return
             time.sleep(interval)

@@ -8,6 +8,7 @@ import click
 
 from merlin_mdm import __version__
 from merlin_mdm.cli.aggregate import aggregate_command
+from merlin_mdm.cli.batch import launch
 from merlin_mdm.cli.distributed import (
     info,
     monitor,
@@ -57,7 +58,7 @@ def cli() -> None:
 
 
 for command in (run, validate, status, restart, example, run_workers, queue_info, query_workers, stop_workers, purge,
-                monitor, info, server, aggregate_command, mdm):
+                monitor, info, server, aggregate_command, mdm, launch):
     cli.add_command(command)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -122,11 +123,16 @@ def status(target: Path, as_json: bool) -> None:
 
     TARGET is a workspace directory, or a spec file (its newest workspace is shown).
     """
+    from merlin_mdm.cli.batch import allocations_json, show_allocations
+
     snap = study_status(target)
     if as_json:
-        click.echo(to_json(snap))
+        allocations = allocations_json(target)
+        click.echo(to_json(snap) if not allocations else
+                   json.dumps({**json.loads(to_json(snap)), "allocations": allocations}, indent=2))
     else:
         render_table(snap, Console(width=None if sys.stdout.isatty() else 120))
+        show_allocations(target)
 
 
 @click.command()

@@ -7,12 +7,16 @@ result, nothing uses chords, and no Celery internals are patched.
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 from typing import Any
 
 from celery import Celery
+from celery.exceptions import Reject
 
 from merlin_mdm.backends.celery.dependencies import RedisDependencies
+from merlin_mdm.backends.celery.in_allocation import unit_fits
 from merlin_mdm.backends.celery.scheduling import Dispatch, execute_unit, expand_range
 from merlin_mdm.config import AppConfig
 from merlin_mdm.errors import StatusError
@@ -20,7 +24,7 @@ from merlin_mdm.status.redis_store import RedisStatusStore
 from merlin_mdm.study.plan import StudyPlan, UnitKey
 from merlin_mdm.study.workspace import Workspace
 
-__all__ = ["EXPAND_TASK", "UNIT_TASK", "StudyCache", "celery_settings", "make_app", "send_dispatch"]
+__all__ = ["EXPAND_TASK", "UNIT_TASK", "StudyCache", "celery_settings", "hand_back", "make_app", "send_dispatch"]
 
 UNIT_TASK = "merlin_mdm.unit"
 EXPAND_TASK = "merlin_mdm.expand"
@@ -100,6 +104,12 @@ class StudyCache:
         return entry
 
 
+def hand_back(task: Any) -> None:
+    """The allocation ends before this unit could: stop this worker taking more and requeue the message."""
+    task.app.control.shutdown(destination=[task.request.hostname])
+    raise Reject("does not fit before the allocation's walltime", requeue=True)
+
+
 def make_app(config: AppConfig) -> Celery:
     """A configured Celery app with the `unit` and `expand` tasks registered."""
     app = Celery("merlin_mdm", broker=config.broker.url(), set_as_current=False)
@@ -114,8 +124,10 @@ def make_app(config: AppConfig) -> Celery:
         autoretry_for=retry_on, retry_backoff=1, retry_backoff_max=30, max_retries=20)
     def unit(self: Any, workspace: str, unit_id: str) -> None:
         plan, store, deps = cache.get(workspace)
-        execute_unit(store, deps, plan, UnitKey.from_id(unit_id),
-                     lambda d: send_dispatch(app, workspace, plan, d), config.max_deliveries)
+        key = UnitKey.from_id(unit_id)
+        if not unit_fits(plan, key, os.environ, time.time()):
+            hand_back(self)
+        execute_unit(store, deps, plan, key, lambda d: send_dispatch(app, workspace, plan, d), config.max_deliveries)
 
     @app.task(  # type: ignore[untyped-decorator]
         name=EXPAND_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True,

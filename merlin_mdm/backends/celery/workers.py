@@ -46,8 +46,22 @@ def spec_queues(spec: Spec, steps: Sequence[str] = ()) -> dict[str, str]:
 
 
 def worker_commands(spec: Spec, steps: Sequence[str] = (), extra_args: str = "",
-                    warn: Any = None) -> list[WorkerCommand]:
-    """The workers `merlin.resources.workers` describes, plus a default one for steps no worker claims."""
+                    warn: Any = None, only: Sequence[str] = ()) -> list[WorkerCommand]:
+    """The workers `merlin.resources.workers` describes, plus a default one for steps no worker claims.
+
+    ``only`` keeps the named worker groups (a UsageError names the known ones when one is unknown).
+    """
+    every = _all_worker_commands(spec, steps, extra_args, warn)
+    if not only:
+        return every
+    unknown = sorted(set(only) - {c.name for c in every})
+    if unknown:
+        raise UsageError(f"no worker(s) {', '.join(unknown)} for {spec.path} "
+                         f"(workers: {', '.join(c.name for c in every)})")
+    return [c for c in every if c.name in only]
+
+
+def _all_worker_commands(spec: Spec, steps: Sequence[str], extra_args: str, warn: Any) -> list[WorkerCommand]:
     queues = spec_queues(spec, steps)
     claimed: set[str] = set()
     out: list[WorkerCommand] = []

@@ -1,0 +1,209 @@
+"""`merlin-mdm launch`: one batch allocation per worker group, each running `run-workers` until the study ends.
+
+The requests are planned here (pure), submitted through :mod:`merlin_mdm.batch`, and recorded in the
+workspace (``merlin_info/batch/jobs.jsonl``) so that `status` can show each allocation, its state and
+the workers running in it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from merlin_mdm.backends.celery.workers import worker_commands
+from merlin_mdm.backends.execution import walltime_seconds
+from merlin_mdm.batch import AllocationRequest, JobState, get_batch_system
+from merlin_mdm.config import AppConfig
+from merlin_mdm.errors import BatchError, UsageError
+from merlin_mdm.spec import BatchConfig, Spec
+
+__all__ = [
+    "AllocationRecord",
+    "AllocationRow",
+    "LaunchOptions",
+    "Planned",
+    "allocation_requests",
+    "allocation_rows",
+    "allocation_states",
+    "batch_dir",
+    "ensure_queued",
+    "read_records",
+    "scheduler_name",
+    "submit_all",
+    "write_record",
+]
+
+RECORDS = "jobs.jsonl"
+
+
+@dataclass(frozen=True)
+class LaunchOptions:
+    """Command-line overrides of the spec's batch block."""
+
+    nodes: int | None = None
+    walltime: str | None = None  # [[HH:]MM:]SS
+    queue: str | None = None
+    bank: str | None = None
+    together: bool = False  # one allocation for every worker group
+    config_source: str | None = None  # the app.yaml the workers must read
+
+
+@dataclass(frozen=True)
+class AllocationRecord:
+    """One submitted allocation, as `launch` wrote it down."""
+
+    job_id: str
+    system: str
+    name: str  # the job name
+    workers: tuple[str, ...]  # worker groups it runs
+    nodes: int
+    submitted: float  # seconds since the epoch
+
+
+def scheduler_name(batch_type: str) -> str:
+    """The batch system behind a spec's batch type (``lsf-srun`` is LSF with another launcher)."""
+    return batch_type.partition("-")[0]
+
+
+def batch_dir(workspace: Path) -> Path:
+    """Where batch scripts, their output and exit codes go."""
+    return workspace / "merlin_info" / "batch"
+
+
+def _merged(base: BatchConfig, override: BatchConfig | None) -> BatchConfig:
+    """``override``'s fields that were given, on top of ``base`` (a worker's batch block over the spec's)."""
+    if override is None:
+        return base
+    given = {f.name: getattr(override, f.name) for f in dataclasses.fields(override)
+             if f.name not in ("type", "shell", "extra") and getattr(override, f.name) is not None}
+    if override.type != "local" or "type" in dict(override.extra):
+        given["type"] = override.type
+    return dataclasses.replace(base, **given, extra={**base.extra, **override.extra})
+
+
+def _options(raw: object) -> tuple[tuple[str, str], ...]:
+    """`slurm_args`/`lsf_args` text (``--mem=0 --qos=x``) as long options."""
+    out = []
+    for token in shlex.split(str(raw or "")):
+        if token.startswith("--"):
+            key, _, value = token[2:].partition("=")
+            out.append((key, value))
+    return tuple(out)
+
+
+Planned = tuple[tuple[str, ...], AllocationRequest]  # the worker groups an allocation runs, and the request
+
+
+def allocation_requests(spec: Spec, spec_path: Path, workspace: Path, opts: LaunchOptions) -> list[Planned]:
+    """The allocations that run the workers of ``spec`` for the study in ``workspace``."""
+    groups: list[tuple[str, ...]] = [(c.name,) for c in worker_commands(spec)]
+    if opts.together:
+        groups = [tuple(g[0] for g in groups)]
+    by_name = {w.name: w for w in spec.resources.workers}
+    out = []
+    for names in groups:
+        worker = by_name.get(names[0]) if len(names) == 1 else None
+        batch = _merged(spec.batch, worker.batch if worker else None)
+        nodes = opts.nodes or (worker.nodes if worker else None) or batch.nodes or 1
+        walltime = walltime_seconds(opts.walltime or batch.walltime)
+        command = [sys.executable, "-m", "merlin_mdm.cli.main", "run-workers", str(spec_path.resolve()),
+                   *(a for n in names for a in ("--worker", n)), "--until-done", str(workspace)]
+        label = "all" if len(names) > 1 else names[0]
+        env = (("MERLIN_MDM_CONFIG", opts.config_source),) if opts.config_source else ()
+        out.append((names, AllocationRequest(
+            name=f"{spec.description.name}.{label}", command=f"cd {shlex.quote(str(spec_path.resolve().parent))}\n"
+            + shlex.join(command), workdir=batch_dir(workspace), nodes=nodes,
+            walltime=int(walltime) if walltime else None, queue=opts.queue or batch.queue,
+            bank=opts.bank or batch.bank, qos=_text(batch.extra.get("qos")),
+            reservation=_text(batch.extra.get("reservation")), launch_pre=batch.launch_pre,
+            options=_options(batch.extra.get(f"{scheduler_name(batch.type)}_args")), env=env)))
+    return out
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def write_record(workspace: Path, record: AllocationRecord) -> None:
+    """Append ``record`` to the workspace's allocation list."""
+    path = batch_dir(workspace) / RECORDS
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as out:
+        out.write(json.dumps(dataclasses.asdict(record)) + "\n")
+
+
+def read_records(workspace: Path) -> list[AllocationRecord]:
+    """Every allocation `launch` submitted for the study in ``workspace`` (oldest first)."""
+    path = batch_dir(workspace) / RECORDS
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [AllocationRecord(r["job_id"], r["system"], r["name"], tuple(r["workers"]), r["nodes"], r["submitted"])
+            for r in rows]
+
+
+def submit_all(spec: Spec, planned: Sequence[Planned], workspace: Path) -> list[AllocationRecord]:
+    """Submit the planned requests and record each job."""
+    system = get_batch_system(scheduler_name(spec.batch.type))
+    records = []
+    for names, req in planned:
+        job_id = system.submit(req)
+        record = AllocationRecord(job_id, system.name, req.name, names, req.nodes, time.time())
+        write_record(workspace, record)
+        records.append(record)
+    return records
+
+
+def allocation_states(workspace: Path, records: Sequence[AllocationRecord]) -> dict[str, JobState]:
+    """Job id -> state, asking each batch system once."""
+    states: dict[str, JobState] = {}
+    for system in {r.system for r in records}:
+        ids = [r.job_id for r in records if r.system == system]
+        try:
+            states.update(get_batch_system(system).status(ids, batch_dir(workspace)))
+        except BatchError:  # the scheduler cannot be asked from here (another machine, a login node down)
+            states.update(dict.fromkeys(ids, JobState.UNKNOWN))
+    return states
+
+
+def ensure_queued(workspace: Path | None, spec_path: Path) -> Path:
+    """The workspace to launch for; a UsageError saying how to queue the study when there is none."""
+    if workspace is None:
+        raise UsageError(f"no queued study for {spec_path}: queue it first with `merlin-mdm run {spec_path}`")
+    return workspace
+
+
+@dataclass(frozen=True)
+class AllocationRow:
+    """What `status` shows for one allocation."""
+
+    job_id: str
+    system: str
+    name: str
+    state: JobState
+    workers: tuple[str, ...]  # full worker names answering from it (``group.<job id>@host``)
+
+
+def allocation_rows(workspace: Path, config: AppConfig | None) -> list[AllocationRow]:
+    """Each allocation of the study, its state and the workers that answer from it.
+
+    Workers are asked only when an allocation runs and ``config`` (the broker) is given.
+    """
+    records = read_records(workspace)
+    if not records:
+        return []
+    states = allocation_states(workspace, records)
+    running = [r for r in records if states.get(r.job_id) is JobState.RUNNING]
+    names: list[str] = []
+    if running and config is not None:
+        from merlin_mdm.backends.celery.workers import active_queues
+
+        names = sorted(active_queues(config))
+    return [AllocationRow(r.job_id, r.system, r.name, states.get(r.job_id, JobState.UNKNOWN),
+                          tuple(n for n in names if f".{r.job_id}@" in n)) for r in records]

@@ -1,0 +1,145 @@
+"""`run-workers` inside a batch allocation: one Celery worker per node through the launcher, sized by
+the allocation, stopped when the study is over or before the walltime runs out.
+
+Walltime awareness has two halves. The supervisor (:class:`Supervisor`) asks its workers for a warm
+shutdown ``margin`` seconds before the deadline. A worker that is handed a unit whose steps' walltime
+would not fit before that moment (:func:`unit_fits`) gives the message back to the broker untouched
+and shuts itself down; the next allocation takes it. Nothing is lost (messages are acknowledged late)
+and nothing is done twice (done-markers and the status store's records).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import cast
+
+from merlin_mdm.backends.celery.workers import WorkerCommand
+from merlin_mdm.backends.execution import walltime_seconds
+from merlin_mdm.batch import Allocation
+from merlin_mdm.batch.base import deadline_from_env
+from merlin_mdm.errors import MerlinMdmError
+from merlin_mdm.launchers import DEFAULT_LAUNCHER
+from merlin_mdm.launchers.per_node import per_node_prefix
+from merlin_mdm.spec import BatchConfig, Spec
+from merlin_mdm.status.redis_store import RedisStatusStore
+from merlin_mdm.study.plan import StudyPlan, UnitKey
+from merlin_mdm.study.workspace import Workspace
+
+__all__ = ["DEFAULT_MARGIN", "Supervisor", "allocation_commands", "launcher_for", "study_is_over", "study_over_check",
+           "unit_fits", "walltime_margin"]
+
+DEFAULT_MARGIN = 60.0  # seconds kept free before the walltime: workers finish and hand back in it
+
+
+def walltime_margin(env: Mapping[str, str]) -> float:
+    """The margin in force (MERLIN_MDM_WALLTIME_MARGIN seconds, else DEFAULT_MARGIN)."""
+    try:
+        return float(env["MERLIN_MDM_WALLTIME_MARGIN"])
+    except (KeyError, ValueError):
+        return DEFAULT_MARGIN
+
+
+def unit_fits(plan: StudyPlan, key: UnitKey, env: Mapping[str, str], now: float) -> bool:
+    """Whether unit ``key`` can finish before the allocation's deadline less the margin.
+
+    A unit of a step without a walltime, or outside any allocation with a known deadline, always fits.
+    """
+    deadline = deadline_from_env(env)
+    per_task = walltime_seconds(plan.instances[key.instance].walltime)
+    if deadline is None or per_task is None:
+        return True
+    return now + per_task * len(plan.unit_samples(key)) <= deadline - walltime_margin(env)
+
+
+def launcher_for(batch: BatchConfig, alloc: Allocation) -> str:
+    """The launcher that spreads workers: the spec's, when its batch type is the allocation's scheduler."""
+    if batch.type.partition("-")[0] == alloc.system:
+        return str(batch.extra.get("launcher") or DEFAULT_LAUNCHER.get(batch.type, "plain"))
+    return DEFAULT_LAUNCHER.get(alloc.system, "plain")
+
+
+def allocation_commands(spec: Spec, commands: Sequence[WorkerCommand], alloc: Allocation) -> list[WorkerCommand]:
+    """``commands`` rewritten to run once per node of ``alloc``, named after the job, sized by its cores."""
+    workers = {w.name: w for w in spec.resources.workers}
+    out = []
+    for cmd in commands:
+        worker = workers.get(cmd.name)
+        batch = worker.batch if worker and worker.batch else spec.batch
+        nodes = min(alloc.nodes, (worker.nodes if worker else None) or alloc.nodes)
+        argv = [f"{cmd.name}.{alloc.job_id}@%h" if a == f"{cmd.name}@%h" else a for a in cmd.argv]
+        if alloc.cores_per_node and not any(a in ("-c", "--concurrency") or a.startswith("--concurrency=")
+                                            for a in argv):
+            argv += ["-c", str(alloc.cores_per_node)]
+        prefix = per_node_prefix(launcher_for(batch, alloc), nodes, batch.launch_args or spec.batch.launch_args)
+        out.append(dataclasses.replace(cmd, argv=(*shlex.split(prefix), *argv)))
+    return out
+
+
+@dataclass
+class Supervisor:
+    """Waits on worker processes; stops them when the study is over or the walltime nears."""
+
+    procs: list[subprocess.Popen[bytes]]
+    is_over: Callable[[], bool] | None = None  # the study has nothing left to run
+    deadline: float | None = None  # seconds since the epoch
+    margin: float = DEFAULT_MARGIN
+    poll: float = 2.0
+    log: Callable[[str], None] = print
+    stopping: str | None = None  # why the workers were asked to stop
+
+    def run(self) -> int:
+        """Block until every worker has exited; the exit code (0 after a stop we asked for)."""
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, lambda s, f: self.stop(f"signal {signal.Signals(s).name}"))
+        while any(p.poll() is None for p in self.procs):
+            if self.stopping is None:
+                if self.deadline is not None and time.time() >= self.deadline - self.margin:
+                    self.stop("the walltime runs out")
+                elif self.is_over is not None and self.is_over():
+                    self.stop("the study is over")
+            time.sleep(self.poll)
+        codes = [abs(p.returncode or 0) for p in self.procs]
+        return 0 if self.stopping and not self.stopping.startswith("signal") else max(codes, default=0)
+
+    def stop(self, why: str) -> None:
+        """Ask every worker for a warm shutdown (finish the task in hand, give back the rest)."""
+        if self.stopping is None:
+            self.log(f"run-workers: stopping the workers: {why}")
+        self.stopping = self.stopping or why
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+
+
+def study_is_over(store: RedisStatusStore) -> bool:
+    """Nothing of the study is left to run (it finished, failed or was stopped)."""
+    return store.snapshot().state.over or store.units_left() <= 0
+
+
+def study_over_check(workspace: Path) -> Callable[[], bool]:
+    """A check of the study in ``workspace`` against its status store (a store error reads as not over)."""
+    from merlin_mdm.backends.celery.backend import CeleryBackend
+
+    ws = Workspace.find(workspace)
+    backend = CeleryBackend()
+
+    def check() -> bool:
+        try:
+            store = backend.status_store(ws)
+        except MerlinMdmError:
+            return False
+        try:
+            return study_is_over(cast(RedisStatusStore, store))
+        except (MerlinMdmError, OSError):
+            return False
+        finally:
+            store.close()
+
+    return check

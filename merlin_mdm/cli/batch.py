@@ -1,0 +1,97 @@
+"""`merlin-mdm launch`: submit batch allocations whose workers drain a queued study, then end by themselves."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from merlin_mdm.errors import UsageError, WorkspaceError
+
+__all__ = ["allocations_json", "launch", "show_allocations"]
+
+
+@click.command()
+@click.argument("spec_path", metavar="SPEC", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--nodes", type=click.IntRange(1), help="Nodes per allocation [default: the worker's or batch's nodes].")
+@click.option("--walltime", help="Walltime per allocation, [[HH:]MM:]SS [default: batch.walltime].")
+@click.option("--queue", help="Queue / partition [default: batch.queue].")
+@click.option("--bank", help="Account charged [default: batch.bank].")
+@click.option("--together", is_flag=True, help="One allocation for every worker group.")
+@click.option("--dry", is_flag=True, help="Print the batch script(s); submit nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the submitted jobs as JSON.")
+def launch(spec_path: Path, nodes: int | None, walltime: str | None, queue: str | None, bank: str | None,
+           together: bool, dry: bool, as_json: bool) -> None:
+    """Submit one batch allocation per worker group of SPEC (or one for all with --together).
+
+    Each allocation runs `merlin-mdm run-workers` on its nodes for the newest queued study of SPEC
+    (queue it first with `merlin-mdm run SPEC`) and ends when the study is over or its walltime nears.
+    Prints the job ids.
+    """
+    from merlin_mdm.backends.celery.allocations import (
+        LaunchOptions,
+        allocation_requests,
+        ensure_queued,
+        scheduler_name,
+        submit_all,
+    )
+    from merlin_mdm.backends.execution import walltime_seconds
+    from merlin_mdm.batch import get_batch_system
+    from merlin_mdm.config import load_config
+    from merlin_mdm.spec import load_spec
+    from merlin_mdm.studies import find_workspace
+
+    spec = load_spec(spec_path).spec
+    try:
+        workspace: Path | None = find_workspace(spec_path).root
+    except WorkspaceError:
+        workspace = None
+    target = workspace if dry else ensure_queued(workspace, spec_path)
+    try:
+        walltime_seconds(walltime)
+    except ValueError:
+        raise UsageError(f"--walltime {walltime!r} is not [[HH:]MM:]SS") from None
+    source = load_config(spec_path).source
+    opts = LaunchOptions(nodes, walltime, queue, bank, together, None if source == "defaults" else source)
+    planned = allocation_requests(spec, spec_path, target or Path("WORKSPACE"), opts)
+    system = get_batch_system(scheduler_name(spec.batch.type))
+    if dry:
+        for names, req in planned:
+            click.echo(f"# --- {req.name}: {system.name} batch script for worker(s) {', '.join(names)}")
+            click.echo(system.script(req))
+        return
+    records = submit_all(spec, planned, ensure_queued(target, spec_path))
+    if as_json:
+        click.echo(json.dumps([{"job_id": r.job_id, "system": r.system, "name": r.name, "workers": r.workers}
+                               for r in records], indent=1))
+        return
+    for r in records:
+        click.echo(f"{r.job_id}\t{r.name}\t{system.name}\tworkers: {', '.join(r.workers)}")
+
+
+def _rows(target: Path):  # type: ignore[no-untyped-def]
+    from merlin_mdm.backends.celery.allocations import allocation_rows
+    from merlin_mdm.config import load_config
+    from merlin_mdm.studies import find_workspace
+
+    ws = find_workspace(target)
+    spec_path = target if target.is_file() else None
+    return allocation_rows(ws.root, load_config(spec_path))
+
+
+def allocations_json(target: Path) -> list[dict[str, object]]:
+    """The allocations of TARGET's study as JSON-ready rows (empty when `launch` submitted none)."""
+    return [{"job_id": r.job_id, "system": r.system, "name": r.name, "state": r.state.value,
+             "workers": list(r.workers)} for r in _rows(target)]
+
+
+def show_allocations(target: Path) -> None:
+    """Print a table of the allocations of TARGET's study (nothing when `launch` submitted none)."""
+    rows = _rows(target)
+    if not rows:
+        return
+    click.echo("\nallocations:")
+    click.echo(f"  {'job id':<12} {'system':<6} {'state':<10} {'name':<28} workers")
+    for r in rows:
+        click.echo(f"  {r.job_id:<12} {r.system:<6} {r.state.value:<10} {r.name:<28} {', '.join(r.workers) or '-'}")

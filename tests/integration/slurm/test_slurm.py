@@ -1,0 +1,168 @@
+"""On a real single-node Slurm: the batch system, `merlin-mdm launch` draining a study, scancel and
+launching again, and an MPI step with 2 ranks through srun."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from merlin_mdm.batch import TERMINAL_STATES, AllocationRequest, JobState, get_batch_system
+from tests.integration.conftest import REPO, RedisFixture, wait_until
+from tests.integration.slurm.cluster import SingleNodeSlurm
+
+pytestmark = [pytest.mark.slurm]
+
+
+def merlin(*args: str, cwd: Path, env: dict[str, str] | None = None,
+           timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "merlin_mdm.cli.main", *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def wait_state(job_id: str, wanted: set[JobState], timeout: float, workdir: Path | None = None) -> JobState:
+    system = get_batch_system("slurm")
+    seen: list[JobState] = []
+
+    def reached() -> bool:
+        seen.append(system.status([job_id], workdir)[job_id])
+        return seen[-1] in wanted
+
+    wait_until(reached, timeout, f"job {job_id} to reach {sorted(s.value for s in wanted)} (seen {seen[-3:]})")
+    return seen[-1]
+
+
+def test_submit_status_cancel(slurm: SingleNodeSlurm, tmp_path: Path) -> None:
+    system = get_batch_system("slurm")
+    done = system.submit(AllocationRequest("quick", "echo inside $SLURM_JOB_ID", tmp_path, walltime=60))
+    assert wait_state(done, TERMINAL_STATES, 60, tmp_path) is JobState.COMPLETED
+    assert (tmp_path / f"{done}.ec").read_text().strip() == "0"
+    assert f"inside {done}" in (tmp_path / f"quick.{done}.out").read_text()
+    slow = system.submit(AllocationRequest("slow", "sleep 300", tmp_path, walltime=600))
+    wait_state(slow, {JobState.RUNNING}, 60)
+    system.cancel([slow])
+    assert wait_state(slow, TERMINAL_STATES, 60) is JobState.CANCELLED
+    failed = system.submit(AllocationRequest("bad", "exit 3", tmp_path))
+    assert wait_state(failed, TERMINAL_STATES, 60, tmp_path) is JobState.FAILED
+
+
+def _study(tmp_path: Path, n: int, sleep: float, cmd: str | None = None) -> Path:
+    spec = tmp_path / "study.yaml"
+    work = cmd or (f"[ -e finished.flag ] && echo $(V) >> {tmp_path}/violations.log; "
+                   f"echo $(V) >> {tmp_path}/starts.log; sleep {sleep}; echo $(V) >> {tmp_path}/runs.log; "
+                   "touch finished.flag")
+    spec.write_text(textwrap.dedent(f"""
+        description: {{name: drain, description: samples and a funnel on Slurm}}
+        batch: {{type: slurm, walltime: "00:10:00"}}
+        env: {{variables: {{OUTPUT_PATH: ./out, N: {n}}}}}
+        merlin:
+          samples:
+            generate: {{cmd: "python3 -c \\"import numpy as np; np.save('s.npy', np.arange($(N)).reshape(-1, 1))\\""}}
+            file: $(MERLIN_INFO)/s.npy
+            column_labels: [V]
+          resources:
+            workers:
+              drainers: {{args: -l INFO, steps: [all]}}
+        study:
+          - name: work
+            description: one task per sample
+            run: {{cmd: "{work}", procs: 2}}
+          - name: funnel
+            description: after every sample
+            run: {{cmd: "echo funnel >> {tmp_path}/runs.log", depends: [work]}}
+    """), encoding="utf-8")
+    return spec
+
+
+def _queue(spec: Path, env: dict[str, str], batch_size: int) -> None:
+    queued = merlin("run", spec.name, "--batch-size", str(batch_size), cwd=spec.parent, env=env)
+    assert queued.returncode == 0, queued.stderr
+
+
+def _launch(spec: Path, env: dict[str, str], *extra: str) -> str:
+    out = merlin("launch", spec.name, *extra, cwd=spec.parent, env=env)
+    assert out.returncode == 0, out.stderr
+    job_id, name, system, _ = out.stdout.strip().split("\t")
+    assert (name, system) == ("drain.drainers", "slurm")
+    return job_id
+
+
+def _app(redis_server: RedisFixture, tmp_path: Path, extra: str = "") -> dict[str, str]:
+    app = tmp_path / "app.yaml"
+    app.write_text(redis_server.app_yaml.read_text() + extra, encoding="utf-8")
+    return {"MERLIN_MDM_CONFIG": str(app)}
+
+
+def _allocation_line(status: str, job_id: str) -> list[str]:
+    """The columns after the job id in `status`'s allocations table."""
+    table = status.split("allocations:\n", 1)[1]
+    return next(line.split()[1:] for line in table.splitlines() if line.split()[:1] == [job_id])
+
+
+def _exactly_once(tmp_path: Path, n: int) -> None:
+    runs = Counter((tmp_path / "runs.log").read_text().split())
+    assert runs.pop("funnel") == 1
+    assert runs == Counter({str(i): 1 for i in range(n)})
+    assert not (tmp_path / "violations.log").exists()
+
+
+@pytest.mark.redis
+@pytest.mark.celery
+def test_launch_drains_2000_samples_and_a_funnel_and_the_allocation_ends(
+        slurm: SingleNodeSlurm, redis_server: RedisFixture, tmp_path: Path) -> None:
+    env = _app(redis_server, tmp_path)
+    spec = _study(tmp_path, 2000, 0)
+    _queue(spec, env, 100)
+    job_id = _launch(spec, env)
+    assert wait_state(job_id, TERMINAL_STATES, 240) is JobState.COMPLETED  # nobody cancelled it
+    status = merlin("status", spec.name, cwd=tmp_path, env=env)
+    assert "state: finished" in status.stdout, status.stdout
+    assert _allocation_line(status.stdout, job_id) == ["slurm", "completed", "drain.drainers", "-"]
+    _exactly_once(tmp_path, 2000)
+
+
+@pytest.mark.redis
+@pytest.mark.celery
+def test_scancel_mid_study_then_launch_again_completes_it_once(
+        slurm: SingleNodeSlurm, redis_server: RedisFixture, tmp_path: Path) -> None:
+    env = _app(redis_server, tmp_path, "visibility_timeout: 8\n")
+    spec = _study(tmp_path, 400, 0.05)
+    _queue(spec, env, 10)
+    first = _launch(spec, env)
+    runs = tmp_path / "runs.log"
+    wait_until(lambda: runs.exists() and len(runs.read_text().split()) >= 60, 120, "60 samples to finish")
+    running = merlin("status", spec.name, cwd=tmp_path, env=env)
+    assert _allocation_line(running.stdout, first)[:3] == ["slurm", "running", "drain.drainers"], running.stdout
+    assert _allocation_line(running.stdout, first)[3].startswith(f"drainers.{first}@"), running.stdout
+    subprocess.run(["scancel", first], check=True)
+    assert wait_state(first, TERMINAL_STATES, 60) is JobState.CANCELLED
+    assert len(runs.read_text().split()) < 400, "the study finished before scancel: make it longer"
+    second = _launch(spec, env)
+    assert wait_state(second, TERMINAL_STATES, 240) is JobState.COMPLETED
+    _exactly_once(tmp_path, 400)
+    status = merlin("status", spec.name, cwd=tmp_path, env=env)
+    assert _allocation_line(status.stdout, first)[:2] == ["slurm", "cancelled"], status.stdout
+    assert _allocation_line(status.stdout, second)[:2] == ["slurm", "completed"], status.stdout
+
+
+@pytest.mark.redis
+@pytest.mark.celery
+@pytest.mark.mpi
+def test_an_mpi_step_runs_two_ranks_through_srun(slurm: SingleNodeSlurm, redis_server: RedisFixture,
+                                                  tmp_path: Path) -> None:
+    hello = tmp_path / "mpi_hello.py"
+    hello.write_text("from mpi4py import MPI\nc = MPI.COMM_WORLD\nprint(f'rank {c.Get_rank()} of {c.Get_size()}')\n")
+    env = _app(redis_server, tmp_path)
+    spec = _study(tmp_path, 1, 0, cmd=f"$(LAUNCHER) --mpi=pmi2 {sys.executable} {hello} > {tmp_path}/ranks.txt; "
+                                         f"echo $(V) >> {tmp_path}/runs.log")
+    _queue(spec, env, 1)
+    job_id = _launch(spec, env)
+    assert wait_state(job_id, TERMINAL_STATES, 120) is JobState.COMPLETED
+    assert sorted((tmp_path / "ranks.txt").read_text().splitlines()) == ["rank 0 of 2", "rank 1 of 2"]
+
