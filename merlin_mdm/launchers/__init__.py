@@ -136,7 +136,9 @@ LAUNCHERS: dict[str, type[Launcher]] = {
     for cls in (PlainLauncher, SrunLauncher, JsrunLauncher, FluxLauncher, MpirunLauncher, MpiexecLauncher)
 }
 # `lsf-srun` is Merlin's batch type for LSF machines whose MPI jobs start with srun.
-DEFAULT_LAUNCHER = {"local": "plain", "slurm": "srun", "lsf": "jsrun", "lsf-srun": "srun", "flux": "flux", "pbs": "mpiexec"}
+DEFAULT_LAUNCHER = {
+    "local": "plain", "slurm": "srun", "lsf": "jsrun", "lsf-srun": "srun", "flux": "flux", "pbs": "mpiexec",
+}  # fmt: skip
 
 
 def get_launcher(name: str) -> Launcher:
