@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,9 +39,12 @@ class StudyRequest:
     dry: bool = False
 
 
-def prepare(request: StudyRequest) -> tuple[LoadedSpec, Workspace, StudyPlan]:
-    """Validate the spec and write the workspace and plan (nothing runs yet)."""
+def prepare(request: StudyRequest, check: Callable[[Spec], None] | None = None,
+            ) -> tuple[LoadedSpec, Workspace, StudyPlan]:
+    """Validate the spec (and ``check`` it) and write the workspace and plan (nothing runs yet)."""
     loaded = load_spec(request.spec, request.variables, transform=lambda spec: _rewrite(spec, request))
+    if check is not None:
+        check(loaded.spec)
     ws, plan = create_workspace(loaded, request.samples_file, request.batch_size)
     (ws.info / BACKEND_FILE).write_text(request.backend + "\n", encoding="utf-8")
     return loaded, ws, plan
@@ -61,7 +64,7 @@ def start_study(request: StudyRequest, options: RunOptions) -> tuple[Workspace, 
     backend = get_backend(request.backend, spec=request.spec)
     if not request.dry:
         backend.preflight()  # an unreachable broker must not leave a workspace behind
-    _, ws, plan = prepare(request)
+    _, ws, plan = prepare(request, None if request.dry else lambda spec: backend.check_spec(spec, options))
     if request.dry:
         write_scripts(plan)
         return ws, None

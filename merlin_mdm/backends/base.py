@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 
 from merlin_mdm.errors import UsageError
 from merlin_mdm.signals import SignalWatch
+from merlin_mdm.spec.model import Spec
 from merlin_mdm.status.model import StudySnapshot, StudyState
 from merlin_mdm.status.store import StatusStore
 from merlin_mdm.study.plan import StudyPlan
@@ -21,7 +22,7 @@ __all__ = ["BACKENDS", "Backend", "RunOptions", "RunReport", "get_backend", "reg
 class RunOptions:
     """How to run a study."""
 
-    workers: int | None = None  # local: worker processes (default: the machine's cores)
+    workers: int | None = None  # local: worker slots (default: slots.default_workers(), the allocation's cores)
     resume: bool = False  # skip units already finished (merlin-mdm restart)
     progress: bool = False  # show a progress bar on stderr
     on_event: Callable[[str], None] | None = None  # receives one-line messages for the user
@@ -57,6 +58,9 @@ class Backend(ABC):
 
     def preflight(self) -> None:  # noqa: B027 - optional hook
         """Check, before any workspace is written, that the backend can work (e.g. the broker answers)."""
+
+    def check_spec(self, spec: Spec, options: RunOptions) -> None:  # noqa: B027 - optional hook
+        """Raise SpecError, before any workspace is written, when this backend cannot run ``spec`` as asked."""
 
     @abstractmethod
     def status_store(self, workspace: Workspace) -> StatusStore:

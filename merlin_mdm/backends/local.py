@@ -12,7 +12,11 @@ from typing import Any
 from merlin_mdm.backends.base import Backend, RunOptions, RunReport, register_backend
 from merlin_mdm.backends.dependencies import DependencyTracker, Release
 from merlin_mdm.backends.execution import count_done
+from merlin_mdm.backends.slots import SlotTable, allocation_cores, default_workers
 from merlin_mdm.backends.worker_pool import Finished, Lost, WorkerPool
+from merlin_mdm.errors import SpecError, UsageError
+from merlin_mdm.spec.checks import check_cores
+from merlin_mdm.spec.model import Spec
 from merlin_mdm.status.model import StopKind, StudyState, TaskFailure, TaskState, UnitOutcome
 from merlin_mdm.status.sqlite_store import SqliteStatusStore
 from merlin_mdm.status.states import final_state, stop_message
@@ -38,6 +42,16 @@ class LocalBackend(Backend):
     def status_store(self, workspace: Workspace) -> StatusStore:
         return SqliteStatusStore(workspace.status_path)
 
+    def check_spec(self, spec: Spec, options: RunOptions) -> None:
+        """A task needing more cores than the runner's slots can never run: refuse the spec."""
+        if options.workers:
+            where = f"the runner (--workers {options.workers})"
+        else:
+            where = "this allocation" if allocation_cores(os.environ) else "this machine"
+        issues = check_cores(spec, options.workers or default_workers(), where)
+        if issues:
+            raise SpecError(issues)
+
     def launch(self, workspace: Workspace, plan: StudyPlan, options: RunOptions) -> RunReport:
         store = self.status_store(workspace)
         try:
@@ -53,7 +67,13 @@ class _Scheduler:
         self.plan = plan
         self.store = store
         self.options = options
-        self.workers = max(1, options.workers or os.cpu_count() or 1)
+        self.workers = max(1, options.workers or default_workers())
+        self.slots = SlotTable(self.workers)
+        too_big = [i.name for i in plan.instances if i.cores > self.workers]
+        if too_big:
+            raise UsageError(f"{', '.join(too_big)}: one task needs more cores (procs x cores per task) than the "
+                             f"runner's {self.workers} worker slot(s); raise --workers")
+        self.held: dict[UnitKey, tuple[int, ...]] = {}
         self.lost: dict[UnitKey, int] = {}
         self.stop_reason: str | None = None
         self.stop_kind: StopKind | None = None
@@ -90,18 +110,12 @@ class _Scheduler:
         # With a signal watch the wait wakes up a few times a second to notice a stop signal.
         timeout = POLL_SECONDS if self.options.signals is not None else None
         while (ready or pool.busy()) and not self._signalled():
-            while ready and pool.idle():
-                release = ready.popleft()
-                if release.blocked or self.stop_reason:
-                    self._not_run(release, tracker, ready)
-                    continue
-                self.store.unit_started(release.key, "", time.time())
-                self.in_flight.add(release.key)
-                pool.submit(release.key)
+            self._submit_ready(pool, tracker, ready)
             if not pool.busy():
                 continue
             for event in pool.next_event(timeout=timeout):
                 self.in_flight.discard(event.key)
+                self.slots.release(self.held.pop(event.key, ()))
                 outcome = self._outcome(event, pool, ready)
                 if outcome is None:
                     continue
@@ -111,6 +125,23 @@ class _Scheduler:
                 if outcome.stop and not self.stop_reason:
                     self._request_stop(key, outcome.stop, pool)
                 ready.extend(tracker.complete(key, outcome.ok, self.plan.instances[key.instance].name))
+
+    def _submit_ready(self, pool: WorkerPool, tracker: DependencyTracker, ready: deque[Release]) -> None:
+        """Start ready units in order while workers and slots allow (the first unit waits for its slots)."""
+        while ready and pool.idle():
+            release = ready[0]
+            if release.blocked or self.stop_reason:
+                ready.popleft()
+                self._not_run(release, tracker, ready)
+                continue
+            slots = self.slots.acquire(self.plan.instances[release.key.instance].cores)
+            if slots is None:
+                return
+            ready.popleft()
+            self.held[release.key] = slots
+            self.store.unit_started(release.key, "", time.time())
+            self.in_flight.add(release.key)
+            pool.submit(release.key, slots)
 
     def _interrupt(self, pool: WorkerPool, signum: int) -> RunReport:
         """Take no more work, give running tasks the grace period, then stop them; record them as queued."""

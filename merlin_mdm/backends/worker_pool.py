@@ -17,6 +17,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from merlin_mdm.backends.execution import kill_current_group, run_unit, unit_failure, watch_tasks
+from merlin_mdm.backends.slots import SLOTS_VARIABLE
 from merlin_mdm.signals import parent_death_signal
 from merlin_mdm.status.model import UnitOutcome
 from merlin_mdm.study.plan import StudyPlan, UnitKey
@@ -61,7 +62,9 @@ def _worker_main(plan: StudyPlan, stop: Any, conn: Connection, slot: Any, parent
             return
         if message is None:
             return
-        key = UnitKey(*message)
+        instance, unit, slots = message
+        key = UnitKey(instance, unit)
+        os.environ[SLOTS_VARIABLE] = ",".join(map(str, slots))  # this process runs one unit at a time
         try:
             outcome = run_unit(plan, key, should_stop=stop.is_set)
         except Exception as exc:  # a bug, not bad input: record it as the unit's failure, keep the traceback
@@ -107,15 +110,15 @@ class WorkerPool:
         """Workers running a unit."""
         return len(self.workers) - self.idle()
 
-    def submit(self, key: UnitKey) -> None:
-        """Give ``key`` to an idle worker (call only when idle() > 0)."""
+    def submit(self, key: UnitKey, slots: tuple[int, ...] = (0,)) -> None:
+        """Give ``key`` to an idle worker (call only when idle() > 0); its tasks hold ``slots``."""
         index = next(i for i, w in enumerate(self.workers) if w.current is None)
         if not self.workers[index].process.is_alive():  # died while idle: replace it first
             self.workers[index].conn.close()
             self.workers[index] = self._spawn()
         worker = self.workers[index]
         worker.current = key
-        worker.conn.send((key.instance, key.unit))
+        worker.conn.send((key.instance, key.unit, slots))
 
     def next_event(self, timeout: float | None = None) -> list[Finished | Lost]:
         """Wait for results or deaths; a dead worker is replaced at once."""

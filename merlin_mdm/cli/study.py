@@ -18,6 +18,9 @@ from merlin_mdm.study.pgen import parse_pargs
 
 __all__ = ["restart", "run", "status", "validate"]
 
+WORKERS_HELP = ("Local worker slots; a task takes procs x cores per task of them "
+                "[default: the allocation's cores, else this machine's].")
+
 _spec_arg = click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
 _vars_opt = click.option("--vars", "variables", multiple=True, metavar="KEY=VALUE",
                          help="Override (or add) an env variable; repeatable.")
@@ -54,7 +57,7 @@ def _report(report: RunReport, as_json: bool) -> None:
 @click.option("--pgen", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Maestro parameter generator file (defines get_custom_generator).")
 @click.option("--pargs", multiple=True, metavar="KEY:VALUE", help="Argument for --pgen; repeatable.")
-@click.option("--workers", type=click.IntRange(1), help="Local worker processes [default: CPU cores].")
+@click.option("--workers", type=click.IntRange(1), help=WORKERS_HELP)
 @click.option("--batch-size", default=100, show_default=True, type=click.IntRange(1),
               help="Samples per work unit (amortises per-task overhead).")
 @click.option("--dry", is_flag=True, help="Write the workspace and every task's script; run nothing.")
@@ -137,7 +140,7 @@ def status(target: Path, as_json: bool) -> None:
 
 @click.command()
 @click.argument("workspace", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--workers", type=click.IntRange(1), help="Local worker processes [default: CPU cores].")
+@click.option("--workers", type=click.IntRange(1), help=WORKERS_HELP)
 @click.option("--no-progress", is_flag=True, help="Do not show a progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final status as JSON on stdout.")
 @click.option("--wait", is_flag=True, help="When another runner holds the study, wait for it to end.")

@@ -6,13 +6,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from merlin_mdm.errors import SpecIssue
 from merlin_mdm.spec.exitcodes import EXIT_CODE_TOKENS
 from merlin_mdm.spec.issues import IssueCollector, did_you_mean, key_mark, value_mark
 from merlin_mdm.spec.loader import Located, MarkedDict, MarkedList
 from merlin_mdm.spec.model import Spec, Step
 from merlin_mdm.spec.tokens import LATE_TOKENS, STUDY_TOKENS, substitute, tokens_in
 
-__all__ = ["DEFAULT_BATCH_TYPES", "check_spec", "known_tokens", "parent_name", "unknown_token_message"]
+__all__ = ["DEFAULT_BATCH_TYPES", "check_cores", "check_spec", "known_tokens", "parent_name", "unknown_token_message"]
 
 DEFAULT_BATCH_TYPES = ("local", "slurm", "lsf", "lsf-srun", "flux", "pbs")
 
@@ -321,3 +322,17 @@ def _check_paths(spec: Spec, issues: IssueCollector) -> None:
             issues.error(value_mark(node, "file"), "merlin.samples.file",
                          f"samples file not found: {spec.root / path} (add merlin.samples.generate.cmd to create it,"
                          " or pass --samplesfile)")
+
+
+def check_cores(spec: Spec, available: int, where: str) -> list[SpecIssue]:
+    """Steps whose one task needs more cores (procs x cores per task) than ``available`` (``where``: whose)."""
+    issues = IssueCollector(str(spec.path))
+    for located in _located_steps(spec):
+        run = located.step.run
+        need = (run.procs or 1) * (run.cores_per_task or 1)
+        if need > available:
+            key = "cores per task" if run.cores_per_task and run.cores_per_task > 1 else "procs"
+            issues.error(value_mark(located.run, key), f"study[{located.index}].run.{key}",
+                         f"step '{located.step.name}' needs {need} cores for one task (procs x cores per task) "
+                         f"but {where} has {available}")
+    return issues.errors

@@ -159,7 +159,7 @@ class _Expander:
         sources = tuple(self._env_text(src, combo) for src in self.spec.env.sources)
         return StepInstance(index, step.name, name, combo.label_string, workspace, cmd, restart, shell,
                             uses_samples, parents, run.task_queue, run.max_retries, run.retry_delay, run.walltime,
-                            sources)
+                            sources, (run.procs or 1) * (run.cores_per_task or 1))
 
     def _uses_samples(self, step: Step) -> bool:
         text = self._env_text(f"{step.run.cmd} {step.run.restart or ''}")

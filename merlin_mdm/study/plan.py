@@ -45,6 +45,7 @@ class StepInstance:
     retry_delay: float = 1.0
     walltime: str | None = None
     sources: tuple[str, ...] = ()  # env.sources, sourced at the top of every task script
+    cores: int = 1  # worker slots one task reserves on the local runner: procs x cores per task
 
 
 @dataclass(frozen=True, order=True)

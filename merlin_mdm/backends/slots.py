@@ -1,0 +1,63 @@
+"""Cores on this machine or allocation, and the worker slots a local run hands out to its tasks.
+
+A local run has ``workers`` slots (default: the cores of the allocation it runs in, else the cores this
+process may use). A task of a step with ``procs`` x ``cores per task`` = n reserves n slots while it runs, so
+two 2-core tasks on a 4-slot runner never share a slot. The slots a unit holds reach its tasks as
+``MERLIN_MDM_SLOTS`` (comma-separated slot numbers), e.g. for pinning.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+
+__all__ = ["ALLOCATION_VARIABLES", "SLOTS_VARIABLE", "SlotTable", "allocation_cores", "default_workers",
+           "machine_cores"]
+
+SLOTS_VARIABLE = "MERLIN_MDM_SLOTS"
+
+# Batch systems' per-node core counts, most specific first. SLURM_JOB_CPUS_PER_NODE reads like "16(x2),8".
+ALLOCATION_VARIABLES = ("SLURM_CPUS_ON_NODE", "SLURM_JOB_CPUS_PER_NODE", "LSB_DJOB_NUMPROC", "PBS_NP", "NCPUS")
+
+
+def allocation_cores(env: Mapping[str, str]) -> int | None:
+    """The cores the batch allocation grants this node, from its environment; None outside an allocation."""
+    for name in ALLOCATION_VARIABLES:
+        match = re.match(r"\s*(\d+)", env.get(name, ""))
+        if match and int(match.group(1)) > 0:
+            return int(match.group(1))
+    return None
+
+
+def machine_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which cgroups and batch systems narrow)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def default_workers(env: Mapping[str, str] | None = None) -> int:
+    """``--workers`` when not given: the allocation's cores inside one, else this machine's."""
+    return allocation_cores(os.environ if env is None else env) or machine_cores()
+
+
+class SlotTable:
+    """Which of ``size`` slots are free; a unit takes the lowest free ones and gives them back when it ends."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.free = list(range(size))
+
+    def acquire(self, n: int) -> tuple[int, ...] | None:
+        """Reserve ``n`` slots (at least one); None while fewer are free."""
+        n = max(1, n)
+        if n > len(self.free):
+            return None
+        taken, self.free = tuple(self.free[:n]), self.free[n:]
+        return taken
+
+    def release(self, slots: tuple[int, ...]) -> None:
+        """Give ``slots`` back."""
+        self.free = sorted({*self.free, *slots})
