@@ -45,10 +45,10 @@ class DependencyTracker:
         return ready
 
     def complete(self, key: UnitKey, ok: bool, name: str) -> list[Release]:
-        """Record ``key`` as done; ``ok`` False when one of its tasks failed or did not run.
+        """Record ``key`` as done; ``ok`` False when its dependants must not run (a hard fail, or not run).
 
-        An aligned child (sample i after sample i) still runs: the executor skips the samples whose parent
-        sample did not finish. Any other child of a unit that is not ok is blocked.
+        A failed task does not make a unit not ok (:attr:`UnitOutcome.releases_children`: Merlin's semantics).
+        An aligned child (sample i after sample i) always runs; any other child of a unit that is not ok is blocked.
         """
         releases = []
         for edge in self.children[key.instance]:

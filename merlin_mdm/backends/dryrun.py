@@ -18,6 +18,6 @@ def write_scripts(plan: StudyPlan) -> int:
             directory = task_dir(plan, inst, sample)
             directory.mkdir(parents=True, exist_ok=True)
             tokens = task_tokens(plan, sample, directory)
-            write_script(directory / f"{inst.step}.sh", substitute(inst.cmd, tokens), inst.sources)
+            write_script(directory / f"{inst.name}.sh", inst.shell, substitute(inst.cmd, tokens), inst.sources)
             count += 1
     return count

@@ -11,12 +11,14 @@ import ctypes
 import errno
 import functools
 import os
+import shlex
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +36,7 @@ __all__ = [
     "os_error_reason",
     "run_task",
     "run_unit",
+    "script_text",
     "task_dir",
     "task_env",
     "task_tokens",
@@ -132,10 +135,11 @@ def _die_with_parent() -> None:
 def _run_script(shell: str, script: Path, directory: Path, name: str, env: dict[str, str],
                 timeout: float | None, die_with_parent: bool = False) -> int:
     global _current
+    # `shell` is an interpreter line, as in Merlin (`/usr/bin/env python3`): split it like a shebang.
     # Only backends whose workers may be killed and their units redelivered elsewhere (Celery) ask for
     # die_with_parent. util-linux's setpriv sets the signal for about 1 ms a task; a preexec_fn would force a
     # full fork of the worker (about 2 ms), so it is only the fallback.
-    argv, preexec = [shell, str(script)], None
+    argv, preexec = [*shlex.split(shell), str(script)], None
     if die_with_parent:
         setpriv = _setpriv()
         if setpriv:
@@ -143,8 +147,12 @@ def _run_script(shell: str, script: Path, directory: Path, name: str, env: dict[
         else:
             preexec = _die_with_parent
     with open(directory / f"{name}.out", "ab") as out, open(directory / f"{name}.err", "ab") as err:
-        proc = subprocess.Popen(argv, cwd=directory, stdout=out, stderr=err, env=env,
-                                stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=preexec)
+        try:
+            proc = subprocess.Popen(argv, cwd=directory, stdout=out, stderr=err, env=env,
+                                    stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=preexec)
+        except OSError as exc:  # the interpreter is missing or not executable: this task fails, nothing else
+            err.write(f"merlin-mdm: cannot start the shell '{shell}': {exc.strerror or exc}\n".encode())
+            raise
         _current = proc
         if _watcher is not None:
             _watcher(proc.pid)
@@ -160,30 +168,16 @@ def _run_script(shell: str, script: Path, directory: Path, name: str, env: dict[
                 _watcher(0)
 
 
-def write_script(path: Path, text: str, sources: tuple[str, ...] = ()) -> None:
-    """Write a task script: the `env.sources` lines, then the command."""
-    head = "".join(f"source {src}\n" for src in sources)
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.write(head + (text if text.endswith("\n") else text + "\n"))
+def script_text(shell: str, cmd: str, sources: tuple[str, ...] = ()) -> str:
+    """A task script as Merlin writes it: `#!<shell>`, a blank line, the `env.sources` lines, the command."""
+    head = f"#!{shell}\n\n" + "".join(f"source {src}\n" for src in sources)
+    return f"{head}{cmd}\n"
 
 
-def run_task(plan: StudyPlan, inst: StepInstance, sample: int, env: dict[str, str],
-             die_with_parent: bool = False) -> TaskResult:
-    """Run one task to its end, following the exit-code protocol; skip it when its done-marker exists.
-
-    An OS error (a full disk, a refused permission, a name too long, a missing shell) fails the task with
-    the error's message; it never escapes to the worker.
-    """
-    directory = task_dir(plan, inst, sample)
-    log = str(directory / f"{inst.step}.err")
-    try:
-        if (directory / DONE_MARKER).exists():
-            return TaskResult(TaskState.FINISHED, 0, 0, "already finished")
-        directory.mkdir(parents=True, exist_ok=True)
-        rc, restarts = _attempts(plan, inst, sample, directory, env, die_with_parent)
-    except OSError as exc:
-        return TaskResult(TaskState.FAILED, None, 0, os_error_reason(exc), log)
-    return _finish(directory, rc, restarts, log)
+def write_script(path: Path, shell: str, cmd: str, sources: tuple[str, ...] = ()) -> None:
+    """Write a task script (executable, so it also runs by its shebang line)."""
+    path.write_text(script_text(shell, cmd, sources), encoding="utf-8")
+    path.chmod(0o755)
 
 
 def os_error_reason(exc: OSError) -> str:
@@ -193,27 +187,64 @@ def os_error_reason(exc: OSError) -> str:
     return f"OS error {code} ({exc.strerror or exc}){where}".replace(" ()", "")
 
 
-def _attempts(plan: StudyPlan, inst: StepInstance, sample: int, directory: Path, env: dict[str, str],
-              die_with_parent: bool) -> tuple[int, int]:
-    """Run the task's script, then its restart/retry attempts; (last exit code, extra attempts)."""
-    tokens = task_tokens(plan, sample, directory)
-    script = directory / f"{inst.step}.sh"
-    write_script(script, substitute(inst.cmd, tokens), inst.sources)
-    timeout = walltime_seconds(inst.walltime)
-    restarts = 0
-    current = script
-    while True:
-        rc = _run_script(inst.shell, current, directory, inst.step, env, timeout, die_with_parent)
-        if rc in (ExitCode.RESTART, ExitCode.RETRY) and restarts < inst.max_retries:
-            restarts += 1
-            if rc == ExitCode.RETRY:
-                time.sleep(inst.retry_delay)
-                current = script
-            elif inst.restart:
-                current = directory / f"{inst.step}.restart.sh"
-                write_script(current, substitute(inst.restart, tokens), inst.sources)
-            continue
-        return rc, restarts
+@dataclass
+class _Attempt:
+    """A task between attempts: where it runs, what it has done, when it may run again."""
+
+    sample: int
+    directory: Path
+    tokens: dict[str, str]
+    restarts: int = 0
+    restart_next: bool = False  # run the `restart` command next (after MERLIN_RESTART)
+    due: float = 0.0  # time.monotonic() before which it must not run again (retry_delay)
+
+
+def _start(plan: StudyPlan, inst: StepInstance, sample: int) -> _Attempt | TaskResult:
+    """A task ready for its first attempt, or its result (done-marker already there, or an OS error)."""
+    directory = task_dir(plan, inst, sample)
+    try:
+        if (directory / DONE_MARKER).exists():
+            return TaskResult(TaskState.FINISHED, 0, 0, "already finished")
+        directory.mkdir(parents=True, exist_ok=True)
+        tokens = task_tokens(plan, sample, directory)
+        write_script(directory / f"{inst.name}.sh", inst.shell, substitute(inst.cmd, tokens), inst.sources)
+    except OSError as exc:
+        return TaskResult(TaskState.FAILED, None, 0, os_error_reason(exc), str(directory / f"{inst.name}.err"))
+    return _Attempt(sample, directory, tokens)
+
+
+def _attempt(inst: StepInstance, task: _Attempt, env: dict[str, str], die_with_parent: bool) -> TaskResult | None:
+    """Run one attempt of ``task``; None when it asked to run again (``task`` then says how and when).
+
+    An OS error (a full disk, a refused permission, a name too long, a missing shell) fails the task with
+    the error's message; it never escapes to the worker.
+    """
+    name = f"{inst.name}.restart" if task.restart_next and inst.restart else inst.name  # Merlin's file names
+    log = str(task.directory / f"{name}.err")
+    try:
+        script = task.directory / f"{name}.sh"
+        if name != inst.name:
+            write_script(script, inst.shell, substitute(inst.restart or "", task.tokens), inst.sources)
+        rc = _run_script(inst.shell, script, task.directory, name, env, walltime_seconds(inst.walltime),
+                         die_with_parent)
+    except OSError as exc:
+        return TaskResult(TaskState.FAILED, None, task.restarts, os_error_reason(exc), log)
+    if rc in (ExitCode.RESTART, ExitCode.RETRY) and task.restarts < inst.max_retries:
+        task.restarts += 1
+        task.restart_next = rc == ExitCode.RESTART
+        task.due = time.monotonic() + inst.retry_delay  # Merlin delays both codes by retry_delay
+        return None
+    return _finish(task.directory, rc, task.restarts, log)
+
+
+def run_task(plan: StudyPlan, inst: StepInstance, sample: int, env: dict[str, str],
+             die_with_parent: bool = False) -> TaskResult:
+    """Run one task to its end, following the exit-code protocol; skip it when its done-marker exists."""
+    task = _start(plan, inst, sample)
+    while not isinstance(task, TaskResult):
+        time.sleep(max(0.0, task.due - time.monotonic()))
+        task = _attempt(inst, task, env, die_with_parent) or task
+    return task
 
 
 def _finish(directory: Path, rc: int, restarts: int, log: str) -> TaskResult:
@@ -240,36 +271,17 @@ def _finish(directory: Path, rc: int, restarts: int, log: str) -> TaskResult:
     return TaskResult(TaskState.FAILED, rc, restarts, reason, log)
 
 
-def _aligned_parent_missing(plan: StudyPlan, inst: StepInstance, sample: int) -> str | None:
-    for edge in inst.parents:
-        if edge.aligned:
-            parent = plan.instances[edge.parent]
-            if not (task_dir(plan, parent, sample) / DONE_MARKER).exists():
-                return f"parent {parent.name} did not finish for sample {sample}"
-    return None
-
-
 def task_env(plan: StudyPlan, inst: StepInstance) -> dict[str, str]:
-    """The environment of an instance's tasks: the worker's, plus where the task sits in the study."""
-    # The runner's own environment comes first on PATH, so `merlin-mdm` and `python3` in a step are the ones
-    # running the study even when its virtual environment was not activated.
+    """The environment of an instance's tasks: the user's, plus where the task sits in the study."""
+    # Steps run in the user's environment: their PATH comes first, so a step's `python3` is the user's, with
+    # the user's packages. merlin-mdm's own bin/ is appended, so `merlin-mdm` is found even when its virtual
+    # environment was not activated.
     bindir = os.path.dirname(sys.executable)
     path = os.environ.get("PATH", "")
     if bindir not in path.split(os.pathsep):
-        path = bindir + os.pathsep + path if path else bindir
+        path = path + os.pathsep + bindir if path else bindir
     return {**os.environ, "PATH": path, "MERLIN_MDM_STUDY": plan.name, "MERLIN_MDM_STEP": inst.step,
             "MERLIN_MDM_PARAM_LABELS": inst.labels, "MERLIN_MDM_WORKSPACE": plan.workspace}
-
-
-def _run_sample(plan: StudyPlan, inst: StepInstance, sample: int, env: dict[str, str],
-                die_with_parent: bool) -> TaskResult:
-    try:
-        missing = _aligned_parent_missing(plan, inst, sample) if inst.uses_samples else None
-    except OSError as exc:
-        return TaskResult(TaskState.FAILED, None, 0, os_error_reason(exc))
-    if missing:
-        return TaskResult(TaskState.NOT_RUN, None, 0, missing)
-    return run_task(plan, inst, sample, env, die_with_parent)
 
 
 def count_done(plan: StudyPlan, key: UnitKey) -> int:
@@ -295,24 +307,42 @@ def run_unit(plan: StudyPlan, key: UnitKey, should_stop: Callable[[], bool] = la
              die_with_parent: bool = False) -> UnitOutcome:
     """Run every task of ``key``; tasks after a stop request are reported as not run.
 
+    A task that asks to run again (MERLIN_RESTART, MERLIN_RETRY) waits its ``retry_delay`` while the unit's
+    other tasks run, so the delays of sibling samples overlap instead of adding up. A task whose parent
+    sample failed still runs (Merlin's semantics).
     ``die_with_parent`` kills a task's shell when the calling process dies (for redelivering backends).
     """
     inst = plan.instances[key.instance]
     env = task_env(plan, inst)
     started = time.time()
-    counts = {TaskState.FINISHED: 0, TaskState.FAILED: 0, TaskState.NOT_RUN: 0}
-    failures: list[TaskFailure] = []
-    restarts = 0
-    stop: StopKind | None = None
+    results: dict[int, TaskResult] = {}
+    waiting: deque[_Attempt] = deque()
     for sample in plan.unit_samples(key):
-        if stop is StopKind.HARD_FAIL or should_stop():
-            result = TaskResult(TaskState.NOT_RUN, None, 0, "the study was stopped")
+        task = _start(plan, inst, sample)
+        if isinstance(task, TaskResult):
+            results[sample] = task
         else:
-            result = _run_sample(plan, inst, sample, env, die_with_parent)
-        counts[result.state] += 1
-        restarts += result.restarts
-        stop = stop or result.stop
-        if result.state != TaskState.FINISHED:
-            failures.append(TaskFailure(sample, result.state, result.rc, result.reason, result.log))
-    return UnitOutcome(counts[TaskState.FINISHED], counts[TaskState.FAILED], counts[TaskState.NOT_RUN], restarts,
-                       started, time.time(), socket.gethostname(), tuple(failures), stop)
+            waiting.append(task)
+    while waiting:
+        task = min(waiting, key=lambda t: t.due)
+        waiting.remove(task)
+        if should_stop() or any(r.stop is StopKind.HARD_FAIL for r in results.values()):
+            results[task.sample] = TaskResult(TaskState.NOT_RUN, None, task.restarts, "the study was stopped")
+            continue
+        time.sleep(max(0.0, task.due - time.monotonic()))
+        result = _attempt(inst, task, env, die_with_parent)
+        if result is None:
+            waiting.append(task)
+        else:
+            results[task.sample] = result
+    samples = list(plan.unit_samples(key))
+    return _outcome([results[s] for s in samples], samples, started)
+
+
+def _outcome(results: list[TaskResult], samples: list[int], started: float) -> UnitOutcome:
+    counts = {state: sum(1 for r in results if r.state == state) for state in TaskState}
+    failures = tuple(TaskFailure(sample, r.state, r.rc, r.reason, r.log)
+                     for sample, r in zip(samples, results, strict=True) if r.state != TaskState.FINISHED)
+    stop = next((r.stop for r in results if r.stop), None)
+    return UnitOutcome(counts[TaskState.FINISHED], counts[TaskState.FAILED], counts[TaskState.NOT_RUN],
+                       sum(r.restarts for r in results), started, time.time(), socket.gethostname(), failures, stop)

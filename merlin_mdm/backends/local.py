@@ -124,7 +124,7 @@ class _Scheduler:
                 self._advance(bar, len(self.plan.unit_samples(key)))
                 if outcome.stop and not self.stop_reason:
                     self._request_stop(key, outcome.stop, pool)
-                ready.extend(tracker.complete(key, outcome.ok, self.plan.instances[key.instance].name))
+                ready.extend(tracker.complete(key, outcome.releases_children, self.plan.instances[key.instance].name))
 
     def _submit_ready(self, pool: WorkerPool, tracker: DependencyTracker, ready: deque[Release]) -> None:
         """Start ready units in order while workers and slots allow (the first unit waits for its slots)."""

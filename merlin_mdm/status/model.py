@@ -39,6 +39,15 @@ class UnitOutcome:
         """Every task finished."""
         return self.failed == 0 and self.not_run == 0
 
+    @property
+    def releases_children(self) -> bool:
+        """Whether the unit's dependants may run: yes, unless a task hard-failed or did not run (a stop).
+
+        Merlin's semantics: a failed task (soft fail, any unknown exit code) never blocks its dependants, and
+        a funnel runs over what exists, so one failed simulation out of thousands does not stop the collector.
+        """
+        return self.stop is not StopKind.HARD_FAIL and self.not_run == 0
+
 
 @dataclass(frozen=True)
 class StepSummary:

@@ -78,7 +78,7 @@ def record(store: RedisStatusStore, deps: RedisDependencies, key: UnitKey, outco
     Both steps are idempotent, so a delivery that died between them is completed by the next one.
     """
     store.record(key, outcome)
-    return deps.count(key, outcome.ok)
+    return deps.count(key, outcome.releases_children)
 
 
 def release(store: RedisStatusStore, deps: RedisDependencies, released: Sequence[tuple[UnitKey, str]],
@@ -123,7 +123,8 @@ def execute_unit(store: RedisStatusStore, deps: RedisDependencies, plan: StudyPl
     """
     attempts = store.start(key, socket.gethostname(), time.time())
     if attempts < 0:
-        deps.count(key, bool(store.unit_ok(key)))
+        # UnitOutcome.releases_children: only a stopped study (hard fail, stop) leaves a unit's children blocked.
+        deps.count(key, store.stop_reason() is None)
         release(store, deps, deps.unsent_children(key), send)
         store.finish_if_over()
         return None

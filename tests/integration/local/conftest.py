@@ -15,9 +15,11 @@ import pytest
 CLI = [sys.executable, "-m", "merlin_mdm.cli.main"]
 
 
-def merlin(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def merlin(*args: str, cwd: Path, timeout: float = 300,
+           env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run merlin-mdm in a subprocess, capturing output."""
-    return subprocess.run([*CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run([*CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False,
+                          env=env)
 
 
 def workspace_of(result: subprocess.CompletedProcess[str]) -> Path:

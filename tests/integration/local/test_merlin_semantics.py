@@ -1,0 +1,82 @@
+"""Merlin 1.13's run-time semantics with the local runner: shells as interpreters, the user's PATH, failures
+that do not block dependants, retry delays that overlap."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .conftest import counts, merlin, status_json, workspace_of
+
+
+def test_shell_is_an_interpreter_line_and_a_missing_one_fails_only_its_task(write_spec, tmp_path: Path) -> None:
+    spec = write_spec("""
+        description: {name: shells, description: interpreters}
+        env: {variables: {OUTPUT_PATH: ./out}}
+        study:
+          - name: py
+            run: {cmd: 'print("hi from", "python")', shell: /usr/bin/env python3}
+          - name: nosuch
+            run: {cmd: "echo x", shell: /no/such/shell -e}
+          - name: after
+            run: {cmd: "echo after", depends: [nosuch, py]}
+    """)
+    result = merlin("run", str(spec), "--local", cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    ws = workspace_of(result)
+    assert (ws / "py" / "py.sh").read_text() == '#!/usr/bin/env python3\n\nprint("hi from", "python")\n'
+    assert (ws / "py" / "py.out").read_text() == "hi from python\n"
+    assert counts(ws) == {"py": {"finished": 1}, "nosuch": {"failed": 1}, "after": {"finished": 1}}
+    assert "cannot start the shell '/no/such/shell -e'" in (ws / "nosuch" / "nosuch.err").read_text()
+    (failure,) = {s["step"]: s for s in status_json(ws)["steps"]}["nosuch"]["failures"]
+    assert "ENOENT" in failure["reason"] and failure["log"].endswith("nosuch/nosuch.err")
+
+
+def test_steps_see_the_users_path_first(write_spec, tmp_path: Path) -> None:
+    user_bin = tmp_path / "userbin"
+    user_bin.mkdir()
+    (user_bin / "python3").write_text("#!/bin/sh\necho users-python3\n")
+    (user_bin / "python3").chmod(0o755)
+    spec = write_spec("""
+        description: {name: path, description: PATH}
+        env: {variables: {OUTPUT_PATH: ./out}}
+        study:
+          - name: which
+            run: {cmd: "python3 > which.txt"}
+    """)
+    env = {**os.environ, "PATH": f"{user_bin}{os.pathsep}{os.environ.get('PATH', '')}"}
+    result = merlin("run", str(spec), "--local", cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    assert (workspace_of(result) / "which" / "which.txt").read_text() == "users-python3\n"
+
+
+def test_retry_delay_does_not_serialize_sibling_samples(write_spec, tmp_path: Path) -> None:
+    # One worker, one unit of 4 samples per step: every first attempt happens before any second one, so the
+    # delays (after MERLIN_RETRY and after MERLIN_RESTART alike) overlap instead of adding up.
+    np.save(tmp_path / "samples.npy", np.arange(4).reshape(4, 1))
+    spec = write_spec("""
+        description: {name: delays, description: retry delays}
+        env: {variables: {OUTPUT_PATH: ./out}}
+        merlin:
+          samples: {file: samples.npy, column_labels: [X]}
+        study:
+          - name: retry
+            run:
+              cmd: "echo first $(X) >> $(MERLIN_INFO)/retry.log; [ -e r ] && exit 0; touch r; exit $(MERLIN_RETRY)"
+              retry_delay: 1
+          - name: restart
+            run:
+              cmd: "echo first $(X) >> $(MERLIN_INFO)/restart.log; exit $(MERLIN_RESTART)"
+              restart: "echo again $(X) >> $(MERLIN_INFO)/restart.log"
+              retry_delay: 1
+    """)
+    result = merlin("run", str(spec), "--local", "--workers", "1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    info = workspace_of(result) / "merlin_info"
+    assert (info / "retry.log").read_text().split("\n")[:-1] == [f"first {i}" for i in (0, 1, 2, 3)] * 2
+    assert (info / "restart.log").read_text().split("\n")[:-1] == \
+        [f"first {i}" for i in (0, 1, 2, 3)] + [f"again {i}" for i in (0, 1, 2, 3)]
+    restarted = workspace_of(result) / "restart" / "00"
+    assert (restarted / "restart.restart.sh").read_text().startswith("#!/bin/bash\n\necho again 0")
