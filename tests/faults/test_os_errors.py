@@ -48,7 +48,7 @@ def test_an_os_error_fails_the_task_with_its_message(tmp_path: Path, what: str, 
     ws = next((tmp_path / "out").glob("oserr_*"))
     failure = _failure(ws)
     assert str(failure["reason"]).startswith(reason), failure
-    assert str(failure["log"]).endswith("work.err")
+    assert str(failure["log"]).endswith(".err") and "/work/" in str(failure["log"])
     assert_status_matches_disk(ws)
 
 
