@@ -1,33 +1,28 @@
 """Cores on this machine or allocation, and the worker slots a local run hands out to its tasks.
 
-A local run has ``workers`` slots (default: the cores of the allocation it runs in, else the cores this
-process may use). A task of a step with ``procs`` x ``cores per task`` = n reserves n slots while it runs, so
-two 2-core tasks on a 4-slot runner never share a slot. The slots a unit holds reach its tasks as
+A local run has ``workers`` slots (default: the cores per node of the allocation it runs in, as
+:func:`merlin_mdm.batch.detect_allocation` reads them: SLURM_CPUS_ON_NODE, LSB_MCPU_HOSTS, NCPUS, ...; else
+the cores this process may use). A task of a step with ``procs`` x ``cores per task`` = n reserves n slots
+while it runs, so two 2-core tasks on a 4-slot runner never share a slot. The slots a unit holds reach its tasks as
 ``MERLIN_MDM_SLOTS`` (comma-separated slot numbers), e.g. for pinning.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 
-__all__ = ["ALLOCATION_VARIABLES", "SLOTS_VARIABLE", "SlotTable", "allocation_cores", "default_workers",
-           "machine_cores"]
+from merlin_mdm.batch import detect_allocation
+
+__all__ = ["SLOTS_VARIABLE", "SlotTable", "allocation_cores", "default_workers", "machine_cores"]
 
 SLOTS_VARIABLE = "MERLIN_MDM_SLOTS"
 
-# Batch systems' per-node core counts, most specific first. SLURM_JOB_CPUS_PER_NODE reads like "16(x2),8".
-ALLOCATION_VARIABLES = ("SLURM_CPUS_ON_NODE", "SLURM_JOB_CPUS_PER_NODE", "LSB_DJOB_NUMPROC", "PBS_NP", "NCPUS")
-
 
 def allocation_cores(env: Mapping[str, str]) -> int | None:
-    """The cores the batch allocation grants this node, from its environment; None outside an allocation."""
-    for name in ALLOCATION_VARIABLES:
-        match = re.match(r"\s*(\d+)", env.get(name, ""))
-        if match and int(match.group(1)) > 0:
-            return int(match.group(1))
-    return None
+    """The cores per node of the batch allocation ``env`` is inside of (each batch system's ``detect``)."""
+    found = detect_allocation(env)
+    return found.cores_per_node if found is not None and found.cores_per_node else None
 
 
 def machine_cores() -> int:

@@ -68,7 +68,7 @@ def test_workers_default_to_the_allocation(write_spec, tmp_path: Path) -> None:
           - name: big
             run: {cmd: "echo $MERLIN_MDM_SLOTS > slots.txt", procs: 3}
     """)
-    env = {**os.environ, "SLURM_CPUS_ON_NODE": "3"}
+    env = {**os.environ, "SLURM_JOB_ID": "12345", "SLURM_CPUS_ON_NODE": "3"}
     result = subprocess.run([*CLI, "run", str(spec), "--local"], cwd=tmp_path, env=env, capture_output=True,
                             text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr

@@ -8,13 +8,11 @@ from merlin_mdm.backends.slots import SlotTable, allocation_cores, default_worke
 
 
 @pytest.mark.parametrize(("env", "cores"), [
-    ({"SLURM_CPUS_ON_NODE": "12"}, 12),
-    ({"SLURM_JOB_CPUS_PER_NODE": "16(x2),8"}, 16),
-    ({"LSB_DJOB_NUMPROC": "40"}, 40),
-    ({"PBS_NP": "8"}, 8),
-    ({"NCPUS": "24"}, 24),
-    ({"SLURM_CPUS_ON_NODE": "6", "LSB_DJOB_NUMPROC": "40"}, 6),
-    ({"SLURM_CPUS_ON_NODE": "", "NCPUS": "0"}, None),
+    ({"SLURM_JOB_ID": "1", "SLURM_CPUS_ON_NODE": "12"}, 12),
+    ({"SLURM_JOB_ID": "1", "SLURM_JOB_CPUS_PER_NODE": "16(x2),8"}, 16),
+    ({"LSB_JOBID": "1", "LSB_MCPU_HOSTS": "launch 1 node1 40 node2 40"}, 40),
+    ({"PBS_JOBID": "1", "NCPUS": "24"}, 24),
+    ({"SLURM_CPUS_ON_NODE": "6"}, None),  # not inside a job
     ({}, None),
 ])
 def test_allocation_cores(env: dict[str, str], cores: int | None) -> None:
@@ -22,7 +20,7 @@ def test_allocation_cores(env: dict[str, str], cores: int | None) -> None:
 
 
 def test_default_workers_prefers_the_allocation() -> None:
-    assert default_workers({"SLURM_CPUS_ON_NODE": "7"}) == 7
+    assert default_workers({"SLURM_JOB_ID": "1", "SLURM_CPUS_ON_NODE": "7"}) == 7
     assert default_workers({}) >= 1
 
 
