@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import time
@@ -14,7 +15,6 @@ from merlin_mdm.backends.dependencies import DependencyTracker, Release
 from merlin_mdm.backends.execution import count_done
 from merlin_mdm.backends.slots import SlotTable, allocation_cores, default_workers
 from merlin_mdm.backends.worker_pool import Finished, Lost, WorkerPool
-from merlin_mdm.errors import SpecError, UsageError
 from merlin_mdm.spec.checks import check_cores
 from merlin_mdm.spec.model import Spec
 from merlin_mdm.status.model import StopKind, StudyState, TaskFailure, TaskState, UnitOutcome
@@ -43,14 +43,19 @@ class LocalBackend(Backend):
         return SqliteStatusStore(workspace.status_path)
 
     def check_spec(self, spec: Spec, options: RunOptions) -> None:
-        """A task needing more cores than the runner's slots can never run: refuse the spec."""
+        """Warn about a task needing more cores than the runner's slots: it will take all of them and run alone.
+
+        Merlin runs such a task anyway (its `procs` only shape $(LAUNCHER)); its shipped examples ask for 4
+        processes, so refusing them would refuse Merlin's own examples on a laptop.
+        """
         if options.workers:
             where = f"the runner (--workers {options.workers})"
         else:
             where = "this allocation" if allocation_cores(os.environ) else "this machine"
-        issues = check_cores(spec, options.workers or default_workers(), where)
-        if issues:
-            raise SpecError(issues)
+        for issue in check_cores(spec, options.workers or default_workers(), where):
+            if options.on_event is not None:
+                options.on_event(f"{dataclasses.replace(issue, severity='warning')}; each of its tasks takes "
+                                 "every slot and runs alone")
 
     def launch(self, workspace: Workspace, plan: StudyPlan, options: RunOptions) -> RunReport:
         store = self.status_store(workspace)
@@ -69,10 +74,7 @@ class _Scheduler:
         self.options = options
         self.workers = max(1, options.workers or default_workers())
         self.slots = SlotTable(self.workers)
-        too_big = [i.name for i in plan.instances if i.cores > self.workers]
-        if too_big:
-            raise UsageError(f"{', '.join(too_big)}: one task needs more cores (procs x cores per task) than the "
-                             f"runner's {self.workers} worker slot(s); raise --workers")
+        # A task larger than the runner takes every slot (SlotTable.acquire), as Merlin runs it anyway.
         self.held: dict[UnitKey, tuple[int, ...]] = {}
         self.lost: dict[UnitKey, int] = {}
         self.stop_reason: str | None = None

@@ -46,8 +46,11 @@ class SlotTable:
         self.free = list(range(size))
 
     def acquire(self, n: int) -> tuple[int, ...] | None:
-        """Reserve ``n`` slots (at least one); None while fewer are free."""
-        n = max(1, n)
+        """Reserve ``n`` slots (at least one, at most all); None while fewer are free.
+
+        A task that asks for more than the runner has takes every slot: it runs alone, as Merlin runs it.
+        """
+        n = min(max(1, n), self.size)
         if n > len(self.free):
             return None
         taken, self.free = tuple(self.free[:n]), self.free[n:]

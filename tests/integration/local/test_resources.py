@@ -40,7 +40,8 @@ def test_two_core_tasks_never_share_a_slot(write_spec, tmp_path: Path) -> None:
     assert set(wide) <= {"0,1", "2,3"} and set(narrow) <= {"0", "1", "2", "3"}
 
 
-def test_a_task_larger_than_the_runner_is_a_spec_error(write_spec, tmp_path: Path) -> None:
+def test_a_task_larger_than_the_runner_runs_alone_with_a_warning(write_spec, tmp_path: Path) -> None:
+    # Merlin runs it anyway (its own examples ask for 4 processes); here it takes every slot.
     spec = write_spec("""
         description: {name: huge, description: too big}
         env: {variables: {OUTPUT_PATH: ./out}}
@@ -49,15 +50,16 @@ def test_a_task_larger_than_the_runner_is_a_spec_error(write_spec, tmp_path: Pat
             run: {cmd: "true", procs: 2}
           - name: huge
             run:
-              cmd: "true"
+              cmd: "echo $MERLIN_MDM_SLOTS > slots.txt"
               procs: 3
               cores per task: 2
     """)
     result = merlin("run", str(spec), "--local", "--workers", "4", cwd=tmp_path)
-    assert result.returncode == 2
-    assert (f"{spec}:11:23: study[1].run.cores per task: step 'huge' needs 6 cores for one task "
-            "(procs x cores per task) but the runner (--workers 4) has 4") in result.stderr
-    assert not (tmp_path / "out").exists()  # refused before any workspace was written
+    assert result.returncode == 0, result.stderr
+    assert (f"{spec}:11:23: study[1].run.cores per task: warning: step 'huge' needs 6 cores for one task "
+            "(procs x cores per task) but the runner (--workers 4) has 4; each of its tasks takes every slot") \
+        in result.stderr
+    assert (workspace_of(result) / "huge" / "slots.txt").read_text() == "0,1,2,3\n"
 
 
 def test_workers_default_to_the_allocation(write_spec, tmp_path: Path) -> None:
@@ -76,4 +78,5 @@ def test_workers_default_to_the_allocation(write_spec, tmp_path: Path) -> None:
     env["SLURM_CPUS_ON_NODE"] = "2"
     result = subprocess.run([*CLI, "run", str(spec), "--local"], cwd=tmp_path, env=env, capture_output=True,
                             text=True, timeout=120, check=False)
-    assert result.returncode == 2 and "but this allocation has 2" in result.stderr
+    assert result.returncode == 0 and "but this allocation has 2; each of its tasks takes every slot" in result.stderr
+    assert (workspace_of(result) / "big" / "slots.txt").read_text() == "0,1\n"

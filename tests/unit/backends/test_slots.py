@@ -32,3 +32,4 @@ def test_slots_are_reserved_until_given_back() -> None:
     table.release((0, 1))
     assert table.acquire(3) == (0, 1, 3)
     assert table.acquire(0) is None  # every task takes at least one slot, none is free
+    assert SlotTable(4).acquire(6) == (0, 1, 2, 3)  # larger than the runner: it takes every slot
