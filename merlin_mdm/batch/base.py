@@ -197,8 +197,11 @@ class BatchSystem(ABC):
         wanted = list(dict.fromkeys(ids))
         if not wanted:
             return {}
-        known = self.parse_status(self._call(self.status_command(wanted), "status", ok_codes=self.status_ok_codes)
-                                  .stdout)
+        out = self._call(self.status_command(wanted), "status", ok_codes=self.status_ok_codes).stdout
+        try:
+            known = self.parse_status(out)
+        except (ValueError, KeyError, IndexError, AttributeError) as exc:
+            raise BatchError(f"{self.name}: cannot read job states from {out.strip()[:200]!r}") from exc
         return {i: known.get(i) or _from_exit_file(workdir, i) for i in wanted}
 
     status_ok_codes: ClassVar[tuple[int, ...]] = (0,)

@@ -54,6 +54,7 @@ def run_workers(spec: Path, echo: bool, steps: tuple[str, ...], only: tuple[str,
     from merlin_mdm.backends.celery.in_allocation import (
         Supervisor,
         allocation_commands,
+        broadcast_shutdown,
         study_over_check,
         walltime_margin,
     )
@@ -83,7 +84,9 @@ def run_workers(spec: Path, echo: bool, steps: tuple[str, ...], only: tuple[str,
     procs = [subprocess.Popen(list(cmd.argv), env=env) for cmd in commands]
     supervisor = Supervisor(procs, study_over_check(until_done) if until_done else None,
                             alloc.end if alloc else None, walltime_margin(os.environ),
-                            log=lambda m: click.echo(m, err=True))
+                            log=lambda m: click.echo(m, err=True),
+                            shutdown=broadcast_shutdown(config, [f"{c.name}.{alloc.job_id}@" for c in commands])
+                            if alloc else None)
     sys.exit(supervisor.run())
 
 

@@ -24,6 +24,7 @@ from merlin_mdm.backends.celery.workers import WorkerCommand
 from merlin_mdm.backends.execution import walltime_seconds
 from merlin_mdm.batch import Allocation
 from merlin_mdm.batch.base import deadline_from_env
+from merlin_mdm.config import AppConfig
 from merlin_mdm.errors import MerlinMdmError
 from merlin_mdm.launchers import DEFAULT_LAUNCHER
 from merlin_mdm.launchers.per_node import per_node_prefix
@@ -32,8 +33,8 @@ from merlin_mdm.status.redis_store import RedisStatusStore
 from merlin_mdm.study.plan import StudyPlan, UnitKey
 from merlin_mdm.study.workspace import Workspace
 
-__all__ = ["DEFAULT_MARGIN", "Supervisor", "allocation_commands", "launcher_for", "study_is_over", "study_over_check",
-           "unit_fits", "walltime_margin"]
+__all__ = ["DEFAULT_MARGIN", "Supervisor", "allocation_commands", "broadcast_shutdown", "launcher_for",
+           "study_is_over", "study_over_check", "unit_fits", "walltime_margin"]
 
 DEFAULT_MARGIN = 60.0  # seconds kept free before the walltime: workers finish and hand back in it
 
@@ -92,30 +93,73 @@ class Supervisor:
     margin: float = DEFAULT_MARGIN
     poll: float = 2.0
     log: Callable[[str], None] = print
+    shutdown: Callable[[], None] | None = None  # asks the workers to stop through the broker
+    grace: float = 30.0  # seconds a worker asked through the broker has before it gets SIGTERM
     stopping: str | None = None  # why the workers were asked to stop
+    asked_at: float | None = None  # when they were asked through the broker
 
     def run(self) -> int:
         """Block until every worker has exited; the exit code (0 after a stop we asked for)."""
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(signum, lambda s, f: self.stop(f"signal {signal.Signals(s).name}"))
-        while any(p.poll() is None for p in self.procs):
-            if self.stopping is None:
-                if self.deadline is not None and time.time() >= self.deadline - self.margin:
-                    self.stop("the walltime runs out")
-                elif self.is_over is not None and self.is_over():
-                    self.stop("the study is over")
-            time.sleep(self.poll)
+        signums = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+        previous = {n: signal.signal(n, lambda s, f: self.stop(f"signal {signal.Signals(s).name}")) for n in signums}
+        try:
+            while any(p.poll() is None for p in self.procs):
+                if self.stopping is None:
+                    self._check()
+                elif self.asked_at is not None and time.time() > self.asked_at + self.grace:
+                    self._terminate()
+                time.sleep(self.poll)
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
         codes = [abs(p.returncode or 0) for p in self.procs]
         return 0 if self.stopping and not self.stopping.startswith("signal") else max(codes, default=0)
 
+    def _check(self) -> None:
+        if self.deadline is not None and time.time() >= self.deadline - self.margin:
+            self.stop("the walltime runs out")
+        elif self.is_over is not None and self.is_over():
+            self.stop("the study is over")
+
     def stop(self, why: str) -> None:
-        """Ask every worker for a warm shutdown (finish the task in hand, give back the rest)."""
-        if self.stopping is None:
-            self.log(f"run-workers: stopping the workers: {why}")
+        """Ask every worker for a warm shutdown (finish the task in hand, give the rest back).
+
+        Workers are asked through the broker when a ``shutdown`` is given: a launcher (srun) that gets
+        SIGTERM ends its whole step at once, killing the tasks in hand. A signal to us is passed on as is.
+        """
+        first = self.stopping is None
         self.stopping = self.stopping or why
+        if first:
+            self.log(f"run-workers: stopping the workers: {why}")
+        if self.shutdown is not None and first and not why.startswith("signal"):
+            self.asked_at = time.time()
+            from kombu.exceptions import KombuError
+            from redis import RedisError
+
+            try:
+                self.shutdown()
+                return
+            except (KombuError, RedisError, OSError, MerlinMdmError) as exc:  # the broker is gone: signal them
+                self.log(f"run-workers: cannot reach the workers through the broker ({exc}); signalling them")
+        self._terminate()
+
+    def _terminate(self) -> None:
+        self.asked_at = None
         for proc in self.procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
+
+
+def broadcast_shutdown(config: AppConfig, prefixes: Sequence[str]) -> Callable[[], None]:
+    """A shutdown of the workers whose names start with one of ``prefixes``, through the broker."""
+    from merlin_mdm.backends.celery.workers import active_queues, shutdown_workers
+
+    def shutdown() -> None:
+        names = [w for w in active_queues(config) if w.startswith(tuple(prefixes))]
+        if names:
+            shutdown_workers(config, names)
+
+    return shutdown
 
 
 def study_is_over(store: RedisStatusStore) -> bool:

@@ -3,27 +3,21 @@ launching again, and an MPI step with 2 ranks through srun."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
-import textwrap
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from merlin_mdm.batch import TERMINAL_STATES, AllocationRequest, JobState, get_batch_system
-from tests.integration.conftest import REPO, RedisFixture, wait_until
+from tests.integration.conftest import RedisFixture, wait_until
+from tests.integration.launching import merlin, samples_study
 from tests.integration.slurm.cluster import SingleNodeSlurm
 
 pytestmark = [pytest.mark.slurm]
-
-
-def merlin(*args: str, cwd: Path, env: dict[str, str] | None = None,
-           timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "merlin_mdm.cli.main", *args], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def wait_state(job_id: str, wanted: set[JobState], timeout: float, workdir: Path | None = None) -> JobState:
@@ -53,31 +47,12 @@ def test_submit_status_cancel(slurm: SingleNodeSlurm, tmp_path: Path) -> None:
 
 
 def _study(tmp_path: Path, n: int, sleep: float, cmd: str | None = None) -> Path:
-    spec = tmp_path / "study.yaml"
-    work = cmd or (f"[ -e finished.flag ] && echo $(V) >> {tmp_path}/violations.log; "
-                   f"echo $(V) >> {tmp_path}/starts.log; sleep {sleep}; echo $(V) >> {tmp_path}/runs.log; "
-                   "touch finished.flag")
-    spec.write_text(textwrap.dedent(f"""
-        description: {{name: drain, description: samples and a funnel on Slurm}}
-        batch: {{type: slurm, walltime: "00:10:00"}}
-        env: {{variables: {{OUTPUT_PATH: ./out, N: {n}}}}}
-        merlin:
-          samples:
-            generate: {{cmd: "python3 -c \\"import numpy as np; np.save('s.npy', np.arange($(N)).reshape(-1, 1))\\""}}
-            file: $(MERLIN_INFO)/s.npy
-            column_labels: [V]
-          resources:
-            workers:
-              drainers: {{args: -l INFO, steps: [all]}}
-        study:
-          - name: work
-            description: one task per sample
-            run: {{cmd: "{work}", procs: 2}}
-          - name: funnel
-            description: after every sample
-            run: {{cmd: "echo funnel >> {tmp_path}/runs.log", depends: [work]}}
-    """), encoding="utf-8")
-    return spec
+    # MERLIN_FINISHED is the framework's done-marker in the task's directory (its working directory)
+    work = cmd or (f"[ -e MERLIN_FINISHED ] && echo $(V) >> {tmp_path}/violations.log; "
+                   f"echo $(V) >> {tmp_path}/starts.log; sleep {sleep}; echo $(V) >> {tmp_path}/runs.log")
+    return samples_study(tmp_path / "study.yaml", "drain", '{type: slurm, walltime: "00:10:00"}',
+                         "drainers: {args: -l INFO, steps: [all]}", n, f'cmd: "{work}", procs: 2',
+                         f"echo funnel >> {tmp_path}/runs.log")
 
 
 def _queue(spec: Path, env: dict[str, str], batch_size: int) -> None:
@@ -105,10 +80,17 @@ def _allocation_line(status: str, job_id: str) -> list[str]:
     return next(line.split()[1:] for line in table.splitlines() if line.split()[:1] == [job_id])
 
 
-def _exactly_once(tmp_path: Path, n: int) -> None:
+def _exactly_once(tmp_path: Path, n: int, env: dict[str, str], interrupted: int = 0) -> None:
+    """Every sample and the funnel completed once by the framework's count, none started after its done-marker;
+    only the ``interrupted`` tasks in flight when an allocation was killed may have run a second time."""
+    status = json.loads(merlin("status", "study.yaml", "--json", cwd=tmp_path, env=env).stdout)
+    assert status["state"] == "finished"
+    counts = {s["step"]: {k: v for k, v in s["counts"].items() if v} for s in status["steps"]}
+    assert counts == {"work": {"finished": n}, "funnel": {"finished": 1}}
     runs = Counter((tmp_path / "runs.log").read_text().split())
     assert runs.pop("funnel") == 1
-    assert runs == Counter({str(i): 1 for i in range(n)})
+    assert set(runs) == {str(i) for i in range(n)}
+    assert sum(runs.values()) - n <= interrupted, [v for v, c in runs.items() if c > 1]
     assert not (tmp_path / "violations.log").exists()
 
 
@@ -124,7 +106,7 @@ def test_launch_drains_2000_samples_and_a_funnel_and_the_allocation_ends(
     status = merlin("status", spec.name, cwd=tmp_path, env=env)
     assert "state: finished" in status.stdout, status.stdout
     assert _allocation_line(status.stdout, job_id) == ["slurm", "completed", "drain.drainers", "-"]
-    _exactly_once(tmp_path, 2000)
+    _exactly_once(tmp_path, 2000, env)
 
 
 @pytest.mark.redis
@@ -145,7 +127,7 @@ def test_scancel_mid_study_then_launch_again_completes_it_once(
     assert len(runs.read_text().split()) < 400, "the study finished before scancel: make it longer"
     second = _launch(spec, env)
     assert wait_state(second, TERMINAL_STATES, 240) is JobState.COMPLETED
-    _exactly_once(tmp_path, 400)
+    _exactly_once(tmp_path, 400, env, interrupted=os.cpu_count() or 1)  # one per worker process
     status = merlin("status", spec.name, cwd=tmp_path, env=env)
     assert _allocation_line(status.stdout, first)[:2] == ["slurm", "cancelled"], status.stdout
     assert _allocation_line(status.stdout, second)[:2] == ["slurm", "completed"], status.stdout

@@ -190,3 +190,9 @@ def test_detect_allocation(env: dict[str, str], expected: Allocation | None) -> 
 def test_seconds_left() -> None:
     assert Allocation("slurm", "1", 1, 1, 1000.0).seconds_left(400.0) == 600.0
     assert Allocation("slurm", "1", 1, 1, None).seconds_left(400.0) is None
+
+
+def test_unreadable_status_output_is_a_batch_error() -> None:
+    runner = Recorder({"bjobs": ShellResult(0, "bjobs: LSF is down, try later", "")})
+    with pytest.raises(BatchError, match="lsf: cannot read job states from 'bjobs: LSF is down"):
+        get_batch_system("lsf", runner).status(["1"])

@@ -1,0 +1,120 @@
+"""LSF, PBS and Flux cannot be installed here: fake `bsub`/`qsub`/`flux` (and their status and cancel
+commands) on PATH record their arguments and standard input, and answer as the real ones do. The
+scripts `merlin-mdm launch` submits and the command lines it runs are checked against those records.
+None of this proves the schedulers accept them: see docs/cluster.md."""
+
+from __future__ import annotations
+
+import json
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from merlin_mdm.batch import JobState, get_batch_system
+from tests.integration.launching import merlin
+
+FAKES = {
+    "bsub": 'cat > "$LOG.stdin"; echo "Job <5150> is submitted to queue <pbatch>."',
+    "bjobs": "echo '" + json.dumps({"COMMAND": "bjobs", "JOBS": 2, "RECORDS": [
+        {"JOBID": "5150", "STAT": "RUN", "EXIT_REASON": "", "KILL_REASON": "", "SUSPEND_REASON": ""},
+        {"JOBID": "5151", "STAT": "EXIT", "EXIT_REASON": "TERM_RUNLIMIT: job killed after reaching LSF run time "
+         "limit", "KILL_REASON": "", "SUSPEND_REASON": ""}]}) + "'",
+    "bkill": 'echo "Job <$1> is being terminated"',
+    "qsub": 'cp "$1" "$LOG.script"; echo "77.pbs-server"',
+    "qstat": """echo '{"Jobs":{"77.pbs-server":{"job_state":"F","Exit_status":-29}}}'""",
+    "qdel": "true",
+    "flux": 'case "$1" in batch) cp "$2" "$LOG.script"; echo "fABC123";; jobs) echo "fABC123 RUN ";; esac',
+}
+
+
+@pytest.fixture
+def fake_bin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A bin/ of recording fakes, first on PATH; each call appends `name args` to calls.log."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, body in FAKES.items():
+        script = bin_dir / name
+        script.write_text(f'#!/bin/sh\nLOG={tmp_path}/{name}\necho "{name} $*" >> {tmp_path}/calls.log\n{body}\n')
+        script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return tmp_path
+
+
+def _spec(tmp_path: Path, batch: str) -> Path:
+    spec = tmp_path / "study.yaml"
+    spec.write_text(textwrap.dedent(f"""
+        description: {{name: cluster, description: one step}}
+        batch: {batch}
+        env: {{variables: {{OUTPUT_PATH: ./out}}}}
+        merlin:
+          resources:
+            workers:
+              sim: {{args: -l INFO, steps: [all], nodes: 2}}
+        study:
+          - name: step
+            description: one task
+            run: {{cmd: "$(LAUNCHER) echo hi", procs: 4}}
+    """), encoding="utf-8")
+    return spec
+
+
+def _queued_then_launched(tmp_path: Path, batch: str) -> str:
+    spec = _spec(tmp_path, batch)
+    assert merlin("run", spec.name, "--dry", cwd=tmp_path).returncode == 0  # a workspace, nothing queued
+    out = merlin("launch", spec.name, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_lsf_launch_pipes_the_script_to_bsub(fake_bin: Path) -> None:
+    out = _queued_then_launched(fake_bin, '{type: lsf, bank: b1, queue: pbatch, walltime: "01:30:00"}')
+    assert out.startswith("5150\tcluster.sim\tlsf\tworkers: sim")
+    assert (fake_bin / "calls.log").read_text() == "bsub \n"  # the script came on stdin: #BSUB lines are read
+    script = (fake_bin / "bsub.stdin").read_text().splitlines()
+    for line in ("#BSUB -J cluster.sim", "#BSUB -nnodes 2", "#BSUB -W 1:30", '#BSUB -q "pbatch"', '#BSUB -P "b1"'):
+        assert line in script, script
+    assert any("run-workers" in line and "--worker sim --until-done" in line for line in script)
+    states = get_batch_system("lsf").status(["5150", "5151"])
+    assert states == {"5150": JobState.RUNNING, "5151": JobState.TIMEOUT}
+    get_batch_system("lsf").cancel(["5150"])
+    assert (fake_bin / "calls.log").read_text().splitlines()[-2:] == [
+        "bjobs -o JOBID STAT EXIT_REASON KILL_REASON SUSPEND_REASON -json -a 5150 5151", "bkill 5150"]
+
+
+def test_pbs_launch_submits_with_qsub(fake_bin: Path) -> None:
+    out = _queued_then_launched(fake_bin, '{type: pbs, bank: b1, queue: workq, walltime: "00:20:00"}')
+    assert out.startswith("77.pbs-server\tcluster.sim\tpbs")
+    calls = (fake_bin / "calls.log").read_text().splitlines()
+    assert calls[0].startswith("qsub ") and calls[0].endswith("/merlin_info/batch/cluster.sim.sh")
+    script = (fake_bin / "qsub.script").read_text().splitlines()
+    for line in ("#PBS -N cluster.sim", "#PBS -l select=2:ncpus=1:mpiprocs=1", "#PBS -l walltime=0:20:0",
+                 "#PBS -q workq", "#PBS -A b1"):
+        assert line in script, script
+    assert get_batch_system("pbs").status(["77.pbs-server"]) == {"77.pbs-server": JobState.TIMEOUT}
+    get_batch_system("pbs").cancel(["77.pbs-server"])
+    assert (fake_bin / "calls.log").read_text().splitlines()[-2:] == [
+        "qstat -f -F json -x 77.pbs-server", "qdel 77.pbs-server"]
+
+
+def test_flux_launch_submits_with_flux_batch(fake_bin: Path) -> None:
+    out = _queued_then_launched(fake_bin, '{type: flux, bank: b1, queue: pdebug, walltime: "00:10:00"}')
+    assert out.startswith("fABC123\tcluster.sim\tflux")
+    script = (fake_bin / "flux.script").read_text().splitlines()
+    for line in ("#flux: -N 2", "#flux: --job-name=cluster.sim", "#flux: -t 600s", "#flux: --queue=pdebug",
+                 "#flux: --bank=b1"):
+        assert line in script, script
+    assert get_batch_system("flux").status(["fABC123"]) == {"fABC123": JobState.RUNNING}
+    assert (fake_bin / "calls.log").read_text().splitlines()[-1] == (
+        "flux jobs --no-header --format={id.f58} {state} {result} fABC123")
+
+
+def test_launch_json_and_records(fake_bin: Path) -> None:
+    spec = _spec(fake_bin, "{type: lsf}")
+    assert merlin("run", spec.name, "--dry", cwd=fake_bin).returncode == 0
+    out = merlin("launch", spec.name, "--json", "--nodes", "3", cwd=fake_bin)
+    assert json.loads(out.stdout) == [{"job_id": "5150", "system": "lsf", "name": "cluster.sim", "workers": ["sim"]}]
+    assert "#BSUB -nnodes 3" in (fake_bin / "bsub.stdin").read_text()
+    records = next((fake_bin / "out").glob("cluster_*")) / "merlin_info" / "batch" / "jobs.jsonl"
+    assert json.loads(records.read_text())["job_id"] == "5150"

@@ -1,0 +1,96 @@
+"""`merlin-mdm launch` with the `local` batch system (no scheduler): walltime awareness end to end."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from merlin_mdm.backends.celery.in_allocation import Supervisor
+from merlin_mdm.batch import TERMINAL_STATES, JobState, get_batch_system
+from tests.integration.conftest import RedisFixture, wait_until
+from tests.integration.launching import merlin, samples_study
+
+
+def _spec(tmp_path: Path, n: int) -> Path:
+    # every task asks for 30 s of walltime
+    return samples_study(tmp_path / "study.yaml", "fit", "{type: local}", "fitters: {args: -l INFO -c 2, steps: [all]}",
+                         n, f'cmd: "echo $(V) >> {tmp_path}/runs.log", walltime: "00:00:30"',
+                         f"echo funnel >> {tmp_path}/runs.log")
+
+
+def _wait_done(job_id: str, workdir: Path) -> JobState:
+    system = get_batch_system("local")
+    seen: list[JobState] = []
+
+    def over() -> bool:
+        seen.append(system.status([job_id], workdir)[job_id])
+        return seen[-1] in TERMINAL_STATES or seen[-1] is JobState.UNKNOWN
+
+    wait_until(over, 120, f"local job {job_id} to end")
+    return seen[-1]
+
+
+@pytest.mark.redis
+@pytest.mark.celery
+def test_units_that_do_not_fit_are_handed_back_and_the_next_allocation_runs_them(
+        redis_server: RedisFixture, tmp_path: Path) -> None:
+    env = {"MERLIN_MDM_CONFIG": str(redis_server.app_yaml), "MERLIN_MDM_WALLTIME_MARGIN": "40"}
+    spec = _spec(tmp_path, 6)
+    assert merlin("run", spec.name, "--batch-size", "2", cwd=tmp_path, env=env).returncode == 0
+    # 60 s of walltime less 40 s of margin leaves 20 s: no unit of 2 x 30 s fits
+    short = merlin("launch", spec.name, "--walltime", "60", cwd=tmp_path, env=env)
+    assert short.returncode == 0, short.stderr
+    job = short.stdout.split("\t")[0]
+    workdir = next((tmp_path / "out").glob("fit_*")) / "merlin_info" / "batch"
+    assert _wait_done(job, workdir) is JobState.COMPLETED
+    log = (workdir / f"fit.fitters.{job}.out").read_text()
+    assert "does not fit before the allocation's walltime" in log, log[-3000:]
+    assert "the walltime runs out" not in log  # the worker left by itself, before the supervisor's deadline
+    assert not (tmp_path / "runs.log").exists()  # nothing ran, nothing was lost: all handed back
+    status = merlin("status", spec.name, cwd=tmp_path, env=env)
+    assert f"{job}" in status.stdout and "completed" in status.stdout, status.stdout
+    # the next allocation has time for everything
+    long = merlin("launch", spec.name, "--walltime", "10:00", cwd=tmp_path, env=env)
+    assert long.returncode == 0, long.stderr
+    assert _wait_done(long.stdout.split("\t")[0], workdir) is JobState.COMPLETED
+    runs = Counter((tmp_path / "runs.log").read_text().split())
+    assert runs == Counter({**{str(i): 1 for i in range(6)}, "funnel": 1})
+
+
+def test_the_supervisor_stops_workers_before_the_deadline_and_on_sigterm() -> None:
+    sleeper = subprocess.Popen(["sleep", "300"])
+    messages: list[str] = []
+    code = Supervisor([sleeper], deadline=time.time() + 30, margin=30, poll=0.05, log=messages.append).run()
+    assert code == 0 and sleeper.returncode == -signal.SIGTERM
+    assert messages == ["run-workers: stopping the workers: the walltime runs out"]
+
+
+def test_the_supervisor_stops_workers_when_the_study_is_over() -> None:
+    sleeper = subprocess.Popen(["sleep", "300"])
+    checks: list[bool] = []
+
+    def over() -> bool:
+        checks.append(len(checks) >= 2)
+        return checks[-1]
+
+    assert Supervisor([sleeper], is_over=over, poll=0.05, log=lambda m: None).run() == 0
+    assert checks == [False, False, True] and sleeper.returncode == -signal.SIGTERM
+
+
+def test_a_worker_that_fails_by_itself_gives_its_exit_code() -> None:
+    failing = subprocess.Popen(["sh", "-c", "exit 3"])
+    assert Supervisor([failing], poll=0.05, log=lambda m: None).run() == 3
+
+
+def test_the_supervisor_asks_through_the_broker_first_and_signals_after_the_grace() -> None:
+    stubborn = subprocess.Popen(["sleep", "300"])
+    asked: list[bool] = []
+    supervisor = Supervisor([stubborn], is_over=lambda: True, poll=0.05, grace=0.3, log=lambda m: None,
+                            shutdown=lambda: asked.append(True))
+    assert supervisor.run() == 0
+    assert asked == [True] and stubborn.returncode == -signal.SIGTERM  # it ignored the broker: SIGTERM came after

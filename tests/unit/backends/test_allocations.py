@@ -1,0 +1,113 @@
+"""Planning allocations and the workers inside them: pure functions of the spec and the environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from merlin_mdm.backends.celery.allocations import LaunchOptions, allocation_requests, scheduler_name
+from merlin_mdm.backends.celery.in_allocation import allocation_commands, launcher_for, unit_fits
+from merlin_mdm.backends.celery.workers import worker_commands
+from merlin_mdm.batch import Allocation
+from merlin_mdm.errors import UsageError
+from merlin_mdm.spec import BatchConfig, load_spec_text
+from merlin_mdm.study.plan import UnitKey
+
+SPEC = """
+description: {name: big, description: two worker groups}
+batch: {type: slurm, bank: b1, queue: pbatch, walltime: "02:00:00", nodes: 4, launch_pre: module load x,
+        qos: standby, slurm_args: --mem=0 --signal=USR1@60}
+study:
+  - name: sim
+    description: simulate
+    run: {cmd: "$(LAUNCHER) sim", task_queue: sims, walltime: "00:10:00", procs: 8}
+  - name: post
+    description: post-process
+    run: {cmd: post, depends: [sim], task_queue: posts}
+merlin:
+  resources:
+    workers:
+      simworkers: {args: -l INFO, steps: [sim], nodes: 2}
+      postworkers: {args: --concurrency 3, steps: [post], batch: {type: slurm, walltime: "00:30:00", queue: pdebug}}
+"""
+
+
+def _spec(text: str = SPEC):  # type: ignore[no-untyped-def]
+    return load_spec_text(text, "/s/big.yaml").spec
+
+
+def test_one_allocation_per_worker_group_with_the_workers_batch_over_the_specs() -> None:
+    planned = allocation_requests(_spec(), Path("/s/big.yaml"), Path("/ws"), LaunchOptions(config_source="/a.yaml"))
+    assert [names for names, _ in planned] == [("simworkers",), ("postworkers",)]
+    sim, post = (req for _, req in planned)
+    assert (sim.name, sim.nodes, sim.walltime, sim.queue, sim.bank, sim.qos) == (
+        "big.simworkers", 2, 7200, "pbatch", "b1", "standby")
+    assert (post.name, post.nodes, post.walltime, post.queue) == ("big.postworkers", 4, 1800, "pdebug")
+    assert sim.options == (("mem", "0"), ("signal", "USR1@60"))
+    assert sim.launch_pre == "module load x" and sim.env == (("MERLIN_MDM_CONFIG", "/a.yaml"),)
+    assert sim.workdir == Path("/ws/merlin_info/batch")
+    assert sim.command.startswith("cd /s\n")
+    assert sim.command.endswith("run-workers /s/big.yaml --worker simworkers --until-done /ws")
+
+
+def test_command_line_overrides_and_one_allocation_for_all() -> None:
+    opts = LaunchOptions(nodes=8, walltime="45:00", queue="pbig", bank="b2", together=True)
+    [(names, req)] = allocation_requests(_spec(), Path("/s/big.yaml"), Path("/ws"), opts)
+    assert names == ("simworkers", "postworkers")
+    assert (req.name, req.nodes, req.walltime, req.queue, req.bank) == ("big.all", 8, 2700, "pbig", "b2")
+    assert "--worker simworkers --worker postworkers" in req.command
+
+
+def test_lsf_srun_is_lsf_with_another_launcher() -> None:
+    assert scheduler_name("lsf-srun") == "lsf" and scheduler_name("slurm") == "slurm"
+
+
+SLURM = Allocation("slurm", "77", 4, 36, None)
+
+
+def test_inside_an_allocation_each_worker_runs_once_per_node_with_the_nodes_cores() -> None:
+    spec = _spec()
+    sim, post = allocation_commands(spec, worker_commands(spec), SLURM)
+    assert sim.argv[:7] == ("srun", "--overlap", "-N", "2", "-n", "2", "--ntasks-per-node=1")
+    assert "simworkers.77@%h" in sim.argv and sim.argv[-2:] == ("-c", "36")
+    assert post.argv[:4] == ("srun", "--overlap", "-N", "4")
+    assert post.argv.count("--concurrency") == 1 and "-c" not in post.argv  # the worker's own choice stands
+
+
+def test_launcher_follows_the_allocation_unless_the_spec_names_one_for_it() -> None:
+    lsf = Allocation("lsf", "9", 1, 40, None)
+    assert launcher_for(BatchConfig(type="lsf-srun"), lsf) == "srun"
+    assert launcher_for(BatchConfig(type="lsf"), lsf) == "jsrun"
+    assert launcher_for(BatchConfig(type="local"), lsf) == "jsrun"
+    assert launcher_for(BatchConfig(type="slurm", extra={"launcher": "mpiexec"}), SLURM) == "mpiexec"
+    assert launcher_for(BatchConfig(), Allocation("local", "1", 1, None, None)) == "plain"
+
+
+def test_unknown_worker_group_is_named() -> None:
+    with pytest.raises(UsageError, match=r"no worker\(s\) nope .*workers: simworkers, postworkers"):
+        worker_commands(_spec(), only=["nope"])
+
+
+class _Plan:
+    """Just what unit_fits reads of a plan."""
+
+    class _Inst:
+        walltime = "00:10:00"
+
+    instances = (_Inst(),)
+
+    def unit_samples(self, key: UnitKey) -> range:
+        return range(3)
+
+
+@pytest.mark.parametrize(("env", "now", "fits"), [
+    ({}, 0.0, True),  # no allocation deadline
+    ({"MERLIN_MDM_ALLOC_END": "5000", "MERLIN_MDM_WALLTIME_MARGIN": "600"}, 2600.0, True),  # 3 x 600 s to 4400
+    ({"MERLIN_MDM_ALLOC_END": "5000", "MERLIN_MDM_WALLTIME_MARGIN": "600"}, 2600.5, False),
+    ({"MERLIN_MDM_ALLOC_END": "5000"}, 3140.0, True),  # the default margin, 60 s
+    ({"MERLIN_MDM_ALLOC_END": "5000"}, 3140.5, False),
+])  # fmt: skip
+def test_a_unit_fits_when_its_tasks_walltime_ends_before_the_margin(env: dict[str, str], now: float,
+                                                                     fits: bool) -> None:
+    assert unit_fits(_Plan(), UnitKey(0, 0), env, now) is fits  # type: ignore[arg-type]
