@@ -57,6 +57,8 @@ def launch(spec_path: Path, nodes: int | None, walltime: str | None, queue: str 
     planned = allocation_requests(spec, spec_path, target or Path("WORKSPACE"), opts)
     system = get_batch_system(scheduler_name(spec.batch.type))
     if dry:
+        if target is None:
+            click.echo(f"no queued study of {spec_path} yet: WORKSPACE stands for its workspace", err=True)
         for names, req in planned:
             click.echo(f"# --- {req.name}: {system.name} batch script for worker(s) {', '.join(names)}")
             click.echo(system.script(req))

@@ -139,12 +139,13 @@ def test_scancel_mid_study_then_launch_again_completes_it_once(
 def test_an_mpi_step_runs_two_ranks_through_srun(slurm: SingleNodeSlurm, redis_server: RedisFixture,
                                                   tmp_path: Path) -> None:
     hello = tmp_path / "mpi_hello.py"
-    hello.write_text("from mpi4py import MPI\nc = MPI.COMM_WORLD\nprint(f'rank {c.Get_rank()} of {c.Get_size()}')\n")
+    hello.write_text("from mpi4py import MPI\nr, n = MPI.COMM_WORLD.Get_rank(), MPI.COMM_WORLD.Get_size()\n"
+                     f"open(f'{tmp_path}/rank{{r}}.txt', 'w').write(f'rank {{r}} of {{n}}')\n")
     env = _app(redis_server, tmp_path)
-    spec = _study(tmp_path, 1, 0, cmd=f"$(LAUNCHER) --mpi=pmi2 {sys.executable} {hello} > {tmp_path}/ranks.txt; "
+    spec = _study(tmp_path, 1, 0, cmd=f"$(LAUNCHER) --mpi=pmi2 {sys.executable} {hello}; "
                                          f"echo $(V) >> {tmp_path}/runs.log")
     _queue(spec, env, 1)
     job_id = _launch(spec, env)
     assert wait_state(job_id, TERMINAL_STATES, 120) is JobState.COMPLETED
-    assert sorted((tmp_path / "ranks.txt").read_text().splitlines()) == ["rank 0 of 2", "rank 1 of 2"]
+    assert sorted(p.read_text() for p in tmp_path.glob("rank*.txt")) == ["rank 0 of 2", "rank 1 of 2"]
 
