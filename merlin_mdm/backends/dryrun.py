@@ -18,6 +18,10 @@ def write_scripts(plan: StudyPlan) -> int:
             directory = task_dir(plan, inst, sample)
             directory.mkdir(parents=True, exist_ok=True)
             tokens = task_tokens(plan, sample, directory)
-            write_script(directory / f"{inst.name}.sh", inst.shell, substitute(inst.cmd, tokens), inst.sources)
+            write_script(directory / f"{inst.file_stem()}.sh", inst.shell, substitute(inst.cmd, tokens),
+                         inst.sources)
+            if inst.restart:  # as Merlin's dry run: the restart script too
+                write_script(directory / f"{inst.file_stem(restart=True)}.sh", inst.shell,
+                             substitute(inst.restart, tokens), inst.sources)
             count += 1
     return count

@@ -169,9 +169,15 @@ def _run_script(shell: str, script: Path, directory: Path, name: str, env: dict[
 
 
 def script_text(shell: str, cmd: str, sources: tuple[str, ...] = ()) -> str:
-    """A task script as Merlin writes it: `#!<shell>`, a blank line, the `env.sources` lines, the command."""
+    """A task script as Merlin writes it: `#!<shell>`, a blank line, the `env.sources` lines, the command.
+
+    Merlin's command went through its YAML provenance dump and back: a one-line command lost its trailing
+    newline, a longer one ends with exactly one; the script then adds a newline of its own.
+    """
     head = f"#!{shell}\n\n" + "".join(f"source {src}\n" for src in sources)
-    return f"{head}{cmd}\n"
+    lines = cmd.splitlines()
+    body = "\n".join(lines) + "\n" if len(lines) > 1 else cmd.strip("\n")
+    return f"{head}{body}\n"
 
 
 def write_script(path: Path, shell: str, cmd: str, sources: tuple[str, ...] = ()) -> None:
@@ -207,9 +213,9 @@ def _start(plan: StudyPlan, inst: StepInstance, sample: int) -> _Attempt | TaskR
             return TaskResult(TaskState.FINISHED, 0, 0, "already finished")
         directory.mkdir(parents=True, exist_ok=True)
         tokens = task_tokens(plan, sample, directory)
-        write_script(directory / f"{inst.name}.sh", inst.shell, substitute(inst.cmd, tokens), inst.sources)
+        write_script(directory / f"{inst.file_stem()}.sh", inst.shell, substitute(inst.cmd, tokens), inst.sources)
     except OSError as exc:
-        return TaskResult(TaskState.FAILED, None, 0, os_error_reason(exc), str(directory / f"{inst.name}.err"))
+        return TaskResult(TaskState.FAILED, None, 0, os_error_reason(exc), str(directory / f"{inst.file_stem()}.err"))
     return _Attempt(sample, directory, tokens)
 
 
@@ -219,11 +225,12 @@ def _attempt(inst: StepInstance, task: _Attempt, env: dict[str, str], die_with_p
     An OS error (a full disk, a refused permission, a name too long, a missing shell) fails the task with
     the error's message; it never escapes to the worker.
     """
-    name = f"{inst.name}.restart" if task.restart_next and inst.restart else inst.name  # Merlin's file names
+    restart = task.restart_next and bool(inst.restart)
+    name = inst.file_stem(restart)  # Merlin's names: a restart writes its own script and logs
     log = str(task.directory / f"{name}.err")
     try:
         script = task.directory / f"{name}.sh"
-        if name != inst.name:
+        if restart:
             write_script(script, inst.shell, substitute(inst.restart or "", task.tokens), inst.sources)
         rc = _run_script(inst.shell, script, task.directory, name, env, walltime_seconds(inst.walltime),
                          die_with_parent)

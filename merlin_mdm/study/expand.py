@@ -16,6 +16,9 @@ from merlin_mdm.study.samples import SampleSet
 __all__ = ["SAMPLE_TASK_TOKENS", "StudyContext", "expand", "resolve_variables", "study_tokens"]
 
 SAMPLE_TASK_TOKENS = frozenset({"MERLIN_SAMPLE_ID", "MERLIN_SAMPLE_PATH", "MERLIN_SAMPLE_VECTOR"})
+# Merlin writes a task's files with the extension of its batch system's script adapter (Maestro's slurm
+# adapter, which Merlin's lsf and flux adapters extend): `<name>.slurm.sh`, `.slurm.out`, `.slurm.err`.
+_SCRIPT_EXT = {"slurm": ".slurm", "lsf": ".slurm", "lsf-srun": ".slurm", "flux": ".slurm"}
 _MAX_NESTING = 8  # substitution passes: a token's value may hold tokens, up to this depth
 
 
@@ -159,7 +162,8 @@ class _Expander:
         sources = tuple(self._env_text(src, combo) for src in self.spec.env.sources)
         return StepInstance(index, step.name, name, combo.label_string, workspace, cmd, restart, shell,
                             uses_samples, parents, run.task_queue, run.max_retries, run.retry_delay, run.walltime,
-                            sources, (run.procs or 1) * (run.cores_per_task or 1))
+                            sources, (run.procs or 1) * (run.cores_per_task or 1),
+                            _SCRIPT_EXT.get((run.batch or self.spec.batch).type, ""))
 
     def _uses_samples(self, step: Step) -> bool:
         text = self._env_text(f"{step.run.cmd} {step.run.restart or ''}")

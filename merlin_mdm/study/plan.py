@@ -46,6 +46,11 @@ class StepInstance:
     walltime: str | None = None
     sources: tuple[str, ...] = ()  # env.sources, sourced at the top of every task script
     cores: int = 1  # worker slots one task reserves on the local runner: procs x cores per task
+    script_ext: str = ""  # Merlin's files are <name>.sh on a local batch, <name>.slurm.sh on the others
+
+    def file_stem(self, restart: bool = False) -> str:
+        """The stem of a task's .sh/.out/.err files, as Merlin names them (`step_<labels>[.restart][.slurm]`)."""
+        return f"{self.name}{'.restart' if restart else ''}{self.script_ext}"
 
 
 @dataclass(frozen=True, order=True)

@@ -23,6 +23,7 @@ EXTRA_PACKAGES = ("names", "merlin-spellbook", "faker")  # what the examples' ow
 CLI = [sys.executable, "-m", "merlin_mdm.cli.main"]
 IGNORED = {"MERLIN_STATUS.json", "status.lock", "__pycache__"}
 _STAMP = re.compile(r"_(\d{8}-\d{6})(\.\d+)?$")
+_CLOCK = re.compile(r"\b\d\d:\d\d:\d\d( [AP]M)?\b")  # `date` output in the examples' files (restart_delay)
 
 
 def ensure_merlin(venv: Path, timeout: float = 900) -> Path:
@@ -83,7 +84,8 @@ def run_pair(venv: Path, example: str, spec_name: str, study_name: str, tmp: Pat
     ref = subprocess.run([merlin, "run", "--local", spec_name, *merlin_args], cwd=ref_dir, env=env,
                          capture_output=True, text=True, timeout=timeout)
     merlin_ws = _newest_workspace(ref_dir, study_name)
-    samples = sorted((merlin_ws / "merlin_info").glob("samples.*"))
+    # Sample generators draw random numbers: merlin-mdm runs with the samples Merlin drew
+    samples = sorted(p for p in (merlin_ws / "merlin_info").iterdir() if p.suffix in (".npy", ".csv", ".tab"))
     extra = ("--samplesfile", str(samples[0])) if samples else ()
     mdm = subprocess.run([*CLI, "run", spec_name, "--local", "--no-progress", *extra, *mdm_args], cwd=mdm_dir,
                          env=env, capture_output=True, text=True, timeout=timeout)
@@ -109,6 +111,7 @@ def _normalized(path: Path, ws: Path, root: Path) -> str:
     text = text.replace(str(ws), "<WS>").replace(str(root), "<SPEC>")
     # a listing of a task folder (`ls`) names Merlin's bookkeeping files, which merlin-mdm does not write
     text = "".join(line for line in text.splitlines(keepends=True) if line.strip() not in IGNORED)
+    text = _CLOCK.sub("<TIME>", text)
     return text.replace(stamp.group(1), "<TS>") if stamp else text
 
 
