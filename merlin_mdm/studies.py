@@ -11,6 +11,7 @@ from merlin_mdm.backends import get_backend
 from merlin_mdm.backends.base import RunOptions, RunReport
 from merlin_mdm.backends.dryrun import write_scripts
 from merlin_mdm.backends.execution import count_done
+from merlin_mdm.backends.slots import default_workers
 from merlin_mdm.errors import StatusError, WorkspaceError
 from merlin_mdm.spec import LoadedSpec, Spec, load_spec, with_samples_file
 from merlin_mdm.status.model import StudySnapshot, StudyState
@@ -37,6 +38,7 @@ class StudyRequest:
     backend: str = "local"
     batch_size: int = 100
     dry: bool = False
+    slots: int | None = None  # workers the units are sized for (default: slots.default_workers())
 
 
 def prepare(request: StudyRequest, check: Callable[[Spec], None] | None = None,
@@ -45,7 +47,8 @@ def prepare(request: StudyRequest, check: Callable[[Spec], None] | None = None,
     loaded = load_spec(request.spec, request.variables, transform=lambda spec: _rewrite(spec, request))
     if check is not None:
         check(loaded.spec)
-    ws, plan = create_workspace(loaded, request.samples_file, request.batch_size)
+    ws, plan = create_workspace(loaded, request.samples_file, request.batch_size,
+                                slots=request.slots or default_workers())
     (ws.info / BACKEND_FILE).write_text(request.backend + "\n", encoding="utf-8")
     return loaded, ws, plan
 

@@ -311,13 +311,14 @@ def unit_failure(plan: StudyPlan, key: UnitKey, reason: str) -> UnitOutcome:
 
 
 def run_unit(plan: StudyPlan, key: UnitKey, should_stop: Callable[[], bool] = lambda: False,
-             die_with_parent: bool = False) -> UnitOutcome:
+             die_with_parent: bool = False, on_task: Callable[[], None] | None = None) -> UnitOutcome:
     """Run every task of ``key``; tasks after a stop request are reported as not run.
 
     A task that asks to run again (MERLIN_RESTART, MERLIN_RETRY) waits its ``retry_delay`` while the unit's
     other tasks run, so the delays of sibling samples overlap instead of adding up. A task whose parent
     sample failed still runs (Merlin's semantics).
     ``die_with_parent`` kills a task's shell when the calling process dies (for redelivering backends).
+    ``on_task`` is called each time a task ran to its end (progress per sample).
     """
     inst = plan.instances[key.instance]
     env = task_env(plan, inst)
@@ -342,6 +343,8 @@ def run_unit(plan: StudyPlan, key: UnitKey, should_stop: Callable[[], bool] = la
             waiting.append(task)
         else:
             results[task.sample] = result
+            if on_task is not None:
+                on_task()
     samples = list(plan.unit_samples(key))
     return _outcome([results[s] for s in samples], samples, started)
 

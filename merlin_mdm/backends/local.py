@@ -14,7 +14,7 @@ from merlin_mdm.backends.base import Backend, RunOptions, RunReport, register_ba
 from merlin_mdm.backends.dependencies import DependencyTracker, Release
 from merlin_mdm.backends.execution import count_done
 from merlin_mdm.backends.slots import SlotTable, allocation_cores, default_workers
-from merlin_mdm.backends.worker_pool import Finished, Lost, WorkerPool
+from merlin_mdm.backends.worker_pool import Finished, Lost, TaskEnded, WorkerPool
 from merlin_mdm.spec.checks import check_cores
 from merlin_mdm.spec.model import Spec
 from merlin_mdm.status.model import StopKind, StudyState, TaskFailure, TaskState, UnitOutcome
@@ -76,6 +76,7 @@ class _Scheduler:
         self.slots = SlotTable(self.workers)
         # A task larger than the runner takes every slot (SlotTable.acquire), as Merlin runs it anyway.
         self.held: dict[UnitKey, tuple[int, ...]] = {}
+        self.ticks: dict[UnitKey, int] = {}  # tasks of a running unit already shown on the progress bar
         self.lost: dict[UnitKey, int] = {}
         self.stop_reason: str | None = None
         self.stop_kind: StopKind | None = None
@@ -116,6 +117,10 @@ class _Scheduler:
             if not pool.busy():
                 continue
             for event in pool.next_event(timeout=timeout):
+                if isinstance(event, TaskEnded):  # progress per sample; the unit is recorded when it ends
+                    self.ticks[event.key] = self.ticks.get(event.key, 0) + 1
+                    self._advance(bar, 1)
+                    continue
                 self.in_flight.discard(event.key)
                 self.slots.release(self.held.pop(event.key, ()))
                 outcome = self._outcome(event, pool, ready)
@@ -123,7 +128,7 @@ class _Scheduler:
                     continue
                 key = event.key
                 self.store.unit_finished(key, outcome)
-                self._advance(bar, len(self.plan.unit_samples(key)))
+                self._advance(bar, max(0, len(self.plan.unit_samples(key)) - self.ticks.pop(key, 0)))
                 if outcome.stop and not self.stop_reason:
                     self._request_stop(key, outcome.stop, pool)
                 ready.extend(tracker.complete(key, outcome.releases_children, self.plan.instances[key.instance].name))

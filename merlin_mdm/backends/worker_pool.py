@@ -22,7 +22,7 @@ from merlin_mdm.signals import parent_death_signal
 from merlin_mdm.status.model import UnitOutcome
 from merlin_mdm.study.plan import StudyPlan, UnitKey
 
-__all__ = ["Finished", "Lost", "WorkerPool"]
+__all__ = ["Finished", "Lost", "TaskEnded", "WorkerPool"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,16 @@ class Finished:
 
     key: UnitKey
     outcome: UnitOutcome
+
+
+@dataclass(frozen=True)
+class TaskEnded:
+    """A task of ``key`` ended; its worker goes on with the unit's next one (progress per sample)."""
+
+    key: UnitKey
+
+
+_TASK_ENDED = "task"  # what a worker sends after each task, before the unit's outcome
 
 
 @dataclass(frozen=True)
@@ -66,7 +76,7 @@ def _worker_main(plan: StudyPlan, stop: Any, conn: Connection, slot: Any, parent
         key = UnitKey(instance, unit)
         os.environ[SLOTS_VARIABLE] = ",".join(map(str, slots))  # this process runs one unit at a time
         try:
-            outcome = run_unit(plan, key, should_stop=stop.is_set)
+            outcome = run_unit(plan, key, should_stop=stop.is_set, on_task=lambda: conn.send(_TASK_ENDED))
         except Exception as exc:  # a bug, not bad input: record it as the unit's failure, keep the traceback
             traceback.print_exc()
             outcome = unit_failure(plan, key, f"internal error: {type(exc).__name__}: {exc}")
@@ -120,19 +130,22 @@ class WorkerPool:
         worker.current = key
         worker.conn.send((key.instance, key.unit, slots))
 
-    def next_event(self, timeout: float | None = None) -> list[Finished | Lost]:
+    def next_event(self, timeout: float | None = None) -> list[Finished | TaskEnded | Lost]:
         """Wait for results or deaths; a dead worker is replaced at once."""
         busy = [w for w in self.workers if w.current is not None]
         handles: dict[Any, _Worker] = {w.conn: w for w in busy} | {w.process.sentinel: w for w in busy}
         ready = {id(handles[h]): handles[h] for h in wait(list(handles), timeout)}  # a worker can show twice
         return [self._read(worker) for worker in ready.values()]
 
-    def _read(self, worker: _Worker) -> Finished | Lost:
+    def _read(self, worker: _Worker) -> Finished | TaskEnded | Lost:
         key = worker.current
         assert key is not None
         try:
             if worker.conn.poll():
-                instance, unit, outcome = worker.conn.recv()
+                message = worker.conn.recv()
+                if message == _TASK_ENDED:
+                    return TaskEnded(key)
+                instance, unit, outcome = message
                 worker.current = None
                 return Finished(UnitKey(instance, unit), outcome)
         except (EOFError, OSError):

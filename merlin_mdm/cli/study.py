@@ -18,8 +18,8 @@ from merlin_mdm.study.pgen import parse_pargs
 
 __all__ = ["restart", "run", "status", "validate"]
 
-WORKERS_HELP = ("Local worker slots; a task takes procs x cores per task of them "
-                "[default: the allocation's cores, else this machine's].")
+WORKERS_HELP = ("Worker slots: the local runner's (a task takes procs x cores per task of them), and what `run` "
+                "sizes units for [default: the allocation's cores, else this machine's].")
 
 _spec_arg = click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
 _vars_opt = click.option("--vars", "variables", multiple=True, metavar="KEY=VALUE",
@@ -59,7 +59,7 @@ def _report(report: RunReport, as_json: bool) -> None:
 @click.option("--pargs", multiple=True, metavar="KEY:VALUE", help="Argument for --pgen; repeatable.")
 @click.option("--workers", type=click.IntRange(1), help=WORKERS_HELP)
 @click.option("--batch-size", default=100, show_default=True, type=click.IntRange(1),
-              help="Samples per work unit (amortises per-task overhead).")
+              help="Most samples per work unit; the last units shrink so every worker (--workers) has work.")
 @click.option("--dry", is_flag=True, help="Write the workspace and every task's script; run nothing.")
 @click.option("--no-progress", is_flag=True, help="Do not show a progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final status as JSON on stdout.")
@@ -82,7 +82,7 @@ def run(spec: Path, local: bool, variables: tuple[str, ...], samplesfile: Path |
     128+signal; `merlin-mdm restart` resumes.
     """
     request = StudyRequest(spec, parse_vars(variables), samplesfile, pgen, parse_pargs(pargs),
-                           "local" if local else "celery", batch_size, dry)
+                           "local" if local else "celery", batch_size, dry, workers)
     with watch_signals(parse_signal(early_signal)) as watch:
         options = RunOptions(workers, progress=not no_progress and not as_json and sys.stderr.isatty(),
                              on_event=_echo_err, signals=watch, grace=grace)

@@ -31,6 +31,7 @@ class StudyContext:
     timestamp: str  # YYYYmmdd-HHMMSS
     samples: SampleSet | None = None
     batch_size: int = 100
+    slots: int = 1  # workers the units are sized for (see plan.UnitLayout)
 
 
 def resolve_variables(spec: Spec, extra: Mapping[str, str]) -> dict[str, str]:
@@ -96,7 +97,7 @@ class _Expander:
         for step in _topological(self.spec):
             self._expand_step(step)
         return StudyPlan(self.spec.description.name, self.ctx.workspace, tuple(self.instances), self.ctx.samples,
-                         self.ctx.batch_size)
+                         self.ctx.batch_size, self.ctx.slots)
 
     def _env_text(self, text: str, combo: Combo | None = None) -> str:
         """Substitute labels (which may hold parameters), then parameters and study tokens."""

@@ -1,8 +1,9 @@
 """The plan of a study: step instances (a step x the parameter combination it uses), their dependencies, and
 the work units that cover each instance's samples. Pure: no I/O.
 
-A plan never holds per-sample objects. A sample step instance is split into units of ``batch_size`` samples;
-tasks are (instance, sample) pairs generated on demand.
+A plan never holds per-sample objects. A sample step instance is split into units of at most ``batch_size``
+samples, sized by guided self-scheduling for ``slots`` workers (:class:`UnitLayout`); tasks are
+(instance, sample) pairs generated on demand.
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from functools import cached_property
 
 from merlin_mdm.study.samples import SampleSet
 
-__all__ = ["Edge", "StepInstance", "StudyPlan", "UnitKey"]
+__all__ = ["Edge", "StepInstance", "StudyPlan", "UnitKey", "UnitLayout"]
 
 NO_SAMPLE = -1  # the sample index of a task that does not run per sample
 
@@ -72,6 +74,50 @@ class UnitKey:
 
 
 @dataclass(frozen=True)
+class UnitLayout:
+    """How ``n`` samples split into units: guided self-scheduling for ``slots`` workers, capped at ``batch``.
+
+    Each unit takes ``ceil(remaining / slots)`` samples, at most ``batch`` and at least one: a long study
+    runs in units of ``batch`` (per-unit costs paid once per batch), and its last units shrink so that every
+    worker has work until the end. ``slots=1`` gives fixed units of ``batch``. Pure and deterministic, so every
+    process that loads the plan computes the same units.
+    """
+
+    n: int
+    batch: int
+    slots: int
+
+    @cached_property
+    def _full(self) -> int:
+        """Units of exactly ``batch`` at the start: while ceil(remaining / slots) >= batch."""
+        threshold = self.slots * (self.batch - 1)
+        return 0 if self.n <= threshold else min(self.n // self.batch, -(-(self.n - threshold) // self.batch))
+
+    @cached_property
+    def _tail(self) -> tuple[int, ...]:
+        """Start of each shrinking unit after the full ones, then ``n``."""
+        starts, lo = [], self._full * self.batch
+        while lo < self.n:
+            starts.append(lo)
+            lo += min(self.batch, max(1, -(-(self.n - lo) // self.slots)))
+        return (*starts, self.n)
+
+    @property
+    def count(self) -> int:
+        """Number of units (one, empty, when there are no samples)."""
+        return max(1, self._full + len(self._tail) - 1)
+
+    def samples(self, unit: int) -> range:
+        """Sample indices of ``unit``."""
+        if unit < self._full:
+            return range(unit * self.batch, (unit + 1) * self.batch)
+        i = unit - self._full
+        if i + 1 >= len(self._tail):
+            return range(self.n, self.n)
+        return range(self._tail[i], self._tail[i + 1])
+
+
+@dataclass(frozen=True)
 class StudyPlan:
     """Everything needed to run a study, serialisable to JSON for workers on other hosts."""
 
@@ -79,13 +125,20 @@ class StudyPlan:
     workspace: str  # absolute path of the study workspace
     instances: tuple[StepInstance, ...]
     samples: SampleSet | None
-    batch_size: int  # samples per unit
+    batch_size: int  # most samples per unit
+    slots: int = 1  # workers the units are sized for (guided self-scheduling); 1: fixed units of batch_size
+
+    @cached_property
+    def layout(self) -> UnitLayout:
+        """How the samples of every sample instance split into units (the same for all, so aligned edges pair
+        unit i with unit i)."""
+        return UnitLayout(self.samples.count if self.samples else 0, max(1, self.batch_size), max(1, self.slots))
 
     def n_units(self, index: int) -> int:
         """Number of units of instance ``index``."""
         if not self.instances[index].uses_samples or self.samples is None:
             return 1
-        return max(1, -(-self.samples.count // self.batch_size))
+        return self.layout.count
 
     def n_tasks(self, index: int) -> int:
         """Number of tasks of instance ``index`` (its samples, or 1)."""
@@ -97,8 +150,7 @@ class StudyPlan:
         """Sample indices of a unit; ``range(-1, 0)`` (one task, no sample) for a non-sample instance."""
         if not self.instances[key.instance].uses_samples or self.samples is None:
             return range(NO_SAMPLE, NO_SAMPLE + 1)
-        lo = key.unit * self.batch_size
-        return range(lo, min(self.samples.count, lo + self.batch_size))
+        return self.layout.samples(key.unit)
 
     def units(self) -> Iterator[UnitKey]:
         """Every unit, instance by instance."""
@@ -148,4 +200,4 @@ class StudyPlan:
         if samples:
             sample_set = SampleSet(samples["file"], samples["count"], tuple(samples["column_labels"]),
                                    samples["level_max_dirs"])
-        return cls(data["name"], data["workspace"], instances, sample_set, data["batch_size"])
+        return cls(data["name"], data["workspace"], instances, sample_set, data["batch_size"], data.get("slots", 1))

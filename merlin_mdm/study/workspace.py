@@ -98,14 +98,18 @@ def create_workspace(
     samples_file: Path | None = None,
     batch_size: int = 100,
     now: dt.datetime | None = None,
+    slots: int = 1,
 ) -> tuple[Workspace, StudyPlan]:
-    """Create the workspace, its provenance and the plan; removes everything written if any step fails."""
+    """Create the workspace, its provenance and the plan; removes everything written if any step fails.
+
+    Units hold at most ``batch_size`` samples and are sized for ``slots`` workers (:class:`UnitLayout`).
+    """
     spec = loaded.spec
     base = output_path(spec)
     root, stamp = _new_root(base, spec.description.name, now or dt.datetime.now())
     try:
         (root / "merlin_info").mkdir()
-        return _fill_workspace(Workspace(root), loaded, base, stamp, samples_file, batch_size)
+        return _fill_workspace(Workspace(root), loaded, base, stamp, samples_file, (batch_size, slots))
     except BaseException as exc:
         shutil.rmtree(root, ignore_errors=True)
         if isinstance(exc, OSError):
@@ -114,15 +118,16 @@ def create_workspace(
 
 
 def _fill_workspace(ws: Workspace, loaded: LoadedSpec, base: Path, stamp: str, samples_file: Path | None,
-                    batch_size: int) -> tuple[Workspace, StudyPlan]:
+                    units: tuple[int, int]) -> tuple[Workspace, StudyPlan]:
     spec = loaded.spec
+    batch_size, slots = units
     ctx = StudyContext(str(ws.root), str(base), stamp, None, batch_size)
     name = spec.description.name
     (ws.info / f"{name}.orig.yaml").write_text(loaded.text, encoding="utf-8")
     tokens = study_tokens(spec, ctx)
     (ws.info / f"{name}.partial.yaml").write_text(substitute(loaded.text, tokens), encoding="utf-8")
     samples = _stage_samples(spec, ws, tokens, samples_file)
-    ctx = StudyContext(str(ws.root), str(base), stamp, samples, max(1, batch_size))
+    ctx = StudyContext(str(ws.root), str(base), stamp, samples, max(1, batch_size), max(1, slots))
     plan = expand(spec, ctx)
     _write_atomic(ws.plan_path, plan.to_json())
     _write_atomic(ws.info / f"{name}.expanded.yaml", _expanded_yaml(plan))
@@ -167,7 +172,7 @@ def _expanded_yaml(plan: StudyPlan) -> str:
     steps = [{"name": i.name, "step": i.step, "workspace": i.workspace, "cmd": i.cmd, "restart": i.restart,
               "samples": i.uses_samples, "depends": [plan.instances[e.parent].name for e in i.parents]}
              for i in plan.instances]
-    doc = {"study": plan.name, "workspace": plan.workspace, "batch_size": plan.batch_size,
+    doc = {"study": plan.name, "workspace": plan.workspace, "batch_size": plan.batch_size, "slots": plan.slots,
            "samples": plan.samples.count if plan.samples else 0, "steps": steps}
     return yaml.safe_dump(doc, sort_keys=False, width=120)
 

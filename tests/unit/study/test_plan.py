@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import tracemalloc
 
-from merlin_mdm.study.plan import StudyPlan, UnitKey
+import pytest
+
+from merlin_mdm.study.plan import StudyPlan, UnitKey, UnitLayout
 from tests.unit.study.plans import plan_of
 
 HEAD = """
@@ -113,3 +116,32 @@ def test_a_million_samples_expand_in_instances_not_samples() -> None:
     assert peak < 5_000_000, f"expansion peaked at {peak} bytes: per-sample objects?"
     assert elapsed < 2.0
     assert len(plan.to_json()) < 20_000  # the plan does not list samples
+
+
+@pytest.mark.parametrize(("n", "batch", "slots", "sizes"), [
+    (8, 100, 4, [2, 2, 1, 1, 1, 1]),  # 8 costly samples on 4 workers: every worker busy, none waits long
+    (250, 100, 1, [100, 100, 50]),  # one slot: fixed units of batch_size
+    (10, 3, 2, [3, 3, 2, 1, 1]),
+    (0, 100, 4, [0]),  # no samples: one empty unit
+])
+def test_guided_units_shrink_towards_the_end(n: int, batch: int, slots: int, sizes: list[int]) -> None:
+    layout = UnitLayout(n, batch, slots)
+    assert [len(layout.samples(u)) for u in range(layout.count)] == sizes
+    assert [s for u in range(layout.count) for s in layout.samples(u)] == list(range(n))
+
+
+def test_guided_units_keep_full_batches_for_long_studies() -> None:
+    layout = UnitLayout(10_000, 100, 2)
+    sizes = [len(layout.samples(u)) for u in range(layout.count)]
+    assert sizes[:99] == [100] * 99 and sizes[99:] == [50, 25, 13, 6, 3, 2, 1] and sum(sizes) == 10_000
+    assert layout.count == 106  # 6 more units than fixed batches of 100
+
+
+def test_a_plan_sized_for_workers_round_trips_and_aligns_units() -> None:
+    plan = dataclasses.replace(_plan(30, 10), slots=4)
+    sim = _index(plan, "sim_P.1")
+    assert [len(plan.unit_samples(UnitKey(sim, u))) for u in range(plan.n_units(sim))] == [8, 6, 4, 3, 3, 2, 1, 1, 1, 1]
+    again = StudyPlan.from_json(plan.to_json())
+    assert again == plan and again.n_units(sim) == 10
+    aligned = [i for i in plan.instances if any(e.aligned for e in i.parents)]
+    assert aligned and all(plan.n_units(i.index) == plan.n_units(sim) for i in aligned)

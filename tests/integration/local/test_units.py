@@ -1,0 +1,67 @@
+"""Units sized for the workers (guided self-scheduling), restart over them, and progress per sample."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from merlin_mdm.backends.worker_pool import Finished, TaskEnded, WorkerPool
+from merlin_mdm.spec import load_spec
+from merlin_mdm.study.plan import UnitKey
+from merlin_mdm.study.workspace import create_workspace
+
+from .conftest import counts, merlin, workspace_of
+
+
+def test_units_shrink_for_the_workers_and_restart_stays_exact(write_spec, tmp_path: Path) -> None:
+    np.save(tmp_path / "s.npy", np.arange(8).reshape(-1, 1))
+    spec = write_spec(f"""
+        description: {{name: guided, description: eight samples on four workers}}
+        env: {{variables: {{OUTPUT_PATH: ./out}}}}
+        merlin:
+          samples: {{file: s.npy, column_labels: [V]}}
+        study:
+          - name: sim
+            run: {{cmd: "echo $(V) >> {tmp_path}/runs.log; [ $(V) -ne 5 ] || [ -f {tmp_path}/fixed ]"}}
+          - name: post
+            run: {{cmd: "echo post $(V) >> {tmp_path}/runs.log", depends: [sim]}}
+    """)
+    result = merlin("run", str(spec), "--local", "--workers", "4", cwd=tmp_path)
+    assert result.returncode == 1
+    ws = workspace_of(result)
+    plan = json.loads((ws / "merlin_info" / "plan.json").read_text())
+    assert (plan["batch_size"], plan["slots"]) == (100, 4)  # units of 2, 2, 1, 1, 1, 1 samples
+    assert counts(ws) == {"sim": {"finished": 7, "failed": 1}, "post": {"finished": 8}}  # Merlin runs it anyway
+    (tmp_path / "fixed").touch()
+    result = merlin("restart", str(ws), "--workers", "2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert counts(ws) == {"sim": {"finished": 8}, "post": {"finished": 8}}
+    runs = (tmp_path / "runs.log").read_text().split("\n")
+    assert sorted(r for r in runs if r and not r.startswith("post")) == ["0", "1", "2", "3", "4", "5", "5", "6", "7"]
+    assert sorted(r for r in runs if r.startswith("post")) == [f"post {i}" for i in range(8)]
+
+
+def test_a_worker_reports_each_task_as_it_ends(write_spec, tmp_path: Path) -> None:
+    np.save(tmp_path / "s.npy", np.arange(3).reshape(-1, 1))
+    spec = write_spec("""
+        description: {name: ticks, description: progress per sample}
+        env: {variables: {OUTPUT_PATH: ./out}}
+        merlin:
+          samples: {file: s.npy, column_labels: [V]}
+        study:
+          - name: sim
+            run: {cmd: "echo $(V)"}
+    """)
+    _, plan = create_workspace(load_spec(spec, {}), batch_size=3)
+    pool = WorkerPool(plan, 1)
+    try:
+        pool.submit(UnitKey(0, 0))
+        events: list[object] = []
+        while not events or not isinstance(events[-1], Finished):
+            events.extend(pool.next_event(timeout=60))
+    finally:
+        pool.shutdown()
+    assert events[:3] == [TaskEnded(UnitKey(0, 0))] * 3
+    assert isinstance(events[3], Finished) and events[3].outcome.finished == 3 and len(events) == 4
