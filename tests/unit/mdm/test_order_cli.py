@@ -90,3 +90,22 @@ def test_cli_module_does_not_import_torch_at_import_time():
     names = [a.name for n in top if isinstance(n, ast.Import) for a in n.names]
     names += [n.module or "" for n in top if isinstance(n, ast.ImportFrom)]
     assert not [m for m in names if m.startswith(("torch", "merlin_mdm.mdm"))]
+
+
+def test_budget_conditioned_adaptive_policy_and_the_diagnostic_from_the_cli(denoiser_dir, tmp_path):
+    out = tmp_path / "adaptive"
+    args = ["--denoiser", str(denoiser_dir), "--budget", "4", "--budgets", "2,4", "--nfe-penalty", "0.5",
+            "--out", str(out), "--iterations", "2", "--batch-size", "4", "--rollouts", "2", "--d-model", "8",
+            "--eval-samples", "0"]
+    result = CliRunner().invoke(mdm_order.train_order, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["budgets"] == [2, 4] and meta["train_config"]["nfe_penalty"] == 0.5
+    bad = CliRunner().invoke(mdm_order.train_order, [*args[:4], "--budgets", "2,x", *args[6:]])
+    assert bad.exit_code == 2 and "--budgets" in bad.output
+    diag = CliRunner().invoke(mdm_order.order_diagnostic, [
+        "--checkpoint", str(denoiser_dir), "--policy", str(out), "--steps", "4", "--n-examples", "30",
+        "--out", str(tmp_path / "m" / "shuffled.h5"), "--json"], catch_exceptions=False)
+    assert diag.exit_code == 0, diag.output
+    figures = json.loads(diag.stdout)
+    assert 1 <= figures["diag.distinct_schedules_per_100"] <= 30 and 0 <= figures["accuracy"] <= 1
