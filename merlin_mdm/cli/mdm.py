@@ -103,45 +103,91 @@ def train_command(task: str, knobs: tuple[str, ...], out: Path, resume: bool, qu
                f"loss {summary.final_loss:.4f}, {summary.tokens_per_s:,.0f} tokens/s, {summary.wall_s:.1f} s)")
 
 
+def _int_list(text: str, option: str) -> list[int]:
+    """'2,4,8' -> [2, 4, 8] (each >= 1)."""
+    try:
+        values = [int(part) for part in text.replace(" ", "").split(",") if part]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise UsageError(f"{option} expects positive integers separated by commas, got {text!r}")
+    return values
+
+
+def _sweeps(pairs: tuple[str, ...]) -> list[dict[str, Any]]:
+    """``('tau=0.5,0.9',)`` -> ``[{'tau': 0.5}, {'tau': 0.9}]`` (the product over several --sweep options)."""
+    variants: list[dict[str, Any]] = [{}]
+    for key, text in parse_knobs(tuple(p.replace(",", "\x00") for p in pairs)).items():
+        values = [_scalar(v) for v in str(text).split("\x00")]
+        variants = [{**v, key: value} for v in variants for value in values]
+    return variants
+
+
 @mdm.command("eval")
 @click.option("--checkpoint", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Denoiser checkpoint folder (from `mdm train`).")
 @click.option("--sampler", required=True, help="Sampler name (see `merlin-mdm mdm samplers`).")
 @click.option("--knob", "knobs", multiple=True, metavar="KEY=VALUE",
               help="Sampler knob (repeatable), e.g. --knob tau=0.9; every sampler takes blocks=N (semi-AR).")
+@click.option("--sweep", "sweeps", multiple=True, metavar="KEY=V1,V2,...",
+              help="Evaluate a sampler knob at several values (one run each; --out names {KEY}).")
 @click.option("--policy", type=click.Path(file_okay=False, path_type=Path),
               help="Learned-order policy folder (for --sampler learned).")
-@click.option("--steps", required=True, type=click.IntRange(1), help="Step budget T (a maximum if adaptive).")
+@click.option("--steps", "steps_text", required=True, metavar="T[,T...]",
+              help="Step budget T (a maximum if adaptive); several, e.g. 2,4,8, make one run each (--out names "
+                   "{steps}).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Picks the examples and the draws.")
 @click.option("--n-examples", default=1000, show_default=True, type=click.IntRange(1), help="Examples N.")
 @click.option("--batch-size", default=250, show_default=True, type=click.IntRange(1), help="Generated together.")
 @click.option("--temperature", default=1.0, show_default=True, type=click.FloatRange(min=0),
               help="Token sampling temperature; 0 = argmax.")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(0), help="torch threads (0: auto).")
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="metrics.h5 to write.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="metrics.h5 to write; with several runs a pattern such as m/T{steps}_tau{tau}.h5.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary attributes as JSON on stdout.")
-def eval_command(checkpoint: Path, sampler: str, knobs: tuple[str, ...], policy: Path | None, steps: int, seed: int,
-                 n_examples: int, batch_size: int, temperature: float, threads: int, out: Path,
-                 as_json: bool) -> None:
-    """Evaluate one sampler at one budget and write one HDF5 metrics file.
+def eval_command(checkpoint: Path, sampler: str, knobs: tuple[str, ...], sweeps: tuple[str, ...],
+                 policy: Path | None, steps_text: str, seed: int, n_examples: int, batch_size: int,
+                 temperature: float, threads: int, out: Path, as_json: bool) -> None:
+    """Evaluate one sampler at one budget and write one HDF5 metrics file (or several budgets/knob values,
+    one file each, from one process: the checkpoint is read once).
 
     \b
     Examples:
       merlin-mdm mdm eval --checkpoint runs/den --sampler top_prob --steps 4 --seed 0 --out m/top_prob_T4.h5
-      merlin-mdm mdm eval --checkpoint runs/den --sampler threshold --knob tau=0.9 --steps 16 --out m/thr.h5
+      merlin-mdm mdm eval --checkpoint runs/den --sampler dus --steps 2,4,8 --out m/dus_T{steps}.h5
+      merlin-mdm mdm eval --checkpoint runs/den --sampler threshold --sweep tau=0.7,0.9 --steps 16 --out m/thr{tau}.h5
       merlin-mdm mdm eval --checkpoint runs/den --sampler margin --knob blocks=4 --steps 8 --out m/semi_ar.h5
       merlin-mdm mdm eval --checkpoint runs/den --sampler learned --policy runs/order_T2 --steps 2 --out m/l.h5
     """
-    from merlin_mdm.mdm.evaluation import EvalConfig, run_eval
+    from merlin_mdm.mdm.checkpoint import load_denoiser
+    from merlin_mdm.mdm.evaluation import EvalConfig, evaluate, write_eval
 
-    config = EvalConfig(checkpoint=str(checkpoint), sampler=sampler, sampler_knobs=parse_knobs(knobs), steps=steps,
-                        seed=seed, n_examples=n_examples, batch_size=batch_size, temperature=temperature,
-                        policy_dir=None if policy is None else str(policy), threads=threads)
-    attrs = run_eval(config, out).attrs
+    runs = [(steps, variant) for steps in _int_list(steps_text, "--steps") for variant in _sweeps(sweeps)]
+    if len(runs) > 1 and "{" not in str(out):
+        raise UsageError(f"--out {out}: several runs need a pattern naming {{steps}} and the swept knobs")
+    loaded = None
+    for steps, variant in runs:
+        config = EvalConfig(checkpoint=str(checkpoint), sampler=sampler, sampler_knobs={**parse_knobs(knobs),
+                            **variant}, steps=steps, seed=seed, n_examples=n_examples, batch_size=batch_size,
+                            temperature=temperature, policy_dir=None if policy is None else str(policy),
+                            threads=threads)
+        loaded = loaded or load_denoiser(checkpoint)
+        result = evaluate(config, loaded)
+        try:
+            path = Path(str(out).format(steps=steps, **variant))
+        except (KeyError, IndexError, ValueError) as err:
+            raise UsageError(f"--out {out}: cannot fill the pattern ({err}); it may name {{steps}} and the "
+                             f"swept knobs") from err
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_eval(result, path)
+        _report(path, sampler, steps, n_examples, result.attrs, as_json)
+
+
+def _report(path: Path, sampler: str, steps: int, n_examples: int, attrs: dict[str, Any], as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(attrs, indent=2, sort_keys=True, default=str))
         return
-    click.echo(f"{out}: {sampler} T={steps}: accuracy {attrs['accuracy']:.1%}, NFE mean {attrs['mean_nfe']:.2f} "
+    click.echo(f"{path}: {sampler} T={steps}: accuracy {attrs['accuracy']:.1%}, NFE mean {attrs['mean_nfe']:.2f} "
                f"[{attrs['min_nfe']}, {attrs['max_nfe']}] over {n_examples} examples")
 
 

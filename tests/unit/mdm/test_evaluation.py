@@ -87,3 +87,21 @@ def test_cli_train_eval_samplers(tmp_path) -> None:
     names = {row["name"] for row in json.loads(res.output)}
     assert {"iid", "top_prob", "margin", "entropy", "threshold", "eb"} <= names
     assert "Examples" in runner.invoke(mdm, ["eval", "--help"]).output
+
+
+def test_cli_eval_several_budgets_and_a_knob_sweep_in_one_process(checkpoint, tmp_path) -> None:
+    runner = CliRunner()
+    pattern = str(tmp_path / "m" / "T{steps}_tau{tau}.h5")
+    res = runner.invoke(mdm, ["eval", "--checkpoint", str(checkpoint), "--sampler", "threshold", "--sweep",
+                              "tau=0.5,0.9", "--steps", "2,3", "--n-examples", "6", "--out", pattern],
+                        catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    names = sorted(p.name for p in (tmp_path / "m").iterdir())
+    assert names == ["T2_tau0.5.h5", "T2_tau0.9.h5", "T3_tau0.5.h5", "T3_tau0.9.h5"]
+    assert read_metrics(tmp_path / "m" / "T3_tau0.9.h5").attrs["sampler.tau"] == 0.9
+    one_name = runner.invoke(mdm, ["eval", "--checkpoint", str(checkpoint), "--sampler", "iid", "--steps", "2,3",
+                                   "--out", str(tmp_path / "x.h5")])
+    assert isinstance(one_name.exception, UsageError) and "pattern" in str(one_name.exception)
+    bad = runner.invoke(mdm, ["eval", "--checkpoint", str(checkpoint), "--sampler", "iid", "--steps", "0,2",
+                              "--out", str(tmp_path / "y{steps}.h5")])
+    assert isinstance(bad.exception, UsageError) and "--steps" in str(bad.exception)
