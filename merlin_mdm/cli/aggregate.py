@@ -32,12 +32,14 @@ _PATH = click.Path(dir_okay=False, path_type=Path)
 @click.option("--title", default="Results", show_default=True, help="The report's first heading.")
 @click.option("--command", "command_text", default="",
               help="The command that regenerates the study, printed at the top of the report.")
+@click.option("--notes", "notes_path", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="A Markdown file appended to the report under 'Notes'.")
 @click.option("--mpi", is_flag=True, help="Read in parallel on the MPI ranks of mpiexec; rank 0 writes.")
 @click.option("--strict", is_flag=True, help="Exit 1 when any run's file is missing, incomplete or corrupt.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary instead of tables.")
 def aggregate_command(
     source: str, out: Path, csv_path: Path | None, markdown_path: Path | None, plot_path: Path | None,
-    title: str, command_text: str, mpi: bool, strict: bool, as_json: bool,
+    title: str, command_text: str, notes_path: Path | None, mpi: bool, strict: bool, as_json: bool,
 ) -> None:
     """Aggregate the metrics files of SOURCE (a glob, or a workspace directory searched for *.h5).
 
@@ -52,7 +54,8 @@ def aggregate_command(
         from merlin_mdm.results.mpi_gather import world
 
         comm = world()
-    outputs = default_outputs(out, csv_path, markdown_path, plot_path, title, command_text)
+    notes = notes_path.read_text(encoding="utf-8") if notes_path is not None else ""
+    outputs = default_outputs(out, csv_path, markdown_path, plot_path, title, command_text, notes)
     report = aggregate(source, outputs, comm=comm, progress=not as_json)
     if report is None:  # a non-root MPI rank: rank 0 reports
         return

@@ -42,6 +42,7 @@ class AggregateOutputs:
         plot: accuracy against mean NFE, PNG (and the same as SVG beside it).
         title: the report's first heading.
         command: the command that regenerates the study, printed at the top of the report.
+        notes: Markdown appended to the report under "Notes".
     """
 
     results: Path
@@ -50,6 +51,7 @@ class AggregateOutputs:
     plot: Path | None
     title: str = "Results"
     command: str = ""
+    notes: str = ""
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,7 @@ class AggregateReport:
 
 def default_outputs(
     out: Path, csv: Path | None = None, markdown: Path | None = None, plot: Path | None = None,
-    title: str = "Results", command: str = "",
+    title: str = "Results", command: str = "", notes: str = "",
 ) -> AggregateOutputs:
     """Outputs beside ``out`` unless given: ``results.h5`` -> ``results.csv``, ``results.md``, ``results.png``."""
     return AggregateOutputs(
@@ -86,6 +88,7 @@ def default_outputs(
         plot=plot if plot is not None else out.with_suffix(".png"),
         title=title,
         command=command,
+        notes=notes,
     )
 
 
@@ -152,7 +155,8 @@ def _finish(
         plot_accuracy_vs_nfe(summary, outputs.plot)
     if outputs.markdown is not None:
         figure = _relative(outputs.plot, outputs.markdown.parent) if outputs.plot is not None else ""
-        _write_text(outputs.markdown, render_report(summary, table, draws, outputs.title, outputs.command, figure))
+        _write_text(outputs.markdown, render_report(summary, table, draws, outputs.title, outputs.command, figure,
+                                                        outputs.notes))
     return AggregateReport(outputs, len(discovery.files) + len(discovery.problems), table, summary)
 
 

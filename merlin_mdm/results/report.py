@@ -124,7 +124,7 @@ def _comparisons(found: Sequence[Comparison]) -> list[str]:
 
 
 def render_report(summary: Sequence[SummaryRow], table: RunTable, draws: Mapping[GroupKey, np.ndarray],
-                  title: str = "Results", command: str = "", figure: str = "") -> str:
+                  title: str = "Results", command: str = "", figure: str = "", notes: str = "") -> str:
     """The whole Markdown report.
 
     Args:
@@ -134,6 +134,7 @@ def render_report(summary: Sequence[SummaryRow], table: RunTable, draws: Mapping
         title: the first heading.
         command: the command that regenerates the report (shown first).
         figure: a relative path of the accuracy-against-NFE plot to embed, or "".
+        notes: Markdown appended under "Notes" (what the numbers mean, what was not run), or "".
 
     Returns:
         Markdown text, deterministic in its inputs.
@@ -155,6 +156,8 @@ def render_report(summary: Sequence[SummaryRow], table: RunTable, draws: Mapping
             lines += ["Learned order against the best baseline at equal or lower mean NFE:", "",
                       *_comparisons(found), ""]
         lines += _state_dependence(table, task)
+    if notes.strip():
+        lines += ["## Notes", "", notes.strip(), ""]
     lines.append(_footer(table))
     return "\n".join(lines) + "\n"
 

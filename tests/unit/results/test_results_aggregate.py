@@ -181,10 +181,16 @@ def test_cli_writes_every_output_and_lists_problems(workspace: Path, tmp_path: P
     payload = json.loads(result.output)
     assert payload["runs"] == 8 and len(payload["problems"]) == len(BAD)
     assert all((tmp_path / "r" / name).is_file() for name in ("res.h5", "res.csv", "res.md", "res.png"))
-    plain = CliRunner().invoke(aggregate_command, [str(workspace), "--out", str(out),
+    assert (tmp_path / "r" / "res.svg").is_file()
+    notes = tmp_path / "notes.md"
+    notes.write_text("Nothing here beats anything.\n", encoding="utf-8")
+    plain = CliRunner().invoke(aggregate_command, [str(workspace), "--out", str(out), "--title", "Quick",
+                                                  "--command", "merlin-mdm run s.yaml --local", "--notes", str(notes),
                                                   "--markdown", str(tmp_path / "t1.md")])
     assert plain.exit_code == 0 and "Aggregated 8 runs" in plain.output and "truncated" in plain.output
-    assert (tmp_path / "t1.md").is_file()
+    report = (tmp_path / "t1.md").read_text(encoding="utf-8")
+    assert report.startswith("# Quick\n") and "    merlin-mdm run s.yaml --local\n" in report
+    assert "## Notes\n\nNothing here beats anything.\n" in report
 
 
 def test_cli_strict_fails_on_lost_runs_only(workspace: Path, tmp_path: Path, make_run: MakeRun) -> None:
