@@ -8,6 +8,7 @@ is the 95% paired bootstrap interval (an error bar for a single point); the capt
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,8 +26,9 @@ MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p", "d", "8",
 def _caption(summary: Sequence[SummaryRow]) -> str:
     seeds = sorted({row.n_seeds for row in summary})
     counts = ", ".join(str(s) for s in seeds)
-    return (f"Accuracy against mean denoiser calls (log2 axis). Bands/bars: 95% paired bootstrap intervals over "
+    text = (f"Accuracy against mean denoiser calls (log2 axis). Bands/bars: 95% paired bootstrap intervals over "
             f"training seeds and evaluation examples. Seeds per point: {counts}.")
+    return textwrap.fill(text, 110)
 
 
 def _panel(ax: Axes, rows: Sequence[SummaryRow], task: str) -> None:
@@ -51,7 +53,7 @@ def _panel(ax: Axes, rows: Sequence[SummaryRow], task: str) -> None:
     ax.set_xlabel("mean NFE (denoiser calls per sequence, log2)")
     ax.set_ylabel("accuracy (%)")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize="x-small", loc="lower right")
+    ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
 
 
 def plot_accuracy_vs_nfe(summary: Sequence[SummaryRow], path: Path) -> list[Path]:
@@ -69,7 +71,7 @@ def plot_accuracy_vs_nfe(summary: Sequence[SummaryRow], path: Path) -> list[Path
     from matplotlib.figure import Figure
 
     tasks = list(dict.fromkeys(row.task for row in summary))
-    figure = Figure(figsize=(7.0 * max(1, len(tasks)), 5.4), dpi=100, layout="constrained")
+    figure = Figure(figsize=(11.0 * max(1, len(tasks)), 6.0), dpi=100, layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.subplots(1, max(1, len(tasks)), squeeze=False)[0]
     for ax, task in zip(axes, tasks, strict=False):
