@@ -73,7 +73,9 @@ def run_workers(spec: Path, echo: bool, steps: tuple[str, ...], only: tuple[str,
     config = _config(spec)
     check_server(config)
     if not parsed.resources.overlap:
-        busy = {q: w for w, qs in active_queues(config).items() for q in qs}
+        # the same worker group in another allocation is more of the same workers, not an overlap
+        same = tuple(f"{c.name}." for c in commands) if alloc is not None else ()
+        busy = {q: w for w, qs in active_queues(config).items() if not (same and w.startswith(same)) for q in qs}
         taken = sorted({q for cmd in commands for q in cmd.queues if q in busy})
         if taken:
             raise UsageError(f"queue(s) {', '.join(taken)} already have a consumer ({busy[taken[0]]}) and "

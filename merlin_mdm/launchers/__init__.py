@@ -114,21 +114,38 @@ class FluxLauncher(Launcher):
 
 
 class MpirunLauncher(Launcher):
-    """mpirun (Open MPI style)."""
+    """Open MPI's mpirun: `--map-by ppr:P/N:node` spreads processes over nodes, `PE=C` gives each C cores.
+
+    GPUs have no mpirun flag; the step selects them itself (CUDA_VISIBLE_DEVICES).
+    """
 
     name = "mpirun"
 
     def prefix(self, res: Resources) -> str:
-        return f"mpirun -np {res.procs}"
+        out = f"mpirun -np {res.procs}"
+        pe = f":PE={res.cores_per_task}" if res.cores_per_task is not None else ""
+        if res.nodes:
+            out += f" --map-by ppr:{_per_node(res.procs, res.nodes)}:node{pe}"
+        elif pe:
+            out += f" --map-by slot{pe}"
+        return out
 
 
 class MpiexecLauncher(Launcher):
-    """mpiexec (MPICH style)."""
+    """MPICH (Hydra) mpiexec: `-ppn P/N` processes per node, `-bind-to core:C` C cores each.
+
+    GPUs have no mpiexec flag; the step selects them itself (CUDA_VISIBLE_DEVICES).
+    """
 
     name = "mpiexec"
 
     def prefix(self, res: Resources) -> str:
-        return f"mpiexec -n {res.procs}"
+        out = f"mpiexec -n {res.procs}"
+        if res.nodes:
+            out += f" -ppn {_per_node(res.procs, res.nodes)}"
+        if res.cores_per_task is not None:
+            out += f" -bind-to core:{res.cores_per_task}"
+        return out
 
 
 LAUNCHERS: dict[str, type[Launcher]] = {

@@ -31,11 +31,11 @@ study:
   - name: ranks
     description: an MPI program
     run: {{cmd: "echo $(LAUNCHER) > line.txt; $(LAUNCHER) {sys.executable} $(SPECROOT)/mpi_hello.py",
-          procs: 2}}
+          nodes: 1, procs: 2, cores per task: 1}}
 """)
     env = {"PATH": bin_dir + os.pathsep + os.environ["PATH"]}
     result = merlin("run", "mpi.yaml", "--local", "--no-progress", cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr
     [step_dir] = (tmp_path / "out").glob("mpi_*/ranks")
-    assert (step_dir / "line.txt").read_text().strip() == "mpiexec -n 2"
+    assert (step_dir / "line.txt").read_text().strip() == "mpiexec -n 2 -ppn 2 -bind-to core:1"
     assert sorted(p.read_text() for p in step_dir.glob("rank*.txt")) == ["rank 0 of 2", "rank 1 of 2"]

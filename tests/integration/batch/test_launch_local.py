@@ -94,3 +94,28 @@ def test_the_supervisor_asks_through_the_broker_first_and_signals_after_the_grac
                             shutdown=lambda: asked.append(True))
     assert supervisor.run() == 0
     assert asked == [True] and stubborn.returncode == -signal.SIGTERM  # it ignored the broker: SIGTERM came after
+
+
+@pytest.mark.redis
+@pytest.mark.celery
+def test_two_allocations_of_one_worker_group_share_the_study(redis_server: RedisFixture, tmp_path: Path) -> None:
+    env = {"MERLIN_MDM_CONFIG": str(redis_server.app_yaml)}
+    spec = samples_study(tmp_path / "study.yaml", "pair", "{type: local}", "pairs: {args: -l INFO -c 1, steps: [all]}",
+                         16, f'cmd: "echo $(V) >> {tmp_path}/runs.log; sleep 1"', f"echo funnel >> {tmp_path}/runs.log")
+    assert merlin("run", spec.name, "--batch-size", "1", cwd=tmp_path, env=env).returncode == 0
+    runs = tmp_path / "runs.log"
+    jobs = [merlin("launch", spec.name, cwd=tmp_path, env=env).stdout.split("\t")[0]]
+    wait_until(lambda: runs.exists(), 60, "the first allocation's worker to take a sample")
+    jobs.append(merlin("launch", spec.name, cwd=tmp_path, env=env).stdout.split("\t")[0])
+    rows: dict[str, list[str]] = {}
+
+    def both_have_workers() -> bool:  # no "queue already has a consumer" refusal for the second
+        status = merlin("status", spec.name, cwd=tmp_path, env=env).stdout
+        table = status.split("allocations:\n", 1)[1].splitlines()[1:]
+        rows.update({line.split()[0]: line.split()[1:] for line in table})
+        return all(rows[job][:2] == ["local", "running"] and rows[job][3].startswith(f"pairs.{job}@") for job in jobs)
+
+    wait_until(both_have_workers, 60, "a worker in each allocation")
+    workdir = next((tmp_path / "out").glob("pair_*")) / "merlin_info" / "batch"
+    assert [_wait_done(job, workdir) for job in jobs] == [JobState.COMPLETED] * 2
+    assert Counter(runs.read_text().split()) == Counter({**{str(i): 1 for i in range(16)}, "funnel": 1})

@@ -26,8 +26,12 @@ MIN = Resources()
     ("flux", FULL, "flux run -n 8 -N 2 -c 4 -g 1"),
     ("flux", MIN, "flux run -n 1"),
     ("flux", Resources(1, 4, 1), "flux run -n 4 -N 1 -c 1"),  # flux_par
-    ("mpirun", FULL, "mpirun -np 8"),
-    ("mpiexec", FULL, "mpiexec -n 8"),
+    ("mpirun", FULL, "mpirun -np 8 --map-by ppr:4:node:PE=4"),
+    ("mpirun", Resources(procs=4, cores_per_task=2), "mpirun -np 4 --map-by slot:PE=2"),
+    ("mpirun", Resources(procs=4), "mpirun -np 4"),
+    ("mpiexec", FULL, "mpiexec -n 8 -ppn 4 -bind-to core:4"),
+    ("mpiexec", Resources(procs=4), "mpiexec -n 4"),
+    ("mpiexec", Resources("${N:-2}", "${P:-8}"), "mpiexec -n ${P:-8} -ppn $(( ${P:-8} / ${N:-2} ))"),
     ("srun", Resources("${N:-2}", "${P:-8}"), "srun -n ${P:-8} -N ${N:-2}"),
 ])  # fmt: skip
 def test_prefix(name: str, res: Resources, prefix: str) -> None:
