@@ -159,6 +159,13 @@ class BatchSystem(ABC):
         """The allocation ``env`` is inside of, when it is one of this system's (default: never)."""
         return None
 
+    def end_time(self, job_id: str) -> float | None:
+        """When running job ``job_id`` hits its walltime (seconds since the epoch); None when unknown.
+
+        For allocations whose script did not export MERLIN_MDM_ALLOC_END (a hand-written batch script).
+        """
+        return None
+
     # -- shared behaviour -------------------------------------------------------------------------
     def script(self, req: AllocationRequest) -> str:
         """The whole batch script for ``req``."""

@@ -16,7 +16,7 @@ import json
 import re
 import shlex
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar
@@ -125,6 +125,13 @@ class SlurmBatchSystem(PsijBatchSystem):
     @classmethod
     def detect(cls, env: Mapping[str, str]) -> Allocation | None:
         return _slurm_detect(env)
+
+    def end_time(self, job_id: str) -> float | None:
+        res = self._runner(["squeue", "-h", "-j", job_id, "-o", "%e"])
+        try:  # squeue prints the end as local time, e.g. 2026-12-02T05:17:03
+            return datetime.fromisoformat(res.stdout.strip()).timestamp() if res.rc == 0 else None
+        except ValueError:  # "N/A", "Unknown", or the job is gone
+            return None
 
     def parse_status(self, out: str) -> dict[str, JobState]:
         rows = [line.split() for line in out.splitlines()[1:] if line.strip()]

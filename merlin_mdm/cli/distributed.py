@@ -54,6 +54,7 @@ def run_workers(spec: Path, echo: bool, steps: tuple[str, ...], only: tuple[str,
     from merlin_mdm.backends.celery.in_allocation import (
         Supervisor,
         allocation_commands,
+        allocation_deadline,
         broadcast_shutdown,
         study_over_check,
         walltime_margin,
@@ -85,7 +86,7 @@ def run_workers(spec: Path, echo: bool, steps: tuple[str, ...], only: tuple[str,
         env["MERLIN_MDM_CONFIG"] = config.source
     procs = [subprocess.Popen(list(cmd.argv), env=env) for cmd in commands]
     supervisor = Supervisor(procs, study_over_check(until_done) if until_done else None,
-                            alloc.end if alloc else None, walltime_margin(os.environ),
+                            allocation_deadline(alloc) if alloc else None, walltime_margin(os.environ),
                             log=lambda m: click.echo(m, err=True),
                             shutdown=broadcast_shutdown(config, [f"{c.name}.{alloc.job_id}@" for c in commands])
                             if alloc else None)
@@ -149,7 +150,8 @@ def stop_workers(spec: Path | None, queues: tuple[str, ...], patterns: tuple[str
     workers = active_queues(config)
     wanted = list(patterns)
     if spec is not None:
-        wanted += [f"{cmd.name}@*" for cmd in worker_commands(_spec(spec))]
+        # inside an allocation a worker is named GROUP.JOBID@host
+        wanted += [p for cmd in worker_commands(_spec(spec)) for p in (f"{cmd.name}@*", f"{cmd.name}.*@*")]
     chosen = [w for w, qs in workers.items()
               if (not wanted and not queues) or any(fnmatch.fnmatchcase(w, p) for p in wanted)
               or any(q in qs for q in queues)]

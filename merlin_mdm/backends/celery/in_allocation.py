@@ -22,7 +22,7 @@ from typing import cast
 
 from merlin_mdm.backends.celery.workers import WorkerCommand
 from merlin_mdm.backends.execution import walltime_seconds
-from merlin_mdm.batch import Allocation
+from merlin_mdm.batch import Allocation, get_batch_system
 from merlin_mdm.batch.base import deadline_from_env
 from merlin_mdm.config import AppConfig
 from merlin_mdm.errors import MerlinMdmError
@@ -33,8 +33,8 @@ from merlin_mdm.status.redis_store import RedisStatusStore
 from merlin_mdm.study.plan import StudyPlan, UnitKey
 from merlin_mdm.study.workspace import Workspace
 
-__all__ = ["DEFAULT_MARGIN", "Supervisor", "allocation_commands", "broadcast_shutdown", "launcher_for",
-           "study_is_over", "study_over_check", "unit_fits", "walltime_margin"]
+__all__ = ["DEFAULT_MARGIN", "Supervisor", "allocation_commands", "allocation_deadline", "broadcast_shutdown",
+           "launcher_for", "study_is_over", "study_over_check", "unit_fits", "walltime_margin"]
 
 DEFAULT_MARGIN = 60.0  # seconds kept free before the walltime: workers finish and hand back in it
 
@@ -57,6 +57,11 @@ def unit_fits(plan: StudyPlan, key: UnitKey, env: Mapping[str, str], now: float)
     if deadline is None or per_task is None:
         return True
     return now + per_task * len(plan.unit_samples(key)) <= deadline - walltime_margin(env)
+
+
+def allocation_deadline(alloc: Allocation) -> float | None:
+    """When ``alloc``'s walltime runs out: from our batch script's export, else from its scheduler."""
+    return alloc.end if alloc.end is not None else get_batch_system(alloc.system).end_time(alloc.job_id)
 
 
 def launcher_for(batch: BatchConfig, alloc: Allocation) -> str:

@@ -46,6 +46,22 @@ def test_submit_status_cancel(slurm: SingleNodeSlurm, tmp_path: Path) -> None:
     assert wait_state(failed, TERMINAL_STATES, 60, tmp_path) is JobState.FAILED
 
 
+def test_a_hand_written_sbatch_script_gets_its_deadline_from_slurm(slurm: SingleNodeSlurm, tmp_path: Path) -> None:
+    """run-workers in someone else's batch script (no MERLIN_MDM_ALLOC_END) still knows the walltime."""
+    script = tmp_path / "mine.sh"
+    script.write_text(f"#!/bin/bash\n#SBATCH --time=7:00\n#SBATCH -o {tmp_path}/mine.out\n"
+                      f"{sys.executable} -c 'import os, time; from merlin_mdm.batch import detect_allocation; "
+                      "from merlin_mdm.backends.celery.in_allocation import allocation_deadline; "
+                      "a = detect_allocation(os.environ); "
+                      "print(a.system, a.end, round(allocation_deadline(a) - time.time()))'\n")
+    job = subprocess.run(["sbatch", "--parsable", str(script)], capture_output=True, text=True, check=True)
+    job_id = job.stdout.strip().split(";")[0]
+    assert wait_state(job_id, TERMINAL_STATES, 60) is JobState.COMPLETED
+    system, end, left = (tmp_path / "mine.out").read_text().split()
+    assert (system, end) == ("slurm", "None")  # not exported by this script: asked of squeue
+    assert 0 < int(left) <= 420  # 7 minutes from the job's start, read some time later
+
+
 def _study(tmp_path: Path, n: int, sleep: float, cmd: str | None = None) -> Path:
     # MERLIN_FINISHED is the framework's done-marker in the task's directory (its working directory)
     work = cmd or (f"[ -e MERLIN_FINISHED ] && echo $(V) >> {tmp_path}/violations.log; "

@@ -196,3 +196,15 @@ def test_unreadable_status_output_is_a_batch_error() -> None:
     runner = Recorder({"bjobs": ShellResult(0, "bjobs: LSF is down, try later", "")})
     with pytest.raises(BatchError, match="lsf: cannot read job states from 'bjobs: LSF is down"):
         get_batch_system("lsf", runner).status(["1"])
+
+
+def test_slurm_end_time_from_squeue() -> None:
+    from datetime import datetime
+
+    runner = Recorder({"squeue -h -j 5": ShellResult(0, "2026-12-02T05:17:03\n", ""),
+                       "squeue -h -j 6": ShellResult(0, "N/A\n", ""),
+                       "squeue -h -j 7": ShellResult(1, "", "slurm_load_jobs error: Invalid job id specified")})
+    slurm = get_batch_system("slurm", runner)
+    assert slurm.end_time("5") == datetime(2026, 12, 2, 5, 17, 3).timestamp()
+    assert slurm.end_time("6") is None and slurm.end_time("7") is None
+    assert get_batch_system("lsf", runner).end_time("5") is None  # not asked: LSF exports nothing we read
