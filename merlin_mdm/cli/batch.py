@@ -44,7 +44,7 @@ def launch(spec_path: Path, nodes: int | None, walltime: str | None, queue: str 
 
     spec = load_spec(spec_path).spec
     try:
-        workspace: Path | None = find_workspace(spec_path).root
+        workspace: Path | None = find_workspace(spec_path).root.resolve()
     except WorkspaceError:
         workspace = None
     target = workspace if dry else ensure_queued(workspace, spec_path)

@@ -82,7 +82,7 @@ def _merged(base: BatchConfig, override: BatchConfig | None) -> BatchConfig:
         return base
     given = {f.name: getattr(override, f.name) for f in dataclasses.fields(override)
              if f.name not in ("type", "shell", "extra") and getattr(override, f.name) is not None}
-    if override.type != "local" or "type" in dict(override.extra):
+    if override.type != "local":  # "local" is also the default of a block that names no type
         given["type"] = override.type
     return dataclasses.replace(base, **given, extra={**base.extra, **override.extra})
 
