@@ -103,7 +103,7 @@ class SampleSet:
 
     def glob(self) -> str:
         """A glob matching every sample directory (MERLIN_GLOB_PATH)."""
-        return "/".join("*" for _ in self.sizes)
+        return "".join("*/" for _ in self.sizes)  # Merlin's form: one `*/` per level
 
     def rows(self) -> np.ndarray:
         """The sample table (cached per process)."""

@@ -51,10 +51,31 @@ class ExamplePair:
     mdm_log: str
 
 
+_SEEDED = """\
+# Written by merlin-mdm's oracle tests: every Python process starts with seeded random generators, so the
+# examples' sample generators draw the same samples under Merlin and under merlin-mdm.
+import random
+random.seed(0)
+try:
+    import numpy
+except ImportError:
+    numpy = None
+if numpy is not None:
+    numpy.random.seed(0)
+    _seed, _rng = numpy.random.seed, numpy.random.default_rng
+    numpy.random.seed = lambda seed=None: _seed(0 if seed is None else seed)  # `seed(None)` would draw entropy
+    numpy.random.default_rng = lambda seed=None: _rng(0 if seed is None else seed)
+"""
+
+
 def _env(venv: Path, home: Path) -> dict[str, str]:
     # The user's environment: Merlin's virtual environment first on PATH, as for someone who activated it.
+    seeded = home / "seeded"
+    seeded.mkdir(exist_ok=True)
+    (seeded / "sitecustomize.py").write_text(_SEEDED)
     path = f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
-    return {**os.environ, "HOME": str(home), "PATH": path, "OMP_NUM_THREADS": "1"}
+    pythonpath = os.pathsep.join(p for p in (str(seeded), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "HOME": str(home), "PATH": path, "OMP_NUM_THREADS": "1", "PYTHONPATH": pythonpath}
 
 
 def _newest_workspace(root: Path, name: str) -> Path:
@@ -84,10 +105,7 @@ def run_pair(venv: Path, example: str, spec_name: str, study_name: str, tmp: Pat
     ref = subprocess.run([merlin, "run", "--local", spec_name, *merlin_args], cwd=ref_dir, env=env,
                          capture_output=True, text=True, timeout=timeout)
     merlin_ws = _newest_workspace(ref_dir, study_name)
-    # Sample generators draw random numbers: merlin-mdm runs with the samples Merlin drew
-    samples = sorted(p for p in (merlin_ws / "merlin_info").iterdir() if p.suffix in (".npy", ".csv", ".tab"))
-    extra = ("--samplesfile", str(samples[0])) if samples else ()
-    mdm = subprocess.run([*CLI, "run", spec_name, "--local", "--no-progress", *extra, *mdm_args], cwd=mdm_dir,
+    mdm = subprocess.run([*CLI, "run", spec_name, "--local", "--no-progress", *mdm_args], cwd=mdm_dir,
                          env=env, capture_output=True, text=True, timeout=timeout)
     return ExamplePair(merlin_ws, _newest_workspace(mdm_dir, study_name), ref_dir, mdm_dir, ref.returncode,
                        mdm.returncode, mdm.stderr + mdm.stdout)

@@ -252,7 +252,7 @@ def test_sample_steps_are_detected_by_column_or_sample_token() -> None:
         _step("echo $(ARGS)", "d") + _step("echo $(MERLIN_SAMPLE_NAMES) $(MERLIN_GLOB_PATH)", "e")
     plan = plan_of(text, samples=20, labels=("X", "Y"))
     assert [inst.uses_samples for inst in plan.instances] == [True, True, True, True, False]
-    assert plan.instances[4].cmd == "echo X Y */*"
+    assert plan.instances[4].cmd == "echo X Y */*/"
 
 
 def test_sample_edges_are_aligned_only_between_two_sample_steps() -> None:
@@ -272,7 +272,7 @@ def test_merlin_paths_all_and_glob_path() -> None:
         _step("ls $(MERLIN_PATHS_ALL) $(sim.workspace)/$(MERLIN_GLOB_PATH)", "all", "[sim_*]")
     text = text.replace("depends: [sim_*]\n", "depends: [sim_*]\n      restart: 'ls $(MERLIN_PATHS_ALL)'\n")
     plan = plan_of(text, samples=7, labels=("X", "Y"))
-    assert plan.instances[1].cmd == f"ls 0/0 0/1 0/2 0/3 0/4 1/0 1/1 {WORKSPACE}/sim/*/*"
+    assert plan.instances[1].cmd == f"ls 0/0 0/1 0/2 0/3 0/4 1/0 1/1 {WORKSPACE}/sim/*/*/"
     assert plan.instances[1].restart == "ls 0/0 0/1 0/2 0/3 0/4 1/0 1/1"
 
 
