@@ -1,4 +1,8 @@
-"""Starting, resuming and inspecting studies: the one call each CLI command makes."""
+"""Starting, resuming and inspecting studies: the one call each CLI command makes.
+
+What only starting a study needs (the workspace writer, the script writer, the executor) is imported where it
+is used, so that `status` loads little more than the status store.
+"""
 
 from __future__ import annotations
 
@@ -9,17 +13,13 @@ from pathlib import Path
 
 from merlin_mdm.backends import get_backend
 from merlin_mdm.backends.base import RunOptions, RunReport
-from merlin_mdm.backends.dryrun import write_scripts
-from merlin_mdm.backends.execution import count_done
-from merlin_mdm.backends.slots import default_workers
 from merlin_mdm.errors import StatusError, WorkspaceError
 from merlin_mdm.spec import LoadedSpec, Spec, load_spec, with_samples_file
 from merlin_mdm.status.model import StudySnapshot, StudyState
 from merlin_mdm.status.store import StatusStore
+from merlin_mdm.study.layout import Workspace
 from merlin_mdm.study.lock import LOCK_FILE, LockHolder, WorkspaceLock
-from merlin_mdm.study.pgen import apply_pgen
 from merlin_mdm.study.plan import StudyPlan
-from merlin_mdm.study.workspace import Workspace, create_workspace, output_path
 
 __all__ = ["StudyRequest", "find_workspace", "prepare", "restart_study", "start_study", "study_status"]
 
@@ -47,6 +47,9 @@ def prepare(request: StudyRequest, check: Callable[[Spec], None] | None = None,
     loaded = load_spec(request.spec, request.variables, transform=lambda spec: _rewrite(spec, request))
     if check is not None:
         check(loaded.spec)
+    from merlin_mdm.backends.slots import default_workers
+    from merlin_mdm.study.workspace import create_workspace
+
     ws, plan = create_workspace(loaded, request.samples_file, request.batch_size,
                                 slots=request.slots or default_workers())
     (ws.info / BACKEND_FILE).write_text(request.backend + "\n", encoding="utf-8")
@@ -56,6 +59,8 @@ def prepare(request: StudyRequest, check: Callable[[Spec], None] | None = None,
 def _rewrite(spec: Spec, request: StudyRequest) -> Spec:
     """Command-line replacements applied before validation: --pgen parameters, --samplesfile."""
     if request.pgen is not None:
+        from merlin_mdm.study.pgen import apply_pgen
+
         spec = apply_pgen(spec, request.pgen, dict(request.pargs))
     if request.samples_file is not None:
         spec = with_samples_file(spec, request.samples_file.resolve())
@@ -69,6 +74,8 @@ def start_study(request: StudyRequest, options: RunOptions) -> tuple[Workspace, 
         backend.preflight()  # an unreachable broker must not leave a workspace behind
     _, ws, plan = prepare(request, None if request.dry else lambda spec: backend.check_spec(spec, options))
     if request.dry:
+        from merlin_mdm.backends.dryrun import write_scripts
+
         write_scripts(plan)
         return ws, None
     with WorkspaceLock(ws.info, "run") as lock:
@@ -99,6 +106,8 @@ def _backend_name(ws: Workspace) -> str:
 def find_workspace(target: Path) -> Workspace:
     """A workspace path, or a spec file (its newest workspace under OUTPUT_PATH)."""
     if target.is_file() and target.suffix in (".yaml", ".yml"):
+        from merlin_mdm.study.workspace import output_path
+
         spec = load_spec(target).spec
         base = output_path(spec)
         candidates = sorted(base.glob(f"{spec.description.name}_*/merlin_info/plan.json"),
@@ -139,6 +148,8 @@ def _record_dead_runner(ws: Workspace, store: StatusStore) -> None:
         if store.snapshot().state is not StudyState.RUNNING:
             return
         plan = ws.load_plan()
+        from merlin_mdm.backends.execution import count_done
+
         store.requeue({key: count_done(plan, key) for key in store.units_in_flight()})
         who = f"the runner {holder}" if holder else "the runner"
         store.set_state(StudyState.INTERRUPTED, f"{who} is gone without recording an end (killed?); "

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from merlin_mdm.errors import UsageError
-from merlin_mdm.signals import SignalWatch
-from merlin_mdm.spec.model import Spec
 from merlin_mdm.status.model import StudySnapshot, StudyState
-from merlin_mdm.status.store import StatusStore
-from merlin_mdm.study.plan import StudyPlan
-from merlin_mdm.study.workspace import Workspace
 
-__all__ = ["BACKENDS", "Backend", "RunOptions", "RunReport", "get_backend", "register_backend"]
+if TYPE_CHECKING:  # only for annotations: `status` must not pay for importing the spec parser
+    from merlin_mdm.signals import SignalWatch
+    from merlin_mdm.spec.model import Spec
+    from merlin_mdm.status.store import StatusStore
+    from merlin_mdm.study.plan import StudyPlan
+    from merlin_mdm.study.workspace import Workspace
+
+__all__ = ["BACKENDS", "BACKEND_MODULES", "Backend", "RunOptions", "RunReport", "get_backend", "register_backend"]
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,9 @@ class Backend(ABC):
         """Run (local) or queue (distributed) every unit not yet finished."""
 
 
-BACKENDS: dict[str, type[Backend]] = {}
+BACKENDS: dict[str, type[Backend]] = {}  # filled by @register_backend as each backend's module is imported
+# Where each backend registers itself: imported on first use, so a command loads only the backend it uses.
+BACKEND_MODULES = {"local": "merlin_mdm.backends.local", "celery": "merlin_mdm.backends.celery.backend"}
 
 
 def register_backend(cls: type[Backend]) -> type[Backend]:
@@ -82,6 +87,8 @@ def register_backend(cls: type[Backend]) -> type[Backend]:
 
 def get_backend(name: str, **config: Any) -> Backend:
     """An instance of the backend called ``name``."""
+    if name not in BACKENDS and name in BACKEND_MODULES:
+        importlib.import_module(BACKEND_MODULES[name])
     if name not in BACKENDS:
-        raise UsageError(f"unknown backend '{name}' (known: {', '.join(sorted(BACKENDS))})")
+        raise UsageError(f"unknown backend '{name}' (known: {', '.join(sorted({*BACKEND_MODULES, *BACKENDS}))})")
     return BACKENDS[name](**config)

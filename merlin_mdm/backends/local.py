@@ -8,21 +8,23 @@ import signal
 import time
 from collections import deque
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from merlin_mdm.backends.base import Backend, RunOptions, RunReport, register_backend
 from merlin_mdm.backends.dependencies import DependencyTracker, Release
-from merlin_mdm.backends.execution import count_done
 from merlin_mdm.backends.slots import SlotTable, allocation_cores, default_workers
-from merlin_mdm.backends.worker_pool import Finished, Lost, TaskEnded, WorkerPool
-from merlin_mdm.spec.checks import check_cores
-from merlin_mdm.spec.model import Spec
 from merlin_mdm.status.model import StopKind, StudyState, TaskFailure, TaskState, UnitOutcome
 from merlin_mdm.status.sqlite_store import SqliteStatusStore
 from merlin_mdm.status.states import final_state, stop_message
 from merlin_mdm.status.store import StatusStore
+from merlin_mdm.study.layout import Workspace
 from merlin_mdm.study.plan import StudyPlan, UnitKey
-from merlin_mdm.study.workspace import Workspace
+
+# The worker pool and the executor load when a study runs (imports in the methods), not when `status` opens
+# the store through this backend.
+if TYPE_CHECKING:
+    from merlin_mdm.backends.worker_pool import Finished, Lost, WorkerPool
+    from merlin_mdm.spec.model import Spec
 
 __all__ = ["LocalBackend"]
 
@@ -48,6 +50,8 @@ class LocalBackend(Backend):
         Merlin runs such a task anyway (its `procs` only shape $(LAUNCHER)); its shipped examples ask for 4
         processes, so refusing them would refuse Merlin's own examples on a laptop.
         """
+        from merlin_mdm.spec.checks import check_cores  # only when starting a study
+
         if options.workers:
             where = f"the runner (--workers {options.workers})"
         else:
@@ -93,6 +97,8 @@ class _Scheduler:
         ready: deque[Release] = deque(Release(k) for k in tracker.initial())
         self.done_tasks = sum(len(self.plan.unit_samples(k)) for k in done)
         self.store.set_state(StudyState.RUNNING)
+        from merlin_mdm.backends.worker_pool import WorkerPool
+
         pool = WorkerPool(self.plan, self.workers)
         watch = self.options.signals
         try:
@@ -110,6 +116,8 @@ class _Scheduler:
         return watch.count if watch is not None else 0
 
     def _loop(self, pool: WorkerPool, tracker: DependencyTracker, ready: deque[Release], bar: Any) -> None:
+        from merlin_mdm.backends import worker_pool
+
         # With a signal watch the wait wakes up a few times a second to notice a stop signal.
         timeout = POLL_SECONDS if self.options.signals is not None else None
         while (ready or pool.busy()) and not self._signalled():
@@ -117,7 +125,7 @@ class _Scheduler:
             if not pool.busy():
                 continue
             for event in pool.next_event(timeout=timeout):
-                if isinstance(event, TaskEnded):  # progress per sample; the unit is recorded when it ends
+                if isinstance(event, worker_pool.TaskEnded):  # progress per sample; recorded when the unit ends
                     self.ticks[event.key] = self.ticks.get(event.key, 0) + 1
                     self._advance(bar, 1)
                     continue
@@ -152,6 +160,8 @@ class _Scheduler:
 
     def _interrupt(self, pool: WorkerPool, signum: int) -> RunReport:
         """Take no more work, give running tasks the grace period, then stop them; record them as queued."""
+        from merlin_mdm.backends import worker_pool
+
         name = signal.Signals(signum).name
         grace = self.options.grace if signum != signal.SIGINT or self._signalled() < 2 else 0.0
         if pool.busy():
@@ -160,7 +170,7 @@ class _Scheduler:
         deadline = time.monotonic() + grace
         while pool.busy() and self._signalled() < 2 and time.monotonic() < deadline:
             for event in pool.next_event(timeout=min(POLL_SECONDS, max(0.0, deadline - time.monotonic()))):
-                if isinstance(event, Finished) and event.outcome.ok:
+                if isinstance(event, worker_pool.Finished) and event.outcome.ok:
                     self.in_flight.discard(event.key)
                     self.store.unit_finished(event.key, event.outcome)
         pool.shutdown(interrupt=True)
@@ -171,6 +181,8 @@ class _Scheduler:
 
     def _requeue(self, keys: list[UnitKey]) -> None:
         """Units that did not end go back to queued, counting the tasks whose done-marker exists."""
+        from merlin_mdm.backends.execution import count_done
+
         self.store.requeue({key: count_done(self.plan, key) for key in keys})
 
     def _not_run(self, release: Release, tracker: DependencyTracker, ready: deque[Release]) -> None:
@@ -179,7 +191,9 @@ class _Scheduler:
 
     def _outcome(self, event: Finished | Lost, pool: WorkerPool, ready: deque[Release]) -> UnitOutcome | None:
         """The outcome to record, or None when a lost unit was queued again."""
-        if isinstance(event, Finished):
+        from merlin_mdm.backends import worker_pool
+
+        if isinstance(event, worker_pool.Finished):
             return event.outcome
         key = event.key
         self.lost[key] = self.lost.get(key, 0) + 1

@@ -12,8 +12,6 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from merlin_mdm.batch import detect_allocation
-
 __all__ = ["SLOTS_VARIABLE", "SlotTable", "allocation_cores", "default_workers", "machine_cores"]
 
 SLOTS_VARIABLE = "MERLIN_MDM_SLOTS"
@@ -21,6 +19,8 @@ SLOTS_VARIABLE = "MERLIN_MDM_SLOTS"
 
 def allocation_cores(env: Mapping[str, str]) -> int | None:
     """The cores per node of the batch allocation ``env`` is inside of (each batch system's ``detect``)."""
+    from merlin_mdm.batch import detect_allocation  # the batch systems load only when asked
+
     found = detect_allocation(env)
     return found.cores_per_node if found is not None and found.cores_per_node else None
 

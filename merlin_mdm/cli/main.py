@@ -2,26 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
 
 from merlin_mdm import __version__
-from merlin_mdm.cli.aggregate import aggregate_command
-from merlin_mdm.cli.batch import launch
-from merlin_mdm.cli.distributed import (
-    info,
-    monitor,
-    purge,
-    query_workers,
-    queue_info,
-    run_workers,
-    server,
-    stop_workers,
-)
-from merlin_mdm.cli.examples import example
-from merlin_mdm.cli.mdm import mdm
-from merlin_mdm.cli.study import restart, run, status, validate
 from merlin_mdm.errors import MerlinMdmError
 
 __all__ = ["MerlinGroup", "cli", "main"]
@@ -34,8 +20,42 @@ Quick start:
 """
 
 
+# Each command's module is imported when the command is used (or when --help lists them all), so that a
+# quick command such as `status` does not load the Celery, batch and PyTorch-facing modules.
+COMMANDS = {
+    "run": "merlin_mdm.cli.study:run",
+    "validate": "merlin_mdm.cli.study:validate",
+    "status": "merlin_mdm.cli.status:status",
+    "restart": "merlin_mdm.cli.study:restart",
+    "example": "merlin_mdm.cli.examples:example",
+    "run-workers": "merlin_mdm.cli.distributed:run_workers",
+    "queue-info": "merlin_mdm.cli.distributed:queue_info",
+    "query-workers": "merlin_mdm.cli.distributed:query_workers",
+    "stop-workers": "merlin_mdm.cli.distributed:stop_workers",
+    "purge": "merlin_mdm.cli.distributed:purge",
+    "monitor": "merlin_mdm.cli.distributed:monitor",
+    "info": "merlin_mdm.cli.distributed:info",
+    "server": "merlin_mdm.cli.distributed:server",
+    "aggregate": "merlin_mdm.cli.aggregate:aggregate_command",
+    "mdm": "merlin_mdm.cli.mdm:mdm",
+    "launch": "merlin_mdm.cli.batch:launch",
+}
+
+
 class MerlinGroup(click.Group):
-    """The top-level group: a MerlinMdmError becomes `Error: ...` on stderr and its exit code (2 or 1)."""
+    """The top-level group: a MerlinMdmError becomes `Error: ...` on stderr and its exit code (2 or 1).
+
+    Commands load lazily from :data:`COMMANDS`; commands added with ``add_command`` work as usual.
+    """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*COMMANDS, *(name for name in super().list_commands(ctx) if name not in COMMANDS)]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            module, attr = COMMANDS[cmd_name].split(":")
+            self.add_command(getattr(importlib.import_module(module), attr), cmd_name)
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> object:
         try:
@@ -55,11 +75,6 @@ def cli() -> None:
     combinations x samples. Run it on this machine with --local, or queue it on Redis for Celery
     workers started inside batch jobs.
     """
-
-
-for command in (run, validate, status, restart, example, run_workers, queue_info, query_workers, stop_workers, purge,
-                monitor, info, server, aggregate_command, mdm, launch):
-    cli.add_command(command)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,22 +1,20 @@
-"""`run`, `validate`, `status` and `restart`."""
+"""`run`, `validate` and `restart` (`status` is in cli/status.py, which imports little)."""
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import click
-from rich.console import Console
 
 from merlin_mdm.backends.base import RunOptions, RunReport
 from merlin_mdm.signals import parse_signal, watch_signals
 from merlin_mdm.spec import load_spec, parse_vars
 from merlin_mdm.status.render import render_table, stderr_console, to_json
-from merlin_mdm.studies import StudyRequest, restart_study, start_study, study_status
+from merlin_mdm.studies import StudyRequest, restart_study, start_study
 from merlin_mdm.study.pgen import parse_pargs
 
-__all__ = ["restart", "run", "status", "validate"]
+__all__ = ["restart", "run", "validate"]
 
 WORKERS_HELP = ("Worker slots: the local runner's (a task takes procs x cores per task of them), and what `run` "
                 "sizes units for [default: the allocation's cores, else this machine's].")
@@ -116,26 +114,6 @@ def validate(spec: Path, variables: tuple[str, ...], strict: bool) -> None:
     s = loaded.spec
     click.echo(f"{spec}: valid: {len(s.steps)} steps, {len(s.parameters)} parameters"
                + (f", samples with columns {', '.join(s.samples.column_labels)}" if s.samples else ""))
-
-
-@click.command()
-@click.argument("target", type=click.Path(exists=True, path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
-def status(target: Path, as_json: bool) -> None:
-    """Show where a study stands: task counts per step and state, elapsed time, failures with log paths.
-
-    TARGET is a workspace directory, or a spec file (its newest workspace is shown).
-    """
-    from merlin_mdm.cli.batch import allocations_json, show_allocations
-
-    snap = study_status(target)
-    if as_json:
-        allocations = allocations_json(target)
-        click.echo(to_json(snap) if not allocations else
-                   json.dumps({**json.loads(to_json(snap)), "allocations": allocations}, indent=2))
-    else:
-        render_table(snap, Console(width=None if sys.stdout.isatty() else 120))
-        show_allocations(target)
 
 
 @click.command()

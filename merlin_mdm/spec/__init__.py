@@ -1,18 +1,20 @@
-"""Study specs: load YAML with positions, build frozen dataclasses, validate everything at once. Pure."""
+"""Study specs: load YAML with positions, build frozen dataclasses, validate everything at once. Pure.
+
+The YAML loader, the builder and the checks are imported when a spec is first loaded, so that importing
+the model (or a module that only needs it, like `status`) does not pay for them.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from merlin_mdm.errors import SpecIssue, UsageError
-from merlin_mdm.spec.build import build_spec
-from merlin_mdm.spec.checks import DEFAULT_BATCH_TYPES, check_spec, known_tokens, parent_name
 from merlin_mdm.spec.exitcodes import EXIT_CODE_TOKENS, ExitCode
-from merlin_mdm.spec.issues import IssueCollector
-from merlin_mdm.spec.loader import load_marked, load_marked_text
 from merlin_mdm.spec.model import (
     BatchConfig,
     Dependency,
@@ -27,6 +29,12 @@ from merlin_mdm.spec.model import (
     Worker,
 )
 from merlin_mdm.spec.tokens import resolve_ordered, substitute
+
+if TYPE_CHECKING:
+    from merlin_mdm.spec.checks import known_tokens, parent_name
+    from merlin_mdm.spec.issues import IssueCollector
+
+_LAZY = {"known_tokens": "merlin_mdm.spec.checks", "parent_name": "merlin_mdm.spec.checks"}
 
 __all__ = [
     "EXIT_CODE_TOKENS",
@@ -84,10 +92,17 @@ def with_samples_file(spec: Spec, path: Path | str) -> Spec:
     return dataclasses.replace(spec, samples=samples)
 
 
+def __getattr__(name: str) -> Any:
+    """The names re-exported from the checks module, imported on first use."""
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def load_spec(
     path: Path | str,
     overrides: Mapping[str, str] | None = None,
-    batch_types: Iterable[str] = DEFAULT_BATCH_TYPES,
+    batch_types: Iterable[str] | None = None,
     transform: Callable[[Spec], Spec] | None = None,
     strict: bool = False,
 ) -> LoadedSpec:
@@ -95,8 +110,11 @@ def load_spec(
 
     ``transform`` rewrites the built spec before the semantic checks, e.g. to take the parameters from a
     Maestro parameter generator (so commands may use parameters the YAML does not define). ``strict``
-    turns warnings (such as an unknown ``$(TOKEN)`` close to a known one) into errors.
+    turns warnings (such as an unknown ``$(TOKEN)`` close to a known one) into errors. ``batch_types``:
+    the batch types to accept (default: every registered one).
     """
+    from merlin_mdm.spec.loader import load_marked
+
     path = Path(path)
     data = load_marked(path)
     return _finish(data, path, path.read_text(encoding="utf-8"), overrides, batch_types, transform, strict)
@@ -106,23 +124,29 @@ def load_spec_text(
     text: str,
     path: Path | str = "spec.yaml",
     overrides: Mapping[str, str] | None = None,
-    batch_types: Iterable[str] = DEFAULT_BATCH_TYPES,
+    batch_types: Iterable[str] | None = None,
     transform: Callable[[Spec], Spec] | None = None,
     strict: bool = False,
 ) -> LoadedSpec:
     """Like :func:`load_spec` for text already in memory (``path`` names it and sets SPECROOT)."""
+    from merlin_mdm.spec.loader import load_marked_text
+
     path = Path(path)
     return _finish(load_marked_text(text, str(path)), path, text, overrides, batch_types, transform, strict)
 
 
 def _finish(data, path, text, overrides, batch_types, transform, strict) -> LoadedSpec:  # type: ignore[no-untyped-def]
+    from merlin_mdm.spec.build import build_spec
+    from merlin_mdm.spec.checks import DEFAULT_BATCH_TYPES, check_spec
+    from merlin_mdm.spec.issues import IssueCollector
+
     issues = IssueCollector(str(path))
     spec = build_spec(data, path, issues)
     spec = _apply_overrides(spec, overrides or {}, issues)
     spec = _resolve_name(spec)
     if transform is not None:
         spec = transform(spec)
-    check_spec(spec, issues, batch_types)
+    check_spec(spec, issues, DEFAULT_BATCH_TYPES if batch_types is None else batch_types)
     if strict:
         issues.promote_warnings()
     issues.raise_if_errors()

@@ -6,12 +6,12 @@ import json
 import sys
 import time
 from dataclasses import asdict
-from typing import Any
-
-from rich.console import Console
-from rich.table import Table
+from typing import TYPE_CHECKING, Any
 
 from merlin_mdm.status.model import StudySnapshot, TaskState
+
+if TYPE_CHECKING:  # rich loads only when a table or a console is made (`status --json` never needs it)
+    from rich.console import Console
 
 __all__ = ["render_table", "snapshot_to_dict", "stderr_console", "to_json"]
 
@@ -23,6 +23,8 @@ _STYLE = {TaskState.FINISHED: "green", TaskState.FAILED: "red", TaskState.NOT_RU
 
 def stderr_console() -> Console:
     """The console for progress and messages (stderr, so stdout stays clean for --json)."""
+    from rich.console import Console
+
     return Console(stderr=True, width=None if sys.stderr.isatty() else 120)
 
 
@@ -39,6 +41,8 @@ def _elapsed(start: float | None, end: float | None) -> str:
 
 def render_table(snap: StudySnapshot, console: Console, max_failures: int = 5) -> None:
     """Print the per-step table and the first failures of each step with their log paths."""
+    from rich.table import Table
+
     console.print(f"[bold]{snap.name}[/bold]  {snap.workspace}")
     console.print(f"state: [bold]{snap.state}[/bold]" + (f"  ({snap.message})" if snap.message else ""))
     table = Table(show_lines=False)

@@ -22,6 +22,7 @@ from merlin_mdm.batch import AllocationRequest, JobState, get_batch_system
 from merlin_mdm.config import AppConfig
 from merlin_mdm.errors import BatchError, UsageError
 from merlin_mdm.spec import BatchConfig, Spec
+from merlin_mdm.study.layout import Workspace
 
 __all__ = [
     "AllocationRecord",
@@ -73,7 +74,7 @@ def scheduler_name(batch_type: str) -> str:
 
 def batch_dir(workspace: Path) -> Path:
     """Where batch scripts, their output and exit codes go."""
-    return workspace / "merlin_info" / "batch"
+    return Workspace(workspace).batch
 
 
 def _merged(base: BatchConfig, override: BatchConfig | None) -> BatchConfig:

@@ -1,0 +1,43 @@
+"""`status`: kept apart from the other commands so that it imports little (a status read should be instant)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+__all__ = ["status"]
+
+
+@click.command()
+@click.argument("target", type=click.Path(exists=True, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
+def status(target: Path, as_json: bool) -> None:
+    """Show where a study stands: task counts per step and state, elapsed time, failures with log paths.
+
+    TARGET is a workspace directory, or a spec file (its newest workspace is shown).
+    """
+    from merlin_mdm.status.render import render_table, snapshot_to_dict, to_json
+    from merlin_mdm.studies import find_workspace, study_status
+
+    ws = find_workspace(target)
+    snap = study_status(ws.root)
+    launched = ws.batch.is_dir()  # only studies `launch` submitted allocations for have any to show
+    if as_json:
+        if launched:
+            import json
+
+            from merlin_mdm.cli.batch import allocations_json
+
+            click.echo(json.dumps({**snapshot_to_dict(snap), "allocations": allocations_json(target)}, indent=2))
+        else:
+            click.echo(to_json(snap))
+        return
+    from rich.console import Console
+
+    render_table(snap, Console(width=None if sys.stdout.isatty() else 120))
+    if launched:
+        from merlin_mdm.cli.batch import show_allocations
+
+        show_allocations(target)

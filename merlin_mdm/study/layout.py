@@ -1,0 +1,58 @@
+"""Where things are in a study workspace, and finding one. Light on imports: `status` starts here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from merlin_mdm.errors import WorkspaceError
+from merlin_mdm.study.plan import StudyPlan
+
+__all__ = ["PLAN_FILE", "Workspace"]
+
+PLAN_FILE = "plan.json"
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """A study workspace directory."""
+
+    root: Path
+
+    @property
+    def info(self) -> Path:
+        """The provenance directory, merlin_info/."""
+        return self.root / "merlin_info"
+
+    @property
+    def plan_path(self) -> Path:
+        """The JSON plan workers load."""
+        return self.info / PLAN_FILE
+
+    @property
+    def batch(self) -> Path:
+        """Batch scripts of the allocations `launch` submitted, their output and records."""
+        return self.info / "batch"
+
+    @property
+    def status_path(self) -> Path:
+        """The local status database."""
+        return self.info / "status.db"
+
+    def load_plan(self) -> StudyPlan:
+        """Read the plan (WorkspaceError when this is not a workspace)."""
+        try:
+            return StudyPlan.from_json(self.plan_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise WorkspaceError(f"{self.root} is not a merlin-mdm workspace (no merlin_info/{PLAN_FILE})") from None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise WorkspaceError(f"{self.plan_path} is corrupt: {exc}") from None
+
+    @classmethod
+    def find(cls, path: Path | str) -> Workspace:
+        """The workspace at ``path`` (or the one holding it)."""
+        start = Path(path).resolve()
+        for candidate in (start, *start.parents):
+            if (candidate / "merlin_info" / PLAN_FILE).exists():
+                return cls(candidate)
+        raise WorkspaceError(f"{path} is not inside a merlin-mdm workspace (no merlin_info/{PLAN_FILE} found)")
