@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import subprocess
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,6 +26,22 @@ def _spec(tmp_path: Path, n: int) -> Path:
                          f"echo funnel >> {tmp_path}/runs.log")
 
 
+@pytest.fixture
+def local_jobs() -> Iterator[list[str]]:
+    """Job ids the test launched with the local batch system; whatever still runs is killed afterwards."""
+    jobs: list[str] = []
+    yield jobs
+    for job in jobs:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(int(job), signal.SIGKILL)
+
+
+def _launched(result: subprocess.CompletedProcess[str], jobs: list[str]) -> str:
+    assert result.returncode == 0, result.stderr
+    jobs.append(result.stdout.split("\t")[0])
+    return jobs[-1]
+
+
 def _wait_done(job_id: str, workdir: Path) -> JobState:
     system = get_batch_system("local")
     seen: list[JobState] = []
@@ -38,14 +57,12 @@ def _wait_done(job_id: str, workdir: Path) -> JobState:
 @pytest.mark.redis
 @pytest.mark.celery
 def test_units_that_do_not_fit_are_handed_back_and_the_next_allocation_runs_them(
-        redis_server: RedisFixture, tmp_path: Path) -> None:
+        redis_server: RedisFixture, tmp_path: Path, local_jobs: list[str]) -> None:
     env = {"MERLIN_MDM_CONFIG": str(redis_server.app_yaml), "MERLIN_MDM_WALLTIME_MARGIN": "40"}
     spec = _spec(tmp_path, 6)
     assert merlin("run", spec.name, "--batch-size", "2", cwd=tmp_path, env=env).returncode == 0
     # 60 s of walltime less 40 s of margin leaves 20 s: no unit of 2 x 30 s fits
-    short = merlin("launch", spec.name, "--walltime", "60", cwd=tmp_path, env=env)
-    assert short.returncode == 0, short.stderr
-    job = short.stdout.split("\t")[0]
+    job = _launched(merlin("launch", spec.name, "--walltime", "60", cwd=tmp_path, env=env), local_jobs)
     workdir = next((tmp_path / "out").glob("fit_*")) / "merlin_info" / "batch"
     assert _wait_done(job, workdir) is JobState.COMPLETED
     log = (workdir / f"fit.fitters.{job}.out").read_text()
@@ -55,9 +72,8 @@ def test_units_that_do_not_fit_are_handed_back_and_the_next_allocation_runs_them
     status = merlin("status", spec.name, cwd=tmp_path, env=env)
     assert f"{job}" in status.stdout and "completed" in status.stdout, status.stdout
     # the next allocation has time for everything
-    long = merlin("launch", spec.name, "--walltime", "10:00", cwd=tmp_path, env=env)
-    assert long.returncode == 0, long.stderr
-    assert _wait_done(long.stdout.split("\t")[0], workdir) is JobState.COMPLETED
+    second = _launched(merlin("launch", spec.name, "--walltime", "10:00", cwd=tmp_path, env=env), local_jobs)
+    assert _wait_done(second, workdir) is JobState.COMPLETED
     runs = Counter((tmp_path / "runs.log").read_text().split())
     assert runs == Counter({**{str(i): 1 for i in range(6)}, "funnel": 1})
 
@@ -98,15 +114,16 @@ def test_the_supervisor_asks_through_the_broker_first_and_signals_after_the_grac
 
 @pytest.mark.redis
 @pytest.mark.celery
-def test_two_allocations_of_one_worker_group_share_the_study(redis_server: RedisFixture, tmp_path: Path) -> None:
+def test_two_allocations_of_one_worker_group_share_the_study(redis_server: RedisFixture, tmp_path: Path,
+                                                             local_jobs: list[str]) -> None:
     env = {"MERLIN_MDM_CONFIG": str(redis_server.app_yaml)}
     spec = samples_study(tmp_path / "study.yaml", "pair", "{type: local}", "pairs: {args: -l INFO -c 1, steps: [all]}",
                          16, f'cmd: "echo $(V) >> {tmp_path}/runs.log; sleep 1"', f"echo funnel >> {tmp_path}/runs.log")
     assert merlin("run", spec.name, "--batch-size", "1", cwd=tmp_path, env=env).returncode == 0
     runs = tmp_path / "runs.log"
-    jobs = [merlin("launch", spec.name, cwd=tmp_path, env=env).stdout.split("\t")[0]]
+    jobs = [_launched(merlin("launch", spec.name, cwd=tmp_path, env=env), local_jobs)]
     wait_until(lambda: runs.exists(), 60, "the first allocation's worker to take a sample")
-    jobs.append(merlin("launch", spec.name, cwd=tmp_path, env=env).stdout.split("\t")[0])
+    jobs.append(_launched(merlin("launch", spec.name, cwd=tmp_path, env=env), local_jobs))
     rows: dict[str, list[str]] = {}
 
     def both_have_workers() -> bool:  # no "queue already has a consumer" refusal for the second
