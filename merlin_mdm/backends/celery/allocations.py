@@ -122,9 +122,16 @@ def allocation_requests(spec: Spec, spec_path: Path, workspace: Path, opts: Laun
             + shlex.join(command), workdir=batch_dir(workspace), nodes=nodes,
             walltime=int(walltime) if walltime else None, queue=opts.queue or batch.queue,
             bank=opts.bank or batch.bank, qos=_text(batch.extra.get("qos")),
-            reservation=_text(batch.extra.get("reservation")), launch_pre=batch.launch_pre,
+            reservation=_text(batch.extra.get("reservation")), launch_pre=_launch_pre(batch),
             options=_options(batch.extra.get(f"{scheduler_name(batch.type)}_args")), env=env)))
     return out
+
+
+def _launch_pre(batch: BatchConfig) -> str | None:
+    """``launch_pre``, after putting Merlin's ``flux_path`` first on PATH (the flux that runs the workers)."""
+    flux = batch.extra.get("flux_path")
+    lines = [f"export PATH={shlex.quote(str(flux))}:\"$PATH\""] if flux else []
+    return "\n".join([*lines, batch.launch_pre]) if batch.launch_pre else ("\n".join(lines) or None)
 
 
 def _text(value: object) -> str | None:

@@ -111,3 +111,9 @@ class _Plan:
 def test_a_unit_fits_when_its_tasks_walltime_ends_before_the_margin(env: dict[str, str], now: float,
                                                                      fits: bool) -> None:
     assert unit_fits(_Plan(), UnitKey(0, 0), env, now) is fits  # type: ignore[arg-type]
+
+
+def test_flux_path_goes_first_on_path_before_launch_pre() -> None:
+    text = SPEC.replace("type: slurm, bank: b1", "type: flux, flux_path: /opt/flux/bin, bank: b1")
+    [(_, req), _] = allocation_requests(_spec(text), Path("/s/big.yaml"), Path("/ws"), LaunchOptions())
+    assert req.launch_pre == 'export PATH=/opt/flux/bin:"$PATH"\nmodule load x'
