@@ -118,3 +118,24 @@ def test_launch_json_and_records(fake_bin: Path) -> None:
     assert "#BSUB -nnodes 3" in (fake_bin / "bsub.stdin").read_text()
     records = next((fake_bin / "out").glob("cluster_*")) / "merlin_info" / "batch" / "jobs.jsonl"
     assert json.loads(records.read_text())["job_id"] == "5150"
+
+
+def test_dry_prints_the_script_and_submits_nothing(fake_bin: Path) -> None:
+    spec = _spec(fake_bin, '{type: slurm, walltime: "00:30:00", launch_pre: module load mpi}')
+    out = merlin("launch", spec.name, "--dry", cwd=fake_bin)
+    assert out.returncode == 0, out.stderr
+    assert "WORKSPACE stands for its workspace" in out.stderr  # nothing queued yet
+    lines = out.stdout.splitlines()
+    assert lines[:3] == ["# --- cluster.sim: slurm batch script for worker(s) sim", "#!/bin/bash",
+                         "#SBATCH --job-name=cluster.sim"]
+    assert "#SBATCH --nodes=2" in lines and "#SBATCH --time=0:30:0" in lines and "module load mpi" in lines
+    assert not (fake_bin / "calls.log").exists()
+
+
+def test_launch_without_a_queued_study_says_how_to_queue_it(fake_bin: Path) -> None:
+    spec = _spec(fake_bin, "{type: lsf}")
+    out = merlin("launch", spec.name, cwd=fake_bin)
+    assert out.returncode == 2
+    expected = f"Error: no queued study for {spec.name}: queue it first with `merlin-mdm run {spec.name}`"
+    assert out.stderr.strip() == expected
+    assert not (fake_bin / "calls.log").exists()
