@@ -83,7 +83,9 @@ def allocation_commands(spec: Spec, commands: Sequence[WorkerCommand], alloc: Al
         if alloc.cores_per_node and not any(a in ("-c", "--concurrency") or a.startswith("--concurrency=")
                                             for a in argv):
             argv += ["-c", str(alloc.cores_per_node)]
-        prefix = per_node_prefix(launcher_for(batch, alloc), nodes, batch.launch_args or spec.batch.launch_args)
+        custom = batch.extra.get("worker_launch") or spec.batch.extra.get("worker_launch")  # Merlin's own override
+        prefix = str(custom) if custom else per_node_prefix(launcher_for(batch, alloc), nodes,
+                                                             batch.launch_args or spec.batch.launch_args)
         out.append(dataclasses.replace(cmd, argv=(*shlex.split(prefix), *argv)))
     return out
 

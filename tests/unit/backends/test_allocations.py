@@ -117,3 +117,10 @@ def test_flux_path_goes_first_on_path_before_launch_pre() -> None:
     text = SPEC.replace("type: slurm, bank: b1", "type: flux, flux_path: /opt/flux/bin, bank: b1")
     [(_, req), _] = allocation_requests(_spec(text), Path("/s/big.yaml"), Path("/ws"), LaunchOptions())
     assert req.launch_pre == 'export PATH=/opt/flux/bin:"$PATH"\nmodule load x'
+
+
+def test_worker_launch_replaces_the_per_node_line() -> None:
+    custom = "type: slurm, worker_launch: srun -N 2 -n 2 --exclusive, bank: b1"
+    spec = _spec(SPEC.replace("type: slurm, bank: b1", custom))
+    sim, _ = allocation_commands(spec, worker_commands(spec), SLURM)
+    assert sim.argv[:6] == ("srun", "-N", "2", "-n", "2", "--exclusive")
