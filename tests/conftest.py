@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-COMPONENT_MARKERS = ("redis", "celery", "slurm", "mpi", "torch")
+COMPONENT_MARKERS = ("redis", "celery", "slurm", "mpi", "torch", "merlin_ref")
 
 
 @pytest.hookimpl(hookwrapper=True)
