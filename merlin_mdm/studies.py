@@ -83,13 +83,17 @@ def start_study(request: StudyRequest, options: RunOptions) -> tuple[Workspace, 
         return ws, backend.launch(ws, plan, options)
 
 
-def restart_study(path: Path, options: RunOptions, wait: bool = False) -> tuple[Workspace, RunReport]:
+def restart_study(path: Path, options: RunOptions, wait: bool = False,
+                  backend_name: str | None = None) -> tuple[Workspace, RunReport]:
     """Resume a study: every task without its done-marker runs again, finished ones are skipped.
 
     One runner per study: a workspace another runner holds is refused (naming it), or awaited with ``wait``.
+    ``backend_name`` (`restart --local`) switches the study to another backend from now on.
     """
     ws = Workspace.find(path)
     plan = ws.load_plan()
+    if backend_name is not None:
+        (ws.info / BACKEND_FILE).write_text(backend_name + "\n", encoding="utf-8")
     backend = get_backend(_backend_name(ws))
     with WorkspaceLock(ws.info, "restart") as lock:
         lock.acquire(wait)

@@ -10,7 +10,7 @@ import click
 from merlin_mdm import __version__
 from merlin_mdm.errors import MerlinMdmError
 
-__all__ = ["MerlinGroup", "cli", "main"]
+__all__ = ["MerlinGroup", "cli", "main", "spread_vars"]
 
 EPILOG = """\b
 Quick start:
@@ -57,6 +57,9 @@ class MerlinGroup(click.Group):
             self.add_command(getattr(importlib.import_module(module), attr), cmd_name)
         return super().get_command(ctx, cmd_name)
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, spread_vars(args))
+
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
@@ -65,16 +68,35 @@ class MerlinGroup(click.Group):
             raise click.exceptions.Exit(exc.exit_code) from None
 
 
+def spread_vars(args: list[str]) -> list[str]:
+    """Merlin's `--vars A=1 B=2` (space-separated, argparse nargs='+') as click's `--vars A=1 --vars B=2`."""
+    out: list[str] = []
+    state = ""  # "value": the next argument is --vars' own value; "more": KEY=VALUE arguments may follow
+    for arg in args:
+        if state == "more" and not arg.startswith("-") and arg.split("=", 1)[0].isidentifier() and "=" in arg:
+            out += ["--vars", arg]
+            continue
+        out.append(arg)
+        state = "more" if state == "value" or arg.startswith("--vars=") else "value" if arg == "--vars" else ""
+    return out
+
+
 @click.group(cls=MerlinGroup, epilog=EPILOG,
              context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="merlin-mdm")
-def cli() -> None:
+@click.option("-l", "--level", "log_level", default="WARNING", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], case_sensitive=False),
+              help="Log level (Python logging), as Merlin's `-l`.")
+def cli(log_level: str) -> None:
     """Merlin-style ensemble workflows for masked discrete diffusion model experiments.
 
     A study spec (YAML, Merlin/Maestro format) expands into a DAG of tasks: steps x parameter
     combinations x samples. Run it on this machine with --local, or queue it on Redis for Celery
     workers started inside batch jobs.
     """
+    import logging
+
+    logging.basicConfig(level=log_level.upper(), format="[%(asctime)s: %(levelname)s] %(message)s")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -122,10 +122,11 @@ def validate(spec: Path, variables: tuple[str, ...], strict: bool) -> None:
 @click.option("--no-progress", is_flag=True, help="Do not show a progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final status as JSON on stdout.")
 @click.option("--wait", is_flag=True, help="When another runner holds the study, wait for it to end.")
+@click.option("--local", is_flag=True, help="Run the rest here with the embedded runner, whatever ran it before.")
 @_grace_opt
 @_signal_opt
-def restart(workspace: Path, workers: int | None, no_progress: bool, as_json: bool, wait: bool, grace: float,
-            early_signal: str | None) -> None:
+def restart(workspace: Path, workers: int | None, no_progress: bool, as_json: bool, wait: bool, local: bool,
+            grace: float, early_signal: str | None) -> None:
     """Resume the study in WORKSPACE: finished tasks are skipped, the rest run again.
 
     One runner per study: while another `run` or `restart` holds it, this one is refused (naming its pid and
@@ -134,7 +135,7 @@ def restart(workspace: Path, workers: int | None, no_progress: bool, as_json: bo
     with watch_signals(parse_signal(early_signal)) as watch:
         options = RunOptions(workers, progress=not no_progress and not as_json and sys.stderr.isatty(),
                              on_event=_echo_err, signals=watch, grace=grace)
-        ws, report = restart_study(workspace, options, wait)
+        ws, report = restart_study(workspace, options, wait, "local" if local else None)
     _echo_err(f"workspace: {ws.root}")
     _report(report, as_json)
     sys.exit(report.exit_code)

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import os
 import sys
 import time
 from dataclasses import asdict
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from merlin_mdm.errors import UsageError
 from merlin_mdm.status.model import StudySnapshot, TaskState
 
 if TYPE_CHECKING:  # rich loads only when a table or a console is made (`status --json` never needs it)
     from rich.console import Console
 
-__all__ = ["render_table", "snapshot_to_dict", "stderr_console", "to_json"]
+__all__ = ["console_width", "dump_snapshot", "render_table", "snapshot_to_dict", "stderr_console", "to_json"]
 
-_STATES = (TaskState.QUEUED, TaskState.RUNNING, TaskState.RESTARTED, TaskState.FINISHED, TaskState.FAILED,
-           TaskState.NOT_RUN)
 _STYLE = {TaskState.FINISHED: "green", TaskState.FAILED: "red", TaskState.NOT_RUN: "yellow",
           TaskState.RUNNING: "cyan"}
 
@@ -25,7 +27,12 @@ def stderr_console() -> Console:
     """The console for progress and messages (stderr, so stdout stays clean for --json)."""
     from rich.console import Console
 
-    return Console(stderr=True, width=None if sys.stderr.isatty() else 120)
+    return Console(stderr=True, width=console_width(sys.stderr))
+
+
+def console_width(stream: Any) -> int | None:
+    """The terminal's width (None: rich asks it, or reads COLUMNS); 120 when writing to a pipe or file."""
+    return None if stream.isatty() or os.environ.get("COLUMNS") else 120
 
 
 def _elapsed(start: float | None, end: float | None) -> str:
@@ -39,24 +46,33 @@ def _elapsed(start: float | None, end: float | None) -> str:
     return f"{hours}h{minutes:02d}m{sec:02d}s" if hours else f"{minutes}m{sec:02d}s"
 
 
+# The columns of the status table, short enough for an 80-column terminal: a re-queued task (restarted) waits
+# again, so it counts as queued; how often tasks ran again is the `retries` column.
+_COLUMNS = (("queued", (TaskState.QUEUED, TaskState.RESTARTED)), ("running", (TaskState.RUNNING,)),
+            ("done", (TaskState.FINISHED,)), ("failed", (TaskState.FAILED,)), ("not run", (TaskState.NOT_RUN,)))
+
+
 def render_table(snap: StudySnapshot, console: Console, max_failures: int = 5) -> None:
-    """Print the per-step table and the first failures of each step with their log paths."""
+    """Print the per-step table and the first failures of each step with their log paths.
+
+    The table fits 80 columns; a long step name wraps instead of being cut.
+    """
+    from rich import box
     from rich.table import Table
 
-    console.print(f"[bold]{snap.name}[/bold]  {snap.workspace}")
+    console.print(f"[bold]{snap.name}[/bold]  {snap.workspace}", soft_wrap=True)
     console.print(f"state: [bold]{snap.state}[/bold]" + (f"  ({snap.message})" if snap.message else ""))
-    table = Table(show_lines=False)
-    table.add_column("step")
-    table.add_column("instances", justify="right")
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 0, 0, 1))
+    table.add_column("step", overflow="fold", min_width=12)
     table.add_column("tasks", justify="right")
-    for state in _STATES:
-        table.add_column(state.value, justify="right", style=_STYLE.get(state, ""))
-    table.add_column("restarts", justify="right")
-    table.add_column("elapsed", justify="right")
+    for title, states in _COLUMNS:
+        table.add_column(title, justify="right", style=_STYLE.get(states[0], ""))
+    table.add_column("retries", justify="right")
+    table.add_column("time", justify="right")
     for step in snap.steps:
-        table.add_row(step.step, str(step.instances), str(step.total),
-                      *(str(step.counts.get(s.value, 0) or "") for s in _STATES),
-                      str(step.restarts or ""), _elapsed(step.started, step.ended))
+        counts = [sum(step.counts.get(s.value, 0) for s in states) for _, states in _COLUMNS]
+        table.add_row(step.step, str(step.total), *(str(n or "") for n in counts), str(step.restarts or ""),
+                      _elapsed(step.started, step.ended))
     console.print(table)
     for step in snap.steps:
         if not step.n_failures:
@@ -83,3 +99,20 @@ def snapshot_to_dict(snap: StudySnapshot) -> dict[str, Any]:
 def to_json(snap: StudySnapshot) -> str:
     """JSON text of the snapshot."""
     return json.dumps(snapshot_to_dict(snap), indent=2)
+
+
+def dump_snapshot(snap: StudySnapshot, path: Path) -> None:
+    """`status --dump`: the snapshot as JSON (``.json``) or one CSV row per step (``.csv``), as Merlin's."""
+    if path.suffix == ".json":
+        path.write_text(to_json(snap) + "\n", encoding="utf-8")
+        return
+    if path.suffix != ".csv":
+        raise UsageError(f"--dump {path}: the file must end in .csv or .json")
+    states = [state.value for state in TaskState]
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["study", "step", "instances", "tasks", *states, "restarts", "started", "ended"])
+        for step in snap.steps:
+            writer.writerow([snap.name, step.step, step.instances, step.total,
+                             *(step.counts.get(state, 0) for state in states), step.restarts,
+                             step.started or "", step.ended or ""])

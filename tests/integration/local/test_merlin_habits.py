@@ -1,0 +1,63 @@
+"""A Merlin user's command-line habits: `--vars A=1 B=2`, `restart WS --local`, `status --dump`, `-l LEVEL`,
+a status table that fits 80 columns, and restart by done-marker."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+from merlin_mdm.cli.main import spread_vars
+
+from .conftest import counts, merlin, workspace_of
+
+SPEC = """
+    description: {name: habits, description: habits}
+    env: {variables: {OUTPUT_PATH: ./out, A: a, B: b}}
+    global.parameters:
+      I: {values: [1, 2, 3], label: I.%%}
+    study:
+      - name: a_step_with_a_rather_long_name_indeed
+        run: {cmd: "echo $(A) $(B) $(I) > v.txt"}
+      - name: gather
+        run: {cmd: "cat $(a_step_with_a_rather_long_name_indeed.workspace)/*/v.txt > all.txt",
+              depends: [a_step_with_a_rather_long_name_indeed_*]}
+"""
+
+
+def test_vars_space_separated_as_in_merlin() -> None:
+    assert spread_vars(["run", "s.yaml", "--vars", "A=1", "B=2", "--local"]) == \
+        ["run", "s.yaml", "--vars", "A=1", "--vars", "B=2", "--local"]
+    assert spread_vars(["run", "--vars", "A=1", "s.yaml"]) == ["run", "--vars", "A=1", "s.yaml"]
+    assert spread_vars(["run", "s.yaml", "B=2"]) == ["run", "s.yaml", "B=2"]
+
+
+def test_merlin_habits_end_to_end(write_spec, tmp_path: Path) -> None:
+    spec = write_spec(SPEC)
+    result = merlin("-l", "INFO", "run", str(spec), "--vars", "A=x", "B=y", "--local", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    ws = workspace_of(result)
+    assert (ws / "gather" / "all.txt").read_text().split("\n")[:-1] == ["x y 1", "x y 2", "x y 3"]
+
+    assert merlin("status", str(ws), "--dump", str(tmp_path / "s.csv"), cwd=tmp_path).returncode == 0
+    rows = list(csv.DictReader((tmp_path / "s.csv").open()))
+    assert [(r["step"], r["finished"]) for r in rows] == [("a_step_with_a_rather_long_name_indeed", "3"),
+                                                          ("gather", "1")]
+    assert merlin("status", str(ws), "--dump", str(tmp_path / "s.json"), cwd=tmp_path).returncode == 0
+    assert json.loads((tmp_path / "s.json").read_text())["total"] == 4
+    assert merlin("status", str(ws), "--dump", str(tmp_path / "s.txt"), cwd=tmp_path).returncode == 2
+
+    table = merlin("status", str(ws), cwd=tmp_path, env={**os.environ, "COLUMNS": "80"}).stdout
+    assert max(len(line) for line in table.splitlines()[1:]) <= 80, table  # the first line is the path
+    assert "a_step_with_a_r" in table and "restarted" not in table  # names wrap instead of being cut
+
+    # the file system is the truth: a task whose done-marker was removed runs again on restart
+    (ws / "a_step_with_a_rather_long_name_indeed" / "I.2" / "MERLIN_FINISHED").unlink()
+    (ws / "a_step_with_a_rather_long_name_indeed" / "I.2" / "v.txt").unlink()
+    result = merlin("restart", str(ws), "--local", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (ws / "a_step_with_a_rather_long_name_indeed" / "I.2" / "v.txt").read_text() == "x y 2\n"
+    assert (ws / "a_step_with_a_rather_long_name_indeed" / "I.1" / "a_step_with_a_rather_long_name_indeed_I.1.out"
+            ).read_text() == ""  # ran once only
+    assert counts(ws) == {"a_step_with_a_rather_long_name_indeed": {"finished": 3}, "gather": {"finished": 1}}
