@@ -10,6 +10,7 @@ import contextlib
 import ctypes
 import errno
 import functools
+import heapq
 import os
 import shlex
 import shutil
@@ -18,7 +19,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -324,25 +324,29 @@ def run_unit(plan: StudyPlan, key: UnitKey, should_stop: Callable[[], bool] = la
     env = task_env(plan, inst)
     started = time.time()
     results: dict[int, TaskResult] = {}
-    waiting: deque[_Attempt] = deque()
+    waiting: list[tuple[float, int, _Attempt]] = []  # a heap by due time (then sample order)
     for sample in plan.unit_samples(key):
         task = _start(plan, inst, sample)
         if isinstance(task, TaskResult):
             results[sample] = task
         else:
-            waiting.append(task)
+            waiting.append((task.due, sample, task))
+    heapq.heapify(waiting)
+    hard_fail = any(r.stop is StopKind.HARD_FAIL for r in results.values())
     while waiting:
-        task = min(waiting, key=lambda t: t.due)
-        waiting.remove(task)
-        if should_stop() or any(r.stop is StopKind.HARD_FAIL for r in results.values()):
+        _, _, task = heapq.heappop(waiting)
+        if hard_fail or should_stop():
             results[task.sample] = TaskResult(TaskState.NOT_RUN, None, task.restarts, "the study was stopped")
             continue
-        time.sleep(max(0.0, task.due - time.monotonic()))
+        delay = task.due - time.monotonic()
+        if delay > 0:  # only a retry_delay waits; sleep(0) would still yield the CPU once per task
+            time.sleep(delay)
         result = _attempt(inst, task, env, die_with_parent)
         if result is None:
-            waiting.append(task)
+            heapq.heappush(waiting, (task.due, task.sample, task))
         else:
             results[task.sample] = result
+            hard_fail = hard_fail or result.stop is StopKind.HARD_FAIL
             if on_task is not None:
                 on_task()
     samples = list(plan.unit_samples(key))

@@ -126,8 +126,8 @@ class _Scheduler:
                 continue
             for event in pool.next_event(timeout=timeout):
                 if isinstance(event, worker_pool.TaskEnded):  # progress per sample; recorded when the unit ends
-                    self.ticks[event.key] = self.ticks.get(event.key, 0) + 1
-                    self._advance(bar, 1)
+                    self.ticks[event.key] = self.ticks.get(event.key, 0) + event.n
+                    self._advance(bar, event.n)
                     continue
                 self.in_flight.discard(event.key)
                 self.slots.release(self.held.pop(event.key, ()))

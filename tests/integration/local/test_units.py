@@ -43,7 +43,8 @@ def test_units_shrink_for_the_workers_and_restart_stays_exact(write_spec, tmp_pa
     assert sorted(r for r in runs if r.startswith("post")) == [f"post {i}" for i in range(8)]
 
 
-def test_a_worker_reports_each_task_as_it_ends(write_spec, tmp_path: Path) -> None:
+def test_a_worker_reports_each_slow_task_as_it_ends(write_spec, tmp_path: Path) -> None:
+    # Each task takes longer than TICK_SECONDS, so each is reported on its own before the unit's outcome.
     np.save(tmp_path / "s.npy", np.arange(3).reshape(-1, 1))
     spec = write_spec("""
         description: {name: ticks, description: progress per sample}
@@ -52,7 +53,7 @@ def test_a_worker_reports_each_task_as_it_ends(write_spec, tmp_path: Path) -> No
           samples: {file: s.npy, column_labels: [V]}
         study:
           - name: sim
-            run: {cmd: "echo $(V)"}
+            run: {cmd: "sleep 0.3 # $(V)"}
     """)
     _, plan = create_workspace(load_spec(spec, {}), batch_size=3)
     pool = WorkerPool(plan, 1)
