@@ -74,13 +74,26 @@ def start_study(request: StudyRequest, options: RunOptions) -> tuple[Workspace, 
         backend.preflight()  # an unreachable broker must not leave a workspace behind
     _, ws, plan = prepare(request, None if request.dry else lambda spec: backend.check_spec(spec, options))
     if request.dry:
-        from merlin_mdm.backends.dryrun import write_scripts
-
-        write_scripts(plan)
+        _record_dry_run(ws, plan)
         return ws, None
     with WorkspaceLock(ws.info, "run") as lock:
         lock.acquire()
         return ws, backend.launch(ws, plan, options)
+
+
+def _record_dry_run(ws: Workspace, plan: StudyPlan) -> None:
+    """Write every script, and record the study in the local store: a dry run queues nothing on a broker, so
+    `status` and `restart` of it never need one."""
+    from merlin_mdm.backends.dryrun import write_scripts
+
+    write_scripts(plan)
+    (ws.info / BACKEND_FILE).write_text("local\n", encoding="utf-8")
+    store = get_backend("local").status_store(ws)
+    try:
+        store.register(plan)
+        store.set_state(StudyState.CREATED, "dry run: scripts written, nothing ran; `merlin-mdm restart` runs it here")
+    finally:
+        store.close()
 
 
 def restart_study(path: Path, options: RunOptions, wait: bool = False,

@@ -39,6 +39,7 @@ COMMANDS = {
     "aggregate": "merlin_mdm.cli.aggregate:aggregate_command",
     "mdm": "merlin_mdm.cli.mdm:mdm",
     "launch": "merlin_mdm.cli.batch:launch",
+    "dag": "merlin_mdm.cli.dag:dag",
 }
 
 

@@ -87,10 +87,15 @@ def run(spec: Path, local: bool, variables: tuple[str, ...], samplesfile: Path |
         ws, report = start_study(request, options)
     _echo_err(f"workspace: {ws.root}")
     if report is None:
+        from merlin_mdm.study.graph import describe_plan
+
+        plan = ws.load_plan()
+        for line in describe_plan(plan):
+            click.echo(line)
         if not local:
             from merlin_mdm.backends.celery.backend import describe_queueing
 
-            for line in describe_queueing(ws.load_plan()):
+            for line in describe_queueing(plan):
                 click.echo(line)
         _echo_err("dry run: scripts written, nothing ran or was queued")
         return

@@ -61,3 +61,34 @@ def test_merlin_habits_end_to_end(write_spec, tmp_path: Path) -> None:
     assert (ws / "a_step_with_a_rather_long_name_indeed" / "I.1" / "a_step_with_a_rather_long_name_indeed_I.1.out"
             ).read_text() == ""  # ran once only
     assert counts(ws) == {"a_step_with_a_rather_long_name_indeed": {"finished": 3}, "gather": {"finished": 1}}
+
+
+def test_dry_run_prints_the_plan_and_needs_no_broker(write_spec, tmp_path: Path) -> None:
+    spec = write_spec(SPEC)
+    for local in (("--local",), ()):  # without --local too: a dry run never touches Redis
+        result = merlin("run", str(spec), "--dry", *local, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert "study habits: 4 step instance(s), 4 task(s)" in result.stdout
+        assert "  gather: 1 instance(s) x 1 task(s) = 1; after a_step_with_a_rather_long_name_indeed" in result.stdout
+        ws = workspace_of(result)
+        status = json.loads(merlin("status", str(ws), "--json", cwd=tmp_path).stdout)
+        assert status["name"] == "habits" and status["state"] == "created"
+        assert not list(ws.glob("*/*/v.txt"))
+    result = merlin("restart", str(ws), cwd=tmp_path)  # the dry workspace runs here
+    assert result.returncode == 0, result.stderr
+    assert counts(ws) == {"a_step_with_a_rather_long_name_indeed": {"finished": 3}, "gather": {"finished": 1}}
+
+
+def test_dag_prints_dot_and_mermaid(write_spec, tmp_path: Path) -> None:
+    spec = write_spec(SPEC)
+    result = merlin("dag", str(spec), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert '"a_step_with_a_rather_long_name_indeed" -> "gather" [style=dashed, label="all"];' in result.stdout
+    assert "flowchart TD" in result.stdout and "s0 -. all .-> s1" in result.stdout
+    assert merlin("dag", str(spec), "-o", str(tmp_path / "g.mmd"), cwd=tmp_path).returncode == 0
+    assert (tmp_path / "g.mmd").read_text().startswith("flowchart TD\n")
+    result = merlin("dag", str(spec), "-o", str(tmp_path / "g.svg"), cwd=tmp_path)
+    if result.returncode == 0:  # Graphviz installed
+        assert (tmp_path / "g.svg").read_text().lstrip().startswith(("<?xml", "<svg"))
+    else:
+        assert result.returncode == 1 and "Graphviz's `dot` is not installed" in result.stderr
