@@ -8,7 +8,9 @@ Where the file is found, first hit wins:
 
 With none of these the broker is ``redis://127.0.0.1:6379/0`` without a password. Environment variables
 ``MERLIN_MDM_BROKER_<FIELD>`` and ``MERLIN_MDM_RESULTS_<FIELD>`` (FIELD: SCHEME, HOST, PORT, DB, USERNAME,
-PASSWORD_FILE, CA_CERTS, CERTFILE, KEYFILE, CERT_REQS) override the file. A password is only ever read from
+PASSWORD_FILE, CA_CERTS, CERTFILE, KEYFILE, CERT_REQS) override the file, and
+``MERLIN_MDM_VISIBILITY_TIMEOUT`` its ``visibility_timeout`` (`run-workers` derives one from the study's
+walltimes when neither sets it). A password is only ever read from
 ``password_file``: it never appears in the file itself, on a command line, or in any message.
 """
 
@@ -27,6 +29,7 @@ from merlin_mdm.errors import MerlinMdmError
 
 __all__ = [
     "CONFIG_ENV",
+    "VISIBILITY_ENV",
     "AppConfig",
     "ConfigError",
     "RedisConfig",
@@ -36,6 +39,7 @@ __all__ = [
 ]
 
 CONFIG_ENV = "MERLIN_MDM_CONFIG"
+VISIBILITY_ENV = "MERLIN_MDM_VISIBILITY_TIMEOUT"  # set by `run-workers` from the study's walltimes
 SCHEMES = ("redis", "rediss")
 CERT_REQS = ("required", "optional", "none")
 _INT_FIELDS = ("port", "db")
@@ -160,6 +164,7 @@ class AppConfig:
     max_deliveries: int = 3  # a unit whose worker dies this many times is recorded as failed
     celery: Mapping[str, Any] = field(default_factory=dict)  # raw Celery settings, applied last
     source: str = "defaults"  # the file it came from (for `info`)
+    visibility_set: bool = False  # visibility_timeout was given (app.yaml or MERLIN_MDM_VISIBILITY_TIMEOUT)
 
     def __post_init__(self) -> None:
         if self.visibility_timeout < 1:
@@ -279,8 +284,9 @@ def load_config(spec: Path | None = None, explicit: Path | str | None = None) ->
         celery = data.get("celery") or {}
         if not isinstance(celery, Mapping):
             raise ConfigError("celery must be a mapping of Celery settings")
-        return AppConfig(broker, results, int(data.get("visibility_timeout", 86400)),
-                         int(data.get("max_deliveries", 3)), dict(celery), source)
+        visibility = os.environ.get(VISIBILITY_ENV) or data.get("visibility_timeout")
+        return AppConfig(broker, results, int(visibility or 86400), int(data.get("max_deliveries", 3)),
+                         dict(celery), source, visibility is not None)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
     except (TypeError, ValueError) as exc:

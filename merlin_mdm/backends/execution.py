@@ -80,14 +80,16 @@ def terminate_current(signum: int = signal.SIGTERM) -> None:
             os.killpg(proc.pid, signum)
 
 
-def kill_current_group(grace: float = 2.0) -> None:
-    """SIGTERM the running task's process group, then SIGKILL whatever of it is left after ``grace`` s."""
+def kill_current_group(grace: float = 0.2) -> None:
+    """SIGTERM the running task's process group, then SIGKILL whatever of it is left after ``grace`` s.
+
+    Called from signal handlers while the task is being waited for, so it sleeps instead of waiting again.
+    """
     proc = _current
     if proc is None:
         return
     terminate_current(signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=grace)
+    time.sleep(grace)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)  # the shell may be gone while a child it started is not
 

@@ -17,6 +17,7 @@ from typing import cast
 import click
 
 from merlin_mdm.errors import UsageError
+from merlin_mdm.signals import parse_signal
 
 __all__ = ["info", "monitor", "purge", "query_workers", "queue_info", "run_workers", "server", "stop_workers"]
 
@@ -43,12 +44,21 @@ def _spec(spec: Path):  # type: ignore[no-untyped-def]
 @click.option("--worker-args", default="", help="Extra Celery worker options, e.g. '-c 4 -l INFO'.")
 @click.option("--until-done", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Stop the workers and exit once the study in this workspace is over.")
+@click.option("--grace", default=30.0, show_default=True, type=click.FloatRange(0), envvar="MERLIN_MDM_GRACE",
+              help="After a stop, seconds running tasks get before the workers are stopped cold [env "
+                   "MERLIN_MDM_GRACE].")
+@click.option("--signal", "early_signal", metavar="SIG", envvar="MERLIN_MDM_SIGNAL",
+              help="Also wind down on this signal, e.g. USR1 for Slurm's --signal [env MERLIN_MDM_SIGNAL].")
 def run_workers(spec: Path, echo: bool, steps: tuple[str, ...], only: tuple[str, ...], worker_args: str,
-                until_done: Path | None) -> None:
+                until_done: Path | None, grace: float, early_signal: str | None) -> None:
     """Start the Celery workers that `merlin.resources.workers` of SPEC describes (blocks until they exit).
 
     Inside a Slurm, LSF, Flux or PBS allocation each worker runs once per node through the launcher,
     with one process per core of the node, and stops before the allocation's walltime runs out.
+
+    On SIGTERM, SIGINT, SIGHUP (or --signal) the workers take no new task; after --grace seconds they stop
+    cold, their running units go back to the queue (recorded queued), and the exit code is 128+signal.
+    Unless app.yaml sets visibility_timeout, it is derived from the walltimes of SPEC's newest study.
     """
     from merlin_mdm.backends.celery.backend import check_server
     from merlin_mdm.backends.celery.in_allocation import (
@@ -84,13 +94,35 @@ def run_workers(spec: Path, echo: bool, steps: tuple[str, ...], only: tuple[str,
     env = {**os.environ}
     if config.source != "defaults":
         env["MERLIN_MDM_CONFIG"] = config.source
+    if not config.visibility_set:
+        env.update(_visibility_env(spec))
     procs = [subprocess.Popen(list(cmd.argv), env=env) for cmd in commands]
     supervisor = Supervisor(procs, study_over_check(until_done) if until_done else None,
                             allocation_deadline(alloc) if alloc else None, walltime_margin(os.environ),
                             log=lambda m: click.echo(m, err=True),
                             shutdown=broadcast_shutdown(config, [f"{c.name}.{alloc.job_id}@" for c in commands])
-                            if alloc else None)
+                            if alloc else None, grace=grace, early_signal=parse_signal(early_signal))
     sys.exit(supervisor.run())
+
+
+def _visibility_env(spec: Path) -> dict[str, str]:
+    """The visibility timeout derived from the newest workspace of ``spec`` (nothing when it has none)."""
+    from merlin_mdm.backends.celery.backend import derived_visibility
+    from merlin_mdm.config import VISIBILITY_ENV
+    from merlin_mdm.errors import WorkspaceError
+    from merlin_mdm.studies import find_workspace
+
+    try:
+        seconds = derived_visibility(find_workspace(spec).load_plan())
+    except WorkspaceError:
+        return {}
+    if seconds is None:
+        click.echo("visibility_timeout: 86400 s (a step has no walltime; a dead worker's units come back "
+                   "after a day: set walltimes, or visibility_timeout in app.yaml)", err=True)
+        return {}
+    click.echo(f"visibility_timeout: {seconds} s (derived from the study's walltimes): a dead worker's units "
+               "come back within it", err=True)
+    return {VISIBILITY_ENV: str(seconds)}
 
 
 @click.command("queue-info")
@@ -168,15 +200,20 @@ def stop_workers(spec: Path | None, queues: tuple[str, ...], patterns: tuple[str
 @click.option("--steps", multiple=True, help="Only the queues of these steps; repeatable.")
 def purge(spec: Path, force: bool, steps: tuple[str, ...]) -> None:
     """Delete the messages waiting in SPEC's queues (asks first)."""
-    from merlin_mdm.backends.celery.backend import check_server
-    from merlin_mdm.backends.celery.workers import purge_queues, spec_queues
+    from merlin_mdm.backends.celery.backend import check_server, record_purge
+    from merlin_mdm.backends.celery.broker import purge_queues
+    from merlin_mdm.backends.celery.workers import spec_queues
 
     config = _config(spec)
     check_server(config)
     names = sorted(set(spec_queues(_spec(spec), steps).values()))
     if not force:
         click.confirm(f"Delete every waiting message in queue(s) {', '.join(names)}?", abort=True)
-    click.echo(f"purged {purge_queues(config, names)} message(s) from {', '.join(names)}")
+    total, lost = purge_queues(config, names)
+    record_purge(config, lost)
+    click.echo(f"purged {total} message(s) from {', '.join(names)}")
+    for workspace, n in sorted(lost.items()):
+        click.echo(f"  {n} of study {workspace}: `merlin-mdm restart {workspace}` queues its unfinished work again")
 
 
 @click.command()

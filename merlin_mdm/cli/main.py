@@ -9,6 +9,7 @@ import click
 
 from merlin_mdm import __version__
 from merlin_mdm.errors import MerlinMdmError
+from merlin_mdm.signals import watch_signals
 
 __all__ = ["MerlinGroup", "cli", "main", "spread_vars"]
 
@@ -103,7 +104,8 @@ def cli(log_level: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors print `Error: ...` without a traceback."""
     try:
-        rc = cli.main(args=argv, prog_name="merlin-mdm", standalone_mode=False)
+        with watch_signals():  # SIGTERM/SIGHUP end any command like Ctrl-C: `Error: interrupted`, 128+signal
+            rc = cli.main(args=argv, prog_name="merlin-mdm", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(130)

@@ -45,7 +45,7 @@ if s ~= 'r' then
 end
 local t0 = redis.call('HGET', KEYS[2], ARGV[2] .. '|started')
 if not t0 or tonumber(t0) > tonumber(ARGV[4]) then redis.call('HSET', KEYS[2], ARGV[2] .. '|started', ARGV[4]) end
-if redis.call('HGET', KEYS[1], 'state') ~= ARGV[5] then redis.call('HSET', KEYS[1], 'state', ARGV[5]) end
+if redis.call('HGET', KEYS[1], 'state') ~= ARGV[5] then redis.call('HSET', KEYS[1], 'state', ARGV[5], 'message', '') end
 return a
 """
 
@@ -88,6 +88,17 @@ return redis.call('HINCRBY', KEYS[1], 'units_left', -1)
 """
 
 
+# KEYS: steps ustate attempts   ARGV: unit step n
+_REQUEUE = """
+if redis.call('HGET', KEYS[2], ARGV[1]) ~= 'r' then return 0 end
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('HINCRBY', KEYS[1], ARGV[2] .. '|running', -tonumber(ARGV[3]))
+redis.call('HINCRBY', KEYS[1], ARGV[2] .. '|queued', tonumber(ARGV[3]))
+if redis.call('HINCRBY', KEYS[3], ARGV[1], -1) < 0 then redis.call('HSET', KEYS[3], ARGV[1], 0) end
+return 1
+"""
+
+
 def study_prefix(workspace: str) -> str:
     """The key prefix of a study: one per workspace path."""
     return "mdm:" + hashlib.sha1(workspace.encode("utf-8")).hexdigest()[:16] + ":"
@@ -112,6 +123,7 @@ class RedisStatusStore(StatusStore):
         self.prefix = p
         self._start = client.register_script(_START)
         self._finish = client.register_script(_FINISH)
+        self._requeue = client.register_script(_REQUEUE)
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -165,6 +177,13 @@ class RedisStatusStore(StatusStore):
 
     def unit_started(self, key: UnitKey, host: str, when: float) -> None:
         self.start(key, host, when)
+
+    def unit_given_back(self, key: UnitKey) -> bool:
+        """A stopped worker gives ``key`` back: queued again, and the delivery does not count as a death."""
+        plan = self._plan()
+        keys = [self.k_steps, self.k_ustate, self.k_attempts]
+        args = [key.to_id(), plan.instances[key.instance].step, len(plan.unit_samples(key))]
+        return bool(self._call(self._requeue, keys=keys, args=args))
 
     def unit_restarted(self, key: UnitKey, reason: str) -> None:
         """Nothing to do: a redelivered unit stays `running` and :meth:`start` counts its deliveries."""

@@ -37,12 +37,14 @@ class StudyState(enum.StrEnum):
     FAILED = "failed"  # a task failed or did not run, or MERLIN_HARD_FAIL stopped it
     STOPPED = "stopped"  # MERLIN_STOP_WORKERS stopped it
     INTERRUPTED = "interrupted"  # the local runner was interrupted; `restart` resumes
+    PURGED = "purged"  # its waiting messages were purged from the broker; `restart` queues them again
     UNKNOWN = "unknown"  # the store holds no state (never registered)
 
     @property
     def over(self) -> bool:
         """True when no unit of the study will run any more without a restart."""
-        return self in (StudyState.FINISHED, StudyState.FAILED, StudyState.STOPPED, StudyState.INTERRUPTED)
+        return self in (StudyState.FINISHED, StudyState.FAILED, StudyState.STOPPED, StudyState.INTERRUPTED,
+                        StudyState.PURGED)
 
     @classmethod
     def parse(cls, value: str | None) -> StudyState:

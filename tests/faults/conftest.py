@@ -3,6 +3,7 @@ given hostile input, and then the study's recorded state is compared with its do
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -67,21 +68,32 @@ def start(tmp_path: Path) -> Iterator[Callable[..., Runner]]:
     """``start(*args)`` runs merlin-mdm in the background; leftovers are killed at the end of the test."""
     runners: list[Runner] = []
 
-    def launch(*args: str) -> Runner:
+    def launch(*args: str, env: dict[str, str] | None = None) -> Runner:
         tag = uuid.uuid4().hex
-        env = {**os.environ, TAG: tag}
+        env = {**os.environ, **(env or {}), TAG: tag}
         proc = subprocess.Popen([*CLI, *args], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
         runners.append(Runner(proc, tag))
         return runners[-1]
 
     yield launch
-    for runner in runners:
+    for runner in runners:  # everything a runner started holds its pipes: kill it all before reading them
+        for pid in tagged_processes(runner.tag):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         if runner.proc.poll() is None:
             runner.proc.kill()
-            runner.proc.communicate()
-        for pid in tagged_processes(runner.tag):
-            os.kill(pid, signal.SIGKILL)
+        runner.proc.communicate()
+
+
+def handles_sigterm(pid: int) -> bool:
+    """Whether process ``pid`` has installed a SIGTERM handler (its caught-signals mask says so)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    mask = next(int(line.split()[1], 16) for line in status.splitlines() if line.startswith("SigCgt:"))
+    return bool(mask & (1 << (signal.SIGTERM - 1)))
 
 
 def tagged_processes(tag: str) -> list[int]:
@@ -138,5 +150,5 @@ def wait_until_some_done(ws_parent: Path, at_least: int = 2, timeout: float = 60
     return next(p.parent.parent for p in ws_parent.glob("*/merlin_info/plan.json"))
 
 
-__all__ = ["CLI", "Runner", "assert_status_matches_disk", "markers", "merlin", "spec_file", "start",
+__all__ = ["CLI", "Runner", "assert_status_matches_disk", "handles_sigterm", "markers", "merlin", "spec_file", "start",
            "status_json", "tagged_processes", "the_workspace", "wait_for", "wait_until_some_done"]

@@ -13,17 +13,19 @@ from pathlib import Path
 from typing import Any
 
 from merlin_mdm.backends.base import Backend, RunOptions, RunReport, register_backend
+from merlin_mdm.backends.celery.broker import held_messages
 from merlin_mdm.backends.celery.dependencies import RedisDependencies
 from merlin_mdm.backends.execution import walltime_seconds
 from merlin_mdm.config import AppConfig, load_config
-from merlin_mdm.errors import BrokerError
+from merlin_mdm.errors import BackendError, BrokerError
 from merlin_mdm.status.model import StudyState
 from merlin_mdm.status.redis_store import RedisStatusStore
 from merlin_mdm.status.store import StatusStore
 from merlin_mdm.study.plan import StudyPlan
 from merlin_mdm.study.workspace import Workspace
 
-__all__ = ["CONNECTION_FILE", "CeleryBackend", "check_server", "describe_queueing"]
+__all__ = ["CONNECTION_FILE", "CeleryBackend", "check_server", "derived_visibility", "describe_queueing",
+           "longest_unit_seconds", "record_purge"]
 
 CONNECTION_FILE = "celery.json"  # in merlin_info/: which app.yaml the study was queued with (no secret)
 
@@ -52,6 +54,10 @@ def check_server(config: AppConfig, timeout: float = 3.0, what: str = "broker") 
         raise BrokerError(f"{what} {where} did not answer within {timeout:g} s{hint}") from None
     except redis.ConnectionError as exc:
         raise BrokerError(f"cannot reach the {what} at {where}: {_connection_reason(exc, target.tls)}") from None
+    except redis.RedisError as exc:  # e.g. a port that answers another protocol
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise BrokerError(f"{what} {where} does not answer like a Redis server (another service on that "
+                          f"port?): {text}") from None
 
 
 def _connection_reason(exc: Exception, tls: bool) -> str:
@@ -112,6 +118,8 @@ class CeleryBackend(Backend):
             check_server(config, what="status store")
         _record_config(workspace, config)
         _warn_visibility(plan, config, options)
+        if options.resume:
+            _refuse_while_held(config, plan)
         store = RedisStatusStore(config.status.client(), plan.workspace, plan)
         try:
             if options.resume:
@@ -158,6 +166,30 @@ class CeleryBackend(Backend):
             app.close()
 
 
+def _refuse_while_held(config: AppConfig, plan: StudyPlan) -> None:
+    """A restart must not queue what the broker still holds: it would run twice (the funnel too)."""
+    held = held_messages(config, sorted({i.task_queue for i in plan.instances}), plan.workspace)
+    if held.total:
+        raise BackendError(
+            f"the broker still holds {held.total} message(s) of this study ({held.waiting} waiting, {held.unacked} "
+            f"taken by workers; a dead worker's come back within visibility_timeout {config.visibility_timeout} s): "
+            "restarting now would run them twice. Let the workers finish (`merlin-mdm monitor`), or "
+            "`merlin-mdm purge` the waiting ones first")
+
+
+def record_purge(config: AppConfig, lost: dict[str, int]) -> None:
+    """Tell each study that lost waiting messages to a purge (its status says so; `restart` re-queues)."""
+    client = config.status.client()
+    try:
+        for workspace, n in lost.items():
+            store = RedisStatusStore(client, workspace)
+            if client.hexists(store.k_meta, "name"):
+                store.set_state(StudyState.PURGED, f"{n} waiting message(s) were purged; "
+                                f"`merlin-mdm restart {workspace}` queues the unfinished work again")
+    finally:
+        client.close()
+
+
 def _record_config(workspace: Workspace, config: AppConfig) -> None:
     source = config.source if config.source != "defaults" else None
     (workspace.info / CONNECTION_FILE).write_text(json.dumps({"config": source}) + "\n", encoding="utf-8")
@@ -172,11 +204,30 @@ def _recorded_config(workspace: Workspace) -> str | None:
     return str(value) if value and Path(value).is_file() else None
 
 
+def longest_unit_seconds(plan: StudyPlan) -> float | None:
+    """The longest a unit runs: walltime x its tasks (retries aside); None when a step has no walltime."""
+    longest = 0.0
+    for inst in plan.instances:
+        wall = walltime_seconds(inst.walltime)
+        if wall is None:
+            return None
+        tasks = plan.batch_size if inst.uses_samples else 1
+        longest = max(longest, tasks * wall)
+    return longest
+
+
+def derived_visibility(plan: StudyPlan) -> int | None:
+    """A visibility timeout past the study's longest unit (x 1.25 + 5 min), None when that is unbounded.
+
+    A message whose worker died comes back after this long; a unit that runs longer would be delivered twice.
+    """
+    longest = longest_unit_seconds(plan)
+    return None if longest is None else int(longest * 1.25) + 300
+
+
 def _warn_visibility(plan: StudyPlan, config: AppConfig, options: RunOptions) -> None:
-    longest = max(((walltime_seconds(i.walltime) or 0.0) * (plan.batch_size if i.uses_samples else 1)
-                   for i in plan.instances),
-                  default=0.0)
+    longest = longest_unit_seconds(plan) or 0.0
     if longest >= config.visibility_timeout and options.on_event is not None:
-        options.on_event(f"warning: a unit may run {longest:.0f} s (walltime x batch size), longer than "
-                         f"visibility_timeout {config.visibility_timeout} s: raise it in app.yaml or its message "
-                         "will be delivered again while it runs")
+        options.on_event(f"warning: a unit may run {longest:.0f} s (walltime x batch size), longer "
+                         f"than visibility_timeout {config.visibility_timeout} s: raise it in app.yaml or its "
+                         "message will be delivered again while it runs")

@@ -101,26 +101,41 @@ class Supervisor:
     poll: float = 2.0
     log: Callable[[str], None] = print
     shutdown: Callable[[], None] | None = None  # asks the workers to stop through the broker
-    grace: float = 30.0  # seconds a worker asked through the broker has before it gets SIGTERM
+    grace: float = 30.0  # seconds a stopping worker's running tasks get before it is stopped cold
+    early_signal: int | None = None  # a signal that also stops the workers (Slurm's --signal)
     stopping: str | None = None  # why the workers were asked to stop
     asked_at: float | None = None  # when they were asked through the broker
+    signalled: int = 0  # the stop signal received, 0 when none
+    escalation: list[tuple[float, int]] = dataclasses.field(default_factory=list)  # (when, signal) still to send
 
     def run(self) -> int:
-        """Block until every worker has exited; the exit code (0 after a stop we asked for)."""
-        signums = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-        previous = {n: signal.signal(n, lambda s, f: self.stop(f"signal {signal.Signals(s).name}")) for n in signums}
+        """Block until every worker has exited; the exit code (0 after a stop we asked for, 128+signal)."""
+        signums = [signal.SIGTERM, signal.SIGINT, signal.SIGHUP]
+        if self.early_signal and self.early_signal not in signums:
+            signums.append(signal.Signals(self.early_signal))
+        previous = {n: signal.signal(n, self._on_signal) for n in signums}
         try:
             while any(p.poll() is None for p in self.procs):
                 if self.stopping is None:
                     self._check()
                 elif self.asked_at is not None and time.time() > self.asked_at + self.grace:
                     self._terminate()
-                time.sleep(self.poll)
+                self._escalate()
+                time.sleep(min(self.poll, 0.2) if self.stopping else self.poll)
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+        if self.signalled:
+            return 128 + self.signalled
         codes = [abs(p.returncode or 0) for p in self.procs]
-        return 0 if self.stopping and not self.stopping.startswith("signal") else max(codes, default=0)
+        return 0 if self.stopping else max(codes, default=0)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        if self.signalled:  # a second signal: no more grace
+            self.escalation = [(0.0, sig) for _, sig in self.escalation]
+            return
+        self.signalled = signum
+        self.stop(f"signal {signal.Signals(signum).name}")
 
     def _check(self) -> None:
         if self.deadline is not None and time.time() >= self.deadline - self.margin:
@@ -151,10 +166,21 @@ class Supervisor:
         self._terminate()
 
     def _terminate(self) -> None:
+        """SIGTERM (Celery's warm shutdown); after the grace period SIGQUIT (cold: running units are given
+        back, recorded queued), and SIGKILL 10 s later."""
         self.asked_at = None
+        self._send(signal.SIGTERM)
+        now = time.time()
+        self.escalation = [(now + self.grace, signal.SIGQUIT), (now + self.grace + 10, signal.SIGKILL)]
+
+    def _escalate(self) -> None:
+        while self.escalation and time.time() >= self.escalation[0][0]:
+            self._send(self.escalation.pop(0)[1])
+
+    def _send(self, signum: int) -> None:
         for proc in self.procs:
             if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
+                proc.send_signal(signum)
 
 
 def broadcast_shutdown(config: AppConfig, prefixes: Sequence[str]) -> Callable[[], None]:

@@ -11,19 +11,24 @@ number of samples.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import socket
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from merlin_mdm.backends.celery.dependencies import RedisDependencies, Released
-from merlin_mdm.backends.execution import run_unit
+from merlin_mdm.backends.execution import run_unit, unit_failure
+from merlin_mdm.errors import StatusError
 from merlin_mdm.status.model import TaskFailure, TaskState, UnitOutcome
 from merlin_mdm.status.redis_store import RedisStatusStore
 from merlin_mdm.study.plan import StudyPlan, UnitKey
 
 __all__ = ["EXPAND_FANOUT", "UNITS_PER_EXPAND", "Dispatch", "Sender", "execute_unit", "expand_range",
            "plan_dispatch", "record", "release", "unit_ranges"]
+
+log = logging.getLogger(__name__)
 
 UNITS_PER_EXPAND = 200  # an expand message over at most this many units sends them one by one
 EXPAND_FANOUT = 10  # a larger range is split into this many expand messages
@@ -137,7 +142,22 @@ def execute_unit(store: RedisStatusStore, deps: RedisDependencies, plan: StudyPl
     elif stop is not None:
         outcome = store.not_run_outcome(key, stop)
     else:
-        # A redelivered unit must not race the first copy's task: its shell dies with this worker process.
-        outcome = run_unit(plan, key, should_stop=_stop_checker(store), die_with_parent=True)
+        outcome = _run(store, plan, key)
     release(store, deps, record(store, deps, key, outcome), send)
     return outcome
+
+
+def _run(store: RedisStatusStore, plan: StudyPlan, key: UnitKey) -> UnitOutcome:
+    """Run the unit; any exception but a status-store one (retried by Celery) is the unit's recorded failure."""
+    try:
+        # A redelivered unit must not race the first copy's task: its shell dies with this worker process.
+        return run_unit(plan, key, should_stop=_stop_checker(store), die_with_parent=True)
+    except StatusError:
+        raise
+    except SystemExit:  # the pool process is stopped (billiard turns SIGTERM into SystemExit): give it back
+        with contextlib.suppress(StatusError):
+            store.unit_given_back(key)
+        raise
+    except Exception as exc:
+        log.exception("unit %s of %s failed", key.to_id(), plan.workspace)
+        return unit_failure(plan, key, f"internal error: {type(exc).__name__}: {exc}")

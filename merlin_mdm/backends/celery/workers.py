@@ -11,11 +11,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from merlin_mdm.backends.celery.broker import QUEUE_SUFFIXES, queue_keys
 from merlin_mdm.config import AppConfig
 from merlin_mdm.errors import UsageError
 from merlin_mdm.spec import Spec
 
-__all__ = ["WORKER_MODULE", "WorkerCommand", "active_queues", "purge_queues", "queue_sizes",
+__all__ = ["WORKER_MODULE", "WorkerCommand", "active_queues", "queue_sizes",
            "shutdown_workers", "spec_queues", "worker_commands"]
 
 WORKER_MODULE = "merlin_mdm.backends.celery.worker"
@@ -111,24 +112,13 @@ def queue_sizes(config: AppConfig, queues: Sequence[str]) -> dict[str, int]:
     client = config.broker.client(timeout=3.0, retry=False)
     try:
         pipe = client.pipeline(transaction=False)
-        for q in queues:
-            for suffix in ("", "\x06\x163", "\x06\x166", "\x06\x169"):
-                pipe.llen(q + suffix)
+        for key in queue_keys(queues):
+            pipe.llen(key)
         sizes = pipe.execute()
     finally:
         client.close()
-    return {q: sum(sizes[4 * i: 4 * i + 4]) for i, q in enumerate(queues)}
-
-
-def purge_queues(config: AppConfig, queues: Sequence[str]) -> int:
-    """Delete the waiting messages of ``queues``; returns how many were removed."""
-    sizes = queue_sizes(config, queues)
-    client = config.broker.client(timeout=3.0, retry=False)
-    try:
-        client.delete(*(q + s for q in queues for s in ("", "\x06\x163", "\x06\x166", "\x06\x169")))
-    finally:
-        client.close()
-    return sum(sizes.values())
+    n = len(QUEUE_SUFFIXES)
+    return {q: sum(sizes[n * i: n * i + n]) for i, q in enumerate(queues)}
 
 
 def shutdown_workers(config: AppConfig, names: Sequence[str]) -> None:

@@ -1,0 +1,148 @@
+"""Failure paths of the distributed backend, against a real redis-server and real Celery workers."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.celery.helpers import merlin
+from tests.integration.conftest import RedisFixture, WorkerPool, redis_server, worker_pool  # noqa: F401
+
+from .conftest import handles_sigterm, spec_file, wait_for
+
+pytestmark = [pytest.mark.redis, pytest.mark.celery]
+
+STUDY = """
+    description: {{name: cel, description: distributed faults}}
+    env: {{variables: {{OUTPUT_PATH: ./out}}}}
+    global.parameters:
+      I: {{values: [0, 1, 2], label: I.%%}}
+    study:
+      - name: work
+        run: {{cmd: "echo $(I) >> runs.log; sleep {nap}", task_queue: {queue}, walltime: "00:01:00"}}
+      - name: funnel
+        run: {{cmd: "echo funnel >> runs.log", depends: [work_*], task_queue: {queue}, walltime: "10"}}
+"""
+
+
+@pytest.fixture
+def study(tmp_path: Path, redis_server: RedisFixture) -> Iterator[tuple[Path, str, dict[str, str]]]:  # noqa: F811
+    queue = f"q{uuid.uuid4().hex[:10]}"
+    yield spec_file(tmp_path, STUDY.format(queue=queue, nap="0.1")), queue, {
+        "MERLIN_MDM_CONFIG": str(redis_server.app_yaml)}
+
+
+def _queue(tmp_path: Path, spec: Path, env: dict[str, str]) -> Path:
+    result = merlin("run", str(spec), cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    return next((tmp_path / "out").glob("cel_*"))
+
+
+def _status(ws: Path, env: dict[str, str]) -> dict[str, object]:
+    result = merlin("status", str(ws), "--json", cwd=ws, env=env)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def _finish(ws: Path, env: dict[str, str]) -> None:
+    done = merlin("monitor", str(ws), "--sleep", "0.3", cwd=ws, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_unit_that_raises_is_recorded_as_its_failure(tmp_path: Path, study, worker_pool: WorkerPool) -> None:  # noqa: F811
+    spec, queue, env = study
+    ws = _queue(tmp_path, spec, env)
+    plan = ws / "merlin_info" / "plan.json"  # a corrupt plan: a shell name with a NUL byte makes Popen raise
+    plan.write_text(plan.read_text().replace('"/bin/bash"', '"/bin/ba\\u0000sh"'))
+    worker_pool.start("raiser", queues=queue, log_dir=tmp_path)
+    _finish(ws, env)
+    snap = _status(ws, env)
+    assert snap["state"] == "failed"
+    work = next(s for s in snap["steps"] if s["step"] == "work")
+    assert work["counts"]["failed"] == 3 and not work["counts"]["running"]
+    assert "internal error: ValueError" in work["failures"][0]["reason"]
+
+
+def test_purge_shows_in_status_and_restart_requeues_the_purged_work(tmp_path: Path, study,
+                                                                    worker_pool: WorkerPool) -> None:  # noqa: F811
+    spec, queue, env = study
+    ws = _queue(tmp_path, spec, env)
+    refused = merlin("restart", str(ws), cwd=tmp_path, env=env)
+    assert refused.returncode == 1 and "the broker still holds 3 message(s) of this study" in refused.stderr, \
+        refused.stderr
+    purged = merlin("purge", str(spec), "-f", cwd=tmp_path, env=env)
+    assert purged.returncode == 0 and "purged 3 message(s)" in purged.stdout, purged.stderr
+    snap = _status(ws, env)
+    assert snap["state"] == "purged" and "merlin-mdm restart" in str(snap["message"])
+    again = merlin("restart", str(ws), cwd=tmp_path, env=env)
+    assert again.returncode == 0, again.stderr
+    worker_pool.start("after_purge", queues=queue, log_dir=tmp_path)
+    _finish(ws, env)
+    snap = _status(ws, env)
+    assert snap["state"] == "finished"
+    assert (ws / "funnel" / "runs.log").read_text() == "funnel\n"
+    assert all(p.read_text().count("\n") == 1 for p in (ws / "work").glob("*/runs.log"))
+
+
+def test_run_workers_on_sigterm_gives_running_units_back_and_exits_143(tmp_path: Path, redis_server: RedisFixture,  # noqa: F811
+                                                                        start) -> None:
+    queue = f"q{uuid.uuid4().hex[:10]}"
+    spec = spec_file(tmp_path, STUDY.format(queue=queue, nap="60"))
+    env = {"MERLIN_MDM_CONFIG": str(redis_server.app_yaml)}
+    ws = _queue(tmp_path, spec, env)
+    workers = start("run-workers", str(spec), "--grace", "0.5", "--worker-args", "-c 2", env=env)
+    wait_for(lambda: len(list((ws / "work").glob("*/runs.log"))) == 2, 60, "two tasks to start")
+    assert next(s for s in _status(ws, env)["steps"] if s["step"] == "work")["counts"]["running"] == 2
+    workers.signal(signal.SIGTERM)
+    rc, err = workers.finish(timeout=60)
+    assert rc == 128 + signal.SIGTERM, err
+    assert "visibility_timeout: 375 s (derived from the study's walltimes)" in err
+    work = next(s for s in _status(ws, env)["steps"] if s["step"] == "work")
+    assert work["counts"]["running"] == 0 and work["counts"]["queued"] == 3, work
+
+
+def test_monitor_ends_on_sigterm_with_143(tmp_path: Path, study, start) -> None:
+    spec, _, env = study
+    ws = _queue(tmp_path, spec, env)
+    watcher = start("monitor", str(ws), "--sleep", "0.2", env=env)
+    wait_for(lambda: handles_sigterm(watcher.proc.pid), 30, "monitor to handle SIGTERM")
+    watcher.signal(signal.SIGTERM)
+    rc, err = watcher.finish(timeout=30)
+    assert rc == 128 + signal.SIGTERM and "Traceback" not in err, err
+
+
+def test_a_port_that_speaks_another_protocol_is_a_one_line_error(tmp_path: Path) -> None:
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+    port = server.getsockname()[1]
+
+    def answer() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            conn.recv(1024)
+            conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+            conn.close()
+
+    threading.Thread(target=answer, daemon=True).start()
+    app = tmp_path / "app.yaml"
+    app.write_text(f"broker: {{host: 127.0.0.1, port: {port}}}\n")
+    try:
+        for args in (("info",), ("run", str(spec_file(tmp_path, STUDY.format(queue="q", nap="0"))))):
+            result = merlin(*args, cwd=tmp_path, env={"MERLIN_MDM_CONFIG": str(app)})
+            lines = result.stderr.strip().splitlines()
+            assert result.returncode == 1 and len(lines) == 1, result.stderr
+            assert lines[0].startswith("Error: ") and "does not answer like a Redis server" in lines[0], lines
+    finally:
+        server.close()
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
