@@ -201,7 +201,7 @@ def test_ctrl_c_then_restart_resumes_without_rerunning(write_spec, tmp_path: Pat
           - name: done
             run: {cmd: "echo all", depends: [work_*]}
     """)
-    proc = subprocess.Popen([*CLI, "run", str(spec), "--local", "--workers", "2"], cwd=tmp_path,
+    proc = subprocess.Popen([*CLI, "run", str(spec), "--local", "--workers", "2", "--grace", "0"], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     time.sleep(2.5)
     os.killpg(proc.pid, signal.SIGINT)
