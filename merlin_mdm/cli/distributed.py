@@ -129,7 +129,9 @@ def _visibility_env(spec: Path) -> dict[str, str]:
 @click.argument("spec", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--queues", multiple=True, help="Queues to show (default: those of SPEC, else 'merlin').")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def queue_info(spec: Path | None, queues: tuple[str, ...], as_json: bool) -> None:
+@click.option("--dump", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the table to this .csv or .json file (Merlin's `queue-info --dump`).")
+def queue_info(spec: Path | None, queues: tuple[str, ...], as_json: bool, dump: Path | None) -> None:
     """Messages waiting and consumers per queue."""
     from merlin_mdm.backends.celery.backend import check_server
     from merlin_mdm.backends.celery.workers import active_queues, queue_sizes, spec_queues
@@ -140,12 +142,24 @@ def queue_info(spec: Path | None, queues: tuple[str, ...], as_json: bool) -> Non
     sizes = queue_sizes(config, names)
     workers = active_queues(config)
     rows = {q: {"messages": sizes[q], "consumers": sum(q in qs for qs in workers.values())} for q in names}
+    if dump is not None:
+        _dump_queues(rows, dump)
     if as_json:
         click.echo(json.dumps(rows, indent=1))
         return
     click.echo(f"{'queue':<24} {'messages':>9} {'consumers':>9}")
     for q, row in rows.items():
         click.echo(f"{q:<24} {row['messages']:>9} {row['consumers']:>9}")
+
+
+def _dump_queues(rows: dict[str, dict[str, int]], path: Path) -> None:
+    if path.suffix == ".json":
+        path.write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
+    elif path.suffix == ".csv":
+        lines = ["queue,messages,consumers", *(f"{q},{r['messages']},{r['consumers']}" for q, r in rows.items())]
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    else:
+        raise UsageError(f"--dump {path}: the file must end in .csv or .json")
 
 
 @click.command("query-workers")

@@ -27,6 +27,7 @@ COMMANDS = {
     "run": "merlin_mdm.cli.study:run",
     "validate": "merlin_mdm.cli.study:validate",
     "status": "merlin_mdm.cli.status:status",
+    "detailed-status": "merlin_mdm.cli.status:detailed_status",
     "restart": "merlin_mdm.cli.study:restart",
     "example": "merlin_mdm.cli.examples:example",
     "run-workers": "merlin_mdm.cli.distributed:run_workers",

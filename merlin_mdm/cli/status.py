@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-__all__ = ["status"]
+__all__ = ["detailed_status", "status"]
 
 
 @click.command()
@@ -45,3 +45,61 @@ def status(target: Path, as_json: bool, dump: Path | None) -> None:
         from merlin_mdm.cli.batch import show_allocations
 
         show_allocations(target)
+
+
+@click.command("detailed-status")
+@click.argument("target", type=click.Path(exists=True, path_type=Path))
+@click.option("--steps", multiple=True, help="Only these steps; repeatable.")
+@click.option("--task-status", "statuses", multiple=True,
+              help="Only tasks in this state: FINISHED, FAILED, NOT_RUN (CANCELLED), QUEUED (INITIALIZED), UNKNOWN.")
+@click.option("--return-code", "codes", multiple=True,
+              help="Only tasks that ended with this code: SUCCESS, SOFT_FAIL, HARD_FAIL, RESTART, RETRY, ... "
+                   "(with or without MERLIN_).")
+@click.option("--max-tasks", type=click.IntRange(1), help="Show at most this many tasks.")
+@click.option("--dump", type=click.Path(dir_okay=False, path_type=Path), help="Write the rows to a .csv or .json file.")
+def detailed_status(target: Path, steps: tuple[str, ...], statuses: tuple[str, ...], codes: tuple[str, ...],
+                    max_tasks: int | None, dump: Path | None) -> None:
+    """One line per task: step, instance, sample, status, return code and folder (Merlin's `detailed-status`)."""
+    import dataclasses
+    import itertools
+
+    from merlin_mdm.errors import UsageError
+    from merlin_mdm.status.detail import TASK_STATUSES, task_rows
+    from merlin_mdm.studies import find_workspace, study_status
+
+    ws = find_workspace(target)
+    wanted = set()
+    for name in statuses:
+        if name.upper() not in TASK_STATUSES:
+            raise UsageError(f"--task-status {name}: known: {', '.join(TASK_STATUSES)}")
+        wanted.add(TASK_STATUSES[name.upper()])
+    want_codes = {c.upper() if c.upper().startswith("MERLIN_") else f"MERLIN_{c.upper()}" for c in codes}
+    rows = (r for r in task_rows(ws.load_plan(), study_status(ws.root))
+            if (not steps or r.step in steps) and (not wanted or r.status in wanted)
+            and (not want_codes or r.return_code in want_codes))
+    selected = [dataclasses.asdict(r) for r in itertools.islice(rows, max_tasks)]
+    if dump is not None:
+        _dump_rows(selected, dump)
+    if not selected:
+        click.echo("no task matches")
+    for r in selected:
+        where = f" sample {r['sample']}" if r["sample"] >= 0 else ""
+        click.echo(f"{r['instance']}{where}: {r['status']} {r['return_code']} {r['workspace']}".rstrip())
+
+
+def _dump_rows(rows: list[dict[str, object]], path: Path) -> None:
+    import csv
+    import json
+
+    from merlin_mdm.errors import UsageError
+
+    if path.suffix == ".json":
+        path.write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
+    elif path.suffix == ".csv":
+        with open(path, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=["step", "instance", "sample", "status", "return_code",
+                                                    "workspace", "reason"])
+            writer.writeheader()
+            writer.writerows(rows)
+    else:
+        raise UsageError(f"--dump {path}: the file must end in .csv or .json")

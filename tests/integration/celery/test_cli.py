@@ -95,6 +95,9 @@ def test_queue_info_query_and_stop_workers(redis_server: RedisFixture, worker_po
     result = merlin("queue-info", "--queues", "cli_q1", "--queues", "nobody", "--json", cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr
     assert '"consumers": 1' in result.stdout and '"consumers": 0' in result.stdout
+    result = merlin("queue-info", "--queues", "cli_q1", "--dump", str(tmp_path / "q.csv"), cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "q.csv").read_text() == "queue,messages,consumers\ncli_q1,0,1\n"  # Merlin's --dump
     result = merlin("query-workers", cwd=tmp_path, env=env)
     assert "cli_a@" in result.stdout and "cli_b@" in result.stdout
     result = merlin("stop-workers", "--queues", "cli_q1", cwd=tmp_path, env=env)

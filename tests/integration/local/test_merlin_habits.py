@@ -92,3 +92,28 @@ def test_dag_prints_dot_and_mermaid(write_spec, tmp_path: Path) -> None:
         assert (tmp_path / "g.svg").read_text().lstrip().startswith(("<?xml", "<svg"))
     else:
         assert result.returncode == 1 and "Graphviz's `dot` is not installed" in result.stderr
+
+
+def test_detailed_status_filters_and_dumps(write_spec, tmp_path: Path) -> None:
+    spec = write_spec("""
+        description: {name: detail, description: detail}
+        env: {variables: {OUTPUT_PATH: ./out}}
+        global.parameters:
+          I: {values: [1, 2, 3], label: I.%%}
+        study:
+          - name: work
+            run: {cmd: "[ $(I) -ne 2 ] || exit $(MERLIN_SOFT_FAIL)"}
+          - name: after
+            run: {cmd: "true", depends: [work_*]}
+    """)
+    ws = workspace_of(merlin("run", str(spec), "--local", cwd=tmp_path))
+    out = merlin("detailed-status", str(ws), "--task-status", "FAILED", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == f"work_I.2: failed MERLIN_SOFT_FAIL {ws}/work/I.2\n"
+    out = merlin("detailed-status", str(ws), "--return-code", "SUCCESS", "--steps", "work", "--max-tasks", "1",
+                 "--dump", str(tmp_path / "d.json"), cwd=tmp_path)
+    assert out.stdout == f"work_I.1: finished MERLIN_SUCCESS {ws}/work/I.1\n"
+    assert json.loads((tmp_path / "d.json").read_text())[0]["instance"] == "work_I.1"
+    out = merlin("detailed-status", str(ws), "--dump", str(tmp_path / "d.csv"), cwd=tmp_path)
+    assert [r["status"] for r in csv.DictReader((tmp_path / "d.csv").open())] == \
+        ["finished", "failed", "finished", "finished"]

@@ -1,0 +1,59 @@
+"""`detailed-status`: one row per task, as Merlin's command shows it, built from the plan, the done-markers
+on disk (the truth about a finished task) and the failures the status store recorded."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from merlin_mdm.spec.exitcodes import ExitCode
+from merlin_mdm.status.model import StudySnapshot, TaskFailure
+from merlin_mdm.study.plan import NO_SAMPLE, StudyPlan
+
+__all__ = ["RETURN_CODES", "TASK_STATUSES", "TaskRow", "task_rows"]
+
+DONE_MARKER = "MERLIN_FINISHED"
+# Merlin's names for the return codes, and for the states (its INITIALIZED is our queued, CANCELLED not run)
+RETURN_CODES = {int(code): f"MERLIN_{code.name}" for code in ExitCode}
+TASK_STATUSES = {"FINISHED": "finished", "FAILED": "failed", "NOT_RUN": "not_run", "CANCELLED": "not_run",
+                 "QUEUED": "queued", "INITIALIZED": "queued", "RUNNING": "running", "UNKNOWN": "unknown"}
+
+
+@dataclass(frozen=True)
+class TaskRow:
+    """One task."""
+
+    step: str
+    instance: str
+    sample: int  # -1 for a task that does not run per sample
+    status: str  # finished | failed | not_run | queued | unknown
+    return_code: str  # MERLIN_SUCCESS, MERLIN_SOFT_FAIL, ... ('' when it has not ended)
+    workspace: str
+    reason: str = ""
+
+
+def _code(failure: TaskFailure) -> str:
+    if failure.rc is None:
+        return ""
+    return RETURN_CODES.get(failure.rc, f"MERLIN_UNRECOGNIZED ({failure.rc})")
+
+
+def task_rows(plan: StudyPlan, snap: StudySnapshot) -> Iterator[TaskRow]:
+    """Every task of the study, in plan order."""
+    failed = {(name, f.sample): f for step in snap.steps for name, f in step.failures}
+    over = snap.state.over
+    for inst in plan.instances:
+        for index in range(plan.n_tasks(inst.index)):
+            sample = index if inst.uses_samples and plan.samples is not None else NO_SAMPLE
+            where = Path(plan.workspace) / inst.workspace
+            if sample != NO_SAMPLE and plan.samples is not None:
+                where = where / plan.samples.path(sample)
+            failure = failed.get((inst.name, sample)) or failed.get((inst.name, NO_SAMPLE))
+            if (where / DONE_MARKER).exists():
+                yield TaskRow(inst.step, inst.name, sample, "finished", "MERLIN_SUCCESS", str(where))
+            elif failure is not None:
+                yield TaskRow(inst.step, inst.name, sample, failure.state.value, _code(failure), str(where),
+                              failure.reason)
+            else:
+                yield TaskRow(inst.step, inst.name, sample, "unknown" if over else "queued", "", str(where))
