@@ -112,8 +112,12 @@ def walltime_seconds(text: str | None) -> float | None:
 
 
 def task_tokens(plan: StudyPlan, sample: int, directory: Path) -> dict[str, str]:
+    """The per-task tokens. $(WORKSPACE) is the step's folder (with its labels) even in a sample task, as in
+    Merlin, where the step is expanded before its samples; the sample's own folder is $(MERLIN_SAMPLE_PATH)."""
     tokens = {"WORKSPACE": str(directory)}
     if sample != NO_SAMPLE and plan.samples is not None:
+        sample_dir = plan.samples.path(sample)
+        tokens["WORKSPACE"] = str(directory)[: -len(sample_dir) - 1] if sample_dir else str(directory)
         row = plan.samples.rows()[sample]
         values = [str(v) for v in row]
         tokens.update(zip(plan.samples.column_labels, values, strict=True))

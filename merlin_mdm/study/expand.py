@@ -55,8 +55,9 @@ def study_tokens(spec: Spec, ctx: StudyContext) -> dict[str, str]:
         tokens["MERLIN_SAMPLE_NAMES"] = " ".join(ctx.samples.column_labels)
         tokens["MERLIN_GLOB_PATH"] = ctx.samples.glob()
         tokens["MERLIN_SAMPLE_FILE"] = ctx.samples.file
-    # Variables built from OUTPUT_PATH see the study's absolute output path, as commands do.
-    variables = resolve_ordered(tuple(item for item in spec.env.variables if item[0] != "OUTPUT_PATH"), tokens)
+    # OUTPUT_PATH is a variable like the others, as in Merlin: $(OUTPUT_PATH) and the variables built from it
+    # keep the form the user wrote (`./studies`); the workspace itself is found from it by the writer.
+    variables = resolve_ordered(spec.env.variables, {k: v for k, v in tokens.items() if k != "OUTPUT_PATH"})
     tokens.update(variables)
     for dep in spec.env.dependencies:
         tokens[dep.name] = substitute(dep.path, tokens)

@@ -19,7 +19,12 @@ SAMPLE_SUFFIXES = (".npy", ".csv", ".tab")
 
 
 def hierarchy_sizes(n_samples: int, level_max_dirs: int) -> tuple[int, ...]:
-    """Samples per directory at each level, Merlin's layout (10,000 samples, 25 per level -> (625, 25, 1))."""
+    """Samples per directory at each level, Merlin's layout (10,000 samples, 25 per level -> (625, 25, 1)).
+
+    A single sample has no levels: it runs in the step's own folder, as in Merlin.
+    """
+    if n_samples <= 1:
+        return ()
     sizes = [1]
     while sizes[0] < n_samples:
         sizes.insert(0, sizes[0] * level_max_dirs)

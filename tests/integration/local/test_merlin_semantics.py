@@ -80,3 +80,26 @@ def test_retry_delay_does_not_serialize_sibling_samples(write_spec, tmp_path: Pa
         [f"first {i}" for i in (0, 1, 2, 3)] + [f"again {i}" for i in (0, 1, 2, 3)]
     restarted = workspace_of(result) / "restart" / "00"
     assert (restarted / "restart.restart.sh").read_text().startswith("#!/bin/bash\n\necho again 0")
+
+
+def test_tokens_as_merlin_resolves_them(write_spec, tmp_path: Path) -> None:
+    # Checked against Merlin 1.13 by hand: $(OUTPUT_PATH) (and variables built from it) keep the form written,
+    # $(WORKSPACE) in a sample step is the step's folder, a single sample runs in the step's folder.
+    (tmp_path / "one.csv").write_text("5\n")
+    (tmp_path / "two.csv").write_text("5\n6\n")
+    text = """
+        description: {name: $(NAME), description: tokens}
+        env: {variables: {NAME: tok, OUTPUT_PATH: ./studies, V: $(OUTPUT_PATH)/x}}
+        merlin:
+          samples: {file: FILE, column_labels: [A]}
+        study:
+          - name: s
+            run: {cmd: "echo $(OUTPUT_PATH) $(V) $(WORKSPACE) $(A) > o.txt"}
+    """
+    one = merlin("run", str(write_spec(text.replace("FILE", "one.csv"), "one.yaml")), "--local", cwd=tmp_path)
+    ws = workspace_of(one)
+    assert ws.name.startswith("tok_")
+    assert (ws / "s" / "o.txt").read_text() == f"./studies ./studies/x {ws}/s 5\n"
+    two = merlin("run", str(write_spec(text.replace("FILE", "two.csv"), "two.yaml")), "--local", cwd=tmp_path)
+    ws = workspace_of(two)
+    assert (ws / "s" / "01" / "o.txt").read_text() == f"./studies ./studies/x {ws}/s 6\n"

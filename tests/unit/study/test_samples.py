@@ -13,13 +13,13 @@ from merlin_mdm.study.samples import SampleSet, hierarchy_sizes, read_samples, s
 
 @pytest.mark.parametrize(("n", "level_max_dirs", "sizes"), [
     (10_000, 25, (625, 25, 1)),
-    (1, 25, (1,)),
+    (1, 25, ()),  # a single sample runs in the step's folder, as in Merlin
     (25, 25, (1,)),
     (26, 25, (25, 1)),
     (625, 25, (25, 1)),
     (626, 25, (625, 25, 1)),
     (1_000_000, 10, (100_000, 10_000, 1000, 100, 10, 1)),
-    (0, 25, (1,)),
+    (0, 25, ()),
 ])  # fmt: skip
 def test_hierarchy_sizes(n: int, level_max_dirs: int, sizes: tuple[int, ...]) -> None:
     assert hierarchy_sizes(n, level_max_dirs) == sizes
