@@ -21,7 +21,8 @@ from merlin_mdm.study.layout import Workspace
 from merlin_mdm.study.lock import LOCK_FILE, LockHolder, WorkspaceLock
 from merlin_mdm.study.plan import StudyPlan
 
-__all__ = ["StudyRequest", "find_workspace", "prepare", "restart_study", "start_study", "study_status"]
+__all__ = ["StudyRequest", "find_workspace", "prepare", "restart_study", "start_study", "study_status",
+           "validate_study"]
 
 BACKEND_FILE = "backend"
 
@@ -54,6 +55,21 @@ def prepare(request: StudyRequest, check: Callable[[Spec], None] | None = None,
                                 slots=request.slots or default_workers())
     (ws.info / BACKEND_FILE).write_text(request.backend + "\n", encoding="utf-8")
     return loaded, ws, plan
+
+
+def validate_study(path: Path, variables: Mapping[str, str], strict: bool = False) -> LoadedSpec:
+    """Everything `validate` checks: the spec, its parameter expansion (label collisions) and, when it exists
+    already, its samples file. Writes nothing."""
+    from merlin_mdm.study.expand import StudyContext, expand, study_tokens
+    from merlin_mdm.study.samples import check_samples_file
+    from merlin_mdm.study.workspace import output_path
+
+    loaded = load_spec(path, variables, strict=strict)
+    spec = loaded.spec
+    ctx = StudyContext("/validate", str(output_path(spec)), "00000000-000000")
+    expand(spec, ctx)
+    check_samples_file(spec, study_tokens(spec, ctx))
+    return loaded
 
 
 def _rewrite(spec: Spec, request: StudyRequest) -> Spec:

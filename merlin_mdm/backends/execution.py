@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from merlin_mdm.spec.exitcodes import ExitCode
+from merlin_mdm.spec.hazards import parse_walltime
 from merlin_mdm.spec.tokens import substitute
 from merlin_mdm.status.model import StopKind, TaskFailure, TaskState, UnitOutcome
 from merlin_mdm.study.plan import NO_SAMPLE, StepInstance, StudyPlan, UnitKey
@@ -101,14 +102,11 @@ def watch_tasks(watcher: Callable[[int], None] | None) -> None:
 
 
 def walltime_seconds(text: str | None) -> float | None:
-    """A walltime `[[HH:]MM:]SS` in seconds; None when unset or zero."""
-    if not text:
+    """A walltime `[[HH:]MM:]SS` in seconds; None when unset or zero (validation refused any other text)."""
+    try:
+        return parse_walltime(text)
+    except ValueError:
         return None
-    parts = [float(p) for p in str(text).split(":")]
-    seconds = 0.0
-    for part in parts:
-        seconds = seconds * 60 + part
-    return seconds or None
 
 
 def task_tokens(plan: StudyPlan, sample: int, directory: Path) -> dict[str, str]:

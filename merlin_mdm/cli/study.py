@@ -9,7 +9,7 @@ import click
 
 from merlin_mdm.backends.base import RunOptions, RunReport
 from merlin_mdm.signals import parse_signal, watch_signals
-from merlin_mdm.spec import load_spec, parse_vars
+from merlin_mdm.spec import parse_vars
 from merlin_mdm.status.render import render_table, stderr_console, to_json
 from merlin_mdm.studies import StudyRequest, restart_study, start_study
 from merlin_mdm.study.pgen import parse_pargs
@@ -113,7 +113,9 @@ def validate(spec: Path, variables: tuple[str, ...], strict: bool) -> None:
     Exit code 0 when the spec is valid (warnings are printed), 2 otherwise. A $(...) that is no token goes
     to the shell unchanged, as in Maestro; one that looks like a misspelt token is a warning.
     """
-    loaded = load_spec(spec, parse_vars(variables), strict=strict)
+    from merlin_mdm.studies import validate_study
+
+    loaded = validate_study(spec, parse_vars(variables), strict)
     for warning in loaded.warnings:
         _echo_err(str(warning))
     s = loaded.spec

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from merlin_mdm.errors import SpecIssue
 from merlin_mdm.spec.exitcodes import EXIT_CODE_TOKENS
+from merlin_mdm.spec.hazards import check_hazards
 from merlin_mdm.spec.issues import IssueCollector, did_you_mean, key_mark, value_mark
 from merlin_mdm.spec.loader import Located, MarkedDict, MarkedList
 from merlin_mdm.spec.model import Spec, Step
@@ -39,6 +40,7 @@ def check_spec(spec: Spec, issues: IssueCollector, batch_types: Iterable[str] = 
     _check_batch(spec, issues, tuple(batch_types))
     _check_workers(spec, issues)
     _check_paths(spec, issues)
+    check_hazards(spec, issues)
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,7 @@ class FieldReader:
                 self.issues.error(self.node.mark, self.sub(key), f"missing required key `{key}`")
             return None
         value = self.node[key]
-        if value is None and required:
+        if required and (value is None or (isinstance(value, str) and not value.strip())):
             self.issues.error(value_mark(self.node, key), self.sub(key), "must not be empty")
         return value
 

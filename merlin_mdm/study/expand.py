@@ -6,10 +6,13 @@ import graphlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from merlin_mdm.errors import SpecError, SpecIssue
 from merlin_mdm.launchers import DEFAULT_LAUNCHER, Resources, get_launcher
 from merlin_mdm.spec import EXIT_CODE_TOKENS, Spec, Step, parent_name
+from merlin_mdm.spec.hazards import label_problem
+from merlin_mdm.spec.issues import value_mark
 from merlin_mdm.spec.tokens import resolve_ordered, substitute, tokens_in
-from merlin_mdm.study.parameters import Combo, combinations, project
+from merlin_mdm.study.parameters import Combo, combinations, format_value, project
 from merlin_mdm.study.plan import Edge, StepInstance, StudyPlan
 from merlin_mdm.study.samples import SampleSet
 
@@ -90,6 +93,8 @@ class _Expander:
         self.combos = list(combinations(spec.parameters)) or [Combo(())]
         self.used: dict[str, frozenset[str]] = {}
         self.by_labels: dict[str, dict[str, int]] = {}  # step -> labels -> instance index
+        self.combo_of: dict[tuple[str, str], tuple[tuple[str, str, str], ...]] = {}  # (step, labels) -> combo
+        self.issues: list[SpecIssue] = []  # unsafe labels and label collisions, all reported at the end
         self.instances: list[StepInstance] = []
         self._paths_all: str | None = None
         self.sample_tokens = set(SAMPLE_TASK_TOKENS) | set(ctx.samples.column_labels if ctx.samples else ())
@@ -97,6 +102,8 @@ class _Expander:
     def run(self) -> StudyPlan:
         for step in _topological(self.spec):
             self._expand_step(step)
+        if self.issues:
+            raise SpecError(list(dict.fromkeys(self.issues)))
         return StudyPlan(self.spec.description.name, self.ctx.workspace, tuple(self.instances), self.ctx.samples,
                          self.ctx.batch_size, self.ctx.slots)
 
@@ -142,10 +149,53 @@ class _Expander:
         for full in self.combos:
             combo = project(full, used)
             if combo.label_string in self.by_labels[step.name]:
+                self._check_collision(step, combo)
                 continue
+            self._check_labels(combo)
             inst = self._instance(step, combo)
             self.by_labels[step.name][combo.label_string] = inst.index
+            self.combo_of[(step.name, combo.label_string)] = combo.items
             self.instances.append(inst)
+
+    def _check_collision(self, step: Step, combo: Combo) -> None:
+        """Two different combinations with one label string would share a directory: one would be lost."""
+        other = self.combo_of[(step.name, combo.label_string)]
+        if other == combo.items:
+            return
+
+        def show(items: tuple[tuple[str, str, str], ...]) -> str:
+            return ", ".join(f"{name}={value!r}" for name, value, _ in items)
+
+        where = self._mark()
+        self.issues.append(SpecIssue(str(self.spec.path), where[0], where[1], "global.parameters",
+                                     f"step '{step.name}': the combinations ({show(other)}) and ({show(combo.items)}) "
+                                     f"both get the label '{combo.label_string}', so one would overwrite the other; "
+                                     "make the labels distinct"))
+
+    def _mark(self, *path: str | int) -> tuple[int, int]:
+        """Where ``global.parameters`` (or a node under it) is in the spec file; (0, 0) when unknown."""
+        node = self.spec.raw.get("global.parameters")
+        for key in path:
+            child = node.get(key) if isinstance(node, dict) and isinstance(key, str) else None
+            if isinstance(key, int) and isinstance(node, list) and key < len(node):
+                return value_mark(node, key)
+            if child is None:
+                break
+            node = child
+        return getattr(node, "mark", (0, 0))
+
+    def _check_labels(self, combo: Combo) -> None:
+        """A label that is not one plain directory name would put task directories outside the workspace."""
+        for name, value, label in combo.items:
+            why = label_problem(label)
+            if why:
+                param = next(p for p in self.spec.parameters if p.name == name)
+                index = next((i for i, v in enumerate(param.values) if format_value(v) == value), 0)
+                where = self._mark(name, "values", index)
+                self.issues.append(SpecIssue(
+                    str(self.spec.path), where[0], where[1], f"global.parameters.{name}.values[{index}]",
+                    f"the label {label!r} (label {param.label!r}, value {value!r}) {why}; task directories are "
+                    "named by labels, so each must be one plain directory name"))
 
     def _instance(self, step: Step, combo: Combo) -> StepInstance:
         index = len(self.instances)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -12,8 +13,13 @@ if TYPE_CHECKING:
     import numpy as np
 
 from merlin_mdm.errors import SpecError, SpecIssue
+from merlin_mdm.spec import Spec
+from merlin_mdm.spec.issues import value_mark
+from merlin_mdm.spec.loader import MarkedDict
+from merlin_mdm.spec.tokens import substitute
 
-__all__ = ["SAMPLE_SUFFIXES", "SampleSet", "hierarchy_sizes", "read_samples", "sample_count", "sample_path"]
+__all__ = ["SAMPLE_SUFFIXES", "SampleSet", "check_samples_file", "checked_shape", "hierarchy_sizes", "read_samples",
+           "sample_count", "sample_path"]
 
 SAMPLE_SUFFIXES = (".npy", ".csv", ".tab")
 
@@ -47,8 +53,11 @@ def _bad(path: Path, message: str) -> SpecError:
     return SpecError([SpecIssue(str(path), 0, 0, "merlin.samples.file", message)])
 
 
-def read_samples(path: Path) -> np.ndarray:
-    """Load a samples file as a 2-D array (one row per sample); .npy is memory-mapped."""
+def read_samples(path: Path, column_labels: Sequence[str] = ()) -> np.ndarray:
+    """Load a samples file as a 2-D array (one row per sample); .npy is memory-mapped.
+
+    A CSV/tab first row that repeats ``column_labels`` is a header and is skipped.
+    """
     import numpy as np  # imported here: `merlin-mdm status` and --help never need it
 
     suffix = path.suffix.lower()
@@ -63,6 +72,8 @@ def read_samples(path: Path) -> np.ndarray:
                 warnings.simplefilter("ignore", UserWarning)
                 delimiter = "," if suffix == ".csv" else None
                 data = np.loadtxt(path, delimiter=delimiter, dtype=str, ndmin=2, comments="#")
+            if column_labels and data.shape[0] and [c.strip() for c in data[0]] == list(column_labels):
+                data = data[1:]
     except FileNotFoundError:
         raise _bad(path, "samples file not found") from None
     except (OSError, ValueError) as exc:
@@ -73,13 +84,77 @@ def read_samples(path: Path) -> np.ndarray:
         raise _bad(path, f"samples must be a 2-D table (one row per sample), got shape {data.shape}")
     if data.shape[0] == 0:
         raise _bad(path, "the samples file holds no samples")
+    _check_values(path, data)
     return cast("np.ndarray", data)
 
 
-def sample_count(path: Path) -> tuple[int, int]:
+def _check_values(path: Path, data: np.ndarray) -> None:
+    """Refuse NaN/inf values, and a first row of names over numeric rows (a header not named as the columns)."""
+    import numpy as np
+
+    try:
+        numbers = np.asarray(data, dtype=float)
+    except ValueError:
+        if data.shape[0] > 1 and _numeric(data[1:]) and not _numeric(data[:1]):
+            raise _bad(path, f"the first row {list(map(str, data[0]))} looks like a header: make it repeat "
+                             "merlin.samples.column_labels exactly, or remove it") from None
+        return
+    bad = np.argwhere(~np.isfinite(numbers))
+    if len(bad):
+        row, col = (int(v) for v in bad[0])
+        raise _bad(path, f"{len(bad)} value(s) are not finite numbers, the first in row {row + 1}, column "
+                         f"{col + 1}: {data[row, col]}")
+
+
+def _numeric(block: np.ndarray) -> bool:
+    import numpy as np
+
+    try:
+        np.asarray(block, dtype=float)
+    except ValueError:
+        return False
+    return True
+
+
+def sample_count(path: Path, column_labels: Sequence[str] = ()) -> tuple[int, int]:
     """(rows, columns) of a samples file without loading a .npy into memory."""
-    data = read_samples(path)
+    data = read_samples(path, column_labels)
     return int(data.shape[0]), int(data.shape[1])
+
+
+def _marks(spec: Spec, key: str) -> tuple[int, int]:
+    merlin = spec.raw.get("merlin")
+    node = merlin.get("samples") if isinstance(merlin, MarkedDict) else None
+    return value_mark(node, key)
+
+
+def checked_shape(spec: Spec, path: Path) -> tuple[int, int]:
+    """(rows, columns) of ``path`` read as ``spec``'s samples; a located SpecError when it does not fit."""
+    cfg = spec.samples
+    labels = cfg.column_labels if cfg is not None else ()
+    try:
+        rows, columns = sample_count(path, labels)
+    except SpecError as exc:
+        line, col = _marks(spec, "file")
+        raise SpecError([SpecIssue(str(spec.path), line, col, "merlin.samples.file", f"{path}: {issue.message}")
+                         for issue in exc.issues]) from None
+    if columns != len(labels):
+        line, col = _marks(spec, "column_labels")
+        raise SpecError([SpecIssue(str(spec.path), line, col, "merlin.samples.column_labels",
+                                   f"{len(labels)} column label(s) for {columns} column(s) in {path}")])
+    return rows, columns
+
+
+def check_samples_file(spec: Spec, tokens: Mapping[str, str]) -> None:
+    """At validate time: the samples file, when it exists already, is readable and fits column_labels."""
+    if spec.samples is None:
+        return
+    text = substitute(spec.samples.file, dict(tokens))
+    path = Path(text).expanduser()
+    path = path if path.is_absolute() else spec.root / path
+    if "$(" in text or not path.exists():
+        return  # generated at run time (merlin.samples.generate), or given with --samplesfile
+    checked_shape(spec, path)
 
 
 @dataclass(frozen=True)
@@ -113,5 +188,5 @@ class SampleSet:
     def rows(self) -> np.ndarray:
         """The sample table (cached per process)."""
         if "rows" not in self._cache:
-            self._cache["rows"] = read_samples(Path(self.file))
+            self._cache["rows"] = read_samples(Path(self.file), self.column_labels)
         return cast("np.ndarray", self._cache["rows"])

@@ -20,7 +20,7 @@ from merlin_mdm.spec.tokens import substitute
 from merlin_mdm.study.expand import StudyContext, expand, resolve_variables, study_tokens
 from merlin_mdm.study.layout import PLAN_FILE, Workspace
 from merlin_mdm.study.plan import StudyPlan
-from merlin_mdm.study.samples import SampleSet, sample_count
+from merlin_mdm.study.samples import SampleSet, checked_shape
 
 __all__ = ["PLAN_FILE", "Workspace", "create_workspace", "output_path"]
 
@@ -100,6 +100,7 @@ def _stage_samples(spec: Spec, ws: Workspace, tokens: dict[str, str], override: 
         source = spec.root / source
     if cfg.generate_cmd and override is None:
         _generate_samples(spec, ws, substitute(cfg.generate_cmd, tokens))
+    rows, _ = checked_shape(spec, source)  # the user's file is named, not the copy
     target = ws.info / f"samples{source.suffix.lower()}"
     try:
         if source.resolve() != target.resolve():
@@ -107,10 +108,6 @@ def _stage_samples(spec: Spec, ws: Workspace, tokens: dict[str, str], override: 
     except OSError as exc:
         raise SpecError([SpecIssue(str(spec.path), 0, 0, "merlin.samples.file",
                                    f"cannot copy samples file {source}: {exc.strerror or exc}")]) from None
-    rows, columns = sample_count(target)
-    if columns != len(cfg.column_labels):
-        raise SpecError([SpecIssue(str(spec.path), 0, 0, "merlin.samples.column_labels",
-                                   f"{len(cfg.column_labels)} column labels for {columns} columns in {source}")])
     return SampleSet(str(target), rows, cfg.column_labels, cfg.level_max_dirs)
 
 

@@ -1,0 +1,94 @@
+"""Checks against specs that would write outside their workspace, never end, or loop: parameter labels that
+are not one plain directory name (:func:`label_problem`, applied by the expansion to the labels a step uses),
+walltimes that are not a positive time, and env variables that refer to each other in a circle. Pure."""
+
+from __future__ import annotations
+
+import math
+
+from merlin_mdm.spec.issues import IssueCollector, key_mark, value_mark
+from merlin_mdm.spec.loader import MarkedDict
+from merlin_mdm.spec.model import Spec
+from merlin_mdm.spec.tokens import tokens_in
+
+__all__ = ["check_hazards", "label_problem", "parse_walltime"]
+
+
+def parse_walltime(text: str | None) -> float | None:
+    """A walltime `[[HH:]MM:]SS` in seconds (None when unset or zero); ValueError when it is not a time."""
+    if text is None or str(text).strip() == "":
+        return None
+    parts = str(text).strip().split(":")
+    if len(parts) > 3:
+        raise ValueError("more than three fields")
+    seconds = 0.0
+    for part in parts:
+        value = float(part)  # ValueError for 'abc'
+        if not math.isfinite(value) or value < 0:
+            raise ValueError("each field must be a finite number >= 0")
+        seconds = seconds * 60 + value
+    return seconds or None
+
+
+def label_problem(label: str) -> str | None:
+    """Why ``label`` cannot be a directory name (None when it can)."""
+    if "\0" in label:
+        return "holds a NUL byte"
+    if "/" in label:
+        return "holds '/', which would make it a path"
+    if label in ("", ".", ".."):
+        return f"is '{label}', which is not a directory of its own"
+    return None
+
+
+def check_hazards(spec: Spec, issues: IssueCollector) -> None:
+    """Record walltimes and variable cycles that cannot work (labels are checked where they are used, in
+    the expansion, with :func:`label_problem`)."""
+    _check_walltimes(spec, issues)
+    _check_variable_cycles(spec, issues)
+
+
+def _check_walltimes(spec: Spec, issues: IssueCollector) -> None:
+    batch = spec.raw.get("batch")
+    places = [(spec.batch.walltime, value_mark(batch, "walltime"), "batch.walltime")]
+    study = spec.raw.get("study")
+    for i, step in enumerate(spec.steps):
+        entry = study[i] if isinstance(study, list) and i < len(study) else None
+        run = entry.get("run") if isinstance(entry, MarkedDict) else None
+        places.append((step.run.walltime, value_mark(run, "walltime"), f"study[{i}].run.walltime"))
+    for text, where, path in places:
+        try:
+            parse_walltime(text)
+        except ValueError:
+            issues.error(where, path, f"walltime {text!r} is not a positive time: use [[HH:]MM:]SS, e.g. "
+                                      "'01:30:00' or '90'")
+
+
+def _check_variable_cycles(spec: Spec, issues: IssueCollector) -> None:
+    refs = {name: {t for t in tokens_in(value)} for name, value in spec.env.variables}
+    graph = {name: sorted(r for r in targets if r in refs) for name, targets in refs.items()}
+    reported: set[str] = set()
+    env = spec.raw.get("env")
+    variables = env.get("variables") if isinstance(env, MarkedDict) else None
+    for start in graph:
+        cycle = _cycle_from(graph, start)
+        if cycle and not reported & set(cycle):
+            reported |= set(cycle)
+            path = " -> ".join(f"$({n})" for n in [*cycle, cycle[0]])
+            issues.error(key_mark(variables, cycle[0]), f"env.variables.{cycle[0]}",
+                         f"variables refer to each other in a circle ({path}), so none has a value")
+
+
+def _cycle_from(graph: dict[str, list[str]], start: str) -> list[str] | None:
+    """A cycle through ``start`` (names in order), if any."""
+    stack = [(start, [start])]
+    seen: set[str] = set()
+    while stack:
+        name, path = stack.pop()
+        for nxt in graph.get(name, ()):
+            if nxt == start:
+                return path
+            if nxt not in seen:
+                seen.add(nxt)
+                stack.append((nxt, [*path, nxt]))
+    return None

@@ -1,0 +1,95 @@
+"""`validate` (and `run`, before writing anything) refuses hostile specs with file:line:col, never a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from .conftest import merlin, spec_file
+
+LABELS = """
+    description: {name: labels, description: labels that are no directory name}
+    env: {variables: {OUTPUT_PATH: ./out}}
+    global.parameters:
+      P: {values: ['../../../../ESCAPED', '..', 'a/b', ok], label: '%%'}
+      Q: {values: [1, 2, 3, 4], label: 'Q.%%'}
+    study:
+      - name: a
+        run: {cmd: "echo $(P)"}
+"""
+
+COLLIDING = """
+    description: {name: collide, description: two combinations with one label}
+    env: {variables: {OUTPUT_PATH: ./out}}
+    global.parameters:
+      P: {values: [a.b, a], label: '%%'}
+      Q: {values: [c, b.c], label: '%%'}
+    study:
+      - name: a
+        run: {cmd: "echo $(P) $(Q)"}
+"""
+
+SAMPLES = """
+    description: {{name: samples, description: a samples file that does not fit}}
+    env: {{variables: {{OUTPUT_PATH: ./out}}}}
+    merlin:
+      samples: {{file: {file}, column_labels: [X, Y]}}
+    study:
+      - name: a
+        run: {{cmd: "echo $(X) $(Y)"}}
+"""
+
+
+def _refused(tmp_path: Path, spec: Path, *expected: str) -> None:
+    for command in (("validate",), ("run", "--local")):
+        result = merlin(command[0], str(spec), *command[1:], cwd=tmp_path)
+        assert result.returncode == 2, result.stderr
+        assert "Traceback" not in result.stderr
+        for text in expected:
+            assert text in result.stderr, result.stderr
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir()), "a workspace was written"
+    assert not list(tmp_path.parent.rglob("ESCAPED"))
+
+
+def test_labels_that_are_not_one_directory_name_are_refused(tmp_path: Path) -> None:
+    spec = spec_file(tmp_path, LABELS)
+    _refused(tmp_path, spec,
+             "spec.yaml:5:16: global.parameters.P.values[0]: the label '../../../../ESCAPED'",
+             "spec.yaml:5:39: global.parameters.P.values[1]: the label '..' (label '%%', value '..') is '..'",
+             "spec.yaml:5:45: global.parameters.P.values[2]: the label 'a/b'")
+
+
+def test_colliding_labels_name_both_combinations(tmp_path: Path) -> None:
+    _refused(tmp_path, spec_file(tmp_path, COLLIDING),
+             "spec.yaml:5:3: global.parameters: step 'a': the combinations (P='a.b', Q='c') and (P='a', Q='b.c') "
+             "both get the label 'a.b.c'")
+
+
+@pytest.mark.parametrize(("name", "content", "expected"), [
+    ("corrupt.npy", b"\x93NUMPY garbage", "spec.yaml:5:19: merlin.samples.file: {path}: cannot read samples"),
+    ("cube.npy", None, "spec.yaml:5:19: merlin.samples.file: {path}: samples must be a 2-D table"),
+    ("three.csv", b"1,2,3\n4,5,6\n", "spec.yaml:5:45: merlin.samples.column_labels: 2 column label(s) for 3"),
+    ("nan.csv", b"1,2\n3,nan\n", "{path}: 1 value(s) are not finite numbers, the first in row 2, column 2: nan"),
+    ("header.csv", b"A,B\n1,2\n", "{path}: the first row ['A', 'B'] looks like a header"),
+])
+def test_a_samples_file_that_does_not_fit_is_refused_where_it_is_named(tmp_path: Path, name: str,
+                                                                        content: bytes | None, expected: str) -> None:
+    path = tmp_path / name
+    if content is None:
+        import numpy as np
+
+        np.save(path, np.zeros((2, 2, 2)))
+    else:
+        path.write_bytes(content)
+    _refused(tmp_path, spec_file(tmp_path, SAMPLES.format(file=name)), expected.format(path=path))
+
+
+def test_a_header_row_naming_the_columns_is_skipped(tmp_path: Path) -> None:
+    (tmp_path / "named.csv").write_text("X,Y\n1,2\n3,4\n")
+    spec = spec_file(tmp_path, SAMPLES.format(file="named.csv"))
+    assert merlin("validate", str(spec), cwd=tmp_path).returncode == 0
+    result = merlin("run", str(spec), "--local", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    outs = sorted(p.read_text() for p in (tmp_path / "out").rglob("a*.out"))
+    assert outs == ["1 2\n", "3 4\n"]
