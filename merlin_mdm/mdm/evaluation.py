@@ -8,6 +8,7 @@ second RNG seeded with ``seed + 1``.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Mapping
@@ -131,6 +132,19 @@ def evaluate(cfg: EvalConfig, loaded: LoadedDenoiser | None = None, sampler: Sam
     return EvalResult(attrs, data["correct"], data["nfe"], data["wall_time"], data["tokens"], data["reveal_step"])
 
 
+_RECIPE_KEYS = ("iterations", "tau_start", "d_model", "n_layers", "rollouts", "batch_size", "lr_policy")
+
+
+def _recipe_parts(config: Mapping[str, Any]) -> list[str]:
+    """``key=value`` for the recipe knobs that differ from :class:`OrderTrainConfig`'s defaults (so two recipes
+    never share a Table 1 line)."""
+    from merlin_mdm.mdm.order.training import OrderTrainConfig
+
+    defaults = {spec.name: spec.default for spec in dataclasses.fields(OrderTrainConfig)}
+    return [f"{key}={config[key]:g}" if isinstance(config[key], float) else f"{key}={config[key]}"
+            for key in _RECIPE_KEYS if key in config and config[key] != defaults.get(key)]
+
+
 def _train_seed(meta: Mapping[str, Any]) -> dict[str, Any]:
     """``train_seed``: the seed the denoiser was trained with, when its meta.json says."""
     config = meta.get("train_config")
@@ -141,7 +155,8 @@ def _policy_attrs(sampler: Any) -> dict[str, Any]:
     """For policy samplers: the policy's training budget(s), temperature, NFE penalty and a Table 1 method name.
 
     E.g. ``learned (T=2, tau=0.1)``, ``learned (T=2|4|8, tau=0.1, nfe_penalty=0.5, sample)``,
-    ``learned_counts (T=4, tau=0.1)``.
+    ``learned_counts (T=4, tau=0.1)``, ``learned (T=4, tau=0.1, iterations=800, d_model=64)``: recipe knobs
+    appear when they differ from the defaults.
     """
     inner = getattr(sampler, "inner", sampler)
     meta = getattr(inner, "meta", None)
@@ -157,6 +172,7 @@ def _policy_attrs(sampler: Any) -> dict[str, Any]:
     if config.get("nfe_penalty"):
         out["policy.nfe_penalty"] = float(config["nfe_penalty"])
         parts.append(f"nfe_penalty={float(config['nfe_penalty']):g}")
+    parts += _recipe_parts(config)
     if "seed" in config:
         out["policy.seed"] = int(config["seed"])
     if getattr(inner, "decode", "threshold") == "sample":

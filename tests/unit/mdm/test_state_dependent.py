@@ -125,3 +125,19 @@ def test_generate_with_a_learned_policy_may_stop_early(tiny, tmp_path) -> None:
     prompts = task.sample(8, gen(2))[:, : task.prompt_len]
     result = generate(den, prompts, task.answer_len, make_sampler("learned", policy_dir=path), 4, gen(0))
     assert result.nfe.tolist() == [1] * 8
+
+
+def test_method_labels_name_the_budgets_penalty_decoding_and_non_default_recipe(tiny, tmp_path) -> None:
+    from merlin_mdm.mdm.evaluation import _policy_attrs
+
+    task, _ = tiny
+    net = OrderNet(OrderNetConfig(vocab_size=task.vocab_size, seq_len=task.seq_len, hidden_dim=16, d_model=8))
+    config = OrderTrainConfig(budget=4, budgets=(2, 4), nfe_penalty=0.5, iterations=800, d_model=8, seed=3)
+    meta = {"budget": 4, "budgets": [2, 4], "train_config": config.to_dict()}
+    path = str(save_policy(tmp_path / "p", net.eval(), None, meta))
+    attrs = _policy_attrs(make_sampler("learned", policy_dir=path, decode="sample"))
+    assert attrs["method"] == "learned (T=2|4, tau=0.1, nfe_penalty=0.5, iterations=800, d_model=8, sample)"
+    assert attrs["policy.seed"] == 3 and attrs["policy.budgets"] == "2|4"
+    plain = OrderTrainConfig(budget=2)
+    path2 = str(save_policy(tmp_path / "q", net.eval(), None, {"budget": 2, "train_config": plain.to_dict()}))
+    assert _policy_attrs(make_sampler("learned_counts", policy_dir=path2))["method"] == "learned_counts (T=2, tau=0.1)"
