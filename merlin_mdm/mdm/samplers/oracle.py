@@ -7,7 +7,7 @@ from torch import Tensor
 
 from merlin_mdm.errors import MdmError
 from merlin_mdm.mdm.samplers.base import Sampler, StepState, register_sampler
-from merlin_mdm.mdm.tasks.blocks import COUP_ID, LABEL0_ID
+from merlin_mdm.mdm.tasks.blocks import COUP_ID, IND_ID, LABEL0_ID
 
 __all__ = ["BlocksOracleSampler", "blocks_layout"]
 
@@ -24,7 +24,8 @@ def blocks_layout(x: Tensor, prompt_len: int) -> tuple[Tensor, Tensor]:
     nb = prompt_len - answer
     if nb >= 1 and bool((x[:, nb:prompt_len] >= LABEL0_ID).all()):
         return x[:, nb:prompt_len] - LABEL0_ID, x[:, :nb] == COUP_ID
-    if prompt_len == 0 or answer % prompt_len:
+    types = x[:, :prompt_len]
+    if prompt_len == 0 or answer % prompt_len or not bool(((types == COUP_ID) | (types == IND_ID)).all()):
         raise MdmError("blocks_oracle needs the blocks task (a prompt of block types, and block labels if random)")
     ids = (torch.arange(answer) // (answer // prompt_len)).expand(x.shape[0], -1)
     return ids, x[:, :prompt_len] == COUP_ID

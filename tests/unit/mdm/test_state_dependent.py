@@ -60,6 +60,9 @@ def test_random_layout_blocks_score_and_oracle() -> None:
     # row 0: block 0 independent (positions 1, 3), block 1 coupled -> only its first position 0
     assert picked[0, 6:].tolist() == [True, True, False, True]
     assert picked[2, 6:].tolist() == [True, True, True, False]
+    sudoku = make_task("sudoku", n=4, blanks=4).sample(2, gen(0))
+    with pytest.raises(MdmError, match="blocks task"):
+        make_sampler("blocks_oracle").select(StepState(sudoku, sudoku >= 0, None, None, 0, 2, None, prompt_len=16))
 
 
 def test_dus_reveals_in_bit_reversal_order() -> None:
