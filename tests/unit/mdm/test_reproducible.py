@@ -60,7 +60,8 @@ def test_the_same_micro_study_twice_gives_identical_tables(studies: tuple[Path, 
         np.testing.assert_array_equal(a[name].values, b[name].values)
     assert load_dataset(first / "results.h5", "summary").equals(load_dataset(second / "results.h5", "summary"))
     text = (first / "results.md").read_text(encoding="utf-8")
-    assert "| learned (T=2, tau=0.1) | 2 |" in text and "learned_counts (T=2, tau=0.1)" in text
+    recipe = "T=2, tau=0.1, iterations=2, d_model=8, rollouts=2, batch_size=4"
+    assert f"| learned ({recipe}) | 2 |" in text and f"learned_counts ({recipe})" in text
     assert "schedules shuffled across prompts" in text and "State dependence" in text
 
 
