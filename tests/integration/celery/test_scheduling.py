@@ -201,7 +201,8 @@ def test_restart_requeues_only_what_did_not_finish(workers: WorkerPool, tmp_path
           - name: funnel
             run: {{cmd: "echo funnel >> {tmp_path}/runs.log", depends: [work], task_queue: sched}}
     """))
-    ws, plan = create_workspace(load_spec(spec, {}), batch_size=2)
+    ws, plan = create_workspace(load_spec(spec, {}), batch_size=2, slots=3)  # units of 2, 2, 1, 1 samples
+    assert [len(plan.unit_samples(k)) for k in plan.units()][:4] == [2, 2, 1, 1]
     backend = get_backend("celery")
     store = backend.status_store(ws)
     try:
