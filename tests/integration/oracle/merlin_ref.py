@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,9 +87,30 @@ def _newest_workspace(root: Path, name: str) -> Path:
     return max(found, key=lambda p: p.stat().st_mtime)
 
 
+def _run_merlin(argv: list[str], cwd: Path, env: dict[str, str], timeout: float, done_glob: str | None) -> int:
+    """Merlin's exit code. With ``done_glob``, Merlin is stopped (rc 124) once a file matching it exists under
+    ``cwd``: its last task has ended, and Merlin is known to stay up long after that."""
+    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        if done_glob and any(cwd.glob(done_glob)):
+            time.sleep(2)  # let it finish writing
+            break
+        time.sleep(0.5)
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+        return 124
+    return proc.returncode
+
+
 def run_pair(venv: Path, example: str, spec_name: str, study_name: str, tmp: Path,
-             mdm_args: tuple[str, ...] = (), merlin_args: tuple[str, ...] = (), timeout: float = 600) -> ExamplePair:
-    """Copy ``example`` out of Merlin, run ``spec_name`` in it with Merlin and with merlin-mdm (--local)."""
+             mdm_args: tuple[str, ...] = (), merlin_args: tuple[str, ...] = (), timeout: float = 600,
+             merlin_done: str | None = None) -> ExamplePair:
+    """Copy ``example`` out of Merlin, run ``spec_name`` in it with Merlin and with merlin-mdm (--local).
+
+    ``merlin_done``: a glob (under the example's folder) whose first match means Merlin's work is over.
+    """
     home = tmp / "home"
     home.mkdir(parents=True, exist_ok=True)
     env = _env(venv, home)
@@ -102,12 +124,12 @@ def run_pair(venv: Path, example: str, spec_name: str, study_name: str, tmp: Pat
         else:
             target.mkdir()
             shutil.copy(source, target / source.name)
-    ref = subprocess.run([merlin, "run", "--local", spec_name, *merlin_args], cwd=ref_dir, env=env,
-                         capture_output=True, text=True, timeout=timeout)
+    merlin_rc = _run_merlin([merlin, "run", "--local", spec_name, *merlin_args], ref_dir, env, timeout,
+                            merlin_done)
     merlin_ws = _newest_workspace(ref_dir, study_name)
     mdm = subprocess.run([*CLI, "run", spec_name, "--local", "--no-progress", *mdm_args], cwd=mdm_dir,
                          env=env, capture_output=True, text=True, timeout=timeout)
-    return ExamplePair(merlin_ws, _newest_workspace(mdm_dir, study_name), ref_dir, mdm_dir, ref.returncode,
+    return ExamplePair(merlin_ws, _newest_workspace(mdm_dir, study_name), ref_dir, mdm_dir, merlin_rc,
                        mdm.returncode, mdm.stderr + mdm.stdout)
 
 
