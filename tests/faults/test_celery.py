@@ -15,7 +15,7 @@ import pytest
 from tests.integration.celery.helpers import merlin
 from tests.integration.conftest import RedisFixture, WorkerPool, redis_server, worker_pool  # noqa: F401
 
-from .conftest import handles_sigterm, spec_file, wait_for
+from .conftest import handles_sigterm, markers, spec_file, wait_for
 
 pytestmark = [pytest.mark.redis, pytest.mark.celery]
 
@@ -51,6 +51,15 @@ def _status(ws: Path, env: dict[str, str]) -> dict[str, object]:
     return json.loads(result.stdout)
 
 
+def _counts_match_disk(ws: Path, env: dict[str, str]) -> dict[str, dict[str, int]]:
+    """Finished counts in Redis equal the done-markers on disk; the counts per step."""
+    snap = _status(ws, env)
+    steps = {s["step"]: s["counts"] for s in snap["steps"]}  # type: ignore[attr-defined]
+    finished = {step: c["finished"] for step, c in steps.items() if c["finished"]}
+    assert finished == markers(ws), snap
+    return steps
+
+
 def _finish(ws: Path, env: dict[str, str]) -> None:
     done = merlin("monitor", str(ws), "--sleep", "0.3", cwd=ws, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -68,6 +77,7 @@ def test_a_unit_that_raises_is_recorded_as_its_failure(tmp_path: Path, study, wo
     work = next(s for s in snap["steps"] if s["step"] == "work")
     assert work["counts"]["failed"] == 3 and not work["counts"]["running"]
     assert "internal error: ValueError" in work["failures"][0]["reason"]
+    _counts_match_disk(ws, env)
 
 
 def test_purge_shows_in_status_and_restart_requeues_the_purged_work(tmp_path: Path, study,
@@ -88,6 +98,7 @@ def test_purge_shows_in_status_and_restart_requeues_the_purged_work(tmp_path: Pa
     snap = _status(ws, env)
     assert snap["state"] == "finished"
     assert (ws / "funnel" / "runs.log").read_text() == "funnel\n"
+    assert _counts_match_disk(ws, env)["work"]["finished"] == 3
     assert all(p.read_text().count("\n") == 1 for p in (ws / "work").glob("*/runs.log"))
 
 
@@ -104,8 +115,8 @@ def test_run_workers_on_sigterm_gives_running_units_back_and_exits_143(tmp_path:
     rc, err = workers.finish(timeout=60)
     assert rc == 128 + signal.SIGTERM, err
     assert "visibility_timeout: 375 s (derived from the study's walltimes)" in err
-    work = next(s for s in _status(ws, env)["steps"] if s["step"] == "work")
-    assert work["counts"]["running"] == 0 and work["counts"]["queued"] == 3, work
+    work = _counts_match_disk(ws, env)["work"]
+    assert work["running"] == 0 and work["queued"] == 3, work
 
 
 def test_monitor_ends_on_sigterm_with_143(tmp_path: Path, study, start) -> None:

@@ -17,7 +17,7 @@ from celery.exceptions import Reject
 
 from merlin_mdm.backends.celery.dependencies import RedisDependencies
 from merlin_mdm.backends.celery.in_allocation import unit_fits
-from merlin_mdm.backends.celery.scheduling import Dispatch, execute_unit, expand_range
+from merlin_mdm.backends.celery.scheduling import Dispatch, execute_unit, expand_range, fail_unit
 from merlin_mdm.config import AppConfig
 from merlin_mdm.errors import StatusError
 from merlin_mdm.status.redis_store import RedisStatusStore
@@ -127,7 +127,15 @@ def make_app(config: AppConfig) -> Celery:
         key = UnitKey.from_id(unit_id)
         if not unit_fits(plan, key, os.environ, time.time()):
             hand_back(self)
-        execute_unit(store, deps, plan, key, lambda d: send_dispatch(app, workspace, plan, d), config.max_deliveries)
+        def send(dispatch: Dispatch) -> None:
+            send_dispatch(app, workspace, plan, dispatch)
+
+        try:
+            execute_unit(store, deps, plan, key, send, config.max_deliveries)
+        except retry_on:
+            raise
+        except Exception as exc:  # any other failure is the unit's recorded failure, never an acked loss
+            fail_unit(store, deps, plan, key, exc, send)
 
     @app.task(  # type: ignore[untyped-decorator]
         name=EXPAND_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True,

@@ -26,7 +26,7 @@ from merlin_mdm.status.redis_store import RedisStatusStore
 from merlin_mdm.study.plan import StudyPlan, UnitKey
 
 __all__ = ["EXPAND_FANOUT", "UNITS_PER_EXPAND", "Dispatch", "Sender", "execute_unit", "expand_range",
-           "plan_dispatch", "record", "release", "unit_ranges"]
+           "fail_unit", "plan_dispatch", "record", "release", "unit_ranges"]
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +145,14 @@ def execute_unit(store: RedisStatusStore, deps: RedisDependencies, plan: StudyPl
         outcome = _run(store, plan, key)
     release(store, deps, record(store, deps, key, outcome), send)
     return outcome
+
+
+def fail_unit(store: RedisStatusStore, deps: RedisDependencies, plan: StudyPlan, key: UnitKey, exc: Exception,
+              send: Sender) -> None:
+    """Record an unexpected exception as the unit's failure (its traceback goes to the worker's log)."""
+    log.error("unit %s of %s failed", key.to_id(), plan.workspace, exc_info=exc)
+    outcome = unit_failure(plan, key, f"internal error: {type(exc).__name__}: {exc}")
+    release(store, deps, record(store, deps, key, outcome), send)
 
 
 def _run(store: RedisStatusStore, plan: StudyPlan, key: UnitKey) -> UnitOutcome:
