@@ -234,11 +234,20 @@ def purge(spec: Path, force: bool, steps: tuple[str, ...]) -> None:
 @click.argument("target", type=click.Path(exists=True, path_type=Path))
 @click.option("--sleep", "interval", default=10.0, show_default=True, type=click.FloatRange(0.1),
               help="Seconds between checks.")
-def monitor(target: Path, interval: float) -> None:
+@click.option("--signal", "early_signal", metavar="SIG", envvar="MERLIN_MDM_SIGNAL",
+              help="Also end on this signal (exit 128+signal), as on SIGTERM, SIGINT and SIGHUP.")
+def monitor(target: Path, interval: float, early_signal: str | None) -> None:
     """Block while the study of TARGET (a spec or workspace) still has work; exit 0 when it is over.
 
     Run it last in a batch job that starts workers, so the allocation ends with the study.
     """
+    from merlin_mdm.signals import watch_signals
+
+    with watch_signals(parse_signal(early_signal)):
+        _monitor(target, interval)
+
+
+def _monitor(target: Path, interval: float) -> None:
     from merlin_mdm.backends.celery.backend import CeleryBackend
     from merlin_mdm.backends.celery.in_allocation import study_is_over
     from merlin_mdm.status.redis_store import RedisStatusStore

@@ -86,14 +86,14 @@ def start(tmp_path: Path) -> Iterator[Callable[..., Runner]]:
         runner.proc.communicate()
 
 
-def handles_sigterm(pid: int) -> bool:
-    """Whether process ``pid`` has installed a SIGTERM handler (its caught-signals mask says so)."""
+def handles_sigterm(pid: int, signum: int = signal.SIGTERM) -> bool:
+    """Whether process ``pid`` has installed a handler of ``signum`` (its caught-signals mask says so)."""
     try:
         status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
         return False
     mask = next(int(line.split()[1], 16) for line in status.splitlines() if line.startswith("SigCgt:"))
-    return bool(mask & (1 << (signal.SIGTERM - 1)))
+    return bool(mask & (1 << (signum - 1)))
 
 
 def tagged_processes(tag: str) -> list[int]:

@@ -119,14 +119,16 @@ def test_run_workers_on_sigterm_gives_running_units_back_and_exits_143(tmp_path:
     assert work["running"] == 0 and work["queued"] == 3, work
 
 
-def test_monitor_ends_on_sigterm_with_143(tmp_path: Path, study, start) -> None:
+@pytest.mark.parametrize(("signum", "extra"), [(signal.SIGTERM, ()), (signal.SIGUSR1, ("--signal", "USR1"))])
+def test_monitor_ends_on_a_stop_signal_with_128_plus_it(tmp_path: Path, study, start, signum: int,
+                                                        extra: tuple[str, ...]) -> None:
     spec, _, env = study
     ws = _queue(tmp_path, spec, env)
-    watcher = start("monitor", str(ws), "--sleep", "0.2", env=env)
-    wait_for(lambda: handles_sigterm(watcher.proc.pid), 30, "monitor to handle SIGTERM")
-    watcher.signal(signal.SIGTERM)
+    watcher = start("monitor", str(ws), "--sleep", "0.2", *extra, env=env)
+    wait_for(lambda: handles_sigterm(watcher.proc.pid, signum), 30, "monitor to handle the signal")
+    watcher.signal(signum)
     rc, err = watcher.finish(timeout=30)
-    assert rc == 128 + signal.SIGTERM and "Traceback" not in err, err
+    assert rc == 128 + signum and "Traceback" not in err, err
 
 
 def test_a_port_that_speaks_another_protocol_is_a_one_line_error(tmp_path: Path) -> None:
