@@ -109,3 +109,23 @@ def test_plots_are_png_and_svg_with_a_log2_axis_and_stable_bytes(study: Path, tm
             assert first == second, name
     svg = (tmp_path / "a" / "r.svg").read_text(encoding="utf-8")
     assert svg.startswith("<?xml") and "log2" in svg and "Seeds per point: 3" in svg
+
+
+def test_adaptive_lines_are_also_compared_at_their_max_nfe(study: Path, tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    for seed in range(3):
+        nfe = np.where(rng.random(200) < 0.5, 2, 4)  # mean 3, max 4
+        _write(study / "eval" / f"adaptive.{seed}" / "m.h5", "learned", 4, seed, rng.random(200) < 0.9, nfe,
+               method="learned (T=2|4, nfe_penalty=0.5)")
+    report = _aggregate(study, tmp_path / "r.h5")
+    from merlin_mdm.results.tables import bootstrap_groups
+
+    draws = bootstrap_groups(report.table)
+    at_avg = {c.learned.method: c for c in compare_at_equal_compute(report.summary, draws)}
+    at_max = {c.learned.method: c for c in compare_at_equal_compute(report.summary, draws, at="max")}
+    adaptive = "learned (T=2|4, nfe_penalty=0.5)"
+    assert at_avg[adaptive].baseline is not None and at_avg[adaptive].baseline.method == "iid"
+    assert at_max[adaptive].baseline is not None and at_max[adaptive].baseline.method == "top_prob"
+    assert at_max[adaptive].verdict == "baseline better"  # top_prob at T=4 is right 97% of the time
+    text = (tmp_path / "r.md").read_text(encoding="utf-8")
+    assert "at most their NFE @Max" in text and text.count("| learned (T=2/4, nfe_penalty=0.5) |") == 3
