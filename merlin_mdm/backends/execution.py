@@ -175,12 +175,13 @@ def _run_script(shell: str, script: Path, directory: Path, name: str, env: dict[
 def script_text(shell: str, cmd: str, sources: tuple[str, ...] = ()) -> str:
     """A task script as Merlin writes it: `#!<shell>`, a blank line, the `env.sources` lines, the command.
 
-    Merlin's command went through its YAML provenance dump and back: a one-line command lost its trailing
-    newline, a longer one ends with exactly one; the script then adds a newline of its own.
+    Merlin's command went through its YAML provenance dump and back: a one-line command became a plain
+    scalar (no surrounding blanks), a longer one a block ending with exactly one newline; the script then adds
+    a newline of its own.
     """
     head = f"#!{shell}\n\n" + "".join(f"source {src}\n" for src in sources)
     lines = cmd.splitlines()
-    body = "\n".join(lines) + "\n" if len(lines) > 1 else cmd.strip("\n")
+    body = "\n".join(lines) + "\n" if len(lines) > 1 else cmd.strip()
     return f"{head}{body}\n"
 
 

@@ -71,10 +71,13 @@ def _render(report: AggregateReport) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    from merlin_mdm.status.render import console_width
+
+    console = Console(width=console_width(sys.stdout))
     written = [str(p) for p in (report.outputs.csv, report.outputs.markdown, report.outputs.plot) if p is not None]
+    # soft_wrap: a path is never broken across lines (`aggregate ... | cat`, copy and paste)
     console.print(f"Aggregated {report.table.n_rows} runs from {report.n_files} files into "
-                  f"{report.outputs.results}" + (f" (and {', '.join(written)})" if written else ""))
+                  f"{report.outputs.results}" + (f" (and {', '.join(written)})" if written else ""), soft_wrap=True)
     if report.table.problems:
         table = Table(title=f"{len(report.table.problems)} files not used", title_justify="left")
         for name in ("file", "kind", "why"):

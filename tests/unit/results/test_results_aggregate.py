@@ -188,6 +188,8 @@ def test_cli_writes_every_output_and_lists_problems(workspace: Path, tmp_path: P
                                                   "--command", "merlin-mdm run s.yaml --local", "--notes", str(notes),
                                                   "--markdown", str(tmp_path / "t1.md")])
     assert plain.exit_code == 0 and "Aggregated 8 runs" in plain.output and "truncated" in plain.output
+    summary = next(line for line in plain.output.splitlines() if line.startswith("Aggregated"))
+    assert str(tmp_path / "r" / "res.h5") in summary  # piped output never breaks a path across lines
     report = (tmp_path / "t1.md").read_text(encoding="utf-8")
     assert report.startswith("# Quick\n") and "    merlin-mdm run s.yaml --local\n" in report
     assert "## Notes\n\nNothing here beats anything.\n" in report
