@@ -57,3 +57,19 @@ def test_example_matches_merlin(merlin_ref: Path, tmp_path: Path, case: Example)
     problems = [p for p in compare_workspaces(pair) if p not in expected]
     assert not problems, "\n".join(problems[:20]) + f"\nmerlin-mdm said:\n{pair.mdm_log[-3000:]}"
     assert any(pair.mdm_ws.rglob("MERLIN_FINISHED")), "nothing ran"
+
+
+# The batch examples cannot run here (no Slurm allocation, LSF or Flux): their dry runs are compared, which
+# holds the $(LAUNCHER) lines (`srun -n 4 -N 2`, `jsrun --np 4 --nrs 2 -b rs -d plane:2 -X 1`, `flux run ...`).
+DRY = ["slurm_par", "lsf_par", "lsf_par_srun", "flux_par"]
+
+
+@pytest.mark.parametrize("example", DRY)
+def test_dry_run_matches_merlins(merlin_ref: Path, tmp_path: Path, example: str) -> None:
+    pair = run_pair(merlin_ref, example, f"{example}.yaml", example, tmp_path, mdm_args=("--dry",),
+                    merlin_args=("--dry", "--no-errors"))
+    assert pair.merlin_rc == 0 and pair.mdm_rc == 0, pair.mdm_log[-3000:]
+    problems = compare_workspaces(pair)
+    assert not problems, "\n".join(problems[:20])
+    scripts = sorted(pair.mdm_ws.glob("runs/*/runs.slurm.sh"))
+    assert len(scripts) == 10 and "$(LAUNCHER)" not in scripts[0].read_text()
