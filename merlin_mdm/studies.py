@@ -88,7 +88,10 @@ def start_study(request: StudyRequest, options: RunOptions) -> tuple[Workspace, 
     backend = get_backend(request.backend, spec=request.spec)
     if not request.dry:
         backend.preflight()  # an unreachable broker must not leave a workspace behind
-    _, ws, plan = prepare(request, None if request.dry else lambda spec: backend.check_spec(spec, options))
+    loaded, ws, plan = prepare(request, None if request.dry else lambda spec: backend.check_spec(spec, options))
+    for warning in loaded.warnings:  # e.g. an unknown $(TOKEN) that looks like a misspelt one
+        if options.on_event is not None:
+            options.on_event(str(warning))
     if request.dry:
         _record_dry_run(ws, plan)
         return ws, None

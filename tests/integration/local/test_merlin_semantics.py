@@ -103,3 +103,17 @@ def test_tokens_as_merlin_resolves_them(write_spec, tmp_path: Path) -> None:
     two = merlin("run", str(write_spec(text.replace("FILE", "two.csv"), "two.yaml")), "--local", cwd=tmp_path)
     ws = workspace_of(two)
     assert (ws / "s" / "01" / "o.txt").read_text() == f"./studies ./studies/x {ws}/s 6\n"
+
+
+def test_run_prints_spec_warnings_and_leaves_shell_substitutions_alone(write_spec, tmp_path: Path) -> None:
+    spec = write_spec("""
+        description: {name: warn, description: warnings}
+        env: {variables: {OUTPUT_PATH: ./out, NAME: n}}
+        study:
+          - name: a
+            run: {cmd: "echo $(basename $(pwd)) $(NAM) > o.txt"}
+    """)
+    result = merlin("run", str(spec), "--local", cwd=tmp_path)
+    assert "warning: $(NAM) is not a defined token (did you mean 'NAME'?)" in result.stderr
+    assert result.returncode == 0, result.stderr  # `NAM` is no command: the shell says so, echo goes on
+    assert (workspace_of(result) / "a" / "o.txt").read_text() == "a\n"
