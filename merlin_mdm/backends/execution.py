@@ -19,7 +19,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +34,7 @@ __all__ = [
     "TaskResult",
     "count_done",
     "kill_current_group",
+    "markers_missing",
     "os_error_reason",
     "run_task",
     "run_unit",
@@ -304,6 +305,11 @@ def count_done(plan: StudyPlan, key: UnitKey) -> int:
         with contextlib.suppress(OSError):
             done += (task_dir(plan, inst, sample) / DONE_MARKER).exists()
     return done
+
+
+def markers_missing(plan: StudyPlan, keys: Iterable[UnitKey]) -> list[UnitKey]:
+    """Those of ``keys`` (units an index calls finished) with a task whose done-marker is not on disk."""
+    return sorted(key for key in keys if count_done(plan, key) < len(plan.unit_samples(key)))
 
 
 def unit_failure(plan: StudyPlan, key: UnitKey, reason: str) -> UnitOutcome:

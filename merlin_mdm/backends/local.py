@@ -91,7 +91,11 @@ class _Scheduler:
     def run(self) -> RunReport:
         self.store.register(self.plan)
         if self.options.resume:
-            self._requeue(sorted({*self.store.unfinished_units(), *self._markers_missing()}))
+            from merlin_mdm.backends.execution import markers_missing
+
+            # the file system is the truth: a unit recorded finished whose done-marker is gone runs again
+            lost = markers_missing(self.plan, self.store.finished_units())
+            self._requeue(sorted({*self.store.unfinished_units(), *lost}))
         done = self.store.finished_units() if self.options.resume else set()
         tracker = DependencyTracker(self.plan, done)
         ready: deque[Release] = deque(Release(k) for k in tracker.initial())
@@ -178,13 +182,6 @@ class _Scheduler:
         message = f"stopped by {name}; `merlin-mdm restart` resumes"
         self.store.set_state(StudyState.INTERRUPTED, message)
         return RunReport(StudyState.INTERRUPTED, self.store.snapshot(), message, signal=signum)
-
-    def _markers_missing(self) -> list[UnitKey]:
-        """Units the store calls finished that lack a done-marker on disk: the file system is the truth."""
-        from merlin_mdm.backends.execution import count_done
-
-        return [key for key in self.store.finished_units()
-                if count_done(self.plan, key) < len(self.plan.unit_samples(key))]
 
     def _requeue(self, keys: list[UnitKey]) -> None:
         """Units that did not end go back to queued, counting the tasks whose done-marker exists."""

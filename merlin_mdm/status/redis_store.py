@@ -242,13 +242,14 @@ class RedisStatusStore(StatusStore):
         states = self._call(self.r.hgetall, self.k_ustate)
         return {UnitKey.from_id(k) for k, v in states.items() if v == "d"}
 
-    def reset_unfinished(self) -> list[UnitKey]:
-        """Queue again every unit with a task not finished; units whose every task finished stay recorded.
+    def reset_unfinished(self, lost: Iterable[UnitKey] = ()) -> list[UnitKey]:
+        """Queue again every unit with a task not finished, and the ``lost`` ones (recorded finished, but a
+        done-marker is gone); the other units whose every task finished stay recorded.
 
         A message for a unit that stays recorded runs nothing: it only counts the unit at its children again.
         """
         plan = self._plan()
-        done = self.finished_units()
+        done = self.finished_units() - set(lost)
         keys = [k for k in plan.units() if k not in done]
         stale = [self.k_meta, self.k_steps, self.k_attempts,
                  *(self.prefix + f"fail:{s}" for s in {i.step for i in plan.instances})]

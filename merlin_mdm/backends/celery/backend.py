@@ -123,7 +123,9 @@ class CeleryBackend(Backend):
         store = RedisStatusStore(config.status.client(), plan.workspace, plan)
         try:
             if options.resume:
-                store.reset_unfinished()
+                from merlin_mdm.backends.execution import markers_missing
+
+                store.reset_unfinished(markers_missing(plan, store.finished_units()))  # the disk is the truth
                 RedisDependencies(store.r, plan).reset()
             else:
                 store.register(plan)

@@ -209,6 +209,9 @@ def test_restart_requeues_only_what_did_not_finish(workers: WorkerPool, tmp_path
         backend.launch(ws, plan, RunOptions())
         wait_until(lambda: store.snapshot().state == "failed", 60, "the first run to fail")
         (tmp_path / "fixed").touch()
+        from merlin_mdm.backends.execution import DONE_MARKER, task_dir
+
+        (task_dir(plan, plan.instances[0], 0) / DONE_MARKER).unlink()  # the disk is the truth: 0 runs again
         backend.launch(ws, plan, RunOptions(resume=True))
         wait_until(lambda: store.snapshot().state == "finished", 60, "the restarted study to finish")
         counts = {s.step: {k: v for k, v in s.counts.items() if v} for s in store.snapshot().steps}
@@ -216,7 +219,7 @@ def test_restart_requeues_only_what_did_not_finish(workers: WorkerPool, tmp_path
         store.close()
     assert counts == {"work": {"finished": 6}, "funnel": {"finished": 1}}
     runs = (tmp_path / "runs.log").read_text().split()
-    assert sorted(runs) == ["0", "1", "2", "3", "4", "4", "5", "funnel"]  # only the failed task ran again
+    assert sorted(runs) == ["0", "0", "1", "2", "3", "4", "4", "5", "funnel"]  # the failed one, and 0
 
 
 def test_describe_queueing_names_units_queues_and_triggers(tmp_path: Path) -> None:
