@@ -166,23 +166,28 @@ def study_status(target: Path) -> StudySnapshot:
         raise StatusError(f"no status database in {ws.info}: the study was never started (or it was deleted)")
     store = get_backend(name).status_store(ws)
     try:
+        live = None
         if name == "local" and store.snapshot().state is StudyState.RUNNING:
-            _record_dead_runner(ws, store)
-        return store.snapshot()
+            live = _record_dead_runner(ws, store)
+        snap = store.snapshot()
+        if live is not None and not snap.message:
+            snap = dataclasses.replace(snap, message=f"run by {live}")
+        return snap
     finally:
         store.close()
 
 
-def _record_dead_runner(ws: Workspace, store: StatusStore) -> None:
+def _record_dead_runner(ws: Workspace, store: StatusStore) -> LockHolder | None:
+    """Record a study whose runner died as interrupted; returns the live runner when there is one."""
     holder = LockHolder.read(ws.info / LOCK_FILE)
     lock = WorkspaceLock(ws.info, "status")
     try:
         lock.acquire(tries=1)
     except WorkspaceError:
-        return  # a live runner holds the study
+        return holder  # a live runner holds the study
     try:
         if store.snapshot().state is not StudyState.RUNNING:
-            return
+            return None
         plan = ws.load_plan()
         from merlin_mdm.backends.execution import count_done
 
@@ -190,5 +195,6 @@ def _record_dead_runner(ws: Workspace, store: StatusStore) -> None:
         who = f"the runner {holder}" if holder else "the runner"
         store.set_state(StudyState.INTERRUPTED, f"{who} is gone without recording an end (killed?); "
                                                   "`merlin-mdm restart` resumes")
+        return None
     finally:
         lock.release()

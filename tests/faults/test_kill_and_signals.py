@@ -12,6 +12,7 @@ from .conftest import (
     assert_status_matches_disk,
     merlin,
     spec_file,
+    status_json,
     tagged_processes,
     wait_for,
     wait_until_some_done,
@@ -32,6 +33,8 @@ def test_sigkill_of_the_runner_leaves_no_process_and_status_says_interrupted(sta
     runner = start("run", str(spec_file(tmp_path)), "--local", "--workers", "2", "--batch-size", "5")
     ws = wait_until_some_done(tmp_path / "out")
     assert tagged_processes(runner.tag), "the study's processes are visible while it runs"
+    live = status_json(ws)
+    assert live["state"] == "running" and f"(pid {runner.proc.pid} on " in live["message"], live["message"]
     runner.signal(signal.SIGKILL)
     runner.finish()
     wait_for(lambda: not tagged_processes(runner.tag), 10, "every process of the study to die")
