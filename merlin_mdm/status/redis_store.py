@@ -9,6 +9,7 @@ Keys, all under ``mdm:<sha1(workspace)[:16]>:``:
     steps     hash: ``<step>|<counter>`` -> value (queued, running, ..., restarts, started, ended, n_failures)
     ustate    hash: unit id -> r (running) | d (done, every task finished) | x (done, not every task finished)
     attempts  hash: unit id -> deliveries seen
+    partial   hash: unit id -> tasks of a queued unit counted finished (their done-markers exist)
     fail:<step> list: the first failures (JSON)
 
 Which unit may run when (dependency counting) is not stored here: see
@@ -20,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +40,12 @@ local s = redis.call('HGET', KEYS[3], ARGV[1])
 if s == 'd' or s == 'x' then return -1 end
 local a = redis.call('HINCRBY', KEYS[4], ARGV[1], 1)
 if s ~= 'r' then
-  redis.call('HINCRBY', KEYS[2], ARGV[2] .. '|queued', -tonumber(ARGV[3]))
+  local p = tonumber(redis.call('HGET', KEYS[5], ARGV[1]) or '0')
+  redis.call('HINCRBY', KEYS[2], ARGV[2] .. '|queued', p - tonumber(ARGV[3]))
+  if p > 0 then redis.call('HINCRBY', KEYS[2], ARGV[2] .. '|finished', 0 - p) end
   redis.call('HINCRBY', KEYS[2], ARGV[2] .. '|running', tonumber(ARGV[3]))
   redis.call('HSET', KEYS[3], ARGV[1], 'r')
+  redis.call('HDEL', KEYS[5], ARGV[1])
 end
 local t0 = redis.call('HGET', KEYS[2], ARGV[2] .. '|started')
 if not t0 or tonumber(t0) > tonumber(ARGV[4]) then redis.call('HSET', KEYS[2], ARGV[2] .. '|started', ARGV[4]) end
@@ -49,7 +53,7 @@ if redis.call('HGET', KEYS[1], 'state') ~= ARGV[5] then redis.call('HSET', KEYS[
 return a
 """
 
-# KEYS: meta steps ustate faillist
+# KEYS: meta steps ustate faillist partial
 # ARGV: unit step n finished failed not_run restarts started ended stop_kind stop_reason nfail
 #       failure_json*nfail max_failures_shown
 _FINISH = """
@@ -59,8 +63,10 @@ if s == 'd' or s == 'x' then return -1 end
 local old = 'queued'
 if s == 'r' then old = 'running' end
 local fin, failed, notrun = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-redis.call('HINCRBY', KEYS[2], step .. '|' .. old, -n)
-redis.call('HINCRBY', KEYS[2], step .. '|finished', fin)
+local p = tonumber(redis.call('HGET', KEYS[5], unit) or '0')
+redis.call('HDEL', KEYS[5], unit)
+redis.call('HINCRBY', KEYS[2], step .. '|' .. old, p - n)
+redis.call('HINCRBY', KEYS[2], step .. '|finished', fin - p)
 redis.call('HINCRBY', KEYS[2], step .. '|failed', failed)
 redis.call('HINCRBY', KEYS[2], step .. '|not_run', notrun)
 redis.call('HINCRBY', KEYS[2], step .. '|restarts', tonumber(ARGV[7]))
@@ -88,13 +94,26 @@ return redis.call('HINCRBY', KEYS[1], 'units_left', -1)
 """
 
 
-# KEYS: steps ustate attempts   ARGV: unit step n
+# Queue a running (or queued) unit with ``done`` of its tasks counted finished; a given-back delivery does not
+# count as a death. KEYS: steps ustate attempts partial   ARGV: unit step n done given_back(0|1)
 _REQUEUE = """
-if redis.call('HGET', KEYS[2], ARGV[1]) ~= 'r' then return 0 end
-redis.call('HDEL', KEYS[2], ARGV[1])
-redis.call('HINCRBY', KEYS[1], ARGV[2] .. '|running', -tonumber(ARGV[3]))
-redis.call('HINCRBY', KEYS[1], ARGV[2] .. '|queued', tonumber(ARGV[3]))
-if redis.call('HINCRBY', KEYS[3], ARGV[1], -1) < 0 then redis.call('HSET', KEYS[3], ARGV[1], 0) end
+local unit, step, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local s = redis.call('HGET', KEYS[2], unit)
+if s == 'd' or s == 'x' then return 0 end
+local done = math.min(n, tonumber(ARGV[4]))
+local p = tonumber(redis.call('HGET', KEYS[4], unit) or '0')
+if s == 'r' then
+  redis.call('HDEL', KEYS[2], unit)
+  redis.call('HINCRBY', KEYS[1], step .. '|running', -n)
+  redis.call('HINCRBY', KEYS[1], step .. '|queued', n)
+  p = 0
+  if ARGV[5] == '1' and redis.call('HINCRBY', KEYS[3], unit, -1) < 0 then redis.call('HSET', KEYS[3], unit, 0) end
+elseif ARGV[5] == '1' then
+  return 0
+end
+redis.call('HINCRBY', KEYS[1], step .. '|queued', p - done)
+redis.call('HINCRBY', KEYS[1], step .. '|finished', done - p)
+if done > 0 then redis.call('HSET', KEYS[4], unit, done) else redis.call('HDEL', KEYS[4], unit) end
 return 1
 """
 
@@ -120,6 +139,7 @@ class RedisStatusStore(StatusStore):
         p = study_prefix(workspace)
         self.k_meta, self.k_steps = p + "meta", p + "steps"
         self.k_ustate, self.k_attempts = p + "ustate", p + "attempts"
+        self.k_partial = p + "partial"
         self.prefix = p
         self._start = client.register_script(_START)
         self._finish = client.register_script(_FINISH)
@@ -171,19 +191,30 @@ class RedisStatusStore(StatusStore):
         """Mark ``key`` running; returns the deliveries seen so far, or -1 when it is already recorded."""
         plan = self._plan()
         step = plan.instances[key.instance].step
-        keys = [self.k_meta, self.k_steps, self.k_ustate, self.k_attempts]
+        keys = [self.k_meta, self.k_steps, self.k_ustate, self.k_attempts, self.k_partial]
         return int(self._call(self._start, keys=keys, args=[key.to_id(), step, len(plan.unit_samples(key)), when,
                                                                 StudyState.RUNNING.value]))
 
     def unit_started(self, key: UnitKey, host: str, when: float) -> None:
         self.start(key, host, when)
 
-    def unit_given_back(self, key: UnitKey) -> bool:
-        """A stopped worker gives ``key`` back: queued again, and the delivery does not count as a death."""
+    def unit_given_back(self, key: UnitKey, done: int = 0) -> bool:
+        """A stopped worker gives ``key`` back: queued again with ``done`` tasks finished (their done-markers),
+        and the delivery does not count as a death."""
+        return bool(self._call(self._requeue_one, self.r, key, done, True))
+
+    def requeue(self, finished: Mapping[UnitKey, int]) -> None:
+        """Queued again, each unit with its count of tasks finished (units recorded done stay so)."""
+        pipe = self.r.pipeline(transaction=False)
+        for key, done in finished.items():
+            self._requeue_one(pipe, key, done, False)
+        self._call(pipe.execute)
+
+    def _requeue_one(self, client: Any, key: UnitKey, done: int, given_back: bool) -> Any:
         plan = self._plan()
-        keys = [self.k_steps, self.k_ustate, self.k_attempts]
-        args = [key.to_id(), plan.instances[key.instance].step, len(plan.unit_samples(key))]
-        return bool(self._call(self._requeue, keys=keys, args=args))
+        keys = [self.k_steps, self.k_ustate, self.k_attempts, self.k_partial]
+        args = [key.to_id(), plan.instances[key.instance].step, len(plan.unit_samples(key)), done, int(given_back)]
+        return self._requeue(keys=keys, args=args, client=client)
 
     def unit_restarted(self, key: UnitKey, reason: str) -> None:
         """Nothing to do: a redelivered unit stays `running` and :meth:`start` counts its deliveries."""
@@ -198,7 +229,7 @@ class RedisStatusStore(StatusStore):
         args: list[Any] = [key.to_id(), inst.step, len(plan.unit_samples(key)), outcome.finished, outcome.failed,
                            outcome.not_run, outcome.restarts, outcome.started, outcome.ended,
                            outcome.stop or "", stop_reason, len(failures), *failures, MAX_FAILURES_SHOWN]
-        keys = [self.k_meta, self.k_steps, self.k_ustate, self.prefix + f"fail:{inst.step}"]
+        keys = [self.k_meta, self.k_steps, self.k_ustate, self.prefix + f"fail:{inst.step}", self.k_partial]
         left = int(self._call(self._finish, keys=keys, args=args))
         if left == 0:  # this call recorded the last unit
             self.finish_if_over()
@@ -251,7 +282,7 @@ class RedisStatusStore(StatusStore):
         plan = self._plan()
         done = self.finished_units() - set(lost)
         keys = [k for k in plan.units() if k not in done]
-        stale = [self.k_meta, self.k_steps, self.k_attempts,
+        stale = [self.k_meta, self.k_steps, self.k_attempts, self.k_partial,
                  *(self.prefix + f"fail:{s}" for s in {i.step for i in plan.instances})]
         pipe = self.r.pipeline(transaction=True)
         pipe.delete(*stale)

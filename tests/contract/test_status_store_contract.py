@@ -117,6 +117,19 @@ class TestStatusStoreContract:
         assert store.unit_finished(UnitKey(0, 1), UnitOutcome(4, 0, 0)) is True
         assert _counts(store) == {"a": {"finished": 10}, "b": {"queued": 1}}
 
+    def test_requeue_counts_the_done_markers_of_a_unit_until_it_runs_again(self, new_store: StoreFactory) -> None:
+        store, plan = new_store()
+        store.register(plan)
+        store.unit_started(UnitKey(0, 0), "host", 1.0)
+        store.unit_started(UnitKey(0, 1), "host", 1.0)
+        store.requeue({UnitKey(0, 0): 3, UnitKey(0, 1): 0})  # a worker stopped with 3 of 4 tasks done
+        assert _counts(store) == {"a": {"queued": 7, "finished": 3}, "b": {"queued": 1}}
+        store.requeue({UnitKey(0, 0): 2})  # a done-marker went missing meanwhile: the disk is the truth
+        assert _counts(store) == {"a": {"queued": 8, "finished": 2}, "b": {"queued": 1}}
+        store.unit_started(UnitKey(0, 0), "host", 2.0)
+        assert store.unit_finished(UnitKey(0, 0), UnitOutcome(4, 0, 0)) is True
+        assert _counts(store) == {"a": {"queued": 6, "finished": 4}, "b": {"queued": 1}}
+
     def test_a_reader_opened_later_sees_the_same_study(self, new_store: StoreFactory) -> None:
         writer, plan = new_store()
         writer.register(plan)

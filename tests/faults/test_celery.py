@@ -159,3 +159,44 @@ def test_a_port_that_speaks_another_protocol_is_a_one_line_error(tmp_path: Path)
     finally:
         server.close()
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+SAMPLED = """
+    description: {{name: cel, description: one unit of four samples}}
+    env: {{variables: {{OUTPUT_PATH: ./out}}}}
+    merlin:
+      samples:
+        generate: {{cmd: "seq 0 3 > $(MERLIN_INFO)/samples.csv"}}
+        file: $(MERLIN_INFO)/samples.csv
+        column_labels: [X]
+    study:
+      - name: work
+        run:
+          cmd: "echo $(X) >> runs.log; if [ $(X) = 3 ] && [ -f {hold} ]; then sleep 60; fi"
+          task_queue: {queue}
+          walltime: "00:01:00"
+"""
+
+
+def test_a_unit_given_back_keeps_its_done_markers_counted(tmp_path: Path, redis_server: RedisFixture,  # noqa: F811
+                                                          start, worker_pool: WorkerPool) -> None:  # noqa: F811
+    queue = f"q{uuid.uuid4().hex[:10]}"
+    hold = tmp_path / "hold"
+    hold.touch()
+    spec = spec_file(tmp_path, SAMPLED.format(queue=queue, hold=hold))
+    env = {"MERLIN_MDM_CONFIG": str(redis_server.app_yaml)}
+    ws = _queue(tmp_path, spec, env)
+    workers = start("run-workers", str(spec), "--grace", "0.5", env=env)
+    wait_for(lambda: markers(ws).get("work") == 3, 60, "three of the unit's four tasks to finish")
+    workers.signal(signal.SIGTERM)
+    rc, err = workers.finish(timeout=60)
+    assert rc == 128 + signal.SIGTERM, err
+    work = _counts_match_disk(ws, env)["work"]
+    assert (work["finished"], work["queued"], work["running"]) == (3, 1, 0), work
+    hold.unlink()
+    worker_pool.start("again", queues=queue, log_dir=tmp_path)
+    _finish(ws, env)
+    work = _counts_match_disk(ws, env)["work"]
+    assert (work["finished"], work["queued"], work["running"]) == (4, 0, 0), work
+    runs = sorted((p.parent.name, p.read_text()) for p in (ws / "work").rglob("runs.log"))
+    assert [text for _, text in runs] == ["0\n", "1\n", "2\n", "3\n3\n"], runs

@@ -123,9 +123,11 @@ class CeleryBackend(Backend):
         store = RedisStatusStore(config.status.client(), plan.workspace, plan)
         try:
             if options.resume:
-                from merlin_mdm.backends.execution import markers_missing
+                from merlin_mdm.backends.execution import count_done, markers_missing
 
-                store.reset_unfinished(markers_missing(plan, store.finished_units()))  # the disk is the truth
+                # the disk is the truth: units whose done-marker is gone run again; those left count their markers
+                queued = store.reset_unfinished(markers_missing(plan, store.finished_units()))
+                store.requeue({key: done for key in queued if (done := count_done(plan, key))})
                 RedisDependencies(store.r, plan).reset()
             else:
                 store.register(plan)

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from merlin_mdm.backends.celery.dependencies import RedisDependencies, Released
-from merlin_mdm.backends.execution import run_unit, unit_failure
+from merlin_mdm.backends.execution import count_done, run_unit, unit_failure
 from merlin_mdm.errors import StatusError
 from merlin_mdm.status.model import TaskFailure, TaskState, UnitOutcome
 from merlin_mdm.status.redis_store import RedisStatusStore
@@ -164,7 +164,7 @@ def _run(store: RedisStatusStore, plan: StudyPlan, key: UnitKey) -> UnitOutcome:
         raise
     except SystemExit:  # the pool process is stopped (billiard turns SIGTERM into SystemExit): give it back
         with contextlib.suppress(StatusError):
-            store.unit_given_back(key)
+            store.unit_given_back(key, count_done(plan, key))  # its done-markers stay counted
         raise
     except Exception as exc:
         log.exception("unit %s of %s failed", key.to_id(), plan.workspace)
