@@ -14,8 +14,6 @@ if TYPE_CHECKING:
 
 from merlin_mdm.errors import SpecError, SpecIssue
 from merlin_mdm.spec import Spec
-from merlin_mdm.spec.issues import value_mark
-from merlin_mdm.spec.loader import MarkedDict
 from merlin_mdm.spec.tokens import substitute
 
 __all__ = ["SAMPLE_SUFFIXES", "SampleSet", "check_samples_file", "checked_shape", "hierarchy_sizes", "read_samples",
@@ -123,6 +121,10 @@ def sample_count(path: Path, column_labels: Sequence[str] = ()) -> tuple[int, in
 
 
 def _marks(spec: Spec, key: str) -> tuple[int, int]:
+    # Imported here: loading a plan (every `status`) must not load the YAML parser.
+    from merlin_mdm.spec.issues import value_mark
+    from merlin_mdm.spec.loader import MarkedDict
+
     merlin = spec.raw.get("merlin")
     node = merlin.get("samples") if isinstance(merlin, MarkedDict) else None
     return value_mark(node, key)
