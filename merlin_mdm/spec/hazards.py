@@ -11,7 +11,9 @@ from merlin_mdm.spec.loader import MarkedDict
 from merlin_mdm.spec.model import Spec
 from merlin_mdm.spec.tokens import tokens_in
 
-__all__ = ["check_hazards", "label_problem", "parse_walltime"]
+__all__ = ["NAME_MAX", "check_hazards", "label_problem", "parse_walltime"]
+
+NAME_MAX = 255  # bytes in one file name (Linux file systems: ext4, xfs, tmpfs, Lustre, GPFS)
 
 
 def parse_walltime(text: str | None) -> float | None:

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 from merlin_mdm.errors import SpecError, SpecIssue
 from merlin_mdm.launchers import DEFAULT_LAUNCHER, Resources, get_launcher
-from merlin_mdm.spec import EXIT_CODE_TOKENS, Spec, Step, parent_name
-from merlin_mdm.spec.hazards import label_problem
+from merlin_mdm.spec import EXIT_CODE_TOKENS, Parameter, Spec, Step, parent_name
+from merlin_mdm.spec.hazards import NAME_MAX, label_problem
 from merlin_mdm.spec.issues import value_mark
 from merlin_mdm.spec.tokens import resolve_ordered, substitute, tokens_in
 from merlin_mdm.study.parameters import Combo, combinations, format_value, project
@@ -153,6 +153,7 @@ class _Expander:
                 continue
             self._check_labels(combo)
             inst = self._instance(step, combo)
+            self._check_name_length(inst, combo)
             self.by_labels[step.name][combo.label_string] = inst.index
             self.combo_of[(step.name, combo.label_string)] = combo.items
             self.instances.append(inst)
@@ -189,13 +190,31 @@ class _Expander:
         for name, value, label in combo.items:
             why = label_problem(label)
             if why:
-                param = next(p for p in self.spec.parameters if p.name == name)
-                index = next((i for i, v in enumerate(param.values) if format_value(v) == value), 0)
-                where = self._mark(name, "values", index)
-                self.issues.append(SpecIssue(
-                    str(self.spec.path), where[0], where[1], f"global.parameters.{name}.values[{index}]",
-                    f"the label {label!r} (label {param.label!r}, value {value!r}) {why}; task directories are "
-                    "named by labels, so each must be one plain directory name"))
+                self._value_issue(name, value, f"the label {label!r} (label {self._param(name).label!r}, value "
+                                               f"{value!r}) {why}; task directories are named by labels, so each "
+                                               "must be one plain directory name")
+
+    def _check_name_length(self, inst: StepInstance, combo: Combo) -> None:
+        """A task's files are named by its labels: a name longer than the file system allows would fail every
+        task at run time (ENAMETOOLONG), so it is refused at the value with the longest label."""
+        longest = f"{inst.file_stem(restart=inst.restart is not None)}.err"
+        size = len(longest.encode("utf-8", "surrogateescape"))
+        if size <= NAME_MAX or not combo.items:
+            return
+        name, value, _ = max(combo.items, key=lambda item: len(item[2].encode("utf-8", "surrogateescape")))
+        self._value_issue(name, value, f"step '{inst.step}' would name its task files '{longest[:40]}...' ({size} "
+                                       f"bytes), longer than the {NAME_MAX} bytes a file name may have; shorten "
+                                       f"this value or its label (label {self._param(name).label!r})")
+
+    def _param(self, name: str) -> Parameter:
+        return next(p for p in self.spec.parameters if p.name == name)
+
+    def _value_issue(self, name: str, value: str, message: str) -> None:
+        """An issue at the value ``value`` of parameter ``name``."""
+        index = next((i for i, v in enumerate(self._param(name).values) if format_value(v) == value), 0)
+        where = self._mark(name, "values", index)
+        self.issues.append(SpecIssue(str(self.spec.path), where[0], where[1],
+                                     f"global.parameters.{name}.values[{index}]", message))
 
     def _instance(self, step: Step, combo: Combo) -> StepInstance:
         index = len(self.instances)

@@ -60,6 +60,37 @@ def test_labels_that_are_not_one_directory_name_are_refused(tmp_path: Path) -> N
              "spec.yaml:5:45: global.parameters.P.values[2]: the label 'a/b'")
 
 
+LONG = """
+    description: {{name: long, description: labels that make file names too long}}
+    env: {{variables: {{OUTPUT_PATH: ./out}}}}
+    global.parameters:
+      P: {{values: [{p}], label: 'P.%%'}}
+      Q: {{values: [{q}], label: 'Q.%%'}}
+    study:
+      - name: a
+        run: {{cmd: "echo $(P) $(Q)"}}
+"""
+
+
+@pytest.mark.parametrize(("p", "q", "where"), [
+    ("x" * 300, "1", "spec.yaml:5:16: global.parameters.P.values[0]"),  # one label too long
+    ("x" * 120, "y" * 125, "spec.yaml:6:16: global.parameters.Q.values[0]"),  # labels short, together too long
+])
+def test_labels_that_make_a_file_name_longer_than_255_bytes_are_refused(tmp_path: Path, p: str, q: str,
+                                                                         where: str) -> None:
+    spec = spec_file(tmp_path, LONG.format(p=p, q=q))
+    _refused(tmp_path, spec, f"{where}: step 'a' would name its task files", "longer than the 255 bytes")
+
+
+def test_a_file_name_of_255_bytes_runs(tmp_path: Path) -> None:
+    # a_P.<p>.Q.1.err: 2 + 2 + len(p) + 4 + 4 bytes; 243 x's make it 255, the longest a file name may be
+    spec = spec_file(tmp_path, LONG.format(p="x" * 243, q="1"))
+    result = merlin("run", str(spec), "--local", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (err,) = (tmp_path / "out").rglob("a_*.err")
+    assert len(err.name.encode()) == 255
+
+
 def test_colliding_labels_name_both_combinations(tmp_path: Path) -> None:
     _refused(tmp_path, spec_file(tmp_path, COLLIDING),
              "spec.yaml:5:3: global.parameters: step 'a': the combinations (P='a.b', Q='c') and (P='a', Q='b.c') "

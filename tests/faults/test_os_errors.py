@@ -35,7 +35,6 @@ def _failure(ws: Path) -> dict[str, object]:
 @pytest.mark.parametrize(("what", "shell", "value", "reason"), [
     ("missing shell", "/nonexistent/bash", "a", "OS error ENOENT (No such file or directory): /nonexistent/bash"),
     ("shell not executable", "SPEC", "a", "OS error EACCES (Permission denied)"),
-    ("name too long", "/bin/bash", "ok, " + "x" * 300, "OS error ENAMETOOLONG (File name too long)"),
 ])
 def test_an_os_error_fails_the_task_with_its_message(tmp_path: Path, what: str, shell: str, value: str,
                                                      reason: str) -> None:
