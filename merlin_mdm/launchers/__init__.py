@@ -36,6 +36,7 @@ class Resources:
     procs: int | str = 1
     cores_per_task: int | str | None = None
     gpus: int | str | None = None
+    walltime: float | None = None  # seconds (the step's walltime); srun and flux add it as Merlin does
 
 
 class Launcher(ABC):
@@ -62,6 +63,12 @@ def _tasks_nodes(command: str, res: Resources) -> str:
     return f"{command} -n {res.procs}" + (f" -N {res.nodes}" if res.nodes else "")
 
 
+def _hms(seconds: float) -> str:
+    """`HH:MM:SS`, Merlin's form for srun's -t."""
+    hours, rest = divmod(int(seconds), 3600)
+    return f"{hours:02d}:{rest // 60:02d}:{rest % 60:02d}"
+
+
 class SrunLauncher(Launcher):
     """Slurm's srun (`srun -n P -N N -c C`, as Merlin; GPUs, which Merlin leaves out, as --gpus-per-task)."""
 
@@ -73,6 +80,8 @@ class SrunLauncher(Launcher):
             out += f" -c {res.cores_per_task}"
         if res.gpus:
             out += f" --gpus-per-task={res.gpus}"
+        if res.walltime:
+            out += f" -t {_hms(res.walltime)}"
         return out
 
 
@@ -110,6 +119,8 @@ class FluxLauncher(Launcher):
             out += f" -c {res.cores_per_task}"
         if res.gpus:
             out += f" -g {res.gpus}"
+        if res.walltime:
+            out += f" -t {float(res.walltime)}s"  # Flux Standard Duration, as Merlin writes it
         return out
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from merlin_mdm.errors import SpecError, SpecIssue
 from merlin_mdm.launchers import DEFAULT_LAUNCHER, Resources, get_launcher
 from merlin_mdm.spec import EXIT_CODE_TOKENS, Parameter, Spec, Step, parent_name
-from merlin_mdm.spec.hazards import NAME_MAX, label_problem
+from merlin_mdm.spec.hazards import NAME_MAX, label_problem, parse_walltime
 from merlin_mdm.spec.issues import value_mark
 from merlin_mdm.spec.tokens import resolve_ordered, substitute, tokens_in
 from merlin_mdm.study.parameters import Combo, combinations, format_value, project
@@ -267,7 +267,7 @@ class _Expander:
         batch = run.batch or self.spec.batch
         name = str(batch.extra.get("launcher") or DEFAULT_LAUNCHER.get(batch.type, "plain"))
         launcher = get_launcher(name)
-        fixed = Resources(run.nodes, run.procs or 1, run.cores_per_task, run.gpus)
+        fixed = Resources(run.nodes, run.procs or 1, run.cores_per_task, run.gpus, _seconds(run.walltime))
         variable = Resources(f"${{MERLIN_NODES:-{run.nodes or 1}}}", f"${{MERLIN_PROCS:-{fixed.procs}}}",
                              f"${{MERLIN_CORES:-{run.cores_per_task or 1}}}" if run.cores_per_task else None,
                              f"${{MERLIN_GPUS:-{run.gpus}}}" if run.gpus else None)
@@ -281,6 +281,13 @@ class _Expander:
             samples = self.ctx.samples
             self._paths_all = " ".join(samples.path(i) for i in range(samples.count))
         return text.replace("$(MERLIN_PATHS_ALL)", self._paths_all)
+
+
+def _seconds(walltime: str | None) -> float | None:
+    try:
+        return parse_walltime(walltime)
+    except ValueError:  # reported by validation
+        return None
 
 
 def expand(spec: Spec, ctx: StudyContext) -> StudyPlan:

@@ -26,6 +26,9 @@ MIN = Resources()
     ("flux", FULL, "flux run -n 8 -N 2 -c 4 -g 1"),
     ("flux", MIN, "flux run -n 1"),
     ("flux", Resources(1, 4, 1), "flux run -n 4 -N 1 -c 1"),  # flux_par
+    ("srun", Resources(1, 2, walltime=5400.0), "srun -n 2 -N 1 -t 01:30:00"),  # Merlin's HH:MM:SS
+    ("flux", Resources(1, 2, walltime=5400.0), "flux run -n 2 -N 1 -t 5400.0s"),  # Flux Standard Duration
+    ("jsrun", Resources(1, 2, walltime=5400.0), "jsrun --np 2 --nrs 1 -b rs -d plane:2 -X 1"),  # as Merlin: none
     ("mpirun", FULL, "mpirun -np 8 --map-by ppr:4:node:PE=4"),
     ("mpirun", Resources(procs=4, cores_per_task=2), "mpirun -np 4 --map-by slot:PE=2"),
     ("mpirun", Resources(procs=4), "mpirun -np 4"),
