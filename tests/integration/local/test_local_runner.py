@@ -203,7 +203,9 @@ def test_ctrl_c_then_restart_resumes_without_rerunning(write_spec, tmp_path: Pat
     """)
     proc = subprocess.Popen([*CLI, "run", str(spec), "--local", "--workers", "2", "--grace", "0"], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    time.sleep(2.5)
+    deadline = time.monotonic() + 60  # wait for the first finished task, not a fixed time: CI machines are loaded
+    while not list((tmp_path / "out").glob("slow_*/work/*/MERLIN_FINISHED")) and time.monotonic() < deadline:
+        time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGINT, err
