@@ -187,7 +187,8 @@ def test_a_unit_given_back_keeps_its_done_markers_counted(tmp_path: Path, redis_
     env = {"MERLIN_MDM_CONFIG": str(redis_server.app_yaml)}
     ws = _queue(tmp_path, spec, env)
     workers = start("run-workers", str(spec), "--grace", "0.5", env=env)
-    wait_for(lambda: markers(ws).get("work") == 3, 60, "three of the unit's four tasks to finish")
+    wait_for(lambda: markers(ws).get("work") == 3 and len(list((ws / "work").rglob("runs.log"))) == 4, 60,
+             "three of the unit's four tasks to finish and the fourth to start")
     workers.signal(signal.SIGTERM)
     rc, err = workers.finish(timeout=60)
     assert rc == 128 + signal.SIGTERM, err
@@ -200,3 +201,33 @@ def test_a_unit_given_back_keeps_its_done_markers_counted(tmp_path: Path, redis_
     assert (work["finished"], work["queued"], work["running"]) == (4, 0, 0), work
     runs = sorted((p.parent.name, p.read_text()) for p in (ws / "work").rglob("runs.log"))
     assert [text for _, text in runs] == ["0\n", "1\n", "2\n", "3\n3\n"], runs
+
+
+def test_a_plan_that_cannot_be_loaded_fails_the_study_saying_why(tmp_path: Path, study, redis_server: RedisFixture,  # noqa: F811
+                                                                  worker_pool: WorkerPool) -> None:  # noqa: F811
+    from merlin_mdm.backends.celery.broker import held_messages
+    from merlin_mdm.config import load_config
+    from merlin_mdm.status.redis_store import study_prefix
+
+    spec, queue, env = study
+    ws = _queue(tmp_path, spec, env)
+    plan = ws / "merlin_info" / "plan.json"
+    good = plan.read_text()
+    plan.write_text(good[: len(good) // 2])  # truncated: not JSON, so no worker can load the study
+    client = redis_server.client()
+    workspace = json.loads(good)["workspace"]
+    meta = study_prefix(workspace) + "meta"
+    config = load_config(None, redis_server.app_yaml)
+    worker_pool.start("unloadable", queues=queue, log_dir=tmp_path)
+    wait_for(lambda: client.hget(meta, "state") == "failed", 60, "the study to be recorded failed")
+    assert "cannot load the study's plan" in client.hget(meta, "message")
+    wait_for(lambda: held_messages(config, [queue], workspace).total == 0, 60, "every message to be taken")
+    plan.write_text(good)
+    snap = _status(ws, env)
+    assert snap["state"] == "failed" and "merlin-mdm restart" in str(snap["message"]), snap
+    assert _counts_match_disk(ws, env)["work"]["queued"] == 3
+    again = merlin("restart", str(ws), cwd=tmp_path, env=env)
+    assert again.returncode == 0, again.stderr
+    _finish(ws, env)
+    assert _status(ws, env)["state"] == "finished"
+    assert _counts_match_disk(ws, env)["work"]["finished"] == 3

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from celery import Celery
-from celery.exceptions import Reject
+from celery.exceptions import Ignore, Reject
 
 from merlin_mdm.backends.celery.dependencies import RedisDependencies
 from merlin_mdm.backends.celery.in_allocation import unit_fits
-from merlin_mdm.backends.celery.scheduling import Dispatch, execute_unit, expand_range, fail_unit
+from merlin_mdm.backends.celery.scheduling import Dispatch, execute_unit, expand_range, fail_study, fail_unit
 from merlin_mdm.config import AppConfig
 from merlin_mdm.errors import StatusError
 from merlin_mdm.status.redis_store import RedisStatusStore
@@ -103,6 +103,18 @@ class StudyCache:
             self.entries[workspace] = entry
         return entry
 
+    def load(self, workspace: str, unit_id: str, retry_on: tuple[type[BaseException], ...]) -> StudyEntry:
+        """:meth:`get`; a plan that cannot be loaded (not a passing error: those are retried) fails the study."""
+        try:
+            return self.get(workspace)
+        except retry_on:
+            raise
+        except Exception as exc:
+            if self.client is None:
+                self.client = self.config.status.client()
+            fail_study(RedisStatusStore(self.client, workspace), unit_id, exc)
+            raise Ignore() from None  # acknowledged: recorded, and a redelivery would fail the same way
+
 
 def hand_back(task: Any) -> None:
     """The allocation ends before this unit could: stop this worker taking more and requeue the message."""
@@ -123,7 +135,7 @@ def make_app(config: AppConfig) -> Celery:
         name=UNIT_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True,
         autoretry_for=retry_on, retry_backoff=1, retry_backoff_max=30, max_retries=20)
     def unit(self: Any, workspace: str, unit_id: str) -> None:
-        plan, store, deps = cache.get(workspace)
+        plan, store, deps = cache.load(workspace, unit_id, retry_on)
         key = UnitKey.from_id(unit_id)
         if not unit_fits(plan, key, os.environ, time.time()):
             hand_back(self)

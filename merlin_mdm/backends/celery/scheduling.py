@@ -23,10 +23,11 @@ from merlin_mdm.backends.execution import count_done, run_unit, unit_failure
 from merlin_mdm.errors import StatusError
 from merlin_mdm.status.model import TaskFailure, TaskState, UnitOutcome
 from merlin_mdm.status.redis_store import RedisStatusStore
+from merlin_mdm.status.states import StudyState
 from merlin_mdm.study.plan import StudyPlan, UnitKey
 
 __all__ = ["EXPAND_FANOUT", "UNITS_PER_EXPAND", "Dispatch", "Sender", "execute_unit", "expand_range",
-           "fail_unit", "plan_dispatch", "record", "release", "unit_ranges"]
+           "fail_study", "fail_unit", "plan_dispatch", "record", "release", "unit_ranges"]
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +154,15 @@ def fail_unit(store: RedisStatusStore, deps: RedisDependencies, plan: StudyPlan,
     log.error("unit %s of %s failed", key.to_id(), plan.workspace, exc_info=exc)
     outcome = unit_failure(plan, key, f"internal error: {type(exc).__name__}: {exc}")
     release(store, deps, record(store, deps, key, outcome), send)
+
+
+def fail_study(store: RedisStatusStore, unit_id: str, exc: Exception) -> None:
+    """A unit whose study's plan cannot be loaded: no unit can run, so the study is recorded failed, saying why
+    (its units stay counted queued; `restart` queues them again once the plan is repaired)."""
+    log.error("unit %s of %s: the study's plan cannot be loaded", unit_id, store.workspace, exc_info=exc)
+    store.set_state(StudyState.FAILED, f"unit {unit_id}: a worker cannot load the study's plan "
+                                       f"({type(exc).__name__}: {exc}); repair merlin_info/plan.json, then "
+                                       "`merlin-mdm restart`")
 
 
 def _run(store: RedisStatusStore, plan: StudyPlan, key: UnitKey) -> UnitOutcome:
