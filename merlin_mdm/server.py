@@ -184,15 +184,29 @@ class LocalRedisServer:
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
+            if _gone(pid):
                 break
             time.sleep(0.05)
         else:
             os.kill(pid, signal.SIGKILL)
         self.pid_file.unlink(missing_ok=True)
         return True
+
+
+def _gone(pid: int) -> bool:
+    """True once ``pid`` has exited: no such process, or a zombie nobody reaps (a daemonized server's parent is
+    process 1, which in some containers never reaps; signal 0 still succeeds on a zombie)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8")
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
 
 
 def write_user_config(config: RedisConfig, path: Path | None = None) -> tuple[Path, bool]:
