@@ -4,6 +4,7 @@ Celery worker processes. Tests that need them skip with a clear reason when no r
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -94,7 +95,11 @@ class WorkerPool:
         self.procs.append(proc)
         self.logs.append(log)
         if wait:
-            self._wait_ready(log, proc)
+            try:
+                self._wait_ready(log, proc)
+            except AssertionError:  # a fixture that fails in setup never reaches stop_all: leave nothing behind
+                self._kill(proc)
+                raise
         return proc
 
     @staticmethod
@@ -113,6 +118,12 @@ class WorkerPool:
         out = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True, check=False)
         return [int(p) for p in out.stdout.split()]
 
+    @staticmethod
+    def _kill(proc: subprocess.Popen[bytes]) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
     def stop_all(self) -> None:
         for proc in self.procs:
             if proc.poll() is None:
@@ -121,8 +132,7 @@ class WorkerPool:
             try:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+                self._kill(proc)
 
     def log_tail(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-2000:]}" for p in self.logs if p.exists())
