@@ -85,15 +85,16 @@ def test_many_units_through_expand_messages_and_a_wide_release(workers: WorkerPo
     assert all(line.startswith("after") for line in lines[gate + 1:])
 
 
-def test_a_redelivered_unit_is_counted_once(redis_server: RedisFixture, tmp_path: Path) -> None:
+def _registered_study(redis_server: RedisFixture, tmp_path: Path, samples: int, more_steps: str):  # type: ignore[no-untyped-def]
+    """A study of ``samples`` samples in units of 2 (step `a`) and a funnel (plus ``more_steps``), registered in
+    a Redis status store: (plan, store, dependencies)."""
     from merlin_mdm.backends.celery.dependencies import RedisDependencies
-    from merlin_mdm.status.model import UnitOutcome
     from merlin_mdm.status.redis_store import RedisStatusStore
 
-    np.save(tmp_path / "s.npy", np.arange(4).reshape(-1, 1))
+    np.save(tmp_path / "s.npy", np.arange(samples).reshape(-1, 1))
     spec = tmp_path / "spec.yaml"
     spec.write_text(textwrap.dedent("""
-        description: {name: once, description: once}
+        description: {name: units, description: units}
         env: {variables: {OUTPUT_PATH: ./out}}
         merlin:
           samples: {file: s.npy, column_labels: [V]}
@@ -101,12 +102,17 @@ def test_a_redelivered_unit_is_counted_once(redis_server: RedisFixture, tmp_path
           - name: a
             run: {cmd: "echo $(V)"}
           - name: funnel
-            run: {cmd: "true", depends: [a]}
-    """))
+            run: {cmd: "true", depends: [a]}""" + more_steps + "\n"))
     _, plan = create_workspace(load_spec(spec, {}), batch_size=2)
     store = RedisStatusStore(redis_server.client(), plan.workspace, plan)
-    deps = RedisDependencies(store.r, plan)
     store.register(plan)
+    return plan, store, RedisDependencies(store.r, plan)
+
+
+def test_a_redelivered_unit_is_counted_once(redis_server: RedisFixture, tmp_path: Path) -> None:
+    from merlin_mdm.status.model import UnitOutcome
+
+    _, store, deps = _registered_study(redis_server, tmp_path, samples=4, more_steps="")
     ok = UnitOutcome(2, 0, 0)
     assert store.start(UnitKey(0, 0), "h", 1.0) == 1
     assert store.start(UnitKey(0, 0), "h", 2.0) == 2  # redelivered while running: a second delivery
@@ -129,30 +135,12 @@ def test_a_redelivered_unit_is_counted_once(redis_server: RedisFixture, tmp_path
 
 def test_a_delivery_that_died_before_counting_is_completed_by_the_next(redis_server: RedisFixture,
                                                                       tmp_path: Path) -> None:
-    from merlin_mdm.backends.celery.dependencies import RedisDependencies
     from merlin_mdm.backends.celery.scheduling import Dispatch, execute_unit
     from merlin_mdm.status.model import TaskFailure, TaskState, UnitOutcome
-    from merlin_mdm.status.redis_store import RedisStatusStore
 
-    np.save(tmp_path / "s.npy", np.arange(2).reshape(-1, 1))
-    spec = tmp_path / "spec.yaml"
-    spec.write_text(textwrap.dedent("""
-        description: {name: died, description: died}
-        env: {variables: {OUTPUT_PATH: ./out}}
-        merlin:
-          samples: {file: s.npy, column_labels: [V]}
-        study:
-          - name: a
-            run: {cmd: "echo $(V)"}
-          - name: funnel
-            run: {cmd: "true", depends: [a]}
+    plan, store, deps = _registered_study(redis_server, tmp_path, samples=2, more_steps="""
           - name: last
-            run: {cmd: "true", depends: [funnel]}
-    """))
-    _, plan = create_workspace(load_spec(spec, {}), batch_size=2)
-    store = RedisStatusStore(redis_server.client(), plan.workspace, plan)
-    deps = RedisDependencies(store.r, plan)
-    store.register(plan)
+            run: {cmd: "true", depends: [funnel]}""")
     failed = UnitOutcome(1, 1, 0, failures=(TaskFailure(1, TaskState.FAILED, 1, "exit 1", ""),))
     store.start(UnitKey(0, 0), "h", 1.0)
     store.record(UnitKey(0, 0), failed)  # ... and the worker dies before counting it at the funnel
