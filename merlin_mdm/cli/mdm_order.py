@@ -14,12 +14,8 @@ __all__ = ["order_diagnostic", "train_order"]
 
 
 def _echo_progress(entry: dict[str, float]) -> None:
-    click.echo(
-        f"iter {int(entry['iteration']):5d}  elbo/token {entry['elbo_per_token']:8.4f}  "
-        f"kl/token {entry['kl_per_token']:7.4f}  first-step reveals {entry['first_step_reveals']:5.2f}  "
-        f"tau {entry['tau']:.3f}",
-        err=True,
-    )
+    figures = "  ".join(f"{key} {value:.4f}" for key, value in entry.items() if key != "iteration")
+    click.echo(f"iter {int(entry['iteration']):5d}  {figures}", err=True)
 
 
 def _budget_list(text: str) -> tuple[int, ...]:
@@ -40,6 +36,16 @@ def _budget_list(text: str) -> tuple[int, ...]:
               help="Train one policy for several budgets (T drawn per iteration), e.g. 2,4,8.")
 @click.option("--nfe-penalty", default=0.0, show_default=True, type=click.FloatRange(min=0),
               help="Adaptive compute: nats per expected extra denoiser call; the policy may finish early.")
+@click.option("--objective", default="elbo", show_default=True,
+              help="Registered objective. elbo: the order ELBO; reward: REINFORCE on the task's score of answers.")
+@click.option("--token-temperature", default=1.0, show_default=True, type=click.FloatRange(min=0),
+              help="reward: token temperature of the rollouts (use the evaluation's: 1.0 samples, 0 argmax).")
+@click.option("--init-policy", type=click.Path(file_okay=False, path_type=Path),
+              help="Start from this trained policy (e.g. an ELBO-trained one) instead of fresh networks.")
+@click.option("--teacher", default="eb", show_default=True,
+              help="imitate: the registered sampler the policy learns to copy (a warm start for reward).")
+@click.option("--teacher-knob", "teacher_knobs", multiple=True, metavar="KEY=VALUE",
+              help="imitate: a knob of the teacher (repeatable), e.g. --teacher-knob gamma=0.1.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Where policy.pt and meta.json are written.")
 @click.option("--tau", default=0.1, show_default=True, type=click.FloatRange(min=0, min_open=True),
@@ -60,7 +66,9 @@ def _budget_list(text: str) -> tuple[int, ...]:
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(1),
               help="torch CPU threads; the order networks are small, and parallel study steps oversubscribe cores.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
-def train_order(denoiser_dir: Path, budget: int, budgets: str, nfe_penalty: float, out_dir: Path, tau: float,
+def train_order(denoiser_dir: Path, budget: int, budgets: str, nfe_penalty: float, objective: str,
+                token_temperature: float, init_policy: Path | None, teacher: str, teacher_knobs: tuple[str, ...],
+                out_dir: Path, tau: float,
                 tau_start: float | None, rollouts: int, batch_size: int, iterations: int, lr: float, d_model: int,
                 layers: int, seed: int, eval_samples: int, threads: int, as_json: bool) -> None:
     """Train the order policy p_theta(r | x_t) for the denoiser at --denoiser and budget T.
@@ -70,12 +78,16 @@ def train_order(denoiser_dir: Path, budget: int, budgets: str, nfe_penalty: floa
       merlin-mdm mdm train-order --denoiser runs/den --budget 2 --tau 0.1 --rollouts 4 --out runs/order_T2
     Then: merlin-mdm mdm eval --checkpoint runs/den --sampler learned --policy runs/order_T2 --steps 2 ...
     """
+    from merlin_mdm.cli.mdm import parse_knobs  # deferred: cli.mdm imports this module
     from merlin_mdm.mdm.order.pipeline import run_train_order
     from merlin_mdm.mdm.order.training import OrderTrainConfig
     from merlin_mdm.mdm.runtime import configure_threads
 
     configure_threads(threads)
-    config = OrderTrainConfig(budget=budget, budgets=_budget_list(budgets), nfe_penalty=nfe_penalty, tau=tau,
+    config = OrderTrainConfig(budget=budget, budgets=_budget_list(budgets), nfe_penalty=nfe_penalty,
+                              objective=objective, token_temperature=token_temperature,
+                              init_policy=None if init_policy is None else str(init_policy), teacher=teacher,
+                              teacher_knobs=tuple(parse_knobs(teacher_knobs).items()), tau=tau,
                               tau_start=tau_start, rollouts=rollouts, batch_size=batch_size, iterations=iterations,
                               lr_policy=lr, lr_posterior=lr, d_model=d_model, n_layers=layers, seed=seed)
     summary = run_train_order(denoiser_dir, out_dir, config, eval_samples, progress=_echo_progress)

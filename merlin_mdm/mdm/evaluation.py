@@ -132,7 +132,8 @@ def evaluate(cfg: EvalConfig, loaded: LoadedDenoiser | None = None, sampler: Sam
     return EvalResult(attrs, data["correct"], data["nfe"], data["wall_time"], data["tokens"], data["reveal_step"])
 
 
-_RECIPE_KEYS = ("iterations", "tau_start", "d_model", "n_layers", "rollouts", "batch_size", "lr_policy")
+_RECIPE_KEYS = ("objective", "token_temperature", "iterations", "tau_start", "d_model",
+                "n_layers", "rollouts", "batch_size", "lr_policy")
 
 
 def _recipe_parts(config: Mapping[str, Any]) -> list[str]:

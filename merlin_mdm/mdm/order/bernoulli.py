@@ -23,6 +23,7 @@ __all__ = [
     "log1mexp",
     "policy_kl",
     "policy_log_normaliser",
+    "policy_log_prob",
     "posterior_bernoulli",
     "sample_policy",
     "threshold_policy",
@@ -103,6 +104,16 @@ def policy_log_normaliser(policy_logits: Tensor, masked: Tensor) -> Tensor:
 def policy_kl(post: PosteriorBernoulli, policy_logits: Tensor) -> Tensor:
     """KL(q || p_theta(. | r != 0)) in closed form: (B,)."""
     return bernoulli_kl(post, policy_logits) + policy_log_normaliser(policy_logits, post.masked)
+
+
+def policy_log_prob(policy_logits: Tensor, masked: Tensor, r: Tensor) -> Tensor:
+    """log p_theta(r | r != 0) of a drawn vector: sum over masked i of log Bern(r_i; p_i), less log Z: (B,).
+
+    Differentiable in ``policy_logits``; rows with nothing masked get 0.
+    """
+    log_bits = torch.where(r, F.logsigmoid(policy_logits), F.logsigmoid(-policy_logits))  # (B, L)
+    log_bits = torch.where(masked, log_bits, torch.zeros_like(log_bits)).sum(-1)
+    return log_bits - policy_log_normaliser(policy_logits, masked)
 
 
 def sample_policy(policy_logits: Tensor, masked: Tensor, generator: torch.Generator | None = None) -> Tensor:

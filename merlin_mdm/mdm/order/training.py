@@ -1,14 +1,18 @@
 """Training the order policy (and its posterior) against a frozen denoiser.
 
-One iteration: draw B clean examples from the task's training split, run K posterior rollouts of each through
-T steps (the denoiser fills revealed positions with the true tokens, as in the ELBO), and take one Adam step on
-the surrogate of :func:`merlin_mdm.mdm.order.elbo.surrogate_objective`, normalised per answer token.
+One iteration: draw B examples from the task's training split, repeat each K times, and take one Adam step on
+the loss of the configured objective (:mod:`.objectives`). The default, ``elbo``, runs K posterior rollouts of
+each clean example through T steps (the denoiser fills revealed positions with the true tokens, as in the
+ELBO) and maximises the surrogate of :func:`merlin_mdm.mdm.order.elbo.surrogate_objective`, normalised per
+answer token. ``reward`` (:mod:`.reward`) instead generates K answers from each prompt with the policy and
+maximises the task's score of them by REINFORCE.
 
 Two extensions of the paper's recipe, both off by default:
 
 * ``budgets``: one policy for several budgets. Each iteration draws T from the list (seeded); the policy sees
   the step as a fraction of T and the steps left, so it can be run at any of them.
-* ``nfe_penalty`` (lambda, nats per denoiser call): adaptive compute. A row whose posterior draw reveals every
+* ``nfe_penalty`` (lambda, nats per denoiser call for the ELBO; score per call for ``reward``, whose return is
+  simply score - lambda * NFE): adaptive compute. A row whose posterior draw reveals every
   remaining position is finished and costs no further denoiser call; the objective subtracts
   lambda * P(some position is still masked after step t) = lambda * (1 - prod_i q_t,i) at each step but the
   last (Rao-Blackwellised, so differentiable in q). The policy, trained to match the posterior, learns when
@@ -23,23 +27,29 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, NamedTuple, Protocol
+from typing import Any, ClassVar, NamedTuple, Protocol
 
 import torch
 from torch import Tensor, nn
 
 from merlin_mdm.errors import MdmError
+from merlin_mdm.mdm.order import imitation as _imitation  # noqa: F401  (registers ``imitate``)
+from merlin_mdm.mdm.order import reward as _reward  # noqa: F401  (registers ``reward``)
 from merlin_mdm.mdm.order.bernoulli import posterior_bernoulli
 from merlin_mdm.mdm.order.elbo import surrogate_objective, within_step_terms
 from merlin_mdm.mdm.order.features import order_inputs, true_token_feature
 from merlin_mdm.mdm.order.networks import OrderNet, OrderNetConfig
+from merlin_mdm.mdm.order.objectives import (
+    OBJECTIVES,
+    DenoiserFn,
+    ObjectiveBatch,
+    OrderObjective,
+    denoise_frozen,
+    make_objective,
+    register_objective,
+)
 
-__all__ = ["OrderTrainConfig", "OrderTrainResult", "RolloutTrace", "rollout", "tau_at", "train_order"]
-
-
-class _DenoiserOutput(Protocol):
-    logits: Tensor  # (B, L, V)
-    hidden: Tensor  # (B, L, D)
+__all__ = ["ElboObjective", "OrderTrainConfig", "OrderTrainResult", "RolloutTrace", "rollout", "tau_at", "train_order"]
 
 
 class _Task(Protocol):
@@ -50,8 +60,7 @@ class _Task(Protocol):
 
     def sample_split(self, n: int, generator: torch.Generator, split: str) -> Tensor: ...
 
-
-DenoiserFn = Callable[[Tensor], _DenoiserOutput]
+    def score(self, x: Tensor) -> Tensor: ...
 
 
 @dataclass(frozen=True)
@@ -60,7 +69,12 @@ class OrderTrainConfig:
 
     budget: int  # T, the number of denoiser calls per sequence the policy is trained for (>= 2)
     budgets: tuple[int, ...] = ()  # several budgets for one policy: T drawn per iteration (empty: just budget)
-    nfe_penalty: float = 0.0  # lambda, nats per expected extra denoiser call (0: always spend T calls)
+    nfe_penalty: float = 0.0  # lambda per denoiser call: nats (elbo) or score points (reward); 0: spend T calls
+    objective: str = "elbo"  # registered objective: elbo (order ELBO) or reward (REINFORCE on task.score)
+    token_temperature: float = 1.0  # reward rollouts fill tokens like evaluation: 1.0 samples, 0 is argmax
+    init_policy: str | None = None  # start from this trained policy folder (its networks' shapes win)
+    teacher: str = "eb"  # imitate: the registered sampler the policy learns to copy
+    teacher_knobs: tuple[tuple[str, float], ...] = ()  # imitate: the teacher's knobs, e.g. (("gamma", 0.1),)
     tau: float = 0.1  # final posterior temperature: q_i = exp((s_i - max s) / tau)
     tau_start: float | None = (
         None  # initial temperature, annealed geometrically to tau over anneal_frac (None: constant)
@@ -92,7 +106,14 @@ class OrderTrainConfig:
         if any(b < 2 for b in self.budgets) or self.nfe_penalty < 0:
             raise MdmError(f"train-order: every budget must be >= 2 and nfe_penalty >= 0, got {self.budgets}, "
                            f"{self.nfe_penalty}")
+        if self.objective not in OBJECTIVES:
+            raise MdmError(f"train-order: unknown objective {self.objective!r}; choose one of: "
+                           f"{', '.join(sorted(OBJECTIVES))}")
+        if self.token_temperature < 0:
+            raise MdmError(f"train-order: token_temperature must be >= 0, got {self.token_temperature}")
         object.__setattr__(self, "budgets", tuple(int(b) for b in self.budgets))
+        knobs = tuple((str(k), float(v)) for k, v in dict(self.teacher_knobs).items())
+        object.__setattr__(self, "teacher_knobs", knobs)
 
     @property
     def all_budgets(self) -> tuple[int, ...]:
@@ -142,16 +163,6 @@ def tau_at(config: OrderTrainConfig, iteration: int) -> float:
     return float(config.tau_start * (config.tau / config.tau_start) ** frac)
 
 
-def _denoise(denoiser: DenoiserFn, x: Tensor, shared: int) -> tuple[Tensor, Tensor]:
-    """Frozen denoiser call; with ``shared`` > 1 rows come in identical groups and are computed once."""
-    with torch.no_grad():
-        out = denoiser(x[::shared])
-        logits, hidden = out.logits.float(), out.hidden.float()
-    if shared > 1:
-        logits, hidden = logits.repeat_interleave(shared, 0), hidden.repeat_interleave(shared, 0)
-    return logits, hidden
-
-
 def rollout(
     denoiser: DenoiserFn,
     policy: OrderNet,
@@ -190,7 +201,7 @@ def rollout(
     zeros = torch.zeros(x0.shape[0])
     cols: dict[str, list[Tensor]] = {"recon": [], "kl": [], "log_q_r": [], "revealed": []}
     for t in range(budget):
-        logits, hidden = _denoise(denoiser, x, rollouts if t == 0 else 1)
+        logits, hidden = denoise_frozen(denoiser, x, rollouts if t == 0 else 1)
         log_p_x0 = torch.log_softmax(logits, -1).gather(-1, x0[..., None]).squeeze(-1)  # (N, L)
         log_p_x0 = torch.where(masked, log_p_x0, torch.zeros_like(log_p_x0))
         if t == budget - 1:
@@ -223,25 +234,48 @@ def rollout(
 def build_networks(
     config: OrderTrainConfig, vocab_size: int, seq_len: int, hidden_dim: int
 ) -> tuple[OrderNet, OrderNet]:
-    """A fresh (policy, posterior) pair, seeded by ``config.seed``."""
+    """A (policy, posterior) pair: fresh and seeded by ``config.seed``, or copied from ``config.init_policy``.
+
+    Raises:
+        MdmError: the initial policy was trained for another sequence length, vocabulary or hidden width.
+    """
     torch.manual_seed(config.seed)
     shape = {"vocab_size": vocab_size, "seq_len": seq_len, "hidden_dim": hidden_dim}
     width = {"d_model": config.d_model, "n_layers": config.n_layers, "n_heads": config.n_heads}
     policy = OrderNet(OrderNetConfig(**shape, **width, extra_dim=0))
     posterior = OrderNet(OrderNetConfig(**shape, **width, extra_dim=1))
-    return policy, posterior
+    if config.init_policy is None:
+        return policy, posterior
+    from merlin_mdm.mdm.order.checkpoint import load_policy  # deferred: checkpoint is only needed here
+
+    loaded = load_policy(config.init_policy)
+    cfg = loaded.policy.config
+    if (cfg.seq_len, cfg.vocab_size, cfg.hidden_dim) != (seq_len, vocab_size, hidden_dim):
+        raise MdmError(f"train-order: --init-policy {config.init_policy} was trained for sequences of {cfg.seq_len}, "
+                       f"vocabulary {cfg.vocab_size}, hidden width {cfg.hidden_dim}; this denoiser has {seq_len}, "
+                       f"{vocab_size}, {hidden_dim}")
+    return loaded.policy.train(), (loaded.posterior or posterior).train()
 
 
-def _log_entry(iteration: int, trace: RolloutTrace, answer_len: int, tau: float) -> dict[str, float]:
-    per_token = trace.step_values.detach().sum(-1).mean().item() / answer_len
-    return {
-        "iteration": float(iteration),
-        "elbo_per_token": per_token,
-        "recon_per_token": trace.recon.detach().sum(-1).mean().item() / answer_len,
-        "kl_per_token": trace.kl.detach().sum(-1).mean().item() / answer_len,
-        "first_step_reveals": trace.revealed[:, 0].mean().item(),
-        "tau": tau,
-    }
+@register_objective
+class ElboObjective(OrderObjective):
+    """The order ELBO (arXiv 2602.23968): posterior rollouts of the clean example, normalised per answer token."""
+
+    name: ClassVar[str] = "elbo"
+
+    def loss(self, batch: ObjectiveBatch) -> tuple[Tensor, dict[str, float]]:
+        """Negative surrogate of :func:`surrogate_objective`; logs the ELBO's terms."""
+        cfg, task = batch.config, batch.task
+        trace = rollout(batch.denoiser, batch.policy, batch.posterior, batch.x0, task.prompt_len, task.mask_id,
+                        batch.budget, batch.tau, batch.generator, cfg.rollouts, cfg.nfe_penalty)
+        loss = -surrogate_objective(trace.step_values, trace.log_q_r, cfg.rollouts).mean() / task.answer_len
+        a = task.answer_len
+        return loss, {
+            "elbo_per_token": trace.step_values.detach().sum(-1).mean().item() / a,
+            "recon_per_token": trace.recon.detach().sum(-1).mean().item() / a,
+            "kl_per_token": trace.kl.detach().sum(-1).mean().item() / a,
+            "first_step_reveals": trace.revealed[:, 0].mean().item(),
+        }
 
 
 def train_order(
@@ -252,11 +286,11 @@ def train_order(
     progress: Callable[[dict[str, float]], None] | None = None,
     log_every: int = 25,
 ) -> OrderTrainResult:
-    """Train p_theta and q_phi by maximising the order ELBO; the denoiser stays frozen.
+    """Train p_theta (and, for the ELBO, q_phi) by the configured objective; the denoiser stays frozen.
 
     Args:
         denoiser: the frozen denoiser (put it in eval mode first).
-        task: the task the denoiser was trained on (draws clean examples).
+        task: the task the denoiser was trained on (draws training examples; scores answers for ``reward``).
         hidden_dim: D, width of the denoiser's hidden state.
         config: training knobs.
         progress: called with each log entry (every ``log_every`` iterations and at the end).
@@ -267,6 +301,7 @@ def train_order(
     """
     seq_len = task.prompt_len + task.answer_len
     policy, posterior = build_networks(config, task.vocab_size, seq_len, hidden_dim)
+    objective = make_objective(config.objective)
     optimizer = torch.optim.Adam(
         [
             {"params": policy.parameters(), "lr": config.lr_policy},
@@ -283,16 +318,15 @@ def train_order(
         tau = tau_at(config, it)
         budget = budgets[int(torch.randint(len(budgets), (1,), generator=budget_gen))]
         x0 = task.sample_split(config.batch_size, data_gen, "train").repeat_interleave(config.rollouts, 0)
-        trace = rollout(denoiser, policy, posterior, x0, task.prompt_len, task.mask_id, budget, tau, roll_gen,
-                        config.rollouts, config.nfe_penalty)
-        loss = -surrogate_objective(trace.step_values, trace.log_q_r, config.rollouts).mean() / task.answer_len
+        batch = ObjectiveBatch(denoiser, task, policy, posterior, x0, budget, tau, roll_gen, config)
+        loss, figures = objective.loss(batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_([*policy.parameters(), *posterior.parameters()], config.grad_clip)
         optimizer.step()
         result.iterations = it + 1
         if it % log_every == 0 or it == config.iterations - 1:
-            result.history.append(_log_entry(it, trace, task.answer_len, tau))
+            result.history.append({"iteration": float(it), **figures, "tau": tau, "budget": float(budget)})
             if progress is not None:
                 progress(result.history[-1])
     result.seconds = time.perf_counter() - start

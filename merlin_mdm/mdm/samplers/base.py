@@ -23,6 +23,8 @@ __all__ = [
     "GenerationResult",
     "Sampler",
     "StepState",
+    "at_least_one",
+    "fill_tokens",
     "generate",
     "make_sampler",
     "register_sampler",
@@ -168,7 +170,7 @@ class _Model(Protocol):
     def __call__(self, x: Tensor) -> Any: ...
 
 
-def _fill(logits: Tensor, temperature: float, generator: torch.Generator) -> Tensor:
+def fill_tokens(logits: Tensor, temperature: float, generator: torch.Generator) -> Tensor:
     """Sample a token per position from softmax(logits / temperature) (Gumbel-max); 0 means argmax. (B, L)."""
     if temperature == 0:
         return logits.argmax(-1)
@@ -176,7 +178,7 @@ def _fill(logits: Tensor, temperature: float, generator: torch.Generator) -> Ten
     return (logits / temperature - torch.log(-torch.log(u))).argmax(-1)  # (B, L)
 
 
-def _at_least_one(reveal: Tensor, masked: Tensor, logits: Tensor) -> Tensor:
+def at_least_one(reveal: Tensor, masked: Tensor, logits: Tensor) -> Tensor:
     """Add the most confident masked position to rows where the sampler chose nothing. (B, L) bool."""
     empty = ~(reveal.any(-1))  # (B,)
     if not empty.any():
@@ -231,10 +233,10 @@ def generate(
         out = model(x[rows])
         nfe[rows] += 1
         state = StepState(x[rows], masked[rows], out.logits, out.hidden, step, budget, generator, p, rows)
-        reveal = _at_least_one(sampler.select(state) & state.masked, state.masked, out.logits)  # (R, L)
+        reveal = at_least_one(sampler.select(state) & state.masked, state.masked, out.logits)  # (R, L)
         if step == budget - 1:
             reveal = state.masked
-        tokens = _fill(out.logits, temperature, generator)  # (R, L)
+        tokens = fill_tokens(out.logits, temperature, generator)  # (R, L)
         x[rows] = torch.where(reveal, tokens, state.x)
         masked[rows] = state.masked & ~reveal
         reveal_step[rows] = torch.where(reveal, step, reveal_step[rows])

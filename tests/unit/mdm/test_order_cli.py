@@ -109,3 +109,27 @@ def test_budget_conditioned_adaptive_policy_and_the_diagnostic_from_the_cli(deno
     assert diag.exit_code == 0, diag.output
     figures = json.loads(diag.stdout)
     assert 1 <= figures["diag.distinct_schedules_per_100"] <= 30 and 0 <= figures["accuracy"] <= 1
+
+
+def test_imitate_then_reward_from_the_cli_and_the_method_label_names_the_objective(denoiser_dir, tmp_path):
+    base = ["--denoiser", str(denoiser_dir), "--budget", "3", "--iterations", "2", "--batch-size", "4",
+            "--rollouts", "2", "--d-model", "8", "--eval-samples", "0"]
+    warm = CliRunner().invoke(mdm_order.train_order, [*base, "--objective", "imitate", "--teacher", "eb",
+                                                      "--teacher-knob", "gamma=0.1", "--out", str(tmp_path / "w")],
+                              catch_exceptions=False)
+    assert warm.exit_code == 0, warm.output
+    assert json.loads((tmp_path / "w" / "meta.json").read_text())["train_config"]["teacher_knobs"] == [["gamma", 0.1]]
+    args = [*base, "--objective", "reward", "--nfe-penalty", "0.1", "--init-policy", str(tmp_path / "w"),
+            "--out", str(tmp_path / "r")]
+    result = CliRunner().invoke(mdm_order.train_order, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "score" in result.output and "mean_nfe" in result.output  # the progress lines name the reward's figures
+    config = json.loads((tmp_path / "r" / "meta.json").read_text())["train_config"]
+    assert config["objective"] == "reward" and config["init_policy"] == str(tmp_path / "w")
+    from merlin_mdm.mdm.evaluation import _policy_attrs
+
+    label = _policy_attrs(make_sampler("learned", policy_dir=str(tmp_path / "r")))["method"]
+    assert label.startswith("learned (T=3") and "objective=reward" in label and "nfe_penalty=0.1" in label
+    with pytest.raises(MdmError, match="unknown objective 'likelihood'"):
+        CliRunner().invoke(mdm_order.train_order, [*base, "--objective", "likelihood", "--out", str(tmp_path / "x")],
+                           catch_exceptions=False)
