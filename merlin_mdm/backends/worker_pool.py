@@ -11,19 +11,19 @@ import contextlib
 import multiprocessing as mp
 import os
 import signal
-import time
 import traceback
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from merlin_mdm.backends.execution import kill_current_group, run_unit, unit_failure, watch_tasks
+from merlin_mdm.backends.progress import TICK_SECONDS, TaskTicker
 from merlin_mdm.backends.slots import SLOTS_VARIABLE
 from merlin_mdm.signals import parent_death_signal
 from merlin_mdm.status.model import UnitOutcome
 from merlin_mdm.study.plan import StudyPlan, UnitKey
 
-__all__ = ["Finished", "Lost", "TaskEnded", "WorkerPool"]
+__all__ = ["TICK_SECONDS", "Finished", "Lost", "TaskEnded", "WorkerPool"]
 
 
 @dataclass(frozen=True)
@@ -43,26 +43,6 @@ class TaskEnded:
 
 
 _TASK_ENDED = "task"  # what a worker sends, with a count, as tasks end (before the unit's outcome)
-TICK_SECONDS = 0.2  # quick tasks are reported together at most this often; a slower task at once
-
-
-class _TaskTicker:
-    """Counts the tasks a worker ends and reports them: each at once when tasks are slow, in batches when quick.
-
-    One message per task would wake the runner 10,000 times for 10,000 null samples.
-    """
-
-    def __init__(self, conn: Connection):
-        self.conn = conn
-        self.pending = 0
-        self.last = time.monotonic()
-
-    def __call__(self) -> None:
-        self.pending += 1
-        now = time.monotonic()
-        if now - self.last >= TICK_SECONDS:
-            self.conn.send((_TASK_ENDED, self.pending))
-            self.pending, self.last = 0, now
 
 
 @dataclass(frozen=True)
@@ -97,8 +77,9 @@ def _worker_main(plan: StudyPlan, stop: Any, conn: Connection, slot: Any, parent
         instance, unit, slots = message
         key = UnitKey(instance, unit)
         os.environ[SLOTS_VARIABLE] = ",".join(map(str, slots))  # this process runs one unit at a time
+        ticker = TaskTicker(lambda n: conn.send((_TASK_ENDED, n)))
         try:
-            outcome = run_unit(plan, key, should_stop=stop.is_set, on_task=_TaskTicker(conn))
+            outcome = run_unit(plan, key, should_stop=stop.is_set, on_task=ticker)
         except Exception as exc:  # a bug, not bad input: record it as the unit's failure, keep the traceback
             traceback.print_exc()
             outcome = unit_failure(plan, key, f"internal error: {type(exc).__name__}: {exc}")

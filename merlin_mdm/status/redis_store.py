@@ -9,7 +9,8 @@ Keys, all under ``mdm:<sha1(workspace)[:16]>:``:
     steps     hash: ``<step>|<counter>`` -> value (queued, running, ..., restarts, started, ended, n_failures)
     ustate    hash: unit id -> r (running) | d (done, every task finished) | x (done, not every task finished)
     attempts  hash: unit id -> deliveries seen
-    partial   hash: unit id -> tasks of a queued unit counted finished (their done-markers exist)
+    partial   hash: unit id -> tasks of a unit not yet recorded counted finished (their done-markers
+              exist: counted by a requeue, or reported by the running unit's worker as they end)
     fail:<step> list: the first failures (JSON)
 
 Which unit may run when (dependency counting) is not stored here: see
@@ -40,12 +41,10 @@ local s = redis.call('HGET', KEYS[3], ARGV[1])
 if s == 'd' or s == 'x' then return -1 end
 local a = redis.call('HINCRBY', KEYS[4], ARGV[1], 1)
 if s ~= 'r' then
-  local p = tonumber(redis.call('HGET', KEYS[5], ARGV[1]) or '0')
-  redis.call('HINCRBY', KEYS[2], ARGV[2] .. '|queued', p - tonumber(ARGV[3]))
-  if p > 0 then redis.call('HINCRBY', KEYS[2], ARGV[2] .. '|finished', 0 - p) end
-  redis.call('HINCRBY', KEYS[2], ARGV[2] .. '|running', tonumber(ARGV[3]))
+  local left = tonumber(ARGV[3]) - tonumber(redis.call('HGET', KEYS[5], ARGV[1]) or '0')
+  redis.call('HINCRBY', KEYS[2], ARGV[2] .. '|queued', 0 - left)
+  redis.call('HINCRBY', KEYS[2], ARGV[2] .. '|running', left)
   redis.call('HSET', KEYS[3], ARGV[1], 'r')
-  redis.call('HDEL', KEYS[5], ARGV[1])
 end
 local t0 = redis.call('HGET', KEYS[2], ARGV[2] .. '|started')
 if not t0 or tonumber(t0) > tonumber(ARGV[4]) then redis.call('HSET', KEYS[2], ARGV[2] .. '|started', ARGV[4]) end
@@ -104,9 +103,8 @@ local done = math.min(n, tonumber(ARGV[4]))
 local p = tonumber(redis.call('HGET', KEYS[4], unit) or '0')
 if s == 'r' then
   redis.call('HDEL', KEYS[2], unit)
-  redis.call('HINCRBY', KEYS[1], step .. '|running', -n)
-  redis.call('HINCRBY', KEYS[1], step .. '|queued', n)
-  p = 0
+  redis.call('HINCRBY', KEYS[1], step .. '|running', p - n)
+  redis.call('HINCRBY', KEYS[1], step .. '|queued', n - p)
   if ARGV[5] == '1' and redis.call('HINCRBY', KEYS[3], unit, -1) < 0 then redis.call('HSET', KEYS[3], unit, 0) end
 elseif ARGV[5] == '1' then
   return 0
@@ -115,6 +113,25 @@ redis.call('HINCRBY', KEYS[1], step .. '|queued', p - done)
 redis.call('HINCRBY', KEYS[1], step .. '|finished', done - p)
 if done > 0 then redis.call('HSET', KEYS[4], unit, done) else redis.call('HDEL', KEYS[4], unit) end
 return 1
+"""
+
+
+# A unit's worker reports how many of its tasks have a done-marker now; counted once however often it is told
+# (a redelivery, a late report): only a count above the one held moves tasks to finished.
+# KEYS: steps ustate partial   ARGV: unit step n done
+_PROGRESS = """
+local unit, step = ARGV[1], ARGV[2]
+local s = redis.call('HGET', KEYS[2], unit)
+if s == 'd' or s == 'x' then return 0 end
+local p = tonumber(redis.call('HGET', KEYS[3], unit) or '0')
+local done = math.min(tonumber(ARGV[3]), tonumber(ARGV[4]))
+if done <= p then return 0 end
+local old = 'queued'
+if s == 'r' then old = 'running' end
+redis.call('HINCRBY', KEYS[1], step .. '|' .. old, p - done)
+redis.call('HINCRBY', KEYS[1], step .. '|finished', done - p)
+redis.call('HSET', KEYS[3], unit, done)
+return done - p
 """
 
 
@@ -144,6 +161,7 @@ class RedisStatusStore(StatusStore):
         self._start = client.register_script(_START)
         self._finish = client.register_script(_FINISH)
         self._requeue = client.register_script(_REQUEUE)
+        self._progress = client.register_script(_PROGRESS)
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -215,6 +233,12 @@ class RedisStatusStore(StatusStore):
         keys = [self.k_steps, self.k_ustate, self.k_attempts, self.k_partial]
         args = [key.to_id(), plan.instances[key.instance].step, len(plan.unit_samples(key)), done, int(given_back)]
         return self._requeue(keys=keys, args=args, client=client)
+
+    def unit_progress(self, key: UnitKey, done: int) -> None:
+        """``done`` tasks of the unit ``key``, not yet recorded, have their done-marker (progress per sample)."""
+        plan = self._plan()
+        args = [key.to_id(), plan.instances[key.instance].step, len(plan.unit_samples(key)), done]
+        self._call(self._progress, keys=[self.k_steps, self.k_ustate, self.k_partial], args=args)
 
     def unit_restarted(self, key: UnitKey, reason: str) -> None:
         """Nothing to do: a redelivered unit stays `running` and :meth:`start` counts its deliveries."""

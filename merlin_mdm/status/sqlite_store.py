@@ -76,6 +76,10 @@ class SqliteStatusStore(StatusStore):
         self._tx("UPDATE units SET state='running', attempts=attempts+1, host=?, started=COALESCE(started, ?) "
                  "WHERE instance=? AND unit=? AND state NOT IN ('done')", [(host, when, key.instance, key.unit)])
 
+    def unit_progress(self, key: UnitKey, done: int) -> None:
+        self._tx("UPDATE units SET finished=MIN(n, MAX(finished, ?)) WHERE instance=? AND unit=? "
+                 "AND state IN ('queued', 'running', 'restarted')", [(done, key.instance, key.unit)])
+
     def unit_restarted(self, key: UnitKey, reason: str) -> None:
         self._tx("UPDATE units SET state='restarted' WHERE instance=? AND unit=? AND state != 'done'",
                  [(key.instance, key.unit)])

@@ -26,6 +26,14 @@ class StatusStore(ABC):
         """A worker took ``key``."""
 
     @abstractmethod
+    def unit_progress(self, key: UnitKey, done: int) -> None:
+        """``done`` tasks of ``key`` (started, not yet recorded) have their done-marker: they count finished.
+
+        Counts, not increments: telling the same or a smaller count again changes nothing, so a redelivered
+        unit or a late report never counts a task twice.
+        """
+
+    @abstractmethod
     def unit_restarted(self, key: UnitKey, reason: str) -> None:
         """``key`` goes back to the queue (lost worker, retry)."""
 

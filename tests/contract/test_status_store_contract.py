@@ -126,9 +126,32 @@ class TestStatusStoreContract:
         assert _counts(store) == {"a": {"queued": 7, "finished": 3}, "b": {"queued": 1}}
         store.requeue({UnitKey(0, 0): 2})  # a done-marker went missing meanwhile: the disk is the truth
         assert _counts(store) == {"a": {"queued": 8, "finished": 2}, "b": {"queued": 1}}
-        store.unit_started(UnitKey(0, 0), "host", 2.0)
+        store.unit_started(UnitKey(0, 0), "host", 2.0)  # its two finished tasks stay counted while it runs
+        assert _counts(store) == {"a": {"queued": 6, "running": 2, "finished": 2}, "b": {"queued": 1}}
         assert store.unit_finished(UnitKey(0, 0), UnitOutcome(4, 0, 0)) is True
         assert _counts(store) == {"a": {"queued": 6, "finished": 4}, "b": {"queued": 1}}
+
+    def test_progress_counts_the_done_markers_of_a_running_unit_once(self, new_store: StoreFactory) -> None:
+        store, plan = new_store()
+        store.register(plan)
+        unit = UnitKey(0, 0)
+        store.unit_started(unit, "host", 1.0)
+        store.unit_progress(unit, 2)
+        assert _counts(store)["a"] == {"queued": 6, "running": 2, "finished": 2}
+        store.unit_progress(unit, 2)  # told again: a redelivered unit, a late report
+        store.unit_progress(unit, 1)  # an older count
+        store.unit_started(unit, "host", 2.0)  # redelivered
+        assert _counts(store)["a"] == {"queued": 6, "running": 2, "finished": 2}
+        store.unit_progress(unit, 3)
+        assert _counts(store)["a"] == {"queued": 6, "running": 1, "finished": 3}
+        store.requeue({unit: 3})  # its worker stopped: queued with its three done-markers
+        store.unit_progress(unit, 3)
+        assert _counts(store)["a"] == {"queued": 7, "finished": 3}
+        store.unit_started(unit, "host", 3.0)
+        assert store.unit_finished(unit, UnitOutcome(3, 1, 0, failures=(
+            TaskFailure(3, TaskState.FAILED, 1, "exit code 1", ""),))) is True
+        store.unit_progress(unit, 4)  # after its record: nothing changes
+        assert _counts(store)["a"] == {"queued": 6, "finished": 3, "failed": 1}
 
     def test_a_reader_opened_later_sees_the_same_study(self, new_store: StoreFactory) -> None:
         writer, plan = new_store()

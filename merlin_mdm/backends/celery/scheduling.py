@@ -19,7 +19,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from merlin_mdm.backends.celery.dependencies import RedisDependencies, Released
-from merlin_mdm.backends.execution import count_done, run_unit, unit_failure
+from merlin_mdm.backends.celery.task_guard import task_guard
+from merlin_mdm.backends.execution import count_done, run_unit, unit_failure, watch_tasks
+from merlin_mdm.backends.progress import TaskTicker
 from merlin_mdm.errors import StatusError
 from merlin_mdm.status.model import TaskFailure, TaskState, UnitOutcome
 from merlin_mdm.status.redis_store import RedisStatusStore
@@ -165,11 +167,23 @@ def fail_study(store: RedisStatusStore, unit_id: str, exc: Exception) -> None:
                                        "`merlin-mdm restart`")
 
 
+def _progress(store: RedisStatusStore, plan: StudyPlan, key: UnitKey) -> TaskTicker:
+    """Report the unit's done-markers to the store as its tasks end (a count, so never twice: see
+    :meth:`RedisStatusStore.unit_progress`). Progress is best effort: the unit's outcome is the record."""
+
+    def report(_: int) -> None:
+        with contextlib.suppress(StatusError):
+            store.unit_progress(key, count_done(plan, key))
+
+    return TaskTicker(report)
+
+
 def _run(store: RedisStatusStore, plan: StudyPlan, key: UnitKey) -> UnitOutcome:
     """Run the unit; any exception but a status-store one (retried by Celery) is the unit's recorded failure."""
     try:
-        # A redelivered unit must not race the first copy's task: its shell dies with this worker process.
-        return run_unit(plan, key, should_stop=_stop_checker(store), die_with_parent=True)
+        # A redelivered unit must not race the first copy's task: the task dies with this worker process.
+        watch_tasks(task_guard())
+        return run_unit(plan, key, should_stop=_stop_checker(store), on_task=_progress(store, plan, key))
     except StatusError:
         raise
     except SystemExit:  # the pool process is stopped (billiard turns SIGTERM into SystemExit): give it back

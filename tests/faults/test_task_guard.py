@@ -1,0 +1,84 @@
+"""The Celery pool process's task guard: a task dies with the process that started it, however that dies."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+
+# The owner starts a task the way execution does (its own session), tells the guard, and then either waits
+# for it (SIGTERM turns into SystemExit there, as billiard does in a pool process) or lets it end first.
+OWNER = textwrap.dedent("""
+    import signal, subprocess, sys, time
+    from merlin_mdm.backends.celery.task_guard import task_guard
+
+    def stop(signum, frame):
+        raise SystemExit(143)
+
+    signal.signal(signal.SIGTERM, stop)
+    guard = task_guard()
+    task = subprocess.Popen(["sleep", sys.argv[1]], start_new_session=True)
+    guard(task.pid)
+    print(task.pid, guard.proc.pid, flush=True)
+    try:
+        task.wait()
+    finally:
+        guard(0)
+    print("ended", flush=True)
+    time.sleep(60)
+""")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _owner(seconds: str) -> tuple[subprocess.Popen[str], int, int]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    owner = subprocess.Popen([sys.executable, "-c", OWNER, seconds], stdout=subprocess.PIPE, text=True, env=env)
+    assert owner.stdout is not None
+    task, guard = (int(x) for x in owner.stdout.readline().split())
+    return owner, task, guard
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
+def test_a_task_dies_with_the_process_that_runs_it(signum: int) -> None:
+    owner, task, guard = _owner("60")
+    try:
+        assert _alive(task) and _alive(guard)
+        owner.send_signal(signum)
+        owner.wait(timeout=10)
+        wait_until(lambda: not _alive(task), 10, "the task to be killed by the guard")
+        wait_until(lambda: not _alive(guard), 10, "the guard to exit")
+    finally:
+        owner.kill()
+        owner.wait()
+        if _alive(task):
+            os.kill(task, signal.SIGKILL)
+
+
+def test_a_task_that_ended_is_not_looked_for_and_the_guard_leaves_with_its_owner() -> None:
+    owner, _, guard = _owner("0.2")
+    try:
+        assert owner.stdout is not None
+        assert owner.stdout.readline().strip() == "ended"
+        assert _alive(guard)
+        owner.kill()
+        owner.wait(timeout=10)
+        wait_until(lambda: not _alive(guard), 10, "the guard to exit")
+    finally:
+        owner.kill()
+        owner.wait()
