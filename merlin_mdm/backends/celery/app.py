@@ -17,17 +17,24 @@ from celery.exceptions import Ignore, Reject
 
 from merlin_mdm.backends.celery.dependencies import RedisDependencies
 from merlin_mdm.backends.celery.in_allocation import unit_fits
-from merlin_mdm.backends.celery.scheduling import Dispatch, execute_unit, expand_range, fail_study, fail_unit
+from merlin_mdm.backends.celery.scheduling import (
+    EXPAND_TASK,
+    UNIT_TASK,
+    Dispatch,
+    execute_unit,
+    expand_range,
+    fail_study,
+    fail_unit,
+    send_dispatch,
+)
 from merlin_mdm.config import AppConfig
 from merlin_mdm.errors import StatusError
 from merlin_mdm.status.redis_store import RedisStatusStore
 from merlin_mdm.study.plan import StudyPlan, UnitKey
 from merlin_mdm.study.workspace import Workspace
 
-__all__ = ["EXPAND_TASK", "UNIT_TASK", "StudyCache", "celery_settings", "hand_back", "make_app", "send_dispatch"]
+__all__ = ["EXPAND_TASK", "UNIT_TASK", "StudyCache", "celery_settings", "hand_back", "make_app"]
 
-UNIT_TASK = "merlin_mdm.unit"
-EXPAND_TASK = "merlin_mdm.expand"
 PUBLISH_RETRY = {"max_retries": 30, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 2.0}
 
 
@@ -68,19 +75,6 @@ def celery_settings(config: AppConfig) -> dict[str, Any]:
     return settings
 
 
-def send_dispatch(app: Celery, workspace: str, plan: StudyPlan, dispatch: Dispatch) -> None:
-    """Publish ``dispatch`` with one producer, each message routed to its step's ``task_queue``."""
-    if not dispatch.units and not dispatch.ranges:
-        return
-    with app.producer_or_acquire() as producer:
-        for key in dispatch.units:
-            app.send_task(UNIT_TASK, args=[workspace, key.to_id()], queue=plan.instances[key.instance].task_queue,
-                          producer=producer, ignore_result=True)
-        for inst, lo, hi in dispatch.ranges:
-            app.send_task(EXPAND_TASK, args=[workspace, inst, lo, hi], queue=plan.instances[inst].task_queue,
-                          producer=producer, ignore_result=True)
-
-
 StudyEntry = tuple[StudyPlan, RedisStatusStore, RedisDependencies]
 
 
@@ -91,6 +85,13 @@ class StudyCache:
         self.config = config
         self.entries: dict[str, StudyEntry] = {}
         self.client: Any = None
+        self.broker_client: Any = None
+
+    def broker(self) -> Any:
+        """This process's client of the broker (released units are published with it)."""
+        if self.broker_client is None:  # created in the pool process, never shared across a fork
+            self.broker_client = self.config.broker.client()
+        return self.broker_client
 
     def get(self, workspace: str) -> StudyEntry:
         """The plan, store and dependency counts of ``workspace``."""
@@ -140,7 +141,7 @@ def make_app(config: AppConfig) -> Celery:
         if not unit_fits(plan, key, os.environ, time.time()):
             hand_back(self)
         def send(dispatch: Dispatch) -> None:
-            send_dispatch(app, workspace, plan, dispatch)
+            send_dispatch(cache.broker(), workspace, plan, dispatch)
 
         try:
             execute_unit(store, deps, plan, key, send, config.max_deliveries)
@@ -154,6 +155,6 @@ def make_app(config: AppConfig) -> Celery:
         autoretry_for=retry_on, retry_backoff=1, retry_backoff_max=30, max_retries=20)
     def expand(self: Any, workspace: str, instance: int, lo: int, hi: int) -> None:
         plan, _, _ = cache.get(workspace)
-        send_dispatch(app, workspace, plan, expand_range(instance, lo, hi))
+        send_dispatch(cache.broker(), workspace, plan, expand_range(instance, lo, hi))
 
     return app

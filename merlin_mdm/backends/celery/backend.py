@@ -150,12 +150,10 @@ class CeleryBackend(Backend):
             check_server(config, what="status store")
 
     def publish_initial(self, config: AppConfig, plan: StudyPlan) -> None:
-        """Send the units that wait for nothing (as expand messages when a step has many)."""
-        from merlin_mdm.backends.celery.app import make_app, send_dispatch
-        from merlin_mdm.backends.celery.scheduling import Dispatch, plan_dispatch
+        """Send the units that wait for nothing (as expand messages when a step has many), without Celery."""
+        from merlin_mdm.backends.celery.scheduling import Dispatch, plan_dispatch, send_dispatch
         from merlin_mdm.study.plan import UnitKey
 
-        app = make_app(config)
         units: list[UnitKey] = []
         ranges: list[tuple[int, int, int]] = []
         for inst, lo, hi in _initial_ranges(plan):
@@ -164,10 +162,11 @@ class CeleryBackend(Backend):
             else:
                 units.extend(UnitKey(inst, u) for u in range(lo, hi))
         small = plan_dispatch(units)
+        broker = config.broker.client()
         try:
-            send_dispatch(app, plan.workspace, plan, Dispatch(small.units, (*small.ranges, *ranges)))
+            send_dispatch(broker, plan.workspace, plan, Dispatch(small.units, (*small.ranges, *ranges)))
         finally:
-            app.close()
+            broker.close()
 
 
 def _refuse_while_held(config: AppConfig, plan: StudyPlan) -> None:

@@ -17,8 +17,10 @@ import socket
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from merlin_mdm.backends.celery.dependencies import RedisDependencies, Released
+from merlin_mdm.backends.celery.publish import Message, publish
 from merlin_mdm.backends.celery.task_guard import task_guard
 from merlin_mdm.backends.execution import count_done, run_unit, unit_failure, watch_tasks
 from merlin_mdm.backends.progress import TaskTicker
@@ -28,11 +30,14 @@ from merlin_mdm.status.redis_store import RedisStatusStore
 from merlin_mdm.status.states import StudyState
 from merlin_mdm.study.plan import StudyPlan, UnitKey
 
-__all__ = ["EXPAND_FANOUT", "UNITS_PER_EXPAND", "Dispatch", "Sender", "execute_unit", "expand_range",
-           "fail_study", "fail_unit", "plan_dispatch", "record", "release", "unit_ranges"]
+__all__ = ["EXPAND_FANOUT", "EXPAND_TASK", "UNITS_PER_EXPAND", "UNIT_TASK", "Dispatch", "Sender", "execute_unit",
+           "expand_range", "fail_study", "fail_unit", "plan_dispatch", "record", "release", "send_dispatch",
+           "unit_ranges"]
 
 log = logging.getLogger(__name__)
 
+UNIT_TASK = "merlin_mdm.unit"  # unit(workspace, unit_id)
+EXPAND_TASK = "merlin_mdm.expand"  # expand(workspace, instance, lo, hi)
 UNITS_PER_EXPAND = 200  # an expand message over at most this many units sends them one by one
 EXPAND_FANOUT = 10  # a larger range is split into this many expand messages
 
@@ -58,6 +63,15 @@ def unit_ranges(keys: Iterable[UnitKey]) -> list[tuple[int, int, int]]:
         else:
             out.append((key.instance, key.unit, key.unit + 1))
     return out
+
+
+def send_dispatch(broker: Any, workspace: str, plan: StudyPlan, dispatch: Dispatch) -> None:
+    """Publish ``dispatch`` in one round trip to ``broker`` (a redis client), each message to its step's queue."""
+    units: list[Message] = [(plan.instances[k.instance].task_queue, UNIT_TASK, [workspace, k.to_id()])
+                            for k in dispatch.units]
+    ranges: list[Message] = [(plan.instances[inst].task_queue, EXPAND_TASK, [workspace, inst, lo, hi])
+                             for inst, lo, hi in dispatch.ranges]
+    publish(broker, units + ranges)
 
 
 def plan_dispatch(keys: Iterable[UnitKey]) -> Dispatch:
