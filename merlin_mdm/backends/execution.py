@@ -16,13 +16,22 @@ import shlex
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from merlin_mdm.backends.task_process import (
+    LOG_FLAGS,
+    close_on_exec,
+    kept_cwd,
+    kill_current_group,
+    spawn,
+    terminate_current,
+    wait,
+    watch_tasks,
+)
 from merlin_mdm.spec.exitcodes import ExitCode
 from merlin_mdm.spec.hazards import parse_walltime
 from merlin_mdm.spec.tokens import substitute
@@ -50,8 +59,8 @@ __all__ = [
 ]
 
 DONE_MARKER = "MERLIN_FINISHED"
-_current: subprocess.Popen[bytes] | None = None
-_watcher: Callable[[int], None] | None = None  # told the process group of each task as it starts (0 at its end)
+_MARKER_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
+_SCRIPT_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
 
 
 @dataclass(frozen=True)
@@ -68,38 +77,15 @@ class TaskResult:
 
 def task_dir(plan: StudyPlan, inst: StepInstance, sample: int) -> Path:
     """The directory a task runs in."""
-    base = Path(plan.workspace) / inst.workspace
+    return Path(_task_path(plan, inst, sample))
+
+
+def _task_path(plan: StudyPlan, inst: StepInstance, sample: int) -> str:
+    # a plain string: a task's few paths are joined on its hot path, where pathlib costs more than the work
+    base = os.path.join(plan.workspace, inst.workspace)
     if sample == NO_SAMPLE or plan.samples is None:
         return base
-    return base / plan.samples.path(sample)
-
-
-def terminate_current(signum: int = signal.SIGTERM) -> None:
-    """Kill the running task's process group (used by signal handlers when a worker is stopped)."""
-    proc = _current
-    if proc is not None and proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signum)
-
-
-def kill_current_group(grace: float = 0.2) -> None:
-    """SIGTERM the running task's process group, then SIGKILL whatever of it is left after ``grace`` s.
-
-    Called from signal handlers while the task is being waited for, so it sleeps instead of waiting again.
-    """
-    proc = _current
-    if proc is None:
-        return
-    terminate_current(signal.SIGTERM)
-    time.sleep(grace)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)  # the shell may be gone while a child it started is not
-
-
-def watch_tasks(watcher: Callable[[int], None] | None) -> None:
-    """Have ``watcher`` told the process-group id of each task this process starts (and 0 when it ends)."""
-    global _watcher
-    _watcher = watcher
+    return os.path.join(base, plan.samples.path(sample))
 
 
 def walltime_seconds(text: str | None) -> float | None:
@@ -110,7 +96,7 @@ def walltime_seconds(text: str | None) -> float | None:
         return None
 
 
-def task_tokens(plan: StudyPlan, sample: int, directory: Path) -> dict[str, str]:
+def task_tokens(plan: StudyPlan, sample: int, directory: str | Path) -> dict[str, str]:
     """The per-task tokens. $(WORKSPACE) is the step's folder (with its labels) even in a sample task, as in
     Merlin, where the step is expanded before its samples; the sample's own folder is $(MERLIN_SAMPLE_PATH)."""
     tokens = {"WORKSPACE": str(directory)}
@@ -137,40 +123,46 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
 
 
-def _run_script(shell: str, script: Path, directory: Path, name: str, env: dict[str, str],
-                timeout: float | None, die_with_parent: bool = False) -> int:
-    global _current
+@functools.lru_cache(maxsize=64)
+def _interpreter(shell: str, die_with_parent: bool) -> tuple[tuple[str, ...], Callable[[], None] | None]:
+    """The argv prefix of a task's script, and the preexec function it needs (only without setpriv)."""
     # `shell` is an interpreter line, as in Merlin (`/usr/bin/env python3`): split it like a shebang.
     # Only backends whose workers may be killed and their units redelivered elsewhere (Celery) ask for
     # die_with_parent. util-linux's setpriv sets the signal for about 1 ms a task; a preexec_fn would force a
     # full fork of the worker (about 2 ms), so it is only the fallback.
-    argv, preexec = [*shlex.split(shell), str(script)], None
-    if die_with_parent:
-        setpriv = _setpriv()
-        if setpriv:
-            argv = [setpriv, "--pdeathsig", "KILL", "--", *argv]
-        else:
-            preexec = _die_with_parent
-    with open(directory / f"{name}.out", "ab") as out, open(directory / f"{name}.err", "ab") as err:
+    argv = tuple(shlex.split(shell))
+    if not die_with_parent:
+        return argv, None
+    setpriv = _setpriv()
+    return ((setpriv, "--pdeathsig", "KILL", "--", *argv), None) if setpriv else (argv, _die_with_parent)
+
+
+def _make_dir(directory: str) -> None:
+    """Create a task's directory; one system call when its parent exists (the common case)."""
+    try:
+        os.mkdir(directory)
+    except FileExistsError:
+        pass
+    except FileNotFoundError:
+        os.makedirs(directory, exist_ok=True)
+
+
+def _run_script(shell: str, script: str, directory: str, name: str, env: dict[str, str],
+                timeout: float | None, die_with_parent: bool = False) -> int:
+    prefix, preexec = _interpreter(shell, die_with_parent)
+    out = os.open(os.path.join(directory, f"{name}.out"), LOG_FLAGS, 0o666)
+    try:
+        err = os.open(os.path.join(directory, f"{name}.err"), LOG_FLAGS, 0o666)
         try:
-            proc = subprocess.Popen(argv, cwd=directory, stdout=out, stderr=err, env=env,
-                                    stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=preexec)
+            pid = spawn([*prefix, script], directory, out, err, env, preexec)
         except OSError as exc:  # the interpreter is missing or not executable: this task fails, nothing else
-            err.write(f"merlin-mdm: cannot start the shell '{shell}': {exc.strerror or exc}\n".encode())
+            os.write(err, f"merlin-mdm: cannot start the shell '{shell}': {exc.strerror or exc}\n".encode())
             raise
-        _current = proc
-        if _watcher is not None:
-            _watcher(proc.pid)
-        try:
-            return proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            terminate_current(signal.SIGKILL)
-            proc.wait()
-            return -signal.SIGKILL
         finally:
-            _current = None
-            if _watcher is not None:
-                _watcher(0)
+            os.close(err)
+    finally:
+        os.close(out)
+    return wait(pid, timeout)
 
 
 def script_text(shell: str, cmd: str, sources: tuple[str, ...] = ()) -> str:
@@ -186,10 +178,15 @@ def script_text(shell: str, cmd: str, sources: tuple[str, ...] = ()) -> str:
     return f"{head}{body}\n"
 
 
-def write_script(path: Path, shell: str, cmd: str, sources: tuple[str, ...] = ()) -> None:
+def write_script(path: str | Path, shell: str, cmd: str, sources: tuple[str, ...] = ()) -> None:
     """Write a task script (executable, so it also runs by its shebang line)."""
-    path.write_text(script_text(shell, cmd, sources), encoding="utf-8")
-    path.chmod(0o755)
+    data = memoryview(script_text(shell, cmd, sources).encode("utf-8"))
+    fd = os.open(path, _SCRIPT_FLAGS, 0o755)
+    try:
+        while data:
+            data = data[os.write(fd, data):]
+    finally:
+        os.close(fd)
 
 
 def os_error_reason(exc: OSError) -> str:
@@ -204,7 +201,7 @@ class _Attempt:
     """A task between attempts: where it runs, what it has done, when it may run again."""
 
     sample: int
-    directory: Path
+    directory: str  # absolute: tasks are spawned from their directories
     tokens: dict[str, str]
     restarts: int = 0
     restart_next: bool = False  # run the `restart` command next (after MERLIN_RESTART)
@@ -213,15 +210,16 @@ class _Attempt:
 
 def _start(plan: StudyPlan, inst: StepInstance, sample: int) -> _Attempt | TaskResult:
     """A task ready for its first attempt, or its result (done-marker already there, or an OS error)."""
-    directory = task_dir(plan, inst, sample)
+    directory = os.path.abspath(_task_path(plan, inst, sample))
+    stem = os.path.join(directory, inst.file_stem())
     try:
-        if (directory / DONE_MARKER).exists():
+        if os.path.exists(os.path.join(directory, DONE_MARKER)):
             return TaskResult(TaskState.FINISHED, 0, 0, "already finished")
-        directory.mkdir(parents=True, exist_ok=True)
+        _make_dir(directory)
         tokens = task_tokens(plan, sample, directory)
-        write_script(directory / f"{inst.file_stem()}.sh", inst.shell, substitute(inst.cmd, tokens), inst.sources)
+        write_script(f"{stem}.sh", inst.shell, substitute(inst.cmd, tokens), inst.sources)
     except OSError as exc:
-        return TaskResult(TaskState.FAILED, None, 0, os_error_reason(exc), str(directory / f"{inst.file_stem()}.err"))
+        return TaskResult(TaskState.FAILED, None, 0, os_error_reason(exc), f"{stem}.err")
     return _Attempt(sample, directory, tokens)
 
 
@@ -233,9 +231,9 @@ def _attempt(inst: StepInstance, task: _Attempt, env: dict[str, str], die_with_p
     """
     restart = task.restart_next and bool(inst.restart)
     name = inst.file_stem(restart)  # Merlin's names: a restart writes its own script and logs
-    log = str(task.directory / f"{name}.err")
+    log = os.path.join(task.directory, f"{name}.err")
     try:
-        script = task.directory / f"{name}.sh"
+        script = os.path.join(task.directory, f"{name}.sh")
         if restart:
             write_script(script, inst.shell, substitute(inst.restart or "", task.tokens), inst.sources)
         rc = _run_script(inst.shell, script, task.directory, name, env, walltime_seconds(inst.walltime),
@@ -254,16 +252,18 @@ def run_task(plan: StudyPlan, inst: StepInstance, sample: int, env: dict[str, st
              die_with_parent: bool = False) -> TaskResult:
     """Run one task to its end, following the exit-code protocol; skip it when its done-marker exists."""
     task = _start(plan, inst, sample)
-    while not isinstance(task, TaskResult):
-        time.sleep(max(0.0, task.due - time.monotonic()))
-        task = _attempt(inst, task, env, die_with_parent) or task
+    close_on_exec()
+    with kept_cwd():
+        while not isinstance(task, TaskResult):
+            time.sleep(max(0.0, task.due - time.monotonic()))
+            task = _attempt(inst, task, env, die_with_parent) or task
     return task
 
 
-def _finish(directory: Path, rc: int, restarts: int, log: str) -> TaskResult:
+def _finish(directory: str, rc: int, restarts: int, log: str) -> TaskResult:
     if rc in (ExitCode.SUCCESS, ExitCode.STOP_WORKERS):
         try:
-            (directory / DONE_MARKER).touch()
+            os.close(os.open(os.path.join(directory, DONE_MARKER), _MARKER_FLAGS, 0o666))
         except OSError as exc:  # without its marker the task is not done: it must run again
             reason = f"exited with {rc} but its done-marker could not be written, so it is not done: "
             return TaskResult(TaskState.FAILED, rc, restarts, reason + os_error_reason(exc), log)
@@ -331,6 +331,13 @@ def run_unit(plan: StudyPlan, key: UnitKey, should_stop: Callable[[], bool] = la
     ``die_with_parent`` kills a task's shell when the calling process dies (for redelivering backends).
     ``on_task`` is called each time a task ran to its end (progress per sample).
     """
+    close_on_exec()
+    with kept_cwd():  # tasks are spawned from their own directories
+        return _run_unit(plan, key, should_stop, die_with_parent, on_task)
+
+
+def _run_unit(plan: StudyPlan, key: UnitKey, should_stop: Callable[[], bool], die_with_parent: bool,
+              on_task: Callable[[], None] | None) -> UnitOutcome:
     inst = plan.instances[key.instance]
     env = task_env(plan, inst)
     started = time.time()

@@ -1,0 +1,163 @@
+"""Starting, waiting for and killing the process of one task: the cost every task pays, kept small.
+
+A task runs as ``<shell...> <script>`` in its own session (its process group is its pid, so one ``killpg``
+takes every process it started), stdin from /dev/null, stdout and stderr appended to its logs.
+
+It is started with ``os.posix_spawn`` (glibc's clone with ``CLONE_VFORK``, argv and environment converted in
+C): about half the CPU of ``subprocess.Popen``, whose per-call Python work (environment encoding, error pipe,
+descriptor bookkeeping) is a large part of a null task's overhead. posix_spawn cannot change the directory or
+close descriptors, so the calling process enters the task's directory itself (:func:`kept_cwd` restores it)
+and marks every descriptor above stderr close-on-exec (:func:`close_on_exec`), which is what ``close_fds``
+did. A task that needs code run in the child before exec (the parent-death fallback without ``setpriv``)
+goes through ``subprocess.Popen``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+__all__ = [
+    "LOG_FLAGS",
+    "close_on_exec",
+    "kept_cwd",
+    "kill_current_group",
+    "spawn",
+    "terminate_current",
+    "wait",
+    "watch_tasks",
+]
+
+LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+_SPAWN = hasattr(os, "posix_spawn") and sys.platform.startswith("linux")
+_current: int | None = None  # the process group (= pid) of the task this process runs now
+_popen: subprocess.Popen[bytes] | None = None  # the same task when it was started by Popen (it reaps it)
+_watcher: Callable[[int], None] | None = None  # told the process group of each task as it starts (0 at its end)
+
+
+def watch_tasks(watcher: Callable[[int], None] | None) -> None:
+    """Have ``watcher`` told the process-group id of each task this process starts (and 0 when it ends)."""
+    global _watcher
+    _watcher = watcher
+
+
+def terminate_current(signum: int = signal.SIGTERM) -> None:
+    """Signal the running task's process group (used by signal handlers when a worker is stopped)."""
+    pgid = _current
+    if pgid is not None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signum)
+
+
+def kill_current_group(grace: float = 0.2) -> None:
+    """SIGTERM the running task's process group, then SIGKILL whatever of it is left after ``grace`` s.
+
+    Called from signal handlers while the task is being waited for, so it sleeps instead of waiting again.
+    """
+    pgid = _current
+    if pgid is None:
+        return
+    terminate_current(signal.SIGTERM)
+    time.sleep(grace)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)  # the shell may be gone while a child it started is not
+
+
+@contextlib.contextmanager
+def kept_cwd() -> Iterator[None]:
+    """Restore this process's working directory after tasks were spawned from their own directories."""
+    try:
+        cwd: str | None = os.getcwd()
+    except OSError:  # it was removed: nothing to go back to
+        cwd = None
+    try:
+        yield
+    finally:
+        if cwd is not None:
+            with contextlib.suppress(OSError):
+                os.chdir(cwd)
+
+
+def close_on_exec() -> None:
+    """Mark every inheritable descriptor above stderr close-on-exec, so tasks get only stdin/out/err."""
+    if not _SPAWN:
+        return
+    with contextlib.suppress(OSError):
+        for name in os.listdir("/proc/self/fd"):
+            fd = int(name)
+            with contextlib.suppress(OSError):  # the listing's own descriptor is already closed
+                if fd > 2 and os.get_inheritable(fd):
+                    os.set_inheritable(fd, False)
+
+
+@functools.lru_cache(maxsize=64)
+def _executable(name: str, path: str | None) -> str:
+    """The file to execute for argv[0], searched in the task's PATH as subprocess does."""
+    if os.sep in name:
+        return name
+    return shutil.which(name, path=path) or name
+
+
+def spawn(argv: list[str], directory: str | Path, out: int, err: int, env: dict[str, str],
+          preexec: Callable[[], None] | None = None) -> int:
+    """Start ``argv`` in ``directory`` in its own session, stdout/stderr to ``out``/``err``; its pid.
+
+    Raises OSError when it cannot start (a missing interpreter, a directory that is gone).
+    """
+    global _current, _popen
+    if _SPAWN and preexec is None:
+        os.chdir(directory)
+        pid = os.posix_spawn(_executable(argv[0], env.get("PATH")), argv, env, setsid=True, file_actions=[
+            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_DUP2, out, 1),
+            (os.POSIX_SPAWN_DUP2, err, 2),
+        ])
+    else:
+        _popen = subprocess.Popen(argv, cwd=directory, stdout=out, stderr=err, env=env, stdin=subprocess.DEVNULL,
+                                  start_new_session=True, preexec_fn=preexec)
+        pid = _popen.pid
+    _current = pid
+    if _watcher is not None:
+        _watcher(pid)
+    return pid
+
+
+def wait(pid: int, timeout: float | None) -> int:
+    """Wait for the task ``pid`` (killing its group after ``timeout`` s); its return code (-N: signal N)."""
+    global _current, _popen
+    try:
+        try:
+            return _wait(pid, timeout)
+        except subprocess.TimeoutExpired:
+            terminate_current(signal.SIGKILL)
+            _wait(pid, None)
+            return -signal.SIGKILL
+    finally:
+        _current = _popen = None
+        if _watcher is not None:
+            _watcher(0)
+
+
+def _wait(pid: int, timeout: float | None) -> int:
+    if _popen is not None:
+        return _popen.wait(timeout)
+    if timeout is None:
+        return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    deadline, delay = time.monotonic() + timeout, 0.0005
+    while True:  # as subprocess waits with a timeout: poll, sleeping a little longer each time
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise subprocess.TimeoutExpired(str(pid), timeout)
+        time.sleep(min(delay, remaining))
+        delay = min(delay * 2, 0.05)

@@ -1,0 +1,84 @@
+"""How a task's process is started (posix_spawn from the task's directory): what it inherits, how a walltime
+kills it, and that the process running the unit keeps its own working directory."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import textwrap
+from pathlib import Path
+
+import numpy as np
+
+from merlin_mdm.backends.execution import run_unit
+from merlin_mdm.spec import load_spec_text
+from merlin_mdm.study.workspace import create_workspace
+
+from .conftest import CLI, status_json, workspace_of
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")  # an unreaped zombie is dead
+
+
+def test_a_task_inherits_only_stdin_stdout_and_stderr(write_spec, tmp_path: Path) -> None:
+    spec = write_spec("""
+        description: {name: fds, description: descriptors}
+        env: {variables: {OUTPUT_PATH: ./out}}
+        study:
+          - name: fds
+            run: {cmd: "ls /proc/$$/fd > fds.txt"}
+    """)
+    read, write = os.pipe()
+    try:  # merlin-mdm inherits an open descriptor (as from a shell's `3>file`); its tasks must not
+        result = subprocess.run([*CLI, "run", str(spec), "--local"], cwd=tmp_path, capture_output=True, text=True,
+                                timeout=300, check=False, pass_fds=(write,))
+    finally:
+        os.close(read)
+        os.close(write)
+    assert result.returncode == 0, result.stderr
+    fds = set((workspace_of(result) / "fds" / "fds.txt").read_text().split())
+    assert {"0", "1", "2"} <= fds and str(write) not in fds
+
+
+def test_a_walltime_kills_the_task_and_what_it_started(write_spec, tmp_path: Path) -> None:
+    spec = write_spec("""
+        description: {name: wall, description: walltime}
+        env: {variables: {OUTPUT_PATH: ./out}}
+        study:
+          - name: slow
+            run: {cmd: "sleep 300 & echo $! > child.pid; wait", walltime: "00:00:01"}
+    """)
+    result = subprocess.run([*CLI, "run", str(spec), "--local"], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=300, check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    ws = workspace_of(result)
+    (step,) = status_json(ws)["steps"]
+    assert step["failures"][0]["reason"] == "walltime exceeded, killed"
+    assert not _alive(int((ws / "slow" / "child.pid").read_text()))
+    assert not (ws / "slow" / "MERLIN_FINISHED").exists()
+
+
+def test_running_a_unit_keeps_the_callers_working_directory(tmp_path: Path, monkeypatch) -> None:
+    np.save(tmp_path / "s.npy", np.arange(3).reshape(-1, 1))
+    text = textwrap.dedent(f"""
+        description: {{name: cwd, description: x}}
+        env: {{variables: {{OUTPUT_PATH: {tmp_path}/ws}}}}
+        merlin: {{samples: {{file: {tmp_path}/s.npy, column_labels: [X]}}}}
+        study:
+          - {{name: work, run: {{cmd: "pwd > where.txt # $(X)"}}}}
+    """)
+    ws, plan = create_workspace(load_spec_text(text, tmp_path / "spec.yaml"), batch_size=3)
+    elsewhere = tmp_path / "caller"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    (key,) = plan.units()
+    outcome = run_unit(plan, key)
+    assert outcome.finished == 3 and Path.cwd() == elsewhere
+    wheres = sorted(p.read_text().strip() for p in ws.root.glob("work/**/where.txt"))
+    assert wheres == sorted(str(p.parent) for p in ws.root.glob("work/**/MERLIN_FINISHED"))
+    assert len(wheres) == 3
