@@ -5,6 +5,7 @@ The tree::
     MerlinMdmError            exit code 1 (runtime) unless a child says otherwise
     ├── UsageError            exit code 2: bad command-line use
     ├── SpecError             exit code 2: one or more problems in a study spec, each with a location
+    ├── ResourceError         a task needs more cores than the runner has (the spec's location, the fix)
     ├── WorkspaceError        a workspace is missing, corrupt or in use
     ├── Interrupted           exit code 128+signal: SIGTERM, SIGINT, SIGHUP or the early-warning signal arrived
     ├── StatusError           the status store cannot be read or written
@@ -30,6 +31,7 @@ __all__ = [
     "Interrupted",
     "MdmError",
     "MerlinMdmError",
+    "ResourceError",
     "ResultsError",
     "SpecError",
     "SpecIssue",
@@ -90,6 +92,17 @@ class SpecError(MerlinMdmError):
         count = len(self.issues)
         head = f"{count} problem{'s' if count != 1 else ''} in the spec:"
         super().__init__("\n".join([head, *(f"  {issue}" for issue in self.issues)]))
+
+
+class ResourceError(MerlinMdmError):
+    """Tasks need more cores than the runner that would run them has (checked before anything runs).
+
+    Not a SpecError: the same spec is valid on a larger machine, so it exits 1 like other run-time refusals.
+    """
+
+    def __init__(self, issues: list[SpecIssue], fix: str):
+        self.issues = list(issues)
+        super().__init__("\n".join([*(str(issue) for issue in self.issues), fix]))
 
 
 class WorkspaceError(MerlinMdmError):

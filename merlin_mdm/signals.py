@@ -13,7 +13,6 @@ its runner: nothing of a study outlives the process that owns it.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import sys
@@ -97,6 +96,8 @@ def parent_death_signal(signum: int, parent: int) -> None:
     """Ask the kernel to send ``signum`` to this process when ``parent`` dies (Linux); exit if it already has."""
     if not sys.platform.startswith("linux"):
         return
+    import ctypes  # only in processes that ask (worker processes), not in every command
+
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signum)
     if os.getppid() != parent:  # the parent died before the request was made
         os._exit(128 + signum)

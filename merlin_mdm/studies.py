@@ -10,16 +10,19 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from merlin_mdm.backends import get_backend
 from merlin_mdm.backends.base import RunOptions, RunReport
-from merlin_mdm.errors import StatusError, WorkspaceError
-from merlin_mdm.spec import LoadedSpec, Spec, load_spec, with_samples_file
+from merlin_mdm.errors import SpecIssue, StatusError, WorkspaceError
 from merlin_mdm.status.model import StudySnapshot, StudyState
 from merlin_mdm.status.store import StatusStore
 from merlin_mdm.study.layout import Workspace
 from merlin_mdm.study.lock import LOCK_FILE, LockHolder, WorkspaceLock
 from merlin_mdm.study.plan import StudyPlan
+
+if TYPE_CHECKING:  # the spec loads when a study is started or validated, not for `status`
+    from merlin_mdm.spec import LoadedSpec, Spec
 
 __all__ = ["StudyRequest", "find_workspace", "prepare", "restart_study", "start_study", "study_status",
            "validate_study"]
@@ -45,6 +48,8 @@ class StudyRequest:
 def prepare(request: StudyRequest, check: Callable[[Spec], None] | None = None,
             ) -> tuple[LoadedSpec, Workspace, StudyPlan]:
     """Validate the spec (and ``check`` it) and write the workspace and plan (nothing runs yet)."""
+    from merlin_mdm.spec import load_spec
+
     loaded = load_spec(request.spec, request.variables, transform=lambda spec: _rewrite(spec, request))
     if check is not None:
         check(loaded.spec)
@@ -60,6 +65,7 @@ def prepare(request: StudyRequest, check: Callable[[Spec], None] | None = None,
 def validate_study(path: Path, variables: Mapping[str, str], strict: bool = False) -> LoadedSpec:
     """Everything `validate` checks: the spec, its parameter expansion (label collisions) and, when it exists
     already, its samples file. Writes nothing."""
+    from merlin_mdm.spec import load_spec
     from merlin_mdm.study.expand import StudyContext, expand, study_tokens
     from merlin_mdm.study.samples import check_samples_file
     from merlin_mdm.study.workspace import output_path
@@ -69,7 +75,19 @@ def validate_study(path: Path, variables: Mapping[str, str], strict: bool = Fals
     ctx = StudyContext("/validate", str(output_path(spec)), "00000000-000000")
     expand(spec, ctx)
     check_samples_file(spec, study_tokens(spec, ctx))
-    return loaded
+    return dataclasses.replace(loaded, warnings=(*loaded.warnings, *_cores_warnings(spec)))
+
+
+def _cores_warnings(spec: Spec) -> list[SpecIssue]:
+    """Tasks larger than this machine: a warning here (`validate` does not know the machine that will run the
+    study), an error for `run --local` on a runner this small."""
+    from merlin_mdm.backends.slots import runner_cores
+    from merlin_mdm.spec.checks import check_cores
+
+    available, where = runner_cores(None)
+    return [dataclasses.replace(issue, severity="warning", message=f"{issue.message}; `validate` does not know the "
+                                "machine that will run it, but `run --local` here refuses it unless --workers "
+                                "oversubscribes") for issue in check_cores(spec, available, where)]
 
 
 def _rewrite(spec: Spec, request: StudyRequest) -> Spec:
@@ -79,6 +97,8 @@ def _rewrite(spec: Spec, request: StudyRequest) -> Spec:
 
         spec = apply_pgen(spec, request.pgen, dict(request.pargs))
     if request.samples_file is not None:
+        from merlin_mdm.spec import with_samples_file
+
         spec = with_samples_file(spec, request.samples_file.resolve())
     return spec
 
@@ -142,6 +162,7 @@ def _backend_name(ws: Workspace) -> str:
 def find_workspace(target: Path) -> Workspace:
     """A workspace path, or a spec file (its newest workspace under OUTPUT_PATH)."""
     if target.is_file() and target.suffix in (".yaml", ".yml"):
+        from merlin_mdm.spec import load_spec
         from merlin_mdm.study.workspace import output_path
 
         spec = load_spec(target).spec

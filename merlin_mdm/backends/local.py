@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import dataclasses
-import os
 import signal
 import time
 from collections import deque
 from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from merlin_mdm.backends.base import Backend, RunOptions, RunReport, register_backend
 from merlin_mdm.backends.dependencies import DependencyTracker, Release
-from merlin_mdm.backends.slots import SlotTable, allocation_cores, default_workers
+from merlin_mdm.backends.slots import SlotTable, default_workers, runner_cores
+from merlin_mdm.errors import MerlinMdmError, ResourceError, SpecIssue
 from merlin_mdm.status.model import StopKind, StudyState, TaskFailure, TaskState, UnitOutcome
 from merlin_mdm.status.sqlite_store import SqliteStatusStore
 from merlin_mdm.status.states import final_state, stop_message
@@ -45,28 +45,57 @@ class LocalBackend(Backend):
         return SqliteStatusStore(workspace.status_path)
 
     def check_spec(self, spec: Spec, options: RunOptions) -> None:
-        """Warn about a task needing more cores than the runner's slots: it will take all of them and run alone.
+        """Refuse a spec with a task that needs more cores than the runner's slots, before anything is written.
 
-        Merlin runs such a task anyway (its `procs` only shape $(LAUNCHER)); its shipped examples ask for 4
-        processes, so refusing them would refuse Merlin's own examples on a laptop.
+        Merlin would start it anyway (its `procs` only shape $(LAUNCHER)) and oversubscribe the machine;
+        here the user says so with --workers (Merlin's own examples ask for 4 processes).
         """
         from merlin_mdm.spec.checks import check_cores  # only when starting a study
 
-        if options.workers:
-            where = f"the runner (--workers {options.workers})"
-        else:
-            where = "this allocation" if allocation_cores(os.environ) else "this machine"
-        for issue in check_cores(spec, options.workers or default_workers(), where):
-            if options.on_event is not None:
-                options.on_event(f"{dataclasses.replace(issue, severity='warning')}; each of its tasks takes "
-                                 "every slot and runs alone")
+        available, where = runner_cores(options.workers)
+        issues = check_cores(spec, available, where)
+        if issues:
+            raise ResourceError(issues, _fix(max((s.run.procs or 1) * (s.run.cores_per_task or 1) for s in spec.steps)))
 
     def launch(self, workspace: Workspace, plan: StudyPlan, options: RunOptions) -> RunReport:
+        if options.resume:  # `restart`: the runner may be smaller than the one that started the study
+            _check_plan(workspace, plan, options.workers)
         store = self.status_store(workspace)
         try:
             return _Scheduler(plan, store, options).run()
         finally:
             store.close()
+
+
+def _fix(need: int) -> str:
+    return f"to run it here: lower procs (or cores per task), or pass --workers {need} to oversubscribe"
+
+
+def _check_plan(workspace: Workspace, plan: StudyPlan, workers: int | None) -> None:
+    """`restart`: refuse a plan with a task larger than this runner; the issue sits in the workspace's spec copy."""
+    available, where = runner_cores(workers)
+    too_big = {inst.step: inst.cores for inst in plan.instances if inst.cores > available}
+    if not too_big:
+        return
+    copy = workspace.info / f"{plan.name}.partial.yaml"  # the spec as it ran, its variables filled in
+    issues = _copy_issues(copy, available, where) or [
+        SpecIssue(str(copy), 0, 0, f"step {step}", f"step '{step}' needs {need} cores for one task (procs x "
+                  f"cores per task) but the runner has {available} ({where})") for step, need in too_big.items()]
+    raise ResourceError(issues, _fix(max(too_big.values())))
+
+
+def _copy_issues(copy: Path, available: int, where: str) -> list[SpecIssue]:
+    """check_cores on the workspace's copy of the spec, read without validation (it was validated at `run`)."""
+    from merlin_mdm.spec.build import build_spec
+    from merlin_mdm.spec.checks import check_cores
+    from merlin_mdm.spec.issues import IssueCollector
+    from merlin_mdm.spec.loader import load_marked
+
+    try:
+        spec = build_spec(load_marked(copy), copy, IssueCollector(str(copy)))
+    except (OSError, MerlinMdmError):
+        return []
+    return check_cores(spec, available, where)
 
 
 class _Scheduler:
@@ -78,7 +107,8 @@ class _Scheduler:
         self.options = options
         self.workers = max(1, options.workers or default_workers())
         self.slots = SlotTable(self.workers)
-        # A task larger than the runner takes every slot (SlotTable.acquire), as Merlin runs it anyway.
+        # A task larger than the runner was refused before (check_spec, launch); a library caller that skips
+        # those checks gets it run alone on every slot (SlotTable.acquire).
         self.held: dict[UnitKey, tuple[int, ...]] = {}
         self.ticks: dict[UnitKey, int] = {}  # tasks of a running unit already shown on the progress bar
         self.lost: dict[UnitKey, int] = {}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-__all__ = ["SLOTS_VARIABLE", "SlotTable", "allocation_cores", "default_workers", "machine_cores"]
+__all__ = ["SLOTS_VARIABLE", "SlotTable", "allocation_cores", "default_workers", "machine_cores", "runner_cores"]
 
 SLOTS_VARIABLE = "MERLIN_MDM_SLOTS"
 
@@ -38,6 +38,14 @@ def default_workers(env: Mapping[str, str] | None = None) -> int:
     return allocation_cores(os.environ if env is None else env) or machine_cores()
 
 
+def runner_cores(workers: int | None) -> tuple[int, str]:
+    """The runner's slots and where that number comes from: --workers, else the allocation's or machine's cores."""
+    if workers:
+        return workers, f"--workers {workers}"
+    cores = allocation_cores(os.environ)
+    return (cores, "this allocation's cores") if cores else (machine_cores(), "this machine's cores")
+
+
 class SlotTable:
     """Which of ``size`` slots are free; a unit takes the lowest free ones and gives them back when it ends."""
 
@@ -48,7 +56,8 @@ class SlotTable:
     def acquire(self, n: int) -> tuple[int, ...] | None:
         """Reserve ``n`` slots (at least one, at most all); None while fewer are free.
 
-        A task that asks for more than the runner has takes every slot: it runs alone, as Merlin runs it.
+        A task that asks for more than the runner has takes every slot and runs alone (the CLI refuses such a
+        spec before it runs: LocalBackend.check_spec; this is for library callers that skip the check).
         """
         n = min(max(1, n), self.size)
         if n > len(self.free):

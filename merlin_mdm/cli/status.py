@@ -20,7 +20,7 @@ def status(target: Path, as_json: bool, dump: Path | None) -> None:
 
     TARGET is a workspace directory, or a spec file (its newest workspace is shown).
     """
-    from merlin_mdm.status.render import console_width, dump_snapshot, render_table, snapshot_to_dict, to_json
+    from merlin_mdm.status.render import dump_snapshot, render_table, snapshot_to_dict, to_json
     from merlin_mdm.studies import find_workspace, study_status
 
     ws = find_workspace(target)
@@ -38,9 +38,7 @@ def status(target: Path, as_json: bool, dump: Path | None) -> None:
         else:
             click.echo(to_json(snap))
         return
-    from rich.console import Console
-
-    render_table(snap, Console(width=console_width(sys.stdout)))
+    render_table(snap, sys.stdout)
     if launched:
         from merlin_mdm.cli.batch import show_allocations
 

@@ -10,7 +10,7 @@ import click
 from merlin_mdm.backends.base import RunOptions, RunReport
 from merlin_mdm.signals import parse_signal, watch_signals
 from merlin_mdm.spec import parse_vars
-from merlin_mdm.status.render import render_table, stderr_console, to_json
+from merlin_mdm.status.render import render_table, to_json
 from merlin_mdm.studies import StudyRequest, restart_study, start_study
 from merlin_mdm.study.pgen import parse_pargs
 
@@ -41,7 +41,7 @@ def _report(report: RunReport, as_json: bool) -> None:
     if as_json:
         click.echo(to_json(report.snapshot))
     else:
-        render_table(report.snapshot, stderr_console())
+        render_table(report.snapshot, sys.stderr)
     if report.message:
         _echo_err(f"{report.state}: {report.message}")
 

@@ -327,14 +327,18 @@ def _check_paths(spec: Spec, issues: IssueCollector) -> None:
 
 
 def check_cores(spec: Spec, available: int, where: str) -> list[SpecIssue]:
-    """Steps whose one task needs more cores (procs x cores per task) than ``available`` (``where``: whose)."""
+    """Steps whose one task needs more cores (procs x cores per task) than the runner's ``available``.
+
+    ``where`` says where that number comes from (`--workers 4`, `this machine's cores`). Each issue sits on
+    the step's `procs` (its `cores per task` when that is what makes the task too large).
+    """
     issues = IssueCollector(str(spec.path))
     for located in _located_steps(spec):
         run = located.step.run
-        need = (run.procs or 1) * (run.cores_per_task or 1)
-        if need > available:
-            key = "cores per task" if run.cores_per_task and run.cores_per_task > 1 else "procs"
+        procs, cores = run.procs or 1, run.cores_per_task or 1
+        if procs * cores > available:
+            key = "cores per task" if cores > 1 and procs <= available else "procs"
             issues.error(value_mark(located.run, key), f"study[{located.index}].run.{key}",
-                         f"step '{located.step.name}' needs {need} cores for one task (procs x cores per task) "
-                         f"but {where} has {available}")
+                         f"step '{located.step.name}' needs {procs * cores} cores for one task (procs {procs} x "
+                         f"cores per task {cores}) but the runner has {available} ({where})")
     return issues.errors

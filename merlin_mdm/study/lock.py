@@ -14,7 +14,6 @@ import errno
 import fcntl
 import json
 import os
-import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,7 +73,7 @@ class WorkspaceLock:
         except BaseException:
             os.close(fd)
             raise
-        holder = {"pid": os.getpid(), "host": socket.gethostname(), "command": self.command, "since": time.time()}
+        holder = {"pid": os.getpid(), "host": os.uname().nodename, "command": self.command, "since": time.time()}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(holder).encode(), 0)
         self.fd = fd

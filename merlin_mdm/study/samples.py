@@ -9,12 +9,12 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
-if TYPE_CHECKING:
+from merlin_mdm.errors import SpecError, SpecIssue
+
+if TYPE_CHECKING:  # `status` reads plans (and their samples) without loading the spec model
     import numpy as np
 
-from merlin_mdm.errors import SpecError, SpecIssue
-from merlin_mdm.spec import Spec
-from merlin_mdm.spec.tokens import substitute
+    from merlin_mdm.spec import Spec
 
 __all__ = ["SAMPLE_SUFFIXES", "SampleSet", "check_samples_file", "checked_shape", "hierarchy_sizes", "read_samples",
            "sample_count", "sample_path"]
@@ -151,6 +151,8 @@ def check_samples_file(spec: Spec, tokens: Mapping[str, str]) -> None:
     """At validate time: the samples file, when it exists already, is readable and fits column_labels."""
     if spec.samples is None:
         return
+    from merlin_mdm.spec.tokens import substitute
+
     text = substitute(spec.samples.file, dict(tokens))
     path = Path(text).expanduser()
     path = path if path.is_absolute() else spec.root / path

@@ -55,13 +55,15 @@ def test_batch_systems_never_name_a_launcher() -> None:
 
 
 def test_the_status_path_loads_no_parser_broker_or_executor() -> None:
-    # `status` must be quick: opening a local study's store loads no YAML parser, no Celery or Redis client,
-    # no table renderer, no numpy and no executor (they load when a study is started or a table drawn).
+    # `status` must be quick: opening a local study's store and drawing its table loads no spec model or YAML
+    # parser, no Celery or Redis client, no rich, no numpy and no executor (they load when a study starts).
     code = (
-        "import sys, merlin_mdm.cli.main, merlin_mdm.cli.status, merlin_mdm.studies, merlin_mdm.status.render;"
+        "import io, sys, merlin_mdm.cli.main, merlin_mdm.cli.status, merlin_mdm.studies, merlin_mdm.status.render;"
         "from merlin_mdm.backends import get_backend; get_backend('local');"
-        "print(sorted(m for m in ('yaml', 'celery', 'redis', 'rich', 'numpy', 'multiprocessing',"
-        " 'merlin_mdm.backends.execution', 'merlin_mdm.batch') if m in sys.modules))"
+        "from merlin_mdm.status.model import StudySnapshot, StudyState;"
+        "merlin_mdm.status.render.render_table(StudySnapshot('s', '/w', StudyState.RUNNING, ''), io.StringIO());"
+        "print(sorted(m for m in ('yaml', 'celery', 'redis', 'rich', 'numpy', 'multiprocessing', 'socket', 'csv',"
+        " 'merlin_mdm.spec.model', 'merlin_mdm.backends.execution', 'merlin_mdm.batch') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -30,10 +30,11 @@ EXAMPLES = [
     Example("hello", "hello_samples.yaml", "hello_samples"),
     Example("simple_chain", "simple_chain.yaml", "simple_chain"),
     Example("null_spec", "null_spec.yaml", "null_spec"),
-    Example("restart", "restart.yaml", "restart"),
-    # Its retry delays (10 s, 30 s) are honoured here (Merlin's --local skips them); one unit per step keeps
-    # each step's waits overlapping: about 45 s instead of 90 s on two cores.
-    Example("restart_delay", "restart_delay.yaml", "restart_delay", mdm_args=("--workers", "1")),
+    # Its steps ask for `procs: 4`: a runner with fewer slots refuses them, so it gets 4 (oversubscribed here).
+    Example("restart", "restart.yaml", "restart", mdm_args=("--workers", "4")),
+    # Also `procs: 4`. Its retry delays (10 s, 30 s) are honoured here (Merlin's --local skips them); 40 slots
+    # run the 10 one-sample units of a step at once (4 slots each), so their waits overlap: about 45 s.
+    Example("restart_delay", "restart_delay.yaml", "restart_delay", mdm_args=("--workers", "40")),
     Example("feature_demo", "feature_demo.yaml", "feature_demo"),
     # A task that exits with MERLIN_STOP_WORKERS keeps its done-marker here. Merlin's `run --local` stays up
     # about 5 minutes after that task before it exits: it is stopped once its work is done.

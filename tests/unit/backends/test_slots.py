@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from merlin_mdm.backends.slots import SlotTable, allocation_cores, default_workers
+from merlin_mdm.backends.slots import SlotTable, allocation_cores, default_workers, runner_cores
 
 
 @pytest.mark.parametrize(("env", "cores"), [
@@ -33,3 +33,10 @@ def test_slots_are_reserved_until_given_back() -> None:
     assert table.acquire(3) == (0, 1, 3)
     assert table.acquire(0) is None  # every task takes at least one slot, none is free
     assert SlotTable(4).acquire(6) == (0, 1, 2, 3)  # larger than the runner: it takes every slot
+
+
+def test_the_runner_says_where_its_slots_come_from(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert runner_cores(5) == (5, "--workers 5")
+    monkeypatch.setenv("SLURM_JOB_ID", "12345")
+    monkeypatch.setenv("SLURM_CPUS_ON_NODE", "3")
+    assert runner_cores(None) == (3, "this allocation's cores")

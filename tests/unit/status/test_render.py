@@ -1,0 +1,75 @@
+"""The status table: plain text that fits the width, names that wrap, counts never cut, colours on terminals."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from merlin_mdm.status.model import StepSummary, StudySnapshot, StudyState, TaskFailure, TaskState
+from merlin_mdm.status.render import render_table
+
+LONG = "a_step_with_a_rather_long_name_indeed_and_even_longer_than_that"
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def _snapshot() -> StudySnapshot:
+    failure = TaskFailure(7, TaskState.FAILED, 1, "exit code 1", "/w/long/long.err")
+    steps = (
+        StepSummary(LONG, 1, 123456, {"finished": 123000, "failed": 456}, restarts=3, started=0.0, ended=75.0,
+                    failures=(("long_I.1", failure),), n_failures=456),
+        StepSummary("gather", 1, 1, {"queued": 1}),
+    )
+    return StudySnapshot("habits", "/w", StudyState.FAILED, "456 task(s) failed or did not run", steps)
+
+
+def _render(width: int, monkeypatch: pytest.MonkeyPatch, stream: io.StringIO | None = None) -> str:
+    monkeypatch.setenv("COLUMNS", str(width))
+    out = stream or io.StringIO()
+    render_table(_snapshot(), out)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("width", [80, 100, 200])
+def test_the_table_fits_the_width_and_a_long_name_wraps(width: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = _render(width, monkeypatch)
+    lines = text.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith(" step"))
+    table = lines[header:next(i for i in range(header, len(lines)) if not lines[i].startswith(" "))]
+    assert max(len(line) for line in table) <= width, text
+    long_rows = table[2:-1]  # the long step's row and the lines its name wrapped onto
+    assert len(long_rows) == (1 if width >= 200 else 2 if width == 100 else 3)
+    assert "".join(line.split()[0] for line in long_rows) == LONG  # every character of the name, in order
+    assert long_rows[0].split()[1:] == ["123456", "123000", "456", "3", "1m15s"]  # counts are never cut
+    assert table[-1].split() == ["gather", "1", "1", "-"]  # queued, never started
+    assert table[0].split() == ["step", "tasks", "queued", "running", "done", "failed", "not", "run", "retries",
+                                "time"]
+
+
+def test_failures_name_their_log_and_what_was_left_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    text = _render(80, monkeypatch)
+    assert text.splitlines()[:2] == ["habits  /w", "state: failed  (456 task(s) failed or did not run)"]
+    assert f"{LONG}: 456 task(s) failed or did not run" in text
+    assert "  long_I.1 sample 7: failed: exit code 1  log: /w/long/long.err" in text
+    assert "  ... and 451 more (--json lists 1)" in text
+
+
+def test_colours_only_on_a_terminal_without_no_color(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm")
+    assert "\x1b[" not in _render(80, monkeypatch)
+    coloured = _render(80, monkeypatch, _Terminal())
+    assert "\x1b[32m123000\x1b[0m" in coloured.replace(" ", "") and "\x1b[1mfailed\x1b[0m" in coloured
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert "\x1b[" not in _render(80, monkeypatch, _Terminal())
+
+
+def test_an_empty_study_still_has_its_header(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    out = io.StringIO()
+    render_table(StudySnapshot("empty", "/w", StudyState.CREATED, ""), out)
+    assert out.getvalue().splitlines()[3].split()[:2] == ["step", "tasks"]
