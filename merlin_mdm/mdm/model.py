@@ -32,6 +32,8 @@ class DenoiserConfig:
     n_heads: int = 4  # attention heads; must divide d_model
     d_ff: int = 256  # hidden width of each block's MLP
     dropout: float = 0.0  # dropout on attention weights and residual branches during training
+    prompt_aligned: bool = False  # the prompt describes the answer position by position: answer position i also
+    # embeds prompt token i (needs prompt length == answer length, so the answer starts at L // 2)
 
     def __post_init__(self) -> None:
         for field in ("vocab_size", "seq_len", "d_model", "n_layers", "n_heads", "d_ff"):
@@ -43,6 +45,8 @@ class DenoiserConfig:
             raise MdmError(f"DenoiserConfig.n_heads {self.n_heads} must divide d_model {self.d_model}")
         if not 0.0 <= self.dropout < 1.0:
             raise MdmError(f"DenoiserConfig.dropout must be in [0, 1), got {self.dropout}")
+        if self.prompt_aligned and self.seq_len % 2:
+            raise MdmError(f"DenoiserConfig.prompt_aligned needs an even seq_len (prompt = answer), got {self.seq_len}")
 
 
 class DenoiserOutput(NamedTuple):
@@ -101,6 +105,7 @@ class Denoiser(nn.Module):
         self.config = config
         self.tok = nn.Embedding(config.vocab_size, config.d_model)
         self.pos = nn.Embedding(config.seq_len, config.d_model)
+        self.aligned = nn.Embedding(config.vocab_size, config.d_model) if config.prompt_aligned else None
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
         self.ln_f = nn.LayerNorm(config.d_model)
         self.head = nn.Linear(config.d_model, config.vocab_size)
@@ -136,6 +141,11 @@ class Denoiser(nn.Module):
             raise MdmError(f"sequence length {n} exceeds the denoiser's seq_len {self.config.seq_len}")
         positions = torch.arange(n, device=x.device)  # (L,)
         h = self.tok(x) + self.pos(positions)[None]  # (B, L, D)
+        if self.aligned is not None:  # answer position i also sees prompt token i, the description of its slot
+            if n % 2:
+                raise MdmError(f"a prompt-aligned denoiser needs prompt length == answer length, got length {n}")
+            half = n // 2
+            h = torch.cat([h[:, :half], h[:, half:] + self.aligned(x[:, :half])], dim=1)  # (B, L, D)
         for block in self.blocks:
             h = block(h)  # (B, L, D)
         hidden = self.ln_f(h)  # (B, L, D)

@@ -61,7 +61,7 @@ class TrainConfig:
     def model_config(self, task: Task) -> DenoiserConfig:
         """The denoiser shape for ``task``."""
         return DenoiserConfig(task.vocab_size, task.seq_len, task.mask_id, self.d_model, self.n_layers,
-                              self.n_heads, self.d_ff, self.dropout)
+                              self.n_heads, self.d_ff, self.dropout, prompt_aligned=task.prompt_aligned)
 
     def lr_at(self, step: int) -> float:
         """Learning rate at 0-based ``step``: linear warm-up then cosine to lr / 10."""

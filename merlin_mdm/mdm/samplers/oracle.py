@@ -7,28 +7,9 @@ from torch import Tensor
 
 from merlin_mdm.errors import MdmError
 from merlin_mdm.mdm.samplers.base import Sampler, StepState, register_sampler
-from merlin_mdm.mdm.tasks.blocks import COUP_ID, IND_ID, LABEL0_ID
+from merlin_mdm.mdm.tasks.blocks import coupled_blocks
 
-__all__ = ["BlocksOracleSampler", "blocks_layout"]
-
-
-def blocks_layout(x: Tensor, prompt_len: int) -> tuple[Tensor, Tensor]:
-    """(block of every answer position (B, A), coupled flag per block (B, NB)) read from ``blocks`` prompts.
-
-    Fixed layout: the prompt is NB type tokens. Random layout: NB type tokens, then A block labels.
-
-    Raises:
-        MdmError: the prompt is neither.
-    """
-    answer = x.shape[1] - prompt_len
-    nb = prompt_len - answer
-    if nb >= 1 and bool((x[:, nb:prompt_len] >= LABEL0_ID).all()):
-        return x[:, nb:prompt_len] - LABEL0_ID, x[:, :nb] == COUP_ID
-    types = x[:, :prompt_len]
-    if prompt_len == 0 or answer % prompt_len or not bool(((types == COUP_ID) | (types == IND_ID)).all()):
-        raise MdmError("blocks_oracle needs the blocks task (a prompt of block types, and block labels if random)")
-    ids = (torch.arange(answer) // (answer // prompt_len)).expand(x.shape[0], -1)
-    return ids, x[:, :prompt_len] == COUP_ID
+__all__ = ["BlocksOracleSampler"]
 
 
 @register_sampler
@@ -45,11 +26,13 @@ class BlocksOracleSampler(Sampler):
         if state.step > 0:
             return state.masked
         p = state.prompt_len
-        ids, coupled = blocks_layout(state.x, p)  # (B, A), (B, NB)
-        in_coupled = coupled.gather(1, ids)  # (B, A)
+        try:
+            ids = coupled_blocks(state.x[:, :p], state.x.shape[1] - p)  # (B, A), -1 where independent
+        except MdmError as exc:
+            raise MdmError(f"blocks_oracle needs the blocks task: {exc}") from None
         index = torch.arange(ids.shape[1]).expand_as(ids)
-        first_of_block = torch.full_like(coupled, ids.shape[1], dtype=torch.long).scatter_reduce(
-            1, ids, index, reduce="amin")  # (B, NB) first position of each block
-        first = index == first_of_block.gather(1, ids)  # (B, A)
-        answer = ~in_coupled | first
+        slot = ids.clamp_min(0)
+        first_of_block = torch.full_like(ids, ids.shape[1]).scatter_reduce(
+            1, slot, index.masked_fill(ids < 0, ids.shape[1]), reduce="amin")  # (B, A): first position of block b at b
+        answer = (ids < 0) | (index == first_of_block.gather(1, slot))  # (B, A)
         return torch.cat([torch.zeros_like(state.masked[:, :p]), answer], dim=1) & state.masked

@@ -48,6 +48,8 @@ class Task(ABC):
         mask_id: the id of the mask token (never produced by :meth:`sample`).
         prompt_len: number of prompt tokens (never masked).
         answer_len: number of answer tokens (the part generated).
+        prompt_aligned: the prompt describes the answer position by position (prompt token i is about answer
+            position i, so prompt_len == answer_len); the denoiser then embeds prompt token i at answer position i.
     """
 
     name: ClassVar[str]
@@ -55,6 +57,7 @@ class Task(ABC):
     mask_id: int
     prompt_len: int
     answer_len: int
+    prompt_aligned: bool = False
 
     @property
     def seq_len(self) -> int:

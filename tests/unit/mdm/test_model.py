@@ -83,3 +83,25 @@ def test_checkpoint_errors(tmp_path) -> None:
     task = make_task("blocks")
     with pytest.raises(MdmError, match="reserved"):
         save_denoiser(tmp_path / "x", tiny(task), task, {"config": 1})
+
+
+def test_a_prompt_aligned_denoiser_sees_prompt_token_i_at_answer_position_i() -> None:
+    task = make_task("blocks", nb=2, bl=2, layout="random")
+    assert task.prompt_aligned and not make_task("blocks").prompt_aligned
+    torch.manual_seed(0)
+    cfg = DenoiserConfig(task.vocab_size, task.seq_len, task.mask_id, d_model=16, n_layers=1, n_heads=2, d_ff=32,
+                         prompt_aligned=True)
+    model = Denoiser(cfg).eval()
+    x = task.sample(1, torch.Generator().manual_seed(0))
+    x[:, task.prompt_len :] = task.mask_id
+    changed = x.clone()
+    changed[0, 1] = 13 if int(x[0, 1]) != 13 else 10  # relabel prompt slot 1 only
+    assert not torch.equal(model(changed).logits, model(x).logits)
+    for block in model.blocks:  # without attention only the aligned embedding carries prompt slot 1 anywhere
+        block.attn.forward = lambda h: torch.zeros_like(h)  # type: ignore[method-assign]
+    moved = (model(changed).logits - model(x).logits)[0, task.prompt_len :, : task.mask_id].abs().amax(-1)  # (A,)
+    assert moved.nonzero().flatten().tolist() == [1]
+    with pytest.raises(MdmError, match="even seq_len"):
+        DenoiserConfig(task.vocab_size, 7, task.mask_id, prompt_aligned=True)
+    with pytest.raises(MdmError, match="prompt length == answer length"):
+        model(x[:, :5])

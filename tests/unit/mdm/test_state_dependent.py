@@ -47,19 +47,27 @@ def test_the_split_hash_is_fixed() -> None:
 
 def test_random_layout_blocks_score_and_oracle() -> None:
     task = make_task("blocks", nb=2, bl=2, layout="random")
-    assert (task.prompt_len, task.answer_len, task.vocab_size, task.mask_id) == (6, 4, 15, 12)
-    labels = [LABEL0_ID + 1, LABEL0_ID, LABEL0_ID + 1, LABEL0_ID]  # block 1 at answer positions 0 and 2
-    x = torch.tensor([[IND_ID, COUP_ID, *labels, 3, 5, 3, 7],  # coupled block 1 = (3, 3): valid
-                      [IND_ID, COUP_ID, *labels, 3, 5, 4, 5],  # block 1 = (3, 4): broken
-                      [COUP_ID, IND_ID, *labels, 3, 5, 4, 5]])  # block 0 = (5, 5): valid
-    assert task.score(x).tolist() == [True, False, True]
+    assert (task.prompt_len, task.answer_len, task.vocab_size, task.mask_id) == (4, 4, 15, 12)
+    # one label per answer position, aligned with it: coupled block 1 at answer positions 0 and 2
+    one = [LABEL0_ID + 1, IND_ID, LABEL0_ID + 1, IND_ID]
+    two = [LABEL0_ID + 1, LABEL0_ID, LABEL0_ID + 1, LABEL0_ID]  # and coupled block 0 at 1 and 3
+    x = torch.tensor([[*one, 3, 5, 3, 7],  # coupled block 1 = (3, 3): valid
+                      [*one, 3, 5, 4, 5],  # block 1 = (3, 4): broken
+                      [*two, 3, 5, 3, 5],  # both coupled blocks constant: valid
+                      [*two, 3, 5, 3, 6]])  # block 0 = (5, 6): broken
+    assert task.score(x).tolist() == [True, False, True, False]
+    assert task.render(x[0]) == "C | 33 | 57" and task.render(x[2]) == "C C | 55 33 | "
     masked = torch.zeros_like(x, dtype=torch.bool)
-    masked[:, 6:] = True
+    masked[:, 4:] = True
     picked = make_sampler("blocks_oracle").select(StepState(x.masked_fill(masked, 12), masked, None, None, 0, 2,
-                                                            None, prompt_len=6))
-    # row 0: block 0 independent (positions 1, 3), block 1 coupled -> only its first position 0
-    assert picked[0, 6:].tolist() == [True, True, False, True]
-    assert picked[2, 6:].tolist() == [True, True, True, False]
+                                                            None, prompt_len=4))
+    # row 0: positions 1, 3 independent, block 1 coupled -> only its first position 0; row 2: 0 and 1 first
+    assert picked[0, 4:].tolist() == [True, True, False, True]
+    assert picked[2, 4:].tolist() == [True, True, False, False]
+    assert not picked[:, :4].any()
+    drawn = task.sample(200, gen(0))
+    assert task.score(drawn).all() and (drawn[:, :4] != COUP_ID).all()
+    assert ((drawn[:, :4] >= LABEL0_ID).sum(-1) % 2 == 0).all()  # a coupled block labels both of its positions
     sudoku = make_task("sudoku", n=4, blanks=4).sample(2, gen(0))
     with pytest.raises(MdmError, match="blocks task"):
         make_sampler("blocks_oracle").select(StepState(sudoku, sudoku >= 0, None, None, 0, 2, None, prompt_len=16))
