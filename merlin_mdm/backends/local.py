@@ -159,9 +159,8 @@ class _Scheduler:
             if not pool.busy():
                 continue
             for event in pool.next_event(timeout=timeout):
-                if isinstance(event, worker_pool.TaskEnded):  # progress per sample; recorded when the unit ends
-                    self.ticks[event.key] = self.ticks.get(event.key, 0) + event.n
-                    self._advance(bar, event.n)
+                if isinstance(event, worker_pool.TaskEnded):  # progress per sample, in the bar and in status
+                    self._tasks_ended(event.key, event.n, bar)
                     continue
                 self.in_flight.discard(event.key)
                 self.slots.release(self.held.pop(event.key, ()))
@@ -174,6 +173,16 @@ class _Scheduler:
                 if outcome.stop and not self.stop_reason:
                     self._request_stop(key, outcome.stop, pool)
                 ready.extend(tracker.complete(key, outcome.releases_children, self.plan.instances[key.instance].name))
+
+    def _tasks_ended(self, key: UnitKey, n: int, bar: Any) -> None:
+        """``n`` more tasks of the running unit ``key`` ended: move the bar, and record in the status store the
+        tasks whose done-marker exists (the truth; a failed task ends without one). Never above the unit's size,
+        and the unit's outcome overwrites it when the unit ends."""
+        from merlin_mdm.backends.execution import count_done
+
+        self.ticks[key] = self.ticks.get(key, 0) + n
+        self._advance(bar, n)
+        self.store.unit_progress(key, count_done(self.plan, key))
 
     def _submit_ready(self, pool: WorkerPool, tracker: DependencyTracker, ready: deque[Release]) -> None:
         """Start ready units in order while workers and slots allow (the first unit waits for its slots)."""

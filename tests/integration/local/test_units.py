@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
 
+from merlin_mdm.backends.execution import DONE_MARKER
 from merlin_mdm.backends.worker_pool import Finished, TaskEnded, WorkerPool
 from merlin_mdm.spec import load_spec
 from merlin_mdm.study.plan import UnitKey
 from merlin_mdm.study.workspace import create_workspace
+from tests.integration.conftest import wait_until
 
-from .conftest import counts, merlin, workspace_of
+from .conftest import CLI, counts, merlin, workspace_of
 
 
 def test_units_shrink_for_the_workers_and_restart_stays_exact(write_spec, tmp_path: Path) -> None:
@@ -66,3 +69,33 @@ def test_a_worker_reports_each_slow_task_as_it_ends(write_spec, tmp_path: Path) 
         pool.shutdown()
     assert events[:3] == [TaskEnded(UnitKey(0, 0))] * 3
     assert isinstance(events[3], Finished) and events[3].outcome.finished == 3 and len(events) == 4
+
+
+def test_status_counts_the_samples_of_a_running_local_unit_before_it_ends(write_spec, tmp_path: Path) -> None:
+    # One unit of 4 samples on one worker; samples 0-2 take longer than a progress tick, 1 fails, 3 waits for
+    # `hold`. While 3 runs, status shows the two samples with a done-marker as finished and the unit running.
+    hold = tmp_path / "hold"
+    hold.touch()
+    np.save(tmp_path / "s.npy", np.arange(4).reshape(-1, 1))
+    spec = write_spec(f"""
+        description: {{name: live, description: progress of a running unit in status}}
+        env: {{variables: {{OUTPUT_PATH: ./out}}}}
+        merlin:
+          samples: {{file: s.npy, column_labels: [V]}}
+        study:
+          - name: sim
+            run: {{cmd: "sleep 0.3; [ $(V) != 1 ] || exit 3; while [ $(V) = 3 ] && [ -f {hold} ]; do sleep 0.05; done"}}
+    """)
+    runner = subprocess.Popen([*CLI, "run", str(spec), "--local", "--workers", "1", "--batch-size", "4"],
+                              cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: len(list((tmp_path / "out").glob("live_*/merlin_info/plan.json"))) == 1, 60,
+                   "the workspace")
+        (ws,) = (p.parent.parent for p in (tmp_path / "out").glob("live_*/merlin_info/plan.json"))
+        wait_until(lambda: counts(ws).get("sim", {}).get("finished") == 2, 60, "two finished samples in status")
+        assert counts(ws) == {"sim": {"running": 4 - 2, "finished": 2}}  # the unit's other two still running
+        assert len(list((ws / "sim").rglob(DONE_MARKER))) == 2
+    finally:
+        hold.unlink()
+        assert runner.wait(timeout=60) == 1  # sample 1 failed
+    assert counts(ws) == {"sim": {"finished": 3, "failed": 1}}
