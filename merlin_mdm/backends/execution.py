@@ -7,13 +7,11 @@ A task whose directory holds the done-marker is never run again, so running a un
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import functools
 import heapq
 import os
 import shlex
-import shutil
 import signal
 import socket
 import sys
@@ -112,29 +110,12 @@ def task_tokens(plan: StudyPlan, sample: int, directory: str | Path) -> dict[str
     return tokens
 
 
-@functools.cache
-def _setpriv() -> str | None:
-    return shutil.which("setpriv") if sys.platform.startswith("linux") else None
-
-
-def _die_with_parent() -> None:
-    """preexec: the task's shell gets SIGKILL when the worker process that started it dies (Linux)."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
-
-
 @functools.lru_cache(maxsize=64)
-def _interpreter(shell: str, die_with_parent: bool) -> tuple[tuple[str, ...], Callable[[], None] | None]:
-    """The argv prefix of a task's script, and the preexec function it needs (only without setpriv)."""
-    # `shell` is an interpreter line, as in Merlin (`/usr/bin/env python3`): split it like a shebang.
-    # Only backends whose workers may be killed and their units redelivered elsewhere (Celery) ask for
-    # die_with_parent. util-linux's setpriv sets the signal for about 1 ms a task; a preexec_fn would force a
-    # full fork of the worker (about 2 ms), so it is only the fallback.
-    argv = tuple(shlex.split(shell))
-    if not die_with_parent:
-        return argv, None
-    setpriv = _setpriv()
-    return ((setpriv, "--pdeathsig", "KILL", "--", *argv), None) if setpriv else (argv, _die_with_parent)
+def _interpreter(shell: str) -> tuple[str, ...]:
+    """The argv prefix of a task's script: `shell` is an interpreter line, as in Merlin
+    (`/usr/bin/env python3`), split like a shebang. A task dies with a Celery worker through that backend's
+    task guard (backends/celery/task_guard.py), not through anything here."""
+    return tuple(shlex.split(shell))
 
 
 def _make_dir(directory: str) -> None:
@@ -148,13 +129,13 @@ def _make_dir(directory: str) -> None:
 
 
 def _run_script(shell: str, script: str, directory: str, name: str, env: dict[str, str],
-                timeout: float | None, die_with_parent: bool = False) -> int:
-    prefix, preexec = _interpreter(shell, die_with_parent)
+                timeout: float | None) -> int:
+    prefix = _interpreter(shell)
     out = os.open(os.path.join(directory, f"{name}.out"), LOG_FLAGS, 0o666)
     try:
         err = os.open(os.path.join(directory, f"{name}.err"), LOG_FLAGS, 0o666)
         try:
-            pid = spawn([*prefix, script], directory, out, err, env, preexec)
+            pid = spawn([*prefix, script], directory, out, err, env)
         except OSError as exc:  # the interpreter is missing or not executable: this task fails, nothing else
             os.write(err, f"merlin-mdm: cannot start the shell '{shell}': {exc.strerror or exc}\n".encode())
             raise
@@ -223,7 +204,7 @@ def _start(plan: StudyPlan, inst: StepInstance, sample: int) -> _Attempt | TaskR
     return _Attempt(sample, directory, tokens)
 
 
-def _attempt(inst: StepInstance, task: _Attempt, env: dict[str, str], die_with_parent: bool) -> TaskResult | None:
+def _attempt(inst: StepInstance, task: _Attempt, env: dict[str, str]) -> TaskResult | None:
     """Run one attempt of ``task``; None when it asked to run again (``task`` then says how and when).
 
     An OS error (a full disk, a refused permission, a name too long, a missing shell) fails the task with
@@ -236,8 +217,7 @@ def _attempt(inst: StepInstance, task: _Attempt, env: dict[str, str], die_with_p
         script = os.path.join(task.directory, f"{name}.sh")
         if restart:
             write_script(script, inst.shell, substitute(inst.restart or "", task.tokens), inst.sources)
-        rc = _run_script(inst.shell, script, task.directory, name, env, walltime_seconds(inst.walltime),
-                         die_with_parent)
+        rc = _run_script(inst.shell, script, task.directory, name, env, walltime_seconds(inst.walltime))
     except OSError as exc:
         return TaskResult(TaskState.FAILED, None, task.restarts, os_error_reason(exc), log)
     if rc in (ExitCode.RESTART, ExitCode.RETRY) and task.restarts < inst.max_retries:
@@ -248,15 +228,14 @@ def _attempt(inst: StepInstance, task: _Attempt, env: dict[str, str], die_with_p
     return _finish(task.directory, rc, task.restarts, log)
 
 
-def run_task(plan: StudyPlan, inst: StepInstance, sample: int, env: dict[str, str],
-             die_with_parent: bool = False) -> TaskResult:
+def run_task(plan: StudyPlan, inst: StepInstance, sample: int, env: dict[str, str]) -> TaskResult:
     """Run one task to its end, following the exit-code protocol; skip it when its done-marker exists."""
     task = _start(plan, inst, sample)
     close_on_exec()
     with kept_cwd():
         while not isinstance(task, TaskResult):
             time.sleep(max(0.0, task.due - time.monotonic()))
-            task = _attempt(inst, task, env, die_with_parent) or task
+            task = _attempt(inst, task, env) or task
     return task
 
 
@@ -322,21 +301,20 @@ def unit_failure(plan: StudyPlan, key: UnitKey, reason: str) -> UnitOutcome:
 
 
 def run_unit(plan: StudyPlan, key: UnitKey, should_stop: Callable[[], bool] = lambda: False,
-             die_with_parent: bool = False, on_task: Callable[[], None] | None = None) -> UnitOutcome:
+             on_task: Callable[[], None] | None = None) -> UnitOutcome:
     """Run every task of ``key``; tasks after a stop request are reported as not run.
 
     A task that asks to run again (MERLIN_RESTART, MERLIN_RETRY) waits its ``retry_delay`` while the unit's
     other tasks run, so the delays of sibling samples overlap instead of adding up. A task whose parent
     sample failed still runs (Merlin's semantics).
-    ``die_with_parent`` kills a task's shell when the calling process dies (for redelivering backends).
     ``on_task`` is called each time a task ran to its end (progress per sample).
     """
     close_on_exec()
     with kept_cwd():  # tasks are spawned from their own directories
-        return _run_unit(plan, key, should_stop, die_with_parent, on_task)
+        return _run_unit(plan, key, should_stop, on_task)
 
 
-def _run_unit(plan: StudyPlan, key: UnitKey, should_stop: Callable[[], bool], die_with_parent: bool,
+def _run_unit(plan: StudyPlan, key: UnitKey, should_stop: Callable[[], bool],
               on_task: Callable[[], None] | None) -> UnitOutcome:
     inst = plan.instances[key.instance]
     env = task_env(plan, inst)
@@ -359,7 +337,7 @@ def _run_unit(plan: StudyPlan, key: UnitKey, should_stop: Callable[[], bool], di
         delay = task.due - time.monotonic()
         if delay > 0:  # only a retry_delay waits; sleep(0) would still yield the CPU once per task
             time.sleep(delay)
-        result = _attempt(inst, task, env, die_with_parent)
+        result = _attempt(inst, task, env)
         if result is None:
             heapq.heappush(waiting, (task.due, task.sample, task))
         else:

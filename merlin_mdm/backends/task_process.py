@@ -8,8 +8,7 @@ C): about half the CPU of ``subprocess.Popen``, whose per-call Python work (envi
 descriptor bookkeeping) is a large part of a null task's overhead. posix_spawn cannot change the directory or
 close descriptors, so the calling process enters the task's directory itself (:func:`kept_cwd` restores it)
 and marks every descriptor above stderr close-on-exec (:func:`close_on_exec`), which is what ``close_fds``
-did. A task that needs code run in the child before exec (the parent-death fallback without ``setpriv``)
-goes through ``subprocess.Popen``.
+did. Where ``os.posix_spawn`` is missing, tasks start through ``subprocess.Popen``.
 """
 
 from __future__ import annotations
@@ -106,14 +105,13 @@ def _executable(name: str, path: str | None) -> str:
     return shutil.which(name, path=path) or name
 
 
-def spawn(argv: list[str], directory: str | Path, out: int, err: int, env: dict[str, str],
-          preexec: Callable[[], None] | None = None) -> int:
+def spawn(argv: list[str], directory: str | Path, out: int, err: int, env: dict[str, str]) -> int:
     """Start ``argv`` in ``directory`` in its own session, stdout/stderr to ``out``/``err``; its pid.
 
     Raises OSError when it cannot start (a missing interpreter, a directory that is gone).
     """
     global _current, _popen
-    if _SPAWN and preexec is None:
+    if _SPAWN:
         os.chdir(directory)
         pid = os.posix_spawn(_executable(argv[0], env.get("PATH")), argv, env, setsid=True, file_actions=[
             (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
@@ -122,7 +120,7 @@ def spawn(argv: list[str], directory: str | Path, out: int, err: int, env: dict[
         ])
     else:
         _popen = subprocess.Popen(argv, cwd=directory, stdout=out, stderr=err, env=env, stdin=subprocess.DEVNULL,
-                                  start_new_session=True, preexec_fn=preexec)
+                                  start_new_session=True)
         pid = _popen.pid
     _current = pid
     if _watcher is not None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from merlin_mdm.backends import RunOptions, execution, get_backend
+from merlin_mdm.backends import RunOptions, get_backend
 from merlin_mdm.spec import load_spec
 from merlin_mdm.status.model import StudySnapshot
 from merlin_mdm.study.workspace import create_workspace
@@ -60,9 +60,6 @@ def _wait_finished(backend, ws, timeout: float) -> StudySnapshot:  # type: ignor
 
 def _exactly_once(tmp_path: Path, n: int, killed: bool = False) -> Counter[str]:
     runs = Counter((tmp_path / "runs.log").read_text().split())
-    if killed and max(runs.values()) > 1 and not hasattr(execution, "_die_with_parent"):
-        pytest.xfail("the killed task's orphaned script finished too: execution._run_script needs "
-                     "PR_SET_PDEATHSIG (requested from the lead)")
     assert runs == Counter([str(i) for i in range(n)] + ["funnel"]), runs
     return Counter((tmp_path / "starts.log").read_text().split())
 
