@@ -77,16 +77,24 @@ def _worker_main(plan: StudyPlan, stop: Any, conn: Connection, slot: Any, parent
         instance, unit, slots = message
         key = UnitKey(instance, unit)
         os.environ[SLOTS_VARIABLE] = ",".join(map(str, slots))  # this process runs one unit at a time
-        ticker = TaskTicker(lambda n: conn.send((_TASK_ENDED, n)))
+        ticker = TaskTicker(lambda n: _send_quietly(conn, (_TASK_ENDED, n)))
         try:
             outcome = run_unit(plan, key, should_stop=stop.is_set, on_task=ticker)
         except Exception as exc:  # a bug, not bad input: record it as the unit's failure, keep the traceback
             traceback.print_exc()
             outcome = unit_failure(plan, key, f"internal error: {type(exc).__name__}: {exc}")
+        finally:
+            ticker.close()  # its timer sends nothing after the outcome
         try:
             conn.send((key.instance, key.unit, outcome))
         except OSError:
             return
+
+
+def _send_quietly(conn: Connection, message: object) -> None:
+    """Progress is best effort: a runner gone is noticed at the worker's next receive."""
+    with contextlib.suppress(OSError):
+        conn.send(message)
 
 
 @dataclass

@@ -197,7 +197,11 @@ def _run(store: RedisStatusStore, plan: StudyPlan, key: UnitKey) -> UnitOutcome:
     try:
         # A redelivered unit must not race the first copy's task: the task dies with this worker process.
         watch_tasks(task_guard())
-        return run_unit(plan, key, should_stop=_stop_checker(store), on_task=_progress(store, plan, key))
+        ticker = _progress(store, plan, key)
+        try:
+            return run_unit(plan, key, should_stop=_stop_checker(store), on_task=ticker)
+        finally:
+            ticker.close()  # its timer writes nothing after the unit's outcome
     except StatusError:
         raise
     except SystemExit:  # the pool process is stopped (billiard turns SIGTERM into SystemExit): give it back

@@ -55,12 +55,14 @@ def _markers(ws) -> int:  # type: ignore[no-untyped-def]
     return len(list((ws.root / "work").rglob("MERLIN_FINISHED")))
 
 
+@pytest.mark.parametrize("before", ["sleep 0.3; ", ""], ids=["slower-than-a-tick", "quick"])
 def test_status_counts_the_samples_of_a_running_unit_before_it_ends(
-        worker_pool: WorkerPool, tmp_path: Path, celery_config: Path) -> None:
+        worker_pool: WorkerPool, tmp_path: Path, celery_config: Path, before: str) -> None:
     hold = tmp_path / "hold"
     hold.touch()
-    # Samples 0-2 take longer than a progress tick (each is reported as it ends); sample 3 waits for `hold`.
-    cmd = f"sleep 0.3; if [ $(V) = 3 ]; then while [ -f {hold} ]; do sleep 0.05; done; fi"
+    # Samples 0-2 take longer than a progress tick (each is reported as it ends), or end at once (reported
+    # together by the progress timer, not when the slow sample ends); sample 3 waits for `hold`.
+    cmd = f"{before}if [ $(V) = 3 ]; then while [ -f {hold} ]; do sleep 0.05; done; fi"
     backend, ws = _launch(tmp_path, 4, cmd)
     store = backend.status_store(ws)  # type: ignore[attr-defined]
     try:

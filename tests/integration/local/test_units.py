@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from merlin_mdm.backends.execution import DONE_MARKER
 from merlin_mdm.backends.worker_pool import Finished, TaskEnded, WorkerPool
@@ -71,9 +72,12 @@ def test_a_worker_reports_each_slow_task_as_it_ends(write_spec, tmp_path: Path) 
     assert isinstance(events[3], Finished) and events[3].outcome.finished == 3 and len(events) == 4
 
 
-def test_status_counts_the_samples_of_a_running_local_unit_before_it_ends(write_spec, tmp_path: Path) -> None:
-    # One unit of 4 samples on one worker; samples 0-2 take longer than a progress tick, 1 fails, 3 waits for
-    # `hold`. While 3 runs, status shows the two samples with a done-marker as finished and the unit running.
+@pytest.mark.parametrize("before", ["sleep 0.3; ", ""], ids=["slower-than-a-tick", "quick"])
+def test_status_counts_the_samples_of_a_running_local_unit_before_it_ends(write_spec, tmp_path: Path,
+                                                                           before: str) -> None:
+    # One unit of 4 samples on one worker; samples 0-2 take longer than a progress tick, or end at once, 1 fails,
+    # 3 waits for `hold`. While 3 runs, status shows the two samples with a done-marker as finished and the unit
+    # running (quick ones too: they are reported by the progress timer, not when the slow sample ends).
     hold = tmp_path / "hold"
     hold.touch()
     np.save(tmp_path / "s.npy", np.arange(4).reshape(-1, 1))
@@ -84,7 +88,7 @@ def test_status_counts_the_samples_of_a_running_local_unit_before_it_ends(write_
           samples: {{file: s.npy, column_labels: [V]}}
         study:
           - name: sim
-            run: {{cmd: "sleep 0.3; [ $(V) != 1 ] || exit 3; while [ $(V) = 3 ] && [ -f {hold} ]; do sleep 0.05; done"}}
+            run: {{cmd: "{before}[ $(V) != 1 ] || exit 3; while [ $(V) = 3 ] && [ -f {hold} ]; do sleep 0.05; done"}}
     """)
     runner = subprocess.Popen([*CLI, "run", str(spec), "--local", "--workers", "1", "--batch-size", "4"],
                               cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
