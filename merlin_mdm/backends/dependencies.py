@@ -48,13 +48,13 @@ class DependencyTracker:
         """Record ``key`` as done; ``ok`` False when its dependants must not run (a hard fail, or not run).
 
         A failed task does not make a unit not ok (:attr:`UnitOutcome.releases_children`: Merlin's semantics).
-        An aligned child (sample i after sample i) always runs; any other child of a unit that is not ok is blocked.
+        An aligned child (its samples after the same samples) always runs; any other child of a unit that is not
+        ok is blocked.
         """
         releases = []
         for edge in self.children[key.instance]:
-            child_units = [UnitKey(edge.parent, key.unit)] if edge.aligned else [
-                UnitKey(edge.parent, u) for u in range(self.plan.n_units(edge.parent))]
-            for child in child_units:
+            units = self.plan.aligned_units(edge.parent, key) if edge.aligned else range(self.plan.n_units(edge.parent))
+            for child in (UnitKey(edge.parent, u) for u in units):
                 if child not in self.waiting:
                     continue
                 if not ok and not edge.aligned:

@@ -2,13 +2,16 @@
 the work units that cover each instance's samples. Pure: no I/O.
 
 A plan never holds per-sample objects. A sample step instance is split into units of at most ``batch_size``
-samples, sized by guided self-scheduling for ``slots`` workers (:class:`UnitLayout`); tasks are
-(instance, sample) pairs generated on demand.
+samples, sized by guided self-scheduling for the tasks of it that can run at once (:class:`UnitLayout`): ``slots``
+// its ``cores``, so a step of 2-core tasks on 4 slots gets units for 2 workers. Tasks are (instance, sample)
+pairs generated on demand. Steps sized differently still pair their samples: an aligned child unit waits for
+the parent units that hold its samples (:meth:`StudyPlan.aligned_units`).
 """
 
 from __future__ import annotations
 
 import json
+from bisect import bisect_right
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from functools import cached_property
@@ -25,7 +28,7 @@ class Edge:
     """A dependency of an instance on a parent instance."""
 
     parent: int  # index of the parent instance in StudyPlan.instances
-    aligned: bool  # True: unit b waits only for the parent's unit b (both sample steps, not a funnel)
+    aligned: bool  # True: a unit waits only for the parent's units holding its samples (sample steps, no funnel)
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,17 @@ class UnitLayout:
             return range(self.n, self.n)
         return range(self._tail[i], self._tail[i + 1])
 
+    def units_over(self, samples: range) -> range:
+        """The units holding any of ``samples`` (unit 0, the empty one, for no samples)."""
+        if not samples:
+            return range(1) if self.n == 0 else range(0)
+        return range(self._unit_of(samples[0]), self._unit_of(samples[-1]) + 1)
+
+    def _unit_of(self, sample: int) -> int:
+        if sample < self._full * self.batch:
+            return sample // self.batch
+        return self._full + bisect_right(self._tail, sample) - 1
+
 
 @dataclass(frozen=True)
 class StudyPlan:
@@ -126,19 +140,36 @@ class StudyPlan:
     instances: tuple[StepInstance, ...]
     samples: SampleSet | None
     batch_size: int  # most samples per unit
-    slots: int = 1  # workers the units are sized for (guided self-scheduling); 1: fixed units of batch_size
+    slots: int = 1  # worker slots the units are sized for (guided self-scheduling); 1: fixed units of batch_size
+    # True: an instance's units are sized for its tasks that run at once (slots // cores). False in plans written
+    # before (their plan.json has no such field), which sized every instance for ``slots``: a restart of such a
+    # study keeps its units.
+    per_step_units: bool = True
+
+    def concurrency(self, index: int) -> int:
+        """How many tasks of instance ``index`` run at once on ``slots`` slots: the workers its units are sized for."""
+        if not self.per_step_units:
+            return max(1, self.slots)
+        return max(1, self.slots // max(1, self.instances[index].cores))
+
+    def layout(self, index: int) -> UnitLayout:
+        """How the samples of sample instance ``index`` split into units."""
+        slots = self.concurrency(index)
+        layout = self._layouts.get(slots)
+        if layout is None:
+            layout = self._layouts[slots] = UnitLayout(self.samples.count if self.samples else 0,
+                                                       max(1, self.batch_size), slots)
+        return layout
 
     @cached_property
-    def layout(self) -> UnitLayout:
-        """How the samples of every sample instance split into units (the same for all, so aligned edges pair
-        unit i with unit i)."""
-        return UnitLayout(self.samples.count if self.samples else 0, max(1, self.batch_size), max(1, self.slots))
+    def _layouts(self) -> dict[int, UnitLayout]:  # by concurrency: most plans have one or two
+        return {}
 
     def n_units(self, index: int) -> int:
         """Number of units of instance ``index``."""
         if not self.instances[index].uses_samples or self.samples is None:
             return 1
-        return self.layout.count
+        return self.layout(index).count
 
     def n_tasks(self, index: int) -> int:
         """Number of tasks of instance ``index`` (its samples, or 1)."""
@@ -150,7 +181,19 @@ class StudyPlan:
         """Sample indices of a unit; ``range(-1, 0)`` (one task, no sample) for a non-sample instance."""
         if not self.instances[key.instance].uses_samples or self.samples is None:
             return range(NO_SAMPLE, NO_SAMPLE + 1)
-        return self.layout.samples(key.unit)
+        return self.layout(key.instance).samples(key.unit)
+
+    def aligned_units(self, index: int, key: UnitKey) -> range:
+        """The units of sample instance ``index`` holding the samples of ``key`` (a unit of another sample instance
+        at the end of an aligned edge): the same unit when both are sized alike."""
+        if self.concurrency(index) == self.concurrency(key.instance):
+            return range(key.unit, key.unit + 1)
+        return self.layout(index).units_over(self.unit_samples(key))
+
+    def n_parent_units(self, key: UnitKey) -> int:
+        """How many parent units ``key`` waits for."""
+        return sum(len(self.aligned_units(e.parent, key)) if e.aligned else self.n_units(e.parent)
+                   for e in self.instances[key.instance].parents)
 
     def units(self) -> Iterator[UnitKey]:
         """Every unit, instance by instance."""
@@ -166,7 +209,8 @@ class StudyPlan:
         """The units ``key`` waits for."""
         for edge in self.instances[key.instance].parents:
             if edge.aligned:
-                yield UnitKey(edge.parent, key.unit)
+                for unit in self.aligned_units(edge.parent, key):
+                    yield UnitKey(edge.parent, unit)
             else:
                 for unit in range(self.n_units(edge.parent)):
                     yield UnitKey(edge.parent, unit)
@@ -200,4 +244,5 @@ class StudyPlan:
         if samples:
             sample_set = SampleSet(samples["file"], samples["count"], tuple(samples["column_labels"]),
                                    samples["level_max_dirs"])
-        return cls(data["name"], data["workspace"], instances, sample_set, data["batch_size"], data.get("slots", 1))
+        return cls(data["name"], data["workspace"], instances, sample_set, data["batch_size"], data.get("slots", 1),
+                   data.get("per_step_units", False))

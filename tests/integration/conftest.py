@@ -161,3 +161,28 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None
             return
         time.sleep(0.1)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+# Two steps over 8 samples (file s.npy, column V), a 1-core one then a 2-core one (queue: the folder's name):
+# a post sample fails unless its sim sample ended before it started; sim's samples 0 and 4 take longest.
+MIXED_STEPS = """
+    description: {{name: mixed, description: a 1-core step then a 2-core one over the same samples}}
+    env: {{variables: {{OUTPUT_PATH: ./out}}}}
+    merlin:
+      samples: {{file: s.npy, column_labels: [V]}}
+    study:
+      - name: sim
+        run: {{cmd: "if [ $(V) = 0 ] || [ $(V) = 4 ]; then sleep 1; fi; echo $(V) >> {d}/sim.log",
+               task_queue: {d.name}}}
+      - name: post
+        run: {{cmd: "grep -qx $(V) {d}/sim.log && echo $(V) $(wc -l < {d}/sim.log) >> {d}/post.log",
+               depends: [sim], procs: 2, task_queue: {d.name}}}
+"""
+
+
+def check_mixed_order(d: Path) -> None:
+    """Post's samples 0-3 (one unit) started only after sim's 0 (its slowest) ended, and so after sim's 0-3."""
+    post = {int(v): int(seen) for v, seen in (line.split() for line in (d / "post.log").read_text().splitlines())}
+    assert sorted(post) == list(range(8))
+    sim = [int(v) for v in (d / "sim.log").read_text().split()]
+    assert all(set(sim[:post[v]]) >= set(range(4)) for v in range(4)), (sim, post)

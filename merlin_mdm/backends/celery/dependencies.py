@@ -78,9 +78,16 @@ class RedisDependencies:
         out: list[ChildSpec] = []
         for edge in plan.children()[key.instance]:
             child = edge.parent
-            needed = sum(1 if e.aligned else plan.n_units(e.parent) for e in plan.instances[child].parents)
-            units = [key.unit] if edge.aligned else range(plan.n_units(child))
-            out.extend((UnitKey(child, u).to_id(), needed, edge.aligned) for u in units)
+            if edge.aligned:  # a child sized like its parents waits for one unit of each aligned one
+                out.extend((UnitKey(child, u).to_id(), plan.n_parent_units(UnitKey(child, u)), True)
+                           for u in plan.aligned_units(child, key))
+                continue
+            units = range(plan.n_units(child))
+            if any(e.aligned for e in plan.instances[child].parents):  # rare: a funnel and an aligned parent
+                out.extend((UnitKey(child, u).to_id(), plan.n_parent_units(UnitKey(child, u)), False) for u in units)
+            else:  # every unit waits for the same count: computed once, not once per child unit
+                needed = plan.n_parent_units(UnitKey(child, 0))
+                out.extend((UnitKey(child, u).to_id(), needed, False) for u in units)
         return out
 
     def count(self, key: UnitKey, ok: bool) -> Released:

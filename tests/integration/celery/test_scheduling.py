@@ -15,7 +15,7 @@ from merlin_mdm.backends.celery.scheduling import UNITS_PER_EXPAND, expand_range
 from merlin_mdm.spec import load_spec
 from merlin_mdm.study.plan import UnitKey
 from merlin_mdm.study.workspace import create_workspace
-from tests.integration.conftest import RedisFixture, WorkerPool, wait_until
+from tests.integration.conftest import MIXED_STEPS, RedisFixture, WorkerPool, check_mixed_order, wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.celery]
 
@@ -231,3 +231,27 @@ def test_describe_queueing_names_units_queues_and_triggers(tmp_path: Path) -> No
         "a: 3 unit(s), 250 task(s), queue 'sims', queued by `run`",
         "b: 1 unit(s), 1 task(s), queue 'merlin', queued by the workers after a",
     ]
+
+
+def test_a_two_core_step_after_a_one_core_step_is_released_by_the_units_holding_its_samples(
+        worker_pool: WorkerPool, tmp_path: Path, celery_config: Path) -> None:
+    """The Redis dependency counts of an aligned edge between steps sized apart (units of 2, 2, 1, 1, 1, 1 for
+    sim's 1-core tasks on 4 slots, of 4, 2, 1, 1 for post's 2-core ones): each post unit is released by the sim
+    units holding its samples, once all of them are recorded."""
+    np.save(tmp_path / "s.npy", np.arange(8).reshape(-1, 1))
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(textwrap.dedent(MIXED_STEPS.format(d=tmp_path)), encoding="utf-8")
+    ws, plan = create_workspace(load_spec(spec, {}), slots=4)
+    assert [[len(plan.unit_samples(UnitKey(i, u))) for u in range(plan.n_units(i))] for i in range(2)] == [
+        [2, 2, 1, 1, 1, 1], [4, 2, 1, 1]]
+    backend = get_backend("celery")
+    store = backend.status_store(ws)
+    try:
+        worker_pool.start("w", tmp_path.name, concurrency=4, log_dir=tmp_path)
+        backend.launch(ws, plan, RunOptions())
+        wait_until(lambda: store.snapshot().state in ("finished", "failed"), 60, "the study to end")
+        counts = {s.step: {k: v for k, v in s.counts.items() if v} for s in store.snapshot().steps}
+    finally:
+        store.close()
+    assert counts == {"sim": {"finished": 8}, "post": {"finished": 8}}
+    check_mixed_order(tmp_path)

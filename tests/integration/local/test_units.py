@@ -19,7 +19,8 @@ from tests.integration.conftest import wait_until
 from .conftest import CLI, counts, merlin, workspace_of
 
 
-def test_units_shrink_for_the_workers_and_restart_stays_exact(write_spec, tmp_path: Path) -> None:
+@pytest.mark.parametrize("post_procs", [1, 2])  # 2: post's units are 4, 2, 1, 1 (two of its tasks fit)
+def test_units_shrink_for_the_workers_and_restart_stays_exact(write_spec, tmp_path: Path, post_procs: int) -> None:
     np.save(tmp_path / "s.npy", np.arange(8).reshape(-1, 1))
     spec = write_spec(f"""
         description: {{name: guided, description: eight samples on four workers}}
@@ -30,7 +31,7 @@ def test_units_shrink_for_the_workers_and_restart_stays_exact(write_spec, tmp_pa
           - name: sim
             run: {{cmd: "echo $(V) >> {tmp_path}/runs.log; [ $(V) -ne 5 ] || [ -f {tmp_path}/fixed ]"}}
           - name: post
-            run: {{cmd: "echo post $(V) >> {tmp_path}/runs.log", depends: [sim]}}
+            run: {{cmd: "echo post $(V) >> {tmp_path}/runs.log", depends: [sim], procs: {post_procs}}}
     """)
     result = merlin("run", str(spec), "--local", "--workers", "4", cwd=tmp_path)
     assert result.returncode == 1
@@ -39,8 +40,10 @@ def test_units_shrink_for_the_workers_and_restart_stays_exact(write_spec, tmp_pa
     assert (plan["batch_size"], plan["slots"]) == (100, 4)  # units of 2, 2, 1, 1, 1, 1 samples
     assert counts(ws) == {"sim": {"finished": 7, "failed": 1}, "post": {"finished": 8}}  # Merlin runs it anyway
     (tmp_path / "fixed").touch()
+    units = (ws / "merlin_info" / "plan.json").read_text()
     result = merlin("restart", str(ws), "--workers", "2", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
+    assert (ws / "merlin_info" / "plan.json").read_text() == units  # restart keeps its units on fewer workers
     assert counts(ws) == {"sim": {"finished": 8}, "post": {"finished": 8}}
     runs = (tmp_path / "runs.log").read_text().split("\n")
     assert sorted(r for r in runs if r and not r.startswith("post")) == ["0", "1", "2", "3", "4", "5", "5", "6", "7"]

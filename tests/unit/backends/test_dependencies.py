@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from merlin_mdm.backends.dependencies import DependencyTracker, Release
 from merlin_mdm.study.plan import Edge, StepInstance, StudyPlan, UnitKey
 from merlin_mdm.study.samples import SampleSet
@@ -46,3 +48,23 @@ def test_resume_treats_done_units_as_complete() -> None:
     tracker = DependencyTracker(plan, done)
     assert tracker.initial() == [UnitKey(1, 2)]
     assert tracker.complete(UnitKey(1, 2), True, "s1") == [Release(UnitKey(2, 0))]
+
+
+def _wide_plan() -> StudyPlan:
+    # 8 samples on 4 slots: s0 (1 core) in units 2,2,1,1,1,1; s1 (2 cores, aligned) in units 4,2,1,1
+    insts = (_inst(0, True), dataclasses.replace(_inst(1, True, (Edge(0, True),)), cores=2))
+    return StudyPlan("p", "/ws", insts, SampleSet("/ws/s.npy", 8, ("X",)), 100, slots=4)
+
+
+def test_an_aligned_child_sized_apart_waits_for_the_parent_units_holding_its_samples() -> None:
+    plan = _wide_plan()
+    assert [plan.unit_samples(UnitKey(1, u)) for u in range(plan.n_units(1))] == [
+        range(0, 4), range(4, 6), range(6, 7), range(7, 8)]
+    tracker = DependencyTracker(plan)
+    assert tracker.initial() == [UnitKey(0, u) for u in range(6)]
+    assert tracker.complete(UnitKey(0, 1), True, "s0") == []  # samples 2-3: s1's unit 0 also needs 0-1
+    assert tracker.complete(UnitKey(0, 0), False, "s0") == [Release(UnitKey(1, 0))]
+    assert tracker.complete(UnitKey(0, 3), True, "s0") == []  # sample 5 of s1's unit 1 (samples 4-5)
+    assert tracker.complete(UnitKey(0, 2), True, "s0") == [Release(UnitKey(1, 1))]
+    assert tracker.complete(UnitKey(0, 5), True, "s0") == [Release(UnitKey(1, 3))]
+    assert tracker.remaining() == [UnitKey(1, 2)]

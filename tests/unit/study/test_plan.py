@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 import tracemalloc
 
@@ -145,3 +146,49 @@ def test_a_plan_sized_for_workers_round_trips_and_aligns_units() -> None:
     assert again == plan and again.n_units(sim) == 10
     aligned = [i for i in plan.instances if any(e.aligned for e in i.parents)]
     assert aligned and all(plan.n_units(i.index) == plan.n_units(sim) for i in aligned)
+
+
+WIDE = """
+description: {name: wide, description: d}
+merlin:
+  samples: {generate: {cmd: make}, file: samples.npy, column_labels: [X]}
+study:
+  - {name: sim, description: s, run: {cmd: echo $(X), procs: 2}}
+  - {name: post, description: p, run: {cmd: echo $(X), depends: [sim]}}
+"""
+
+
+def test_units_of_a_wide_step_are_sized_for_its_tasks_that_run_at_once() -> None:
+    plan = dataclasses.replace(plan_of(WIDE, samples=8), slots=4)
+    sim, post = _index(plan, "sim"), _index(plan, "post")
+    assert plan.instances[sim].cores == 2 and plan.concurrency(sim) == 2 and plan.concurrency(post) == 4
+    # 2 of sim's 2-core tasks fit on 4 slots: units for 2 workers, each of the 2 busy until the end
+    assert [len(plan.unit_samples(UnitKey(sim, u))) for u in range(plan.n_units(sim))] == [4, 2, 1, 1]
+    assert [len(plan.unit_samples(UnitKey(post, u))) for u in range(plan.n_units(post))] == [2, 2, 1, 1, 1, 1]
+    # post's units wait for the sim units holding their samples, and only for those
+    assert [list(plan.unit_parents(UnitKey(post, u))) for u in (0, 1, 2, 5)] == [
+        [UnitKey(sim, 0)], [UnitKey(sim, 0)], [UnitKey(sim, 1)], [UnitKey(sim, 3)]]
+    assert [plan.n_parent_units(UnitKey(post, u)) for u in range(6)] == [1] * 6
+    again = StudyPlan.from_json(plan.to_json())
+    assert again == plan and again.n_units(sim) == 4
+
+
+def test_a_plan_written_before_per_step_units_keeps_its_units() -> None:
+    """A restart loads the workspace's plan.json: one written before sized every step for all slots."""
+    plan = dataclasses.replace(plan_of(WIDE, samples=8), slots=4)
+    old = json.loads(plan.to_json())
+    del old["per_step_units"]
+    restored = StudyPlan.from_json(json.dumps(old))
+    sim = _index(restored, "sim")
+    assert not restored.per_step_units and restored.concurrency(sim) == 4
+    assert [len(restored.unit_samples(UnitKey(sim, u))) for u in range(restored.n_units(sim))] == [2, 2, 1, 1, 1, 1]
+
+
+@pytest.mark.parametrize(("slots_a", "slots_b"), [(4, 2), (2, 4), (3, 1), (4, 4)])
+def test_units_over_maps_samples_between_layouts(slots_a: int, slots_b: int) -> None:
+    a, b = UnitLayout(37, 5, slots_a), UnitLayout(37, 5, slots_b)
+    for unit in range(a.count):
+        samples = a.samples(unit)
+        expected = [u for u in range(b.count) if set(b.samples(u)) & set(samples)]
+        assert list(b.units_over(samples)) == expected
+    assert UnitLayout(0, 5, 2).units_over(range(0)) == range(1)
