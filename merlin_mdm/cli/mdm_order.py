@@ -38,6 +38,9 @@ def _budget_list(text: str) -> tuple[int, ...]:
               help="Adaptive compute: nats per expected extra denoiser call; the policy may finish early.")
 @click.option("--objective", default="elbo", show_default=True,
               help="Registered objective. elbo: the order ELBO; reward: REINFORCE on the task's score of answers.")
+@click.option("--policy-kind", default="bernoulli", show_default=True,
+              help="Registered policy kind. bernoulli: independent reveal decisions; sequential: picks positions "
+                   "one at a time within a step, with a stop decision (trained by --objective reward).")
 @click.option("--token-temperature", default=1.0, show_default=True, type=click.FloatRange(min=0),
               help="reward: token temperature of the rollouts (use the evaluation's: 1.0 samples, 0 argmax).")
 @click.option("--init-policy", type=click.Path(file_okay=False, path_type=Path),
@@ -67,8 +70,8 @@ def _budget_list(text: str) -> tuple[int, ...]:
               help="torch CPU threads; the order networks are small, and parallel study steps oversubscribe cores.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 def train_order(denoiser_dir: Path, budget: int, budgets: str, nfe_penalty: float, objective: str,
-                token_temperature: float, init_policy: Path | None, teacher: str, teacher_knobs: tuple[str, ...],
-                out_dir: Path, tau: float,
+                policy_kind: str, token_temperature: float, init_policy: Path | None, teacher: str,
+                teacher_knobs: tuple[str, ...], out_dir: Path, tau: float,
                 tau_start: float | None, rollouts: int, batch_size: int, iterations: int, lr: float, d_model: int,
                 layers: int, seed: int, eval_samples: int, threads: int, as_json: bool) -> None:
     """Train the order policy p_theta(r | x_t) for the denoiser at --denoiser and budget T.
@@ -85,7 +88,7 @@ def train_order(denoiser_dir: Path, budget: int, budgets: str, nfe_penalty: floa
 
     configure_threads(threads)
     config = OrderTrainConfig(budget=budget, budgets=_budget_list(budgets), nfe_penalty=nfe_penalty,
-                              objective=objective, token_temperature=token_temperature,
+                              objective=objective, policy_kind=policy_kind, token_temperature=token_temperature,
                               init_policy=None if init_policy is None else str(init_policy), teacher=teacher,
                               teacher_knobs=tuple(parse_knobs(teacher_knobs).items()), tau=tau,
                               tau_start=tau_start, rollouts=rollouts, batch_size=batch_size, iterations=iterations,

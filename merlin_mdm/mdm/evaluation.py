@@ -132,7 +132,7 @@ def evaluate(cfg: EvalConfig, loaded: LoadedDenoiser | None = None, sampler: Sam
     return EvalResult(attrs, data["correct"], data["nfe"], data["wall_time"], data["tokens"], data["reveal_step"])
 
 
-_RECIPE_KEYS = ("objective", "token_temperature", "iterations", "tau_start", "d_model",
+_RECIPE_KEYS = ("objective", "policy_kind", "token_temperature", "iterations", "tau_start", "d_model",
                 "n_layers", "rollouts", "batch_size", "lr_policy")
 
 

@@ -1,7 +1,9 @@
 """Saving and loading a trained order policy: ``DIR/policy.pt`` (weights and shapes) and ``DIR/meta.json``.
 
 ``policy.pt`` holds only tensors and plain data (it loads with ``torch.load(weights_only=True)``): the
-policy's and the posterior's :class:`OrderNetConfig` and state dicts, and the training config. ``meta.json``
+policy's kind (:mod:`.policies`: ``bernoulli`` or ``sequential``), the policy's and the posterior's
+:class:`OrderNetConfig` and state dicts. Format 1 files (written before policy kinds existed) hold no kind and
+load as ``bernoulli``, which is what they are. ``meta.json``
 holds what a person or a results table wants without torch: the training config, the denoiser it was
 trained against, the task, timings and the final training figures. Both are written to a temporary name and
 renamed, so a killed run never leaves a half-written policy.
@@ -20,12 +22,14 @@ import torch
 
 from merlin_mdm.errors import MdmError
 from merlin_mdm.mdm.order.networks import OrderNet, OrderNetConfig
+from merlin_mdm.mdm.order.policies import DEFAULT_POLICY_KIND, POLICY_KINDS
 
 __all__ = ["META_FILE", "POLICY_FILE", "POLICY_FORMAT", "LoadedPolicy", "load_policy", "save_policy"]
 
 POLICY_FILE = "policy.pt"
 META_FILE = "meta.json"
-POLICY_FORMAT = 1  # bump when the layout of policy.pt changes
+POLICY_FORMAT = 2  # bump when the layout of policy.pt changes (2: records the policy kind)
+_READABLE_FORMATS = (1, 2)  # format 1 has no policy kind: it is a Bernoulli policy
 
 
 @dataclass(frozen=True)
@@ -37,12 +41,14 @@ class LoadedPolicy:
         posterior: q_phi in eval mode, or None when it was not saved.
         meta: the contents of meta.json.
         path: the directory it was read from.
+        kind: the registered policy kind (:mod:`.policies`) that turns the policy's outputs into reveal sets.
     """
 
     policy: OrderNet
     posterior: OrderNet | None
     meta: dict[str, Any]
     path: Path
+    kind: str = DEFAULT_POLICY_KIND
 
 
 def _atomic_write(path: Path, write: Any) -> None:
@@ -54,7 +60,8 @@ def _atomic_write(path: Path, write: Any) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def save_policy(directory: str | Path, policy: OrderNet, posterior: OrderNet | None, meta: Mapping[str, Any]) -> Path:
+def save_policy(directory: str | Path, policy: OrderNet, posterior: OrderNet | None, meta: Mapping[str, Any],
+                kind: str = DEFAULT_POLICY_KIND) -> Path:
     """Write ``policy.pt`` and ``meta.json`` into ``directory`` (created if needed).
 
     Args:
@@ -62,21 +69,29 @@ def save_policy(directory: str | Path, policy: OrderNet, posterior: OrderNet | N
         policy: p_theta.
         posterior: q_phi, or None to save the policy alone.
         meta: JSON-able facts (training config, denoiser checkpoint id, task, timings ...).
+        kind: the registered policy kind of ``policy``.
 
     Returns:
         The directory.
+
+    Raises:
+        MdmError: an unknown policy kind.
     """
+    if kind not in POLICY_KINDS:
+        raise MdmError(f"unknown order policy kind {kind!r}; choose one of: {', '.join(sorted(POLICY_KINDS))}")
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     blob: dict[str, Any] = {
         "format": POLICY_FORMAT,
+        "policy_kind": kind,
         "policy_config": policy.config.to_dict(),
         "policy_state": policy.state_dict(),
         "posterior_config": None if posterior is None else posterior.config.to_dict(),
         "posterior_state": None if posterior is None else posterior.state_dict(),
     }
     _atomic_write(out / POLICY_FILE, lambda tmp: torch.save(blob, tmp))
-    text = json.dumps({"kind": "order_policy", "format": POLICY_FORMAT, **meta}, indent=2, sort_keys=True)
+    facts = {"kind": "order_policy", "format": POLICY_FORMAT, **meta, "policy_kind": kind}
+    text = json.dumps(facts, indent=2, sort_keys=True)
     _atomic_write(out / META_FILE, lambda tmp: tmp.write_text(text + "\n"))
     return out
 
@@ -107,10 +122,14 @@ def load_policy(directory: str | Path) -> LoadedPolicy:
         meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     except Exception as err:  # a file we cannot read, of any kind (torch.load raises a dozen types)
         raise MdmError(f"cannot read the order policy at {where}: {err}") from err
-    if not isinstance(blob, dict) or blob.get("format") != POLICY_FORMAT:
-        raise MdmError(f"{pt}: unknown order policy format (expected {POLICY_FORMAT})")
+    if not isinstance(blob, dict) or blob.get("format") not in _READABLE_FORMATS:
+        raise MdmError(f"{pt}: unknown order policy format (expected one of {_READABLE_FORMATS})")
+    kind = blob.get("policy_kind", DEFAULT_POLICY_KIND)
+    if kind not in POLICY_KINDS:
+        raise MdmError(f"{pt}: unknown order policy kind {kind!r}; this version reads: "
+                       f"{', '.join(sorted(POLICY_KINDS))}")
     policy = _network(blob.get("policy_config"), blob.get("policy_state"), pt)
     posterior = None
     if blob.get("posterior_config") is not None:
         posterior = _network(blob["posterior_config"], blob.get("posterior_state"), pt)
-    return LoadedPolicy(policy=policy, posterior=posterior, meta=meta, path=where)
+    return LoadedPolicy(policy=policy, posterior=posterior, meta=meta, path=where, kind=kind)

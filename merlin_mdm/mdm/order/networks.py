@@ -32,6 +32,7 @@ class OrderNetConfig:
     n_heads: int = 2  # attention heads per layer
     extra_dim: int = 0  # extra per-position inputs: 0 for the policy, 1 for the posterior (log p(x0_i))
     init_scale: float = 0.05  # std of the output layer's weights: small, so first decisions are nearly uniform
+    stop_head: bool = False  # also read one "stop" logit per sequence (the sequential policy's stop decision)
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "seq_len", "hidden_dim", "d_model", "n_heads"):
@@ -68,16 +69,30 @@ class OrderNet(nn.Module):
         self.out = nn.Linear(d, 1)
         nn.init.normal_(self.out.weight, std=config.init_scale)
         nn.init.zeros_(self.out.bias)
+        self.stop = nn.Linear(d, 1) if config.stop_head else None
+        if self.stop is not None:
+            nn.init.normal_(self.stop.weight, std=config.init_scale)
+            nn.init.zeros_(self.stop.bias)
 
     def forward(self, inputs: OrderInputs, extra: Tensor | None = None) -> Tensor:
         """One number per position.
 
         Args:
             inputs: the step's features.
-            extra: (B, L, extra_dim) the posterior's extra inputs, or None for the policy.
+            extra: (B, L, extra_dim) extra inputs (the posterior's log p(x0_i), the sequential policy's "already
+                chosen" flag), or None when ``extra_dim`` is 0.
 
         Returns:
             (B, L) float; values at unmasked positions are meaningless.
+        """
+        return self.scores(inputs, extra)[0]
+
+    def scores(self, inputs: OrderInputs, extra: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """Per-position numbers and, with ``stop_head``, the stop logit.
+
+        Returns:
+            ((B, L) float, (B,) float stop logit or None): the stop logit reads the mean of the positions' final
+            representations, so it can count what is still needed anywhere in the sequence.
         """
         scalars = inputs.scalars if extra is None else torch.cat([inputs.scalars, extra], dim=-1)
         if scalars.shape[-1] != N_SCALARS + self.config.extra_dim:
@@ -88,5 +103,7 @@ class OrderNet(nn.Module):
         h = self.tok(inputs.tokens) + self.pos(positions) + self.hid(inputs.hidden) + self.sca(scalars)  # (B, L, d)
         if self.mix is not None:
             h = self.mix(h)
-        out: Tensor = self.out(self.norm(h)).squeeze(-1)  # (B, L)
-        return out
+        h = self.norm(h)
+        out: Tensor = self.out(h).squeeze(-1)  # (B, L)
+        stop = None if self.stop is None else self.stop(h.mean(1)).squeeze(-1)  # (B,)
+        return out, stop

@@ -95,6 +95,7 @@ class OrderObjective(ABC):
     """A training objective for the order policy: a differentiable loss and the figures to log."""
 
     name: ClassVar[str]
+    policy_kinds: ClassVar[tuple[str, ...] | None] = ("bernoulli",)  # policy kinds it can train (None: any)
 
     @abstractmethod
     def loss(self, batch: ObjectiveBatch) -> tuple[Tensor, dict[str, float]]:

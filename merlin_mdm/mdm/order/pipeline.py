@@ -39,7 +39,8 @@ class OrderRunSummary:
 
 
 def evaluate_policy(
-    model: Any, task: Any, policy: OrderNet, budget: int, samples: int, seed: int, decode: str = "threshold"
+    model: Any, task: Any, policy: OrderNet, budget: int, samples: int, seed: int, decode: str = "threshold",
+    kind: str = "bernoulli",
 ) -> dict[str, float]:
     """Generate ``samples`` answers with the policy and score them.
 
@@ -53,7 +54,8 @@ def evaluate_policy(
     prompts = task.sample_split(samples, gen, "eval")[:, : task.prompt_len]
     start = time.perf_counter()
     with torch.no_grad():
-        result = generate(model, prompts, task.answer_len, LearnedSampler.from_policy(policy, decode), budget, gen)
+        sampler = LearnedSampler.from_policy(policy, decode, kind=kind)
+        result = generate(model, prompts, task.answer_len, sampler, budget, gen)
     return {
         "valid": float(task.score(result.tokens).float().mean()),
         "mean_nfe": float(result.nfe.float().mean()),
@@ -91,7 +93,8 @@ def run_train_order(
     result = train_order(model, loaded.task, loaded.config.d_model, config, progress=progress)
     evaluation = {}
     if eval_samples > 0:
-        evaluation = evaluate_policy(model, loaded.task, result.policy, config.budget, eval_samples, config.seed + 1000)
+        evaluation = evaluate_policy(model, loaded.task, result.policy, config.budget, eval_samples, config.seed + 1000,
+                                     kind=config.policy_kind)
     summary = OrderRunSummary(
         out_dir=str(out_dir),
         iterations=result.iterations,
@@ -109,5 +112,5 @@ def run_train_order(
         "task_knobs": loaded.task.knobs(),
         **{k: v for k, v in summary.to_dict().items() if k != "out_dir"},
     }
-    save_policy(out_dir, result.policy, result.posterior, meta)
+    save_policy(out_dir, result.policy, result.posterior, meta, kind=config.policy_kind)
     return summary

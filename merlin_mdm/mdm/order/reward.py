@@ -21,7 +21,6 @@ from typing import ClassVar, NamedTuple
 import torch
 from torch import Tensor
 
-from merlin_mdm.mdm.order.bernoulli import policy_log_prob, sample_policy
 from merlin_mdm.mdm.order.elbo import leave_one_out_advantages
 from merlin_mdm.mdm.order.features import order_inputs
 from merlin_mdm.mdm.order.networks import OrderNet
@@ -33,6 +32,7 @@ from merlin_mdm.mdm.order.objectives import (
     masked_start,
     register_objective,
 )
+from merlin_mdm.mdm.order.policies import BernoulliPolicy, RevealPolicy, make_reveal_policy
 from merlin_mdm.mdm.samplers.base import fill_tokens
 
 __all__ = ["RewardObjective", "RewardTrace", "reward_rollout"]
@@ -64,6 +64,7 @@ def reward_rollout(
     generator: torch.Generator,
     temperature: float = 1.0,
     rollouts: int = 1,
+    kind: RevealPolicy | None = None,
 ) -> RewardTrace:
     """Generate answers for ``prompts`` with the policy's sampled reveals, recording their log-probability.
 
@@ -77,10 +78,12 @@ def reward_rollout(
         generator: draws the reveal vectors and the tokens.
         temperature: token temperature of :func:`fill_tokens` (the evaluation's rule).
         rollouts: K; the first (identical) denoiser call is computed once per group.
+        kind: how the policy draws reveal sets (:mod:`.policies`); None: the Bernoulli policy.
 
     Returns:
         The :class:`RewardTrace`.
     """
+    kind = kind or BernoulliPolicy()
     n = prompts.shape[0]
     x, masked = masked_start(prompts, answer_len, mask_id)  # (N, L) each
     log_prob = torch.zeros(n)
@@ -94,9 +97,9 @@ def reward_rollout(
         nfe += active.long()
         reveal = masked
         if t < budget - 1:
-            a = policy(order_inputs(x, masked, logits, hidden, t, budget))  # (N, L)
-            reveal = sample_policy(a.detach(), masked, generator)
-            log_prob = log_prob + torch.where(active, policy_log_prob(a, masked, reveal), torch.zeros_like(log_prob))
+            draw = kind.sample(policy, order_inputs(x, masked, logits, hidden, t, budget), generator)
+            reveal = draw.reveal
+            log_prob = log_prob + torch.where(active, draw.log_prob, torch.zeros_like(log_prob))
         if t == 0:
             first = reveal.sum(-1).float()
         x = torch.where(reveal, fill_tokens(logits, temperature, generator), x)
@@ -109,12 +112,14 @@ class RewardObjective(OrderObjective):
     """Maximise E[score(generated answer)] - nfe_penalty * E[NFE] by REINFORCE with a leave-one-out baseline."""
 
     name: ClassVar[str] = "reward"
+    policy_kinds: ClassVar[tuple[str, ...] | None] = None  # any: it only samples and scores the policy
 
     def loss(self, batch: ObjectiveBatch) -> tuple[Tensor, dict[str, float]]:
         """Negative surrogate whose gradient is the REINFORCE estimate; logs score, NFE and return."""
         cfg, task = batch.config, batch.task
         trace = reward_rollout(batch.denoiser, batch.policy, batch.x0[:, : task.prompt_len], task.answer_len,
-                               task.mask_id, batch.budget, batch.generator, cfg.token_temperature, cfg.rollouts)
+                               task.mask_id, batch.budget, batch.generator, cfg.token_temperature, cfg.rollouts,
+                               make_reveal_policy(cfg.policy_kind))
         score = task.score(trace.tokens).float()  # (N,)
         ret = score - cfg.nfe_penalty * trace.nfe.float()
         adv = leave_one_out_advantages(ret.view(-1, cfg.rollouts)).reshape(-1)  # (N,)

@@ -48,6 +48,7 @@ from merlin_mdm.mdm.order.objectives import (
     make_objective,
     register_objective,
 )
+from merlin_mdm.mdm.order.policies import POLICY_KINDS, make_reveal_policy
 
 __all__ = ["ElboObjective", "OrderTrainConfig", "OrderTrainResult", "RolloutTrace", "rollout", "tau_at", "train_order"]
 
@@ -71,6 +72,7 @@ class OrderTrainConfig:
     budgets: tuple[int, ...] = ()  # several budgets for one policy: T drawn per iteration (empty: just budget)
     nfe_penalty: float = 0.0  # lambda per denoiser call: nats (elbo) or score points (reward); 0: spend T calls
     objective: str = "elbo"  # registered objective: elbo (order ELBO) or reward (REINFORCE on task.score)
+    policy_kind: str = "bernoulli"  # registered policy kind: bernoulli (factorised) or sequential (picks in turn)
     token_temperature: float = 1.0  # reward rollouts fill tokens like evaluation: 1.0 samples, 0 is argmax
     init_policy: str | None = None  # start from this trained policy folder (its networks' shapes win)
     teacher: str = "eb"  # imitate: the registered sampler the policy learns to copy
@@ -109,6 +111,13 @@ class OrderTrainConfig:
         if self.objective not in OBJECTIVES:
             raise MdmError(f"train-order: unknown objective {self.objective!r}; choose one of: "
                            f"{', '.join(sorted(OBJECTIVES))}")
+        if self.policy_kind not in POLICY_KINDS:
+            raise MdmError(f"train-order: unknown policy kind {self.policy_kind!r}; choose one of: "
+                           f"{', '.join(sorted(POLICY_KINDS))}")
+        kinds = OBJECTIVES[self.objective].policy_kinds
+        if kinds is not None and self.policy_kind not in kinds:
+            raise MdmError(f"train-order: the {self.objective} objective trains policy kinds {', '.join(kinds)}, "
+                           f"not {self.policy_kind!r} (train it with --objective reward)")
         if self.token_temperature < 0:
             raise MdmError(f"train-order: token_temperature must be >= 0, got {self.token_temperature}")
         object.__setattr__(self, "budgets", tuple(int(b) for b in self.budgets))
@@ -236,19 +245,24 @@ def build_networks(
 ) -> tuple[OrderNet, OrderNet]:
     """A (policy, posterior) pair: fresh and seeded by ``config.seed``, or copied from ``config.init_policy``.
 
+    The policy network has the shape of ``config.policy_kind``.
+
     Raises:
-        MdmError: the initial policy was trained for another sequence length, vocabulary or hidden width.
+        MdmError: the initial policy is of another kind, or was trained for another sequence length, vocabulary
+            or hidden width.
     """
     torch.manual_seed(config.seed)
-    shape = {"vocab_size": vocab_size, "seq_len": seq_len, "hidden_dim": hidden_dim}
-    width = {"d_model": config.d_model, "n_layers": config.n_layers, "n_heads": config.n_heads}
-    policy = OrderNet(OrderNetConfig(**shape, **width, extra_dim=0))
-    posterior = OrderNet(OrderNetConfig(**shape, **width, extra_dim=1))
+    shape = (vocab_size, seq_len, hidden_dim, config.d_model, config.n_layers, config.n_heads)
+    policy = OrderNet(make_reveal_policy(config.policy_kind).network_config(*shape))
+    posterior = OrderNet(OrderNetConfig(*shape, extra_dim=1))
     if config.init_policy is None:
         return policy, posterior
     from merlin_mdm.mdm.order.checkpoint import load_policy  # deferred: checkpoint is only needed here
 
     loaded = load_policy(config.init_policy)
+    if loaded.kind != config.policy_kind:
+        raise MdmError(f"train-order: --init-policy {config.init_policy} is a {loaded.kind} policy, not "
+                       f"{config.policy_kind}")
     cfg = loaded.policy.config
     if (cfg.seq_len, cfg.vocab_size, cfg.hidden_dim) != (seq_len, vocab_size, hidden_dim):
         raise MdmError(f"train-order: --init-policy {config.init_policy} was trained for sequences of {cfg.seq_len}, "

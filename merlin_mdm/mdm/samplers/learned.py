@@ -7,6 +7,8 @@ network call) and returns Bernoulli probabilities p_i. ``decode="threshold"`` (t
 masked position with p_i >= ``threshold`` and, if there is none, the single most likely one; this is the
 policy's mode, deterministic given the state. ``decode="sample"`` draws r exactly from the policy conditioned on
 revealing at least one position, using the step's generator. The last step (budget - 1) reveals everything.
+How outputs become reveal sets is the policy's kind, recorded in its checkpoint (:mod:`merlin_mdm.mdm.order.policies`):
+for a ``sequential`` policy, ``threshold`` picks the most likely position until P(stop) >= ``threshold``.
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ import torch
 from torch import Tensor
 
 from merlin_mdm.errors import MdmError
-from merlin_mdm.mdm.order.bernoulli import sample_policy, threshold_policy
 from merlin_mdm.mdm.order.checkpoint import load_policy
-from merlin_mdm.mdm.order.features import order_inputs
+from merlin_mdm.mdm.order.features import OrderInputs, order_inputs
 from merlin_mdm.mdm.order.networks import OrderNet
+from merlin_mdm.mdm.order.policies import DEFAULT_POLICY_KIND, make_reveal_policy
 from merlin_mdm.mdm.samplers.base import Sampler, StepState, register_sampler, select_top_k
 
 __all__ = ["DECODE_MODES", "LearnedCountsSampler", "LearnedSampler"]
@@ -48,23 +50,25 @@ class LearnedSampler(Sampler):
         if not policy_dir:
             raise MdmError("the learned sampler needs policy_dir=DIR (a policy from `merlin-mdm mdm train-order`)")
         loaded = load_policy(policy_dir)
-        self._init(loaded.policy, str(policy_dir), decode, threshold)
+        self._init(loaded.policy, str(policy_dir), decode, threshold, loaded.kind)
         self.meta: dict[str, Any] = loaded.meta
 
     @classmethod
-    def from_policy(cls, policy: OrderNet, decode: str = "threshold", threshold: float = 0.5) -> LearnedSampler:
-        """A sampler around an in-memory policy (used right after training, before it is saved)."""
+    def from_policy(cls, policy: OrderNet, decode: str = "threshold", threshold: float = 0.5,
+                    kind: str = DEFAULT_POLICY_KIND) -> LearnedSampler:
+        """A sampler around an in-memory policy of the given kind (used right after training, before saving)."""
         sampler = cls.__new__(cls)
-        sampler._init(policy, "", decode, threshold)
+        sampler._init(policy, "", decode, threshold, kind)
         sampler.meta = {}
         return sampler
 
-    def _init(self, policy: OrderNet, policy_dir: str, decode: str, threshold: float) -> None:
+    def _init(self, policy: OrderNet, policy_dir: str, decode: str, threshold: float, kind: str) -> None:
         if decode not in DECODE_MODES:
             raise MdmError(f"learned sampler: unknown decode {decode!r}; valid: {', '.join(DECODE_MODES)}")
         if not 0.0 < threshold < 1.0:
             raise MdmError(f"learned sampler: threshold must be in (0, 1), got {threshold}")
         self.policy = policy.eval()
+        self.reveal_policy = make_reveal_policy(kind)
         self.policy_dir = policy_dir
         self.decode = decode
         self.threshold = threshold
@@ -73,8 +77,8 @@ class LearnedSampler(Sampler):
         """The sampler's knobs as given (JSON-able)."""
         return {"policy_dir": self.policy_dir, "decode": self.decode, "threshold": self.threshold}
 
-    def probabilities(self, state: StepState) -> Tensor:
-        """The policy's logits a_i (p_i = sigmoid(a_i)) for the step: (B, L), meaningless where unmasked."""
+    def _inputs(self, state: StepState) -> OrderInputs:
+        """The policy's features for the step, after checking the policy fits this denoiser."""
         cfg = self.policy.config
         _, length, vocab = state.logits.shape
         if (length, vocab, state.hidden.shape[-1]) != (cfg.seq_len, cfg.vocab_size, cfg.hidden_dim):
@@ -83,19 +87,17 @@ class LearnedSampler(Sampler):
                 f"{cfg.seq_len}, vocabulary {cfg.vocab_size}, hidden width {cfg.hidden_dim}; this denoiser has "
                 f"{length}, {vocab}, {state.hidden.shape[-1]}"
             )
-        inputs = order_inputs(state.x, state.masked, state.logits, state.hidden, state.step, state.budget)
-        with torch.no_grad():
-            logits: Tensor = self.policy(inputs)  # (B, L)
-        return logits
+        return order_inputs(state.x, state.masked, state.logits, state.hidden, state.step, state.budget)
 
     def select(self, state: StepState) -> Tensor:
         """Positions to reveal: (B, L) bool subset of ``state.masked``, at least one per unfinished row."""
         if state.step >= state.budget - 1:
             return state.masked.clone()
-        logits = self.probabilities(state)
-        if self.decode == "sample":
-            return sample_policy(logits, state.masked, state.generator)
-        return threshold_policy(logits, state.masked, self.threshold)
+        inputs = self._inputs(state)
+        with torch.no_grad():
+            if self.decode == "sample":
+                return self.reveal_policy.sample(self.policy, inputs, state.generator).reveal
+            return self.reveal_policy.decode(self.policy, inputs, self.threshold)
 
 
 @register_sampler

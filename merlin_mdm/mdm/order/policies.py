@@ -1,0 +1,190 @@
+"""How a policy network turns one step's features into a reveal set: a registered strategy per policy kind.
+
+A policy kind says how the order network is shaped and how its outputs become a set of positions to reveal at
+one denoiser step. Training (the ``reward`` objective), the ``learned`` sampler and the checkpoint only call
+this small interface, so a new kind is one registered class:
+
+* ``network_config``: the order network's shape for this kind (extra inputs, stop head);
+* ``sample``: draw a reveal set with the log-probability of the draw (differentiable, for REINFORCE);
+* ``decode``: a deterministic reveal set for evaluation (thresholded).
+
+Two kinds are registered:
+
+* ``bernoulli``: independent Bernoulli(p_i = sigmoid(a_i)) per masked position, conditioned on revealing at
+  least one (:mod:`.bernoulli`). Its decisions are factorised: positions that look the same to the network
+  (e.g. the positions of one coupled block at the first step) cannot be told apart, so it cannot reveal
+  *exactly one* of them.
+* ``sequential``: autoregressive within a step. The policy picks masked positions one at a time; every pick
+  re-runs the network with one more input per position, "already chosen at this step", and reads per-position
+  logits plus a stop logit (pooled over positions). Each pick is a softmax over the masked positions not yet
+  chosen and, once at least one is chosen, "stop"; when every masked position is chosen the step ends. The
+  log-probability of a draw is the sum of its pick and stop log-probabilities, i.e. the probability of the
+  *sequence* of picks, which is the action REINFORCE needs (the probability of the revealed *set* sums this
+  over the orders that lead to it). The extra input lets it break ties: after one position of a block is
+  chosen, the others can be scored down. It needs no closed form, so only the ``reward`` objective trains it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import ClassVar, NamedTuple, TypeVar
+
+import torch
+from torch import Tensor
+
+from merlin_mdm.errors import MdmError
+from merlin_mdm.mdm.order.bernoulli import policy_log_prob, sample_policy, threshold_policy
+from merlin_mdm.mdm.order.features import OrderInputs
+from merlin_mdm.mdm.order.networks import OrderNet, OrderNetConfig
+
+__all__ = [
+    "DEFAULT_POLICY_KIND",
+    "POLICY_KINDS",
+    "BernoulliPolicy",
+    "PolicyDraw",
+    "RevealPolicy",
+    "SequentialPolicy",
+    "make_reveal_policy",
+    "register_policy_kind",
+]
+
+DEFAULT_POLICY_KIND = "bernoulli"  # what a checkpoint without a recorded kind holds
+
+
+class PolicyDraw(NamedTuple):
+    """A reveal set drawn from the policy.
+
+    Attributes:
+        reveal: (B, L) bool subset of the masked positions; at least one where anything is masked.
+        log_prob: (B,) log-probability of the draw (0 for rows with nothing masked), differentiable.
+    """
+
+    reveal: Tensor
+    log_prob: Tensor
+
+
+class RevealPolicy(ABC):
+    """A policy kind: the network's shape and the rule turning its outputs into reveal sets (stateless)."""
+
+    kind: ClassVar[str]
+
+    @abstractmethod
+    def network_config(self, vocab_size: int, seq_len: int, hidden_dim: int, d_model: int, n_layers: int,
+                       n_heads: int) -> OrderNetConfig:
+        """The shape of this kind's order network."""
+
+    @abstractmethod
+    def sample(self, net: OrderNet, inputs: OrderInputs, generator: torch.Generator | None) -> PolicyDraw:
+        """Draw a reveal set and its log-probability (gradients flow into ``net``)."""
+
+    @abstractmethod
+    def decode(self, net: OrderNet, inputs: OrderInputs, threshold: float) -> Tensor:
+        """Deterministic reveal set for evaluation: (B, L) bool, at least one per row with anything masked."""
+
+
+POLICY_KINDS: dict[str, type[RevealPolicy]] = {}
+
+_P = TypeVar("_P", bound=type[RevealPolicy])
+
+
+def register_policy_kind(cls: _P) -> _P:
+    """Class decorator adding ``cls`` to :data:`POLICY_KINDS` under ``cls.kind``."""
+    POLICY_KINDS[cls.kind] = cls
+    return cls
+
+
+def make_reveal_policy(kind: str) -> RevealPolicy:
+    """The registered policy kind called ``kind``.
+
+    Raises:
+        MdmError: unknown kind (the message lists the registered ones).
+    """
+    if kind not in POLICY_KINDS:
+        raise MdmError(f"unknown order policy kind {kind!r}; choose one of: {', '.join(sorted(POLICY_KINDS))}")
+    return POLICY_KINDS[kind]()
+
+
+@register_policy_kind
+class BernoulliPolicy(RevealPolicy):
+    """Independent Bernoulli per masked position, conditioned on revealing at least one (the paper's policy)."""
+
+    kind: ClassVar[str] = "bernoulli"
+
+    def network_config(self, vocab_size: int, seq_len: int, hidden_dim: int, d_model: int, n_layers: int,
+                       n_heads: int) -> OrderNetConfig:
+        """One logit per position, no extra input."""
+        return OrderNetConfig(vocab_size=vocab_size, seq_len=seq_len, hidden_dim=hidden_dim, d_model=d_model,
+                              n_layers=n_layers, n_heads=n_heads, extra_dim=0)
+
+    def sample(self, net: OrderNet, inputs: OrderInputs, generator: torch.Generator | None) -> PolicyDraw:
+        """Exact draw from the conditioned Bernoulli (:func:`.bernoulli.sample_policy`)."""
+        logits = net(inputs)  # (B, L)
+        reveal = sample_policy(logits.detach(), inputs.masked, generator)
+        return PolicyDraw(reveal, policy_log_prob(logits, inputs.masked, reveal))
+
+    def decode(self, net: OrderNet, inputs: OrderInputs, threshold: float) -> Tensor:
+        """Reveal p_i >= threshold, or the single most likely position."""
+        return threshold_policy(net(inputs), inputs.masked, threshold)
+
+
+# picks one option per row from log-probabilities (n, L + 1) (the last column is "stop"): (n,) long
+_Chooser = Callable[[Tensor], Tensor]
+
+
+@register_policy_kind
+class SequentialPolicy(RevealPolicy):
+    """Pick masked positions one at a time, re-reading the state with "already chosen" flags, until stop."""
+
+    kind: ClassVar[str] = "sequential"
+
+    def network_config(self, vocab_size: int, seq_len: int, hidden_dim: int, d_model: int, n_layers: int,
+                       n_heads: int) -> OrderNetConfig:
+        """Per-position logits from the features plus one "chosen" flag, and a stop logit."""
+        return OrderNetConfig(vocab_size=vocab_size, seq_len=seq_len, hidden_dim=hidden_dim, d_model=d_model,
+                              n_layers=n_layers, n_heads=n_heads, extra_dim=1, stop_head=True)
+
+    def sample(self, net: OrderNet, inputs: OrderInputs, generator: torch.Generator | None) -> PolicyDraw:
+        """Draw picks from the softmax over (unchosen masked positions, stop) until stop or nothing is left."""
+        def draw(log_p: Tensor) -> Tensor:
+            return torch.multinomial(log_p.detach().exp(), 1, generator=generator).squeeze(1)
+
+        return self._picks(net, inputs, draw)
+
+    def decode(self, net: OrderNet, inputs: OrderInputs, threshold: float) -> Tensor:
+        """Stop once P(stop) >= threshold (after at least one pick); otherwise pick the most likely position."""
+        def greedy(log_p: Tensor) -> Tensor:
+            best = log_p[:, :-1].argmax(-1)  # (n,)
+            stop = log_p[:, -1].exp() >= threshold
+            return torch.where(stop, torch.full_like(best, log_p.shape[1] - 1), best)
+
+        with torch.no_grad():
+            return self._picks(net, inputs, greedy).reveal
+
+    @staticmethod
+    def _picks(net: OrderNet, inputs: OrderInputs, choose: _Chooser) -> PolicyDraw:
+        masked = inputs.masked
+        batch, length = masked.shape
+        chosen = torch.zeros_like(masked)
+        log_prob = torch.zeros(batch, device=masked.device)
+        open_rows = masked.any(-1)  # (B,) rows still picking
+        while bool(open_rows.any()):
+            rows = open_rows.nonzero().squeeze(1)  # (n,)
+            sub = OrderInputs(*(field[rows] for field in inputs))
+            sub_chosen = chosen[rows]
+            logits, stop = net.scores(sub, sub_chosen.float()[..., None])
+            if stop is None:
+                raise MdmError("sequential policy: the order network has no stop head (a Bernoulli policy?)")
+            available = sub.masked & ~sub_chosen  # (n, L)
+            logits = torch.where(available, logits, torch.full_like(logits, float("-inf")))
+            stop = torch.where(sub_chosen.any(-1), stop, torch.full_like(stop, float("-inf")))
+            log_p = torch.log_softmax(torch.cat([logits, stop[:, None]], -1), -1)  # (n, L + 1)
+            pick = choose(log_p)  # (n,)
+            log_prob = log_prob.index_add(0, rows, log_p.gather(1, pick[:, None]).squeeze(1))
+            stopped = pick == length
+            picked = rows[~stopped]
+            chosen[picked, pick[~stopped]] = True
+            open_rows = open_rows.clone()
+            open_rows[rows[stopped]] = False
+            open_rows &= (masked & ~chosen).any(-1)  # everything chosen: the step ends without a stop decision
+        return PolicyDraw(chosen, log_prob)
