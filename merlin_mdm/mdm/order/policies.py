@@ -58,10 +58,13 @@ class PolicyDraw(NamedTuple):
     Attributes:
         reveal: (B, L) bool subset of the masked positions; at least one where anything is masked.
         log_prob: (B,) log-probability of the draw (0 for rows with nothing masked), differentiable.
+        pick_rank: (B, L) long, for sequential draws the 0-based pick at which each position was chosen (-1 where
+            not chosen); None for a Bernoulli draw (no order).
     """
 
     reveal: Tensor
     log_prob: Tensor
+    pick_rank: Tensor | None = None
 
 
 class RevealPolicy(ABC):
@@ -142,7 +145,8 @@ class SequentialPolicy(RevealPolicy):
                        n_heads: int) -> OrderNetConfig:
         """Per-position logits from the features plus one "chosen" flag, and a stop logit."""
         return OrderNetConfig(vocab_size=vocab_size, seq_len=seq_len, hidden_dim=hidden_dim, d_model=d_model,
-                              n_layers=n_layers, n_heads=n_heads, extra_dim=1, stop_head=True)
+                              n_layers=n_layers, n_heads=n_heads, extra_dim=1, stop_head=True, pair_dim=d_model,
+                              relative_hidden=True)
 
     def sample(self, net: OrderNet, inputs: OrderInputs, generator: torch.Generator | None) -> PolicyDraw:
         """Draw picks from the softmax over (unchosen masked positions, stop) until stop or nothing is left."""
@@ -166,13 +170,14 @@ class SequentialPolicy(RevealPolicy):
         masked = inputs.masked
         batch, length = masked.shape
         chosen = torch.zeros_like(masked)
+        rank = torch.full(masked.shape, -1, dtype=torch.long, device=masked.device)
         log_prob = torch.zeros(batch, device=masked.device)
         open_rows = masked.any(-1)  # (B,) rows still picking
         while bool(open_rows.any()):
             rows = open_rows.nonzero().squeeze(1)  # (n,)
             sub = OrderInputs(*(field[rows] for field in inputs))
             sub_chosen = chosen[rows]
-            logits, stop = net.scores(sub, sub_chosen.float()[..., None])
+            logits, stop = net.scores(sub, sub_chosen.float()[..., None], sub_chosen)
             if stop is None:
                 raise MdmError("sequential policy: the order network has no stop head (a Bernoulli policy?)")
             available = sub.masked & ~sub_chosen  # (n, L)
@@ -183,8 +188,9 @@ class SequentialPolicy(RevealPolicy):
             log_prob = log_prob.index_add(0, rows, log_p.gather(1, pick[:, None]).squeeze(1))
             stopped = pick == length
             picked = rows[~stopped]
+            rank[picked, pick[~stopped]] = chosen[picked].sum(-1)
             chosen[picked, pick[~stopped]] = True
             open_rows = open_rows.clone()
             open_rows[rows[stopped]] = False
             open_rows &= (masked & ~chosen).any(-1)  # everything chosen: the step ends without a stop decision
-        return PolicyDraw(chosen, log_prob)
+        return PolicyDraw(chosen, log_prob, rank)

@@ -1,0 +1,231 @@
+"""The sequential reveal policy (picks positions one at a time within a step, then stops): its probabilities by
+enumeration, its decoding, its checkpoint, and reward training on a tiny random-layout blocks task, where it
+must reveal exactly one position of each coupled block at the first of two steps.
+
+The stand-in denoiser knows the blocks task exactly: a masked digit of a coupled block with a revealed member
+is that member's digit, every other masked digit is uniform. Its hidden state spells out each answer
+position's label (as the prompt-aligned denoiser's does).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from types import SimpleNamespace
+from typing import NamedTuple
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from torch import nn  # noqa: E402
+
+from merlin_mdm.errors import MdmError  # noqa: E402
+from merlin_mdm.mdm.order import OrderTrainConfig, load_policy, save_policy, train_order  # noqa: E402
+from merlin_mdm.mdm.order.checkpoint import POLICY_FILE  # noqa: E402
+from merlin_mdm.mdm.order.features import OrderInputs, order_inputs  # noqa: E402
+from merlin_mdm.mdm.order.networks import OrderNet  # noqa: E402
+from merlin_mdm.mdm.order.policies import SequentialPolicy, make_reveal_policy  # noqa: E402
+from merlin_mdm.mdm.order.reward import reward_rollout  # noqa: E402
+from merlin_mdm.mdm.order.training import build_networks  # noqa: E402
+from merlin_mdm.mdm.samplers import make_sampler  # noqa: E402
+from merlin_mdm.mdm.samplers.base import generate  # noqa: E402
+from merlin_mdm.mdm.tasks import make_task  # noqa: E402
+from merlin_mdm.mdm.tasks.blocks import IND_ID, LABEL0_ID  # noqa: E402
+
+pytestmark = pytest.mark.torch
+
+TASK = make_task("blocks", nb=3, bl=2, layout="random", p_coupled=1.0)  # three coupled blocks, scattered
+P, A, V, MASK = TASK.prompt_len, TASK.answer_len, TASK.vocab_size, TASK.mask_id
+HIDDEN = 5  # IND, labels 0-2, masked
+
+
+class _Out(NamedTuple):
+    logits: torch.Tensor
+    hidden: torch.Tensor
+
+
+class _BlocksDenoiser(nn.Module):
+    """The exact conditional of random-layout blocks (digits uniform unless a block member is revealed)."""
+
+    config = SimpleNamespace(mask_id=MASK)
+
+    def forward(self, x):
+        n = x.shape[0]
+        labels, answer = x[:, :P], x[:, P:]  # (N, A) each
+        logits = torch.full((n, P + A, V), -30.0)
+        logits[:, P:, :10] = 0.0
+        for i, j in itertools.permutations(range(A), 2):
+            same = (labels[:, i] == labels[:, j]) & (labels[:, i] >= LABEL0_ID) & (answer[:, j] < 10)  # (N,)
+            copy = nn.functional.one_hot(answer[:, j].clamp(max=9), 10).float() * 30.0  # (N, 10)
+            logits[:, P + i, :10] = torch.where(same[:, None], copy, logits[:, P + i, :10])
+        hidden = torch.zeros(n, P + A, HIDDEN)
+        hidden[:, P:, 0] = (labels == IND_ID).float()
+        for b in range(3):
+            hidden[:, P:, 1 + b] = (labels == LABEL0_ID + b).float()
+        hidden[:, P:, 4] = (answer == MASK).float()
+        return _Out(logits, hidden)
+
+
+def _config(**kw):
+    base = {"budget": 2, "objective": "reward", "policy_kind": "sequential", "rollouts": 4, "batch_size": 16,
+            "iterations": 80, "d_model": 16, "n_heads": 2, "lr_policy": 1e-2}
+    return OrderTrainConfig(**{**base, **kw})
+
+
+def _net(seed: int = 0) -> OrderNet:
+    return build_networks(_config(seed=seed), V, P + A, HIDDEN)[0]
+
+
+def _first_step_inputs(n: int, seed: int = 0, masked_answer: list[bool] | None = None) -> OrderInputs:
+    x0 = TASK.sample_split(n, torch.Generator().manual_seed(seed), "train")
+    x = x0.clone()
+    x[:, P:] = MASK
+    masked = x == MASK
+    if masked_answer is not None:  # reveal some answer positions (their true digits)
+        keep = torch.tensor([False] * P + masked_answer)
+        x = torch.where(keep | (x != MASK), x, x0)
+        masked = masked & keep
+    out = _BlocksDenoiser()(x)
+    return order_inputs(x, masked, out.logits, out.hidden, 0, 2)
+
+
+def _enumerate(net: OrderNet, inputs: OrderInputs) -> dict[tuple[int, ...], float]:
+    """P(sequence of picks) for every pick sequence of row 0, straight from the definition."""
+    masked = inputs.masked[0].tolist()
+    out: dict[tuple[int, ...], float] = {}
+
+    def walk(seq: tuple[int, ...], prob: float) -> None:
+        chosen = torch.zeros(1, len(masked), dtype=torch.bool)
+        chosen[0, list(seq)] = True
+        with torch.no_grad():
+            logits, stop = net.scores(inputs, chosen.float()[..., None], chosen)
+        options = [i for i, m in enumerate(masked) if m and i not in seq]
+        if not options:  # everything picked: the step ends
+            out[seq] = prob
+            return
+        values = [float(logits[0, i]) for i in options] + ([float(stop[0])] if seq else [])
+        log_z = math.log(sum(math.exp(v) for v in values))
+        for i, v in zip(options, values, strict=False):
+            walk((*seq, i), prob * math.exp(v - log_z))
+        if seq:
+            out[seq] = prob * math.exp(values[-1] - log_z)
+
+    walk((), 1.0)
+    return out
+
+
+def test_log_prob_is_the_enumerated_probability_of_the_pick_sequence_and_draws_follow_it():
+    torch.manual_seed(3)
+    net = _net(seed=3)
+    for param in net.parameters():  # make the distribution far from uniform, so a wrong bookkeeping shows
+        param.data += 0.5 * torch.randn_like(param)
+    one = _first_step_inputs(1, seed=1, masked_answer=[True, False, True, False, True, False])
+    table = _enumerate(net, one)
+    assert sum(table.values()) == pytest.approx(1.0, abs=1e-6)
+    n = 6000
+    batch = OrderInputs(*(field.expand(n, *field.shape[1:]) for field in one))
+    draw = make_reveal_policy("sequential").sample(net, batch, torch.Generator().manual_seed(0))
+    assert draw.pick_rank is not None
+    counts: dict[frozenset[int], int] = {}
+    for row in range(n):
+        ranks = draw.pick_rank[row].tolist()
+        seq = tuple(sorted((r, i) for i, r in enumerate(ranks) if r >= 0))
+        order = tuple(i for _, i in seq)
+        assert set(order) == set(draw.reveal[row].nonzero().flatten().tolist())
+        assert float(draw.log_prob[row].detach().exp()) == pytest.approx(table[order], rel=1e-4)
+        counts[frozenset(order)] = counts.get(frozenset(order), 0) + 1
+    by_set: dict[frozenset[int], float] = {}
+    for order, prob in table.items():
+        by_set[frozenset(order)] = by_set.get(frozenset(order), 0.0) + prob
+    assert len(by_set) == 7  # the non-empty subsets of 3 positions
+    for subset, prob in by_set.items():
+        se = math.sqrt(prob * (1 - prob) / n)
+        assert abs(counts.get(subset, 0) / n - prob) < 4 * se + 1e-3
+
+
+def test_sampling_never_returns_an_empty_set_and_stays_inside_the_masked_positions():
+    net = _net()
+    inputs = _first_step_inputs(300, seed=2)
+    masked = inputs.masked.clone()
+    masked[:100, P + 1 :] = False  # one masked position left
+    masked[100:110] = False  # nothing left to reveal
+    inputs = inputs._replace(masked=masked)
+    for seed in range(5):
+        draw = make_reveal_policy("sequential").sample(net, inputs, torch.Generator().manual_seed(seed))
+        assert not bool((draw.reveal & ~masked).any())
+        assert bool((draw.reveal.sum(-1) >= 1)[masked.any(-1)].all())
+        assert not bool(draw.reveal[100:110].any()) and bool((draw.log_prob[100:110] == 0).all())
+        assert bool(draw.reveal[:100, P].all())  # the only choice, and the step ends there
+
+
+def test_thresholded_decoding_is_deterministic_and_does_not_depend_on_the_batch():
+    net = _net(seed=1)
+    inputs = _first_step_inputs(50, seed=4)
+    kind = make_reveal_policy("sequential")
+    a, b = kind.decode(net, inputs, 0.5), kind.decode(net, inputs, 0.5)
+    assert torch.equal(a, b)
+    assert bool((a.sum(-1) >= 1).all()) and not bool((a & ~inputs.masked).any())
+    alone = kind.decode(net, OrderInputs(*(field[7:8] for field in inputs)), 0.5)
+    assert torch.equal(alone[0], a[7])
+    assert int(kind.decode(net, inputs, 0.01).sum()) == 50  # stop as soon as allowed: one pick per row
+
+
+def test_checkpoint_round_trip_records_the_kind_and_format_1_files_still_load(tmp_path):
+    net = _net(seed=2)
+    save_policy(tmp_path / "seq", net, None, {"budget": 2}, kind="sequential")
+    loaded = load_policy(tmp_path / "seq")
+    assert loaded.kind == "sequential" and loaded.policy.config.stop_head
+    assert json.loads((tmp_path / "seq" / "meta.json").read_text())["policy_kind"] == "sequential"
+    assert all(torch.equal(x, y) for x, y in zip(net.parameters(), loaded.policy.parameters(), strict=True))
+    inputs = _first_step_inputs(20, seed=5)
+    kind = SequentialPolicy()
+    assert torch.equal(kind.decode(net, inputs, 0.5), kind.decode(loaded.policy, inputs, 0.5))
+    # a policy.pt written before policy kinds existed: format 1, no kind, no stop head -> a Bernoulli policy
+    bern = build_networks(_config(policy_kind="bernoulli"), V, P + A, HIDDEN)[0]
+    save_policy(tmp_path / "old", bern, None, {"budget": 2})
+    blob = torch.load(tmp_path / "old" / POLICY_FILE, weights_only=True)
+    del blob["policy_kind"]
+    del blob["policy_config"]["stop_head"]
+    blob["format"] = 1
+    torch.save(blob, tmp_path / "old" / POLICY_FILE)
+    old = load_policy(tmp_path / "old")
+    assert old.kind == "bernoulli" and not old.policy.config.stop_head
+    blob["format"], blob["policy_kind"] = 2, "telepathic"
+    torch.save(blob, tmp_path / "old" / POLICY_FILE)
+    with pytest.raises(MdmError, match="unknown order policy kind 'telepathic'"):
+        load_policy(tmp_path / "old")
+
+
+def test_the_elbo_and_imitation_objectives_refuse_the_sequential_policy_and_init_kinds_must_match(tmp_path):
+    for objective in ("elbo", "imitate"):
+        with pytest.raises(MdmError, match=f"the {objective} objective trains policy kinds bernoulli"):
+            _config(objective=objective)
+    with pytest.raises(MdmError, match="unknown policy kind 'psychic'; choose one of: bernoulli, sequential"):
+        _config(policy_kind="psychic")
+    save_policy(tmp_path / "bern", build_networks(_config(policy_kind="bernoulli"), V, P + A, HIDDEN)[0], None,
+                {"budget": 2})
+    with pytest.raises(MdmError, match="is a bernoulli policy, not sequential"):
+        build_networks(_config(init_policy=str(tmp_path / "bern")), V, P + A, HIDDEN)
+
+
+def _score(net: OrderNet, n: int = 1000) -> float:
+    prompts = TASK.sample_split(n, torch.Generator().manual_seed(9), "eval")[:, :P]
+    with torch.no_grad():
+        trace = reward_rollout(_BlocksDenoiser(), net, prompts, A, MASK, 2, torch.Generator().manual_seed(9),
+                               kind=SequentialPolicy())
+    return float(TASK.score(trace.tokens).float().mean())
+
+
+def test_reward_training_teaches_the_sequential_policy_one_position_per_coupled_block(tmp_path):
+    before = _score(_net())
+    result = train_order(_BlocksDenoiser(), TASK, HIDDEN, _config())
+    after = _score(result.policy)
+    assert before < 0.5  # random picks: often two of one block, or none of the other
+    assert after > 0.9 and after > before + 0.3
+    save_policy(tmp_path / "pol", result.policy, None, {"budget": 2}, kind="sequential")
+    sampler = make_sampler("learned", policy_dir=str(tmp_path / "pol"))
+    prompts = TASK.sample_split(400, torch.Generator().manual_seed(1), "eval")[:, :P]
+    out = generate(_BlocksDenoiser(), prompts, A, sampler, 2, torch.Generator().manual_seed(1))
+    assert float(TASK.score(out.tokens).float().mean()) > 0.9  # thresholded decoding in the sampling loop
