@@ -22,7 +22,7 @@ import torch
 
 from merlin_mdm.errors import MdmError
 from merlin_mdm.mdm.order.networks import OrderNet, OrderNetConfig
-from merlin_mdm.mdm.order.policies import DEFAULT_POLICY_KIND, POLICY_KINDS
+from merlin_mdm.mdm.order.policies import DEFAULT_POLICY_KIND, make_reveal_policy
 
 __all__ = ["META_FILE", "POLICY_FILE", "POLICY_FORMAT", "LoadedPolicy", "load_policy", "save_policy"]
 
@@ -77,8 +77,7 @@ def save_policy(directory: str | Path, policy: OrderNet, posterior: OrderNet | N
     Raises:
         MdmError: an unknown policy kind.
     """
-    if kind not in POLICY_KINDS:
-        raise MdmError(f"unknown order policy kind {kind!r}; choose one of: {', '.join(sorted(POLICY_KINDS))}")
+    make_reveal_policy(kind)  # an unknown kind raises, listing the registered ones
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     blob: dict[str, Any] = {
@@ -125,9 +124,10 @@ def load_policy(directory: str | Path) -> LoadedPolicy:
     if not isinstance(blob, dict) or blob.get("format") not in _READABLE_FORMATS:
         raise MdmError(f"{pt}: unknown order policy format (expected one of {_READABLE_FORMATS})")
     kind = blob.get("policy_kind", DEFAULT_POLICY_KIND)
-    if kind not in POLICY_KINDS:
-        raise MdmError(f"{pt}: unknown order policy kind {kind!r}; this version reads: "
-                       f"{', '.join(sorted(POLICY_KINDS))}")
+    try:
+        make_reveal_policy(str(kind))
+    except MdmError as err:
+        raise MdmError(f"{pt}: {err}") from err
     policy = _network(blob.get("policy_config"), blob.get("policy_state"), pt)
     posterior = None
     if blob.get("posterior_config") is not None:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import ClassVar, NamedTuple, TypeVar
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import torch
 from torch import Tensor
@@ -37,6 +37,7 @@ from merlin_mdm.errors import MdmError
 from merlin_mdm.mdm.order.bernoulli import policy_log_prob, sample_policy, threshold_policy
 from merlin_mdm.mdm.order.features import OrderInputs
 from merlin_mdm.mdm.order.networks import OrderNet, OrderNetConfig
+from merlin_mdm.mdm.registry import build
 
 __all__ = [
     "DEFAULT_POLICY_KIND",
@@ -72,10 +73,15 @@ class RevealPolicy(ABC):
 
     kind: ClassVar[str]
 
-    @abstractmethod
     def network_config(self, vocab_size: int, seq_len: int, hidden_dim: int, d_model: int, n_layers: int,
                        n_heads: int) -> OrderNetConfig:
-        """The shape of this kind's order network."""
+        """The shape of this kind's order network: the common shape plus :meth:`network_extras`."""
+        return OrderNetConfig(vocab_size=vocab_size, seq_len=seq_len, hidden_dim=hidden_dim, d_model=d_model,
+                              n_layers=n_layers, n_heads=n_heads, **self.network_extras(d_model))
+
+    def network_extras(self, d_model: int) -> dict[str, Any]:
+        """Fields of :class:`OrderNetConfig` this kind sets beyond the common shape (none by default)."""
+        return {}
 
     @abstractmethod
     def sample(self, net: OrderNet, inputs: OrderInputs, generator: torch.Generator | None) -> PolicyDraw:
@@ -103,9 +109,7 @@ def make_reveal_policy(kind: str) -> RevealPolicy:
     Raises:
         MdmError: unknown kind (the message lists the registered ones).
     """
-    if kind not in POLICY_KINDS:
-        raise MdmError(f"unknown order policy kind {kind!r}; choose one of: {', '.join(sorted(POLICY_KINDS))}")
-    return POLICY_KINDS[kind]()
+    return build("order policy kind", POLICY_KINDS, kind, {})
 
 
 @register_policy_kind
@@ -113,12 +117,6 @@ class BernoulliPolicy(RevealPolicy):
     """Independent Bernoulli per masked position, conditioned on revealing at least one (the paper's policy)."""
 
     kind: ClassVar[str] = "bernoulli"
-
-    def network_config(self, vocab_size: int, seq_len: int, hidden_dim: int, d_model: int, n_layers: int,
-                       n_heads: int) -> OrderNetConfig:
-        """One logit per position, no extra input."""
-        return OrderNetConfig(vocab_size=vocab_size, seq_len=seq_len, hidden_dim=hidden_dim, d_model=d_model,
-                              n_layers=n_layers, n_heads=n_heads, extra_dim=0)
 
     def sample(self, net: OrderNet, inputs: OrderInputs, generator: torch.Generator | None) -> PolicyDraw:
         """Exact draw from the conditioned Bernoulli (:func:`.bernoulli.sample_policy`)."""
@@ -141,12 +139,10 @@ class SequentialPolicy(RevealPolicy):
 
     kind: ClassVar[str] = "sequential"
 
-    def network_config(self, vocab_size: int, seq_len: int, hidden_dim: int, d_model: int, n_layers: int,
-                       n_heads: int) -> OrderNetConfig:
-        """Per-position logits from the features plus one "chosen" flag, and a stop logit."""
-        return OrderNetConfig(vocab_size=vocab_size, seq_len=seq_len, hidden_dim=hidden_dim, d_model=d_model,
-                              n_layers=n_layers, n_heads=n_heads, extra_dim=1, stop_head=True, pair_dim=d_model,
-                              relative_hidden=True)
+    def network_extras(self, d_model: int) -> dict[str, Any]:
+        """The "chosen" flag as an extra input, a stop logit, the pairwise term with the chosen positions, and the
+        hidden state relative to the other masked positions (:func:`.networks.relative_hidden`)."""
+        return {"extra_dim": 1, "stop_head": True, "pair_dim": d_model, "relative_hidden": True}
 
     def sample(self, net: OrderNet, inputs: OrderInputs, generator: torch.Generator | None) -> PolicyDraw:
         """Draw picks from the softmax over (unchosen masked positions, stop) until stop or nothing is left."""

@@ -1,8 +1,9 @@
 """The ``reward`` objective: REINFORCE on the task's score of the generated answer, less a price per call.
 
 A rollout generates an answer from the prompt alone, exactly as evaluation does: at each step the frozen
-denoiser is called, the policy draws which masked positions to reveal (r ~ p_theta(. | r != 0); the last step
-of the budget reveals everything) and the revealed positions are filled by the same token rule as every
+denoiser is called, the policy draws which masked positions to reveal (through its kind's ``sample``,
+:mod:`.policies`: a conditioned Bernoulli vector, or a sequence of picks ending in "stop"; the last step of
+the budget reveals everything) and the revealed positions are filled by the same token rule as every
 sampler (:func:`merlin_mdm.mdm.samplers.base.fill_tokens` at ``token_temperature``; 1.0 samples from the
 denoiser, 0 takes its argmax). A row whose draw reveals everything is finished and spends no further call.
 The return is

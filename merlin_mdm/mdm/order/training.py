@@ -48,7 +48,7 @@ from merlin_mdm.mdm.order.objectives import (
     make_objective,
     register_objective,
 )
-from merlin_mdm.mdm.order.policies import POLICY_KINDS, make_reveal_policy
+from merlin_mdm.mdm.order.policies import make_reveal_policy
 
 __all__ = ["ElboObjective", "OrderTrainConfig", "OrderTrainResult", "RolloutTrace", "rollout", "tau_at", "train_order"]
 
@@ -111,9 +111,7 @@ class OrderTrainConfig:
         if self.objective not in OBJECTIVES:
             raise MdmError(f"train-order: unknown objective {self.objective!r}; choose one of: "
                            f"{', '.join(sorted(OBJECTIVES))}")
-        if self.policy_kind not in POLICY_KINDS:
-            raise MdmError(f"train-order: unknown policy kind {self.policy_kind!r}; choose one of: "
-                           f"{', '.join(sorted(POLICY_KINDS))}")
+        make_reveal_policy(self.policy_kind)  # an unknown kind raises, listing the registered ones
         kinds = OBJECTIVES[self.objective].policy_kinds
         if kinds is not None and self.policy_kind not in kinds:
             raise MdmError(f"train-order: the {self.objective} objective trains policy kinds {', '.join(kinds)}, "

@@ -202,7 +202,7 @@ def test_the_elbo_and_imitation_objectives_refuse_the_sequential_policy_and_init
     for objective in ("elbo", "imitate"):
         with pytest.raises(MdmError, match=f"the {objective} objective trains policy kinds bernoulli"):
             _config(objective=objective)
-    with pytest.raises(MdmError, match="unknown policy kind 'psychic'; choose one of: bernoulli, sequential"):
+    with pytest.raises(MdmError, match="unknown order policy kind 'psychic'; choose one of: bernoulli, sequential"):
         _config(policy_kind="psychic")
     save_policy(tmp_path / "bern", build_networks(_config(policy_kind="bernoulli"), V, P + A, HIDDEN)[0], None,
                 {"budget": 2})
