@@ -133,3 +133,21 @@ def test_imitate_then_reward_from_the_cli_and_the_method_label_names_the_objecti
     with pytest.raises(MdmError, match="unknown objective 'likelihood'"):
         CliRunner().invoke(mdm_order.train_order, [*base, "--objective", "likelihood", "--out", str(tmp_path / "x")],
                            catch_exceptions=False)
+
+
+def test_train_order_writes_a_sequential_policy_that_the_learned_sampler_reads_and_names(denoiser_dir, tmp_path):
+    from merlin_mdm.mdm.evaluation import _policy_attrs
+
+    out = tmp_path / "seq"
+    args = ["--denoiser", str(denoiser_dir), "--budget", "2", "--out", str(out), "--objective", "reward",
+            "--policy-kind", "sequential", "--iterations", "2", "--batch-size", "4", "--rollouts", "2",
+            "--d-model", "8", "--eval-samples", "8", "--json"]
+    result = CliRunner().invoke(mdm_order.train_order, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "meta.json").read_text())["policy_kind"] == "sequential"
+    assert load_policy(out).kind == "sequential"
+    method = _policy_attrs(make_sampler("learned", policy_dir=str(out)))["method"]
+    assert method == "learned (T=2, tau=0.1, objective=reward, policy_kind=sequential, iterations=2, d_model=8, " \
+                     "rollouts=2, batch_size=4)"
+    with pytest.raises(MdmError, match="the elbo objective trains policy kinds bernoulli"):
+        CliRunner().invoke(mdm_order.train_order, [*args[:6], "--policy-kind", "sequential"], catch_exceptions=False)
