@@ -12,8 +12,14 @@
    the default units and with one sample per unit (100,001 status rows, the worst case).
 
 Each figure is wall time and CPU time (user + system of every process the measurement started and waited
-for: the command, its workers, their tasks). On a shared machine the wall time follows the load of others;
-the CPU time much less, so ratios are given for both.
+for: the command, its workers, their tasks), with user and system time also printed apart. On a shared
+machine the wall time follows the load of others; the CPU time much less, so ratios are given for both.
+The load average is printed at the start, before the local and Celery runs and at the end.
+
+Before the local run the script waits (--fs-wait) until its previous run's cleanup is 6 minutes old: on ext4
+without a journal, creating a file is 10-40x dearer in kernel time for minutes after many files were deleted
+(RECENTLY_DELETED_S). It prints, for each backend, the kernel time beyond the raw spawn's per file-system
+entry created, which shows whether a run met that state anyway (others' deletions).
 """
 
 from __future__ import annotations
@@ -46,22 +52,59 @@ study:
 
 
 class Clock:
-    """Wall and CPU time (of waited-for child processes) of what runs inside ``with``."""
+    """Wall time, and user and system CPU time of waited-for child processes, of what runs inside ``with``."""
 
     def __enter__(self) -> Clock:
-        self.t0, self.c0 = time.perf_counter(), _children_cpu()
+        self.t0, (self.u0, self.s0) = time.perf_counter(), _children_cpu()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.wall, self.cpu = time.perf_counter() - self.t0, _children_cpu() - self.c0
+        user, system = _children_cpu()
+        self.wall, self.user, self.sys = time.perf_counter() - self.t0, user - self.u0, system - self.s0
+
+    @property
+    def cpu(self) -> float:
+        return self.user + self.sys
 
     def __str__(self) -> str:
-        return f"{self.wall:.2f} s wall, {self.cpu:.2f} s cpu"
+        return f"{self.wall:.2f} s wall, {self.cpu:.2f} s cpu ({self.user:.2f} user + {self.sys:.2f} sys)"
 
 
-def _children_cpu() -> float:
+def _children_cpu() -> tuple[float, float]:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+    return usage.ru_utime, usage.ru_stime
+
+
+def _load() -> str:
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+# On ext4 without a journal (this VM's root file system) the inode allocator will not reuse an inode freed less than
+# 60 s ago (360 s while its inode-table block is not yet written back) and, for each new file, checks every such
+# inode of the block group again (fs/ext4/ialloc.c: find_inode_bit -> recently_deleted). For minutes after tens of
+# thousands of files were deleted, e.g. by this script's cleanup of its previous run, every file a runner creates
+# costs 0.3-1 ms of kernel time instead of about 0.02 ms, while the raw spawn, which creates no file, pays nothing.
+RECENTLY_DELETED_S = 360
+CLEANUP_STAMP = Path(tempfile.gettempdir()) / "merlin-mdm-bench-cleanup"  # when this script last deleted its files
+ENTRIES_PER_TASK = 5  # a null task's folder, script, .out, .err and done-marker
+
+
+def settled_file_system(wait: float) -> str:
+    """Wait until this script's previous cleanup is ``RECENTLY_DELETED_S`` old (at most ``wait`` s); for the record."""
+    os.sync()
+    try:
+        age = time.time() - float(CLEANUP_STAMP.read_text())
+    except (OSError, ValueError):
+        return "no cleanup by an earlier run recorded"
+    pause = max(0.0, min(wait, RECENTLY_DELETED_S - age))
+    time.sleep(pause)
+    return f"the previous run's cleanup was {age:.0f} s ago; waited {pause:.0f} s"
+
+
+def _entry_cost(ours: Clock, raw: Clock, n: int) -> str:
+    """Kernel time beyond the raw spawn's per file-system entry the runner created (20-30 us on a settled file
+    system, 0.3-1 ms while it skips recently deleted inodes)."""
+    return f"{(ours.sys - raw.sys) / (ENTRIES_PER_TASK * n) * 1e6:.0f} us sys beyond raw per file-system entry"
 
 
 def _timed(cmd: list[str] | str, env: dict[str, str] | None = None, cwd: Path | None = None) -> float:
@@ -176,8 +219,12 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=10_000)
     parser.add_argument("--status-tasks", type=int, default=100_000)
     parser.add_argument("--skip-celery", action="store_true")
+    parser.add_argument("--fs-wait", type=float, default=RECENTLY_DELETED_S,
+                        help="wait at most this many seconds for the previous run's deleted files to stop slowing file "
+                             "creation (see RECENTLY_DELETED_S; 0: measure as it is)")
     args = parser.parse_args()
     n = args.samples
+    print(f"start: {_load()}")
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         (tmp / "null").mkdir()
@@ -192,9 +239,11 @@ def main() -> None:
         with Clock() as raw:
             raw_spawn(n)
         print(f"raw spawn: {n} x bash -c echo, xargs -P 2: {raw}")
+        print(f"before local: {_load()}; {settled_file_system(args.fs_wait)}")
         with Clock() as local:
             local_run(spec, 2, ["--vars", f"N_SAMPLES={n}"])
-        print(f"local: null_samples {n} samples, --workers 2: {local} = {_ratios(local, raw)} raw (goal <= 1.2)")
+        print(f"local: null_samples {n} samples, --workers 2: {local} = {_ratios(local, raw)} raw (goal <= 1.2); "
+              f"{_entry_cost(local, raw, n)}")
         with Clock() as slow:
             local_run(costly, 4, [])
         print(f"local: 8 x sleep 1, --workers 4: {slow.wall:.2f} s = {slow.wall / 2:.2f}x the 2 s ideal (goal <= 1.3); "
@@ -205,10 +254,14 @@ def main() -> None:
             table, as_json = status_command(args.status_tasks, batch, tmp)
             print(f"status: {args.status_tasks} tasks, batch {batch}: whole command {table} (table); {as_json} "
                   "(--json); medians of 7 (goal < 0.15 s)")
+    os.sync()  # written back, the deleted inodes are skipped for 60 s instead of 360 s
+    CLEANUP_STAMP.write_text(f"{time.time()}\n")
+    print(f"end: {_load()}")
 
 
 def _ratios(ours: Clock, raw: Clock) -> str:
-    return f"{ours.wall / raw.wall:.2f}x (wall) / {ours.cpu / raw.cpu:.2f}x (cpu)"
+    return (f"{ours.wall / raw.wall:.2f}x (wall) / {ours.cpu / raw.cpu:.2f}x (cpu: {ours.user / raw.user:.2f}x user, "
+            f"{ours.sys / raw.sys:.2f}x sys)")
 
 
 def _celery_figures(tmp: Path, spec: Path, costly: Path, n: int, raw: Clock) -> None:
@@ -221,11 +274,13 @@ def _celery_figures(tmp: Path, spec: Path, costly: Path, n: int, raw: Clock) -> 
     env = {**os.environ, "PYTHONPATH": str(REPO), "MERLIN_MDM_CONFIG": str(tmp / "app.yaml")}
     os.environ["MERLIN_MDM_CONFIG"] = env["MERLIN_MDM_CONFIG"]
     try:
+        print(f"before celery: {_load()}")
         with Clock() as celery:
             elapsed = celery_run(spec, 2, ["--vars", f"N_SAMPLES={n}"], env, tmp)
         celery.wall = elapsed  # from `run` to finished, without the worker's start-up
         print(f"celery: null_samples {n} samples, 1 worker x 2 processes: {celery} = {_ratios(celery, raw)} raw "
-              "(goal <= 1.5; wall from `run` to finished, cpu includes the worker's start-up)")
+              "(goal <= 1.5; wall from `run` to finished, cpu includes the worker's start-up); "
+              f"{_entry_cost(celery, raw, n)}")
         slow = celery_run(costly, 4, [], env, tmp)
         print(f"celery: 8 x sleep 1, 1 worker x 4 processes: {slow:.2f} s = {slow / 2:.2f}x the 2 s ideal "
               f"(goal <= 1.3); first task start to last task end {makespan(costly):.2f} s")
