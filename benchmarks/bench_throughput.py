@@ -16,10 +16,11 @@ for: the command, its workers, their tasks), with user and system time also prin
 machine the wall time follows the load of others; the CPU time much less, so ratios are given for both.
 The load average is printed at the start, before the local and Celery runs and at the end.
 
-Before the local run the script waits (--fs-wait) until its previous run's cleanup is 6 minutes old: on ext4
-without a journal, creating a file is 10-40x dearer in kernel time for minutes after many files were deleted
+First the script waits (--fs-wait) until its previous run's cleanup is 6 minutes old: on ext4 without a
+journal, creating a file costs 10-40x more kernel time for minutes after many files were deleted nearby
 (RECENTLY_DELETED_S). It prints, for each backend, the kernel time beyond the raw spawn's per file-system
-entry created, which shows whether a run met that state anyway (others' deletions).
+entry created, which shows whether a run met that state anyway (others' deletions: --tmp puts the studies
+elsewhere than the system's temporary folder).
 """
 
 from __future__ import annotations
@@ -219,13 +220,17 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=10_000)
     parser.add_argument("--status-tasks", type=int, default=100_000)
     parser.add_argument("--skip-celery", action="store_true")
+    parser.add_argument("--tmp", type=Path, default=None,
+                        help="where to create the studies (default: the system's temporary folder, which others' test "
+                             "suites and benchmarks also fill and empty)")
     parser.add_argument("--fs-wait", type=float, default=RECENTLY_DELETED_S,
                         help="wait at most this many seconds for the previous run's deleted files to stop slowing file "
                              "creation (see RECENTLY_DELETED_S; 0: measure as it is)")
     args = parser.parse_args()
     n = args.samples
+    print(f"file system: {settled_file_system(args.fs_wait)}")  # before raw: raw and local stay back to back
     print(f"start: {_load()}")
-    with tempfile.TemporaryDirectory() as tmpdir:
+    with tempfile.TemporaryDirectory(dir=args.tmp) as tmpdir:
         tmp = Path(tmpdir)
         (tmp / "null").mkdir()
         spec = tmp / "null" / "null_samples.yaml"
@@ -239,7 +244,7 @@ def main() -> None:
         with Clock() as raw:
             raw_spawn(n)
         print(f"raw spawn: {n} x bash -c echo, xargs -P 2: {raw}")
-        print(f"before local: {_load()}; {settled_file_system(args.fs_wait)}")
+        print(f"before local: {_load()}")
         with Clock() as local:
             local_run(spec, 2, ["--vars", f"N_SAMPLES={n}"])
         print(f"local: null_samples {n} samples, --workers 2: {local} = {_ratios(local, raw)} raw (goal <= 1.2); "
