@@ -56,24 +56,41 @@ class Clock:
     """Wall time, and user and system CPU time of waited-for child processes, of what runs inside ``with``."""
 
     def __enter__(self) -> Clock:
-        self.t0, (self.u0, self.s0) = time.perf_counter(), _children_cpu()
+        self.t0, (self.u0, self.s0), self.m0 = time.perf_counter(), _children_cpu(), _machine_idle()
         return self
 
     def __exit__(self, *exc: object) -> None:
         user, system = _children_cpu()
         self.wall, self.user, self.sys = time.perf_counter() - self.t0, user - self.u0, system - self.s0
+        self.idle, self.iowait, self.steal = (b - a for a, b in zip(self.m0, _machine_idle(), strict=True))
 
     @property
     def cpu(self) -> float:
         return self.user + self.sys
 
     def __str__(self) -> str:
-        return f"{self.wall:.2f} s wall, {self.cpu:.2f} s cpu ({self.user:.2f} user + {self.sys:.2f} sys)"
+        return (f"{self.wall:.2f} s wall, {self.cpu:.2f} s cpu ({self.user:.2f} user + {self.sys:.2f} sys); "
+                f"all cores: {self.idle:.2f} s idle, {self.iowait:.2f} s iowait, {self.steal:.2f} s stolen")
 
 
 def _children_cpu() -> tuple[float, float]:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime, usage.ru_stime
+
+
+def _machine_idle() -> tuple[float, float, float]:
+    """Idle, I/O-wait and stolen (by the hypervisor) seconds of all cores since boot (zeros without /proc/stat).
+
+    A runner that takes more wall time than its CPU time explains left cores idle, waiting on I/O, or to a
+    neighbour virtual machine.
+    """
+    try:
+        with open("/proc/stat") as stat:
+            fields = stat.readline().split()
+    except OSError:
+        return 0.0, 0.0, 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[4]) / tick, int(fields[5]) / tick, int(fields[8]) / tick
 
 
 def _load() -> str:
