@@ -8,10 +8,10 @@ import sys
 import click
 
 from merlin_mdm import __version__
-from merlin_mdm.errors import MerlinMdmError
+from merlin_mdm.errors import Interrupted, MerlinMdmError
 from merlin_mdm.signals import watch_signals
 
-__all__ = ["MerlinGroup", "cli", "main", "spread_vars"]
+__all__ = ["MerlinGroup", "cli", "main", "signal_cause", "spread_vars"]
 
 EPILOG = """\b
 Quick start:
@@ -121,7 +121,29 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         sys.exit(130)
+    except Exception as exc:
+        interrupted = signal_cause(exc)
+        if interrupted is None:
+            raise
+        click.echo(f"Error: {interrupted}", err=True)
+        sys.exit(interrupted.exit_code)
     sys.exit(rc if isinstance(rc, int) else 0)
+
+
+def signal_cause(exc: BaseException) -> Interrupted | None:
+    """The :class:`Interrupted` a stop signal raised inside code that wrapped it, or None.
+
+    A signal can arrive anywhere, e.g. while a module is being imported: Python turns an exception raised in a
+    dataclass field's ``__set_name__`` into ``RuntimeError`` from it. The signal still decides the exit code.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, Interrupted):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 if __name__ == "__main__":  # pragma: no cover
