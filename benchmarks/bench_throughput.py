@@ -225,8 +225,9 @@ def _status_workspace(n: int, batch: int, root: Path) -> Path:
     (ws.info / BACKEND_FILE).write_text("local\n")
     store = SqliteStatusStore(ws.status_path)
     store.register(plan)
+    t0 = time.time() - 60.0  # a study that ran for a minute, so that the table's time column is realistic
     for key in plan.units():
-        store.unit_finished(key, UnitOutcome(len(plan.unit_samples(key)), 0, 0))
+        store.unit_finished(key, UnitOutcome(len(plan.unit_samples(key)), 0, 0, started=t0, ended=t0 + 60.0))
     store.set_state(StudyState.FINISHED)
     store.close()
     return ws.root

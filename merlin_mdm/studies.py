@@ -187,13 +187,13 @@ def study_status(target: Path) -> StudySnapshot:
         raise StatusError(f"no status database in {ws.info}: the study was never started (or it was deleted)")
     store = get_backend(name).status_store(ws)
     try:
-        live = None
-        if name == "local" and store.snapshot().state is StudyState.RUNNING:
-            live = _record_dead_runner(ws, store)
-        snap = store.snapshot()
-        if live is not None and not snap.message:
-            snap = dataclasses.replace(snap, message=f"run by {live}")
-        return snap
+        snap = store.snapshot()  # read once: on a 100,000-unit study one read is most of the command's time
+        if name != "local" or snap.state is not StudyState.RUNNING:
+            return snap
+        live = _record_dead_runner(ws, store)
+        if live is None:
+            return store.snapshot()  # recorded as interrupted (or it ended meanwhile): read what is now true
+        return snap if snap.message else dataclasses.replace(snap, message=f"run by {live}")
     finally:
         store.close()
 
