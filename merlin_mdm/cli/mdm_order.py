@@ -40,7 +40,7 @@ def _budget_list(text: str) -> tuple[int, ...]:
               help="Registered objective. elbo: the order ELBO; reward: REINFORCE on the task's score of answers.")
 @click.option("--policy-kind", default="bernoulli", show_default=True,
               help="Registered policy kind. bernoulli: independent reveal decisions; sequential: picks positions "
-                   "one at a time within a step, with a stop decision (trained by --objective reward).")
+                   "one at a time within a step, with a stop decision (trained by --objective reward or imitate).")
 @click.option("--token-temperature", default=1.0, show_default=True, type=click.FloatRange(min=0),
               help="reward: token temperature of the rollouts (use the evaluation's: 1.0 samples, 0 argmax).")
 @click.option("--init-policy", type=click.Path(file_okay=False, path_type=Path),

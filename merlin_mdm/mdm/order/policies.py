@@ -6,7 +6,8 @@ this small interface, so a new kind is one registered class:
 
 * ``network_config``: the order network's shape for this kind (extra inputs, stop head);
 * ``sample``: draw a reveal set with the log-probability of the draw (differentiable, for REINFORCE);
-* ``decode``: a deterministic reveal set for evaluation (thresholded).
+* ``decode``: a deterministic reveal set for evaluation (thresholded);
+* ``imitation_loss``: how far the policy is from revealing a teacher's set (the ``imitate`` objective).
 
 Two kinds are registered:
 
@@ -21,7 +22,10 @@ Two kinds are registered:
   log-probability of a draw is the sum of its pick and stop log-probabilities, i.e. the probability of the
   *sequence* of picks, which is the action REINFORCE needs (the probability of the revealed *set* sums this
   over the orders that lead to it). The extra input lets it break ties: after one position of a block is
-  chosen, the others can be scored down. It needs no closed form, so only the ``reward`` objective trains it.
+  chosen, the others can be scored down. The ``reward`` objective trains it; the ``imitate`` objective clones a
+  teacher sampler by turning each teacher set into a pick sequence (the denoiser's most confident position
+  first, then "stop" unless the set is everything left) and maximising that sequence's log-probability with
+  the "already chosen" inputs set as the policy itself would see them (teacher forcing).
 """
 
 from __future__ import annotations
@@ -32,10 +36,11 @@ from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import torch
 from torch import Tensor
+from torch.nn import functional as F
 
 from merlin_mdm.errors import MdmError
 from merlin_mdm.mdm.order.bernoulli import policy_log_prob, sample_policy, threshold_policy
-from merlin_mdm.mdm.order.features import OrderInputs
+from merlin_mdm.mdm.order.features import CONFIDENCE_COLUMN, OrderInputs
 from merlin_mdm.mdm.order.networks import OrderNet, OrderNetConfig
 from merlin_mdm.mdm.registry import build
 
@@ -47,6 +52,7 @@ __all__ = [
     "RevealPolicy",
     "SequentialPolicy",
     "make_reveal_policy",
+    "pick_ranks",
     "register_policy_kind",
 ]
 
@@ -91,6 +97,17 @@ class RevealPolicy(ABC):
     def decode(self, net: OrderNet, inputs: OrderInputs, threshold: float) -> Tensor:
         """Deterministic reveal set for evaluation: (B, L) bool, at least one per row with anything masked."""
 
+    @abstractmethod
+    def imitation_loss(self, net: OrderNet, inputs: OrderInputs, reveal: Tensor) -> Tensor:
+        """Scalar, differentiable: the sum over rows of how far the policy is from revealing ``reveal``.
+
+        Args:
+            net: the policy network.
+            inputs: the step's features.
+            reveal: (B, L) bool, the teacher's reveal set (a subset of ``inputs.masked``, non-empty where anything
+                is masked).
+        """
+
 
 POLICY_KINDS: dict[str, type[RevealPolicy]] = {}
 
@@ -128,6 +145,27 @@ class BernoulliPolicy(RevealPolicy):
         """Reveal p_i >= threshold, or the single most likely position."""
         return threshold_policy(net(inputs), inputs.masked, threshold)
 
+    def imitation_loss(self, net: OrderNet, inputs: OrderInputs, reveal: Tensor) -> Tensor:
+        """Binary cross-entropy of each masked position's reveal decision, summed."""
+        return F.binary_cross_entropy_with_logits(net(inputs)[inputs.masked], reveal[inputs.masked].float(),
+                                                  reduction="sum")
+
+
+def pick_ranks(reveal: Tensor, priority: Tensor) -> Tensor:
+    """The pick sequence that reveals a set: its positions in decreasing ``priority`` (ties: leftmost first).
+
+    Args:
+        reveal: (B, L) bool, the set.
+        priority: (B, L) float.
+
+    Returns:
+        (B, L) long, the 0-based pick at which each position of the set is chosen, -1 outside it (the format of
+        :attr:`PolicyDraw.pick_rank`).
+    """
+    order = torch.sort(priority.masked_fill(~reveal, float("-inf")), dim=-1, descending=True, stable=True).indices
+    ranks = torch.empty_like(order).scatter_(-1, order, torch.arange(order.shape[-1]).expand_as(order))  # (B, L)
+    return torch.where(reveal, ranks, torch.full_like(ranks, -1))
+
 
 # picks one option per row from log-probabilities (n, L + 1) (the last column is "stop"): (n,) long
 _Chooser = Callable[[Tensor], Tensor]
@@ -161,6 +199,51 @@ class SequentialPolicy(RevealPolicy):
         with torch.no_grad():
             return self._picks(net, inputs, greedy).reveal
 
+    def imitation_loss(self, net: OrderNet, inputs: OrderInputs, reveal: Tensor) -> Tensor:
+        """Negative log-probability of the teacher's set picked in the denoiser's confidence order, then "stop"."""
+        ranks = pick_ranks(reveal & inputs.masked, inputs.scalars[..., CONFIDENCE_COLUMN])
+        return -self.sequence_log_prob(net, inputs, ranks).sum()
+
+    def sequence_log_prob(self, net: OrderNet, inputs: OrderInputs, pick_rank: Tensor) -> Tensor:
+        """Log-probability of a given pick sequence, as :meth:`sample` would have drawn it (teacher forcing).
+
+        Args:
+            net: the policy network.
+            inputs: the step's features.
+            pick_rank: (B, L) long, the 0-based pick of each chosen position, -1 elsewhere (chosen positions must
+                be masked, ranked 0..n-1, at least one where anything is masked). The sequence ends with "stop"
+                unless it chose every masked position.
+
+        Returns:
+            (B,) float, differentiable; 0 for rows with nothing masked.
+        """
+        chosen_all = pick_rank >= 0  # (B, L)
+        if bool((chosen_all & ~inputs.masked).any()):
+            raise MdmError("sequential policy: a pick sequence chooses a position that is not masked")
+        count = chosen_all.sum(-1)  # (B,)
+        decisions = count + (inputs.masked & ~chosen_all).any(-1).long()  # picks, plus "stop" if anything is left
+        log_prob = torch.zeros(pick_rank.shape[0], device=pick_rank.device)
+        for k in range(int(decisions.max()) if decisions.numel() else 0):
+            rows = (decisions > k).nonzero().squeeze(1)  # (n,) rows taking their k-th decision
+            ranks = pick_rank[rows]  # (n, L)
+            log_p = self._pick_log_probs(net, OrderInputs(*(field[rows] for field in inputs)), chosen_all[rows]
+                                         & (ranks < k))  # (n, L + 1)
+            target = torch.where(count[rows] > k, (ranks == k).long().argmax(-1), log_p.shape[1] - 1)  # (n,)
+            log_prob = log_prob.index_add(0, rows, log_p.gather(1, target[:, None]).squeeze(1))
+        return log_prob
+
+    @staticmethod
+    def _pick_log_probs(net: OrderNet, inputs: OrderInputs, chosen: Tensor) -> Tensor:
+        """Log-probabilities (n, L + 1) of the next decision given the positions already ``chosen`` (n, L): each
+        masked position not yet chosen, and (last column) "stop" once something is chosen."""
+        logits, stop = net.scores(inputs, chosen.float()[..., None], chosen)
+        if stop is None:
+            raise MdmError("sequential policy: the order network has no stop head (a Bernoulli policy?)")
+        available = inputs.masked & ~chosen  # (n, L)
+        logits = torch.where(available, logits, torch.full_like(logits, float("-inf")))
+        stop = torch.where(chosen.any(-1), stop, torch.full_like(stop, float("-inf")))
+        return torch.log_softmax(torch.cat([logits, stop[:, None]], -1), -1)
+
     @staticmethod
     def _picks(net: OrderNet, inputs: OrderInputs, choose: _Chooser) -> PolicyDraw:
         masked = inputs.masked
@@ -172,14 +255,7 @@ class SequentialPolicy(RevealPolicy):
         while bool(open_rows.any()):
             rows = open_rows.nonzero().squeeze(1)  # (n,)
             sub = OrderInputs(*(field[rows] for field in inputs))
-            sub_chosen = chosen[rows]
-            logits, stop = net.scores(sub, sub_chosen.float()[..., None], sub_chosen)
-            if stop is None:
-                raise MdmError("sequential policy: the order network has no stop head (a Bernoulli policy?)")
-            available = sub.masked & ~sub_chosen  # (n, L)
-            logits = torch.where(available, logits, torch.full_like(logits, float("-inf")))
-            stop = torch.where(sub_chosen.any(-1), stop, torch.full_like(stop, float("-inf")))
-            log_p = torch.log_softmax(torch.cat([logits, stop[:, None]], -1), -1)  # (n, L + 1)
+            log_p = SequentialPolicy._pick_log_probs(net, sub, chosen[rows])  # (n, L + 1)
             pick = choose(log_p)  # (n,)
             log_prob = log_prob.index_add(0, rows, log_p.gather(1, pick[:, None]).squeeze(1))
             stopped = pick == length

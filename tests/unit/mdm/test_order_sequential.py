@@ -1,6 +1,7 @@
 """The sequential reveal policy (picks positions one at a time within a step, then stops): its probabilities by
-enumeration, its decoding, its checkpoint, and reward training on a tiny random-layout blocks task, where it
-must reveal exactly one position of each coupled block at the first of two steps.
+enumeration, its decoding, its checkpoint, reward training on a tiny random-layout blocks task, where it
+must reveal exactly one position of each coupled block at the first of two steps, and sequence imitation of EB
+(teacher-forced log-probability of the teacher's set in confidence order).
 
 The stand-in denoiser knows the blocks task exactly: a masked digit of a coupled block with a revealed member
 is that member's digit, every other masked digit is uniform. Its hidden state spells out each answer
@@ -24,13 +25,14 @@ from torch import nn  # noqa: E402
 from merlin_mdm.errors import MdmError  # noqa: E402
 from merlin_mdm.mdm.order import OrderTrainConfig, load_policy, save_policy, train_order  # noqa: E402
 from merlin_mdm.mdm.order.checkpoint import POLICY_FILE  # noqa: E402
-from merlin_mdm.mdm.order.features import OrderInputs, order_inputs  # noqa: E402
+from merlin_mdm.mdm.order.features import CONFIDENCE_COLUMN, OrderInputs, order_inputs  # noqa: E402
 from merlin_mdm.mdm.order.networks import OrderNet  # noqa: E402
-from merlin_mdm.mdm.order.policies import SequentialPolicy, make_reveal_policy  # noqa: E402
+from merlin_mdm.mdm.order.policies import SequentialPolicy, make_reveal_policy, pick_ranks  # noqa: E402
 from merlin_mdm.mdm.order.reward import reward_rollout  # noqa: E402
 from merlin_mdm.mdm.order.training import build_networks  # noqa: E402
 from merlin_mdm.mdm.samplers import make_sampler  # noqa: E402
 from merlin_mdm.mdm.samplers.base import generate  # noqa: E402
+from merlin_mdm.mdm.samplers.learned import LearnedSampler  # noqa: E402
 from merlin_mdm.mdm.tasks import make_task  # noqa: E402
 from merlin_mdm.mdm.tasks.blocks import IND_ID, LABEL0_ID  # noqa: E402
 
@@ -198,10 +200,10 @@ def test_checkpoint_round_trip_records_the_kind_and_format_1_files_still_load(tm
         load_policy(tmp_path / "old")
 
 
-def test_the_elbo_and_imitation_objectives_refuse_the_sequential_policy_and_init_kinds_must_match(tmp_path):
-    for objective in ("elbo", "imitate"):
-        with pytest.raises(MdmError, match=f"the {objective} objective trains policy kinds bernoulli"):
-            _config(objective=objective)
+def test_the_elbo_objective_refuses_the_sequential_policy_and_init_kinds_must_match(tmp_path):
+    with pytest.raises(MdmError, match="the elbo objective trains policy kinds bernoulli"):
+        _config(objective="elbo")
+    _config(objective="imitate")  # imitation trains either kind
     with pytest.raises(MdmError, match="unknown order policy kind 'psychic'; choose one of: bernoulli, sequential"):
         _config(policy_kind="psychic")
     save_policy(tmp_path / "bern", build_networks(_config(policy_kind="bernoulli"), V, P + A, HIDDEN)[0], None,
@@ -229,3 +231,79 @@ def test_reward_training_teaches_the_sequential_policy_one_position_per_coupled_
     prompts = TASK.sample_split(400, torch.Generator().manual_seed(1), "eval")[:, :P]
     out = generate(_BlocksDenoiser(), prompts, A, sampler, 2, torch.Generator().manual_seed(1))
     assert float(TASK.score(out.tokens).float().mean()) > 0.9  # thresholded decoding in the sampling loop
+
+
+def _ranks_of(order: tuple[int, ...], length: int) -> torch.Tensor:
+    rank = torch.full((1, length), -1, dtype=torch.long)
+    for k, i in enumerate(order):
+        rank[0, i] = k
+    return rank
+
+
+def test_sequence_log_prob_is_the_enumerated_probability_of_every_pick_sequence_and_of_the_draws():
+    torch.manual_seed(5)
+    net = _net(seed=5)
+    for param in net.parameters():  # far from uniform, so that a wrong "already chosen" input or target shows
+        param.data += 0.5 * torch.randn_like(param)
+    one = _first_step_inputs(1, seed=3, masked_answer=[True, True, False, True, False, False])
+    table = _enumerate(net, one)
+    kind = SequentialPolicy()
+    assert len(table) == 15  # 3 + 6 + 6 ordered sequences; the 6 of all three positions end without a stop
+    for order, prob in table.items():
+        log_p = kind.sequence_log_prob(net, one, _ranks_of(order, P + A)).detach()
+        assert float(log_p.exp()) == pytest.approx(prob, rel=1e-5), order
+    batch = _first_step_inputs(64, seed=6)
+    batch = batch._replace(masked=batch.masked & (torch.arange(P + A) < P + 2 + torch.arange(64)[:, None] % 5))
+    batch.masked[:3] = False  # rows with nothing masked: probability one, no decision
+    draw = kind.sample(net, batch, torch.Generator().manual_seed(1))
+    assert draw.pick_rank is not None
+    forced = kind.sequence_log_prob(net, batch, draw.pick_rank)
+    assert torch.allclose(forced, draw.log_prob, atol=1e-5) and bool((forced[:3] == 0).all())
+    forced.sum().backward()  # differentiable in the network
+    assert any(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in net.parameters())
+    with pytest.raises(MdmError, match="not masked"):
+        kind.sequence_log_prob(net, one, _ranks_of((P + 1, P + 2), P + A))
+
+
+def test_the_imitation_loss_is_the_teacher_set_picked_in_confidence_order_then_stop():
+    net = _net(seed=6)
+    for param in net.parameters():
+        param.data += 0.5 * torch.randn_like(param)
+    one = _first_step_inputs(1, seed=3, masked_answer=[True, True, False, True, False, False])
+    conf = torch.zeros(1, P + A)
+    conf[0, P:] = torch.tensor([0.2, 0.9, 0.0, 0.5, 0.0, 0.0])  # confidence order: P + 1, P + 3, P
+    one = one._replace(scalars=one.scalars.clone())
+    one.scalars[..., CONFIDENCE_COLUMN] = conf
+    table, kind = _enumerate(net, one), SequentialPolicy()
+    reveal = torch.zeros(1, P + A, dtype=torch.bool)
+    reveal[0, [P, P + 3]] = True
+    assert torch.equal(pick_ranks(reveal, conf), _ranks_of((P + 3, P), P + A))
+    with torch.no_grad():
+        assert float(kind.imitation_loss(net, one, reveal)) == pytest.approx(-math.log(table[(P + 3, P)]), rel=1e-5)
+        everything = one.masked.clone()  # the whole masked set: no stop decision
+        assert float(kind.imitation_loss(net, one, everything)) == pytest.approx(
+            -math.log(table[(P + 1, P + 3, P)]), rel=1e-5)
+
+
+def _agreement(policy: OrderNet, teacher, budget: int, n: int = 300) -> float:
+    """Fraction of prompts on which the policy's thresholded decoding reveals exactly what the teacher does."""
+    prompts = TASK.sample_split(n, torch.Generator().manual_seed(11), "eval")[:, :P]
+    steps = []
+    for sampler in (teacher, LearnedSampler.from_policy(policy, kind="sequential")):
+        out = generate(_BlocksDenoiser(), prompts, A, sampler, budget, torch.Generator().manual_seed(11))
+        steps.append(out.reveal_step)
+    return float((steps[0] == steps[1]).all(-1).float().mean())
+
+
+def test_sequence_imitation_of_eb_reproduces_its_teacher_set_by_set():
+    # EB at T=4 on coupled blocks: one digit, then each step the revealed digit's block mate (certain) and one
+    # new digit; the policy must pick the mate first, then one new position, then stop: an adaptive set size.
+    teacher = make_sampler("eb", gamma=0.1)
+    config = _config(objective="imitate", teacher="eb", teacher_knobs=(("gamma", 0.1),), budget=4, iterations=60,
+                     rollouts=2)
+    before = _agreement(_net(), teacher, 4)
+    result = train_order(_BlocksDenoiser(), TASK, HIDDEN, config, log_every=1)
+    assert result.history[0]["teacher_nfe"] == 4.0
+    assert result.history[-1]["nll_per_token"] < 0.2 * result.history[0]["nll_per_token"]
+    assert before < 0.2
+    assert _agreement(result.policy, teacher, 4) > 0.9
