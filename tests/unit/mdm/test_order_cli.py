@@ -135,6 +135,22 @@ def test_imitate_then_reward_from_the_cli_and_the_method_label_names_the_objecti
                            catch_exceptions=False)
 
 
+def test_a_sequential_imitation_warm_start_from_the_cli_then_reward_from_it(denoiser_dir, tmp_path):
+    base = ["--denoiser", str(denoiser_dir), "--budget", "4", "--iterations", "2", "--batch-size", "4",
+            "--rollouts", "2", "--d-model", "8", "--eval-samples", "4", "--policy-kind", "sequential"]
+    warm = CliRunner().invoke(mdm_order.train_order, [*base, "--objective", "imitate", "--teacher", "eb",
+                                                      "--teacher-knob", "gamma=0.05", "--out", str(tmp_path / "w")],
+                              catch_exceptions=False)
+    assert warm.exit_code == 0, warm.output
+    assert "nll_per_token" in warm.output and "bce_per_token" not in warm.output
+    assert load_policy(tmp_path / "w").kind == "sequential"
+    reward = CliRunner().invoke(mdm_order.train_order, [*base, "--objective", "reward", "--nfe-penalty", "0.05",
+                                                        "--init-policy", str(tmp_path / "w"), "--out",
+                                                        str(tmp_path / "r")], catch_exceptions=False)
+    assert reward.exit_code == 0, reward.output
+    assert json.loads((tmp_path / "r" / "meta.json").read_text())["policy_kind"] == "sequential"
+
+
 def test_train_order_writes_a_sequential_policy_that_the_learned_sampler_reads_and_names(denoiser_dir, tmp_path):
     from merlin_mdm.mdm.evaluation import _policy_attrs
 
