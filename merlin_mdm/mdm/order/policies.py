@@ -226,8 +226,8 @@ class SequentialPolicy(RevealPolicy):
         for k in range(int(decisions.max()) if decisions.numel() else 0):
             rows = (decisions > k).nonzero().squeeze(1)  # (n,) rows taking their k-th decision
             ranks = pick_rank[rows]  # (n, L)
-            log_p = self._pick_log_probs(net, OrderInputs(*(field[rows] for field in inputs)), chosen_all[rows]
-                                         & (ranks < k))  # (n, L + 1)
+            before = (ranks >= 0) & (ranks < k)  # (n, L) the first k picks: "already chosen" at this decision
+            log_p = self._pick_log_probs(net, OrderInputs(*(field[rows] for field in inputs)), before)  # (n, L + 1)
             target = torch.where(count[rows] > k, (ranks == k).long().argmax(-1), log_p.shape[1] - 1)  # (n,)
             log_prob = log_prob.index_add(0, rows, log_p.gather(1, target[:, None]).squeeze(1))
         return log_prob
