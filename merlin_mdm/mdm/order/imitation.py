@@ -39,7 +39,6 @@ class ImitationObjective(OrderObjective):
 
     name: ClassVar[str] = "imitate"
     policy_kinds: ClassVar[tuple[str, ...] | None] = None  # any: every kind defines its imitation loss
-    _figure: ClassVar[dict[str, str]] = {"bernoulli": "bce_per_token"}  # log name per kind (default nll_per_token)
 
     def loss(self, batch: ObjectiveBatch) -> tuple[Tensor, dict[str, float]]:
         """Roll the teacher out and score the policy's agreement with it; logs the loss and the teacher's NFE."""
@@ -63,5 +62,4 @@ class ImitationObjective(OrderObjective):
             x = torch.where(reveal, fill_tokens(logits, cfg.token_temperature, batch.generator), x)
             masked = masked & ~reveal
         loss = torch.stack(terms).sum() / max(1, n * task.answer_len)
-        figure = self._figure.get(cfg.policy_kind, "nll_per_token")
-        return loss, {figure: loss.item(), "teacher_nfe": nfe.mean().item()}
+        return loss, {kind.imitation_figure: loss.item(), "teacher_nfe": nfe.mean().item()}

@@ -78,6 +78,7 @@ class RevealPolicy(ABC):
     """A policy kind: the network's shape and the rule turning its outputs into reveal sets (stateless)."""
 
     kind: ClassVar[str]
+    imitation_figure: ClassVar[str] = "nll_per_token"  # the name :meth:`imitation_loss` is logged under
 
     def network_config(self, vocab_size: int, seq_len: int, hidden_dim: int, d_model: int, n_layers: int,
                        n_heads: int) -> OrderNetConfig:
@@ -134,6 +135,7 @@ class BernoulliPolicy(RevealPolicy):
     """Independent Bernoulli per masked position, conditioned on revealing at least one (the paper's policy)."""
 
     kind: ClassVar[str] = "bernoulli"
+    imitation_figure: ClassVar[str] = "bce_per_token"
 
     def sample(self, net: OrderNet, inputs: OrderInputs, generator: torch.Generator | None) -> PolicyDraw:
         """Exact draw from the conditioned Bernoulli (:func:`.bernoulli.sample_policy`)."""
