@@ -64,6 +64,10 @@ def _budget_list(text: str) -> tuple[int, ...]:
 @click.option("--d-model", default=32, show_default=True, type=click.IntRange(2), help="Order network width.")
 @click.option("--layers", default=1, show_default=True, type=click.IntRange(0), help="Order network layers.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seeds data, rollouts and initialisation.")
+@click.option("--select-every", default=0, show_default=True, type=click.IntRange(0),
+              help="Validate every N iterations on training-split prompts and save the best iterate (0: the last).")
+@click.option("--select-samples", default=256, show_default=True, type=click.IntRange(1),
+              help="Validation prompts decoded per budget when --select-every > 0.")
 @click.option("--eval-samples", default=512, show_default=True, type=click.IntRange(0),
               help="Answers generated with the trained policy as a quick check (0: skip).")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(1),
@@ -73,7 +77,8 @@ def train_order(denoiser_dir: Path, budget: int, budgets: str, nfe_penalty: floa
                 policy_kind: str, token_temperature: float, init_policy: Path | None, teacher: str,
                 teacher_knobs: tuple[str, ...], out_dir: Path, tau: float,
                 tau_start: float | None, rollouts: int, batch_size: int, iterations: int, lr: float, d_model: int,
-                layers: int, seed: int, eval_samples: int, threads: int, as_json: bool) -> None:
+                layers: int, seed: int, select_every: int, select_samples: int, eval_samples: int, threads: int,
+                as_json: bool) -> None:
     """Train the order policy p_theta(r | x_t) for the denoiser at --denoiser and budget T.
 
     \b
@@ -92,12 +97,15 @@ def train_order(denoiser_dir: Path, budget: int, budgets: str, nfe_penalty: floa
                               init_policy=None if init_policy is None else str(init_policy), teacher=teacher,
                               teacher_knobs=tuple(parse_knobs(teacher_knobs).items()), tau=tau,
                               tau_start=tau_start, rollouts=rollouts, batch_size=batch_size, iterations=iterations,
-                              lr_policy=lr, lr_posterior=lr, d_model=d_model, n_layers=layers, seed=seed)
+                              lr_policy=lr, lr_posterior=lr, d_model=d_model, n_layers=layers, seed=seed,
+                              select_every=select_every, select_samples=select_samples)
     summary = run_train_order(denoiser_dir, out_dir, config, eval_samples, progress=_echo_progress)
     if as_json:
         click.echo(json.dumps(summary.to_dict(), indent=2, sort_keys=True))
         return
     click.echo(f"policy: {out_dir} ({summary.iterations} iterations, {summary.train_seconds:.1f} s)")
+    if summary.selected_iteration is not None:
+        click.echo(f"saved the iterate after {summary.selected_iteration} iterations (best on validation prompts)")
     if summary.evaluation:
         ev = summary.evaluation
         click.echo(f"check: {ev['valid']:.1%} valid at mean NFE {ev['mean_nfe']:.2f} "

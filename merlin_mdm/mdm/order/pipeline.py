@@ -26,6 +26,7 @@ class OrderRunSummary:
     train_seconds: float  # wall time of training
     final: dict[str, float]  # the last training log entry (ELBO per token, ...)
     evaluation: dict[str, float] = field(default_factory=dict)  # valid rate and NFE of a quick check, if run
+    selected_iteration: int | None = None  # the validated iterate saved (select_every > 0), else None: the last
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able view."""
@@ -35,6 +36,7 @@ class OrderRunSummary:
             "train_seconds": self.train_seconds,
             "final": self.final,
             "evaluation": self.evaluation,
+            "selected_iteration": self.selected_iteration,
         }
 
 
@@ -101,6 +103,7 @@ def run_train_order(
         train_seconds=result.seconds,
         final=result.history[-1] if result.history else {},
         evaluation=evaluation,
+        selected_iteration=result.selected_iteration,
     )
     meta = {
         "train_config": config.to_dict(),

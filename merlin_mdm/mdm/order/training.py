@@ -49,6 +49,7 @@ from merlin_mdm.mdm.order.objectives import (
     register_objective,
 )
 from merlin_mdm.mdm.order.policies import make_reveal_policy
+from merlin_mdm.mdm.order.selection import ValidationSelector
 
 __all__ = ["ElboObjective", "OrderTrainConfig", "OrderTrainResult", "RolloutTrace", "rollout", "tau_at", "train_order"]
 
@@ -92,6 +93,8 @@ class OrderTrainConfig:
     n_layers: int = 1  # transformer layers of both order networks
     n_heads: int = 2  # attention heads
     seed: int = 0  # seeds the data, the rollouts and the initialisation
+    select_every: int = 0  # validate every N iterations and keep the best iterate (0: keep the last one)
+    select_samples: int = 256  # validation prompts (training split) decoded per budget when selecting
 
     def __post_init__(self) -> None:
         if self.budget < 2:
@@ -100,7 +103,9 @@ class OrderTrainConfig:
             raise MdmError("train-order: tau must be > 0")
         if self.rollouts < 2:
             raise MdmError(f"train-order: --rollouts must be >= 2 for the leave-one-out baseline, got {self.rollouts}")
-        for name in ("batch_size", "iterations"):
+        if self.select_every < 0:
+            raise MdmError(f"train-order: select_every must be >= 0, got {self.select_every}")
+        for name in ("batch_size", "iterations", "select_samples"):
             if getattr(self, name) < 1:
                 raise MdmError(f"train-order: {name} must be >= 1")
         if not 0 < self.anneal_frac <= 1:
@@ -160,6 +165,7 @@ class OrderTrainResult:
     history: list[dict[str, float]] = field(default_factory=list)  # one entry per logged iteration
     seconds: float = 0.0  # wall time of training
     iterations: int = 0  # Adam steps taken
+    selected_iteration: int | None = None  # the validated iterate the networks hold (None: the last one)
 
 
 def tau_at(config: OrderTrainConfig, iteration: int) -> float:
@@ -290,6 +296,17 @@ class ElboObjective(OrderObjective):
         }
 
 
+def _adam_step(objective: OrderObjective, optimizer: torch.optim.Optimizer, batch: ObjectiveBatch) -> dict[str, float]:
+    """One Adam step on the objective's loss (gradient norm clipped); returns the figures to log."""
+    loss, figures = objective.loss(batch)
+    params = [*batch.policy.parameters(), *batch.posterior.parameters()]
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    nn.utils.clip_grad_norm_(params, batch.config.grad_clip)
+    optimizer.step()
+    return dict(figures)
+
+
 def train_order(
     denoiser: DenoiserFn,
     task: _Task,
@@ -309,7 +326,8 @@ def train_order(
         log_every: logging period in iterations.
 
     Returns:
-        The :class:`OrderTrainResult` (networks in eval mode).
+        The :class:`OrderTrainResult` (networks in eval mode). With ``config.select_every`` > 0 the networks hold
+        the best validated iterate (:mod:`.selection`), and ``selected_iteration`` says which.
     """
     seq_len = task.prompt_len + task.answer_len
     policy, posterior = build_networks(config, task.vocab_size, seq_len, hidden_dim)
@@ -324,6 +342,7 @@ def train_order(
     roll_gen = torch.Generator().manual_seed(config.seed + 1)
     budget_gen = torch.Generator().manual_seed(config.seed + 2)
     budgets = config.all_budgets
+    selector = ValidationSelector(denoiser, task, config) if config.select_every > 0 else None
     result = OrderTrainResult(policy=policy, posterior=posterior, config=config)
     start = time.perf_counter()
     for it in range(config.iterations):
@@ -331,17 +350,18 @@ def train_order(
         budget = budgets[int(torch.randint(len(budgets), (1,), generator=budget_gen))]
         x0 = task.sample_split(config.batch_size, data_gen, "train").repeat_interleave(config.rollouts, 0)
         batch = ObjectiveBatch(denoiser, task, policy, posterior, x0, budget, tau, roll_gen, config)
-        loss, figures = objective.loss(batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_([*policy.parameters(), *posterior.parameters()], config.grad_clip)
-        optimizer.step()
+        figures = _adam_step(objective, optimizer, batch)
         result.iterations = it + 1
-        if it % log_every == 0 or it == config.iterations - 1:
+        validated = selector is not None and selector.due(it + 1)
+        if selector is not None and validated:
+            figures.update(selector.observe(it + 1, policy, posterior))
+        if validated or it % log_every == 0 or it == config.iterations - 1:
             result.history.append({"iteration": float(it), **figures, "tau": tau, "budget": float(budget)})
             if progress is not None:
                 progress(result.history[-1])
     result.seconds = time.perf_counter() - start
+    if selector is not None:
+        result.selected_iteration = selector.restore(policy, posterior)
     policy.eval()
     posterior.eval()
     return result
