@@ -1,10 +1,10 @@
 """Model selection for order training: keep the iterate that decodes best on validation prompts.
 
 Order training is REINFORCE-like and noisy: on the quick study's ``blocks`` task the budget-conditioned policy
-reaches a perfect schedule within 100-200 iterations on every training seed, but its last iterate is a lottery,
-because the reveal probabilities of a few positions oscillate around the 1/2 that thresholded decoding cuts at
-(at T=2 one seed's last iterate scored 25%, while iterates 25 steps earlier scored 99.5%; see
-docs/mdm-order-learning.md, section 9). With ``select_every`` = N > 0, :func:`train_order` hands the networks to
+usually reaches a perfect schedule within 100-200 iterations (one seed in ten needed 250), but its last iterate
+is a lottery, because the reveal probabilities of a few positions oscillate around the 1/2 that thresholded
+decoding cuts at (at T=2 one seed's last iterate scored 25%, while the iterate 25 steps earlier scored 99.5%;
+see docs/mdm-order-learning.md, section 9). With ``select_every`` = N > 0, :func:`train_order` hands the networks to
 a :class:`ValidationSelector` every N iterations and after the last one; the selector decodes
 ``select_samples`` validation prompts with the policy at every trained budget, exactly as evaluation does
 (thresholded decoding, token draws at temperature 1), and keeps a copy of the best iterate, which
@@ -35,7 +35,7 @@ __all__ = ["Checkpoint", "ValidationSelector"]
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """One validated iterate: what it scored, and (for the best so far) its weights."""
+    """One validated iterate: when, and what it scored."""
 
     iteration: int  # Adam steps taken when it was validated
     score: float  # mean task score over the trained budgets (thresholded decoding)

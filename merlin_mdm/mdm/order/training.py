@@ -19,7 +19,8 @@ Two extensions of the paper's recipe, both off by default:
   to reveal everything; at sampling time it stops early by revealing all positions with p_i >= 1/2.
 
 Training stops after ``iterations`` Adam steps, never on wall time, so a result does not depend on the
-machine's speed.
+machine's speed. With ``select_every`` > 0 the networks returned are the best iterate on validation prompts
+(:mod:`.selection`), not the last one.
 """
 
 from __future__ import annotations
