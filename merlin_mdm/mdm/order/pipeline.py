@@ -12,6 +12,7 @@ import torch
 
 from merlin_mdm.mdm.order.checkpoint import save_policy
 from merlin_mdm.mdm.order.networks import OrderNet
+from merlin_mdm.mdm.order.selection import decode_and_score
 from merlin_mdm.mdm.order.training import OrderTrainConfig, train_order
 
 __all__ = ["OrderRunSummary", "evaluate_policy", "run_train_order"]
@@ -49,19 +50,14 @@ def evaluate_policy(
     Returns:
         ``{"valid": rate, "mean_nfe": ..., "max_nfe": ..., "samples": n, "seconds": ...}``.
     """
-    from merlin_mdm.mdm.samplers.base import generate
-    from merlin_mdm.mdm.samplers.learned import LearnedSampler
-
     gen = torch.Generator().manual_seed(seed)
     prompts = task.sample_split(samples, gen, "eval")[:, : task.prompt_len]
     start = time.perf_counter()
-    with torch.no_grad():
-        sampler = LearnedSampler.from_policy(policy, decode, kind=kind)
-        result = generate(model, prompts, task.answer_len, sampler, budget, gen)
+    valid, mean_nfe, max_nfe = decode_and_score(model, task, policy, prompts, budget, gen, decode=decode, kind=kind)
     return {
-        "valid": float(task.score(result.tokens).float().mean()),
-        "mean_nfe": float(result.nfe.float().mean()),
-        "max_nfe": float(result.nfe.max()),
+        "valid": valid,
+        "mean_nfe": mean_nfe,
+        "max_nfe": max_nfe,
         "samples": float(samples),
         "seconds": time.perf_counter() - start,
     }

@@ -30,7 +30,25 @@ from torch import Tensor
 
 from merlin_mdm.mdm.order.networks import OrderNet
 
-__all__ = ["Checkpoint", "ValidationSelector"]
+__all__ = ["Checkpoint", "ValidationSelector", "decode_and_score"]
+
+
+def decode_and_score(
+    denoiser: Any, task: Any, policy: OrderNet, prompts: Tensor, budget: int, generator: torch.Generator,
+    decode: str = "threshold", kind: str = "bernoulli", mask_id: int | None = None,
+) -> tuple[float, float, float]:
+    """Answer ``prompts`` with the policy in at most ``budget`` calls, as evaluation does; (score, mean NFE, max NFE).
+
+    Shared by the validation below and the quick check after training (``pipeline.evaluate_policy``).
+    """
+    from merlin_mdm.mdm.samplers.base import generate  # deferred: samplers import the order package
+    from merlin_mdm.mdm.samplers.learned import LearnedSampler
+
+    with torch.no_grad():
+        sampler = LearnedSampler.from_policy(policy, decode, kind=kind)
+        out = generate(denoiser, prompts, task.answer_len, sampler, budget, generator, mask_id=mask_id)
+    nfe = out.nfe.float()
+    return float(task.score(out.tokens).float().mean()), float(nfe.mean()), float(nfe.max())
 
 
 @dataclass(frozen=True)
@@ -72,20 +90,15 @@ class ValidationSelector:
 
     def validate(self, policy: OrderNet) -> tuple[float, float]:
         """(mean score, mean NFE) of the policy's thresholded decoding over the trained budgets."""
-        from merlin_mdm.mdm.samplers.base import generate  # deferred: samplers import the order package
-        from merlin_mdm.mdm.samplers.learned import LearnedSampler
-
         scores, nfes = [], []
         was_training = policy.training
         policy.eval()
-        with torch.no_grad():
-            sampler = LearnedSampler.from_policy(policy, "threshold", kind=self.config.policy_kind)
-            for budget in self.config.all_budgets:
-                gen = torch.Generator().manual_seed(self.config.seed + 4)
-                out = generate(self.denoiser, self.prompts, self.task.answer_len, sampler, budget, gen,
-                               mask_id=self.task.mask_id)
-                scores.append(float(self.task.score(out.tokens).float().mean()))
-                nfes.append(float(out.nfe.float().mean()))
+        for budget in self.config.all_budgets:
+            gen = torch.Generator().manual_seed(self.config.seed + 4)
+            score, mean_nfe, _ = decode_and_score(self.denoiser, self.task, policy, self.prompts, budget, gen,
+                                                  kind=self.config.policy_kind, mask_id=self.task.mask_id)
+            scores.append(score)
+            nfes.append(mean_nfe)
         policy.train(was_training)
         return sum(scores) / len(scores), sum(nfes) / len(nfes)
 
