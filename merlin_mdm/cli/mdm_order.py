@@ -44,7 +44,9 @@ def _budget_list(text: str) -> tuple[int, ...]:
 @click.option("--token-temperature", default=1.0, show_default=True, type=click.FloatRange(min=0),
               help="reward: token temperature of the rollouts (use the evaluation's: 1.0 samples, 0 argmax).")
 @click.option("--init-policy", type=click.Path(file_okay=False, path_type=Path),
-              help="Start from this trained policy (e.g. an ELBO-trained one) instead of fresh networks.")
+              help="Start from this trained policy (e.g. an ELBO-trained one) instead of fresh networks. The "
+                   "lineage (stage, and the starting policy's recipe as a digest, never its path) is recorded in "
+                   "meta.json and appears in the evaluation's method label, e.g. stage=2, init=imitate-3f9a0c.")
 @click.option("--teacher", default="eb", show_default=True,
               help="imitate: the registered sampler the policy learns to copy (a warm start for reward).")
 @click.option("--teacher-knob", "teacher_knobs", multiple=True, metavar="KEY=VALUE",

@@ -153,12 +153,17 @@ def _train_seed(meta: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _policy_attrs(sampler: Any) -> dict[str, Any]:
-    """For policy samplers: the policy's training budget(s), temperature, NFE penalty and a Table 1 method name.
+    """For policy samplers: the policy's training budget(s), temperature, NFE penalty, lineage and a Table 1
+    method name.
 
     E.g. ``learned (T=2, tau=0.1)``, ``learned (T=2|4|8, tau=0.1, nfe_penalty=0.5, sample)``,
     ``learned_counts (T=4, tau=0.1)``, ``learned (T=4, tau=0.1, iterations=800, d_model=64)``: recipe knobs
-    appear when they differ from the defaults.
+    appear when they differ from the defaults. A policy trained from another one (``--init-policy``) adds its
+    stage and its starting policy's lineage (:mod:`merlin_mdm.mdm.order.lineage`): ``learned (T=4, tau=0.1,
+    objective=reward, stage=2, init=imitate-3f9a0c)``.
     """
+    from merlin_mdm.mdm.order.lineage import lineage_attrs, lineage_label_parts
+
     inner = getattr(sampler, "inner", sampler)
     meta = getattr(inner, "meta", None)
     if not isinstance(meta, dict) or "budget" not in meta:
@@ -173,7 +178,8 @@ def _policy_attrs(sampler: Any) -> dict[str, Any]:
     if config.get("nfe_penalty"):
         out["policy.nfe_penalty"] = float(config["nfe_penalty"])
         parts.append(f"nfe_penalty={float(config['nfe_penalty']):g}")
-    parts += _recipe_parts(config)
+    parts += _recipe_parts(config) + lineage_label_parts(meta)
+    out.update(lineage_attrs(meta))
     if "seed" in config:
         out["policy.seed"] = int(config["seed"])
     if getattr(inner, "decode", "threshold") == "sample":

@@ -3,9 +3,10 @@
 Modules: :mod:`.features` (what the networks see), :mod:`.networks` (policy and posterior),
 :mod:`.bernoulli` (the two distributions and their closed forms), :mod:`.policies` (policy kinds: how the
 policy's outputs become reveal sets), :mod:`.elbo` (the ELBO and its gradient
-estimator), :mod:`.training` (the training loop), :mod:`.selection` (keeping the best validated iterate) and
-:mod:`.checkpoint` (save/load). The sampler that uses a
-trained policy is :class:`merlin_mdm.mdm.samplers.learned.LearnedSampler`. See docs/mdm-order-learning.md.
+estimator), :mod:`.training` (the training loop), :mod:`.selection` (keeping the best validated iterate),
+:mod:`.checkpoint` (save/load) and :mod:`.lineage` (which stages led to a policy, for its method label). The
+sampler that uses a trained policy is :class:`merlin_mdm.mdm.samplers.learned.LearnedSampler`. See
+docs/mdm-order-learning.md.
 """
 
 from __future__ import annotations

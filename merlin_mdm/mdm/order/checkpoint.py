@@ -3,10 +3,10 @@
 ``policy.pt`` holds only tensors and plain data (it loads with ``torch.load(weights_only=True)``): the
 policy's kind (:mod:`.policies`: ``bernoulli`` or ``sequential``), the policy's and the posterior's
 :class:`OrderNetConfig` and state dicts. Format 1 files (written before policy kinds existed) hold no kind and
-load as ``bernoulli``, which is what they are. ``meta.json``
-holds what a person or a results table wants without torch: the training config, the denoiser it was
-trained against, the task, timings and the final training figures. Both are written to a temporary name and
-renamed, so a killed run never leaves a half-written policy.
+load as ``bernoulli``, which is what they are. ``meta.json`` holds what a person or a results table wants
+without torch: the training config, the policy's lineage (:mod:`.lineage`), the denoiser it was trained
+against, the task, timings and the final training figures. Both are written to a temporary name and renamed,
+so a killed run never leaves a half-written policy.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from merlin_mdm.mdm.order.checkpoint import save_policy
+from merlin_mdm.mdm.order.lineage import LINEAGE_KEY, policy_lineage
 from merlin_mdm.mdm.order.networks import OrderNet
 from merlin_mdm.mdm.order.selection import decode_and_score
 from merlin_mdm.mdm.order.training import OrderTrainConfig, train_order
@@ -109,6 +110,7 @@ def run_train_order(
         "denoiser_checkpoint_id": loaded.meta.get("checkpoint_id"),
         "task": loaded.task.name,
         "task_knobs": loaded.task.knobs(),
+        LINEAGE_KEY: policy_lineage(config.init_policy),
         **{k: v for k, v in summary.to_dict().items() if k != "out_dir"},
     }
     save_policy(out_dir, result.policy, result.posterior, meta, kind=config.policy_kind)

@@ -129,3 +129,42 @@ def test_adaptive_lines_are_also_compared_at_their_max_nfe(study: Path, tmp_path
     assert at_max[adaptive].verdict == "baseline better"  # top_prob at T=4 is right 97% of the time
     text = (tmp_path / "r.md").read_text(encoding="utf-8")
     assert "at most their NFE @Max" in text and text.count("| learned (T=2/4, nfe_penalty=0.5) |") == 3
+
+
+_REFINE = ("learned (T=16, tau=0.1, nfe_penalty=0.07, objective=reward, policy_kind=sequential, iterations=160, "
+           "n_layers=2, rollouts=16, lr_policy=0.0003")  # the spec's refine step as labelled before lineages
+
+
+def _two_stages(root: Path, lineage: bool) -> None:
+    """3 training seeds x (EB, a refine stage, the same stage again from its result with --seed S+10), written as
+    `mdm eval` writes them with (``lineage``) and without (the code before lineages) the policy's lineage."""
+    rng = np.random.default_rng(7)
+    for seed in range(3):
+        _write(root / f"eb.{seed}" / "m.h5", "eb", 16, seed, rng.random(200) < 0.8, np.full(200, 4),
+               **{"sampler.gamma": 0.05})
+        for stage, policy_seed, init in ((3, seed, "reward-7374e7"), (4, seed + 10, "reward-6f1fd9")):
+            extra: dict[str, object] = {"method": f"{_REFINE})", "policy.seed": policy_seed}
+            if lineage:
+                extra.update({"method": f"{_REFINE}, stage={stage}, init={init})", "policy.stage": stage,
+                              "policy.init": init})
+            _write(root / f"stage{stage}.{seed}" / "m.h5", "learned", 16, seed, rng.random(200) < 0.9,
+                   np.full(200, 4), **extra)
+
+
+def test_two_stages_with_the_same_arguments_are_separate_paired_lines_only_when_the_lineage_is_recorded(
+        tmp_path: Path) -> None:
+    from merlin_mdm.results.tables import bootstrap_groups
+
+    _two_stages(tmp_path / "new", lineage=True)
+    report = _aggregate(tmp_path / "new", tmp_path / "new.h5")
+    learned = {r.method: r for r in report.summary if r.sampler == "learned"}
+    assert sorted(learned) == [f"{_REFINE}, stage=3, init=reward-7374e7)", f"{_REFINE}, stage=4, init=reward-6f1fd9)"]
+    assert all(r.n_seeds == 3 for r in learned.values())
+    found = compare_at_equal_compute(report.summary, bootstrap_groups(report.table))
+    assert len(found) == 2 and all(c.paired and c.baseline is not None and c.baseline.sampler == "eb" for c in found)
+    # Files written before lineages keep their one label: both stages pooled as 6 unpaired "seeds", as before.
+    _two_stages(tmp_path / "old", lineage=False)
+    old = _aggregate(tmp_path / "old", tmp_path / "old.h5")
+    assert [(r.method, r.n_seeds) for r in old.summary if r.sampler == "learned"] == [(f"{_REFINE})", 6)]
+    assert "(unpaired)" in (tmp_path / "old.md").read_text(encoding="utf-8")
+    assert "(unpaired)" not in (tmp_path / "new.md").read_text(encoding="utf-8")
