@@ -43,6 +43,13 @@ def _budget_list(text: str) -> tuple[int, ...]:
                    "one at a time within a step, with a stop decision (trained by --objective reward or imitate).")
 @click.option("--token-temperature", default=1.0, show_default=True, type=click.FloatRange(min=0),
               help="reward: token temperature of the rollouts (use the evaluation's: 1.0 samples, 0 argmax).")
+@click.option("--common-token-noise/--independent-token-noise", default=False, show_default=True,
+              help="reward: common random numbers for the token draws. The K rollouts of a prompt share one "
+                   "Gumbel noise per (position, token), so two rollouts that reveal a cell in the same state draw "
+                   "the same token; each rollout still samples at --token-temperature exactly. The rollouts' "
+                   "return differences then mostly reflect their orders, not token luck: try it when the score "
+                   "depends on sampled tokens (--token-temperature > 0) and the gradient is noisy. Groups get "
+                   "independent noise; no effect at temperature 0.")
 @click.option("--init-policy", type=click.Path(file_okay=False, path_type=Path),
               help="Start from this trained policy (e.g. an ELBO-trained one) instead of fresh networks. The "
                    "lineage (stage, and the starting policy's recipe as a digest, never its path) is recorded in "
@@ -76,8 +83,8 @@ def _budget_list(text: str) -> tuple[int, ...]:
               help="torch CPU threads; the order networks are small, and parallel study steps oversubscribe cores.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 def train_order(denoiser_dir: Path, budget: int, budgets: str, nfe_penalty: float, objective: str,
-                policy_kind: str, token_temperature: float, init_policy: Path | None, teacher: str,
-                teacher_knobs: tuple[str, ...], out_dir: Path, tau: float,
+                policy_kind: str, token_temperature: float, common_token_noise: bool, init_policy: Path | None,
+                teacher: str, teacher_knobs: tuple[str, ...], out_dir: Path, tau: float,
                 tau_start: float | None, rollouts: int, batch_size: int, iterations: int, lr: float, d_model: int,
                 layers: int, seed: int, select_every: int, select_samples: int, eval_samples: int, threads: int,
                 as_json: bool) -> None:
@@ -96,6 +103,7 @@ def train_order(denoiser_dir: Path, budget: int, budgets: str, nfe_penalty: floa
     configure_threads(threads)
     config = OrderTrainConfig(budget=budget, budgets=_budget_list(budgets), nfe_penalty=nfe_penalty,
                               objective=objective, policy_kind=policy_kind, token_temperature=token_temperature,
+                              common_token_noise=common_token_noise,
                               init_policy=None if init_policy is None else str(init_policy), teacher=teacher,
                               teacher_knobs=tuple(parse_knobs(teacher_knobs).items()), tau=tau,
                               tau_start=tau_start, rollouts=rollouts, batch_size=batch_size, iterations=iterations,

@@ -6,6 +6,14 @@ denoiser is called, the policy draws which masked positions to reveal (through i
 the budget reveals everything) and the revealed positions are filled by the same token rule as every
 sampler (:func:`merlin_mdm.mdm.samplers.base.fill_tokens` at ``token_temperature``; 1.0 samples from the
 denoiser, 0 takes its argmax). A row whose draw reveals everything is finished and spends no further call.
+
+With ``common_noise`` (common random numbers, :class:`GroupTokenNoise`) the token draws are coupled within a
+prompt's group of K rollouts: one Gumbel noise tensor G (L, V) is drawn per group and every revealed position i
+of every rollout of the group takes argmax(logits_i / temperature + G_i). Each row's tokens keep exactly the
+distribution of independent sampling (each position is revealed once, and its G_i is unseen until then), but two
+rollouts that reveal a position in the same state now draw the same token, so the return differences within a
+group mostly come from the order choices the gradient credits, not from token luck. Given (prompt, G) the K
+rollouts are still i.i.d., so the leave-one-out baseline keeps the estimate unbiased. Groups get independent G.
 The return is
 
     R = task.score(answer) - nfe_penalty * NFE,
@@ -17,6 +25,8 @@ The policy never sees the reference answer: only ``x0``'s prompt is used. See do
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import ClassVar, NamedTuple
 
 import torch
@@ -34,9 +44,9 @@ from merlin_mdm.mdm.order.objectives import (
     register_objective,
 )
 from merlin_mdm.mdm.order.policies import BernoulliPolicy, RevealPolicy, make_reveal_policy
-from merlin_mdm.mdm.samplers.base import fill_tokens
+from merlin_mdm.mdm.samplers.base import fill_tokens, gumbel_fill, gumbel_noise
 
-__all__ = ["RewardObjective", "RewardTrace", "reward_rollout"]
+__all__ = ["GroupTokenNoise", "RewardObjective", "RewardTrace", "reward_rollout", "token_rule"]
 
 
 class RewardTrace(NamedTuple):
@@ -66,6 +76,7 @@ def reward_rollout(
     temperature: float = 1.0,
     rollouts: int = 1,
     kind: RevealPolicy | None = None,
+    common_noise: bool = False,
 ) -> RewardTrace:
     """Generate answers for ``prompts`` with the policy's sampled reveals, recording their log-probability.
 
@@ -80,11 +91,13 @@ def reward_rollout(
         temperature: token temperature of :func:`fill_tokens` (the evaluation's rule).
         rollouts: K; the first (identical) denoiser call is computed once per group.
         kind: how the policy draws reveal sets (:mod:`.policies`); None: the Bernoulli policy.
+        common_noise: share one Gumbel noise tensor per group of ``rollouts`` rows (:class:`GroupTokenNoise`).
 
     Returns:
         The :class:`RewardTrace`.
     """
     kind = kind or BernoulliPolicy()
+    draw_tokens = token_rule(temperature, generator, rollouts, common_noise)
     n = prompts.shape[0]
     x, masked = masked_start(prompts, answer_len, mask_id)  # (N, L) each
     log_prob = torch.zeros(n)
@@ -103,9 +116,44 @@ def reward_rollout(
             log_prob = log_prob + torch.where(active, draw.log_prob, torch.zeros_like(log_prob))
         if t == 0:
             first = reveal.sum(-1).float()
-        x = torch.where(reveal, fill_tokens(logits, temperature, generator), x)
+        x = torch.where(reveal, draw_tokens(logits), x)
         masked = masked & ~reveal
     return RewardTrace(tokens=x, log_prob=log_prob, nfe=nfe, first_reveals=first)
+
+
+class GroupTokenNoise:
+    """Common random numbers for a rollout's token draws: one Gumbel noise tensor per group of K rows.
+
+    Rows come in groups of ``rollouts`` identical prompts. The noise, (N, L, V) with the K rows of a group equal
+    and groups independent, is drawn from ``generator`` on the first call (when V is known) and reused at every
+    step: each position is revealed once per row, so each row's tokens are still exact draws at ``temperature``.
+    """
+
+    def __init__(self, temperature: float, generator: torch.Generator, rollouts: int) -> None:
+        self.temperature = temperature
+        self.generator = generator
+        self.rollouts = rollouts
+        self.noise: Tensor | None = None  # (N, L, V), drawn on the first call
+
+    def __call__(self, logits: Tensor) -> Tensor:
+        """The tokens (N, L) for (N, L, V) logits under the group's noise."""
+        if self.noise is None:
+            n, length, vocab = logits.shape
+            groups = gumbel_noise((n // self.rollouts, length, vocab), self.generator)  # (N / K, L, V)
+            self.noise = groups.repeat_interleave(self.rollouts, 0)
+        return gumbel_fill(logits, self.temperature, self.noise)
+
+
+def token_rule(temperature: float, generator: torch.Generator, rollouts: int,
+               common_noise: bool) -> Callable[[Tensor], Tensor]:
+    """How a rollout fills revealed positions: (N, L, V) logits -> (N, L) tokens.
+
+    Independent draws per row and step (:func:`fill_tokens`, the evaluation's rule), or with ``common_noise`` one
+    noise per group of ``rollouts`` rows (:class:`GroupTokenNoise`). Temperature 0 is argmax and draws no noise.
+    """
+    if common_noise and temperature > 0:
+        return GroupTokenNoise(temperature, generator, rollouts)
+    return partial(fill_tokens, temperature=temperature, generator=generator)
 
 
 @register_objective
@@ -120,7 +168,7 @@ class RewardObjective(OrderObjective):
         cfg, task = batch.config, batch.task
         trace = reward_rollout(batch.denoiser, batch.policy, batch.x0[:, : task.prompt_len], task.answer_len,
                                task.mask_id, batch.budget, batch.generator, cfg.token_temperature, cfg.rollouts,
-                               make_reveal_policy(cfg.policy_kind))
+                               make_reveal_policy(cfg.policy_kind), cfg.common_token_noise)
         score = task.score(trace.tokens).float()  # (N,)
         ret = score - cfg.nfe_penalty * trace.nfe.float()
         adv = leave_one_out_advantages(ret.view(-1, cfg.rollouts)).reshape(-1)  # (N,)

@@ -76,6 +76,7 @@ class OrderTrainConfig:
     objective: str = "elbo"  # registered objective: elbo (order ELBO) or reward (REINFORCE on task.score)
     policy_kind: str = "bernoulli"  # registered policy kind: bernoulli (factorised) or sequential (picks in turn)
     token_temperature: float = 1.0  # reward rollouts fill tokens like evaluation: 1.0 samples, 0 is argmax
+    common_token_noise: bool = False  # reward: one Gumbel token noise per prompt's K rollouts (common random numbers)
     init_policy: str | None = None  # start from this trained policy folder (its networks' shapes win)
     teacher: str = "eb"  # imitate: the registered sampler the policy learns to copy
     teacher_knobs: tuple[tuple[str, float], ...] = ()  # imitate: the teacher's knobs, e.g. (("gamma", 0.1),)
@@ -124,6 +125,9 @@ class OrderTrainConfig:
                            f"not {self.policy_kind!r} (train it with --objective reward)")
         if self.token_temperature < 0:
             raise MdmError(f"train-order: token_temperature must be >= 0, got {self.token_temperature}")
+        if self.common_token_noise and self.objective != "reward":
+            raise MdmError(f"train-order: common_token_noise couples the reward objective's rollouts; the "
+                           f"{self.objective} objective has none")
         object.__setattr__(self, "budgets", tuple(int(b) for b in self.budgets))
         knobs = tuple((str(k), float(v)) for k, v in dict(self.teacher_knobs).items())
         object.__setattr__(self, "teacher_knobs", knobs)

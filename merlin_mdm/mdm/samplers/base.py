@@ -26,6 +26,8 @@ __all__ = [
     "at_least_one",
     "fill_tokens",
     "generate",
+    "gumbel_fill",
+    "gumbel_noise",
     "make_sampler",
     "register_sampler",
     "reveal_counts",
@@ -174,8 +176,24 @@ def fill_tokens(logits: Tensor, temperature: float, generator: torch.Generator) 
     """Sample a token per position from softmax(logits / temperature) (Gumbel-max); 0 means argmax. (B, L)."""
     if temperature == 0:
         return logits.argmax(-1)
-    u = torch.rand(logits.shape, generator=generator).clamp_(1e-20, 1.0)  # (B, L, V)
-    return (logits / temperature - torch.log(-torch.log(u))).argmax(-1)  # (B, L)
+    return gumbel_fill(logits, temperature, gumbel_noise(logits.shape, generator))
+
+
+def gumbel_noise(shape: tuple[int, ...] | torch.Size, generator: torch.Generator) -> Tensor:
+    """Standard Gumbel noise -log(-log U) of ``shape``, U uniform on (0, 1] (clamped away from 0)."""
+    u = torch.rand(shape, generator=generator).clamp_(1e-20, 1.0)
+    return -torch.log(-torch.log(u))
+
+
+def gumbel_fill(logits: Tensor, temperature: float, noise: Tensor) -> Tensor:
+    """argmax(logits / temperature + noise) per position: (B, L) from (B, L, V) logits and Gumbel noise.
+
+    With fresh standard Gumbel ``noise`` this is a draw from softmax(logits / temperature) (Gumbel-max); passing
+    the same noise to several rows couples their draws (common random numbers). Temperature 0: argmax(logits).
+    """
+    if temperature == 0:
+        return logits.argmax(-1)
+    return (logits / temperature + noise).argmax(-1)
 
 
 def at_least_one(reveal: Tensor, masked: Tensor, logits: Tensor) -> Tensor:

@@ -167,3 +167,22 @@ def test_train_order_writes_a_sequential_policy_that_the_learned_sampler_reads_a
                      "rollouts=2, batch_size=4)"
     with pytest.raises(MdmError, match="the elbo objective trains policy kinds bernoulli"):
         CliRunner().invoke(mdm_order.train_order, [*args[:6], "--policy-kind", "sequential"], catch_exceptions=False)
+
+
+def test_common_token_noise_reaches_the_config_the_metadata_and_the_method_label(denoiser_dir, tmp_path):
+    from merlin_mdm.mdm.evaluation import _policy_attrs
+
+    base = ["--denoiser", str(denoiser_dir), "--budget", "3", "--objective", "reward", "--iterations", "2",
+            "--batch-size", "4", "--rollouts", "2", "--d-model", "8", "--eval-samples", "0"]
+    methods = {}
+    for flag in ("--common-token-noise", "--independent-token-noise"):
+        out = tmp_path / flag.strip("-")
+        result = CliRunner().invoke(mdm_order.train_order, [*base, flag, "--out", str(out)], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        config = json.loads((out / "meta.json").read_text())["train_config"]
+        assert config["common_token_noise"] is (flag == "--common-token-noise")
+        methods[flag] = _policy_attrs(make_sampler("learned", policy_dir=str(out)))["method"]
+    assert methods["--common-token-noise"] == methods["--independent-token-noise"][:-1] + ", common_token_noise=True)"
+    assert "common_token_noise" not in methods["--independent-token-noise"]  # the default leaves old labels alone
+    help_text = CliRunner().invoke(mdm_order.train_order, ["--help"]).output
+    assert "--common-token-noise / --independent-token-noise" in help_text and "Gumbel" in help_text

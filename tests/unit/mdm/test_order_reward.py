@@ -168,3 +168,9 @@ def test_imitation_of_an_unknown_teacher_names_the_registered_samplers():
     config = _config(objective="imitate", teacher="oracle_of_delphi", iterations=1)
     with pytest.raises(MdmError, match="unknown sampler 'oracle_of_delphi'"):
         train_order(_PairDenoiser(), _PairTask(), HIDDEN, config)
+
+
+def test_reward_training_with_common_token_noise_still_learns_to_reveal_one_cell_first():
+    result = train_order(_PairDenoiser(), _PairTask(), HIDDEN, _config(common_token_noise=True))
+    after, _, _ = _rollout_stats(result.policy, budget=2)
+    assert after > 0.95
