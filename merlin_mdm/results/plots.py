@@ -1,8 +1,11 @@
 """Accuracy against mean NFE (the Pareto view), one panel per task (matplotlib, Agg canvas, no pyplot).
 
-The x axis is the mean number of denoiser calls on a log2 scale; every method has its own marker; a shaded band
+The x axis is the mean number of denoiser calls on a log2 scale; every series has its own marker; a shaded band
 is the 95% paired bootstrap interval (an error bar for a single point); the caption gives the number of seeds
-(runs) behind each line. Written as PNG and SVG with no timestamps, so equal inputs give equal files.
+(runs) behind each line. A baseline sampler is one series whatever its knobs (a swept ``eb`` or ``threshold``
+is drawn as its front, points joined in order of mean NFE, and listed once in the legend); every learned line
+is its own series. Long labels are wrapped and the figure grows with its legend, so a study with dozens of
+lines stays readable. Written as PNG and SVG with no timestamps, so equal inputs give equal files.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from merlin_mdm.results.report import is_baseline
 from merlin_mdm.results.tables import SummaryRow
 
 if TYPE_CHECKING:
@@ -21,6 +25,23 @@ if TYPE_CHECKING:
 __all__ = ["MARKERS", "plot_accuracy_vs_nfe"]
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p", "d", "8", "H", "1", "2", "3", "4")
+_LABEL_WIDTH = 64  # characters per legend line
+_LEGEND_LINE_INCHES = 0.16
+
+
+def _series(rows: Sequence[SummaryRow]) -> dict[str, list[SummaryRow]]:
+    """Rows per plotted series: a baseline sampler's rows together (its front), each other method alone."""
+    out: dict[str, list[SummaryRow]] = {}
+    for row in rows:
+        out.setdefault(row.sampler if is_baseline(row) else row.method, []).append(row)
+    return out
+
+
+def _series_label(name: str, points: Sequence[SummaryRow]) -> str:
+    settings = len({r.method for r in points})
+    extra = f", {settings} settings" if settings > 1 else ""
+    return textwrap.fill(f"{name} (n={max(r.n_seeds for r in points)}{extra})", _LABEL_WIDTH,
+                         subsequent_indent="  ")
 
 
 def _caption(summary: Sequence[SummaryRow]) -> str:
@@ -32,16 +53,14 @@ def _caption(summary: Sequence[SummaryRow]) -> str:
 
 
 def _panel(ax: Axes, rows: Sequence[SummaryRow], task: str) -> None:
-    methods = list(dict.fromkeys(row.method for row in rows))
-    for index, method in enumerate(methods):
-        points = sorted((r for r in rows if r.method == method), key=lambda r: (r.mean_nfe, r.steps))
+    for index, (name, members) in enumerate(_series(rows).items()):
+        points = sorted(members, key=lambda r: (r.mean_nfe, r.steps))
         xs = [max(r.mean_nfe, 1.0) for r in points]
         ys = [100 * r.accuracy_mean for r in points]
         lows = [100 * r.ci_low if not math.isnan(r.ci_low) else y for r, y in zip(points, ys, strict=True)]
         highs = [100 * r.ci_high if not math.isnan(r.ci_high) else y for r, y in zip(points, ys, strict=True)]
-        seeds = max(r.n_seeds for r in points)
         marker = MARKERS[index % len(MARKERS)]
-        line = ax.plot(xs, ys, marker=marker, label=f"{method} (n={seeds})")[0]
+        line = ax.plot(xs, ys, marker=marker, label=_series_label(name, points))[0]
         if len(points) > 1:
             ax.fill_between(xs, lows, highs, color=line.get_color(), alpha=0.15, linewidth=0)
         else:
@@ -54,6 +73,13 @@ def _panel(ax: Axes, rows: Sequence[SummaryRow], task: str) -> None:
     ax.set_ylabel("accuracy (%)")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+
+
+def _height(summary: Sequence[SummaryRow], tasks: Sequence[str]) -> float:
+    """Inches: 6, or more when a panel's legend (wrapped labels) needs it."""
+    lines = [sum(_series_label(name, points).count("\n") + 1
+                 for name, points in _series([r for r in summary if r.task == task]).items()) for task in tasks]
+    return max(6.0, 1.5 + _LEGEND_LINE_INCHES * max(lines, default=0))
 
 
 def plot_accuracy_vs_nfe(summary: Sequence[SummaryRow], path: Path) -> list[Path]:
@@ -71,7 +97,7 @@ def plot_accuracy_vs_nfe(summary: Sequence[SummaryRow], path: Path) -> list[Path
     from matplotlib.figure import Figure
 
     tasks = list(dict.fromkeys(row.task for row in summary))
-    figure = Figure(figsize=(11.0 * max(1, len(tasks)), 6.0), dpi=100, layout="constrained")
+    figure = Figure(figsize=(13.0 * max(1, len(tasks)), _height(summary, tasks)), dpi=100, layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.subplots(1, max(1, len(tasks)), squeeze=False)[0]
     for ax, task in zip(axes, tasks, strict=False):

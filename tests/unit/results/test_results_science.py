@@ -168,3 +168,22 @@ def test_two_stages_with_the_same_arguments_are_separate_paired_lines_only_when_
     assert [(r.method, r.n_seeds) for r in old.summary if r.sampler == "learned"] == [(f"{_REFINE})", 6)]
     assert "(unpaired)" in (tmp_path / "old.md").read_text(encoding="utf-8")
     assert "(unpaired)" not in (tmp_path / "new.md").read_text(encoding="utf-8")
+
+
+def test_a_swept_baseline_is_one_series_and_every_learned_line_its_own(study: Path, tmp_path: Path) -> None:
+    rng = np.random.default_rng(7)
+    for seed in range(3):
+        for gamma, calls in ((0.1, 3), (0.01, 5)):
+            _write(study / "eval" / f"eb{gamma}.{seed}" / "m.h5", "eb", 16, seed, rng.random(200) < 0.8,
+                   np.full(200, calls), **{"sampler.gamma": gamma})
+        _write(study / "eval" / f"other.{seed}" / "m.h5", "learned", 2, seed, rng.random(200) < 0.5,
+               np.full(200, 2), method="learned (T=2, objective=reward)")
+    report = _aggregate(study, tmp_path / "r.h5")
+    from merlin_mdm.results.plots import _series, _series_label
+
+    series = _series(report.summary)
+    assert sorted(r.method for r in series["eb"]) == ["eb (gamma=0.01)", "eb (gamma=0.1)"]
+    assert {"learned (T=2)", "learned (T=2, objective=reward)"} <= set(series)  # never merged
+    assert _series_label("eb", series["eb"]) == "eb (n=3, 2 settings)"
+    svg = (tmp_path / "r.svg").read_text(encoding="utf-8")
+    assert svg.count("eb (n=3, 2 settings)") == 1 and "eb (gamma=0.1)" not in svg
