@@ -146,6 +146,20 @@ def _recipe_parts(config: Mapping[str, Any]) -> list[str]:
             for key in _RECIPE_KEYS if key in config and config[key] != defaults.get(key)]
 
 
+def _teacher_parts(meta: Mapping[str, Any]) -> list[str]:
+    """``teacher=eb[gamma=0.03]`` for an imitation policy, so clones of different teachers never share a line.
+
+    Only for policies that record a lineage (trained since lineages exist): older clones keep their labels.
+    """
+    from merlin_mdm.mdm.order.lineage import LINEAGE_KEY
+
+    config = meta.get("train_config")
+    if LINEAGE_KEY not in meta or not isinstance(config, dict) or config.get("objective") != "imitate":
+        return []
+    knobs = ",".join(f"{key}={float(value):g}" for key, value in config.get("teacher_knobs") or [])
+    return [f"teacher={config.get('teacher', 'eb')}" + (f"[{knobs}]" if knobs else "")]
+
+
 def _train_seed(meta: Mapping[str, Any]) -> dict[str, Any]:
     """``train_seed``: the seed the denoiser was trained with, when its meta.json says."""
     config = meta.get("train_config")
@@ -160,7 +174,8 @@ def _policy_attrs(sampler: Any) -> dict[str, Any]:
     ``learned_counts (T=4, tau=0.1)``, ``learned (T=4, tau=0.1, iterations=800, d_model=64)``: recipe knobs
     appear when they differ from the defaults. A policy trained from another one (``--init-policy``) adds its
     stage and its starting policy's lineage (:mod:`merlin_mdm.mdm.order.lineage`): ``learned (T=4, tau=0.1,
-    objective=reward, stage=2, init=imitate-3f9a0c)``.
+    objective=reward, stage=2, init=imitate-3f9a0c)``; an imitation policy names its teacher: ``learned (T=16,
+    tau=0.1, objective=imitate, teacher=eb[gamma=0.03])``.
     """
     from merlin_mdm.mdm.order.lineage import lineage_attrs, lineage_label_parts
 
@@ -178,7 +193,7 @@ def _policy_attrs(sampler: Any) -> dict[str, Any]:
     if config.get("nfe_penalty"):
         out["policy.nfe_penalty"] = float(config["nfe_penalty"])
         parts.append(f"nfe_penalty={float(config['nfe_penalty']):g}")
-    parts += _recipe_parts(config) + lineage_label_parts(meta)
+    parts += _recipe_parts(config) + _teacher_parts(meta) + lineage_label_parts(meta)
     out.update(lineage_attrs(meta))
     if "seed" in config:
         out["policy.seed"] = int(config["seed"])

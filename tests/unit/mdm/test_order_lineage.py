@@ -30,7 +30,8 @@ SEEDS = (0, 1)
 TINY = ["--budget", "3", "--iterations", "2", "--batch-size", "4", "--rollouts", "2", "--d-model", "8",
         "--eval-samples", "0"]
 REWARD = ["--objective", "reward", "--nfe-penalty", "0.1", "--lr", "1e-3"]  # both reward stages: identical
-CLONE_LABEL = "learned (T=3, tau=0.1, objective=imitate, iterations=2, d_model=8, rollouts=2, batch_size=4)"
+OLD_CLONE_LABEL = "learned (T=3, tau=0.1, objective=imitate, iterations=2, d_model=8, rollouts=2, batch_size=4)"
+CLONE_LABEL = OLD_CLONE_LABEL[:-1] + ", teacher=eb[gamma=0.1])"  # a clone trained since lineages names its teacher
 REWARD_LABEL = ("learned (T=3, tau=0.1, nfe_penalty=0.1, objective=reward, iterations=2, d_model=8, rollouts=2, "
                 "batch_size=4, lr_policy=0.001")  # what every reward stage was called before lineages
 
@@ -104,6 +105,7 @@ def test_a_warm_start_from_another_teacher_is_another_lineage(study, tmp_path):
     other = _train(den, tmp_path / "reward", *REWARD, "--init-policy", str(clone), "--seed", "0")
     assert ", stage=2, init=imitate-" in _label(other)
     assert _label(other) != _label(study / "first0")
+    assert _label(clone) == CLONE_LABEL.replace("gamma=0.1", "gamma=0.5")  # clones of two teachers: two lines
 
 
 def test_a_policy_saved_before_lineages_were_recorded_keeps_its_old_label(study, tmp_path):
@@ -115,7 +117,13 @@ def test_a_policy_saved_before_lineages_were_recorded_keeps_its_old_label(study,
     attrs = _policy_attrs(make_sampler("learned", policy_dir=str(old)))
     assert attrs["method"] == REWARD_LABEL + ")"
     assert "policy.stage" not in attrs and "policy.init" not in attrs
-    assert _label(study / "clone0") == CLONE_LABEL  # stage 1 is labelled as before lineages existed
+    assert _label(study / "clone0") == CLONE_LABEL
+    old_clone = tmp_path / "old_clone"
+    shutil.copytree(study / "clone0", old_clone)
+    meta = json.loads((old_clone / "meta.json").read_text())
+    del meta["lineage"]
+    (old_clone / "meta.json").write_text(json.dumps(meta))
+    assert _label(old_clone) == OLD_CLONE_LABEL  # a clone saved before lineages keeps its label
     # Training from it follows its recorded init_policy path, so the lineage is the one it would have had.
     assert policy_lineage(old) == policy_lineage(study / "second0")
     assert policy_lineage(old)["stage"] == 4
