@@ -8,7 +8,6 @@ second RNG seeded with ``seed + 1``.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 from collections.abc import Mapping
@@ -138,12 +137,12 @@ _RECIPE_KEYS = ("objective", "policy_kind", "token_temperature", "iterations", "
 
 def _recipe_parts(config: Mapping[str, Any]) -> list[str]:
     """``key=value`` for the recipe knobs that differ from :class:`OrderTrainConfig`'s defaults (so two recipes
-    never share a Table 1 line)."""
-    from merlin_mdm.mdm.order.training import OrderTrainConfig
+    never share a Table 1 line); the defaults are dropped by :func:`merlin_mdm.mdm.order.lineage.recipe`."""
+    from merlin_mdm.mdm.order.lineage import recipe
 
-    defaults = {spec.name: spec.default for spec in dataclasses.fields(OrderTrainConfig)}
-    return [f"{key}={config[key]:g}" if isinstance(config[key], float) else f"{key}={config[key]}"
-            for key in _RECIPE_KEYS if key in config and config[key] != defaults.get(key)]
+    kept = recipe(config)
+    return [f"{key}={kept[key]:g}" if isinstance(kept[key], float) else f"{key}={kept[key]}"
+            for key in _RECIPE_KEYS if key in kept]
 
 
 def _teacher_parts(meta: Mapping[str, Any]) -> list[str]:
