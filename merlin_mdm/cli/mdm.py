@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from merlin_mdm.cli.mdm_device import device_option
 from merlin_mdm.cli.mdm_order import order_diagnostic, train_order
 from merlin_mdm.errors import UsageError
 
@@ -79,6 +80,7 @@ KNOB_HELP = "Task knob KEY=VALUE (repeatable), e.g. --knob nb=4 --knob bl=4."
 @click.option("--ckpt-every", default=500, show_default=True, type=click.IntRange(1), help="Checkpoint period.")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(0),
               help="torch threads (0: OMP_NUM_THREADS or all cores); 1 is fastest for small models.")
+@device_option
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in --out (same model shape).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
@@ -91,6 +93,7 @@ def train_command(task: str, knobs: tuple[str, ...], out: Path, resume: bool, qu
       merlin-mdm mdm train --task blocks --knob nb=4 --knob bl=4 --out runs/den
       merlin-mdm mdm train --task blocks --out runs/den --steps 3000 --resume    # train longer
       merlin-mdm mdm train --task sudoku --knob n=4 --knob blanks=6 --out runs/sudoku4
+      merlin-mdm mdm train --task arith --out runs/arith --d-model 128 --n-layers 4 --device cuda
     """
     from merlin_mdm.mdm.training import TrainConfig, train
 
@@ -142,12 +145,13 @@ def _sweeps(pairs: tuple[str, ...]) -> list[dict[str, Any]]:
 @click.option("--temperature", default=1.0, show_default=True, type=click.FloatRange(min=0),
               help="Token sampling temperature; 0 = argmax.")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(0), help="torch threads (0: auto).")
+@device_option
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="metrics.h5 to write; with several runs a pattern such as m/T{steps}_tau{tau}.h5.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary attributes as JSON on stdout.")
 def eval_command(checkpoint: Path, sampler: str, knobs: tuple[str, ...], sweeps: tuple[str, ...],
                  policy: Path | None, steps_text: str, seed: int, n_examples: int, batch_size: int,
-                 temperature: float, threads: int, out: Path, as_json: bool) -> None:
+                 temperature: float, threads: int, device: str, out: Path, as_json: bool) -> None:
     """Evaluate one sampler at one budget and write one HDF5 metrics file (or several budgets/knob values,
     one file each, from one process: the checkpoint is read once).
 
@@ -160,6 +164,7 @@ def eval_command(checkpoint: Path, sampler: str, knobs: tuple[str, ...], sweeps:
       merlin-mdm mdm eval --checkpoint runs/den --sampler learned --policy runs/order_T2 --steps 2 --out m/l.h5
     """
     from merlin_mdm.mdm.checkpoint import load_denoiser
+    from merlin_mdm.mdm.devices import resolve_device
     from merlin_mdm.mdm.evaluation import EvalConfig, evaluate, write_eval
 
     runs = [(steps, variant) for steps in _int_list(steps_text, "--steps") for variant in _sweeps(sweeps)]
@@ -170,8 +175,8 @@ def eval_command(checkpoint: Path, sampler: str, knobs: tuple[str, ...], sweeps:
         config = EvalConfig(checkpoint=str(checkpoint), sampler=sampler, sampler_knobs={**parse_knobs(knobs),
                             **variant}, steps=steps, seed=seed, n_examples=n_examples, batch_size=batch_size,
                             temperature=temperature, policy_dir=None if policy is None else str(policy),
-                            threads=threads)
-        loaded = loaded or load_denoiser(checkpoint)
+                            threads=threads, device=device)
+        loaded = loaded or load_denoiser(checkpoint, resolve_device(device))
         result = evaluate(config, loaded)
         try:
             path = Path(str(out).format(steps=steps, **variant))

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import click
 
+from merlin_mdm.cli.mdm_device import device_option
+
 __all__ = ["order_diagnostic", "train_order"]
 
 
@@ -81,13 +83,14 @@ def _budget_list(text: str) -> tuple[int, ...]:
               help="Answers generated with the trained policy as a quick check (0: skip).")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(1),
               help="torch CPU threads; the order networks are small, and parallel study steps oversubscribe cores.")
+@device_option
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 def train_order(denoiser_dir: Path, budget: int, budgets: str, nfe_penalty: float, objective: str,
                 policy_kind: str, token_temperature: float, common_token_noise: bool, init_policy: Path | None,
                 teacher: str, teacher_knobs: tuple[str, ...], out_dir: Path, tau: float,
                 tau_start: float | None, rollouts: int, batch_size: int, iterations: int, lr: float, d_model: int,
                 layers: int, seed: int, select_every: int, select_samples: int, eval_samples: int, threads: int,
-                as_json: bool) -> None:
+                device: str, as_json: bool) -> None:
     """Train the order policy p_theta(r | x_t) for the denoiser at --denoiser and budget T.
 
     \b
@@ -109,7 +112,7 @@ def train_order(denoiser_dir: Path, budget: int, budgets: str, nfe_penalty: floa
                               tau_start=tau_start, rollouts=rollouts, batch_size=batch_size, iterations=iterations,
                               lr_policy=lr, lr_posterior=lr, d_model=d_model, n_layers=layers, seed=seed,
                               select_every=select_every, select_samples=select_samples)
-    summary = run_train_order(denoiser_dir, out_dir, config, eval_samples, progress=_echo_progress)
+    summary = run_train_order(denoiser_dir, out_dir, config, eval_samples, progress=_echo_progress, device=device)
     if as_json:
         click.echo(json.dumps(summary.to_dict(), indent=2, sort_keys=True))
         return
@@ -131,9 +134,10 @@ def train_order(denoiser_dir: Path, budget: int, budgets: str, nfe_penalty: floa
 @click.option("--n-examples", default=500, show_default=True, type=click.IntRange(1), help="Examples N.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="metrics.h5 of the shuffled run (its diag.* attributes hold the figures).")
+@device_option
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 def order_diagnostic(checkpoint: Path, policy: Path, steps: int, seed: int, n_examples: int, out: Path,
-                     as_json: bool) -> None:
+                     device: str, as_json: bool) -> None:
     """Does the learned order depend on the prompt? Distinct schedules per 100 prompts, and the accuracy when
     every prompt gets another prompt's schedule (same counts, same NFE).
     """
@@ -141,7 +145,7 @@ def order_diagnostic(checkpoint: Path, policy: Path, steps: int, seed: int, n_ex
     from merlin_mdm.mdm.order.diagnostics import order_diagnostic as diagnose
 
     config = EvalConfig(checkpoint=str(checkpoint), sampler="learned", steps=steps, seed=seed,
-                        n_examples=n_examples, policy_dir=str(policy))
+                        n_examples=n_examples, policy_dir=str(policy), device=device)
     _, shuffled = diagnose(config)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_eval(shuffled, out)

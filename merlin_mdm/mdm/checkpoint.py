@@ -87,7 +87,8 @@ def save_denoiser(directory: str | os.PathLike[str], model: Denoiser, task: Task
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     task_info = {"name": task.name, "knobs": task.knobs()}
-    payload = {"config": asdict(model.config), "task": task_info, "state_dict": model.state_dict(), **extra}
+    weights = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}  # loads anywhere
+    payload = {"config": asdict(model.config), "task": task_info, "state_dict": weights, **extra}
     tmp = out / f".{CHECKPOINT_FILE}.tmp"
     torch.save(payload, tmp)
     os.replace(tmp, out / CHECKPOINT_FILE)
@@ -104,14 +105,15 @@ def save_denoiser(directory: str | os.PathLike[str], model: Denoiser, task: Task
     return out
 
 
-def load_denoiser(directory: str | os.PathLike[str]) -> LoadedDenoiser:
+def load_denoiser(directory: str | os.PathLike[str], device: torch.device | None = None) -> LoadedDenoiser:
     """Read a checkpoint written by :func:`save_denoiser`.
 
     Args:
         directory: the checkpoint folder.
+        device: where the model runs (default the CPU; see :mod:`merlin_mdm.mdm.devices`).
 
     Returns:
-        The model (eval mode, CPU), its task, config, meta and the extra entries.
+        The model (eval mode, on ``device``), its task, config, meta and the extra entries.
 
     Raises:
         MdmError: the folder or its files are missing or unreadable.
@@ -131,5 +133,7 @@ def load_denoiser(directory: str | os.PathLike[str]) -> LoadedDenoiser:
     meta_path = Path(directory) / META_FILE
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     meta.setdefault("checkpoint_id", weights_id(model))
+    if device is not None:
+        model.to(device)
     extra = {k: v for k, v in payload.items() if k not in ("config", "task", "state_dict")}
     return LoadedDenoiser(model=model, task=task, config=config, meta=meta, extra=extra)

@@ -21,6 +21,7 @@ import torch
 
 from merlin_mdm.errors import MdmError
 from merlin_mdm.mdm.checkpoint import LoadedDenoiser, load_denoiser
+from merlin_mdm.mdm.devices import describe_device, resolve_device
 from merlin_mdm.mdm.runtime import configure_threads
 from merlin_mdm.mdm.samplers import Sampler, generate, make_sampler
 
@@ -41,6 +42,7 @@ class EvalConfig:
     temperature: float = 1.0  # token sampling temperature; 0 = argmax
     policy_dir: str | None = None  # learned-order policy folder (passed to the sampler as policy_dir)
     threads: int = 1  # torch threads; 0 = OMP_NUM_THREADS or all cores (1 is fastest for ~0.1M-parameter models)
+    device: str = "auto"  # where the denoiser runs: auto, cpu, cuda, cuda:N (merlin_mdm.mdm.devices)
 
     def __post_init__(self) -> None:
         for name in ("steps", "n_examples", "batch_size"):
@@ -94,7 +96,8 @@ def evaluate(cfg: EvalConfig, loaded: LoadedDenoiser | None = None, sampler: Sam
 
     Args:
         cfg: the run.
-        loaded: an already loaded checkpoint (else ``cfg.checkpoint`` is read).
+        loaded: an already loaded checkpoint (else ``cfg.checkpoint`` is read onto ``cfg.device``; a loaded
+            one runs where its caller put it).
         sampler: a sampler built by the caller (else ``cfg.build_sampler()``).
 
     Returns:
@@ -102,7 +105,7 @@ def evaluate(cfg: EvalConfig, loaded: LoadedDenoiser | None = None, sampler: Sam
     """
     configure_threads(cfg.threads)
     start = datetime.now(UTC).isoformat(timespec="seconds")
-    loaded = loaded or load_denoiser(cfg.checkpoint)
+    loaded = loaded or load_denoiser(cfg.checkpoint, resolve_device(cfg.device))
     sampler = sampler or cfg.build_sampler()
     data = _generate_all(cfg, loaded, sampler)
     attrs: dict[str, Any] = {
@@ -121,6 +124,7 @@ def evaluate(cfg: EvalConfig, loaded: LoadedDenoiser | None = None, sampler: Sam
         **_train_seed(loaded.meta),
         "policy_dir": cfg.policy_dir,
         "torch_threads": torch.get_num_threads(),
+        "device": describe_device(next(loaded.model.parameters()).device),
         "start_time": start,
         "end_time": datetime.now(UTC).isoformat(timespec="seconds"),
         "accuracy": float(data["correct"].mean()),

@@ -130,12 +130,22 @@ class Denoiser(nn.Module):
     def forward(self, x: Tensor) -> DenoiserOutput:
         """Predict clean tokens.
 
+        The network runs on the device of its weights; the outputs come back on the device of ``x``, so callers
+        that keep their tensors on the CPU use a denoiser moved to a GPU unchanged (:mod:`merlin_mdm.mdm.devices`).
+
         Args:
             x: (B, L) long token ids, ``mask_id`` where masked; L <= config.seq_len.
 
         Returns:
             :class:`DenoiserOutput` with logits (B, L, V) and hidden (B, L, D).
         """
+        home, device = x.device, self.head.weight.device
+        if device == home:
+            return self._forward(x)
+        out = self._forward(x.to(device, non_blocking=True))
+        return DenoiserOutput(logits=out.logits.to(home), hidden=out.hidden.to(home))
+
+    def _forward(self, x: Tensor) -> DenoiserOutput:
         n = x.shape[1]
         if n > self.config.seq_len:
             raise MdmError(f"sequence length {n} exceeds the denoiser's seq_len {self.config.seq_len}")

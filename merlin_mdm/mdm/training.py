@@ -22,6 +22,7 @@ from torch import Tensor
 
 from merlin_mdm.errors import MdmError
 from merlin_mdm.mdm.checkpoint import CHECKPOINT_FILE, load_denoiser, save_denoiser
+from merlin_mdm.mdm.devices import describe_device, resolve_device
 from merlin_mdm.mdm.model import Denoiser, DenoiserConfig
 from merlin_mdm.mdm.runtime import configure_threads
 from merlin_mdm.mdm.tasks import Task, make_task
@@ -50,6 +51,7 @@ class TrainConfig:
     dropout: float = 0.0  # dropout rate
     ckpt_every: int = 500  # write a checkpoint every this many steps (and at the end)
     threads: int = 1  # torch threads; 0 = OMP_NUM_THREADS or all cores (1 is fastest for ~0.1M-parameter models)
+    device: str = "auto"  # where the denoiser trains: auto, cpu, cuda, cuda:N (merlin_mdm.mdm.devices)
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "ckpt_every"):
@@ -115,16 +117,17 @@ class TrainSummary:
     tokens_per_s: float  # tokens processed per second of this run (B * L per step)
     wall_s: float  # seconds of this run
     n_params: int  # denoiser parameters
+    device: str = "cpu"  # where it trained: cpu, or cuda:N (GPU name)
 
 
 class _Run:
     """Mutable training state: model, optimiser, RNGs and the step, restorable from a checkpoint."""
 
-    def __init__(self, cfg: TrainConfig, out: Path, resume: bool) -> None:
-        self.cfg, self.out = cfg, out
+    def __init__(self, cfg: TrainConfig, out: Path, resume: bool, device: torch.device) -> None:
+        self.cfg, self.out, self.device = cfg, out, device
         self.task = make_task(cfg.task, **dict(cfg.task_knobs))
         torch.manual_seed(cfg.seed)
-        self.model = Denoiser(cfg.model_config(self.task))
+        self.model = Denoiser(cfg.model_config(self.task)).to(device)  # initialised on the CPU: same weights anywhere
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=(0.9, 0.98),
                                      weight_decay=cfg.weight_decay)
         self.gen = torch.Generator().manual_seed(cfg.seed + 1)
@@ -158,11 +161,12 @@ class _Run:
 
     def one_step(self) -> float:
         x0 = self.task.sample_split(self.cfg.batch_size, self.gen, "train")  # (B, L)
-        batch = corrupt(x0, self.task.prompt_len, self.task.mask_id, self.gen)
+        batch = corrupt(x0, self.task.prompt_len, self.task.mask_id, self.gen)  # drawn on the CPU
         for group in self.opt.param_groups:
             group["lr"] = self.cfg.lr_at(self.step)
-        logits = self.model(batch.xt).logits  # (B, L, V)
-        loss = mdlm_loss(logits, x0, batch.masked, batch.t, self.task.answer_len)
+        dev = self.device
+        logits = self.model(batch.xt.to(dev)).logits  # (B, L, V) on the device
+        loss = mdlm_loss(logits, x0.to(dev), batch.masked.to(dev), batch.t.to(dev), self.task.answer_len)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
@@ -194,7 +198,8 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, quiet: bool =
         The run's summary (also written to ``out/meta.json``).
     """
     configure_threads(cfg.threads)
-    run = _Run(cfg, Path(out), resume)
+    device = resolve_device(cfg.device)
+    run = _Run(cfg, Path(out), resume, device)
     start_step, start = run.step, time.perf_counter()
     with _progress(quiet) as bar:
         job = bar.add_task("train", total=cfg.steps, completed=run.step, info="")
@@ -212,6 +217,6 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, quiet: bool =
     tokens = (run.step - start_step) * cfg.batch_size * run.task.seq_len
     tail = run.losses[-50:]
     summary = TrainSummary(str(out), run.step, sum(tail) / max(len(tail), 1), tokens / max(wall, 1e-9), wall,
-                           run.model.n_params())
+                           run.model.n_params(), describe_device(device))
     run.save(summary)
     return summary

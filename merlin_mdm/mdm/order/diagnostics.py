@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from merlin_mdm.mdm.checkpoint import load_denoiser
+from merlin_mdm.mdm.devices import resolve_device
 from merlin_mdm.mdm.evaluation import EvalConfig, EvalResult, evaluate
 from merlin_mdm.mdm.samplers.schedules import ScheduleSampler
 
@@ -44,7 +45,7 @@ def order_diagnostic(cfg: EvalConfig) -> tuple[EvalResult, EvalResult]:
         (the policy's own run, the shuffled run); the shuffled run's attributes carry ``diag.*`` figures:
         distinct schedules and first-step sets per 100 prompts and the unshuffled accuracy.
     """
-    loaded = load_denoiser(cfg.checkpoint)
+    loaded = load_denoiser(cfg.checkpoint, resolve_device(cfg.device))
     whole = dataclasses.replace(cfg, batch_size=cfg.n_examples)  # one batch: schedules index the whole set
     own = evaluate(whole, loaded)
     answer = own.reveal_step[:, loaded.task.prompt_len :]  # (N, A)

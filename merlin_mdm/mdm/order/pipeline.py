@@ -70,6 +70,7 @@ def run_train_order(
     config: OrderTrainConfig,
     eval_samples: int = 512,
     progress: Callable[[dict[str, float]], None] | None = None,
+    device: str = "auto",
 ) -> OrderRunSummary:
     """Train an order policy for the denoiser at ``denoiser_dir`` and save it to ``out_dir``.
 
@@ -79,13 +80,15 @@ def run_train_order(
         config: the training knobs.
         eval_samples: answers generated with the trained policy as a check (0 skips it).
         progress: called with each training log entry.
+        device: where the frozen denoiser runs (auto, cpu, cuda, cuda:N); the policy trains on the CPU.
 
     Returns:
         The :class:`OrderRunSummary`.
     """
     from merlin_mdm.mdm.checkpoint import load_denoiser
+    from merlin_mdm.mdm.devices import resolve_device
 
-    loaded = load_denoiser(denoiser_dir)
+    loaded = load_denoiser(denoiser_dir, resolve_device(device))
     model = loaded.model.eval()
     for param in model.parameters():
         param.requires_grad_(False)

@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# The heavy part of issue 11's full study (arith with 3 training seeds, Sudoku 9x9), as one prepared command
+# for a GPU machine (written for the lent H200: 16 cores, one GPU, at most 10 minutes a command).
+#
+#   bash specs/mdm_heavy_part_gpu.sh OUT_DIR            # the real run (the denoiser goes to the GPU: --device auto)
+#   SCALE=smoke bash specs/mdm_heavy_part_gpu.sh /tmp/x # a few minutes on a CPU: checks every stage of the script
+#
+# Four streams run side by side: arith training seeds 0, 1 and 2 (a wider, deeper denoiser than the CPU pilot;
+# the baselines: top_prob, dus, margin at T = 5, 10, 15, top_prob one character per call, the EB and threshold
+# sweeps; then a learned order per seed: imitation of EB gamma=0.1, then the reward objective at 0.03 nats per
+# call), and Sudoku 9x9 with 40 blanks (denoiser and baselines). Budgets are iterations, never seconds: a stream
+# still running at DEADLINE seconds is stopped, and what it finished is kept (each stage leaves a line in
+# OUT_DIR/stages.txt); nothing is shortened to fit. Afterwards OUT_DIR holds:
+#   results.tar.gz   every metrics file (eval/), the policies, meta.json files and logs
+#   den_arith.tar.gz the three arith denoisers (weights only, no optimiser state)
+#   den_sudoku9.tar.gz the 9x9 denoiser (weights only)
+# Aggregate them on any machine: merlin-mdm aggregate "eval/arith/*/*.h5" --out arith.h5 --markdown arith.md
+#
+# Environment: ARITH_TRAIN and S9_TRAIN (the denoisers' `mdm train` options), IMITATE and REWARD (order
+# training iterations), PYTHON (default python3; the package is found through PYTHONPATH=<repo root>, so only click,
+# pyyaml, numpy, h5py, rich and torch are needed), SCALE (full or smoke), DEADLINE (seconds, default 480),
+# THREADS (torch CPU threads per stream, default 3: samplers and order policies run on the CPU).
+set -u -o pipefail
+
+OUT=${1:?usage: mdm_heavy_part_gpu.sh OUT_DIR}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+PY=${PYTHON:-python3}
+SCALE=${SCALE:-full}
+DEADLINE=${DEADLINE:-480}
+THREADS=${THREADS:-3}
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 OMP_NUM_THREADS=$THREADS
+
+if [ "$SCALE" = smoke ]; then  # every stage, at sizes that finish on a CPU in minutes
+  ARITH_TRAIN="--steps 30 --batch-size 16 --d-model 32 --n-layers 1 --d-ff 64"
+  S9_TRAIN="--steps 30 --batch-size 16 --d-model 32 --n-layers 1 --d-ff 64"
+  N=32; IMITATE=2; REWARD=2; ROLLOUTS="--batch-size 4 --rollouts 2"
+  GAMMAS=0.1,1; TAUS=0.9; S9_GAMMAS=0.1; S9_TAUS=0.9
+elif [ "$SCALE" = full ]; then
+  # about 5 PFLOP for the three arith denoisers and 5 for the 9x9 one: a few minutes of the GPU at TF32
+  ARITH_TRAIN=${ARITH_TRAIN:-"--steps 8000 --batch-size 256 --d-model 128 --n-layers 4 --d-ff 512 --warmup 500"}
+  S9_TRAIN=${S9_TRAIN:-"--steps 8000 --batch-size 256 --d-model 192 --n-layers 6 --d-ff 768 --warmup 500"}
+  N=1000; IMITATE=${IMITATE:-250}; REWARD=${REWARD:-100}; ROLLOUTS="--batch-size 32 --rollouts 8"
+  GAMMAS=0.01,0.03,0.05,0.07,0.1,0.15,0.2,0.3,0.5,0.7,1,2,3
+  TAUS=0.5,0.7,0.8,0.85,0.875,0.9,0.925,0.95,0.97,0.99
+  S9_GAMMAS=0.01,0.03,0.1,0.3,1,3; S9_TAUS=0.7,0.9,0.95,0.99
+else
+  echo "SCALE must be full or smoke, got $SCALE" >&2; exit 2
+fi
+
+mkdir -p "$OUT/work" "$OUT/logs" || exit 1
+OUT=$(cd "$OUT" && pwd)
+W=$OUT/work
+STAGES=$OUT/stages.txt
+M() { "$PY" -m merlin_mdm.cli.main "$@"; }
+
+# stage NAME CMD...: run one stage, log it, and record its outcome and seconds in stages.txt
+stage() {
+  local name=$1 start=$SECONDS rc; shift
+  [ -e "$OUT/deadline" ] && return 124  # past the deadline: start nothing more
+  "$@" > "$OUT/logs/$name.out" 2> "$OUT/logs/$name.err"; rc=$?
+  echo "$name rc=$rc seconds=$((SECONDS - start))" >> "$STAGES"
+  return $rc
+}
+
+arith_stream() {  # arith, one training seed: denoiser, baselines, learned order
+  local s=$1 d=$W/arith/seed$1 e=$W/eval/arith/seed$1
+  mkdir -p "$d" "$e"
+  local den=(--checkpoint "$d/den" --seed 0 --n-examples $N --json)
+  stage "arith$s-train" M mdm train --task arith --knob n_ops=4 --knob max_value=9 $ARITH_TRAIN --seed "$s" \
+    --out "$d/den" --threads "$THREADS" --quiet --json || return
+  stage "arith$s-fixed" M mdm eval "${den[@]}" --sampler top_prob --steps 5,10,15,47 --out "$e/top_prob_T{steps}.h5"
+  stage "arith$s-eb" M mdm eval "${den[@]}" --sampler eb --sweep gamma=$GAMMAS --steps 47 --out "$e/eb_{gamma}.h5"
+  stage "arith$s-thr" M mdm eval "${den[@]}" --sampler threshold --sweep tau=$TAUS --steps 47 --out "$e/thr_{tau}.h5"
+  stage "arith$s-dus" M mdm eval "${den[@]}" --sampler dus --steps 5,10,15 --out "$e/dus_T{steps}.h5"
+  stage "arith$s-margin" M mdm eval "${den[@]}" --sampler margin --steps 5,10,15 --out "$e/margin_T{steps}.h5"
+  stage "arith$s-imitate" M mdm train-order --denoiser "$d/den" --budget 16 --policy-kind sequential --layers 2 \
+    --objective imitate --teacher eb --teacher-knob gamma=0.1 --iterations $IMITATE --seed $((10 * s + 1)) \
+    --eval-samples 0 --threads "$THREADS" --out "$d/imitate" --json || return
+  stage "arith$s-reward" M mdm train-order --denoiser "$d/den" --budget 16 --policy-kind sequential --layers 2 \
+    --init-policy "$d/imitate" --objective reward --nfe-penalty 0.03 --iterations $REWARD --lr 3e-4 $ROLLOUTS \
+    --seed $((10 * s + 2)) --eval-samples 0 --threads "$THREADS" --out "$d/reward" --json || return
+  stage "arith$s-learned" M mdm eval "${den[@]}" --sampler learned --policy "$d/reward" --sweep decode=threshold,sample \
+    --steps 16 --out "$e/learned_{decode}.h5"
+}
+
+sudoku9_stream() {  # Sudoku 9x9, 40 blanks: denoiser and baselines
+  local d=$W/sudoku9 e=$W/eval/sudoku9
+  mkdir -p "$d" "$e"
+  local den=(--checkpoint "$d/den" --seed 0 --n-examples $N --json)
+  stage sudoku9-train M mdm train --task sudoku --knob n=9 --knob blanks=40 $S9_TRAIN --seed 0 --out "$d/den" \
+    --threads "$THREADS" --quiet --json || return
+  stage sudoku9-fixed M mdm eval "${den[@]}" --sampler top_prob --steps 5,10,20,81 --out "$e/top_prob_T{steps}.h5"
+  stage sudoku9-eb M mdm eval "${den[@]}" --sampler eb --sweep gamma=$S9_GAMMAS --steps 81 --out "$e/eb_{gamma}.h5"
+  stage sudoku9-thr M mdm eval "${den[@]}" --sampler threshold --sweep tau=$S9_TAUS --steps 81 --out "$e/thr_{tau}.h5"
+  stage sudoku9-iid M mdm eval "${den[@]}" --sampler iid --steps 20,81 --out "$e/iid_T{steps}.h5"
+}
+
+weights_only() {  # DEN_DIR OUT_DIR: a copy of a denoiser checkpoint without its optimiser state
+  mkdir -p "$2" && cp "$1/meta.json" "$2/" && "$PY" - "$1/denoiser.pt" "$2/denoiser.pt" <<'EOF'
+import sys, torch
+payload = torch.load(sys.argv[1], map_location="cpu", weights_only=True)
+payload.pop("optimizer", None)
+torch.save(payload, sys.argv[2])
+EOF
+}
+
+{ echo "scale=$SCALE deadline=$DEADLINE threads=$THREADS start=$(date -u +%FT%TZ)"
+  "$PY" -c 'import torch; print("torch", torch.__version__, "gpu", torch.cuda.is_available() and torch.cuda.get_device_name(0))'
+  echo "cores $(nproc --all)"; } > "$OUT/machine.txt" 2>&1
+: > "$STAGES"
+pids=()
+for s in 0 1 2; do ( arith_stream "$s" ) & pids+=($!); done
+( sudoku9_stream ) & pids+=($!)
+( trap 'kill "$sleeper" 2>/dev/null; exit 0' TERM  # stopped early when every stream is done
+  sleep "$DEADLINE" & sleeper=$!; wait "$sleeper"
+  echo "deadline reached at $DEADLINE s" >> "$STAGES"; touch "$OUT/deadline"
+  for _ in 1 2 3 4 5; do pkill -TERM -f -- "merlin_mdm.cli.main mdm .*$W/"; sleep 1; done ) > /dev/null 2>&1 &
+watchdog=$!
+wait "${pids[@]}" 2>/dev/null
+[ -e "$OUT/deadline" ] || kill "$watchdog" 2>/dev/null
+wait "$watchdog" 2>/dev/null
+echo "end=$(date -u +%FT%TZ) seconds=$SECONDS" >> "$OUT/machine.txt"
+
+# pack: metrics, policies, metas and logs in one archive; the denoisers' weights in two more
+( cd "$W" && find . -name '*.h5' -o -name 'meta.json' -o -name 'policy.pt' ) > "$OUT/files.txt"
+tar -czf "$OUT/results.tar.gz" -C "$W" -T "$OUT/files.txt" -C "$OUT" logs stages.txt machine.txt
+for s in 0 1 2; do
+  [ -f "$W/arith/seed$s/den/denoiser.pt" ] && weights_only "$W/arith/seed$s/den" "$OUT/weights/arith/seed$s"
+done
+[ -f "$W/sudoku9/den/denoiser.pt" ] && weights_only "$W/sudoku9/den" "$OUT/weights/sudoku9"
+[ -d "$OUT/weights/arith" ] && tar -czf "$OUT/den_arith.tar.gz" -C "$OUT/weights" arith
+[ -d "$OUT/weights/sudoku9" ] && tar -czf "$OUT/den_sudoku9.tar.gz" -C "$OUT/weights" sudoku9
+cat "$STAGES"
+ls -l "$OUT"/*.tar.gz

@@ -1,0 +1,62 @@
+"""specs/mdm_heavy_part_gpu.sh, the prepared GPU command of issue 11's heavy part, at its smoke scale on the CPU.
+
+A device session has one try at it (15 minutes of device time), so every stage, the deadline and the packing are
+checked here, where the script can run for free: a real run of every `merlin-mdm mdm` stage with tiny models.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+
+pytestmark = [pytest.mark.torch, pytest.mark.slow]
+
+SCRIPT = Path(__file__).resolve().parents[2] / "specs" / "mdm_heavy_part_gpu.sh"
+
+
+def _run(out: Path, deadline: int) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SCALE": "smoke", "THREADS": "1", "DEADLINE": str(deadline), "PYTHON": sys.executable}
+    return subprocess.run(["bash", str(SCRIPT), str(out)], env=env, capture_output=True, text=True, timeout=900,
+                          check=False)
+
+
+def _stages(out: Path) -> dict[str, str]:
+    lines = (out / "stages.txt").read_text().splitlines()
+    return {line.split()[0]: line.split()[1] for line in lines if " rc=" in line}
+
+
+def test_every_stage_runs_and_the_results_come_back_packed(tmp_path: Path) -> None:
+    out = tmp_path / "heavy"
+    done = _run(out, deadline=800)
+    assert done.returncode == 0, done.stderr
+    stages = _stages(out)
+    expected = {f"arith{s}-{name}" for s in range(3) for name in
+                ("train", "fixed", "eb", "thr", "dus", "margin", "imitate", "reward", "learned")}
+    expected |= {f"sudoku9-{name}" for name in ("train", "fixed", "eb", "thr", "iid")}
+    assert set(stages) == expected and set(stages.values()) == {"rc=0"}
+    with tarfile.open(out / "results.tar.gz") as tar:
+        names = set(tar.getnames())
+    for seed in range(3):
+        assert f"./eval/arith/seed{seed}/learned_threshold.h5" in names
+        assert f"./arith/seed{seed}/reward/policy.pt" in names
+    assert "./eval/sudoku9/top_prob_T81.h5" in names and "stages.txt" in names
+    with tarfile.open(out / "den_arith.tar.gz") as tar:
+        assert {f"arith/seed{s}/denoiser.pt" for s in range(3)} <= set(tar.getnames())
+    assert (out / "den_sudoku9.tar.gz").is_file()
+
+
+def test_the_deadline_stops_every_stream_and_still_packs(tmp_path: Path) -> None:
+    out = tmp_path / "heavy"
+    done = _run(out, deadline=3)
+    assert done.returncode == 0, done.stderr
+    assert "deadline reached at 3 s" in (out / "stages.txt").read_text()
+    assert (out / "results.tar.gz").is_file()
+    left = subprocess.run(["pgrep", "-f", str(out / "work")], capture_output=True, text=True, check=False)
+    assert left.stdout == ""  # no stage outlives the command
