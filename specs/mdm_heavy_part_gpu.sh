@@ -2,21 +2,25 @@
 # The heavy part of issue 11's full study (arith with 3 training seeds, Sudoku 9x9), as one prepared command
 # for a GPU machine (written for the lent H200: 16 cores, one GPU, at most 10 minutes a command).
 #
-#   bash specs/mdm_heavy_part_gpu.sh OUT_DIR            # the real run (the denoiser goes to the GPU: --device auto)
-#   SCALE=smoke bash specs/mdm_heavy_part_gpu.sh /tmp/x # a few minutes on a CPU: checks every stage of the script
+#   WORK=/tmp/heavy bash specs/mdm_heavy_part_gpu.sh "$OUT"  # the real run (the denoiser on the GPU: --device auto)
+#   SCALE=smoke bash specs/mdm_heavy_part_gpu.sh /tmp/x        # a few minutes on a CPU: checks every stage
+#
+# On the lent device machine, one `run` call: command `WORK=/tmp/heavy bash specs/mdm_heavy_part_gpu.sh $OUT`,
+# timeout_s 600 (the script stops its streams at DEADLINE=480 s and packs in seconds). Only the archives and two
+# text files land in OUT_DIR (the tool returns at most 8 files); the work tree stays in WORK.
 #
 # Four streams run side by side: arith training seeds 0, 1 and 2 (a wider, deeper denoiser than the CPU pilot;
 # the baselines: top_prob, dus, margin at T = 5, 10, 15, top_prob one character per call, the EB and threshold
 # sweeps; then a learned order per seed: imitation of EB gamma=0.1, then the reward objective at 0.03 nats per
 # call), and Sudoku 9x9 with 40 blanks (denoiser and baselines). Budgets are iterations, never seconds: a stream
 # still running at DEADLINE seconds is stopped, and what it finished is kept (each stage leaves a line in
-# OUT_DIR/stages.txt); nothing is shortened to fit. Afterwards OUT_DIR holds:
+# OUT_DIR/stages.txt); nothing is shortened to fit. Afterwards OUT_DIR holds stages.txt, machine.txt and:
 #   results.tar.gz   every metrics file (eval/), the policies, meta.json files and logs
 #   den_arith.tar.gz the three arith denoisers (weights only, no optimiser state)
 #   den_sudoku9.tar.gz the 9x9 denoiser (weights only)
 # Aggregate them on any machine: merlin-mdm aggregate "eval/arith/*/*.h5" --out arith.h5 --markdown arith.md
 #
-# Environment: ARITH_TRAIN and S9_TRAIN (the denoisers' `mdm train` options), IMITATE and REWARD (order
+# Environment: WORK (the work tree, default OUT_DIR/work), ARITH_TRAIN and S9_TRAIN (the denoisers' `mdm train` options), IMITATE and REWARD (order
 # training iterations), PYTHON (default python3; the package is found through PYTHONPATH=<repo root>, so only click,
 # pyyaml, numpy, h5py, rich and torch are needed), SCALE (full or smoke), DEADLINE (seconds, default 480),
 # THREADS (torch CPU threads per stream, default 3: samplers and order policies run on the CPU).
@@ -47,17 +51,18 @@ else
   echo "SCALE must be full or smoke, got $SCALE" >&2; exit 2
 fi
 
-mkdir -p "$OUT/work" "$OUT/logs" || exit 1
+mkdir -p "$OUT" "${WORK:=$OUT/work}" || exit 1
 OUT=$(cd "$OUT" && pwd)
-W=$OUT/work
+W=$(cd "$WORK" && pwd)
+mkdir -p "$W/logs" || exit 1
 STAGES=$OUT/stages.txt
 M() { "$PY" -m merlin_mdm.cli.main "$@"; }
 
 # stage NAME CMD...: run one stage, log it, and record its outcome and seconds in stages.txt
 stage() {
   local name=$1 start=$SECONDS rc; shift
-  [ -e "$OUT/deadline" ] && return 124  # past the deadline: start nothing more
-  "$@" > "$OUT/logs/$name.out" 2> "$OUT/logs/$name.err"; rc=$?
+  [ -e "$W/deadline" ] && return 124  # past the deadline: start nothing more
+  "$@" > "$W/logs/$name.out" 2> "$W/logs/$name.err"; rc=$?
   echo "$name rc=$rc seconds=$((SECONDS - start))" >> "$STAGES"
   return $rc
 }
@@ -113,22 +118,22 @@ for s in 0 1 2; do ( arith_stream "$s" ) & pids+=($!); done
 ( sudoku9_stream ) & pids+=($!)
 ( trap 'kill "$sleeper" 2>/dev/null; exit 0' TERM  # stopped early when every stream is done
   sleep "$DEADLINE" & sleeper=$!; wait "$sleeper"
-  echo "deadline reached at $DEADLINE s" >> "$STAGES"; touch "$OUT/deadline"
+  echo "deadline reached at $DEADLINE s" >> "$STAGES"; touch "$W/deadline"
   for _ in 1 2 3 4 5; do pkill -TERM -f -- "merlin_mdm.cli.main mdm .*$W/"; sleep 1; done ) > /dev/null 2>&1 &
 watchdog=$!
 wait "${pids[@]}" 2>/dev/null
-[ -e "$OUT/deadline" ] || kill "$watchdog" 2>/dev/null
+[ -e "$W/deadline" ] || kill "$watchdog" 2>/dev/null
 wait "$watchdog" 2>/dev/null
 echo "end=$(date -u +%FT%TZ) seconds=$SECONDS" >> "$OUT/machine.txt"
 
 # pack: metrics, policies, metas and logs in one archive; the denoisers' weights in two more
-( cd "$W" && find . -name '*.h5' -o -name 'meta.json' -o -name 'policy.pt' ) > "$OUT/files.txt"
-tar -czf "$OUT/results.tar.gz" -C "$W" -T "$OUT/files.txt" -C "$OUT" logs stages.txt machine.txt
+( cd "$W" && find . -name '*.h5' -o -name 'meta.json' -o -name 'policy.pt' ) | grep -v '^./weights/' > "$W/files.txt"
+tar -czf "$OUT/results.tar.gz" -C "$W" -T "$W/files.txt" logs -C "$OUT" stages.txt machine.txt
 for s in 0 1 2; do
-  [ -f "$W/arith/seed$s/den/denoiser.pt" ] && weights_only "$W/arith/seed$s/den" "$OUT/weights/arith/seed$s"
+  [ -f "$W/arith/seed$s/den/denoiser.pt" ] && weights_only "$W/arith/seed$s/den" "$W/weights/arith/seed$s"
 done
-[ -f "$W/sudoku9/den/denoiser.pt" ] && weights_only "$W/sudoku9/den" "$OUT/weights/sudoku9"
-[ -d "$OUT/weights/arith" ] && tar -czf "$OUT/den_arith.tar.gz" -C "$OUT/weights" arith
-[ -d "$OUT/weights/sudoku9" ] && tar -czf "$OUT/den_sudoku9.tar.gz" -C "$OUT/weights" sudoku9
+[ -f "$W/sudoku9/den/denoiser.pt" ] && weights_only "$W/sudoku9/den" "$W/weights/sudoku9"
+[ -d "$W/weights/arith" ] && tar -czf "$OUT/den_arith.tar.gz" -C "$W/weights" arith
+[ -d "$W/weights/sudoku9" ] && tar -czf "$OUT/den_sudoku9.tar.gz" -C "$W/weights" sudoku9
 cat "$STAGES"
 ls -l "$OUT"/*.tar.gz

@@ -22,7 +22,8 @@ SCRIPT = Path(__file__).resolve().parents[2] / "specs" / "mdm_heavy_part_gpu.sh"
 
 
 def _run(out: Path, deadline: int) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "SCALE": "smoke", "THREADS": "1", "DEADLINE": str(deadline), "PYTHON": sys.executable}
+    env = {**os.environ, "SCALE": "smoke", "THREADS": "1", "DEADLINE": str(deadline), "PYTHON": sys.executable,
+           "WORK": str(out.parent / "work")}
     return subprocess.run(["bash", str(SCRIPT), str(out)], env=env, capture_output=True, text=True, timeout=900,
                           check=False)
 
@@ -50,6 +51,7 @@ def test_every_stage_runs_and_the_results_come_back_packed(tmp_path: Path) -> No
     with tarfile.open(out / "den_arith.tar.gz") as tar:
         assert {f"arith/seed{s}/denoiser.pt" for s in range(3)} <= set(tar.getnames())
     assert (out / "den_sudoku9.tar.gz").is_file()
+    assert len(list(out.iterdir())) <= 8  # the device tool returns at most 8 files
 
 
 def test_the_deadline_stops_every_stream_and_still_packs(tmp_path: Path) -> None:
@@ -58,5 +60,5 @@ def test_the_deadline_stops_every_stream_and_still_packs(tmp_path: Path) -> None
     assert done.returncode == 0, done.stderr
     assert "deadline reached at 3 s" in (out / "stages.txt").read_text()
     assert (out / "results.tar.gz").is_file()
-    left = subprocess.run(["pgrep", "-f", str(out / "work")], capture_output=True, text=True, check=False)
+    left = subprocess.run(["pgrep", "-f", str(tmp_path / "work")], capture_output=True, text=True, check=False)
     assert left.stdout == ""  # no stage outlives the command
