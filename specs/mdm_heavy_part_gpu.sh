@@ -9,21 +9,24 @@
 # timeout_s 600 (the script stops its streams at DEADLINE=480 s and packs in seconds). Only the archives and two
 # text files land in OUT_DIR (the tool returns at most 8 files); the work tree stays in WORK.
 #
-# Four streams run side by side: arith training seeds 0, 1 and 2 (a wider, deeper denoiser than the CPU pilot;
-# the baselines: top_prob, dus, margin at T = 5, 10, 15, top_prob one character per call, the EB and threshold
-# sweeps; then a learned order per seed: imitation of EB gamma=0.1, then the reward objective at 0.03 nats per
-# call), and Sudoku 9x9 with 40 blanks (denoiser and baselines). Budgets are iterations, never seconds: a stream
-# still running at DEADLINE seconds is stopped, and what it finished is kept (each stage leaves a line in
-# OUT_DIR/stages.txt); nothing is shortened to fit. Afterwards OUT_DIR holds stages.txt, machine.txt and:
-#   results.tar.gz   every metrics file (eval/), the policies, meta.json files and logs
-#   den_arith.tar.gz the three arith denoisers (weights only, no optimiser state)
-#   den_sudoku9.tar.gz the 9x9 denoiser (weights only)
-# Aggregate them on any machine: merlin-mdm aggregate "eval/arith/*/*.h5" --out arith.h5 --markdown arith.md
+# Four streams run side by side: arith training seeds 0, 1 and 2 (a wider, deeper denoiser than the CPU
+# pilot; the baselines: top_prob, dus, margin at T = 5, 10, 15, top_prob one character per call, the EB and
+# threshold sweeps; then a learned order per seed: imitation of EB gamma=0.1, then the reward objective at 0.03
+# nats per call: the recipe of specs/mdm_arith_table1.yaml at its first price, with its seeds), and Sudoku 9x9
+# with 40 blanks (denoiser and baselines). Budgets are iterations, never seconds: a stream still running at
+# DEADLINE seconds is stopped, and what it finished is kept (each stage leaves a line in OUT_DIR/stages.txt);
+# nothing is shortened to fit. Afterwards OUT_DIR holds stages.txt, machine.txt and:
+#   results.tar.gz     every metrics file (eval/), the policies, meta.json files and logs
+#   den_arith.tar.gz   the three arith denoisers, weights only (they evaluate and train orders anywhere; without
+#                      their optimiser state they cannot be resumed)
+#   den_sudoku9.tar.gz the 9x9 denoiser, weights only
+# Aggregate on any machine: merlin-mdm aggregate "eval/arith/*/*.h5" --out arith.h5 --markdown arith.md
 #
-# Environment: WORK (the work tree, default OUT_DIR/work), ARITH_TRAIN and S9_TRAIN (the denoisers' `mdm train` options), IMITATE and REWARD (order
-# training iterations), PYTHON (default python3; the package is found through PYTHONPATH=<repo root>, so only click,
-# pyyaml, numpy, h5py, rich and torch are needed), SCALE (full or smoke), DEADLINE (seconds, default 480),
-# THREADS (torch CPU threads per stream, default 3: samplers and order policies run on the CPU).
+# Environment: WORK (the work tree, default OUT_DIR/work); ARITH_TRAIN and S9_TRAIN (the denoisers' `mdm train`
+# options); IMITATE and REWARD (order training iterations); PYTHON (default python3: the package is found
+# through PYTHONPATH=<repo root>, so only click, pyyaml, numpy, h5py, rich and torch are needed); SCALE (full or
+# smoke); DEADLINE (seconds, default 480); THREADS (torch CPU threads per stream, default 3: samplers and order
+# policies run on the CPU).
 set -u -o pipefail
 
 OUT=${1:?usage: mdm_heavy_part_gpu.sh OUT_DIR}
@@ -79,11 +82,11 @@ arith_stream() {  # arith, one training seed: denoiser, baselines, learned order
   stage "arith$s-dus" M mdm eval "${den[@]}" --sampler dus --steps 5,10,15 --out "$e/dus_T{steps}.h5"
   stage "arith$s-margin" M mdm eval "${den[@]}" --sampler margin --steps 5,10,15 --out "$e/margin_T{steps}.h5"
   stage "arith$s-imitate" M mdm train-order --denoiser "$d/den" --budget 16 --policy-kind sequential --layers 2 \
-    --objective imitate --teacher eb --teacher-knob gamma=0.1 --iterations $IMITATE --seed $((10 * s + 1)) \
+    --objective imitate --teacher eb --teacher-knob gamma=0.1 --iterations $IMITATE --seed "1$s" \
     --eval-samples 0 --threads "$THREADS" --out "$d/imitate" --json || return
   stage "arith$s-reward" M mdm train-order --denoiser "$d/den" --budget 16 --policy-kind sequential --layers 2 \
     --init-policy "$d/imitate" --objective reward --nfe-penalty 0.03 --iterations $REWARD --lr 3e-4 $ROLLOUTS \
-    --seed $((10 * s + 2)) --eval-samples 0 --threads "$THREADS" --out "$d/reward" --json || return
+    --seed "2$s" --eval-samples 0 --threads "$THREADS" --out "$d/reward" --json || return
   stage "arith$s-learned" M mdm eval "${den[@]}" --sampler learned --policy "$d/reward" --sweep decode=threshold,sample \
     --steps 16 --out "$e/learned_{decode}.h5"
 }
