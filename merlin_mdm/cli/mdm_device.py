@@ -11,9 +11,9 @@ __all__ = ["device_option"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_HELP = ("Where the denoiser runs: auto (a GPU when torch sees one, else the CPU), cpu, cuda or cuda:N. Data, "
-         "samplers, policies and random draws stay on the CPU, so a GPU changes float kernels only. Pin study "
-         "tasks to GPUs with CUDA_VISIBLE_DEVICES.")
+_HELP = ("Where the networks (denoiser, order policy) run: auto (a GPU when torch sees one, else the CPU), cpu, "
+         "cuda or cuda:N. Data, the samplers' bookkeeping and random draws stay on the CPU, so a GPU changes float "
+         "kernels only. Pin study tasks to GPUs with CUDA_VISIBLE_DEVICES.")
 
 
 def _checked(ctx: click.Context, param: click.Parameter, value: str) -> str:

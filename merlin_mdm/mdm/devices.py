@@ -1,9 +1,11 @@
 """Where the denoiser runs: ``--device auto|cpu|cuda|cuda:N``.
 
-Only the denoiser moves. Data, masks, samplers, order policies and every random generator stay on the CPU,
-so a run draws the same examples and the same random numbers on any device, and differs between a CPU and a
-GPU only by the float kernels (the same caveat as between two CPUs). The denoiser takes CPU token ids and
-returns its outputs on the CPU (:meth:`merlin_mdm.mdm.model.Denoiser.forward`), so no caller changes. A
+Only the networks move: the denoiser and the order networks (policy, posterior). Data, masks, the samplers'
+and rollouts' bookkeeping and every random generator stay on the CPU, so a run draws the same examples and the
+same random numbers on any device, and differs between a CPU and a GPU only by the float kernels (the same
+caveat as between two CPUs). A network takes CPU tensors and returns its outputs on the CPU
+(:meth:`merlin_mdm.mdm.model.Denoiser.forward`, :meth:`merlin_mdm.mdm.order.networks.OrderNet.scores`), and
+gradients flow back across the copy, so no caller changes. A
 study that runs several tasks on one GPU node shares the GPU; pin tasks to GPUs with ``CUDA_VISIBLE_DEVICES``.
 """
 

@@ -107,6 +107,8 @@ def evaluate(cfg: EvalConfig, loaded: LoadedDenoiser | None = None, sampler: Sam
     start = datetime.now(UTC).isoformat(timespec="seconds")
     loaded = loaded or load_denoiser(cfg.checkpoint, resolve_device(cfg.device))
     sampler = sampler or cfg.build_sampler()
+    device = next(loaded.model.parameters()).device
+    sampler.to(device)  # a learned order's network runs beside the denoiser
     data = _generate_all(cfg, loaded, sampler)
     attrs: dict[str, Any] = {
         "task": loaded.task.name,
@@ -124,7 +126,7 @@ def evaluate(cfg: EvalConfig, loaded: LoadedDenoiser | None = None, sampler: Sam
         **_train_seed(loaded.meta),
         "policy_dir": cfg.policy_dir,
         "torch_threads": torch.get_num_threads(),
-        "device": describe_device(next(loaded.model.parameters()).device),
+        "device": describe_device(device),
         "start_time": start,
         "end_time": datetime.now(UTC).isoformat(timespec="seconds"),
         "accuracy": float(data["correct"].mean()),

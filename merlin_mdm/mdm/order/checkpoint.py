@@ -84,15 +84,20 @@ def save_policy(directory: str | Path, policy: OrderNet, posterior: OrderNet | N
         "format": POLICY_FORMAT,
         "policy_kind": kind,
         "policy_config": policy.config.to_dict(),
-        "policy_state": policy.state_dict(),
+        "policy_state": _cpu(policy.state_dict()),
         "posterior_config": None if posterior is None else posterior.config.to_dict(),
-        "posterior_state": None if posterior is None else posterior.state_dict(),
+        "posterior_state": None if posterior is None else _cpu(posterior.state_dict()),
     }
     _atomic_write(out / POLICY_FILE, lambda tmp: torch.save(blob, tmp))
     facts = {"kind": "order_policy", "format": POLICY_FORMAT, **meta, "policy_kind": kind}
     text = json.dumps(facts, indent=2, sort_keys=True)
     _atomic_write(out / META_FILE, lambda tmp: tmp.write_text(text + "\n"))
     return out
+
+
+def _cpu(state: Mapping[str, Any]) -> dict[str, Any]:
+    """A state dict with CPU tensors: a policy trained on a GPU loads on any machine."""
+    return {name: tensor.detach().cpu() for name, tensor in state.items()}
 
 
 def _network(config: Any, state: Any, where: Path) -> OrderNet:

@@ -129,8 +129,21 @@ class OrderNet(nn.Module):
 
         Returns:
             ((B, L) float, (B,) float stop logit or None): the stop logit reads the mean of the positions' final
-            representations, so it can count what is still needed anywhere in the sequence.
+            representations, so it can count what is still needed anywhere in the sequence. The network runs on
+            its weights' device and the outputs come back on the device of ``inputs`` (as the denoiser's do:
+            :mod:`merlin_mdm.mdm.devices`), so sampling and training loops keep their tensors on the CPU.
         """
+        home, device = inputs.tokens.device, self.out.weight.device
+        if device == home:
+            return self._scores(inputs, extra, chosen)
+        moved = OrderInputs(*(part.to(device, non_blocking=True) for part in inputs))
+        out, stop = self._scores(moved, None if extra is None else extra.to(device),
+                                 None if chosen is None else chosen.to(device))
+        return out.to(home), None if stop is None else stop.to(home)
+
+    def _scores(
+        self, inputs: OrderInputs, extra: Tensor | None, chosen: Tensor | None
+    ) -> tuple[Tensor, Tensor | None]:
         scalars = inputs.scalars if extra is None else torch.cat([inputs.scalars, extra], dim=-1)
         if scalars.shape[-1] != N_SCALARS + self.config.extra_dim:
             raise MdmError(

@@ -80,7 +80,8 @@ def run_train_order(
         config: the training knobs.
         eval_samples: answers generated with the trained policy as a check (0 skips it).
         progress: called with each training log entry.
-        device: where the frozen denoiser runs (auto, cpu, cuda, cuda:N); the policy trains on the CPU.
+        device: where the frozen denoiser and the order networks run (auto, cpu, cuda, cuda:N); the data, the
+            rollouts' bookkeeping and every random draw stay on the CPU.
 
     Returns:
         The :class:`OrderRunSummary`.
@@ -88,11 +89,12 @@ def run_train_order(
     from merlin_mdm.mdm.checkpoint import load_denoiser
     from merlin_mdm.mdm.devices import resolve_device
 
-    loaded = load_denoiser(denoiser_dir, resolve_device(device))
+    where = resolve_device(device)
+    loaded = load_denoiser(denoiser_dir, where)
     model = loaded.model.eval()
     for param in model.parameters():
         param.requires_grad_(False)
-    result = train_order(model, loaded.task, loaded.config.d_model, config, progress=progress)
+    result = train_order(model, loaded.task, loaded.config.d_model, config, progress=progress, device=where)
     evaluation = {}
     if eval_samples > 0:
         evaluation = evaluate_policy(model, loaded.task, result.policy, config.budget, eval_samples, config.seed + 1000,

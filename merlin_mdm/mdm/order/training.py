@@ -319,6 +319,7 @@ def train_order(
     config: OrderTrainConfig,
     progress: Callable[[dict[str, float]], None] | None = None,
     log_every: int = 25,
+    device: torch.device | None = None,
 ) -> OrderTrainResult:
     """Train p_theta (and, for the ELBO, q_phi) by the configured objective; the denoiser stays frozen.
 
@@ -329,6 +330,8 @@ def train_order(
         config: training knobs.
         progress: called with each log entry (every ``log_every`` iterations and at the end).
         log_every: logging period in iterations.
+        device: where the order networks run (default the CPU); they are initialised on the CPU, so the same
+            seed gives the same initial weights anywhere, and data and random draws stay on the CPU.
 
     Returns:
         The :class:`OrderTrainResult` (networks in eval mode). With ``config.select_every`` > 0 the networks hold
@@ -336,6 +339,9 @@ def train_order(
     """
     seq_len = task.prompt_len + task.answer_len
     policy, posterior = build_networks(config, task.vocab_size, seq_len, hidden_dim)
+    if device is not None:
+        policy.to(device)
+        posterior.to(device)
     objective = make_objective(config.objective)
     optimizer = torch.optim.Adam(
         [

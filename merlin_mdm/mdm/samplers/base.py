@@ -80,6 +80,11 @@ class Sampler(ABC):
     def select(self, state: StepState) -> Tensor:
         """Return a (B, L) bool subset of ``state.masked``: the positions to reveal now."""
 
+    def to(self, device: torch.device) -> None:
+        """Run any network the sampler holds on ``device`` (it still takes and returns CPU tensors); the
+        heuristics hold none."""
+        return None
+
 
 SAMPLERS: dict[str, type[Sampler]] = {}
 

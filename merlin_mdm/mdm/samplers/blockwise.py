@@ -47,6 +47,10 @@ class BlockwiseSampler(Sampler):
         """Whether the wrapped sampler is adaptive."""
         return self.inner.adaptive
 
+    def to(self, device: torch.device) -> None:
+        """Run the inner sampler's networks on ``device``."""
+        self.inner.to(device)
+
     def knobs(self) -> dict[str, Any]:
         """The inner sampler's knobs plus ``blocks``."""
         return {**self.inner.knobs(), "blocks": self.blocks}

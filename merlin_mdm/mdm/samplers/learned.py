@@ -73,6 +73,10 @@ class LearnedSampler(Sampler):
         self.decode = decode
         self.threshold = threshold
 
+    def to(self, device: torch.device) -> None:
+        """Run the policy network on ``device``."""
+        self.policy.to(device)
+
     def knobs(self) -> dict[str, Any]:
         """The sampler's knobs as given (JSON-able)."""
         return {"policy_dir": self.policy_dir, "decode": self.decode, "threshold": self.threshold}
