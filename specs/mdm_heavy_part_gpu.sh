@@ -5,9 +5,11 @@
 #   WORK=/tmp/heavy bash specs/mdm_heavy_part_gpu.sh "$OUT"  # the real run (the denoiser on the GPU: --device auto)
 #   SCALE=smoke bash specs/mdm_heavy_part_gpu.sh /tmp/x        # a few minutes on a CPU: checks every stage
 #
-# On the lent device machine, one `run` call: command `WORK=/tmp/heavy bash specs/mdm_heavy_part_gpu.sh $OUT`,
-# timeout_s 600 (the script stops its streams at DEADLINE=480 s and packs in seconds). Only the archives and two
-# text files land in OUT_DIR (the tool returns at most 8 files); the work tree stays in WORK.
+# On the lent device machine, one `run` call (the GPU tests first: they have never run where torch sees a GPU):
+#   python3 -m pytest tests/unit/mdm/test_devices.py -q -p no:cacheprovider -W default 2>&1 | tail -15;
+#   WORK=/tmp/heavy bash specs/mdm_heavy_part_gpu.sh $OUT
+# with timeout_s 600 (the script stops its streams at DEADLINE=480 s and packs in seconds). Only the archives
+# and two text files land in OUT_DIR (the tool returns at most 8 files); the work tree stays in WORK.
 #
 # Four streams run side by side: arith training seeds 0, 1 and 2 (a wider, deeper denoiser than the CPU
 # pilot; the baselines: top_prob, dus, margin at T = 5, 10, 15, top_prob one character per call, the EB and
@@ -25,8 +27,8 @@
 # Environment: WORK (the work tree, default OUT_DIR/work); ARITH_TRAIN and S9_TRAIN (the denoisers' `mdm train`
 # options); IMITATE and REWARD (order training iterations); PYTHON (default python3: the package is found
 # through PYTHONPATH=<repo root>, so only click, pyyaml, numpy, h5py, rich and torch are needed); SCALE (full or
-# smoke); DEADLINE (seconds, default 480); THREADS (torch CPU threads per stream, default 3: samplers and order
-# policies run on the CPU).
+# smoke); DEADLINE (seconds, default 480); THREADS (torch CPU threads per stream, default 3: the networks run on
+# the GPU, the samplers' and rollouts' bookkeeping on the CPU).
 set -u -o pipefail
 
 OUT=${1:?usage: mdm_heavy_part_gpu.sh OUT_DIR}
