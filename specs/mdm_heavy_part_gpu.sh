@@ -2,11 +2,11 @@
 # The heavy part of issue 11's full study (arith with 3 training seeds, Sudoku 9x9), as one prepared command
 # for a GPU machine (written for the lent H200: 16 cores, one GPU, at most 10 minutes a command).
 #
-#   WORK=/tmp/heavy bash specs/mdm_heavy_part_gpu.sh "$OUT"  # the real run (the denoiser on the GPU: --device auto)
+#   WORK=/tmp/heavy bash specs/mdm_heavy_part_gpu.sh "$OUT"  # the real run (the networks on the GPU: --device auto)
 #   SCALE=smoke bash specs/mdm_heavy_part_gpu.sh /tmp/x        # a few minutes on a CPU: checks every stage
 #
 # On the lent device machine, one `run` call (the GPU tests first: they have never run where torch sees a GPU):
-#   python3 -m pytest tests/unit/mdm/test_devices.py -q -p no:cacheprovider -W default 2>&1 | tail -15;
+#   python3 -m pytest tests/unit/mdm/test_devices.py -x -q -p no:cacheprovider -W default 2>&1 | tail -15 &&
 #   WORK=/tmp/heavy bash specs/mdm_heavy_part_gpu.sh $OUT
 # with timeout_s 600 (the script stops its streams at DEADLINE=480 s and packs in seconds). Only the archives
 # and two text files land in OUT_DIR (the tool returns at most 8 files); the work tree stays in WORK.
@@ -15,16 +15,18 @@
 # pilot; the baselines: top_prob, dus, margin at T = 5, 10, 15, top_prob one character per call, the EB and
 # threshold sweeps; then a learned order per seed: imitation of EB gamma=0.1, then the reward objective at 0.03
 # nats per call: the recipe of specs/mdm_arith_table1.yaml at its first price, with its seeds), and Sudoku 9x9
-# with 40 blanks (denoiser and baselines). Budgets are iterations, never seconds: a stream still running at
-# DEADLINE seconds is stopped, and what it finished is kept (each stage leaves a line in OUT_DIR/stages.txt);
+# with 40 blanks (denoiser and baselines). Budgets are iterations, never seconds: every stage runs under
+# `timeout` with the time left before DEADLINE, a stage still running then is stopped, none starts after it,
+# and what finished is kept (each stage leaves a line in OUT_DIR/stages.txt);
 # nothing is shortened to fit. Afterwards OUT_DIR holds stages.txt, machine.txt and:
-#   results.tar.gz     every metrics file (eval/), the policies, meta.json files and logs
+#   results_arith.tar.gz, results_sudoku9.tar.gz
+#                      per task, every metrics file (eval/), the policies, the meta.json files, and all logs
 #   den_arith.tar.gz   the three arith denoisers, weights only (they evaluate and train orders anywhere; without
 #                      their optimiser state they cannot be resumed)
 #   den_sudoku9.tar.gz the 9x9 denoiser, weights only
-# Aggregate on any machine: merlin-mdm aggregate "eval/arith/*/*.h5" --out arith.h5 --markdown arith.md
+# Aggregate on any machine (after tar -xzf results_arith.tar.gz): merlin-mdm aggregate "eval/arith/*/*.h5" --out arith.h5 --markdown arith.md
 #
-# Environment: WORK (the work tree, default OUT_DIR/work); ARITH_TRAIN and S9_TRAIN (the denoisers' `mdm train`
+# Environment: WORK (the work tree: an empty or new folder, default a new one under /tmp); ARITH_TRAIN and S9_TRAIN (the denoisers' `mdm train`
 # options); IMITATE and REWARD (order training iterations); PYTHON (default python3: the package is found
 # through PYTHONPATH=<repo root>, so only click, pyyaml, numpy, h5py, rich and torch are needed); SCALE (full or
 # smoke); DEADLINE (seconds, default 480); THREADS (torch CPU threads per stream, default 3: the networks run on
@@ -56,18 +58,22 @@ else
   echo "SCALE must be full or smoke, got $SCALE" >&2; exit 2
 fi
 
-mkdir -p "$OUT" "${WORK:=$OUT/work}" || exit 1
+WORK=${WORK:-$(mktemp -d /tmp/heavy.XXXXXX)}
+if [ -n "$(ls -A "$WORK" 2>/dev/null)" ]; then
+  echo "WORK=$WORK is not empty: pass a fresh folder (a rerun must not pack an earlier run's files)" >&2; exit 2
+fi
+mkdir -p "$OUT" "$WORK/logs" || exit 1
 OUT=$(cd "$OUT" && pwd)
 W=$(cd "$WORK" && pwd)
-mkdir -p "$W/logs" || exit 1
 STAGES=$OUT/stages.txt
-M() { "$PY" -m merlin_mdm.cli.main "$@"; }
+END=$((SECONDS + DEADLINE))
 
-# stage NAME CMD...: run one stage, log it, and record its outcome and seconds in stages.txt
+# stage NAME MDM_ARGS...: run `merlin-mdm mdm MDM_ARGS` with the time left before the deadline (TERM, then KILL
+# 10 s later), log it, and record its outcome and seconds in stages.txt; past the deadline it starts nothing
 stage() {
-  local name=$1 start=$SECONDS rc; shift
-  [ -e "$W/deadline" ] && return 124  # past the deadline: start nothing more
-  "$@" > "$W/logs/$name.out" 2> "$W/logs/$name.err"; rc=$?
+  local name=$1 start=$SECONDS left=$((END - SECONDS)) rc; shift
+  if [ "$left" -le 0 ]; then echo "$name rc=skipped (deadline)" >> "$STAGES"; return 124; fi
+  timeout -k 10 "$left" "$PY" -m merlin_mdm.cli.main mdm "$@" > "$W/logs/$name.out" 2> "$W/logs/$name.err"; rc=$?
   echo "$name rc=$rc seconds=$((SECONDS - start))" >> "$STAGES"
   return $rc
 }
@@ -76,20 +82,20 @@ arith_stream() {  # arith, one training seed: denoiser, baselines, learned order
   local s=$1 d=$W/arith/seed$1 e=$W/eval/arith/seed$1
   mkdir -p "$d" "$e"
   local den=(--checkpoint "$d/den" --seed 0 --n-examples $N --json)
-  stage "arith$s-train" M mdm train --task arith --knob n_ops=4 --knob max_value=9 $ARITH_TRAIN --seed "$s" \
+  stage "arith$s-train" train --task arith --knob n_ops=4 --knob max_value=9 $ARITH_TRAIN --seed "$s" \
     --out "$d/den" --threads "$THREADS" --quiet --json || return
-  stage "arith$s-fixed" M mdm eval "${den[@]}" --sampler top_prob --steps 5,10,15,47 --out "$e/top_prob_T{steps}.h5"
-  stage "arith$s-eb" M mdm eval "${den[@]}" --sampler eb --sweep gamma=$GAMMAS --steps 47 --out "$e/eb_{gamma}.h5"
-  stage "arith$s-thr" M mdm eval "${den[@]}" --sampler threshold --sweep tau=$TAUS --steps 47 --out "$e/thr_{tau}.h5"
-  stage "arith$s-dus" M mdm eval "${den[@]}" --sampler dus --steps 5,10,15 --out "$e/dus_T{steps}.h5"
-  stage "arith$s-margin" M mdm eval "${den[@]}" --sampler margin --steps 5,10,15 --out "$e/margin_T{steps}.h5"
-  stage "arith$s-imitate" M mdm train-order --denoiser "$d/den" --budget 16 --policy-kind sequential --layers 2 \
+  stage "arith$s-fixed" eval "${den[@]}" --sampler top_prob --steps 5,10,15,47 --out "$e/top_prob_T{steps}.h5"
+  stage "arith$s-eb" eval "${den[@]}" --sampler eb --sweep gamma=$GAMMAS --steps 47 --out "$e/eb_{gamma}.h5"
+  stage "arith$s-thr" eval "${den[@]}" --sampler threshold --sweep tau=$TAUS --steps 47 --out "$e/thr_{tau}.h5"
+  stage "arith$s-dus" eval "${den[@]}" --sampler dus --steps 5,10,15 --out "$e/dus_T{steps}.h5"
+  stage "arith$s-margin" eval "${den[@]}" --sampler margin --steps 5,10,15 --out "$e/margin_T{steps}.h5"
+  stage "arith$s-imitate" train-order --denoiser "$d/den" --budget 16 --policy-kind sequential --layers 2 \
     --objective imitate --teacher eb --teacher-knob gamma=0.1 --iterations $IMITATE --seed "1$s" \
     --eval-samples 0 --threads "$THREADS" --out "$d/imitate" --json || return
-  stage "arith$s-reward" M mdm train-order --denoiser "$d/den" --budget 16 --policy-kind sequential --layers 2 \
+  stage "arith$s-reward" train-order --denoiser "$d/den" --budget 16 --policy-kind sequential --layers 2 \
     --init-policy "$d/imitate" --objective reward --nfe-penalty 0.03 --iterations $REWARD --lr 3e-4 $ROLLOUTS \
     --seed "2$s" --eval-samples 0 --threads "$THREADS" --out "$d/reward" --json || return
-  stage "arith$s-learned" M mdm eval "${den[@]}" --sampler learned --policy "$d/reward" --sweep decode=threshold,sample \
+  stage "arith$s-learned" eval "${den[@]}" --sampler learned --policy "$d/reward" --sweep decode=threshold,sample \
     --steps 16 --out "$e/learned_{decode}.h5"
 }
 
@@ -97,12 +103,12 @@ sudoku9_stream() {  # Sudoku 9x9, 40 blanks: denoiser and baselines
   local d=$W/sudoku9 e=$W/eval/sudoku9
   mkdir -p "$d" "$e"
   local den=(--checkpoint "$d/den" --seed 0 --n-examples $N --json)
-  stage sudoku9-train M mdm train --task sudoku --knob n=9 --knob blanks=40 $S9_TRAIN --seed 0 --out "$d/den" \
+  stage sudoku9-train train --task sudoku --knob n=9 --knob blanks=40 $S9_TRAIN --seed 0 --out "$d/den" \
     --threads "$THREADS" --quiet --json || return
-  stage sudoku9-fixed M mdm eval "${den[@]}" --sampler top_prob --steps 5,10,20,81 --out "$e/top_prob_T{steps}.h5"
-  stage sudoku9-eb M mdm eval "${den[@]}" --sampler eb --sweep gamma=$S9_GAMMAS --steps 81 --out "$e/eb_{gamma}.h5"
-  stage sudoku9-thr M mdm eval "${den[@]}" --sampler threshold --sweep tau=$S9_TAUS --steps 81 --out "$e/thr_{tau}.h5"
-  stage sudoku9-iid M mdm eval "${den[@]}" --sampler iid --steps 20,81 --out "$e/iid_T{steps}.h5"
+  stage sudoku9-fixed eval "${den[@]}" --sampler top_prob --steps 5,10,20,81 --out "$e/top_prob_T{steps}.h5"
+  stage sudoku9-eb eval "${den[@]}" --sampler eb --sweep gamma=$S9_GAMMAS --steps 81 --out "$e/eb_{gamma}.h5"
+  stage sudoku9-thr eval "${den[@]}" --sampler threshold --sweep tau=$S9_TAUS --steps 81 --out "$e/thr_{tau}.h5"
+  stage sudoku9-iid eval "${den[@]}" --sampler iid --steps 20,81 --out "$e/iid_T{steps}.h5"
 }
 
 weights_only() {  # DEN_DIR OUT_DIR: a copy of a denoiser checkpoint without its optimiser state
@@ -118,22 +124,21 @@ EOF
   "$PY" -c 'import torch; print("torch", torch.__version__, "gpu", torch.cuda.is_available() and torch.cuda.get_device_name(0))'
   echo "cores $(nproc --all)"; } > "$OUT/machine.txt" 2>&1
 : > "$STAGES"
-pids=()
-for s in 0 1 2; do ( arith_stream "$s" ) & pids+=($!); done
-( sudoku9_stream ) & pids+=($!)
-( trap 'kill "$sleeper" 2>/dev/null; exit 0' TERM  # stopped early when every stream is done
-  sleep "$DEADLINE" & sleeper=$!; wait "$sleeper"
-  echo "deadline reached at $DEADLINE s" >> "$STAGES"; touch "$W/deadline"
-  for _ in 1 2 3 4 5; do pkill -TERM -f -- "merlin_mdm.cli.main mdm .*$W/"; sleep 1; done ) > /dev/null 2>&1 &
-watchdog=$!
-wait "${pids[@]}" 2>/dev/null
-[ -e "$W/deadline" ] || kill "$watchdog" 2>/dev/null
-wait "$watchdog" 2>/dev/null
+for s in 0 1 2; do arith_stream "$s" & done
+sudoku9_stream &
+wait
+[ "$SECONDS" -ge "$END" ] && echo "deadline reached at $DEADLINE s" >> "$STAGES"
 echo "end=$(date -u +%FT%TZ) seconds=$SECONDS" >> "$OUT/machine.txt"
 
-# pack: metrics, policies, metas and logs in one archive; the denoisers' weights in two more
-( cd "$W" && find . -name '*.h5' -o -name 'meta.json' -o -name 'policy.pt' ) | grep -v '^./weights/' > "$W/files.txt"
-tar -czf "$OUT/results.tar.gz" -C "$W" -T "$W/files.txt" logs -C "$OUT" stages.txt machine.txt
+# pack (each archive stays well under the device tool's 16 MiB a file): per task, its metrics files, policies,
+# meta.json files and logs; the denoisers' weights in two more
+pack() {  # TASK: OUT/results_TASK.tar.gz from WORK/TASK and WORK/eval/TASK
+  ( cd "$W" && find "./$1" "./eval/$1" \( -name '*.h5' -o -name 'meta.json' -o -name 'policy.pt' \) 2>/dev/null ) \
+    > "$W/files_$1.txt"
+  tar -czf "$OUT/results_$1.tar.gz" -C "$W" -T "$W/files_$1.txt" logs -C "$OUT" stages.txt machine.txt
+}
+pack arith
+pack sudoku9
 for s in 0 1 2; do
   [ -f "$W/arith/seed$s/den/denoiser.pt" ] && weights_only "$W/arith/seed$s/den" "$W/weights/arith/seed$s"
 done

@@ -12,6 +12,7 @@ study that runs several tasks on one GPU node shares the GPU; pin tasks to GPUs 
 from __future__ import annotations
 
 import re
+import warnings
 
 import torch
 
@@ -58,8 +59,13 @@ def resolve_device(spec: str) -> torch.device:
 def _gpu(index: int) -> torch.device:
     """GPU ``index``, with float32 matrix products in TF32 (torch's "high" precision: about 10 bits of mantissa in
     the products, float32 accumulation; several times faster on Ampere and later)."""
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
+    matmul = torch.backends.cuda.matmul
+    with warnings.catch_warnings():  # torch 2.9+ warns when the older flag is set
+        warnings.simplefilter("ignore")
+        if hasattr(matmul, "fp32_precision"):
+            matmul.fp32_precision = "tf32"
+        else:
+            matmul.allow_tf32 = True
     return torch.device("cuda", index)
 
 

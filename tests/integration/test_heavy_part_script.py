@@ -42,12 +42,14 @@ def test_every_stage_runs_and_the_results_come_back_packed(tmp_path: Path) -> No
                 ("train", "fixed", "eb", "thr", "dus", "margin", "imitate", "reward", "learned")}
     expected |= {f"sudoku9-{name}" for name in ("train", "fixed", "eb", "thr", "iid")}
     assert set(stages) == expected and set(stages.values()) == {"rc=0"}
-    with tarfile.open(out / "results.tar.gz") as tar:
+    with tarfile.open(out / "results_arith.tar.gz") as tar:
         names = set(tar.getnames())
     for seed in range(3):
         assert f"./eval/arith/seed{seed}/learned_threshold.h5" in names
         assert f"./arith/seed{seed}/reward/policy.pt" in names
-    assert "./eval/sudoku9/top_prob_T81.h5" in names and "stages.txt" in names
+    assert "stages.txt" in names and "logs/arith0-train.err" in names
+    with tarfile.open(out / "results_sudoku9.tar.gz") as tar:
+        assert "./eval/sudoku9/top_prob_T81.h5" in tar.getnames()
     with tarfile.open(out / "den_arith.tar.gz") as tar:
         assert {f"arith/seed{s}/denoiser.pt" for s in range(3)} <= set(tar.getnames())
     assert (out / "den_sudoku9.tar.gz").is_file()
@@ -58,7 +60,16 @@ def test_the_deadline_stops_every_stream_and_still_packs(tmp_path: Path) -> None
     out = tmp_path / "heavy"
     done = _run(out, deadline=3)
     assert done.returncode == 0, done.stderr
-    assert "deadline reached at 3 s" in (out / "stages.txt").read_text()
-    assert (out / "results.tar.gz").is_file()
+    stages = (out / "stages.txt").read_text()
+    assert "deadline reached at 3 s" in stages and "arith0-train rc=124" in stages
+    assert (out / "results_arith.tar.gz").is_file() and (out / "results_sudoku9.tar.gz").is_file()
     left = subprocess.run(["pgrep", "-f", str(tmp_path / "work")], capture_output=True, text=True, check=False)
     assert left.stdout == ""  # no stage outlives the command
+
+
+def test_a_used_work_folder_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "old.h5").write_text("an earlier run")
+    done = _run(tmp_path / "heavy", deadline=3)
+    assert done.returncode == 2 and "is not empty" in done.stderr
+    assert not (tmp_path / "heavy" / "stages.txt").exists()
