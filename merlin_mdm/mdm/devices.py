@@ -47,12 +47,12 @@ def resolve_device(spec: str) -> torch.device:
         raise MdmError(f"--device {spec!r}: expected {DEVICE_CHOICES}")
     if not torch.cuda.is_available():
         build = f"torch {torch.__version__}" + ("" if torch.version.cuda else ", a CPU-only build")
-        raise MdmError(f"--device {spec}: this torch cannot use a GPU ({build}); pass --device cpu, or --device "
+        raise MdmError(f"--device {spec!r}: this torch cannot use a GPU ({build}); pass --device cpu, or --device "
                        f"auto to take a GPU only where there is one")
     index = int(match.group(1) or 0)
     count = torch.cuda.device_count()
     if index >= count:
-        raise MdmError(f"--device {spec}: torch sees {count} GPU(s), numbered 0 to {count - 1}")
+        raise MdmError(f"--device {spec!r}: torch sees {count} GPU(s), numbered 0 to {count - 1}")
     return _gpu(index)
 
 
