@@ -24,7 +24,7 @@ def _checked(ctx: click.Context, param: click.Parameter, value: str) -> str:
     try:
         resolve_device(value)
     except MdmError as err:
-        raise click.BadParameter(str(err).removeprefix(f"--device {value!r}: "), ctx=ctx, param=param) from None
+        raise click.BadParameter(str(err).removeprefix("--device "), ctx=ctx, param=param) from None
     return value
 
 
