@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from merlin_mdm.errors import MdmError
+from merlin_mdm.mdm.devices import cpu_state
 from merlin_mdm.mdm.model import Denoiser, DenoiserConfig
 from merlin_mdm.mdm.tasks import Task, make_task
 
@@ -87,8 +88,7 @@ def save_denoiser(directory: str | os.PathLike[str], model: Denoiser, task: Task
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     task_info = {"name": task.name, "knobs": task.knobs()}
-    weights = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}  # loads anywhere
-    payload = {"config": asdict(model.config), "task": task_info, "state_dict": weights, **extra}
+    payload = {"config": asdict(model.config), "task": task_info, "state_dict": cpu_state(model.state_dict()), **extra}
     tmp = out / f".{CHECKPOINT_FILE}.tmp"
     torch.save(payload, tmp)
     os.replace(tmp, out / CHECKPOINT_FILE)

@@ -1,24 +1,26 @@
-"""Where the denoiser runs: ``--device auto|cpu|cuda|cuda:N``.
+"""Where the networks run: ``--device auto|cpu|cuda|cuda:N``.
 
 Only the networks move: the denoiser and the order networks (policy, posterior). Data, masks, the samplers'
 and rollouts' bookkeeping and every random generator stay on the CPU, so a run draws the same examples and the
 same random numbers on any device, and differs between a CPU and a GPU only by the float kernels (the same
 caveat as between two CPUs). A network takes CPU tensors and returns its outputs on the CPU
 (:meth:`merlin_mdm.mdm.model.Denoiser.forward`, :meth:`merlin_mdm.mdm.order.networks.OrderNet.scores`), and
-gradients flow back across the copy, so no caller changes. A
-study that runs several tasks on one GPU node shares the GPU; pin tasks to GPUs with ``CUDA_VISIBLE_DEVICES``.
+gradients flow back across the copy, so no caller changes. Weights are saved as CPU tensors
+(:func:`cpu_state`), so a checkpoint written on a GPU loads on any machine. A study that runs several tasks on one
+GPU node shares the GPU; pin tasks to GPUs with ``CUDA_VISIBLE_DEVICES``.
 """
 
 from __future__ import annotations
 
 import re
 import warnings
+from collections.abc import Mapping
 
 import torch
 
 from merlin_mdm.errors import MdmError
 
-__all__ = ["DEVICE_CHOICES", "describe_device", "resolve_device"]
+__all__ = ["DEVICE_CHOICES", "cpu_state", "describe_device", "resolve_device"]
 
 DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
 _CUDA = re.compile(r"cuda(?::(\d+))?")
@@ -67,6 +69,11 @@ def _gpu(index: int) -> torch.device:
         else:
             matmul.allow_tf32 = True
     return torch.device("cuda", index)
+
+
+def cpu_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict as CPU tensors, for saving: weights written on a GPU load on any machine."""
+    return {name: tensor.detach().cpu() for name, tensor in state.items()}
 
 
 def describe_device(device: torch.device) -> str:

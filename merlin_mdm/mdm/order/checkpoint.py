@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from merlin_mdm.errors import MdmError
+from merlin_mdm.mdm.devices import cpu_state
 from merlin_mdm.mdm.order.networks import OrderNet, OrderNetConfig
 from merlin_mdm.mdm.order.policies import DEFAULT_POLICY_KIND, make_reveal_policy
 
@@ -84,20 +85,15 @@ def save_policy(directory: str | Path, policy: OrderNet, posterior: OrderNet | N
         "format": POLICY_FORMAT,
         "policy_kind": kind,
         "policy_config": policy.config.to_dict(),
-        "policy_state": _cpu(policy.state_dict()),
+        "policy_state": cpu_state(policy.state_dict()),
         "posterior_config": None if posterior is None else posterior.config.to_dict(),
-        "posterior_state": None if posterior is None else _cpu(posterior.state_dict()),
+        "posterior_state": None if posterior is None else cpu_state(posterior.state_dict()),
     }
     _atomic_write(out / POLICY_FILE, lambda tmp: torch.save(blob, tmp))
     facts = {"kind": "order_policy", "format": POLICY_FORMAT, **meta, "policy_kind": kind}
     text = json.dumps(facts, indent=2, sort_keys=True)
     _atomic_write(out / META_FILE, lambda tmp: tmp.write_text(text + "\n"))
     return out
-
-
-def _cpu(state: Mapping[str, Any]) -> dict[str, Any]:
-    """A state dict with CPU tensors: a policy trained on a GPU loads on any machine."""
-    return {name: tensor.detach().cpu() for name, tensor in state.items()}
 
 
 def _network(config: Any, state: Any, where: Path) -> OrderNet:
