@@ -6,7 +6,7 @@
 #   SCALE=smoke bash specs/mdm_heavy_part_gpu.sh /tmp/x        # a few minutes on a CPU: checks every stage
 #
 # On the lent device machine, one `run` call (the GPU tests first: they have never run where torch sees a GPU):
-#   python3 -m pytest tests/unit/mdm/test_devices.py -x -q -p no:cacheprovider -W default 2>&1 | tail -15 &&
+#   python3 -m pytest tests/unit/mdm/test_devices_gpu.py -x -q -p no:cacheprovider -W default 2>&1 | tail -15 &&
 #   WORK=/tmp/heavy bash specs/mdm_heavy_part_gpu.sh $OUT
 # with timeout_s 600 (the script stops its streams at DEADLINE=480 s and packs in seconds). Only the archives
 # and two text files land in OUT_DIR (the tool returns at most 8 files); the work tree stays in WORK.
