@@ -1,4 +1,4 @@
-"""The ``--device`` option shared by every `merlin-mdm mdm` command that runs a denoiser."""
+"""The ``--device`` option shared by every `merlin-mdm mdm` command that runs a network (denoiser, order policy)."""
 
 from __future__ import annotations
 

@@ -42,7 +42,7 @@ class EvalConfig:
     temperature: float = 1.0  # token sampling temperature; 0 = argmax
     policy_dir: str | None = None  # learned-order policy folder (passed to the sampler as policy_dir)
     threads: int = 1  # torch threads; 0 = OMP_NUM_THREADS or all cores (1 is fastest for ~0.1M-parameter models)
-    device: str = "auto"  # where the denoiser runs: auto, cpu, cuda, cuda:N (merlin_mdm.mdm.devices)
+    device: str = "auto"  # where the networks run (denoiser, a learned order): auto, cpu, cuda, cuda:N
 
     def __post_init__(self) -> None:
         for name in ("steps", "n_examples", "batch_size"):
