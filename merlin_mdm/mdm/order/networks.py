@@ -9,7 +9,7 @@ q_i = exp((s_i - max_j s_j) / tau). The posterior's only extra input is log p_de
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from merlin_mdm.errors import MdmError
 from merlin_mdm.mdm.order.features import N_SCALARS, OrderInputs
 
-__all__ = ["OrderNet", "OrderNetConfig", "relative_hidden"]
+__all__ = ["LateHead", "OrderNet", "OrderNetConfig", "StepEncoding", "relative_hidden"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,7 @@ class OrderNetConfig:
     stop_head: bool = False  # also read one "stop" logit per sequence (the sequential policy's stop decision)
     pair_dim: int = 0  # width of the interaction of a position with the positions already chosen (0: none)
     relative_hidden: bool = False  # also read the hidden state relative to the other masked positions' (scaled)
+    chosen_late: bool = False  # "already chosen" enters after the transformer (one pass per step, see pick_scores)
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "seq_len", "hidden_dim", "d_model", "n_heads"):
@@ -44,6 +45,8 @@ class OrderNetConfig:
             raise MdmError("order network: n_layers, extra_dim and pair_dim must be >= 0")
         if self.d_model % self.n_heads:
             raise MdmError(f"order network: d_model {self.d_model} is not a multiple of n_heads {self.n_heads}")
+        if self.chosen_late and not self.stop_head:
+            raise MdmError("order network: chosen_late needs stop_head (it only serves sequential picks)")
 
     def to_dict(self) -> dict[str, Any]:
         """The config as a JSON-able dict."""
@@ -74,6 +77,43 @@ def relative_hidden(hidden: Tensor, masked: Tensor) -> Tensor:
     return centred / (rms + 1e-6)
 
 
+class LateHead(NamedTuple):
+    """A step's head readings that do not depend on the chosen flags (``chosen_late``), on the network's device.
+
+    Attributes:
+        logits: (n, L) each position's number before the pairwise term.
+        affinity: (n, L, L) the pairwise term u_i . v_j / sqrt(pair_dim) of position i with a chosen position j.
+        stop: (n,) the stop logit with nothing chosen.
+        stop_each: (n, L) what choosing position j adds to the stop logit, times L.
+    """
+
+    logits: Tensor
+    affinity: Tensor
+    stop: Tensor
+    stop_each: Tensor
+
+
+class StepEncoding(NamedTuple):
+    """What the picks of one step share (:meth:`OrderNet.encode`).
+
+    Attributes:
+        inputs: the step's features, on their own device.
+        late: the step's head readings when the network reads "already chosen" late (``chosen_late``); None
+            otherwise, and every pick re-runs the network.
+    """
+
+    inputs: OrderInputs
+    late: LateHead | None
+
+    def select(self, rows: Tensor) -> StepEncoding:
+        """The encoding of the rows ``rows`` (a long index on the inputs' device)."""
+        inputs = OrderInputs(*(field[rows] for field in self.inputs))
+        if self.late is None:
+            return StepEncoding(inputs, None)
+        index = rows.to(self.late.logits.device)
+        return StepEncoding(inputs, LateHead(*(part[index] for part in self.late)))
+
+
 class OrderNet(nn.Module):
     """Per-position logits (policy) or scores (posterior) from :class:`OrderInputs`."""
 
@@ -101,6 +141,9 @@ class OrderNet(nn.Module):
             nn.init.zeros_(self.stop.bias)
         self.pair = nn.Linear(d, 2 * config.pair_dim) if config.pair_dim else None
         self.rel = nn.Linear(config.hidden_dim, d) if config.relative_hidden else None
+        self.stop_chosen = nn.Linear(d, 1, bias=False) if config.chosen_late else None
+        if self.stop_chosen is not None:
+            nn.init.normal_(self.stop_chosen.weight, std=config.init_scale)
 
     def forward(self, inputs: OrderInputs, extra: Tensor | None = None) -> Tensor:
         """One number per position.
@@ -144,6 +187,10 @@ class OrderNet(nn.Module):
     def _scores(
         self, inputs: OrderInputs, extra: Tensor | None, chosen: Tensor | None
     ) -> tuple[Tensor, Tensor | None]:
+        return self._head(self._mixed(inputs, extra), chosen)
+
+    def _mixed(self, inputs: OrderInputs, extra: Tensor | None) -> Tensor:
+        """(B, L, d): embed every position's features, mix positions, normalise."""
         scalars = inputs.scalars if extra is None else torch.cat([inputs.scalars, extra], dim=-1)
         if scalars.shape[-1] != N_SCALARS + self.config.extra_dim:
             raise MdmError(
@@ -155,7 +202,11 @@ class OrderNet(nn.Module):
             h = h + self.rel(relative_hidden(inputs.hidden, inputs.masked))
         if self.mix is not None:
             h = self.mix(h)
-        h = self.norm(h)
+        mixed: Tensor = self.norm(h)
+        return mixed
+
+    def _head(self, h: Tensor, chosen: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """Per-position numbers and the stop logit from the mixed state ``h`` (B, L, d) and the chosen flags."""
         out: Tensor = self.out(h).squeeze(-1)  # (B, L)
         if self.pair is not None and chosen is not None:
             u, v = self.pair(h).chunk(2, dim=-1)  # (B, L, pair_dim) each
@@ -163,3 +214,36 @@ class OrderNet(nn.Module):
             out = out + (affinity * chosen[:, None, :].float()).sum(-1)
         stop = None if self.stop is None else self.stop(h.mean(1)).squeeze(-1)  # (B,)
         return out, stop
+
+    def encode(self, inputs: OrderInputs) -> StepEncoding:
+        """Prepare a step's picks: with ``chosen_late`` run the transformer and the flag-free head readings once
+        here (:class:`LateHead`), else keep the inputs."""
+        if not self.config.chosen_late:
+            return StepEncoding(inputs, None)
+        if self.pair is None or self.stop is None or self.stop_chosen is None:
+            raise MdmError("order network: chosen_late needs the pairwise term and the stop head")
+        device = self.out.weight.device
+        moved = inputs if inputs.tokens.device == device else OrderInputs(*(part.to(device) for part in inputs))
+        h = self._mixed(moved, None)  # (n, L, d)
+        u, v = self.pair(h).chunk(2, dim=-1)  # (n, L, pair_dim) each
+        late = LateHead(logits=self.out(h).squeeze(-1), affinity=u @ v.transpose(1, 2) / self.config.pair_dim**0.5,
+                        stop=self.stop(h.mean(1)).squeeze(-1), stop_each=self.stop_chosen(h).squeeze(-1))
+        return StepEncoding(inputs, late)
+
+    def pick_scores(self, encoding: StepEncoding, chosen: Tensor) -> tuple[Tensor, Tensor | None]:
+        """:meth:`scores` for one pick of a step, given the positions already ``chosen`` (n, L) bool.
+
+        Without ``chosen_late`` the flags are an input (the network's last extra input, and the pairwise term),
+        so every pick re-runs the whole network. With it the transformer and the head ran once in :meth:`encode`,
+        and a pick only adds what the chosen positions contribute: each position's pairwise term with them, and
+        to the stop logit a learned reading of their mixed states (their mean over the L positions). A pick then
+        costs a product with the (n, L, L) affinity instead of a network pass (about ten picks per step on
+        arith), at the price of attention never seeing the flags.
+        """
+        if encoding.late is None:
+            return self.scores(encoding.inputs, chosen.float()[..., None], chosen)
+        late, home = encoding.late, chosen.device
+        flags = chosen.to(late.logits.device).float()  # (n, L)
+        out = late.logits + (late.affinity @ flags[..., None]).squeeze(-1)
+        stop = late.stop + (late.stop_each * flags).sum(-1) / flags.shape[-1]
+        return out.to(home), stop.to(home)

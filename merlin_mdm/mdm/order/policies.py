@@ -41,7 +41,7 @@ from torch.nn import functional as F
 from merlin_mdm.errors import MdmError
 from merlin_mdm.mdm.order.bernoulli import policy_log_prob, sample_policy, threshold_policy
 from merlin_mdm.mdm.order.features import CONFIDENCE_COLUMN, OrderInputs
-from merlin_mdm.mdm.order.networks import OrderNet, OrderNetConfig
+from merlin_mdm.mdm.order.networks import OrderNet, OrderNetConfig, StepEncoding
 from merlin_mdm.mdm.registry import build
 
 __all__ = [
@@ -50,6 +50,7 @@ __all__ = [
     "BernoulliPolicy",
     "PolicyDraw",
     "RevealPolicy",
+    "SequentialOnePassPolicy",
     "SequentialPolicy",
     "make_reveal_policy",
     "pick_ranks",
@@ -225,23 +226,24 @@ class SequentialPolicy(RevealPolicy):
         count = chosen_all.sum(-1)  # (B,)
         decisions = count + (inputs.masked & ~chosen_all).any(-1).long()  # picks, plus "stop" if anything is left
         log_prob = torch.zeros(pick_rank.shape[0], device=pick_rank.device)
+        encoding = net.encode(inputs)
         for k in range(int(decisions.max()) if decisions.numel() else 0):
             rows = (decisions > k).nonzero().squeeze(1)  # (n,) rows taking their k-th decision
             ranks = pick_rank[rows]  # (n, L)
             before = (ranks >= 0) & (ranks < k)  # (n, L) the first k picks: "already chosen" at this decision
-            log_p = self._pick_log_probs(net, OrderInputs(*(field[rows] for field in inputs)), before)  # (n, L + 1)
+            log_p = self._pick_log_probs(net, encoding.select(rows), before)  # (n, L + 1)
             target = torch.where(count[rows] > k, (ranks == k).long().argmax(-1), log_p.shape[1] - 1)  # (n,)
             log_prob = log_prob.index_add(0, rows, log_p.gather(1, target[:, None]).squeeze(1))
         return log_prob
 
     @staticmethod
-    def _pick_log_probs(net: OrderNet, inputs: OrderInputs, chosen: Tensor) -> Tensor:
+    def _pick_log_probs(net: OrderNet, encoding: StepEncoding, chosen: Tensor) -> Tensor:
         """Log-probabilities (n, L + 1) of the next decision given the positions already ``chosen`` (n, L): each
         masked position not yet chosen, and (last column) "stop" once something is chosen."""
-        logits, stop = net.scores(inputs, chosen.float()[..., None], chosen)
+        logits, stop = net.pick_scores(encoding, chosen)
         if stop is None:
             raise MdmError("sequential policy: the order network has no stop head (a Bernoulli policy?)")
-        available = inputs.masked & ~chosen  # (n, L)
+        available = encoding.inputs.masked & ~chosen  # (n, L)
         logits = torch.where(available, logits, torch.full_like(logits, float("-inf")))
         stop = torch.where(chosen.any(-1), stop, torch.full_like(stop, float("-inf")))
         return torch.log_softmax(torch.cat([logits, stop[:, None]], -1), -1)
@@ -254,10 +256,10 @@ class SequentialPolicy(RevealPolicy):
         rank = torch.full(masked.shape, -1, dtype=torch.long, device=masked.device)
         log_prob = torch.zeros(batch, device=masked.device)
         open_rows = masked.any(-1)  # (B,) rows still picking
+        encoding = net.encode(inputs)
         while bool(open_rows.any()):
             rows = open_rows.nonzero().squeeze(1)  # (n,)
-            sub = OrderInputs(*(field[rows] for field in inputs))
-            log_p = SequentialPolicy._pick_log_probs(net, sub, chosen[rows])  # (n, L + 1)
+            log_p = SequentialPolicy._pick_log_probs(net, encoding.select(rows), chosen[rows])  # (n, L + 1)
             pick = choose(log_p)  # (n,)
             log_prob = log_prob.index_add(0, rows, log_p.gather(1, pick[:, None]).squeeze(1))
             stopped = pick == length
@@ -268,3 +270,23 @@ class SequentialPolicy(RevealPolicy):
             open_rows[rows[stopped]] = False
             open_rows &= (masked & ~chosen).any(-1)  # everything chosen: the step ends without a stop decision
         return PolicyDraw(chosen, log_prob, rank)
+
+
+@register_policy_kind
+class SequentialOnePassPolicy(SequentialPolicy):
+    """The sequential policy with one network pass per step: "already chosen" is read after the transformer.
+
+    The picks, the stop decision, decoding and imitation are the ``sequential`` kind's. Only where the flags enter
+    differs (:meth:`.networks.OrderNet.pick_scores`): the transformer mixes the step's state once, and each pick
+    re-reads only the head, i.e. each position's logit plus its pairwise term with the chosen positions, and a
+    stop logit that also reads the chosen positions' mixed states. Attention never sees the flags, so what is
+    already chosen can only act through those two terms; in exchange a step costs about one network pass
+    instead of one per pick (the order networks took most of a reward iteration's time, docs/mdm.md).
+    """
+
+    kind: ClassVar[str] = "sequential-onepass"
+
+    def network_extras(self, d_model: int) -> dict[str, Any]:
+        """As ``sequential``, with the chosen flags read late (so no extra input)."""
+        return {"extra_dim": 0, "stop_head": True, "pair_dim": d_model, "relative_hidden": True,
+                "chosen_late": True}
