@@ -46,7 +46,8 @@ def test_a_gpu_trained_checkpoint_evaluates_on_the_cpu(tmp_path) -> None:
     assert (on_cpu.correct == on_gpu.correct).mean() >= 0.9  # same examples and draws; kernels differ slightly
 
 
-@pytest.mark.parametrize("kind", [("elbo", "bernoulli"), ("imitate", "sequential"), ("reward", "sequential")])
+@pytest.mark.parametrize("kind", [("elbo", "bernoulli"), ("imitate", "sequential"), ("reward", "sequential"),
+                                  ("reward", "sequential-onepass")])
 def test_order_training_on_a_gpu_saves_a_policy_that_evaluates_anywhere(tmp_path, kind: tuple[str, str]) -> None:
     from merlin_mdm.mdm.order.pipeline import run_train_order
     from merlin_mdm.mdm.order.training import OrderTrainConfig
