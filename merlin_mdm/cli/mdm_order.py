@@ -44,7 +44,7 @@ def _budget_list(text: str) -> tuple[int, ...]:
               help="Registered policy kind. bernoulli: independent reveal decisions; sequential: picks positions "
                    "one at a time within a step, with a stop decision (trained by --objective reward or imitate); "
                    "sequential-onepass: the same picks, but the network reads the step once and each pick only "
-                   "re-reads a light head (about 3x faster training on arith; what is chosen cannot steer "
+                   "re-reads a light head (about 2x faster training on arith; what is chosen cannot steer "
                    "attention).")
 @click.option("--token-temperature", default=1.0, show_default=True, type=click.FloatRange(min=0),
               help="reward: token temperature of the rollouts (use the evaluation's: 1.0 samples, 0 argmax).")
