@@ -99,7 +99,10 @@ def save_policy(directory: str | Path, policy: OrderNet, posterior: OrderNet | N
 def _network(config: Any, state: Any, where: Path) -> OrderNet:
     if not isinstance(config, dict):
         raise MdmError(f"{where}: not an order policy file (no network config)")
-    net = OrderNet(OrderNetConfig(**config))
+    try:
+        net = OrderNet(OrderNetConfig(**config))
+    except TypeError as err:  # a field this version does not know: written by a newer merlin-mdm
+        raise MdmError(f"{where}: network config not understood by this version ({err}); upgrade merlin-mdm") from err
     try:
         net.load_state_dict(state)
     except RuntimeError as err:

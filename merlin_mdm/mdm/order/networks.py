@@ -45,8 +45,9 @@ class OrderNetConfig:
             raise MdmError("order network: n_layers, extra_dim and pair_dim must be >= 0")
         if self.d_model % self.n_heads:
             raise MdmError(f"order network: d_model {self.d_model} is not a multiple of n_heads {self.n_heads}")
-        if self.chosen_late and not self.stop_head:
-            raise MdmError("order network: chosen_late needs stop_head (it only serves sequential picks)")
+        if self.chosen_late and not (self.stop_head and self.pair_dim > 0 and self.extra_dim == 0):
+            raise MdmError("order network: chosen_late needs stop_head, pair_dim > 0 and no extra input (the chosen "
+                           "flags reach it through the pairwise term and the stop head only)")
 
     def to_dict(self) -> dict[str, Any]:
         """The config as a JSON-able dict."""
@@ -97,21 +98,23 @@ class StepEncoding(NamedTuple):
     """What the picks of one step share (:meth:`OrderNet.encode`).
 
     Attributes:
-        inputs: the step's features, on their own device.
-        late: the step's head readings when the network reads "already chosen" late (``chosen_late``); None
-            otherwise, and every pick re-runs the network.
+        masked: (n, L) bool, the positions still to reveal, on the inputs' device.
+        inputs: the step's features when every pick re-runs the network; None with ``late``.
+        late: the step's head readings when the network reads "already chosen" late (``chosen_late``), else None.
     """
 
-    inputs: OrderInputs
+    masked: Tensor
+    inputs: OrderInputs | None
     late: LateHead | None
 
     def select(self, rows: Tensor) -> StepEncoding:
         """The encoding of the rows ``rows`` (a long index on the inputs' device)."""
-        inputs = OrderInputs(*(field[rows] for field in self.inputs))
-        if self.late is None:
-            return StepEncoding(inputs, None)
-        index = rows.to(self.late.logits.device)
-        return StepEncoding(inputs, LateHead(*(part[index] for part in self.late)))
+        inputs = None if self.inputs is None else OrderInputs(*(field[rows] for field in self.inputs))
+        late = None
+        if self.late is not None:
+            index = rows.to(self.late.logits.device)
+            late = LateHead(*(part[index] for part in self.late))
+        return StepEncoding(self.masked[rows], inputs, late)
 
 
 class OrderNet(nn.Module):
@@ -176,6 +179,8 @@ class OrderNet(nn.Module):
             its weights' device and the outputs come back on the device of ``inputs`` (as the denoiser's do:
             :mod:`merlin_mdm.mdm.devices`), so sampling and training loops keep their tensors on the CPU.
         """
+        if self.config.chosen_late and chosen is not None:
+            raise MdmError("order network: with chosen_late the chosen flags go through encode and pick_scores")
         home, device = inputs.tokens.device, self.out.weight.device
         if device == home:
             return self._scores(inputs, extra, chosen)
@@ -217,18 +222,21 @@ class OrderNet(nn.Module):
 
     def encode(self, inputs: OrderInputs) -> StepEncoding:
         """Prepare a step's picks: with ``chosen_late`` run the transformer and the flag-free head readings once
-        here (:class:`LateHead`), else keep the inputs."""
+        here (:class:`LateHead`), else keep the inputs.
+
+        Returns:
+            The :class:`StepEncoding` that :meth:`pick_scores` reads, one pick at a time.
+        """
         if not self.config.chosen_late:
-            return StepEncoding(inputs, None)
-        if self.pair is None or self.stop is None or self.stop_chosen is None:
-            raise MdmError("order network: chosen_late needs the pairwise term and the stop head")
+            return StepEncoding(inputs.masked, inputs, None)
+        assert self.pair is not None and self.stop is not None and self.stop_chosen is not None  # the config's rule
         device = self.out.weight.device
         moved = inputs if inputs.tokens.device == device else OrderInputs(*(part.to(device) for part in inputs))
         h = self._mixed(moved, None)  # (n, L, d)
         u, v = self.pair(h).chunk(2, dim=-1)  # (n, L, pair_dim) each
         late = LateHead(logits=self.out(h).squeeze(-1), affinity=u @ v.transpose(1, 2) / self.config.pair_dim**0.5,
                         stop=self.stop(h.mean(1)).squeeze(-1), stop_each=self.stop_chosen(h).squeeze(-1))
-        return StepEncoding(inputs, late)
+        return StepEncoding(inputs.masked, None, late)
 
     def pick_scores(self, encoding: StepEncoding, chosen: Tensor) -> tuple[Tensor, Tensor | None]:
         """:meth:`scores` for one pick of a step, given the positions already ``chosen`` (n, L) bool.
@@ -241,6 +249,7 @@ class OrderNet(nn.Module):
         arith), at the price of attention never seeing the flags.
         """
         if encoding.late is None:
+            assert encoding.inputs is not None  # encode keeps them when the flags are an input
             return self.scores(encoding.inputs, chosen.float()[..., None], chosen)
         late, home = encoding.late, chosen.device
         flags = chosen.to(late.logits.device).float()  # (n, L)

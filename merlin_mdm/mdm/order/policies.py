@@ -9,7 +9,7 @@ this small interface, so a new kind is one registered class:
 * ``decode``: a deterministic reveal set for evaluation (thresholded);
 * ``imitation_loss``: how far the policy is from revealing a teacher's set (the ``imitate`` objective).
 
-Two kinds are registered:
+Three kinds are registered:
 
 * ``bernoulli``: independent Bernoulli(p_i = sigmoid(a_i)) per masked position, conditioned on revealing at
   least one (:mod:`.bernoulli`). Its decisions are factorised: positions that look the same to the network
@@ -26,6 +26,9 @@ Two kinds are registered:
   teacher sampler by turning each teacher set into a pick sequence (the denoiser's most confident position
   first, then "stop" unless the set is everything left) and maximising that sequence's log-probability with
   the "already chosen" inputs set as the policy itself would see them (teacher forcing).
+* ``sequential-onepass``: the same picks, stop decision and imitation, with the "already chosen" flags read after
+  the network's transformer, which then runs once per step instead of once per pick
+  (:class:`SequentialOnePassPolicy`).
 """
 
 from __future__ import annotations
@@ -243,7 +246,7 @@ class SequentialPolicy(RevealPolicy):
         logits, stop = net.pick_scores(encoding, chosen)
         if stop is None:
             raise MdmError("sequential policy: the order network has no stop head (a Bernoulli policy?)")
-        available = encoding.inputs.masked & ~chosen  # (n, L)
+        available = encoding.masked & ~chosen  # (n, L)
         logits = torch.where(available, logits, torch.full_like(logits, float("-inf")))
         stop = torch.where(chosen.any(-1), stop, torch.full_like(stop, float("-inf")))
         return torch.log_softmax(torch.cat([logits, stop[:, None]], -1), -1)

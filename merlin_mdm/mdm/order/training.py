@@ -74,7 +74,7 @@ class OrderTrainConfig:
     budgets: tuple[int, ...] = ()  # several budgets for one policy: T drawn per iteration (empty: just budget)
     nfe_penalty: float = 0.0  # lambda per denoiser call: nats (elbo) or score points (reward); 0: spend T calls
     objective: str = "elbo"  # registered objective: elbo (order ELBO) or reward (REINFORCE on task.score)
-    policy_kind: str = "bernoulli"  # registered policy kind: bernoulli (factorised) or sequential (picks in turn)
+    policy_kind: str = "bernoulli"  # registered policy kind: bernoulli (factorised), sequential(-onepass) (picks)
     token_temperature: float = 1.0  # reward rollouts fill tokens like evaluation: 1.0 samples, 0 is argmax
     common_token_noise: bool = False  # reward: one Gumbel token noise per prompt's K rollouts (common random numbers)
     init_policy: str | None = None  # start from this trained policy folder (its networks' shapes win)

@@ -47,7 +47,7 @@ def test_a_gpu_trained_checkpoint_evaluates_on_the_cpu(tmp_path) -> None:
 
 
 @pytest.mark.parametrize("kind", [("elbo", "bernoulli"), ("imitate", "sequential"), ("reward", "sequential"),
-                                  ("reward", "sequential-onepass")])
+                                  ("imitate", "sequential-onepass"), ("reward", "sequential-onepass")])
 def test_order_training_on_a_gpu_saves_a_policy_that_evaluates_anywhere(tmp_path, kind: tuple[str, str]) -> None:
     from merlin_mdm.mdm.order.pipeline import run_train_order
     from merlin_mdm.mdm.order.training import OrderTrainConfig

@@ -26,7 +26,7 @@ from merlin_mdm.errors import MdmError  # noqa: E402
 from merlin_mdm.mdm.order import OrderTrainConfig, load_policy, save_policy, train_order  # noqa: E402
 from merlin_mdm.mdm.order.checkpoint import POLICY_FILE  # noqa: E402
 from merlin_mdm.mdm.order.features import CONFIDENCE_COLUMN, OrderInputs, order_inputs  # noqa: E402
-from merlin_mdm.mdm.order.networks import OrderNet  # noqa: E402
+from merlin_mdm.mdm.order.networks import OrderNet, OrderNetConfig  # noqa: E402
 from merlin_mdm.mdm.order.policies import SequentialPolicy, make_reveal_policy, pick_ranks  # noqa: E402
 from merlin_mdm.mdm.order.reward import reward_rollout  # noqa: E402
 from merlin_mdm.mdm.order.training import build_networks  # noqa: E402
@@ -170,11 +170,11 @@ def test_sampling_never_returns_an_empty_set_and_stays_inside_the_masked_positio
         assert bool(draw.reveal[:100, P].all())  # the only choice, and the step ends there
 
 
-@pytest.mark.parametrize("name", KINDS)
-def test_thresholded_decoding_is_deterministic_and_does_not_depend_on_the_batch(name):
-    net = _net(seed=1, kind=name)
+@pytest.mark.parametrize("kind_name", KINDS)
+def test_thresholded_decoding_is_deterministic_and_does_not_depend_on_the_batch(kind_name):
+    net = _net(seed=1, kind=kind_name)
     inputs = _first_step_inputs(50, seed=4)
-    kind = make_reveal_policy(name)
+    kind = make_reveal_policy(kind_name)
     a, b = kind.decode(net, inputs, 0.5), kind.decode(net, inputs, 0.5)
     assert torch.equal(a, b)
     assert bool((a.sum(-1) >= 1).all()) and not bool((a & ~inputs.masked).any())
@@ -252,15 +252,15 @@ def _ranks_of(order: tuple[int, ...], length: int) -> torch.Tensor:
     return rank
 
 
-@pytest.mark.parametrize("name", KINDS)
-def test_sequence_log_prob_is_the_enumerated_probability_of_every_pick_sequence_and_of_the_draws(name):
+@pytest.mark.parametrize("kind_name", KINDS)
+def test_sequence_log_prob_is_the_enumerated_probability_of_every_pick_sequence_and_of_the_draws(kind_name):
     torch.manual_seed(5)
-    net = _net(seed=5, kind=name)
+    net = _net(seed=5, kind=kind_name)
     for param in net.parameters():  # far from uniform, so that a wrong "already chosen" input or target shows
         param.data += 0.5 * torch.randn_like(param)
     one = _first_step_inputs(1, seed=3, masked_answer=[True, True, False, True, False, False])
     table = _enumerate(net, one)
-    kind = make_reveal_policy(name)
+    kind = make_reveal_policy(kind_name)
     assert isinstance(kind, SequentialPolicy)
     assert len(table) == 15  # 3 + 6 + 6 ordered sequences; the 6 of all three positions end without a stop
     for order, prob in table.items():
@@ -349,8 +349,31 @@ def test_the_onepass_kind_runs_the_transformer_once_per_step_and_the_flags_reach
         encoding = net.encode(inputs)
         base, stop0 = net.pick_scores(encoding, none)
         scored, stop1 = net.pick_scores(encoding, some)
-        pair = net.pair(net._mixed(inputs, None)).chunk(2, dim=-1)  # the pairwise term alone, by hand
+        mixed = net._mixed(inputs, None)  # the transformer's output, by hand
+        pair = net.pair(mixed).chunk(2, dim=-1)
         by_hand = (pair[0] @ pair[1].transpose(1, 2) / net.config.pair_dim**0.5)[:, :, P]
+        stop_by_hand = net.stop_chosen(mixed[:, P]).squeeze(-1) / (P + A)
     assert net.config.chosen_late and net.config.extra_dim == 0
     assert torch.allclose(scored - base, by_hand, atol=1e-5)  # choosing P moves the others by u_i . v_P only
-    assert not torch.allclose(stop0, stop1)  # the stop logit reads what is chosen
+    assert torch.allclose(stop1 - stop0, stop_by_hand, atol=1e-6) and bool((stop_by_hand != 0).all())
+    with pytest.raises(MdmError, match="through encode and pick_scores"):
+        net.scores(inputs, None, some)  # the flags cannot go in as an input
+
+
+def test_a_onepass_policy_round_trips_and_its_config_rules_are_checked(tmp_path):
+    net = _net(seed=4, kind="sequential-onepass")
+    save_policy(tmp_path / "one", net, None, {"budget": 2}, kind="sequential-onepass")
+    loaded = load_policy(tmp_path / "one")
+    assert loaded.kind == "sequential-onepass" and loaded.policy.config.chosen_late
+    inputs = _first_step_inputs(30, seed=6)
+    kind = make_reveal_policy("sequential-onepass")
+    assert torch.equal(kind.decode(net, inputs, 0.5), kind.decode(loaded.policy, inputs, 0.5))
+    config = net.config.to_dict()
+    for bad in ({"stop_head": False}, {"pair_dim": 0}, {"extra_dim": 1}):
+        with pytest.raises(MdmError, match="chosen_late needs stop_head, pair_dim > 0 and no extra input"):
+            OrderNetConfig(**{**config, **bad})
+    blob = torch.load(tmp_path / "one" / POLICY_FILE, weights_only=True)
+    blob["policy_config"]["from_the_future"] = 1
+    torch.save(blob, tmp_path / "one" / POLICY_FILE)
+    with pytest.raises(MdmError, match="network config not understood by this version"):
+        load_policy(tmp_path / "one")
