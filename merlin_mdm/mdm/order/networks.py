@@ -108,7 +108,9 @@ class StepEncoding(NamedTuple):
     late: LateHead | None
 
     def select(self, rows: Tensor) -> StepEncoding:
-        """The encoding of the rows ``rows`` (a long index on the inputs' device)."""
+        """The encoding of the rows ``rows`` (a long index on the inputs' device, increasing, as ``nonzero`` gives)."""
+        if rows.numel() == self.masked.shape[0]:  # every row: no copy (the (n, L, L) affinity is the large part)
+            return self
         inputs = None if self.inputs is None else OrderInputs(*(field[rows] for field in self.inputs))
         late = None
         if self.late is not None:
