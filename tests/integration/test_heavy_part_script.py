@@ -6,6 +6,7 @@ checked here, where the script can run for free: a real run of every `merlin-mdm
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -39,14 +40,20 @@ def test_every_stage_runs_and_the_results_come_back_packed(tmp_path: Path) -> No
     assert done.returncode == 0, done.stderr
     stages = _stages(out)
     expected = {f"arith{s}-{name}" for s in range(3) for name in
-                ("train", "fixed", "eb", "thr", "dus", "margin", "imitate", "reward", "learned")}
+                ("train", "fixed", "eb", "thr", "dus", "margin", "imitate", "reward", "learned",
+                 "learned-capped")}
     expected |= {f"sudoku9-{name}" for name in ("train", "fixed", "eb", "thr", "iid")}
     assert set(stages) == expected and set(stages.values()) == {"rc=0"}
     with tarfile.open(out / "results_arith.tar.gz") as tar:
         names = set(tar.getnames())
     for seed in range(3):
         assert f"./eval/arith/seed{seed}/learned_threshold.h5" in names
+        assert {f"./eval/arith/seed{seed}/learned_cap{cap}.h5" for cap in (5, 10, 15)} <= names
         assert f"./arith/seed{seed}/reward/policy.pt" in names
+    with tarfile.open(out / "results_arith.tar.gz") as tar:
+        member = tar.extractfile("./arith/seed0/reward/meta.json")
+        assert member is not None
+        assert json.load(member)["train_config"]["policy_kind"] == "sequential-onepass"  # the default POLICY_KIND
     assert "stages.txt" in names and "logs/arith0-train.err" in names
     with tarfile.open(out / "results_sudoku9.tar.gz") as tar:
         assert "./eval/sudoku9/top_prob_T81.h5" in tar.getnames()
