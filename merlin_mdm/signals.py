@@ -6,6 +6,11 @@ so that half-written state is removed by the ``finally`` blocks on the way out. 
 is only recorded (:meth:`SignalWatch.deferred`); the loop stops taking work, gives running tasks the grace
 period and records them as queued. A second signal ends the grace period early.
 
+A raised :class:`~merlin_mdm.errors.Interrupted` can be lost: when the signal arrives while Python runs a
+weakref callback or a finaliser (the import system's module-lock cleanup is one), the exception is "ignored"
+and the code it interrupted goes on. The record is never lost, so waits poll it (:meth:`SignalWatch.pause`), and
+the swallowed exception is not printed as a traceback (the command still stops, at its next check).
+
 This module also owns the parent-death signal (Linux ``PR_SET_PDEATHSIG``) that ties a worker process to
 its runner: nothing of a study outlives the process that owns it.
 """
@@ -16,6 +21,7 @@ import contextlib
 import os
 import signal
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import FrameType
@@ -53,6 +59,7 @@ class SignalWatch:
     count: int = 0
     raising: bool = True
     _old: dict[int, object] = field(default_factory=dict)
+    _old_unraisable: object = None
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.count += 1
@@ -60,6 +67,26 @@ class SignalWatch:
             self.received = signum
         if self.raising:
             raise Interrupted(signum)
+
+    def pause(self, seconds: float) -> None:
+        """Sleep up to ``seconds``; raise :class:`Interrupted` as soon as a stop signal has been received.
+
+        Waits use this rather than ``time.sleep``: it also ends on a signal whose raise was swallowed earlier.
+        """
+        end = time.monotonic() + seconds
+        while self.received is None:
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, 0.1))
+        raise Interrupted(self.received)
+
+    def _unraisable(self, info: sys.UnraisableHookArgs) -> None:
+        """A swallowed :class:`Interrupted` is already recorded: drop it quietly; pass anything else on."""
+        if isinstance(info.exc_value, Interrupted):
+            return
+        previous = self._old_unraisable or sys.__unraisablehook__
+        previous(info)  # type: ignore[operator]
 
     @contextlib.contextmanager
     def deferred(self) -> Iterator[SignalWatch]:
@@ -71,6 +98,8 @@ class SignalWatch:
             self.raising = True
 
     def install(self) -> None:
+        self._old_unraisable = sys.unraisablehook
+        sys.unraisablehook = self._unraisable
         for signum in self.signals:
             self._old[signum] = signal.signal(signum, self._handle)
 
@@ -78,6 +107,9 @@ class SignalWatch:
         for signum, handler in self._old.items():
             signal.signal(signum, handler)  # type: ignore[arg-type]
         self._old.clear()
+        if self._old_unraisable is not None:
+            sys.unraisablehook = self._old_unraisable  # type: ignore[assignment]
+            self._old_unraisable = None
 
 
 @contextlib.contextmanager

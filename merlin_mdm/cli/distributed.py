@@ -10,14 +10,13 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import cast
 
 import click
 
 from merlin_mdm.errors import UsageError
-from merlin_mdm.signals import parse_signal
+from merlin_mdm.signals import SignalWatch, parse_signal, watch_signals
 
 __all__ = ["info", "monitor", "purge", "query_workers", "queue_info", "run_workers", "server", "stop_workers"]
 
@@ -241,13 +240,11 @@ def monitor(target: Path, interval: float, early_signal: str | None) -> None:
 
     Run it last in a batch job that starts workers, so the allocation ends with the study.
     """
-    from merlin_mdm.signals import watch_signals
-
-    with watch_signals(parse_signal(early_signal)):
-        _monitor(target, interval)
+    with watch_signals(parse_signal(early_signal)) as watch:
+        _monitor(target, interval, watch)
 
 
-def _monitor(target: Path, interval: float) -> None:
+def _monitor(target: Path, interval: float, watch: SignalWatch) -> None:
     from merlin_mdm.backends.celery.backend import CeleryBackend
     from merlin_mdm.backends.celery.in_allocation import study_is_over
     from merlin_mdm.status.redis_store import RedisStatusStore
@@ -261,7 +258,7 @@ def _monitor(target: Path, interval: float) -> None:
             if study_is_over(store):
                 click.echo(f"{snap.name}: {snap.state} {snap.message}".rstrip())
                 return
-            time.sleep(interval)
+            watch.pause(interval)  # ends at once on a stop signal, even one whose raise was swallowed
     finally:
         store.close()
 
