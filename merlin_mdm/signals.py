@@ -9,7 +9,9 @@ period and records them as queued. A second signal ends the grace period early.
 A raised :class:`~merlin_mdm.errors.Interrupted` can be lost: when the signal arrives while Python runs a
 weakref callback or a finaliser (the import system's module-lock cleanup is one), the exception is "ignored"
 and the code it interrupted goes on. The record is never lost, so waits poll it (:meth:`SignalWatch.pause`), and
-the swallowed exception is not printed as a traceback (the command still stops, at its next check).
+the swallowed exception is not printed as a traceback. Commands that wait (`monitor`, and `run`/`restart`,
+whose runner polls :attr:`SignalWatch.received`) still stop, at their next check; a command with no such
+check (a training step run by a task) goes on to its end.
 
 This module also owns the parent-death signal (Linux ``PR_SET_PDEATHSIG``) that ties a worker process to
 its runner: nothing of a study outlives the process that owns it.
