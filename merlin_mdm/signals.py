@@ -24,7 +24,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from types import FrameType
 
@@ -61,7 +61,7 @@ class SignalWatch:
     count: int = 0
     raising: bool = True
     _old: dict[int, object] = field(default_factory=dict)
-    _old_unraisable: object = None
+    _old_unraisable: Callable[[sys.UnraisableHookArgs], object] | None = None
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.count += 1
@@ -87,8 +87,7 @@ class SignalWatch:
         """A swallowed :class:`Interrupted` is already recorded: drop it quietly; pass anything else on."""
         if isinstance(info.exc_value, Interrupted):
             return
-        previous = self._old_unraisable or sys.__unraisablehook__
-        previous(info)  # type: ignore[operator]
+        (self._old_unraisable or sys.__unraisablehook__)(info)
 
     @contextlib.contextmanager
     def deferred(self) -> Iterator[SignalWatch]:
@@ -110,7 +109,7 @@ class SignalWatch:
             signal.signal(signum, handler)  # type: ignore[arg-type]
         self._old.clear()
         if self._old_unraisable is not None:
-            sys.unraisablehook = self._old_unraisable  # type: ignore[assignment]
+            sys.unraisablehook = self._old_unraisable
             self._old_unraisable = None
 
 

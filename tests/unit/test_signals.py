@@ -55,8 +55,8 @@ def test_other_swallowed_errors_still_reach_the_previous_hook(monkeypatch: pytes
 
 def test_a_signal_during_a_pause_ends_it() -> None:
     with watch_signals() as watch:
-        signal.setitimer(signal.ITIMER_REAL, 0.1)
         previous = signal.signal(signal.SIGALRM, lambda *_: signal.raise_signal(signal.SIGTERM))
+        signal.setitimer(signal.ITIMER_REAL, 0.1)
         try:
             with pytest.raises(Interrupted) as caught:
                 watch.pause(60)
