@@ -82,3 +82,50 @@ def test_a_task_that_ended_is_not_looked_for_and_the_guard_leaves_with_its_owner
     finally:
         owner.kill()
         owner.wait()
+
+
+# The owner starts its guard first, as a Celery unit does before its first task, and waits for a line on stdin
+# before it starts the task: the guard exists (and is replaced if killed) while no task does.
+STARTED_FIRST = textwrap.dedent("""
+    import subprocess, sys, time
+    from merlin_mdm.backends.celery.task_guard import task_guard
+
+    guard = task_guard()
+    guard.start()
+    print(guard.proc.pid, flush=True)
+    sys.stdin.readline()
+    guard.start()  # a killed guard is replaced; a live one is kept
+    print(guard.proc.pid, flush=True)
+    task = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    guard(task.pid)
+    print(task.pid, flush=True)
+    time.sleep(60)
+""")
+
+
+@pytest.mark.parametrize("kill_guard", [False, True])
+def test_the_guard_is_started_before_any_task_and_replaced_when_killed(kill_guard: bool) -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    owner = subprocess.Popen([sys.executable, "-c", STARTED_FIRST], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True, env=env)
+    assert owner.stdin is not None and owner.stdout is not None
+    task = 0
+    try:
+        first = int(owner.stdout.readline())
+        assert _alive(first)
+        if kill_guard:
+            os.kill(first, signal.SIGKILL)
+            wait_until(lambda: not _alive(first), 10, "the guard to die")
+        owner.stdin.write("go\n")
+        owner.stdin.flush()
+        second, task = int(owner.stdout.readline()), int(owner.stdout.readline())
+        assert (second != first) == kill_guard
+        assert _alive(task) and _alive(second)
+        owner.send_signal(signal.SIGKILL)
+        owner.wait(timeout=10)
+        wait_until(lambda: not _alive(task), 10, "the task to be killed by the guard")
+    finally:
+        owner.kill()
+        owner.wait()
+        if task and _alive(task):
+            os.kill(task, signal.SIGKILL)

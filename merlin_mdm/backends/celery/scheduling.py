@@ -196,7 +196,9 @@ def _run(store: RedisStatusStore, plan: StudyPlan, key: UnitKey) -> UnitOutcome:
     """Run the unit; any exception but a status-store one (retried by Celery) is the unit's recorded failure."""
     try:
         # A redelivered unit must not race the first copy's task: the task dies with this worker process.
-        watch_tasks(task_guard())
+        guard = task_guard()
+        guard.start()
+        watch_tasks(guard)
         ticker = _progress(store, plan, key)
         try:
             return run_unit(plan, key, should_stop=_stop_checker(store), on_task=ticker)

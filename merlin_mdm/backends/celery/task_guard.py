@@ -13,8 +13,11 @@ ends, however it ends (even SIGKILL), the kernel closes its end of the pipe; the
 group it was told and exits. A pool process stopped while waiting for its task (billiard turns SIGTERM into
 SystemExit) is told 0 as the wait unwinds while the task still exists, so the guard keeps that group.
 
-Not covered: a pool process killed in the few microseconds between its task's exec and the notice to the
-guard leaves that task running.
+The guard is started before the unit's first task (:meth:`TaskGuard.start`), so a task's notice is one
+write. Not covered: a pool process killed in the few microseconds between its task's exec and that write
+leaves that task running. (Started lazily on the first notice instead, the guard's own fork and exec, a few
+milliseconds, fell inside that window: a worker SIGKILLed then left its first task running beside the
+redelivered copy.)
 """
 
 from __future__ import annotations
@@ -50,6 +53,12 @@ class TaskGuard:
                 return
             except OSError:
                 self._drop()
+
+    def start(self) -> None:
+        """Start the guard now, if this process has none running, so that telling it of a task is one write."""
+        if self.proc is not None and self.owner == os.getpid() and self.proc.poll() is not None:
+            self._drop()  # someone killed it
+        self._guard()
 
     def _guard(self) -> subprocess.Popen[bytes]:
         if self.proc is None or self.owner != os.getpid():
