@@ -6,16 +6,17 @@
 #   SCALE=smoke bash specs/mdm_heavy_part_gpu.sh /tmp/x        # a few minutes on a CPU: checks every stage
 #
 # On the lent device machine, one `run` call (the GPU tests first: they have never run where torch sees a GPU):
-#   python3 -m pytest tests/unit/mdm/test_devices_gpu.py -x -q -p no:cacheprovider -W default 2>&1 | tail -15 &&
+#   timeout 120 python3 -m pytest tests/unit/mdm/test_devices_gpu.py -x -q -p no:cacheprovider -W default 2>&1 | tail -15;
 #   WORK=/tmp/heavy bash specs/mdm_heavy_part_gpu.sh $OUT
 # with timeout_s 600 (the script stops its streams at DEADLINE=480 s and packs in seconds). Only the archives
 # and two text files land in OUT_DIR (the tool returns at most 8 files); the work tree stays in WORK.
 #
 # Four streams run side by side: arith training seeds 0, 1 and 2 (a wider, deeper denoiser than the CPU
-# pilot; the baselines: top_prob, dus, margin at T = 5, 10, 15, top_prob one character per call, the EB and
-# threshold sweeps; then a learned order per seed: imitation of EB gamma=0.1, then the reward objective at 0.03
-# nats per call: the recipe of specs/mdm_arith_table1.yaml at its first price, with its seeds), and Sudoku 9x9
-# with 40 blanks (denoiser and baselines). Budgets are iterations, never seconds: every stage runs under
+# pilot; the baselines on split 2 (eval seed 1000): top_prob at T = 5, 10, 15 and one character per call (47), DUS,
+# and section 16's threshold and EB sweeps capped at T = 5, 10, 15; then section 16's learned orders per seed: a
+# clone of threshold tau 0.99 for T = 5, 10, 15, and from it the T=5 specialist (reward at 0.002 per call, 32 x 8
+# rollouts)), and Sudoku 9x9 with 40 blanks (denoiser; baselines capped at 10, 20 and one cell per call; a clone of
+# EB gamma 0.1 for T = 10, 20). Budgets are iterations, never seconds: every stage runs under
 # `timeout` with the time left before DEADLINE, a stage still running then is stopped, none starts after it,
 # and what finished is kept (each stage leaves a line in OUT_DIR/stages.txt);
 # nothing is shortened to fit. Afterwards OUT_DIR holds stages.txt, machine.txt and:
@@ -40,6 +41,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PY=${PYTHON:-python3}
 SCALE=${SCALE:-full}
 DEADLINE=${DEADLINE:-480}
+EVAL_SEED=${EVAL_SEED:-1000}  # split 2 of docs/mdm-order-learning.md section 17: prompts no training seed draws
 THREADS=${THREADS:-3}
 POLICY_KIND=${POLICY_KIND:-sequential-onepass}
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 OMP_NUM_THREADS=$THREADS
@@ -48,14 +50,14 @@ if [ "$SCALE" = smoke ]; then  # every stage, at sizes that finish on a CPU in m
   ARITH_TRAIN="--steps 30 --batch-size 16 --d-model 32 --n-layers 1 --d-ff 64"
   S9_TRAIN="--steps 30 --batch-size 16 --d-model 32 --n-layers 1 --d-ff 64"
   N=32; IMITATE=2; REWARD=2; ROLLOUTS="--batch-size 4 --rollouts 2"
-  GAMMAS=0.1,1; TAUS=0.9; S9_GAMMAS=0.1; S9_TAUS=0.9
+  GAMMAS=0.1,1; TAUS=0.9,0.99; S9_GAMMAS=0.1; S9_TAUS=0.9
 elif [ "$SCALE" = full ]; then
   # about 5 PFLOP for the three arith denoisers and 5 for the 9x9 one: a few minutes of the GPU at TF32
   ARITH_TRAIN=${ARITH_TRAIN:-"--steps 8000 --batch-size 256 --d-model 128 --n-layers 4 --d-ff 512 --warmup 500"}
   S9_TRAIN=${S9_TRAIN:-"--steps 8000 --batch-size 256 --d-model 192 --n-layers 6 --d-ff 768 --warmup 500"}
-  N=1000; IMITATE=${IMITATE:-250}; REWARD=${REWARD:-100}; ROLLOUTS="--batch-size 32 --rollouts 8"
-  GAMMAS=0.01,0.03,0.05,0.07,0.1,0.15,0.2,0.3,0.5,0.7,1,2,3
-  TAUS=0.5,0.7,0.8,0.85,0.875,0.9,0.925,0.95,0.97,0.99
+  N=${N:-2000}; IMITATE=${IMITATE:-250}; REWARD=${REWARD:-80}; ROLLOUTS="--batch-size 32 --rollouts 8"
+  GAMMAS=3,1,0.5,0.3,0.2,0.1,0.05,0.01  # section 16's sweeps, capped at every budget
+  TAUS=0.5,0.7,0.8,0.85,0.9,0.95,0.99,0.995
   S9_GAMMAS=0.01,0.03,0.1,0.3,1,3; S9_TAUS=0.7,0.9,0.95,0.99
 else
   echo "SCALE must be full or smoke, got $SCALE" >&2; exit 2
@@ -81,39 +83,43 @@ stage() {
   return $rc
 }
 
-arith_stream() {  # arith, one training seed: denoiser, baselines, learned order
+arith_stream() {  # arith, one training seed: denoiser, capped baselines, the clone, the T=5 specialist
   local s=$1 d=$W/arith/seed$1 e=$W/eval/arith/seed$1
   mkdir -p "$d" "$e"
-  local den=(--checkpoint "$d/den" --seed 0 --n-examples $N --json)
+  local den=(--checkpoint "$d/den" --seed "$EVAL_SEED" --n-examples $N --json)
+  local order=(--denoiser "$d/den" --policy-kind "$POLICY_KIND" --layers 2 --eval-samples 0 --threads "$THREADS" --json)
   stage "arith$s-train" train --task arith --knob n_ops=4 --knob max_value=9 $ARITH_TRAIN --seed "$s" \
     --out "$d/den" --threads "$THREADS" --quiet --json || return
   stage "arith$s-fixed" eval "${den[@]}" --sampler top_prob --steps 5,10,15,47 --out "$e/top_prob_T{steps}.h5"
-  stage "arith$s-eb" eval "${den[@]}" --sampler eb --sweep gamma=$GAMMAS --steps 47 --out "$e/eb_{gamma}.h5"
-  stage "arith$s-thr" eval "${den[@]}" --sampler threshold --sweep tau=$TAUS --steps 47 --out "$e/thr_{tau}.h5"
+  stage "arith$s-thr" eval "${den[@]}" --sampler threshold --sweep tau=$TAUS --steps 5,10,15 \
+    --out "$e/thr_t{tau}_T{steps}.h5"
+  stage "arith$s-eb" eval "${den[@]}" --sampler eb --sweep gamma=$GAMMAS --steps 5,10,15 --out "$e/eb_g{gamma}_T{steps}.h5"
   stage "arith$s-dus" eval "${den[@]}" --sampler dus --steps 5,10,15 --out "$e/dus_T{steps}.h5"
-  stage "arith$s-margin" eval "${den[@]}" --sampler margin --steps 5,10,15 --out "$e/margin_T{steps}.h5"
-  stage "arith$s-imitate" train-order --denoiser "$d/den" --budget 16 --policy-kind "$POLICY_KIND" \
-    --layers 2 --objective imitate --teacher eb --teacher-knob gamma=0.1 --iterations $IMITATE --seed "1$s" \
-    --eval-samples 0 --threads "$THREADS" --out "$d/imitate" --json || return
-  stage "arith$s-reward" train-order --denoiser "$d/den" --budget 16 --policy-kind "$POLICY_KIND" \
-    --layers 2 --init-policy "$d/imitate" --objective reward --nfe-penalty 0.03 --iterations $REWARD --lr 3e-4 $ROLLOUTS \
-    --seed "2$s" --eval-samples 0 --threads "$THREADS" --out "$d/reward" --json || return
-  stage "arith$s-learned" eval "${den[@]}" --sampler learned --policy "$d/reward" --sweep decode=threshold,sample \
-    --steps 16 --out "$e/learned_{decode}.h5"
-  stage "arith$s-learned-capped" eval "${den[@]}" --sampler learned --policy "$d/reward" --steps 5,10,15 \
-    --out "$e/learned_cap{steps}.h5"
+  # section 16's clone of threshold tau 0.99 (one policy for T = 5, 10, 15), then its T=5 reward specialist
+  stage "arith$s-imitate" train-order "${order[@]}" --budget 10 --budgets 5,10,15 --objective imitate \
+    --teacher threshold --teacher-knob tau=0.99 --iterations $IMITATE --seed "1$s" --out "$d/clone" || return
+  stage "arith$s-clone" eval "${den[@]}" --sampler learned --policy "$d/clone" --steps 5,10,15 --out "$e/clone_T{steps}.h5"
+  stage "arith$s-reward" train-order "${order[@]}" --budget 5 --objective reward --nfe-penalty 0.002 --lr 3e-4 \
+    --init-policy "$d/clone" --iterations $REWARD $ROLLOUTS --seed "2$s" --out "$d/specialist" || return
+  stage "arith$s-specialist" eval "${den[@]}" --sampler learned --policy "$d/specialist" --steps 5 \
+    --out "$e/specialist_T{steps}.h5"
 }
 
-sudoku9_stream() {  # Sudoku 9x9, 40 blanks: denoiser and baselines
+sudoku9_stream() {  # Sudoku 9x9, 40 blanks: denoiser, baselines (capped at 10 and 20, and uncapped), a clone of EB
   local d=$W/sudoku9 e=$W/eval/sudoku9
   mkdir -p "$d" "$e"
-  local den=(--checkpoint "$d/den" --seed 0 --n-examples $N --json)
+  local den=(--checkpoint "$d/den" --seed "$EVAL_SEED" --n-examples $N --json)
   stage sudoku9-train train --task sudoku --knob n=9 --knob blanks=40 $S9_TRAIN --seed 0 --out "$d/den" \
     --threads "$THREADS" --quiet --json || return
-  stage sudoku9-fixed eval "${den[@]}" --sampler top_prob --steps 5,10,20,81 --out "$e/top_prob_T{steps}.h5"
-  stage sudoku9-eb eval "${den[@]}" --sampler eb --sweep gamma=$S9_GAMMAS --steps 81 --out "$e/eb_{gamma}.h5"
-  stage sudoku9-thr eval "${den[@]}" --sampler threshold --sweep tau=$S9_TAUS --steps 81 --out "$e/thr_{tau}.h5"
-  stage sudoku9-iid eval "${den[@]}" --sampler iid --steps 20,81 --out "$e/iid_T{steps}.h5"
+  stage sudoku9-fixed eval "${den[@]}" --sampler top_prob --steps 5,10,20,40 --out "$e/top_prob_T{steps}.h5"
+  stage sudoku9-eb eval "${den[@]}" --sampler eb --sweep gamma=$S9_GAMMAS --steps 10,20,40 --out "$e/eb_g{gamma}_T{steps}.h5"
+  stage sudoku9-thr eval "${den[@]}" --sampler threshold --sweep tau=$S9_TAUS --steps 10,20,40 \
+    --out "$e/thr_t{tau}_T{steps}.h5"
+  stage sudoku9-iid eval "${den[@]}" --sampler iid --steps 20,40 --out "$e/iid_T{steps}.h5"
+  stage sudoku9-imitate train-order --denoiser "$d/den" --policy-kind "$POLICY_KIND" --layers 2 --eval-samples 0 \
+    --threads "$THREADS" --json --budget 20 --budgets 10,20 --objective imitate --teacher eb --teacher-knob gamma=0.1 \
+    --iterations $IMITATE --seed 10 --out "$d/clone" || return
+  stage sudoku9-clone eval "${den[@]}" --sampler learned --policy "$d/clone" --steps 10,20 --out "$e/clone_T{steps}.h5"
 }
 
 weights_only() {  # DEN_DIR OUT_DIR: a copy of a denoiser checkpoint without its optimiser state

@@ -40,22 +40,24 @@ def test_every_stage_runs_and_the_results_come_back_packed(tmp_path: Path) -> No
     assert done.returncode == 0, done.stderr
     stages = _stages(out)
     expected = {f"arith{s}-{name}" for s in range(3) for name in
-                ("train", "fixed", "eb", "thr", "dus", "margin", "imitate", "reward", "learned",
-                 "learned-capped")}
-    expected |= {f"sudoku9-{name}" for name in ("train", "fixed", "eb", "thr", "iid")}
+                ("train", "fixed", "thr", "eb", "dus", "imitate", "clone", "reward", "specialist")}
+    expected |= {f"sudoku9-{name}" for name in ("train", "fixed", "eb", "thr", "iid", "imitate", "clone")}
     assert set(stages) == expected and set(stages.values()) == {"rc=0"}
     with tarfile.open(out / "results_arith.tar.gz") as tar:
         names = set(tar.getnames())
-        member = tar.extractfile("./arith/seed0/reward/meta.json")
+        member = tar.extractfile("./arith/seed0/specialist/meta.json")
         assert member is not None
-        assert json.load(member)["train_config"]["policy_kind"] == "sequential-onepass"  # the default POLICY_KIND
+        config = json.load(member)["train_config"]
+        assert config["policy_kind"] == "sequential-onepass"  # the default POLICY_KIND
+        assert config["objective"] == "reward" and config["budget"] == 5  # the T=5 specialist, from the clone
     for seed in range(3):
-        assert f"./eval/arith/seed{seed}/learned_threshold.h5" in names
-        assert {f"./eval/arith/seed{seed}/learned_cap{cap}.h5" for cap in (5, 10, 15)} <= names
-        assert f"./arith/seed{seed}/reward/policy.pt" in names
+        assert {f"./eval/arith/seed{seed}/clone_T{cap}.h5" for cap in (5, 10, 15)} <= names
+        assert {f"./eval/arith/seed{seed}/thr_t0.99_T{cap}.h5" for cap in (5, 10, 15)} <= names  # capped sweeps
+        assert f"./eval/arith/seed{seed}/specialist_T5.h5" in names
+        assert f"./arith/seed{seed}/specialist/policy.pt" in names
     assert "stages.txt" in names and "logs/arith0-train.err" in names
     with tarfile.open(out / "results_sudoku9.tar.gz") as tar:
-        assert "./eval/sudoku9/top_prob_T81.h5" in tar.getnames()
+        assert {"./eval/sudoku9/top_prob_T40.h5", "./eval/sudoku9/clone_T20.h5"} <= set(tar.getnames())
     with tarfile.open(out / "den_arith.tar.gz") as tar:
         assert {f"arith/seed{s}/denoiser.pt" for s in range(3)} <= set(tar.getnames())
     assert (out / "den_sudoku9.tar.gz").is_file()
