@@ -39,6 +39,7 @@ COMMANDS = {
     "info": "merlin_mdm.cli.distributed:info",
     "server": "merlin_mdm.cli.distributed:server",
     "aggregate": "merlin_mdm.cli.aggregate:aggregate_command",
+    "compare": "merlin_mdm.cli.compare:compare",
     "mdm": "merlin_mdm.cli.mdm:mdm",
     "launch": "merlin_mdm.cli.batch:launch",
     "dag": "merlin_mdm.cli.dag:dag",
