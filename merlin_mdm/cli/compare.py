@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 if TYPE_CHECKING:
-    from merlin_mdm.results.paired import Difference, Line
+    from merlin_mdm.results.paired import Difference, LineSummary, PairedComparison
 
 __all__ = ["compare"]
 
@@ -35,51 +35,53 @@ def compare(first: str, others: tuple[str, ...], as_json: bool) -> None:
     from merlin_mdm.results.paired import compare_lines, load_line
 
     head = load_line(first)
-    lines = [load_line(argument) for argument in others]
-    differences = compare_lines(head, lines)
+    result = compare_lines(head, [load_line(argument) for argument in others])
     if as_json:
-        click.echo(json.dumps(_payload(head, differences), indent=2, sort_keys=True))
+        click.echo(json.dumps(_payload(result), indent=2, sort_keys=True))
     else:
-        _render(head, differences)
+        _render(result)
 
 
-def _render(head: Line, differences: tuple[Difference, ...]) -> None:
+def _render(result: PairedComparison) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    from merlin_mdm.results.statistics import N_BOOT, interval
+    from merlin_mdm.results.statistics import N_BOOT
     from merlin_mdm.status.render import console_width
 
-    table = Table(title=f"{head.label} against {len(differences)} line(s), paired", title_justify="left")
-    for name in ("line", "runs x examples", "accuracy [95% CI]", "NFE @Avg", "NFE @Max",
+    head = result.first.line
+    table = Table(title=f"{escape(head.label)} against {len(result.differences)} line(s), paired",
+                  title_justify="left")
+    for name in ("line", "runs, examples", "accuracy [95% CI]", "NFE @Avg", "NFE @Max",
                  "first minus line, points [95% CI]", "verdict"):
         table.add_column(name, overflow="fold")
-    rows: list[tuple[Line, Difference | None]] = [(head, None), *((item.other, item) for item in differences)]
+    rows: list[tuple[LineSummary, Difference | None]] = [
+        (result.first, None), *((item.other, item) for item in result.differences)]
     for line, item in rows:
-        low, high = interval(line.draws())
         diff = "" if item is None else f"{100 * item.value:+.1f} [{100 * item.low:+.1f}, {100 * item.high:+.1f}]"
-        table.add_row(line.label, f"{len(line.files)} x {line.correct.shape[1]}",
-                      f"{100 * line.accuracy:.1f}% [{100 * low:.1f}, {100 * high:.1f}]", f"{line.mean_nfe:.2f}",
-                      str(line.max_nfe), diff, "" if item is None else item.verdict)
+        table.add_row(escape(line.line.label), f"{len(line.line.files)}, {line.n_examples}",
+                      f"{100 * line.accuracy:.1f}% [{100 * line.low:.1f}, {100 * line.high:.1f}]",
+                      f"{line.mean_nfe:.2f}", str(line.max_nfe), diff, "" if item is None else item.verdict)
     console = Console(width=console_width(sys.stdout))
     console.print(table)
     seeds = ", ".join(str(seed) for seed in head.train_seeds)
-    console.print(f"Training seeds {seeds}; {head.examples[0][0]}, evaluation seed {head.examples[0][1]}. "
-                  f"Intervals: {N_BOOT} bootstrap resamples of seeds and examples, the same for every line.",
-                  soft_wrap=True)
+    console.print(escape(f"Training seeds {seeds}; {head.task}, evaluation seed {head.examples[0][1]}. "
+                         f"Intervals: {N_BOOT} bootstrap resamples of seeds and examples, the same for every line; "
+                         "accuracy and NFE pooled over every example."), soft_wrap=True)
 
 
-def _payload(head: Line, differences: tuple[Difference, ...]) -> dict[str, Any]:
-    from merlin_mdm.results.statistics import interval
-
-    def line_json(line: Line) -> dict[str, Any]:
-        low, high = interval(line.draws())
+def _payload(result: PairedComparison) -> dict[str, Any]:
+    def line_json(summary: LineSummary) -> dict[str, Any]:
+        line = summary.line
         return {"label": line.label, "files": [str(path) for path in line.files],
-                "train_seeds": list(line.train_seeds), "accuracy": line.accuracy, "ci": [low, high],
-                "mean_nfe": line.mean_nfe, "max_nfe": line.max_nfe}
+                "train_seeds": list(line.train_seeds), "n_examples": summary.n_examples,
+                "accuracy": summary.accuracy, "ci": [summary.low, summary.high],
+                "mean_nfe": summary.mean_nfe, "max_nfe": summary.max_nfe}
 
     return {
-        "first": line_json(head),
+        "first": line_json(result.first),
         "others": [{**line_json(item.other), "first_minus_this": item.value,
-                    "first_minus_this_ci": [item.low, item.high], "verdict": item.verdict} for item in differences],
+                    "first_minus_this_ci": [item.low, item.high], "verdict": item.verdict}
+                   for item in result.differences],
     }

@@ -1,12 +1,16 @@
 """Paired comparison of evaluation runs: one line of runs against others, on the same examples, seed by seed.
 
-A *line* is one method's runs, one metrics file per training seed (``ev/seed*/clone_T5.h5``). Two lines are
-comparable when they hold the same training seeds and, seed by seed, the same evaluation examples (the same task
-with the same knobs, evaluation seed and number of examples). Their outcomes then line up as ``(S, N)`` arrays, and
+A *line* is one method's runs, one metrics file per training seed (``ev/seed*/clone_T5.h5``): one sampler with
+the same knobs, budget and temperature, on one task and one evaluation seed. (A learned order's ``policy.*``
+attributes may differ between seeds: each seed's policy is trained on its own.) Two lines are comparable when
+they hold the same training seeds and, seed by seed, the same evaluation examples (the same task attributes,
+evaluation seed and number of examples). Their outcomes then line up as ``(S, N)`` arrays, and
 :func:`merlin_mdm.results.statistics.bootstrap_accuracy` resamples both with the same indices, so the difference
-of their draws is the paired bootstrap of the difference: the same statistics the study report's verdicts use.
+of their draws is the paired bootstrap of the difference, as in the study report's verdicts.
 
-Whatever does not line up is refused with the two files that disagree, never compared unpaired in silence.
+Accuracy and NFE @Avg are pooled over every example of every run (the report averages per-run figures; the two
+agree when every run has the same number of examples). No correction is made for comparing one line with many.
+Whatever does not line up is refused, naming what disagrees; nothing is compared unpaired in silence.
 """
 
 from __future__ import annotations
@@ -16,17 +20,18 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from merlin_mdm.errors import UsageError
 from merlin_mdm.results.metrics import Metrics, read_metrics
 from merlin_mdm.results.statistics import bootstrap_accuracy, interval
-from merlin_mdm.results.tables import task_label
+from merlin_mdm.results.tables import sampler_label, task_label
 
-__all__ = ["Difference", "Line", "compare_lines", "load_line", "split_label"]
+__all__ = ["Difference", "Line", "LineSummary", "PairedComparison", "compare_lines", "load_line", "split_label"]
 
-_LABEL = re.compile(r"^([A-Za-z][\w .+-]*)=(.+)$")  # NAME=PATTERN; a path's own "=" never follows a bare name
+_LABEL = re.compile(r"^([A-Za-z][\w .+-]*)=(.+)$")  # NAME=PATTERN
 
 
 @dataclass(frozen=True)
@@ -36,8 +41,9 @@ class Line:
     Attributes:
         label: the name shown for the line (``NAME`` of ``NAME=PATTERN``, else the pattern).
         files: the metrics files, one per training seed.
-        train_seeds: the training seed of each file (``train_seed``, 0 when a file has none).
-        examples: per file, what fixes its examples: (task with knobs, evaluation seed, number of examples).
+        train_seeds: the training seed of each file.
+        examples: per file, what fixes its examples: (task attributes, evaluation seed, number of examples).
+        task: the task with its knobs, for display.
         correct: (S, N) outcomes, 1 correct, 0 wrong, -1 where a run has fewer than N examples.
         nfe: (S, N) denoiser calls per example, -1 where a run has no such example.
     """
@@ -45,35 +51,30 @@ class Line:
     label: str
     files: tuple[Path, ...]
     train_seeds: tuple[int, ...]
-    examples: tuple[tuple[str, int, int], ...]
+    examples: tuple[tuple[Any, ...], ...]
+    task: str
     correct: np.ndarray
     nfe: np.ndarray
 
-    @property
-    def accuracy(self) -> float:
-        """Accuracy over every run's examples (fraction)."""
-        return float(self.correct[self.correct >= 0].mean())
 
-    @property
-    def mean_nfe(self) -> float:
-        """NFE @Avg: mean denoiser calls per example over every run."""
-        return float(self.nfe[self.nfe >= 0].mean())
+@dataclass(frozen=True)
+class LineSummary:
+    """A line's figures: accuracy (fraction) with its 95% bootstrap interval, NFE @Avg and @Max."""
 
-    @property
-    def max_nfe(self) -> int:
-        """NFE @Max: the most calls any example took."""
-        return int(self.nfe.max())
-
-    def draws(self) -> np.ndarray:
-        """(N_BOOT,) bootstrap draws of the accuracy over seeds and examples (paired across comparable lines)."""
-        return bootstrap_accuracy(self.correct)
+    line: Line
+    n_examples: int
+    accuracy: float
+    low: float
+    high: float
+    mean_nfe: float
+    max_nfe: int
 
 
 @dataclass(frozen=True)
 class Difference:
     """The first line minus another, in accuracy (fractions), with its paired 95% bootstrap interval."""
 
-    other: Line
+    other: LineSummary
     value: float
     low: float
     high: float
@@ -88,81 +89,132 @@ class Difference:
         return "no significant difference"
 
 
+@dataclass(frozen=True)
+class PairedComparison:
+    """The first line's figures and its difference from each other line."""
+
+    first: LineSummary
+    differences: tuple[Difference, ...]
+
+
 def split_label(argument: str) -> tuple[str, str]:
-    """``NAME=PATTERN`` -> (NAME, PATTERN); a bare pattern (or an existing file) is its own label."""
+    """``NAME=PATTERN`` -> (NAME, PATTERN); an argument that itself names files is its own label.
+
+    Raises:
+        UsageError: both readings name files (``tau=*.h5`` with a file ``tau=0.9.h5`` beside others).
+    """
     found = _LABEL.match(argument)
-    if found is None or Path(argument).exists():
+    whole = _matches(argument)
+    if found is None:
         return argument, argument
-    return found.group(1).strip(), found.group(2)
+    if whole and _matches(found.group(2)):
+        raise UsageError(f"{argument!r} names files both as a pattern and as {found.group(1)!r}={found.group(2)!r}; "
+                         "write NAME=PATTERN with a NAME that is not part of a file name")
+    return (argument, argument) if whole else (found.group(1).strip(), found.group(2))
 
 
 def load_line(argument: str) -> Line:
-    """Read the metrics files of one line (``NAME=PATTERN`` or ``PATTERN``, a glob or one file).
+    """Read the metrics files of one line (``NAME=PATTERN`` or ``PATTERN``: a glob, ``**`` allowed, or a file).
 
     Raises:
-        UsageError: nothing matches, two files share a training seed, or the files mix samplers or budgets.
+        UsageError: nothing matches, a file has no usable training seed, two files share one, or the files are
+            not one method (sampler and knobs, budget, temperature) on one task and evaluation seed.
         MetricsFileError: a file is missing, corrupt or not a metrics file (the message names it).
     """
     label, pattern = split_label(argument)
-    paths = sorted(glob.glob(pattern)) or ([pattern] if Path(pattern).exists() else [])
+    paths = _matches(pattern)
     if not paths:
         raise UsageError(f"{label}: no file matches {pattern!r} (quote a glob so that the shell leaves it to us)")
-    runs = sorted((read_metrics(path) for path in paths), key=_train_seed)
-    _check_one_method(label, runs)
+    runs = [read_metrics(path) for path in paths]
+    seeds = [_train_seed(label, run) for run in runs]
+    order = sorted(range(len(runs)), key=seeds.__getitem__)
+    runs, seeds = [runs[i] for i in order], [seeds[i] for i in order]
+    _check_one_method(label, runs, seeds)
     width = max(run.n_examples for run in runs)
     return Line(
         label=label,
         files=tuple(run.path for run in runs),
-        train_seeds=tuple(_train_seed(run) for run in runs),
+        train_seeds=tuple(seeds),
         examples=tuple(_examples(run) for run in runs),
+        task=task_label(runs[0].attrs),
         correct=_padded([run.datasets["correct"] for run in runs], width),
         nfe=_padded([run.datasets["nfe"] for run in runs], width),
     )
 
 
-def compare_lines(first: Line, others: Sequence[Line]) -> tuple[Difference, ...]:
-    """The first line minus each other line, paired over training seeds and examples.
+def compare_lines(first: Line, others: Sequence[Line]) -> PairedComparison:
+    """The first line's figures and its difference from each other line, paired over seeds and examples.
 
     Raises:
         UsageError: a line holds other training seeds than the first, or other examples for one of them.
     """
-    base = first.draws()
-    out = []
     for other in others:
         _check_comparable(first, other)
-        low, high = interval(base - other.draws())
-        out.append(Difference(other, first.accuracy - other.accuracy, low, high))
-    return tuple(out)
+    base_draws = bootstrap_accuracy(first.correct)
+    differences = []
+    for other in others:
+        draws = bootstrap_accuracy(other.correct)
+        summary = _summary(other, draws)
+        low, high = interval(base_draws - draws)
+        differences.append(Difference(summary, _pooled(first.correct) - summary.accuracy, low, high))
+    return PairedComparison(_summary(first, base_draws), tuple(differences))
 
 
-def _train_seed(run: Metrics) -> int:
-    return int(run.attrs.get("train_seed", 0))
+def _matches(pattern: str) -> list[str]:
+    found = sorted(glob.glob(pattern, recursive=True))
+    return found or ([pattern] if Path(pattern).is_file() else [])
 
 
-def _examples(run: Metrics) -> tuple[str, int, int]:
-    return (task_label(run.attrs), int(run.attrs["seed"]), run.n_examples)
+def _summary(line: Line, draws: np.ndarray) -> LineSummary:
+    low, high = interval(draws)
+    seen = line.nfe >= 0
+    return LineSummary(line, int(seen.sum()), _pooled(line.correct), low, high, float(line.nfe[seen].mean()),
+                       int(line.nfe.max()))
 
 
-def _check_one_method(label: str, runs: Sequence[Metrics]) -> None:
-    seen: dict[int, Path] = {}
-    first = runs[0]
-    for run in runs:
-        seed = _train_seed(run)
-        if seed in seen:
-            raise UsageError(f"{label}: two files for training seed {seed}: {seen[seed]} and {run.path}; "
-                             "give one file per training seed (a narrower pattern)")
-        seen[seed] = run.path
-        for key in ("sampler", "steps"):
-            if run.attrs[key] != first.attrs[key]:
-                raise UsageError(f"{label}: mixes runs of {key} {first.attrs[key]} ({first.path}) and "
-                                 f"{run.attrs[key]} ({run.path}); a line is one method at one budget")
+def _pooled(correct: np.ndarray) -> float:
+    return float(correct[correct >= 0].mean())
+
+
+def _train_seed(label: str, run: Metrics) -> int:
+    value = run.attrs.get("train_seed", 0)
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise UsageError(f"{label}: {run.path} has train_seed {value!r}, not an integer")
+    return int(value)
+
+
+def _method(run: Metrics) -> tuple[str, Any, Any, str, Any]:
+    attrs = run.attrs
+    return (sampler_label(attrs), attrs["steps"], attrs.get("temperature"), task_label(attrs), attrs["seed"])
+
+
+def _check_one_method(label: str, runs: Sequence[Metrics], seeds: Sequence[int]) -> None:
+    names = ("sampler", "budget", "temperature", "task", "evaluation seed")
+    for index in range(1, len(runs)):
+        before, run = runs[index - 1], runs[index]
+        if seeds[index] == seeds[index - 1]:
+            why = ("neither records a train_seed" if "train_seed" not in before.attrs and "train_seed" not in run.attrs
+                   else f"both record train_seed {seeds[index]}")
+            raise UsageError(f"{label}: {before.path} and {run.path}: {why}; a line holds one file per training "
+                             "seed (a narrower pattern)")
+        for name, mine, theirs in zip(names, _method(before), _method(run), strict=True):
+            if mine != theirs:
+                raise UsageError(f"{label}: mixes {name} {mine} ({before.path}) and {theirs} ({run.path}); a line "
+                                 "is one method at one budget on one task and evaluation seed")
+
+
+def _examples(run: Metrics) -> tuple[Any, ...]:
+    task = tuple(sorted((key, repr(value)) for key, value in run.attrs.items()
+                        if key == "task" or key.startswith("task.")))
+    return (task, run.attrs["seed"], run.n_examples)
 
 
 def _check_comparable(first: Line, other: Line) -> None:
     if first.train_seeds != other.train_seeds:
-        raise UsageError(f"{other.label} has training seeds {_seeds(other)} and {first.label} {_seeds(first)}: "
-                         "a paired comparison needs the same seeds on both sides")
-    for mine, theirs, my_file, their_file in zip(first.examples, other.examples, first.files, other.files, strict=True):
+        raise UsageError(f"line {other.label!r} has training seeds {_seeds(other)} and line {first.label!r} "
+                         f"{_seeds(first)}: a paired comparison needs the same seeds on both sides")
+    for mine, theirs, my_file, their_file in zip(first.examples, other.examples, first.files, other.files,
+                                                 strict=True):
         if mine != theirs:
             raise UsageError(f"{my_file} and {their_file} were evaluated on different examples "
                              f"({_describe(mine)} against {_describe(theirs)}): evaluate both with the same "
@@ -173,9 +225,10 @@ def _seeds(line: Line) -> str:
     return ", ".join(str(seed) for seed in line.train_seeds)
 
 
-def _describe(examples: tuple[str, int, int]) -> str:
+def _describe(examples: tuple[Any, ...]) -> str:
     task, seed, count = examples
-    return f"{task}, evaluation seed {seed}, {count} examples"
+    knobs = ", ".join(f"{key}={value}" for key, value in task)
+    return f"{knobs}, evaluation seed {seed}, {count} examples"
 
 
 def _padded(arrays: Sequence[np.ndarray], width: int) -> np.ndarray:
@@ -183,4 +236,3 @@ def _padded(arrays: Sequence[np.ndarray], width: int) -> np.ndarray:
     for row, values in enumerate(arrays):
         out[row, : values.shape[0]] = values.astype(np.int64)
     return out
-

@@ -31,6 +31,7 @@ __all__ = [
     "build_table",
     "group_runs",
     "method_label",
+    "sampler_label",
     "summarize_runs",
     "table_csv",
     "task_label",
@@ -259,6 +260,11 @@ def method_label(row: Mapping[str, Any]) -> str:
     if isinstance(row.get("method"), str) and row["method"]:
         return str(row["method"])
     return _labelled(str(row["sampler"]), _knobs(row, ("sampler.", "policy.")))
+
+
+def sampler_label(row: Mapping[str, Any]) -> str:
+    """The sampler with its ``sampler.*`` knobs (paths left out), without the ``policy.*`` ones of a learned order."""
+    return _labelled(str(row["sampler"]), _knobs(row, ("sampler.",)))
 
 
 def _knobs(row: Mapping[str, Any], prefixes: tuple[str, ...]) -> list[str]:

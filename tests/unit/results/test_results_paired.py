@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -14,7 +15,6 @@ from merlin_mdm.cli.main import cli
 from merlin_mdm.errors import UsageError
 from merlin_mdm.results.metrics import MetricsFileError, summarize, write_metrics
 from merlin_mdm.results.paired import compare_lines, load_line, split_label
-from merlin_mdm.results.statistics import interval
 
 
 def write_run(path: Path, correct: np.ndarray, nfe: np.ndarray | int = 2, **attrs: Any) -> Path:
@@ -46,37 +46,54 @@ def two_lines(tmp_path: Path) -> tuple[str, str]:
 def test_a_paired_difference_of_five_points_is_measured_and_significant(two_lines: tuple[str, str]) -> None:
     first, other = (load_line(pattern) for pattern in two_lines)
     assert first.train_seeds == other.train_seeds == (0, 1)
-    assert other.correct.shape == (2, 400) and other.accuracy == pytest.approx(0.95)
-    assert (other.mean_nfe, other.max_nfe) == (3.0, 3)
-    (difference,) = compare_lines(first, [other])
+    result = compare_lines(first, [other])
+    assert (result.first.accuracy, result.first.n_examples) == (1.0, 800)
+    (difference,) = result.differences
+    assert difference.other.accuracy == pytest.approx(0.95)
+    assert (difference.other.mean_nfe, difference.other.max_nfe) == (3.0, 3)
     assert difference.value == pytest.approx(0.05)
     assert 0 < difference.low < 0.05 < difference.high < 0.1
     assert difference.verdict == "first better"
-    (reverse,) = compare_lines(other, [first])
+    (reverse,) = compare_lines(other, [first]).differences
     assert reverse.verdict == "first worse" and reverse.high < 0
 
 
-def test_pairing_narrows_the_interval_of_lines_that_differ_on_few_examples(tmp_path: Path) -> None:
-    # both right on half of the examples and wrong on the same others, except 12 of 400 that only A gets right:
-    # unpaired intervals of 50% accuracies overlap widely; the paired one excludes 0
+def test_pairing_finds_a_difference_that_unpaired_intervals_miss(tmp_path: Path) -> None:
+    # both right on the same half of the examples, except 12 of 400 that only A gets right
     shared = np.arange(400) % 2 == 0
     gains = shared.copy()
     gains[1:25:2] = True
     write_run(tmp_path / "a.h5", gains)
     write_run(tmp_path / "b.h5", shared)
     first, other = load_line(str(tmp_path / "a.h5")), load_line(str(tmp_path / "b.h5"))
-    (difference,) = compare_lines(first, [other])
+    (difference,) = compare_lines(first, [other]).differences
     assert difference.value == pytest.approx(0.03)
     assert difference.low > 0
-    assert interval(first.draws())[0] < interval(other.draws())[1]  # each line's own interval overlaps the other
+    rng = np.random.default_rng(5)  # independent resamples of each line: the unpaired interval holds 0
+    unpaired = [gains[rng.integers(0, 400, 400)].mean() - shared[rng.integers(0, 400, 400)].mean()
+                for _ in range(1000)]
+    assert np.percentile(unpaired, 2.5) < 0 < np.percentile(unpaired, 97.5)
 
 
 def test_identical_lines_differ_by_exactly_nothing(tmp_path: Path) -> None:
     write_run(tmp_path / "a.h5", outcomes(50, 10))
     line = load_line(str(tmp_path / "a.h5"))
-    (difference,) = compare_lines(line, [line])
+    (difference,) = compare_lines(line, [line]).differences
     assert (difference.value, difference.low, difference.high) == (0.0, 0.0, 0.0)
     assert difference.verdict == "no significant difference"
+
+
+def test_runs_are_ordered_by_training_seed_not_by_file_name(tmp_path: Path) -> None:
+    # a: seed 2 wrong everywhere, seed 10 right; b's names sort the other way round, with the same outcomes
+    write_run(tmp_path / "a" / "s2.h5", outcomes(40, 40), train_seed=2)
+    write_run(tmp_path / "a" / "s10.h5", outcomes(40, 0), train_seed=10)
+    write_run(tmp_path / "b" / "x002.h5", outcomes(40, 40), train_seed=2)
+    write_run(tmp_path / "b" / "x010.h5", outcomes(40, 0), train_seed=10)
+    first, other = load_line(str(tmp_path / "a" / "*.h5")), load_line(str(tmp_path / "b" / "*.h5"))
+    assert first.train_seeds == other.train_seeds == (2, 10)
+    assert first.files[0].name == "s2.h5" and (first.correct == other.correct).all()
+    (difference,) = compare_lines(first, [other]).differences
+    assert (difference.low, difference.high) == (0.0, 0.0)
 
 
 def test_runs_of_unequal_length_are_padded_not_truncated(tmp_path: Path) -> None:
@@ -84,43 +101,69 @@ def test_runs_of_unequal_length_are_padded_not_truncated(tmp_path: Path) -> None
     write_run(tmp_path / "s1.h5", outcomes(30, 0), train_seed=1)
     line = load_line(str(tmp_path / "s*.h5"))
     assert line.correct.shape == (2, 30) and (line.correct[0, 10:] == -1).all()
-    assert line.accuracy == pytest.approx(35 / 40)
-    assert line.mean_nfe == 2.0
+    summary = compare_lines(line, []).first
+    assert summary.accuracy == pytest.approx(35 / 40) and summary.n_examples == 40
+    assert summary.mean_nfe == 2.0
 
 
-def test_a_label_names_a_line_and_a_path_with_an_equals_sign_is_still_a_path(tmp_path: Path) -> None:
+def test_a_label_names_a_line_and_a_file_name_with_an_equals_sign_stays_a_path(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     assert split_label("learned=ev/s*/clone.h5") == ("learned", "ev/s*/clone.h5")
     assert split_label("ev/s*/clone.h5") == ("ev/s*/clone.h5", "ev/s*/clone.h5")
     odd = write_run(tmp_path / "tau=0.9.h5", outcomes(5, 1))
     assert split_label(str(odd)) == (str(odd), str(odd))
     assert load_line(f"thr={odd}").label == "thr"
+    monkeypatch.chdir(tmp_path)
+    write_run(tmp_path / "0.9.h5", outcomes(5, 1))
+    with pytest.raises(UsageError, match="both as a pattern and as 'tau'"):
+        split_label("tau=0.9.h5")
 
 
 @pytest.mark.parametrize(("case", "message"), [
     ("nothing", "no file matches"),
-    ("same seed twice", "two files for training seed 0"),
-    ("two budgets", "mixes runs of steps 4"),
+    ("same seed twice", "both record train_seed 0"),
+    ("no seeds", "neither records a train_seed"),
+    ("two budgets", "mixes budget 4"),
+    ("two knob values", r"mixes sampler eb \(gamma=0.1\)"),
+    ("two evaluation seeds", "mixes evaluation seed 7"),
+    ("a seed that is no number", "has train_seed 'abc', not an integer"),
 ])
 def test_a_line_that_is_not_one_method_per_seed_is_refused(tmp_path: Path, case: str, message: str) -> None:
-    if case == "same seed twice":
+    seconds: dict[str, dict[str, Any]] = {
+        "same seed twice": {}, "no seeds": {}, "two budgets": {"train_seed": 1, "steps": 8},
+        "two knob values": {"train_seed": 1, "sampler.gamma": 1.0},
+        "two evaluation seeds": {"train_seed": 1, "seed": 8},
+        "a seed that is no number": {"train_seed": "abc"},
+    }
+    second = seconds.get(case, {})
+    if case != "nothing":
         write_run(tmp_path / "x1.h5", outcomes(5, 1))
-        write_run(tmp_path / "x2.h5", outcomes(5, 1))
-    elif case == "two budgets":
-        write_run(tmp_path / "x1.h5", outcomes(5, 1), train_seed=0)
-        write_run(tmp_path / "x2.h5", outcomes(5, 1), train_seed=1, steps=8)
+        write_run(tmp_path / "x2.h5", outcomes(5, 1), **second)
+    if case == "no seeds":
+        for name in ("x1.h5", "x2.h5"):
+            with h5py.File(tmp_path / name, "a") as handle:
+                del handle.attrs["train_seed"]
     with pytest.raises(UsageError, match=message):
         load_line(str(tmp_path / "x*.h5"))
 
 
+def test_a_learned_line_may_hold_policies_trained_with_other_seeds(tmp_path: Path) -> None:
+    write_run(tmp_path / "p0.h5", outcomes(5, 1), sampler="learned", train_seed=0, **{"policy.seed": 10})
+    write_run(tmp_path / "p1.h5", outcomes(5, 1), sampler="learned", train_seed=1, **{"policy.seed": 11})
+    assert load_line(str(tmp_path / "p*.h5")).train_seeds == (0, 1)
+
+
 @pytest.mark.parametrize(("attrs", "message"), [
-    ({"train_seed": 1}, "has training seeds 1 and .* 0"),
+    ({"train_seed": 1}, "training seeds 1 and line .* 0"),
     ({"seed": 8}, "evaluation seed 7, 20 examples against .* evaluation seed 8"),
     ({"task.n": 9}, "different examples"),
+    ({"n": 30}, "20 examples against .* 30 examples"),
 ])
 def test_lines_on_other_seeds_or_examples_are_not_compared(tmp_path: Path, attrs: dict[str, Any],
                                                            message: str) -> None:
     write_run(tmp_path / "a.h5", outcomes(20, 1))
-    write_run(tmp_path / "b.h5", outcomes(20, 1), **attrs)
+    count = attrs.pop("n", 20)
+    write_run(tmp_path / "b.h5", outcomes(count, 1), **attrs)
     with pytest.raises(UsageError, match=message):
         compare_lines(load_line(str(tmp_path / "a.h5")), [load_line(str(tmp_path / "b.h5"))])
 
@@ -136,6 +179,7 @@ def test_the_command_prints_each_line_and_the_paired_difference(two_lines: tuple
                                 env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "learned" in result.output and "100.0%" in result.output and "95.0%" in result.output
+    assert "2, 800" in result.output
     assert "+5.0 [" in result.output and "first better" in result.output
     assert "Training seeds 0, 1; sudoku (n=4), evaluation seed 7" in result.output
 
@@ -148,7 +192,16 @@ def test_the_command_writes_json_and_refuses_bad_use_with_exit_code_2(two_lines:
     assert payload["first"]["train_seeds"] == [0, 1] and payload["first"]["accuracy"] == 1.0
     (other,) = payload["others"]
     assert other["first_minus_this"] == pytest.approx(0.05) and other["verdict"] == "first better"
-    assert other["max_nfe"] == 3 and len(other["files"]) == 2
+    assert other["max_nfe"] == 3 and len(other["files"]) == 2 and other["n_examples"] == 800
     missing = CliRunner().invoke(cli, ["compare", two_lines[0], str(tmp_path / "nope*.h5")])
     assert missing.exit_code == 2
     assert "no file matches" in missing.output and "Traceback" not in missing.output
+
+
+def test_labels_are_shown_as_written_not_as_markup(tmp_path: Path) -> None:
+    for name in ("s[a]", "s[b]", "q[/b]"):
+        write_run(tmp_path / name / "x.h5", outcomes(10, 1))
+    arguments = [f"{tmp_path}/s[a]/x.h5", f"{tmp_path}/s[b]/x.h5", f"{tmp_path}/q[/b]/x.h5"]  # files, not globs
+    result = CliRunner().invoke(cli, ["compare", *arguments], env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    assert "s[a]/x.h5" in result.output and "s[b]/x.h5" in result.output and "q[/b]/x.h5" in result.output
