@@ -11,12 +11,12 @@
 # with timeout_s 600 (the script stops its streams at DEADLINE=480 s and packs in seconds). Only the archives
 # and two text files land in OUT_DIR (the tool returns at most 8 files); the work tree stays in WORK.
 #
-# Four streams run side by side: arith training seeds 0, 1 and 2 (a wider, deeper denoiser than the CPU
+# The streams run side by side: arith training seeds 0, 1 and 2 (a wider, deeper denoiser than the CPU
 # pilot; the baselines on split 2 (eval seed 1000): top_prob at T = 5, 10, 15 and one character per call (47), DUS,
 # and section 16's threshold and EB sweeps capped at T = 5, 10, 15; then section 16's learned orders per seed: a
 # clone of threshold tau 0.99 for T = 5, 10, 15, and from it the T=5 specialist (reward at 0.002 per call, 32 x 8
-# rollouts)), and Sudoku 9x9 with 40 blanks (denoiser; baselines capped at 2, 3, 4 and one cell per call; a clone
-# of EB gamma 0.1 for T = 2, 3, 4, then reward at 0.002 per call from it). Budgets are iterations, never seconds:
+# rollouts)), and Sudoku 9x9 with 40 blanks, one stream per training seed in S9_SEEDS (denoiser; baselines capped at
+# 2, 3, 4 and one cell per call; a clone of EB gamma 0.1 for T = 2, 3, 4, then reward at 0.002 per call from it). Budgets are iterations, never seconds:
 # every stage runs under `timeout` with the time left before DEADLINE, a stage still running then is stopped,
 # none starts after it, and what finished is kept (each stage leaves a line in OUT_DIR/stages.txt); nothing is
 # shortened to fit. Afterwards OUT_DIR holds stages.txt, machine.txt and:
@@ -24,7 +24,7 @@
 #                      per task, every metrics file (eval/), the policies, the meta.json files, and all logs
 #   den_arith.tar.gz   the three arith denoisers, weights only (they evaluate and train orders anywhere; without
 #                      their optimiser state they cannot be resumed)
-#   den_sudoku9.tar.gz the 9x9 denoiser, weights only
+#   den_sudoku9.tar.gz the 9x9 denoisers (sudoku9/seedS/), weights only
 # Aggregate on any machine (after tar -xzf results_arith.tar.gz): merlin-mdm aggregate "eval/arith/*/*.h5" --out arith.h5 --markdown arith.md
 #
 # Environment: WORK (the work tree: an empty or new folder, default a new one under /tmp); ARITH_TRAIN and S9_TRAIN (the denoisers' `mdm train`
@@ -34,17 +34,21 @@
 # through PYTHONPATH=<repo root>, so only click, pyyaml, numpy, h5py, rich and torch are needed); SCALE (full or
 # smoke); DEADLINE (seconds, default 480); THREADS (torch CPU threads per stream, default 3: the networks run on
 # the GPU, the samplers' and rollouts' bookkeeping on the CPU); TASKS (default "arith sudoku9": the streams to run);
-# DENOISERS (a folder holding an earlier run's den_*.tar.gz unpacked: arith/seedS/ and sudoku9/ with denoiser.pt
-# and meta.json; a stream whose weights are there copies them instead of training).
+# S9_SEEDS (default "0": the 9x9 training seeds, a stream each); DENOISERS (a folder holding an earlier run's
+# den_*.tar.gz unpacked: arith/seedS/ and sudoku9/seedS/ with denoiser.pt and meta.json; a stream whose weights
+# are there copies them instead of training).
 #
 # Measured on the lent H200 (docs/mdm-order-learning.md section 19): the four trainings side by side took 455-467 s
 # (arith 8000 steps done; Sudoku 9x9 at 7500 when the deadline came), so training fills one call. The GPU-trained
 # arith denoisers decode 98.5% of split 2 in 1.3 calls (threshold tau 0.99 capped at 2): order no longer matters
-# there. Sudoku 9x9 is the task for the next lent session, with the weights of this run carried (they are kept in
-# the checkout's ignored .heavy/ folder while that lasts):
-#   run(carry=[".heavy"], timeout_s=600): TASKS=sudoku9 DENOISERS=.heavy THREADS=12 IMITATE=1500 REWARD=200 \
-#     WORK=/tmp/heavy bash specs/mdm_heavy_part_gpu.sh $OUT
-# (alone on the GPU, 9x9 imitation took 0.16 s and reward at 32 x 8 0.41 s per iteration: about 240 + 80 s here).
+# there. Sudoku 9x9 is the task for the next lent session, with the seed-0 weights of this run carried (they are
+# kept in the checkout's ignored .heavy/sudoku9/seed0 while that lasts), and the issue's 3 denoiser seeds trained
+# beside that seed's orders:
+#   run(carry=[".heavy"], timeout_s=600): TASKS=sudoku9 S9_SEEDS="0 1 2" DENOISERS=.heavy THREADS=5 IMITATE=1500 \
+#     REWARD=200 WORK=/tmp/heavy bash specs/mdm_heavy_part_gpu.sh $OUT
+# (alone on the GPU, 9x9 imitation took 0.16 s and reward at 32 x 8 0.41 s per iteration: about 240 + 80 s for
+# seed 0 if the two trainings beside it do not slow it much, not measured; seeds 1 and 2 need about 470 s of
+# training, so their orders come in a second call with all three denoisers carried).
 set -u -o pipefail
 
 OUT=${1:?usage: mdm_heavy_part_gpu.sh OUT_DIR}
@@ -53,6 +57,7 @@ PY=${PYTHON:-python3}
 SCALE=${SCALE:-full}
 DEADLINE=${DEADLINE:-480}
 TASKS=${TASKS:-"arith sudoku9"}
+S9_SEEDS=${S9_SEEDS:-0}
 EVAL_SEED=${EVAL_SEED:-1000}  # split 2 of docs/mdm-order-learning.md section 17: prompts no training seed draws
 THREADS=${THREADS:-3}
 POLICY_KIND=${POLICY_KIND:-sequential-onepass}
@@ -128,26 +133,29 @@ arith_stream() {  # arith, one training seed: denoiser, capped baselines, the cl
     --out "$e/specialist_T{steps}.h5"
 }
 
-sudoku9_stream() {  # Sudoku 9x9, 40 blanks: denoiser; baselines capped at 2, 3, 4 (where its front is) and one cell
-  # per call; a clone of EB gamma 0.1 for T = 2, 3, 4, then reward at 0.002 per call from it
-  local d=$W/sudoku9 e=$W/eval/sudoku9
+sudoku9_stream() {  # Sudoku 9x9, 40 blanks, one training seed: denoiser; baselines capped at 2, 3, 4 (where its
+  # front is) and one cell per call; a clone of EB gamma 0.1 for T = 2, 3, 4, then reward at 0.002 per call from it
+  local s=$1 d=$W/sudoku9/seed$1 e=$W/eval/sudoku9/seed$1
   mkdir -p "$d" "$e"
   local den=(--checkpoint "$d/den" --seed "$EVAL_SEED" --n-examples $N --json)
   local order=(--denoiser "$d/den" --policy-kind "$POLICY_KIND" --layers 2 --eval-samples 0 --threads "$THREADS" --json
                --budget 4 --budgets 2,3,4)
-  denoiser sudoku9-train sudoku9 "$d/den" --task sudoku --knob n=9 --knob blanks=40 $S9_TRAIN --seed 0 \
-    --threads "$THREADS" --quiet --json || return
-  stage sudoku9-eb eval "${den[@]}" --sampler eb --sweep gamma=$S9_GAMMAS --steps 2,3,4 --out "$e/eb_g{gamma}_T{steps}.h5"
-  stage sudoku9-thr eval "${den[@]}" --sampler threshold --sweep tau=$S9_TAUS --steps 2,3,4 \
+  denoiser "sudoku9$s-train" "sudoku9/seed$s" "$d/den" --task sudoku --knob n=9 --knob blanks=40 $S9_TRAIN \
+    --seed "$s" --threads "$THREADS" --quiet --json || return
+  stage "sudoku9$s-eb" eval "${den[@]}" --sampler eb --sweep gamma=$S9_GAMMAS --steps 2,3,4 \
+    --out "$e/eb_g{gamma}_T{steps}.h5"
+  stage "sudoku9$s-thr" eval "${den[@]}" --sampler threshold --sweep tau=$S9_TAUS --steps 2,3,4 \
     --out "$e/thr_t{tau}_T{steps}.h5"
-  stage sudoku9-fixed eval "${den[@]}" --sampler top_prob --steps 2,3,4,40 --out "$e/top_prob_T{steps}.h5"
-  stage sudoku9-dus eval "${den[@]}" --sampler dus --steps 2,3,4 --out "$e/dus_T{steps}.h5"
-  stage sudoku9-imitate train-order "${order[@]}" --objective imitate --teacher eb --teacher-knob gamma=0.1 \
-    --iterations $IMITATE --seed 10 --out "$d/clone" || return
-  stage sudoku9-clone eval "${den[@]}" --sampler learned --policy "$d/clone" --steps 2,3,4 --out "$e/clone_T{steps}.h5"
-  stage sudoku9-reward train-order "${order[@]}" --objective reward --nfe-penalty 0.002 --lr 3e-4 \
-    --init-policy "$d/clone" --iterations $REWARD $ROLLOUTS --seed 20 --out "$d/reward" || return
-  stage sudoku9-learned eval "${den[@]}" --sampler learned --policy "$d/reward" --steps 2,3,4 --out "$e/reward_T{steps}.h5"
+  stage "sudoku9$s-fixed" eval "${den[@]}" --sampler top_prob --steps 2,3,4,40 --out "$e/top_prob_T{steps}.h5"
+  stage "sudoku9$s-dus" eval "${den[@]}" --sampler dus --steps 2,3,4 --out "$e/dus_T{steps}.h5"
+  stage "sudoku9$s-imitate" train-order "${order[@]}" --objective imitate --teacher eb --teacher-knob gamma=0.1 \
+    --iterations $IMITATE --seed "1$s" --out "$d/clone" || return
+  stage "sudoku9$s-clone" eval "${den[@]}" --sampler learned --policy "$d/clone" --steps 2,3,4 \
+    --out "$e/clone_T{steps}.h5"
+  stage "sudoku9$s-reward" train-order "${order[@]}" --objective reward --nfe-penalty 0.002 --lr 3e-4 \
+    --init-policy "$d/clone" --iterations $REWARD $ROLLOUTS --seed "2$s" --out "$d/reward" || return
+  stage "sudoku9$s-learned" eval "${den[@]}" --sampler learned --policy "$d/reward" --steps 2,3,4 \
+    --out "$e/reward_T{steps}.h5"
 }
 
 weights_only() {  # DEN_DIR OUT_DIR: a copy of a denoiser checkpoint without its optimiser state
@@ -164,7 +172,7 @@ EOF
   echo "cores $(nproc --all)"; } > "$OUT/machine.txt" 2>&1
 : > "$STAGES"
 case " $TASKS " in *" arith "*) for s in 0 1 2; do arith_stream "$s" & done ;; esac
-case " $TASKS " in *" sudoku9 "*) sudoku9_stream & ;; esac
+case " $TASKS " in *" sudoku9 "*) for s in $S9_SEEDS; do sudoku9_stream "$s" & done ;; esac
 wait
 [ "$SECONDS" -ge "$END" ] && echo "deadline reached at $DEADLINE s" >> "$STAGES"
 echo "end=$(date -u +%FT%TZ) seconds=$SECONDS" >> "$OUT/machine.txt"
@@ -181,7 +189,9 @@ pack sudoku9
 for s in 0 1 2; do
   [ -f "$W/arith/seed$s/den/denoiser.pt" ] && weights_only "$W/arith/seed$s/den" "$W/weights/arith/seed$s"
 done
-[ -f "$W/sudoku9/den/denoiser.pt" ] && weights_only "$W/sudoku9/den" "$W/weights/sudoku9"
+for s in $S9_SEEDS; do
+  [ -f "$W/sudoku9/seed$s/den/denoiser.pt" ] && weights_only "$W/sudoku9/seed$s/den" "$W/weights/sudoku9/seed$s"
+done
 [ -d "$W/weights/arith" ] && tar -czf "$OUT/den_arith.tar.gz" -C "$W/weights" arith
 [ -d "$W/weights/sudoku9" ] && tar -czf "$OUT/den_sudoku9.tar.gz" -C "$W/weights" sudoku9
 cat "$STAGES"

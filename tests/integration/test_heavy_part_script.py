@@ -41,7 +41,7 @@ def test_every_stage_runs_and_the_results_come_back_packed(tmp_path: Path) -> No
     stages = _stages(out)
     expected = {f"arith{s}-{name}" for s in range(3) for name in
                 ("train", "fixed", "thr", "eb", "dus", "imitate", "clone", "reward", "specialist")}
-    expected |= {f"sudoku9-{name}" for name in
+    expected |= {f"sudoku90-{name}" for name in
                  ("train", "fixed", "eb", "thr", "dus", "imitate", "clone", "reward", "learned")}
     assert set(stages) == expected and set(stages.values()) == {"rc=0"}
     with tarfile.open(out / "results_arith.tar.gz") as tar:
@@ -58,31 +58,35 @@ def test_every_stage_runs_and_the_results_come_back_packed(tmp_path: Path) -> No
         assert f"./arith/seed{seed}/specialist/policy.pt" in names
     assert "stages.txt" in names and "logs/arith0-train.err" in names
     with tarfile.open(out / "results_sudoku9.tar.gz") as tar:
-        assert {"./eval/sudoku9/top_prob_T40.h5", "./eval/sudoku9/reward_T2.h5"} <= set(tar.getnames())
+        assert {"./eval/sudoku9/seed0/top_prob_T40.h5", "./eval/sudoku9/seed0/reward_T2.h5"} <= set(tar.getnames())
     with tarfile.open(out / "den_arith.tar.gz") as tar:
         assert {f"arith/seed{s}/denoiser.pt" for s in range(3)} <= set(tar.getnames())
     assert (out / "den_sudoku9.tar.gz").is_file()
     assert len(list(out.iterdir())) <= 8  # the device tool returns at most 8 files
 
 
-def test_carried_weights_are_used_instead_of_training(tmp_path: Path) -> None:
+def test_carried_weights_are_used_instead_of_training_and_other_seeds_train(tmp_path: Path) -> None:
     first = tmp_path / "first" / "heavy"
     assert _run(first, deadline=800, TASKS="sudoku9").returncode == 0
     carried = tmp_path / "carried"
     with tarfile.open(first / "den_sudoku9.tar.gz") as tar:
         tar.extractall(carried, filter="data")
     out = tmp_path / "second" / "heavy"
-    done = _run(out, deadline=800, TASKS="sudoku9", DENOISERS=str(carried))
+    done = _run(out, deadline=800, TASKS="sudoku9", S9_SEEDS="0 1", DENOISERS=str(carried))
     assert done.returncode == 0, done.stderr
     stages = (out / "stages.txt").read_text()
-    assert f"sudoku9-train rc=0 seconds=0 copied from {carried}/sudoku9" in stages
+    assert f"sudoku90-train rc=0 seconds=0 copied from {carried}/sudoku9/seed0" in stages
+    assert "sudoku91-train rc=0" in stages and "copied from" not in stages.split("sudoku91-train")[1].split("\n")[0]
     assert "arith0" not in stages  # TASKS picks the streams
     assert set(_stages(out).values()) == {"rc=0"}
     with tarfile.open(out / "results_sudoku9.tar.gz") as tar:
-        member = tar.extractfile("./sudoku9/den/meta.json")
+        member = tar.extractfile("./sudoku9/seed0/den/meta.json")
         assert member is not None
-        assert json.load(member)["checkpoint_id"] == json.loads((carried / "sudoku9" / "meta.json").read_text())[
-            "checkpoint_id"]
+        assert json.load(member)["checkpoint_id"] == json.loads(
+            (carried / "sudoku9" / "seed0" / "meta.json").read_text())["checkpoint_id"]
+        assert "./eval/sudoku9/seed1/reward_T4.h5" in tar.getnames()
+    with tarfile.open(out / "den_sudoku9.tar.gz") as tar:
+        assert {f"sudoku9/seed{s}/denoiser.pt" for s in (0, 1)} <= set(tar.getnames())
 
 
 def test_the_deadline_stops_every_stream_and_still_packs(tmp_path: Path) -> None:
