@@ -104,9 +104,9 @@ def split_label(argument: str) -> tuple[str, str]:
         UsageError: both readings name files (``tau=*.h5`` with a file ``tau=0.9.h5`` beside others).
     """
     found = _LABEL.match(argument)
-    whole = _matches(argument)
     if found is None:
         return argument, argument
+    whole = _matches(argument)
     if whole and _matches(found.group(2)):
         raise UsageError(f"{argument!r} names files both as a pattern and as {found.group(1)!r}={found.group(2)!r}; "
                          "write NAME=PATTERN with a NAME that is not part of a file name")
