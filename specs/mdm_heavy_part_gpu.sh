@@ -16,8 +16,8 @@
 # and section 16's threshold and EB sweeps capped at T = 5, 10, 15; then section 16's learned orders per seed: a
 # clone of threshold tau 0.99 for T = 5, 10, 15, and from it the T=5 specialist (reward at 0.002 per call, 32 x 8
 # rollouts)), and Sudoku 9x9 with 40 blanks, one stream per training seed in S9_SEEDS (denoiser; baselines capped at
-# 2, 3, 4 and one cell per call; a clone of EB gamma 0.1 for T = 2, 3, 4, then reward at 0.002 per call from it). Budgets are iterations, never seconds:
-# every stage runs under `timeout` with the time left before DEADLINE, a stage still running then is stopped,
+# 2, 3, 4 and one cell per call; a clone of EB gamma 0.1 for T = 2, 3, 4, then reward at 0.002 per call from it).
+# Budgets are iterations, never seconds: every stage runs under `timeout` with the time left before DEADLINE, a stage still running then is stopped,
 # none starts after it, and what finished is kept (each stage leaves a line in OUT_DIR/stages.txt); nothing is
 # shortened to fit. Afterwards OUT_DIR holds stages.txt, machine.txt and:
 #   results_arith.tar.gz, results_sudoku9.tar.gz
