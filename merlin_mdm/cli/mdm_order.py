@@ -63,6 +63,15 @@ def _budget_list(text: str) -> tuple[int, ...]:
               help="imitate: the registered sampler the policy learns to copy (a warm start for reward).")
 @click.option("--teacher-knob", "teacher_knobs", multiple=True, metavar="KEY=VALUE",
               help="imitate: a knob of the teacher (repeatable), e.g. --teacher-knob gamma=0.1.")
+@click.option("--prior", default="", metavar="NAME",
+              help="Sequential kinds: start from a heuristic and learn a correction. The policy's logits are "
+                   "the heuristic's (threshold: confidence, stop below tau; eb: entropy, stop past gamma) times "
+                   "--prior-scale plus the network's, whose outputs start at zero: before training the policy "
+                   "decodes exactly as the heuristic sampler does. Then train it with --objective reward.")
+@click.option("--prior-knob", "prior_knobs", multiple=True, metavar="KEY=VALUE",
+              help="A knob of the prior (repeatable), e.g. --prior-knob tau=0.9 or --prior-knob gamma=0.1.")
+@click.option("--prior-scale", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Multiplies the prior's logits: larger is sharper, so sampled rollouts explore less.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Where policy.pt and meta.json are written.")
 @click.option("--tau", default=0.1, show_default=True, type=click.FloatRange(min=0, min_open=True),
@@ -90,7 +99,8 @@ def _budget_list(text: str) -> tuple[int, ...]:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 def train_order(denoiser_dir: Path, budget: int, budgets: str, nfe_penalty: float, objective: str,
                 policy_kind: str, token_temperature: float, common_token_noise: bool, init_policy: Path | None,
-                teacher: str, teacher_knobs: tuple[str, ...], out_dir: Path, tau: float,
+                teacher: str, teacher_knobs: tuple[str, ...], prior: str, prior_knobs: tuple[str, ...],
+                prior_scale: float, out_dir: Path, tau: float,
                 tau_start: float | None, rollouts: int, batch_size: int, iterations: int, lr: float, d_model: int,
                 layers: int, seed: int, select_every: int, select_samples: int, eval_samples: int, threads: int,
                 device: str, as_json: bool) -> None:
@@ -111,7 +121,8 @@ def train_order(denoiser_dir: Path, budget: int, budgets: str, nfe_penalty: floa
                               objective=objective, policy_kind=policy_kind, token_temperature=token_temperature,
                               common_token_noise=common_token_noise,
                               init_policy=None if init_policy is None else str(init_policy), teacher=teacher,
-                              teacher_knobs=tuple(parse_knobs(teacher_knobs).items()), tau=tau,
+                              teacher_knobs=tuple(parse_knobs(teacher_knobs).items()), prior=prior,
+                              prior_knobs=tuple(parse_knobs(prior_knobs).items()), prior_scale=prior_scale, tau=tau,
                               tau_start=tau_start, rollouts=rollouts, batch_size=batch_size, iterations=iterations,
                               lr_policy=lr, lr_posterior=lr, d_model=d_model, n_layers=layers, seed=seed,
                               select_every=select_every, select_samples=select_samples)

@@ -165,6 +165,16 @@ def _teacher_parts(meta: Mapping[str, Any]) -> list[str]:
     return [f"teacher={config.get('teacher', 'eb')}" + (f"[{knobs}]" if knobs else "")]
 
 
+def _prior_parts(config: Mapping[str, Any]) -> list[str]:
+    """``prior=threshold[tau=0.9]`` (and ``prior_scale=0.3`` when not 1) for a policy built on a heuristic prior."""
+    if not config.get("prior"):
+        return []
+    knobs = ",".join(f"{key}={float(value):g}" for key, value in config.get("prior_knobs") or [])
+    parts = [f"prior={config['prior']}" + (f"[{knobs}]" if knobs else "")]
+    scale = float(config.get("prior_scale", 1.0))
+    return parts + ([f"prior_scale={scale:g}"] if scale != 1.0 else [])
+
+
 def _train_seed(meta: Mapping[str, Any]) -> dict[str, Any]:
     """``train_seed``: the seed the denoiser was trained with, when its meta.json says."""
     config = meta.get("train_config")
@@ -198,7 +208,7 @@ def _policy_attrs(sampler: Any) -> dict[str, Any]:
     if config.get("nfe_penalty"):
         out["policy.nfe_penalty"] = float(config["nfe_penalty"])
         parts.append(f"nfe_penalty={float(config['nfe_penalty']):g}")
-    parts += _recipe_parts(config) + _teacher_parts(meta) + lineage_label_parts(meta)
+    parts += _recipe_parts(config) + _prior_parts(config) + _teacher_parts(meta) + lineage_label_parts(meta)
     out.update(lineage_attrs(meta))
     if "seed" in config:
         out["policy.seed"] = int(config["seed"])

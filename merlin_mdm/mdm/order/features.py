@@ -15,10 +15,12 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-__all__ = ["CONFIDENCE_COLUMN", "N_SCALARS", "OrderInputs", "confidence_features", "order_inputs", "true_token_feature"]
+__all__ = ["CONFIDENCE_COLUMN", "ENTROPY_COLUMN", "N_SCALARS", "OrderInputs", "confidence_features", "order_inputs",
+           "true_token_feature"]
 
 N_SCALARS = 7  # masked, confidence, margin, entropy, step/T, 1/(T-step), fraction masked
 CONFIDENCE_COLUMN = 1  # the scalar holding the denoiser's top-1 probability (0 at unmasked positions)
+ENTROPY_COLUMN = 3  # the scalar holding the entropy divided by log V (0 at unmasked positions)
 _LOGP_FLOOR = -20.0  # log-probabilities below this carry no extra information for the posterior
 
 

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from merlin_mdm.errors import MdmError
 from merlin_mdm.mdm.order.features import N_SCALARS, OrderInputs
+from merlin_mdm.mdm.order.priors import OrderPrior, make_order_prior
 
 __all__ = ["LateHead", "OrderNet", "OrderNetConfig", "StepEncoding", "relative_hidden"]
 
@@ -36,6 +37,9 @@ class OrderNetConfig:
     pair_dim: int = 0  # width of the interaction of a position with the positions already chosen (0: none)
     relative_hidden: bool = False  # also read the hidden state relative to the other masked positions' (scaled)
     chosen_late: bool = False  # "already chosen" enters after the transformer (one pass per step, see pick_scores)
+    prior: str = ""  # a registered heuristic prior the picks add to the network's logits (.priors; "": none)
+    prior_knobs: tuple[tuple[str, float], ...] = ()  # the prior's knobs, e.g. (("tau", 0.9),)
+    prior_scale: float = 1.0  # the prior's logits are multiplied by this (how sharp sampled picks are)
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "seq_len", "hidden_dim", "d_model", "n_heads"):
@@ -48,6 +52,13 @@ class OrderNetConfig:
         if self.chosen_late and not (self.stop_head and self.pair_dim > 0 and self.extra_dim == 0):
             raise MdmError("order network: chosen_late needs stop_head, pair_dim > 0 and no extra input (the chosen "
                            "flags reach it through the pairwise term and the stop head only)")
+        object.__setattr__(self, "prior_knobs", tuple((str(k), float(v)) for k, v in self.prior_knobs))
+        if self.prior:
+            if not self.stop_head:
+                raise MdmError("order network: a prior needs a stop head (a sequential policy kind)")
+            if not self.prior_scale > 0:
+                raise MdmError(f"order network: prior_scale must be > 0, got {self.prior_scale}")
+            make_order_prior(self.prior, dict(self.prior_knobs))  # unknown prior or knob: raises, listing them
 
     def to_dict(self) -> dict[str, Any]:
         """The config as a JSON-able dict."""
@@ -101,11 +112,13 @@ class StepEncoding(NamedTuple):
         masked: (n, L) bool, the positions still to reveal, on the inputs' device.
         inputs: the step's features when every pick re-runs the network; None with ``late``.
         late: the step's head readings when the network reads "already chosen" late (``chosen_late``), else None.
+        prior_keys: (n, L) the prior's per-position keys (:mod:`.priors`), on the inputs' device; None without one.
     """
 
     masked: Tensor
     inputs: OrderInputs | None
     late: LateHead | None
+    prior_keys: Tensor | None = None
 
     def select(self, rows: Tensor) -> StepEncoding:
         """The encoding of the rows ``rows`` (a long index on the inputs' device, increasing, as ``nonzero`` gives)."""
@@ -116,7 +129,8 @@ class StepEncoding(NamedTuple):
         if self.late is not None:
             index = rows.to(self.late.logits.device)
             late = LateHead(*(part[index] for part in self.late))
-        return StepEncoding(self.masked[rows], inputs, late)
+        keys = None if self.prior_keys is None else self.prior_keys[rows]
+        return StepEncoding(self.masked[rows], inputs, late, keys)
 
 
 class OrderNet(nn.Module):
@@ -149,6 +163,12 @@ class OrderNet(nn.Module):
         self.stop_chosen = nn.Linear(d, 1, bias=False) if config.chosen_late else None
         if self.stop_chosen is not None:
             nn.init.normal_(self.stop_chosen.weight, std=config.init_scale)
+        if self.pair is not None and config.init_scale == 0:  # v = 0: the pairwise term starts at exactly zero
+            nn.init.zeros_(self.pair.weight[config.pair_dim:])
+            nn.init.zeros_(self.pair.bias[config.pair_dim:])
+        self.prior_rule: OrderPrior | None = (
+            make_order_prior(config.prior, dict(config.prior_knobs)) if config.prior else None
+        )
 
     def forward(self, inputs: OrderInputs, extra: Tensor | None = None) -> Tensor:
         """One number per position.
@@ -229,8 +249,9 @@ class OrderNet(nn.Module):
         Returns:
             The :class:`StepEncoding` that :meth:`pick_scores` reads, one pick at a time.
         """
+        keys = None if self.prior_rule is None else self.prior_rule.keys(inputs.scalars, self.config.vocab_size)
         if not self.config.chosen_late:
-            return StepEncoding(inputs.masked, inputs, None)
+            return StepEncoding(inputs.masked, inputs, None, keys)
         assert self.pair is not None and self.stop is not None and self.stop_chosen is not None  # the config's rule
         device = self.out.weight.device
         moved = inputs if inputs.tokens.device == device else OrderInputs(*(part.to(device) for part in inputs))
@@ -238,7 +259,7 @@ class OrderNet(nn.Module):
         u, v = self.pair(h).chunk(2, dim=-1)  # (n, L, pair_dim) each
         late = LateHead(logits=self.out(h).squeeze(-1), affinity=u @ v.transpose(1, 2) / self.config.pair_dim**0.5,
                         stop=self.stop(h.mean(1)).squeeze(-1), stop_each=self.stop_chosen(h).squeeze(-1))
-        return StepEncoding(inputs.masked, None, late)
+        return StepEncoding(inputs.masked, None, late, keys)
 
     def pick_scores(self, encoding: StepEncoding, chosen: Tensor) -> tuple[Tensor, Tensor | None]:
         """:meth:`scores` for one pick of a step, given the positions already ``chosen`` (n, L) bool.
@@ -252,9 +273,23 @@ class OrderNet(nn.Module):
         """
         if encoding.late is None:
             assert encoding.inputs is not None  # encode keeps them when the flags are an input
-            return self.scores(encoding.inputs, chosen.float()[..., None], chosen)
-        late, home = encoding.late, chosen.device
-        flags = chosen.to(late.logits.device).float()  # (n, L)
-        out = late.logits + (late.affinity @ flags[..., None]).squeeze(-1)
-        stop = late.stop + (late.stop_each * flags).sum(-1) / flags.shape[-1]
-        return out.to(home), stop.to(home)
+            out, stop = self.scores(encoding.inputs, chosen.float()[..., None], chosen)
+        else:
+            late, home = encoding.late, chosen.device
+            flags = chosen.to(late.logits.device).float()  # (n, L)
+            out = (late.logits + (late.affinity @ flags[..., None]).squeeze(-1)).to(home)
+            stop = (late.stop + (late.stop_each * flags).sum(-1) / flags.shape[-1]).to(home)
+        return self._with_prior(encoding, chosen, out, stop)
+
+    def _with_prior(self, encoding: StepEncoding, chosen: Tensor, out: Tensor,
+                    stop: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """Add the heuristic prior's logits, if the network has one (:mod:`.priors`): ``scale * key_i`` to each
+        position's, ``logsumexp_j(scale * key_j) + scale * margin`` over the available ``j`` to the stop logit."""
+        if self.prior_rule is None or encoding.prior_keys is None or stop is None:
+            return out, stop
+        available = encoding.masked & ~chosen  # (n, L)
+        scaled = self.config.prior_scale * encoding.prior_keys  # (n, L)
+        norm = torch.logsumexp(scaled.masked_fill(~available, float("-inf")), -1)  # (n,)
+        norm = torch.where(torch.isfinite(norm), norm, torch.zeros_like(norm))  # nothing left: the step has ended
+        margin = self.prior_rule.margin(encoding.prior_keys, available, chosen)
+        return out + scaled, stop + norm + self.config.prior_scale * margin
