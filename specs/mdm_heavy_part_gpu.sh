@@ -16,7 +16,9 @@
 # and section 16's threshold and EB sweeps capped at T = 5, 10, 15; then section 16's learned orders per seed: a
 # clone of threshold tau 0.99 for T = 5, 10, 15, and from it the T=5 specialist (reward at 0.002 per call, 32 x 8
 # rollouts)), and Sudoku 9x9 with 40 blanks, one stream per training seed in S9_SEEDS (denoiser; baselines capped at
-# 2, 3, 4 and one cell per call; a clone of EB gamma 0.1 for T = 2, 3, 4, then reward at 0.002 per call from it).
+# 2, 3, 4 and one cell per call; section 21's order built on EB gamma 0.1 (a heuristic prior, reward at 0.002 per
+# call, lr 3e-4, PRIOR_REWARD iterations); a clone of EB gamma 0.1 for T = 2, 3, 4, then reward at 0.002 per call
+# from it, at section 20's gentle lr 1e-4).
 # Budgets are iterations, never seconds: every stage runs under `timeout` with the time left before DEADLINE, a stage still running then is stopped,
 # none starts after it, and what finished is kept (each stage leaves a line in OUT_DIR/stages.txt); nothing is
 # shortened to fit. Afterwards OUT_DIR holds stages.txt, machine.txt and:
@@ -28,7 +30,7 @@
 # Aggregate on any machine (after tar -xzf results_arith.tar.gz): merlin-mdm aggregate "eval/arith/*/*.h5" --out arith.h5 --markdown arith.md
 #
 # Environment: WORK (the work tree: an empty or new folder, default a new one under /tmp); ARITH_TRAIN and S9_TRAIN (the denoisers' `mdm train`
-# options); IMITATE and REWARD (order training iterations); POLICY_KIND (default sequential-onepass: the network
+# options); IMITATE, REWARD and PRIOR_REWARD (order training iterations); POLICY_KIND (default sequential-onepass: the network
 # reads a step once, about 2x faster training on the CPU, docs/mdm-order-learning.md section 13; sequential
 # re-reads it per pick); PYTHON (default python3: the package is found
 # through PYTHONPATH=<repo root>, so only click, pyyaml, numpy, h5py, rich and torch are needed); SCALE (full or
@@ -41,14 +43,15 @@
 # Measured on the lent H200 (docs/mdm-order-learning.md section 19): the four trainings side by side took 455-467 s
 # (arith 8000 steps done; Sudoku 9x9 at 7500 when the deadline came), so training fills one call. The GPU-trained
 # arith denoisers decode 98.5% of split 2 in 1.3 calls (threshold tau 0.99 capped at 2): order no longer matters
-# there. Sudoku 9x9 is the task for the next lent session, with the seed-0 weights of this run carried (they are
-# kept in the checkout's ignored .heavy/sudoku9/seed0 while that lasts), and the issue's 3 denoiser seeds trained
-# beside that seed's orders:
-#   run(carry=[".heavy"], timeout_s=600): TASKS=sudoku9 S9_SEEDS="0 1 2" DENOISERS=.heavy THREADS=5 IMITATE=1500 \
-#     REWARD=200 WORK=/tmp/heavy bash specs/mdm_heavy_part_gpu.sh $OUT
-# (alone on the GPU, 9x9 imitation took 0.16 s and reward at 32 x 8 0.41 s per iteration: about 240 + 80 s for
-# seed 0 if the two trainings beside it do not slow it much, not measured; seeds 1 and 2 need about 470 s of
-# training, so their orders come in a second call with all three denoisers carried).
+# there. Sudoku 9x9 is the task for the next lent session. The seed-0 9x9 weights of section 19 did not survive the
+# move to a new machine (section 21), so it takes two calls: first the three denoisers side by side (about 470 s,
+# the stages after training stop at the deadline), then, with their weights carried, the orders:
+#   run(timeout_s=600): TASKS=sudoku9 S9_SEEDS="0 1 2" THREADS=5 WORK=/tmp/heavy bash specs/mdm_heavy_part_gpu.sh $OUT
+#   (here: mkdir -p .heavy && tar -xzf <files_at>/den_sudoku9.tar.gz -C .heavy)
+#   run(carry=[".heavy"], timeout_s=600): TASKS=sudoku9 S9_SEEDS="0 1 2" DENOISERS=.heavy THREADS=5 \
+#     PRIOR_REWARD=300 IMITATE=1500 REWARD=200 WORK=/tmp/heavy2 bash specs/mdm_heavy_part_gpu.sh $OUT
+# (alone on the GPU, 9x9 imitation took 0.16 s and reward at 32 x 8 0.41 s per iteration, section 20; the prior
+# stage comes first after the baselines because it needs no clone; three streams side by side were not measured).
 set -u -o pipefail
 
 OUT=${1:?usage: mdm_heavy_part_gpu.sh OUT_DIR}
@@ -66,13 +69,14 @@ export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 OMP_NUM_
 if [ "$SCALE" = smoke ]; then  # every stage, at sizes that finish on a CPU in minutes
   ARITH_TRAIN="--steps 30 --batch-size 16 --d-model 32 --n-layers 1 --d-ff 64"
   S9_TRAIN="--steps 30 --batch-size 16 --d-model 32 --n-layers 1 --d-ff 64"
-  N=32; IMITATE=2; REWARD=2; ROLLOUTS="--batch-size 4 --rollouts 2"
+  N=32; IMITATE=2; REWARD=2; PRIOR_REWARD=2; ROLLOUTS="--batch-size 4 --rollouts 2"
   GAMMAS=0.1,1; TAUS=0.9,0.99; S9_GAMMAS=0.1; S9_TAUS=0.9
 elif [ "$SCALE" = full ]; then
   # measured on the H200 with the four side by side: the arith trainings 454-457 s, the 9x9 one 7500 steps in 467 s
   ARITH_TRAIN=${ARITH_TRAIN:-"--steps 8000 --batch-size 256 --d-model 128 --n-layers 4 --d-ff 512 --warmup 500"}
   S9_TRAIN=${S9_TRAIN:-"--steps 8000 --batch-size 256 --d-model 192 --n-layers 6 --d-ff 768 --warmup 500"}
-  N=${N:-2000}; IMITATE=${IMITATE:-250}; REWARD=${REWARD:-80}; ROLLOUTS="--batch-size 32 --rollouts 8"
+  N=${N:-2000}; IMITATE=${IMITATE:-250}; REWARD=${REWARD:-80}; PRIOR_REWARD=${PRIOR_REWARD:-300}
+  ROLLOUTS="--batch-size 32 --rollouts 8"
   GAMMAS=3,1,0.5,0.3,0.2,0.1,0.05,0.01  # section 16's sweeps, capped at every budget
   TAUS=0.5,0.7,0.8,0.85,0.9,0.95,0.99,0.995
   S9_GAMMAS=0.01,0.03,0.1,0.3,1,3; S9_TAUS=0.7,0.9,0.95,0.99,0.995
@@ -148,11 +152,16 @@ sudoku9_stream() {  # Sudoku 9x9, 40 blanks, one training seed: denoiser; baseli
     --out "$e/thr_t{tau}_T{steps}.h5"
   stage "sudoku9$s-fixed" eval "${den[@]}" --sampler top_prob --steps 2,3,4,40 --out "$e/top_prob_T{steps}.h5"
   stage "sudoku9$s-dus" eval "${den[@]}" --sampler dus --steps 2,3,4 --out "$e/dus_T{steps}.h5"
+  # section 21: the order built on EB gamma 0.1 (a heuristic prior; decodes exactly as EB before training)
+  stage "sudoku9$s-prior" train-order "${order[@]}" --objective reward --nfe-penalty 0.002 --lr 3e-4 \
+    --prior eb --prior-knob gamma=0.1 --iterations $PRIOR_REWARD $ROLLOUTS --seed "3$s" --out "$d/prior" &&
+  stage "sudoku9$s-prior-eval" eval "${den[@]}" --sampler learned --policy "$d/prior" --steps 2,3,4 \
+    --out "$e/prior_T{steps}.h5"
   stage "sudoku9$s-imitate" train-order "${order[@]}" --objective imitate --teacher eb --teacher-knob gamma=0.1 \
     --iterations $IMITATE --seed "1$s" --out "$d/clone" || return
   stage "sudoku9$s-clone" eval "${den[@]}" --sampler learned --policy "$d/clone" --steps 2,3,4 \
     --out "$e/clone_T{steps}.h5"
-  stage "sudoku9$s-reward" train-order "${order[@]}" --objective reward --nfe-penalty 0.002 --lr 3e-4 \
+  stage "sudoku9$s-reward" train-order "${order[@]}" --objective reward --nfe-penalty 0.002 --lr 1e-4 \
     --init-policy "$d/clone" --iterations $REWARD $ROLLOUTS --seed "2$s" --out "$d/reward" || return
   stage "sudoku9$s-learned" eval "${den[@]}" --sampler learned --policy "$d/reward" --steps 2,3,4 \
     --out "$e/reward_T{steps}.h5"

@@ -42,7 +42,8 @@ def test_every_stage_runs_and_the_results_come_back_packed(tmp_path: Path) -> No
     expected = {f"arith{s}-{name}" for s in range(3) for name in
                 ("train", "fixed", "thr", "eb", "dus", "imitate", "clone", "reward", "specialist")}
     expected |= {f"sudoku90-{name}" for name in
-                 ("train", "fixed", "eb", "thr", "dus", "imitate", "clone", "reward", "learned")}
+                 ("train", "fixed", "eb", "thr", "dus", "prior", "prior-eval", "imitate", "clone", "reward",
+                  "learned")}
     assert set(stages) == expected and set(stages.values()) == {"rc=0"}
     with tarfile.open(out / "results_arith.tar.gz") as tar:
         names = set(tar.getnames())
@@ -58,7 +59,8 @@ def test_every_stage_runs_and_the_results_come_back_packed(tmp_path: Path) -> No
         assert f"./arith/seed{seed}/specialist/policy.pt" in names
     assert "stages.txt" in names and "logs/arith0-train.err" in names
     with tarfile.open(out / "results_sudoku9.tar.gz") as tar:
-        assert {"./eval/sudoku9/seed0/top_prob_T40.h5", "./eval/sudoku9/seed0/reward_T2.h5"} <= set(tar.getnames())
+        assert {"./eval/sudoku9/seed0/top_prob_T40.h5", "./eval/sudoku9/seed0/reward_T2.h5",
+                "./eval/sudoku9/seed0/prior_T3.h5", "./sudoku9/seed0/prior/meta.json"} <= set(tar.getnames())
     with tarfile.open(out / "den_arith.tar.gz") as tar:
         assert {f"arith/seed{s}/denoiser.pt" for s in range(3)} <= set(tar.getnames())
     assert (out / "den_sudoku9.tar.gz").is_file()
