@@ -91,6 +91,10 @@ def _budget_list(text: str) -> tuple[int, ...]:
               help="Validate every N iterations on training-split prompts and save the best iterate (0: the last).")
 @click.option("--select-samples", default=256, show_default=True, type=click.IntRange(1),
               help="Validation prompts decoded per budget when --select-every > 0.")
+@click.option("--select-by", default="score", show_default=True, metavar="NAME",
+              help="What --select-every ranks iterates by. score: the task score; return: score - --nfe-penalty x "
+                   "mean calls (for adaptive policies compared at equal mean calls, where the score alone favours "
+                   "iterates that spend more calls).")
 @click.option("--eval-samples", default=512, show_default=True, type=click.IntRange(0),
               help="Answers generated with the trained policy as a quick check (0: skip).")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(1),
@@ -102,8 +106,8 @@ def train_order(denoiser_dir: Path, budget: int, budgets: str, nfe_penalty: floa
                 teacher: str, teacher_knobs: tuple[str, ...], prior: str, prior_knobs: tuple[str, ...],
                 prior_scale: float, out_dir: Path, tau: float,
                 tau_start: float | None, rollouts: int, batch_size: int, iterations: int, lr: float, d_model: int,
-                layers: int, seed: int, select_every: int, select_samples: int, eval_samples: int, threads: int,
-                device: str, as_json: bool) -> None:
+                layers: int, seed: int, select_every: int, select_samples: int, select_by: str, eval_samples: int,
+                threads: int, device: str, as_json: bool) -> None:
     """Train the order policy p_theta(r | x_t) for the denoiser at --denoiser and budget T.
 
     \b
@@ -125,7 +129,8 @@ def train_order(denoiser_dir: Path, budget: int, budgets: str, nfe_penalty: floa
                               prior_knobs=tuple(parse_knobs(prior_knobs).items()), prior_scale=prior_scale, tau=tau,
                               tau_start=tau_start, rollouts=rollouts, batch_size=batch_size, iterations=iterations,
                               lr_policy=lr, lr_posterior=lr, d_model=d_model, n_layers=layers, seed=seed,
-                              select_every=select_every, select_samples=select_samples)
+                              select_every=select_every, select_samples=select_samples,
+                              select_by=select_by)
     summary = run_train_order(denoiser_dir, out_dir, config, eval_samples, progress=_echo_progress, device=device)
     if as_json:
         click.echo(json.dumps(summary.to_dict(), indent=2, sort_keys=True))

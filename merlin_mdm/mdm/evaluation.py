@@ -138,7 +138,7 @@ def evaluate(cfg: EvalConfig, loaded: LoadedDenoiser | None = None, sampler: Sam
 
 
 _RECIPE_KEYS = ("objective", "policy_kind", "token_temperature", "iterations", "tau_start", "d_model",
-                "n_layers", "rollouts", "batch_size", "lr_policy", "select_every", "common_token_noise")
+                "n_layers", "rollouts", "batch_size", "lr_policy", "select_every", "select_by", "common_token_noise")
 
 
 def _recipe_parts(config: Mapping[str, Any]) -> list[str]:

@@ -15,13 +15,16 @@ a :class:`ValidationSelector` every N iterations and after the last one; the sel
 * **Deterministic**: the checkpoints are chosen by iteration count, and every checkpoint is decoded with the same
   token draws (a generator reseeded with ``seed + 4`` per budget), so two checkpoints are compared on the
   same prompts and draws, and the same config gives the same choice whatever the machine's speed.
-* **Criterion**: the mean task score over the trained budgets; ties go to the fewer mean denoiser calls, then
-  to the later iteration.
+* **Criterion** (``select_by``, :data:`SELECTION_CRITERIA`): ``score``, the mean task score over the trained
+  budgets, or ``return``, that score less ``nfe_penalty`` times the mean denoiser calls (the quantity reward
+  training maximises, for policies meant to be compared at equal *mean* calls: by score alone a policy with a
+  large cap is chosen for spending calls). Ties go to the fewer mean denoiser calls, then to the later iteration.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +33,13 @@ from torch import Tensor
 
 from merlin_mdm.mdm.order.networks import OrderNet
 
-__all__ = ["Checkpoint", "ValidationSelector", "decode_and_score"]
+__all__ = ["SELECTION_CRITERIA", "Checkpoint", "ValidationSelector", "decode_and_score"]
+
+SELECTION_CRITERIA: dict[str, Callable[[float, float, float], float]] = {
+    "score": lambda score, mean_nfe, nfe_penalty: score,
+    "return": lambda score, mean_nfe, nfe_penalty: score - nfe_penalty * mean_nfe,
+}
+"""What a validated iterate is ranked by: ``(score, mean NFE, price per call) -> value``, the larger the better."""
 
 
 def decode_and_score(
@@ -58,12 +67,18 @@ class Checkpoint:
     iteration: int  # Adam steps taken when it was validated
     score: float  # mean task score over the trained budgets (thresholded decoding)
     mean_nfe: float  # mean denoiser calls per sequence, averaged over the budgets
+    value: float | None = None  # what it is ranked by (SELECTION_CRITERIA); None: the score
+
+    @property
+    def rank(self) -> float:
+        """The selection criterion's value (the score when none was given)."""
+        return self.score if self.value is None else self.value
 
     def beats(self, other: Checkpoint | None) -> bool:
-        """Higher score; on a tie fewer calls; on a tie the later iteration (``self``)."""
+        """Higher criterion; on a tie fewer calls; on a tie the later iteration (``self``)."""
         if other is None:
             return True
-        return (self.score, -self.mean_nfe) >= (other.score, -other.mean_nfe)
+        return (self.rank, -self.mean_nfe) >= (other.rank, -other.mean_nfe)
 
 
 class ValidationSelector:
@@ -105,7 +120,8 @@ class ValidationSelector:
     def observe(self, iteration: int, policy: OrderNet, posterior: OrderNet) -> dict[str, float]:
         """Validate the current iterate, keep its weights if it is the best so far; returns figures to log."""
         score, nfe = self.validate(policy)
-        checkpoint = Checkpoint(iteration=iteration, score=score, mean_nfe=nfe)
+        value = SELECTION_CRITERIA[self.config.select_by](score, nfe, float(self.config.nfe_penalty))
+        checkpoint = Checkpoint(iteration=iteration, score=score, mean_nfe=nfe, value=value)
         if checkpoint.beats(self.best):
             self.best = checkpoint
             self._weights = (copy.deepcopy(policy.state_dict()), copy.deepcopy(posterior.state_dict()))

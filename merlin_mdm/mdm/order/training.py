@@ -50,7 +50,7 @@ from merlin_mdm.mdm.order.objectives import (
     register_objective,
 )
 from merlin_mdm.mdm.order.policies import make_reveal_policy
-from merlin_mdm.mdm.order.selection import ValidationSelector
+from merlin_mdm.mdm.order.selection import SELECTION_CRITERIA, ValidationSelector
 
 __all__ = ["ElboObjective", "OrderTrainConfig", "OrderTrainResult", "RolloutTrace", "rollout", "tau_at", "train_order"]
 
@@ -100,6 +100,7 @@ class OrderTrainConfig:
     seed: int = 0  # seeds the data, the rollouts and the initialisation
     select_every: int = 0  # validate every N iterations and keep the best iterate (0: keep the last one)
     select_samples: int = 256  # validation prompts (training split) decoded per budget when selecting
+    select_by: str = "score"  # what the selection ranks iterates by: score, or return (score - nfe_penalty * NFE)
 
     def __post_init__(self) -> None:
         if self.budget < 2:
@@ -110,6 +111,9 @@ class OrderTrainConfig:
             raise MdmError(f"train-order: --rollouts must be >= 2 for the leave-one-out baseline, got {self.rollouts}")
         if self.select_every < 0:
             raise MdmError(f"train-order: select_every must be >= 0, got {self.select_every}")
+        if self.select_by not in SELECTION_CRITERIA:
+            raise MdmError(f"train-order: unknown select_by {self.select_by!r}; choose one of: "
+                           f"{', '.join(sorted(SELECTION_CRITERIA))}")
         for name in ("batch_size", "iterations", "select_samples"):
             if getattr(self, name) < 1:
                 raise MdmError(f"train-order: {name} must be >= 1")

@@ -16,7 +16,7 @@ from merlin_mdm.mdm.checkpoint import save_denoiser  # noqa: E402
 from merlin_mdm.mdm.evaluation import _recipe_parts  # noqa: E402
 from merlin_mdm.mdm.model import Denoiser, DenoiserConfig  # noqa: E402
 from merlin_mdm.mdm.order import OrderTrainConfig, train_order  # noqa: E402
-from merlin_mdm.mdm.order.selection import Checkpoint, ValidationSelector  # noqa: E402
+from merlin_mdm.mdm.order.selection import SELECTION_CRITERIA, Checkpoint, ValidationSelector  # noqa: E402
 from merlin_mdm.mdm.tasks import make_task  # noqa: E402
 from merlin_mdm.mdm.tasks.base import eval_mask  # noqa: E402
 
@@ -111,3 +111,25 @@ def test_the_cli_saves_the_selected_iterate_and_the_label_names_the_recipe(tiny,
                                                    "select_every=2"]
     bad = CliRunner().invoke(mdm_order.train_order, [*args[:-3], "--select-every", "-1", "--out", str(out)])
     assert bad.exit_code == 2 and "--select-every" in bad.output
+
+
+def test_select_by_return_prices_the_calls() -> None:
+    cheap, costly = (0.80, 3.0), (0.85, 4.0)  # (score, mean calls)
+    by = {name: [SELECTION_CRITERIA[name](s, n, 0.1) for s, n in (cheap, costly)] for name in SELECTION_CRITERIA}
+    assert by["score"][1] > by["score"][0]  # the score alone takes the iterate that spends a call more
+    assert by["return"][0] == pytest.approx(0.5) and by["return"][1] == pytest.approx(0.45)
+    first = Checkpoint(2, 0.85, 4.0, value=by["return"][1])
+    assert Checkpoint(4, 0.80, 3.0, value=by["return"][0]).beats(first)
+    assert not Checkpoint(4, 0.80, 3.0).beats(Checkpoint(2, 0.85, 4.0))  # no value: ranked by score
+
+
+def test_selection_by_return_keeps_the_cheaper_iterate(tiny, monkeypatch) -> None:
+    task, den = tiny
+    scripted = [(0.5, 2.0), (0.6, 3.0), (0.4, 2.0)]  # iterations 2, 4, 6; price 0.5 per call: returns -0.5, -0.9, -0.6
+    for select_by, expected in (("score", 4), ("return", 2)):
+        steps = iter(scripted)
+        monkeypatch.setattr(ValidationSelector, "validate", lambda self, policy, steps=steps: next(steps))
+        config = OrderTrainConfig(**TINY, iterations=6, select_every=2, select_by=select_by)
+        assert train_order(den, task, 16, config).selected_iteration == expected
+    with pytest.raises(MdmError, match="select_by 'nfe'; choose one of: return, score"):
+        OrderTrainConfig(budget=2, select_by="nfe")
