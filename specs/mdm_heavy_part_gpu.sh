@@ -17,8 +17,8 @@
 # clone of threshold tau 0.99 for T = 5, 10, 15, and from it the T=5 specialist (reward at 0.002 per call, 32 x 8
 # rollouts)), and Sudoku 9x9 with 40 blanks, one stream per training seed in S9_SEEDS (denoiser; baselines capped at
 # 2, 3, 4 and one cell per call; section 21's order built on EB gamma 0.1 (a heuristic prior, reward at 0.002 per
-# call, lr 3e-4, PRIOR_REWARD iterations); a clone of EB gamma 0.1 for T = 2, 3, 4, then reward at 0.002 per call
-# from it, at section 20's gentle lr 1e-4).
+# call, lr 3e-4, PRIOR_REWARD iterations, the best of its validated iterates kept, section 22); a clone of EB gamma
+# 0.1 for T = 2, 3, 4, then reward at 0.002 per call from it, at section 20's gentle lr 1e-4).
 # Budgets are iterations, never seconds: every stage runs under `timeout` with the time left before DEADLINE, a stage still running then is stopped,
 # none starts after it, and what finished is kept (each stage leaves a line in OUT_DIR/stages.txt); nothing is
 # shortened to fit. Afterwards OUT_DIR holds stages.txt, machine.txt and:
@@ -70,6 +70,7 @@ if [ "$SCALE" = smoke ]; then  # every stage, at sizes that finish on a CPU in m
   ARITH_TRAIN="--steps 30 --batch-size 16 --d-model 32 --n-layers 1 --d-ff 64"
   S9_TRAIN="--steps 30 --batch-size 16 --d-model 32 --n-layers 1 --d-ff 64"
   N=32; IMITATE=2; REWARD=2; PRIOR_REWARD=2; ROLLOUTS="--batch-size 4 --rollouts 2"
+  PRIOR_SELECT="--select-every 1 --select-samples 8"
   GAMMAS=0.1,1; TAUS=0.9,0.99; S9_GAMMAS=0.1; S9_TAUS=0.9
 elif [ "$SCALE" = full ]; then
   # measured on the H200 with the four side by side: the arith trainings 454-457 s, the 9x9 one 7500 steps in 467 s
@@ -77,6 +78,7 @@ elif [ "$SCALE" = full ]; then
   S9_TRAIN=${S9_TRAIN:-"--steps 8000 --batch-size 256 --d-model 192 --n-layers 6 --d-ff 768 --warmup 500"}
   N=${N:-2000}; IMITATE=${IMITATE:-250}; REWARD=${REWARD:-80}; PRIOR_REWARD=${PRIOR_REWARD:-300}
   ROLLOUTS="--batch-size 32 --rollouts 8"
+  PRIOR_SELECT="--select-every 10 --select-samples 1024"  # section 22: keep the best validated iterate
   GAMMAS=3,1,0.5,0.3,0.2,0.1,0.05,0.01  # section 16's sweeps, capped at every budget
   TAUS=0.5,0.7,0.8,0.85,0.9,0.95,0.99,0.995
   S9_GAMMAS=0.01,0.03,0.1,0.3,1,3; S9_TAUS=0.7,0.9,0.95,0.99,0.995
@@ -154,7 +156,8 @@ sudoku9_stream() {  # Sudoku 9x9, 40 blanks, one training seed: denoiser; baseli
   stage "sudoku9$s-dus" eval "${den[@]}" --sampler dus --steps 2,3,4 --out "$e/dus_T{steps}.h5"
   # section 21: the order built on EB gamma 0.1 (a heuristic prior; decodes exactly as EB before training)
   stage "sudoku9$s-prior" train-order "${order[@]}" --objective reward --nfe-penalty 0.002 --lr 3e-4 \
-    --prior eb --prior-knob gamma=0.1 --iterations $PRIOR_REWARD $ROLLOUTS --seed "3$s" --out "$d/prior" &&
+    --prior eb --prior-knob gamma=0.1 --iterations $PRIOR_REWARD $ROLLOUTS $PRIOR_SELECT --seed "3$s" \
+    --out "$d/prior" &&
   stage "sudoku9$s-prior-eval" eval "${den[@]}" --sampler learned --policy "$d/prior" --steps 2,3,4 \
     --out "$e/prior_T{steps}.h5"
   stage "sudoku9$s-imitate" train-order "${order[@]}" --objective imitate --teacher eb --teacher-knob gamma=0.1 \

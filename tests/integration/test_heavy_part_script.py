@@ -61,6 +61,11 @@ def test_every_stage_runs_and_the_results_come_back_packed(tmp_path: Path) -> No
     with tarfile.open(out / "results_sudoku9.tar.gz") as tar:
         assert {"./eval/sudoku9/seed0/top_prob_T40.h5", "./eval/sudoku9/seed0/reward_T2.h5",
                 "./eval/sudoku9/seed0/prior_T3.h5", "./sudoku9/seed0/prior/meta.json"} <= set(tar.getnames())
+        member = tar.extractfile("./sudoku9/seed0/prior/meta.json")
+        assert member is not None
+        prior = json.load(member)
+        assert prior["train_config"]["prior"] == "eb" and prior["train_config"]["select_every"] == 1
+        assert prior["selected_iteration"] in (1, 2)  # the best validated iterate was kept (section 22)
     with tarfile.open(out / "den_arith.tar.gz") as tar:
         assert {f"arith/seed{s}/denoiser.pt" for s in range(3)} <= set(tar.getnames())
     assert (out / "den_sudoku9.tar.gz").is_file()
