@@ -128,7 +128,31 @@ def test_adaptive_lines_are_also_compared_at_their_max_nfe(study: Path, tmp_path
     assert at_max[adaptive].baseline is not None and at_max[adaptive].baseline.method == "top_prob"
     assert at_max[adaptive].verdict == "baseline better"  # top_prob at T=4 is right 97% of the time
     text = (tmp_path / "r.md").read_text(encoding="utf-8")
-    assert "at most their NFE @Max" in text and text.count("| learned (T=2/4, nfe_penalty=0.5) |") == 3
+    assert "at most their NFE @Max" in text and text.count("| learned (T=2/4, nfe_penalty=0.5) |") == 4  # + capped
+
+
+def test_the_capped_comparison_keeps_only_baselines_within_the_learned_lines_worst_case(tmp_path: Path) -> None:
+    root = tmp_path / "ws"
+    rng = np.random.default_rng(3)
+    for seed in range(3):
+        hard = np.arange(200) % 5 == 0  # a fifth of the examples take 11 calls with the uncapped baseline
+        _write(root / f"capped4.{seed}" / "m.h5", "learned", 4, seed, rng.random(200) < 0.85, np.full(200, 4),
+               method="learned (T=4)")
+        _write(root / f"eb16.{seed}" / "m.h5", "eb", 16, seed, rng.random(200) < 0.97, np.where(hard, 11, 2),
+               **{"sampler.gamma": 0.03})  # mean 3.8 calls, at most 11
+        _write(root / f"eb4.{seed}" / "m.h5", "eb", 4, seed, rng.random(200) < 0.7, np.where(hard, 4, 2),
+               **{"sampler.gamma": 0.1})  # capped at 4
+    report = _aggregate(root, tmp_path / "r.h5")
+    from merlin_mdm.results.tables import bootstrap_groups
+
+    draws = bootstrap_groups(report.table)
+    (at_avg,) = compare_at_equal_compute(report.summary, draws)
+    (capped,) = compare_at_equal_compute(report.summary, draws, at="cap")
+    assert at_avg.baseline is not None and at_avg.baseline.max_nfe == 11 and at_avg.verdict == "baseline better"
+    assert capped.baseline is not None and capped.baseline.max_nfe == 4 and capped.verdict == "learned better"
+    text = (tmp_path / "r.md").read_text(encoding="utf-8")
+    assert "never spends more calls on an example" in text
+    assert "| learned (T=4) | 4 | 4.00 / 4 |" in text and "| eb (gamma=0.1) | 2.40 / 4 |" in text
 
 
 _REFINE = ("learned (T=16, tau=0.1, nfe_penalty=0.07, objective=reward, policy_kind=sequential, iterations=160, "
