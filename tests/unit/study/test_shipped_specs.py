@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -20,5 +21,7 @@ def test_shipped_spec_expands_with_three_training_seeds(path: Path) -> None:
     aggregate = plan.instances[-1]
     assert len(aggregate.parents) == len(plan.instances) - 1 - sum(n.startswith("train_") for n in names)
     evals = [inst.cmd for inst in plan.instances if inst.name.startswith("eval_")]
-    assert evals and all("--seed 0 " in cmd for cmd in evals)  # one evaluation split for every method: paired
+    splits = {match for cmd in evals for match in re.findall(r"--seed (\d+) ", cmd)}
+    assert evals and len(splits) == 1  # one evaluation split for every method: paired
+    assert all(cmd.count("--seed ") == cmd.count(f"--seed {next(iter(splits))} ") for cmd in evals)
     assert all("--max-seconds" not in inst.cmd for inst in plan.instances)  # budgets are iterations only
