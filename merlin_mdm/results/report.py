@@ -226,5 +226,7 @@ def _footer(table: RunTable) -> str:
         for problem in table.problems:
             kinds[problem.kind] = kinds.get(problem.kind, 0) + 1
         listed = ", ".join(f"{kind}: {count}" for kind, count in sorted(kinds.items()))
-        text += f" {len(table.problems)} files were not used ({listed}); see the results file's problems table."
+        count = len(table.problems)
+        were = "file was" if count == 1 else "files were"
+        text += f" {count} {were} not used ({listed}); see the results file's problems table."
     return text
