@@ -3,9 +3,10 @@
 The x axis is the mean number of denoiser calls on a log2 scale; every series has its own marker; a shaded band
 is the 95% paired bootstrap interval (an error bar for a single point); the caption gives the number of seeds
 (runs) behind each line. A baseline sampler is one series whatever its knobs (a swept ``eb`` or ``threshold``
-is drawn as its front, points joined in order of mean NFE, and listed once in the legend); every learned line
-is its own series. Long labels are wrapped and the figure grows with its legend, so a study with dozens of
-lines stays readable. Written as PNG and SVG with no timestamps, so equal inputs give equal files.
+is drawn as its front, points joined in order of mean NFE, and listed once in the legend), or one per cap when it
+was swept at several caps; every learned line is its own series. Long labels are wrapped and the figure grows
+with its legend, so a study with dozens of lines stays readable. Written as PNG and SVG with no timestamps, so
+equal inputs give equal files.
 """
 
 from __future__ import annotations
@@ -30,11 +31,27 @@ _LEGEND_LINE_INCHES = 0.16
 
 
 def _series(rows: Sequence[SummaryRow]) -> dict[str, list[SummaryRow]]:
-    """Rows per plotted series: a baseline sampler's rows together (its front), each other method alone."""
+    """Rows per plotted series: a baseline sampler's rows together (its front), each other method alone.
+
+    A sampler swept over its knobs at several caps (e.g. EB capped at 2, 3, 4 and 16 calls) is one front per cap
+    ("eb, at most 4 calls"): joined across caps its points would zigzag between fronts of different budgets.
+    """
+    per_cap = {row.sampler for row in rows if is_baseline(row) and _swept_at_several_caps(row.sampler, rows)}
     out: dict[str, list[SummaryRow]] = {}
     for row in rows:
-        out.setdefault(row.sampler if is_baseline(row) else row.method, []).append(row)
+        if not is_baseline(row):
+            key = row.method
+        else:
+            key = f"{row.sampler}, at most {row.steps} calls" if row.sampler in per_cap else row.sampler
+        out.setdefault(key, []).append(row)
     return out
+
+
+def _swept_at_several_caps(sampler: str, rows: Sequence[SummaryRow]) -> bool:
+    """Whether ``sampler`` has more than one setting at some cap and appears at more than one cap."""
+    mine = [r for r in rows if r.sampler == sampler]
+    caps = {r.steps for r in mine}
+    return len(caps) > 1 and len({(r.steps, r.method) for r in mine}) > len(caps)
 
 
 def _series_label(name: str, points: Sequence[SummaryRow]) -> str:

@@ -211,3 +211,19 @@ def test_a_swept_baseline_is_one_series_and_every_learned_line_its_own(study: Pa
     assert _series_label("eb", series["eb"]) == "eb (n=3, 2 settings)"
     svg = (tmp_path / "r.svg").read_text(encoding="utf-8")
     assert svg.count("eb (n=3, 2 settings)") == 1 and "eb (gamma=0.1)" not in svg
+    assert set(series) == {"eb", "learned (T=2)", "learned (T=2, objective=reward)", "iid", "top_prob"}
+
+
+def test_a_baseline_swept_at_several_caps_is_one_front_per_cap(study: Path, tmp_path: Path) -> None:
+    rng = np.random.default_rng(8)
+    for seed in range(3):
+        for cap, gamma, calls in ((4, 0.1, 3), (4, 0.01, 4), (16, 0.1, 3), (16, 0.01, 5)):
+            _write(study / "eval" / f"eb{gamma}_T{cap}.{seed}" / "m.h5", "eb", cap, seed, rng.random(200) < 0.8,
+                   np.full(200, calls), **{"sampler.gamma": gamma})
+    report = _aggregate(study, tmp_path / "r.h5")
+    from merlin_mdm.results.plots import _series
+
+    series = _series(report.summary)
+    assert {"eb, at most 4 calls", "eb, at most 16 calls"} <= set(series) and "eb" not in series
+    assert {r.steps for r in series["eb, at most 4 calls"]} == {4} and len(series["eb, at most 16 calls"]) == 2
+    assert "top_prob" in series and len(series["top_prob"]) == 2  # one setting per budget: still one line
