@@ -5,8 +5,7 @@ command that regenerates it is its first paragraph. For every learned-order line
 accurate *baseline* (any sampler but ``learned`` and the task-specific ``*_oracle`` references) that spends no
 more denoiser calls on average, and the paired bootstrap interval of the accuracy difference; then the same
 under a hard budget (the best baseline that never spends more calls on an example than the learned line's
-worst one). Whatever the
-verdict, it is printed: a learned order that loses is reported as losing.
+worst one). Whatever the verdict, it is printed: a learned order that loses is reported as losing.
 """
 
 from __future__ import annotations
