@@ -170,18 +170,20 @@ def render_report(summary: Sequence[SummaryRow], table: RunTable, draws: Mapping
     if figure:
         lines += [f"![accuracy against mean NFE]({figure})", ""]
     comparisons = compare_at_equal_compute(summary, draws)
+    at_max_all = compare_at_equal_compute(summary, draws, at="max")  # once for every task, not once per task
+    capped_all = compare_at_equal_compute(summary, draws, at="cap")
     for task in dict.fromkeys(row.task for row in summary):
         lines += [f"## {task}", "", *_table_one([r for r in summary if r.task == task]), ""]
         found = [c for c in comparisons if c.learned.task == task]
         if found:
             lines += ["Learned order against the best baseline at equal or lower mean NFE (@Avg):", "",
                       *_comparisons(found), ""]
-        at_max = [c for c in compare_at_equal_compute(summary, draws, at="max")
+        at_max = [c for c in at_max_all
                   if c.learned.task == task and c.learned.max_nfe > c.learned.mean_nfe + NFE_SLACK]
         if at_max:
             lines += ["Adaptive learned lines against the best baseline whose mean NFE is at most their NFE @Max:",
                       "", *_comparisons(at_max), ""]
-        capped = [c for c in compare_at_equal_compute(summary, draws, at="cap") if c.learned.task == task]
+        capped = [c for c in capped_all if c.learned.task == task]
         if capped:
             lines += ["Learned lines against the best baseline that never spends more calls on an example (its NFE "
                       "@Max at most theirs: the comparison under a hard budget):", "",
