@@ -72,6 +72,10 @@ def _budget_list(text: str) -> tuple[int, ...]:
               help="A knob of the prior (repeatable), e.g. --prior-knob tau=0.9 or --prior-knob gamma=0.1.")
 @click.option("--prior-scale", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="Multiplies the prior's logits: larger is sharper, so sampled rollouts explore less.")
+@click.option("--prior-stop-scale", type=click.FloatRange(min=0, min_open=True),
+              help="Multiplies the prior's stop margin instead of --prior-scale: a sharp stop (e.g. 30) with soft "
+                   "picks (--prior-scale 1) gives rollouts that stop where the heuristic does while their picks "
+                   "explore. Default: --prior-scale.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Where policy.pt and meta.json are written.")
 @click.option("--tau", default=0.1, show_default=True, type=click.FloatRange(min=0, min_open=True),
@@ -104,7 +108,7 @@ def _budget_list(text: str) -> tuple[int, ...]:
 def train_order(denoiser_dir: Path, budget: int, budgets: str, nfe_penalty: float, objective: str,
                 policy_kind: str, token_temperature: float, common_token_noise: bool, init_policy: Path | None,
                 teacher: str, teacher_knobs: tuple[str, ...], prior: str, prior_knobs: tuple[str, ...],
-                prior_scale: float, out_dir: Path, tau: float,
+                prior_scale: float, prior_stop_scale: float | None, out_dir: Path, tau: float,
                 tau_start: float | None, rollouts: int, batch_size: int, iterations: int, lr: float, d_model: int,
                 layers: int, seed: int, select_every: int, select_samples: int, select_by: str, eval_samples: int,
                 threads: int, device: str, as_json: bool) -> None:
@@ -126,7 +130,8 @@ def train_order(denoiser_dir: Path, budget: int, budgets: str, nfe_penalty: floa
                               common_token_noise=common_token_noise,
                               init_policy=None if init_policy is None else str(init_policy), teacher=teacher,
                               teacher_knobs=tuple(parse_knobs(teacher_knobs).items()), prior=prior,
-                              prior_knobs=tuple(parse_knobs(prior_knobs).items()), prior_scale=prior_scale, tau=tau,
+                              prior_knobs=tuple(parse_knobs(prior_knobs).items()), prior_scale=prior_scale,
+                              prior_stop_scale=prior_stop_scale, tau=tau,
                               tau_start=tau_start, rollouts=rollouts, batch_size=batch_size, iterations=iterations,
                               lr_policy=lr, lr_posterior=lr, d_model=d_model, n_layers=layers, seed=seed,
                               select_every=select_every, select_samples=select_samples,

@@ -166,13 +166,16 @@ def _teacher_parts(meta: Mapping[str, Any]) -> list[str]:
 
 
 def _prior_parts(config: Mapping[str, Any]) -> list[str]:
-    """``prior=threshold[tau=0.9]`` (and ``prior_scale=0.3`` when not 1) for a policy built on a heuristic prior."""
+    """``prior=threshold[tau=0.9]`` (and ``prior_scale=0.3`` when not 1, ``prior_stop_scale=30`` when set) for a
+    policy built on a heuristic prior."""
     if not config.get("prior"):
         return []
     knobs = ",".join(f"{key}={float(value):g}" for key, value in config.get("prior_knobs") or [])
     parts = [f"prior={config['prior']}" + (f"[{knobs}]" if knobs else "")]
     scale = float(config.get("prior_scale", 1.0))
-    return parts + ([f"prior_scale={scale:g}"] if scale != 1.0 else [])
+    stop = config.get("prior_stop_scale")
+    return (parts + ([f"prior_scale={scale:g}"] if scale != 1.0 else [])
+            + ([f"prior_stop_scale={float(stop):g}"] if stop is not None else []))
 
 
 def _train_seed(meta: Mapping[str, Any]) -> dict[str, Any]:

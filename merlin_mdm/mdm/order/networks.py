@@ -40,6 +40,7 @@ class OrderNetConfig:
     prior: str = ""  # a registered heuristic prior the picks add to the network's logits (.priors; "": none)
     prior_knobs: tuple[tuple[str, float], ...] = ()  # the prior's knobs, e.g. (("tau", 0.9),)
     prior_scale: float = 1.0  # the prior's logits are multiplied by this (how sharp sampled picks are)
+    prior_stop_scale: float | None = None  # the prior's stop margin is multiplied by this (None: prior_scale)
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "seq_len", "hidden_dim", "d_model", "n_heads"):
@@ -56,9 +57,15 @@ class OrderNetConfig:
         if self.prior:
             if not self.stop_head:
                 raise MdmError("order network: a prior needs a stop head (a sequential policy kind)")
-            if not self.prior_scale > 0:
-                raise MdmError(f"order network: prior_scale must be > 0, got {self.prior_scale}")
+            if not self.prior_scale > 0 or not self.stop_scale > 0:
+                raise MdmError(f"order network: prior_scale and prior_stop_scale must be > 0, got "
+                               f"{self.prior_scale}, {self.prior_stop_scale}")
             make_order_prior(self.prior, dict(self.prior_knobs))  # unknown prior or knob: raises, listing them
+
+    @property
+    def stop_scale(self) -> float:
+        """What the prior's stop margin is multiplied by: ``prior_stop_scale``, or ``prior_scale``."""
+        return self.prior_scale if self.prior_stop_scale is None else self.prior_stop_scale
 
     def to_dict(self) -> dict[str, Any]:
         """The config as a JSON-able dict."""
@@ -284,7 +291,7 @@ class OrderNet(nn.Module):
     def _with_prior(self, encoding: StepEncoding, chosen: Tensor, out: Tensor,
                     stop: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """Add the heuristic prior's logits, if the network has one (:mod:`.priors`): ``scale * key_i`` to each
-        position's, ``logsumexp_j(scale * key_j) + scale * margin`` over the available ``j`` to the stop logit."""
+        position's, ``logsumexp_j(scale * key_j) + stop_scale * margin`` over the available ``j`` to the stop logit."""
         if self.prior_rule is None or encoding.prior_keys is None or stop is None:
             return out, stop
         available = encoding.masked & ~chosen  # (n, L)
@@ -292,4 +299,4 @@ class OrderNet(nn.Module):
         norm = torch.logsumexp(scaled.masked_fill(~available, float("-inf")), -1)  # (n,)
         norm = torch.where(torch.isfinite(norm), norm, torch.zeros_like(norm))  # nothing left: the step has ended
         margin = self.prior_rule.margin(encoding.prior_keys, available, chosen)
-        return out + scaled, stop + norm + self.config.prior_scale * margin
+        return out + scaled, stop + norm + self.config.stop_scale * margin

@@ -18,7 +18,9 @@ lost a point or two to imitation (docs/mdm-order-learning.md sections 16-21):
   chosen ones' entropies sum to <= gamma.
 
 ``scale`` sets how sharp the prior is when the policy is *sampled* (reward training explores where the
-heuristic's decision is close); the decoded sets do not depend on it. Priors read only
+heuristic's decision is close); the decoded sets do not depend on it. The stop margin may have its own scale
+(``prior_stop_scale``), so that sampled rollouts stop where the heuristic does while their picks explore: then
+P(stop) = sigmoid(stop_scale * margin). Priors read only
 :class:`.features.OrderInputs` scalars, so training and sampling see the same numbers.
 """
 

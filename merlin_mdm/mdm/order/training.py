@@ -83,6 +83,7 @@ class OrderTrainConfig:
     prior: str = ""  # sequential kinds: a heuristic prior the policy's logits add to (.priors; "": none)
     prior_knobs: tuple[tuple[str, float], ...] = ()  # the prior's knobs, e.g. (("tau", 0.9),)
     prior_scale: float = 1.0  # the prior's logits are multiplied by this
+    prior_stop_scale: float | None = None  # the prior's stop margin is multiplied by this (None: prior_scale)
     tau: float = 0.1  # final posterior temperature: q_i = exp((s_i - max s) / tau)
     tau_start: float | None = (
         None  # initial temperature, annealed geometrically to tau over anneal_frac (None: constant)
@@ -139,8 +140,10 @@ class OrderTrainConfig:
         knobs = tuple((str(k), float(v)) for k, v in dict(self.teacher_knobs).items())
         object.__setattr__(self, "teacher_knobs", knobs)
         object.__setattr__(self, "prior_knobs", tuple((str(k), float(v)) for k, v in dict(self.prior_knobs).items()))
-        if (self.prior_knobs or self.prior_scale != 1.0) and not self.prior:
-            raise MdmError("train-order: --prior-knob and --prior-scale need --prior")
+        if (self.prior_knobs or self.prior_scale != 1.0 or self.prior_stop_scale is not None) and not self.prior:
+            raise MdmError("train-order: --prior-knob, --prior-scale and --prior-stop-scale need --prior")
+        if self.prior_stop_scale is not None and not self.prior_stop_scale > 0:
+            raise MdmError(f"train-order: --prior-stop-scale must be > 0, got {self.prior_stop_scale}")
         if self.prior and not make_reveal_policy(self.policy_kind).network_extras(self.d_model).get("stop_head"):
             raise MdmError(f"train-order: --prior needs a sequential policy kind, not {self.policy_kind!r}")
 
@@ -277,7 +280,8 @@ def build_networks(
     policy_config = make_reveal_policy(config.policy_kind).network_config(*shape)
     if config.prior:  # the network's outputs start at exactly zero: the fresh policy is the heuristic itself
         policy_config = replace(policy_config, prior=config.prior, prior_knobs=config.prior_knobs,
-                                prior_scale=config.prior_scale, init_scale=0.0)
+                                prior_scale=config.prior_scale, prior_stop_scale=config.prior_stop_scale,
+                                init_scale=0.0)
     policy = OrderNet(policy_config)
     posterior = OrderNet(OrderNetConfig(*shape, extra_dim=1))
     if config.init_policy is None:
@@ -289,11 +293,12 @@ def build_networks(
         raise MdmError(f"train-order: --init-policy {config.init_policy} is a {loaded.kind} policy, not "
                        f"{config.policy_kind}")
     cfg = loaded.policy.config
-    if config.prior and (cfg.prior, cfg.prior_knobs, cfg.prior_scale) != (
-            config.prior, config.prior_knobs, config.prior_scale):
+    wanted = (config.prior, config.prior_knobs, config.prior_scale, config.prior_stop_scale or config.prior_scale)
+    if config.prior and (cfg.prior, cfg.prior_knobs, cfg.prior_scale, cfg.stop_scale) != wanted:
         raise MdmError(f"train-order: --init-policy {config.init_policy} has the prior {cfg.prior or 'none'} "
-                       f"{dict(cfg.prior_knobs)} at scale {cfg.prior_scale}, not --prior {config.prior} "
-                       f"{dict(config.prior_knobs)} at scale {config.prior_scale} (leave out --prior to keep its own)")
+                       f"{dict(cfg.prior_knobs)} at scale {cfg.prior_scale} (stop {cfg.stop_scale}), not --prior "
+                       f"{config.prior} {dict(config.prior_knobs)} at scale {wanted[2]} (stop {wanted[3]}) (leave "
+                       f"out --prior to keep its own)")
     if (cfg.seq_len, cfg.vocab_size, cfg.hidden_dim) != (seq_len, vocab_size, hidden_dim):
         raise MdmError(f"train-order: --init-policy {config.init_policy} was trained for sequences of {cfg.seq_len}, "
                        f"vocabulary {cfg.vocab_size}, hidden width {cfg.hidden_dim}; this denoiser has {seq_len}, "

@@ -5,6 +5,8 @@ settings are refused."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -15,7 +17,7 @@ from merlin_mdm.cli.main import cli  # noqa: E402
 from merlin_mdm.errors import MdmError  # noqa: E402
 from merlin_mdm.mdm.model import Denoiser, DenoiserConfig  # noqa: E402
 from merlin_mdm.mdm.order import OrderTrainConfig, load_policy, save_policy, train_order  # noqa: E402
-from merlin_mdm.mdm.order.networks import OrderNet, OrderNetConfig  # noqa: E402
+from merlin_mdm.mdm.order.networks import OrderNet, OrderNetConfig, StepEncoding  # noqa: E402
 from merlin_mdm.mdm.order.training import build_networks  # noqa: E402
 from merlin_mdm.mdm.samplers import make_sampler  # noqa: E402
 from merlin_mdm.mdm.samplers.base import Sampler, StepState, generate  # noqa: E402
@@ -111,6 +113,30 @@ def test_the_prior_round_trips_through_a_checkpoint(tmp_path, sharp_denoiser):
     assert torch.equal(got.tokens, want.tokens)
 
 
+def test_a_separate_stop_scale_sharpens_the_stop_and_leaves_the_picks_alone(tmp_path):
+    # EB gamma 0.1 with zero network outputs: P(stop) = sigmoid(stop_scale x margin), picks softmax(scale x key)
+    config = OrderNetConfig(vocab_size=5, seq_len=4, hidden_dim=3, stop_head=True, prior="eb",
+                            prior_knobs=(("gamma", 0.1),), prior_scale=1.0, prior_stop_scale=30.0, init_scale=0.0)
+    net = OrderNet(config)
+    keys = torch.tensor([[-0.05, -0.3, -0.9, -0.02]])  # minus entropies (nats)
+    masked = torch.ones(1, 4, dtype=torch.bool)
+    chosen = torch.tensor([[False, False, False, True]])  # 0.02 nats chosen: margin -0.08, so EB goes on
+    encoding = StepEncoding(masked, None, None, prior_keys=keys)
+    out, stop = net._with_prior(encoding, chosen, torch.zeros(1, 4), torch.zeros(1))
+    assert stop is not None
+    probs = torch.softmax(torch.cat([out.masked_fill(chosen, float("-inf")), stop[:, None]], -1), -1)[0]
+    assert float(probs[-1]) == pytest.approx(float(torch.sigmoid(torch.tensor(30.0 * -0.08 - 30.0 * 1e-6))), rel=1e-4)
+    picks = probs[:3] / probs[:3].sum()
+    assert torch.allclose(picks, torch.softmax(keys[0, :3], -1), atol=1e-6)  # scale 1: the stop scale is not in it
+    assert replace(config, prior_stop_scale=None).stop_scale == 1.0  # unset: the pick scale
+    save_policy(tmp_path / "pol", net, None, {"budget": 4}, kind="sequential-onepass")
+    assert load_policy(tmp_path / "pol").policy.config.stop_scale == 30.0
+    with pytest.raises(MdmError, match="must be > 0"):
+        replace(config, prior_stop_scale=0.0)
+    with pytest.raises(MdmError, match="need --prior"):
+        OrderTrainConfig(budget=2, objective="reward", policy_kind="sequential", prior_stop_scale=30.0)
+
+
 def _blocks_score(net: OrderNet, kind: str) -> float:
     prompts = TASK.sample_split(600, torch.Generator().manual_seed(9), "eval")[:, :P]
     out = generate(_BlocksDenoiser(), prompts, A, LearnedSampler.from_policy(net, kind=kind), 2,
@@ -156,7 +182,7 @@ def test_bad_prior_settings_are_refused(tmp_path):
 
 
 
-def test_the_method_label_names_the_prior_and_a_scale_other_than_one():
+def test_the_method_label_names_the_prior_and_its_scales_other_than_one():
     from types import SimpleNamespace
 
     from merlin_mdm.mdm.evaluation import _policy_attrs
@@ -170,4 +196,6 @@ def test_the_method_label_names_the_prior_and_a_scale_other_than_one():
     assert "prior=threshold[tau=0.95], prior_scale=0.3" in label(prior="threshold", prior_knobs=(("tau", 0.95),),
                                                                   prior_scale=0.3)
     assert "prior=eb[gamma=0.1])" in label(prior="eb", prior_knobs=(("gamma", 0.1),))
+    assert "prior=eb[gamma=0.045], prior_stop_scale=30)" in label(prior="eb", prior_knobs=(("gamma", 0.045),),
+                                                                 prior_stop_scale=30.0)
     assert "prior" not in label()
