@@ -293,12 +293,13 @@ def build_networks(
         raise MdmError(f"train-order: --init-policy {config.init_policy} is a {loaded.kind} policy, not "
                        f"{config.policy_kind}")
     cfg = loaded.policy.config
-    wanted = (config.prior, config.prior_knobs, config.prior_scale, config.prior_stop_scale or config.prior_scale)
-    if config.prior and (cfg.prior, cfg.prior_knobs, cfg.prior_scale, cfg.stop_scale) != wanted:
+    want = policy_config  # the prior asked for, with the same default for the stop scale
+    if config.prior and (cfg.prior, cfg.prior_knobs, cfg.prior_scale, cfg.stop_scale) != (
+            want.prior, want.prior_knobs, want.prior_scale, want.stop_scale):
         raise MdmError(f"train-order: --init-policy {config.init_policy} has the prior {cfg.prior or 'none'} "
                        f"{dict(cfg.prior_knobs)} at scale {cfg.prior_scale} (stop {cfg.stop_scale}), not --prior "
-                       f"{config.prior} {dict(config.prior_knobs)} at scale {wanted[2]} (stop {wanted[3]}) (leave "
-                       f"out --prior to keep its own)")
+                       f"{want.prior} {dict(want.prior_knobs)} at scale {want.prior_scale} (stop {want.stop_scale}) "
+                       f"(leave out --prior to keep its own)")
     if (cfg.seq_len, cfg.vocab_size, cfg.hidden_dim) != (seq_len, vocab_size, hidden_dim):
         raise MdmError(f"train-order: --init-policy {config.init_policy} was trained for sequences of {cfg.seq_len}, "
                        f"vocabulary {cfg.vocab_size}, hidden width {cfg.hidden_dim}; this denoiser has {seq_len}, "
