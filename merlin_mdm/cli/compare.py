@@ -22,8 +22,10 @@ def compare(first: str, others: tuple[str, ...], as_json: bool) -> None:
     """Compare the runs of FIRST with those of each of OTHERS, paired over training seeds and examples.
 
     Each argument is one line: a method's metrics files, one per training seed, as a quoted glob or one
-    file, optionally named with NAME=PATTERN. Every line must hold the same training seeds as FIRST and,
-    seed by seed, runs on the same examples (task and knobs, --seed, --n-examples); anything else is refused.
+    file, optionally named with NAME=PATTERN. A learned line may hold several files per training seed, one
+    per policy seed (files that record different policy.seed values). Every line must hold the same training
+    seeds as FIRST and, seed by seed, runs on the same examples (task and knobs, --seed, --n-examples);
+    anything else is refused.
 
     For each line: accuracy with its 95% bootstrap interval (seeds and examples resampled jointly, as in
     the study report), NFE @Avg and @Max, and FIRST minus it in points with the paired interval.
@@ -65,10 +67,11 @@ def _render(result: PairedComparison) -> None:
                       f"{line.mean_nfe:.2f}", str(line.max_nfe), diff, "" if item is None else item.verdict)
     console = Console(width=console_width(sys.stdout))
     console.print(table)
-    seeds = ", ".join(str(seed) for seed in head.train_seeds)
+    seeds = ", ".join(str(seed) for seed in dict.fromkeys(head.train_seeds))
     console.print(escape(f"Training seeds {seeds}; {head.task}, evaluation seed {head.examples[0][1]}. "
-                         f"Intervals: {N_BOOT} bootstrap resamples of seeds and examples, the same for every line; "
-                         "accuracy and NFE pooled over every example."), soft_wrap=True)
+                         f"Intervals: {N_BOOT} bootstrap resamples of seeds and examples, the same for every line "
+                         "(where a line holds several policy seeds per training seed, those are resampled within "
+                         "it); accuracy and NFE pooled over every example."), soft_wrap=True)
 
 
 def _payload(result: PairedComparison) -> dict[str, Any]:

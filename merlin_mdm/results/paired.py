@@ -2,10 +2,12 @@
 
 A *line* is one method's runs, one metrics file per training seed (``ev/seed*/clone_T5.h5``): one sampler with
 the same knobs, budget and temperature, on one task and one evaluation seed. (A learned order's ``policy.*``
-attributes may differ between seeds: each seed's policy is trained on its own.) Two lines are comparable when
-they hold the same training seeds and, seed by seed, the same evaluation examples (the same task attributes,
-evaluation seed and number of examples). Their outcomes then line up as ``(S, N)`` arrays, and
-:func:`merlin_mdm.results.statistics.bootstrap_accuracy` resamples both with the same indices, so the difference
+attributes may differ between seeds: each seed's policy is trained on its own.) A learned line may hold several
+files for one training seed when they record different ``policy.seed`` values: policies trained with several
+seeds on one denoiser. Two lines are comparable when they hold the same training seeds and, seed by seed, the
+same evaluation examples (the same task attributes, evaluation seed and number of examples). Their outcomes then
+line up as ``(S, N)`` arrays, and :func:`merlin_mdm.results.statistics.bootstrap_accuracy` resamples both with
+the same seed and example indices (the policy seeds of one training seed resampled within it), so the difference
 of their draws is the paired bootstrap of the difference, as in the study report's verdicts.
 
 Accuracy and NFE @Avg are pooled over every example of every run (the report averages per-run figures; the two
@@ -36,12 +38,12 @@ _LABEL = re.compile(r"^([A-Za-z][\w .+-]*)=(.+)$")  # NAME=PATTERN
 
 @dataclass(frozen=True)
 class Line:
-    """One method's runs, one per training seed, in training-seed order.
+    """One method's runs, one per training seed (or per training and policy seed), in training-seed order.
 
     Attributes:
         label: the name shown for the line (``NAME`` of ``NAME=PATTERN``, else the pattern).
-        files: the metrics files, one per training seed.
-        train_seeds: the training seed of each file.
+        files: the metrics files, one per training seed (several per training seed: one per policy seed).
+        train_seeds: the training seed of each file (repeated where a seed holds several policy seeds).
         examples: per file, what fixes its examples: (task attributes, evaluation seed, number of examples).
         task: the task with its knobs, for display.
         correct: (S, N) outcomes, 1 correct, 0 wrong, -1 where a run has fewer than N examples.
@@ -126,10 +128,11 @@ def load_line(argument: str) -> Line:
     if not paths:
         raise UsageError(f"{label}: no file matches {pattern!r} (quote a glob so that the shell leaves it to us)")
     runs = [read_metrics(path) for path in paths]
-    seeds = [_train_seed(label, run) for run in runs]
-    order = sorted(range(len(runs)), key=seeds.__getitem__)
-    runs, seeds = [runs[i] for i in order], [seeds[i] for i in order]
-    _check_one_method(label, runs, seeds)
+    keys = [(_train_seed(label, run), _policy_seed(run)) for run in runs]
+    order = sorted(range(len(runs)), key=lambda i: (keys[i][0], keys[i][1] if keys[i][1] is not None else -1))
+    runs, keys = [runs[i] for i in order], [keys[i] for i in order]
+    _check_one_method(label, runs, keys)
+    seeds = [seed for seed, _ in keys]
     width = max(run.n_examples for run in runs)
     return Line(
         label=label,
@@ -150,10 +153,10 @@ def compare_lines(first: Line, others: Sequence[Line]) -> PairedComparison:
     """
     for other in others:
         _check_comparable(first, other)
-    base_draws = bootstrap_accuracy(first.correct)
+    base_draws = bootstrap_accuracy(first.correct, clusters=first.train_seeds)
     differences = []
     for other in others:
-        draws = bootstrap_accuracy(other.correct)
+        draws = bootstrap_accuracy(other.correct, clusters=other.train_seeds)
         summary = _summary(other, draws)
         low, high = interval(base_draws - draws)
         differences.append(Difference(summary, _pooled(first.correct) - summary.accuracy, low, high))
@@ -183,20 +186,31 @@ def _train_seed(label: str, run: Metrics) -> int:
     return int(value)
 
 
+def _policy_seed(run: Metrics) -> int | None:
+    value = run.attrs.get("policy.seed")
+    return int(value) if isinstance(value, int | np.integer) and not isinstance(value, bool) else None
+
+
 def _method(run: Metrics) -> tuple[str, Any, Any, str, Any]:
     attrs = run.attrs
     return (sampler_label(attrs), attrs["steps"], attrs.get("temperature"), task_label(attrs), attrs["seed"])
 
 
-def _check_one_method(label: str, runs: Sequence[Metrics], seeds: Sequence[int]) -> None:
+def _check_one_method(label: str, runs: Sequence[Metrics], keys: Sequence[tuple[int, int | None]]) -> None:
+    """One method throughout, and one file per training seed, or per training and policy seed."""
     names = ("sampler", "budget", "temperature", "task", "evaluation seed")
     for index in range(1, len(runs)):
         before, run = runs[index - 1], runs[index]
-        if seeds[index] == seeds[index - 1]:
+        (seed, policy), (seed_before, policy_before) = keys[index], keys[index - 1]
+        if seed == seed_before and (policy is None or policy_before is None or policy == policy_before):
             why = ("neither records a train_seed" if "train_seed" not in before.attrs and "train_seed" not in run.attrs
-                   else f"both record train_seed {seeds[index]}")
+                   else f"both record train_seed {seed}" + ("" if policy is None or policy_before is None
+                                                             else f" and policy.seed {policy}"))
             raise UsageError(f"{label}: {before.path} and {run.path}: {why}; a line holds one file per training "
-                             "seed (a narrower pattern)")
+                             "seed, or per training and policy seed (a narrower pattern)")
+        if seed == seed_before and _examples(before) != _examples(run):
+            raise UsageError(f"{label}: {before.path} and {run.path} hold train_seed {seed} on different examples "
+                             f"({_describe(_examples(before))} against {_describe(_examples(run))})")
         for name, mine, theirs in zip(names, _method(before), _method(run), strict=True):
             if mine != theirs:
                 raise UsageError(f"{label}: mixes {name} {mine} ({before.path}) and {theirs} ({run.path}); a line "
@@ -210,19 +224,32 @@ def _examples(run: Metrics) -> tuple[Any, ...]:
 
 
 def _check_comparable(first: Line, other: Line) -> None:
-    if first.train_seeds != other.train_seeds:
+    if _distinct(first) != _distinct(other):
         raise UsageError(f"line {other.label!r} has training seeds {_seeds(other)} and line {first.label!r} "
                          f"{_seeds(first)}: a paired comparison needs the same seeds on both sides")
-    for mine, theirs, my_file, their_file in zip(first.examples, other.examples, first.files, other.files,
-                                                 strict=True):
+    mine_by_seed = _by_seed(first)
+    for seed, (theirs, their_file) in _by_seed(other).items():
+        mine, my_file = mine_by_seed[seed]
         if mine != theirs:
             raise UsageError(f"{my_file} and {their_file} were evaluated on different examples "
                              f"({_describe(mine)} against {_describe(theirs)}): evaluate both with the same "
                              "task, --seed and --n-examples")
 
 
+def _distinct(line: Line) -> tuple[int, ...]:
+    return tuple(dict.fromkeys(line.train_seeds))
+
+
+def _by_seed(line: Line) -> dict[int, tuple[tuple[Any, ...], Path]]:
+    """Each training seed's examples and its first file (a line holds one method on one evaluation seed)."""
+    out: dict[int, tuple[tuple[Any, ...], Path]] = {}
+    for seed, examples, path in zip(line.train_seeds, line.examples, line.files, strict=True):
+        out.setdefault(seed, (examples, path))
+    return out
+
+
 def _seeds(line: Line) -> str:
-    return ", ".join(str(seed) for seed in line.train_seeds)
+    return ", ".join(str(seed) for seed in _distinct(line))
 
 
 def _describe(examples: tuple[Any, ...]) -> str:

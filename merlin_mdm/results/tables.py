@@ -29,8 +29,10 @@ __all__ = [
     "SummaryRow",
     "bootstrap_groups",
     "build_table",
+    "group_clusters",
     "group_runs",
     "method_label",
+    "run_cluster",
     "sampler_label",
     "summarize_runs",
     "table_csv",
@@ -302,12 +304,30 @@ def group_runs(table: RunTable) -> dict[GroupKey, list[int]]:
     return {key: [item[-1] for item in sorted(groups[key])] for key in ordered}
 
 
+def run_cluster(row: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The bootstrap cluster of a run: its (training seed, evaluation seed), the runs that share a denoiser and
+    the examples (e.g. several policy seeds on one denoiser); a run without a ``train_seed`` is its own."""
+    if "train_seed" not in row:
+        return ("run", str(row["path"]))
+    return (int(row["train_seed"]), int(row.get("seed", 0)))
+
+
+def group_clusters(table: RunTable) -> dict[GroupKey, tuple[tuple[Any, ...], ...]]:
+    """The distinct clusters (:func:`run_cluster`) of every group, in run order: groups with equal clusters pair."""
+    rows = table.rows()
+    return {key: tuple(dict.fromkeys(run_cluster(rows[i]) for i in indices))
+            for key, indices in group_runs(table).items()}
+
+
 def bootstrap_groups(table: RunTable) -> dict[GroupKey, np.ndarray]:
-    """Bootstrap draws of every group's accuracy (see :mod:`merlin_mdm.results.statistics`); {} without outcomes."""
+    """Bootstrap draws of every group's accuracy (see :mod:`merlin_mdm.results.statistics`), the runs of one
+    cluster (:func:`run_cluster`) resampled within it; {} without outcomes."""
     correct = table.examples.get("correct")
     if correct is None:
         return {}
-    return {key: bootstrap_accuracy(correct[indices]) for key, indices in group_runs(table).items()}
+    rows = table.rows()
+    return {key: bootstrap_accuracy(correct[indices], clusters=[run_cluster(rows[i]) for i in indices])
+            for key, indices in group_runs(table).items()}
 
 
 def summarize_runs(table: RunTable, draws: Mapping[GroupKey, np.ndarray] | None = None) -> tuple[SummaryRow, ...]:

@@ -153,6 +153,24 @@ def test_a_learned_line_may_hold_policies_trained_with_other_seeds(tmp_path: Pat
     assert load_line(str(tmp_path / "p*.h5")).train_seeds == (0, 1)
 
 
+def test_several_policy_seeds_per_training_seed_are_one_line_paired_with_a_baseline(tmp_path: Path) -> None:
+    for seed in (0, 1):
+        write_run(tmp_path / f"s{seed}" / "base.h5", outcomes(400, 40, offset=5 * seed), train_seed=seed)
+        for policy in (10, 20):  # two policy seeds on each denoiser, each wrong on 20 of base's 40 mistakes
+            write_run(tmp_path / f"s{seed}" / f"p{policy}.h5", outcomes(400, 20, offset=5 * seed + policy),
+                      sampler="learned", train_seed=seed, **{"policy.seed": seed + policy})
+    learned = load_line(str(tmp_path / "s*" / "p*.h5"))
+    assert learned.train_seeds == (0, 0, 1, 1) and learned.correct.shape == (4, 400)
+    (difference,) = compare_lines(learned, [load_line(str(tmp_path / "s*" / "base.h5"))]).differences
+    assert difference.value == pytest.approx(0.05) and 0 < difference.low < 0.05 < difference.high
+    write_run(tmp_path / "s1" / "p30.h5", outcomes(400, 20), sampler="learned", train_seed=1, **{"policy.seed": 21})
+    with pytest.raises(UsageError, match=r"both record train_seed 1 and policy\.seed 21"):
+        load_line(str(tmp_path / "s*" / "p*.h5"))
+    write_run(tmp_path / "s1" / "p30.h5", outcomes(300, 20), sampler="learned", train_seed=1, **{"policy.seed": 31})
+    with pytest.raises(UsageError, match="hold train_seed 1 on different examples"):
+        load_line(str(tmp_path / "s*" / "p*.h5"))
+
+
 @pytest.mark.parametrize(("attrs", "message"), [
     ({"train_seed": 1}, "training seeds 1 and line .* 0"),
     ({"seed": 8}, "evaluation seed 7, 20 examples against .* evaluation seed 8"),

@@ -86,6 +86,20 @@ def test_bootstrap_is_deterministic_and_paired() -> None:
     assert np.isnan(interval(np.array([np.nan]))[0])
 
 
+def test_the_runs_of_one_training_seed_are_resampled_within_it() -> None:
+    both = np.stack([np.ones(100, np.int8), np.zeros(100, np.int8)])  # two policy seeds on one denoiser
+    assert interval(bootstrap_accuracy(both, clusters=[0, 0])) == (0.0, 1.0)  # 0, 1/2 or 1: seed spread counts
+    assert set(np.unique(bootstrap_accuracy(both, clusters=[0, 0]))) == {0.0, 0.5, 1.0}
+    rng = np.random.default_rng(2)
+    baseline = (rng.random((3, 200)) < 0.6).astype(np.int8)  # 3 denoiser seeds
+    replicated = np.repeat(baseline, 2, axis=0)  # each denoiser seed twice (two policy seeds, same outcomes)
+    draws = bootstrap_accuracy(replicated, clusters=[0, 0, 1, 1, 2, 2])
+    np.testing.assert_allclose(draws, bootstrap_accuracy(baseline))  # the same seeds and examples drawn: paired
+    np.testing.assert_array_equal(bootstrap_accuracy(baseline, clusters=["a", "b", "c"]), bootstrap_accuracy(baseline))
+    with pytest.raises(ValueError, match="2 cluster labels for 3 runs"):
+        bootstrap_accuracy(baseline, clusters=[0, 1])
+
+
 def test_equal_compute_verdicts_and_the_report(study: Path, tmp_path: Path) -> None:
     report = _aggregate(study, tmp_path / "r.h5")
     from merlin_mdm.results.tables import bootstrap_groups
@@ -177,7 +191,7 @@ def _two_stages(root: Path, lineage: bool) -> None:
 
 def test_two_stages_with_the_same_arguments_are_separate_paired_lines_only_when_the_lineage_is_recorded(
         tmp_path: Path) -> None:
-    from merlin_mdm.results.tables import bootstrap_groups
+    from merlin_mdm.results.tables import bootstrap_groups, group_clusters
 
     _two_stages(tmp_path / "new", lineage=True)
     report = _aggregate(tmp_path / "new", tmp_path / "new.h5")
@@ -186,11 +200,16 @@ def test_two_stages_with_the_same_arguments_are_separate_paired_lines_only_when_
     assert all(r.n_seeds == 3 for r in learned.values())
     found = compare_at_equal_compute(report.summary, bootstrap_groups(report.table))
     assert len(found) == 2 and all(c.paired and c.baseline is not None and c.baseline.sampler == "eb" for c in found)
-    # Files written before lineages keep their one label: both stages pooled as 6 unpaired "seeds", as before.
+    # Files written before lineages keep their one label: both stages pooled as one line of 6 runs, two per
+    # training seed; the bootstrap resamples those within each training seed, so it still pairs with EB.
     _two_stages(tmp_path / "old", lineage=False)
     old = _aggregate(tmp_path / "old", tmp_path / "old.h5")
     assert [(r.method, r.n_seeds) for r in old.summary if r.sampler == "learned"] == [(f"{_REFINE})", 6)]
-    assert "(unpaired)" in (tmp_path / "old.md").read_text(encoding="utf-8")
+    (pooled,) = compare_at_equal_compute(old.summary, bootstrap_groups(old.table),
+                                         clusters=group_clusters(old.table))
+    assert pooled.paired
+    assert not compare_at_equal_compute(old.summary, bootstrap_groups(old.table))[0].paired  # by run count: not
+    assert "(unpaired)" not in (tmp_path / "old.md").read_text(encoding="utf-8")
     assert "(unpaired)" not in (tmp_path / "new.md").read_text(encoding="utf-8")
 
 
