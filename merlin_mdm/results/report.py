@@ -122,13 +122,23 @@ def _ci(low: float, high: float, signed: bool = False) -> str:
     return f"[{fmt.format(100 * low)}, {fmt.format(100 * high)}]"
 
 
-def _table_one(rows: Sequence[SummaryRow]) -> list[str]:
+def _table_one(rows: Sequence[SummaryRow], clusters: Mapping[GroupKey, Sequence[Any]]) -> list[str]:
     lines = ["| method | T | NFE @Avg | NFE @Max | accuracy (%) | 95% CI | seeds |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
         lines.append(f"| {row.method.replace('|', '/')} | {row.steps} | {row.mean_nfe:.2f} | {row.max_nfe} | "
-                     f"{_pct(row.accuracy_mean)} | {_ci(row.ci_low, row.ci_high)} | {row.n_seeds} |")
+                     f"{_pct(row.accuracy_mean)} | {_ci(row.ci_low, row.ci_high)} | "
+                     f"{_runs(row, len(clusters.get(_key(row), ())))} |")
     return lines
+
+
+def _runs(row: SummaryRow, n_clusters: int) -> str:
+    """The runs of a line; ``12 (3 x 4)`` where 3 training seeds hold 4 runs each (e.g. policy seeds)."""
+    if not 0 < n_clusters < row.n_seeds:
+        return str(row.n_seeds)
+    per = row.n_seeds // n_clusters
+    return f"{row.n_seeds} ({n_clusters} x {per})" if per * n_clusters == row.n_seeds else \
+        f"{row.n_seeds} ({n_clusters} training seeds)"
 
 
 def _comparisons(found: Sequence[Comparison], capped: bool = False) -> list[str]:
@@ -181,7 +191,7 @@ def render_report(summary: Sequence[SummaryRow], table: RunTable, draws: Mapping
     at_max_all = compare_at_equal_compute(summary, draws, "max", clusters)  # once for every task, not per task
     capped_all = compare_at_equal_compute(summary, draws, "cap", clusters)
     for task in dict.fromkeys(row.task for row in summary):
-        lines += [f"## {task}", "", *_table_one([r for r in summary if r.task == task]), ""]
+        lines += [f"## {task}", "", *_table_one([r for r in summary if r.task == task], clusters), ""]
         found = [c for c in comparisons if c.learned.task == task]
         if found:
             lines += ["Learned order against the best baseline at equal or lower mean NFE (@Avg):", "",

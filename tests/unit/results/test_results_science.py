@@ -210,6 +210,8 @@ def test_two_stages_with_the_same_arguments_are_separate_paired_lines_only_when_
     assert pooled.paired
     assert not compare_at_equal_compute(old.summary, bootstrap_groups(old.table))[0].paired  # by run count: not
     assert "(unpaired)" not in (tmp_path / "old.md").read_text(encoding="utf-8")
+    assert "| 6 (3 x 2) |" in (tmp_path / "old.md").read_text(encoding="utf-8")
+    assert "| 3 |" in (tmp_path / "new.md").read_text(encoding="utf-8")
     assert "(unpaired)" not in (tmp_path / "new.md").read_text(encoding="utf-8")
 
 
