@@ -11,6 +11,7 @@ worst one). Whatever the verdict, it is printed: a learned order that loses is r
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +19,16 @@ from typing import Any
 import numpy as np
 
 from merlin_mdm.results.statistics import CI_LEVEL, interval
-from merlin_mdm.results.tables import GroupKey, RunTable, SummaryRow, group_clusters, method_label, task_label
+from merlin_mdm.results.tables import (
+    GroupKey,
+    RunTable,
+    SummaryRow,
+    group_clusters,
+    group_runs,
+    method_label,
+    run_cluster,
+    task_label,
+)
 
 __all__ = ["Comparison", "compare_at_equal_compute", "is_baseline", "is_learned", "render_report"]
 
@@ -122,23 +132,31 @@ def _ci(low: float, high: float, signed: bool = False) -> str:
     return f"[{fmt.format(100 * low)}, {fmt.format(100 * high)}]"
 
 
-def _table_one(rows: Sequence[SummaryRow], clusters: Mapping[GroupKey, Sequence[Any]]) -> list[str]:
+def _table_one(rows: Sequence[SummaryRow], sizes: Mapping[GroupKey, Sequence[int]]) -> list[str]:
     lines = ["| method | T | NFE @Avg | NFE @Max | accuracy (%) | 95% CI | seeds |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
         lines.append(f"| {row.method.replace('|', '/')} | {row.steps} | {row.mean_nfe:.2f} | {row.max_nfe} | "
                      f"{_pct(row.accuracy_mean)} | {_ci(row.ci_low, row.ci_high)} | "
-                     f"{_runs(row, len(clusters.get(_key(row), ())))} |")
+                     f"{_runs(row, sizes.get(_key(row), ()))} |")
     return lines
 
 
-def _runs(row: SummaryRow, n_clusters: int) -> str:
-    """The runs of a line; ``12 (3 x 4)`` where 3 training seeds hold 4 runs each (e.g. policy seeds)."""
-    if not 0 < n_clusters < row.n_seeds:
+def _runs(row: SummaryRow, sizes: Sequence[int]) -> str:
+    """The runs of a line; ``12 (3 x 4)`` where 3 training seeds hold 4 runs each (e.g. policy seeds), ``14 (5
+    training seeds)`` where they hold unequal numbers."""
+    if not sizes or max(sizes) == 1:
         return str(row.n_seeds)
-    per = row.n_seeds // n_clusters
-    return f"{row.n_seeds} ({n_clusters} x {per})" if per * n_clusters == row.n_seeds else \
-        f"{row.n_seeds} ({n_clusters} training seeds)"
+    if len(set(sizes)) == 1:
+        return f"{row.n_seeds} ({len(sizes)} x {sizes[0]})"
+    return f"{row.n_seeds} ({len(sizes)} training seeds)"
+
+
+def _cluster_sizes(table: RunTable) -> dict[GroupKey, list[int]]:
+    """How many runs each bootstrap cluster (:func:`merlin_mdm.results.tables.run_cluster`) of a group holds."""
+    rows = table.rows()
+    return {key: list(Counter(run_cluster(rows[i]) for i in indices).values())
+            for key, indices in group_runs(table).items()}
 
 
 def _comparisons(found: Sequence[Comparison], capped: bool = False) -> list[str]:
@@ -187,11 +205,12 @@ def render_report(summary: Sequence[SummaryRow], table: RunTable, draws: Mapping
     if figure:
         lines += [f"![accuracy against mean NFE]({figure})", ""]
     clusters = group_clusters(table)
+    sizes = _cluster_sizes(table)
     comparisons = compare_at_equal_compute(summary, draws, clusters=clusters)
     at_max_all = compare_at_equal_compute(summary, draws, "max", clusters)  # once for every task, not per task
     capped_all = compare_at_equal_compute(summary, draws, "cap", clusters)
     for task in dict.fromkeys(row.task for row in summary):
-        lines += [f"## {task}", "", *_table_one([r for r in summary if r.task == task], clusters), ""]
+        lines += [f"## {task}", "", *_table_one([r for r in summary if r.task == task], sizes), ""]
         found = [c for c in comparisons if c.learned.task == task]
         if found:
             lines += ["Learned order against the best baseline at equal or lower mean NFE (@Avg):", "",

@@ -211,6 +211,9 @@ def test_two_stages_with_the_same_arguments_are_separate_paired_lines_only_when_
     assert not compare_at_equal_compute(old.summary, bootstrap_groups(old.table))[0].paired  # by run count: not
     assert "(unpaired)" not in (tmp_path / "old.md").read_text(encoding="utf-8")
     assert "| 6 (3 x 2) |" in (tmp_path / "old.md").read_text(encoding="utf-8")
+    (tmp_path / "old" / "stage4.2" / "m.h5").unlink()  # seeds 0, 1 hold two runs, seed 2 one: 5, not "5 (3 x 1)"
+    _aggregate(tmp_path / "old", tmp_path / "uneven.h5")
+    assert "| 5 (3 training seeds) |" in (tmp_path / "uneven.md").read_text(encoding="utf-8")
     assert "| 3 |" in (tmp_path / "new.md").read_text(encoding="utf-8")
     assert "(unpaired)" not in (tmp_path / "new.md").read_text(encoding="utf-8")
 
