@@ -11,7 +11,6 @@ worst one). Whatever the verdict, it is printed: a learned order that loses is r
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,16 +18,7 @@ from typing import Any
 import numpy as np
 
 from merlin_mdm.results.statistics import CI_LEVEL, interval
-from merlin_mdm.results.tables import (
-    GroupKey,
-    RunTable,
-    SummaryRow,
-    group_clusters,
-    group_runs,
-    method_label,
-    run_cluster,
-    task_label,
-)
+from merlin_mdm.results.tables import GroupKey, RunTable, SummaryRow, group_clusters, method_label, task_label
 
 __all__ = ["Comparison", "compare_at_equal_compute", "is_baseline", "is_learned", "render_report"]
 
@@ -85,7 +75,7 @@ def _key(row: SummaryRow) -> GroupKey:
 
 
 def compare_at_equal_compute(summary: Sequence[SummaryRow], draws: Mapping[GroupKey, np.ndarray],
-                             at: str = "avg", clusters: Mapping[GroupKey, Sequence[Any]] | None = None
+                             at: str = "avg", clusters: Mapping[GroupKey, Mapping[Any, int]] | None = None
                              ) -> list[Comparison]:
     """Every learned line against the most accurate baseline of its task that spends no more calls.
 
@@ -107,7 +97,7 @@ def compare_at_equal_compute(summary: Sequence[SummaryRow], draws: Mapping[Group
         paired = False
         if best is not None and _key(row) in draws and _key(best) in draws:
             low, high = interval(draws[_key(row)] - draws[_key(best)])
-            paired = (clusters[_key(best)] == clusters[_key(row)] if clusters is not None
+            paired = (list(clusters[_key(best)]) == list(clusters[_key(row)]) if clusters is not None
                       else best.n_seeds == row.n_seeds)
         out.append(Comparison(row, best, low, high, paired))
     return out
@@ -132,13 +122,13 @@ def _ci(low: float, high: float, signed: bool = False) -> str:
     return f"[{fmt.format(100 * low)}, {fmt.format(100 * high)}]"
 
 
-def _table_one(rows: Sequence[SummaryRow], sizes: Mapping[GroupKey, Sequence[int]]) -> list[str]:
+def _table_one(rows: Sequence[SummaryRow], clusters: Mapping[GroupKey, Mapping[Any, int]]) -> list[str]:
     lines = ["| method | T | NFE @Avg | NFE @Max | accuracy (%) | 95% CI | seeds |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
         lines.append(f"| {row.method.replace('|', '/')} | {row.steps} | {row.mean_nfe:.2f} | {row.max_nfe} | "
                      f"{_pct(row.accuracy_mean)} | {_ci(row.ci_low, row.ci_high)} | "
-                     f"{_runs(row, sizes.get(_key(row), ()))} |")
+                     f"{_runs(row, list(clusters.get(_key(row), {}).values()))} |")
     return lines
 
 
@@ -151,12 +141,6 @@ def _runs(row: SummaryRow, sizes: Sequence[int]) -> str:
         return f"{row.n_seeds} ({len(sizes)} x {sizes[0]})"
     return f"{row.n_seeds} ({len(sizes)} training seeds)"
 
-
-def _cluster_sizes(table: RunTable) -> dict[GroupKey, list[int]]:
-    """How many runs each bootstrap cluster (:func:`merlin_mdm.results.tables.run_cluster`) of a group holds."""
-    rows = table.rows()
-    return {key: list(Counter(run_cluster(rows[i]) for i in indices).values())
-            for key, indices in group_runs(table).items()}
 
 
 def _comparisons(found: Sequence[Comparison], capped: bool = False) -> list[str]:
@@ -205,12 +189,11 @@ def render_report(summary: Sequence[SummaryRow], table: RunTable, draws: Mapping
     if figure:
         lines += [f"![accuracy against mean NFE]({figure})", ""]
     clusters = group_clusters(table)
-    sizes = _cluster_sizes(table)
     comparisons = compare_at_equal_compute(summary, draws, clusters=clusters)
     at_max_all = compare_at_equal_compute(summary, draws, "max", clusters)  # once for every task, not per task
     capped_all = compare_at_equal_compute(summary, draws, "cap", clusters)
     for task in dict.fromkeys(row.task for row in summary):
-        lines += [f"## {task}", "", *_table_one([r for r in summary if r.task == task], sizes), ""]
+        lines += [f"## {task}", "", *_table_one([r for r in summary if r.task == task], clusters), ""]
         found = [c for c in comparisons if c.learned.task == task]
         if found:
             lines += ["Learned order against the best baseline at equal or lower mean NFE (@Avg):", "",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -312,11 +313,11 @@ def run_cluster(row: Mapping[str, Any]) -> tuple[Any, ...]:
     return (int(row["train_seed"]), int(row.get("seed", 0)))
 
 
-def group_clusters(table: RunTable) -> dict[GroupKey, tuple[tuple[Any, ...], ...]]:
-    """The distinct clusters (:func:`run_cluster`) of every group, in run order: groups with equal clusters pair."""
+def group_clusters(table: RunTable) -> dict[GroupKey, dict[tuple[Any, ...], int]]:
+    """Every group's clusters (:func:`run_cluster`) in run order, each with its number of runs: groups whose
+    clusters are the same pair, whatever their runs per cluster."""
     rows = table.rows()
-    return {key: tuple(dict.fromkeys(run_cluster(rows[i]) for i in indices))
-            for key, indices in group_runs(table).items()}
+    return {key: dict(Counter(run_cluster(rows[i]) for i in indices)) for key, indices in group_runs(table).items()}
 
 
 def bootstrap_groups(table: RunTable) -> dict[GroupKey, np.ndarray]:
