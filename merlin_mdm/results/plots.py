@@ -1,13 +1,12 @@
 """Accuracy against mean NFE (the Pareto view), one panel per task (matplotlib, Agg canvas, no pyplot).
 
-The x axis is the mean number of denoiser calls on a log2 scale; every series has its own marker; a shaded band
-is the 95% paired bootstrap interval (an error bar for a single point); the caption gives the number of seeds
-(runs) behind each line. A baseline sampler is one series whatever its knobs (a swept ``eb`` or ``threshold``
-is drawn as its front, points joined in order of mean NFE, and listed once in the legend), or one per cap when it
-was swept at several caps; every learned line is its own series. Long labels are wrapped and the figure grows
-with its legend, so a study with dozens of lines stays readable. Written as PNG and SVG with no timestamps, so
-equal inputs give equal files.
-"""
+The x axis is the mean number of denoiser calls on a log2 scale; every series has its own marker; a shaded band is
+the 95% paired bootstrap interval (an error bar for a single point); the caption gives the number of runs (training
+seeds, or training x policy seeds) behind each line. A baseline sampler is one series whatever its knobs (a swept
+``eb`` or ``threshold`` is drawn as its front, points joined in order of mean NFE, and listed once in the legend),
+or one per cap when it was swept at several caps; every learned line is its own series. Long labels are wrapped and
+the figure grows with its legend, so a study with dozens of lines stays readable. Written as PNG and SVG with no
+timestamps, so equal inputs give equal files."""
 
 from __future__ import annotations
 
@@ -65,7 +64,8 @@ def _caption(summary: Sequence[SummaryRow]) -> str:
     seeds = sorted({row.n_seeds for row in summary})
     counts = ", ".join(str(s) for s in seeds)
     text = (f"Accuracy against mean denoiser calls (log2 axis). Bands/bars: 95% paired bootstrap intervals over "
-            f"training seeds and evaluation examples. Seeds per point: {counts}.")
+            f"training seeds and evaluation examples. Runs per point (one per training seed, or per training and "
+            f"policy seed): {counts}.")
     return textwrap.fill(text, 110)
 
 

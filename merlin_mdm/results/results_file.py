@@ -53,7 +53,7 @@ UNITS: dict[str, tuple[str, str]] = {
     "steps": ("denoiser calls", "step budget T (a maximum for adaptive samplers)"),
     "correct": ("1", "example answered correctly (1) or not (0)"),
     "n_examples": ("1", "evaluated examples"),
-    "n_seeds": ("1", "runs averaged (one per seed)"),
+    "n_seeds": ("1", "runs averaged (one per training seed, or per training and policy seed)"),
 }
 """CF-style ``units`` and ``long_name`` attributes of the variables that have them."""
 

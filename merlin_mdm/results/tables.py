@@ -123,7 +123,7 @@ class SummaryRow:
         method: sampler with its knobs, e.g. ``threshold (tau=0.9)``.
         sampler: the registered sampler name.
         steps: the step budget T.
-        n_seeds: number of runs (one per seed) averaged.
+        n_seeds: number of runs averaged (one per training seed, or per training and policy seed).
         mean_nfe: mean over runs of the mean denoiser calls per sequence.
         min_nfe: fewest calls of any sequence in any run.
         max_nfe: most calls of any sequence in any run.

@@ -122,7 +122,7 @@ def test_plots_are_png_and_svg_with_a_log2_axis_and_stable_bytes(study: Path, tm
         if name != "r.csv":  # the CSV holds written_at-free attributes only here, but compare the rest strictly
             assert first == second, name
     svg = (tmp_path / "a" / "r.svg").read_text(encoding="utf-8")
-    assert svg.startswith("<?xml") and "log2" in svg and "Seeds per point: 3" in svg
+    assert svg.startswith("<?xml") and "log2" in svg and "policy seed): 3." in svg
 
 
 def test_adaptive_lines_are_also_compared_at_their_max_nfe(study: Path, tmp_path: Path) -> None:
