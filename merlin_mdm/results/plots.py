@@ -6,7 +6,8 @@ seeds, or training x policy seeds) behind each line. A baseline sampler is one s
 ``eb`` or ``threshold`` is drawn as its front, points joined in order of mean NFE, and listed once in the legend),
 or one per cap when it was swept at several caps; every learned line is its own series. Long labels are wrapped and
 the figure grows with its legend, so a study with dozens of lines stays readable. Written as PNG and SVG with no
-timestamps, so equal inputs give equal files."""
+timestamps, so equal inputs give equal files.
+"""
 
 from __future__ import annotations
 
