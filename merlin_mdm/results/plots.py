@@ -62,8 +62,7 @@ def _series_label(name: str, points: Sequence[SummaryRow]) -> str:
 
 
 def _caption(summary: Sequence[SummaryRow]) -> str:
-    seeds = sorted({row.n_seeds for row in summary})
-    counts = ", ".join(str(s) for s in seeds)
+    counts = ", ".join(str(n) for n in sorted({row.n_seeds for row in summary}))
     text = (f"Accuracy against mean denoiser calls (log2 axis). Bands/bars: 95% paired bootstrap intervals over "
             f"training seeds and evaluation examples. Runs per point (one per training seed, or per training and "
             f"policy seed): {counts}.")

@@ -142,7 +142,6 @@ def _runs(row: SummaryRow, sizes: Sequence[int]) -> str:
     return f"{row.n_seeds} ({len(sizes)} training seeds)"
 
 
-
 def _comparisons(found: Sequence[Comparison], capped: bool = False) -> list[str]:
     """Rows of a comparison table; ``capped`` adds the NFE @Max of both lines (the capped comparison)."""
     at_max = " / @Max" if capped else ""
