@@ -22,7 +22,7 @@ _PATH = click.Path(dir_okay=False, path_type=Path)
 
 
 @click.command("aggregate")
-@click.argument("source")
+@click.argument("sources", nargs=-1, required=True, metavar="SOURCE...")
 @click.option("--out", type=_PATH, default=Path("results.h5"), show_default=True, help="The HDF5 results file.")
 @click.option("--csv", "csv_path", type=_PATH, help="CSV of the run table [default: OUT with .csv].")
 @click.option("--markdown", "markdown_path", type=_PATH,
@@ -38,10 +38,20 @@ _PATH = click.Path(dir_okay=False, path_type=Path)
 @click.option("--strict", is_flag=True, help="Exit 1 when any run's file is missing, incomplete or corrupt.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary instead of tables.")
 def aggregate_command(
-    source: str, out: Path, csv_path: Path | None, markdown_path: Path | None, plot_path: Path | None,
+    sources: tuple[str, ...], out: Path, csv_path: Path | None, markdown_path: Path | None, plot_path: Path | None,
     title: str, command_text: str, notes_path: Path | None, mpi: bool, strict: bool, as_json: bool,
 ) -> None:
     """Aggregate the metrics files of SOURCE (a glob, or a workspace directory searched for *.h5).
+
+    Several SOURCEs pool their runs into one table and one report: studies run in batches (the same
+    spec with other training seeds) aggregate as one, their lines and seeds matched by the runs'
+    attributes. Table paths are then as found (a workspace's under the directory as given).
+
+    \b
+    Examples:
+      merlin-mdm aggregate studies/sweep_20261205-0928 --out results.h5
+      merlin-mdm aggregate 'studies/sweep_*/eval/**/*.h5' --out results.h5
+      merlin-mdm aggregate studies/batch1_* studies/batch2_* --out pooled/results.h5
 
     Every file that is missing, incomplete (a killed run), corrupt, truncated or not a metrics file is
     listed, here and in the results file's problems table; none is dropped silently.
@@ -56,7 +66,7 @@ def aggregate_command(
         comm = world()
     notes = notes_path.read_text(encoding="utf-8") if notes_path is not None else ""
     outputs = default_outputs(out, csv_path, markdown_path, plot_path, title, command_text, notes)
-    report = aggregate(source, outputs, comm=comm, progress=not as_json)
+    report = aggregate(sources, outputs, comm=comm, progress=not as_json)
     if report is None:  # a non-root MPI rank: rank 0 reports
         return
     if as_json:

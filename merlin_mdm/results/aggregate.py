@@ -8,14 +8,15 @@ so write byte-identical tables.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+import shlex
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from merlin_mdm.errors import ResultsError
-from merlin_mdm.results.collect import Discovery, Problem, Row, discover, load_many
+from merlin_mdm.results.collect import Discovery, Problem, Row, discover_all, load_many
 from merlin_mdm.results.mpi_gather import ROOT, broadcast_discovery, gather_loaded
 from merlin_mdm.results.plots import plot_accuracy_vs_nfe
 from merlin_mdm.results.report import render_report
@@ -92,13 +93,18 @@ def default_outputs(
     )
 
 
+Source = str | os.PathLike[str]
+"""A glob pattern or a workspace directory."""
+
+
 def aggregate(
-    source: str | os.PathLike[str], outputs: AggregateOutputs, *, comm: Any = None, progress: bool = True
+    source: Source | Sequence[Source], outputs: AggregateOutputs, *, comm: Any = None, progress: bool = True
 ) -> AggregateReport | None:
-    """Collect every metrics file of ``source`` (a glob or a workspace directory) and write the outputs.
+    """Collect every metrics file of ``source`` (globs or workspace directories) and write the outputs.
 
     Args:
-        source: a glob pattern or a workspace directory.
+        source: a glob pattern or a workspace directory, or several of them pooled into one table (runs of
+            several studies: their lines and training seeds are matched by the runs' attributes, not paths).
         outputs: where to write.
         comm: an mpi4py communicator to read in parallel, or None to read serially.
         progress: show a rich progress bar on stderr when there are many files.
@@ -109,10 +115,11 @@ def aggregate(
     Raises:
         ResultsError: nothing matches, no file is usable, or an output cannot be written (rank 0 only).
     """
-    text = os.fspath(source)
+    sources = [os.fspath(one) for one in ([source] if isinstance(source, str | os.PathLike) else source)]
+    text = sources[0] if len(sources) == 1 else shlex.join(sources)
 
     def find() -> Discovery:
-        return discover(text, exclude=[path for path in _as_tuple(outputs) if path is not None])
+        return discover_all(sources, exclude=[path for path in _as_tuple(outputs) if path is not None])
 
     if comm is None:
         discovery = find()

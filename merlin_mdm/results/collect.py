@@ -10,7 +10,7 @@ from __future__ import annotations
 import glob
 import os
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ import numpy as np
 from merlin_mdm.errors import ResultsError
 from merlin_mdm.results.metrics import MetricsFileError, is_temporary_name, read_metrics
 
-__all__ = ["Discovery", "Problem", "Row", "discover", "load_many", "load_run"]
+__all__ = ["Discovery", "Problem", "Row", "discover", "discover_all", "load_many", "load_run"]
 
 Row = dict[str, Any]
 """One run: the metrics file's attributes flattened to scalars, plus ``path`` and ``n_examples`` (and, from
@@ -86,6 +86,40 @@ def discover(source: str | os.PathLike[str], exclude: Sequence[Path] = ()) -> Di
         raise ResultsError(f"{text}: no such workspace directory, and the glob matches no file")
     files = sorted(name for name in matches if Path(name).resolve() not in skip)
     return Discovery(root=None, files=tuple(files), problems=())
+
+
+def discover_all(sources: Sequence[str | os.PathLike[str]], exclude: Sequence[Path] = ()) -> Discovery:
+    """List the metrics files of several globs or workspace directories as one set (one: :func:`discover`).
+
+    With several sources the table paths are the file system paths (a workspace's prefixed by the
+    directory as given), so runs of different studies never share a name; a file that two sources both
+    name (by the same absolute path) is listed once.
+
+    Args:
+        sources: glob patterns or directories, at least one.
+        exclude: paths never to list.
+
+    Returns:
+        The sorted candidates and the ``missing`` problems of every workspace.
+
+    Raises:
+        ResultsError: no source is given, or one matches nothing at all.
+    """
+    if not sources:
+        raise ResultsError("no source given: name a workspace directory or a glob of metrics files")
+    if len(sources) == 1:
+        return discover(sources[0], exclude)
+    files: dict[str, str] = {}
+    problems: dict[str, Problem] = {}
+    for source in sources:
+        found = discover(source, exclude)
+        for name in found.files:
+            shown = found.resolve(name).as_posix()
+            files.setdefault(os.path.abspath(shown), shown)
+        for problem in found.problems:
+            shown = found.resolve(problem.path).as_posix()
+            problems.setdefault(os.path.abspath(shown), replace(problem, path=shown))
+    return Discovery(root=None, files=tuple(sorted(files.values())), problems=tuple(sorted(problems.values())))
 
 
 def _discover_workspace(root: Path, skip: set[Path]) -> Discovery:

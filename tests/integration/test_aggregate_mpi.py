@@ -72,3 +72,15 @@ def test_more_ranks_than_files_and_nothing_usable(tmp_path: Path) -> None:
     assert result.rc == 1
     assert result.stderr.count("Error: no usable metrics file") == 1
     assert not (tmp_path / "r.h5").exists()
+
+
+def test_several_workspaces_under_mpi_match_serial(tmp_path: Path) -> None:
+    first, second = _study(tmp_path / "ws1", runs=13), _study(tmp_path / "ws2", runs=12)
+    serial = aggregate([first, second], default_outputs(tmp_path / "serial" / "results.h5"), progress=False)
+    assert serial is not None and serial.table.n_rows == 23 and len(serial.table.problems) == 4
+    result = _launch(str(first), str(second), "--out", str(tmp_path / "mpi" / "results.h5"), "--mpi", ranks=3)
+    assert result.rc == 0, result.stderr
+    assert result.stdout.count("Aggregated 23 runs") == 1
+    for suffix in (".h5", ".csv", ".md", ".png"):
+        name = "results" + suffix
+        assert (tmp_path / "mpi" / name).read_bytes() == (tmp_path / "serial" / name).read_bytes(), name

@@ -7,6 +7,7 @@ import io
 import json
 import math
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -222,3 +223,26 @@ def test_a_clean_single_run_round_trips_with_no_problems(tmp_path: Path, make_ru
     assert line.n_seeds == 1 and math.isnan(line.accuracy_std)
     text = (tmp_path / "res.md").read_text(encoding="utf-8")
     assert "| top_prob | 4 |" in text and "±" not in text and "1 run aggregated." in text
+
+
+def test_several_sources_list_each_file_once_and_keep_every_problem(workspace: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    shutil.copytree(workspace, other)
+    glob_of_first = str(workspace / "eval" / "*" / "*.h5")  # the same files again, by another spelling
+    report = aggregate([workspace, glob_of_first, other], default_outputs(tmp_path / "out" / "r.h5"), progress=False)
+    assert report is not None and report.table.n_rows == 16
+    expected = {f"{root}/{name}": kind for root in (workspace, other) for name, kind in BAD.items()}
+    assert {p.path: p.kind for p in report.table.problems} == expected
+    assert read_results(report.outputs.results).attrs["source"] == f"{workspace} {glob_of_first!r} {other}"
+    with pytest.raises(ResultsError, match=r"nowhere/\*\.h5: no such workspace"):
+        aggregate([workspace, str(tmp_path / "nowhere" / "*.h5")], default_outputs(tmp_path / "r.h5"), progress=False)
+
+
+def test_the_command_takes_several_sources(workspace: Path, tmp_path: Path) -> None:
+    shutil.copytree(workspace, tmp_path / "other")
+    result = CliRunner().invoke(aggregate_command, [str(workspace), str(tmp_path / "other"), "--out",
+                                                    str(tmp_path / "r.h5"), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["runs"] == 16
+    missing = CliRunner().invoke(aggregate_command, ["--out", str(tmp_path / "r.h5")])
+    assert missing.exit_code == 2 and "Missing argument 'SOURCE...'" in missing.output

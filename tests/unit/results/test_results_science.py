@@ -251,3 +251,25 @@ def test_a_baseline_swept_at_several_caps_is_one_front_per_cap(study: Path, tmp_
     assert {"eb, at most 4 calls", "eb, at most 16 calls"} <= set(series) and "eb" not in series
     assert {r.steps for r in series["eb, at most 4 calls"]} == {4} and len(series["eb, at most 16 calls"]) == 2
     assert "top_prob" in series and len(series["top_prob"]) == 2  # one setting per budget: still one line
+
+
+def test_studies_run_in_batches_aggregate_as_one(study: Path, tmp_path: Path) -> None:
+    """The same runs in two workspaces (training seeds 0-1, then 2) give the report and Table 1 of one."""
+    import shutil
+
+    whole = _aggregate(study, tmp_path / "whole" / "r.h5")
+    for name in sorted(p.relative_to(study) for p in study.rglob("*.h5")):
+        batch = "batch1" if int(name.parent.name.rsplit(".", 1)[1]) < 2 else "batch2"
+        (tmp_path / batch / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(study / name, tmp_path / batch / name)
+    pooled = aggregate([tmp_path / "batch1", tmp_path / "batch2"],
+                       default_outputs(tmp_path / "pooled" / "r.h5", title="T", command="merlin-mdm run x.yaml"),
+                       progress=False)
+    assert pooled is not None and pooled.table.n_rows == whole.table.n_rows == 12
+    assert pooled.summary == whole.summary
+    assert pooled.outputs.markdown.read_text() == whole.outputs.markdown.read_text()
+    paths = list(load(tmp_path / "pooled" / "r.h5")["path"])
+    assert sum(p.startswith(f"{tmp_path}/batch1/eval/") for p in paths) == 8
+    assert sum(p.startswith(f"{tmp_path}/batch2/eval/") for p in paths) == 4
+    one = aggregate([tmp_path / "batch1"], default_outputs(tmp_path / "one" / "r.h5"), progress=False)
+    assert one is not None and one.table.n_rows == 8
