@@ -93,7 +93,7 @@ def discover_all(sources: Sequence[str | os.PathLike[str]], exclude: Sequence[Pa
 
     With several sources the table paths are the file system paths (a workspace's prefixed by the
     directory as given), so runs of different studies never share a name; a file that two sources both
-    name (by the same absolute path) is listed once.
+    name (by any path or link to it) is listed once, under the first name found.
 
     Args:
         sources: glob patterns or directories, at least one.
@@ -115,10 +115,10 @@ def discover_all(sources: Sequence[str | os.PathLike[str]], exclude: Sequence[Pa
         found = discover(source, exclude)
         for name in found.files:
             shown = found.resolve(name).as_posix()
-            files.setdefault(os.path.abspath(shown), shown)
+            files.setdefault(os.path.realpath(shown), shown)
         for problem in found.problems:
             shown = found.resolve(problem.path).as_posix()
-            problems.setdefault(os.path.abspath(shown), replace(problem, path=shown))
+            problems.setdefault(os.path.realpath(shown), replace(problem, path=shown))
     return Discovery(root=None, files=tuple(sorted(files.values())), problems=tuple(sorted(problems.values())))
 
 

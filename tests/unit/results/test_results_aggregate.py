@@ -229,11 +229,16 @@ def test_several_sources_list_each_file_once_and_keep_every_problem(workspace: P
     other = tmp_path / "other"
     shutil.copytree(workspace, other)
     glob_of_first = str(workspace / "eval" / "*" / "*.h5")  # the same files again, by another spelling
-    report = aggregate([workspace, glob_of_first, other], default_outputs(tmp_path / "out" / "r.h5"), progress=False)
+    links = tmp_path / "links"  # and through links, as a pooled folder of runs would hold them
+    links.mkdir()
+    for index, path in enumerate(sorted(other.glob("eval/*/*.h5"))):
+        (links / f"{index}.h5").symlink_to(path)
+    sources = [workspace, glob_of_first, other, links]
+    report = aggregate(sources, default_outputs(tmp_path / "out" / "r.h5"), progress=False)
     assert report is not None and report.table.n_rows == 16
     expected = {f"{root}/{name}": kind for root in (workspace, other) for name, kind in BAD.items()}
     assert {p.path: p.kind for p in report.table.problems} == expected
-    assert read_results(report.outputs.results).attrs["source"] == f"{workspace} {glob_of_first!r} {other}"
+    assert read_results(report.outputs.results).attrs["source"] == f"{workspace} {glob_of_first!r} {other} {links}"
     with pytest.raises(ResultsError, match=r"nowhere/\*\.h5: no such workspace"):
         aggregate([workspace, str(tmp_path / "nowhere" / "*.h5")], default_outputs(tmp_path / "r.h5"), progress=False)
 
