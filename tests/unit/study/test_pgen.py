@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from merlin_mdm.errors import SpecError, UsageError
-from merlin_mdm.spec import Parameter, load_spec_text
+from merlin_mdm.spec import Parameter, Spec, load_spec_text
 from merlin_mdm.study.pgen import apply_pgen, parse_pargs
 from tests.unit.study.plans import OUTPUT, STAMP, WORKSPACE
+
+REPO = Path(__file__).resolve().parents[3]
 
 with warnings.catch_warnings():  # import maestrowf once, outside the tests (its import warns)
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -95,3 +98,27 @@ def test_parse_pargs() -> None:
     assert parse_pargs(["N:3", "URL:http://x:1"]) == {"N": "3", "URL": "http://x:1"}
     with pytest.raises(UsageError, match="KEY:VALUE"):
         parse_pargs(["N=3"])
+
+
+def _shipped_plan(text: str, transform: Callable[[Spec], Spec] | None = None) -> list[tuple[str, str, str]]:
+    from merlin_mdm.study.expand import StudyContext, expand
+
+    spec = load_spec_text(text, REPO / "specs" / "mdm_sudoku_avg.yaml", transform=transform).spec
+    plan = expand(spec, StudyContext(WORKSPACE, OUTPUT, STAMP))
+    names = [i.name for i in plan.instances]
+    return sorted((i.name, i.cmd, ",".join(sorted(names[e.parent] for e in i.parents))) for i in plan.instances)
+
+
+def test_the_shipped_seed_sets_generator_runs_a_spec_on_other_seeds() -> None:
+    """specs/seed_sets.py gives the study the spec would give with those lists as crossed parameters."""
+    text = (REPO / "specs" / "mdm_sudoku_avg.yaml").read_text(encoding="utf-8")
+    edited = text.replace("values: [0, 1, 2]", "values: [9, 10, 11, 12]").replace("values: [4, 6, 8, 10]",
+                                                                                   "values: [4]")
+    assert edited.count("values: [4]") == 1 and "[9, 10, 11, 12]" in edited
+    pargs = {"TRAIN_SEED": "9,10,11,12", "PRICED_SEED": "4"}
+    generated = _shipped_plan(text, lambda s: apply_pgen(s, REPO / "specs" / "seed_sets.py", pargs))
+    assert generated == _shipped_plan(edited)
+    assert len(generated) == 8 * 4 + 1 and any("--seed 410 " in cmd for _, cmd, _ in generated)
+    with pytest.raises(UsageError, match=r"--pargs TRAIN_SEED: give its values as TRAIN_SEED:V1,V2"):
+        apply_pgen(load_spec_text(text, REPO / "specs" / "x.yaml").spec, REPO / "specs" / "seed_sets.py",
+                   {"TRAIN_SEED": ","})
