@@ -21,12 +21,21 @@ from merlin_mdm.results.mpi_gather import ROOT, broadcast_discovery, gather_load
 from merlin_mdm.results.plots import plot_accuracy_vs_nfe
 from merlin_mdm.results.report import render_report
 from merlin_mdm.results.results_file import write_results
-from merlin_mdm.results.tables import RunTable, SummaryRow, bootstrap_groups, build_table, summarize_runs, table_csv
+from merlin_mdm.results.tables import (
+    RunTable,
+    SummaryRow,
+    bootstrap_groups,
+    build_table,
+    split_duplicates,
+    summarize_runs,
+    table_csv,
+)
 
 __all__ = ["SKIPPED_KINDS", "AggregateOutputs", "AggregateReport", "aggregate", "default_outputs"]
 
-SKIPPED_KINDS = frozenset({"not_metrics", "results_file"})
-"""Problem kinds of files that are clearly not metrics files: listed, but not failures (``--strict``)."""
+SKIPPED_KINDS = frozenset({"not_metrics", "results_file", "duplicate"})
+"""Problem kinds that lose no run (files that are clearly not metrics files, a run read twice): listed, but not
+failures (``--strict``)."""
 
 PROGRESS_MIN_FILES = 20
 """Show a progress bar from this many files on."""
@@ -145,8 +154,8 @@ def _as_tuple(outputs: AggregateOutputs) -> tuple[Path | None, ...]:
 def _finish(
     source: str, discovery: Discovery, loaded: list[Row | Problem], outputs: AggregateOutputs
 ) -> AggregateReport:
-    rows = [item for item in loaded if isinstance(item, dict)]
-    problems = [item for item in loaded if isinstance(item, Problem)] + list(discovery.problems)
+    rows, duplicates = split_duplicates([item for item in loaded if isinstance(item, dict)])
+    problems = [item for item in loaded if isinstance(item, Problem)] + list(discovery.problems) + duplicates
     table = build_table(rows, problems)
     if not rows:
         raise ResultsError(_nothing_usable(source, table.problems))

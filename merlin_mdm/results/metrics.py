@@ -85,8 +85,9 @@ RESULTS_FILE_KIND = "merlin_mdm.results"
 """Value of the ``file_kind`` root attribute of an aggregated results file (never read as metrics)."""
 
 PROBLEM_KINDS = ("missing", "incomplete", "corrupt", "truncated", "not_metrics", "unsupported_version", "invalid",
-                 "results_file")
-"""Every :attr:`MetricsFileError.kind`: why a file is not a usable metrics file."""
+                 "results_file", "duplicate")
+"""Every :attr:`MetricsFileError.kind` (why a file is not a usable metrics file), and ``duplicate``: a usable
+file holding a run already read from another (aggregation counts it once)."""
 
 _SUMMARY_TOLERANCE = 1e-6
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"

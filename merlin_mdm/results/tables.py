@@ -9,6 +9,7 @@ serial and the MPI aggregation produce byte-identical outputs.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import math
 from collections import Counter
@@ -35,6 +36,7 @@ __all__ = [
     "method_label",
     "run_cluster",
     "sampler_label",
+    "split_duplicates",
     "summarize_runs",
     "table_csv",
     "task_label",
@@ -152,6 +154,45 @@ GroupKey = tuple[str, str, int]
 
 EXAMPLE_KEYS = {"correct": "_correct", "nfe": "_nfe"}
 """Per-example arrays a row may carry (under the private key), gathered into :attr:`RunTable.examples`."""
+
+
+def split_duplicates(rows: Sequence[Row]) -> tuple[list[Row], list[Problem]]:
+    """Keep one of each run read more than once (a copied file, two batches or sources holding one run).
+
+    Two rows are one run when they share the task, the method, the steps, the training, evaluation and
+    policy seeds and every example's result (``correct`` and ``nfe``); where they were written, when and
+    on which host does not count. The first by path stays; the others become ``duplicate`` problems.
+
+    Args:
+        rows: the usable runs, sorted by path.
+
+    Returns:
+        The rows kept (in order) and a problem per row left out.
+    """
+    first: dict[tuple[Any, ...], str] = {}
+    kept: list[Row] = []
+    duplicates: list[Problem] = []
+    for row in rows:
+        key = _run_identity(row)
+        if key is not None and key in first:
+            why = (f"the same run as {first[key]} (task, method, steps, seeds and every example's result): "
+                   "counted once")
+            duplicates.append(Problem(str(row["path"]), "duplicate", why))
+            continue
+        if key is not None:
+            first[key] = str(row["path"])
+        kept.append(row)
+    return kept, duplicates
+
+
+def _run_identity(row: Row) -> tuple[Any, ...] | None:
+    found = [row.get(EXAMPLE_KEYS[name]) for name in ("correct", "nfe")]
+    arrays = [np.ascontiguousarray(array) for array in found if array is not None]
+    if len(arrays) < len(found):
+        return None
+    digests = tuple(f"{hashlib.sha256(array.tobytes()).hexdigest()}{array.dtype}{array.shape}" for array in arrays)
+    seeds = tuple(str(row.get(name)) for name in ("train_seed", "seed", "policy.seed"))
+    return (task_label(row), method_label(row), str(row.get("steps")), *seeds, *digests)
 
 
 def build_table(rows: Iterable[Row], problems: Iterable[Problem] = ()) -> RunTable:

@@ -11,6 +11,7 @@ from typing import Any
 
 from merlin_mdm.errors import UsageError
 from merlin_mdm.spec import Parameter, Spec
+from merlin_mdm.spec.tokens import tokens_in
 
 __all__ = ["apply_pgen", "parse_pargs"]
 
@@ -81,4 +82,20 @@ def apply_pgen(spec: Spec, pgen: Path, pargs: dict[str, str]) -> Spec:
     if len(set(lengths.values())) > 1:
         raise UsageError(f"--pgen {pgen}: a ParameterGenerator's parameters are zipped and must have equally "
                          f"long value lists ({', '.join(f'{k}: {n}' for k, n in lengths.items())})")
+    _check_nothing_dropped(spec, pgen, {p.name for p in params})
     return dataclasses.replace(spec, parameters=tuple(params))
+
+
+def _check_nothing_dropped(spec: Spec, pgen: Path, generated: set[str]) -> None:
+    """A parameter of the spec that its steps use must come from the generator too: its ``$(NAME)`` would
+    otherwise reach the shell as a command substitution."""
+    users: dict[str, list[str]] = {}
+    for step in spec.steps:
+        for token in tokens_in(f"{step.run.cmd} {step.run.restart or ''}"):
+            users.setdefault(token.split(".")[0], []).append(step.name)
+    dropped = [p.name for p in spec.parameters if p.name not in generated and p.name in users]
+    if dropped:
+        where = "; ".join(f"{name} (used by {', '.join(dict.fromkeys(users[name]))})" for name in dropped)
+        raise UsageError(f"--pgen {pgen} does not set the spec's parameter(s) {where}: the generator replaces "
+                         "global.parameters, so it must give every parameter the steps use (with "
+                         "specs/seed_sets.py: one --pargs NAME:V1,V2,... each)")

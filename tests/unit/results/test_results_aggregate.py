@@ -7,6 +7,7 @@ import io
 import json
 import math
 import re
+import shlex
 import shutil
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from merlin_mdm.results.collect import Problem, discover
 from merlin_mdm.results.metrics import RESULTS_FILE_KIND
 from merlin_mdm.results.mpi_gather import shard
 from merlin_mdm.results.results_file import read_results
-from merlin_mdm.results.tables import LEADING_COLUMNS, build_table, method_label, task_label
+from merlin_mdm.results.tables import LEADING_COLUMNS, build_table, method_label, split_duplicates, task_label
 
 from .conftest import MakeRun
 
@@ -226,21 +227,51 @@ def test_a_clean_single_run_round_trips_with_no_problems(tmp_path: Path, make_ru
 
 
 def test_several_sources_list_each_file_once_and_keep_every_problem(workspace: Path, tmp_path: Path) -> None:
-    other = tmp_path / "other"
-    shutil.copytree(workspace, other)
     glob_of_first = str(workspace / "eval" / "*" / "*.h5")  # the same files again, by another spelling
     links = tmp_path / "links"  # and through links, as a pooled folder of runs would hold them
     links.mkdir()
-    for index, path in enumerate(sorted(other.glob("eval/*/*.h5"))):
+    for index, path in enumerate(sorted(workspace.glob("eval/*/*.h5"))):
         (links / f"{index}.h5").symlink_to(path)
-    sources = [workspace, glob_of_first, other, links]
+    sources = [workspace, glob_of_first, links]
     report = aggregate(sources, default_outputs(tmp_path / "out" / "r.h5"), progress=False)
-    assert report is not None and report.table.n_rows == 16
-    expected = {f"{root}/{name}": kind for root in (workspace, other) for name, kind in BAD.items()}
-    assert {p.path: p.kind for p in report.table.problems} == expected
-    assert read_results(report.outputs.results).attrs["source"] == f"{workspace} {glob_of_first!r} {other} {links}"
+    assert report is not None and report.table.n_rows == 8
+    assert {p.path: p.kind for p in report.table.problems} == {f"{workspace}/{name}": k for name, k in BAD.items()}
+    assert read_results(report.outputs.results).attrs["source"] == shlex.join(map(str, sources))
+    first = aggregate([links, workspace], default_outputs(tmp_path / "first" / "r.h5"), progress=False)
+    assert first is not None and first.table.n_rows == 8  # each file under the first name found: the link's
+    assert all(path.startswith(f"{links}/") for path in first.table.column("path").values)
     with pytest.raises(ResultsError, match=r"nowhere/\*\.h5: no such workspace"):
         aggregate([workspace, str(tmp_path / "nowhere" / "*.h5")], default_outputs(tmp_path / "r.h5"), progress=False)
+
+
+def test_a_run_held_by_two_sources_is_counted_once(workspace: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other"  # a copy: two batches that both ran the same runs
+    shutil.copytree(workspace, other)
+    alone = aggregate(workspace, default_outputs(tmp_path / "alone" / "r.h5"), progress=False)
+    both = aggregate([workspace, other], default_outputs(tmp_path / "both" / "r.h5"), progress=False)
+    assert alone is not None and both is not None and both.table.n_rows == alone.table.n_rows == 8
+    assert both.summary == alone.summary
+    duplicates = {p.path: p.message for p in both.table.problems if p.kind == "duplicate"}
+    kept = list(both.table.column("path").values)  # the first by path: here the copy's ("other" < "study_...")
+    assert all(path.startswith(f"{other}/") for path in kept)
+    assert sorted(duplicates) == sorted(path.replace(str(other), str(workspace)) for path in kept)
+    assert all(f"the same run as {other}/" in message for message in duplicates.values())
+    assert {p.kind for p in both.failures} == {"missing", "corrupt", "truncated", "incomplete"}  # not duplicates
+
+
+def test_only_the_same_run_is_a_duplicate() -> None:
+    def row(path: str, **changes: Any) -> dict[str, Any]:
+        base = {"path": path, "task": "blocks", "sampler": "learned", "steps": 4, "seed": 0, "train_seed": 1,
+                "policy.seed": 41, "_correct": np.array([True, False, True]), "_nfe": np.array([2, 3, 2])}
+        return {**base, **changes}
+
+    same = row("b", end_time="later", host="elsewhere", checkpoint="/other/denoiser")
+    distinct = [row("c", **{"policy.seed": 42}), row("d", train_seed=2), row("e", seed=1), row("f", steps=8),
+                row("g", _nfe=np.array([2, 3, 3])), row("h", _correct=np.array([True, True, True])),
+                row("i", sampler="eb")]
+    kept, duplicates = split_duplicates([row("a"), same, *distinct])
+    assert [r["path"] for r in kept] == ["a", "c", "d", "e", "f", "g", "h", "i"]
+    assert [(p.path, p.kind) for p in duplicates] == [("b", "duplicate")]
 
 
 def test_the_command_takes_several_sources(workspace: Path, tmp_path: Path) -> None:
@@ -248,6 +279,7 @@ def test_the_command_takes_several_sources(workspace: Path, tmp_path: Path) -> N
     result = CliRunner().invoke(aggregate_command, [str(workspace), str(tmp_path / "other"), "--out",
                                                     str(tmp_path / "r.h5"), "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["runs"] == 16
+    payload = json.loads(result.output)
+    assert payload["runs"] == 8 and sum(p["kind"] == "duplicate" for p in payload["problems"]) == 8
     missing = CliRunner().invoke(aggregate_command, ["--out", str(tmp_path / "r.h5")])
     assert missing.exit_code == 2 and "Missing argument 'SOURCE...'" in missing.output

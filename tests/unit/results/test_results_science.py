@@ -3,6 +3,7 @@ and the plots (log2 axis, PNG and SVG, byte-stable)."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -255,8 +256,6 @@ def test_a_baseline_swept_at_several_caps_is_one_front_per_cap(study: Path, tmp_
 
 def test_studies_run_in_batches_aggregate_as_one(study: Path, tmp_path: Path) -> None:
     """The same runs in two workspaces (training seeds 0-1, then 2) give the report and Table 1 of one."""
-    import shutil
-
     whole = _aggregate(study, tmp_path / "whole" / "r.h5")
     for name in sorted(p.relative_to(study) for p in study.rglob("*.h5")):
         batch = "batch1" if int(name.parent.name.rsplit(".", 1)[1]) < 2 else "batch2"

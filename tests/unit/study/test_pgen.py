@@ -122,3 +122,11 @@ def test_the_shipped_seed_sets_generator_runs_a_spec_on_other_seeds() -> None:
     with pytest.raises(UsageError, match=r"--pargs TRAIN_SEED: give its values as TRAIN_SEED:V1,V2"):
         apply_pgen(load_spec_text(text, REPO / "specs" / "x.yaml").spec, REPO / "specs" / "seed_sets.py",
                    {"TRAIN_SEED": ","})
+
+
+def test_a_spec_parameter_the_generator_leaves_out_is_an_error() -> None:
+    """Without PRICED_SEED, $(PRICED_SEED) would reach bash as a command substitution and the seed be wrong."""
+    spec = load_spec_text((REPO / "specs" / "mdm_sudoku_avg.yaml").read_text(encoding="utf-8"),
+                          REPO / "specs" / "mdm_sudoku_avg.yaml").spec
+    with pytest.raises(UsageError, match=r"parameter\(s\) PRICED_SEED \(used by train_priced\)"):
+        apply_pgen(spec, REPO / "specs" / "seed_sets.py", {"TRAIN_SEED": "9"})
