@@ -123,9 +123,24 @@ def spawn(argv: list[str], directory: str | Path, out: int, err: int, env: dict[
                                   start_new_session=True)
         pid = _popen.pid
     _current = pid
+    _keep_niceness(pid)
     if _watcher is not None:
         _watcher(pid)
     return pid
+
+
+def _keep_niceness(pid: int) -> None:
+    """Give the task's session the niceness of this process, so that ``nice merlin-mdm run`` yields the CPU.
+
+    The task inherits the nice value, but its own session is its own autogroup under Linux's autogroup
+    scheduling, and between autogroups only the group's niceness counts: without this a niced study's tasks
+    take as much CPU as anyone else's. Only ever raises niceness; a no-op where there is no autogroup.
+    """
+    nice = os.getpriority(os.PRIO_PROCESS, 0)
+    if nice <= 0:
+        return
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/autogroup", "w", encoding="ascii") as group:
+        group.write(str(nice))
 
 
 def wait(pid: int, timeout: float | None) -> int:

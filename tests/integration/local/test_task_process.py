@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from merlin_mdm.backends.execution import run_unit
 from merlin_mdm.spec import load_spec_text
@@ -82,3 +83,24 @@ def test_running_a_unit_keeps_the_callers_working_directory(tmp_path: Path, monk
     wheres = sorted(p.read_text().strip() for p in ws.root.glob("work/**/where.txt"))
     assert wheres == sorted(str(p.parent) for p in ws.root.glob("work/**/MERLIN_FINISHED"))
     assert len(wheres) == 3
+
+
+def test_a_niced_run_keeps_its_tasks_niced_against_other_sessions(write_spec, tmp_path: Path) -> None:
+    """Each task is its own session, hence its own autogroup: the group must carry the run's niceness."""
+    if not Path("/proc/self/autogroup").exists():
+        pytest.skip("no autogroup scheduling on this kernel: nice already orders tasks against everything")
+    spec = write_spec("""
+        description: {name: niced, description: niceness}
+        env: {variables: {OUTPUT_PATH: ./out}}
+        study:
+          - name: probe
+            run: {cmd: "cat /proc/self/autogroup > group.txt && ps -o ni= -p $$ > nice.txt"}
+    """)
+    base = os.getpriority(os.PRIO_PROCESS, 0)  # the tests may themselves run niced
+    for more in (0, 7):
+        result = subprocess.run(["nice", "-n", str(more), *CLI, "run", str(spec), "--local"], cwd=tmp_path,
+                                capture_output=True, text=True, timeout=300, check=False)
+        assert result.returncode == 0, result.stderr
+        probe, expected = workspace_of(result) / "probe", str(min(base + more, 19))
+        assert (probe / "nice.txt").read_text().strip() == expected
+        assert (probe / "group.txt").read_text().split()[-1] == expected  # "/autogroup-123 nice 7"
