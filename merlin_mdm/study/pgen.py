@@ -87,8 +87,10 @@ def apply_pgen(spec: Spec, pgen: Path, pargs: dict[str, str]) -> Spec:
 
 
 def _check_nothing_dropped(spec: Spec, pgen: Path, generated: set[str]) -> None:
-    """A parameter of the spec that its steps use must come from the generator too: its ``$(NAME)`` would
-    otherwise reach the shell as a command substitution."""
+    """A parameter of the spec that its steps use must come from the generator too.
+
+    Otherwise its ``$(NAME)`` would reach the shell, which runs it as a command substitution.
+    """
     users: dict[str, list[str]] = {}
     for step in spec.steps:
         for token in tokens_in(f"{step.run.cmd} {step.run.restart or ''}"):
