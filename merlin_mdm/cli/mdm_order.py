@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from merlin_mdm.cli.mdm_device import device_option
+from merlin_mdm.signals import watch_signals
 
 __all__ = ["order_diagnostic", "train_order"]
 
@@ -101,6 +102,11 @@ def _budget_list(text: str) -> tuple[int, ...]:
                    "iterates that spend more calls).")
 @click.option("--eval-samples", default=512, show_default=True, type=click.IntRange(0),
               help="Answers generated with the trained policy as a quick check (0: skip).")
+@click.option("--state-every", default=10, show_default=True, type=click.IntRange(0),
+              help="Save the training state in --out every N iterations and on SIGTERM/SIGINT/SIGHUP (after the "
+                   "iteration in flight; 0: only then). The same command run again continues from it (as "
+                   "`merlin-mdm restart` does) and saves the same policy an uninterrupted run would; a state of "
+                   "other arguments or another denoiser is not continued. Removed once the policy is saved.")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(1),
               help="torch CPU threads; the order networks are small, and parallel study steps oversubscribe cores.")
 @device_option
@@ -111,13 +117,16 @@ def train_order(denoiser_dir: Path, budget: int, budgets: str, nfe_penalty: floa
                 prior_scale: float, prior_stop_scale: float | None, out_dir: Path, tau: float,
                 tau_start: float | None, rollouts: int, batch_size: int, iterations: int, lr: float, d_model: int,
                 layers: int, seed: int, select_every: int, select_samples: int, select_by: str, eval_samples: int,
-                threads: int, device: str, as_json: bool) -> None:
+                state_every: int, threads: int, device: str, as_json: bool) -> None:
     """Train the order policy p_theta(r | x_t) for the denoiser at --denoiser and budget T.
 
     \b
     Example (the quick flagship study, blocks NB=4 BL=4):
       merlin-mdm mdm train-order --denoiser runs/den --budget 2 --tau 0.1 --rollouts 4 --out runs/order_T2
     Then: merlin-mdm mdm eval --checkpoint runs/den --sampler learned --policy runs/order_T2 --steps 2 ...
+
+    Stopped by a signal (a batch job's end, `scancel`, a study's SIGTERM), it saves its state in --out and exits
+    128+signal; the same command continues from there (see --state-every).
     """
     from merlin_mdm.cli.mdm import parse_knobs  # deferred: cli.mdm imports this module
     from merlin_mdm.mdm.order.pipeline import run_train_order
@@ -136,7 +145,10 @@ def train_order(denoiser_dir: Path, budget: int, budgets: str, nfe_penalty: floa
                               lr_policy=lr, lr_posterior=lr, d_model=d_model, n_layers=layers, seed=seed,
                               select_every=select_every, select_samples=select_samples,
                               select_by=select_by)
-    summary = run_train_order(denoiser_dir, out_dir, config, eval_samples, progress=_echo_progress, device=device)
+    with watch_signals() as watch:
+        summary = run_train_order(denoiser_dir, out_dir, config, eval_samples, progress=_echo_progress,
+                                  device=device, state_every=state_every, signals=watch,
+                                  notify=lambda line: click.echo(line, err=True))
     if as_json:
         click.echo(json.dumps(summary.to_dict(), indent=2, sort_keys=True))
         return

@@ -25,7 +25,7 @@ from merlin_mdm.mdm.devices import cpu_state
 from merlin_mdm.mdm.order.networks import OrderNet, OrderNetConfig
 from merlin_mdm.mdm.order.policies import DEFAULT_POLICY_KIND, make_reveal_policy
 
-__all__ = ["META_FILE", "POLICY_FILE", "POLICY_FORMAT", "LoadedPolicy", "load_policy", "save_policy"]
+__all__ = ["META_FILE", "POLICY_FILE", "POLICY_FORMAT", "LoadedPolicy", "atomic_write", "load_policy", "save_policy"]
 
 POLICY_FILE = "policy.pt"
 META_FILE = "meta.json"
@@ -52,7 +52,8 @@ class LoadedPolicy:
     kind: str = DEFAULT_POLICY_KIND
 
 
-def _atomic_write(path: Path, write: Any) -> None:
+def atomic_write(path: Path, write: Any) -> None:
+    """Call ``write(tmp)`` on a temporary name beside ``path``, then rename it to ``path`` (a kill leaves no half)."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         write(tmp)
@@ -89,10 +90,10 @@ def save_policy(directory: str | Path, policy: OrderNet, posterior: OrderNet | N
         "posterior_config": None if posterior is None else posterior.config.to_dict(),
         "posterior_state": None if posterior is None else cpu_state(posterior.state_dict()),
     }
-    _atomic_write(out / POLICY_FILE, lambda tmp: torch.save(blob, tmp))
+    atomic_write(out / POLICY_FILE, lambda tmp: torch.save(blob, tmp))
     facts = {"kind": "order_policy", "format": POLICY_FORMAT, **meta, "policy_kind": kind}
     text = json.dumps(facts, indent=2, sort_keys=True)
-    _atomic_write(out / META_FILE, lambda tmp: tmp.write_text(text + "\n"))
+    atomic_write(out / META_FILE, lambda tmp: tmp.write_text(text + "\n"))
     return out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -10,11 +11,14 @@ from typing import Any
 
 import torch
 
+from merlin_mdm.errors import Interrupted
 from merlin_mdm.mdm.order.checkpoint import save_policy
 from merlin_mdm.mdm.order.lineage import LINEAGE_KEY, policy_lineage
 from merlin_mdm.mdm.order.networks import OrderNet
+from merlin_mdm.mdm.order.resume import TrainingStateFile, recipe_fingerprint
 from merlin_mdm.mdm.order.selection import decode_and_score
-from merlin_mdm.mdm.order.training import OrderTrainConfig, train_order
+from merlin_mdm.mdm.order.training import OrderTrainConfig, OrderTrainResult, TrainingSaving, train_order
+from merlin_mdm.signals import SignalWatch
 
 __all__ = ["OrderRunSummary", "evaluate_policy", "run_train_order"]
 
@@ -71,6 +75,9 @@ def run_train_order(
     eval_samples: int = 512,
     progress: Callable[[dict[str, float]], None] | None = None,
     device: str = "auto",
+    state_every: int = 10,
+    signals: SignalWatch | None = None,
+    notify: Callable[[str], None] | None = None,
 ) -> OrderRunSummary:
     """Train an order policy for the denoiser at ``denoiser_dir`` and save it to ``out_dir``.
 
@@ -82,6 +89,11 @@ def run_train_order(
         progress: called with each training log entry.
         device: where the frozen denoiser and the order networks run (auto, cpu, cuda, cuda:N); the data, the
             rollouts' bookkeeping and every random draw stay on the CPU.
+        state_every: save the training state in ``out_dir`` every N iterations (0: only on a stop signal), and
+            continue from a state of the same recipe found there (:mod:`.resume`).
+        signals: the command's signal watch: during training a stop signal ends the run after the iteration in
+            flight, its state saved (None: signals act as they would anyway).
+        notify: called with a line for the user (continuing from a saved state, or why one is not continued).
 
     Returns:
         The :class:`OrderRunSummary`.
@@ -94,7 +106,10 @@ def run_train_order(
     model = loaded.model.eval()
     for param in model.parameters():
         param.requires_grad_(False)
-    result = train_order(model, loaded.task, loaded.config.d_model, config, progress=progress, device=where)
+    state_file = TrainingStateFile(Path(out_dir), recipe_fingerprint(config.to_dict(), loaded.meta.get(
+        "checkpoint_id"), loaded.task.name, loaded.task.knobs()), state_every)
+    result = _train_keeping_state(model, loaded.task, loaded.config.d_model, config, state_file,
+                                  (progress, notify or (lambda line: None)), where, signals)
     evaluation = {}
     if eval_samples > 0:
         evaluation = evaluate_policy(model, loaded.task, result.policy, config.budget, eval_samples, config.seed + 1000,
@@ -119,4 +134,29 @@ def run_train_order(
         **{k: v for k, v in summary.to_dict().items() if k != "out_dir"},
     }
     save_policy(out_dir, result.policy, result.posterior, meta, kind=config.policy_kind)
+    state_file.remove()
     return summary
+
+
+def _train_keeping_state(
+    model: Any, task: Any, hidden_dim: int, config: OrderTrainConfig, state_file: TrainingStateFile,
+    report: tuple[Callable[[dict[str, float]], None] | None, Callable[[str], None]], where: torch.device,
+    signals: SignalWatch | None,
+) -> OrderTrainResult:
+    """:func:`train_order`, continuing from ``state_file``'s state when it holds one of this recipe."""
+    progress, notify = report
+    resume_from, why_not = state_file.load()
+    if why_not is not None:
+        notify(f"note: {why_not}")
+    if resume_from is not None:
+        notify(f"continuing from iteration {resume_from['iteration']} of {config.iterations} "
+               f"(state saved in {state_file.path})")
+    saving = TrainingSaving(state_file=state_file, resume_from=resume_from,
+                            stop_requested=None if signals is None else (lambda: signals.received))
+    try:
+        with signals.deferred() if signals is not None else contextlib.nullcontext():
+            return train_order(model, task, hidden_dim, config, progress=progress, device=where, saving=saving)
+    except Interrupted:
+        if state_file.path.is_file():
+            notify(f"stopped; the state is saved in {state_file.path}: run the same command again to continue")
+        raise

@@ -127,6 +127,18 @@ class ValidationSelector:
             self._weights = (copy.deepcopy(policy.state_dict()), copy.deepcopy(posterior.state_dict()))
         return {"val_score": score, "val_mean_nfe": nfe}
 
+    def state(self) -> dict[str, Any]:
+        """The best iterate so far (figures and weights), for a saved training state (:mod:`.resume`)."""
+        best = None if self.best is None else dict(vars(self.best))
+        weights = None if self._weights is None else {"policy": self._weights[0], "posterior": self._weights[1]}
+        return {"best": best, "weights": weights}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Take back what :meth:`state` returned."""
+        self.best = None if state["best"] is None else Checkpoint(**state["best"])
+        weights = state["weights"]
+        self._weights = None if weights is None else (weights["policy"], weights["posterior"])
+
     def restore(self, policy: OrderNet, posterior: OrderNet) -> int | None:
         """Load the best iterate's weights into the networks; returns its iteration (None: nothing validated)."""
         if self.best is None or self._weights is None:

@@ -33,7 +33,7 @@ from typing import Any, ClassVar, NamedTuple, Protocol
 import torch
 from torch import Tensor, nn
 
-from merlin_mdm.errors import MdmError
+from merlin_mdm.errors import Interrupted, MdmError
 from merlin_mdm.mdm.order import imitation as _imitation  # noqa: F401  (registers ``imitate``)
 from merlin_mdm.mdm.order import reward as _reward  # noqa: F401  (registers ``reward``)
 from merlin_mdm.mdm.order.bernoulli import posterior_bernoulli
@@ -50,9 +50,19 @@ from merlin_mdm.mdm.order.objectives import (
     register_objective,
 )
 from merlin_mdm.mdm.order.policies import make_reveal_policy
+from merlin_mdm.mdm.order.resume import TrainingStateFile
 from merlin_mdm.mdm.order.selection import SELECTION_CRITERIA, ValidationSelector
 
-__all__ = ["ElboObjective", "OrderTrainConfig", "OrderTrainResult", "RolloutTrace", "rollout", "tau_at", "train_order"]
+__all__ = [
+    "ElboObjective",
+    "OrderTrainConfig",
+    "OrderTrainResult",
+    "RolloutTrace",
+    "TrainingSaving",
+    "rollout",
+    "tau_at",
+    "train_order",
+]
 
 
 class _Task(Protocol):
@@ -339,6 +349,86 @@ def _adam_step(objective: OrderObjective, optimizer: torch.optim.Optimizer, batc
     return dict(figures)
 
 
+@dataclass(frozen=True)
+class TrainingSaving:
+    """How a run keeps its progress through a stop (:mod:`.resume`).
+
+    Attributes:
+        state_file: where the state is saved every ``every`` iterations and on a stop (None: never).
+        resume_from: a saved state to continue from (None: start at iteration 0).
+        stop_requested: checked after every iteration; a signal number ends the run there (None: never).
+    """
+
+    state_file: TrainingStateFile | None = None
+    resume_from: dict[str, Any] | None = None
+    stop_requested: Callable[[], int | None] | None = None
+
+
+@dataclass
+class _Loop:
+    """One training run: what it reads (denoiser, task, objective) and what it carries from iteration to iteration
+    (the rest, all of it in a saved state, :mod:`.resume`)."""
+
+    denoiser: DenoiserFn
+    task: _Task
+    objective: OrderObjective
+    policy: OrderNet
+    posterior: OrderNet
+    optimizer: torch.optim.Optimizer
+    generators: dict[str, torch.Generator]  # data, rollouts, budgets
+    selector: ValidationSelector | None
+    result: OrderTrainResult
+
+    def capture(self, seconds: float) -> dict[str, Any]:
+        """The state after ``result.iterations`` Adam steps, ``seconds`` of training spent in all."""
+        return {
+            "iteration": self.result.iterations,
+            "policy": self.policy.state_dict(),
+            "posterior": self.posterior.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generators": {name: gen.get_state() for name, gen in self.generators.items()},
+            "selector": None if self.selector is None else self.selector.state(),
+            "history": self.result.history,
+            "seconds": seconds,
+        }
+
+    def restore(self, state: dict[str, Any]) -> int:
+        """Take back a captured state; returns the iteration to continue from."""
+        self.policy.load_state_dict(state["policy"])
+        self.posterior.load_state_dict(state["posterior"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        for name, gen in self.generators.items():
+            gen.set_state(state["generators"][name])
+        if self.selector is not None and state["selector"] is not None:
+            self.selector.load_state(state["selector"])
+        self.result.history = list(state["history"])
+        self.result.iterations = int(state["iteration"])
+        self.result.seconds = float(state["seconds"])
+        return self.result.iterations
+
+
+def _start_loop(denoiser: DenoiserFn, task: _Task, hidden_dim: int, config: OrderTrainConfig,
+                device: torch.device | None) -> _Loop:
+    """Fresh networks, optimizer, generators and selector for a run of ``config``."""
+    seq_len = task.prompt_len + task.answer_len
+    policy, posterior = build_networks(config, task.vocab_size, seq_len, hidden_dim)
+    if device is not None:
+        policy.to(device)
+        posterior.to(device)
+    optimizer = torch.optim.Adam(
+        [
+            {"params": policy.parameters(), "lr": config.lr_policy},
+            {"params": posterior.parameters(), "lr": config.lr_posterior},
+        ]
+    )
+    generators = {name: torch.Generator().manual_seed(config.seed + offset)
+                  for offset, name in enumerate(("data", "rollouts", "budgets"))}
+    selector = ValidationSelector(denoiser, task, config) if config.select_every > 0 else None
+    result = OrderTrainResult(policy=policy, posterior=posterior, config=config)
+    return _Loop(denoiser, task, make_objective(config.objective), policy, posterior, optimizer, generators, selector,
+                 result)
+
+
 def train_order(
     denoiser: DenoiserFn,
     task: _Task,
@@ -347,6 +437,7 @@ def train_order(
     progress: Callable[[dict[str, float]], None] | None = None,
     log_every: int = 25,
     device: torch.device | None = None,
+    saving: TrainingSaving | None = None,
 ) -> OrderTrainResult:
     """Train p_theta (and, for the ELBO, q_phi) by the configured objective; the denoiser stays frozen.
 
@@ -359,47 +450,53 @@ def train_order(
         log_every: logging period in iterations.
         device: where the order networks run (default the CPU); they are initialised on the CPU, so the same
             seed gives the same initial weights anywhere, and data and random draws stay on the CPU.
+        saving: where to save the training state as it goes, a state to continue from, and the stop-signal
+            check (:class:`TrainingSaving`); None: none of these.
 
     Returns:
         The :class:`OrderTrainResult` (networks in eval mode). With ``config.select_every`` > 0 the networks hold
         the best validated iterate (:mod:`.selection`), and ``selected_iteration`` says which.
+
+    Raises:
+        Interrupted: ``saving.stop_requested`` reported a signal; the state after the iteration in flight is
+            saved first (when ``saving.state_file`` is set).
     """
-    seq_len = task.prompt_len + task.answer_len
-    policy, posterior = build_networks(config, task.vocab_size, seq_len, hidden_dim)
-    if device is not None:
-        policy.to(device)
-        posterior.to(device)
-    objective = make_objective(config.objective)
-    optimizer = torch.optim.Adam(
-        [
-            {"params": policy.parameters(), "lr": config.lr_policy},
-            {"params": posterior.parameters(), "lr": config.lr_posterior},
-        ]
-    )
-    data_gen = torch.Generator().manual_seed(config.seed)
-    roll_gen = torch.Generator().manual_seed(config.seed + 1)
-    budget_gen = torch.Generator().manual_seed(config.seed + 2)
-    budgets = config.all_budgets
-    selector = ValidationSelector(denoiser, task, config) if config.select_every > 0 else None
-    result = OrderTrainResult(policy=policy, posterior=posterior, config=config)
-    start = time.perf_counter()
-    for it in range(config.iterations):
-        tau = tau_at(config, it)
-        budget = budgets[int(torch.randint(len(budgets), (1,), generator=budget_gen))]
-        x0 = task.sample_split(config.batch_size, data_gen, "train").repeat_interleave(config.rollouts, 0)
-        batch = ObjectiveBatch(denoiser, task, policy, posterior, x0, budget, tau, roll_gen, config)
-        figures = _adam_step(objective, optimizer, batch)
-        result.iterations = it + 1
-        validated = selector is not None and selector.due(it + 1)
-        if selector is not None and validated:
-            figures.update(selector.observe(it + 1, policy, posterior))
-        if validated or it % log_every == 0 or it == config.iterations - 1:
-            result.history.append({"iteration": float(it), **figures, "tau": tau, "budget": float(budget)})
-            if progress is not None:
-                progress(result.history[-1])
-    result.seconds = time.perf_counter() - start
-    if selector is not None:
-        result.selected_iteration = selector.restore(policy, posterior)
-    policy.eval()
-    posterior.eval()
+    loop = _start_loop(denoiser, task, hidden_dim, config, device)
+    saving = saving or TrainingSaving()
+    first = loop.restore(saving.resume_from) if saving.resume_from is not None else 0
+    spent, start = loop.result.seconds, time.perf_counter()
+    for it in range(first, config.iterations):
+        _iterate(loop, it, log_every, progress)
+        signum = saving.stop_requested() if saving.stop_requested is not None else None
+        if saving.state_file is not None and (signum or saving.state_file.due(it + 1, config.iterations)):
+            saving.state_file.save(loop.capture(spent + time.perf_counter() - start))
+        if signum:
+            raise Interrupted(signum)
+    result = loop.result
+    result.seconds = spent + time.perf_counter() - start
+    if loop.selector is not None:
+        result.selected_iteration = loop.selector.restore(loop.policy, loop.posterior)
+    loop.policy.eval()
+    loop.posterior.eval()
     return result
+
+
+def _iterate(loop: _Loop, it: int, log_every: int, progress: Callable[[dict[str, float]], None] | None) -> None:
+    """One Adam step (and a validation when due), logged every ``log_every`` iterations and at the last one."""
+    config, task, result = loop.result.config, loop.task, loop.result
+    gens = loop.generators
+    tau = tau_at(config, it)
+    budgets = config.all_budgets
+    budget = budgets[int(torch.randint(len(budgets), (1,), generator=gens["budgets"]))]
+    x0 = task.sample_split(config.batch_size, gens["data"], "train").repeat_interleave(config.rollouts, 0)
+    batch = ObjectiveBatch(loop.denoiser, task, loop.policy, loop.posterior, x0, budget, tau, gens["rollouts"],
+                           config)
+    figures = _adam_step(loop.objective, loop.optimizer, batch)
+    result.iterations = it + 1
+    validated = loop.selector is not None and loop.selector.due(it + 1)
+    if loop.selector is not None and validated:
+        figures.update(loop.selector.observe(it + 1, loop.policy, loop.posterior))
+    if validated or it % log_every == 0 or it == config.iterations - 1:
+        result.history.append({"iteration": float(it), **figures, "tau": tau, "budget": float(budget)})
+        if progress is not None:
+            progress(result.history[-1])

@@ -14,10 +14,8 @@ from merlin_mdm.cli import mdm_order  # noqa: E402
 from merlin_mdm.errors import MdmError  # noqa: E402
 from merlin_mdm.mdm.checkpoint import save_denoiser  # noqa: E402
 from merlin_mdm.mdm.evaluation import _recipe_parts  # noqa: E402
-from merlin_mdm.mdm.model import Denoiser, DenoiserConfig  # noqa: E402
 from merlin_mdm.mdm.order import OrderTrainConfig, train_order  # noqa: E402
 from merlin_mdm.mdm.order.selection import SELECTION_CRITERIA, Checkpoint, ValidationSelector  # noqa: E402
-from merlin_mdm.mdm.tasks import make_task  # noqa: E402
 from merlin_mdm.mdm.tasks.base import eval_mask  # noqa: E402
 
 pytestmark = pytest.mark.torch
@@ -27,11 +25,8 @@ TINY = {"budget": 2, "budgets": (2, 3), "nfe_penalty": 0.5, "batch_size": 4, "ro
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    task = make_task("blocks", nb=2, bl=2, layout="random")
-    torch.manual_seed(0)
-    cfg = DenoiserConfig(task.vocab_size, task.seq_len, task.mask_id, d_model=16, n_layers=1, n_heads=2, d_ff=32)
-    return task, Denoiser(cfg).eval()
+def tiny(tiny_random_blocks):
+    return tiny_random_blocks
 
 
 def _weights(net: torch.nn.Module) -> list[torch.Tensor]:

@@ -1,0 +1,84 @@
+"""Continuing an interrupted ``train-order``: the training state, saved in the output folder as it goes.
+
+Order training takes up to an hour per policy on a CPU, and a batch job's end, ``scancel`` or the runner's
+SIGTERM at a session's end used to throw all of it away: ``merlin-mdm restart`` reran the task from iteration 0.
+``train-order`` now writes ``OUT/train-state.pt`` every ``every`` iterations and, when a stop signal arrives,
+after the iteration in flight: both networks, Adam's moments, the three random generators, the validation
+selector's best iterate, the training log and the seconds spent. Run again with the same arguments (as
+``restart`` does), it continues from that iteration, and the policy it saves is bit-identical to an uninterrupted
+run's: the same networks, draws and Adam steps (a test checks it).
+
+The state is keyed by a fingerprint of the recipe (every training argument) and of the denoiser (its checkpoint
+id) and task: a state written for anything else is never continued; the run starts from iteration 0 and says
+so. The file is written to a temporary name and renamed, so a kill leaves the previous state whole; it is removed
+once the policy is saved.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from merlin_mdm.mdm.order.checkpoint import atomic_write
+
+__all__ = ["STATE_FILE", "TrainingStateFile", "recipe_fingerprint"]
+
+STATE_FILE = "train-state.pt"
+STATE_FORMAT = 1  # bump when the layout of the saved state changes (an older state is then not continued)
+
+
+def recipe_fingerprint(train_config: dict[str, Any], denoiser_id: Any, task: str, task_knobs: Any) -> str:
+    """A digest of everything a continued run must share with the run that saved the state."""
+    facts = {"format": STATE_FORMAT, "train_config": train_config, "denoiser": denoiser_id, "task": task,
+             "task_knobs": task_knobs}
+    return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class TrainingStateFile:
+    """Where and how often one training run saves its state.
+
+    Attributes:
+        directory: the run's output folder (``--out``).
+        fingerprint: :func:`recipe_fingerprint` of the run.
+        every: iterations between saves (0: only when a stop signal arrives).
+    """
+
+    directory: Path
+    fingerprint: str
+    every: int
+
+    @property
+    def path(self) -> Path:
+        return self.directory / STATE_FILE
+
+    def due(self, iteration: int, last: int) -> bool:
+        """Whether to save after ``iteration`` Adam steps (never after the last: the policy is saved then)."""
+        return self.every > 0 and iteration % self.every == 0 and iteration < last
+
+    def save(self, state: dict[str, Any]) -> None:
+        """Write the state (tensors and plain data) atomically."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        blob = {"format": STATE_FORMAT, "fingerprint": self.fingerprint, **state}
+        atomic_write(self.path, lambda tmp: torch.save(blob, tmp))
+
+    def load(self) -> tuple[dict[str, Any] | None, str | None]:
+        """(the saved state, None) when one of this recipe is there; (None, why not) otherwise (None: no file)."""
+        if not self.path.is_file():
+            return None, None
+        try:
+            blob = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # a foreign or damaged file: say so and start over, never crash on it
+            return None, f"{self.path} cannot be read ({type(exc).__name__}); starting from iteration 0"
+        if not isinstance(blob, dict) or blob.get("fingerprint") != self.fingerprint:
+            return None, (f"{self.path} was saved by another recipe or denoiser (other arguments); starting from "
+                          f"iteration 0 (it is overwritten)")
+        return blob, None
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
