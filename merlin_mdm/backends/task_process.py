@@ -26,6 +26,7 @@ from pathlib import Path
 
 __all__ = [
     "LOG_FLAGS",
+    "TERM_WINDOW",
     "close_on_exec",
     "kept_cwd",
     "kill_current_group",
@@ -36,6 +37,7 @@ __all__ = [
 ]
 
 LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+TERM_WINDOW = 5.0  # seconds a stopped task's processes get between SIGTERM and SIGKILL
 _SPAWN = hasattr(os, "posix_spawn") and sys.platform.startswith("linux")
 _current: int | None = None  # the process group (= pid) of the task this process runs now
 _popen: subprocess.Popen[bytes] | None = None  # the same task when it was started by Popen (it reaps it)
@@ -56,18 +58,37 @@ def terminate_current(signum: int = signal.SIGTERM) -> None:
             os.killpg(pgid, signum)
 
 
-def kill_current_group(grace: float = 0.2) -> None:
-    """SIGTERM the running task's process group, then SIGKILL whatever of it is left after ``grace`` s.
+def kill_current_group(window: float = TERM_WINDOW) -> None:
+    """SIGTERM the running task's process group; SIGKILL whatever of it is left once ``window`` s have passed.
 
-    Called from signal handlers while the task is being waited for, so it sleeps instead of waiting again.
+    The wait ends as soon as no process of the group is left, so a task that exits on SIGTERM costs nothing
+    and one that saves its state first (``mdm train-order`` finishes its iteration and writes it) has the
+    window to do so. Called from signal handlers while the task is being waited for, so it polls instead of
+    waiting again, and reaps the task's own process (the group leader, this process's child) as it ends, so
+    that an exited leader is not taken for a live member.
     """
     pgid = _current
     if pgid is None:
         return
     terminate_current(signal.SIGTERM)
-    time.sleep(grace)
+    deadline = time.monotonic() + window
+    while _group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.02)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)  # the shell may be gone while a child it started is not
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any process of the group ``pgid`` is left (its leader reaped first if it has exited)."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pgid, os.WNOHANG)
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @contextlib.contextmanager

@@ -11,6 +11,7 @@ import contextlib
 import multiprocessing as mp
 import os
 import signal
+import time
 import traceback
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
@@ -19,6 +20,7 @@ from typing import Any
 from merlin_mdm.backends.execution import kill_current_group, run_unit, unit_failure, watch_tasks
 from merlin_mdm.backends.progress import TICK_SECONDS, TaskTicker
 from merlin_mdm.backends.slots import SLOTS_VARIABLE
+from merlin_mdm.backends.task_process import TERM_WINDOW
 from merlin_mdm.signals import parent_death_signal
 from merlin_mdm.status.model import UnitOutcome
 from merlin_mdm.study.plan import StudyPlan, UnitKey
@@ -172,7 +174,11 @@ class WorkerPool:
         return Lost(key, pid)
 
     def shutdown(self, interrupt: bool = False, grace: float = 3.0) -> None:
-        """Stop every worker: ask (or, when interrupted, SIGTERM so running tasks are killed), then SIGKILL."""
+        """Stop every worker: ask (or, when interrupted, SIGTERM so running tasks are stopped), then SIGKILL.
+
+        An interrupted worker gives its task up to ``TERM_WINDOW`` s between SIGTERM and SIGKILL; it is waited
+        for that long on top of ``grace``.
+        """
         if interrupt:
             self.stop.set()
         for worker in self.workers:
@@ -180,8 +186,9 @@ class WorkerPool:
                 worker.conn.send(None)
             if interrupt and worker.process.is_alive():
                 worker.process.terminate()
+        deadline = time.monotonic() + grace + (TERM_WINDOW if interrupt else 0.0)
         for worker in self.workers:
-            worker.process.join(timeout=grace)
+            worker.process.join(timeout=max(0.0, deadline - time.monotonic()))
             if worker.process.is_alive():
                 worker.process.kill()
                 worker.process.join(timeout=grace)

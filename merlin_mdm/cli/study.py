@@ -26,8 +26,8 @@ _vars_opt = click.option("--vars", "variables", multiple=True, metavar="KEY=VALU
 
 _grace_opt = click.option(
     "--grace", default=10.0, show_default=True, type=click.FloatRange(0), envvar="MERLIN_MDM_GRACE",
-    help="Seconds running tasks get to finish after SIGTERM/SIGINT/SIGHUP or --signal, before they are killed "
-         "[env MERLIN_MDM_GRACE].")
+    help="Seconds running tasks get to finish after SIGTERM/SIGINT/SIGHUP or --signal; then they get SIGTERM, and "
+         "SIGKILL up to 5 s later [env MERLIN_MDM_GRACE].")
 _signal_opt = click.option(
     "--signal", "early_signal", metavar="SIG", envvar="MERLIN_MDM_SIGNAL",
     help="Also wind down on this signal, e.g. USR1 for Slurm's `--signal=USR1@120` [env MERLIN_MDM_SIGNAL].")

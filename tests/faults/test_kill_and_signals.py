@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import (
+    Runner,
     assert_status_matches_disk,
     merlin,
     spec_file,
@@ -128,3 +129,41 @@ def test_sigterm_during_sample_generation_leaves_no_workspace(start, tmp_path: P
     assert "interrupted by SIGTERM" in err and "Traceback" not in err
     assert list((tmp_path / "out").iterdir()) == []
     wait_for(lambda: not tagged_processes(runner.tag), 10, "the generator to die")
+
+
+# One task that traps SIGTERM: it takes 1 s to "save its state" before it exits, as `mdm train-order` does.
+SAVING_STUDY = """
+    description: {name: saving, description: a task that saves its state on SIGTERM}
+    env: {variables: {OUTPUT_PATH: ./out, AFTER_TERM: "1"}}
+    study:
+      - name: train
+        run:
+          cmd: |
+            trap 'sleep $(AFTER_TERM); echo saved > SAVED; exit 143' TERM
+            touch STARTED
+            sleep 120 &
+            wait
+"""
+
+
+def _stop_the_saving_task(start, tmp_path: Path, after_term: str) -> tuple[Path, Runner]:
+    spec = spec_file(tmp_path, SAVING_STUDY.replace('AFTER_TERM: "1"', f'AFTER_TERM: "{after_term}"'))
+    runner = start("run", str(spec), "--local", "--workers", "1", "--grace", "0")
+    wait_for(lambda: any((tmp_path / "out").glob("*/train/STARTED")), 60, "the task to start")
+    (task,) = [p.parent for p in (tmp_path / "out").glob("*/train/STARTED")]
+    runner.signal(signal.SIGTERM)
+    rc, err = runner.finish()
+    assert rc == 128 + signal.SIGTERM, err
+    assert not tagged_processes(runner.tag), "a process of the study outlived the runner"
+    assert assert_status_matches_disk(task.parent)["state"] == "interrupted"
+    return task, runner
+
+
+def test_a_stopped_task_gets_time_to_save_its_state_after_sigterm(start, tmp_path: Path) -> None:
+    task, _ = _stop_the_saving_task(start, tmp_path, "1")
+    assert (task / "SAVED").read_text() == "saved\n", "the task was killed before its SIGTERM handler ended"
+
+
+def test_a_task_that_does_not_end_on_sigterm_is_killed_after_the_window(start, tmp_path: Path) -> None:
+    task, _ = _stop_the_saving_task(start, tmp_path, "300")
+    assert not (task / "SAVED").exists()
