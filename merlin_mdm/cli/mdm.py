@@ -62,7 +62,7 @@ KNOB_HELP = "Task knob KEY=VALUE (repeatable), e.g. --knob nb=4 --knob bl=4."
 
 
 @mdm.command("train")
-@click.option("--task", default="blocks", show_default=True, help="Task name: blocks, sudoku or arith.")
+@click.option("--task", default="blocks", show_default=True, help="Task name: blocks, sudoku, arith or addition.")
 @click.option("--knob", "knobs", multiple=True, metavar="KEY=VALUE", help=KNOB_HELP)
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Checkpoint folder.")
 @click.option("--steps", default=1000, show_default=True, type=click.IntRange(1), help="Optimiser steps in total.")

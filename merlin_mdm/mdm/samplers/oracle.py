@@ -1,4 +1,4 @@
-"""A reference order for the ``blocks`` task that reads the prompt: the ceiling a learned order should approach."""
+"""Reference orders that read the prompt (``blocks``, ``addition``): the ceilings a learned order should approach."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ import torch
 from torch import Tensor
 
 from merlin_mdm.errors import MdmError
-from merlin_mdm.mdm.samplers.base import Sampler, StepState, register_sampler
+from merlin_mdm.mdm.samplers.base import FixedBudgetSampler, Sampler, StepState, register_sampler
+from merlin_mdm.mdm.tasks.addition import LSB_ID, MSB_ID
 from merlin_mdm.mdm.tasks.blocks import coupled_blocks
 
-__all__ = ["BlocksOracleSampler"]
+__all__ = ["AdditionOracleSampler", "BlocksOracleSampler"]
 
 
 @register_sampler
@@ -36,3 +37,23 @@ class BlocksOracleSampler(Sampler):
             1, slot, index.masked_fill(ids < 0, ids.shape[1]), reduce="amin")  # (B, A): first position of block b at b
         answer = (ids < 0) | (index == first_of_block.gather(1, slot))  # (B, A)
         return torch.cat([torch.zeros_like(state.masked[:, :p]), answer], dim=1) & state.masked
+
+
+@register_sampler
+class AdditionOracleSampler(FixedBudgetSampler):
+    """``addition`` only: the units digit first, then up the columns, k per step (the direction read from the prompt).
+
+    Follows the carries: when a step starts, every column below the ones it reveals is known.
+    """
+
+    name = "addition_oracle"
+
+    def score(self, state: StepState) -> Tensor:
+        """Answer position j scores -j where the answer is written units first, +j where it is written as read."""
+        p = state.prompt_len
+        flag = state.x[:, 0]
+        if p < 1 or not bool(((flag == LSB_ID) | (flag == MSB_ID)).all()):
+            raise MdmError("addition_oracle needs the addition task (a direction token opens every prompt)")
+        j = torch.arange(state.x.shape[1] - p, dtype=torch.float32)
+        answer = torch.where((flag == LSB_ID)[:, None], -j, j)  # (B, A)
+        return torch.cat([torch.full((state.x.shape[0], p), float("-inf")), answer], dim=1)

@@ -177,6 +177,21 @@ def test_blocks_oracle_reveals_independent_digits_and_one_per_coupled_block(mode
         make_sampler("blocks_oracle").select(StepState(x, masked, None, None, 0, 4, None, prompt_len=0))
 
 
+def test_addition_oracle_reveals_the_low_columns_first_in_either_direction() -> None:
+    from merlin_mdm.mdm.tasks.addition import LSB_ID, MSB_ID
+
+    operands, mask = [1, 2, 3, 4, 5, 6], 12  # addition with 3 digits: 7 prompt tokens, 4 answer positions
+    x = torch.tensor([[LSB_ID, *operands] + [mask] * 4, [MSB_ID, *operands] + [mask] * 4])
+    masked = x == mask
+    picked = make_sampler("addition_oracle").select(StepState(x, masked, None, None, 0, 2, None, prompt_len=7))
+    assert picked[:, 7:].tolist() == [[True, True, False, False], [False, False, True, True]]
+    later = masked & ~picked
+    rest = make_sampler("addition_oracle").select(StepState(x, later, None, None, 1, 2, None, prompt_len=7))
+    assert torch.equal(rest, later)
+    with pytest.raises(MdmError, match="addition task"):
+        make_sampler("addition_oracle").select(StepState(x[:, 1:], masked[:, 1:], None, None, 0, 2, None, 6))
+
+
 def test_generate_rejects_a_zero_budget(model) -> None:
     with pytest.raises(MdmError, match="budget"):
         _run(model, "iid", 0)

@@ -25,7 +25,8 @@ def gen(seed: int = 0) -> torch.Generator:
 
 
 @pytest.mark.parametrize(("name", "knobs"), [("blocks", {}), ("blocks", {"layout": "random"}),
-                                             ("sudoku", {"n": 4, "blanks": 12}), ("arith", {})])
+                                             ("sudoku", {"n": 4, "blanks": 12}), ("arith", {}),
+                                             ("addition", {})])
 def test_train_and_eval_splits_are_disjoint_and_seeded(name, knobs) -> None:
     task = make_task(name, **knobs)
     train = task.sample_split(400, gen(0), "train")
