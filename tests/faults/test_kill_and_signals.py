@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from .conftest import (
-    Runner,
     assert_status_matches_disk,
     merlin,
     spec_file,
@@ -146,7 +145,7 @@ SAVING_STUDY = """
 """
 
 
-def _stop_the_saving_task(start, tmp_path: Path, after_term: str) -> tuple[Path, Runner]:
+def _stop_the_saving_task(start, tmp_path: Path, after_term: str) -> Path:
     spec = spec_file(tmp_path, SAVING_STUDY.replace('AFTER_TERM: "1"', f'AFTER_TERM: "{after_term}"'))
     runner = start("run", str(spec), "--local", "--workers", "1", "--grace", "0")
     wait_for(lambda: any((tmp_path / "out").glob("*/train/STARTED")), 60, "the task to start")
@@ -156,14 +155,14 @@ def _stop_the_saving_task(start, tmp_path: Path, after_term: str) -> tuple[Path,
     assert rc == 128 + signal.SIGTERM, err
     assert not tagged_processes(runner.tag), "a process of the study outlived the runner"
     assert assert_status_matches_disk(task.parent)["state"] == "interrupted"
-    return task, runner
+    return task
 
 
 def test_a_stopped_task_gets_time_to_save_its_state_after_sigterm(start, tmp_path: Path) -> None:
-    task, _ = _stop_the_saving_task(start, tmp_path, "1")
+    task = _stop_the_saving_task(start, tmp_path, "1")
     assert (task / "SAVED").read_text() == "saved\n", "the task was killed before its SIGTERM handler ended"
 
 
 def test_a_task_that_does_not_end_on_sigterm_is_killed_after_the_window(start, tmp_path: Path) -> None:
-    task, _ = _stop_the_saving_task(start, tmp_path, "300")
+    task = _stop_the_saving_task(start, tmp_path, "300")
     assert not (task / "SAVED").exists()

@@ -6,11 +6,11 @@ D + 1 digits of ``a + b`` in the order the direction token says: ``MSB`` as writ
 
 Columns are drawn to make long carry chains: with probability ``p_chain`` a column's two digits sum to 9, so
 whether it carries is decided by the column below it; otherwise both digits are uniform. A digit of the sum is
-its column's sum plus the carry into it, and that carry can hang on a long run of columns below. A denoiser that
-cannot follow a long chain in one pass is unsure of a digit until the digits below it are known, so the order
-matters: the low digits first, a few columns per step. With ``direction="mixed"`` every prompt draws its
-direction, so the low digits are at the start of the answer for half the prompts and at its end for the others:
-no fixed position schedule follows the carries on every prompt, the order has to read the prompt.
+its column's sum plus the carry into it, and that carry can hang on a long run of columns below, so the order
+that follows the carries is the low digits first. With ``direction="mixed"`` every prompt draws its direction, so
+the low digits are at the start of the answer for half the prompts and at its end for the others: no fixed
+position schedule follows the carries on every prompt. (Measured in docs/mdm-order-learning.md, section 28: a
+denoiser's confidence already follows the carries, so on this task confidence orders match the carry order.)
 """
 
 from __future__ import annotations
