@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from merlin_mdm.results.report import is_baseline
+from merlin_mdm.results.roles import is_baseline
 from merlin_mdm.results.tables import SummaryRow
 
 if TYPE_CHECKING:

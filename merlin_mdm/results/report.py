@@ -5,7 +5,9 @@ command that regenerates it is its first paragraph. For every learned-order line
 accurate *baseline* (any sampler but ``learned`` and the task-specific ``*_oracle`` references) that spends no
 more denoiser calls on average, and the paired bootstrap interval of the accuracy difference; then the same
 under a hard budget (the best baseline that never spends more calls on an example than the learned line's
-worst one). Whatever the verdict, it is printed: a learned order that loses is reported as losing.
+worst one); and, where there are several training seeds, the comparison matched per seed
+(:mod:`merlin_mdm.results.matched`). Whatever the verdict, it is printed: a learned order that loses is reported
+as losing.
 """
 
 from __future__ import annotations
@@ -17,27 +19,12 @@ from typing import Any
 
 import numpy as np
 
+from merlin_mdm.results.matched import MatchedComparison, compare_per_seed
+from merlin_mdm.results.roles import DIAGNOSTIC_SAMPLER, NFE_SLACK, is_baseline, is_learned
 from merlin_mdm.results.statistics import CI_LEVEL, interval
 from merlin_mdm.results.tables import GroupKey, RunTable, SummaryRow, group_clusters, method_label, task_label
 
 __all__ = ["Comparison", "compare_at_equal_compute", "is_baseline", "is_learned", "render_report"]
-
-NFE_SLACK = 1e-9  # a baseline counts as "at most the same compute" up to float noise
-
-
-def is_learned(row: SummaryRow) -> bool:
-    """A learned-order line (the ``learned`` sampler, any decoding)."""
-    return row.sampler == "learned"
-
-
-DIAGNOSTIC_SAMPLER = "learned_shuffled"  # runs of `merlin-mdm mdm order-diagnostic`
-
-
-def is_baseline(row: SummaryRow) -> bool:
-    """A line the learned order is compared with: anything but ``learned``, task-specific oracles and the
-    state-dependence diagnostic."""
-    return not is_learned(row) and not row.sampler.endswith("_oracle") and row.sampler != DIAGNOSTIC_SAMPLER
-
 
 @dataclass(frozen=True)
 class Comparison:
@@ -161,6 +148,26 @@ def _comparisons(found: Sequence[Comparison], capped: bool = False) -> list[str]
     return lines
 
 
+def _matched(found: Sequence[MatchedComparison]) -> list[str]:
+    """Rows of the per-training-seed comparison (:mod:`merlin_mdm.results.matched`)."""
+    lines = ["| learned | T | NFE @Avg | accuracy (%) | seeds matched | each seed's best baseline at <= its NFE "
+             "| mean difference, points (95% CI) | per seed | verdict |",
+             "|---|---:|---:|---:|---:|---|---:|---|---|"]
+    for item in found:
+        row = item.learned
+        counts: dict[str, int] = {}
+        for method in item.comparators:
+            counts[method] = counts.get(method, 0) + 1
+        names = ", ".join(f"{m.replace('|', '/')} x{n}" if n > 1 else m.replace("|", "/")
+                          for m, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))) or "–"
+        matched = f"{len(item.margins)}" + (f" ({item.unmatched} without)" if item.unmatched else "")
+        diff = "–" if not item.margins else f"{100 * item.margin:+.1f} " + _ci(item.low, item.high, signed=True)
+        per_seed = " ".join(f"{100 * m:+.1f}" for m in item.margins) or "–"
+        lines.append(f"| {row.method.replace('|', '/')} | {row.steps} | {row.mean_nfe:.2f} | "
+                     f"{_pct(row.accuracy_mean)} | {matched} | {names} | {diff} | {per_seed} | {item.verdict} |")
+    return lines
+
+
 def render_report(summary: Sequence[SummaryRow], table: RunTable, draws: Mapping[GroupKey, np.ndarray],
                   title: str = "Results", command: str = "", figure: str = "", notes: str = "") -> str:
     """The whole Markdown report.
@@ -191,12 +198,18 @@ def render_report(summary: Sequence[SummaryRow], table: RunTable, draws: Mapping
     comparisons = compare_at_equal_compute(summary, draws, clusters=clusters)
     at_max_all = compare_at_equal_compute(summary, draws, "max", clusters)  # once for every task, not per task
     capped_all = compare_at_equal_compute(summary, draws, "cap", clusters)
+    matched_all = compare_per_seed(table, summary)
     for task in dict.fromkeys(row.task for row in summary):
         lines += [f"## {task}", "", *_table_one([r for r in summary if r.task == task], clusters), ""]
         found = [c for c in comparisons if c.learned.task == task]
         if found:
             lines += ["Learned order against the best baseline at equal or lower mean NFE (@Avg):", "",
                       *_comparisons(found), ""]
+        per_seed = [c for c in matched_all if c.learned.task == task and len(c.margins) + c.unmatched > 1]
+        if per_seed:
+            lines += ["The same matched per training seed: on each seed, the best baseline whose mean NFE on that "
+                      "seed is at most the learned line's there; the mean of those differences, with a bootstrap "
+                      "over seeds and examples:", "", *_matched(per_seed), ""]
         at_max = [c for c in at_max_all
                   if c.learned.task == task and c.learned.max_nfe > c.learned.mean_nfe + NFE_SLACK]
         if at_max:

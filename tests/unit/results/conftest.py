@@ -15,6 +15,15 @@ from merlin_mdm.results.metrics import summarize, write_metrics
 MakeRun = Callable[..., Path]
 
 
+def write_run(path: Path, sampler: str, steps: int, train_seed: int, correct: np.ndarray, nfe: np.ndarray,
+              **extra: object) -> None:
+    """Write one run of a blocks study with the given per-example outcomes and calls (evaluation seed 0)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    attrs = {"task": "blocks", "task.nb": 4, "sampler": sampler, "steps": steps, "seed": 0,
+             "train_seed": train_seed, **summarize(correct, nfe), **extra}
+    write_metrics(path, attrs, {"correct": correct, "nfe": nfe, "wall_time": np.zeros(len(correct))})
+
+
 def run_payload(n: int = 8, seed: int = 0, steps: int = 4, sampler: str = "top_prob",
                 **extra: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Attributes and datasets of one consistent run, deterministic in ``seed``."""

@@ -11,17 +11,10 @@ import pytest
 
 from merlin_mdm.results import load, load_dataset
 from merlin_mdm.results.aggregate import aggregate, default_outputs
-from merlin_mdm.results.metrics import summarize, write_metrics
 from merlin_mdm.results.report import compare_at_equal_compute
 from merlin_mdm.results.statistics import bootstrap_accuracy, interval
 
-
-def _write(path: Path, sampler: str, steps: int, train_seed: int, correct: np.ndarray, nfe: np.ndarray,
-           **extra: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    attrs = {"task": "blocks", "task.nb": 4, "sampler": sampler, "steps": steps, "seed": 0,
-             "train_seed": train_seed, **summarize(correct, nfe), **extra}
-    write_metrics(path, attrs, {"correct": correct, "nfe": nfe, "wall_time": np.zeros(len(correct))})
+from .conftest import write_run as _write
 
 
 @pytest.fixture
@@ -143,7 +136,8 @@ def test_adaptive_lines_are_also_compared_at_their_max_nfe(study: Path, tmp_path
     assert at_max[adaptive].baseline is not None and at_max[adaptive].baseline.method == "top_prob"
     assert at_max[adaptive].verdict == "baseline better"  # top_prob at T=4 is right 97% of the time
     text = (tmp_path / "r.md").read_text(encoding="utf-8")
-    assert "at most their NFE @Max" in text and text.count("| learned (T=2/4, nfe_penalty=0.5) |") == 4  # + capped
+    assert "at most their NFE @Max" in text
+    assert text.count("| learned (T=2/4, nfe_penalty=0.5) |") == 5  # Table 1, @Avg, @Max, capped, per seed
 
 
 def test_the_capped_comparison_keeps_only_baselines_within_the_learned_lines_worst_case(tmp_path: Path) -> None:

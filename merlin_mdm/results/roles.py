@@ -1,0 +1,25 @@
+"""What part a Table 1 line plays in the comparisons: a learned order, a baseline, or neither (a reference).
+
+Baselines are every sampler but ``learned``, the task-specific ``*_oracle`` references (they read the task's
+structure from the prompt) and the state-dependence diagnostic's runs.
+"""
+
+from __future__ import annotations
+
+from merlin_mdm.results.tables import SummaryRow
+
+__all__ = ["DIAGNOSTIC_SAMPLER", "NFE_SLACK", "is_baseline", "is_learned"]
+
+NFE_SLACK = 1e-9  # a baseline counts as "at most the same compute" up to float noise
+DIAGNOSTIC_SAMPLER = "learned_shuffled"  # runs of `merlin-mdm mdm order-diagnostic`
+
+
+def is_learned(row: SummaryRow) -> bool:
+    """A learned-order line (the ``learned`` sampler, any decoding)."""
+    return row.sampler == "learned"
+
+
+def is_baseline(row: SummaryRow) -> bool:
+    """A line the learned order is compared with: anything but ``learned``, task-specific oracles and the
+    state-dependence diagnostic."""
+    return not is_learned(row) and not row.sampler.endswith("_oracle") and row.sampler != DIAGNOSTIC_SAMPLER
