@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from merlin_mdm.results.roles import NFE_SLACK, is_baseline, is_learned
+from merlin_mdm.results.roles import NFE_SLACK, is_baseline, is_learned, verdict
 from merlin_mdm.results.statistics import BOOTSTRAP_SEED, N_BOOT, interval
 from merlin_mdm.results.tables import GroupKey, RunTable, SummaryRow, group_runs, run_cluster
 
@@ -52,13 +52,7 @@ class MatchedComparison:
     @property
     def verdict(self) -> str:
         """``learned better`` / ``baseline better`` (the interval excludes 0) or ``no significant difference``."""
-        if not self.margins:
-            return "no baseline at this compute"
-        if self.low > 0:
-            return "learned better"
-        if self.high < 0:
-            return "baseline better"
-        return "no significant difference"
+        return verdict(self.low, self.high, bool(self.margins))
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from merlin_mdm.results.matched import MatchedComparison, compare_per_seed
-from merlin_mdm.results.roles import DIAGNOSTIC_SAMPLER, NFE_SLACK, is_baseline, is_learned
+from merlin_mdm.results.roles import DIAGNOSTIC_SAMPLER, NFE_SLACK, is_baseline, is_learned, verdict
 from merlin_mdm.results.statistics import CI_LEVEL, interval
 from merlin_mdm.results.tables import GroupKey, RunTable, SummaryRow, group_clusters, method_label, task_label
 
@@ -48,13 +48,7 @@ class Comparison:
     @property
     def verdict(self) -> str:
         """``learned better`` / ``baseline better`` (the interval excludes 0) or ``no significant difference``."""
-        if self.baseline is None:
-            return "no baseline at this compute"
-        if self.low > 0:
-            return "learned better"
-        if self.high < 0:
-            return "baseline better"
-        return "no significant difference"
+        return verdict(self.low, self.high, self.baseline is not None)
 
 
 def _key(row: SummaryRow) -> GroupKey:

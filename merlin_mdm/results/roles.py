@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from merlin_mdm.results.tables import SummaryRow
 
-__all__ = ["DIAGNOSTIC_SAMPLER", "NFE_SLACK", "is_baseline", "is_learned"]
+__all__ = ["DIAGNOSTIC_SAMPLER", "NFE_SLACK", "is_baseline", "is_learned", "verdict"]
 
 NFE_SLACK = 1e-9  # a baseline counts as "at most the same compute" up to float noise
 DIAGNOSTIC_SAMPLER = "learned_shuffled"  # runs of `merlin-mdm mdm order-diagnostic`
@@ -23,3 +23,15 @@ def is_baseline(row: SummaryRow) -> bool:
     """A line the learned order is compared with: anything but ``learned``, task-specific oracles and the
     state-dependence diagnostic."""
     return not is_learned(row) and not row.sampler.endswith("_oracle") and row.sampler != DIAGNOSTIC_SAMPLER
+
+
+def verdict(low: float, high: float, compared: bool) -> str:
+    """``learned better`` / ``baseline better`` when the interval of learned minus baseline excludes 0, else ``no
+    significant difference``; ``no baseline at this compute`` when nothing was ``compared``."""
+    if not compared:
+        return "no baseline at this compute"
+    if low > 0:
+        return "learned better"
+    if high < 0:
+        return "baseline better"
+    return "no significant difference"
