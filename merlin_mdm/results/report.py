@@ -13,6 +13,7 @@ as losing.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -149,9 +150,7 @@ def _matched(found: Sequence[MatchedComparison]) -> list[str]:
              "|---|---:|---:|---:|---:|---|---:|---|---|"]
     for item in found:
         row = item.learned
-        counts: dict[str, int] = {}
-        for method in item.comparators:
-            counts[method] = counts.get(method, 0) + 1
+        counts = Counter(item.comparators)
         names = ", ".join(f"{m.replace('|', '/')} x{n}" if n > 1 else m.replace("|", "/")
                           for m, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))) or "–"
         matched = f"{len(item.margins)}" + (f" ({item.unmatched} without)" if item.unmatched else "")
