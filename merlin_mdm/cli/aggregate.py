@@ -47,11 +47,16 @@ def aggregate_command(
     spec with other training seeds) aggregate as one, their lines and seeds matched by the runs'
     attributes. Table paths are then as found (a workspace's under the directory as given).
 
+    A results file named as a SOURCE (a path or a glob, not one inside a workspace directory) is read as
+    the runs it holds: an earlier aggregation pools with others, or is reported again, after its
+    workspace is gone (a purged scratch file system). Its runs show as RESULTS_FILE:PATH.
+
     \b
     Examples:
       merlin-mdm aggregate studies/sweep_20261205-0928 --out results.h5
       merlin-mdm aggregate 'studies/sweep_*/eval/**/*.h5' --out results.h5
       merlin-mdm aggregate studies/batch1_* studies/batch2_* --out pooled/results.h5
+      merlin-mdm aggregate kept/batch1.h5 kept/batch2.h5 studies/batch3_* --out pooled/results.h5
 
     Every file that is missing, incomplete (a killed run), corrupt, truncated or not a metrics file is
     listed, here and in the results file's problems table; none is dropped silently.

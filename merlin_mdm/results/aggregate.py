@@ -21,6 +21,7 @@ from merlin_mdm.results.mpi_gather import ROOT, broadcast_discovery, gather_load
 from merlin_mdm.results.plots import plot_accuracy_vs_nfe
 from merlin_mdm.results.report import render_report
 from merlin_mdm.results.results_file import write_results
+from merlin_mdm.results.results_runs import expand_results_files
 from merlin_mdm.results.tables import (
     RunTable,
     SummaryRow,
@@ -113,7 +114,8 @@ def aggregate(
 
     Args:
         source: a glob pattern or a workspace directory, or several of them pooled into one table (runs of
-            several studies: their lines and training seeds are matched by the runs' attributes, not paths).
+            several studies: their lines and training seeds are matched by the runs' attributes, not paths). A
+            results file named by a path or a glob is read as the runs it holds (its study's workspace may be gone).
         outputs: where to write.
         comm: an mpi4py communicator to read in parallel, or None to read serially.
         progress: show a rich progress bar on stderr when there are many files.
@@ -154,6 +156,7 @@ def _as_tuple(outputs: AggregateOutputs) -> tuple[Path | None, ...]:
 def _finish(
     source: str, discovery: Discovery, loaded: list[Row | Problem], outputs: AggregateOutputs
 ) -> AggregateReport:
+    loaded = expand_results_files(discovery, loaded)
     rows, duplicates = split_duplicates([item for item in loaded if isinstance(item, dict)])
     problems = [item for item in loaded if isinstance(item, Problem)] + list(discovery.problems) + duplicates
     table = build_table(rows, problems)

@@ -49,11 +49,14 @@ class Discovery:
         root: directory that table paths are relative to (the workspace), or None for a glob.
         files: every candidate metrics file, sorted, as the strings the table will show.
         problems: expected files that are absent (``missing``).
+        named: the listed files that a glob or a file path named (not found by walking a workspace): an
+            aggregated results file among them is read as the runs it holds (:mod:`merlin_mdm.results.results_runs`).
     """
 
     root: Path | None
     files: tuple[str, ...]
     problems: tuple[Problem, ...]
+    named: frozenset[str] = frozenset()
 
     def resolve(self, name: str) -> Path:
         """The file system path of a listed file."""
@@ -85,7 +88,7 @@ def discover(source: str | os.PathLike[str], exclude: Sequence[Path] = ()) -> Di
     if not matches:
         raise ResultsError(f"{text}: no such workspace directory, and the glob matches no file")
     files = sorted(name for name in matches if Path(name).resolve() not in skip)
-    return Discovery(root=None, files=tuple(files), problems=())
+    return Discovery(root=None, files=tuple(files), problems=(), named=frozenset(files))
 
 
 def discover_all(sources: Sequence[str | os.PathLike[str]], exclude: Sequence[Path] = ()) -> Discovery:
@@ -111,15 +114,18 @@ def discover_all(sources: Sequence[str | os.PathLike[str]], exclude: Sequence[Pa
         return discover(sources[0], exclude)
     files: dict[str, str] = {}
     problems: dict[str, Problem] = {}
+    named: set[str] = set()
     for source in sources:
         found = discover(source, exclude)
         for name in found.files:
-            shown = found.resolve(name).as_posix()
-            files.setdefault(os.path.realpath(shown), shown)
+            shown = files.setdefault(os.path.realpath(found.resolve(name)), found.resolve(name).as_posix())
+            if name in found.named:
+                named.add(shown)
         for problem in found.problems:
             shown = found.resolve(problem.path).as_posix()
             problems.setdefault(os.path.realpath(shown), replace(problem, path=shown))
-    return Discovery(root=None, files=tuple(sorted(files.values())), problems=tuple(sorted(problems.values())))
+    return Discovery(root=None, files=tuple(sorted(files.values())), problems=tuple(sorted(problems.values())),
+                     named=frozenset(named))
 
 
 def _discover_workspace(root: Path, skip: set[Path]) -> Discovery:

@@ -1,0 +1,79 @@
+"""The runs an aggregated results file holds, read back as table rows: pooling studies whose workspaces are gone.
+
+A results file keeps every run's attributes (the run table), every example's outcome and calls, and the problems
+of its aggregation: everything the aggregation reads from the metrics files except the per-example wall times,
+which nothing in a report uses. So a results file *named* as a source (a path or a glob:
+``merlin-mdm aggregate batch1/results.h5 batch2/results.h5``) is read as the runs it holds, and the report of the
+pool is the report the metrics files themselves would give. A results file found while walking a workspace is not
+(it is that study's own report: its runs would count twice) and stays a skipped ``results_file`` problem.
+
+Rows and problems read this way are shown as ``<results file>:<path in it>``. A run read both from its metrics
+file and from a results file is counted once (``duplicate``), as a run held by two workspaces is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from merlin_mdm.errors import ResultsError
+from merlin_mdm.results.collect import Discovery, Problem, Row
+from merlin_mdm.results.results_file import read_results
+
+__all__ = ["expand_results_files", "runs_of_results_file"]
+
+
+def expand_results_files(discovery: Discovery, loaded: Sequence[Row | Problem]) -> list[Row | Problem]:
+    """Replace each named results file's ``results_file`` problem by the runs and problems it holds.
+
+    Args:
+        discovery: what was listed (its ``named`` files are the ones to open).
+        loaded: one row or problem per listed file, in list order.
+
+    Returns:
+        The same items, in order, with each named results file's entry expanded in place.
+    """
+    out: list[Row | Problem] = []
+    for item in loaded:
+        if isinstance(item, Problem) and item.kind == "results_file" and item.path in discovery.named:
+            out.extend(runs_of_results_file(discovery.resolve(item.path), item.path))
+        else:
+            out.append(item)
+    return out
+
+
+def runs_of_results_file(path: Path, shown: str) -> list[Row | Problem]:
+    """Every run of an aggregated results file as a row (with its per-example arrays), then its problems.
+
+    Args:
+        path: the results file.
+        shown: the name the table uses for it; each row's and problem's path is ``shown:<path in the file>``.
+
+    Returns:
+        The rows and problems, or one problem saying why the file cannot be read.
+    """
+    try:
+        stored = read_results(path)
+    except ResultsError as err:
+        kind = "unsupported_version" if "results_schema_version" in str(err) else "corrupt"
+        return [Problem(shown, kind, str(err).removeprefix(f"{path}: "))]
+    table = stored.table
+    correct, nfe = table.examples.get("correct"), table.examples.get("nfe")
+    if correct is None or nfe is None:
+        return [Problem(shown, "invalid", "a results file without per-example outcomes (correct, nfe)")]
+    out: list[Row | Problem] = []
+    for index in range(table.n_rows):
+        row: Row = {}
+        for column in table.columns:
+            value = column.cell(index)
+            if value is not None:
+                row[column.name] = value
+        count = int(row["n_examples"])
+        row["path"] = f"{shown}:{row['path']}"
+        row["_correct"] = np.asarray(correct[index, :count], dtype=np.int8)
+        row["_nfe"] = np.asarray(nfe[index, :count], dtype=np.int64)
+        out.append(row)
+    out.extend(Problem(f"{shown}:{problem.path}", problem.kind, problem.message) for problem in table.problems)
+    return out
