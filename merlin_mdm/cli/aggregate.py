@@ -47,9 +47,9 @@ def aggregate_command(
     spec with other training seeds) aggregate as one, their lines and seeds matched by the runs'
     attributes. Table paths are then as found (a workspace's under the directory as given).
 
-    A results file named as a SOURCE (a path or a glob, not one inside a workspace directory) is read as
-    the runs it holds: an earlier aggregation pools with others, or is reported again, after its
-    workspace is gone (a purged scratch file system). Its runs show as RESULTS_FILE:PATH.
+    A results file named by its path as a SOURCE (not reached by a glob or inside a workspace directory)
+    is read as the runs it holds: an earlier aggregation pools with others, or is reported again, after
+    its workspace is gone (a purged scratch file system). Its runs show as RESULTS_FILE:PATH.
 
     \b
     Examples:

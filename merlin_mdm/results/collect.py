@@ -49,8 +49,9 @@ class Discovery:
         root: directory that table paths are relative to (the workspace), or None for a glob.
         files: every candidate metrics file, sorted, as the strings the table will show.
         problems: expected files that are absent (``missing``).
-        named: the listed files that a glob or a file path named (not found by walking a workspace): an
-            aggregated results file among them is read as the runs it holds (:mod:`merlin_mdm.results.results_runs`).
+        named: the listed files that a source names by their path (not a glob, not found by walking a
+            workspace): an aggregated results file among them is read as the runs it holds
+            (:mod:`merlin_mdm.results.results_runs`).
     """
 
     root: Path | None
@@ -88,7 +89,8 @@ def discover(source: str | os.PathLike[str], exclude: Sequence[Path] = ()) -> Di
     if not matches:
         raise ResultsError(f"{text}: no such workspace directory, and the glob matches no file")
     files = sorted(name for name in matches if Path(name).resolve() not in skip)
-    return Discovery(root=None, files=tuple(files), problems=(), named=frozenset(files))
+    named = frozenset(files) if not glob.has_magic(text) else frozenset()
+    return Discovery(root=None, files=tuple(files), problems=(), named=named)
 
 
 def discover_all(sources: Sequence[str | os.PathLike[str]], exclude: Sequence[Path] = ()) -> Discovery:

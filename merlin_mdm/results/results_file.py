@@ -191,7 +191,7 @@ def read_results(path: str | os.PathLike[str]) -> ResultsFile:
             examples = {name: handle[name][()] for name in ("correct", "nfe") if name in handle}
             problems = tuple(Problem(**rec) for rec in _read_records(handle["problems"], Problem))
             summary = tuple(SummaryRow(**rec) for rec in _read_records(handle["summary"], SummaryRow))
-    except (OSError, KeyError, ValueError) as err:
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as err:  # h5py: RuntimeError on bad metadata
         raise ResultsError(f"{src}: cannot read the results file ({err})") from err
     return ResultsFile(RunTable(columns, problems, examples), summary, attrs)
 

@@ -17,17 +17,17 @@ from .conftest import write_run
 N = 400
 
 
-def _batch(root: Path, seeds: range) -> Path:
-    """One batch of a study: per training seed a learned line (2 policy seeds) and two EB settings."""
+def _batch(root: Path, seeds: range, n: int = N) -> Path:
+    """One batch of a study: per training seed a learned line (2 policy seeds) and two EB settings, n examples."""
     for seed in seeds:
         rng = np.random.default_rng(seed)
         for policy_seed in (0, 1):
             write_run(root / "eval_priced" / f"S.{seed}.P.{policy_seed}" / "m.h5", "learned", 16, seed,
-                      rng.random(N) < 0.9, rng.integers(3, 5, N), method="learned (T=16)",
+                      rng.random(n) < 0.9, rng.integers(3, 5, n), method="learned (T=16)",
                       **{"policy.seed": policy_seed})
         for gamma, rate, calls in ((0.1, 0.8, 3), (0.01, 0.88, 5)):
-            write_run(root / "eval_front" / f"S.{seed}" / f"eb_{gamma}.h5", "eb", 16, seed, rng.random(N) < rate,
-                      np.full(N, calls), **{"sampler.gamma": gamma})
+            write_run(root / "eval_front" / f"S.{seed}" / f"eb_{gamma}.h5", "eb", 16, seed, rng.random(n) < rate,
+                      np.full(n, calls), **{"sampler.gamma": gamma})
     return root
 
 
@@ -38,7 +38,7 @@ def _report(sources: list[Path], out: Path) -> AggregateReport:
 
 
 def test_results_files_pool_to_the_report_their_metrics_files_give(tmp_path: Path) -> None:
-    first, second = _batch(tmp_path / "b1", range(0, 3)), _batch(tmp_path / "b2", range(3, 5))
+    first, second = _batch(tmp_path / "b1", range(0, 3)), _batch(tmp_path / "b2", range(3, 5), n=N - 150)
     kept = [_report([first], tmp_path / "k1" / "r.h5").outputs.results,
             _report([second], tmp_path / "k2" / "r.h5").outputs.results]
     direct = _report([first, second], tmp_path / "direct" / "r.h5")
@@ -46,20 +46,21 @@ def test_results_files_pool_to_the_report_their_metrics_files_give(tmp_path: Pat
     assert again.table.n_rows == direct.table.n_rows == 5 * 4 and not again.table.problems
     assert again.summary == direct.summary
     assert compare_per_seed(again.table, again.summary) == compare_per_seed(direct.table, direct.summary)
-    for name in ("correct", "nfe"):
+    for name in ("correct", "nfe"):  # the second batch's runs are padded with -1 in the pool, and come back cut
         assert np.array_equal(again.table.examples[name], direct.table.examples[name])
+    assert sorted(set(again.table.column("n_examples").values)) == [N - 150, N]
     paths = list(again.table.column("path").values)
     assert paths[0] == f"{kept[0]}:eval_front/S.0/eb_0.01.h5" and paths[-1].startswith(f"{kept[1]}:eval_priced/")
     assert (tmp_path / "again" / "r.md").read_text() == (tmp_path / "direct" / "r.md").read_text()
 
 
 def test_a_run_in_a_results_file_and_its_metrics_file_counts_once(tmp_path: Path) -> None:
-    first = _batch(tmp_path / "b1", range(0, 2))
-    kept = _report([first], tmp_path / "k1" / "r.h5").outputs.results
-    both = _report([first, kept], tmp_path / "both" / "r.h5")
-    assert both.table.n_rows == 2 * 4
+    first, second = _batch(tmp_path / "b1", range(0, 2)), _batch(tmp_path / "b2", range(2, 3), n=N - 150)
+    kept = _report([first, second], tmp_path / "k1" / "r.h5").outputs.results  # the shorter runs padded in it
+    both = _report([first, second, kept], tmp_path / "both" / "r.h5")
+    assert both.table.n_rows == 3 * 4
     duplicates = [p for p in both.table.problems if p.kind == "duplicate"]
-    assert len(duplicates) == 2 * 4 and all(p.path.startswith(f"{kept}:") for p in duplicates)
+    assert len(duplicates) == 3 * 4 and all(p.path.startswith(f"{kept}:") for p in duplicates)
     assert not both.failures
 
 
@@ -78,6 +79,14 @@ def test_a_results_file_inside_a_workspace_is_not_read_as_runs(tmp_path: Path) -
     walked = _report([first], tmp_path / "w" / "r.h5")
     assert walked.table.n_rows == 2 * 4
     assert [(p.path, p.kind) for p in walked.table.problems] == [("aggregate/results.h5", "results_file")]
+
+
+def test_a_results_file_reached_by_a_glob_is_not_read_as_runs(tmp_path: Path) -> None:
+    _report([_batch(tmp_path / "b1", range(0, 2))], tmp_path / "k1" / "r.h5")
+    with pytest.raises(ResultsError, match=r"k1/r\.h5: results_file"):  # a glob could reach a stale report
+        _report([tmp_path / "k*" / "r.h5"], tmp_path / "again" / "r.h5")
+    named = _report([tmp_path / "k1" / "r.h5", tmp_path / "k1" / ".." / "k1" / "r.h5"], tmp_path / "two" / "r.h5")
+    assert named.table.n_rows == 2 * 4 and not named.table.problems  # one file named twice is read once
 
 
 def test_an_unreadable_results_file_is_a_problem_not_a_traceback(tmp_path: Path) -> None:
