@@ -115,7 +115,7 @@ def aggregate(
     Args:
         source: a glob pattern or a workspace directory, or several of them pooled into one table (runs of
             several studies: their lines and training seeds are matched by the runs' attributes, not paths). A
-            results file named by a path or a glob is read as the runs it holds (its study's workspace may be gone).
+            results file named by its path is read as the runs it holds (its study's workspace may be gone).
         outputs: where to write.
         comm: an mpi4py communicator to read in parallel, or None to read serially.
         progress: show a rich progress bar on stderr when there are many files.
