@@ -120,7 +120,8 @@ def discover_all(sources: Sequence[str | os.PathLike[str]], exclude: Sequence[Pa
     for source in sources:
         found = discover(source, exclude)
         for name in found.files:
-            shown = files.setdefault(os.path.realpath(found.resolve(name)), found.resolve(name).as_posix())
+            path = found.resolve(name)
+            shown = files.setdefault(os.path.realpath(path), path.as_posix())
             if name in found.named:
                 named.add(shown)
         for problem in found.problems:
