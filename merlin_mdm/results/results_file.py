@@ -35,7 +35,7 @@ from merlin_mdm.results.collect import Problem
 from merlin_mdm.results.metrics import RESULTS_FILE_KIND, SCHEMA_VERSION, open_h5
 from merlin_mdm.results.tables import Column, RunTable, SummaryRow, method_label, task_label
 
-__all__ = ["RESULTS_SCHEMA_VERSION", "UNITS", "ResultsFile", "read_results", "write_results"]
+__all__ = ["RESULTS_SCHEMA_VERSION", "UNITS", "ResultsFile", "ResultsFileError", "read_results", "write_results"]
 
 RESULTS_SCHEMA_VERSION = 2
 """Version of the results-file layout (2: NetCDF-4, xarray-readable; 1 was plain HDF5 groups)."""
@@ -172,27 +172,45 @@ def _write_records(group: Any, dim: str, records: Any, kind: type) -> None:
         _variable(group, spec.name, (dim,), array, "", "str" if spec.type == "str" else "")
 
 
+class ResultsFileError(ResultsError):
+    """A file is not a usable results file.
+
+    Attributes:
+        path: the file.
+        kind: ``"unsupported_version"`` (a results file of another layout version) or ``"corrupt"``
+            (missing, unreadable, or not a results file at all); the problem kinds of the metrics files.
+        reason: what is wrong, without the path.
+    """
+
+    def __init__(self, path: Path, kind: str, reason: str):
+        self.path = path
+        self.kind = kind
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
 def read_results(path: str | os.PathLike[str]) -> ResultsFile:
     """Read an aggregated results file.
 
     Raises:
-        ResultsError: the file is missing, unreadable or not a results file of this layout version.
+        ResultsFileError: the file is missing, unreadable or not a results file of this layout version.
     """
     src = Path(path)
     try:
         with open_h5(src, "r") as handle:
             attrs = {key: _scalar(value) for key, value in handle.attrs.items() if not key.startswith("_")}
             if attrs.get("file_kind") != RESULTS_FILE_KIND:
-                raise ResultsError(f"{src}: not a merlin-mdm results file")
+                raise ResultsFileError(src, "corrupt", "not a merlin-mdm results file")
             if attrs.get("results_schema_version") != RESULTS_SCHEMA_VERSION:
-                raise ResultsError(f"{src}: results_schema_version {attrs.get('results_schema_version')!r} "
-                                   f"is not supported (this is {RESULTS_SCHEMA_VERSION})")
+                raise ResultsFileError(src, "unsupported_version",
+                                       f"results_schema_version {attrs.get('results_schema_version')!r} "
+                                       f"is not supported (this is {RESULTS_SCHEMA_VERSION})")
             columns = _read_runs(handle)
             examples = {name: handle[name][()] for name in ("correct", "nfe") if name in handle}
             problems = tuple(Problem(**rec) for rec in _read_records(handle["problems"], Problem))
             summary = tuple(SummaryRow(**rec) for rec in _read_records(handle["summary"], SummaryRow))
     except (OSError, KeyError, ValueError, TypeError, RuntimeError) as err:  # h5py: RuntimeError on bad metadata
-        raise ResultsError(f"{src}: cannot read the results file ({err})") from err
+        raise ResultsFileError(src, "corrupt", f"cannot read the results file ({err})") from err
     return ResultsFile(RunTable(columns, problems, examples), summary, attrs)
 
 

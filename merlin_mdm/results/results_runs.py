@@ -22,9 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from merlin_mdm.errors import ResultsError
 from merlin_mdm.results.collect import Discovery, Problem, Row
-from merlin_mdm.results.results_file import read_results
+from merlin_mdm.results.results_file import ResultsFileError, read_results
 from merlin_mdm.results.tables import RunTable
 
 __all__ = ["expand_results_files", "runs_of_results_file"]
@@ -61,9 +60,8 @@ def runs_of_results_file(path: Path, shown: str) -> list[Row | Problem]:
     """
     try:
         stored = read_results(path)
-    except ResultsError as err:
-        kind = "unsupported_version" if "results_schema_version" in str(err) else "corrupt"
-        return [Problem(shown, kind, str(err).removeprefix(f"{path}: "))]
+    except ResultsFileError as err:
+        return [Problem(shown, err.kind, err.reason)]
     table = stored.table
     correct, nfe = table.examples.get("correct"), table.examples.get("nfe")
     if correct is None or nfe is None:

@@ -11,6 +11,7 @@ import pytest
 from merlin_mdm.errors import ResultsError
 from merlin_mdm.results.aggregate import AggregateReport, aggregate, default_outputs
 from merlin_mdm.results.matched import compare_per_seed
+from merlin_mdm.results.results_file import ResultsFileError, read_results
 
 from .conftest import write_run
 
@@ -97,3 +98,22 @@ def test_an_unreadable_results_file_is_a_problem_not_a_traceback(tmp_path: Path)
         _report([kept], tmp_path / "again" / "r.h5")
     mixed = _report([kept, _batch(tmp_path / "b2", range(2, 3))], tmp_path / "mixed" / "r.h5")
     assert mixed.table.n_rows == 4 and [p.kind for p in mixed.failures] == ["unsupported_version"]
+
+
+@pytest.mark.parametrize(("spoil", "kind", "reason"), [
+    ("version", "unsupported_version", "results_schema_version 1 is not supported"),
+    ("kind", "corrupt", "not a merlin-mdm results file"),
+    ("truncate", "corrupt", "cannot read the results file"),
+])
+def test_a_spoiled_results_file_is_named_by_its_kind(tmp_path: Path, spoil: str, kind: str, reason: str) -> None:
+    kept = _report([_batch(tmp_path / "b1", range(0, 2))], tmp_path / "k" / "r.h5").outputs.results
+    if spoil == "truncate":
+        data = kept.read_bytes()
+        kept.write_bytes(data[: len(data) // 2])
+    else:
+        with h5py.File(kept, "a") as handle:
+            handle.attrs["results_schema_version" if spoil == "version" else "file_kind"] = 1
+    with pytest.raises(ResultsFileError) as caught:
+        read_results(kept)
+    assert (caught.value.kind, caught.value.path) == (kind, kept) and caught.value.reason.startswith(reason)
+    assert str(caught.value) == f"{kept}: {caught.value.reason}"
