@@ -42,6 +42,7 @@ __all__ = [
     "RESULTS_FILE_KIND",
     "SCHEMA_VERSION",
     "WRITER_ATTRS",
+    "FileProblemError",
     "Metrics",
     "MetricsFileError",
     "is_temporary_name",
@@ -93,8 +94,8 @@ _SUMMARY_TOLERANCE = 1e-6
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
-class MetricsFileError(ResultsError):
-    """A file is not a usable metrics file.
+class FileProblemError(ResultsError):
+    """A metrics or results file is not usable, and which problem it has.
 
     Attributes:
         path: the file.
@@ -107,6 +108,10 @@ class MetricsFileError(ResultsError):
         self.kind = kind
         self.reason = reason
         super().__init__(f"{path}: {reason}")
+
+
+class MetricsFileError(FileProblemError):
+    """A file is not a usable metrics file."""
 
 
 @dataclass(frozen=True)

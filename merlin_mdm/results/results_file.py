@@ -32,7 +32,7 @@ import numpy as np
 from merlin_mdm import __version__
 from merlin_mdm.errors import ResultsError
 from merlin_mdm.results.collect import Problem
-from merlin_mdm.results.metrics import RESULTS_FILE_KIND, SCHEMA_VERSION, open_h5
+from merlin_mdm.results.metrics import RESULTS_FILE_KIND, SCHEMA_VERSION, FileProblemError, open_h5
 from merlin_mdm.results.tables import Column, RunTable, SummaryRow, method_label, task_label
 
 __all__ = ["RESULTS_SCHEMA_VERSION", "UNITS", "ResultsFile", "ResultsFileError", "read_results", "write_results"]
@@ -172,21 +172,9 @@ def _write_records(group: Any, dim: str, records: Any, kind: type) -> None:
         _variable(group, spec.name, (dim,), array, "", "str" if spec.type == "str" else "")
 
 
-class ResultsFileError(ResultsError):
-    """A file is not a usable results file.
-
-    Attributes:
-        path: the file.
-        kind: ``"unsupported_version"`` (a results file of another layout version) or ``"corrupt"``
-            (missing, unreadable, or not a results file at all); the problem kinds of the metrics files.
-        reason: what is wrong, without the path.
-    """
-
-    def __init__(self, path: Path, kind: str, reason: str):
-        self.path = path
-        self.kind = kind
-        self.reason = reason
-        super().__init__(f"{path}: {reason}")
+class ResultsFileError(FileProblemError):
+    """A file is not a usable results file: ``kind`` is ``"unsupported_version"`` (a results file of another layout
+    version) or ``"corrupt"`` (missing, unreadable, or not a results file at all)."""
 
 
 def read_results(path: str | os.PathLike[str]) -> ResultsFile:
