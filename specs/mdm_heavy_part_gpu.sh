@@ -67,8 +67,8 @@ POLICY_KIND=${POLICY_KIND:-sequential-onepass}
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 OMP_NUM_THREADS=$THREADS
 
 if [ "$SCALE" = smoke ]; then  # every stage, at sizes that finish on a CPU in minutes
-  ARITH_TRAIN="--steps 30 --batch-size 16 --d-model 32 --n-layers 1 --d-ff 64"
-  S9_TRAIN="--steps 30 --batch-size 16 --d-model 32 --n-layers 1 --d-ff 64"
+  ARITH_TRAIN=${ARITH_TRAIN:-"--steps 30 --batch-size 16 --d-model 32 --n-layers 1 --d-ff 64"}
+  S9_TRAIN=${S9_TRAIN:-"--steps 30 --batch-size 16 --d-model 32 --n-layers 1 --d-ff 64"}
   N=32; IMITATE=2; REWARD=2; PRIOR_REWARD=2; ROLLOUTS="--batch-size 4 --rollouts 2"
   PRIOR_SELECT="--select-every 1 --select-samples 8"
   GAMMAS=0.1,1; TAUS=0.9,0.99; S9_GAMMAS=0.1; S9_TAUS=0.9

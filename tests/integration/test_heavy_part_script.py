@@ -98,10 +98,14 @@ def test_carried_weights_are_used_instead_of_training_and_other_seeds_train(tmp_
 
 def test_the_deadline_stops_every_stream_and_still_packs(tmp_path: Path) -> None:
     out = tmp_path / "heavy"
-    done = _run(out, deadline=3)
+    # trainings far longer than the deadline, and a deadline well past the script's start-up (its machine probe
+    # imports torch, which took over 3 s on a loaded 2-core CI machine): every training is running when it comes
+    endless = "--steps 1000000 --batch-size 16 --d-model 32 --n-layers 1 --d-ff 64"
+    done = _run(out, deadline=20, ARITH_TRAIN=endless, S9_TRAIN=endless)
     assert done.returncode == 0, done.stderr
-    stages = (out / "stages.txt").read_text()
-    assert "deadline reached at 3 s" in stages and "arith0-train rc=124" in stages
+    stages = _stages(out)
+    assert "deadline reached at 20 s" in (out / "stages.txt").read_text()
+    assert stages == {name: "rc=124" for name in ("arith0-train", "arith1-train", "arith2-train", "sudoku90-train")}
     assert (out / "results_arith.tar.gz").is_file() and (out / "results_sudoku9.tar.gz").is_file()
     left = subprocess.run(["pgrep", "-f", str(tmp_path / "work")], capture_output=True, text=True, check=False)
     assert left.stdout == ""  # no stage outlives the command
