@@ -7,6 +7,11 @@
 #   bash specs/mdm_sudoku_pilotZ.sh decode  # the @Avg front, Y and Z on split P, two decodes at a time
 #   bash specs/mdm_sudoku_pilotZ.sh read    # merlin-mdm aggregate over PILOT_OUT -> PILOT_OUT/report/results.md
 #
+# Set L of section 30 (the confirmatory set fixed after the pilot) is the same script with other seeds and split:
+#   PILOT_OUT=/work/scratch/s29/setL PILOT_SEEDS="21 22 23 24 29 30 31 32" SPLIT_SEED=14000 \
+#     SETK_WS="/work/scratch/s26/studies/mdm_sudoku_avg_20261205-182849 /work/scratch/setK/mdm_sudoku_avg_20261205-225609" \
+#     TITLE="Set L (section 30): Z on denoisers 21-24, 29-32, split Q" READ_COMMAND="..." bash specs/mdm_sudoku_pilotZ.sh ...
+#
 # Z = `train_priced` of specs/mdm_sudoku_avg.yaml started from Y instead of W1, at PRICE (0.13) instead of 0.10,
 # policy seed 13<TRAIN_SEED>; everything else (lr 2e-4, 32 x 16 rollouts, 300 iterations, the best validated
 # iterate by return) as Y. Why: on every set the learned line falls about 6 points per call from W1 (3.75 calls)
@@ -25,7 +30,7 @@ out=${PILOT_OUT:-/work/scratch/s29/pilotZ}
 read -r -a seeds <<< "${PILOT_SEEDS:-25 26 27 28}"
 read -r -a workspaces <<< "${SETK_WS:-/work/scratch/setK/mdm_sudoku_avg_20261205-210126 /work/scratch/setK/mdm_sudoku_avg_20261205-225609}"
 price=${PRICE:-0.13}
-split_seed=13000
+split_seed=${SPLIT_SEED:-13000}
 n_boards=${PILOT_BOARDS:-3000}
 gammas=0.01,0.02,0.0225,0.025,0.0275,0.03,0.035,0.04,0.045,0.05,0.06,0.07,0.08,0.09,0.1,0.12,0.15,0.2,0.3,1.0
 taus=0.8,0.85,0.9,0.95,0.97,0.975,0.98,0.985,0.99,0.9915,0.993,0.9945,0.995
@@ -80,8 +85,8 @@ case ${1:-} in
         decode_commands | run_two_at_a_time ;;
     read)
         "$mdm" aggregate "$out" --strict --out "$out/report/results.h5" --markdown "$out/report/results.md" \
-            --title "Pilot Z (section 30): Sudoku 4x4 @Avg, denoisers ${seeds[*]}, split P" \
-            --command "bash specs/mdm_sudoku_pilotZ.sh read" ;;
+            --title "${TITLE:-Pilot Z (section 30): Sudoku 4x4 @Avg, denoisers ${seeds[*]}, split P}" \
+            --command "${READ_COMMAND:-bash specs/mdm_sudoku_pilotZ.sh read}" ;;
     *)
         sed -n '2,8p' "$0" >&2; exit 2 ;;
 esac
