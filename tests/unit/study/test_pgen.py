@@ -118,7 +118,8 @@ def test_the_shipped_seed_sets_generator_runs_a_spec_on_other_seeds() -> None:
     pargs = {"TRAIN_SEED": "9,10,11,12", "PRICED_SEED": "4"}
     generated = _shipped_plan(text, lambda s: apply_pgen(s, REPO / "specs" / "seed_sets.py", pargs))
     assert generated == _shipped_plan(edited)
-    assert len(generated) == 8 * 4 + 1 and any("--seed 410 " in cmd for _, cmd, _ in generated)
+    assert len(generated) == 10 * 4 + 1 and any("--seed 410 " in cmd for _, cmd, _ in generated)
+    assert any("--seed 13410 " in cmd and "--nfe-penalty 0.13 " in cmd for _, cmd, _ in generated)
     with pytest.raises(UsageError, match=r"--pargs TRAIN_SEED: give its values as TRAIN_SEED:V1,V2"):
         apply_pgen(load_spec_text(text, REPO / "specs" / "x.yaml").spec, REPO / "specs" / "seed_sets.py",
                    {"TRAIN_SEED": ","})
@@ -128,5 +129,5 @@ def test_a_spec_parameter_the_generator_leaves_out_is_an_error() -> None:
     """Without PRICED_SEED, $(PRICED_SEED) would reach bash as a command substitution and the seed be wrong."""
     spec = load_spec_text((REPO / "specs" / "mdm_sudoku_avg.yaml").read_text(encoding="utf-8"),
                           REPO / "specs" / "mdm_sudoku_avg.yaml").spec
-    with pytest.raises(UsageError, match=r"parameter\(s\) PRICED_SEED \(used by train_priced\)"):
+    with pytest.raises(UsageError, match=r"parameter\(s\) PRICED_SEED \(used by train_priced, train_cheaper\)"):
         apply_pgen(spec, REPO / "specs" / "seed_sets.py", {"TRAIN_SEED": "9"})
