@@ -4,7 +4,7 @@
 # section used (P: eval seed 13000, 3000 boards per denoiser).
 #
 #   bash specs/mdm_sudoku_pilotZ.sh train   # Z for each seed, two trainings at a time
-#   bash specs/mdm_sudoku_pilotZ.sh decode  # the @Avg front, Y and Z on split P, two decodes at a time
+#   bash specs/mdm_sudoku_pilotZ.sh decode  # the @Avg front, Y and Z on the split (P), two decodes at a time
 #   bash specs/mdm_sudoku_pilotZ.sh read    # merlin-mdm aggregate over PILOT_OUT -> PILOT_OUT/report/results.md
 #
 # Set L of section 30 (the confirmatory set fixed after the pilot) is the same script with other seeds and split:
@@ -73,7 +73,7 @@ decode_commands() {
     done
 }
 
-run_two_at_a_time() {  # each line of stdin is one command; stop at the first failure
+run_two_at_a_time() {  # each line of stdin is one command, two at a time; fails if any of them failed
     tr '\n' '\0' | xargs -0 -P 2 -I{} bash -c '{}' || die "a command failed (see the logs under $out)"
 }
 
