@@ -32,8 +32,13 @@ read -r -a workspaces <<< "${SETK_WS:-/work/scratch/setK/mdm_sudoku_avg_20261205
 price=${PRICE:-0.13}
 split_seed=${SPLIT_SEED:-13000}
 n_boards=${PILOT_BOARDS:-3000}
-gammas=0.01,0.02,0.0225,0.025,0.0275,0.03,0.035,0.04,0.045,0.05,0.06,0.07,0.08,0.09,0.1,0.12,0.15,0.2,0.3,1.0
-taus=0.8,0.85,0.9,0.95,0.97,0.975,0.98,0.985,0.99,0.9915,0.993,0.9945,0.995
+front_list() {  # the lineage spec's front setting $1 (FRONT_GAMMAS or FRONT_THRESHOLDS): one truth for both
+    "$here/.venv/bin/python" -c 'import sys, yaml
+print(str(yaml.safe_load(open(sys.argv[1]))["env"]["variables"][sys.argv[2]]).strip())' \
+        "$here/specs/mdm_sudoku_avg.yaml" "$1"
+}
+gammas=$(front_list FRONT_GAMMAS)
+taus=$(front_list FRONT_THRESHOLDS)
 
 die() { echo "mdm_sudoku_pilotZ: $*" >&2; exit 1; }
 
