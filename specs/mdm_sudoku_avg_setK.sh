@@ -24,7 +24,9 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 mdm="$here/.venv/bin/merlin-mdm"
 # SETK_PACKS, SETK_SEEDS and SETK_VARS (extra --vars, e.g. a smoke run's small budgets) exist for checking this
-# script on a smoke study; the reading uses none of them.
+# script on a smoke study; set K's reading uses none of them. SETK_EVAL_SEED, SETK_TITLE, SETK_PRIMARY (the
+# nfe_penalty of the primary row's stage) and SETK_READ_COMMAND let a later set reuse these mechanics with its own
+# definition (specs/mdm_sudoku_avg_setM.sh); their defaults are set K's.
 packs=${SETK_PACKS:-$here/docs/data/sudoku_avg_setK}
 read -r -a seeds_all <<< "${SETK_SEEDS:-21 22 23 24 25 26 27 28 29 30 31 32}"
 
@@ -35,7 +37,7 @@ run_batch() {
     mkdir -p "$out"
     cd "$here"
     exec "$mdm" run specs/mdm_sudoku_avg.yaml --local --workers 2 --no-progress --pgen specs/seed_sets.py \
-        --pargs "TRAIN_SEED:$seeds" --pargs PRICED_SEED:4 --vars EVAL_SEED=12000 --vars OUTPUT_PATH="$out" ${SETK_VARS:-}
+        --pargs "TRAIN_SEED:$seeds" --pargs PRICED_SEED:4 --vars EVAL_SEED="${SETK_EVAL_SEED:-12000}" --vars OUTPUT_PATH="$out" ${SETK_VARS:-}
 }
 
 pack_batch() {
@@ -72,10 +74,11 @@ read_set() {
     [[ $have == "$(printf '%s\n' "${seeds_all[@]}" | tr '\n' ' ')" ]] \
         || die "the packs hold denoisers [$have], not exactly [${seeds_all[*]}]: the reading waits for all of them"
     "$mdm" aggregate "${ws[@]}" --strict --out "$outdir/results.h5" --markdown "$outdir/results.md" \
-        --title "Set K (section 29): Sudoku 4x4 @Avg, denoisers 21-32, split K" \
-        --command "bash specs/mdm_sudoku_avg_setK.sh read $outdir"
-    echo "== rows of the report for Y (nfe_penalty=0.1); primary: the thresholded row of the matched table"
-    grep -n "nfe_penalty=0.1[,)]" "$outdir/results.md" || die "no Y row in the report"
+        --title "${SETK_TITLE:-Set K (section 29): Sudoku 4x4 @Avg, denoisers 21-32, split K}" \
+        --command "${SETK_READ_COMMAND:-bash specs/mdm_sudoku_avg_setK.sh} read $outdir"
+    local penalty=${SETK_PRIMARY:-0.1}
+    echo "== rows of the report for nfe_penalty=$penalty; primary: the thresholded row of the matched table"
+    grep -n "nfe_penalty=$penalty[,)]" "$outdir/results.md" || die "no nfe_penalty=$penalty row in the report"
     echo "== denoiser losses (final: the mean of the last 50 steps), seeds ${seeds_all[*]}"
     for seed in "${seeds_all[@]}"; do
         python3 - "$outdir" "$seed" <<'PY'
