@@ -64,8 +64,12 @@ class _Cluster:
     method: str
 
 
-def compare_per_seed(table: RunTable, summary: Sequence[SummaryRow], n_boot: int = N_BOOT) -> list[MatchedComparison]:
-    """Every learned line of ``summary`` matched per cluster (see the module docstring); [] without outcomes."""
+def compare_per_seed(table: RunTable, summary: Sequence[SummaryRow], n_boot: int = N_BOOT,
+                     seed: int = BOOTSTRAP_SEED) -> list[MatchedComparison]:
+    """Every learned line of ``summary`` matched per cluster (see the module docstring); [] without outcomes.
+
+    ``n_boot`` and ``seed`` set the bootstrap (the report uses the defaults; another seed shows how much an
+    interval's ends move with the resampling alone)."""
     correct = table.examples.get("correct")
     if correct is None:
         return []
@@ -81,7 +85,7 @@ def compare_per_seed(table: RunTable, summary: Sequence[SummaryRow], n_boot: int
                 unmatched += 1
             else:
                 clusters.append(found)
-        out.append(_comparison(line, clusters, unmatched, n_boot))
+        out.append(_comparison(line, clusters, unmatched, n_boot, seed))
     return out
 
 
@@ -122,11 +126,12 @@ def _best_rival(learned: list[int], cluster: tuple[Any, ...], rivals: Sequence[S
     return _Cluster(correct[learned].astype(np.int8), correct[best[3]].astype(np.int8), best[2].method)
 
 
-def _comparison(line: SummaryRow, clusters: list[_Cluster], unmatched: int, n_boot: int) -> MatchedComparison:
+def _comparison(line: SummaryRow, clusters: list[_Cluster], unmatched: int, n_boot: int,
+                seed: int) -> MatchedComparison:
     if not clusters:
         return MatchedComparison(line, float("nan"), float("nan"), float("nan"), (), (), unmatched)
     margins = [_accuracy(c.learned) - _accuracy(c.baseline) for c in clusters]
-    low, high = interval(_bootstrap(clusters, n_boot))
+    low, high = interval(_bootstrap(clusters, n_boot, seed))
     return MatchedComparison(line, float(np.mean(margins)), low, high, tuple(margins),
                              tuple(c.method for c in clusters), unmatched)
 
@@ -136,10 +141,10 @@ def _accuracy(outcomes: np.ndarray) -> float:
     return float((outcomes > 0).sum() / max(1, seen.sum()))
 
 
-def _bootstrap(clusters: list[_Cluster], n_boot: int) -> np.ndarray:
+def _bootstrap(clusters: list[_Cluster], n_boot: int, seed: int) -> np.ndarray:
     """(n_boot,) draws of the mean margin: clusters drawn with replacement; in each, examples (paired) and the
     learned and baseline runs drawn with replacement."""
-    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    rng = np.random.default_rng(seed)
     times = np.zeros((n_boot, len(clusters)))
     np.add.at(times, (np.repeat(np.arange(n_boot), len(clusters)),
                       rng.integers(0, len(clusters), size=n_boot * len(clusters))), 1.0)
