@@ -19,6 +19,9 @@ def status(target: Path, as_json: bool, dump: Path | None) -> None:
     """Show where a study stands: task counts per step and state, elapsed time, failures with log paths.
 
     TARGET is a workspace directory, or a spec file (its newest workspace is shown).
+
+    A step's time runs from its first task's start to now while a task of it runs, else to its last task's end
+    (so it includes any time the study stood stopped between); "-" when nothing of it has started or ended.
     """
     from merlin_mdm.status.render import dump_snapshot, render_table, snapshot_to_dict, to_json
     from merlin_mdm.studies import find_workspace, study_status

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from merlin_mdm.errors import UsageError
-from merlin_mdm.status.model import StudySnapshot, TaskState
+from merlin_mdm.status.model import StepSummary, StudySnapshot, TaskState
 
 if TYPE_CHECKING:  # rich loads only when a console is made (for progress bars; `status` never needs it)
     from rich.console import Console
@@ -42,6 +42,14 @@ def _elapsed(start: float | None, end: float | None) -> str:
     minutes, sec = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m{sec:02d}s" if hours else f"{minutes}m{sec:02d}s"
+
+
+def _step_time(step: StepSummary) -> str:
+    """The step's first start to now while a task of it runs, else to its last end; "-" when it never started
+    or none of its runs ended (a stopped study's re-queued tasks: their stopped runs leave no end)."""
+    if step.counts.get(TaskState.RUNNING.value, 0):
+        return _elapsed(step.started, None)
+    return _elapsed(step.started, step.ended) if step.ended is not None else "-"
 
 
 # The columns of the status table, short enough for an 80-column terminal: a re-queued task (restarted) waits
@@ -105,7 +113,7 @@ def _table_lines(snap: StudySnapshot, width: int, paint: Callable[[str, str], st
     for step in snap.steps:
         counts = [sum(step.counts.get(s.value, 0) for s in states) for _, states in _COLUMNS]
         rows.append((step.step, [str(step.total), *(str(n or "") for n in counts), str(step.restarts or ""),
-                                 _elapsed(step.started, step.ended)]))
+                                 _step_time(step)]))
     widths = [max([len(title), *(len(cells[i]) for _, cells in rows)]) for i, title in enumerate(titles)]
     fixed = sum(w + 1 for w in widths)
     name_width = max(_MIN_NAME, min(width - fixed - 1, max((len(name) for name, _ in rows), default=4)))

@@ -50,6 +50,21 @@ def test_the_table_fits_the_width_and_a_long_name_wraps(width: int, monkeypatch:
                                 "time"]
 
 
+def test_a_step_times_to_now_only_while_a_task_of_it_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "120")
+    monkeypatch.setattr("merlin_mdm.status.render.time.time", lambda: 1000.0)
+    steps = (StepSummary("half_done", 1, 2, {"finished": 1, "running": 1}, started=100.0, ended=250.0),
+             StepSummary("waiting", 1, 2, {"finished": 1, "queued": 1}, started=100.0, ended=250.0),
+             StepSummary("stopped", 1, 1, {"queued": 1}, started=100.0),
+             StepSummary("live", 1, 1, {"running": 1}, started=940.0))
+    out = io.StringIO()
+    render_table(StudySnapshot("s", "/w", StudyState.RUNNING, "", steps), out)
+    times = {line.split()[0]: line.split()[-1] for line in out.getvalue().splitlines()
+             if line.split() and line.split()[0] in {s.step for s in steps}}
+    # one task done, one running: the span grows with the running one, not frozen at the done one's end
+    assert times == {"half_done": "15m00s", "waiting": "2m30s", "stopped": "-", "live": "1m00s"}
+
+
 def test_failures_name_their_log_and_what_was_left_out(monkeypatch: pytest.MonkeyPatch) -> None:
     text = _render(80, monkeypatch)
     assert text.splitlines()[:2] == ["habits  /w", "state: failed  (456 task(s) failed or did not run)"]
