@@ -65,17 +65,10 @@ def test_the_interval_resamples_seeds_examples_and_policy_seeds(tmp_path: Path) 
     assert abs(one.low - wide.low) < 0.01 and abs(one.high - wide.high) < 0.01  # enough draws to be stable
     # margins of 0.11 and 0.03 on two seeds each: the seed resampling alone spans most of [0.03, 0.11]
     assert wide.low < 0.055 and wide.high > 0.085
-
-
-def test_another_bootstrap_seed_moves_only_the_interval(tmp_path: Path) -> None:
-    _swinging_study(tmp_path / "ws")
-    report = aggregate(tmp_path / "ws", default_outputs(tmp_path / "r.h5"), progress=False)
-    assert report is not None
-    (fixed,) = compare_per_seed(report.table, report.summary)
-    (other,) = compare_per_seed(report.table, report.summary, seed=7)
-    assert compare_per_seed(report.table, report.summary, seed=7) == [other]  # a seed gives one answer
-    assert (other.margin, other.margins, other.comparators) == (fixed.margin, fixed.margins, fixed.comparators)
-    assert (other.low, other.high) != (fixed.low, fixed.high)
+    (other,) = compare_per_seed(report.table, report.summary, seed=7)  # another bootstrap seed moves only the ends
+    assert compare_per_seed(report.table, report.summary, seed=7) == [other]
+    assert (other.margin, other.margins, other.comparators) == (wide.margin, wide.margins, wide.comparators)
+    assert (other.low, other.high) != (wide.low, wide.high)
 
 
 def test_a_single_seed_study_has_no_matched_table(tmp_path: Path) -> None:
