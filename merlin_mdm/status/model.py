@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from merlin_mdm.status.states import StopKind, StudyState, TaskState
@@ -48,6 +49,17 @@ class UnitOutcome:
         """
         return self.stop is not StopKind.HARD_FAIL and self.not_run == 0
 
+    @property
+    def run_seconds(self) -> float | None:
+        """How long the unit ran, when it ran to its end (every task finished or failed); else None.
+
+        None for a unit stopped part way (tasks not run) or one that could not run at all (no start, or
+        started and ended at the same instant: :func:`~merlin_mdm.backends.execution.unit_failure`).
+        """
+        if self.not_run or not self.started or self.ended <= self.started:
+            return None
+        return self.ended - self.started
+
 
 @dataclass(frozen=True)
 class StepSummary:
@@ -62,11 +74,29 @@ class StepSummary:
     ended: float | None = None
     failures: tuple[tuple[str, TaskFailure], ...] = ()  # (instance name, failure), the first few
     n_failures: int = 0
+    # Run times, per task: a unit of n tasks that ran s seconds counts as n tasks of s/n seconds each (its tasks
+    # run one after the other). Only units that ran to their end count; a unit queued again drops out.
+    run_tasks: int = 0  # tasks of the units timed
+    run_seconds: float = 0.0  # the sum of those units' run times
+    run_sq: float = 0.0  # the sum over those units of s * s / n (for the spread)
 
     @property
     def done(self) -> bool:
         """Every task is in a terminal state."""
         return sum(self.counts.get(s.value, 0) for s in TaskState if s.terminal) == self.total
+
+    @property
+    def avg_run(self) -> float | None:
+        """Mean run time of a task, seconds (Merlin's "avg run time"); None when no unit ran to its end."""
+        return self.run_seconds / self.run_tasks if self.run_tasks else None
+
+    @property
+    def run_std(self) -> float | None:
+        """Standard deviation of a task's run time over the timed tasks (Merlin's "run time std dev")."""
+        mean = self.avg_run
+        if mean is None:
+            return None
+        return math.sqrt(max(0.0, self.run_sq / self.run_tasks - mean * mean))
 
 
 @dataclass(frozen=True)

@@ -6,12 +6,15 @@ study costs O(steps): one hash of counters plus the first failures of each step.
 
 Keys, all under ``mdm:<sha1(workspace)[:16]>:``:
     meta      hash: name, workspace, state, message, updated, units_left, fail_total, stop, stop_kind, steps
-    steps     hash: ``<step>|<counter>`` -> value (queued, running, ..., restarts, started, ended, n_failures)
+    steps     hash: ``<step>|<counter>`` -> value (queued, running, ..., restarts, started, ended, n_failures,
+              run_tasks, run_seconds, run_sq: the run times of the units that ran to their end)
     ustate    hash: unit id -> r (running) | d (done, every task finished) | x (done, not every task finished)
     attempts  hash: unit id -> deliveries seen
     partial   hash: unit id -> tasks of a unit not yet recorded counted finished (their done-markers
               exist: counted by a requeue, or reported by the running unit's worker as they end)
     fail:<step> list: the first failures (JSON)
+    runs      hash: unit id -> "<tasks> <seconds>" of a recorded unit that ran to its end (a reset that queues
+              units again sums the run times of those that stay recorded from it)
 
 Which unit may run when (dependency counting) is not stored here: see
 :mod:`merlin_mdm.backends.celery.dependencies`, which keeps its own keys under the same prefix.
@@ -52,9 +55,9 @@ if redis.call('HGET', KEYS[1], 'state') ~= ARGV[5] then redis.call('HSET', KEYS[
 return a
 """
 
-# KEYS: meta steps ustate faillist partial
+# KEYS: meta steps ustate faillist partial runs
 # ARGV: unit step n finished failed not_run restarts started ended stop_kind stop_reason nfail
-#       failure_json*nfail max_failures_shown
+#       failure_json*nfail max_failures_shown run_tasks run_seconds run_sq (the last three '' when not timed)
 _FINISH = """
 local unit, step, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local s = redis.call('HGET', KEYS[3], unit)
@@ -88,6 +91,12 @@ for i = 1, nfail do
   if redis.call('LLEN', KEYS[4]) < tonumber(ARGV[13 + nfail]) then redis.call('RPUSH', KEYS[4], ARGV[12 + i]) end
 end
 redis.call('HINCRBY', KEYS[2], step .. '|n_failures', nfail)
+if ARGV[14 + nfail] ~= '' then
+  redis.call('HINCRBY', KEYS[2], step .. '|run_tasks', tonumber(ARGV[14 + nfail]))
+  redis.call('HINCRBYFLOAT', KEYS[2], step .. '|run_seconds', ARGV[15 + nfail])
+  redis.call('HINCRBYFLOAT', KEYS[2], step .. '|run_sq', ARGV[16 + nfail])
+  redis.call('HSET', KEYS[6], unit, ARGV[14 + nfail] .. ' ' .. ARGV[15 + nfail])
+end
 redis.call('HINCRBY', KEYS[1], 'fail_total', failed + notrun)
 return redis.call('HINCRBY', KEYS[1], 'units_left', -1)
 """
@@ -140,6 +149,31 @@ def study_prefix(workspace: str) -> str:
     return "mdm:" + hashlib.sha1(workspace.encode("utf-8")).hexdigest()[:16] + ":"
 
 
+def _run_args(outcome: UnitOutcome) -> list[str]:
+    """The _FINISH arguments for the unit's run time: tasks, seconds, seconds squared over tasks ('' untimed)."""
+    seconds = outcome.run_seconds
+    if seconds is None:
+        return ["", "", ""]
+    tasks = outcome.finished + outcome.failed
+    return [str(tasks), repr(seconds), repr(seconds * seconds / tasks)]
+
+
+def _run_sums(plan: StudyPlan, runs: Mapping[UnitKey, str]) -> dict[str, Any]:
+    """The steps hash's run-time fields for the recorded runs ``runs`` (unit -> "<tasks> <seconds>")."""
+    sums: dict[str, list[float]] = {}
+    for key, value in runs.items():
+        tasks, seconds = (float(x) for x in value.split())
+        entry = sums.setdefault(plan.instances[key.instance].step, [0.0, 0.0, 0.0])
+        entry[0] += tasks
+        entry[1] += seconds
+        entry[2] += seconds * seconds / tasks
+    fields: dict[str, Any] = {}
+    for step, (tasks, seconds, sq) in sums.items():
+        fields.update({f"{step}|run_tasks": int(tasks), f"{step}|run_seconds": repr(seconds),
+                       f"{step}|run_sq": repr(sq)})
+    return fields
+
+
 def _redis_errors() -> tuple[type[BaseException], ...]:
     import redis
 
@@ -156,7 +190,7 @@ class RedisStatusStore(StatusStore):
         p = study_prefix(workspace)
         self.k_meta, self.k_steps = p + "meta", p + "steps"
         self.k_ustate, self.k_attempts = p + "ustate", p + "attempts"
-        self.k_partial = p + "partial"
+        self.k_partial, self.k_runs = p + "partial", p + "runs"
         self.prefix = p
         self._start = client.register_script(_START)
         self._finish = client.register_script(_FINISH)
@@ -182,10 +216,11 @@ class RedisStatusStore(StatusStore):
         self.plan = plan
         if self._call(self.r.hexists, self.k_meta, "name"):
             return
-        self._register(plan, set())
+        self._register(plan, set(), {})
 
-    def _register(self, plan: StudyPlan, done: set[UnitKey]) -> None:
-        """Counters for ``plan`` with the units in ``done`` already finished, every other one queued."""
+    def _register(self, plan: StudyPlan, done: set[UnitKey], runs: Mapping[UnitKey, str]) -> None:
+        """Counters for ``plan`` with the units in ``done`` already finished, every other one queued, and the
+        run times in ``runs`` (unit -> "<tasks> <seconds>", units of ``done``) summed per step."""
         steps: dict[str, list[int]] = {}
         for inst in plan.instances:
             entry = steps.setdefault(inst.step, [0, 0, 0])
@@ -197,6 +232,7 @@ class RedisStatusStore(StatusStore):
         for step, (n_inst, total, finished) in steps.items():
             fields.update({f"{step}|instances": n_inst, f"{step}|total": total, f"{step}|queued": total - finished,
                            f"{step}|finished": finished})
+        fields.update(_run_sums(plan, runs))
         n_units = sum(plan.n_units(i.index) for i in plan.instances) - len(done)
         pipe = self.r.pipeline(transaction=True)
         pipe.hset(self.k_steps, mapping=fields)
@@ -252,8 +288,10 @@ class RedisStatusStore(StatusStore):
                     for f in outcome.failures]
         args: list[Any] = [key.to_id(), inst.step, len(plan.unit_samples(key)), outcome.finished, outcome.failed,
                            outcome.not_run, outcome.restarts, outcome.started, outcome.ended,
-                           outcome.stop or "", stop_reason, len(failures), *failures, MAX_FAILURES_SHOWN]
-        keys = [self.k_meta, self.k_steps, self.k_ustate, self.prefix + f"fail:{inst.step}", self.k_partial]
+                           outcome.stop or "", stop_reason, len(failures), *failures, MAX_FAILURES_SHOWN,
+                           *_run_args(outcome)]
+        keys = [self.k_meta, self.k_steps, self.k_ustate, self.prefix + f"fail:{inst.step}", self.k_partial,
+                self.k_runs]
         left = int(self._call(self._finish, keys=keys, args=args))
         if left == 0:  # this call recorded the last unit
             self.finish_if_over()
@@ -306,14 +344,18 @@ class RedisStatusStore(StatusStore):
         plan = self._plan()
         done = self.finished_units() - set(lost)
         keys = [k for k in plan.units() if k not in done]
-        stale = [self.k_meta, self.k_steps, self.k_attempts, self.k_partial,
+        runs = {UnitKey.from_id(k): v for k, v in self._call(self.r.hgetall, self.k_runs).items()}
+        runs = {k: v for k, v in runs.items() if k in done}
+        stale = [self.k_meta, self.k_steps, self.k_attempts, self.k_partial, self.k_runs,
                  *(self.prefix + f"fail:{s}" for s in {i.step for i in plan.instances})]
         pipe = self.r.pipeline(transaction=True)
         pipe.delete(*stale)
         if keys:
             pipe.hdel(self.k_ustate, *(k.to_id() for k in keys))
+        if runs:
+            pipe.hset(self.k_runs, mapping={k.to_id(): v for k, v in runs.items()})
         self._call(pipe.execute)
-        self._register(plan, done)
+        self._register(plan, done, runs)
         return keys
 
     def units_left(self) -> int:
@@ -354,7 +396,8 @@ class RedisStatusStore(StatusStore):
             name, sample, state, rc, reason, log = json.loads(text)
             failures.append((name, TaskFailure(sample, TaskState(state), rc, reason, log)))
         return StepSummary(step, num("instances"), num("total"), counts, num("restarts"), opt("started"),
-                           opt("ended"), tuple(failures), num("n_failures"))
+                           opt("ended"), tuple(failures), num("n_failures"), num("run_tasks"),
+                           opt("run_seconds") or 0.0, opt("run_sq") or 0.0)
 
     def close(self) -> None:
         self.r.close()

@@ -36,7 +36,10 @@ def console_width(stream: Any) -> int | None:
 def _elapsed(start: float | None, end: float | None) -> str:
     if start is None:
         return "-"
-    seconds = (end or time.time()) - start
+    return _duration((end or time.time()) - start)
+
+
+def _duration(seconds: float) -> str:
     if seconds < 60:
         return f"{seconds:.1f}s"
     minutes, sec = divmod(int(seconds), 60)
@@ -50,6 +53,12 @@ def _step_time(step: StepSummary) -> str:
     if step.counts.get(TaskState.RUNNING.value, 0):
         return _elapsed(step.started, None)
     return _elapsed(step.started, step.ended) if step.ended is not None else "-"
+
+
+def _avg_run(step: StepSummary) -> str:
+    """A task's mean run time over the units that ran to their end; "-" before the first one did."""
+    mean = step.avg_run
+    return "-" if mean is None else _duration(mean)
 
 
 # The columns of the status table, short enough for an 80-column terminal: a re-queued task (restarted) waits
@@ -107,13 +116,13 @@ def _stream_width(stream: TextIO) -> int:
 
 def _table_lines(snap: StudySnapshot, width: int, paint: Callable[[str, str], str]) -> list[str]:
     """The step table: a header, a rule, one row per step; columns right-aligned, one space before each."""
-    titles = ["tasks", *(title for title, _ in _COLUMNS), "retries", "time"]
-    colours = ["", *(_COLOUR.get(states[0], "") for _, states in _COLUMNS), "", ""]
+    titles = ["tasks", *(title for title, _ in _COLUMNS), "retries", "avg run", "time"]
+    colours = ["", *(_COLOUR.get(states[0], "") for _, states in _COLUMNS), "", "", ""]
     rows = []
     for step in snap.steps:
         counts = [sum(step.counts.get(s.value, 0) for s in states) for _, states in _COLUMNS]
         rows.append((step.step, [str(step.total), *(str(n or "") for n in counts), str(step.restarts or ""),
-                                 _step_time(step)]))
+                                 _avg_run(step), _step_time(step)]))
     widths = [max([len(title), *(len(cells[i]) for _, cells in rows)]) for i, title in enumerate(titles)]
     fixed = sum(w + 1 for w in widths)
     name_width = max(_MIN_NAME, min(width - fixed - 1, max((len(name) for name, _ in rows), default=4)))
@@ -133,6 +142,7 @@ def snapshot_to_dict(snap: StudySnapshot) -> dict[str, Any]:
     for step, raw in zip(snap.steps, data["steps"], strict=True):
         raw["failures"] = [{"instance": name, **asdict(f), "state": f.state.value} for name, f in step.failures]
         raw["done"] = step.done
+        raw["avg_run"], raw["run_std"] = step.avg_run, step.run_std
     data["total"] = snap.total
     return data
 
@@ -140,6 +150,10 @@ def snapshot_to_dict(snap: StudySnapshot) -> dict[str, Any]:
 def to_json(snap: StudySnapshot) -> str:
     """JSON text of the snapshot."""
     return json.dumps(snapshot_to_dict(snap), indent=2)
+
+
+def _blank(value: float | None) -> object:
+    return "" if value is None else round(value, 3)
 
 
 def dump_snapshot(snap: StudySnapshot, path: Path) -> None:
@@ -154,8 +168,9 @@ def dump_snapshot(snap: StudySnapshot, path: Path) -> None:
     states = [state.value for state in TaskState]
     with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["study", "step", "instances", "tasks", *states, "restarts", "started", "ended"])
+        writer.writerow(["study", "step", "instances", "tasks", *states, "restarts", "started", "ended",
+                         "avg_run", "run_std"])
         for step in snap.steps:
             writer.writerow([snap.name, step.step, step.instances, step.total,
                              *(step.counts.get(state, 0) for state in states), step.restarts,
-                             step.started or "", step.ended or ""])
+                             step.started or "", step.ended or "", _blank(step.avg_run), _blank(step.run_std)])

@@ -24,12 +24,15 @@ CREATE TABLE IF NOT EXISTS instances (idx INTEGER PRIMARY KEY, step TEXT, name T
 CREATE TABLE IF NOT EXISTS units (
   instance INTEGER, unit INTEGER, n INTEGER, state TEXT, finished INTEGER DEFAULT 0, failed INTEGER DEFAULT 0,
   not_run INTEGER DEFAULT 0, restarts INTEGER DEFAULT 0, attempts INTEGER DEFAULT 0, started REAL, ended REAL,
-  host TEXT, PRIMARY KEY (instance, unit)) WITHOUT ROWID;
+  host TEXT, run_s REAL, run_n INTEGER, PRIMARY KEY (instance, unit)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS failures (instance INTEGER, unit INTEGER, sample INTEGER, state TEXT, rc INTEGER,
   reason TEXT, log TEXT);
 CREATE INDEX IF NOT EXISTS failures_unit ON failures (instance, unit);
 """
 MAX_FAILURES_SHOWN = 20
+# Columns added since the first schema, with their types: a database written before them gains them when a
+# writer opens it; a reader of such a database sees them as empty.
+_ADDED_COLUMNS = {"run_s": "REAL", "run_n": "INTEGER"}  # the last run's seconds and tasks, when it ran to its end
 
 
 class SqliteStatusStore(StatusStore):
@@ -46,8 +49,17 @@ class SqliteStatusStore(StatusStore):
                 self.db.execute("PRAGMA journal_mode=WAL")
                 self.db.execute("PRAGMA synchronous=NORMAL")
                 self.db.executescript(SCHEMA)
+            missing = [c for c in _ADDED_COLUMNS if c not in self._unit_columns()]
+            if missing and not readonly:
+                for column in missing:
+                    self.db.execute(f"ALTER TABLE units ADD COLUMN {column} {_ADDED_COLUMNS[column]}")
+                missing = []
+            self.timed = not missing
         except sqlite3.Error as exc:
             raise StatusError(f"cannot open the status database {self.path}: {exc}") from None
+
+    def _unit_columns(self) -> set[str]:
+        return {row[1] for row in self.db.execute("PRAGMA table_info(units)")}
 
     def _tx(self, sql: str, rows: Iterable[tuple[object, ...]] = ()) -> None:
         self._tx_all([(sql, rows)])
@@ -87,11 +99,14 @@ class SqliteStatusStore(StatusStore):
     def unit_finished(self, key: UnitKey, outcome: UnitOutcome) -> bool:
         try:
             self.db.execute("BEGIN IMMEDIATE")
+            run_s = outcome.run_seconds
             cur = self.db.execute(
                 "UPDATE units SET state='done', finished=?, failed=?, not_run=?, restarts=restarts+?, "
-                "started=COALESCE(started, ?), ended=?, host=? WHERE instance=? AND unit=? AND state != 'done'",
+                "started=COALESCE(started, ?), ended=?, host=?, run_s=?, run_n=? "
+                "WHERE instance=? AND unit=? AND state != 'done'",
                 (outcome.finished, outcome.failed, outcome.not_run, outcome.restarts, outcome.started,
-                 outcome.ended, outcome.host, key.instance, key.unit))
+                 outcome.ended, outcome.host, run_s, None if run_s is None else outcome.finished + outcome.failed,
+                 key.instance, key.unit))
             changed = cur.rowcount > 0
             if changed and outcome.failures:
                 self.db.executemany("INSERT INTO failures VALUES (?, ?, ?, ?, ?, ?, ?)", [
@@ -112,7 +127,7 @@ class SqliteStatusStore(StatusStore):
         self._tx_all([
             ("INSERT INTO failures SELECT instance, unit, -1, 'not_run', NULL, ?, '' FROM units "
              "WHERE instance=? AND unit=? AND state != 'done'", [(reason, i, u) for i, u in rows]),
-            ("UPDATE units SET state='done', not_run=n, finished=0, failed=0, ended=NULL "
+            ("UPDATE units SET state='done', not_run=n, finished=0, failed=0, ended=NULL, run_s=NULL, run_n=NULL "
              "WHERE instance=? AND unit=? AND state != 'done'", rows)])
 
     def set_state(self, state: StudyState, message: str = "") -> None:
@@ -126,7 +141,8 @@ class SqliteStatusStore(StatusStore):
     def reset_unfinished(self) -> list[UnitKey]:
         rows = self.db.execute("SELECT instance, unit FROM units WHERE NOT (state='done' AND finished=n)")
         keys = [UnitKey(i, u) for i, u in rows]
-        self._tx("UPDATE units SET state='queued', finished=0, failed=0, not_run=0, ended=NULL "
+        self._tx("UPDATE units SET state='queued', finished=0, failed=0, not_run=0, ended=NULL, run_s=NULL, "
+                 "run_n=NULL "
                  "WHERE NOT (state='done' AND finished=n)")
         self._tx("DELETE FROM failures WHERE (instance, unit) IN "
                  "(SELECT instance, unit FROM units WHERE state='queued')")
@@ -147,7 +163,7 @@ class SqliteStatusStore(StatusStore):
         try:
             self.db.execute("BEGIN IMMEDIATE")
             self.db.executemany("UPDATE units SET state='queued', finished=MIN(n, ?), failed=0, not_run=0, "
-                                "ended=NULL WHERE instance=? AND unit=?", rows)
+                                "ended=NULL, run_s=NULL, run_n=NULL WHERE instance=? AND unit=?", rows)
             self.db.executemany("DELETE FROM failures WHERE instance=? AND unit=?", [r[1:] for r in rows])
             self.db.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -166,10 +182,13 @@ class SqliteStatusStore(StatusStore):
     def _step_rows(self) -> list[StepSummary]:
         # Sum the units of each instance first (in primary-key order, no join per unit), then join the few
         # per-instance rows with their steps: O(units) of cheap work, a few milliseconds per 100,000 units.
-        rows = self.db.execute("""
+        runs = ("SUM(run_n) AS run_n, SUM(run_s) AS run_s, SUM(run_s * run_s / run_n) AS run_sq" if self.timed
+                else "0 AS run_n, 0 AS run_s, 0 AS run_sq")  # a database from before run times were kept
+        rows = self.db.execute(f"""
             SELECT i.step, COUNT(*), SUM(u.n), SUM(u.queued), SUM(u.running), SUM(u.restarted), SUM(u.finished),
-              SUM(u.failed), SUM(u.not_run), SUM(u.restarts), MIN(u.started), MAX(u.ended), MIN(i.idx)
-            FROM (SELECT instance, SUM(n) AS n,
+              SUM(u.failed), SUM(u.not_run), SUM(u.restarts), MIN(u.started), MAX(u.ended), SUM(u.run_n),
+              SUM(u.run_s), SUM(u.run_sq), MIN(i.idx)
+            FROM (SELECT instance, SUM(n) AS n, {runs},
                     SUM(CASE WHEN state='queued' THEN n - finished ELSE 0 END) AS queued,
                     SUM(CASE WHEN state='running' THEN n - finished ELSE 0 END) AS running,
                     SUM(CASE WHEN state='restarted' THEN n - finished ELSE 0 END) AS restarted,
@@ -178,12 +197,14 @@ class SqliteStatusStore(StatusStore):
                   FROM units GROUP BY instance) u
             JOIN instances i ON i.idx = u.instance GROUP BY i.step ORDER BY MIN(i.idx)""").fetchall()
         out = []
-        for step, n_inst, total, queued, running, restarted, fin, failed, not_run, restarts, t0, t1, _ in rows:
+        for (step, n_inst, total, queued, running, restarted, fin, failed, not_run, restarts, t0, t1, run_n, run_s,
+             run_sq, _) in rows:
             counts = {TaskState.QUEUED.value: queued, TaskState.RUNNING.value: running,
                       TaskState.RESTARTED.value: restarted, TaskState.FINISHED.value: fin,
                       TaskState.FAILED.value: failed, TaskState.NOT_RUN.value: not_run}
             failures, n_fail = self._failures(step)
-            out.append(StepSummary(step, n_inst, total, counts, restarts, t0, t1, failures, n_fail))
+            out.append(StepSummary(step, n_inst, total, counts, restarts, t0, t1, failures, n_fail, run_n or 0,
+                                   run_s or 0.0, run_sq or 0.0))
         return out
 
     def _failures(self, step: str) -> tuple[tuple[tuple[str, TaskFailure], ...], int]:

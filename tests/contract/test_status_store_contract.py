@@ -117,6 +117,25 @@ class TestStatusStoreContract:
         assert store.unit_finished(UnitKey(0, 1), UnitOutcome(4, 0, 0)) is True
         assert _counts(store) == {"a": {"finished": 10}, "b": {"queued": 1}}
 
+    def test_run_times_count_units_that_ran_to_their_end_once(self, new_store: StoreFactory) -> None:
+        store, plan = new_store()
+        store.register(plan)
+        failure = TaskFailure(4, TaskState.FAILED, 1, "exit code 1", "")
+        store.unit_finished(UnitKey(0, 0), UnitOutcome(4, 0, 0, 0, 10.0, 18.0))  # 4 tasks in 8 s: 2 s each
+        assert store.unit_finished(UnitKey(0, 1), UnitOutcome(3, 1, 0, 0, 10.0, 22.0, failures=(failure,)))
+        store.unit_finished(UnitKey(0, 1), UnitOutcome(3, 1, 0, 0, 10.0, 22.0, failures=(failure,)))  # again
+        store.unit_finished(UnitKey(0, 2), UnitOutcome(0, 2, 0, 0, 30.0, 30.0))  # could not run: not timed
+        store.units_not_run([UnitKey(1, 0)], "parent a did not finish every task")
+        a, b = store.snapshot().steps
+        assert (a.run_tasks, a.avg_run, a.run_std) == (8, 2.5, pytest.approx(0.5))  # 2 s x 4 and 3 s x 4
+        assert (b.run_tasks, b.avg_run, b.run_std) == (0, None, None)
+        store.reset_unfinished()  # units 1 and 2 are queued again: their runs drop out, unit 0's stays
+        assert (store.snapshot().steps[0].avg_run, store.snapshot().steps[0].run_std) == (2.0, 0.0)
+        store.unit_started(UnitKey(0, 1), "host", 40.0)
+        store.unit_finished(UnitKey(0, 1), UnitOutcome(4, 0, 0, 0, 40.0, 44.0))  # 1 s each
+        step = store.snapshot().steps[0]
+        assert (step.run_tasks, step.avg_run, step.run_std) == (8, 1.5, pytest.approx(0.5))
+
     def test_requeue_counts_the_done_markers_of_a_unit_until_it_runs_again(self, new_store: StoreFactory) -> None:
         store, plan = new_store()
         store.register(plan)

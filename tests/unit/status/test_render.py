@@ -21,7 +21,7 @@ def _snapshot() -> StudySnapshot:
     failure = TaskFailure(7, TaskState.FAILED, 1, "exit code 1", "/w/long/long.err")
     steps = (
         StepSummary(LONG, 1, 123456, {"finished": 123000, "failed": 456}, restarts=3, started=0.0, ended=75.0,
-                    failures=(("long_I.1", failure),), n_failures=456),
+                    failures=(("long_I.1", failure),), n_failures=456, run_tasks=123456, run_seconds=308640.0),
         StepSummary("gather", 1, 1, {"queued": 1}),
     )
     return StudySnapshot("habits", "/w", StudyState.FAILED, "456 task(s) failed or did not run", steps)
@@ -42,12 +42,12 @@ def test_the_table_fits_the_width_and_a_long_name_wraps(width: int, monkeypatch:
     table = lines[header:next(i for i in range(header, len(lines)) if not lines[i].startswith(" "))]
     assert max(len(line) for line in table) <= width, text
     long_rows = table[2:-1]  # the long step's row and the lines its name wrapped onto
-    assert len(long_rows) == (1 if width >= 200 else 2 if width == 100 else 3)
+    assert len(long_rows) == (1 if width >= 200 else 2 if width == 100 else 5)
     assert "".join(line.split()[0] for line in long_rows) == LONG  # every character of the name, in order
-    assert long_rows[0].split()[1:] == ["123456", "123000", "456", "3", "1m15s"]  # counts are never cut
-    assert table[-1].split() == ["gather", "1", "1", "-"]  # queued, never started
+    assert long_rows[0].split()[1:] == ["123456", "123000", "456", "3", "2.5s", "1m15s"]  # counts are never cut
+    assert table[-1].split() == ["gather", "1", "1", "-", "-"]  # queued, never started
     assert table[0].split() == ["step", "tasks", "queued", "running", "done", "failed", "not", "run", "retries",
-                                "time"]
+                                "avg", "run", "time"]
 
 
 def test_a_step_times_to_now_only_while_a_task_of_it_runs(monkeypatch: pytest.MonkeyPatch) -> None:
