@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import time
@@ -155,6 +156,8 @@ def test_run_run_workers_monitor_status_stop_end_to_end(redis_server: RedisFixtu
         status = merlin("status", spec, "--json", cwd=tmp_path, env=env)
         assert status.returncode == 0, status.stderr
         assert '"state": "finished"' in status.stdout
+        steps = json.loads(status.stdout)["steps"]  # every task ran to its end: each step has a run time
+        assert steps and all(s["run_tasks"] == s["total"] and s["avg_run"] > 0 for s in steps), steps
         stop = merlin("stop-workers", "--spec", spec, cwd=tmp_path, env=env)
         assert "e2e_greeters@" in stop.stdout, stop.stdout
         assert workers.wait(timeout=30) == 0

@@ -21,7 +21,7 @@ SPEC = """
       - name: a_step_with_a_rather_long_name_indeed
         run: {cmd: "echo $(A) $(B) $(I) > v.txt"}
       - name: gather
-        run: {cmd: "cat $(a_step_with_a_rather_long_name_indeed.workspace)/*/v.txt > all.txt",
+        run: {cmd: "sleep 0.3; cat $(a_step_with_a_rather_long_name_indeed.workspace)/*/v.txt > all.txt",
               depends: [a_step_with_a_rather_long_name_indeed_*]}
 """
 
@@ -44,6 +44,7 @@ def test_merlin_habits_end_to_end(write_spec, tmp_path: Path) -> None:
     rows = list(csv.DictReader((tmp_path / "s.csv").open()))
     assert [(r["step"], r["finished"]) for r in rows] == [("a_step_with_a_rather_long_name_indeed", "3"),
                                                           ("gather", "1")]
+    assert float(rows[1]["avg_run"]) >= 0.3 and float(rows[1]["run_std"]) == 0.0  # Merlin's run time columns
     assert merlin("status", str(ws), "--dump", str(tmp_path / "s.json"), cwd=tmp_path).returncode == 0
     assert json.loads((tmp_path / "s.json").read_text())["total"] == 4
     assert merlin("status", str(ws), "--dump", str(tmp_path / "s.txt"), cwd=tmp_path).returncode == 2
