@@ -52,6 +52,14 @@
 #     PRIOR_REWARD=300 IMITATE=1500 REWARD=200 WORK=/tmp/heavy2 bash specs/mdm_heavy_part_gpu.sh $OUT
 # (alone on the GPU, 9x9 imitation took 0.16 s and reward at 32 x 8 0.41 s per iteration, section 20; the prior
 # stage comes first after the baselines because it needs no clone; three streams side by side were not measured).
+# Budget as of the thirty-fourth session: 15 minutes of device time per session in all, the machine's start
+# included, so the two calls above no longer fit one session. The call that matters is the first: the 9x9
+# denoisers, which this CPU cannot train (measured here, 2026-12-06, Intel Xeon, nothing beside it: 6x192 at batch
+# 256 on one thread, 10 steps in 82.9 s, so about 17 h for 7500), while their orders can be (section 20: 1.2-2.4 s an
+# imitation iteration, 4.6-7.2 s a reward one, with 2 threads). So: run only the first call, then keep
+# den_sudoku9.tar.gz where the next session finds it (weights only: 2.7 M parameters, about 11 MB a seed; the
+# session's scratch does not survive), and train and evaluate the orders on the CPU with DENOISERS=<that folder>
+# (the same script: with no GPU, `--device auto` runs the networks on the CPU).
 set -u -o pipefail
 
 OUT=${1:?usage: mdm_heavy_part_gpu.sh OUT_DIR}
