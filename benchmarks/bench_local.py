@@ -66,9 +66,9 @@ def _status_workspace(n: int, workdir: Path) -> Path:
     for key in plan.units():
         failed = key.unit % 1000 == 0
         failures = (TaskFailure(key.unit, TaskState.FAILED, 1, "exit code 1", "x.err"),) if failed else ()
-        store.db.execute("UPDATE units SET state='done', finished=?, failed=?, started=?, ended=? "
-                         "WHERE instance=? AND unit=?", (0 if failed else 1, int(failed), 1.0, 2.0,
-                                                          key.instance, key.unit))
+        store.db.execute("UPDATE units SET state='done', finished=?, failed=?, started=?, ended=?, run_s=1.0, "
+                         "run_n=1 WHERE instance=? AND unit=?", (0 if failed else 1, int(failed), 1.0, 2.0,
+                                                                 key.instance, key.unit))
         if failures:
             store.db.execute("INSERT INTO failures VALUES (?, ?, ?, 'failed', 1, 'exit code 1', 'x.err')",
                              (key.instance, key.unit, key.unit))
