@@ -62,5 +62,13 @@ def load_dataset(path: str | os.PathLike[str], group: str | None = None) -> xarr
     """
     import xarray as xr
 
+    # h5py's locking=False, as every other open of these files (docs/results-schema.md, "File locking"), unless
+    # this process holds the file open already with HDF5's default (see merlin_mdm.results.metrics.open_h5)
+    try:
+        with xr.open_dataset(path, engine="h5netcdf", group=group, driver_kwds={"locking": False}) as dataset:
+            return dataset.load()
+    except OSError as err:
+        if "locking flag values" not in str(err):
+            raise
     with xr.open_dataset(path, engine="h5netcdf", group=group) as dataset:
         return dataset.load()

@@ -144,7 +144,15 @@ def open_h5(path: str | os.PathLike[str], mode: str = "r") -> h5py.File:
     Returns:
         The open h5py file.
     """
-    return h5py.File(path, mode, locking=False)
+    try:
+        return h5py.File(path, mode, locking=False)
+    except OSError as err:
+        if "locking flag values" not in str(err):
+            raise
+    # This process holds the file open already, with HDF5's default locking (a notebook's own
+    # xarray.open_dataset(path, engine="h5netcdf")): HDF5 shares one open file per process and insists on the
+    # same flags, and sharing it takes no new lock.
+    return h5py.File(path, mode)
 
 
 def is_temporary_name(name: str) -> bool:

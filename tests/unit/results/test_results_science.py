@@ -67,6 +67,24 @@ def test_load_gives_a_dataframe_of_runs(study: Path, tmp_path: Path) -> None:
     assert frame["method"].isna().sum() == 9  # only the learned runs set a method
 
 
+def test_loading_works_while_the_file_is_open_elsewhere_in_the_process(study: Path, tmp_path: Path) -> None:
+    """A notebook holds the file through xarray (HDF5's default locking) or through our reader (none): HDF5
+    shares one open file per process and refuses a second open with other locking flags."""
+    import xarray as xr
+
+    from merlin_mdm.results.metrics import open_h5
+
+    _aggregate(study, tmp_path / "r.h5")
+    alone = load(tmp_path / "r.h5")
+    with xr.open_dataset(tmp_path / "r.h5", engine="h5netcdf") as held:
+        assert held.sizes["run"] == 12
+        assert load(tmp_path / "r.h5").equals(alone)
+        assert load_dataset(tmp_path / "r.h5")["accuracy"].size == 12
+    with open_h5(tmp_path / "r.h5") as handle:
+        assert handle.attrs["file_kind"]
+        assert load_dataset(tmp_path / "r.h5", group="summary").sizes["row"] == 4
+
+
 def test_bootstrap_is_deterministic_and_paired() -> None:
     rng = np.random.default_rng(1)
     a = (rng.random((3, 300)) < 0.7).astype(np.int8)
