@@ -24,8 +24,8 @@ from merlin_mdm.study.plan import StudyPlan
 if TYPE_CHECKING:  # the spec loads when a study is started or validated, not for `status`
     from merlin_mdm.spec import LoadedSpec, Spec
 
-__all__ = ["StudyRequest", "find_workspace", "prepare", "restart_study", "start_study", "study_status",
-           "validate_study"]
+__all__ = ["StudyRequest", "backend_of", "find_workspace", "prepare", "restart_study", "start_study",
+           "study_status", "validate_study"]
 
 BACKEND_FILE = "backend"
 
@@ -144,15 +144,17 @@ def restart_study(path: Path, options: RunOptions, wait: bool = False,
     """
     ws = Workspace.find(path)
     plan = ws.load_plan()
+    ws.check_in_place(plan)
     if backend_name is not None:
         (ws.info / BACKEND_FILE).write_text(backend_name + "\n", encoding="utf-8")
-    backend = get_backend(_backend_name(ws))
+    backend = get_backend(backend_of(ws))
     with WorkspaceLock(ws.info, "restart") as lock:
         lock.acquire(wait)
         return ws, backend.launch(ws, plan, dataclasses.replace(options, resume=True))
 
 
-def _backend_name(ws: Workspace) -> str:
+def backend_of(ws: Workspace) -> str:
+    """The backend the study in ``ws`` runs on: "local" (the embedded one) or "celery"."""
     try:
         return (ws.info / BACKEND_FILE).read_text(encoding="utf-8").strip() or "local"
     except FileNotFoundError:
@@ -182,7 +184,7 @@ def study_status(target: Path) -> StudySnapshot:
     recorded as interrupted first: its units in flight go back to queued with their done-markers counted.
     """
     ws = find_workspace(target)
-    name = _backend_name(ws)
+    name = backend_of(ws)
     if name == "local" and not ws.status_path.exists():
         raise StatusError(f"no status database in {ws.info}: the study was never started (or it was deleted)")
     store = get_backend(name).status_store(ws)

@@ -238,7 +238,8 @@ def purge(spec: Path, force: bool, steps: tuple[str, ...]) -> None:
 def monitor(target: Path, interval: float, early_signal: str | None) -> None:
     """Block while the study of TARGET (a spec or workspace) still has work; exit 0 when it is over.
 
-    Run it last in a batch job that starts workers, so the allocation ends with the study.
+    Run it last in a batch job that starts workers, so the allocation ends with the study. A study run with
+    --local is read from its workspace (no broker needed); one whose runner died counts as over (interrupted).
     """
     with watch_signals(parse_signal(early_signal)) as watch:
         _monitor(target, interval, watch)
@@ -248,9 +249,12 @@ def _monitor(target: Path, interval: float, watch: SignalWatch) -> None:
     from merlin_mdm.backends.celery.backend import CeleryBackend
     from merlin_mdm.backends.celery.in_allocation import study_is_over
     from merlin_mdm.status.redis_store import RedisStatusStore
-    from merlin_mdm.studies import find_workspace
+    from merlin_mdm.studies import backend_of, find_workspace
 
     ws = find_workspace(target)
+    if backend_of(ws) == "local":  # its status is in the workspace: no broker to ask
+        _monitor_local(ws.root, interval, watch)
+        return
     store = cast(RedisStatusStore, CeleryBackend().status_store(ws))
     try:
         while True:
@@ -261,6 +265,17 @@ def _monitor(target: Path, interval: float, watch: SignalWatch) -> None:
             watch.pause(interval)  # ends at once on a stop signal, even one whose raise was swallowed
     finally:
         store.close()
+
+
+def _monitor_local(root: Path, interval: float, watch: SignalWatch) -> None:
+    from merlin_mdm.studies import study_status
+
+    while True:
+        snap = study_status(root)  # a runner that died is recorded as interrupted: over
+        if snap.state.over:
+            click.echo(f"{snap.name}: {snap.state} {snap.message}".rstrip())
+            return
+        watch.pause(interval)
 
 
 @click.command()

@@ -87,10 +87,10 @@ def spread_vars(args: list[str]) -> list[str]:
 
 @click.group(cls=MerlinGroup, epilog=EPILOG,
              context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
-@click.version_option(__version__, prog_name="merlin-mdm")
-@click.option("-l", "--level", "log_level", default="WARNING", show_default=True,
+@click.version_option(__version__, "-v", "--version", prog_name="merlin-mdm")
+@click.option("-lvl", "-l", "--level", "log_level", default="WARNING", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], case_sensitive=False),
-              help="Log level (Python logging), as Merlin's `-l`.")
+              help="Log level (Python logging), as Merlin's `-lvl`.")
 def cli(log_level: str) -> None:
     """Merlin-style ensemble workflows for masked discrete diffusion model experiments.
 

@@ -20,9 +20,9 @@ def status(target: Path, as_json: bool, dump: Path | None) -> None:
 
     TARGET is a workspace directory, or a spec file (its newest workspace is shown).
 
-    A step's time runs from its first task's start to now while a task of it runs, else to its last task's end
-    (so it includes any time the study stood stopped between); "-" when nothing of it has started or ended.
-    Its avg run is a task's mean run time, as Merlin's status shows it: over the units (an instance's batch of
+    A step's elapsed time runs from its first task's start to now while a task of it runs, else to its last
+    task's end (so it includes any time the study stood stopped between); "-" when nothing of it has started or
+    ended. Its avg run is a task's mean run time, as Merlin's status shows it: over the units (an instance's batch of
     samples, run one after the other) that ran to their end, each unit's time shared among its tasks; a unit
     queued again drops out until it is recorded anew. --json and --dump also give the spread (run_std).
     """
@@ -57,8 +57,8 @@ def status(target: Path, as_json: bool, dump: Path | None) -> None:
 @click.option("--task-status", "statuses", multiple=True,
               help="Only tasks in this state: FINISHED, FAILED, NOT_RUN (CANCELLED), QUEUED (INITIALIZED), UNKNOWN.")
 @click.option("--return-code", "codes", multiple=True,
-              help="Only tasks that ended with this code: SUCCESS, SOFT_FAIL, HARD_FAIL, RESTART, RETRY, ... "
-                   "(with or without MERLIN_).")
+              help="Only tasks that ended with this code: SUCCESS, SOFT_FAIL, HARD_FAIL, RESTART, RETRY, "
+                   "STOP_WORKERS (with or without MERLIN_), UNRECOGNIZED (any other), or a number such as 7.")
 @click.option("--max-tasks", type=click.IntRange(1), help="Show at most this many tasks.")
 @click.option("--dump", type=click.Path(dir_okay=False, path_type=Path), help="Write the rows to a .csv or .json file.")
 def detailed_status(target: Path, steps: tuple[str, ...], statuses: tuple[str, ...], codes: tuple[str, ...],
@@ -68,7 +68,7 @@ def detailed_status(target: Path, steps: tuple[str, ...], statuses: tuple[str, .
     import itertools
 
     from merlin_mdm.errors import UsageError
-    from merlin_mdm.status.detail import TASK_STATUSES, task_rows
+    from merlin_mdm.status.detail import TASK_STATUSES, code_matches, task_rows, wanted_codes
     from merlin_mdm.studies import find_workspace, study_status
 
     ws = find_workspace(target)
@@ -77,10 +77,15 @@ def detailed_status(target: Path, steps: tuple[str, ...], statuses: tuple[str, .
         if name.upper() not in TASK_STATUSES:
             raise UsageError(f"--task-status {name}: known: {', '.join(TASK_STATUSES)}")
         wanted.add(TASK_STATUSES[name.upper()])
-    want_codes = {c.upper() if c.upper().startswith("MERLIN_") else f"MERLIN_{c.upper()}" for c in codes}
-    rows = (r for r in task_rows(ws.load_plan(), study_status(ws.root))
+    try:
+        want_codes = wanted_codes(codes)
+    except ValueError as exc:
+        raise UsageError(f"--return-code {exc}") from None
+    plan = ws.load_plan()
+    ws.check_in_place(plan)
+    rows = (r for r in task_rows(plan, study_status(ws.root))
             if (not steps or r.step in steps) and (not wanted or r.status in wanted)
-            and (not want_codes or r.return_code in want_codes))
+            and (not want_codes or code_matches(r.return_code, want_codes)))
     selected = [dataclasses.asdict(r) for r in itertools.islice(rows, max_tasks)]
     if dump is not None:
         _dump_rows(selected, dump)

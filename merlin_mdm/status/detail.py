@@ -3,7 +3,7 @@ on disk (the truth about a finished task) and the failures the status store reco
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +11,7 @@ from merlin_mdm.spec.exitcodes import ExitCode
 from merlin_mdm.status.model import StudySnapshot, TaskFailure
 from merlin_mdm.study.plan import NO_SAMPLE, StudyPlan
 
-__all__ = ["RETURN_CODES", "TASK_STATUSES", "TaskRow", "task_rows"]
+__all__ = ["RETURN_CODES", "TASK_STATUSES", "TaskRow", "code_matches", "task_rows", "wanted_codes"]
 
 DONE_MARKER = "MERLIN_FINISHED"
 # Merlin's names for the return codes, and for the states (its INITIALIZED is our queued, CANCELLED not run)
@@ -33,10 +33,43 @@ class TaskRow:
     reason: str = ""
 
 
+UNRECOGNIZED = "MERLIN_UNRECOGNIZED"  # a code Merlin has no name for, shown with its number
+
+
 def _code(failure: TaskFailure) -> str:
     if failure.rc is None:
         return ""
-    return RETURN_CODES.get(failure.rc, f"MERLIN_UNRECOGNIZED ({failure.rc})")
+    return _name(failure.rc)
+
+
+def _name(rc: int) -> str:
+    return RETURN_CODES.get(rc, f"{UNRECOGNIZED} ({rc})")
+
+
+def wanted_codes(codes: Iterable[str]) -> set[str]:
+    """The return codes asked for, as the rows name them: a name with or without MERLIN_ (SOFT_FAIL,
+    MERLIN_SOFT_FAIL), UNRECOGNIZED for every code without a name, or a number (7, 101).
+
+    Raises:
+        ValueError: an unknown name, with the known ones.
+    """
+    known = [*RETURN_CODES.values(), UNRECOGNIZED]
+    out = set()
+    for code in codes:
+        text = code.strip().upper()
+        if text.lstrip("-").isdigit():
+            out.add(_name(int(text)))
+            continue
+        name = text if text.startswith("MERLIN_") else f"MERLIN_{text}"
+        if name not in known:
+            raise ValueError(f"{code}: known: {', '.join(c.removeprefix('MERLIN_') for c in known)}, or a number")
+        out.add(name)
+    return out
+
+
+def code_matches(code: str, wanted: set[str]) -> bool:
+    """Whether a row's return code is one of ``wanted`` (UNRECOGNIZED takes every code without a name)."""
+    return code in wanted or (UNRECOGNIZED in wanted and code.startswith(f"{UNRECOGNIZED} ("))
 
 
 def task_rows(plan: StudyPlan, snap: StudySnapshot) -> Iterator[TaskRow]:

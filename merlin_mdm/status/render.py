@@ -94,7 +94,7 @@ def render_table(snap: StudySnapshot, stream: TextIO, max_failures: int = 5) -> 
 
 _BOLD, _RED = "1", "31"
 _COLOUR = {TaskState.FINISHED: "32", TaskState.FAILED: _RED, TaskState.NOT_RUN: "33", TaskState.RUNNING: "36"}
-_MIN_NAME = 12  # the step column never gets narrower than this; names longer than it wrap
+_MIN_NAME = 10  # the step column never gets narrower than this; names longer than it wrap
 
 
 def _painter(stream: TextIO) -> Callable[[str, str], str]:
@@ -116,7 +116,7 @@ def _stream_width(stream: TextIO) -> int:
 
 def _table_lines(snap: StudySnapshot, width: int, paint: Callable[[str, str], str]) -> list[str]:
     """The step table: a header, a rule, one row per step; columns right-aligned, one space before each."""
-    titles = ["tasks", *(title for title, _ in _COLUMNS), "retries", "avg run", "time"]
+    titles = ["tasks", *(title for title, _ in _COLUMNS), "retries", "avg run", "elapsed"]
     colours = ["", *(_COLOUR.get(states[0], "") for _, states in _COLUMNS), "", "", ""]
     rows = []
     for step in snap.steps:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +48,25 @@ class Workspace:
             raise WorkspaceError(f"{self.root} is not a merlin-mdm workspace (no merlin_info/{PLAN_FILE})") from None
         except (ValueError, KeyError, TypeError) as exc:
             raise WorkspaceError(f"{self.plan_path} is corrupt: {exc}") from None
+
+    def check_in_place(self, plan: StudyPlan) -> None:
+        """Refuse a workspace that was copied or moved: its plan's commands and task folders name the folder
+        it was made in, so running (or reading the done-markers of) a copy would act on that folder instead.
+
+        Raises:
+            WorkspaceError: the plan was made for another folder.
+        """
+        made = Path(plan.workspace)
+        try:
+            here = made.exists() and os.path.samefile(made, self.root)
+        except OSError:
+            here = False
+        if here:
+            return
+        where = "which still exists" if made.exists() else "which is gone: move this one back there"
+        raise WorkspaceError(f"{self.root} was made as {made} ({where}); its tasks' commands and folders name that "
+                             "path, so a copied or moved workspace cannot run or be read task by task here. Use "
+                             "the original, or `merlin-mdm run` the spec again for a new workspace")
 
     @classmethod
     def find(cls, path: Path | str) -> Workspace:

@@ -1,4 +1,4 @@
-"""A Merlin user's command-line habits: `--vars A=1 B=2`, `restart WS --local`, `status --dump`, `-l LEVEL`,
+"""A Merlin user's command-line habits: `--vars A=1 B=2`, `restart WS --local`, `status --dump`, `-lvl LEVEL`,
 a status table that fits 80 columns, and restart by done-marker."""
 
 from __future__ import annotations
@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 from pathlib import Path
 
 from merlin_mdm.cli.main import spread_vars
@@ -33,9 +34,17 @@ def test_vars_space_separated_as_in_merlin() -> None:
     assert spread_vars(["run", "s.yaml", "B=2"]) == ["run", "s.yaml", "B=2"]
 
 
+def test_merlins_top_level_flags(tmp_path: Path) -> None:
+    assert merlin("-v", cwd=tmp_path).stdout.startswith("merlin-mdm, version ")
+    for level in (["-lvl", "DEBUG"], ["-l", "error"], ["--level", "INFO"]):
+        assert merlin(*level, "example", "list", cwd=tmp_path).returncode == 0, level
+    bad = merlin("-lvl", "LOUD", "example", "list", cwd=tmp_path)
+    assert bad.returncode == 2 and "LOUD" in bad.stderr
+
+
 def test_merlin_habits_end_to_end(write_spec, tmp_path: Path) -> None:
     spec = write_spec(SPEC)
-    result = merlin("-l", "INFO", "run", str(spec), "--vars", "A=x", "B=y", "--local", cwd=tmp_path)
+    result = merlin("-lvl", "INFO", "run", str(spec), "--vars", "A=x", "B=y", "--local", cwd=tmp_path)  # Merlin's
     assert result.returncode == 0, result.stderr
     ws = workspace_of(result)
     assert (ws / "gather" / "all.txt").read_text().split("\n")[:-1] == ["x y 1", "x y 2", "x y 3"]
@@ -48,10 +57,16 @@ def test_merlin_habits_end_to_end(write_spec, tmp_path: Path) -> None:
     assert merlin("status", str(ws), "--dump", str(tmp_path / "s.json"), cwd=tmp_path).returncode == 0
     assert json.loads((tmp_path / "s.json").read_text())["total"] == 4
     assert merlin("status", str(ws), "--dump", str(tmp_path / "s.txt"), cwd=tmp_path).returncode == 2
+    # a --local study is monitored from its workspace: no broker is asked (none answers here)
+    unreachable = {**os.environ, "MERLIN_MDM_CONFIG": str(tmp_path / "app.yaml")}
+    (tmp_path / "app.yaml").write_text("broker: {host: 127.0.0.1, port: 9}\n")
+    done = merlin("monitor", str(ws), "--sleep", "0.1", cwd=tmp_path, env=unreachable, timeout=60)
+    assert (done.returncode, done.stdout) == (0, "habits: finished\n"), done
 
     table = merlin("status", str(ws), cwd=tmp_path, env={**os.environ, "COLUMNS": "80"}).stdout
     assert max(len(line) for line in table.splitlines()[1:]) <= 80, table  # the first line is the path
-    assert "a_step_with_a_r" in table and "restarted" not in table  # names wrap instead of being cut
+    assert " a_step_with_a_" in table and " rather_long_na" in table  # names wrap instead of being cut
+    assert "restarted" not in table
 
     # the file system is the truth: a task whose done-marker was removed runs again on restart
     (ws / "a_step_with_a_rather_long_name_indeed" / "I.2" / "MERLIN_FINISHED").unlink()
@@ -62,6 +77,17 @@ def test_merlin_habits_end_to_end(write_spec, tmp_path: Path) -> None:
     assert (ws / "a_step_with_a_rather_long_name_indeed" / "I.1" / "a_step_with_a_rather_long_name_indeed_I.1.out"
             ).read_text() == ""  # ran once only
     assert counts(ws) == {"a_step_with_a_rather_long_name_indeed": {"finished": 3}, "gather": {"finished": 1}}
+
+    # a copy names the original's folders in its plan and commands: restarting it would run there, so it is refused
+    copy = tmp_path / "copy"
+    shutil.copytree(ws, copy, symlinks=True)
+    (copy / "a_step_with_a_rather_long_name_indeed" / "I.3" / "MERLIN_FINISHED").unlink()
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in ws.rglob("*") if p.is_file())
+    for args in (["restart", str(copy), "--local"], ["detailed-status", str(copy)]):
+        refused = merlin(*args, cwd=tmp_path)
+        assert refused.returncode == 1 and f"was made as {ws}" in refused.stderr, refused
+    assert not (copy / "a_step_with_a_rather_long_name_indeed" / "I.3" / "MERLIN_FINISHED").exists()
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in ws.rglob("*") if p.is_file()) == before
 
 
 def test_dry_run_prints_the_plan_and_needs_no_broker(write_spec, tmp_path: Path) -> None:
@@ -100,21 +126,30 @@ def test_detailed_status_filters_and_dumps(write_spec, tmp_path: Path) -> None:
         description: {name: detail, description: detail}
         env: {variables: {OUTPUT_PATH: ./out}}
         global.parameters:
-          I: {values: [1, 2, 3], label: I.%%}
+          I: {values: [1, 2, 3, 4], label: I.%%}
         study:
           - name: work
-            run: {cmd: "[ $(I) -ne 2 ] || exit $(MERLIN_SOFT_FAIL)"}
+            run: {cmd: "[ $(I) -ne 2 ] || exit $(MERLIN_SOFT_FAIL); [ $(I) -ne 4 ] || exit 7"}
           - name: after
             run: {cmd: "true", depends: [work_*]}
     """)
     ws = workspace_of(merlin("run", str(spec), "--local", cwd=tmp_path))
+    # a code Merlin has no name for is shown with its number, and selected by either
+    for code in ("UNRECOGNIZED", "7", "merlin_unrecognized"):
+        out = merlin("detailed-status", str(ws), "--return-code", code, cwd=tmp_path)
+        assert out.stdout == f"work_I.4: failed MERLIN_UNRECOGNIZED (7) {ws}/work/I.4\n", (code, out)
+    out = merlin("detailed-status", str(ws), "--return-code", "101", cwd=tmp_path)
+    assert out.stdout == f"work_I.2: failed MERLIN_SOFT_FAIL {ws}/work/I.2\n"
+    out = merlin("detailed-status", str(ws), "--return-code", "bogus", cwd=tmp_path)
+    assert out.returncode == 2 and "SOFT_FAIL" in out.stderr and not out.stdout, out
     out = merlin("detailed-status", str(ws), "--task-status", "FAILED", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    assert out.stdout == f"work_I.2: failed MERLIN_SOFT_FAIL {ws}/work/I.2\n"
+    assert out.stdout == (f"work_I.2: failed MERLIN_SOFT_FAIL {ws}/work/I.2\n"
+                          f"work_I.4: failed MERLIN_UNRECOGNIZED (7) {ws}/work/I.4\n")
     out = merlin("detailed-status", str(ws), "--return-code", "SUCCESS", "--steps", "work", "--max-tasks", "1",
                  "--dump", str(tmp_path / "d.json"), cwd=tmp_path)
     assert out.stdout == f"work_I.1: finished MERLIN_SUCCESS {ws}/work/I.1\n"
     assert json.loads((tmp_path / "d.json").read_text())[0]["instance"] == "work_I.1"
     out = merlin("detailed-status", str(ws), "--dump", str(tmp_path / "d.csv"), cwd=tmp_path)
     assert [r["status"] for r in csv.DictReader((tmp_path / "d.csv").open())] == \
-        ["finished", "failed", "finished", "finished"]
+        ["finished", "failed", "finished", "failed", "finished"]

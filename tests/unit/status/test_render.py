@@ -42,12 +42,12 @@ def test_the_table_fits_the_width_and_a_long_name_wraps(width: int, monkeypatch:
     table = lines[header:next(i for i in range(header, len(lines)) if not lines[i].startswith(" "))]
     assert max(len(line) for line in table) <= width, text
     long_rows = table[2:-1]  # the long step's row and the lines its name wrapped onto
-    assert len(long_rows) == (1 if width >= 200 else 2 if width == 100 else 5)
+    assert len(long_rows) == (1 if width >= 200 else 3 if width == 100 else 6)
     assert "".join(line.split()[0] for line in long_rows) == LONG  # every character of the name, in order
     assert long_rows[0].split()[1:] == ["123456", "123000", "456", "3", "2.5s", "1m15s"]  # counts are never cut
     assert table[-1].split() == ["gather", "1", "1", "-", "-"]  # queued, never started
     assert table[0].split() == ["step", "tasks", "queued", "running", "done", "failed", "not", "run", "retries",
-                                "avg", "run", "time"]
+                                "avg", "run", "elapsed"]
 
 
 def test_a_step_times_to_now_only_while_a_task_of_it_runs(monkeypatch: pytest.MonkeyPatch) -> None:
