@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from merlin_mdm.errors import ResultsError
-from merlin_mdm.results.collect import Discovery, Problem, Row, discover_all, load_many
+from merlin_mdm.results.collect import Discovery, Problem, Row, discover_all
+from merlin_mdm.results.guarded import load_guarded
 from merlin_mdm.results.mpi_gather import ROOT, broadcast_discovery, gather_loaded
 from merlin_mdm.results.plots import plot_accuracy_vs_nfe
 from merlin_mdm.results.report import render_report
@@ -135,7 +136,7 @@ def aggregate(
     if comm is None:
         discovery = find()
         with _progress(len(discovery.files), progress) as advance:
-            loaded: list[Row | Problem] | None = load_many(discovery, discovery.files, advance)
+            loaded: list[Row | Problem] | None = load_guarded(discovery, discovery.files, advance)
     else:
         found = broadcast_discovery(comm, find)
         if found is None:

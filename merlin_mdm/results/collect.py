@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ import numpy as np
 from merlin_mdm.errors import ResultsError
 from merlin_mdm.results.metrics import MetricsFileError, is_temporary_name, read_metrics
 
-__all__ = ["Discovery", "Problem", "Row", "discover", "discover_all", "load_many", "load_run"]
+__all__ = ["Discovery", "Problem", "Row", "discover", "discover_all", "load_run"]
 
 Row = dict[str, Any]
 """One run: the metrics file's attributes flattened to scalars, plus ``path`` and ``n_examples`` (and, from
@@ -192,13 +192,3 @@ def load_run(path: Path, shown: str) -> Row | Problem:
     row["_nfe"] = np.asarray(metrics.datasets["nfe"], dtype=np.int64)
     return row
 
-
-def load_many(
-    discovery: Discovery, names: Sequence[str], advance: Callable[[], None] = lambda: None
-) -> list[Row | Problem]:
-    """Read several listed files in order, calling ``advance`` after each (for progress bars)."""
-    out: list[Row | Problem] = []
-    for name in names:
-        out.append(load_run(discovery.resolve(name), name))
-        advance()
-    return out

@@ -10,7 +10,8 @@ from collections.abc import Callable
 from typing import Any
 
 from merlin_mdm.errors import MerlinMdmError, ResultsError
-from merlin_mdm.results.collect import Discovery, Problem, Row, load_many
+from merlin_mdm.results.collect import Discovery, Problem, Row
+from merlin_mdm.results.guarded import load_guarded
 
 __all__ = ["ROOT", "broadcast_discovery", "gather_loaded", "shard", "world"]
 
@@ -68,7 +69,7 @@ def gather_loaded(
     """
     names = discovery.files
     mine = shard(len(names), comm.Get_rank(), comm.Get_size())
-    loaded = load_many(discovery, names[mine.start:mine.stop], advance)
+    loaded = load_guarded(discovery, names[mine.start:mine.stop], advance)
     parts = comm.gather(loaded, root=ROOT)
     if comm.Get_rank() != ROOT:
         return None

@@ -1,0 +1,69 @@
+"""Reading metrics files with a deadline per file: a file that makes the HDF5 library loop (or crash) is a
+`corrupt` problem, and the files after it are still read (soft fail: one bad file never stops the collector)."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from merlin_mdm.results import guarded
+from merlin_mdm.results.aggregate import aggregate, default_outputs
+from merlin_mdm.results.collect import Problem, discover
+
+from .conftest import MakeRun
+
+DATA = Path(__file__).parents[2] / "data" / "hdf5"
+
+
+def test_a_file_the_hdf5_library_loops_on_is_reported_and_the_rest_aggregated(
+        tmp_path: Path, make_run: MakeRun, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real damaged metrics file (a run of zeroed bytes in its attribute heap, found by fuzzing an
+    evaluation file): reading it with h5py 3.16 / HDF5 2.0 loops for ever, and neither SIGTERM nor Ctrl-C
+    stops the loop. Whatever a later HDF5 does with it, it must come out as a problem, never hang."""
+    root = tmp_path / "study"
+    for seed in (0, 1):
+        make_run(root / "eval" / f"good.{seed}" / "metrics.h5", seed=seed)
+    (root / "eval" / "damaged").mkdir(parents=True)
+    damaged = root / "eval" / "damaged" / "metrics.h5"
+    with gzip.open(DATA / "metrics_loops_hdf5.h5.gz") as src, open(damaged, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    monkeypatch.setenv("MERLIN_MDM_READ_DEADLINE", "5")
+    report = aggregate(root, default_outputs(tmp_path / "out" / "results.h5"), progress=False)
+    assert report is not None and report.n_files == 3
+    assert [(p.path, p.kind) for p in report.failures] == [("eval/damaged/metrics.h5", "corrupt")]
+
+
+def test_a_stuck_or_crashed_read_is_a_problem_and_reading_goes_on(
+        tmp_path: Path, make_run: MakeRun, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("a", "b", "c", "d"):
+        make_run(tmp_path / name / "metrics.h5")
+    discovery = discover(tmp_path)
+    read = guarded.load_run
+
+    def flaky(path: Path, shown: str) -> object:  # runs in the forked reader
+        if shown.startswith("b/"):
+            while True:  # as the HDF5 library does on the damaged file: no return
+                pass
+        if shown.startswith("c/"):
+            os._exit(139)  # as a crash inside the library
+        return read(path, shown)
+
+    monkeypatch.setattr(guarded, "load_run", flaky)
+    ticks: list[int] = []
+    out = guarded.load_guarded(discovery, discovery.files, lambda: ticks.append(1), deadline=1.0)
+    assert [row.kind if isinstance(row, Problem) else row["path"] for row in out] == [
+        "a/metrics.h5", "corrupt", "corrupt", "d/metrics.h5"]
+    problems = [row for row in out if isinstance(row, Problem)]
+    assert "did not end within 1 s" in problems[0].message and "crashed" in problems[1].message
+    assert len(ticks) == 4  # progress advances once per file, read or not
+
+
+@pytest.mark.parametrize(("value", "expected"), [("", 300.0), ("12.5", 12.5), ("0", 300.0), ("soon", 300.0)])
+def test_the_deadline_comes_from_the_environment(value: str, expected: float,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MERLIN_MDM_READ_DEADLINE", value)
+    assert guarded.read_deadline() == expected
