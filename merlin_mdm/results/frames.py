@@ -6,16 +6,19 @@ pandas and xarray are imported on call, so the rest of the results layer never n
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from merlin_mdm.results.results_file import read_results
+from merlin_mdm.results.results_file import ResultsFileError, check_results_file, read_results
 from merlin_mdm.results.tables import method_label, task_label
 
 if TYPE_CHECKING:
     import pandas
     import xarray
 
-__all__ = ["load", "load_dataset"]
+__all__ = ["GROUPS", "load", "load_dataset"]
+
+GROUPS = (None, "summary", "problems", "runs_missing")  # load_dataset's groups: None is the runs
 
 
 def load(path: str | os.PathLike[str]) -> pandas.DataFrame:
@@ -55,13 +58,21 @@ def load_dataset(path: str | os.PathLike[str], group: str | None = None) -> xarr
 
     Args:
         path: a results file.
-        group: None for the runs, ``"summary"`` for Table 1, ``"problems"`` for the unusable files.
+        group: None for the runs, ``"summary"`` for Table 1, ``"problems"`` for the unusable files,
+            ``"runs_missing"`` for which run attributes are absent.
 
     Returns:
         The Dataset, read into memory (the file is closed).
+
+    Raises:
+        ResultsError: the file is not a readable results file (a per-run metrics file, say), or no such group.
     """
     import xarray as xr
 
+    if group not in GROUPS:
+        raise ResultsFileError(Path(path), "corrupt", f"no group {group!r} in a results file: "
+                                                      f"{', '.join(repr(g) for g in GROUPS)}")
+    check_results_file(path)
     # h5py's locking=False, as every other open of these files (docs/results-schema.md, "File locking"), unless
     # this process holds the file open already with HDF5's default (see merlin_mdm.results.metrics.open_h5)
     try:

@@ -35,7 +35,8 @@ from merlin_mdm.results.collect import Problem
 from merlin_mdm.results.metrics import RESULTS_FILE_KIND, SCHEMA_VERSION, FileProblemError, open_h5
 from merlin_mdm.results.tables import Column, RunTable, SummaryRow, method_label, task_label
 
-__all__ = ["RESULTS_SCHEMA_VERSION", "UNITS", "ResultsFile", "ResultsFileError", "read_results", "write_results"]
+__all__ = ["RESULTS_SCHEMA_VERSION", "UNITS", "ResultsFile", "ResultsFileError", "check_results_file", "read_results",
+           "write_results"]
 
 RESULTS_SCHEMA_VERSION = 2
 """Version of the results-file layout (2: NetCDF-4, xarray-readable; 1 was plain HDF5 groups)."""
@@ -186,20 +187,43 @@ def read_results(path: str | os.PathLike[str]) -> ResultsFile:
     src = Path(path)
     try:
         with open_h5(src, "r") as handle:
-            attrs = {key: _scalar(value) for key, value in handle.attrs.items() if not key.startswith("_")}
-            if attrs.get("file_kind") != RESULTS_FILE_KIND:
-                raise ResultsFileError(src, "corrupt", "not a merlin-mdm results file")
-            if attrs.get("results_schema_version") != RESULTS_SCHEMA_VERSION:
-                raise ResultsFileError(src, "unsupported_version",
-                                       f"results_schema_version {attrs.get('results_schema_version')!r} "
-                                       f"is not supported (this is {RESULTS_SCHEMA_VERSION})")
+            attrs = _checked_attrs(src, handle)
             columns = _read_runs(handle)
             examples = {name: handle[name][()] for name in ("correct", "nfe") if name in handle}
             problems = tuple(Problem(**rec) for rec in _read_records(handle["problems"], Problem))
             summary = tuple(SummaryRow(**rec) for rec in _read_records(handle["summary"], SummaryRow))
     except (OSError, KeyError, ValueError, TypeError, RuntimeError) as err:  # h5py: RuntimeError on bad metadata
-        raise ResultsFileError(src, "corrupt", f"cannot read the results file ({err})") from err
+        raise ResultsFileError(src, "corrupt", f"cannot read the results file ({_first_line(err)})") from err
     return ResultsFile(RunTable(columns, problems, examples), summary, attrs)
+
+
+def check_results_file(path: str | os.PathLike[str]) -> None:
+    """Raise what :func:`read_results` would about the file itself, reading only its root attributes.
+
+    Raises:
+        ResultsFileError: the file is missing, unreadable or not a results file of this layout version.
+    """
+    src = Path(path)
+    try:
+        with open_h5(src, "r") as handle:
+            _checked_attrs(src, handle)
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as err:
+        raise ResultsFileError(src, "corrupt", f"cannot read the results file ({_first_line(err)})") from err
+
+
+def _first_line(err: BaseException) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
+def _checked_attrs(src: Path, handle: h5py.File) -> dict[str, Any]:
+    attrs = {key: _scalar(value) for key, value in handle.attrs.items() if not key.startswith("_")}
+    if attrs.get("file_kind") != RESULTS_FILE_KIND:
+        raise ResultsFileError(src, "corrupt", "not a merlin-mdm results file")
+    if attrs.get("results_schema_version") != RESULTS_SCHEMA_VERSION:
+        raise ResultsFileError(src, "unsupported_version",
+                               f"results_schema_version {attrs.get('results_schema_version')!r} "
+                               f"is not supported (this is {RESULTS_SCHEMA_VERSION})")
+    return attrs
 
 
 def _read_runs(handle: h5py.File) -> tuple[Column, ...]:

@@ -284,3 +284,21 @@ def test_studies_run_in_batches_aggregate_as_one(study: Path, tmp_path: Path) ->
     assert sum(p.startswith(f"{tmp_path}/batch2/eval/") for p in paths) == 4
     one = aggregate([tmp_path / "batch1"], default_outputs(tmp_path / "one" / "r.h5"), progress=False)
     assert one is not None and one.table.n_rows == 8
+
+
+def test_load_dataset_refuses_what_load_refuses(study: Path, tmp_path: Path) -> None:
+    from merlin_mdm.errors import ResultsError
+
+    _aggregate(study, tmp_path / "r.h5")
+    (tmp_path / "a_dir").mkdir()
+    (tmp_path / "text.csv").write_text("a,b\n1,2\n")
+    metrics = next(study.rglob("*.h5"))
+    for path, why in ((metrics, "not a merlin-mdm results file"), (tmp_path / "nope.h5", "cannot read"),
+                      (tmp_path / "a_dir", "cannot read"), (tmp_path / "text.csv", "cannot read")):
+        for reader in (load, load_dataset):
+            with pytest.raises(ResultsError, match=why) as caught:
+                reader(path)
+            assert "\n" not in str(caught.value), str(caught.value)  # one line, no HDF5 error stack
+    with pytest.raises(ResultsError, match="'summary', 'problems'"):
+        load_dataset(tmp_path / "r.h5", group="bogus")
+    assert load_dataset(tmp_path / "r.h5", group="runs_missing").sizes["run"] == 12
