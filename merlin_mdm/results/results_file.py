@@ -19,9 +19,11 @@ inputs give byte-identical files.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -184,16 +186,11 @@ def read_results(path: str | os.PathLike[str]) -> ResultsFile:
     Raises:
         ResultsFileError: the file is missing, unreadable or not a results file of this layout version.
     """
-    src = Path(path)
-    try:
-        with open_h5(src, "r") as handle:
-            attrs = _checked_attrs(src, handle)
-            columns = _read_runs(handle)
-            examples = {name: handle[name][()] for name in ("correct", "nfe") if name in handle}
-            problems = tuple(Problem(**rec) for rec in _read_records(handle["problems"], Problem))
-            summary = tuple(SummaryRow(**rec) for rec in _read_records(handle["summary"], SummaryRow))
-    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as err:  # h5py: RuntimeError on bad metadata
-        raise ResultsFileError(src, "corrupt", f"cannot read the results file ({_first_line(err)})") from err
+    with _results_handle(Path(path)) as (handle, attrs):
+        columns = _read_runs(handle)
+        examples = {name: handle[name][()] for name in ("correct", "nfe") if name in handle}
+        problems = tuple(Problem(**rec) for rec in _read_records(handle["problems"], Problem))
+        summary = tuple(SummaryRow(**rec) for rec in _read_records(handle["summary"], SummaryRow))
     return ResultsFile(RunTable(columns, problems, examples), summary, attrs)
 
 
@@ -203,11 +200,17 @@ def check_results_file(path: str | os.PathLike[str]) -> None:
     Raises:
         ResultsFileError: the file is missing, unreadable or not a results file of this layout version.
     """
-    src = Path(path)
+    with _results_handle(Path(path)):
+        pass
+
+
+@contextlib.contextmanager
+def _results_handle(src: Path) -> Iterator[tuple[h5py.File, dict[str, Any]]]:
+    """The open results file and its checked root attributes; any read error becomes a ResultsFileError."""
     try:
         with open_h5(src, "r") as handle:
-            _checked_attrs(src, handle)
-    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as err:
+            yield handle, _checked_attrs(src, handle)
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as err:  # h5py: RuntimeError on bad metadata
         raise ResultsFileError(src, "corrupt", f"cannot read the results file ({_first_line(err)})") from err
 
 
