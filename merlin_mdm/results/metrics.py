@@ -244,6 +244,9 @@ def read_metrics(path: str | os.PathLike[str]) -> Metrics:
     src = Path(path)
     if is_temporary_name(src.name):
         raise MetricsFileError(src, "incomplete", "temporary file of an interrupted write_metrics (the run was killed)")
+    if src.is_dir():
+        raise MetricsFileError(src, "missing", "a folder, not a metrics file (give a file, or a glob such as "
+                                               "'DIR/**/*.h5')")
     if not src.is_file():
         raise MetricsFileError(src, "missing", "no such metrics file")
     attrs, datasets = _read_raw(src)

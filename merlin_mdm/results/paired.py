@@ -224,6 +224,10 @@ def _examples(run: Metrics) -> tuple[Any, ...]:
 
 
 def _check_comparable(first: Line, other: Line) -> None:
+    if set(first.files) & set(other.files):
+        shared = sorted(set(first.files) & set(other.files))[0]
+        raise UsageError(f"lines {first.label!r} and {other.label!r} share {shared}: a line compared with "
+                         "itself differs by nothing; give each line its own files")
     if _distinct(first) != _distinct(other):
         raise UsageError(f"line {other.label!r} has training seeds {_seeds(other)} and line {first.label!r} "
                          f"{_seeds(first)}: a paired comparison needs the same seeds on both sides")

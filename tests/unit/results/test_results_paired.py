@@ -77,10 +77,19 @@ def test_pairing_finds_a_difference_that_unpaired_intervals_miss(tmp_path: Path)
 
 def test_identical_lines_differ_by_exactly_nothing(tmp_path: Path) -> None:
     write_run(tmp_path / "a.h5", outcomes(50, 10))
-    line = load_line(str(tmp_path / "a.h5"))
-    (difference,) = compare_lines(line, [line]).differences
+    write_run(tmp_path / "b.h5", outcomes(50, 10))
+    (difference,) = compare_lines(load_line(str(tmp_path / "a.h5")), [load_line(str(tmp_path / "b.h5"))]).differences
     assert (difference.value, difference.low, difference.high) == (0.0, 0.0, 0.0)
     assert difference.verdict == "no significant difference"
+
+
+def test_a_line_compared_with_its_own_files_or_a_folder_is_refused(tmp_path: Path) -> None:
+    write_run(tmp_path / "a.h5", outcomes(50, 10))
+    line = load_line(str(tmp_path / "a.h5"))
+    with pytest.raises(UsageError, match=r"share .*a\.h5: a line compared with itself"):
+        compare_lines(line, [load_line(f"again={tmp_path / 'a.h5'}")])
+    with pytest.raises(MetricsFileError, match="a folder, not a metrics file"):
+        load_line(str(tmp_path))
 
 
 def test_runs_are_ordered_by_training_seed_not_by_file_name(tmp_path: Path) -> None:
