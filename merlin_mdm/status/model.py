@@ -50,15 +50,15 @@ class UnitOutcome:
         return self.stop is not StopKind.HARD_FAIL and self.not_run == 0
 
     @property
-    def run_seconds(self) -> float | None:
-        """How long the unit ran, when it ran to its end (every task finished or failed); else None.
+    def run_time(self) -> tuple[int, float] | None:
+        """(tasks, seconds) the unit ran, when it ran to its end (every task finished or failed); else None.
 
         None for a unit stopped part way (tasks not run) or one that could not run at all (no start, or
         started and ended at the same instant: :func:`~merlin_mdm.backends.execution.unit_failure`).
         """
         if self.not_run or not self.started or self.ended <= self.started:
             return None
-        return self.ended - self.started
+        return self.finished + self.failed, self.ended - self.started
 
 
 @dataclass(frozen=True)

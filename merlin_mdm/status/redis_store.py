@@ -151,10 +151,9 @@ def study_prefix(workspace: str) -> str:
 
 def _run_args(outcome: UnitOutcome) -> list[str]:
     """The _FINISH arguments for the unit's run time: tasks, seconds, seconds squared over tasks ('' untimed)."""
-    seconds = outcome.run_seconds
-    if seconds is None:
+    if outcome.run_time is None:
         return ["", "", ""]
-    tasks = outcome.finished + outcome.failed
+    tasks, seconds = outcome.run_time
     return [str(tasks), repr(seconds), repr(seconds * seconds / tasks)]
 
 

@@ -99,13 +99,13 @@ class SqliteStatusStore(StatusStore):
     def unit_finished(self, key: UnitKey, outcome: UnitOutcome) -> bool:
         try:
             self.db.execute("BEGIN IMMEDIATE")
-            run_s = outcome.run_seconds
+            run_n, run_s = outcome.run_time or (None, None)
             cur = self.db.execute(
                 "UPDATE units SET state='done', finished=?, failed=?, not_run=?, restarts=restarts+?, "
                 "started=COALESCE(started, ?), ended=?, host=?, run_s=?, run_n=? "
                 "WHERE instance=? AND unit=? AND state != 'done'",
                 (outcome.finished, outcome.failed, outcome.not_run, outcome.restarts, outcome.started,
-                 outcome.ended, outcome.host, run_s, None if run_s is None else outcome.finished + outcome.failed,
+                 outcome.ended, outcome.host, run_s, run_n,
                  key.instance, key.unit))
             changed = cur.rowcount > 0
             if changed and outcome.failures:
