@@ -7,6 +7,7 @@ The tree::
     ├── SpecError             exit code 2: one or more problems in a study spec, each with a location
     ├── ResourceError         a task needs more cores than the runner has (the spec's location, the fix)
     ├── WorkspaceError        a workspace is missing, corrupt or in use
+    │   └── NoWorkspace       exit code 2: the path or spec named holds no workspace
     ├── Interrupted           exit code 128+signal: SIGTERM, SIGINT, SIGHUP or the early-warning signal arrived
     ├── StatusError           the status store cannot be read or written
     ├── BackendError          a task backend (local pool, Celery) cannot do its job
@@ -31,6 +32,7 @@ __all__ = [
     "Interrupted",
     "MdmError",
     "MerlinMdmError",
+    "NoWorkspace",
     "ResourceError",
     "ResultsError",
     "SpecError",
@@ -107,6 +109,12 @@ class ResourceError(MerlinMdmError):
 
 class WorkspaceError(MerlinMdmError):
     """A study workspace is missing, incomplete or not a workspace."""
+
+
+class NoWorkspace(WorkspaceError):
+    """The path (or spec) the user named holds no workspace: a usage error, so exit code 2."""
+
+    exit_code = 2
 
 
 class Interrupted(MerlinMdmError):

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from merlin_mdm.backends import get_backend
 from merlin_mdm.backends.base import RunOptions, RunReport
-from merlin_mdm.errors import SpecIssue, StatusError, WorkspaceError
+from merlin_mdm.errors import NoWorkspace, SpecIssue, StatusError, WorkspaceError
 from merlin_mdm.status.model import StudySnapshot, StudyState
 from merlin_mdm.status.store import StatusStore
 from merlin_mdm.study.layout import Workspace
@@ -172,7 +172,7 @@ def find_workspace(target: Path) -> Workspace:
         candidates = sorted(base.glob(f"{spec.description.name}_*/merlin_info/plan.json"),
                             key=lambda p: p.stat().st_mtime)
         if not candidates:
-            raise WorkspaceError(f"no workspace of study '{spec.description.name}' under {base}; run it first")
+            raise NoWorkspace(f"no workspace of study '{spec.description.name}' under {base}; run it first")
         return Workspace(candidates[-1].parent.parent)
     return Workspace.find(target)
 

@@ -57,10 +57,14 @@ def run_workers(spec: Path, echo: bool, steps: tuple[str, ...], only: tuple[str,
 
     On SIGTERM, SIGINT, SIGHUP (or --signal) the workers take no new task; after --grace seconds they stop
     cold, their running units go back to the queue (recorded queued), and the exit code is 128+signal.
+    With --until-done the last line says how the study ended; the exit code is 0 once it is over, even when
+    tasks failed (the workers did their job, and a failed simulation does not fail the allocation, so an
+    `afterok` dependency still fires): `status` says what failed.
     Unless app.yaml sets visibility_timeout, it is derived from the walltimes of SPEC's newest study.
     """
     from merlin_mdm.backends.celery.backend import check_server
     from merlin_mdm.backends.celery.in_allocation import (
+        STUDY_OVER,
         Supervisor,
         allocation_commands,
         allocation_deadline,
@@ -101,7 +105,28 @@ def run_workers(spec: Path, echo: bool, steps: tuple[str, ...], only: tuple[str,
                             log=lambda m: click.echo(m, err=True),
                             shutdown=broadcast_shutdown(config, [f"{c.name}.{alloc.job_id}@" for c in commands])
                             if alloc else None, grace=grace, early_signal=parse_signal(early_signal))
-    sys.exit(supervisor.run())
+    rc = supervisor.run()
+    if until_done is not None and supervisor.stopping == STUDY_OVER:
+        click.echo(f"run-workers: {_outcome(until_done)}", err=True)
+    sys.exit(rc)
+
+
+def _outcome(workspace: Path) -> str:
+    """How the study in ``workspace`` ended, for the last line of `run-workers --until-done`."""
+    from merlin_mdm.errors import MerlinMdmError
+    from merlin_mdm.status.states import TaskState
+    from merlin_mdm.studies import study_status
+
+    try:
+        snap = study_status(workspace)
+    except MerlinMdmError as exc:
+        return f"the study is over; its status cannot be read: {exc}"
+    bad = ", ".join(f"{n} {what}" for n, what in ((snap.count_failed, "failed"), (snap.count_not_run, "did not run"))
+                    if n)
+    done = f"{snap.count(TaskState.FINISHED)} of {snap.total} task(s) finished"
+    if not bad:
+        return f"study {snap.name} {snap.state.value}: {done}"
+    return f"study {snap.name} {snap.state.value}: {done}, {bad}: `merlin-mdm status {snap.workspace}` lists them"
 
 
 def _visibility_env(spec: Path) -> dict[str, str]:
@@ -220,13 +245,25 @@ def purge(spec: Path, force: bool, steps: tuple[str, ...]) -> None:
     config = _config(spec)
     check_server(config)
     names = sorted(set(spec_queues(_spec(spec), steps).values()))
-    if not force:
-        click.confirm(f"Delete every waiting message in queue(s) {', '.join(names)}?", abort=True)
+    if not force and not _purge_confirmed(names):
+        click.echo("nothing purged")
+        return
     total, lost = purge_queues(config, names)
     record_purge(config, lost)
     click.echo(f"purged {total} message(s) from {', '.join(names)}")
     for workspace, n in sorted(lost.items()):
         click.echo(f"  {n} of study {workspace}: `merlin-mdm restart {workspace}` queues its unfinished work again")
+
+
+def _purge_confirmed(names: list[str]) -> bool:
+    """Ask before deleting; a closed stdin (a batch script, `< /dev/null`) is refused rather than taken as yes or no."""
+    try:
+        return click.confirm(f"Delete every waiting message in queue(s) {', '.join(names)}?", default=False)
+    except click.exceptions.Abort:
+        if sys.stdin is None or sys.stdin.isatty():
+            raise  # Ctrl-C or Ctrl-D at the prompt: the user stopped it
+        raise UsageError("purge asks before deleting and stdin gave no answer: pass -f/--force to purge "
+                         "without asking") from None
 
 
 @click.command()

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from merlin_mdm.status.model import StudySnapshot
+    from merlin_mdm.study.layout import Workspace
 
 __all__ = ["detailed_status", "status"]
 
@@ -14,7 +19,8 @@ __all__ = ["detailed_status", "status"]
 @click.argument("target", type=click.Path(exists=True, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
 @click.option("--dump", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also write the status to this .csv or .json file (Merlin's `status --dump`).")
+              help="Write the status to this .csv or .json file instead of showing the table (Merlin's "
+                   "`status --dump`); with --json the JSON is still printed.")
 def status(target: Path, as_json: bool, dump: Path | None) -> None:
     """Show where a study stands: task counts per step and state, elapsed time, failures with log paths.
 
@@ -30,9 +36,12 @@ def status(target: Path, as_json: bool, dump: Path | None) -> None:
     from merlin_mdm.studies import find_workspace, study_status
 
     ws = find_workspace(target)
-    snap = study_status(ws.root)
+    snap = _with_idle_queues(ws, study_status(ws.root))
     if dump is not None:
         dump_snapshot(snap, dump)
+        if not as_json:
+            click.echo(f"wrote the status of {snap.name} ({len(snap.steps)} step(s)) to {dump}")
+            return
     launched = ws.batch.is_dir()  # only studies `launch` submitted allocations for have any to show
     if as_json:
         if launched:
@@ -51,6 +60,33 @@ def status(target: Path, as_json: bool, dump: Path | None) -> None:
         show_allocations(target)
 
 
+def _with_idle_queues(ws: Workspace, snap: StudySnapshot) -> StudySnapshot:
+    """A Celery study that runs nothing while work waits in queues no worker takes says so in its message."""
+    import dataclasses
+
+    from merlin_mdm.status.states import TaskState
+    from merlin_mdm.studies import backend_of
+
+    if backend_of(ws) != "celery":
+        return snap
+    from kombu.exceptions import KombuError
+    from redis import RedisError
+
+    from merlin_mdm.backends.celery.backend import unserved_queues
+    from merlin_mdm.errors import MerlinMdmError
+
+    try:
+        idle = unserved_queues(ws, snap)
+    except (KombuError, RedisError, OSError, MerlinMdmError):
+        return snap  # the counts were read; who consumes the queues is a nicety
+    if not idle:
+        return snap
+    waiting = snap.count(TaskState.QUEUED)
+    note = (f"nothing runs: {waiting} task(s) wait in queue(s) {', '.join(idle)}, which no worker takes; "
+            "start workers with `merlin-mdm run-workers SPEC`")
+    return dataclasses.replace(snap, message=f"{snap.message}; {note}" if snap.message else note)
+
+
 @click.command("detailed-status")
 @click.argument("target", type=click.Path(exists=True, path_type=Path))
 @click.option("--steps", multiple=True, help="Only these steps; repeatable.")
@@ -60,7 +96,8 @@ def status(target: Path, as_json: bool, dump: Path | None) -> None:
               help="Only tasks that ended with this code: SUCCESS, SOFT_FAIL, HARD_FAIL, RESTART, RETRY, "
                    "STOP_WORKERS (with or without MERLIN_), UNRECOGNIZED (any other), or a number such as 7.")
 @click.option("--max-tasks", type=click.IntRange(1), help="Show at most this many tasks.")
-@click.option("--dump", type=click.Path(dir_okay=False, path_type=Path), help="Write the rows to a .csv or .json file.")
+@click.option("--dump", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the rows to a .csv or .json file instead of printing them (Merlin's `--dump`).")
 def detailed_status(target: Path, steps: tuple[str, ...], statuses: tuple[str, ...], codes: tuple[str, ...],
                     max_tasks: int | None, dump: Path | None) -> None:
     """One line per task: step, instance, sample, status, return code and folder (Merlin's `detailed-status`)."""
@@ -89,6 +126,8 @@ def detailed_status(target: Path, steps: tuple[str, ...], statuses: tuple[str, .
     selected = [dataclasses.asdict(r) for r in itertools.islice(rows, max_tasks)]
     if dump is not None:
         _dump_rows(selected, dump)
+        click.echo(f"wrote {len(selected)} task row(s) to {dump}")
+        return
     if not selected:
         click.echo("no task matches")
     for r in selected:

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from merlin_mdm.errors import WorkspaceError
+from merlin_mdm.errors import NoWorkspace, WorkspaceError
 from merlin_mdm.study.plan import StudyPlan
 
 __all__ = ["PLAN_FILE", "Workspace"]
@@ -45,7 +45,7 @@ class Workspace:
         try:
             return StudyPlan.from_json(self.plan_path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise WorkspaceError(f"{self.root} is not a merlin-mdm workspace (no merlin_info/{PLAN_FILE})") from None
+            raise NoWorkspace(f"{self.root} is not a merlin-mdm workspace (no merlin_info/{PLAN_FILE})") from None
         except (ValueError, KeyError, TypeError) as exc:
             raise WorkspaceError(f"{self.plan_path} is corrupt: {exc}") from None
 
@@ -75,4 +75,4 @@ class Workspace:
         for candidate in (start, *start.parents):
             if (candidate / "merlin_info" / PLAN_FILE).exists():
                 return cls(candidate)
-        raise WorkspaceError(f"{path} is not inside a merlin-mdm workspace (no merlin_info/{PLAN_FILE} found)")
+        raise NoWorkspace(f"{path} is not inside a merlin-mdm workspace (no merlin_info/{PLAN_FILE} found)")

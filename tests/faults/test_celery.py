@@ -87,6 +87,11 @@ def test_purge_shows_in_status_and_restart_requeues_the_purged_work(tmp_path: Pa
     refused = merlin("restart", str(ws), cwd=tmp_path, env=env)
     assert refused.returncode == 1 and "the broker still holds 3 message(s) of this study" in refused.stderr, \
         refused.stderr
+    unanswered = merlin("purge", str(spec), cwd=tmp_path, env=env, stdin="")  # a batch script: nobody answers
+    assert unanswered.returncode == 2 and "pass -f/--force" in unanswered.stderr, unanswered
+    declined = merlin("purge", str(spec), cwd=tmp_path, env=env, stdin="n\n")
+    assert declined.returncode == 0 and declined.stdout.endswith("nothing purged\n"), declined
+    assert _status(ws, env)["state"] != "purged"
     purged = merlin("purge", str(spec), "-f", cwd=tmp_path, env=env)
     assert purged.returncode == 0 and "purged 3 message(s)" in purged.stdout, purged.stderr
     snap = _status(ws, env)

@@ -18,8 +18,9 @@ from merlin_mdm.backends.celery.dependencies import RedisDependencies
 from merlin_mdm.backends.execution import walltime_seconds
 from merlin_mdm.config import AppConfig, load_config
 from merlin_mdm.errors import BackendError, BrokerError
-from merlin_mdm.status.model import StudyState
+from merlin_mdm.status.model import StudySnapshot, StudyState
 from merlin_mdm.status.redis_store import RedisStatusStore
+from merlin_mdm.status.states import TaskState
 from merlin_mdm.status.store import StatusStore
 from merlin_mdm.study.plan import StudyPlan
 from merlin_mdm.study.workspace import Workspace
@@ -167,6 +168,19 @@ class CeleryBackend(Backend):
             send_dispatch(broker, plan.workspace, plan, Dispatch(small.units, (*small.ranges, *ranges)))
         finally:
             broker.close()
+
+
+def unserved_queues(workspace: Workspace, snap: StudySnapshot) -> list[str]:
+    """The queues holding this running study's queued work that no live worker takes, asked only when nothing
+    of it runs (workers stopped with `stop-workers`, or their allocation ended): then `status` can say so."""
+    from merlin_mdm.backends.celery.workers import active_queues
+
+    if snap.state is not StudyState.RUNNING or snap.count(TaskState.RUNNING) or not snap.count(TaskState.QUEUED):
+        return []
+    waiting = {s.step for s in snap.steps if s.counts.get(TaskState.QUEUED.value)}
+    queues = {i.task_queue for i in workspace.load_plan().instances if i.step in waiting}
+    taken = {q for names in active_queues(CeleryBackend().config(workspace)).values() for q in names}
+    return sorted(queues - taken)
 
 
 def _refuse_while_held(config: AppConfig, plan: StudyPlan) -> None:

@@ -33,10 +33,11 @@ from merlin_mdm.status.redis_store import RedisStatusStore
 from merlin_mdm.study.plan import StudyPlan, UnitKey
 from merlin_mdm.study.workspace import Workspace
 
-__all__ = ["DEFAULT_MARGIN", "Supervisor", "allocation_commands", "allocation_deadline", "broadcast_shutdown",
-           "launcher_for", "study_is_over", "study_over_check", "unit_fits", "walltime_margin"]
+__all__ = ["DEFAULT_MARGIN", "STUDY_OVER", "Supervisor", "allocation_commands", "allocation_deadline",
+           "broadcast_shutdown", "launcher_for", "study_is_over", "study_over_check", "unit_fits", "walltime_margin"]
 
 DEFAULT_MARGIN = 60.0  # seconds kept free before the walltime: workers finish and hand back in it
+STUDY_OVER = "the study is over"  # why the supervisor stopped the workers when its study had nothing left
 
 
 def walltime_margin(env: Mapping[str, str]) -> float:
@@ -141,7 +142,7 @@ class Supervisor:
         if self.deadline is not None and time.time() >= self.deadline - self.margin:
             self.stop("the walltime runs out")
         elif self.is_over is not None and self.is_over():
-            self.stop("the study is over")
+            self.stop(STUDY_OVER)
 
     def stop(self, why: str) -> None:
         """Ask every worker for a warm shutdown (finish the task in hand, give the rest back).

@@ -190,3 +190,72 @@ study:
     result = merlin("run-workers", str(spec), cwd=tmp_path, env={"MERLIN_MDM_CONFIG": str(redis_server.app_yaml)})
     assert result.returncode == 2
     assert "busy_q already have a consumer (first_consumer@" in result.stderr
+
+
+@pytest.mark.celery
+def test_run_workers_until_done_ends_with_the_study_and_says_how_it_went(redis_server: RedisFixture,
+                                                                         tmp_path: Path) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("""
+description: {name: outcome, description: one sample of three fails}
+env: {variables: {OUTPUT_PATH: ./out}}
+global.parameters:
+  N: {values: [1, 2, 3], label: N.%%}
+study:
+  - name: sim
+    run: {cmd: "test $(N) -ne 2", task_queue: outcome_q}
+merlin:
+  resources:
+    workers: {outcome_workers: {args: -c 1, steps: [sim]}}
+""")
+    env = {"MERLIN_MDM_CONFIG": str(redis_server.app_yaml)}
+    queued = merlin("run", str(spec), cwd=tmp_path, env=env)
+    assert queued.returncode == 0, queued.stderr
+    ws = next(Path(line.split(": ", 1)[1]) for line in queued.stderr.splitlines() if line.startswith("workspace: "))
+    ended = merlin("run-workers", str(spec), "--until-done", str(ws), "--grace", "5", cwd=tmp_path, env=env,
+                   timeout=120)
+    # the allocation did its job: exit 0, so an `afterok` job still starts; the last line says one sample failed
+    assert ended.returncode == 0, ended.stderr
+    assert ended.stderr.strip().splitlines()[-1] == (
+        f"run-workers: study outcome failed: 2 of 3 task(s) finished, 1 failed: `merlin-mdm status {ws}` lists them")
+
+
+@pytest.mark.celery
+def test_status_says_when_queued_work_has_no_worker(redis_server: RedisFixture, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from .helpers import _ENTRY
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("""
+description: {name: unserved, description: workers stopped with work left}
+env: {variables: {OUTPUT_PATH: ./out}}
+global.parameters:
+  N: {values: [1, 2, 3, 4, 5, 6], label: N.%%}
+study:
+  - name: sim
+    run: {cmd: "sleep 1; echo $(N)", task_queue: unserved_q}
+merlin:
+  resources:
+    workers: {unserved_workers: {args: -c 1, steps: [sim]}}
+""")
+    env = {"MERLIN_MDM_CONFIG": str(redis_server.app_yaml)}
+    queued = merlin("run", str(spec), cwd=tmp_path, env=env)
+    assert queued.returncode == 0, queued.stderr
+    ws = next(Path(line.split(": ", 1)[1]) for line in queued.stderr.splitlines() if line.startswith("workspace: "))
+    workers = subprocess.Popen([sys.executable, "-c", _ENTRY, "run-workers", str(spec)], cwd=tmp_path,
+                               env={**os.environ, "PYTHONPATH": str(REPO), **env}, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_until(lambda: len(list(ws.glob("sim/*/MERLIN_FINISHED"))) >= 1, 60, "a first task to finish")
+        assert "unserved_workers@" in merlin("stop-workers", "--spec", str(spec), cwd=tmp_path, env=env).stdout
+        assert workers.wait(timeout=60) == 0
+    finally:
+        if workers.poll() is None:
+            os.killpg(workers.pid, 9)
+    snap = json.loads(merlin("status", str(ws), "--json", cwd=tmp_path, env=env).stdout)
+    left = sum(s["counts"]["queued"] for s in snap["steps"])
+    assert snap["state"] == "running" and 0 < left < 6, snap
+    assert snap["message"] == (f"nothing runs: {left} task(s) wait in queue(s) unserved_q, which no worker takes; "
+                               "start workers with `merlin-mdm run-workers SPEC`"), snap

@@ -42,6 +42,15 @@ def test_merlins_top_level_flags(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "LOUD" in bad.stderr
 
 
+def test_naming_no_workspace_is_a_usage_error(write_spec, tmp_path: Path) -> None:
+    spec = write_spec(SPEC)  # never run: it has no workspace
+    for args in (["status", str(tmp_path)], ["detailed-status", str(tmp_path)], ["restart", str(tmp_path)],
+                 ["status", str(spec)], ["monitor", str(tmp_path)]):
+        refused = merlin(*args, cwd=tmp_path)
+        assert refused.returncode == 2 and refused.stderr.startswith("Error: ") and not refused.stdout, (args, refused)
+        assert "workspace" in refused.stderr and "Traceback" not in refused.stderr, refused
+
+
 def test_merlin_habits_end_to_end(write_spec, tmp_path: Path) -> None:
     spec = write_spec(SPEC)
     result = merlin("-lvl", "INFO", "run", str(spec), "--vars", "A=x", "B=y", "--local", cwd=tmp_path)  # Merlin's
@@ -49,7 +58,8 @@ def test_merlin_habits_end_to_end(write_spec, tmp_path: Path) -> None:
     ws = workspace_of(result)
     assert (ws / "gather" / "all.txt").read_text().split("\n")[:-1] == ["x y 1", "x y 2", "x y 3"]
 
-    assert merlin("status", str(ws), "--dump", str(tmp_path / "s.csv"), cwd=tmp_path).returncode == 0
+    dumped = merlin("status", str(ws), "--dump", str(tmp_path / "s.csv"), cwd=tmp_path)
+    assert (dumped.returncode, dumped.stdout) == (0, f"wrote the status of habits (2 step(s)) to {tmp_path}/s.csv\n")
     rows = list(csv.DictReader((tmp_path / "s.csv").open()))
     assert [(r["step"], r["finished"]) for r in rows] == [("a_step_with_a_rather_long_name_indeed", "3"),
                                                           ("gather", "1")]
@@ -148,8 +158,8 @@ def test_detailed_status_filters_and_dumps(write_spec, tmp_path: Path) -> None:
                           f"work_I.4: failed MERLIN_UNRECOGNIZED (7) {ws}/work/I.4\n")
     out = merlin("detailed-status", str(ws), "--return-code", "SUCCESS", "--steps", "work", "--max-tasks", "1",
                  "--dump", str(tmp_path / "d.json"), cwd=tmp_path)
-    assert out.stdout == f"work_I.1: finished MERLIN_SUCCESS {ws}/work/I.1\n"
-    assert json.loads((tmp_path / "d.json").read_text())[0]["instance"] == "work_I.1"
+    assert out.stdout == f"wrote 1 task row(s) to {tmp_path}/d.json\n"  # Merlin's --dump writes instead of printing
+    assert [r["instance"] for r in json.loads((tmp_path / "d.json").read_text())] == ["work_I.1"]
     out = merlin("detailed-status", str(ws), "--dump", str(tmp_path / "d.csv"), cwd=tmp_path)
     assert [r["status"] for r in csv.DictReader((tmp_path / "d.csv").open())] == \
         ["finished", "failed", "finished", "failed", "finished"]
