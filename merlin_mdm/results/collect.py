@@ -139,7 +139,13 @@ def _discover_workspace(root: Path, skip: set[Path]) -> Discovery:
             if (name.endswith(".h5") and not name.startswith(".")) or _is_temp_metrics(name):
                 found.append(Path(dirpath, name))
     kept = sorted(path.relative_to(root).as_posix() for path in found if path.resolve() not in skip)
-    return Discovery(root=root, files=tuple(kept), problems=tuple(_missing_siblings(root, kept)))
+    return Discovery(root=root, files=tuple(kept), problems=tuple(_missing_siblings(root, kept, _run_depth(root))))
+
+
+def _run_depth(root: Path) -> int:
+    """Parts of a run's file path below ``root``: ``<step>/<run>/<file>`` from a workspace (or any folder),
+    ``<run>/<file>`` from a step folder of a workspace (its siblings are run folders by construction)."""
+    return 2 if (root.resolve().parent / "merlin_info").is_dir() else 3
 
 
 def _is_temp_metrics(name: str) -> bool:
@@ -151,12 +157,12 @@ def _final_name(name: str) -> str:
     return name[1:].split(".h5.", 1)[0] + ".h5" if _is_temp_metrics(name) else name
 
 
-def _missing_siblings(root: Path, files: Iterable[str]) -> list[Problem]:
+def _missing_siblings(root: Path, files: Iterable[str], depth: int) -> list[Problem]:
     """Run directories lacking the metrics file that at least two of their siblings have."""
     having: dict[tuple[Path, str], set[str]] = {}
     for name in files:
         rel = Path(name)
-        if len(rel.parts) < 3:  # a run directory sits at least at <step>/<run>/<file>
+        if len(rel.parts) < depth:  # a run directory sits at least at <step>/<run>/<file> (see _run_depth)
             continue
         key = (rel.parent.parent, _final_name(rel.name))
         having.setdefault(key, set()).add(rel.parent.name)

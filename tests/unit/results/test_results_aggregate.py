@@ -54,6 +54,17 @@ def test_every_bad_file_is_listed_and_good_runs_kept(workspace: Path, tmp_path: 
     assert stored.attrs["file_kind"] == RESULTS_FILE_KIND
 
 
+def test_a_step_folder_finds_its_missing_runs_too(workspace: Path, tmp_path: Path) -> None:
+    report = aggregate(workspace / "eval", default_outputs(tmp_path / "out" / "results.h5"), progress=False)
+    assert report is not None and report.table.n_rows == 8
+    assert {p.path: p.kind for p in report.table.problems} == {
+        path.removeprefix("eval/"): kind for path, kind in BAD.items() if path.startswith("eval/")}
+    plain = tmp_path / "collected"  # a folder of the user's own: only <group>/<run>/<file> siblings count
+    shutil.copytree(workspace / "eval", plain / "eval")
+    assert {p.kind for p in discover(plain / "eval").problems} == set()
+    assert {p.path for p in discover(plain).problems} == {"eval/SAMPLER.iid.SEED.0.STEPS.2/metrics.h5"}
+
+
 def test_results_file_has_typed_columns_and_missing_masks(workspace: Path, tmp_path: Path) -> None:
     stored = read_results(_run(workspace, tmp_path).outputs.results)
     table = stored.table

@@ -58,6 +58,24 @@ def test_results_file_opens_with_xarray_with_named_dims_coords_and_units(study: 
     assert summary.sizes["row"] == 4 and summary["ci_low"].attrs["units"] == "1"
 
 
+def test_a_run_with_fewer_examples_reads_as_nan_through_xarray(study: Path, tmp_path: Path) -> None:
+    """The padding of a shorter run is the CF fill value: xarray masks it (float, NaN), so a mean over examples
+    is each run's own accuracy; the stored int8 -1 is there with mask_and_scale=False."""
+    import xarray as xr
+
+    rng = np.random.default_rng(5)
+    short = rng.random(150) < 0.6
+    _write(study / "eval" / "short.0" / "m.h5", "margin", 2, 0, short, np.full(150, 2))
+    _aggregate(study, tmp_path / "r.h5")
+    ds = load_dataset(tmp_path / "r.h5")
+    run = int(np.flatnonzero(ds["sampler"].values == "margin")[0])
+    assert ds["correct"].dtype.kind == "f" and int(ds["correct"][run].isnull().sum()) == 50
+    np.testing.assert_allclose(ds["correct"].mean("example").values, ds["accuracy"].values)
+    assert float(ds["accuracy"][run]) == pytest.approx(short.mean())
+    with xr.open_dataset(tmp_path / "r.h5", engine="h5netcdf", mask_and_scale=False) as raw:
+        assert raw["correct"].dtype == np.int8 and (raw["correct"].values[run, 150:] == -1).all()
+
+
 def test_load_gives_a_dataframe_of_runs(study: Path, tmp_path: Path) -> None:
     _aggregate(study, tmp_path / "r.h5")
     frame = load(tmp_path / "r.h5")
