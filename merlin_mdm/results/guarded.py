@@ -13,11 +13,15 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
 
 from merlin_mdm.results.collect import Discovery, Problem, Row, load_run
+from merlin_mdm.results.metrics import Metrics, MetricsFileError, read_metrics
 
-__all__ = ["READ_DEADLINE_S", "load_guarded", "read_deadline"]
+__all__ = ["READ_DEADLINE_S", "load_guarded", "read_deadline", "read_metrics_guarded"]
 
 READ_DEADLINE_S = 300.0  # seconds one file may take; a healthy metrics file reads in milliseconds
 
@@ -35,24 +39,62 @@ def read_deadline() -> float:
 def load_guarded(discovery: Discovery, names: Sequence[str], advance: Callable[[], None] = lambda: None,
                  deadline: float | None = None) -> list[Row | Problem]:
     """:func:`~merlin_mdm.results.collect.load_run` for every name, in order, each within ``deadline`` seconds."""
-    limit = read_deadline() if deadline is None else deadline
     out: list[Row | Problem] = []
+    for name, got in zip(names, _map_guarded(lambda n: load_run(discovery.resolve(n), n), names, deadline,
+                                             advance), strict=True):
+        out.append(got if not isinstance(got, _Stuck) else Problem(name, "corrupt", got.why))
+    return out
+
+
+def read_metrics_guarded(paths: Sequence[str], deadline: float | None = None) -> list[Metrics]:
+    """:func:`~merlin_mdm.results.metrics.read_metrics` of every path, in order, each within ``deadline`` seconds.
+
+    Raises:
+        MetricsFileError: a file is not a usable metrics file, or reading it hangs or crashes the library.
+    """
+    out = []
+    for path, got in zip(paths, _map_guarded(_metrics_or_problem, paths, deadline), strict=True):
+        if isinstance(got, _Stuck):
+            raise MetricsFileError(Path(path), "corrupt", got.why)
+        if isinstance(got, Problem):
+            raise MetricsFileError(Path(got.path), got.kind, got.message)
+        out.append(got)
+    return out
+
+
+def _metrics_or_problem(path: str) -> Metrics | Problem:
+    try:
+        return read_metrics(path)
+    except MetricsFileError as err:  # sent back as plain data: the exception itself does not pickle
+        return Problem(str(err.path), err.kind, err.reason)
+
+
+@dataclass(frozen=True)
+class _Stuck:
+    why: str  # reading the item did not end within the deadline, or the child died on it
+
+
+def _map_guarded(read: Callable[[str], Any], names: Sequence[str], deadline: float | None,
+                 advance: Callable[[], None] = lambda: None) -> list[Any]:
+    """``read`` of every name in a forked child, in order; a name it stalls or dies on gives a :class:`_Stuck`."""
+    limit = read_deadline() if deadline is None else deadline
+    out: list[Any] = []
     pending = list(names)
     while pending:
-        got, why = _read_in_child(discovery, pending, limit, out, advance)
+        got, why = _read_in_child(read, pending, limit, out, advance)
         if got < len(pending):  # the child is stuck on, or died on, pending[got]
-            out.append(Problem(pending[got], "corrupt", why))
+            out.append(_Stuck(why))
             advance()
         pending = pending[got + 1:]
     return out
 
 
-def _read_in_child(discovery: Discovery, names: list[str], limit: float, out: list[Row | Problem],
+def _read_in_child(read: Callable[[str], Any], names: list[str], limit: float, out: list[Any],
                    advance: Callable[[], None]) -> tuple[int, str]:
     """Read ``names`` in one child until it finishes, stalls or dies; returns (files read, why it stopped)."""
     ctx = multiprocessing.get_context("fork")
     receive, send = ctx.Pipe(duplex=False)
-    child = ctx.Process(target=_reader, args=(discovery, names, send), daemon=True)
+    child = ctx.Process(target=_reader, args=(read, names, send), daemon=True)
     child.start()
     send.close()
     got, why = 0, ""
@@ -74,7 +116,7 @@ def _read_in_child(discovery: Discovery, names: list[str], limit: float, out: li
     return got, why
 
 
-def _reader(discovery: Discovery, names: list[str], send: Connection) -> None:
+def _reader(read: Callable[[str], Any], names: list[str], send: Connection) -> None:
     for name in names:
-        send.send(load_run(discovery.resolve(name), name))
+        send.send(read(name))
     send.close()

@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 
 from merlin_mdm.errors import UsageError
-from merlin_mdm.results.metrics import Metrics, read_metrics
+from merlin_mdm.results.guarded import read_metrics_guarded
+from merlin_mdm.results.metrics import Metrics
 from merlin_mdm.results.statistics import bootstrap_accuracy, interval
 from merlin_mdm.results.tables import sampler_label, task_label
 
@@ -127,7 +128,7 @@ def load_line(argument: str) -> Line:
     paths = _matches(pattern)
     if not paths:
         raise UsageError(f"{label}: no file matches {pattern!r} (quote a glob so that the shell leaves it to us)")
-    runs = [read_metrics(path) for path in paths]
+    runs = read_metrics_guarded(paths)  # a damaged file can make HDF5 loop for ever: read with a deadline
     keys = [(_train_seed(label, run), _policy_seed(run)) for run in runs]
     order = sorted(range(len(runs)), key=lambda i: (keys[i][0], keys[i][1] if keys[i][1] is not None else -1))
     runs, keys = [runs[i] for i in order], [keys[i] for i in order]

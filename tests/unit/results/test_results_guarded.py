@@ -67,3 +67,17 @@ def test_the_deadline_comes_from_the_environment(value: str, expected: float,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MERLIN_MDM_READ_DEADLINE", value)
     assert guarded.read_deadline() == expected
+
+
+def test_compare_names_a_file_the_hdf5_library_loops_on_instead_of_hanging(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from merlin_mdm.cli.main import cli
+
+    with gzip.open(DATA / "metrics_loops_hdf5.h5.gz") as src, open(tmp_path / "damaged.h5", "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    monkeypatch.setenv("MERLIN_MDM_READ_DEADLINE", "3")
+    result = CliRunner().invoke(cli, ["compare", str(tmp_path / "damaged.h5"), str(tmp_path / "damaged.h5")])
+    assert result.exit_code == 1, result
+    assert f"{tmp_path / 'damaged.h5'}: reading it did not end within 3 s" in result.output, result.output
