@@ -37,6 +37,9 @@ def status(target: Path, as_json: bool, dump: Path | None) -> None:
 
     ws = find_workspace(target)
     snap = _with_idle_queues(ws, study_status(ws.root))
+    if snap.workspace and ws.made_elsewhere(snap.workspace):
+        snap = _noted(snap, f"this folder is a copy of {snap.workspace} (or was moved): the counts are those its "
+                            "status store holds, and `restart` refuses it")
     if dump is not None:
         dump_snapshot(snap, dump)
         if not as_json:
@@ -62,8 +65,6 @@ def status(target: Path, as_json: bool, dump: Path | None) -> None:
 
 def _with_idle_queues(ws: Workspace, snap: StudySnapshot) -> StudySnapshot:
     """A Celery study that runs nothing while work waits in queues no worker takes says so in its message."""
-    import dataclasses
-
     from merlin_mdm.status.states import TaskState
     from merlin_mdm.studies import backend_of
 
@@ -82,8 +83,13 @@ def _with_idle_queues(ws: Workspace, snap: StudySnapshot) -> StudySnapshot:
     if not idle:
         return snap
     waiting = snap.count(TaskState.QUEUED)
-    note = (f"nothing runs: {waiting} task(s) wait in queue(s) {', '.join(idle)}, which no worker takes; "
-            "start workers with `merlin-mdm run-workers SPEC`")
+    return _noted(snap, f"nothing runs: {waiting} task(s) wait in queue(s) {', '.join(idle)}, which no worker "
+                        "takes; start workers with `merlin-mdm run-workers SPEC`")
+
+
+def _noted(snap: StudySnapshot, note: str) -> StudySnapshot:
+    import dataclasses
+
     return dataclasses.replace(snap, message=f"{snap.message}; {note}" if snap.message else note)
 
 

@@ -57,16 +57,20 @@ class Workspace:
             WorkspaceError: the plan was made for another folder.
         """
         made = Path(plan.workspace)
-        try:
-            here = made.exists() and os.path.samefile(made, self.root)
-        except OSError:
-            here = False
-        if here:
+        if not self.made_elsewhere(made):
             return
         where = "which still exists" if made.exists() else "which is gone: move this one back there"
         raise WorkspaceError(f"{self.root} was made as {made} ({where}); its tasks' commands and folders name that "
                              "path, so a copied or moved workspace cannot run or be read task by task here. Use "
                              "the original, or `merlin-mdm run` the spec again for a new workspace")
+
+    def made_elsewhere(self, made: Path | str) -> bool:
+        """Whether ``made`` (the folder the study was made in, as its plan or status store records it) is not
+        this folder: the workspace was copied or moved."""
+        try:
+            return not (Path(made).exists() and os.path.samefile(made, self.root))
+        except OSError:
+            return True
 
     @classmethod
     def find(cls, path: Path | str) -> Workspace:

@@ -97,6 +97,9 @@ def test_merlin_habits_end_to_end(write_spec, tmp_path: Path) -> None:
         refused = merlin(*args, cwd=tmp_path)
         assert refused.returncode == 1 and f"was made as {ws}" in refused.stderr, refused
     assert not (copy / "a_step_with_a_rather_long_name_indeed" / "I.3" / "MERLIN_FINISHED").exists()
+    copied = json.loads(merlin("status", str(copy), "--json", cwd=tmp_path).stdout)  # shown, saying what it is
+    assert copied["message"].startswith(f"this folder is a copy of {ws} (or was moved)"), copied
+    assert "copy" not in json.loads(merlin("status", str(ws), "--json", cwd=tmp_path).stdout)["message"]
     assert sorted((p.name, p.stat().st_mtime_ns) for p in ws.rglob("*") if p.is_file()) == before
 
 
