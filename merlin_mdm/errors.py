@@ -14,7 +14,8 @@ The tree::
     │   └── BrokerError       the broker is unreachable, refuses the password, ...
     ├── BatchError            a batch system (Slurm, LSF, Flux) refused or failed
     ├── ResultsError          an HDF5 metrics or results file is missing or malformed
-    └── MdmError              the MDM pack was given an impossible configuration
+    └── MdmError              exit code 2: the MDM pack was given an impossible configuration
+        └── CheckpointError   exit code 1: a checkpoint is damaged, of another kind or unfinished
 
 The CLI catches :class:`MerlinMdmError` only, prints ``Error: <message>`` to stderr and exits with
 ``exit_code``. Any other exception is a bug and keeps its traceback.
@@ -29,6 +30,7 @@ __all__ = [
     "BackendError",
     "BatchError",
     "BrokerError",
+    "CheckpointError",
     "Interrupted",
     "MdmError",
     "MerlinMdmError",
@@ -147,4 +149,12 @@ class ResultsError(MerlinMdmError):
 
 
 class MdmError(MerlinMdmError):
-    """The MDM pack was given an impossible configuration."""
+    """The MDM pack was given an impossible configuration: a usage error, so exit code 2."""
+
+    exit_code = 2
+
+
+class CheckpointError(MdmError):
+    """A denoiser or policy checkpoint cannot be read or used (damaged, of another kind, unfinished): exit code 1."""
+
+    exit_code = 1

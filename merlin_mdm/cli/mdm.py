@@ -42,6 +42,9 @@ def parse_knobs(pairs: tuple[str, ...]) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise UsageError(f"--knob expects KEY=VALUE, got {pair!r}")
+        if key.strip() in knobs:
+            raise UsageError(f"knob {key.strip()} is given twice ({knobs[key.strip()]!r} and {value.strip()!r}); "
+                             "give each knob once (--sweep for several values)")
         knobs[key.strip()] = _scalar(value.strip())
     return knobs
 
@@ -88,6 +91,11 @@ def train_command(task: str, knobs: tuple[str, ...], out: Path, resume: bool, qu
                   **options: Any) -> None:
     """Train a denoiser with the MDLM objective and write DIR/denoiser.pt + DIR/meta.json.
 
+    Stopped by a signal (SIGTERM, SIGINT, SIGHUP: a batch job's end, `scancel`), it saves the step reached and
+    exits 128+signal; the same command with --resume continues it. `mdm eval` and `mdm train-order` refuse a
+    checkpoint whose training did not reach its last step. --resume continues only the same recipe (--steps may
+    grow).
+
     \b
     Examples:
       merlin-mdm mdm train --task blocks --knob nb=4 --knob bl=4 --out runs/den
@@ -96,9 +104,12 @@ def train_command(task: str, knobs: tuple[str, ...], out: Path, resume: bool, qu
       merlin-mdm mdm train --task arith --out runs/arith --d-model 128 --n-layers 4 --device cuda
     """
     from merlin_mdm.mdm.training import TrainConfig, train
+    from merlin_mdm.signals import watch_signals
 
     config = TrainConfig(task=task, task_knobs=parse_knobs(knobs), **options)
-    summary = train(config, out, resume=resume, quiet=quiet)
+    with watch_signals() as watch, watch.deferred():
+        summary = train(config, out, resume=resume, quiet=quiet, stop_requested=lambda: watch.received,
+                        notify=lambda line: click.echo(line, err=True))
     if as_json:
         click.echo(json.dumps(summary.__dict__, indent=2, sort_keys=True))
         return
@@ -114,6 +125,8 @@ def _int_list(text: str, option: str) -> list[int]:
         values = []
     if not values or min(values) < 1:
         raise UsageError(f"{option} expects positive integers separated by commas, got {text!r}")
+    if len(set(values)) < len(values):
+        raise UsageError(f"{option} {text}: a value is given twice")
     return values
 
 
@@ -148,7 +161,8 @@ def _sweeps(pairs: tuple[str, ...]) -> list[dict[str, Any]]:
 @device_option
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="metrics.h5 to write; with several runs a pattern such as m/T{steps}_tau{tau}.h5.")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary attributes as JSON on stdout.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print each run's file and attributes as one JSON object per line (JSON Lines) on stdout.")
 def eval_command(checkpoint: Path, sampler: str, knobs: tuple[str, ...], sweeps: tuple[str, ...],
                  policy: Path | None, steps_text: str, seed: int, n_examples: int, batch_size: int,
                  temperature: float, threads: int, device: str, out: Path, as_json: bool) -> None:
@@ -167,30 +181,65 @@ def eval_command(checkpoint: Path, sampler: str, knobs: tuple[str, ...], sweeps:
     from merlin_mdm.mdm.devices import resolve_device
     from merlin_mdm.mdm.evaluation import EvalConfig, evaluate, write_eval
 
+    fixed = parse_knobs(knobs)
+    _check_policy_option(sampler, policy)
+    swept = sorted(set(fixed) & {pair.partition("=")[0].strip() for pair in sweeps})
+    if swept:
+        raise UsageError(f"knob {', '.join(swept)} is both fixed (--knob) and swept (--sweep); give one")
     runs = [(steps, variant) for steps in _int_list(steps_text, "--steps") for variant in _sweeps(sweeps)]
     if len(runs) > 1 and "{" not in str(out):
         raise UsageError(f"--out {out}: several runs need a pattern naming {{steps}} and the swept knobs")
-    loaded = None
+    planned = []  # every run's config, sampler and file, checked before the first one runs
     for steps, variant in runs:
-        config = EvalConfig(checkpoint=str(checkpoint), sampler=sampler, sampler_knobs={**parse_knobs(knobs),
-                            **variant}, steps=steps, seed=seed, n_examples=n_examples, batch_size=batch_size,
+        config = EvalConfig(checkpoint=str(checkpoint), sampler=sampler, sampler_knobs={**fixed, **variant},
+                            steps=steps, seed=seed, n_examples=n_examples, batch_size=batch_size,
                             temperature=temperature, policy_dir=None if policy is None else str(policy),
                             threads=threads, device=device)
-        loaded = loaded or load_denoiser(checkpoint, resolve_device(device))
-        result = evaluate(config, loaded)
-        try:
-            path = Path(str(out).format(steps=steps, **variant))
-        except (KeyError, IndexError, ValueError) as err:
-            raise UsageError(f"--out {out}: cannot fill the pattern ({err}); it may name {{steps}} and the "
-                             f"swept knobs") from err
+        planned.append((config, config.build_sampler(), _out_path(out, steps, variant)))
+    paths = [path for _, _, path in planned]
+    if len(set(paths)) < len(paths):
+        raise UsageError(f"--out {out}: two runs would write the same file; name every swept knob in the pattern")
+    loaded = load_denoiser(checkpoint, resolve_device(device))
+    for config, built, path in planned:
+        result = evaluate(config, loaded, built)
         path.parent.mkdir(parents=True, exist_ok=True)
         write_eval(result, path)
-        _report(path, sampler, steps, n_examples, result.attrs, as_json)
+        _report(path, sampler, config.steps, n_examples, result.attrs, as_json)
+
+
+def _out_path(out: Path, steps: int, variant: dict[str, Any]) -> Path:
+    """The metrics file of one run; an existing file that is not a metrics file (a checkpoint's meta.json, a
+    results file, anything else) is never written over."""
+    from merlin_mdm.results.metrics import MetricsFileError, read_metrics
+
+    try:
+        path = Path(str(out).format(steps=steps, **variant))
+    except (KeyError, IndexError, ValueError) as err:
+        raise UsageError(f"--out {out}: cannot fill the pattern ({err}); it may name {{steps}} and the "
+                         f"swept knobs") from err
+    if path.is_dir():
+        raise UsageError(f"--out {path} is a folder; name the metrics file to write (e.g. {path}/metrics.h5)")
+    if path.exists():
+        try:
+            read_metrics(path)
+        except MetricsFileError as err:
+            raise UsageError(f"--out {path} exists and is not a metrics file ({err.reason}): it is not written "
+                             "over; name another file") from None
+    return path
+
+
+def _check_policy_option(sampler: str, policy: Path | None) -> None:
+    """--policy goes with a sampler that takes a policy (its knob policy_dir), and only with one."""
+    from merlin_mdm.mdm.registry import knob_names
+    from merlin_mdm.mdm.samplers import SAMPLERS
+
+    if policy is not None and sampler in SAMPLERS and "policy_dir" not in knob_names(SAMPLERS[sampler]):
+        raise UsageError(f"--policy {policy}: sampler {sampler!r} takes no policy (the learned sampler does)")
 
 
 def _report(path: Path, sampler: str, steps: int, n_examples: int, attrs: dict[str, Any], as_json: bool) -> None:
-    if as_json:
-        click.echo(json.dumps(attrs, indent=2, sort_keys=True, default=str))
+    if as_json:  # one object per line (JSON Lines), so that several runs read back one by one
+        click.echo(json.dumps({"path": str(path), **attrs}, sort_keys=True, default=str))
         return
     click.echo(f"{path}: {sampler} T={steps}: accuracy {attrs['accuracy']:.1%}, NFE mean {attrs['mean_nfe']:.2f} "
                f"[{attrs['min_nfe']}, {attrs['max_nfe']}] over {n_examples} examples")

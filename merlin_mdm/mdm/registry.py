@@ -49,7 +49,31 @@ def build(kind: str, registry: Mapping[str, type[T]], name: str, knobs: Mapping[
     if unknown:
         listed = ", ".join(valid) if valid else "(none)"
         raise MdmError(f"{kind} {name!r} has no knob {', '.join(unknown)}; valid knobs: {listed}")
+    for knob, value in knobs.items():
+        _check_type(kind, name, knob, value, _defaults(cls).get(knob))
     try:
         return cls(**knobs)
-    except TypeError as err:  # wrong knob value types reach here
+    except (TypeError, ValueError) as err:  # a value of a type no default tells
         raise MdmError(f"{kind} {name!r}: bad knobs {dict(knobs)}: {err}") from err
+
+
+def _defaults(cls: type) -> dict[str, Any]:
+    params = inspect.signature(cls.__init__).parameters.values()  # type: ignore[misc]
+    return {p.name: p.default for p in params if p.default is not p.empty}
+
+
+def _check_type(kind: str, name: str, knob: str, value: Any, default: Any) -> None:
+    """A knob's value must have its default's type: a number for a number (an integer for an integer), a
+    boolean for a boolean; knobs without a default, or defaulting to None or text, take what they are given."""
+    if default is None or isinstance(default, str):
+        return
+    if isinstance(default, bool):
+        ok, wanted = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok, wanted = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif isinstance(default, float):
+        ok, wanted = isinstance(value, int | float) and not isinstance(value, bool), "a number"
+    else:
+        return
+    if not ok:
+        raise MdmError(f"{kind} {name!r}: knob {knob} expects {wanted} (default {default!r}), got {value!r}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from merlin_mdm.errors import MdmError
+from merlin_mdm.errors import Interrupted, MdmError
 from merlin_mdm.mdm.checkpoint import CHECKPOINT_FILE, load_denoiser, save_denoiser
 from merlin_mdm.mdm.devices import describe_device, resolve_device
 from merlin_mdm.mdm.model import Denoiser, DenoiserConfig
@@ -137,9 +137,10 @@ class _Run:
             self._restore()
 
     def _restore(self) -> None:
-        loaded = load_denoiser(self.out)
+        loaded = load_denoiser(self.out, finished_only=False)
         if loaded.config != self.model.config:
             raise MdmError(f"cannot resume {self.out}: its model {loaded.config} differs from {self.model.config}")
+        _check_same_recipe(self.out, loaded.extra.get("train_config"), self.cfg)
         self.model.load_state_dict(loaded.model.state_dict())
         self.opt.load_state_dict(loaded.extra["optimizer"])
         self.gen.set_state(loaded.extra["rng"]["data"])
@@ -175,6 +176,34 @@ class _Run:
         return float(loss.detach())
 
 
+def _check_out(out: Path, resume: bool, notify: Callable[[str], None]) -> None:
+    """--out must not hold another kind of artefact; a denoiser there is continued (--resume) or replaced, saying so."""
+    if (out / "policy.pt").is_file():
+        raise MdmError(f"--out {out} holds an order policy (policy.pt): a denoiser would overwrite its meta.json; "
+                       "name another folder")
+    if out.exists() and not out.is_dir():
+        raise MdmError(f"--out {out} is a file; name a folder for the checkpoint")
+    if not resume and (out / CHECKPOINT_FILE).is_file():
+        notify(f"replacing the denoiser in {out} (--resume would continue it instead)")
+
+
+# what may change when a training is resumed: how far it goes, how often it saves, and where and how fast it runs
+_RESUMABLE_CHANGES = ("steps", "ckpt_every", "threads", "device")
+
+
+def _check_same_recipe(out: Path, saved: Any, cfg: TrainConfig) -> None:
+    """A resumed training continues the recipe it was started with: another seed, learning rate or batch size
+    would make a model that no recorded recipe describes (and record the new one as if it had been used)."""
+    if not isinstance(saved, dict):
+        return  # a checkpoint from before train_config was recorded
+    now = {**asdict(cfg), "task_knobs": dict(cfg.task_knobs)}
+    changed = [f"{key} {saved[key]!r} -> {now[key]!r}" for key in now
+               if key not in _RESUMABLE_CHANGES and key in saved and saved[key] != now[key]]
+    if changed:
+        raise MdmError(f"cannot resume {out} with another recipe ({'; '.join(changed)}): only --steps (and "
+                       "--ckpt-every, --threads, --device) may change; use the same options, or a new --out")
+
+
 def _progress(quiet: bool) -> Any:
     """A rich progress bar on stderr (hidden when ``quiet``)."""
     from rich.console import Console
@@ -185,26 +214,46 @@ def _progress(quiet: bool) -> Any:
                     TextColumn("{task.fields[info]}"), console=console, disable=quiet)
 
 
-def train(cfg: TrainConfig, out: str | Path, resume: bool = False, quiet: bool = False) -> TrainSummary:
+def train(cfg: TrainConfig, out: str | Path, resume: bool = False, quiet: bool = False,
+          stop_requested: Callable[[], int | None] | None = None,
+          notify: Callable[[str], None] = lambda line: None) -> TrainSummary:
     """Train a denoiser with the MDLM objective and checkpoint it into ``out``.
 
     Args:
         cfg: the training configuration.
         out: checkpoint folder (created).
-        resume: continue from ``out``'s checkpoint when there is one (same model shape required).
+        resume: continue from ``out``'s checkpoint when there is one (same model shape and recipe required).
         quiet: hide the progress bar.
+        stop_requested: polled after every step; a signal number ends the run there, its checkpoint saved.
+        notify: receives one-line notes (continuing, replacing, stopped).
 
     Returns:
         The run's summary (also written to ``out/meta.json``).
+
+    Raises:
+        Interrupted: ``stop_requested`` reported a signal; the checkpoint of the step reached is saved.
     """
     configure_threads(cfg.threads)
     device = resolve_device(cfg.device)
+    _check_out(Path(out), resume, notify)
     run = _Run(cfg, Path(out), resume, device)
+    if run.step >= cfg.steps and run.step > 0:
+        notify(f"{out} is already at step {run.step} (--steps {cfg.steps}): nothing to train")
+        return TrainSummary(str(out), run.step, sum(run.losses[-50:]) / max(len(run.losses[-50:]), 1), 0.0, 0.0,
+                            run.model.n_params(), describe_device(device))
+    if run.step:
+        notify(f"continuing from step {run.step} of {cfg.steps} (checkpoint in {out})")
     start_step, start = run.step, time.perf_counter()
     with _progress(quiet) as bar:
         job = bar.add_task("train", total=cfg.steps, completed=run.step, info="")
         while run.step < cfg.steps:
             run.losses.append(run.one_step())
+            signum = stop_requested() if stop_requested is not None else None
+            if signum:
+                run.save()
+                notify(f"stopped at step {run.step} of {cfg.steps}; saved in {out}: the same command with "
+                       "--resume continues it")
+                raise Interrupted(signum)
             if run.step % 25 == 0 or run.step == cfg.steps:
                 rate = (run.step - start_step) * cfg.batch_size * run.task.seq_len / (time.perf_counter() - start)
                 info = f"loss {run.losses[-1]:.3f}  {rate:,.0f} tok/s"

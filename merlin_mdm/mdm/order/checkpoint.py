@@ -20,7 +20,8 @@ from typing import Any
 
 import torch
 
-from merlin_mdm.errors import MdmError
+from merlin_mdm.errors import CheckpointError, MdmError
+from merlin_mdm.mdm.checkpoint import one_line_reason, read_meta
 from merlin_mdm.mdm.devices import cpu_state
 from merlin_mdm.mdm.order.networks import OrderNet, OrderNetConfig
 from merlin_mdm.mdm.order.policies import DEFAULT_POLICY_KIND, make_reveal_policy
@@ -99,15 +100,16 @@ def save_policy(directory: str | Path, policy: OrderNet, posterior: OrderNet | N
 
 def _network(config: Any, state: Any, where: Path) -> OrderNet:
     if not isinstance(config, dict):
-        raise MdmError(f"{where}: not an order policy file (no network config)")
+        raise CheckpointError(f"{where}: not an order policy file (no network config)")
     try:
         net = OrderNet(OrderNetConfig(**config))
     except TypeError as err:  # a field this version does not know: written by a newer merlin-mdm
-        raise MdmError(f"{where}: network config not understood by this version ({err}); upgrade merlin-mdm") from err
+        raise CheckpointError(f"{where}: network config not understood by this version ({err}); upgrade "
+                              "merlin-mdm") from err
     try:
         net.load_state_dict(state)
     except RuntimeError as err:
-        raise MdmError(f"{where}: weights do not match their config: {err}") from err
+        raise CheckpointError(f"{where}: weights do not match their config: {err}") from err
     return net.eval()
 
 
@@ -120,14 +122,19 @@ def load_policy(directory: str | Path) -> LoadedPolicy:
     where = Path(directory)
     pt, meta_path = where / POLICY_FILE, where / META_FILE
     if not pt.is_file():
-        raise MdmError(f"no order policy at {where}: {POLICY_FILE} is missing (train one with `mdm train-order`)")
+        held = " (it holds a denoiser: pass that as --checkpoint/--denoiser)" if (where / "denoiser.pt").is_file() \
+            else ""
+        raise MdmError(f"no order policy at {where}: {POLICY_FILE} is missing{held} (train one with "
+                       "`mdm train-order`)")
     try:
         blob = torch.load(pt, map_location="cpu", weights_only=True)
-        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     except Exception as err:  # a file we cannot read, of any kind (torch.load raises a dozen types)
-        raise MdmError(f"cannot read the order policy at {where}: {err}") from err
+        raise CheckpointError(f"{pt} is not a readable order policy (damaged, truncated, or not written by "
+                              f"`merlin-mdm mdm train-order`: {one_line_reason(err)}); train it "
+                              "again") from err
+    meta = read_meta(meta_path)
     if not isinstance(blob, dict) or blob.get("format") not in _READABLE_FORMATS:
-        raise MdmError(f"{pt}: unknown order policy format (expected one of {_READABLE_FORMATS})")
+        raise CheckpointError(f"{pt}: unknown order policy format (expected one of {_READABLE_FORMATS})")
     kind = blob.get("policy_kind", DEFAULT_POLICY_KIND)
     try:
         make_reveal_policy(str(kind))

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from merlin_mdm.errors import Interrupted
+from merlin_mdm.errors import Interrupted, MdmError
 from merlin_mdm.mdm.order.checkpoint import save_policy
 from merlin_mdm.mdm.order.lineage import LINEAGE_KEY, policy_lineage
 from merlin_mdm.mdm.order.networks import OrderNet
@@ -101,8 +101,16 @@ def run_train_order(
     from merlin_mdm.mdm.checkpoint import load_denoiser
     from merlin_mdm.mdm.devices import resolve_device
 
+    if (Path(out_dir) / "denoiser.pt").is_file():
+        raise MdmError(f"--out {out_dir} holds a denoiser (denoiser.pt): a policy would overwrite its meta.json; "
+                       "name another folder")
     where = resolve_device(device)
     loaded = load_denoiser(denoiser_dir, where)
+    longest = max((config.budget, *config.budgets))
+    if longest > loaded.task.answer_len:
+        raise MdmError(f"train-order: a budget of {longest} exceeds the {loaded.task.answer_len} answer positions "
+                       f"of the denoiser's task: every call reveals at least one; use a budget <= "
+                       f"{loaded.task.answer_len}")
     model = loaded.model.eval()
     for param in model.parameters():
         param.requires_grad_(False)

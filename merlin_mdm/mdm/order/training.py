@@ -76,6 +76,19 @@ class _Task(Protocol):
     def score(self, x: Tensor) -> Tensor: ...
 
 
+def _numeric_knobs(option: str, knobs: Any) -> tuple[tuple[str, float], ...]:
+    """KEY=VALUE knobs whose values must all be numbers (a teacher's or a prior's)."""
+    out = []
+    for key, value in dict(knobs).items():
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise MdmError(f"train-order: {option} {key}={value!r}: expected a number")
+        try:
+            out.append((str(key), float(value)))
+        except ValueError:
+            raise MdmError(f"train-order: {option} {key}={value!r}: expected a number") from None
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class OrderTrainConfig:
     """Knobs of ``train-order``; stored in the policy's meta.json."""
@@ -147,9 +160,8 @@ class OrderTrainConfig:
             raise MdmError(f"train-order: common_token_noise couples the reward objective's rollouts; the "
                            f"{self.objective} objective has none")
         object.__setattr__(self, "budgets", tuple(int(b) for b in self.budgets))
-        knobs = tuple((str(k), float(v)) for k, v in dict(self.teacher_knobs).items())
-        object.__setattr__(self, "teacher_knobs", knobs)
-        object.__setattr__(self, "prior_knobs", tuple((str(k), float(v)) for k, v in dict(self.prior_knobs).items()))
+        object.__setattr__(self, "teacher_knobs", _numeric_knobs("--teacher-knob", self.teacher_knobs))
+        object.__setattr__(self, "prior_knobs", _numeric_knobs("--prior-knob", self.prior_knobs))
         if (self.prior_knobs or self.prior_scale != 1.0 or self.prior_stop_scale is not None) and not self.prior:
             raise MdmError("train-order: --prior-knob, --prior-scale and --prior-stop-scale need --prior")
         if self.prior_stop_scale is not None and not self.prior_stop_scale > 0:

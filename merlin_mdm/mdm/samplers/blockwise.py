@@ -37,8 +37,8 @@ class BlockwiseSampler(Sampler):
     name = "blockwise"
 
     def __init__(self, inner: Sampler, blocks: int) -> None:
-        if int(blocks) < 1:
-            raise MdmError(f"blocks must be >= 1, got {blocks}")
+        if isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 1:
+            raise MdmError(f"knob blocks expects an integer >= 1 (answer blocks, left to right), got {blocks!r}")
         self.inner = inner
         self.blocks = int(blocks)
 

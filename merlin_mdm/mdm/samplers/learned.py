@@ -48,7 +48,8 @@ class LearnedSampler(Sampler):
             MdmError: no policy_dir, an unknown decode mode, a bad threshold, or an unreadable policy.
         """
         if not policy_dir:
-            raise MdmError("the learned sampler needs policy_dir=DIR (a policy from `merlin-mdm mdm train-order`)")
+            raise MdmError("the learned sampler needs --policy DIR (policy_dir=DIR; a policy from "
+                           "`merlin-mdm mdm train-order`)")
         loaded = load_policy(policy_dir)
         self._init(loaded.policy, str(policy_dir), decode, threshold, loaded.kind)
         self.meta: dict[str, Any] = loaded.meta

@@ -8,7 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from merlin_mdm.errors import MdmError  # noqa: E402
+from merlin_mdm.errors import CheckpointError, MdmError  # noqa: E402
 from merlin_mdm.mdm.checkpoint import load_denoiser, save_denoiser  # noqa: E402
 from merlin_mdm.mdm.model import Denoiser, DenoiserConfig  # noqa: E402
 from merlin_mdm.mdm.tasks import make_task  # noqa: E402
@@ -77,12 +77,25 @@ def test_checkpoint_round_trip(tmp_path) -> None:
 def test_checkpoint_errors(tmp_path) -> None:
     with pytest.raises(MdmError, match="no denoiser checkpoint"):
         load_denoiser(tmp_path)
-    (tmp_path / "denoiser.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(MdmError, match="cannot read"):
-        load_denoiser(tmp_path)
     task = make_task("blocks")
     with pytest.raises(MdmError, match="reserved"):
         save_denoiser(tmp_path / "x", tiny(task), task, {"config": 1})
+    good = save_denoiser(tmp_path / "good", tiny(task), task, {}) / "denoiser.pt"
+    damaged = {"text": b"not a checkpoint", "empty": b"", "truncated": good.read_bytes()[:3000]}
+    for name, data in damaged.items():  # each says what the file is not and what to do, with a reason
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "denoiser.pt").write_bytes(data)
+        with pytest.raises(CheckpointError, match=r"is not a readable checkpoint \(damaged, truncated.*: \S.*\); "
+                                                  "train it again") as err:
+            load_denoiser(tmp_path / name)
+        assert err.value.exit_code == 1
+    (tmp_path / "policy").mkdir()
+    torch.save({"format": 2, "policy_config": {}, "policy_state": {}}, tmp_path / "policy" / "denoiser.pt")
+    with pytest.raises(CheckpointError, match="holds an order policy .* pass its folder as --policy"):
+        load_denoiser(tmp_path / "policy")
+    (good.parent / "meta.json").write_bytes(b"\x89HDF\r\n")  # an eval's metrics file written over it
+    with pytest.raises(CheckpointError, match=r"meta.json is damaged"):
+        load_denoiser(good.parent)
 
 
 def test_a_prompt_aligned_denoiser_sees_prompt_token_i_at_answer_position_i() -> None:

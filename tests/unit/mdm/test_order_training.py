@@ -126,6 +126,9 @@ def test_policy_save_load_round_trip(tmp_path):
 def test_load_policy_errors_are_friendly(tmp_path):
     with pytest.raises(MdmError, match=r"policy\.pt is missing"):
         load_policy(tmp_path)
+    (tmp_path / "denoiser.pt").write_bytes(b"")
+    with pytest.raises(MdmError, match=r"policy\.pt is missing \(it holds a denoiser: pass that as --checkpoint"):
+        load_policy(tmp_path)
     (tmp_path / "policy.pt").write_bytes(b"not a torch file")
-    with pytest.raises(MdmError, match="cannot read"):
+    with pytest.raises(MdmError, match=r"is not a readable order policy \(damaged, truncated, .*: \S.*\); train it"):
         load_policy(tmp_path)

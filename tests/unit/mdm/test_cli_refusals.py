@@ -1,0 +1,123 @@
+"""The MDM commands as a researcher meets them: a stopped training is saved and never taken for a finished one,
+a resumed training keeps its recipe, no command writes over another kind of artefact, and bad knob values are
+one-line usage errors (exit 2) before anything runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from click.testing import CliRunner  # noqa: E402
+
+from merlin_mdm.cli.main import cli  # noqa: E402
+from merlin_mdm.results.metrics import read_metrics  # noqa: E402
+
+pytestmark = pytest.mark.torch
+
+TINY = ["--task", "blocks", "--knob", "nb=2", "--knob", "bl=2", "--d-model", "16", "--n-layers", "1", "--n-heads",
+        "2", "--d-ff", "32", "--batch-size", "8", "--warmup", "1", "--device", "cpu", "--quiet"]
+EVAL = ["--sampler", "top_prob", "--steps", "2", "--n-examples", "8", "--device", "cpu"]
+
+
+def _mdm(*args: str):  # type: ignore[no-untyped-def]
+    return CliRunner().invoke(cli, ["mdm", *args])
+
+
+@pytest.fixture(scope="module")
+def den(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("den") / "den"
+    result = _mdm("train", *TINY, "--steps", "20", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_a_stopped_training_is_saved_refused_downstream_and_resumed(tmp_path: Path) -> None:
+    out = tmp_path / "den"
+    cmd = [sys.executable, "-m", "merlin_mdm.cli.main", "mdm", "train", *TINY, "--steps", "1000000",
+           "--ckpt-every", "1000000", "--out", str(out)]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 120
+    while not (out / "denoiser.pt").exists() and time.monotonic() < deadline:  # no periodic save: only the stop's
+        time.sleep(0.5)
+        if time.monotonic() > deadline - 110:  # about 10 s of training, then stop it as a batch system would
+            proc.send_signal(signal.SIGTERM)
+            break
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    step = json.loads((out / "meta.json").read_text())["step"]
+    assert step > 0 and f"stopped at step {step} of 1000000; saved in {out}" in err, err
+    refused = _mdm("eval", "--checkpoint", str(out), *EVAL, "--out", str(tmp_path / "m.h5"))
+    assert refused.exit_code == 1 and f"training stopped at step {step} of 1000000" in refused.output, refused.output
+    assert not (tmp_path / "m.h5").exists()
+    order = _mdm("train-order", "--denoiser", str(out), "--budget", "2", "--out", str(tmp_path / "pol"))
+    assert order.exit_code == 1 and "stopped at step" in order.output, order.output
+    done = _mdm("train", *TINY, "--steps", str(step + 5), "--out", str(out), "--resume")
+    assert done.exit_code == 0 and f"continuing from step {step} of {step + 5}" in done.output, done.output
+    assert _mdm("eval", "--checkpoint", str(out), *EVAL, "--out", str(tmp_path / "m.h5")).exit_code == 0
+
+
+def test_a_resumed_training_keeps_its_recipe(den: Path, tmp_path: Path) -> None:
+    refused = _mdm("train", *TINY, "--steps", "40", "--seed", "7", "--lr", "1.0", "--out", str(den), "--resume")
+    assert refused.exit_code == 2, refused.output
+    assert "another recipe (lr 0.003 -> 1.0; seed 0 -> 7)" in refused.output, refused.output
+    same = _mdm("train", *TINY, "--steps", "10", "--out", str(den), "--resume")
+    assert same.exit_code == 0 and "is already at step 20 (--steps 10): nothing to train" in same.output
+    assert json.loads((den / "meta.json").read_text())["train_config"]["steps"] == 20  # not rewritten
+
+
+def test_no_command_writes_over_another_kind_of_artefact(den: Path, tmp_path: Path) -> None:
+    meta = (den / "meta.json").read_bytes()
+    over_meta = _mdm("eval", "--checkpoint", str(den), *EVAL, "--out", str(den / "meta.json"))
+    assert over_meta.exit_code == 2 and "exists and is not a metrics file" in over_meta.output, over_meta.output
+    policy_into_den = _mdm("train-order", "--denoiser", str(den), "--budget", "2", "--out", str(den))
+    assert policy_into_den.exit_code == 2 and "holds a denoiser" in policy_into_den.output, policy_into_den.output
+    assert (den / "meta.json").read_bytes() == meta
+    pol = tmp_path / "pol"
+    pol.mkdir()
+    (pol / "policy.pt").write_bytes(b"a policy")
+    den_into_pol = _mdm("train", *TINY, "--steps", "2", "--out", str(pol))
+    assert den_into_pol.exit_code == 2 and "holds an order policy" in den_into_pol.output, den_into_pol.output
+    assert not (pol / "denoiser.pt").exists()
+    too_long = _mdm("train-order", "--denoiser", str(den), "--budget", "100", "--out", str(tmp_path / "p2"))
+    assert too_long.exit_code == 2 and "exceeds the 4 answer positions" in too_long.output, too_long.output
+    again = _mdm("train", *TINY, "--steps", "2", "--out", str(tmp_path / "d2"))
+    assert again.exit_code == 0
+    replaced = _mdm("train", *TINY, "--steps", "2", "--out", str(tmp_path / "d2"))
+    assert "replacing the denoiser in" in replaced.output, replaced.output
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--knob", "tau=abc"], "knob tau expects a number (default 0.9), got 'abc'"),
+    (["--sweep", "tau=0.5,abc"], "knob tau expects a number"),
+    (["--knob", "blocks=1.5"], "knob blocks expects an integer >= 1"),
+    (["--knob", "tau=0.5", "--knob", "tau=0.6"], "knob tau is given twice"),
+    (["--knob", "tau=0.5", "--sweep", "tau=0.6,0.7"], "both fixed (--knob) and swept (--sweep)"),
+    (["--steps", "2,2"], "--steps 2,2: a value is given twice"),
+    (["--policy", "somewhere"], "takes no policy"),
+])
+def test_bad_knobs_are_usage_errors_before_anything_runs(den: Path, tmp_path: Path, args: list[str],
+                                                         message: str) -> None:
+    sampler = "top_prob" if "--policy" in args else "threshold"
+    steps = [] if "--steps" in args else ["--steps", "2"]
+    result = _mdm("eval", "--checkpoint", str(den), "--sampler", sampler, *steps, "--n-examples", "8", *args,
+                  "--out", str(tmp_path / "m{steps}_{tau}.h5"))
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert not list(tmp_path.glob("*.h5"))  # the good values of a sweep did not run first
+
+
+def test_json_is_one_object_per_run_naming_its_file(den: Path, tmp_path: Path) -> None:
+    result = _mdm("eval", "--checkpoint", str(den), "--sampler", "top_prob", "--steps", "2,3", "--n-examples",
+                  "8", "--device", "cpu", "--out", str(tmp_path / "T{steps}.h5"), "--json")
+    assert result.exit_code == 0, result.output
+    runs = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(r["path"], r["steps"]) for r in runs] == [(str(tmp_path / "T2.h5"), 2), (str(tmp_path / "T3.h5"), 3)]
+    assert read_metrics(tmp_path / "T3.h5").attrs["steps"] == 3
