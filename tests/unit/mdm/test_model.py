@@ -91,7 +91,7 @@ def test_checkpoint_errors(tmp_path) -> None:
         assert err.value.exit_code == 1
     (tmp_path / "policy").mkdir()
     torch.save({"format": 2, "policy_config": {}, "policy_state": {}}, tmp_path / "policy" / "denoiser.pt")
-    with pytest.raises(CheckpointError, match="holds an order policy .* pass its folder as --policy"):
+    with pytest.raises(CheckpointError, match=r"holds an order policy .* pass its folder as --policy"):
         load_denoiser(tmp_path / "policy")
     (good.parent / "meta.json").write_bytes(b"\x89HDF\r\n")  # an eval's metrics file written over it
     with pytest.raises(CheckpointError, match=r"meta.json is damaged"):
