@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections import deque
@@ -12,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 from merlin_mdm.backends.base import Backend, RunOptions, RunReport, register_backend
 from merlin_mdm.backends.dependencies import DependencyTracker, Release
 from merlin_mdm.backends.slots import SlotTable, default_workers, runner_cores
-from merlin_mdm.errors import MerlinMdmError, ResourceError, SpecIssue
+from merlin_mdm.errors import MerlinMdmError, ResourceError, SpecIssue, UsageError
 from merlin_mdm.status.model import StopKind, StudyState, TaskFailure, TaskState, UnitOutcome
-from merlin_mdm.status.sqlite_store import SqliteStatusStore
+from merlin_mdm.status.sqlite_store import MAX_DB_PATH, SqliteStatusStore, too_long
 from merlin_mdm.status.states import final_state, stop_message
 from merlin_mdm.status.store import StatusStore
 from merlin_mdm.study.layout import Workspace
@@ -52,6 +53,7 @@ class LocalBackend(Backend):
         """
         from merlin_mdm.spec.checks import check_cores  # only when starting a study
 
+        _check_db_path(spec)
         available, where = runner_cores(options.workers)
         issues = check_cores(spec, available, where)
         if issues:
@@ -283,3 +285,13 @@ class _Scheduler:
     def _say(self, message: str) -> None:
         if self.options.on_event is not None:
             self.options.on_event(message)
+
+
+def _check_db_path(spec: Spec) -> None:
+    """Refuse, before the workspace is made, an OUTPUT_PATH so long that its status database could not open."""
+    from merlin_mdm.study.workspace import output_path
+
+    longest = output_path(spec).absolute() / f"{spec.description.name}_20260101-000000.9999" / "merlin_info" / \
+        "status.db"  # the longest name a workspace of it can take
+    if len(os.fsencode(longest)) > MAX_DB_PATH:
+        raise UsageError(too_long(longest))

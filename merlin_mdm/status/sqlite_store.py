@@ -6,17 +6,19 @@ keeps a 1,000,000-sample study at 10,000 rows, and every query is an aggregate o
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from urllib.parse import quote
 
 from merlin_mdm.errors import StatusError
 from merlin_mdm.status.model import StepSummary, StudySnapshot, StudyState, TaskFailure, TaskState, UnitOutcome
 from merlin_mdm.status.store import StatusStore
 from merlin_mdm.study.plan import StudyPlan, UnitKey
 
-__all__ = ["SqliteStatusStore"]
+__all__ = ["MAX_DB_PATH", "SqliteStatusStore", "too_long"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -35,6 +37,15 @@ MAX_FAILURES_SHOWN = 20
 _ADDED_COLUMNS = {"run_s": "REAL", "run_n": "INTEGER"}  # the last run's seconds and tasks, when it ran to its end
 
 
+MAX_DB_PATH = 504  # bytes: SQLite opens paths of at most 512 bytes, its journal file adds "-journal" (measured)
+
+
+def too_long(path: Path) -> str:
+    """Why a status database cannot be at ``path``, and what to do."""
+    return (f"the status database path {path} is {len(os.fsencode(path))} bytes; SQLite opens at most "
+            f"{MAX_DB_PATH}: choose a shorter OUTPUT_PATH or study name")
+
+
 class SqliteStatusStore(StatusStore):
     """StatusStore in ``<workspace>/merlin_info/status.db``."""
 
@@ -42,8 +53,11 @@ class SqliteStatusStore(StatusStore):
         self.path = Path(path)
         if readonly and not self.path.exists():
             raise StatusError(f"no status database at {self.path}; was the study started?")
+        if len(os.fsencode(self.path.absolute())) > MAX_DB_PATH:
+            raise StatusError(too_long(self.path.absolute()))
         try:
-            uri = f"file:{self.path}?mode=ro" if readonly else f"file:{self.path}"
+            where = quote(os.fspath(self.path), safe="/")  # a URI: ?, # and % in a folder name are escaped
+            uri = f"file:{where}?mode=ro" if readonly else f"file:{where}"
             self.db = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
             if not readonly:
                 self.db.execute("PRAGMA journal_mode=WAL")

@@ -40,3 +40,35 @@ def test_status_of_a_workspace_without_its_database_is_an_error_and_creates_noth
     assert result.returncode == 1
     assert result.stderr.startswith("Error: no status database in ") and "Traceback" not in result.stderr
     assert not (ws / "merlin_info" / "status.db").exists()
+
+
+FAILING = """
+    description: {{name: {name}, description: x}}
+    env: {{variables: {{OUTPUT_PATH: "{out}"}}}}
+    study:
+      - name: a
+        run: {{cmd: "{cmd}"}}
+"""
+
+
+def test_uri_characters_in_the_workspace_path_keep_its_database_inside_it(tmp_path: Path) -> None:
+    """SQLite opens the status database by URI: an unescaped ? or # cut the path there (the database landed
+    outside the workspace, shared by the studies beside it), and a %20 was decoded."""
+    for name, cmd, code, state in (("good", "true", 0, "finished"), ("bad", "exit 1", 1, "failed")):
+        spec = spec_file(tmp_path, FAILING.format(name=name, out="./o?m#x%20y", cmd=cmd), name=f"{name}.yaml")
+        result = merlin("run", str(spec), "--local", cwd=tmp_path)
+        assert result.returncode == code, result.stderr
+        ws = next((tmp_path / "o?m#x%20y").glob(f"{name}_*"))
+        assert (ws / "merlin_info" / "status.db").is_file()
+        status = merlin("status", str(ws), "--json", cwd=tmp_path)
+        assert f'"state": "{state}"' in status.stdout, status
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml", "good.yaml", "o?m#x%20y"]
+
+
+def test_an_output_path_too_long_for_the_database_is_refused_before_anything_is_made(tmp_path: Path) -> None:
+    out = tmp_path / ("a" * 200) / ("b" * 200) / "c"
+    spec = spec_file(tmp_path, FAILING.format(name="long", out=out, cmd="true"))
+    result = merlin("run", str(spec), "--local", cwd=tmp_path)
+    assert result.returncode == 2 and "SQLite opens at most 504: choose a shorter OUTPUT_PATH" in result.stderr, \
+        result.stderr
+    assert not out.exists()
