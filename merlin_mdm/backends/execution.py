@@ -21,6 +21,7 @@ from pathlib import Path
 
 from merlin_mdm.backends.task_process import (
     LOG_FLAGS,
+    WalltimeExceeded,
     close_on_exec,
     kept_cwd,
     kill_current_group,
@@ -219,6 +220,9 @@ def _attempt(inst: StepInstance, task: _Attempt, env: dict[str, str]) -> TaskRes
         rc = _run_script(inst.shell, script, task.directory, name, env, walltime_seconds(inst.walltime))
     except OSError as exc:
         return TaskResult(TaskState.FAILED, None, task.restarts, os_error_reason(exc), log)
+    except WalltimeExceeded:
+        return TaskResult(TaskState.FAILED, -signal.SIGKILL, task.restarts,
+                          f"walltime {inst.walltime} exceeded, killed", log)
     if rc in (ExitCode.RESTART, ExitCode.RETRY) and task.restarts < inst.max_retries:
         task.restarts += 1
         task.restart_next = rc == ExitCode.RESTART
@@ -253,13 +257,19 @@ def _finish(directory: str, rc: int, restarts: int, log: str) -> TaskResult:
         return TaskResult(TaskState.FAILED, rc, restarts, "hard fail: the study was stopped", log, StopKind.HARD_FAIL)
     elif rc == ExitCode.SOFT_FAIL:
         reason = "soft fail"
-    elif rc == -signal.SIGKILL:
-        reason = "walltime exceeded, killed"
     elif rc < 0:
-        reason = f"killed by signal {-rc}"
+        reason = f"killed by signal {-rc} ({_signal_name(-rc)})"
     else:
         reason = f"exit code {rc}"
     return TaskResult(TaskState.FAILED, rc, restarts, reason, log)
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        name = signal.Signals(signum).name
+    except ValueError:
+        return "unknown signal"
+    return f"{name}: the out-of-memory killer, or another process" if signum == signal.SIGKILL else name
 
 
 def task_env(plan: StudyPlan, inst: StepInstance) -> dict[str, str]:

@@ -27,6 +27,7 @@ from pathlib import Path
 __all__ = [
     "LOG_FLAGS",
     "TERM_WINDOW",
+    "WalltimeExceeded",
     "close_on_exec",
     "kept_cwd",
     "kill_current_group",
@@ -164,20 +165,46 @@ def _keep_niceness(pid: int) -> None:
         group.write(str(nice))
 
 
+class WalltimeExceeded(Exception):
+    """The task was still running when its walltime ran out, and its whole process group was killed."""
+
+
 def wait(pid: int, timeout: float | None) -> int:
-    """Wait for the task ``pid`` (killing its group after ``timeout`` s); its return code (-N: signal N)."""
+    """Wait for the task ``pid`` and every process it left in its group; its return code (-N: signal N).
+
+    A task ends when its last process does, as in Merlin: a command that starts a process in the background
+    and exits is done once that process is (its output is written before the done-marker), so nothing of a
+    task outlives it. A process that leaves the group (``setsid``) is no longer the task's.
+
+    Raises:
+        WalltimeExceeded: ``timeout`` s passed first; the group was killed (SIGKILL) and the task reaped.
+    """
     global _current, _popen
+    deadline = None if timeout is None else time.monotonic() + timeout
     try:
         try:
-            return _wait(pid, timeout)
+            code = _wait(pid, timeout)
+            _wait_for_group(pid, deadline)
+            return code
         except subprocess.TimeoutExpired:
             terminate_current(signal.SIGKILL)
-            _wait(pid, None)
-            return -signal.SIGKILL
+            with contextlib.suppress(ChildProcessError):  # reaped already when the background outlasted it
+                _wait(pid, None)
+            raise WalltimeExceeded(timeout) from None
     finally:
         _current = _popen = None
         if _watcher is not None:
             _watcher(0)
+
+
+def _wait_for_group(pgid: int, deadline: float | None) -> None:
+    """Until no process of the task's group is left (most tasks leave none: one ``killpg`` answers ESRCH)."""
+    delay = 0.001
+    while _group_alive(pgid):
+        if deadline is not None and time.monotonic() >= deadline:
+            raise subprocess.TimeoutExpired(str(pgid), 0)
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
 
 
 def _wait(pid: int, timeout: float | None) -> int:

@@ -59,9 +59,37 @@ def test_a_walltime_kills_the_task_and_what_it_started(write_spec, tmp_path: Pat
     assert result.returncode == 1 and "Traceback" not in result.stderr
     ws = workspace_of(result)
     (step,) = status_json(ws)["steps"]
-    assert step["failures"][0]["reason"] == "walltime exceeded, killed"
+    assert step["failures"][0]["reason"] == "walltime 00:00:01 exceeded, killed"
     assert not _alive(int((ws / "slow" / "child.pid").read_text()))
     assert not (ws / "slow" / "MERLIN_FINISHED").exists()
+
+
+def test_a_task_ends_when_what_it_left_in_the_background_ends(write_spec, tmp_path: Path) -> None:
+    """As in Merlin: the step lasts until its background process is done, whose output is there before the
+    done-marker; under a walltime the background process is killed with the rest; a SIGKILL that is no
+    walltime (the out-of-memory killer) is not reported as one."""
+    spec = write_spec("""
+        description: {name: bg, description: background}
+        env: {variables: {OUTPUT_PATH: ./out}}
+        study:
+          - name: left
+            run: {cmd: "(sleep 2; echo late > late.txt) & echo $! > child.pid"}
+          - name: outlasts
+            run: {cmd: "(sleep 300; echo late > late.txt) & echo $! > child.pid", walltime: "00:00:01"}
+          - name: oom
+            run: {cmd: "kill -9 $$"}
+    """)
+    result = subprocess.run([*CLI, "run", str(spec), "--local"], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=300, check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    ws = workspace_of(result)
+    assert (ws / "left" / "late.txt").read_text() == "late\n" and (ws / "left" / "MERLIN_FINISHED").exists()
+    reasons = {s["step"]: [f["reason"] for f in s["failures"]] for s in status_json(ws)["steps"]}
+    assert reasons == {"left": [], "outlasts": ["walltime 00:00:01 exceeded, killed"],
+                       "oom": ["killed by signal 9 (SIGKILL: the out-of-memory killer, or another process)"]}
+    for step in ("left", "outlasts"):
+        assert not _alive(int((ws / step / "child.pid").read_text())), step
+    assert not (ws / "outlasts" / "late.txt").exists()
 
 
 def test_running_a_unit_keeps_the_callers_working_directory(tmp_path: Path, monkeypatch) -> None:
