@@ -274,9 +274,10 @@ def _check_workspace_refs(spec: Spec, issues: IssueCollector) -> None:
     """``$(s.workspace)`` needs s to run first: s must be a parent, or a parent's ancestor."""
     names = {s.name for s in spec.steps}
     ancestors = _ancestors(spec)
+    variables = dict(spec.env.variables)
     for loc in _located_steps(spec):
         for key, text in (("cmd", loc.step.run.cmd), ("restart", loc.step.run.restart or "")):
-            for token in dict.fromkeys(tokens_in(text)):
+            for token in dict.fromkeys(tokens_in(_inlined(text, variables))):  # a variable may name one too
                 ref = token[: -len(".workspace")] if token.endswith(".workspace") else None
                 if ref is None or ref not in names or ref in ancestors.get(loc.step.name, set()):
                     continue
@@ -284,6 +285,16 @@ def _check_workspace_refs(spec: Spec, issues: IssueCollector) -> None:
                     else f"add '{ref}' (or '{ref}_*') to depends"
                 issues.error(value_mark(loc.run, key), f"study[{loc.index}].run.{key}",
                              f"$({token}) names a step that does not run before '{loc.step.name}'; {hint}")
+
+
+def _inlined(text: str, variables: dict[str, str]) -> str:
+    """``text`` with the env variables it uses written out (nested ones too; a cycle stops after a few rounds)."""
+    for _ in range(16):
+        new = substitute(text, variables)
+        if new == text:
+            break
+        text = new
+    return text
 
 
 def _check_batch(spec: Spec, issues: IssueCollector, batch_types: tuple[str, ...]) -> None:

@@ -135,7 +135,7 @@ class _Expander:
         return frozenset(own)
 
     def _workspace_refs(self, step: Step) -> list[str]:
-        text = f"{step.run.cmd} {step.run.restart or ''}"
+        text = self._env_text(f"{step.run.cmd} {step.run.restart or ''}")  # a variable may name one (Maestro)
         return [t[: -len(".workspace")] for t in tokens_in(text) if t.endswith(".workspace")]
 
     @staticmethod

@@ -107,6 +107,18 @@ study:
     assert cmds["d_P.2"] == f"ls {WORKSPACE}/b/P.2 {WORKSPACE}/c"
 
 
+def test_a_step_workspace_named_through_a_variable_is_that_step_s_folder() -> None:
+    text = HEAD + """
+env:
+  variables: {OUT: $(b.workspace)/out, WHERE: $(OUT)}
+global.parameters:
+  P: {values: [1, 2], label: P.%%}
+study:
+""" + _step("echo $(P)", "b") + _step("ls $(WHERE)", "c", "[b]")
+    cmds = _by_name(plan_of(text))  # as Maestro: the variable is written out, then the token is the folder
+    assert cmds["c_P.2"] == f"ls {WORKSPACE}/b/P.2/out"
+
+
 LAUNCH = "      nodes: 2\n      procs: 8\n      cores per task: 4\n      gpus: 1\n"
 
 
