@@ -278,7 +278,7 @@ def task_env(plan: StudyPlan, inst: StepInstance) -> dict[str, str]:
     # the user's packages. merlin-mdm's own bin/ is appended, so `merlin-mdm` is found even when its virtual
     # environment was not activated.
     bindir = os.path.dirname(sys.executable)
-    path = os.environ.get("PATH", "")
+    path = os.environ.get("PATH") or "/usr/local/bin:/usr/bin:/bin"  # a shell's own default when none is set
     if bindir not in path.split(os.pathsep):
         path = path + os.pathsep + bindir if path else bindir
     return {**os.environ, "PATH": path, "MERLIN_MDM_STUDY": plan.name, "MERLIN_MDM_STEP": inst.step,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import click
@@ -122,6 +123,12 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         sys.exit(130)
+    except OSError as exc:
+        problem = environment_problem(exc)
+        if problem is None:
+            raise
+        click.echo(f"Error: {problem}", err=True)
+        sys.exit(1)
     except Exception as exc:
         interrupted = signal_cause(exc)
         if interrupted is None:
@@ -129,6 +136,20 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"Error: {interrupted}", err=True)
         sys.exit(interrupted.exit_code)
     sys.exit(rc if isinstance(rc, int) else 0)
+
+
+def environment_problem(exc: OSError) -> str | None:
+    """What an OS error that no command turned into a message says about the user's environment: a file or
+    folder named on the command line that cannot be written or read, or a working directory deleted under the
+    shell. None for one with no such cause (a bug: it keeps its traceback)."""
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        return ("the current directory no longer exists (it was deleted while the shell was in it): cd to an "
+                "existing folder, or give absolute paths")
+    if exc.filename is None:
+        return None
+    return f"{exc.filename}: {exc.strerror or exc}"
 
 
 def signal_cause(exc: BaseException) -> Interrupted | None:

@@ -183,6 +183,10 @@ def _check_out(out: Path, resume: bool, notify: Callable[[str], None]) -> None:
                        "name another folder")
     if out.exists() and not out.is_dir():
         raise MdmError(f"--out {out} is a file; name a folder for the checkpoint")
+    try:
+        out.mkdir(parents=True, exist_ok=True)  # before training, not after it
+    except OSError as exc:
+        raise MdmError(f"--out {out}: cannot create the folder ({exc.strerror or exc})") from None
     if not resume and (out / CHECKPOINT_FILE).is_file():
         notify(f"replacing the denoiser in {out} (--resume would continue it instead)")
 

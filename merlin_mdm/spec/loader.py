@@ -138,6 +138,10 @@ def load_marked_text(text: str, filename: str) -> MarkedDict:
 
 def load_marked(path: Path) -> MarkedDict:
     """Read and parse the spec file at ``path``."""
+    if path.exists() and not path.is_file():
+        what = "a folder" if path.is_dir() else "not a regular file (a pipe or a device, such as /dev/stdin)"
+        raise SpecError([SpecIssue(str(path), 0, 0, "", f"the spec is {what}: a spec is a file, whose folder is "
+                                   "$(SPECROOT) and the base of a relative OUTPUT_PATH; save it to a file")])
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

@@ -132,3 +132,17 @@ def test_a_niced_run_keeps_its_tasks_niced_against_other_sessions(write_spec, tm
         probe, expected = workspace_of(result) / "probe", str(min(base + more, 19))
         assert (probe / "nice.txt").read_text().strip() == expected
         assert (probe / "group.txt").read_text().split()[-1] == expected  # "/autogroup-123 nice 7"
+
+
+def test_tasks_find_the_system_commands_with_no_path_set(write_spec, tmp_path: Path) -> None:
+    spec = write_spec("""
+        description: {name: nopath, description: env -i}
+        env: {variables: {OUTPUT_PATH: ./out}}
+        study:
+          - name: a
+            run: {cmd: "sleep 0 && ls > l.txt"}
+    """)
+    result = subprocess.run([*CLI, "run", str(spec), "--local"], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=300, check=False, env={"HOME": str(tmp_path)})  # as `env -i`: no PATH
+    assert result.returncode == 0, result.stderr
+    assert "a.sh" in (workspace_of(result) / "a" / "l.txt").read_text()

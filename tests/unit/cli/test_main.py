@@ -34,3 +34,34 @@ def test_an_error_with_no_signal_behind_it_is_not_taken_for_one(monkeypatch: pyt
     monkeypatch.setattr(main_module.cli, "main", broken)
     with pytest.raises(RuntimeError, match="a bug"):
         main_module.main([])
+
+
+def test_an_os_error_about_a_named_file_or_a_deleted_cwd_is_one_line(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    import os
+    import subprocess
+    import sys
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text("description: {name: s, description: d}\nstudy:\n  - {name: a, run: {cmd: 'true'}}\n")
+    for args in (["dag", str(spec), "-o", str(tmp_path / "absent" / "g.dot")],):
+        with pytest.raises(SystemExit) as ended:
+            main_module.main(args)
+        assert ended.value.code == 1
+        assert capsys.readouterr().err == f"Error: {tmp_path / 'absent' / 'g.dot'}: No such file or directory\n"
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    code = "import os, sys; os.chdir(sys.argv[1]); os.rmdir(sys.argv[1]); from merlin_mdm.cli.main import main; " \
+           "main(['validate', '../s.yaml'])"
+    result = subprocess.run([sys.executable, "-c", code, str(gone)], capture_output=True, text=True, check=False,
+                            env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert result.returncode == 1 and result.stderr.startswith("Error: the current directory no longer exists"), \
+        result.stderr
+
+
+def test_an_os_error_with_no_file_behind_it_keeps_its_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(**_: object) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(main_module.cli, "main", broken)
+    with pytest.raises(OSError, match="Input/output"):
+        main_module.main([])

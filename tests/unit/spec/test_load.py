@@ -221,3 +221,11 @@ def test_unquoted_walltimes_stay_text() -> None:
     assert spec.steps[0].run.walltime == "10:00:00"
     assert spec.batch.walltime == "1:30"
     assert dict(spec.env.variables)["N"] == "2:00:00"
+
+
+def test_a_spec_that_is_no_regular_file_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    import os
+
+    os.mkfifo(tmp_path / "pipe.yaml")  # as `cat spec | merlin-mdm run /dev/stdin`: reading it twice would block
+    with pytest.raises(SpecError, match=r"not a regular file \(a pipe or a device.*save it to a file"):
+        load_spec(tmp_path / "pipe.yaml")
