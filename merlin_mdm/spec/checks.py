@@ -8,7 +8,7 @@ from pathlib import Path
 
 from merlin_mdm.errors import SpecIssue
 from merlin_mdm.spec.exitcodes import EXIT_CODE_TOKENS
-from merlin_mdm.spec.hazards import check_hazards
+from merlin_mdm.spec.hazards import NAME_MAX, check_hazards
 from merlin_mdm.spec.issues import IssueCollector, did_you_mean, key_mark, value_mark
 from merlin_mdm.spec.loader import Located, MarkedDict, MarkedList
 from merlin_mdm.spec.model import Spec, Step
@@ -70,11 +70,21 @@ def _located_steps(spec: Spec) -> list[_Located]:
     return [_Located(i, step, node, node["run"]) for (i, node), step in zip(entries, spec.steps, strict=False)]
 
 
+_WORKSPACE_SUFFIX = "_20260101-000000.9999"  # the longest timestamp and suffix a workspace folder takes
+_TASK_FILE_SUFFIX = ".restart.slurm.err"  # the longest ending of a task's files (<step>[_labels].restart.slurm.err)
+
+
 def _check_study_name(spec: Spec, issues: IssueCollector) -> None:
     name = spec.description.name
+    where = value_mark(_node(spec, "description"), "name")
     if name and not all(c.isalnum() or c in "-_." for c in name):
-        issues.error(value_mark(_node(spec, "description"), "name"), "description.name",
+        issues.error(where, "description.name",
                      f"'{name}': use only letters, digits, '-', '_' and '.' (the name becomes a directory)")
+    folder = len(name.encode()) + len(_WORKSPACE_SUFFIX)
+    if folder > NAME_MAX:
+        issues.error(where, "description.name", f"the name is {len(name.encode())} bytes: its workspace folder "
+                     f"(NAME{_WORKSPACE_SUFFIX}) would be {folder}, longer than the {NAME_MAX} bytes a file name "
+                     f"may have; use at most {NAME_MAX - len(_WORKSPACE_SUFFIX)}")
 
 
 def _check_step_names(spec: Spec, issues: IssueCollector) -> None:
@@ -85,6 +95,11 @@ def _check_step_names(spec: Spec, issues: IssueCollector) -> None:
             issues.error(where, path, f"step '{name}' is defined twice")
         if not all(c.isalnum() or c in "-_" for c in name) or name.endswith("_*"):
             issues.error(where, path, "use only letters, digits, '-' and '_' in step names")
+        longest = len(name.encode()) + len(_TASK_FILE_SUFFIX)
+        if longest > NAME_MAX:
+            issues.error(where, path, f"step '{name[:40]}...' would name its task files NAME{_TASK_FILE_SUFFIX} "
+                         f"({longest} bytes), longer than the {NAME_MAX} bytes a file name may have; use at most "
+                         f"{NAME_MAX - len(_TASK_FILE_SUFFIX)} bytes")
         seen.add(name)
 
 

@@ -166,3 +166,15 @@ def test_detailed_status_filters_and_dumps(write_spec, tmp_path: Path) -> None:
     out = merlin("detailed-status", str(ws), "--dump", str(tmp_path / "d.csv"), cwd=tmp_path)
     assert [r["status"] for r in csv.DictReader((tmp_path / "d.csv").open())] == \
         ["finished", "failed", "finished", "failed", "finished"]
+
+
+def test_the_bundled_examples_run_in_a_folder_with_spaces(tmp_path: Path) -> None:
+    where = tmp_path / "my studies" / "ü"
+    where.mkdir(parents=True)
+    for name in ("hello_samples", "feature_demo"):
+        assert merlin("example", name, cwd=where).returncode == 0
+        result = merlin("run", str(next((where / name).glob("*.yaml"))), "--local", cwd=where)
+        assert result.returncode == 0, result.stderr
+        ws = workspace_of(result)
+        if name == "feature_demo":  # its collector counts the outputs it finds: none if a path was split
+            assert int((ws / "summarize" / "n_outputs.txt").read_text()) > 0
