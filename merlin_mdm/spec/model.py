@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,8 +160,8 @@ class Spec:
 
     @property
     def root(self) -> Path:
-        """SPECROOT: the directory holding the spec file."""
-        return self.path.resolve().parent
+        """SPECROOT: the directory holding the spec file as named (a symlink's own folder, as in Merlin)."""
+        return Path(os.path.abspath(self.path)).parent
 
     def step(self, name: str) -> Step:
         """The step called ``name`` (KeyError when there is none)."""

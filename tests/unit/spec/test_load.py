@@ -229,3 +229,12 @@ def test_a_spec_that_is_no_regular_file_is_refused_before_it_is_read(tmp_path: P
     os.mkfifo(tmp_path / "pipe.yaml")  # as `cat spec | merlin-mdm run /dev/stdin`: reading it twice would block
     with pytest.raises(SpecError, match=r"not a regular file \(a pipe or a device.*save it to a file"):
         load_spec(tmp_path / "pipe.yaml")
+
+
+def test_specroot_of_a_spec_named_through_a_symlink_is_the_link_s_folder(tmp_path: Path) -> None:
+    (tmp_path / "library").mkdir()
+    (tmp_path / "run").mkdir()
+    real = tmp_path / "library" / "s.yaml"
+    real.write_text("description: {name: s, description: d}\nstudy:\n  - {name: a, run: {cmd: 'ls $(SPECROOT)'}}\n")
+    (tmp_path / "run" / "s.yaml").symlink_to(real)
+    assert load_spec(tmp_path / "run" / "s.yaml").spec.root == tmp_path / "run"  # as Merlin
