@@ -177,9 +177,9 @@ def queue_info(spec: Path | None, queues: tuple[str, ...], as_json: bool, dump: 
 
 
 def _dump_queues(rows: dict[str, dict[str, int]], path: Path) -> None:
-    if path.suffix == ".json":
+    if path.suffix.lower() == ".json":
         path.write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
-    elif path.suffix == ".csv":
+    elif path.suffix.lower() == ".csv":
         lines = ["queue,messages,consumers", *(f"{q},{r['messages']},{r['consumers']}" for q, r in rows.items())]
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     else:

@@ -147,9 +147,9 @@ def _dump_rows(rows: list[dict[str, object]], path: Path) -> None:
 
     from merlin_mdm.errors import UsageError
 
-    if path.suffix == ".json":
+    if path.suffix.lower() == ".json":
         path.write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
-    elif path.suffix == ".csv":
+    elif path.suffix.lower() == ".csv":
         with open(path, "w", newline="", encoding="utf-8") as fh:
             writer = csv.DictWriter(fh, fieldnames=["step", "instance", "sample", "status", "return_code",
                                                     "workspace", "reason"])

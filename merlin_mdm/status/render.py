@@ -158,10 +158,10 @@ def _blank(value: float | None) -> object:
 
 def dump_snapshot(snap: StudySnapshot, path: Path) -> None:
     """`status --dump`: the snapshot as JSON (``.json``) or one CSV row per step (``.csv``), as Merlin's."""
-    if path.suffix == ".json":
+    if path.suffix.lower() == ".json":
         path.write_text(to_json(snap) + "\n", encoding="utf-8")
         return
-    if path.suffix != ".csv":
+    if path.suffix.lower() != ".csv":
         raise UsageError(f"--dump {path}: the file must end in .csv or .json")
     import csv
 

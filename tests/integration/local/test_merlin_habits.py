@@ -64,8 +64,8 @@ def test_merlin_habits_end_to_end(write_spec, tmp_path: Path) -> None:
     assert [(r["step"], r["finished"]) for r in rows] == [("a_step_with_a_rather_long_name_indeed", "3"),
                                                           ("gather", "1")]
     assert float(rows[1]["avg_run"]) >= 0.3 and float(rows[1]["run_std"]) == 0.0  # Merlin's run time columns
-    assert merlin("status", str(ws), "--dump", str(tmp_path / "s.json"), cwd=tmp_path).returncode == 0
-    assert json.loads((tmp_path / "s.json").read_text())["total"] == 4
+    assert merlin("status", str(ws), "--dump", str(tmp_path / "s.JSON"), cwd=tmp_path).returncode == 0  # any case
+    assert json.loads((tmp_path / "s.JSON").read_text())["total"] == 4
     assert merlin("status", str(ws), "--dump", str(tmp_path / "s.txt"), cwd=tmp_path).returncode == 2
     # a --local study is monitored from its workspace: no broker is asked (none answers here)
     unreachable = {**os.environ, "MERLIN_MDM_CONFIG": str(tmp_path / "app.yaml")}
