@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import graphlib
 import re
 from collections.abc import Mapping
 
@@ -42,21 +43,34 @@ def substitute(text: str, values: Mapping[str, str]) -> str:
     return TOKEN_RE.sub(repl, text)
 
 
+def _dependency_order(values: Mapping[str, str]) -> list[str]:
+    """The names, each after the variables its value uses; in spec order when they refer to each other in a
+    circle (an error reported elsewhere)."""
+    graph = {name: {t for t in tokens_in(value) if t in values and t != name} for name, value in values.items()}
+    try:
+        return list(graphlib.TopologicalSorter(graph).static_order())
+    except graphlib.CycleError:
+        return list(values)
+
+
 def resolve_ordered(pairs: tuple[tuple[str, str], ...], known: Mapping[str, str]) -> dict[str, str]:
     """Resolve variables that may use each other and ``known`` tokens; nested references resolve in a few passes.
 
     Returns the resolved values; a value that still holds tokens refers to something undefined or to a cycle.
     """
-    resolved = dict(known)
     values = dict(pairs)
-    for _ in range(len(values) + 1):
+    resolved = {**known, **{k: v for k, v in values.items() if "$(" not in v}}
+    pending = [name for name in _dependency_order(values) if "$(" in values[name]]
+    for _ in range(len(values) + 1):  # in dependency order one pass resolves all; more only around a cycle
         changed = False
-        for name, value in values.items():
-            new = substitute(value, {**resolved, **{k: v for k, v in values.items() if "$(" not in v}})
-            if new != value:
+        for name in pending:
+            new = substitute(values[name], resolved)
+            if new != values[name]:
                 values[name] = new
                 changed = True
-        resolved.update({k: v for k, v in values.items() if "$(" not in v})
+            if "$(" not in new:
+                resolved[name] = new
+        pending = [name for name in pending if "$(" in values[name]]
         if not changed:
             break
     return values

@@ -72,3 +72,14 @@ def test_reserved_tokens_validate_in_commands(token: str) -> None:
     text = ("description: {name: t, description: d}\n"
             f"study:\n  - {{name: a, description: a, run: {{cmd: echo $({token})}}}}\n")
     assert load_spec_text(text, "/s/t.yaml").spec.steps[0].run.cmd == f"echo $({token})"
+
+
+def test_variables_resolve_whatever_order_they_are_written_in() -> None:
+    from merlin_mdm.spec.tokens import resolve_ordered
+
+    chain = tuple((f"V{i}", f"$(V{i + 1})/x" if i < 499 else "$(BASE)") for i in range(500))
+    resolved = resolve_ordered(chain, {"BASE": "/b"})
+    assert resolved["V0"] == "/b" + "/x" * 499 and resolved["V499"] == "/b"
+    assert resolve_ordered(tuple(reversed(chain)), {"BASE": "/b"}) == resolved
+    circle = resolve_ordered((("A", "$(B)"), ("B", "$(A)"), ("C", "$(D)"), ("D", "d")), {})
+    assert circle["C"] == "d" and "$(" in circle["A"]  # a circle stays unresolved (reported by validate)
