@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from merlin_mdm.backends.base import RunOptions, RunReport
+from merlin_mdm.errors import UsageError
 from merlin_mdm.signals import parse_signal, watch_signals
 from merlin_mdm.spec import parse_vars
 from merlin_mdm.status.render import render_table, to_json
@@ -79,6 +80,8 @@ def run(spec: Path, local: bool, variables: tuple[str, ...], samplesfile: Path |
     SIGHUP (or --signal) no new task starts, running ones get --grace seconds, and the exit code is
     128+signal; `merlin-mdm restart` resumes.
     """
+    if pargs and pgen is None:
+        raise UsageError("--pargs are arguments of a --pgen parameter generator; give --pgen too")
     request = StudyRequest(spec, parse_vars(variables), samplesfile, pgen, parse_pargs(pargs),
                            "local" if local else "celery", batch_size, dry, workers)
     with watch_signals(parse_signal(early_signal)) as watch:

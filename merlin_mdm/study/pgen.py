@@ -55,11 +55,11 @@ def _load_generator(spec: Spec, pgen: Path, pargs: dict[str, str]) -> Any:
     except AttributeError:
         raise UsageError(f"--pgen {pgen}: define get_custom_generator(env, **kwargs) returning a "
                          "maestrowf ParameterGenerator") from None
-    except Exception as exc:  # the user's code: report, never a traceback
+    except (Exception, SystemExit) as exc:  # the user's code: report, never a traceback or its exit code
         raise UsageError(f"--pgen {pgen} raised {type(exc).__name__}: {exc}") from None
     try:
         return make(_study_environment(spec), **kwargs)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         raise UsageError(f"--pgen {pgen}: get_custom_generator raised {type(exc).__name__}: {exc}") from None
 
 

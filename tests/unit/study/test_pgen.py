@@ -81,6 +81,8 @@ def test_without_pgen_the_tokens_are_undefined(tmp_path: Path) -> None:
     ("class G:\n    parameters = {'A': [1, 2], 'B': [1]}\n    labels = {}\n"
      "def get_custom_generator(env, **kw):\n    return G()\n", "equally long value lists \\(A: 2, B: 1\\)"),
     (PGEN.replace('"SEED.%%"', '"SEED"'), "a label with %%"),
+    ("import sys\nsys.exit(3)\n", "raised SystemExit: 3"),
+    ("def get_custom_generator(env, **kw):\n    raise SystemExit('no')\n", "raised SystemExit: no"),
 ])  # fmt: skip
 def test_bad_pgen_files_are_usage_errors(tmp_path: Path, body: str, message: str) -> None:
     spec = load_spec_text(SPEC.replace("$(SEED) $(LR)", ""), tmp_path / "s.yaml").spec
