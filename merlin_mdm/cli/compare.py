@@ -18,14 +18,17 @@ __all__ = ["compare"]
 @click.argument("first")
 @click.argument("others", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the lines and differences as JSON.")
-def compare(first: str, others: tuple[str, ...], as_json: bool) -> None:
+@click.option("--other-denoisers", is_flag=True,
+              help="Allow runs of one training seed evaluated with different denoisers (checkpoint_id), e.g. two "
+                   "denoiser sizes trained with the same seeds; they are then paired by examples only.")
+def compare(first: str, others: tuple[str, ...], as_json: bool, other_denoisers: bool) -> None:
     """Compare the runs of FIRST with those of each of OTHERS, paired over training seeds and examples.
 
     Each argument is one line: a method's metrics files, one per training seed, as a quoted glob or one
     file, optionally named with NAME=PATTERN. A learned line may hold several files per training seed, one
     per policy seed (files that record different policy.seed values). Every line must hold the same training
-    seeds as FIRST and, seed by seed, runs on the same examples (task and knobs, --seed, --n-examples);
-    anything else is refused.
+    seeds as FIRST and, seed by seed, runs on the same examples (task and knobs, --seed, --n-examples) with the
+    same denoiser (checkpoint_id; see --other-denoisers); anything else is refused.
 
     For each line: accuracy with its 95% bootstrap interval (seeds and examples resampled jointly, as in
     the study report), NFE @Avg and @Max, and FIRST minus it in points with the paired interval.
@@ -37,7 +40,7 @@ def compare(first: str, others: tuple[str, ...], as_json: bool) -> None:
     from merlin_mdm.results.paired import compare_lines, load_line
 
     head = load_line(first)
-    result = compare_lines(head, [load_line(argument) for argument in others])
+    result = compare_lines(head, [load_line(argument) for argument in others], other_denoisers)
     if as_json:
         click.echo(json.dumps(_payload(result), indent=2, sort_keys=True))
     else:

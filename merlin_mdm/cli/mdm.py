@@ -202,6 +202,10 @@ def eval_command(checkpoint: Path, sampler: str, knobs: tuple[str, ...], sweeps:
     loaded = load_denoiser(checkpoint, resolve_device(device))
     for config, built, path in planned:
         result = evaluate(config, loaded, built)
+        trained_with = result.attrs.get("policy_denoiser_id")
+        if trained_with and trained_with != result.attrs["checkpoint_id"]:
+            click.echo(f"warning: the policy {policy} was trained with denoiser {trained_with}, not with "
+                       f"{checkpoint} ({result.attrs['checkpoint_id']}); its metrics record both", err=True)
         path.parent.mkdir(parents=True, exist_ok=True)
         write_eval(result, path)
         _report(path, sampler, config.steps, n_examples, result.attrs, as_json)

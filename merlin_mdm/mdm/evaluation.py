@@ -120,9 +120,11 @@ def evaluate(cfg: EvalConfig, loaded: LoadedDenoiser | None = None, sampler: Sam
         "steps": cfg.steps,
         "seed": cfg.seed,
         "n_examples": cfg.n_examples,
+        "eval_batch_size": cfg.batch_size,  # the sampling draws are made per batch: it shapes the results
         "temperature": cfg.temperature,
         "checkpoint": os.fspath(cfg.checkpoint),
         "checkpoint_id": str(loaded.meta["checkpoint_id"]),
+        **_policy_denoiser(sampler),
         **_train_seed(loaded.meta),
         "policy_dir": cfg.policy_dir,
         "torch_threads": torch.get_num_threads(),
@@ -182,6 +184,15 @@ def _train_seed(meta: Mapping[str, Any]) -> dict[str, Any]:
     """``train_seed``: the seed the denoiser was trained with, when its meta.json says."""
     config = meta.get("train_config")
     return {"train_seed": int(config["seed"])} if isinstance(config, dict) and "seed" in config else {}
+
+
+def _policy_denoiser(sampler: Any) -> dict[str, Any]:
+    """``policy_denoiser_id``: the checkpoint_id of the denoiser a learned order was trained with (a policy
+    used with another denoiser is then visible in its metrics); nothing for other samplers."""
+    meta = getattr(getattr(sampler, "inner", sampler), "meta", None)
+    if not isinstance(meta, dict) or not meta.get("denoiser_checkpoint_id"):
+        return {}
+    return {"policy_denoiser_id": str(meta["denoiser_checkpoint_id"])}
 
 
 def _policy_attrs(sampler: Any) -> dict[str, Any]:

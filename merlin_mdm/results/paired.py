@@ -58,6 +58,7 @@ class Line:
     task: str
     correct: np.ndarray
     nfe: np.ndarray
+    denoisers: tuple[str | None, ...] = ()  # per file, the checkpoint_id of the denoiser it was evaluated with
 
 
 @dataclass(frozen=True)
@@ -143,17 +144,32 @@ def load_line(argument: str) -> Line:
         task=task_label(runs[0].attrs),
         correct=_padded([run.datasets["correct"] for run in runs], width),
         nfe=_padded([run.datasets["nfe"] for run in runs], width),
+        denoisers=tuple(_denoiser(run) for run in runs),
     )
 
 
-def compare_lines(first: Line, others: Sequence[Line]) -> PairedComparison:
+def _denoiser(run: Metrics) -> str | None:
+    value = run.attrs.get("checkpoint_id")
+    return None if value is None else str(value)
+
+
+def compare_lines(first: Line, others: Sequence[Line], other_denoisers: bool = False) -> PairedComparison:
     """The first line's figures and its difference from each other line, paired over seeds and examples.
 
+    Args:
+        first: the line the others are compared with.
+        others: the other lines.
+        other_denoisers: allow runs of one training seed that come from different denoisers (checkpoint_id),
+            e.g. two denoiser sizes trained with the same seeds: then only the examples pair them.
+
     Raises:
-        UsageError: a line holds other training seeds than the first, or other examples for one of them.
+        UsageError: a line holds other training seeds than the first, other examples for one of them, or (unless
+            ``other_denoisers``) runs of one training seed evaluated with different denoisers.
     """
     for other in others:
         _check_comparable(first, other)
+        if not other_denoisers:
+            _check_same_denoisers(first, other)
     base_draws = bootstrap_accuracy(first.correct, clusters=first.train_seeds)
     differences = []
     for other in others:
@@ -239,6 +255,21 @@ def _check_comparable(first: Line, other: Line) -> None:
             raise UsageError(f"{my_file} and {their_file} were evaluated on different examples "
                              f"({_describe(mine)} against {_describe(theirs)}): evaluate both with the same "
                              "task, --seed and --n-examples")
+
+
+def _check_same_denoisers(first: Line, other: Line) -> None:
+    """Pairing by training seed means pairing by trained denoiser: runs of one seed must come from one."""
+    seen: dict[int, tuple[str, Path]] = {}
+    for line in (first, other):
+        for seed, denoiser, path in zip(line.train_seeds, line.denoisers, line.files, strict=False):
+            if denoiser is None:
+                continue
+            known, where = seen.setdefault(seed, (denoiser, path))
+            if known != denoiser:
+                raise UsageError(f"{where} and {path} both record train_seed {seed} but were evaluated with different "
+                                 f"denoisers (checkpoint_id {known} and {denoiser}), so pairing them by seed pairs "
+                                 "different models; evaluate both with one checkpoint, or pass --other-denoisers "
+                                 "to compare them anyway (paired by examples only)")
 
 
 def _distinct(line: Line) -> tuple[int, ...]:

@@ -121,3 +121,20 @@ def test_json_is_one_object_per_run_naming_its_file(den: Path, tmp_path: Path) -
     runs = [json.loads(line) for line in result.stdout.splitlines()]
     assert [(r["path"], r["steps"]) for r in runs] == [(str(tmp_path / "T2.h5"), 2), (str(tmp_path / "T3.h5"), 3)]
     assert read_metrics(tmp_path / "T3.h5").attrs["steps"] == 3
+
+
+def test_a_policy_used_with_another_denoiser_is_flagged_and_recorded(den: Path, tmp_path: Path) -> None:
+    pol, other = tmp_path / "pol", tmp_path / "other"
+    trained = _mdm("train-order", "--denoiser", str(den), "--budget", "2", "--iterations", "2", "--batch-size", "4",
+                   "--rollouts", "2", "--d-model", "8", "--eval-samples", "0", "--device", "cpu", "--out", str(pol))
+    assert trained.exit_code == 0, trained.output
+    assert _mdm("train", *TINY, "--steps", "3", "--seed", "5", "--out", str(other)).exit_code == 0
+    for checkpoint, warned in ((den, False), (other, True)):
+        out = tmp_path / f"{checkpoint.name}.h5"
+        result = _mdm("eval", "--checkpoint", str(checkpoint), "--sampler", "learned", "--policy", str(pol),
+                      "--steps", "2", "--n-examples", "8", "--batch-size", "3", "--device", "cpu", "--out", str(out))
+        assert result.exit_code == 0, result.output
+        attrs = read_metrics(out).attrs
+        assert attrs["policy_denoiser_id"] == json.loads((den / "meta.json").read_text())["checkpoint_id"]
+        assert attrs["eval_batch_size"] == 3
+        assert ("warning: the policy" in result.output and "was trained with denoiser" in result.output) == warned

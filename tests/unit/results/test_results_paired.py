@@ -232,3 +232,18 @@ def test_labels_are_shown_as_written_not_as_markup(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["compare", *arguments], env={"COLUMNS": "400"})
     assert result.exit_code == 0, result.output
     assert "s[a]/x.h5" in result.output and "s[b]/x.h5" in result.output and "q[/b]/x.h5" in result.output
+
+
+def test_runs_of_one_seed_from_different_denoisers_are_not_paired_unless_asked(tmp_path: Path) -> None:
+    for seed in (0, 1):
+        write_run(tmp_path / f"s{seed}" / "a.h5", outcomes(100, 5), train_seed=seed, checkpoint_id=f"small{seed}")
+        write_run(tmp_path / f"s{seed}" / "b.h5", outcomes(100, 9), train_seed=seed, sampler="top_prob",
+                  checkpoint_id=f"big{seed}" if seed else "small0")
+    first, other = load_line(str(tmp_path / "s*" / "a.h5")), load_line(str(tmp_path / "s*" / "b.h5"))
+    with pytest.raises(UsageError, match="both record train_seed 1 but were evaluated with different denoisers "
+                                         r"\(checkpoint_id small1 and big1\)"):
+        compare_lines(first, [other])
+    assert compare_lines(first, [other], other_denoisers=True).differences[0].value == pytest.approx(0.04)
+    result = CliRunner().invoke(cli, ["compare", "--other-denoisers", str(tmp_path / "s*" / "a.h5"),
+                                      str(tmp_path / "s*" / "b.h5")])
+    assert result.exit_code == 0, result.output
