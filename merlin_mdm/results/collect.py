@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from merlin_mdm.errors import ResultsError
+from merlin_mdm.errors import UsageError
 from merlin_mdm.results.metrics import MetricsFileError, is_temporary_name, read_metrics
 
 __all__ = ["Discovery", "Problem", "Row", "discover", "discover_all", "load_run"]
@@ -79,7 +79,7 @@ def discover(source: str | os.PathLike[str], exclude: Sequence[Path] = ()) -> Di
         The sorted candidates and the ``missing`` problems.
 
     Raises:
-        ResultsError: the source matches nothing at all.
+        UsageError: the source matches nothing at all.
     """
     text = os.fspath(source)
     skip = {path.resolve() for path in exclude}
@@ -87,7 +87,7 @@ def discover(source: str | os.PathLike[str], exclude: Sequence[Path] = ()) -> Di
         return _discover_workspace(Path(text), skip)
     matches = [name for name in glob.glob(text, recursive=True) if Path(name).is_file()]
     if not matches:
-        raise ResultsError(f"{text}: no such workspace directory, and the glob matches no file")
+        raise UsageError(f"{text}: no such workspace directory, and the glob matches no file")
     files = sorted(name for name in matches if Path(name).resolve() not in skip)
     named = frozenset(files) if not glob.has_magic(text) else frozenset()
     return Discovery(root=None, files=tuple(files), problems=(), named=named)
@@ -108,10 +108,10 @@ def discover_all(sources: Sequence[str | os.PathLike[str]], exclude: Sequence[Pa
         The sorted candidates and the ``missing`` problems of every workspace.
 
     Raises:
-        ResultsError: no source is given, or one matches nothing at all.
+        UsageError: no source is given, or one matches nothing at all.
     """
     if not sources:
-        raise ResultsError("no source given: name a workspace directory or a glob of metrics files")
+        raise UsageError("no source given: name a workspace directory or a glob of metrics files")
     if len(sources) == 1:
         return discover(sources[0], exclude)
     files: dict[str, str] = {}

@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from merlin_mdm.cli.aggregate import aggregate_command
-from merlin_mdm.errors import ResultsError
+from merlin_mdm.errors import ResultsError, UsageError
 from merlin_mdm.results.aggregate import aggregate, default_outputs
 from merlin_mdm.results.collect import Problem, discover
 from merlin_mdm.results.metrics import RESULTS_FILE_KIND
@@ -98,8 +98,9 @@ def test_glob_source_and_the_results_file_itself(workspace: Path, tmp_path: Path
 
 
 def test_nothing_matching_and_nothing_usable_are_errors(tmp_path: Path) -> None:
-    with pytest.raises(ResultsError, match="matches no file"):
+    with pytest.raises(UsageError, match="matches no file") as nothing:  # a path the user mistyped: exit 2
         discover(str(tmp_path / "*.h5"))
+    assert nothing.value.exit_code == 2
     (tmp_path / "a.h5").write_text("junk")
     with pytest.raises(ResultsError, match=r"no usable metrics file.*\n.*a.h5: corrupt"):
         aggregate(str(tmp_path / "*.h5"), default_outputs(tmp_path / "r.h5"), progress=False)
@@ -219,8 +220,11 @@ def test_cli_strict_fails_on_lost_runs_only(workspace: Path, tmp_path: Path, mak
     assert ok.exit_code == 0, ok.output
 
 
-def test_cli_nothing_usable_exits_1(tmp_path: Path) -> None:
+def test_cli_nothing_matching_exits_2_and_nothing_usable_exits_1(tmp_path: Path) -> None:
     result = CliRunner().invoke(aggregate_command, [str(tmp_path / "none-*.h5")])
+    assert isinstance(result.exception, UsageError) and result.exception.exit_code == 2
+    (tmp_path / "a.h5").write_text("junk")
+    result = CliRunner().invoke(aggregate_command, [str(tmp_path / "*.h5"), "--out", str(tmp_path / "r.h5")])
     assert isinstance(result.exception, ResultsError) and result.exception.exit_code == 1
 
 
@@ -251,7 +255,7 @@ def test_several_sources_list_each_file_once_and_keep_every_problem(workspace: P
     first = aggregate([links, workspace], default_outputs(tmp_path / "first" / "r.h5"), progress=False)
     assert first is not None and first.table.n_rows == 8  # each file under the first name found: the link's
     assert all(path.startswith(f"{links}/") for path in first.table.column("path").values)
-    with pytest.raises(ResultsError, match=r"nowhere/\*\.h5: no such workspace"):
+    with pytest.raises(UsageError, match=r"nowhere/\*\.h5: no such workspace"):
         aggregate([workspace, str(tmp_path / "nowhere" / "*.h5")], default_outputs(tmp_path / "r.h5"), progress=False)
 
 
