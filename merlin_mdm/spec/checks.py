@@ -35,6 +35,7 @@ def check_spec(spec: Spec, issues: IssueCollector, batch_types: Iterable[str] = 
     _check_parameters(spec, issues)
     _check_samples(spec, issues)
     _check_tokens(spec, issues)
+    _check_sample_tokens(spec, issues)
     _check_other_tokens(spec, issues)
     _check_workspace_refs(spec, issues)
     _check_batch(spec, issues, tuple(batch_types))
@@ -95,6 +96,9 @@ def _check_step_names(spec: Spec, issues: IssueCollector) -> None:
             issues.error(where, path, f"step '{name}' is defined twice")
         if not all(c.isalnum() or c in "-_" for c in name) or name.endswith("_*"):
             issues.error(where, path, "use only letters, digits, '-' and '_' in step names")
+        if name == "merlin_info":
+            issues.error(where, path, "'merlin_info' is the study's own folder (plan, logs, status); name the "
+                         "step otherwise")
         longest = len(name.encode()) + len(_TASK_FILE_SUFFIX)
         if longest > NAME_MAX:
             issues.error(where, path, f"step '{name[:40]}...' would name its task files NAME{_TASK_FILE_SUFFIX} "
@@ -237,6 +241,23 @@ def _check_tokens(spec: Spec, issues: IssueCollector) -> None:
     for loc in _located_steps(spec):
         for key, text in (("cmd", loc.step.run.cmd), ("restart", loc.step.run.restart or "")):
             _warn_unknown(issues, value_mark(loc.run, key), f"study[{loc.index}].run.{key}", text, known)
+
+
+_SAMPLE_TOKENS = ("MERLIN_SAMPLE_ID", "MERLIN_SAMPLE_PATH", "MERLIN_SAMPLE_VECTOR", "MERLIN_SAMPLE_NAMES",
+                  "MERLIN_SAMPLE_FILE", "MERLIN_GLOB_PATH", "MERLIN_PATHS_ALL")
+
+
+def _check_sample_tokens(spec: Spec, issues: IssueCollector) -> None:
+    """The sample tokens of a study without ``merlin.samples`` are empty: most likely the block is missing."""
+    if spec.samples is not None:
+        return
+    for loc in _located_steps(spec):
+        for key, text in (("cmd", loc.step.run.cmd), ("restart", loc.step.run.restart or "")):
+            used = [t for t in dict.fromkeys(tokens_in(text)) if t in _SAMPLE_TOKENS]
+            if used:
+                issues.warn(value_mark(loc.run, key), f"study[{loc.index}].run.{key}",
+                            f"$({used[0]}) is empty: the study has no merlin.samples (add the block, or remove "
+                            "the token)")
 
 
 def _node(spec: Spec, *keys: str) -> object:

@@ -36,6 +36,8 @@ def output_path(spec: Spec) -> Path:
 def _new_root(base: Path, name: str, now: dt.datetime) -> tuple[Path, str]:
     """Create ``<base>/<name>_<stamp>`` exclusively: concurrent runs take the next free ``.N`` suffix."""
     stamp = now.strftime("%Y%m%d-%H%M%S")
+    if base.exists() and not base.is_dir():
+        raise WorkspaceError(f"cannot create a workspace under {base}: it is a file, not a folder (OUTPUT_PATH)")
     try:
         base.mkdir(parents=True, exist_ok=True)
         for suffix in range(10_000):

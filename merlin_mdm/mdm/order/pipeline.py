@@ -116,6 +116,8 @@ def run_train_order(
         param.requires_grad_(False)
     state_file = TrainingStateFile(Path(out_dir), recipe_fingerprint(config.to_dict(), loaded.meta.get(
         "checkpoint_id"), loaded.task.name, loaded.task.knobs()), state_every)
+    if (Path(out_dir) / "policy.pt").is_file() and not state_file.path.is_file() and notify is not None:
+        notify(f"replacing the policy in {out_dir} (its training had ended; a new --out keeps it)")
     result = _train_keeping_state(model, loaded.task, loaded.config.d_model, config, state_file,
                                   (progress, notify or (lambda line: None)), where, signals)
     evaluation = {}

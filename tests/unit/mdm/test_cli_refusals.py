@@ -127,7 +127,10 @@ def test_a_policy_used_with_another_denoiser_is_flagged_and_recorded(den: Path, 
     pol, other = tmp_path / "pol", tmp_path / "other"
     trained = _mdm("train-order", "--denoiser", str(den), "--budget", "2", "--iterations", "2", "--batch-size", "4",
                    "--rollouts", "2", "--d-model", "8", "--eval-samples", "0", "--device", "cpu", "--out", str(pol))
-    assert trained.exit_code == 0, trained.output
+    assert trained.exit_code == 0 and "replacing the policy" not in trained.output, trained.output
+    again = _mdm("train-order", "--denoiser", str(den), "--budget", "2", "--iterations", "2", "--batch-size", "4",
+                 "--rollouts", "2", "--d-model", "8", "--eval-samples", "0", "--device", "cpu", "--out", str(pol))
+    assert again.exit_code == 0 and f"replacing the policy in {pol}" in again.output, again.output
     assert _mdm("train", *TINY, "--steps", "3", "--seed", "5", "--out", str(other)).exit_code == 0
     for checkpoint, warned in ((den, False), (other, True)):
         out = tmp_path / f"{checkpoint.name}.h5"

@@ -238,3 +238,14 @@ def test_specroot_of_a_spec_named_through_a_symlink_is_the_link_s_folder(tmp_pat
     real.write_text("description: {name: s, description: d}\nstudy:\n  - {name: a, run: {cmd: 'ls $(SPECROOT)'}}\n")
     (tmp_path / "run" / "s.yaml").symlink_to(real)
     assert load_spec(tmp_path / "run" / "s.yaml").spec.root == tmp_path / "run"  # as Merlin
+
+
+def test_sample_tokens_without_samples_warn_and_merlin_info_is_no_step_name(tmp_path: Path) -> None:
+    text = ("description: {name: s, description: d}\nstudy:\n"
+            "  - {name: a, run: {cmd: 'echo $(MERLIN_SAMPLE_ID)'}}\n")
+    loaded = load_spec_text(text, tmp_path / "s.yaml")
+    assert [str(w) for w in loaded.warnings] == [
+        f"{tmp_path / 's.yaml'}:3:26: study[0].run.cmd: warning: $(MERLIN_SAMPLE_ID) is empty: the study has no "
+        "merlin.samples (add the block, or remove the token)"]
+    with pytest.raises(SpecError, match="'merlin_info' is the study's own folder"):
+        load_spec_text(text.replace("name: a,", "name: merlin_info,"), tmp_path / "s.yaml")
