@@ -78,6 +78,8 @@ def aggregate_command(
         _render_json(report)
     else:
         _render(report)
+    for line in report.mixed_denoisers:
+        click.echo(f"warning: {line}", err=True)
     if strict and report.failures:
         raise ResultsError(f"{len(report.failures)} run file(s) missing, incomplete, corrupt or invalid (--strict)")
 
@@ -111,6 +113,7 @@ def _render_json(report: AggregateReport) -> None:
         "files": report.n_files,
         "outputs": outputs,
         "problems": [asdict(problem) for problem in report.table.problems],
+        "mixed_denoisers": list(report.mixed_denoisers),
     }
     click.echo(json.dumps(payload, indent=2, sort_keys=True))
 

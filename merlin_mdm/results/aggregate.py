@@ -28,9 +28,11 @@ from merlin_mdm.results.tables import (
     SummaryRow,
     bootstrap_groups,
     build_table,
+    method_label,
     split_duplicates,
     summarize_runs,
     table_csv,
+    task_label,
 )
 
 __all__ = ["SKIPPED_KINDS", "AggregateOutputs", "AggregateReport", "aggregate", "default_outputs"]
@@ -81,6 +83,21 @@ class AggregateReport:
     n_files: int
     table: RunTable
     summary: tuple[SummaryRow, ...]
+
+    @property
+    def mixed_denoisers(self) -> tuple[str, ...]:
+        """Lines that average runs of one training (and evaluation) seed made with different denoisers
+        (checkpoint_id): studies of two denoiser sizes pooled into one aggregation, say. Each is said once."""
+        seen: dict[tuple[str, ...], set[str]] = {}
+        for row in self.table.rows():
+            if not isinstance(row.get("checkpoint_id"), str) or not row["checkpoint_id"]:
+                continue
+            key = (task_label(row), method_label(row), str(row.get("steps")), str(row.get("train_seed")),
+                   str(row.get("seed")))
+            seen.setdefault(key, set()).add(str(row["checkpoint_id"]))
+        return tuple(f"{method} at T={steps} on {task}: train_seed {seed} holds runs of {len(ids)} denoisers "
+                     f"({', '.join(sorted(ids))}), averaged as one; aggregate such studies separately"
+                     for (task, method, steps, seed, _), ids in sorted(seen.items()) if len(ids) > 1)
 
     @property
     def failures(self) -> tuple[Problem, ...]:

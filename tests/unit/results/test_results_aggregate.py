@@ -298,3 +298,18 @@ def test_the_command_takes_several_sources(workspace: Path, tmp_path: Path) -> N
     assert payload["runs"] == 8 and sum(p["kind"] == "duplicate" for p in payload["problems"]) == 8
     missing = CliRunner().invoke(aggregate_command, ["--out", str(tmp_path / "r.h5")])
     assert missing.exit_code == 2 and "Missing argument 'SOURCE...'" in missing.output
+
+
+def test_pooling_runs_of_one_seed_from_two_denoisers_is_said(tmp_path: Path, make_run: MakeRun) -> None:
+    for study, denoiser in (("small", "aaaa"), ("big", "bbbb")):  # two denoiser sizes trained with seed 0
+        make_run(tmp_path / study / "eval" / "r" / "metrics.h5", seed=0, n=10 if study == "small" else 12,
+                 train_seed=0, checkpoint_id=denoiser)
+    report = aggregate([tmp_path / "small", tmp_path / "big"], default_outputs(tmp_path / "r.h5"), progress=False)
+    assert report is not None and report.table.n_rows == 2
+    assert report.mixed_denoisers == ("top_prob at T=4 on blocks (bl=4, nb=4): train_seed 0 holds runs of 2 "
+                                      "denoisers (aaaa, bbbb), averaged as one; aggregate such studies separately",)
+    one = aggregate(tmp_path / "small", default_outputs(tmp_path / "s.h5"), progress=False)
+    assert one is not None and one.mixed_denoisers == ()
+    result = CliRunner().invoke(aggregate_command, [str(tmp_path / "small"), str(tmp_path / "big"), "--out",
+                                                    str(tmp_path / "c.h5")])
+    assert result.exit_code == 0 and "warning: top_prob at T=4" in result.output, result.output
