@@ -5,7 +5,10 @@ torch is imported inside each command function, so `merlin-mdm --help` never loa
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -163,9 +166,10 @@ def _sweeps(pairs: tuple[str, ...]) -> list[dict[str, Any]]:
               help="metrics.h5 to write; with several runs a pattern such as m/T{steps}_tau{tau}.h5.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print each run's file and attributes as one JSON object per line (JSON Lines) on stdout.")
+@click.option("--quiet", is_flag=True, help="No progress on stderr.")
 def eval_command(checkpoint: Path, sampler: str, knobs: tuple[str, ...], sweeps: tuple[str, ...],
                  policy: Path | None, steps_text: str, seed: int, n_examples: int, batch_size: int,
-                 temperature: float, threads: int, device: str, out: Path, as_json: bool) -> None:
+                 temperature: float, threads: int, device: str, out: Path, as_json: bool, quiet: bool) -> None:
     """Evaluate one sampler at one budget and write one HDF5 metrics file (or several budgets/knob values,
     one file each, from one process: the checkpoint is read once).
 
@@ -201,7 +205,8 @@ def eval_command(checkpoint: Path, sampler: str, knobs: tuple[str, ...], sweeps:
         raise UsageError(f"--out {out}: two runs would write the same file; name every swept knob in the pattern")
     loaded = load_denoiser(checkpoint, resolve_device(device))
     for config, built, path in planned:
-        result = evaluate(config, loaded, built)
+        with _eval_progress(f"eval {path.name}", n_examples, quiet or as_json) as advance:
+            result = evaluate(config, loaded, built, advance)
         trained_with = result.attrs.get("policy_denoiser_id")
         if trained_with and trained_with != result.attrs["checkpoint_id"]:
             click.echo(f"warning: the policy {policy} was trained with denoiser {trained_with}, not with "
@@ -209,6 +214,27 @@ def eval_command(checkpoint: Path, sampler: str, knobs: tuple[str, ...], sweeps:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_eval(result, path)
         _report(path, sampler, config.steps, n_examples, result.attrs, as_json)
+
+
+@contextlib.contextmanager
+def _eval_progress(what: str, total: int, quiet: bool) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr while a run generates its examples (a line per quarter when not a terminal)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = Console(file=sys.stderr)
+    with Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console,
+                  disable=quiet or not console.is_terminal) as bar:
+        job = bar.add_task(what, total=total)
+        done = [0]
+
+        def advance(n: int) -> None:
+            bar.advance(job, n)
+            before, done[0] = done[0], done[0] + n
+            if not quiet and not console.is_terminal and before * 4 // total < done[0] * 4 // total < 4:
+                print(f"{what}: {done[0]}/{total} examples", file=sys.stderr, flush=True)  # for logs
+
+        yield advance
 
 
 def _out_path(out: Path, steps: int, variant: dict[str, Any]) -> Path:

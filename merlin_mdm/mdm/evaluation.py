@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -71,7 +71,8 @@ class EvalResult:
     reveal_step: np.ndarray  # (N, L) int64, the step that revealed each position (-1 in the prompt)
 
 
-def _generate_all(cfg: EvalConfig, loaded: LoadedDenoiser, sampler: Sampler) -> dict[str, np.ndarray]:
+def _generate_all(cfg: EvalConfig, loaded: LoadedDenoiser, sampler: Sampler,
+                  advance: Callable[[int], None]) -> dict[str, np.ndarray]:
     task = loaded.task
     data_gen = torch.Generator().manual_seed(cfg.seed)
     sample_gen = torch.Generator().manual_seed(cfg.seed + 1)
@@ -88,10 +89,12 @@ def _generate_all(cfg: EvalConfig, loaded: LoadedDenoiser, sampler: Sampler) -> 
         parts["wall_time"].append(np.full(len(prompts), wall / len(prompts)))
         parts["tokens"].append(out.tokens.numpy().astype(np.int64))
         parts["reveal_step"].append(out.reveal_step.numpy().astype(np.int64))
+        advance(len(prompts))
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 
-def evaluate(cfg: EvalConfig, loaded: LoadedDenoiser | None = None, sampler: Sampler | None = None) -> EvalResult:
+def evaluate(cfg: EvalConfig, loaded: LoadedDenoiser | None = None, sampler: Sampler | None = None,
+             advance: Callable[[int], None] = lambda n: None) -> EvalResult:
     """Generate ``cfg.n_examples`` answers and score them.
 
     Args:
@@ -99,6 +102,7 @@ def evaluate(cfg: EvalConfig, loaded: LoadedDenoiser | None = None, sampler: Sam
         loaded: an already loaded checkpoint (else ``cfg.checkpoint`` is read onto ``cfg.device``; a loaded
             one runs where its caller put it).
         sampler: a sampler built by the caller (else ``cfg.build_sampler()``).
+        advance: told the number of examples of each batch once it is generated (progress).
 
     Returns:
         The per-example outcomes and the attributes of the run.
@@ -109,7 +113,7 @@ def evaluate(cfg: EvalConfig, loaded: LoadedDenoiser | None = None, sampler: Sam
     sampler = sampler or cfg.build_sampler()
     device = next(loaded.model.parameters()).device
     sampler.to(device)  # a learned order's network runs beside the denoiser
-    data = _generate_all(cfg, loaded, sampler)
+    data = _generate_all(cfg, loaded, sampler, advance)
     attrs: dict[str, Any] = {
         "task": loaded.task.name,
         **{f"task.{k}": v for k, v in loaded.task.knobs().items()},
