@@ -167,14 +167,25 @@ def find_workspace(target: Path) -> Workspace:
         from merlin_mdm.spec import load_spec
         from merlin_mdm.study.workspace import output_path
 
-        spec = load_spec(target).spec
+        loaded = load_spec(target)
+        spec = loaded.spec
         base = output_path(spec)
         candidates = sorted(base.glob(f"{spec.description.name}_*/merlin_info/plan.json"),
                             key=lambda p: p.stat().st_mtime)
         if not candidates:
             raise NoWorkspace(f"no workspace of study '{spec.description.name}' under {base}; run it first")
-        return Workspace(candidates[-1].parent.parent)
+        # another spec may share the name and OUTPUT_PATH: prefer the workspaces this very spec text made
+        own = [p for p in candidates if _made_from(p.parent / f"{spec.description.name}.orig.yaml", loaded.text)]
+        return Workspace((own or candidates)[-1].parent.parent)
     return Workspace.find(target)
+
+
+def _made_from(copy: Path, text: str) -> bool:
+    """Whether the spec copy a workspace keeps (merlin_info/<name>.orig.yaml) is ``text``."""
+    try:
+        return copy.read_text(encoding="utf-8") == text
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def study_status(target: Path) -> StudySnapshot:

@@ -178,3 +178,15 @@ def test_the_bundled_examples_run_in_a_folder_with_spaces(tmp_path: Path) -> Non
         ws = workspace_of(result)
         if name == "feature_demo":  # its collector counts the outputs it finds: none if a path was split
             assert int((ws / "summarize" / "n_outputs.txt").read_text()) > 0
+
+
+def test_status_of_a_spec_shows_the_workspace_that_spec_made(write_spec, tmp_path: Path) -> None:
+    one = write_spec(SPEC)
+    other = tmp_path / "other.yaml"  # the same study name and OUTPUT_PATH, other steps
+    other.write_text(one.read_text().replace("gather", "collect"))
+    first = workspace_of(merlin("run", str(one), "--local", cwd=tmp_path))
+    second = workspace_of(merlin("run", str(other), "--local", cwd=tmp_path))
+    assert first != second
+    for spec, steps in ((one, "gather"), (other, "collect")):
+        snap = json.loads(merlin("status", str(spec), "--json", cwd=tmp_path).stdout)
+        assert snap["steps"][-1]["step"] == steps, snap
