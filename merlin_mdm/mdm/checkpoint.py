@@ -177,7 +177,8 @@ def _check_finished(directory: Path, payload: Mapping[str, Any]) -> None:
     if step < int(recipe.get("steps", 0)):
         raise CheckpointError(f"{directory} holds a denoiser whose training stopped at step {step} of "
                               f"{recipe['steps']} (it was interrupted): finish it with the same `merlin-mdm mdm "
-                              "train` command and --resume")
+                              "train` command and --resume, or keep it as it is with --resume --steps 1 (ends it at "
+                              "that step, recorded)")
 
 
 def read_meta(path: Path) -> dict[str, Any]:

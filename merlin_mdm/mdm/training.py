@@ -8,6 +8,7 @@ mask token's logit is -inf in the model, so it is never predicted.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import time
@@ -133,6 +134,8 @@ class _Run:
         self.gen = torch.Generator().manual_seed(cfg.seed + 1)
         self.step = 0
         self.losses: list[float] = []
+        self.finished = False  # a resumed checkpoint that had reached its steps (it has a train_summary)
+        self.planned = 0  # the steps the resumed checkpoint's training was started for
         if resume and (out / CHECKPOINT_FILE).is_file():
             self._restore()
 
@@ -147,6 +150,9 @@ class _Run:
         torch.set_rng_state(loaded.extra["rng"]["torch"])
         self.step = int(loaded.extra["step"])
         self.losses = list(loaded.extra.get("losses", []))
+        self.finished = "train_summary" in loaded.extra
+        saved = loaded.extra.get("train_config")
+        self.planned = int(saved["steps"]) if isinstance(saved, dict) and "steps" in saved else self.step
 
     def save(self, summary: TrainSummary | None = None) -> None:
         extra: dict[str, Any] = {
@@ -174,6 +180,23 @@ class _Run:
         self.opt.step()
         self.step += 1
         return float(loss.detach())
+
+
+def _nothing_to_train(run: _Run, out: str | Path, device: torch.device, notify: Callable[[str], None]) -> TrainSummary:
+    """--resume with --steps at or below the step reached: a finished checkpoint is left as it is; a stopped one
+    is ended there on purpose (its train_summary records the step reached, its train_config the steps it was
+    started for), so that evaluation accepts it: the explicit way to keep a training cut by a deadline."""
+    tail = run.losses[-50:]
+    summary = TrainSummary(str(out), run.step, sum(tail) / max(len(tail), 1), 0.0, 0.0, run.model.n_params(),
+                           describe_device(device))
+    if run.finished:
+        notify(f"{out} is already at step {run.step} (--steps {run.cfg.steps}): nothing to train")
+        return summary
+    notify(f"{out} stopped at step {run.step} of {run.planned}; --steps {run.cfg.steps} ends its training there "
+           "(recorded: train_summary at that step)")
+    run.cfg = dataclasses.replace(run.cfg, steps=run.planned)  # the recipe it ran under, not this command's
+    run.save(summary)
+    return summary
 
 
 def _check_out(out: Path, resume: bool, notify: Callable[[str], None]) -> None:
@@ -242,9 +265,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, quiet: bool =
     _check_out(Path(out), resume, notify)
     run = _Run(cfg, Path(out), resume, device)
     if run.step >= cfg.steps and run.step > 0:
-        notify(f"{out} is already at step {run.step} (--steps {cfg.steps}): nothing to train")
-        return TrainSummary(str(out), run.step, sum(run.losses[-50:]) / max(len(run.losses[-50:]), 1), 0.0, 0.0,
-                            run.model.n_params(), describe_device(device))
+        return _nothing_to_train(run, out, device, notify)
     if run.step:
         notify(f"continuing from step {run.step} of {cfg.steps} (checkpoint in {out})")
     start_step, start = run.step, time.perf_counter()

@@ -105,7 +105,13 @@ def test_the_deadline_stops_every_stream_and_still_packs(tmp_path: Path) -> None
     assert done.returncode == 0, done.stderr
     stages = _stages(out)
     assert "deadline reached at 20 s" in (out / "stages.txt").read_text()
-    assert stages == {name: "rc=124" for name in ("arith0-train", "arith1-train", "arith2-train", "sudoku90-train")}
+    trained = ("arith0-train", "arith1-train", "arith2-train", "sudoku90-train")
+    assert stages == {**{name: "rc=124" for name in trained}, **{f"{name}-kept": "rc=0" for name in trained}}
+    with tarfile.open(out / "den_sudoku9.tar.gz") as tar:  # what the next session carries is usable as it is
+        member = tar.extractfile("sudoku9/seed0/meta.json")
+        assert member is not None
+        meta = json.load(member)
+        assert meta["train_summary"]["steps"] == meta["step"] < meta["train_config"]["steps"] == 1000000
     assert (out / "results_arith.tar.gz").is_file() and (out / "results_sudoku9.tar.gz").is_file()
     left = subprocess.run(["pgrep", "-f", str(tmp_path / "work")], capture_output=True, text=True, check=False)
     assert left.stdout == ""  # no stage outlives the command

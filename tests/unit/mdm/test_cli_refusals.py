@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -60,6 +61,14 @@ def test_a_stopped_training_is_saved_refused_downstream_and_resumed(tmp_path: Pa
     assert not (tmp_path / "m.h5").exists()
     order = _mdm("train-order", "--denoiser", str(out), "--budget", "2", "--out", str(tmp_path / "pol"))
     assert order.exit_code == 1 and "stopped at step" in order.output, order.output
+    kept = tmp_path / "kept"  # a training cut by a deadline, kept as it is on purpose
+    shutil.copytree(out, kept)
+    ended = _mdm("train", *TINY, "--steps", "1", "--out", str(kept), "--resume")
+    assert ended.exit_code == 0 and f"stopped at step {step} of 1000000; --steps 1 ends its training there" in \
+        ended.output, ended.output
+    meta = json.loads((kept / "meta.json").read_text())
+    assert (meta["train_summary"]["steps"], meta["train_config"]["steps"]) == (step, 1000000)
+    assert _mdm("eval", "--checkpoint", str(kept), *EVAL, "--out", str(tmp_path / "k.h5")).exit_code == 0
     done = _mdm("train", *TINY, "--steps", str(step + 5), "--out", str(out), "--resume")
     assert done.exit_code == 0 and f"continuing from step {step} of {step + 5}" in done.output, done.output
     assert _mdm("eval", "--checkpoint", str(out), *EVAL, "--out", str(tmp_path / "m.h5")).exit_code == 0
