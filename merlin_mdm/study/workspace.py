@@ -9,7 +9,9 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -120,8 +122,20 @@ def _generate_samples(spec: Spec, ws: Workspace, cmd: str) -> None:
     (ws.info / "cmd.err").write_text(result.stderr, encoding="utf-8")
     if result.rc != 0:
         tail = result.stderr.strip().splitlines()[-3:]
-        raise SpecError([SpecIssue(str(spec.path), 0, 0, "merlin.samples.generate.cmd",
+        line, column = _generate_mark(spec)
+        raise SpecError([SpecIssue(str(spec.path), line, column, "merlin.samples.generate.cmd",
                                    f"exited with {result.rc}: {' | '.join(tail) or 'no output'}")])
+
+
+def _generate_mark(spec: Spec) -> tuple[int, int]:
+    """Where merlin.samples.generate.cmd is in the spec file ((0, 0) when unknown)."""
+    from merlin_mdm.spec.issues import value_mark
+
+    node: Any = spec.raw
+    for key in ("merlin", "samples", "generate"):
+        node = node.get(key) if isinstance(node, Mapping) else None
+    line, column = value_mark(node, "cmd")
+    return int(line), int(column)
 
 
 def _expanded_yaml(plan: StudyPlan) -> str:

@@ -124,3 +124,23 @@ def test_a_header_row_naming_the_columns_is_skipped(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     outs = sorted(p.read_text() for p in (tmp_path / "out").rglob("a*.out"))
     assert outs == ["1 2\n", "3 4\n"]
+
+
+def test_a_failing_samples_generator_is_named_where_it_is_written(tmp_path: Path) -> None:
+    spec = spec_file(tmp_path, """
+    description: {name: gen, description: a generator that fails}
+    env: {variables: {OUTPUT_PATH: ./out}}
+    merlin:
+      samples:
+        generate:
+          cmd: echo oops >&2; exit 3
+        file: $(MERLIN_INFO)/s.csv
+        column_labels: [X]
+    study:
+      - name: a
+        run: {cmd: "echo $(X)"}
+    """)
+    result = merlin("run", str(spec), "--local", cwd=tmp_path)
+    assert result.returncode == 2 and f"{spec}:7:12: merlin.samples.generate.cmd: exited with 3: oops" in \
+        result.stderr, result.stderr
+    assert not list((tmp_path / "out").glob("gen_*"))  # nothing half-made is left
