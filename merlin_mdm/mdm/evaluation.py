@@ -111,6 +111,10 @@ def evaluate(cfg: EvalConfig, loaded: LoadedDenoiser | None = None, sampler: Sam
     start = datetime.now(UTC).isoformat(timespec="seconds")
     loaded = loaded or load_denoiser(cfg.checkpoint, resolve_device(cfg.device))
     sampler = sampler or cfg.build_sampler()
+    needs = getattr(getattr(sampler, "inner", sampler), "task", None)  # an oracle knows one task's structure
+    if isinstance(needs, str) and needs != loaded.task.name:
+        raise MdmError(f"sampler {cfg.sampler!r} needs the {needs} task; the denoiser at {cfg.checkpoint} was "
+                       f"trained on {loaded.task.name}")
     device = next(loaded.model.parameters()).device
     sampler.to(device)  # a learned order's network runs beside the denoiser
     data = _generate_all(cfg, loaded, sampler, advance)

@@ -21,6 +21,7 @@ class BlocksOracleSampler(Sampler):
     """
 
     name = "blocks_oracle"
+    task = "blocks"  # the one task it knows the answer structure of (checked against the denoiser's task)
 
     def select(self, state: StepState) -> Tensor:
         """Step 0: independent blocks + the first position of each coupled block; later steps: the rest."""
@@ -47,6 +48,7 @@ class AdditionOracleSampler(FixedBudgetSampler):
     """
 
     name = "addition_oracle"
+    task = "addition"
 
     def score(self, state: StepState) -> Tensor:
         """Answer position j scores -j where the answer is written units first, +j where it is written as read."""

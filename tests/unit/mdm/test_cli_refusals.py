@@ -150,3 +150,11 @@ def test_a_policy_used_with_another_denoiser_is_flagged_and_recorded(den: Path, 
         assert attrs["policy_denoiser_id"] == json.loads((den / "meta.json").read_text())["checkpoint_id"]
         assert attrs["eval_batch_size"] == 3
         assert ("warning: the policy" in result.output and "was trained with denoiser" in result.output) == warned
+
+
+def test_an_oracle_of_another_task_is_refused(den: Path, tmp_path: Path) -> None:
+    result = _mdm("eval", "--checkpoint", str(den), "--sampler", "addition_oracle", "--steps", "2", "--n-examples",
+                  "8", "--device", "cpu", "--out", str(tmp_path / "m.h5"))
+    assert result.exit_code == 2 and "needs the addition task" in result.output and "trained on blocks" in \
+        result.output, result.output
+    assert not (tmp_path / "m.h5").exists()
