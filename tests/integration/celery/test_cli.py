@@ -192,26 +192,32 @@ study:
     assert "busy_q already have a consumer (first_consumer@" in result.stderr
 
 
-@pytest.mark.celery
-def test_run_workers_until_done_ends_with_the_study_and_says_how_it_went(redis_server: RedisFixture,
-                                                                         tmp_path: Path) -> None:
+def _queue_one_step(tmp_path: Path, env: dict[str, str], name: str, cmd: str, n: int) -> tuple[Path, Path]:
+    """Queue a study of one step `sim` over N = 1..n on queue NAME_q (worker group NAME_workers, one process)."""
     spec = tmp_path / "spec.yaml"
-    spec.write_text("""
-description: {name: outcome, description: one sample of three fails}
-env: {variables: {OUTPUT_PATH: ./out}}
+    spec.write_text(f"""
+description: {{name: {name}, description: one step over N}}
+env: {{variables: {{OUTPUT_PATH: ./out}}}}
 global.parameters:
-  N: {values: [1, 2, 3], label: N.%%}
+  N: {{values: {list(range(1, n + 1))}, label: N.%%}}
 study:
   - name: sim
-    run: {cmd: "test $(N) -ne 2", task_queue: outcome_q}
+    run: {{cmd: "{cmd}", task_queue: {name}_q}}
 merlin:
   resources:
-    workers: {outcome_workers: {args: -c 1, steps: [sim]}}
+    workers: {{{name}_workers: {{args: -c 1, steps: [sim]}}}}
 """)
-    env = {"MERLIN_MDM_CONFIG": str(redis_server.app_yaml)}
     queued = merlin("run", str(spec), cwd=tmp_path, env=env)
     assert queued.returncode == 0, queued.stderr
     ws = next(Path(line.split(": ", 1)[1]) for line in queued.stderr.splitlines() if line.startswith("workspace: "))
+    return spec, ws
+
+
+@pytest.mark.celery
+def test_run_workers_until_done_ends_with_the_study_and_says_how_it_went(redis_server: RedisFixture,
+                                                                         tmp_path: Path) -> None:
+    env = {"MERLIN_MDM_CONFIG": str(redis_server.app_yaml)}
+    spec, ws = _queue_one_step(tmp_path, env, "outcome", "test $(N) -ne 2", 3)
     ended = merlin("run-workers", str(spec), "--until-done", str(ws), "--grace", "5", cwd=tmp_path, env=env,
                    timeout=120)
     # the allocation did its job: exit 0, so an `afterok` job still starts; the last line says one sample failed
@@ -227,23 +233,8 @@ def test_status_says_when_queued_work_has_no_worker(redis_server: RedisFixture, 
 
     from .helpers import _ENTRY
 
-    spec = tmp_path / "spec.yaml"
-    spec.write_text("""
-description: {name: unserved, description: workers stopped with work left}
-env: {variables: {OUTPUT_PATH: ./out}}
-global.parameters:
-  N: {values: [1, 2, 3, 4, 5, 6], label: N.%%}
-study:
-  - name: sim
-    run: {cmd: "sleep 1; echo $(N)", task_queue: unserved_q}
-merlin:
-  resources:
-    workers: {unserved_workers: {args: -c 1, steps: [sim]}}
-""")
     env = {"MERLIN_MDM_CONFIG": str(redis_server.app_yaml)}
-    queued = merlin("run", str(spec), cwd=tmp_path, env=env)
-    assert queued.returncode == 0, queued.stderr
-    ws = next(Path(line.split(": ", 1)[1]) for line in queued.stderr.splitlines() if line.startswith("workspace: "))
+    spec, ws = _queue_one_step(tmp_path, env, "unserved", "sleep 1; echo $(N)", 6)
     workers = subprocess.Popen([sys.executable, "-c", _ENTRY, "run-workers", str(spec)], cwd=tmp_path,
                                env={**os.environ, "PYTHONPATH": str(REPO), **env}, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, start_new_session=True)
