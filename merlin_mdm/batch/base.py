@@ -76,6 +76,10 @@ class AllocationRequest:
     launch_pre: str | None = None  # shell lines run before ``command`` (module loads, ...)
     options: tuple[tuple[str, str], ...] = ()  # extra scheduler options, long form: (("mem", "0"),)
     env: tuple[tuple[str, str], ...] = field(default=())  # variables exported before ``command``
+    # the command's last line writes its own exit code to the file named by MERLIN_MDM_EXIT_CODE_FILE, so the
+    # script `exec`s it: the batch shell becomes the command, and a signal to the shell (Slurm's
+    # --signal=B:SIG@T early warning) reaches it instead of killing the shell
+    writes_exit_code: bool = False
 
     def __post_init__(self) -> None:
         if self.nodes < 1:
@@ -185,6 +189,9 @@ class BatchSystem(ABC):
         ]
         if req.launch_pre:
             lines += ["# launch_pre", *req.launch_pre.rstrip().splitlines()]
+        if req.writes_exit_code:
+            *first, last = req.command.rstrip().splitlines()
+            return [*lines, f'export MERLIN_MDM_EXIT_CODE_FILE={out}/"{job}.ec"', *first, f"exec {last}"]
         return [*lines, req.command.rstrip(), "rc=$?", f'echo "$rc" >{out}/"{job}.ec"', 'exit "$rc"']
 
     def submit(self, req: AllocationRequest) -> str:

@@ -5,17 +5,19 @@ Celery is imported inside the commands only, so `merlin-mdm --help` stays fast.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import cast
 
 import click
 
-from merlin_mdm.errors import UsageError
+from merlin_mdm.errors import MerlinMdmError, UsageError
 from merlin_mdm.signals import SignalWatch, parse_signal, watch_signals
 
 __all__ = ["info", "monitor", "purge", "query_workers", "queue_info", "run_workers", "server", "stop_workers"]
@@ -62,6 +64,12 @@ def run_workers(spec: Path, echo: bool, steps: tuple[str, ...], only: tuple[str,
     `afterok` dependency still fires): `status` says what failed.
     Unless app.yaml sets visibility_timeout, it is derived from the walltimes of SPEC's newest study.
     """
+    with _exit_code_recorded():
+        _run_workers(spec, echo, steps, only, worker_args, until_done, grace, early_signal)
+
+
+def _run_workers(spec: Path, echo: bool, steps: tuple[str, ...], only: tuple[str, ...], worker_args: str,
+                 until_done: Path | None, grace: float, early_signal: str | None) -> None:
     from merlin_mdm.backends.celery.backend import check_server
     from merlin_mdm.backends.celery.in_allocation import (
         STUDY_OVER,
@@ -109,6 +117,30 @@ def run_workers(spec: Path, echo: bool, steps: tuple[str, ...], only: tuple[str,
     if until_done is not None and supervisor.stopping == STUDY_OVER:
         click.echo(f"run-workers: {_outcome(until_done)}", err=True)
     sys.exit(rc)
+
+
+@contextlib.contextmanager
+def _exit_code_recorded() -> Iterator[None]:
+    """Write the command's exit code to MERLIN_MDM_EXIT_CODE_FILE at its end (a batch script `exec`s run-workers
+    and reads it there); the variable is not passed on to the workers."""
+    target = os.environ.pop("MERLIN_MDM_EXIT_CODE_FILE", "")
+    code = 1
+    try:
+        yield
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        raise
+    except MerlinMdmError as exc:
+        code = exc.exit_code
+        raise
+    except KeyboardInterrupt:
+        code = 130
+        raise
+    finally:
+        if target:
+            with contextlib.suppress(OSError):
+                Path(target).write_text(f"{code}\n", encoding="utf-8")
 
 
 def _outcome(workspace: Path) -> str:

@@ -116,15 +116,26 @@ def allocation_requests(spec: Spec, spec_path: Path, workspace: Path, opts: Laun
         command = [sys.executable, "-m", "merlin_mdm.cli.main", "run-workers", str(spec_path.resolve()),
                    *(a for n in names for a in ("--worker", n)), "--until-done", str(workspace)]
         label = "all" if len(names) > 1 else names[0]
-        env = (("MERLIN_MDM_CONFIG", opts.config_source),) if opts.config_source else ()
+        options = _options(batch.extra.get(f"{scheduler_name(batch.type)}_args"))
+        env: tuple[tuple[str, str], ...] = (("MERLIN_MDM_CONFIG", opts.config_source),) if opts.config_source else ()
+        env += _early_warning(options)
         out.append((names, AllocationRequest(
             name=f"{spec.description.name}.{label}", command=f"cd {shlex.quote(str(spec_path.resolve().parent))}\n"
             + shlex.join(command), workdir=batch_dir(workspace), nodes=nodes,
             walltime=int(walltime) if walltime else None, queue=opts.queue or batch.queue,
             bank=opts.bank or batch.bank, qos=_text(batch.extra.get("qos")),
             reservation=_text(batch.extra.get("reservation")), launch_pre=_launch_pre(batch),
-            options=_options(batch.extra.get(f"{scheduler_name(batch.type)}_args")), env=env)))
+            options=options, env=env, writes_exit_code=True)))
     return out
+
+
+def _early_warning(options: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    """MERLIN_MDM_SIGNAL for a Slurm ``--signal=[B:]SIG[@T]`` option: run-workers winds down on that signal."""
+    for key, value in options:
+        if key == "signal" and value:
+            name = value.split(":", 1)[-1].split("@", 1)[0].upper()
+            return (("MERLIN_MDM_SIGNAL", name.removeprefix("SIG")),)
+    return ()
 
 
 def _launch_pre(batch: BatchConfig) -> str | None:

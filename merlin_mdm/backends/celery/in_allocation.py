@@ -119,8 +119,8 @@ class Supervisor:
             while any(p.poll() is None for p in self.procs):
                 if self.stopping is None:
                     self._check()
-                elif self.asked_at is not None and time.time() > self.asked_at + self.grace:
-                    self._terminate()
+                elif self.asked_at is not None and time.time() > self.asked_at + self._grace():
+                    self._cold()
                 self._escalate()
                 time.sleep(min(self.poll, 0.2) if self.stopping else self.poll)
         finally:
@@ -136,7 +136,9 @@ class Supervisor:
             self.escalation = [(0.0, sig) for _, sig in self.escalation]
             return
         self.signalled = signum
-        self.stop(f"signal {signal.Signals(signum).name}")
+        # the early warning (Slurm's --signal) leaves time: the warm shutdown through the broker, as at the
+        # walltime margin; a stop signal (scancel's SIGTERM, which the workers got too) is passed on
+        self.stop(f"signal {signal.Signals(signum).name}", via_broker=signum == self.early_signal)
 
     def _check(self) -> None:
         if self.deadline is not None and time.time() >= self.deadline - self.margin:
@@ -144,7 +146,7 @@ class Supervisor:
         elif self.is_over is not None and self.is_over():
             self.stop(STUDY_OVER)
 
-    def stop(self, why: str) -> None:
+    def stop(self, why: str, via_broker: bool = True) -> None:
         """Ask every worker for a warm shutdown (finish the task in hand, give the rest back).
 
         Workers are asked through the broker when a ``shutdown`` is given: a launcher (srun) that gets
@@ -154,7 +156,7 @@ class Supervisor:
         self.stopping = self.stopping or why
         if first:
             self.log(f"run-workers: stopping the workers: {why}")
-        if self.shutdown is not None and first and not why.startswith("signal"):
+        if self.shutdown is not None and first and via_broker:
             self.asked_at = time.time()
             from kombu.exceptions import KombuError
             from redis import RedisError
@@ -166,13 +168,30 @@ class Supervisor:
                 self.log(f"run-workers: cannot reach the workers through the broker ({exc}); signalling them")
         self._terminate()
 
+    def _grace(self) -> float:
+        """The grace period, shortened so that it ends halfway to the walltime: the cold shutdown that gives
+        the running units back must come before the batch system kills everything (a unit killed with its worker
+        stays held by the broker until the visibility timeout)."""
+        if self.deadline is None:
+            return self.grace
+        return max(0.0, min(self.grace, (self.deadline - time.time()) / 2))
+
     def _terminate(self) -> None:
         """SIGTERM (Celery's warm shutdown); after the grace period SIGQUIT (cold: running units are given
         back, recorded queued), and SIGKILL 10 s later."""
         self.asked_at = None
         self._send(signal.SIGTERM)
         now = time.time()
-        self.escalation = [(now + self.grace, signal.SIGQUIT), (now + self.grace + 10, signal.SIGKILL)]
+        grace = self._grace()
+        self.escalation = [(now + grace, signal.SIGQUIT), (now + grace + 10, signal.SIGKILL)]
+
+    def _cold(self) -> None:
+        """After a warm shutdown asked through the broker: SIGQUIT (cold: the units in hand are given back,
+        recorded queued), SIGKILL 10 s later. Not SIGTERM again: a launcher (srun) takes it to end its whole step,
+        and the workers were asked for the warm shutdown already."""
+        self.asked_at = None
+        self._send(signal.SIGQUIT)
+        self.escalation = [(time.time() + 10, signal.SIGKILL)]
 
     def _escalate(self) -> None:
         while self.escalation and time.time() >= self.escalation[0][0]:

@@ -6,6 +6,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -109,7 +110,33 @@ def test_the_supervisor_asks_through_the_broker_first_and_signals_after_the_grac
     supervisor = Supervisor([stubborn], is_over=lambda: True, poll=0.05, grace=0.3, log=lambda m: None,
                             shutdown=lambda: asked.append(True))
     assert supervisor.run() == 0
-    assert asked == [True] and stubborn.returncode == -signal.SIGTERM  # it ignored the broker: SIGTERM came after
+    # it ignored the broker: the cold shutdown (SIGQUIT, units given back) came after, not SIGTERM, which a
+    # launcher (srun) takes to end its whole step
+    assert asked == [True] and stubborn.returncode == -signal.SIGQUIT
+
+
+def test_the_grace_ends_halfway_to_the_walltime() -> None:
+    stubborn = subprocess.Popen(["sleep", "300"])
+    asked: list[float] = []
+    start = time.time()
+    supervisor = Supervisor([stubborn], deadline=start + 4, margin=4, poll=0.05, grace=30, log=lambda m: None,
+                            shutdown=lambda: asked.append(time.time()))
+    assert supervisor.run() == 0 and stubborn.returncode == -signal.SIGQUIT
+    assert len(asked) == 1 and time.time() < start + 4  # cold before the walltime, not 30 s after the warm ask
+
+
+def test_the_early_warning_signal_asks_through_the_broker_first() -> None:
+    stubborn = subprocess.Popen(["sleep", "300"])
+    asked: list[bool] = []
+    supervisor = Supervisor([stubborn], poll=0.05, grace=0.3, log=lambda m: None, early_signal=signal.SIGUSR1,
+                            shutdown=lambda: asked.append(True))
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGUSR1))
+    timer.start()
+    try:
+        assert supervisor.run() == 128 + signal.SIGUSR1
+    finally:
+        timer.cancel()
+    assert asked == [True] and stubborn.returncode == -signal.SIGQUIT
 
 
 @pytest.mark.redis

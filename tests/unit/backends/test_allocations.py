@@ -45,7 +45,9 @@ def test_one_allocation_per_worker_group_with_the_workers_batch_over_the_specs()
         "big.simworkers", 2, 7200, "pbatch", "b1", "standby")
     assert (post.name, post.nodes, post.walltime, post.queue) == ("big.postworkers", 4, 1800, "pdebug")
     assert sim.options == (("mem", "0"), ("signal", "USR1@60"))
-    assert sim.launch_pre == "module load x" and sim.env == (("MERLIN_MDM_CONFIG", "/a.yaml"),)
+    assert sim.launch_pre == "module load x"
+    # Slurm's --signal=[B:]SIG@T early warning: run-workers winds down on it (the script execs run-workers)
+    assert sim.env == (("MERLIN_MDM_CONFIG", "/a.yaml"), ("MERLIN_MDM_SIGNAL", "USR1")) and sim.writes_exit_code
     assert sim.workdir == Path("/ws/merlin_info/batch")
     assert sim.command.startswith("cd /s\n")
     assert sim.command.endswith("run-workers /s/big.yaml --worker simworkers --until-done /ws")

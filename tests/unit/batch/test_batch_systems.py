@@ -59,6 +59,17 @@ def test_script_directives(tmp_path: Path, name: str, expected: list[str]) -> No
     assert f'echo "$rc" >{tmp_path}/"${{{system.job_id_var}}}.ec"' in lines
 
 
+@pytest.mark.parametrize("name", ["slurm", "lsf", "pbs", "flux", "local"])
+def test_a_command_that_writes_its_exit_code_is_execed(tmp_path: Path, name: str) -> None:
+    """So that a signal to the batch shell (Slurm's --signal=B:USR1@T) reaches run-workers, not the shell."""
+    system = get_batch_system(name)
+    lines = system.script(_req(tmp_path, command="cd /s\nmerlin-mdm run-workers s.yaml",
+                               writes_exit_code=True)).splitlines()
+    job = f"${{{system.job_id_var}}}"
+    assert lines[-3:] == [f'export MERLIN_MDM_EXIT_CODE_FILE={tmp_path}/"{job}.ec"', "cd /s",
+                          "exec merlin-mdm run-workers s.yaml"]
+
+
 def test_slurm_leaves_the_walltime_to_the_queue_when_none_is_given(tmp_path: Path) -> None:
     script = get_batch_system("slurm").script(_req(tmp_path, walltime=None))
     assert "--time" not in script and "unset MERLIN_MDM_ALLOC_END" in script
