@@ -36,10 +36,10 @@ def launch(spec_path: Path, nodes: int | None, walltime: str | None, queue: str 
         scheduler_name,
         submit_all,
     )
-    from merlin_mdm.backends.execution import walltime_seconds
     from merlin_mdm.batch import get_batch_system
     from merlin_mdm.config import load_config
     from merlin_mdm.spec import load_spec
+    from merlin_mdm.spec.hazards import parse_walltime
     from merlin_mdm.studies import find_workspace
 
     spec = load_spec(spec_path).spec
@@ -49,9 +49,12 @@ def launch(spec_path: Path, nodes: int | None, walltime: str | None, queue: str 
         workspace = None
     target = workspace if dry else ensure_queued(workspace, spec_path)
     try:
-        walltime_seconds(walltime)
+        if walltime is not None and parse_walltime(walltime) is None:
+            raise ValueError("zero")
     except ValueError:
-        raise UsageError(f"--walltime {walltime!r} is not [[HH:]MM:]SS") from None
+        raise UsageError(f"--walltime {walltime!r} is not a positive time: use [[HH:]MM:]SS, e.g. 01:30:00") from None
+    if target is not None and not dry:
+        _refuse_when_over(target)
     source = load_config(spec_path).source
     opts = LaunchOptions(nodes, walltime, queue, bank, together, None if source == "defaults" else source)
     planned = allocation_requests(spec, spec_path, target or Path("WORKSPACE"), opts)
@@ -70,6 +73,20 @@ def launch(spec_path: Path, nodes: int | None, walltime: str | None, queue: str 
         return
     for r in records:
         click.echo(f"{r.job_id}\t{r.name}\t{system.name}\tworkers: {', '.join(r.workers)}")
+
+
+def _refuse_when_over(workspace: Path) -> None:
+    """An allocation for a study with nothing left to run would start workers only to stop them."""
+    from merlin_mdm.errors import MerlinMdmError
+    from merlin_mdm.studies import study_status
+
+    try:
+        snap = study_status(workspace)
+    except MerlinMdmError:
+        return  # its store cannot be read from here: let the allocation find out
+    if snap.state.over:
+        raise UsageError(f"study {snap.name} is {snap.state.value} ({snap.message or 'nothing left to run'}): no "
+                         f"allocation is needed; `merlin-mdm restart {workspace}` queues its unfinished work again")
 
 
 def _rows(target: Path):  # type: ignore[no-untyped-def]

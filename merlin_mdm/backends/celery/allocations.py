@@ -170,9 +170,16 @@ def read_records(workspace: Path) -> list[AllocationRecord]:
 def submit_all(spec: Spec, planned: Sequence[Planned], workspace: Path) -> list[AllocationRecord]:
     """Submit the planned requests and record each job."""
     system = get_batch_system(scheduler_name(spec.batch.type))
-    records = []
+    records: list[AllocationRecord] = []
     for names, req in planned:
-        job_id = system.submit(req)
+        try:
+            job_id = system.submit(req)
+        except BatchError as exc:
+            if not records:
+                raise
+            done = ", ".join(f"job {r.job_id} ({r.name})" for r in records)
+            raise BatchError(f"{exc}; submitted before it, and left to run (cancel them with the scheduler if "
+                             f"need be): {done}") from None
         record = AllocationRecord(job_id, system.name, req.name, names, req.nodes, time.time())
         write_record(workspace, record)
         records.append(record)

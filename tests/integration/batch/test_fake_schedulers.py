@@ -139,3 +139,16 @@ def test_launch_without_a_queued_study_says_how_to_queue_it(fake_bin: Path) -> N
     expected = f"Error: no queued study for {spec.name}: queue it first with `merlin-mdm run {spec.name}`"
     assert out.stderr.strip() == expected
     assert not (fake_bin / "calls.log").exists()
+
+
+def test_launch_refuses_a_bad_walltime_and_a_study_with_nothing_left(fake_bin: Path) -> None:
+    spec = _spec(fake_bin, "{type: lsf}")
+    assert merlin("run", spec.name, "--dry", cwd=fake_bin).returncode == 0
+    for bad in ("abc", "-5", "1:2:3:4", "0"):
+        out = merlin("launch", spec.name, "--walltime", bad, cwd=fake_bin)
+        assert out.returncode == 2 and "is not a positive time" in out.stderr, (bad, out.stderr)
+    spec.write_text(spec.read_text().replace('"$(LAUNCHER) echo hi", procs: 4', '"echo hi"'))
+    assert merlin("run", spec.name, "--local", cwd=fake_bin).returncode == 0  # a newer workspace, finished
+    out = merlin("launch", spec.name, cwd=fake_bin)
+    assert out.returncode == 2 and "is finished" in out.stderr and "no allocation is needed" in out.stderr, out
+    assert not (fake_bin / "calls.log").exists()  # nothing was submitted
