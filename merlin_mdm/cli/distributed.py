@@ -108,7 +108,9 @@ def _run_workers(spec: Path, echo: bool, steps: tuple[str, ...], only: tuple[str
     if not config.visibility_set:
         env.update(_visibility_env(spec))
     procs = [subprocess.Popen(list(cmd.argv), env=env) for cmd in commands]
-    supervisor = Supervisor(procs, study_over_check(until_done) if until_done else None,
+    served = {q for cmd in commands for q in cmd.queues}
+    mine = [s.name for s in parsed.steps if s.run.task_queue in served]  # an allocation ends with its own work
+    supervisor = Supervisor(procs, study_over_check(until_done, mine if only else None) if until_done else None,
                             allocation_deadline(alloc) if alloc else None, walltime_margin(os.environ),
                             log=lambda m: click.echo(m, err=True),
                             shutdown=broadcast_shutdown(config, [f"{c.name}.{alloc.job_id}@" for c in commands])

@@ -15,7 +15,7 @@ import shlex
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -30,6 +30,7 @@ from merlin_mdm.launchers import DEFAULT_LAUNCHER
 from merlin_mdm.launchers.per_node import per_node_prefix
 from merlin_mdm.spec import BatchConfig, Spec
 from merlin_mdm.status.redis_store import RedisStatusStore
+from merlin_mdm.status.states import TaskState
 from merlin_mdm.study.plan import StudyPlan, UnitKey
 from merlin_mdm.study.workspace import Workspace
 
@@ -37,7 +38,7 @@ __all__ = ["DEFAULT_MARGIN", "STUDY_OVER", "Supervisor", "allocation_commands", 
            "broadcast_shutdown", "launcher_for", "study_is_over", "study_over_check", "unit_fits", "walltime_margin"]
 
 DEFAULT_MARGIN = 60.0  # seconds kept free before the walltime: workers finish and hand back in it
-STUDY_OVER = "the study is over"  # why the supervisor stopped the workers when its study had nothing left
+STUDY_OVER = "nothing is left for them to run"  # the study is over, or (a worker group's) every step it serves
 
 
 def walltime_margin(env: Mapping[str, str]) -> float:
@@ -215,13 +216,22 @@ def broadcast_shutdown(config: AppConfig, prefixes: Sequence[str]) -> Callable[[
     return shutdown
 
 
-def study_is_over(store: RedisStatusStore) -> bool:
-    """Nothing of the study is left to run (it finished, failed or was stopped)."""
-    return store.snapshot().state.over or store.units_left() <= 0
+def study_is_over(store: RedisStatusStore, steps: Collection[str] | None = None) -> bool:
+    """Nothing of the study is left to run (it finished, failed or was stopped); with ``steps``, nothing of those
+    steps: each has every task in a final state (finished, failed, not run), so no more of their work can come."""
+    snap = store.snapshot()
+    if snap.state.over or store.units_left() <= 0:
+        return True
+    if steps is None:
+        return False
+    terminal = [state.value for state in TaskState if state.terminal]
+    return all(sum(step.counts.get(state, 0) for state in terminal) >= step.total
+               for step in snap.steps if step.step in steps)
 
 
-def study_over_check(workspace: Path) -> Callable[[], bool]:
-    """A check of the study in ``workspace`` against its status store (a store error reads as not over)."""
+def study_over_check(workspace: Path, steps: Collection[str] | None = None) -> Callable[[], bool]:
+    """A check of the study in ``workspace`` (or of its ``steps``: those a worker group serves) against its
+    status store (a store error reads as not over)."""
     from merlin_mdm.backends.celery.backend import CeleryBackend
 
     ws = Workspace.find(workspace)
@@ -233,7 +243,7 @@ def study_over_check(workspace: Path) -> Callable[[], bool]:
         except MerlinMdmError:
             return False
         try:
-            return study_is_over(cast(RedisStatusStore, store))
+            return study_is_over(cast(RedisStatusStore, store), steps)
         except (MerlinMdmError, OSError):
             return False
         finally:
