@@ -352,6 +352,25 @@ def _check_workers(spec: Spec, issues: IssueCollector) -> None:
             if step != "all" and step not in names:
                 issues.error(value_mark(node, "steps"), f"merlin.resources.workers.{worker.name}.steps",
                              f"unknown step '{step}'{did_you_mean(step, names)}")
+    _check_worker_overlap(spec, workers, issues)
+
+
+def _check_worker_overlap(spec: Spec, workers: object, issues: IssueCollector) -> None:
+    """Without merlin.resources.overlap, two worker groups should not consume one queue (run-workers refuses)."""
+    if spec.resources.overlap:
+        return
+    queue_of = {s.name: s.run.task_queue for s in spec.steps}
+    owner: dict[str, str] = {}
+    for worker in spec.resources.workers:
+        steps = list(queue_of) if "all" in worker.steps else [s for s in worker.steps if s in queue_of]
+        for queue in dict.fromkeys(queue_of[s] for s in steps):
+            first = owner.setdefault(queue, worker.name)
+            if first != worker.name:
+                node = workers.get(worker.name) if isinstance(workers, MarkedDict) else None
+                issues.warn(value_mark(node, "steps"), f"merlin.resources.workers.{worker.name}.steps",
+                            f"workers {first} and {worker.name} both consume queue '{queue}', which `run-workers` "
+                            "and `launch` refuse (Merlin skips the second): give their steps their own "
+                            "run.task_queue, or set merlin.resources.overlap: true")
 
 
 def _check_paths(spec: Spec, issues: IssueCollector) -> None:

@@ -249,3 +249,13 @@ def test_sample_tokens_without_samples_warn_and_merlin_info_is_no_step_name(tmp_
         "merlin.samples (add the block, or remove the token)"]
     with pytest.raises(SpecError, match="'merlin_info' is the study's own folder"):
         load_spec_text(text.replace("name: a,", "name: merlin_info,"), tmp_path / "s.yaml")
+
+
+def test_two_worker_groups_on_one_queue_warn_at_validation(tmp_path: Path) -> None:
+    text = ("description: {name: s, description: d}\nstudy:\n  - {name: a, run: {cmd: 'true'}}\n"
+            "  - {name: b, run: {cmd: 'true'}}\n"
+            "merlin:\n  resources:\n    workers:\n      aw: {steps: [a]}\n      bw: {steps: [b]}\n")
+    loaded = load_spec_text(text, tmp_path / "s.yaml")
+    assert any("workers aw and bw both consume queue 'merlin'" in str(w) for w in loaded.warnings), loaded.warnings
+    assert not load_spec_text(text.replace("resources:\n", "resources:\n    overlap: true\n"),
+                              tmp_path / "s.yaml").warnings
