@@ -49,7 +49,8 @@ class FluxBatchSystem(BatchSystem):
         if req.walltime:
             opts.append(f"-t {req.walltime}s")
         opts += [f"--queue={req.queue}"] * bool(req.queue) + [f"--bank={req.bank}"] * bool(req.bank)
-        opts += [f"--{k}={v}" if v else f"--{k}" for k, v in req.options]
+        opts += [(f"{k} {v}" if v else k) if k.startswith("-") else (f"--{k}={v}" if v else f"--{k}")
+                 for k, v in req.options]
         return ["#!/bin/bash", *(f"#flux: {o}" for o in opts), f"cd {shlex.quote(str(req.workdir))}"]
 
     def submit_command(self, script: Path) -> list[str]:

@@ -66,8 +66,14 @@ class PsijBatchSystem(BatchSystem):
         return Job(spec)
 
     def custom_attributes(self, req: AllocationRequest) -> list[tuple[str, str]]:
-        """Scheduler options PSI/J has no field for (rendered by its template as long options)."""
-        return [("qos", req.qos), *req.options] if req.qos else list(req.options)
+        """Scheduler options PSI/J has no field for (rendered by its template as long options with a value);
+        flags and short options are written by :meth:`raw_directives`."""
+        return [("qos", req.qos), *_valued(req.options)] if req.qos else _valued(req.options)
+
+    def raw_directives(self, req: AllocationRequest) -> list[str]:
+        """The options PSI/J's templates cannot write: long flags (``--exclusive``) and short options."""
+        return [f"{self.directive} {_option_text(k, v)}" for k, v in req.options if not _is_valued(k, v)
+                and not (k == "exclusive" and not v and req.exclusive)]  # PSI/J writes that one already
 
     def directives(self, req: AllocationRequest) -> list[str]:
         from psij.executors.batch.batch_scheduler_executor import _attrs_to_mustache
@@ -84,7 +90,7 @@ class PsijBatchSystem(BatchSystem):
         self.executor.generate_submit_script(job, context, out)
         lines = [line.strip() for line in out.getvalue().splitlines()]
         kept = [line for line in lines if line.startswith(self.directive) and not self.walltime_dropped(req, line)]
-        return ["#!/bin/bash", f"{self.directive} {self.name_option}{req.name}", *kept]
+        return ["#!/bin/bash", f"{self.directive} {self.name_option}{req.name}", *kept, *self.raw_directives(req)]
 
     def walltime_dropped(self, req: AllocationRequest, line: str) -> bool:
         """PSI/J always asks for a walltime (10 min by default); without one we leave the queue's default."""
@@ -101,6 +107,22 @@ class PsijBatchSystem(BatchSystem):
 
     def cancel_command(self, ids: Sequence[str]) -> list[str]:
         return [*self.executor.get_cancel_command(ids[0]), *ids[1:]]
+
+
+def _is_valued(key: str, value: str) -> bool:
+    """A long option whose value PSI/J's template writes as is (it quotes a value with spaces twice)."""
+    return bool(value) and not key.startswith("-") and shlex.quote(value) == value
+
+
+def _valued(options: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    return [(k, v) for k, v in options if _is_valued(k, v)]
+
+
+def _option_text(key: str, value: str) -> str:
+    """``-p big``, ``--exclusive``, ``--comment="two words"``: a short option, a long flag, a spaced value."""
+    if key.startswith("-"):
+        return f"{key} {shlex.quote(value)}" if value else key
+    return f'--{key}="{value}"' if value else f"--{key}"
 
 
 SLURM_STATES = {
@@ -196,7 +218,7 @@ class PbsBatchSystem(PsijBatchSystem):
         return _pbs_detect(env)
 
     def custom_attributes(self, req: AllocationRequest) -> list[tuple[str, str]]:
-        return list(req.options)  # PBS has no qos option
+        return _valued(req.options)  # PBS has no qos option
 
     def parse_status(self, out: str) -> dict[str, JobState]:
         jobs = json.loads(out or "{}").get("Jobs", {})

@@ -12,7 +12,7 @@ import json
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,12 +89,27 @@ def _merged(base: BatchConfig, override: BatchConfig | None) -> BatchConfig:
 
 
 def _options(raw: object) -> tuple[tuple[str, str], ...]:
-    """`slurm_args`/`lsf_args` text (``--mem=0 --qos=x``) as long options."""
-    out = []
-    for token in shlex.split(str(raw or "")):
+    """`slurm_args`/`lsf_args` (text such as ``--mem=0 --exclusive -p big``, or a mapping) as (option, value)
+    pairs: a long option without its dashes (``("mem", "0")``, a flag with ``""``), a short one with its dash
+    (``("-p", "big")``). Nothing is dropped: a token that is no option and follows none is a BatchError."""
+    if isinstance(raw, Mapping):
+        return tuple((str(k).lstrip("-") if str(k).startswith("--") or len(str(k)) > 2 else str(k),
+                      "" if v is None or v is True else str(v)) for k, v in raw.items())
+    tokens = shlex.split(str(raw or ""))
+    out: list[tuple[str, str]] = []
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        if not token.startswith("-"):
+            raise BatchError(f"batch options {raw!r}: {token!r} is no option and follows none")
+        has_value = "=" not in token and i + 1 < len(tokens) and not tokens[i + 1].startswith("-")
+        value = tokens[i + 1] if has_value else ""
         if token.startswith("--"):
-            key, _, value = token[2:].partition("=")
-            out.append((key, value))
+            key, _, inline = token[2:].partition("=")
+            out.append((key, inline or value))
+        else:
+            out.append((token, value))
+        i += 2 if has_value else 1
     return tuple(out)
 
 

@@ -126,3 +126,23 @@ def test_worker_launch_replaces_the_per_node_line() -> None:
     spec = _spec(SPEC.replace("type: slurm, bank: b1", custom))
     sim, _ = allocation_commands(spec, worker_commands(spec), SLURM)
     assert sim.argv[:6] == ("srun", "-N", "2", "-n", "2", "--exclusive")
+
+
+def test_batch_options_keep_every_option_as_written() -> None:
+    from merlin_mdm.backends.celery.allocations import _options
+    from merlin_mdm.batch import get_batch_system
+    from merlin_mdm.batch.base import AllocationRequest
+    from merlin_mdm.errors import BatchError
+
+    text = "--signal=B:USR1@100 -p nosuch --mem 0 --exclusive --comment 'two words'"
+    assert _options(text) == (("signal", "B:USR1@100"), ("-p", "nosuch"), ("mem", "0"), ("exclusive", ""),
+                              ("comment", "two words"))
+    assert _options({"signal": "B:USR1@100", "exclusive": True}) == (("signal", "B:USR1@100"), ("exclusive", ""))
+    with pytest.raises(BatchError, match="'stray' is no option"):
+        _options("stray --mem=0")
+    script = get_batch_system("slurm").script(AllocationRequest("s", "true", Path("/w"), options=_options(text)))
+    lines = script.splitlines()
+    for line in ('#SBATCH --signal="B:USR1@100"', "#SBATCH -p nosuch", '#SBATCH --mem="0"', "#SBATCH --exclusive",
+                 '#SBATCH --comment="two words"'):
+        assert line in lines, (line, lines)
+    assert not [line for line in lines if "''" in line]
