@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import click
@@ -66,6 +67,7 @@ def launch(spec_path: Path, nodes: int | None, walltime: str | None, queue: str 
             click.echo(f"# --- {req.name}: {system.name} batch script for worker(s) {', '.join(names)}")
             click.echo(system.script(req))
         return
+    _note_live_allocations(ensure_queued(target, spec_path), planned)
     records = submit_all(spec, planned, ensure_queued(target, spec_path))
     if as_json:
         click.echo(json.dumps([{"job_id": r.job_id, "system": r.system, "name": r.name, "workers": r.workers}
@@ -73,6 +75,22 @@ def launch(spec_path: Path, nodes: int | None, walltime: str | None, queue: str 
         return
     for r in records:
         click.echo(f"{r.job_id}\t{r.name}\t{system.name}\tworkers: {', '.join(r.workers)}")
+
+
+def _note_live_allocations(workspace: Path, planned: Sequence[tuple[tuple[str, ...], object]]) -> None:
+    """Say when a worker group gets another allocation beside a live one (more of the same workers: allowed)."""
+    from merlin_mdm.backends.celery.allocations import allocation_states, read_records
+    from merlin_mdm.batch import JobState
+
+    records = read_records(workspace)
+    states = allocation_states(workspace, records) if records else {}
+    live = {name: r.job_id for r in records if states.get(r.job_id) in (JobState.PENDING, JobState.RUNNING)
+            for name in r.workers}
+    for names, _ in planned:
+        for name in names:
+            if name in live:
+                click.echo(f"note: worker group {name} already has allocation {live[name]} "
+                           f"({states[live[name]].value}); this one adds more of its workers", err=True)
 
 
 def _refuse_when_over(workspace: Path) -> None:
