@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import functools
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,7 +20,7 @@ from typing import cast
 import click
 
 from merlin_mdm.errors import MerlinMdmError, UsageError
-from merlin_mdm.signals import SignalWatch, parse_signal, watch_signals
+from merlin_mdm.signals import SignalWatch, parent_death_signal, parse_signal, watch_signals
 
 __all__ = ["info", "monitor", "purge", "query_workers", "queue_info", "run_workers", "server", "stop_workers"]
 
@@ -107,10 +109,13 @@ def _run_workers(spec: Path, echo: bool, steps: tuple[str, ...], only: tuple[str
         env["MERLIN_MDM_CONFIG"] = config.source
     if not config.visibility_set:
         env.update(_visibility_env(spec))
-    procs = [subprocess.Popen(list(cmd.argv), env=env) for cmd in commands]
     served = {q for cmd in commands for q in cmd.queues}
     mine = [s.name for s in parsed.steps if s.run.task_queue in served]  # an allocation ends with its own work
-    supervisor = Supervisor(procs, study_over_check(until_done, mine if only else None) if until_done else None,
+    is_over = study_over_check(until_done, mine if only else None) if until_done else None  # a bad folder: now
+    # the workers die with us (even by SIGKILL): a worker left behind would keep the queues, refusing the next
+    procs = [subprocess.Popen(list(cmd.argv), env=env, preexec_fn=functools.partial(
+        parent_death_signal, signal.SIGTERM, os.getpid())) for cmd in commands]
+    supervisor = Supervisor(procs, is_over,
                             allocation_deadline(alloc) if alloc else None, walltime_margin(os.environ),
                             log=lambda m: click.echo(m, err=True),
                             shutdown=broadcast_shutdown(config, [f"{c.name}.{alloc.job_id}@" for c in commands])

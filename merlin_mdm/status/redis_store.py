@@ -371,6 +371,9 @@ class RedisStatusStore(StatusStore):
         meta, counters = self._call(pipe.execute)
         if not meta:
             raise StatusError(f"Redis holds no status for {self.workspace}; was it queued on this broker?")
+        if "steps" not in meta or "name" not in meta:  # workers wrote to a record the server had lost
+            raise StatusError(f"the status of {self.workspace} in Redis is incomplete (was the server restarted "
+                              "without --persist?): `merlin-mdm restart` rebuilds it from the done-markers")
         step_names = json.loads(meta.get("steps", "[]"))
         pipe = self.r.pipeline(transaction=False)
         for step in step_names:

@@ -219,7 +219,7 @@ def broadcast_shutdown(config: AppConfig, prefixes: Sequence[str]) -> Callable[[
 def study_is_over(store: RedisStatusStore, steps: Collection[str] | None = None) -> bool:
     """Nothing of the study is left to run (it finished, failed or was stopped); with ``steps``, nothing of those
     steps: each has every task in a final state (finished, failed, not run), so no more of their work can come."""
-    snap = store.snapshot()
+    snap = store.snapshot()  # first: a lost or incomplete record raises (not over), and units_left would read 0
     if snap.state.over or store.units_left() <= 0:
         return True
     if steps is None:

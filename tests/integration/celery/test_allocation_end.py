@@ -33,3 +33,23 @@ def test_a_group_is_done_when_its_steps_are_and_the_study_when_all_are(redis_ser
         assert study_is_over(store) and study_is_over(store, ["b"])
     finally:
         store.close()
+
+
+def test_a_record_the_server_lost_is_never_taken_for_an_ended_study(redis_server: RedisFixture,  # noqa: F811
+                                                                    tmp_path: Path) -> None:
+    """Redis restarted without --persist while workers ran: they write to a record with no name or steps."""
+    from merlin_mdm.errors import StatusError
+
+    plan = _plan(str(tmp_path / "ws"))
+    store = RedisStatusStore(redis_server.client(), plan.workspace, plan)
+    try:
+        store.register(plan)
+        store.r.flushall()  # the server came back empty
+        store.unit_started(UnitKey(0, 0), "host", 1.0)  # a worker records a unit it took before
+        with pytest.raises(StatusError, match=r"incomplete \(was the server restarted without --persist\?\)"):
+            store.snapshot()
+        with pytest.raises(StatusError):
+            study_is_over(store)  # the allocation's check reads a store error as "not over"
+        assert store.reset_unfinished() and store.snapshot().total == 11  # what `restart` does rebuilds it
+    finally:
+        store.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import stat
@@ -250,3 +251,46 @@ def test_status_says_when_queued_work_has_no_worker(redis_server: RedisFixture, 
     assert snap["state"] == "running" and 0 < left < 6, snap
     assert snap["message"] == (f"nothing runs: {left} task(s) wait in queue(s) unserved_q, which no worker takes; "
                                "start workers with `merlin-mdm run-workers SPEC`"), snap
+
+
+@pytest.mark.celery
+def test_run_workers_checks_until_done_before_starting_any_worker(redis_server: RedisFixture,
+                                                                   tmp_path: Path) -> None:
+    import subprocess
+
+    env = {"MERLIN_MDM_CONFIG": str(redis_server.app_yaml)}
+    spec, _ = _queue_one_step(tmp_path, env, "baddir", "true", 1)
+    (tmp_path / "notaws").mkdir()
+    result = merlin("run-workers", str(spec), "--until-done", str(tmp_path / "notaws"), cwd=tmp_path, env=env)
+    assert result.returncode == 2 and "not inside a merlin-mdm workspace" in result.stderr, result.stderr
+    time.sleep(1)
+    left = subprocess.run(["pgrep", "-f", "baddir_workers@"], capture_output=True, text=True, check=False)
+    assert left.stdout == "", left.stdout  # no worker was started to be left behind
+
+
+@pytest.mark.celery
+def test_the_workers_end_when_run_workers_is_killed(redis_server: RedisFixture, tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from .helpers import _ENTRY
+
+    env = {"MERLIN_MDM_CONFIG": str(redis_server.app_yaml)}
+    spec, _ = _queue_one_step(tmp_path, env, "orphan", "true", 1)
+    runner = subprocess.Popen([sys.executable, "-c", _ENTRY, "run-workers", str(spec)], cwd=tmp_path,
+                              env={**os.environ, "PYTHONPATH": str(REPO), **env}, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def workers() -> str:
+        return subprocess.run(["pgrep", "-f", "orphan_workers@"], capture_output=True, text=True,
+                              check=False).stdout
+
+    try:
+        wait_until(lambda: workers() != "", 30, "the worker to start")
+        runner.send_signal(signal.SIGKILL)  # no handler runs: only the kernel can tell the workers
+        runner.wait(timeout=10)
+        wait_until(lambda: workers() == "", 60, "the orphaned worker to end")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(runner.pid, signal.SIGKILL)
