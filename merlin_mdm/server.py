@@ -55,6 +55,9 @@ def _private_write(path: Path, text: str) -> None:
     os.chmod(path, 0o600)
 
 
+EPHEMERAL_DB = "unpersisted.rdb"  # the snapshot name of a server started without --persist (never loaded)
+
+
 @dataclass(frozen=True)
 class ServerStatus:
     """What `server status` reports."""
@@ -119,8 +122,12 @@ class LocalRedisServer:
         lines = [f"port {port}", "bind 127.0.0.1", "protected-mode yes", f'requirepass "{secret}"',
                  "daemonize yes", f'pidfile "{self.pid_file}"', f'logfile "{self.directory / "redis.log"}"',
                  f'dir "{self.directory}"']
+        # without persist, a snapshot another (persisted) session left here must not be loaded: an ended study
+        # would come back queued, with its old messages; it is kept for the next --persist start
         lines += ["appendonly yes", "appendfsync everysec", 'save "900 1"'] if persist else \
-            ["appendonly no", 'save ""']
+            ["appendonly no", 'save ""', f'dbfilename "{EPHEMERAL_DB}"']
+        if not persist:
+            (self.directory / EPHEMERAL_DB).unlink(missing_ok=True)
         _private_write(self.conf_file, "\n".join(lines) + "\n")
 
     def _previous_port(self) -> int | None:

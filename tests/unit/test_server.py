@@ -6,6 +6,9 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+import pytest
 
 from merlin_mdm.server import _gone
 
@@ -20,3 +23,25 @@ def test_a_zombie_counts_as_gone_and_a_live_process_does_not() -> None:
     child.wait()
     assert _gone(child.pid)
     assert not _gone(os.getpid())
+
+
+@pytest.mark.redis
+def test_a_server_started_without_persist_never_loads_a_persisted_snapshot(tmp_path: Path) -> None:
+    from merlin_mdm.server import LocalRedisServer, find_redis_server, free_port
+
+    if find_redis_server() is None:
+        pytest.skip("no redis-server binary")
+    server, port = LocalRedisServer(tmp_path / "redis"), free_port()
+    try:
+        server.start(port, persist=True)
+        server.redis_config(port).client(timeout=2.0).set("study", "finished")
+        server.stop()  # a persisted session saves its data
+        server.start(port)  # an ephemeral one starts empty: an ended study must not come back queued
+        assert server.redis_config(port).client(timeout=2.0).get("study") is None
+        server.redis_config(port).client(timeout=2.0).set("other", "x")
+        server.stop()
+        server.start(port, persist=True)  # the persisted data is still there for the next --persist start
+        client = server.redis_config(port).client(timeout=2.0)
+        assert client.get("study") in ("finished", b"finished") and client.get("other") is None
+    finally:
+        server.stop()
