@@ -145,6 +145,8 @@ def restart_study(path: Path, options: RunOptions, wait: bool = False,
     ws = Workspace.find(path)
     plan = ws.load_plan()
     ws.check_in_place(plan)
+    if backend_name is not None and backend_name != backend_of(ws):
+        get_backend(backend_of(ws)).check_handover(ws, plan)
     if backend_name is not None:
         (ws.info / BACKEND_FILE).write_text(backend_name + "\n", encoding="utf-8")
     backend = get_backend(backend_of(ws))

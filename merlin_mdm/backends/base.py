@@ -65,6 +65,10 @@ class Backend(ABC):
     def check_spec(self, spec: Spec, options: RunOptions) -> None:  # noqa: B027 - optional hook
         """Raise SpecError, before any workspace is written, when this backend cannot run ``spec`` as asked."""
 
+    def check_handover(self, workspace: Workspace, plan: StudyPlan) -> None:  # noqa: B027 - optional hook
+        """Raise BackendError when the study in ``workspace`` may not move to another backend now (`restart
+        --local`): this backend still runs, or holds, some of its work, which would then run twice."""
+
     @abstractmethod
     def status_store(self, workspace: Workspace) -> StatusStore:
         """The store this backend records into for ``workspace``."""

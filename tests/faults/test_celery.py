@@ -236,3 +236,17 @@ def test_a_plan_that_cannot_be_loaded_fails_the_study_saying_why(tmp_path: Path,
     _finish(ws, env)
     assert _status(ws, env)["state"] == "finished"
     assert _counts_match_disk(ws, env)["work"]["finished"] == 3
+
+
+def test_restart_local_is_refused_while_the_broker_or_a_worker_has_the_study(
+        tmp_path: Path, study, worker_pool: WorkerPool) -> None:  # noqa: F811
+    spec, queue, env = study
+    ws = _queue(tmp_path, spec, env)
+    held = merlin("restart", str(ws), "--local", cwd=tmp_path, env=env)  # its units wait at the broker
+    assert held.returncode == 1 and "the broker still holds" in held.stderr, held.stderr
+    worker_pool.start("handover", queues=queue, log_dir=tmp_path)
+    _finish(ws, env)
+    (ws / "work" / "I.1" / "MERLIN_FINISHED").unlink()
+    served = merlin("restart", str(ws), "--local", cwd=tmp_path, env=env)  # a live worker serves its queue
+    assert served.returncode == 1 and "serve this study's queues" in served.stderr, served.stderr
+    assert (ws / "merlin_info" / "backend").read_text().strip() == "celery"  # not switched

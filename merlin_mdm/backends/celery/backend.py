@@ -143,6 +143,24 @@ class CeleryBackend(Backend):
         finally:
             store.close()
 
+    def check_handover(self, workspace: Workspace, plan: StudyPlan) -> None:
+        """The broker must hold nothing of the study and no worker may serve its queues; an unreachable broker
+        delivers nothing more, so the study may move then."""
+        from merlin_mdm.backends.celery.workers import active_queues
+
+        config = self.config(workspace)
+        try:
+            check_server(config)
+        except BrokerError:
+            return
+        _refuse_while_held(config, plan)
+        queues = {i.task_queue for i in plan.instances}
+        serving = sorted(w for w, names in active_queues(config).items() if queues & set(names))
+        if serving:
+            raise BackendError(f"worker(s) {', '.join(serving)} serve this study's queues: running it here too "
+                               "would run its tasks twice at once. Stop them first (`merlin-mdm stop-workers`), "
+                               "or let them finish it (`merlin-mdm monitor`)")
+
     def preflight(self) -> None:
         """Refuse to create a workspace when the broker (or status store) does not answer."""
         config = self.config()
