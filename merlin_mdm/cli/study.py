@@ -133,15 +133,24 @@ def validate(spec: Path, variables: tuple[str, ...], strict: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the final status as JSON on stdout.")
 @click.option("--wait", is_flag=True, help="When another runner holds the study, wait for it to end.")
 @click.option("--local", is_flag=True, help="Run the rest here with the embedded runner, whatever ran it before.")
+@click.option("--release", is_flag=True,
+              help="Celery: give the broker's messages of this study that workers took and never finished (the "
+                   "workers are gone: a node died, an allocation was killed) back to their queues now, instead "
+                   "of after the visibility timeout. Refused while any worker serves the study's queues.")
 @_grace_opt
 @_signal_opt
 def restart(workspace: Path, workers: int | None, no_progress: bool, as_json: bool, wait: bool, local: bool,
-            grace: float, early_signal: str | None) -> None:
+            release: bool, grace: float, early_signal: str | None) -> None:
     """Resume the study in WORKSPACE: finished tasks are skipped, the rest run again.
 
     One runner per study: while another `run` or `restart` holds it, this one is refused (naming its pid and
     host), or waits with --wait. Signals are handled as by `run`.
     """
+    if release:
+        from merlin_mdm.backends.celery.release import release_held
+
+        click.echo(release_held(workspace))
+        return
     with watch_signals(parse_signal(early_signal)) as watch:
         options = RunOptions(workers, progress=not no_progress and not as_json and sys.stderr.isatty(),
                              on_event=_echo_err, signals=watch, grace=grace)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import threading
@@ -250,3 +251,25 @@ def test_restart_local_is_refused_while_the_broker_or_a_worker_has_the_study(
     served = merlin("restart", str(ws), "--local", cwd=tmp_path, env=env)  # a live worker serves its queue
     assert served.returncode == 1 and "serve this study's queues" in served.stderr, served.stderr
     assert (ws / "merlin_info" / "backend").read_text().strip() == "celery"  # not switched
+
+
+def test_restart_release_gives_back_what_a_killed_worker_held(tmp_path: Path, redis_server: RedisFixture,  # noqa: F811
+                                                               worker_pool: WorkerPool) -> None:  # noqa: F811
+    queue = f"q{uuid.uuid4().hex[:10]}"
+    spec = spec_file(tmp_path, STUDY.format(queue=queue, nap="20"))
+    env = {"MERLIN_MDM_CONFIG": str(redis_server.app_yaml)}
+    ws = _queue(tmp_path, spec, env)
+    victim = worker_pool.start("victim", queues=queue, concurrency=1, log_dir=tmp_path)
+    wait_for(lambda: any((ws / "work").glob("*/runs.log")), 60, "a unit to start")
+    os.killpg(victim.pid, signal.SIGKILL)  # the whole worker, as a node that dies: its message stays held
+    victim.wait(timeout=10)
+    refused = merlin("restart", str(ws), cwd=tmp_path, env=env)
+    assert refused.returncode == 1 and "taken by workers" in refused.stderr and "--release" in refused.stderr, \
+        refused.stderr
+    released = merlin("restart", str(ws), "--release", cwd=tmp_path, env=env)
+    assert released.returncode == 0 and released.stdout.startswith("gave back 1 message(s)"), released
+    assert _status(ws, env)["steps"][0]["counts"]["running"] == 0  # recorded queued again
+    worker_pool.start("after", queues=queue, log_dir=tmp_path)
+    _finish(ws, env)
+    assert _status(ws, env)["state"] == "finished" and _counts_match_disk(ws, env)["work"]["finished"] == 3
+    assert (ws / "funnel" / "runs.log").read_text() == "funnel\n"

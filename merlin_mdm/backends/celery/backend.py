@@ -208,8 +208,10 @@ def _refuse_while_held(config: AppConfig, plan: StudyPlan) -> None:
         raise BackendError(
             f"the broker still holds {held.total} message(s) of this study ({held.waiting} waiting, {held.unacked} "
             f"taken by workers; a dead worker's come back within visibility_timeout {config.visibility_timeout} s): "
-            "restarting now would run them twice. Let the workers finish (`merlin-mdm monitor`), or "
-            "`merlin-mdm purge` the waiting ones first")
+            "restarting now would run them twice. Let the workers finish (`merlin-mdm monitor`)"
+            + (", or `merlin-mdm purge` the waiting ones first" if held.waiting else "")
+            + ("; if the workers that took them are gone (a node died, an allocation was killed), `merlin-mdm "
+               "restart WORKSPACE --release` gives them back now" if held.unacked else ""))
 
 
 def record_purge(config: AppConfig, lost: dict[str, int]) -> None:

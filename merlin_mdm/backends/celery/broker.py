@@ -18,7 +18,8 @@ from typing import Any
 
 from merlin_mdm.config import AppConfig
 
-__all__ = ["QUEUE_SUFFIXES", "UNACKED_KEY", "HeldMessages", "held_messages", "purge_queues", "queue_keys"]
+__all__ = ["QUEUE_SUFFIXES", "UNACKED_KEY", "HeldMessages", "held_messages", "message_workspace", "purge_queues",
+           "queue_keys"]
 
 QUEUE_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")  # kombu's priority lists of one queue
 UNACKED_KEY = "unacked"  # kombu's hash of delivered, unacknowledged messages
@@ -41,7 +42,7 @@ def queue_keys(queues: Iterable[str]) -> list[str]:
     return [q + s for q in queues for s in QUEUE_SUFFIXES]
 
 
-def _workspace(envelope: Any) -> str | None:
+def message_workspace(envelope: Any) -> str | None:
     """The workspace a kombu message envelope is about (None when it is not one of ours)."""
     try:
         body = envelope["body"]
@@ -60,7 +61,7 @@ def _count(raw: Iterable[Any], wrapped: bool) -> Counter[str]:
             envelope = json.loads(item)
         except (TypeError, ValueError):
             continue
-        ws = _workspace(envelope[0] if wrapped and isinstance(envelope, list) else envelope)
+        ws = message_workspace(envelope[0] if wrapped and isinstance(envelope, list) else envelope)
         if ws is not None:
             out[ws] += 1
     return out

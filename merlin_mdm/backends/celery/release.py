@@ -1,0 +1,119 @@
+"""Giving back what dead workers held: the messages of a study that workers took from the broker and never
+acknowledged (kombu's ``unacked`` hash), put back in their queues at once instead of after the visibility
+timeout, which is a day for steps with no walltime.
+
+Only safe when no worker serves the study's queues: a live worker's unacknowledged message is a unit it runs
+now, and giving it back would run it twice. The units are recorded queued again, with the tasks that have
+their done-marker counted, and the kill does not count as a death of the unit (``max_deliveries``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, cast
+
+from merlin_mdm.backends.celery.backend import CeleryBackend, check_server
+from merlin_mdm.backends.celery.broker import UNACKED_KEY, message_workspace
+from merlin_mdm.errors import BackendError, UsageError
+from merlin_mdm.status.redis_store import RedisStatusStore
+from merlin_mdm.study.layout import Workspace
+from merlin_mdm.study.plan import StudyPlan, UnitKey
+
+__all__ = ["release_held"]
+
+
+def release_held(path: Path) -> str:
+    """Give the held messages of the study in ``path`` back to their queues; what was done, in one line.
+
+    Raises:
+        UsageError: the study does not run on Celery.
+        BackendError: a worker serves the study's queues (its messages may be in hand), or the broker fails.
+    """
+    from merlin_mdm.studies import backend_of
+
+    ws = Workspace.find(path)
+    plan = ws.load_plan()
+    ws.check_in_place(plan)
+    if backend_of(ws) != "celery":
+        raise UsageError(f"{ws.root} does not run on Celery: --release gives back a broker's messages")
+    backend = CeleryBackend()
+    config = backend.config(ws)
+    check_server(config)
+    _refuse_while_served(config, plan)
+    tags = _held_tags(config, plan.workspace)
+    if not tags:
+        return "no message of this study is held by a worker: nothing to give back"
+    units = _give_back(config, tags)
+    _record_queued(backend, ws, plan, units)
+    return (f"gave back {len(tags)} message(s) held by workers that are gone ({len(units)} unit(s) recorded "
+            "queued): start workers (`merlin-mdm run-workers SPEC` or `launch`) to run them")
+
+
+def _refuse_while_served(config: Any, plan: StudyPlan) -> None:
+    from merlin_mdm.backends.celery.workers import active_queues
+
+    queues = {i.task_queue for i in plan.instances}
+    serving = sorted(w for w, names in active_queues(config).items() if queues & set(names))
+    if serving:
+        raise BackendError(f"worker(s) {', '.join(serving)} serve this study's queues: the messages they hold may "
+                           "be units they run now. Stop them first (`merlin-mdm stop-workers`), then --release")
+
+
+def _held_tags(config: Any, workspace: str) -> dict[str, Any]:
+    """Delivery tag -> message envelope, for every unacknowledged message of ``workspace``."""
+    client = config.broker.client(timeout=5.0, retry=False)
+    try:
+        held = client.hgetall(UNACKED_KEY)
+    finally:
+        client.close()
+    out = {}
+    for tag, payload in held.items():
+        try:
+            envelope = json.loads(payload)[0]
+        except (TypeError, ValueError, IndexError):
+            continue
+        if message_workspace(envelope) == workspace:
+            out[tag.decode() if isinstance(tag, bytes) else str(tag)] = envelope
+    return out
+
+
+def _give_back(config: Any, tags: dict[str, Any]) -> list[UnitKey]:
+    """Restore each message to its queue (kombu's own restore); the units they carry."""
+    from merlin_mdm.backends.celery.app import make_app
+    from merlin_mdm.backends.celery.scheduling import UNIT_TASK
+
+    app = make_app(config)
+    try:
+        with app.connection_for_write() as conn:
+            qos = conn.default_channel.qos
+            for tag in tags:
+                qos.restore_by_tag(tag, leftmost=True)
+    finally:
+        app.close()
+    units = []
+    for envelope in tags.values():
+        headers = envelope.get("headers") or {}
+        if headers.get("task") == UNIT_TASK:
+            units.append(UnitKey.from_id(str(json.loads(_body(envelope))[0][1])))
+    return units
+
+
+def _body(envelope: Any) -> str:
+    import base64
+
+    body = envelope["body"]
+    if envelope.get("properties", {}).get("body_encoding") == "base64":
+        body = base64.b64decode(body)
+    return body.decode() if isinstance(body, bytes) else str(body)
+
+
+def _record_queued(backend: CeleryBackend, ws: Workspace, plan: StudyPlan, units: list[UnitKey]) -> None:
+    from merlin_mdm.backends.execution import count_done
+
+    store = cast(RedisStatusStore, backend.status_store(ws))
+    try:
+        for key in units:
+            store.unit_given_back(key, count_done(plan, key))
+    finally:
+        store.close()
