@@ -214,6 +214,18 @@ merlin:
     return spec, ws
 
 
+def _run_workers_behind(tmp_path: Path, spec: Path, env: dict[str, str]):  # type: ignore[no-untyped-def]
+    """`merlin-mdm run-workers SPEC` in the background, in a session of its own."""
+    import subprocess
+    import sys
+
+    from .helpers import _ENTRY
+
+    return subprocess.Popen([sys.executable, "-c", _ENTRY, "run-workers", str(spec)], cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": str(REPO), **env}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+
+
 @pytest.mark.celery
 def test_run_workers_until_done_ends_with_the_study_and_says_how_it_went(redis_server: RedisFixture,
                                                                          tmp_path: Path) -> None:
@@ -229,16 +241,9 @@ def test_run_workers_until_done_ends_with_the_study_and_says_how_it_went(redis_s
 
 @pytest.mark.celery
 def test_status_says_when_queued_work_has_no_worker(redis_server: RedisFixture, tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
-    from .helpers import _ENTRY
-
     env = {"MERLIN_MDM_CONFIG": str(redis_server.app_yaml)}
     spec, ws = _queue_one_step(tmp_path, env, "unserved", "sleep 1; echo $(N)", 6)
-    workers = subprocess.Popen([sys.executable, "-c", _ENTRY, "run-workers", str(spec)], cwd=tmp_path,
-                               env={**os.environ, "PYTHONPATH": str(REPO), **env}, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True)
+    workers = _run_workers_behind(tmp_path, spec, env)
     try:
         wait_until(lambda: len(list(ws.glob("sim/*/MERLIN_FINISHED"))) >= 1, 60, "a first task to finish")
         assert "unserved_workers@" in merlin("stop-workers", "--spec", str(spec), cwd=tmp_path, env=env).stdout
@@ -272,15 +277,10 @@ def test_run_workers_checks_until_done_before_starting_any_worker(redis_server: 
 def test_the_workers_end_when_run_workers_is_killed(redis_server: RedisFixture, tmp_path: Path) -> None:
     import signal
     import subprocess
-    import sys
-
-    from .helpers import _ENTRY
 
     env = {"MERLIN_MDM_CONFIG": str(redis_server.app_yaml)}
     spec, _ = _queue_one_step(tmp_path, env, "orphan", "true", 1)
-    runner = subprocess.Popen([sys.executable, "-c", _ENTRY, "run-workers", str(spec)], cwd=tmp_path,
-                              env={**os.environ, "PYTHONPATH": str(REPO), **env}, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)
+    runner = _run_workers_behind(tmp_path, spec, env)
 
     def workers() -> str:
         return subprocess.run(["pgrep", "-f", "orphan_workers@"], capture_output=True, text=True,
