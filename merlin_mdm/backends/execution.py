@@ -53,6 +53,7 @@ __all__ = [
     "unit_failure",
     "walltime_seconds",
     "watch_tasks",
+    "worker_deaths_outcome",
     "write_script",
 ]
 
@@ -299,12 +300,36 @@ def markers_missing(plan: StudyPlan, keys: Iterable[UnitKey]) -> list[UnitKey]:
 
 
 def unit_failure(plan: StudyPlan, key: UnitKey, reason: str) -> UnitOutcome:
-    """The outcome of a unit that could not run at all: its finished tasks count, every other one failed."""
+    """The outcome of a unit that could not run at all: its finished tasks count, every other one failed (the
+    first of them is named)."""
     samples = plan.unit_samples(key)
-    done = count_done(plan, key)
-    failure = TaskFailure(samples[0], TaskState.FAILED, None, reason, "")
+    left = _unfinished(plan, key)
+    failure = TaskFailure(left[0] if left else samples[0], TaskState.FAILED, None, reason, "")
     now = time.time()
-    return UnitOutcome(done, len(samples) - done, 0, 0, now, now, socket.gethostname(), (failure,))
+    return UnitOutcome(len(samples) - len(left), len(left), 0, 0, now, now, socket.gethostname(), (failure,))
+
+
+def worker_deaths_outcome(plan: StudyPlan, key: UnitKey, deaths: int, limit: int) -> UnitOutcome:
+    """A unit whose worker died ``deaths`` times (more than ``limit``): its tasks with a done-marker finished; the
+    first without one, where its tasks run in order, is the one that killed the worker (failed, named); the ones
+    after it never ran (not run)."""
+    samples = plan.unit_samples(key)
+    left = _unfinished(plan, key)
+    culprit = left[0] if left else samples[0]
+    failed = TaskFailure(culprit, TaskState.FAILED, None, f"its worker died {deaths} times while it ran "
+                         f"(max_deliveries {limit})", "")
+    skipped = tuple(TaskFailure(s, TaskState.NOT_RUN, None, f"not run: sample {culprit} before it killed the "
+                                f"worker {deaths} times", "") for s in left[1:])
+    now = time.time()
+    return UnitOutcome(len(samples) - len(left), 1 if left else 0, max(0, len(left) - 1), 0, now, now,
+                       socket.gethostname(), (failed, *skipped))
+
+
+def _unfinished(plan: StudyPlan, key: UnitKey) -> list[int]:
+    """The samples of ``key`` without their done-marker, in the order the unit runs them."""
+    inst = plan.instances[key.instance]
+    return [s for s in plan.unit_samples(key)
+            if not os.path.exists(os.path.join(_task_path(plan, inst, s), DONE_MARKER))]
 
 
 def run_unit(plan: StudyPlan, key: UnitKey, should_stop: Callable[[], bool] = lambda: False,

@@ -22,10 +22,10 @@ from typing import Any
 from merlin_mdm.backends.celery.dependencies import RedisDependencies, Released
 from merlin_mdm.backends.celery.publish import Message, publish
 from merlin_mdm.backends.celery.task_guard import task_guard
-from merlin_mdm.backends.execution import count_done, run_unit, unit_failure, watch_tasks
+from merlin_mdm.backends.execution import count_done, run_unit, unit_failure, watch_tasks, worker_deaths_outcome
 from merlin_mdm.backends.progress import TaskTicker
 from merlin_mdm.errors import StatusError
-from merlin_mdm.status.model import TaskFailure, TaskState, UnitOutcome
+from merlin_mdm.status.model import UnitOutcome
 from merlin_mdm.status.redis_store import RedisStatusStore
 from merlin_mdm.status.states import StudyState
 from merlin_mdm.study.plan import StudyPlan, UnitKey
@@ -152,10 +152,7 @@ def execute_unit(store: RedisStatusStore, deps: RedisDependencies, plan: StudyPl
         return None
     stop = store.stop_reason()
     if attempts > max_deliveries:
-        n = len(plan.unit_samples(key))
-        failure = TaskFailure(plan.unit_samples(key)[0], TaskState.FAILED, None,
-                              f"its worker died {attempts - 1} times (max_deliveries {max_deliveries})", "")
-        outcome = UnitOutcome(0, n, 0, failures=(failure,), host=socket.gethostname())
+        outcome = worker_deaths_outcome(plan, key, attempts - 1, max_deliveries)
     elif stop is not None:
         outcome = store.not_run_outcome(key, stop)
     else:

@@ -124,3 +124,36 @@ def test_redis_restart_mid_study_workers_reconnect_and_finish(
         assert all(p.poll() is None for p in pool.procs)
     finally:
         pool.stop_all()
+
+
+def test_a_task_that_kills_its_worker_each_time_fails_alone(tmp_path: Path, redis_server: RedisFixture,
+                                                            worker_pool: WorkerPool, env_guard) -> None:
+    """One unit of 4 samples; sample 2 kills its worker's process at every delivery: after max_deliveries the
+    unit is recorded with samples 0 and 1 finished (their done-markers), 2 failed and named, 3 not run."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(textwrap.dedent(f"""
+        description: {{name: deaths, description: a task that kills its worker}}
+        env: {{variables: {{OUTPUT_PATH: ./out}}}}
+        merlin:
+          samples:
+            generate: {{cmd: "python3 -c \\"import numpy as np; np.save('s.npy', np.arange(4).reshape(-1, 1))\\""}}
+            file: $(MERLIN_INFO)/s.npy
+            column_labels: [V]
+        study:
+          - name: work
+            run: {{cmd: "if [ $(V) = 2 ]; then kill -9 $PPID; sleep 5; fi; echo $(V) >> {tmp_path}/runs.log",
+                   task_queue: deaths_q}}
+    """), encoding="utf-8")
+    os.environ["MERLIN_MDM_CONFIG"] = str(redis_server.app_yaml)
+    ws, plan = create_workspace(load_spec(spec, {}), batch_size=4)
+    backend = get_backend("celery")
+    assert backend.launch(ws, plan, RunOptions()).state == "queued"
+    worker_pool.start("deaths", queues="deaths_q", concurrency=1, log_dir=tmp_path)
+    snap = _wait_finished(backend, ws, 180)
+    (work,) = snap.steps
+    markers = sorted(p.parent.name for p in (ws.root / "work").glob("**/MERLIN_FINISHED"))
+    assert len(markers) == work.counts["finished"] == 2, (markers, work.counts)
+    assert (work.counts["failed"], work.counts["not_run"]) == (1, 1), work.counts
+    (_, failed), (_, skipped) = work.failures
+    assert failed.sample == 2 and "its worker died 3 times while it ran" in failed.reason, work.failures
+    assert skipped.sample == 3 and skipped.state == "not_run", work.failures
