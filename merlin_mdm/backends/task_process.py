@@ -31,6 +31,7 @@ __all__ = [
     "close_on_exec",
     "kept_cwd",
     "kill_current_group",
+    "kill_group",
     "spawn",
     "terminate_current",
     "wait",
@@ -75,8 +76,17 @@ def kill_current_group(window: float = TERM_WINDOW) -> None:
     deadline = time.monotonic() + window
     while _group_alive(pgid) and time.monotonic() < deadline:
         time.sleep(0.02)
+    kill_group(pgid)
+
+
+def kill_group(pgid: int, timeout: float = 2.0) -> None:
+    """SIGKILL the process group ``pgid`` and wait (up to ``timeout`` s) until none of it is left alive, so that
+    whoever returns next has nothing of it running (a killed process takes a moment to die)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)  # the shell may be gone while a child it started is not
+    deadline = time.monotonic() + timeout
+    while _group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def _group_alive(pgid: int) -> bool:

@@ -20,7 +20,7 @@ from typing import Any
 from merlin_mdm.backends.execution import kill_current_group, run_unit, unit_failure, watch_tasks
 from merlin_mdm.backends.progress import TICK_SECONDS, TaskTicker
 from merlin_mdm.backends.slots import SLOTS_VARIABLE
-from merlin_mdm.backends.task_process import TERM_WINDOW
+from merlin_mdm.backends.task_process import TERM_WINDOW, kill_group
 from merlin_mdm.signals import parent_death_signal
 from merlin_mdm.status.model import UnitOutcome
 from merlin_mdm.study.plan import StudyPlan, UnitKey
@@ -193,8 +193,7 @@ class WorkerPool:
                 worker.process.kill()
                 worker.process.join(timeout=grace)
                 if worker.slot.value:
-                    with contextlib.suppress(ProcessLookupError, PermissionError):
-                        os.killpg(worker.slot.value, signal.SIGKILL)
+                    kill_group(worker.slot.value)
             worker.conn.close()
 
     def request_stop(self) -> None:
