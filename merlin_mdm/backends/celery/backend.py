@@ -146,16 +146,13 @@ class CeleryBackend(Backend):
     def check_handover(self, workspace: Workspace, plan: StudyPlan) -> None:
         """The broker must hold nothing of the study and no worker may serve its queues; an unreachable broker
         delivers nothing more, so the study may move then."""
-        from merlin_mdm.backends.celery.workers import active_queues
-
         config = self.config(workspace)
         try:
             check_server(config)
         except BrokerError:
             return
         _refuse_while_held(config, plan)
-        queues = {i.task_queue for i in plan.instances}
-        serving = sorted(w for w, names in active_queues(config).items() if queues & set(names))
+        serving = serving_workers(config, plan)
         if serving:
             raise BackendError(f"worker(s) {', '.join(serving)} serve this study's queues: running it here too "
                                "would run its tasks twice at once. Stop them first (`merlin-mdm stop-workers`), "
@@ -199,6 +196,14 @@ def unserved_queues(workspace: Workspace, snap: StudySnapshot) -> list[str]:
     queues = {i.task_queue for i in workspace.load_plan().instances if i.step in waiting}
     taken = {q for names in active_queues(CeleryBackend().config(workspace)).values() for q in names}
     return sorted(queues - taken)
+
+
+def serving_workers(config: AppConfig, plan: StudyPlan) -> list[str]:
+    """The live workers that consume a queue of ``plan``'s steps (each answers within a second)."""
+    from merlin_mdm.backends.celery.workers import active_queues
+
+    queues = {i.task_queue for i in plan.instances}
+    return sorted(w for w, names in active_queues(config).items() if queues & set(names))
 
 
 def _refuse_while_held(config: AppConfig, plan: StudyPlan) -> None:

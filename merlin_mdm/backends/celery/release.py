@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any, cast
 
-from merlin_mdm.backends.celery.backend import CeleryBackend, check_server
+from merlin_mdm.backends.celery.backend import CeleryBackend, check_server, serving_workers
 from merlin_mdm.backends.celery.broker import UNACKED_KEY, message_workspace
 from merlin_mdm.errors import BackendError, UsageError
 from merlin_mdm.status.redis_store import RedisStatusStore
@@ -51,10 +51,7 @@ def release_held(path: Path) -> str:
 
 
 def _refuse_while_served(config: Any, plan: StudyPlan) -> None:
-    from merlin_mdm.backends.celery.workers import active_queues
-
-    queues = {i.task_queue for i in plan.instances}
-    serving = sorted(w for w, names in active_queues(config).items() if queues & set(names))
+    serving = serving_workers(config, plan)
     if serving:
         raise BackendError(f"worker(s) {', '.join(serving)} serve this study's queues: the messages they hold may "
                            "be units they run now. Stop them first (`merlin-mdm stop-workers`), then --release")
