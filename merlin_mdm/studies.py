@@ -19,7 +19,7 @@ from merlin_mdm.status.model import StudySnapshot, StudyState
 from merlin_mdm.status.store import StatusStore
 from merlin_mdm.study.layout import Workspace
 from merlin_mdm.study.lock import LOCK_FILE, LockHolder, WorkspaceLock
-from merlin_mdm.study.plan import StudyPlan
+from merlin_mdm.study.plan import StudyPlan, UnitKey
 
 if TYPE_CHECKING:  # the spec loads when a study is started or validated, not for `status`
     from merlin_mdm.spec import LoadedSpec, Spec
@@ -196,21 +196,30 @@ def study_status(target: Path) -> StudySnapshot:
     A local study recorded as running whose runner is gone (it holds no lock any more, whatever killed it) is
     recorded as interrupted first: its units in flight go back to queued with their done-markers counted.
     """
+    return study_tasks(target)[0]
+
+
+def study_tasks(target: Path) -> tuple[StudySnapshot, list[UnitKey]]:
+    """:func:`study_status`, and the units in flight (taken by a worker or runner, outcome not recorded yet)."""
     ws = find_workspace(target)
     name = backend_of(ws)
     if name == "local" and not ws.status_path.exists():
         raise StatusError(f"no status database in {ws.info}: the study was never started (or it was deleted)")
     store = get_backend(name).status_store(ws)
     try:
-        snap = store.snapshot()  # read once: on a 100,000-unit study one read is most of the command's time
-        if name != "local" or snap.state is not StudyState.RUNNING:
-            return snap
-        live = _record_dead_runner(ws, store)
-        if live is None:
-            return store.snapshot()  # recorded as interrupted (or it ended meanwhile): read what is now true
-        return snap if snap.message else dataclasses.replace(snap, message=f"run by {live}")
+        return _current(ws, name, store), store.units_in_flight()
     finally:
         store.close()
+
+
+def _current(ws: Workspace, backend: str, store: StatusStore) -> StudySnapshot:
+    snap = store.snapshot()  # read once: on a 100,000-unit study one read is most of the command's time
+    if backend != "local" or snap.state is not StudyState.RUNNING:
+        return snap
+    live = _record_dead_runner(ws, store)
+    if live is None:
+        return store.snapshot()  # recorded as interrupted (or it ended meanwhile): read what is now true
+    return snap if snap.message else dataclasses.replace(snap, message=f"run by {live}")
 
 
 def _record_dead_runner(ws: Workspace, store: StatusStore) -> LockHolder | None:

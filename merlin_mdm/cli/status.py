@@ -64,7 +64,8 @@ def status(target: Path, as_json: bool, dump: Path | None) -> None:
 
 
 def _with_idle_queues(ws: Workspace, snap: StudySnapshot) -> StudySnapshot:
-    """A Celery study that runs nothing while work waits in queues no worker takes says so in its message."""
+    """A Celery study that runs nothing while work waits in queues no worker takes says so in its message, and
+    so does one whose running units were taken by workers that are gone."""
     from merlin_mdm.status.states import TaskState
     from merlin_mdm.studies import backend_of
 
@@ -77,14 +78,21 @@ def _with_idle_queues(ws: Workspace, snap: StudySnapshot) -> StudySnapshot:
     from merlin_mdm.errors import MerlinMdmError
 
     try:
-        idle = unserved_queues(ws, snap)
+        found = unserved_queues(ws, snap)
     except (KombuError, RedisError, OSError, MerlinMdmError):
         return snap  # the counts were read; who consumes the queues is a nicety
-    if not idle:
-        return snap
-    waiting = snap.count(TaskState.QUEUED)
-    return _noted(snap, f"nothing runs: {waiting} task(s) wait in queue(s) {', '.join(idle)}, which no worker "
-                        "takes; start workers with `merlin-mdm run-workers SPEC`")
+    if found.orphaned:
+        running = sum(s.counts.get(TaskState.RUNNING.value, 0) for s in snap.steps)
+        snap = _noted(snap, f"{running} task(s) are recorded running, but no live worker serves queue(s) "
+                            f"{', '.join(found.orphaned)}: the workers that took them are gone (killed, or their "
+                            f"node or allocation ended). `merlin-mdm restart {ws.root} --release` gives them back "
+                            f"now; else the broker does after visibility_timeout {found.visibility_timeout:g} s, to "
+                            "the next worker started on those queues")
+    if found.waiting:
+        waiting = snap.count(TaskState.QUEUED)
+        snap = _noted(snap, f"nothing runs: {waiting} task(s) wait in queue(s) {', '.join(found.waiting)}, which "
+                            "no worker takes; start workers with `merlin-mdm run-workers SPEC`")
+    return snap
 
 
 def _noted(snap: StudySnapshot, note: str) -> StudySnapshot:
@@ -97,7 +105,8 @@ def _noted(snap: StudySnapshot, note: str) -> StudySnapshot:
 @click.argument("target", type=click.Path(exists=True, path_type=Path))
 @click.option("--steps", multiple=True, help="Only these steps; repeatable.")
 @click.option("--task-status", "statuses", multiple=True,
-              help="Only tasks in this state: FINISHED, FAILED, NOT_RUN (CANCELLED), QUEUED (INITIALIZED), UNKNOWN.")
+              help="Only tasks in this state: FINISHED, FAILED, NOT_RUN (CANCELLED), RUNNING, QUEUED (INITIALIZED), "
+                   "UNKNOWN.")
 @click.option("--return-code", "codes", multiple=True,
               help="Only tasks that ended with this code: SUCCESS, SOFT_FAIL, HARD_FAIL, RESTART, RETRY, "
                    "STOP_WORKERS (with or without MERLIN_), UNRECOGNIZED (any other), or a number such as 7.")
@@ -112,7 +121,7 @@ def detailed_status(target: Path, steps: tuple[str, ...], statuses: tuple[str, .
 
     from merlin_mdm.errors import UsageError
     from merlin_mdm.status.detail import TASK_STATUSES, code_matches, task_rows, wanted_codes
-    from merlin_mdm.studies import find_workspace, study_status
+    from merlin_mdm.studies import find_workspace, study_tasks
 
     ws = find_workspace(target)
     wanted = set()
@@ -126,7 +135,7 @@ def detailed_status(target: Path, steps: tuple[str, ...], statuses: tuple[str, .
         raise UsageError(f"--return-code {exc}") from None
     plan = ws.load_plan()
     ws.check_in_place(plan)
-    rows = (r for r in task_rows(plan, study_status(ws.root))
+    rows = (r for r in task_rows(plan, *study_tasks(ws.root))
             if (not steps or r.step in steps) and (not wanted or r.status in wanted)
             and (not want_codes or code_matches(r.return_code, want_codes)))
     selected = [dataclasses.asdict(r) for r in itertools.islice(rows, max_tasks)]

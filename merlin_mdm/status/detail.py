@@ -3,13 +3,13 @@ on disk (the truth about a finished task) and the failures the status store reco
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from merlin_mdm.spec.exitcodes import ExitCode
 from merlin_mdm.status.model import StudySnapshot, TaskFailure
-from merlin_mdm.study.plan import NO_SAMPLE, StudyPlan
+from merlin_mdm.study.plan import NO_SAMPLE, StudyPlan, UnitKey
 
 __all__ = ["RETURN_CODES", "TASK_STATUSES", "TaskRow", "code_matches", "task_rows", "wanted_codes"]
 
@@ -27,7 +27,7 @@ class TaskRow:
     step: str
     instance: str
     sample: int  # -1 for a task that does not run per sample
-    status: str  # finished | failed | not_run | queued | unknown
+    status: str  # finished | failed | not_run | running | queued | unknown
     return_code: str  # MERLIN_SUCCESS, MERLIN_SOFT_FAIL, ... ('' when it has not ended)
     workspace: str
     reason: str = ""
@@ -72,10 +72,15 @@ def code_matches(code: str, wanted: set[str]) -> bool:
     return code in wanted or (UNRECOGNIZED in wanted and code.startswith(f"{UNRECOGNIZED} ("))
 
 
-def task_rows(plan: StudyPlan, snap: StudySnapshot) -> Iterator[TaskRow]:
-    """Every task of the study, in plan order."""
+def task_rows(plan: StudyPlan, snap: StudySnapshot, in_flight: Collection[UnitKey] = ()) -> Iterator[TaskRow]:
+    """Every task of the study, in plan order.
+
+    A task of a unit in flight (a worker took it, its outcome is not recorded) that has no done-marker is
+    running, as `status` counts it: a unit's tasks run one after the other in the worker that took it.
+    """
     failed = {(name, f.sample): f for step in snap.steps for name, f in step.failures}
     over = snap.state.over
+    running = {(key.instance, sample) for key in in_flight for sample in plan.unit_samples(key)}
     for inst in plan.instances:
         for index in range(plan.n_tasks(inst.index)):
             sample = index if inst.uses_samples and plan.samples is not None else NO_SAMPLE
@@ -88,5 +93,7 @@ def task_rows(plan: StudyPlan, snap: StudySnapshot) -> Iterator[TaskRow]:
             elif failure is not None:
                 yield TaskRow(inst.step, inst.name, sample, failure.state.value, _code(failure), str(where),
                               failure.reason)
+            elif (inst.index, sample) in running and not over:
+                yield TaskRow(inst.step, inst.name, sample, "running", "", str(where))
             else:
                 yield TaskRow(inst.step, inst.name, sample, "unknown" if over else "queued", "", str(where))

@@ -334,6 +334,12 @@ class RedisStatusStore(StatusStore):
         states = self._call(self.r.hgetall, self.k_ustate)
         return {UnitKey.from_id(k) for k, v in states.items() if v == "d"}
 
+    def units_in_flight(self) -> list[UnitKey]:
+        """Units a worker took and nobody recorded yet (a dead worker's stay so until given back)."""
+        states = self._call(self.r.hgetall, self.k_ustate)
+        return sorted((UnitKey.from_id(k) for k, v in states.items() if v == "r"),
+                      key=lambda k: (k.instance, k.unit))
+
     def reset_unfinished(self, lost: Iterable[UnitKey] = ()) -> list[UnitKey]:
         """Queue again every unit with a task not finished, and the ``lost`` ones (recorded finished, but a
         done-marker is gone); the other units whose every task finished stay recorded.

@@ -61,6 +61,13 @@ def _counts_match_disk(ws: Path, env: dict[str, str]) -> dict[str, dict[str, int
     return steps
 
 
+def _task_statuses(ws: Path, env: dict[str, str]) -> list[str]:
+    """Each task's status, as `detailed-status` lists it."""
+    result = merlin("detailed-status", str(ws), cwd=ws, env=env)
+    assert result.returncode == 0, result.stderr
+    return [line.split(": ", 1)[1].split()[0] for line in result.stdout.splitlines()]
+
+
 def _finish(ws: Path, env: dict[str, str]) -> None:
     done = merlin("monitor", str(ws), "--sleep", "0.3", cwd=ws, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -261,8 +268,15 @@ def test_restart_release_gives_back_what_a_killed_worker_held(tmp_path: Path, re
     ws = _queue(tmp_path, spec, env)
     victim = worker_pool.start("victim", queues=queue, concurrency=1, log_dir=tmp_path)
     wait_for(lambda: any((ws / "work").glob("*/runs.log")), 60, "a unit to start")
+    live = _status(ws, env)
+    assert live["steps"][0]["counts"]["running"] == 1 and "no live worker" not in live["message"], live
+    assert _task_statuses(ws, env).count("running") == 1  # detailed-status agrees with status
     os.killpg(victim.pid, signal.SIGKILL)  # the whole worker, as a node that dies: its message stays held
     victim.wait(timeout=10)
+    orphaned = _status(ws, env)  # still recorded running: status says whose it was and what to do
+    assert orphaned["state"] == "running" and orphaned["steps"][0]["counts"]["running"] == 1, orphaned
+    assert f"1 task(s) are recorded running, but no live worker serves queue(s) {queue}" in orphaned["message"]
+    assert f"restart {ws} --release" in orphaned["message"], orphaned["message"]
     refused = merlin("restart", str(ws), cwd=tmp_path, env=env)
     assert refused.returncode == 1 and "taken by workers" in refused.stderr and "--release" in refused.stderr, \
         refused.stderr

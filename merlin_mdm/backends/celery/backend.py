@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -185,17 +186,36 @@ class CeleryBackend(Backend):
             broker.close()
 
 
-def unserved_queues(workspace: Workspace, snap: StudySnapshot) -> list[str]:
-    """The queues holding this running study's queued work that no live worker takes, asked only when nothing
-    of it runs (workers stopped with `stop-workers`, or their allocation ended): then `status` can say so."""
+@dataclass(frozen=True)
+class Unserved:
+    """Queues of a running study that no live worker serves, as `status` points them out."""
+
+    waiting: list[str]  # queues holding queued work, while nothing of the study runs
+    orphaned: list[str]  # queues of steps with tasks recorded running: the workers that took them are gone
+    visibility_timeout: float = 0.0  # when the broker hands a dead worker's units out again on its own
+
+
+def unserved_queues(workspace: Workspace, snap: StudySnapshot) -> Unserved:
+    """The queues of a running study that no live worker takes: work waits there while nothing runs (workers
+    stopped with `stop-workers`, their allocation ended), or the workers that took its running units are gone
+    (SIGKILL, a node lost): then `status` can say so. Asks the workers (a second) only for a running study."""
     from merlin_mdm.backends.celery.workers import active_queues
 
-    if snap.state is not StudyState.RUNNING or snap.count(TaskState.RUNNING) or not snap.count(TaskState.QUEUED):
-        return []
-    waiting = {s.step for s in snap.steps if s.counts.get(TaskState.QUEUED.value)}
-    queues = {i.task_queue for i in workspace.load_plan().instances if i.step in waiting}
-    taken = {q for names in active_queues(CeleryBackend().config(workspace)).values() for q in names}
-    return sorted(queues - taken)
+    if snap.state is not StudyState.RUNNING:
+        return Unserved([], [])
+    running = {s.step for s in snap.steps if s.counts.get(TaskState.RUNNING.value)}
+    waiting = set() if running else {s.step for s in snap.steps if s.counts.get(TaskState.QUEUED.value)}
+    if not running and not waiting:
+        return Unserved([], [])
+    plan = workspace.load_plan()
+    config = CeleryBackend().config(workspace)
+    taken = {q for names in active_queues(config).values() for q in names}
+
+    def unserved(steps: set[str]) -> list[str]:
+        return sorted({i.task_queue for i in plan.instances if i.step in steps} - taken)
+
+    derived = None if config.visibility_set else derived_visibility(plan)  # what run-workers gives its workers
+    return Unserved(unserved(waiting), unserved(running), derived or config.visibility_timeout)
 
 
 def serving_workers(config: AppConfig, plan: StudyPlan) -> list[str]:

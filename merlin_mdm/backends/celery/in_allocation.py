@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
-from merlin_mdm.backends.celery.workers import WorkerCommand
+from merlin_mdm.backends.celery.workers import COLD_STOP_SIGNAL, WorkerCommand
 from merlin_mdm.backends.execution import walltime_seconds
 from merlin_mdm.batch import Allocation, get_batch_system
 from merlin_mdm.batch.base import deadline_from_env
@@ -137,9 +137,9 @@ class Supervisor:
             self.escalation = [(0.0, sig) for _, sig in self.escalation]
             return
         self.signalled = signum
-        # the early warning (Slurm's --signal) leaves time: the warm shutdown through the broker, as at the
-        # walltime margin; a stop signal (scancel's SIGTERM, which the workers got too) is passed on
-        self.stop(f"signal {signal.Signals(signum).name}", via_broker=signum == self.early_signal)
+        # through the broker, as at the walltime margin, for the early warning (Slurm's --signal) and a stop
+        # signal alike: passed on to a launcher (srun), SIGTERM would SIGKILL the whole step at once
+        self.stop(f"signal {signal.Signals(signum).name}")
 
     def _check(self) -> None:
         if self.deadline is not None and time.time() >= self.deadline - self.margin:
@@ -147,17 +147,17 @@ class Supervisor:
         elif self.is_over is not None and self.is_over():
             self.stop(STUDY_OVER)
 
-    def stop(self, why: str, via_broker: bool = True) -> None:
+    def stop(self, why: str) -> None:
         """Ask every worker for a warm shutdown (finish the task in hand, give the rest back).
 
-        Workers are asked through the broker when a ``shutdown`` is given: a launcher (srun) that gets
-        SIGTERM ends its whole step at once, killing the tasks in hand. A signal to us is passed on as is.
+        Workers are asked through the broker when a ``shutdown`` is given: a launcher (srun) that gets SIGTERM
+        (or SIGQUIT) ends its whole step at once with SIGKILL, killing the tasks in hand (Slurm 22.05, measured).
         """
         first = self.stopping is None
         self.stopping = self.stopping or why
         if first:
             self.log(f"run-workers: stopping the workers: {why}")
-        if self.shutdown is not None and first and via_broker:
+        if self.shutdown is not None and first:
             self.asked_at = time.time()
             from kombu.exceptions import KombuError
             from redis import RedisError
@@ -178,20 +178,20 @@ class Supervisor:
         return max(0.0, min(self.grace, (self.deadline - time.time()) / 2))
 
     def _terminate(self) -> None:
-        """SIGTERM (Celery's warm shutdown); after the grace period SIGQUIT (cold: running units are given
-        back, recorded queued), and SIGKILL 10 s later."""
+        """SIGTERM (Celery's warm shutdown); after the grace period the cold shutdown (running units are given
+        back, recorded queued: ``COLD_STOP_SIGNAL``, which a launcher passes on), and SIGKILL 10 s later."""
         self.asked_at = None
         self._send(signal.SIGTERM)
         now = time.time()
         grace = self._grace()
-        self.escalation = [(now + grace, signal.SIGQUIT), (now + grace + 10, signal.SIGKILL)]
+        self.escalation = [(now + grace, COLD_STOP_SIGNAL), (now + grace + 10, signal.SIGKILL)]
 
     def _cold(self) -> None:
-        """After a warm shutdown asked through the broker: SIGQUIT (cold: the units in hand are given back,
-        recorded queued), SIGKILL 10 s later. Not SIGTERM again: a launcher (srun) takes it to end its whole step,
-        and the workers were asked for the warm shutdown already."""
+        """After a warm shutdown asked through the broker: the cold one (``COLD_STOP_SIGNAL``: the units in hand
+        are given back, recorded queued), SIGKILL 10 s later. Neither SIGTERM nor SIGQUIT: srun passes neither
+        on to the workers; it SIGKILLs its whole step, and the broker would hold the units in hand."""
         self.asked_at = None
-        self._send(signal.SIGQUIT)
+        self._send(COLD_STOP_SIGNAL)
         self.escalation = [(time.time() + 10, signal.SIGKILL)]
 
     def _escalate(self) -> None:

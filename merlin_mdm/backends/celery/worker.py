@@ -7,16 +7,34 @@ The worker's pool processes are forked from this process once it has loaded this
 imports lazily is imported here first (``PRELOADED``). Otherwise every pool process imports it on its first
 unit, all at the same time: numpy alone took 0.25-0.30 s per process, and with 4 processes on 2 busy cores
 the first units of a study started 0.1-0.8 s late (issue 10, 8 x `sleep 1`).
+
+``COLD_STOP_SIGNAL`` (SIGUSR2) makes the worker stop cold, as SIGQUIT does: the signal a launcher (srun) passes
+on, where it would end its whole step on SIGQUIT itself.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
+import signal
+from types import FrameType
 
 from merlin_mdm.backends.celery.app import make_app
+from merlin_mdm.backends.celery.workers import COLD_STOP_SIGNAL
 from merlin_mdm.config import load_config
 
 __all__ = ["PRELOADED", "app"]
+
+_MAIN = os.getpid()  # the worker's main process (its pool processes are forked from it and inherit handlers)
+
+
+def _stop_cold(signum: int, frame: FrameType | None) -> None:
+    """Celery's own cold shutdown: SIGQUIT to the main process (pool processes leave it to the main one)."""
+    if os.getpid() == _MAIN:
+        os.kill(_MAIN, signal.SIGQUIT)
+
+
+signal.signal(COLD_STOP_SIGNAL, _stop_cold)  # Celery leaves SIGUSR2 alone unless CELERY_RDBSIG is set
 
 # numpy, mmap: reading a study's samples (memory-mapped); encodings.idna: resolving the Redis host name.
 PRELOADED = ("numpy", "mmap", "encodings.idna")

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from merlin_mdm.backends.celery.in_allocation import Supervisor
+from merlin_mdm.backends.celery.workers import COLD_STOP_SIGNAL
 from merlin_mdm.batch import TERMINAL_STATES, JobState, get_batch_system
 from tests.integration.conftest import RedisFixture, wait_until
 from tests.integration.launching import merlin, samples_study
@@ -110,9 +111,9 @@ def test_the_supervisor_asks_through_the_broker_first_and_signals_after_the_grac
     supervisor = Supervisor([stubborn], is_over=lambda: True, poll=0.05, grace=0.3, log=lambda m: None,
                             shutdown=lambda: asked.append(True))
     assert supervisor.run() == 0
-    # it ignored the broker: the cold shutdown (SIGQUIT, units given back) came after, not SIGTERM, which a
-    # launcher (srun) takes to end its whole step
-    assert asked == [True] and stubborn.returncode == -signal.SIGQUIT
+    # it ignored the broker: the cold shutdown (units given back) came after, as the signal a launcher passes on
+    # (SIGUSR2); not SIGTERM or SIGQUIT, which srun takes to SIGKILL its whole step
+    assert asked == [True] and stubborn.returncode == -COLD_STOP_SIGNAL
 
 
 def test_the_grace_ends_halfway_to_the_walltime() -> None:
@@ -121,7 +122,7 @@ def test_the_grace_ends_halfway_to_the_walltime() -> None:
     start = time.time()
     supervisor = Supervisor([stubborn], deadline=start + 4, margin=4, poll=0.05, grace=30, log=lambda m: None,
                             shutdown=lambda: asked.append(time.time()))
-    assert supervisor.run() == 0 and stubborn.returncode == -signal.SIGQUIT
+    assert supervisor.run() == 0 and stubborn.returncode == -COLD_STOP_SIGNAL
     assert len(asked) == 1 and time.time() < start + 4  # cold before the walltime, not 30 s after the warm ask
 
 
@@ -136,7 +137,22 @@ def test_the_early_warning_signal_asks_through_the_broker_first() -> None:
         assert supervisor.run() == 128 + signal.SIGUSR1
     finally:
         timer.cancel()
-    assert asked == [True] and stubborn.returncode == -signal.SIGQUIT
+    assert asked == [True] and stubborn.returncode == -COLD_STOP_SIGNAL
+
+
+def test_a_stop_signal_in_an_allocation_asks_through_the_broker_not_the_launcher() -> None:
+    # scancel's SIGTERM passed on to srun would SIGKILL the whole step (Slurm 22.05, measured): warm shutdown
+    # through the broker, then the cold one as the signal srun passes on
+    stubborn = subprocess.Popen(["sleep", "300"])
+    asked: list[bool] = []
+    supervisor = Supervisor([stubborn], poll=0.05, grace=0.3, log=lambda m: None, shutdown=lambda: asked.append(True))
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    try:
+        assert supervisor.run() == 128 + signal.SIGTERM
+    finally:
+        timer.cancel()
+    assert asked == [True] and stubborn.returncode == -COLD_STOP_SIGNAL
 
 
 @pytest.mark.redis

@@ -165,3 +165,30 @@ def test_an_mpi_step_runs_two_ranks_through_srun(slurm: SingleNodeSlurm, redis_s
     assert wait_state(job_id, TERMINAL_STATES, 120) is JobState.COMPLETED
     assert sorted(p.read_text() for p in tmp_path.glob("rank*.txt")) == ["rank 0 of 2", "rank 1 of 2"]
 
+
+
+@pytest.mark.redis
+@pytest.mark.celery
+def test_at_the_walltime_a_unit_in_hand_is_given_back_through_srun(
+        slurm: SingleNodeSlurm, redis_server: RedisFixture, tmp_path: Path) -> None:
+    """The unit ignores the warm stop; the cold one reaches the worker through srun (which SIGKILLs its step on
+    SIGQUIT or SIGTERM), so the unit goes back to the queue instead of being held until the visibility timeout."""
+    from merlin_mdm.backends.celery.broker import held_messages
+    from merlin_mdm.config import load_config
+
+    # the supervisor stops the workers 100 s before the 2-minute walltime, so 20 s in; its grace is 30 s
+    env = {**_app(redis_server, tmp_path), "MERLIN_MDM_WALLTIME_MARGIN": "100"}
+    spec = samples_study(tmp_path / "study.yaml", "drain", '{type: slurm, walltime: "00:02:00"}',
+                         "drainers: {args: -l INFO, steps: [all]}", 1,
+                         f'cmd: "echo $(V) >> {tmp_path}/starts.log; sleep 300"', "echo funnel")
+    _queue(spec, env, 1)
+    job_id = _launch(spec, env)
+    assert wait_state(job_id, TERMINAL_STATES, 150) is JobState.COMPLETED  # ended by run-workers, not Slurm
+    log = (tmp_path / "out").glob(f"drain_*/merlin_info/batch/*{job_id}*")
+    assert (tmp_path / "starts.log").read_text() == "0\n", list(log)
+    status = json.loads(merlin("status", "study.yaml", "--json", cwd=tmp_path, env=env).stdout)
+    work = next(s for s in status["steps"] if s["step"] == "work")["counts"]
+    assert (work["queued"], work["running"]) == (1, 0), status  # given back, recorded queued
+    workspace = json.loads(next((tmp_path / "out").glob("drain_*/merlin_info/plan.json")).read_text())["workspace"]
+    held = held_messages(load_config(None, Path(env["MERLIN_MDM_CONFIG"])), ["merlin"], workspace)
+    assert (held.waiting, held.unacked) == (1, 0), held  # back in the queue, not held by the dead worker
