@@ -172,6 +172,17 @@ class TestStatusStoreContract:
         store.unit_progress(unit, 4)  # after its record: nothing changes
         assert _counts(store)["a"] == {"queued": 6, "finished": 3, "failed": 1}
 
+    def test_units_in_flight_are_those_taken_and_not_recorded(self, new_store: StoreFactory) -> None:
+        store, plan = new_store()
+        store.register(plan)
+        assert store.units_in_flight() == []
+        for unit in (UnitKey(0, 2), UnitKey(0, 0), UnitKey(0, 1)):
+            store.unit_started(unit, "host", 1.0)
+        assert store.unit_finished(UnitKey(0, 1), UnitOutcome(4, 0, 0)) is True
+        assert store.units_in_flight() == [UnitKey(0, 0), UnitKey(0, 2)]
+        store.requeue({UnitKey(0, 2): 0})  # given back: queued, no longer in flight
+        assert store.units_in_flight() == [UnitKey(0, 0)]
+
     def test_a_reader_opened_later_sees_the_same_study(self, new_store: StoreFactory) -> None:
         writer, plan = new_store()
         writer.register(plan)
