@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from merlin_mdm.status.model import StepSummary, StudySnapshot, StudyState, TaskFailure, TaskState
 from merlin_mdm.status.detail import task_rows
+from merlin_mdm.status.model import StepSummary, StudySnapshot, StudyState, TaskFailure, TaskState
 from merlin_mdm.study.plan import Edge, StepInstance, StudyPlan, UnitKey
 from merlin_mdm.study.samples import SampleSet
 
