@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from merlin_mdm.errors import SpecIssue
+from merlin_mdm.spec.batch_options import OPTION_KEYS, parse_batch_options
 from merlin_mdm.spec.exitcodes import EXIT_CODE_TOKENS
 from merlin_mdm.spec.hazards import NAME_MAX, check_hazards
 from merlin_mdm.spec.issues import IssueCollector, did_you_mean, key_mark, value_mark
@@ -39,6 +40,7 @@ def check_spec(spec: Spec, issues: IssueCollector, batch_types: Iterable[str] = 
     _check_other_tokens(spec, issues)
     _check_workspace_refs(spec, issues)
     _check_batch(spec, issues, tuple(batch_types))
+    _check_batch_options(spec, issues)
     _check_workers(spec, issues)
     _check_paths(spec, issues)
     check_hazards(spec, issues)
@@ -339,6 +341,28 @@ def _check_batch(spec: Spec, issues: IssueCollector, batch_types: tuple[str, ...
         issues.error(value_mark(batch, "type"), "batch.type",
                      f"unknown batch type '{spec.batch.type}'{did_you_mean(spec.batch.type, batch_types)}"
                      f" (known: {', '.join(batch_types)})")
+
+
+def _check_batch_options(spec: Spec, issues: IssueCollector) -> None:
+    """`slurm_args`/`lsf_args` of the batch block and of each worker's: `launch` refuses what it cannot read."""
+    blocks: list[tuple[str, object]] = [("batch", spec.raw.get("batch"))]
+    workers = _node(spec, "merlin", "resources", "workers")
+    if isinstance(workers, MarkedDict):
+        blocks += [(f"merlin.resources.workers.{name}.batch", node.get("batch"))
+                   for name, node in workers.items() if isinstance(node, MarkedDict)]
+    for where, block in blocks:
+        if not isinstance(block, MarkedDict):
+            continue
+        for key in OPTION_KEYS:
+            raw = block.get(key)
+            if raw is None or "$(" in str(raw):  # a variable's value is read at `launch`
+                continue
+            try:
+                parse_batch_options(raw)
+            except ValueError as exc:
+                issues.error(value_mark(block, key), f"{where}.{key}",
+                             f"{exc}: write the options as the scheduler's command line takes them "
+                             "(e.g. \"--mem=0 --exclusive -p big\")")
 
 
 def _check_workers(spec: Spec, issues: IssueCollector) -> None:

@@ -12,7 +12,7 @@ import json
 import shlex
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +22,9 @@ from merlin_mdm.batch import AllocationRequest, JobState, get_batch_system
 from merlin_mdm.config import AppConfig
 from merlin_mdm.errors import BatchError, UsageError
 from merlin_mdm.spec import BatchConfig, Spec
+from merlin_mdm.spec.batch_options import parse_batch_options
+from merlin_mdm.spec.issues import key_mark
+from merlin_mdm.spec.loader import MarkedDict
 from merlin_mdm.study.layout import Workspace
 
 __all__ = [
@@ -89,28 +92,11 @@ def _merged(base: BatchConfig, override: BatchConfig | None) -> BatchConfig:
 
 
 def _options(raw: object) -> tuple[tuple[str, str], ...]:
-    """`slurm_args`/`lsf_args` (text such as ``--mem=0 --exclusive -p big``, or a mapping) as (option, value)
-    pairs: a long option without its dashes (``("mem", "0")``, a flag with ``""``), a short one with its dash
-    (``("-p", "big")``). Nothing is dropped: a token that is no option and follows none is a BatchError."""
-    if isinstance(raw, Mapping):
-        return tuple((str(k).lstrip("-") if str(k).startswith("--") or len(str(k)) > 2 else str(k),
-                      "" if v is None or v is True else str(v)) for k, v in raw.items())
-    tokens = shlex.split(str(raw or ""))
-    out: list[tuple[str, str]] = []
-    i = 0
-    while i < len(tokens):
-        token = tokens[i]
-        if not token.startswith("-"):
-            raise BatchError(f"batch options {raw!r}: {token!r} is no option and follows none")
-        has_value = "=" not in token and i + 1 < len(tokens) and not tokens[i + 1].startswith("-")
-        value = tokens[i + 1] if has_value else ""
-        if token.startswith("--"):
-            key, _, inline = token[2:].partition("=")
-            out.append((key, inline or value))
-        else:
-            out.append((token, value))
-        i += 2 if has_value else 1
-    return tuple(out)
+    """`slurm_args`/`lsf_args` as (option, value) pairs (:func:`parse_batch_options`); BatchError when malformed."""
+    try:
+        return parse_batch_options(raw)
+    except ValueError as exc:
+        raise BatchError(f"batch options {exc}") from None
 
 
 Planned = tuple[tuple[str, ...], AllocationRequest]  # the worker groups an allocation runs, and the request
@@ -190,15 +176,31 @@ def submit_all(spec: Spec, planned: Sequence[Planned], workspace: Path) -> list[
         try:
             job_id = system.submit(req)
         except BatchError as exc:
+            why = (f"{exc} (the request comes from {batch_origin(spec, names)}; `merlin-mdm launch {spec.path} --dry` "
+                   "prints it)")
             if not records:
-                raise
+                raise BatchError(why) from None
             done = ", ".join(f"job {r.job_id} ({r.name})" for r in records)
-            raise BatchError(f"{exc}; submitted before it, and left to run (cancel them with the scheduler if "
+            raise BatchError(f"{why}; submitted before it, and left to run (cancel them with the scheduler if "
                              f"need be): {done}") from None
         record = AllocationRecord(job_id, system.name, req.name, names, req.nodes, time.time())
         write_record(workspace, record)
         records.append(record)
     return records
+
+
+def batch_origin(spec: Spec, names: Sequence[str]) -> str:
+    """Where the spec writes the batch settings of an allocation for the worker group(s) ``names``: the
+    `batch` block, and a single group's own `batch` block over it."""
+    merlin = spec.raw.get("merlin")
+    resources = merlin.get("resources") if isinstance(merlin, MarkedDict) else None
+    workers = resources.get("workers") if isinstance(resources, MarkedDict) else None
+    places = [("batch", spec.raw.get("batch"), key_mark(spec.raw, "batch"))]
+    worker = workers.get(names[0]) if len(names) == 1 and isinstance(workers, MarkedDict) else None
+    if isinstance(worker, MarkedDict) and "batch" in worker:
+        places.append((f"merlin.resources.workers.{names[0]}.batch", worker.get("batch"), key_mark(worker, "batch")))
+    found = [f"{spec.path}:{mark[0]}: {path}" for path, node, mark in places if node is not None]
+    return " and ".join(found) or f"{spec.path} (no batch block: the defaults)"
 
 
 def allocation_states(workspace: Path, records: Sequence[AllocationRecord]) -> dict[str, JobState]:

@@ -192,3 +192,19 @@ def test_at_the_walltime_a_unit_in_hand_is_given_back_through_srun(
     workspace = json.loads(next((tmp_path / "out").glob("drain_*/merlin_info/plan.json")).read_text())["workspace"]
     held = held_messages(load_config(None, Path(env["MERLIN_MDM_CONFIG"])), ["merlin"], workspace)
     assert (held.waiting, held.unacked) == (1, 0), held  # back in the queue, not held by the dead worker
+
+
+@pytest.mark.redis
+def test_a_request_the_scheduler_refuses_names_the_spec_block_it_came_from(
+        slurm: SingleNodeSlurm, redis_server: RedisFixture, tmp_path: Path) -> None:
+    env = _app(redis_server, tmp_path)
+    spec = samples_study(tmp_path / "study.yaml", "drain",
+                         '{type: slurm, walltime: "00:01:00", slurm_args: "--partition=nosuchpart"}',
+                         "drainers: {args: -l INFO, steps: [all]}", 1, 'cmd: "echo $(V)"', "echo funnel")
+    _queue(spec, env, 1)
+    refused = merlin("launch", spec.name, cwd=tmp_path, env=env)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
+    assert "nosuchpart" in refused.stderr or "partition" in refused.stderr.lower(), refused.stderr
+    assert f"(the request comes from {spec.name}:3: batch; `merlin-mdm launch {spec.name} --dry` prints it)" \
+        in refused.stderr, \
+        refused.stderr

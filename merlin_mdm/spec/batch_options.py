@@ -1,0 +1,42 @@
+"""A batch block's scheduler options (`slurm_args`, `lsf_args`) read as (option, value) pairs. Pure."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping
+
+__all__ = ["OPTION_KEYS", "parse_batch_options"]
+
+OPTION_KEYS = ("slurm_args", "lsf_args")  # passed to the scheduler as written
+
+
+def parse_batch_options(raw: object) -> tuple[tuple[str, str], ...]:
+    """Options given as text such as ``--mem=0 --exclusive -p big``, or a mapping, as (option, value) pairs: a
+    long option without its dashes (``("mem", "0")``, a flag with ``""``), a short one with its dash (``("-p",
+    "big")``). Nothing is dropped.
+
+    Raises:
+        ValueError: a token that is no option and follows none, or text shlex cannot split (an open quote).
+    """
+    if isinstance(raw, Mapping):
+        return tuple((str(k).lstrip("-") if str(k).startswith("--") or len(str(k)) > 2 else str(k),
+                      "" if v is None or v is True else str(v)) for k, v in raw.items())
+    try:
+        tokens = shlex.split(str(raw or ""))
+    except ValueError as exc:  # "No closing quotation"
+        raise ValueError(f"{raw!r} cannot be split into options: {str(exc).lower()}") from None
+    out: list[tuple[str, str]] = []
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        if not token.startswith("-"):
+            raise ValueError(f"{raw!r}: {token!r} is no option and follows none")
+        has_value = "=" not in token and i + 1 < len(tokens) and not tokens[i + 1].startswith("-")
+        value = tokens[i + 1] if has_value else ""
+        if token.startswith("--"):
+            key, _, inline = token[2:].partition("=")
+            out.append((key, inline or value))
+        else:
+            out.append((token, value))
+        i += 2 if has_value else 1
+    return tuple(out)
