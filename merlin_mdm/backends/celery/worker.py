@@ -19,6 +19,7 @@ import os
 import signal
 from types import FrameType
 
+from merlin_mdm.backends.celery import worker_logging
 from merlin_mdm.backends.celery.app import make_app
 from merlin_mdm.backends.celery.workers import COLD_STOP_SIGNAL
 from merlin_mdm.config import load_config
@@ -34,7 +35,8 @@ def _stop_cold(signum: int, frame: FrameType | None) -> None:
         os.kill(_MAIN, signal.SIGQUIT)
 
 
-signal.signal(COLD_STOP_SIGNAL, _stop_cold)  # Celery leaves SIGUSR2 alone unless CELERY_RDBSIG is set
+signal.signal(COLD_STOP_SIGNAL, _stop_cold)
+worker_logging.install()  # Celery leaves SIGUSR2 alone unless CELERY_RDBSIG is set
 
 # numpy, mmap: reading a study's samples (memory-mapped); encodings.idna: resolving the Redis host name.
 PRELOADED = ("numpy", "mmap", "encodings.idna")

@@ -88,6 +88,9 @@ def test_sigkill_of_a_worker_process_mid_task_reruns_it_elsewhere(
     assert {s.step: s.counts["finished"] for s in snap.steps} == {"work": 6, "funnel": 1}
     started = _exactly_once(tmp_path, 6, killed=True)
     assert max(started.values()) == 2  # the killed task started twice and finished once
+    log = (tmp_path / "worker-victim.log").read_text()  # the lost process is one line, not billiard's traceback
+    assert "a pool process was lost (Worker exited prematurely: signal 9 (SIGKILL)" in log, log
+    assert "billiard" not in log and "Traceback" not in log, log
 
 
 def test_sigkill_of_a_whole_worker_is_recovered_after_the_visibility_timeout(
