@@ -171,5 +171,5 @@ def _apply_overrides(spec: Spec, overrides: Mapping[str, str], issues: IssueColl
         if key not in variables:
             issues.warn((0, 0), "env.variables", f"--vars {key}=... adds a variable the spec does not define")
     variables.update(overrides)
-    env = dataclasses.replace(spec.env, variables=tuple(variables.items()))
+    env = dataclasses.replace(spec.env, variables=tuple(variables.items()), from_vars=tuple(overrides))
     return dataclasses.replace(spec, env=env)

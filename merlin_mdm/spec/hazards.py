@@ -5,6 +5,7 @@ walltimes that are not a positive time, and env variables that refer to each oth
 from __future__ import annotations
 
 import math
+import shlex
 
 from merlin_mdm.spec.issues import IssueCollector, key_mark, value_mark
 from merlin_mdm.spec.loader import MarkedDict
@@ -76,9 +77,28 @@ def _check_variable_cycles(spec: Spec, issues: IssueCollector) -> None:
         cycle = _cycle_from(graph, start)
         if cycle and not reported & set(cycle):
             reported |= set(cycle)
-            path = " -> ".join(f"$({n})" for n in [*cycle, cycle[0]])
-            issues.error(key_mark(variables, cycle[0]), f"env.variables.{cycle[0]}",
-                         f"variables refer to each other in a circle ({path}), so none has a value")
+            _report_cycle(spec, cycle, variables, issues)
+
+
+def _report_cycle(spec: Spec, cycle: list[str], variables: object, issues: IssueCollector) -> None:
+    """One variable cycle: at the line of its first variable from the file, naming the --vars in it (a cycle made
+    of --vars alone has no line: the file did not make it)."""
+    in_file = [name for name in cycle if name not in spec.env.from_vars]
+    if in_file:
+        first = cycle.index(in_file[0])
+        cycle = [*cycle[first:], *cycle[:first]]  # the circle starts where the error is located
+    path = " -> ".join(f"$({n})" for n in [*cycle, cycle[0]])
+    values = dict(spec.env.variables)
+    given = " ".join(f"{n}={shlex.quote(values[n])}" for n in cycle if n in spec.env.from_vars)
+    if in_file:
+        through = f" through --vars {given}" if given else ""
+        issues.error(key_mark(variables, cycle[0]), f"env.variables.{cycle[0]}",
+                     f"variables refer to each other in a circle ({path}){through}, so none has a value")
+    elif len(cycle) == 1:
+        issues.error((0, 0), "env.variables", f"--vars {given} refers to itself ({path}), so it has no value")
+    else:
+        issues.error((0, 0), "env.variables",
+                     f"--vars {given} refer to each other in a circle ({path}), so none has a value")
 
 
 def _on_or_before_a_cycle(graph: dict[str, list[str]]) -> list[str]:

@@ -67,6 +67,7 @@ class Environment:
     labels: tuple[tuple[str, str], ...] = ()
     sources: tuple[str, ...] = ()
     dependencies: tuple[Dependency, ...] = ()
+    from_vars: tuple[str, ...] = ()  # the variables whose value came from the command line (--vars), not the file
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -9,7 +10,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
-from merlin_mdm.errors import SpecError, SpecIssue
+from merlin_mdm.errors import SpecError, SpecIssue, UsageError
 
 if TYPE_CHECKING:  # `status` reads plans (and their samples) without loading the spec model
     import numpy as np
@@ -20,6 +21,7 @@ __all__ = ["SAMPLE_SUFFIXES", "SampleSet", "check_samples_file", "checked_shape"
            "sample_count", "sample_path"]
 
 SAMPLE_SUFFIXES = (".npy", ".csv", ".tab")
+_RAGGED = re.compile(r"number of columns changed from \d+ to \d+")  # numpy's loadtxt, on a ragged table
 
 
 def hierarchy_sizes(n_samples: int, level_max_dirs: int) -> tuple[int, ...]:
@@ -74,8 +76,8 @@ def read_samples(path: Path, column_labels: Sequence[str] = ()) -> np.ndarray:
                 data = data[1:]
     except FileNotFoundError:
         raise _bad(path, "samples file not found") from None
-    except (OSError, ValueError) as exc:
-        raise _bad(path, f"cannot read samples: {exc}") from None
+    except (OSError, ValueError, EOFError) as exc:  # EOFError: an empty or cut .npy (click would say "Aborted.")
+        raise _bad(path, f"cannot read samples: {_unreadable(path, exc)}") from None
     if data.ndim == 1:
         data = data.reshape(-1, 1)
     if data.ndim != 2:
@@ -86,29 +88,83 @@ def read_samples(path: Path, column_labels: Sequence[str] = ()) -> np.ndarray:
     return cast("np.ndarray", data)
 
 
+def _unreadable(path: Path, exc: Exception) -> str:
+    """Why ``path`` could not be read, in the user's terms where numpy's message speaks of its own API."""
+    if path.suffix.lower() != ".npy":
+        return _ragged(path, str(exc)) or str(exc)
+    try:
+        with path.open("rb") as head:
+            magic = head.read(6)
+    except OSError:
+        return str(exc)
+    if magic != b"\x93NUMPY":
+        return "not a NumPy .npy file (numpy.save writes them)" if magic else "the file is empty"
+    if isinstance(exc, EOFError) or "EOF" in str(exc):
+        return f"the file is cut short ({exc})"
+    if "Python objects" in str(exc) or "pickle" in str(exc):
+        return "it holds Python objects (dtype object), which are never loaded since they could run code"
+    return str(exc)
+
+
+def _ragged(path: Path, error: str) -> str:
+    """numpy's "the number of columns changed" as the file's line that has another number of values ('' for
+    other errors): numpy counts rows without comments and blank lines, and suggests its own `usecols`."""
+    if not _RAGGED.search(error):
+        return ""
+    expected = None
+    with path.open(encoding="utf-8", errors="replace") as lines:
+        for number, line in enumerate(lines, 1):
+            text = line.split("#", 1)[0]
+            if not text.strip():
+                continue
+            count = len(text.split(",") if path.suffix.lower() == ".csv" else text.split())
+            if expected is not None and count != expected:
+                return f"line {number} has {count} value(s) where the lines above it have {expected}"
+            expected = count
+    return ""
+
+
+def _as_floats(data: np.ndarray) -> np.ndarray:
+    """``data`` as floats (ValueError when a value is no number), with the same rules (Python's ``float``) for
+    every dtype. Numbers are not cast: a complex one keeps its imaginary part (rendered ``(1+2j)`` in a task, as
+    in Merlin). Text wider than 256 characters goes through Python strings: numpy's own cast buffers 128 values of
+    the widest width, 500 MB for a single 1 MB value."""
+    import numpy as np
+
+    if data.dtype.kind in "biufc":
+        return data
+    if data.dtype.kind == "U" and data.dtype.itemsize > 4 * 256:
+        return data.astype(object).astype(float)
+    return np.asarray(data, dtype=float)
+
+
 def _check_values(path: Path, data: np.ndarray) -> None:
     """Refuse NaN/inf values, and a first row of names over numeric rows (a header not named as the columns)."""
     import numpy as np
 
     try:
-        numbers = np.asarray(data, dtype=float)
+        numbers = _as_floats(data)
     except ValueError:
         if data.shape[0] > 1 and _numeric(data[1:]) and not _numeric(data[:1]):
-            raise _bad(path, f"the first row {list(map(str, data[0]))} looks like a header: make it repeat "
+            raise _bad(path, f"the first row {[_shown(v) for v in data[0]]} looks like a header: make it repeat "
                              "merlin.samples.column_labels exactly, or remove it") from None
         return
     bad = np.argwhere(~np.isfinite(numbers))
     if len(bad):
         row, col = (int(v) for v in bad[0])
         raise _bad(path, f"{len(bad)} value(s) are not finite numbers, the first in row {row + 1}, column "
-                         f"{col + 1}: {data[row, col]}")
+                         f"{col + 1}: {_shown(data[row, col])}")
+
+
+def _shown(value: object, most: int = 40) -> str:
+    """A value as an error message shows it: cut after ``most`` characters (a cell may hold megabytes)."""
+    text = str(value)
+    return text if len(text) <= most else f"{text[:most]}... ({len(text)} characters)"
 
 
 def _numeric(block: np.ndarray) -> bool:
-    import numpy as np
-
     try:
-        np.asarray(block, dtype=float)
+        _as_floats(block)
     except ValueError:
         return False
     return True
@@ -130,18 +186,27 @@ def _marks(spec: Spec, key: str) -> tuple[int, int]:
     return value_mark(node, key)
 
 
-def checked_shape(spec: Spec, path: Path) -> tuple[int, int]:
-    """(rows, columns) of ``path`` read as ``spec``'s samples; a located SpecError when it does not fit."""
+def checked_shape(spec: Spec, path: Path, given: str = "") -> tuple[int, int]:
+    """(rows, columns) of ``path`` read as ``spec``'s samples; a located SpecError when it does not fit.
+
+    ``given`` names a file the command line gave instead of the spec's (``--samplesfile s.csv``): its problems
+    are then usage errors that name it, since no line of the spec is wrong.
+    """
     cfg = spec.samples
     labels = cfg.column_labels if cfg is not None else ()
     try:
         rows, columns = sample_count(path, labels)
     except SpecError as exc:
+        if given:
+            raise UsageError("; ".join(f"{given}: {issue.message}" for issue in exc.issues)) from None
         line, col = _marks(spec, "file")
         raise SpecError([SpecIssue(str(spec.path), line, col, "merlin.samples.file", f"{path}: {issue.message}")
                          for issue in exc.issues]) from None
     if columns != len(labels):
         line, col = _marks(spec, "column_labels")
+        if given:
+            raise UsageError(f"{given}: {columns} column(s), but merlin.samples.column_labels "
+                             f"({spec.path}:{line}:{col}) names {len(labels)}: {', '.join(labels)}")
         raise SpecError([SpecIssue(str(spec.path), line, col, "merlin.samples.column_labels",
                                    f"{len(labels)} column label(s) for {columns} column(s) in {path}")])
     return rows, columns

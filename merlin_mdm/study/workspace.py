@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from merlin_mdm import _shell
-from merlin_mdm.errors import SpecError, SpecIssue, WorkspaceError
+from merlin_mdm.errors import SpecError, SpecIssue, UsageError, WorkspaceError
 from merlin_mdm.spec import LoadedSpec, Spec
 from merlin_mdm.spec.tokens import substitute
 from merlin_mdm.study.expand import StudyContext, expand, resolve_variables, study_tokens
@@ -96,22 +96,28 @@ def _fill_workspace(ws: Workspace, loaded: LoadedSpec, base: Path, stamp: str, s
 
 
 def _stage_samples(spec: Spec, ws: Workspace, tokens: dict[str, str], override: Path | None) -> SampleSet | None:
+    """Copy the samples file (the spec's, or ``override`` from --samplesfile) into merlin_info/ and lay it out."""
     cfg = spec.samples
     if cfg is None:
         return None
-    source = Path(substitute(cfg.file, tokens)).expanduser() if override is None else override
-    if not source.is_absolute():
-        source = spec.root / source
-    if cfg.generate_cmd and override is None:
-        _generate_samples(spec, ws, substitute(cfg.generate_cmd, tokens))
-    rows, _ = checked_shape(spec, source)  # the user's file is named, not the copy
+    if override is None:
+        source = Path(substitute(cfg.file, tokens)).expanduser()
+        source = source if source.is_absolute() else spec.root / source
+        if cfg.generate_cmd:
+            _generate_samples(spec, ws, substitute(cfg.generate_cmd, tokens))
+    else:
+        source = override.absolute()  # relative to where the command ran, as the shell completed it
+    given = f"--samplesfile {override}" if override is not None else ""
+    rows, _ = checked_shape(spec, source, given)  # the user's file is named, not the copy
     target = ws.info / f"samples{source.suffix.lower()}"
     try:
         if source.resolve() != target.resolve():
             shutil.copyfile(source, target)
     except OSError as exc:
-        raise SpecError([SpecIssue(str(spec.path), 0, 0, "merlin.samples.file",
-                                   f"cannot copy samples file {source}: {exc.strerror or exc}")]) from None
+        problem = f"cannot copy samples file {source}: {exc.strerror or exc}"
+        if given:
+            raise UsageError(f"{given}: {problem}") from None
+        raise SpecError([SpecIssue(str(spec.path), 0, 0, "merlin.samples.file", problem)]) from None
     return SampleSet(str(target), rows, cfg.column_labels, cfg.level_max_dirs)
 
 

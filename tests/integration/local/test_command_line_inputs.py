@@ -1,0 +1,88 @@
+"""What the command line adds to a spec (--vars, --samplesfile) is blamed on the command line when it is wrong."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from .conftest import merlin, workspace_of
+
+SPEC = """
+    description: {name: cli, description: x}
+    env:
+      variables:
+        OUTPUT_PATH: ./out
+        C: $(A)
+    merlin: {samples: {file: samples.csv, column_labels: [P, Q]}}
+    study:
+      - name: s
+        description: s
+        run: {cmd: "echo '$(C) $(P) $(Q)' > v.txt"}
+"""
+
+
+@pytest.fixture
+def spec(write_spec: Callable[[str], Path], tmp_path: Path) -> Path:
+    (tmp_path / "samples.csv").write_text("1,2\n", encoding="utf-8")
+    return write_spec(SPEC)
+
+
+@pytest.mark.parametrize("command", ["run", "validate"])
+def test_a_cycle_made_by_vars_names_them_and_no_line(spec: Path, tmp_path: Path, command: str) -> None:
+    extra = ["--local", "--dry"] if command == "run" else []
+    result = merlin(command, str(spec), *extra, "--vars", "A=$(B)", "B=$(A)", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert f"{spec}: env.variables: --vars A='$(B)' B='$(A)' refer to each other in a circle" in result.stderr
+
+
+def test_a_cycle_through_a_spec_variable_names_its_line_and_the_vars(spec: Path, tmp_path: Path) -> None:
+    result = merlin("validate", str(spec), "--vars", "A=$(C)", cwd=tmp_path)
+    assert result.returncode == 2
+    assert (f"{spec}:6:5: env.variables.C: variables refer to each other in a circle ($(C) -> $(A) -> $(C)) "
+            "through --vars A='$(C)'") in result.stderr
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("1,2\n3,4,5\n", "--samplesfile mine.csv: cannot read samples: line 2 has 3 value(s) where the lines above"),
+    ("1,2,3\n", "--samplesfile mine.csv: 3 column(s), but merlin.samples.column_labels"),
+])  # fmt: skip
+def test_a_bad_samplesfile_is_named_with_exit_code_2(spec: Path, tmp_path: Path, content: str,
+                                                     message: str) -> None:
+    (tmp_path / "mine.csv").write_text(content, encoding="utf-8")
+    result = merlin("run", str(spec), "--local", "--dry", "--vars", "A=1", "--samplesfile", "mine.csv",
+                    cwd=tmp_path)
+    assert result.returncode == 2
+    assert f"Error: {message}" in result.stderr and "problem in the spec" not in result.stderr
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_a_relative_samplesfile_is_found_from_where_the_command_runs(spec: Path, tmp_path: Path) -> None:
+    """It was looked for beside the spec: not found, or worse, another file of the same name."""
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "samples.csv").write_text("5,6\n", encoding="utf-8")
+    result = merlin("run", str(spec), "--local", "--vars", "A=1", "--samplesfile", "samples.csv",
+                    cwd=tmp_path / "elsewhere")
+    assert result.returncode == 0, result.stderr
+    assert (workspace_of(result) / "s" / "v.txt").read_text() == "1 5 6\n"
+
+
+def test_complex_samples_run_as_in_merlin_without_a_warning(spec: Path, tmp_path: Path) -> None:
+    np.save(tmp_path / "c.npy", np.array([[1 + 2j, 3]]))
+    result = merlin("run", str(spec), "--local", "--vars", "A=1", "--samplesfile", "c.npy", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Warning" not in result.stderr
+    assert (workspace_of(result) / "s" / "v.txt").read_text() == "1 (1+2j) (3+0j)\n"  # Merlin 1.13's output
+
+
+def test_a_one_megabyte_value_does_not_take_half_a_gigabyte(tmp_path: Path) -> None:
+    """numpy's cast of text to float buffers 128 values of the widest width: 4 MB x 128 for one 1 MB value."""
+    (tmp_path / "big.csv").write_text("x" * 1_000_000 + ",1\n", encoding="utf-8")
+    code = ("import resource; from pathlib import Path; from merlin_mdm.study.samples import read_samples; "
+            "read_samples(Path('big.csv')); print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert int(out.stdout) < 200_000, f"peak {int(out.stdout) // 1024} MB"  # kB; about 45 MB now, 550 MB before

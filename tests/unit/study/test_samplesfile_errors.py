@@ -1,0 +1,116 @@
+"""A file given with --samplesfile is blamed for its own problems (not a spec line); complex samples as in Merlin."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from merlin_mdm.errors import SpecError, UsageError
+from merlin_mdm.spec import Spec, load_spec_text
+from merlin_mdm.study.samples import checked_shape, read_samples
+
+SPEC = """\
+description: {name: s, description: x}
+env: {variables: {OUTPUT_PATH: ./out}}
+study:
+  - name: a
+    description: a
+    run: {cmd: echo $(P) $(Q)}
+merlin:
+  samples:
+    column_labels: [P, Q]
+    file: samples.csv
+"""
+
+
+def _spec(tmp_path: Path) -> Spec:
+    (tmp_path / "samples.csv").write_text("1,2\n", encoding="utf-8")
+    return load_spec_text(SPEC, tmp_path / "spec.yaml").spec
+
+
+def _write(path: Path, content: object) -> Path:
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif isinstance(content, str):
+        path.write_text(content, encoding="utf-8")
+    else:
+        np.save(path, np.asarray(content), allow_pickle=True)
+    return path
+
+
+@pytest.mark.parametrize(("name", "content", "message"), [
+    ("s.csv", "# made by hand\n\n1,2\n3,4\n5,6,7\n",
+     "cannot read samples: line 5 has 3 value(s) where the lines above it have 2"),
+    ("s.tab", "1 2\n3\n", "cannot read samples: line 2 has 1 value(s) where the lines above it have 2"),
+    ("s.csv", "1,2\n3,nan\n", "1 value(s) are not finite numbers, the first in row 2, column 2: nan"),
+    ("s.txt", "1,2\n", "unsupported samples file type '.txt'"),
+    ("s.npy", b"garbage", "cannot read samples: not a NumPy .npy file"),
+    ("s.npy", b"", "cannot read samples: the file is empty"),
+    ("s.npy", np.array([{"a": 1}], dtype=object), "cannot read samples: it holds Python objects"),
+])  # fmt: skip
+def test_a_bad_samplesfile_is_a_usage_error_naming_it(tmp_path: Path, name: str, content: object,
+                                                      message: str) -> None:
+    path = _write(tmp_path / name, content)
+    with pytest.raises(UsageError) as info:
+        checked_shape(_spec(tmp_path), path, f"--samplesfile {name}")
+    assert str(info.value).startswith(f"--samplesfile {name}: {message}")
+    assert not isinstance(info.value, SpecError)
+
+
+def test_a_cut_npy_names_the_file_as_cut_short(tmp_path: Path) -> None:
+    whole = _write(tmp_path / "whole.npy", np.ones((4, 2)))
+    cut = _write(tmp_path / "cut.npy", whole.read_bytes()[:100])
+    with pytest.raises(UsageError, match=r"^--samplesfile cut.npy: cannot read samples: the file is cut short"):
+        checked_shape(_spec(tmp_path), cut, "--samplesfile cut.npy")
+
+
+def test_a_samplesfile_with_other_columns_names_it_and_the_labels_line(tmp_path: Path) -> None:
+    path = _write(tmp_path / "three.csv", "1,2,3\n")
+    with pytest.raises(UsageError) as info:
+        checked_shape(_spec(tmp_path), path, "--samplesfile three.csv")
+    assert str(info.value) == (f"--samplesfile three.csv: 3 column(s), but merlin.samples.column_labels "
+                               f"({tmp_path / 'spec.yaml'}:9:20) names 2: P, Q")
+
+
+def test_the_specs_own_samples_file_is_still_blamed_on_its_line(tmp_path: Path) -> None:
+    path = _write(tmp_path / "s.csv", "1,2\n3,4,5\n")
+    with pytest.raises(SpecError) as info:
+        checked_shape(_spec(tmp_path), path)
+    (issue,) = info.value.issues
+    assert (issue.line, issue.path) == (10, "merlin.samples.file")
+    assert issue.message == f"{path}: cannot read samples: line 2 has 3 value(s) where the lines above it have 2"
+
+
+def test_an_empty_npy_is_an_error_not_an_eof(tmp_path: Path) -> None:
+    """EOFError escaped read_samples, and click turns it into "Aborted." (exit 1)."""
+    with pytest.raises(SpecError, match="the file is empty"):
+        read_samples(_write(tmp_path / "e.npy", b""))
+
+
+def test_complex_samples_are_kept_as_merlin_keeps_them(tmp_path: Path) -> None:
+    """Merlin 1.13 substitutes str() of each value: (1+2j). No ComplexWarning (warnings are errors in tests)."""
+    rows = read_samples(_write(tmp_path / "c.npy", np.array([[1 + 2j, 3], [4, 5]])))
+    assert [[str(v) for v in row] for row in rows] == [["(1+2j)", "(3+0j)"], ["(4+0j)", "(5+0j)"]]
+
+
+def test_complex_samples_that_are_not_finite_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="not finite numbers, the first in row 1, column 2"):
+        read_samples(_write(tmp_path / "c.npy", np.array([[1 + 2j, complex(0, np.inf)]])))
+
+
+def test_a_huge_value_is_shown_cut_in_messages(tmp_path: Path) -> None:
+    path = _write(tmp_path / "h.csv", "x" * 100_000 + ",y\n1,2\n")
+    with pytest.raises(SpecError) as info:
+        read_samples(path)
+    message = info.value.issues[0].message
+    assert "... (100000 characters)" in message and len(message) < 300
+
+
+def test_a_huge_text_value_is_still_checked_as_a_number(tmp_path: Path) -> None:
+    """Wide text takes another way to float (see _as_floats): its numbers must still be checked."""
+    path = _write(tmp_path / "h.csv", "1." + "0" * 2000 + ",nan\n")
+    with pytest.raises(SpecError, match="not finite numbers, the first in row 1, column 2: nan"):
+        read_samples(path)
+    assert read_samples(_write(tmp_path / "t.csv", "x" * 2000 + ",y\n")).shape == (1, 2)
