@@ -37,12 +37,18 @@ class Resources:
     cores_per_task: int | str | None = None
     gpus: int | str | None = None
     walltime: float | None = None  # seconds (the step's walltime); srun and flux add it as Merlin does
+    flags: str = ""  # the launcher's own flags from the step (`slurm`, `lsf`, `flux`), appended as written
+    resource_sets: int | str | None = None  # jsrun --nrs (default: nodes)
+    distribution: str | None = None  # jsrun -d (default: plane:procs/nodes)
+    exit_on_error: int | str | None = None  # jsrun -X (default: 1)
+    bind: str | None = None  # jsrun -b (default: rs)
 
 
 class Launcher(ABC):
     """Builds a command prefix from resources."""
 
     name: ClassVar[str]
+    step_key: ClassVar[str] = ""  # the run key whose text this launcher appends (Merlin's `slurm`, `lsf`, `flux`)
 
     @abstractmethod
     def prefix(self, res: Resources) -> str:
@@ -73,6 +79,7 @@ class SrunLauncher(Launcher):
     """Slurm's srun (`srun -n P -N N -c C`, as Merlin; GPUs, which Merlin leaves out, as --gpus-per-task)."""
 
     name = "srun"
+    step_key = "slurm"
 
     def prefix(self, res: Resources) -> str:
         out = _tasks_nodes("srun", res)
@@ -82,23 +89,29 @@ class SrunLauncher(Launcher):
             out += f" --gpus-per-task={res.gpus}"
         if res.walltime:
             out += f" -t {_hms(res.walltime)}"
-        return out
+        return _with_flags(out, res)
+
+
+def _with_flags(line: str, res: Resources) -> str:
+    return f"{line} {res.flags}" if res.flags else line
 
 
 class JsrunLauncher(Launcher):
     """LSF's jsrun as Merlin writes it: one resource set per node, processes spread evenly (plane)."""
 
     name = "jsrun"
+    step_key = "lsf"
 
     def prefix(self, res: Resources) -> str:
         nodes = res.nodes or 1
-        plane = _per_node(res.procs, nodes)
-        out = f"jsrun --np {res.procs} --nrs {nodes} -b rs -d plane:{plane} -X 1"
+        distribution = res.distribution or f"plane:{_per_node(res.procs, nodes)}"
+        out = (f"jsrun --np {res.procs} --nrs {res.resource_sets or nodes} -b {res.bind or 'rs'} -d {distribution}"
+               f" -X {1 if res.exit_on_error is None else res.exit_on_error}")
         if res.cores_per_task is not None:
             out += f" -c {res.cores_per_task}"
         if res.gpus:
             out += f" -g {res.gpus}"
-        return out
+        return _with_flags(out, res)
 
 
 def _per_node(procs: int | str, nodes: int | str) -> str:
@@ -112,6 +125,7 @@ class FluxLauncher(Launcher):
     """Flux's `flux run -n P -N N -c C -g G`, as Merlin writes it."""
 
     name = "flux"
+    step_key = "flux"
 
     def prefix(self, res: Resources) -> str:
         out = _tasks_nodes("flux run", res)
@@ -121,7 +135,7 @@ class FluxLauncher(Launcher):
             out += f" -g {res.gpus}"
         if res.walltime:
             out += f" -t {float(res.walltime)}s"  # Flux Standard Duration, as Merlin writes it
-        return out
+        return _with_flags(out, res)
 
 
 class MpirunLauncher(Launcher):

@@ -13,6 +13,7 @@ from merlin_mdm.spec.model import (
     Dependency,
     Description,
     Environment,
+    LaunchKeys,
     Parameter,
     Resources,
     SamplesConfig,
@@ -34,7 +35,10 @@ RUN_KEYS = (
     "cmd", "depends", "restart", "shell", "task_queue", "max_retries", "retry_delay", "nodes", "procs",
     "cores per task", "gpus", "walltime", "batch", "exclusive", "reservation", "bind", "bind gpus", "qos",
     "rs per node", "tasks per rs", "cpus per rs", "gpus per rs", "priority", "pre", "post",
+    "slurm", "lsf", "flux", "gpus per task", "num resource set", "launch_distribution", "launch distribution",
+    "exit_on_error",
 )  # fmt: skip
+LAUNCHER_FLAG_KEYS = ("slurm", "lsf", "flux")  # a launcher's own flags, appended to its $(LAUNCHER) line
 WORKER_KEYS = ("args", "steps", "nodes", "batch", "machines")
 
 
@@ -173,7 +177,8 @@ def _run(node: Any, path: str, batch: BatchConfig, issues: IssueCollector, where
         return None
     reader.only(RUN_KEYS, "a step's run block")
     named = {"cmd", "depends", "restart", "shell", "task_queue", "max_retries", "retry_delay", "nodes", "procs",
-             "cores per task", "gpus", "walltime", "batch"}
+             "cores per task", "gpus", "walltime", "batch", "bind", "gpus per task", "num resource set",
+             "launch_distribution", "launch distribution", "exit_on_error", *LAUNCHER_FLAG_KEYS}
     return StepRun(
         cmd=reader.text("cmd", required=True) or "",
         depends=reader.strings("depends"),
@@ -188,8 +193,22 @@ def _run(node: Any, path: str, batch: BatchConfig, issues: IssueCollector, where
         gpus=reader.integer("gpus", minimum=0),
         walltime=reader.text("walltime"),
         batch=_batch(reader.raw("batch"), f"{path}.batch", issues, value_mark(reader.node, "batch")),
+        launch=_launch_keys(reader),
         extra={k: v for k, v in reader.node.items() if k not in named},
     )
+
+
+def _launch_keys(reader: FieldReader) -> LaunchKeys:
+    """Merlin's launcher-shaping run keys (`launch distribution`, with a space, is its schema's spelling)."""
+    flags = {key: reader.text(key) for key in LAUNCHER_FLAG_KEYS}
+    exit_on_error = reader.integer("exit_on_error")
+    if exit_on_error is not None and exit_on_error > 1:
+        reader.issues.error(value_mark(reader.node, "exit_on_error"), reader.sub("exit_on_error"),
+                            "must be 0 or 1 (jsrun -X)")
+    return LaunchKeys(flags={k: v for k, v in flags.items() if v}, gpus_per_task=reader.integer("gpus per task"),
+                      resource_sets=reader.integer("num resource set", minimum=1),
+                      distribution=reader.text("launch_distribution") or reader.text("launch distribution"),
+                      exit_on_error=exit_on_error, bind=reader.text("bind"))
 
 
 def _parameters(node: Any, issues: IssueCollector, where: Located | None) -> tuple[Parameter, ...]:

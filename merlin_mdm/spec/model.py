@@ -13,6 +13,7 @@ __all__ = [
     "Dependency",
     "Description",
     "Environment",
+    "LaunchKeys",
     "Parameter",
     "Resources",
     "SamplesConfig",
@@ -71,6 +72,18 @@ class Environment:
 
 
 @dataclass(frozen=True)
+class LaunchKeys:
+    """Merlin's run keys that only shape $(LAUNCHER) for one launcher (Merlin 1.13's script adapters)."""
+
+    flags: Mapping[str, str] = field(default_factory=dict)  # `slurm`, `lsf`, `flux`: that launcher's own flags
+    gpus_per_task: int | None = None  # `gpus per task` (jsrun and flux -g; `gpus` wins when both are set)
+    resource_sets: int | None = None  # `num resource set` (jsrun --nrs)
+    distribution: str | None = None  # `launch_distribution` (jsrun -d; default plane:procs/nodes)
+    exit_on_error: int | None = None  # `exit_on_error` (jsrun -X; default 1)
+    bind: str | None = None  # `bind` (jsrun -b; default rs)
+
+
+@dataclass(frozen=True)
 class StepRun:
     """A step's `run` block."""
 
@@ -87,7 +100,8 @@ class StepRun:
     gpus: int | None = None
     walltime: str | None = None
     batch: BatchConfig | None = None  # per-step batch override
-    extra: Mapping[str, Any] = field(default_factory=dict)  # other Maestro keys (exclusive, bind, ...)
+    launch: LaunchKeys = field(default_factory=lambda: LaunchKeys())
+    extra: Mapping[str, Any] = field(default_factory=dict)  # other Maestro keys (exclusive, reservation, ...)
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import graphlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -267,10 +268,17 @@ class _Expander:
         batch = run.batch or self.spec.batch
         name = str(batch.extra.get("launcher") or DEFAULT_LAUNCHER.get(batch.type, "plain"))
         launcher = get_launcher(name)
-        fixed = Resources(run.nodes, run.procs or 1, run.cores_per_task, run.gpus, _seconds(run.walltime))
-        variable = Resources(f"${{MERLIN_NODES:-{run.nodes or 1}}}", f"${{MERLIN_PROCS:-{fixed.procs}}}",
-                             f"${{MERLIN_CORES:-{run.cores_per_task or 1}}}" if run.cores_per_task else None,
-                             f"${{MERLIN_GPUS:-{run.gpus}}}" if run.gpus else None)
+        keys = run.launch
+        gpus = run.gpus if run.gpus is not None else keys.gpus_per_task
+        shaping = Resources(flags=keys.flags.get(launcher.step_key, "") if launcher.step_key else "",
+                            resource_sets=keys.resource_sets, distribution=keys.distribution,
+                            exit_on_error=keys.exit_on_error, bind=keys.bind)
+        fixed = dataclasses.replace(shaping, nodes=run.nodes, procs=run.procs or 1, cores_per_task=run.cores_per_task,
+                                    gpus=gpus, walltime=_seconds(run.walltime))
+        variable = dataclasses.replace(
+            shaping, nodes=f"${{MERLIN_NODES:-{run.nodes or 1}}}", procs=f"${{MERLIN_PROCS:-{fixed.procs}}}",
+            cores_per_task=f"${{MERLIN_CORES:-{run.cores_per_task or 1}}}" if run.cores_per_task else None,
+            gpus=f"${{MERLIN_GPUS:-{gpus}}}" if gpus else None)
         return {"LAUNCHER": launcher.prefix(fixed), "VLAUNCHER": launcher.prefix(variable)}
 
     def _with_paths_all(self, text: str) -> str:

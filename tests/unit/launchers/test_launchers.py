@@ -36,6 +36,15 @@ MIN = Resources()
     ("mpiexec", Resources(procs=4), "mpiexec -n 4"),
     ("mpiexec", Resources("${N:-2}", "${P:-8}"), "mpiexec -n ${P:-8} -ppn $(( ${P:-8} / ${N:-2} ))"),
     ("srun", Resources("${N:-2}", "${P:-8}"), "srun -n ${P:-8} -N ${N:-2}"),
+    # Merlin's run keys for one launcher (`slurm`, `lsf`, `flux`, `bind`, `launch_distribution`, `exit_on_error`,
+    # `num resource set`): Merlin 1.13's `run --dry` wrote "srun -n 4 -N 2  --exclusive --mem=0", "flux run -n 4
+    # -N 2 -g 1  --setattr=foo=bar" and "jsrun --np 4 --nrs 2 -b none -d cyclic -X 1 -g 1  --smpiargs=off --nrs 4"
+    # (a second --nrs where merlin-mdm writes one)
+    ("srun", Resources(2, 4, flags="--exclusive --mem=0"), "srun -n 4 -N 2 --exclusive --mem=0"),
+    ("flux", Resources(2, 4, gpus=1, flags="--setattr=foo=bar"), "flux run -n 4 -N 2 -g 1 --setattr=foo=bar"),
+    ("jsrun", Resources(2, 4, gpus=1, flags="--smpiargs=off", resource_sets=4, distribution="cyclic", bind="none"),
+     "jsrun --np 4 --nrs 4 -b none -d cyclic -X 1 -g 1 --smpiargs=off"),
+    ("jsrun", Resources(2, 4, exit_on_error=0), "jsrun --np 4 --nrs 2 -b rs -d plane:2 -X 0"),
 ])  # fmt: skip
 def test_prefix(name: str, res: Resources, prefix: str) -> None:
     assert get_launcher(name).prefix(res) == prefix

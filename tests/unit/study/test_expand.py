@@ -139,6 +139,23 @@ def test_launcher_tokens_per_batch_type(batch: str, launcher: str, vlauncher: st
     assert plan_of(text).instances[0].cmd == f"[{launcher}] [{vlauncher}]"
 
 
+MERLIN_KEYS = ("      nodes: 2\n      procs: 4\n      slurm: --exclusive\n      lsf: --smpiargs=off\n"
+               "      flux: --setattr=a=b\n      gpus per task: 1\n      launch_distribution: cyclic\n"
+               "      exit_on_error: 0\n      num resource set: 4\n      bind: none\n")
+
+
+@pytest.mark.parametrize(("batch", "launcher"), [
+    ("local", ""),
+    ("slurm", "srun -n 4 -N 2 --gpus-per-task=1 --exclusive"),  # each launcher takes its own key's flags
+    ("lsf-srun", "srun -n 4 -N 2 --gpus-per-task=1 --exclusive"),
+    ("lsf", "jsrun --np 4 --nrs 4 -b none -d cyclic -X 0 -g 1 --smpiargs=off"),
+    ("flux", "flux run -n 4 -N 2 -g 1 --setattr=a=b"),
+])  # fmt: skip
+def test_merlin_s_launcher_run_keys(batch: str, launcher: str) -> None:
+    text = HEAD + f"batch: {{type: {batch}}}\nstudy:\n" + _step("[$(LAUNCHER)]", extra=MERLIN_KEYS)
+    assert plan_of(text).instances[0].cmd == f"[{launcher}]"
+
+
 def test_launcher_defaults_to_one_process() -> None:
     text = HEAD + "batch: {type: slurm}\nstudy:\n" + _step("$(LAUNCHER) python3 x.py")
     assert plan_of(text).instances[0].cmd == "srun -n 1 python3 x.py"
