@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from merlin_mdm.errors import UsageError
-from merlin_mdm.status.model import StepSummary, StudySnapshot, TaskState
+from merlin_mdm.status.model import StepSummary, StudySnapshot, TaskFailure, TaskState
 
 if TYPE_CHECKING:  # rich loads only when a console is made (for progress bars; `status` never needs it)
     from rich.console import Console
@@ -79,17 +79,33 @@ def render_table(snap: StudySnapshot, stream: TextIO, max_failures: int = 5) -> 
              f"state: {paint(snap.state, _BOLD)}" + (f"  ({snap.message})" if snap.message else ""), ""]
     lines += _table_lines(snap, _stream_width(stream), paint)
     for step in snap.steps:
-        if not step.n_failures:
-            continue
-        lines.append(f"{paint(step.step, _RED)}: {step.n_failures} task(s) failed or did not run")
-        for name, failure in step.failures[:max_failures]:
-            where = f" sample {failure.sample}" if failure.sample >= 0 else ""
-            log = f"  log: {failure.log}" if failure.log else ""
-            lines.append(f"  {name}{where}: {failure.state.value}: {failure.reason}{log}")
-        if step.n_failures > max_failures:
-            lines.append(f"  ... and {step.n_failures - max_failures} more (--json lists {len(step.failures)})")
+        if step.n_failures:
+            lines += _failure_lines(step, paint, max_failures)
     stream.write("\n".join(lines) + "\n")
     stream.flush()
+
+
+def _failure_lines(step: StepSummary, paint: Callable[[str, str], str], most: int) -> list[str]:
+    """A step's failed and not-run tasks (counted as the table counts them) and its first recorded failures;
+    a failure recorded for a whole batch of samples (not run: a parent failed, the study stopped) names no sample,
+    and its repeats are one line."""
+    import itertools
+
+    tasks = step.counts.get(TaskState.FAILED.value, 0) + step.counts.get(TaskState.NOT_RUN.value, 0)
+    out = [f"{paint(step.step, _RED)}: {tasks or step.n_failures} task(s) failed or did not run"]
+    lines = [_failure_line(name, failure) for name, failure in step.failures]
+    entries = [(line, sum(1 for _ in same)) for line, same in itertools.groupby(lines)]
+    out += [f"{line} (x{n} batches of samples)" if n > 1 else line for line, n in entries[:most]]
+    if step.n_failures > len(step.failures) or len(entries) > most:
+        out.append("  ... and more: `merlin-mdm detailed-status WORKSPACE --task-status FAILED --task-status "
+                   "NOT_RUN` lists every task")
+    return out
+
+
+def _failure_line(name: str, failure: TaskFailure) -> str:
+    where = f" sample {failure.sample}" if failure.sample >= 0 else ""
+    log = f"  log: {failure.log}" if failure.log else ""
+    return f"  {name}{where}: {failure.state.value}: {failure.reason}{log}"
 
 
 _BOLD, _RED = "1", "31"

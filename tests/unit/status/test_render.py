@@ -70,7 +70,21 @@ def test_failures_name_their_log_and_what_was_left_out(monkeypatch: pytest.Monke
     assert text.splitlines()[:2] == ["habits  /w", "state: failed  (456 task(s) failed or did not run)"]
     assert f"{LONG}: 456 task(s) failed or did not run" in text
     assert "  long_I.1 sample 7: failed: exit code 1  log: /w/long/long.err" in text
-    assert "  ... and 451 more (--json lists 1)" in text
+    assert "  ... and more: `merlin-mdm detailed-status WORKSPACE --task-status FAILED --task-status NOT_RUN` " \
+        "lists every task" in text
+
+
+def test_batches_of_samples_not_run_are_counted_as_tasks_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure recorded for a whole batch of samples names no sample: its repeats are one line, and the count
+    is the table's (10 tasks in 3 batches), not the records' (3)."""
+    monkeypatch.setenv("COLUMNS", "100")
+    batch = TaskFailure(-1, TaskState.NOT_RUN, None, "parent first did not finish every task", "")
+    steps = (StepSummary("second", 1, 10, {"not_run": 10}, failures=(("second", batch),) * 3, n_failures=3),)
+    out = io.StringIO()
+    render_table(StudySnapshot("s", "/w", StudyState.FAILED, "", steps), out)
+    assert out.getvalue().splitlines()[-2:] == [
+        "second: 10 task(s) failed or did not run",
+        "  second: not_run: parent first did not finish every task (x3 batches of samples)"]
 
 
 def test_colours_only_on_a_terminal_without_no_color(monkeypatch: pytest.MonkeyPatch) -> None:
