@@ -209,7 +209,7 @@ def unserved_queues(workspace: Workspace, snap: StudySnapshot) -> Unserved:
         return Unserved([], [])
     plan = workspace.load_plan()
     config = CeleryBackend().config(workspace)
-    taken = {q for names in active_queues(config).values() for q in names}
+    taken = {q for names in active_queues(config, quick=True).values() for q in names}
 
     def unserved(steps: set[str]) -> list[str]:
         return sorted({i.task_queue for i in plan.instances if i.step in steps} - taken)

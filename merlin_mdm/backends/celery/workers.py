@@ -21,6 +21,7 @@ __all__ = ["COLD_STOP_SIGNAL", "WORKER_MODULE", "WorkerCommand", "active_queues"
            "shutdown_workers", "spec_queues", "worker_commands"]
 
 WORKER_MODULE = "merlin_mdm.backends.celery.worker"
+PIDBOX_BINDINGS = "_kombu.binding.celery.pidbox"  # kombu's set of the workers' control queues (Celery's default)
 # Asks a worker for Celery's cold shutdown (its running units given back), as SIGQUIT does. A launcher passes it
 # on to the worker, where srun (Slurm 22.05, measured) takes SIGQUIT and SIGTERM to SIGKILL its whole step at
 # once: the units in hand would stay held by the broker until the visibility timeout.
@@ -100,16 +101,35 @@ def _command(name: str, queues: tuple[str, ...], args: str, extra: str) -> Worke
     return WorkerCommand(name, queues, tuple(argv))
 
 
-def active_queues(config: AppConfig, timeout: float = 1.0) -> dict[str, list[str]]:
-    """Worker name -> the queues it consumes, from every worker that answers within ``timeout``."""
+def active_queues(config: AppConfig, timeout: float = 1.0, quick: bool = False) -> dict[str, list[str]]:
+    """Worker name -> the queues it consumes, from every worker that answers within ``timeout``.
+
+    The question is broadcast, and the answers are gathered for the whole ``timeout``. ``quick`` stops as soon
+    as every worker that ever declared its control queue on this broker (kombu's bindings: a worker stopped
+    cleanly removes its own, one killed leaves it) has answered, and asks nobody when there is none: a few
+    milliseconds instead of the timeout while every such worker lives. For what `status` shows; the checks that
+    keep a study from running twice wait the whole timeout, in case a worker is missing from the bindings.
+    """
     from merlin_mdm.backends.celery.app import make_app
 
+    expected = len(_declared_workers(config)) if quick else None
+    if expected == 0:
+        return {}
     app = make_app(config)
     try:
-        replies = app.control.inspect(timeout=timeout).active_queues() or {}
+        replies = app.control.inspect(timeout=timeout, limit=expected).active_queues() or {}
     finally:
         app.close()
     return {worker: sorted(q["name"] for q in queues) for worker, queues in replies.items()}
+
+
+def _declared_workers(config: AppConfig) -> set[bytes]:
+    """The control queues (``<worker>.celery.pidbox``) bound on the broker: live workers and killed ones."""
+    client = config.broker.client(timeout=3.0, retry=False)
+    try:
+        return set(client.smembers(PIDBOX_BINDINGS))
+    finally:
+        client.close()
 
 
 def queue_sizes(config: AppConfig, queues: Sequence[str]) -> dict[str, int]:
