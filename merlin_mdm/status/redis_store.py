@@ -51,7 +51,9 @@ if s ~= 'r' then
 end
 local t0 = redis.call('HGET', KEYS[2], ARGV[2] .. '|started')
 if not t0 or tonumber(t0) > tonumber(ARGV[4]) then redis.call('HSET', KEYS[2], ARGV[2] .. '|started', ARGV[4]) end
-if redis.call('HGET', KEYS[1], 'state') ~= ARGV[5] then redis.call('HSET', KEYS[1], 'state', ARGV[5], 'message', '') end
+local st = redis.call('HGET', KEYS[1], 'state')
+-- a purged study stays so until `restart`, even while the units its workers held run to their end
+if st ~= ARGV[5] and st ~= ARGV[6] then redis.call('HSET', KEYS[1], 'state', ARGV[5], 'message', '') end
 return a
 """
 
@@ -246,7 +248,7 @@ class RedisStatusStore(StatusStore):
         step = plan.instances[key.instance].step
         keys = [self.k_meta, self.k_steps, self.k_ustate, self.k_attempts, self.k_partial]
         return int(self._call(self._start, keys=keys, args=[key.to_id(), step, len(plan.unit_samples(key)), when,
-                                                                StudyState.RUNNING.value]))
+                                                                StudyState.RUNNING.value, StudyState.PURGED.value]))
 
     def unit_started(self, key: UnitKey, host: str, when: float) -> None:
         self.start(key, host, when)
@@ -321,6 +323,10 @@ class RedisStatusStore(StatusStore):
     def units_not_run(self, keys: Iterable[UnitKey], reason: str) -> None:
         for key in keys:
             self.record(key, self.not_run_outcome(key, reason))
+
+    def state(self) -> StudyState:
+        """The study's recorded state (one read)."""
+        return StudyState.parse(self._call(self.r.hget, self.k_meta, "state"))
 
     def stop_reason(self) -> str | None:
         """Why the study was stopped (hard fail, stop workers), or None."""

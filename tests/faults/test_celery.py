@@ -132,6 +132,47 @@ def test_run_workers_on_sigterm_gives_running_units_back_and_exits_143(tmp_path:
     assert work["running"] == 0 and work["queued"] == 3, work
 
 
+CHAINED = """
+    description: {{name: cel, description: each instance's work then its own next step}}
+    env: {{variables: {{OUTPUT_PATH: ./out}}}}
+    global.parameters:
+      I: {{values: [0, 1, 2], label: I.%%}}
+    study:
+      - name: work
+        run: {{cmd: "echo $(I) >> runs.log; sleep 3", task_queue: {queue}, walltime: "00:01:00"}}
+      - name: then
+        run: {{cmd: "echo $(I) >> runs.log", depends: [work], task_queue: {queue}, walltime: "10"}}
+"""
+
+
+def test_a_purge_while_a_unit_runs_stays_purged_and_one_restart_finishes_the_study(
+        tmp_path: Path, redis_server: RedisFixture, worker_pool: WorkerPool) -> None:  # noqa: F811
+    """The unit in hand (and the one its worker had reserved) run on; what they release is not sent, and the study
+    stays purged, so `restart` is not refused for messages sent after the purge."""
+    from merlin_mdm.backends.celery.broker import held_messages
+    from merlin_mdm.config import load_config
+
+    queue = f"q{uuid.uuid4().hex[:10]}"
+    spec = spec_file(tmp_path, CHAINED.format(queue=queue))
+    env = {"MERLIN_MDM_CONFIG": str(redis_server.app_yaml)}
+    ws = _queue(tmp_path, spec, env)
+    worker_pool.start("purged", queues=queue, concurrency=1, log_dir=tmp_path)
+    wait_for(lambda: any((ws / "work").glob("*/runs.log")), 60, "a unit to start")
+    purged = merlin("purge", str(spec), "-f", cwd=tmp_path, env=env)
+    assert purged.returncode == 0 and "purged" in purged.stdout, purged
+    config = load_config(None, redis_server.app_yaml)
+    workspace = json.loads((ws / "merlin_info" / "plan.json").read_text())["workspace"]
+    wait_for(lambda: held_messages(config, [queue], workspace).total == 0, 60, "the units in hand to end")
+    snap = _status(ws, env)
+    assert snap["state"] == "purged" and not snap["steps"][0]["counts"]["running"], snap
+    again = merlin("restart", str(ws), cwd=tmp_path, env=env)
+    assert again.returncode == 0, again.stderr
+    _finish(ws, env)
+    counts = _counts_match_disk(ws, env)
+    assert _status(ws, env)["state"] == "finished" and counts["work"]["finished"] == counts["then"]["finished"] == 3
+    assert all(p.read_text().count("\n") == 1 for p in ws.glob("*/*/runs.log"))
+
+
 @pytest.mark.parametrize(("signum", "extra"), [(signal.SIGTERM, ()), (signal.SIGUSR1, ("--signal", "USR1"))])
 def test_monitor_ends_on_a_stop_signal_with_128_plus_it(tmp_path: Path, study, start, signum: int,
                                                         extra: tuple[str, ...]) -> None:

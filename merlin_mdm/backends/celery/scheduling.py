@@ -118,7 +118,7 @@ def release(store: RedisStatusStore, deps: RedisDependencies, released: Sequence
             blocked = reason
         pending.extend(record(store, deps, key, store.not_run_outcome(key, blocked)))
         deps.mark_sent([key])
-    if runnable:
+    if runnable and store.state() is not StudyState.PURGED:  # purged: `restart` sends them, once
         send(plan_dispatch(runnable))
         deps.mark_sent(runnable)
 
