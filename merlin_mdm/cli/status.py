@@ -82,12 +82,12 @@ def _with_idle_queues(ws: Workspace, snap: StudySnapshot) -> StudySnapshot:
     except (KombuError, RedisError, OSError, MerlinMdmError):
         return snap  # the counts were read; who consumes the queues is a nicety
     if found.orphaned:
-        running = sum(s.counts.get(TaskState.RUNNING.value, 0) for s in snap.steps)
-        snap = _noted(snap, f"{running} task(s) are recorded running, but no live worker serves queue(s) "
-                            f"{', '.join(found.orphaned)}: the workers that took them are gone (killed, or their "
-                            f"node or allocation ended). `merlin-mdm restart {ws.root} --release` gives them back "
-                            f"now; else the broker does after visibility_timeout {found.visibility_timeout:g} s, to "
-                            "the next worker started on those queues")
+        snap = _noted(snap, f"{found.orphaned_tasks} task(s) recorded running ({len(found.orphaned)} unit(s)) have "
+                            "stopped beating (six beats missed, 30 s by default): the workers that took them are gone "
+                            f"(killed, or their node or allocation ended). `merlin-mdm restart {ws.root} --release` "
+                            "gives them back now (refused while a live worker serves the study's queues); else the "
+                            f"broker does after visibility_timeout {found.visibility_timeout:g} s, to the next "
+                            "worker started on them")
     if found.waiting:
         waiting = snap.count(TaskState.QUEUED)
         snap = _noted(snap, f"nothing runs: {waiting} task(s) wait in queue(s) {', '.join(found.waiting)}, which "

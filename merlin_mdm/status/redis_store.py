@@ -15,6 +15,8 @@ Keys, all under ``mdm:<sha1(workspace)[:16]>:``:
     fail:<step> list: the first failures (JSON)
     runs      hash: unit id -> "<tasks> <seconds>" of a recorded unit that ran to its end (a reset that queues
               units again sums the run times of those that stay recorded from it)
+    beat      hash: unit id -> when the process running it last said it lives (at its start, then every
+              few seconds: :mod:`merlin_mdm.backends.celery.liveness`); read for the units in flight only
 
 Which unit may run when (dependency counting) is not stored here: see
 :mod:`merlin_mdm.backends.celery.dependencies`, which keeps its own keys under the same prefix.
@@ -49,6 +51,7 @@ if s ~= 'r' then
   redis.call('HINCRBY', KEYS[2], ARGV[2] .. '|running', left)
   redis.call('HSET', KEYS[3], ARGV[1], 'r')
 end
+redis.call('HSET', KEYS[6], ARGV[1], ARGV[4])
 local t0 = redis.call('HGET', KEYS[2], ARGV[2] .. '|started')
 if not t0 or tonumber(t0) > tonumber(ARGV[4]) then redis.call('HSET', KEYS[2], ARGV[2] .. '|started', ARGV[4]) end
 local st = redis.call('HGET', KEYS[1], 'state')
@@ -191,7 +194,7 @@ class RedisStatusStore(StatusStore):
         p = study_prefix(workspace)
         self.k_meta, self.k_steps = p + "meta", p + "steps"
         self.k_ustate, self.k_attempts = p + "ustate", p + "attempts"
-        self.k_partial, self.k_runs = p + "partial", p + "runs"
+        self.k_partial, self.k_runs, self.k_beat = p + "partial", p + "runs", p + "beat"
         self.prefix = p
         self._start = client.register_script(_START)
         self._finish = client.register_script(_FINISH)
@@ -246,7 +249,7 @@ class RedisStatusStore(StatusStore):
         """Mark ``key`` running; returns the deliveries seen so far, or -1 when it is already recorded."""
         plan = self._plan()
         step = plan.instances[key.instance].step
-        keys = [self.k_meta, self.k_steps, self.k_ustate, self.k_attempts, self.k_partial]
+        keys = [self.k_meta, self.k_steps, self.k_ustate, self.k_attempts, self.k_partial, self.k_beat]
         return int(self._call(self._start, keys=keys, args=[key.to_id(), step, len(plan.unit_samples(key)), when,
                                                                 StudyState.RUNNING.value, StudyState.PURGED.value]))
 
@@ -340,6 +343,19 @@ class RedisStatusStore(StatusStore):
         states = self._call(self.r.hgetall, self.k_ustate)
         return {UnitKey.from_id(k) for k, v in states.items() if v == "d"}
 
+    def beat(self, key: UnitKey, beat: str) -> None:
+        """The process running ``key`` lives ("when interval"; a unit recorded meanwhile is not in flight, and its
+        beat is not read)."""
+        self._call(self.r.hset, self.k_beat, key.to_id(), beat)
+
+    def unit_beats(self) -> dict[UnitKey, str]:
+        """Each unit in flight, and its last beat ("when" at its start, then "when interval"; '' when none)."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.hgetall(self.k_ustate)
+        pipe.hgetall(self.k_beat)
+        states, beats = self._call(pipe.execute)
+        return {UnitKey.from_id(k): str(beats.get(k, "")) for k, v in states.items() if v == "r"}
+
     def units_in_flight(self) -> list[UnitKey]:
         """Units a worker took and nobody recorded yet (a dead worker's stay so until given back)."""
         states = self._call(self.r.hgetall, self.k_ustate)
@@ -357,7 +373,7 @@ class RedisStatusStore(StatusStore):
         keys = [k for k in plan.units() if k not in done]
         runs = {UnitKey.from_id(k): v for k, v in self._call(self.r.hgetall, self.k_runs).items()}
         runs = {k: v for k, v in runs.items() if k in done}
-        stale = [self.k_meta, self.k_steps, self.k_attempts, self.k_partial, self.k_runs,
+        stale = [self.k_meta, self.k_steps, self.k_attempts, self.k_partial, self.k_runs, self.k_beat,
                  *(self.prefix + f"fail:{s}" for s in {i.step for i in plan.instances})]
         pipe = self.r.pipeline(transaction=True)
         pipe.delete(*stale)

@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -301,8 +302,36 @@ def test_restart_local_is_refused_while_the_broker_or_a_worker_has_the_study(
     assert (ws / "merlin_info" / "backend").read_text().strip() == "celery"  # not switched
 
 
+def test_a_worker_finishing_its_units_after_stop_workers_is_alive_for_status_and_release(
+        tmp_path: Path, redis_server: RedisFixture, worker_pool: WorkerPool,  # noqa: F811
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """In its warm shutdown a worker answers no broadcast, yet runs the unit in hand: `status` must not call it
+    gone, and `restart --release` must not give its unit back (a probe saw that unit run twice)."""
+    monkeypatch.setenv("MERLIN_MDM_HEARTBEAT", "0.5")
+    queue = f"q{uuid.uuid4().hex[:10]}"
+    spec = spec_file(tmp_path, STUDY.format(queue=queue, nap="12"))
+    env = {"MERLIN_MDM_CONFIG": str(redis_server.app_yaml)}
+    ws = _queue(tmp_path, spec, env)
+    worker = worker_pool.start("stopping", queues=queue, concurrency=1, log_dir=tmp_path)
+    wait_for(lambda: any((ws / "work").glob("*/runs.log")), 60, "a unit to start")
+    stopped = merlin("stop-workers", "--queues", queue, cwd=tmp_path, env=env)
+    assert stopped.returncode == 0, stopped.stderr
+    time.sleep(5)  # more than six beats of 0.5 s: a worker that stopped beating would count as gone by now
+    assert worker.poll() is None  # still finishing its unit
+    snap = _status(ws, env)
+    assert snap["steps"][0]["counts"]["running"] == 1 and "--release" not in snap["message"], snap
+    refused = merlin("restart", str(ws), "--release", cwd=tmp_path, env=env)
+    assert refused.returncode == 1 and ("serve this study's queues" in refused.stderr or "run now" in refused.stderr), \
+        refused.stderr
+    worker.wait(timeout=60)
+    runs = [p.read_text() for p in (ws / "work").glob("*/runs.log")]
+    assert runs == ["0\n"] or len(runs) == 1, runs  # the unit in hand ran once, to its end
+
+
 def test_restart_release_gives_back_what_a_killed_worker_held(tmp_path: Path, redis_server: RedisFixture,  # noqa: F811
-                                                               worker_pool: WorkerPool) -> None:  # noqa: F811
+                                                               worker_pool: WorkerPool,  # noqa: F811
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MERLIN_MDM_HEARTBEAT", "0.5")  # workers and commands: silent after 3 s, not 30
     queue = f"q{uuid.uuid4().hex[:10]}"
     spec = spec_file(tmp_path, STUDY.format(queue=queue, nap="20"))
     env = {"MERLIN_MDM_CONFIG": str(redis_server.app_yaml)}
@@ -314,9 +343,13 @@ def test_restart_release_gives_back_what_a_killed_worker_held(tmp_path: Path, re
     assert _task_statuses(ws, env).count("running") == 1  # detailed-status agrees with status
     os.killpg(victim.pid, signal.SIGKILL)  # the whole worker, as a node that dies: its message stays held
     victim.wait(timeout=10)
+    early = merlin("restart", str(ws), "--release", cwd=tmp_path, env=env)  # its beats are still recent
+    assert early.returncode == 1 and ("serve this study's queues" in early.stderr or "run now" in early.stderr), \
+        early.stderr
+    wait_for(lambda: "stopped beating" in str(_status(ws, env)["message"]), 30, "the killed unit to fall silent")
     orphaned = _status(ws, env)  # still recorded running: status says whose it was and what to do
     assert orphaned["state"] == "running" and orphaned["steps"][0]["counts"]["running"] == 1, orphaned
-    assert f"1 task(s) are recorded running, but no live worker serves queue(s) {queue}" in orphaned["message"]
+    assert "1 task(s) recorded running (1 unit(s)) have stopped beating" in orphaned["message"], orphaned
     assert f"restart {ws} --release" in orphaned["message"], orphaned["message"]
     refused = merlin("restart", str(ws), cwd=tmp_path, env=env)
     assert refused.returncode == 1 and "taken by workers" in refused.stderr and "--release" in refused.stderr, \

@@ -11,7 +11,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from merlin_mdm.backends.base import Backend, RunOptions, RunReport, register_backend
 from merlin_mdm.backends.celery.broker import held_messages
@@ -23,7 +23,7 @@ from merlin_mdm.status.model import StudySnapshot, StudyState
 from merlin_mdm.status.redis_store import RedisStatusStore
 from merlin_mdm.status.states import TaskState
 from merlin_mdm.status.store import StatusStore
-from merlin_mdm.study.plan import StudyPlan
+from merlin_mdm.study.plan import StudyPlan, UnitKey
 from merlin_mdm.study.workspace import Workspace
 
 __all__ = ["CONNECTION_FILE", "CeleryBackend", "check_server", "derived_visibility", "describe_queueing",
@@ -188,42 +188,53 @@ class CeleryBackend(Backend):
 
 @dataclass(frozen=True)
 class Unserved:
-    """Queues of a running study that no live worker serves, as `status` points them out."""
+    """What `status` points out about a running study that runs less than it seems."""
 
-    waiting: list[str]  # queues holding queued work, while nothing of the study runs
-    orphaned: list[str]  # queues of steps with tasks recorded running: the workers that took them are gone
+    waiting: list[str]  # queues holding queued work that no live worker takes, while nothing of the study runs
+    orphaned: list[UnitKey]  # units recorded running whose process has been silent: the workers that took them died
+    orphaned_tasks: int = 0  # their tasks without a done-marker
     visibility_timeout: float = 0.0  # when the broker hands a dead worker's units out again on its own
 
 
 def unserved_queues(workspace: Workspace, snap: StudySnapshot) -> Unserved:
-    """The queues of a running study that no live worker takes: work waits there while nothing runs (workers
-    stopped with `stop-workers`, their allocation ended), or the workers that took its running units are gone
-    (SIGKILL, a node lost): then `status` can say so. Asks the workers (a second) only for a running study."""
+    """Work waiting in queues that no live worker takes while nothing runs (workers stopped with
+    `stop-workers`, their allocation ended), and running units whose process no longer beats (a worker killed,
+    a node lost): then `status` can say so."""
+    from merlin_mdm.backends.celery.liveness import silent_units
     from merlin_mdm.backends.celery.workers import active_queues
+    from merlin_mdm.backends.execution import count_done
 
     if snap.state is not StudyState.RUNNING:
         return Unserved([], [])
-    running = {s.step for s in snap.steps if s.counts.get(TaskState.RUNNING.value)}
-    waiting = set() if running else {s.step for s in snap.steps if s.counts.get(TaskState.QUEUED.value)}
-    if not running and not waiting:
-        return Unserved([], [])
+    backend = CeleryBackend()
+    config = backend.config(workspace)
     plan = workspace.load_plan()
-    config = CeleryBackend().config(workspace)
-    taken = {q for names in active_queues(config, quick=True).values() for q in names}
-
-    def unserved(steps: set[str]) -> list[str]:
-        return sorted({i.task_queue for i in plan.instances if i.step in steps} - taken)
-
+    orphaned: list[UnitKey] = []
+    if snap.count(TaskState.RUNNING):
+        store = cast(RedisStatusStore, backend.status_store(workspace))
+        try:
+            orphaned = silent_units(store.unit_beats(), time.time())
+        finally:
+            store.close()
+    waiting: list[str] = []
+    if not snap.count(TaskState.RUNNING) and snap.count(TaskState.QUEUED):
+        steps = {s.step for s in snap.steps if s.counts.get(TaskState.QUEUED.value)}
+        taken = {q for names in active_queues(config, quick=True).values() for q in names}
+        waiting = sorted({i.task_queue for i in plan.instances if i.step in steps} - taken)
+    tasks = sum(len(plan.unit_samples(key)) - count_done(plan, key) for key in orphaned)
     derived = None if config.visibility_set else derived_visibility(plan)  # what run-workers gives its workers
-    return Unserved(unserved(waiting), unserved(running), derived or config.visibility_timeout)
+    return Unserved(waiting, orphaned, tasks, derived or config.visibility_timeout)
 
 
 def serving_workers(config: AppConfig, plan: StudyPlan) -> list[str]:
-    """The live workers that consume a queue of ``plan``'s steps (each answers within a second)."""
+    """The live workers that consume a queue of ``plan``'s steps: those that answer within a second, and those
+    that beat (a worker in its warm shutdown answers nothing while it still runs the units in hand)."""
+    from merlin_mdm.backends.celery.liveness import live_workers
     from merlin_mdm.backends.celery.workers import active_queues
 
     queues = {i.task_queue for i in plan.instances}
-    return sorted(w for w, names in active_queues(config).items() if queues & set(names))
+    workers = {**live_workers(config), **active_queues(config)}
+    return sorted(w for w, names in workers.items() if queues & set(names))
 
 
 def _refuse_while_held(config: AppConfig, plan: StudyPlan) -> None:

@@ -44,7 +44,9 @@ def release_held(path: Path) -> str:
     tags = _held_tags(config, plan.workspace)
     if not tags:
         return "no message of this study is held by a worker: nothing to give back"
-    units = _give_back(config, tags)
+    units = _units(tags)
+    _refuse_while_beating(backend, ws, units)
+    _give_back(config, tags)
     _record_queued(backend, ws, plan, units)
     return (f"gave back {len(tags)} message(s) held by workers that are gone ({len(units)} unit(s) recorded "
             "queued): start workers (`merlin-mdm run-workers SPEC` or `launch`) to run them")
@@ -75,10 +77,42 @@ def _held_tags(config: Any, workspace: str) -> dict[str, Any]:
     return out
 
 
-def _give_back(config: Any, tags: dict[str, Any]) -> list[UnitKey]:
-    """Restore each message to its queue (kombu's own restore); the units they carry."""
-    from merlin_mdm.backends.celery.app import make_app
+def _refuse_while_beating(backend: CeleryBackend, ws: Workspace, units: list[UnitKey]) -> None:
+    """A held unit whose process still beats is running now (its worker may be in its warm shutdown, which
+    answers no broadcast): giving it back would run it twice."""
+    import time
+
+    from merlin_mdm.backends.celery.liveness import is_silent
+
+    store = cast(RedisStatusStore, backend.status_store(ws))
+    try:
+        beats = store.unit_beats()
+    finally:
+        store.close()
+    now = time.time()
+    alive = [key for key in units if beats.get(key) and not is_silent(beats[key], now)]
+    if alive:
+        raise BackendError(f"unit(s) {', '.join(k.to_id() for k in alive)} run now (their process still beats): a "
+                           "worker that is stopping may still be finishing them. Wait for them (`merlin-mdm "
+                           "monitor`); a unit whose process stopped beating (six beats, 30 s by default) can be "
+                           "given back")
+
+
+def _units(tags: dict[str, Any]) -> list[UnitKey]:
+    """The units the held messages carry (expand messages carry none)."""
     from merlin_mdm.backends.celery.scheduling import UNIT_TASK
+
+    units = []
+    for envelope in tags.values():
+        headers = envelope.get("headers") or {}
+        if headers.get("task") == UNIT_TASK:
+            units.append(UnitKey.from_id(str(json.loads(_body(envelope))[0][1])))
+    return units
+
+
+def _give_back(config: Any, tags: dict[str, Any]) -> None:
+    """Restore each message to its queue (kombu's own restore)."""
+    from merlin_mdm.backends.celery.app import make_app
 
     app = make_app(config)
     try:
@@ -88,12 +122,6 @@ def _give_back(config: Any, tags: dict[str, Any]) -> list[UnitKey]:
                 qos.restore_by_tag(tag, leftmost=True)
     finally:
         app.close()
-    units = []
-    for envelope in tags.values():
-        headers = envelope.get("headers") or {}
-        if headers.get("task") == UNIT_TASK:
-            units.append(UnitKey.from_id(str(json.loads(_body(envelope))[0][1])))
-    return units
 
 
 def _body(envelope: Any) -> str:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from merlin_mdm.backends.celery.dependencies import RedisDependencies, Released
+from merlin_mdm.backends.celery.liveness import unit_heartbeat
 from merlin_mdm.backends.celery.publish import Message, publish
 from merlin_mdm.backends.celery.task_guard import task_guard
 from merlin_mdm.backends.execution import count_done, run_unit, unit_failure, watch_tasks, worker_deaths_outcome
@@ -197,9 +198,11 @@ def _run(store: RedisStatusStore, plan: StudyPlan, key: UnitKey) -> UnitOutcome:
         guard.start()
         watch_tasks(guard)
         ticker = _progress(store, plan, key)
+        beating = unit_heartbeat(store, key)  # `status` and `restart --release` tell a live unit from a held one
         try:
             return run_unit(plan, key, should_stop=_stop_checker(store), on_task=ticker)
         finally:
+            beating.close()
             ticker.close()  # its timer writes nothing after the unit's outcome
     except StatusError:
         raise

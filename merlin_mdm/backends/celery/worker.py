@@ -18,9 +18,13 @@ import importlib
 import os
 import signal
 from types import FrameType
+from typing import Any
+
+from celery.signals import worker_ready
 
 from merlin_mdm.backends.celery import worker_logging
 from merlin_mdm.backends.celery.app import make_app
+from merlin_mdm.backends.celery.liveness import Beating, worker_heartbeat
 from merlin_mdm.backends.celery.workers import COLD_STOP_SIGNAL
 from merlin_mdm.config import load_config
 
@@ -35,8 +39,8 @@ def _stop_cold(signum: int, frame: FrameType | None) -> None:
         os.kill(_MAIN, signal.SIGQUIT)
 
 
-signal.signal(COLD_STOP_SIGNAL, _stop_cold)
-worker_logging.install()  # Celery leaves SIGUSR2 alone unless CELERY_RDBSIG is set
+signal.signal(COLD_STOP_SIGNAL, _stop_cold)  # Celery leaves SIGUSR2 alone unless CELERY_RDBSIG is set
+worker_logging.install()
 
 # numpy, mmap: reading a study's samples (memory-mapped); encodings.idna: resolving the Redis host name.
 PRELOADED = ("numpy", "mmap", "encodings.idna")
@@ -47,3 +51,11 @@ for _name in PRELOADED:
 _config = load_config()
 app = make_app(_config)
 _config.status.client().close()  # a client connects on first use; building one imports what redis imports lazily
+_BEATS: list[Beating] = []
+
+
+@worker_ready.connect  # type: ignore[untyped-decorator]
+def _beat_while_alive(sender: Any, **_: Any) -> None:
+    """The worker beats on the broker from now until its main process exits (its warm shutdown included)."""
+    queues = [q.name for q in sender.task_consumer.queues]
+    _BEATS.append(worker_heartbeat(_config, sender.hostname, queues))

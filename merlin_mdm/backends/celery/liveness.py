@@ -1,0 +1,117 @@
+"""Who is alive: each worker, and each unit it runs, says so in Redis every few seconds.
+
+Celery's broadcast (`inspect`) is not enough to know it. A worker in its warm shutdown (after `stop-workers`, at
+an allocation's end) no longer answers it while it still runs the units in hand, and giving those back
+(`restart --release`) ran them twice (an outside probe saw it). A SIGKILLed worker answers nothing either. The
+beats tell the two apart: a worker's main process beats until it exits, whatever it is doing, and the process
+running a unit beats until the unit is recorded; beats that stopped more than ``SILENT_AFTER`` seconds ago
+belong to processes that are gone.
+
+Workers beat into ``WORKERS_KEY`` on the broker (hostname -> when, pid, queues, interval); units into their
+study's status store (:meth:`~merlin_mdm.status.redis_store.RedisStatusStore.beat`: "when interval"). A beat
+carries its interval (``MERLIN_MDM_HEARTBEAT`` seconds in the beating process, default 5), and a reader judges it
+by that interval, never by its own setting.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from merlin_mdm.config import AppConfig
+from merlin_mdm.status.redis_store import RedisStatusStore
+from merlin_mdm.study.plan import UnitKey
+
+__all__ = ["BEAT_SECONDS", "HEARTBEAT_ENV", "SILENT_AFTER", "WORKERS_KEY", "Beating", "beat_seconds", "is_silent",
+           "live_workers", "silent_units", "unit_heartbeat", "worker_heartbeat"]
+
+BEAT_SECONDS = 5.0
+MISSED = 6  # beats missed before a process counts as gone (or frozen)
+SILENT_AFTER = BEAT_SECONDS * MISSED
+WORKERS_KEY = "mdm:workers"
+HEARTBEAT_ENV = "MERLIN_MDM_HEARTBEAT"
+
+
+def beat_seconds(env: Mapping[str, str] = os.environ) -> float:
+    """The interval this process beats at (``MERLIN_MDM_HEARTBEAT``, default ``BEAT_SECONDS``)."""
+    try:
+        value = float(env.get(HEARTBEAT_ENV, BEAT_SECONDS))
+    except ValueError:
+        return BEAT_SECONDS
+    return value if value > 0 else BEAT_SECONDS
+
+
+def is_silent(beat: str | bytes | float | None, now: float) -> bool:
+    """Whether a beat ("when" or "when interval") is older than ``MISSED`` of its intervals; never for none."""
+    fields = (beat.decode() if isinstance(beat, bytes) else str(beat or "")).split()
+    if not fields:
+        return False
+    every = float(fields[1]) if len(fields) > 1 else BEAT_SECONDS
+    return now - float(fields[0]) > every * MISSED
+
+
+class Beating:
+    """Calls ``beat()`` now and then every ``every`` seconds on a daemon thread, until :meth:`close`. A beat
+    that fails (the server restarting) is skipped: the next one says the same."""
+
+    def __init__(self, beat: Callable[[], None], every: float):
+        self._beat = beat
+        self._every = every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="mdm-heartbeat", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                self._beat()
+            if self._stop.wait(self._every):
+                return
+
+    def close(self) -> None:
+        """Stop beating (the thread ends within a beat; nobody waits for it)."""
+        self._stop.set()
+
+
+def unit_heartbeat(store: RedisStatusStore, key: UnitKey) -> Beating:
+    """The running unit ``key`` beats in its study's status store."""
+    every = beat_seconds()
+    return Beating(lambda: store.beat(key, f"{time.time()} {every}"), every)
+
+
+def worker_heartbeat(config: AppConfig, hostname: str, queues: Sequence[str]) -> Beating:
+    """This worker process beats on the broker, with the queues it consumes, until it exits."""
+    client = config.broker.client()
+    every = beat_seconds()
+    value = {"pid": os.getpid(), "queues": sorted(queues), "every": every}
+    return Beating(lambda: client.hset(WORKERS_KEY, hostname, json.dumps({**value, "t": time.time()})), every)
+
+
+def live_workers(config: AppConfig, now: float | None = None) -> dict[str, list[str]]:
+    """Worker hostname -> its queues, for every worker whose last beat is recent (by its own interval)."""
+    client = config.broker.client(timeout=3.0, retry=False)
+    try:
+        entries: dict[Any, Any] = client.hgetall(WORKERS_KEY)
+    finally:
+        client.close()
+    now = time.time() if now is None else now
+    out = {}
+    for name, raw in entries.items():
+        try:
+            entry = json.loads(raw)
+        except (TypeError, ValueError):
+            continue
+        if not is_silent(f"{entry.get('t', 0)} {entry.get('every', BEAT_SECONDS)}", now):
+            out[name.decode() if isinstance(name, bytes) else str(name)] = list(entry.get("queues", []))
+    return out
+
+
+def silent_units(beats: Mapping[UnitKey, str], now: float) -> list[UnitKey]:
+    """The units in flight whose process stopped beating (one that never beat, taken by a worker from before the
+    beats, is not judged)."""
+    return sorted((key for key, beat in beats.items() if is_silent(beat, now)), key=lambda k: (k.instance, k.unit))
