@@ -25,6 +25,9 @@ from merlin_mdm.signals import SignalWatch, parent_death_signal, parse_signal, w
 __all__ = ["info", "monitor", "purge", "query_workers", "queue_info", "run_workers", "server", "stop_workers"]
 
 _spec_arg = click.argument("spec", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+# as in Merlin: the values the study was run with give its workers' names, queues and args
+_vars_opt = click.option("--vars", "variables", multiple=True, metavar="KEY=VALUE",
+                         help="Override (or add) an env variable of the spec, as given to `run`; repeatable.")
 
 
 def _config(spec: Path | None = None):  # type: ignore[no-untyped-def]
@@ -33,10 +36,15 @@ def _config(spec: Path | None = None):  # type: ignore[no-untyped-def]
     return load_config(spec)
 
 
-def _spec(spec: Path):  # type: ignore[no-untyped-def]
-    from merlin_mdm.spec import load_spec
+def _spec(spec: Path, variables: tuple[str, ...] = ()):  # type: ignore[no-untyped-def]
+    from merlin_mdm.spec import load_spec, parse_vars
 
-    return load_spec(spec).spec
+    return load_spec(spec, parse_vars(variables)).spec
+
+
+def _vars_need_spec(spec: Path | None, variables: tuple[str, ...]) -> None:
+    if variables and spec is None:
+        raise UsageError("--vars sets the variables of a spec: give the spec too")
 
 
 @click.command("run-workers")
@@ -45,6 +53,7 @@ def _spec(spec: Path):  # type: ignore[no-untyped-def]
 @click.option("--steps", multiple=True, help="Only the workers of these steps; repeatable.")
 @click.option("--worker", "only", multiple=True, help="Only these worker groups; repeatable.")
 @click.option("--worker-args", default="", help="Extra Celery worker options, e.g. '-c 4 -l INFO'.")
+@_vars_opt
 @click.option("--until-done", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Stop the workers and exit once the study in this workspace is over.")
 @click.option("--grace", default=30.0, show_default=True, type=click.FloatRange(0), envvar="MERLIN_MDM_GRACE",
@@ -53,7 +62,7 @@ def _spec(spec: Path):  # type: ignore[no-untyped-def]
 @click.option("--signal", "early_signal", metavar="SIG", envvar="MERLIN_MDM_SIGNAL",
               help="Also wind down on this signal, e.g. USR1 for Slurm's --signal [env MERLIN_MDM_SIGNAL].")
 def run_workers(spec: Path, echo: bool, steps: tuple[str, ...], only: tuple[str, ...], worker_args: str,
-                until_done: Path | None, grace: float, early_signal: str | None) -> None:
+                variables: tuple[str, ...], until_done: Path | None, grace: float, early_signal: str | None) -> None:
     """Start the Celery workers that `merlin.resources.workers` of SPEC describes (blocks until they exit).
 
     Inside a Slurm, LSF, Flux or PBS allocation each worker runs once per node through the launcher,
@@ -67,11 +76,11 @@ def run_workers(spec: Path, echo: bool, steps: tuple[str, ...], only: tuple[str,
     Unless app.yaml sets visibility_timeout, it is derived from the walltimes of SPEC's newest study.
     """
     with _exit_code_recorded():
-        _run_workers(spec, echo, steps, only, worker_args, until_done, grace, early_signal)
+        _run_workers(spec, echo, steps, only, worker_args, until_done, grace, early_signal, variables)
 
 
 def _run_workers(spec: Path, echo: bool, steps: tuple[str, ...], only: tuple[str, ...], worker_args: str,
-                 until_done: Path | None, grace: float, early_signal: str | None) -> None:
+                 until_done: Path | None, grace: float, early_signal: str | None, variables: tuple[str, ...]) -> None:
     from merlin_mdm.backends.celery.backend import check_server
     from merlin_mdm.backends.celery.in_allocation import (
         STUDY_OVER,
@@ -85,7 +94,7 @@ def _run_workers(spec: Path, echo: bool, steps: tuple[str, ...], only: tuple[str
     from merlin_mdm.backends.celery.workers import active_queues, worker_commands
     from merlin_mdm.batch import detect_allocation
 
-    parsed = _spec(spec)
+    parsed = _spec(spec, variables)
     commands = worker_commands(parsed, steps, worker_args, warn=lambda m: click.echo(m, err=True), only=only)
     alloc = detect_allocation(os.environ)
     if alloc is not None:
@@ -194,14 +203,17 @@ def _visibility_env(spec: Path) -> dict[str, str]:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--dump", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the table to this .csv or .json file (Merlin's `queue-info --dump`).")
-def queue_info(spec: Path | None, queues: tuple[str, ...], as_json: bool, dump: Path | None) -> None:
+@_vars_opt
+def queue_info(spec: Path | None, queues: tuple[str, ...], as_json: bool, dump: Path | None,
+               variables: tuple[str, ...]) -> None:
     """Messages waiting and consumers per queue."""
     from merlin_mdm.backends.celery.backend import check_server
     from merlin_mdm.backends.celery.workers import active_queues, queue_sizes, spec_queues
 
+    _vars_need_spec(spec, variables)
     config = _config(spec)
     check_server(config)
-    names = list(queues) or (sorted(set(spec_queues(_spec(spec)).values())) if spec else ["merlin"])
+    names = list(queues) or (sorted(set(spec_queues(_spec(spec, variables)).values())) if spec else ["merlin"])
     sizes = queue_sizes(config, names)
     workers = active_queues(config)
     rows = {q: {"messages": sizes[q], "consumers": sum(q in qs for qs in workers.values())} for q in names}
@@ -249,18 +261,21 @@ def query_workers(as_json: bool) -> None:
               help="Stop the workers SPEC describes.")
 @click.option("--queues", multiple=True, help="Stop the workers consuming these queues.")
 @click.option("--workers", "patterns", multiple=True, help="Stop workers whose name matches (glob).")
-def stop_workers(spec: Path | None, queues: tuple[str, ...], patterns: tuple[str, ...]) -> None:
+@_vars_opt
+def stop_workers(spec: Path | None, queues: tuple[str, ...], patterns: tuple[str, ...],
+                 variables: tuple[str, ...]) -> None:
     """Stop workers after their current task: those named by --spec/--queues/--workers, or all."""
     from merlin_mdm.backends.celery.backend import check_server
     from merlin_mdm.backends.celery.workers import active_queues, shutdown_workers, worker_commands
 
+    _vars_need_spec(spec, variables)
     config = _config(spec)
     check_server(config)
     workers = active_queues(config)
     wanted = list(patterns)
     if spec is not None:
         # inside an allocation a worker is named GROUP.JOBID@host
-        wanted += [p for cmd in worker_commands(_spec(spec)) for p in (f"{cmd.name}@*", f"{cmd.name}.*@*")]
+        wanted += [p for cmd in worker_commands(_spec(spec, variables)) for p in (f"{cmd.name}@*", f"{cmd.name}.*@*")]
     chosen = [w for w, qs in workers.items()
               if (not wanted and not queues) or any(fnmatch.fnmatchcase(w, p) for p in wanted)
               or any(q in qs for q in queues)]
@@ -275,7 +290,8 @@ def stop_workers(spec: Path | None, queues: tuple[str, ...], patterns: tuple[str
 @_spec_arg
 @click.option("-f", "--force", is_flag=True, help="Do not ask.")
 @click.option("--steps", multiple=True, help="Only the queues of these steps; repeatable.")
-def purge(spec: Path, force: bool, steps: tuple[str, ...]) -> None:
+@_vars_opt
+def purge(spec: Path, force: bool, steps: tuple[str, ...], variables: tuple[str, ...]) -> None:
     """Delete the messages waiting in SPEC's queues (asks first)."""
     from merlin_mdm.backends.celery.backend import check_server, record_purge
     from merlin_mdm.backends.celery.broker import purge_queues
@@ -283,7 +299,7 @@ def purge(spec: Path, force: bool, steps: tuple[str, ...]) -> None:
 
     config = _config(spec)
     check_server(config)
-    names = sorted(set(spec_queues(_spec(spec), steps).values()))
+    names = sorted(set(spec_queues(_spec(spec, variables), steps).values()))
     if not force and not _purge_confirmed(names):
         click.echo("nothing purged")
         return

@@ -28,7 +28,7 @@ from merlin_mdm.spec.model import (
     StepRun,
     Worker,
 )
-from merlin_mdm.spec.tokens import resolve_ordered, substitute
+from merlin_mdm.spec.variables import fill_load_time_variables
 
 if TYPE_CHECKING:
     from merlin_mdm.spec.checks import known_tokens, parent_name
@@ -143,7 +143,7 @@ def _finish(data, path, text, overrides, batch_types, transform, strict) -> Load
     issues = IssueCollector(str(path))
     spec = build_spec(data, path, issues)
     spec = _apply_overrides(spec, overrides or {}, issues)
-    spec = _resolve_name(spec)
+    spec = fill_load_time_variables(spec)
     if transform is not None:
         spec = transform(spec)
     check_spec(spec, issues, DEFAULT_BATCH_TYPES if batch_types is None else batch_types)
@@ -151,16 +151,6 @@ def _finish(data, path, text, overrides, batch_types, transform, strict) -> Load
         issues.promote_warnings()
     issues.raise_if_errors()
     return LoadedSpec(spec, tuple(issues.warnings), text)
-
-
-def _resolve_name(spec: Spec) -> Spec:
-    """``description.name: $(NAME)``: the study name with env variables (and --vars) filled in, as Merlin."""
-    name = spec.description.name
-    if "$(" not in name:
-        return spec
-    values = resolve_ordered(spec.env.variables, {"SPECROOT": str(spec.root)})
-    description = dataclasses.replace(spec.description, name=substitute(name, values))
-    return dataclasses.replace(spec, description=description)
 
 
 def _apply_overrides(spec: Spec, overrides: Mapping[str, str], issues: IssueCollector) -> Spec:

@@ -263,7 +263,7 @@ def _resources(node: Any, issues: IssueCollector, where: Located) -> Resources:
         workers.append(Worker(name, wr.text("args", default="") or "", wr.strings("steps", ("all",)),
                               wr.integer("nodes", minimum=1),
                               _batch(wr.raw("batch"), wr.sub("batch"), issues, value_mark(wr.node, "batch")),
-                              wr.strings("machines")))
+                              wr.strings("machines"), key=name))
     return Resources(reader.text("task_server", default="celery") or "celery",
                      reader.boolean("overlap", False), tuple(workers))
 

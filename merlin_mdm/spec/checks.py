@@ -42,6 +42,7 @@ def check_spec(spec: Spec, issues: IssueCollector, batch_types: Iterable[str] = 
     _check_batch(spec, issues, tuple(batch_types))
     _check_batch_options(spec, issues)
     _check_workers(spec, issues)
+    _check_load_time_tokens(spec, issues)
     _check_paths(spec, issues)
     check_hazards(spec, issues)
 
@@ -371,10 +372,10 @@ def _check_workers(spec: Spec, issues: IssueCollector) -> None:
     resources = merlin.get("resources") if isinstance(merlin, MarkedDict) else None
     workers = resources.get("workers") if isinstance(resources, MarkedDict) else None
     for worker in spec.resources.workers:
-        node = workers.get(worker.name) if isinstance(workers, MarkedDict) else None
+        node = workers.get(worker.spec_key) if isinstance(workers, MarkedDict) else None
         for step in worker.steps:
-            if step != "all" and step not in names:
-                issues.error(value_mark(node, "steps"), f"merlin.resources.workers.{worker.name}.steps",
+            if step != "all" and step not in names and "$(" not in step:  # a token left: _check_load_time_tokens
+                issues.error(value_mark(node, "steps"), f"merlin.resources.workers.{worker.spec_key}.steps",
                              f"unknown step '{step}'{did_you_mean(step, names)}")
     _check_worker_overlap(spec, workers, issues)
 
@@ -390,11 +391,45 @@ def _check_worker_overlap(spec: Spec, workers: object, issues: IssueCollector) -
         for queue in dict.fromkeys(queue_of[s] for s in steps):
             first = owner.setdefault(queue, worker.name)
             if first != worker.name:
-                node = workers.get(worker.name) if isinstance(workers, MarkedDict) else None
-                issues.warn(value_mark(node, "steps"), f"merlin.resources.workers.{worker.name}.steps",
+                node = workers.get(worker.spec_key) if isinstance(workers, MarkedDict) else None
+                issues.warn(value_mark(node, "steps"), f"merlin.resources.workers.{worker.spec_key}.steps",
                             f"workers {first} and {worker.name} both consume queue '{queue}', which `run-workers` "
                             "and `launch` refuse (Merlin skips the second): give their steps their own "
                             "run.task_queue, or set merlin.resources.overlap: true")
+
+
+def _check_load_time_tokens(spec: Spec, issues: IssueCollector) -> None:
+    """Task queues and workers are read before a study exists and never by a shell: a token left in them after
+    the variables were filled in (:mod:`merlin_mdm.spec.variables`) would reach Celery as it is written."""
+    fields: list[tuple[Located, str, str]] = [
+        (value_mark(loc.run, "task_queue"), f"study[{loc.index}].run.task_queue", loc.step.run.task_queue)
+        for loc in _located_steps(spec)]
+    workers = _node(spec, "merlin", "resources", "workers")
+    named: dict[str, str] = {}
+    for worker in spec.resources.workers:
+        node, path = workers.get(worker.spec_key) if isinstance(workers, MarkedDict) else None, \
+            f"merlin.resources.workers.{worker.spec_key}"
+        fields += [(key_mark(workers, worker.spec_key), path, worker.name),
+                   (value_mark(node, "args"), f"{path}.args", worker.args),
+                   *((value_mark(node, "steps"), f"{path}.steps", s) for s in worker.steps),
+                   *((value_mark(node, "machines"), f"{path}.machines", m) for m in worker.machines)]
+        if (first := named.setdefault(worker.name, worker.spec_key)) != worker.spec_key:
+            issues.error(key_mark(workers, worker.spec_key), path, f"workers {first} and {worker.spec_key} are "
+                         f"both named '{worker.name}' once the variables are filled in; name them apart")
+    known = known_tokens(spec)
+    for where, path, text in fields:
+        for token in dict.fromkeys(tokens_in(text)):
+            issues.error(where, path, _load_time_token_message(token, known))
+
+
+def _load_time_token_message(token: str, known: set[str]) -> str:
+    if token in known:
+        return (f"$({token}) has no value yet when workers and queues are set up: only env variables, labels, "
+                "SPECROOT and --vars can be used here")
+    hint = did_you_mean(token, known)
+    if not hint and not token.isupper():  # `$(nproc)` in args: Merlin's shell would run it, Celery would not
+        return f"$({token}) is no token, and no shell reads this field to run it: write the value itself"
+    return f"undefined token $({token}){hint}: define it under env.variables or pass --vars"
 
 
 def _check_paths(spec: Spec, issues: IssueCollector) -> None:

@@ -137,6 +137,13 @@ class Worker:
     nodes: int | None = None
     batch: BatchConfig | None = None
     machines: tuple[str, ...] = ()
+    # its key under merlin.resources.workers as written, before $(VARIABLES) are filled in ("": the name)
+    key: str = field(default="", compare=False)
+
+    @property
+    def spec_key(self) -> str:
+        """The key of this worker's entry in the spec (where its settings and their positions are)."""
+        return self.key or self.name
 
 
 @dataclass(frozen=True)

@@ -196,9 +196,10 @@ def batch_origin(spec: Spec, names: Sequence[str]) -> str:
     resources = merlin.get("resources") if isinstance(merlin, MarkedDict) else None
     workers = resources.get("workers") if isinstance(resources, MarkedDict) else None
     places = [("batch", spec.raw.get("batch"), key_mark(spec.raw, "batch"))]
-    worker = workers.get(names[0]) if len(names) == 1 and isinstance(workers, MarkedDict) else None
+    key = next((w.spec_key for w in spec.resources.workers if w.name == names[0]), names[0])  # as written
+    worker = workers.get(key) if len(names) == 1 and isinstance(workers, MarkedDict) else None
     if isinstance(worker, MarkedDict) and "batch" in worker:
-        places.append((f"merlin.resources.workers.{names[0]}.batch", worker.get("batch"), key_mark(worker, "batch")))
+        places.append((f"merlin.resources.workers.{key}.batch", worker.get("batch"), key_mark(worker, "batch")))
     found = [f"{spec.path}:{mark[0]}: {path}" for path, node, mark in places if node is not None]
     return " and ".join(found) or f"{spec.path} (no batch block: the defaults)"
 
