@@ -22,8 +22,10 @@ __all__ = ["allocations_json", "launch", "show_allocations"]
 @click.option("--together", is_flag=True, help="One allocation for every worker group.")
 @click.option("--dry", is_flag=True, help="Print the batch script(s); submit nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the submitted jobs as JSON.")
+@click.option("--vars", "variables", multiple=True, metavar="KEY=VALUE",
+              help="The env variables the study was run with (`run --vars`): its workers' names and queues.")
 def launch(spec_path: Path, nodes: int | None, walltime: str | None, queue: str | None, bank: str | None,
-           together: bool, dry: bool, as_json: bool) -> None:
+           together: bool, dry: bool, as_json: bool, variables: tuple[str, ...]) -> None:
     """Submit one batch allocation per worker group of SPEC (or one for all with --together).
 
     Each allocation runs `merlin-mdm run-workers` on its nodes for the newest queued study of SPEC
@@ -39,11 +41,11 @@ def launch(spec_path: Path, nodes: int | None, walltime: str | None, queue: str 
     )
     from merlin_mdm.batch import get_batch_system
     from merlin_mdm.config import load_config
-    from merlin_mdm.spec import load_spec
+    from merlin_mdm.spec import load_spec, parse_vars
     from merlin_mdm.spec.hazards import parse_walltime
     from merlin_mdm.studies import find_workspace
 
-    spec = load_spec(spec_path).spec
+    spec = load_spec(spec_path, parse_vars(variables)).spec
     try:
         workspace: Path | None = find_workspace(spec_path).root.resolve()
     except WorkspaceError:
@@ -57,7 +59,7 @@ def launch(spec_path: Path, nodes: int | None, walltime: str | None, queue: str 
     if target is not None and not dry:
         _refuse_when_over(target)
     source = load_config(spec_path).source
-    opts = LaunchOptions(nodes, walltime, queue, bank, together, None if source == "defaults" else source)
+    opts = LaunchOptions(nodes, walltime, queue, bank, together, None if source == "defaults" else source, variables)
     planned = allocation_requests(spec, spec_path, target or Path("WORKSPACE"), opts)
     system = get_batch_system(scheduler_name(spec.batch.type))
     if dry:

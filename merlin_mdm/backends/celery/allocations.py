@@ -56,6 +56,7 @@ class LaunchOptions:
     bank: str | None = None
     together: bool = False  # one allocation for every worker group
     config_source: str | None = None  # the app.yaml the workers must read
+    variables: tuple[str, ...] = ()  # --vars KEY=VALUE the study was run with: its workers' names and queues
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,8 @@ def allocation_requests(spec: Spec, spec_path: Path, workspace: Path, opts: Laun
         nodes = opts.nodes or (worker.nodes if worker else None) or batch.nodes or 1
         walltime = walltime_seconds(opts.walltime or batch.walltime)
         command = [sys.executable, "-m", "merlin_mdm.cli.main", "run-workers", str(spec_path.resolve()),
-                   *(a for n in names for a in ("--worker", n)), "--until-done", str(workspace)]
+                   *(a for n in names for a in ("--worker", n)), *(a for v in opts.variables for a in ("--vars", v)),
+                   "--until-done", str(workspace)]
         label = "all" if len(names) > 1 else names[0]
         options = _options(batch.extra.get(f"{scheduler_name(batch.type)}_args"))
         env: tuple[tuple[str, str], ...] = (("MERLIN_MDM_CONFIG", opts.config_source),) if opts.config_source else ()

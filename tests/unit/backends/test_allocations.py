@@ -146,3 +146,14 @@ def test_batch_options_keep_every_option_as_written() -> None:
                  '#SBATCH --comment="two words"'):
         assert line in lines, (line, lines)
     assert not [line for line in lines if "''" in line]
+
+
+def test_the_variables_a_study_was_run_with_name_its_workers_and_reach_them() -> None:
+    text = SPEC.replace("simworkers:", "$(GROUP):").replace("task_queue: sims", "task_queue: $(Q)") + \
+        "env: {variables: {GROUP: simworkers, Q: sims}}\n"
+    spec = load_spec_text(text, "/s/big.yaml", {"GROUP": "g7", "Q": "q7"}).spec
+    opts = LaunchOptions(variables=("GROUP=g7", "Q=q7"))
+    planned = allocation_requests(spec, Path("/s/big.yaml"), Path("/ws"), opts)
+    names = [names for names, _ in planned]
+    assert names == [("g7",), ("postworkers",)]
+    assert "--worker g7 --vars GROUP=g7 --vars Q=q7 --until-done /ws" in planned[0][1].command
