@@ -7,8 +7,11 @@ result, nothing uses chords, and no Celery internals are patched.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +38,7 @@ from merlin_mdm.study.workspace import Workspace
 
 __all__ = ["EXPAND_TASK", "UNIT_TASK", "StudyCache", "celery_settings", "hand_back", "make_app"]
 
+log = logging.getLogger(__name__)
 PUBLISH_RETRY = {"max_retries": 30, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 2.0}
 
 
@@ -123,6 +127,22 @@ def hand_back(task: Any) -> None:
     raise Reject("does not fit before the allocation's walltime", requeue=True)
 
 
+FAILING_SAID_EVERY = 10  # retries between two errors in the worker's log about a status store that keeps failing
+
+
+@contextlib.contextmanager
+def _said_when_failing(task: Any, what: str, retry_on: tuple[type[BaseException], ...]) -> Iterator[None]:
+    """Let a passing error go to Celery's retry; say so in the log, as an error, every few retries in a row."""
+    try:
+        yield
+    except retry_on as exc:
+        tries = task.request.retries + 1
+        if tries % FAILING_SAID_EVERY == 0:
+            log.error("%s: the status store or broker failed %d times in a row (%s: %s); retried every 30 s until "
+                      "it answers, nothing is lost meanwhile", what, tries, type(exc).__name__, exc)
+        raise
+
+
 def make_app(config: AppConfig) -> Celery:
     """A configured Celery app with the `unit` and `expand` tasks registered."""
     app = Celery("merlin_mdm", broker=config.broker.url(), set_as_current=False)
@@ -132,10 +152,16 @@ def make_app(config: AppConfig) -> Celery:
 
     retry_on = (redis.ConnectionError, redis.TimeoutError, OSError, StatusError)
 
+    # A status store that keeps failing (down, out of memory, read-only) is waited for as long as it takes, every
+    # 30 s at most: after a number of retries Celery would acknowledge the message and the unit would be lost.
     @app.task(  # type: ignore[untyped-decorator]
         name=UNIT_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True,
-        autoretry_for=retry_on, retry_backoff=1, retry_backoff_max=30, max_retries=20)
+        autoretry_for=retry_on, retry_backoff=1, retry_backoff_max=30, max_retries=None)
     def unit(self: Any, workspace: str, unit_id: str) -> None:
+        with _said_when_failing(self, f"unit {unit_id} of {workspace}", retry_on):
+            _unit(self, workspace, unit_id)
+
+    def _unit(self: Any, workspace: str, unit_id: str) -> None:
         plan, store, deps = cache.load(workspace, unit_id, retry_on)
         key = UnitKey.from_id(unit_id)
         if not unit_fits(plan, key, os.environ, time.time()):
@@ -152,9 +178,10 @@ def make_app(config: AppConfig) -> Celery:
 
     @app.task(  # type: ignore[untyped-decorator]
         name=EXPAND_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True,
-        autoretry_for=retry_on, retry_backoff=1, retry_backoff_max=30, max_retries=20)
+        autoretry_for=retry_on, retry_backoff=1, retry_backoff_max=30, max_retries=None)
     def expand(self: Any, workspace: str, instance: int, lo: int, hi: int) -> None:
-        plan, _, _ = cache.get(workspace)
-        send_dispatch(cache.broker(), workspace, plan, expand_range(instance, lo, hi))
+        with _said_when_failing(self, f"units {lo}-{hi - 1} of instance {instance} of {workspace}", retry_on):
+            plan, _, _ = cache.get(workspace)
+            send_dispatch(cache.broker(), workspace, plan, expand_range(instance, lo, hi))
 
     return app
