@@ -130,7 +130,10 @@ def _run_workers(spec: Path, echo: bool, steps: tuple[str, ...], only: tuple[str
                             shutdown=broadcast_shutdown(config, [f"{c.name}.{alloc.job_id}@" for c in commands])
                             if alloc else None, grace=grace, early_signal=parse_signal(early_signal))
     rc = supervisor.run()
-    if until_done is not None and supervisor.stopping == STUDY_OVER:
+    if until_done is not None:
+        if supervisor.stopping != STUDY_OVER:  # the walltime, a signal, or `stop-workers` from outside
+            why = supervisor.stopping or "they were stopped from outside (stop-workers?) or ended by themselves"
+            click.echo(f"run-workers: the workers ended before the study was over: {why}", err=True)
         click.echo(f"run-workers: {_outcome(until_done)}", err=True)
     sys.exit(rc)
 
@@ -160,7 +163,8 @@ def _exit_code_recorded() -> Iterator[None]:
 
 
 def _outcome(workspace: Path) -> str:
-    """How the study in ``workspace`` ended, for the last line of `run-workers --until-done`."""
+    """Where the study in ``workspace`` stands (how it ended, once over), for the last line of `run-workers
+    --until-done`."""
     from merlin_mdm.errors import MerlinMdmError
     from merlin_mdm.status.states import TaskState
     from merlin_mdm.studies import study_status
@@ -168,7 +172,7 @@ def _outcome(workspace: Path) -> str:
     try:
         snap = study_status(workspace)
     except MerlinMdmError as exc:
-        return f"the study is over; its status cannot be read: {exc}"
+        return f"its status cannot be read: {exc}"
     bad = ", ".join(f"{n} {what}" for n, what in ((snap.count_failed, "failed"), (snap.count_not_run, "did not run"))
                     if n)
     done = f"{snap.count(TaskState.FINISHED)} of {snap.total} task(s) finished"

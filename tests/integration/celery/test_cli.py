@@ -294,3 +294,30 @@ def test_the_workers_end_when_run_workers_is_killed(redis_server: RedisFixture, 
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(runner.pid, signal.SIGKILL)
+
+
+@pytest.mark.celery
+def test_run_workers_until_done_stopped_early_says_the_study_is_not_over(redis_server: RedisFixture,
+                                                                          tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from .helpers import _ENTRY
+
+    env = {"MERLIN_MDM_CONFIG": str(redis_server.app_yaml)}
+    spec, ws = _queue_one_step(tmp_path, env, "early", "sleep 1; echo $(N)", 6)
+    workers = subprocess.Popen([sys.executable, "-c", _ENTRY, "run-workers", str(spec), "--until-done", str(ws)],
+                               cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO), **env},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        wait_until(lambda: len(list(ws.glob("sim/*/MERLIN_FINISHED"))) >= 1, 60, "a first task to finish")
+        assert "early_workers@" in merlin("stop-workers", "--spec", str(spec), cwd=tmp_path, env=env).stdout
+        _, err = workers.communicate(timeout=60)
+    finally:
+        if workers.poll() is None:
+            os.killpg(workers.pid, 9)
+    lines = err.strip().splitlines()
+    assert workers.returncode == 0, err
+    assert lines[-2].startswith("run-workers: the workers ended before the study was over: they were stopped "
+                                "from outside (stop-workers?)"), err
+    assert lines[-1].startswith("run-workers: study early running: ") and "of 6 task(s) finished" in lines[-1], err
