@@ -72,7 +72,8 @@ def run_workers(spec: Path, echo: bool, steps: tuple[str, ...], only: tuple[str,
     cold, their running units go back to the queue (recorded queued), and the exit code is 128+signal.
     With --until-done the last line says how the study ended; the exit code is 0 once it is over, even when
     tasks failed (the workers did their job, and a failed simulation does not fail the allocation, so an
-    `afterok` dependency still fires): `status` says what failed.
+    `afterok` dependency still fires): `status` says what failed. Workers that end before the study is over
+    (the walltime, `stop-workers`) are said so, with where the study stands.
     Unless app.yaml sets visibility_timeout, it is derived from the walltimes of SPEC's newest study.
     """
     with _exit_code_recorded():
