@@ -373,6 +373,7 @@ class RedisStatusStore(StatusStore):
         keys = [k for k in plan.units() if k not in done]
         runs = {UnitKey.from_id(k): v for k, v in self._call(self.r.hgetall, self.k_runs).items()}
         runs = {k: v for k, v in runs.items() if k in done}
+        kept = self._history()
         stale = [self.k_meta, self.k_steps, self.k_attempts, self.k_partial, self.k_runs, self.k_beat,
                  *(self.prefix + f"fail:{s}" for s in {i.step for i in plan.instances})]
         pipe = self.r.pipeline(transaction=True)
@@ -383,7 +384,15 @@ class RedisStatusStore(StatusStore):
             pipe.hset(self.k_runs, mapping={k.to_id(): v for k, v in runs.items()})
         self._call(pipe.execute)
         self._register(plan, done, runs)
+        if kept:
+            self._call(self.r.hset, self.k_steps, mapping=kept)
         return keys
+
+    def _history(self) -> dict[str, Any]:
+        """What a reset keeps of each step, as the local store does: its retries so far, and when it first started
+        and last ended (its elapsed time spans the stop)."""
+        counters = self._call(self.r.hgetall, self.k_steps)
+        return {name: value for name, value in counters.items() if name.endswith(("|restarts", "|started", "|ended"))}
 
     def units_left(self) -> int:
         """Units not yet recorded (0 when the study is over)."""

@@ -117,6 +117,16 @@ class TestStatusStoreContract:
         assert store.unit_finished(UnitKey(0, 1), UnitOutcome(4, 0, 0)) is True
         assert _counts(store) == {"a": {"finished": 10}, "b": {"queued": 1}}
 
+    def test_reset_keeps_the_retries_so_far_and_when_each_step_started(self, new_store: StoreFactory) -> None:
+        store, plan = new_store()
+        store.register(plan)
+        store.unit_finished(UnitKey(0, 0), UnitOutcome(4, 0, 0, restarts=2, started=10.0, ended=20.0))
+        store.unit_finished(UnitKey(0, 1), UnitOutcome(3, 1, 0, restarts=5, started=12.0, ended=30.0))
+        store.reset_unfinished()  # unit 0:1 runs again; the retries so far stay counted (a purge and restart lost them)
+        step = store.snapshot().steps[0]
+        assert (step.restarts, step.started) == (7, 10.0), step
+        assert step.ended is not None and step.ended >= 20.0, step
+
     def test_run_times_count_units_that_ran_to_their_end_once(self, new_store: StoreFactory) -> None:
         store, plan = new_store()
         store.register(plan)
