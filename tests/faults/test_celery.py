@@ -168,6 +168,8 @@ def test_a_purge_while_a_unit_runs_stays_purged_and_one_restart_finishes_the_stu
     assert snap["state"] == "purged" and not snap["steps"][0]["counts"]["running"], snap
     again = merlin("restart", str(ws), cwd=tmp_path, env=env)
     assert again.returncode == 0, again.stderr
+    left = 6 - sum(c["finished"] for c in _counts_match_disk(ws, env).values())
+    assert f"queued again: {left} of 6 task(s) left to run" in again.stdout + again.stderr, again
     _finish(ws, env)
     counts = _counts_match_disk(ws, env)
     assert _status(ws, env)["state"] == "finished" and counts["work"]["finished"] == counts["then"]["finished"] == 3

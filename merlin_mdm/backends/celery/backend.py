@@ -138,9 +138,13 @@ class CeleryBackend(Backend):
             self.publish_initial(config, plan)
             elapsed = time.perf_counter() - started
             n_units = sum(hi - lo for _, lo, hi in _initial_ranges(plan))
-            message = (f"queued {n_units} unit(s) of {plan.total_tasks()} task(s) in {elapsed:.2f} s; "
-                       "start workers with `merlin-mdm run-workers SPEC`")
-            return RunReport(StudyState.QUEUED, store.snapshot(), message)
+            snap = store.snapshot()
+            left = snap.total - snap.count(TaskState.FINISHED)
+            sent = (f"queued {n_units} unit(s) of {plan.total_tasks()} task(s)" if not options.resume else
+                    f"queued again: {left} of {snap.total} task(s) left to run, from {n_units} unit(s) "
+                    "without parents")
+            message = f"{sent} in {elapsed:.2f} s; start workers with `merlin-mdm run-workers SPEC`"
+            return RunReport(StudyState.QUEUED, snap, message)
         finally:
             store.close()
 
