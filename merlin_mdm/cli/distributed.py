@@ -83,16 +83,9 @@ def run_workers(spec: Path, echo: bool, steps: tuple[str, ...], only: tuple[str,
 def _run_workers(spec: Path, echo: bool, steps: tuple[str, ...], only: tuple[str, ...], worker_args: str,
                  until_done: Path | None, grace: float, early_signal: str | None, variables: tuple[str, ...]) -> None:
     from merlin_mdm.backends.celery.backend import check_server
-    from merlin_mdm.backends.celery.in_allocation import (
-        STUDY_OVER,
-        Supervisor,
-        allocation_commands,
-        allocation_deadline,
-        broadcast_shutdown,
-        study_over_check,
-        walltime_margin,
-    )
-    from merlin_mdm.backends.celery.workers import active_queues, worker_commands
+    from merlin_mdm.backends.celery.in_allocation import allocation_commands
+    from merlin_mdm.backends.celery.queue_claims import claim_queues
+    from merlin_mdm.backends.celery.workers import worker_commands
     from merlin_mdm.batch import detect_allocation
 
     parsed = _spec(spec, variables)
@@ -106,14 +99,26 @@ def _run_workers(spec: Path, echo: bool, steps: tuple[str, ...], only: tuple[str
         return
     config = _config(spec)
     check_server(config)
-    if not parsed.resources.overlap:
-        # the same worker group in another allocation is more of the same workers, not an overlap
-        same = tuple(f"{c.name}." for c in commands) if alloc is not None else ()
-        busy = {q: w for w, qs in active_queues(config).items() if not (same and w.startswith(same)) for q in qs}
-        taken = sorted({q for cmd in commands for q in cmd.queues if q in busy})
-        if taken:
-            raise UsageError(f"queue(s) {', '.join(taken)} already have a consumer ({busy[taken[0]]}) and "
-                             "merlin.resources.overlap is false")
+    give_up = claim_queues(config, commands, alloc is not None) if not parsed.resources.overlap else None
+    try:
+        _supervise(spec, parsed, config, commands, alloc, until_done, grace, early_signal, only)
+    finally:
+        if give_up is not None:
+            give_up()
+
+
+def _supervise(spec: Path, parsed, config, commands, alloc, until_done: Path | None,  # type: ignore[no-untyped-def]
+               grace: float, early_signal: str | None, only: tuple[str, ...]) -> None:
+    """Start the workers, wait for them (stopping them when the study is over or the walltime nears), exit."""
+    from merlin_mdm.backends.celery.in_allocation import (
+        STUDY_OVER,
+        Supervisor,
+        allocation_deadline,
+        broadcast_shutdown,
+        study_over_check,
+        walltime_margin,
+    )
+
     env = {**os.environ}
     if config.source != "defaults":
         env["MERLIN_MDM_CONFIG"] = config.source
@@ -136,7 +141,7 @@ def _run_workers(spec: Path, echo: bool, steps: tuple[str, ...], only: tuple[str
             why = supervisor.stopping or "they were stopped from outside (stop-workers?) or ended by themselves"
             click.echo(f"run-workers: the workers ended before the study was over: {why}", err=True)
         click.echo(f"run-workers: {_outcome(until_done)}", err=True)
-    sys.exit(rc)
+    raise SystemExit(rc)
 
 
 @contextlib.contextmanager

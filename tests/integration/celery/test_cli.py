@@ -321,3 +321,31 @@ def test_run_workers_until_done_stopped_early_says_the_study_is_not_over(redis_s
     assert lines[-2].startswith("run-workers: the workers ended before the study was over: they were stopped "
                                 "from outside (stop-workers?)"), err
     assert lines[-1].startswith("run-workers: study early running: ") and "of 6 task(s) finished" in lines[-1], err
+
+
+@pytest.mark.celery
+def test_two_run_workers_started_at_once_start_one_worker_group(redis_server: RedisFixture, tmp_path: Path) -> None:
+    """Without overlap, the second is refused even when neither's workers could answer yet (a probe started two
+    0.5 s apart and both ran, as two workers of one name)."""
+    import subprocess
+    import sys
+
+    from .helpers import _ENTRY
+
+    env = {"MERLIN_MDM_CONFIG": str(redis_server.app_yaml)}
+    spec, ws = _queue_one_step(tmp_path, env, "twice", "sleep 1; echo $(N)", 4)
+    both = [subprocess.Popen([sys.executable, "-c", _ENTRY, "run-workers", str(spec), "--until-done", str(ws)],
+                             cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO), **env}, text=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+            for _ in range(2)]
+    try:
+        ends = [p.communicate(timeout=120) for p in both]
+    finally:
+        for p in both:
+            if p.poll() is None:
+                os.killpg(p.pid, 9)
+    codes = sorted(p.returncode for p in both)
+    refused = next(err for p, (_, err) in zip(both, ends, strict=True) if p.returncode == 2)
+    assert codes == [0, 2], ends
+    assert "merlin.resources.overlap is false" in refused and "twice_q" in refused, refused
+    assert len(list(ws.glob("sim/*/MERLIN_FINISHED"))) == 4

@@ -1,0 +1,88 @@
+"""One worker group per queue (``merlin.resources.overlap: false``), even for two `run-workers` started at once.
+
+A `run-workers` looks for the workers that consume its queues: those that answer Celery's broadcast and those that
+beat (:mod:`~merlin_mdm.backends.celery.liveness`). Its own workers do neither for the seconds they take to start,
+so two commands started within those seconds both found the queues free (an outside probe saw two groups start
+0.5 s apart). Each command therefore first claims its queues on the broker, atomically (``SET NX``), for
+``CLAIM_SECONDS``: longer than workers take to start, after which their beats speak for them. The claim is given up
+when the command ends.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from merlin_mdm.backends.celery.liveness import live_workers
+from merlin_mdm.backends.celery.workers import WorkerCommand, active_queues
+from merlin_mdm.config import AppConfig
+from merlin_mdm.errors import UsageError
+
+__all__ = ["CLAIM_SECONDS", "claim_queues"]
+
+CLAIM_SECONDS = 60
+_PREFIX = "mdm:claim:"
+
+
+def claim_queues(config: AppConfig, commands: Sequence[WorkerCommand], in_allocation: bool) -> Callable[[], None]:
+    """Claim the queues of ``commands`` for their worker groups; returns what gives the claims up.
+
+    In an allocation the same worker group may already consume them (more of the same workers, another job).
+
+    Raises:
+        UsageError: another worker group consumes, or is starting on, one of the queues.
+    """
+    client = config.broker.client(timeout=5.0, retry=False)
+    groups = {c.name for c in commands}
+    mine = json.dumps({"groups": sorted(groups), "host": socket.gethostname(), "pid": os.getpid(), "t": time.time()})
+    taken: list[str] = []
+
+    def give_up() -> None:
+        for queue in taken:
+            if client.get(_PREFIX + queue) in (mine, mine.encode()):
+                client.delete(_PREFIX + queue)
+        client.close()
+
+    try:
+        for queue in sorted({q for c in commands for q in c.queues}):
+            if client.set(_PREFIX + queue, mine, nx=True, ex=CLAIM_SECONDS):
+                taken.append(queue)
+                continue
+            holder = _holder(client.get(_PREFIX + queue))
+            others = holder.get("groups", [])
+            if not (in_allocation and groups & set(others)):
+                raise UsageError(f"queue {queue} is being taken by worker group(s) {', '.join(others)} (run-workers "
+                                 f"pid {holder.get('pid')} on {holder.get('host')}, started moments ago), and "
+                                 "merlin.resources.overlap is false")
+        _refuse_consumed(config, commands, in_allocation)
+    except BaseException:
+        give_up()
+        raise
+    return give_up
+
+
+def _holder(raw: Any) -> dict[str, Any]:
+    try:
+        value = json.loads(raw)
+    except (TypeError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _refuse_consumed(config: AppConfig, commands: Sequence[WorkerCommand], in_allocation: bool) -> None:
+    """Workers that answer or beat on one of the queues, other than more of the same groups in allocations."""
+    same = tuple(f"{c.name}." for c in commands) if in_allocation else ()
+    answering = active_queues(config)
+    workers = {**live_workers(config), **answering}
+    busy = {q: w for w, qs in workers.items() if not (same and w.startswith(same)) for q in qs}
+    taken = sorted({q for c in commands for q in c.queues if q in busy})
+    if taken:
+        who = busy[taken[0]]
+        quiet = "" if who in answering else (": it answers no broadcast but beat within the last 30 s (it is "
+                                             "stopping, or was killed moments ago; then try again in 30 s)")
+        raise UsageError(f"queue(s) {', '.join(taken)} already have a consumer ({who}{quiet}) and "
+                         "merlin.resources.overlap is false")
