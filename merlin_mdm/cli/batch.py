@@ -56,6 +56,11 @@ def launch(spec_path: Path, nodes: int | None, walltime: str | None, queue: str 
             raise ValueError("zero")
     except ValueError:
         raise UsageError(f"--walltime {walltime!r} is not a positive time: use [[HH:]MM:]SS, e.g. 01:30:00") from None
+    if target is not None:
+        from merlin_mdm.backends.celery.workers import check_study_queues
+        from merlin_mdm.study.layout import Workspace
+
+        check_study_queues(spec, [i.task_queue for i in Workspace(target).load_plan().instances], str(target))
     if target is not None and not dry:
         _refuse_when_over(target)
     source = load_config(spec_path).source

@@ -97,6 +97,12 @@ def _run_workers(spec: Path, echo: bool, steps: tuple[str, ...], only: tuple[str
         for cmd in commands:
             click.echo(cmd.shell())
         return
+    if until_done is not None:
+        from merlin_mdm.backends.celery.workers import check_study_queues
+        from merlin_mdm.study.layout import Workspace
+
+        check_study_queues(parsed, [i.task_queue for i in Workspace.find(until_done).load_plan().instances],
+                           str(until_done))
     config = _config(spec)
     check_server(config)
     give_up = claim_queues(config, commands, alloc is not None) if not parsed.resources.overlap else None

@@ -17,7 +17,7 @@ from merlin_mdm.config import AppConfig
 from merlin_mdm.errors import UsageError
 from merlin_mdm.spec import Spec
 
-__all__ = ["COLD_STOP_SIGNAL", "WORKER_MODULE", "WorkerCommand", "active_queues", "queue_sizes",
+__all__ = ["COLD_STOP_SIGNAL", "WORKER_MODULE", "WorkerCommand", "active_queues", "check_study_queues", "queue_sizes",
            "shutdown_workers", "spec_queues", "worker_commands"]
 
 WORKER_MODULE = "merlin_mdm.backends.celery.worker"
@@ -50,6 +50,21 @@ def spec_queues(spec: Spec, steps: Sequence[str] = ()) -> dict[str, str]:
         raise UsageError(f"no step(s) {', '.join(sorted(unknown))} in {spec.path} "
                          f"(steps: {', '.join(s.name for s in spec.steps)})")
     return {s.name: s.run.task_queue for s in spec.steps if not wanted or s.name in wanted}
+
+
+def check_study_queues(spec: Spec, plan_queues: Sequence[str], workspace: str) -> None:
+    """The study's tasks go to the queues its plan recorded when it was run; the spec as loaded now must name the
+    same, or its workers would wait on other queues (a study run with `--vars Q=alt`, workers started without).
+
+    Raises:
+        UsageError: a queue of the study that no step of the spec has now.
+    """
+    known = {s.run.task_queue for s in spec.steps}
+    missing = sorted(set(plan_queues) - known)
+    if missing:
+        raise UsageError(f"the study in {workspace} sends its tasks to queue(s) {', '.join(missing)}, which no step "
+                         f"of {spec.path} has as loaded now ({', '.join(sorted(known))}): was it run with --vars? "
+                         "Give the same --vars here")
 
 
 def worker_commands(spec: Spec, steps: Sequence[str] = (), extra_args: str = "",

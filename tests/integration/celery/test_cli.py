@@ -349,3 +349,29 @@ def test_two_run_workers_started_at_once_start_one_worker_group(redis_server: Re
     assert codes == [0, 2], ends
     assert "merlin.resources.overlap is false" in refused and "twice_q" in refused, refused
     assert len(list(ws.glob("sim/*/MERLIN_FINISHED"))) == 4
+
+
+@pytest.mark.celery
+def test_workers_for_a_study_run_with_other_vars_are_refused_naming_its_queues(redis_server: RedisFixture,
+                                                                              tmp_path: Path) -> None:
+    """A study run with `--vars Q=alt` sends its tasks to queue alt: workers started without the same --vars
+    would wait on the spec's default queue until their walltime (a probe's allocation did)."""
+    env = {"MERLIN_MDM_CONFIG": str(redis_server.app_yaml)}
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("""
+description: {name: vq, description: a queue from a variable}
+env: {variables: {OUTPUT_PATH: ./out, Q: defq}}
+study:
+  - name: sim
+    run: {cmd: "echo hi", task_queue: $(Q)}
+""")
+    queued = merlin("run", str(spec), "--vars", "Q=alt", cwd=tmp_path, env=env)
+    assert queued.returncode == 0, queued.stderr
+    ws = next((tmp_path / "out").glob("vq_*"))
+    for command in (("run-workers", str(spec), "--until-done", str(ws)), ("launch", str(spec), "--dry")):
+        refused = merlin(*command, cwd=tmp_path, env=env)
+        assert refused.returncode == 2, (command, refused)
+        assert "sends its tasks to queue(s) alt, which no step" in refused.stderr, refused.stderr
+        assert "Give the same --vars here" in refused.stderr, refused.stderr
+    drained = merlin("run-workers", str(spec), "--vars", "Q=alt", "--until-done", str(ws), cwd=tmp_path, env=env)
+    assert drained.returncode == 0 and "study vq finished" in drained.stderr, drained.stderr
