@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -74,6 +75,7 @@ def launch(spec_path: Path, nodes: int | None, walltime: str | None, queue: str 
             click.echo(f"# --- {req.name}: {system.name} batch script for worker(s) {', '.join(names)}")
             click.echo(system.script(req))
         return
+    _warn_units_beyond_walltime(spec, target, planned)
     _note_live_allocations(ensure_queued(target, spec_path), planned)
     records = submit_all(spec, planned, ensure_queued(target, spec_path))
     if as_json:
@@ -98,6 +100,20 @@ def _note_live_allocations(workspace: Path, planned: Sequence[tuple[tuple[str, .
             if name in live:
                 click.echo(f"note: worker group {name} already has allocation {live[name]} "
                            f"({states[live[name]].value}); this one adds more of its workers", err=True)
+
+
+def _warn_units_beyond_walltime(spec: object, workspace: Path | None, planned: Sequence[Any]) -> None:
+    import os
+
+    from merlin_mdm.backends.celery.allocations import units_beyond_walltime
+    from merlin_mdm.backends.celery.in_allocation import walltime_margin
+    from merlin_mdm.study.layout import Workspace
+
+    if workspace is None:
+        return
+    plan = Workspace(workspace).load_plan()
+    for line in units_beyond_walltime(spec, plan, planned, walltime_margin(os.environ)):  # type: ignore[arg-type]
+        click.echo(f"warning: {line}", err=True)
 
 
 def _refuse_when_over(workspace: Path) -> None:

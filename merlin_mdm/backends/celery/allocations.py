@@ -26,6 +26,7 @@ from merlin_mdm.spec.batch_options import parse_batch_options
 from merlin_mdm.spec.issues import key_mark
 from merlin_mdm.spec.loader import MarkedDict
 from merlin_mdm.study.layout import Workspace
+from merlin_mdm.study.plan import StudyPlan, UnitKey
 
 __all__ = [
     "AllocationRecord",
@@ -40,6 +41,7 @@ __all__ = [
     "read_records",
     "scheduler_name",
     "submit_all",
+    "units_beyond_walltime",
     "write_record",
 ]
 
@@ -129,6 +131,27 @@ def allocation_requests(spec: Spec, spec_path: Path, workspace: Path, opts: Laun
             bank=opts.bank or batch.bank, qos=_text(batch.extra.get("qos")),
             reservation=_text(batch.extra.get("reservation")), launch_pre=_launch_pre(batch),
             options=options, env=env, writes_exit_code=True)))
+    return out
+
+
+def units_beyond_walltime(spec: Spec, plan: StudyPlan, planned: Sequence[Planned], margin: float) -> list[str]:
+    """The steps whose units may need longer than the allocations that would run them have (walltime less the
+    margin): their workers would give each unit back at once, and the allocation would run none of them."""
+    queues = {c.name: set(c.queues) for c in worker_commands(spec)}
+    out = []
+    for names, req in planned:
+        if req.walltime is None:
+            continue
+        served = set().union(*(queues.get(n, set()) for n in names))
+        for inst in plan.instances:
+            per_task = walltime_seconds(inst.walltime)
+            need = (per_task or 0) * len(plan.unit_samples(UnitKey(inst.index, 0)))
+            if inst.task_queue in served and need > req.walltime - margin:
+                out.append(f"step {inst.step}: a unit may need {need:.0f} s (walltime x tasks per unit), more than "
+                           f"allocation {req.name} has ({req.walltime} s less the {margin:.0f} s margin): its workers "
+                           "would give such units back at once; raise the walltime (--walltime, batch.walltime) or "
+                           "queue the study in smaller units (run --batch-size)")
+                break
     return out
 
 

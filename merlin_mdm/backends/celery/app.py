@@ -19,7 +19,7 @@ from celery import Celery
 from celery.exceptions import Ignore, Reject
 
 from merlin_mdm.backends.celery.dependencies import RedisDependencies
-from merlin_mdm.backends.celery.in_allocation import unit_fits
+from merlin_mdm.backends.celery.in_allocation import unit_misfit
 from merlin_mdm.backends.celery.scheduling import (
     EXPAND_TASK,
     UNIT_TASK,
@@ -121,10 +121,10 @@ class StudyCache:
             raise Ignore() from None  # acknowledged: recorded, and a redelivery would fail the same way
 
 
-def hand_back(task: Any) -> None:
+def hand_back(task: Any, why: str) -> None:
     """The allocation ends before this unit could: stop this worker taking more and requeue the message."""
     task.app.control.shutdown(destination=[task.request.hostname])
-    raise Reject("does not fit before the allocation's walltime", requeue=True)
+    raise Reject(why, requeue=True)
 
 
 FAILING_SAID_EVERY = 10  # retries between two errors in the worker's log about a status store that keeps failing
@@ -164,8 +164,9 @@ def make_app(config: AppConfig) -> Celery:
     def _unit(self: Any, workspace: str, unit_id: str) -> None:
         plan, store, deps = cache.load(workspace, unit_id, retry_on)
         key = UnitKey.from_id(unit_id)
-        if not unit_fits(plan, key, os.environ, time.time()):
-            hand_back(self)
+        misfit = unit_misfit(plan, key, os.environ, time.time())
+        if misfit is not None:
+            hand_back(self, misfit)
         def send(dispatch: Dispatch) -> None:
             send_dispatch(cache.broker(), workspace, plan, dispatch)
 

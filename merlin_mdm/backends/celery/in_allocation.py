@@ -35,7 +35,8 @@ from merlin_mdm.study.plan import StudyPlan, UnitKey
 from merlin_mdm.study.workspace import Workspace
 
 __all__ = ["DEFAULT_MARGIN", "STUDY_OVER", "Supervisor", "allocation_commands", "allocation_deadline",
-           "broadcast_shutdown", "launcher_for", "study_is_over", "study_over_check", "unit_fits", "walltime_margin"]
+           "broadcast_shutdown", "launcher_for", "study_is_over", "study_over_check", "unit_fits", "unit_misfit",
+           "walltime_margin"]
 
 DEFAULT_MARGIN = 60.0  # seconds kept free before the walltime: workers finish and hand back in it
 STUDY_OVER = "nothing is left for them to run"  # the study is over, or (a worker group's) every step it serves
@@ -54,11 +55,22 @@ def unit_fits(plan: StudyPlan, key: UnitKey, env: Mapping[str, str], now: float)
 
     A unit of a step without a walltime, or outside any allocation with a known deadline, always fits.
     """
+    return unit_misfit(plan, key, env, now) is None
+
+
+def unit_misfit(plan: StudyPlan, key: UnitKey, env: Mapping[str, str], now: float) -> str | None:
+    """Why unit ``key`` cannot finish before the allocation's deadline less the margin (None when it can)."""
     deadline = deadline_from_env(env)
     per_task = walltime_seconds(plan.instances[key.instance].walltime)
     if deadline is None or per_task is None:
-        return True
-    return now + per_task * len(plan.unit_samples(key)) <= deadline - walltime_margin(env)
+        return None
+    need = per_task * len(plan.unit_samples(key))
+    left = deadline - walltime_margin(env) - now
+    if need <= left:
+        return None
+    return (f"unit {key.to_id()} of {plan.instances[key.instance].name} may need {need:.0f} s (walltime x "
+            f"{len(plan.unit_samples(key))} task(s)), and this allocation has {max(left, 0):.0f} s left before its "
+            f"walltime margin ({walltime_margin(env):.0f} s): given back for the next allocation")
 
 
 def allocation_deadline(alloc: Allocation) -> float | None:

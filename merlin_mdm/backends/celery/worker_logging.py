@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 
-__all__ = ["OneLineWorkerLost", "install"]
+__all__ = ["OneLineReject", "OneLineWorkerLost", "install"]
 
 REQUEST_LOGGER = "celery.worker.request"  # where Celery logs "Task handler raised error: WorkerLostError(...)"
 
@@ -29,8 +29,23 @@ class OneLineWorkerLost(logging.Filter):
         return True
 
 
+class OneLineReject(logging.Filter):
+    """A unit given back on purpose (``Reject``: it does not fit before the allocation's walltime) is one line with
+    its reason; Celery logged it with a traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and type(record.exc_info[1]).__name__ == "Reject":
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+TRACE_LOGGER = "celery.app.trace"  # where Celery logs "Task ...[id] reject requeue=True: <reason>"
+
+
 def install() -> None:
-    """Filter the worker's request logger (idempotent)."""
-    logger = logging.getLogger(REQUEST_LOGGER)
-    if not any(isinstance(f, OneLineWorkerLost) for f in logger.filters):
-        logger.addFilter(OneLineWorkerLost())
+    """Filter the worker's request and trace loggers (idempotent)."""
+    for name, kind in ((REQUEST_LOGGER, OneLineWorkerLost), (TRACE_LOGGER, OneLineReject)):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, kind) for f in logger.filters):
+            logger.addFilter(kind())

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from merlin_mdm.backends.celery.allocations import LaunchOptions, allocation_requests, scheduler_name
-from merlin_mdm.backends.celery.in_allocation import allocation_commands, launcher_for, unit_fits
+from merlin_mdm.backends.celery.in_allocation import allocation_commands, launcher_for, unit_fits, unit_misfit
 from merlin_mdm.backends.celery.workers import worker_commands
 from merlin_mdm.batch import Allocation
 from merlin_mdm.errors import UsageError
@@ -96,6 +96,7 @@ class _Plan:
 
     class _Inst:
         walltime = "00:10:00"
+        name = "long"
 
     instances = (_Inst(),)
 
@@ -113,6 +114,13 @@ class _Plan:
 def test_a_unit_fits_when_its_tasks_walltime_ends_before_the_margin(env: dict[str, str], now: float,
                                                                      fits: bool) -> None:
     assert unit_fits(_Plan(), UnitKey(0, 0), env, now) is fits  # type: ignore[arg-type]
+
+
+def test_a_unit_that_does_not_fit_says_what_it_needs_and_what_is_left() -> None:
+    env = {"MERLIN_MDM_ALLOC_END": "5000", "MERLIN_MDM_WALLTIME_MARGIN": "600"}
+    assert unit_misfit(_Plan(), UnitKey(0, 0), env, 3000.0) == (  # type: ignore[arg-type]
+        "unit 0:0 of long may need 1800 s (walltime x 3 task(s)), and this allocation has 1400 s left before its "
+        "walltime margin (600 s): given back for the next allocation")
 
 
 def test_flux_path_goes_first_on_path_before_launch_pre() -> None:
@@ -157,3 +165,21 @@ def test_the_variables_a_study_was_run_with_name_its_workers_and_reach_them() ->
     names = [names for names, _ in planned]
     assert names == [("g7",), ("postworkers",)]
     assert "--worker g7 --vars GROUP=g7 --vars Q=q7 --until-done /ws" in planned[0][1].command
+
+
+def test_launch_warns_of_steps_whose_units_cannot_fit_in_the_allocation() -> None:
+    from types import SimpleNamespace
+
+    from merlin_mdm.backends.celery.allocations import units_beyond_walltime
+
+    sim = SimpleNamespace(index=0, step="sim", task_queue="sims", walltime="00:10:00")
+    post = SimpleNamespace(index=1, step="post", task_queue="posts", walltime=None)
+    plan = SimpleNamespace(instances=(sim, post), unit_samples=lambda key: range(1))
+    planned = allocation_requests(_spec(), Path("/s/big.yaml"), Path("/ws"), LaunchOptions(walltime="00:05:00"))
+    lines = units_beyond_walltime(_spec(), plan, planned, 60.0)  # type: ignore[arg-type]
+    assert lines == ["step sim: a unit may need 600 s (walltime x tasks per unit), more than allocation "
+                     "big.simworkers has (300 s less the 60 s margin): its workers would give such units back at "
+                     "once; raise the walltime (--walltime, batch.walltime) or queue the study in smaller units "
+                     "(run --batch-size)"]
+    roomy = allocation_requests(_spec(), Path("/s/big.yaml"), Path("/ws"), LaunchOptions(walltime="00:20:00"))
+    assert units_beyond_walltime(_spec(), plan, roomy, 60.0) == []  # type: ignore[arg-type]

@@ -46,3 +46,22 @@ def test_install_adds_the_filter_once() -> None:
     install()
     install()
     assert sum(isinstance(f, OneLineWorkerLost) for f in logging.getLogger(REQUEST_LOGGER).filters) == 1
+
+
+def test_a_unit_given_back_on_purpose_is_its_reason_in_one_line() -> None:
+    from celery.exceptions import Reject
+
+    from merlin_mdm.backends.celery.worker_logging import TRACE_LOGGER, OneLineReject
+
+    try:
+        raise Reject("unit 0:0 of long may need 300 s ...: given back for the next allocation", requeue=True)
+    except Reject:
+        import sys
+
+        info = sys.exc_info()
+    record = logging.LogRecord(TRACE_LOGGER, logging.WARNING, __file__, 1, "Task %(name)s[%(id)s] %(description)s: "
+                               "%(exc)s", ({"name": "merlin_mdm.unit", "id": "x", "description": "reject",
+                                            "exc": repr(info[1])},), info)
+    assert OneLineReject().filter(record) is True
+    text = logging.Formatter("%(message)s").format(record)
+    assert "\n" not in text and "given back for the next allocation" in text, text
