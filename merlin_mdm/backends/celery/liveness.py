@@ -27,8 +27,20 @@ from merlin_mdm.config import AppConfig
 from merlin_mdm.status.redis_store import RedisStatusStore
 from merlin_mdm.study.plan import UnitKey
 
-__all__ = ["BEAT_SECONDS", "HEARTBEAT_ENV", "SILENT_AFTER", "WORKERS_KEY", "Beating", "beat_seconds", "is_silent",
-           "live_workers", "silent_units", "unit_heartbeat", "worker_heartbeat"]
+__all__ = [
+    "BEAT_SECONDS",
+    "HEARTBEAT_ENV",
+    "SILENT_AFTER",
+    "WORKERS_KEY",
+    "Beating",
+    "beat_seconds",
+    "forget_worker",
+    "is_silent",
+    "live_workers",
+    "silent_units",
+    "unit_heartbeat",
+    "worker_heartbeat",
+]
 
 BEAT_SECONDS = 5.0
 MISSED = 6  # beats missed before a process counts as gone (or frozen)
@@ -90,6 +102,16 @@ def worker_heartbeat(config: AppConfig, hostname: str, queues: Sequence[str]) ->
     every = beat_seconds()
     value = {"pid": os.getpid(), "queues": sorted(queues), "every": every}
     return Beating(lambda: client.hset(WORKERS_KEY, hostname, json.dumps({**value, "t": time.time()})), every)
+
+
+def forget_worker(config: AppConfig, hostname: str) -> None:
+    """A worker that ends (cleanly, or cold) takes its entry away at once: a new worker group may start on its
+    queues without waiting for the entry to age (only a killed worker's does)."""
+    client = config.broker.client(timeout=3.0, retry=False)
+    try:
+        client.hdel(WORKERS_KEY, hostname)
+    finally:
+        client.close()
 
 
 def live_workers(config: AppConfig, now: float | None = None) -> dict[str, list[str]]:

@@ -14,17 +14,19 @@ on, where it would end its whole step on SIGQUIT itself.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import importlib
 import os
 import signal
 from types import FrameType
 from typing import Any
 
-from celery.signals import worker_ready
+from celery.signals import worker_ready, worker_shutdown
 
 from merlin_mdm.backends.celery import worker_logging
 from merlin_mdm.backends.celery.app import make_app
-from merlin_mdm.backends.celery.liveness import Beating, worker_heartbeat
+from merlin_mdm.backends.celery.liveness import Beating, forget_worker, worker_heartbeat
 from merlin_mdm.backends.celery.workers import COLD_STOP_SIGNAL
 from merlin_mdm.config import load_config
 
@@ -51,11 +53,25 @@ for _name in PRELOADED:
 _config = load_config()
 app = make_app(_config)
 _config.status.client().close()  # a client connects on first use; building one imports what redis imports lazily
-_BEATS: list[Beating] = []
+_BEATS: list[tuple[str, Beating]] = []
 
 
 @worker_ready.connect  # type: ignore[untyped-decorator]
 def _beat_while_alive(sender: Any, **_: Any) -> None:
     """The worker beats on the broker from now until its main process exits (its warm shutdown included)."""
     queues = [q.name for q in sender.task_consumer.queues]
-    _BEATS.append(worker_heartbeat(_config, sender.hostname, queues))
+    _BEATS.append((sender.hostname, worker_heartbeat(_config, sender.hostname, queues)))
+
+
+@worker_shutdown.connect  # type: ignore[untyped-decorator]
+def _forget(**_: Any) -> None:
+    """Ended (after the warm shutdown, or at exit after a cold one): no more beats, and no entry left to age.
+    Pool processes forked later inherit this handler and the list: only the main process speaks for the worker."""
+    while _BEATS and os.getpid() == _MAIN:
+        hostname, beating = _BEATS.pop()
+        beating.close()
+        with contextlib.suppress(Exception):  # the broker may be gone: the entry then ages out
+            forget_worker(_config, hostname)
+
+
+atexit.register(_forget)

@@ -375,3 +375,21 @@ study:
         assert "Give the same --vars here" in refused.stderr, refused.stderr
     drained = merlin("run-workers", str(spec), "--vars", "Q=alt", "--until-done", str(ws), cwd=tmp_path, env=env)
     assert drained.returncode == 0 and "study vq finished" in drained.stderr, drained.stderr
+
+
+@pytest.mark.celery
+def test_a_worker_beats_while_it_lives_and_takes_its_entry_away_when_it_ends(redis_server: RedisFixture,
+                                                                             worker_pool: WorkerPool,
+                                                                             tmp_path: Path) -> None:
+    from merlin_mdm.backends.celery.liveness import live_workers
+    from merlin_mdm.config import load_config
+
+    config = load_config(None, redis_server.app_yaml)
+    env = {"MERLIN_MDM_CONFIG": str(redis_server.app_yaml)}
+    worker = worker_pool.start("beater", queues="beat_q", log_dir=tmp_path)
+    wait_until(lambda: any(w.startswith("beater@") for w in live_workers(config)), 30, "the worker's first beat")
+    assert next(qs for w, qs in live_workers(config).items() if w.startswith("beater@")) == ["beat_q"]
+    assert merlin("stop-workers", "--queues", "beat_q", cwd=tmp_path, env=env).returncode == 0
+    worker.wait(timeout=60)
+    # gone at once, not after six missed beats: the next worker group may take the queue now
+    assert not any(w.startswith("beater@") for w in live_workers(config))
