@@ -260,6 +260,49 @@ def test_a_unit_given_back_keeps_its_done_markers_counted(tmp_path: Path, redis_
     assert [text for _, text in runs] == ["0\n", "1\n", "2\n", "3\n3\n"], runs
 
 
+PACED = """
+    description: {{name: cel, description: one unit of six samples of two seconds}}
+    env: {{variables: {{OUTPUT_PATH: ./out}}}}
+    merlin:
+      samples:
+        generate: {{cmd: "seq 0 5 > $(MERLIN_INFO)/samples.csv"}}
+        file: $(MERLIN_INFO)/samples.csv
+        column_labels: [X]
+    study:
+      - name: work
+        run: {{cmd: "echo $(X) >> runs.log; sleep 2", task_queue: {queue}, walltime: "00:01:00"}}
+"""
+
+
+@pytest.mark.parametrize("how", ["stop-workers", "SIGTERM"])
+def test_a_warm_stop_ends_the_unit_after_its_current_task_and_gives_the_rest_back(
+        tmp_path: Path, redis_server: RedisFixture, worker_pool: WorkerPool, how: str) -> None:  # noqa: F811
+    """Celery's warm shutdown waits for the unit, and a unit of 100 samples would run all of them (a probe saw 9
+    tasks start after `stop-workers`): the unit stops before its next task and goes back to the queue."""
+    queue = f"q{uuid.uuid4().hex[:10]}"
+    spec = spec_file(tmp_path, PACED.format(queue=queue))
+    env = {"MERLIN_MDM_CONFIG": str(redis_server.app_yaml)}
+    queued = merlin("run", str(spec), "--batch-size", "6", "--workers", "1", cwd=tmp_path, env=env)  # one unit
+    assert queued.returncode == 0, queued.stderr
+    ws = next((tmp_path / "out").glob("cel_*"))
+    worker = worker_pool.start("paced", queues=queue, concurrency=1, log_dir=tmp_path)
+    wait_for(lambda: len(list((ws / "work").rglob("runs.log"))) == 2, 60, "the unit's second task to start")
+    if how == "SIGTERM":
+        os.kill(worker.pid, signal.SIGTERM)  # the worker's main process: Celery's warm shutdown
+    else:
+        assert merlin("stop-workers", "--queues", queue, cwd=tmp_path, env=env).returncode == 0
+    worker.wait(timeout=30)
+    started = len(list((ws / "work").rglob("runs.log")))
+    assert started <= 3, started  # the task in hand ended; at most one more had begun as the stop came
+    work = _counts_match_disk(ws, env)["work"]
+    assert (work["queued"], work["running"]) == (6 - work["finished"], 0), work  # given back, not recorded
+    worker_pool.start("rest", queues=queue, log_dir=tmp_path)
+    _finish(ws, env)
+    assert _counts_match_disk(ws, env)["work"]["finished"] == 6
+    runs = sorted(p.read_text() for p in (ws / "work").rglob("runs.log"))
+    assert runs == [f"{i}\n" for i in range(6)], runs  # each sample ran once
+
+
 def test_a_plan_that_cannot_be_loaded_fails_the_study_saying_why(tmp_path: Path, study, redis_server: RedisFixture,  # noqa: F811
                                                                   worker_pool: WorkerPool) -> None:  # noqa: F811
     from merlin_mdm.backends.celery.broker import held_messages

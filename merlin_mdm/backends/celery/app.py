@@ -20,10 +20,12 @@ from celery.exceptions import Ignore, Reject
 
 from merlin_mdm.backends.celery.dependencies import RedisDependencies
 from merlin_mdm.backends.celery.in_allocation import unit_misfit
+from merlin_mdm.backends.celery.liveness import mark_stopping
 from merlin_mdm.backends.celery.scheduling import (
     EXPAND_TASK,
     UNIT_TASK,
     Dispatch,
+    GivenBack,
     execute_unit,
     expand_range,
     fail_study,
@@ -121,8 +123,10 @@ class StudyCache:
             raise Ignore() from None  # acknowledged: recorded, and a redelivery would fail the same way
 
 
-def hand_back(task: Any, why: str) -> None:
-    """The allocation ends before this unit could: stop this worker taking more and requeue the message."""
+def hand_back(task: Any, client: Any, why: str) -> None:
+    """The allocation ends before this unit could: stop this worker taking more and requeue the message (the
+    units its other processes run stop before their next task: :func:`mark_stopping`)."""
+    mark_stopping(client, [task.request.hostname])
     task.app.control.shutdown(destination=[task.request.hostname])
     raise Reject(why, requeue=True)
 
@@ -166,14 +170,16 @@ def make_app(config: AppConfig) -> Celery:
         key = UnitKey.from_id(unit_id)
         misfit = unit_misfit(plan, key, os.environ, time.time())
         if misfit is not None:
-            hand_back(self, misfit)
+            hand_back(self, store.r, misfit)
         def send(dispatch: Dispatch) -> None:
             send_dispatch(cache.broker(), workspace, plan, dispatch)
 
         try:
-            execute_unit(store, deps, plan, key, send, config.max_deliveries)
+            execute_unit(store, deps, plan, key, send, config.max_deliveries, self.request.hostname or "")
         except retry_on:
             raise
+        except GivenBack as exc:  # its worker is stopping: the message goes back to the broker
+            raise Reject(str(exc), requeue=True) from None
         except Exception as exc:  # any other failure is the unit's recorded failure, never an acked loss
             fail_unit(store, deps, plan, key, exc, send)
 

@@ -104,6 +104,29 @@ def worker_heartbeat(config: AppConfig, hostname: str, queues: Sequence[str]) ->
     return Beating(lambda: client.hset(WORKERS_KEY, hostname, json.dumps({**value, "t": time.time()})), every)
 
 
+STOPPING_KEY = "mdm:stopping:"  # + worker hostname, on the status server: its warm shutdown was asked for
+
+
+def mark_stopping(client: Any, hostnames: Sequence[str]) -> None:
+    """The named workers were asked for a warm shutdown: the units they run stop before their next task and go
+    back to the queue (Celery would let each run every task it has left, a hundred samples for a unit of 100)."""
+    if hostnames:
+        pipe = client.pipeline(transaction=False)
+        for name in hostnames:
+            pipe.set(STOPPING_KEY + name, time.time(), ex=7 * 86400)
+        pipe.execute()
+
+
+def clear_stopping(client: Any, hostname: str) -> None:
+    """A worker that starts under a name that stopped before is not stopping."""
+    client.delete(STOPPING_KEY + hostname)
+
+
+def is_stopping(client: Any, hostname: str) -> bool:
+    """Whether the worker ``hostname`` was asked to stop."""
+    return bool(hostname) and bool(client.exists(STOPPING_KEY + hostname))
+
+
 def forget_worker(config: AppConfig, hostname: str) -> None:
     """A worker that ends (cleanly, or cold) takes its entry away at once: a new worker group may start on its
     queues without waiting for the entry to age (only a killed worker's does)."""

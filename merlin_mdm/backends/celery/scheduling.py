@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from merlin_mdm.backends.celery.dependencies import RedisDependencies, Released
-from merlin_mdm.backends.celery.liveness import unit_heartbeat
+from merlin_mdm.backends.celery.liveness import is_stopping, unit_heartbeat
 from merlin_mdm.backends.celery.publish import Message, publish
 from merlin_mdm.backends.celery.task_guard import task_guard
 from merlin_mdm.backends.execution import count_done, run_unit, unit_failure, watch_tasks, worker_deaths_outcome
@@ -124,25 +124,35 @@ def release(store: RedisStatusStore, deps: RedisDependencies, released: Sequence
         deps.mark_sent(runnable)
 
 
-def _stop_checker(store: RedisStatusStore, every: float = 1.0) -> Callable[[], bool]:
+class GivenBack(Exception):
+    """The unit stopped before its next task because its worker is stopping; it is queued again (the message must
+    go back to the broker: the task raises Celery's ``Reject(requeue=True)``)."""
+
+
+def _stop_checker(store: RedisStatusStore, hostname: str, every: float = 1.0) -> Callable[[], bool]:
+    """Whether the unit should stop before its next task: the study was stopped, or this worker is stopping
+    (asked at most once per ``every`` seconds)."""
     last = [0.0, False]
 
     def should_stop() -> bool:
         now = time.monotonic()
         if not last[1] and now - float(last[0]) >= every:
-            last[0], last[1] = now, store.stop_reason() is not None
+            last[0], last[1] = now, store.stop_reason() is not None or is_stopping(store.r, hostname)
         return bool(last[1])
 
     return should_stop
 
 
 def execute_unit(store: RedisStatusStore, deps: RedisDependencies, plan: StudyPlan, key: UnitKey, send: Sender,
-                 max_deliveries: int = 3) -> UnitOutcome | None:
+                 max_deliveries: int = 3, hostname: str = "") -> UnitOutcome | None:
     """The whole body of a unit message. Returns the outcome recorded, None when it was recorded before.
 
     A unit already recorded (a redelivered message) runs nothing; it only completes what the previous
     delivery may not have done: count the unit at its children, send the children released but never
     handed to the broker, and set the study's final state when it was the last unit.
+
+    Raises:
+        GivenBack: the worker ``hostname`` is stopping: the unit stopped before its next task, queued again.
     """
     attempts = store.start(key, socket.gethostname(), time.time())
     if attempts < 0:
@@ -157,7 +167,10 @@ def execute_unit(store: RedisStatusStore, deps: RedisDependencies, plan: StudyPl
     elif stop is not None:
         outcome = store.not_run_outcome(key, stop)
     else:
-        outcome = _run(store, plan, key)
+        outcome = _run(store, plan, key, hostname)
+        if outcome.not_run and store.stop_reason() is None and is_stopping(store.r, hostname):
+            store.unit_given_back(key, count_done(plan, key))  # its done-markers stay counted
+            raise GivenBack(f"unit {key.to_id()} stopped before its next task: worker {hostname} is stopping")
     release(store, deps, record(store, deps, key, outcome), send)
     return outcome
 
@@ -190,7 +203,7 @@ def _progress(store: RedisStatusStore, plan: StudyPlan, key: UnitKey) -> TaskTic
     return TaskTicker(report)
 
 
-def _run(store: RedisStatusStore, plan: StudyPlan, key: UnitKey) -> UnitOutcome:
+def _run(store: RedisStatusStore, plan: StudyPlan, key: UnitKey, hostname: str) -> UnitOutcome:
     """Run the unit; any exception but a status-store one (retried by Celery) is the unit's recorded failure."""
     try:
         # A redelivered unit must not race the first copy's task: the task dies with this worker process.
@@ -200,7 +213,7 @@ def _run(store: RedisStatusStore, plan: StudyPlan, key: UnitKey) -> UnitOutcome:
         ticker = _progress(store, plan, key)
         beating = unit_heartbeat(store, key)  # `status` and `restart --release` tell a live unit from a held one
         try:
-            return run_unit(plan, key, should_stop=_stop_checker(store), on_task=ticker)
+            return run_unit(plan, key, should_stop=_stop_checker(store, hostname), on_task=ticker)
         finally:
             beating.close()
             ticker.close()  # its timer writes nothing after the unit's outcome

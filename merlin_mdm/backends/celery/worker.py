@@ -22,11 +22,17 @@ import signal
 from types import FrameType
 from typing import Any
 
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 
 from merlin_mdm.backends.celery import worker_logging
 from merlin_mdm.backends.celery.app import make_app
-from merlin_mdm.backends.celery.liveness import Beating, forget_worker, worker_heartbeat
+from merlin_mdm.backends.celery.liveness import (
+    Beating,
+    clear_stopping,
+    forget_worker,
+    mark_stopping,
+    worker_heartbeat,
+)
 from merlin_mdm.backends.celery.workers import COLD_STOP_SIGNAL
 from merlin_mdm.config import load_config
 
@@ -60,7 +66,16 @@ _BEATS: list[tuple[str, Beating]] = []
 def _beat_while_alive(sender: Any, **_: Any) -> None:
     """The worker beats on the broker from now until its main process exits (its warm shutdown included)."""
     queues = [q.name for q in sender.task_consumer.queues]
+    with contextlib.suppress(Exception), _config.status.client() as client:
+        clear_stopping(client, sender.hostname)  # a worker of this name stopped before; this one is not stopping
     _BEATS.append((sender.hostname, worker_heartbeat(_config, sender.hostname, queues)))
+
+
+@worker_shutting_down.connect  # type: ignore[untyped-decorator]
+def _stopping(sender: Any, **_: Any) -> None:
+    """A stop signal (SIGTERM: warm): the units in hand stop before their next task and go back to the queue."""
+    with contextlib.suppress(Exception), _config.status.client() as client:
+        mark_stopping(client, [str(sender)])
 
 
 @worker_shutdown.connect  # type: ignore[untyped-decorator]

@@ -162,9 +162,16 @@ def queue_sizes(config: AppConfig, queues: Sequence[str]) -> dict[str, int]:
 
 
 def shutdown_workers(config: AppConfig, names: Sequence[str]) -> None:
-    """Ask the named workers (full names, e.g. ``w1@host``) to finish their current task and exit."""
+    """Ask the named workers (full names, e.g. ``w1@host``) to finish their current task and exit: the units they
+    run stop before their next task and go back to the queue."""
     from merlin_mdm.backends.celery.app import make_app
+    from merlin_mdm.backends.celery.liveness import mark_stopping
 
+    client = config.status.client()
+    try:
+        mark_stopping(client, names)
+    finally:
+        client.close()
     app = make_app(config)
     try:
         app.control.shutdown(destination=list(names))

@@ -13,6 +13,7 @@ from merlin_mdm.config import load_config
 from merlin_mdm.errors import StatusError
 
 
+@pytest.mark.filterwarnings("ignore::celery.exceptions.DuplicateTaskNameWarning")  # another test's app, same names
 def test_unit_and_expand_retry_for_as_long_as_it_takes() -> None:
     app = make_app(load_config(None))
     try:
