@@ -7,18 +7,20 @@ the workers running in it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from merlin_mdm.backends.celery.workers import worker_commands
 from merlin_mdm.backends.execution import walltime_seconds
-from merlin_mdm.batch import AllocationRequest, JobState, get_batch_system
+from merlin_mdm.batch import TERMINAL_STATES, AllocationRequest, JobState, get_batch_system
 from merlin_mdm.config import AppConfig
 from merlin_mdm.errors import BatchError, UsageError
 from merlin_mdm.spec import BatchConfig, Spec
@@ -229,16 +231,44 @@ def batch_origin(spec: Spec, names: Sequence[str]) -> str:
     return " and ".join(found) or f"{spec.path} (no batch block: the defaults)"
 
 
+FINAL_STATES = "final_states.json"  # in the batch folder: job id -> the terminal state first seen
+
+
 def allocation_states(workspace: Path, records: Sequence[AllocationRecord]) -> dict[str, JobState]:
-    """Job id -> state, asking each batch system once."""
+    """Job id -> state, asking each batch system once, except for jobs already seen ended.
+
+    A terminal state is written down the first time it is seen: a scheduler forgets a job minutes after it ends
+    (Slurm's MinJobAge, 300 s), after which only its exit code file is left (143 for a job cancelled, 0 for one
+    that ran to its walltime), and a probe saw `cancelled` turn `failed`, `timeout` turn `completed`.
+    """
+    final = _final_states(workspace)
     states: dict[str, JobState] = {}
-    for system in {r.system for r in records}:
-        ids = [r.job_id for r in records if r.system == system]
+    for system in {r.system for r in records if r.job_id not in final}:
+        ids = [r.job_id for r in records if r.system == system and r.job_id not in final]
         try:
             states.update(get_batch_system(system).status(ids, batch_dir(workspace)))
         except BatchError:  # the scheduler cannot be asked from here (another machine, a login node down)
             states.update(dict.fromkeys(ids, JobState.UNKNOWN))
-    return states
+    ended = {job: state for job, state in states.items() if state in TERMINAL_STATES}
+    if ended:
+        _write_final_states(workspace, {**final, **ended})
+    return {**states, **final}
+
+
+def _final_states(workspace: Path) -> dict[str, JobState]:
+    try:
+        raw = json.loads((batch_dir(workspace) / FINAL_STATES).read_text(encoding="utf-8"))
+        return {str(job): JobState(value) for job, value in raw.items()}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def _write_final_states(workspace: Path, states: Mapping[str, JobState]) -> None:
+    path = batch_dir(workspace) / FINAL_STATES
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    with contextlib.suppress(OSError):  # a read-only workspace: the states are asked again next time
+        tmp.write_text(json.dumps({job: state.value for job, state in states.items()}), encoding="utf-8")
+        os.replace(tmp, path)
 
 
 def ensure_queued(workspace: Path | None, spec_path: Path) -> Path:

@@ -183,3 +183,29 @@ def test_launch_warns_of_steps_whose_units_cannot_fit_in_the_allocation() -> Non
                      "(run --batch-size)"]
     roomy = allocation_requests(_spec(), Path("/s/big.yaml"), Path("/ws"), LaunchOptions(walltime="00:20:00"))
     assert units_beyond_walltime(_spec(), plan, roomy, 60.0) == []  # type: ignore[arg-type]
+
+
+def test_an_ended_allocation_keeps_the_state_first_seen_after_the_scheduler_forgets_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from merlin_mdm.backends.celery import allocations
+    from merlin_mdm.backends.celery.allocations import AllocationRecord, allocation_states
+    from merlin_mdm.batch import JobState
+
+    (tmp_path / "merlin_info" / "batch").mkdir(parents=True)
+    seen = {"1": JobState.CANCELLED, "2": JobState.RUNNING}
+    asked: list[list[str]] = []
+
+    def status(ids: list[str], workdir: Path) -> dict[str, JobState]:
+        asked.append(list(ids))
+        return {i: seen[i] for i in ids}
+
+    monkeypatch.setattr(allocations, "get_batch_system", lambda name: SimpleNamespace(status=status))
+    records = [AllocationRecord(j, "slurm", "s.w", ("w",), 1, 0.0) for j in ("1", "2")]
+    assert allocation_states(tmp_path, records) == {"1": JobState.CANCELLED, "2": JobState.RUNNING}
+    seen.update({"1": JobState.FAILED, "2": JobState.TIMEOUT})  # forgotten: only its .ec (143) is left
+    assert allocation_states(tmp_path, records) == {"1": JobState.CANCELLED, "2": JobState.TIMEOUT}
+    seen["2"] = JobState.COMPLETED
+    assert allocation_states(tmp_path, records) == {"1": JobState.CANCELLED, "2": JobState.TIMEOUT}
+    assert asked == [["1", "2"], ["2"]]  # an ended job is not asked about again
