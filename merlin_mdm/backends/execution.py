@@ -115,7 +115,7 @@ def task_tokens(plan: StudyPlan, sample: int, directory: str | Path) -> dict[str
 def _interpreter(shell: str) -> tuple[str, ...]:
     """The argv prefix of a task's script: `shell` is an interpreter line, as in Merlin
     (`/usr/bin/env python3`), split like a shebang. A task dies with a Celery worker through that backend's
-    task guard (backends/celery/task_guard.py), not through anything here."""
+    task guard (backends/task_guard.py), not through anything here."""
     return tuple(shlex.split(shell))
 
 

@@ -20,6 +20,7 @@ from typing import Any
 from merlin_mdm.backends.execution import kill_current_group, run_unit, unit_failure, watch_tasks
 from merlin_mdm.backends.progress import TICK_SECONDS, TaskTicker
 from merlin_mdm.backends.slots import SLOTS_VARIABLE
+from merlin_mdm.backends.task_guard import task_guard
 from merlin_mdm.backends.task_process import TERM_WINDOW, kill_group
 from merlin_mdm.signals import parent_death_signal
 from merlin_mdm.status.model import UnitOutcome
@@ -68,7 +69,16 @@ def _worker_main(plan: StudyPlan, stop: Any, conn: Connection, slot: Any, parent
 
     signal.signal(signal.SIGTERM, on_term)
     parent_death_signal(signal.SIGTERM, parent)
-    watch_tasks(lambda pgid: setattr(slot, "value", pgid))
+    # A worker SIGKILLed outright (with its runner, by the OOM killer) runs no handler: its guard kills the task
+    # then, which kept running beside the copy a `restart` started (a probe's lines came out twice).
+    guard = task_guard()
+    guard.start()
+
+    def watch(pgid: int) -> None:
+        slot.value = pgid
+        guard(pgid)
+
+    watch_tasks(watch)
     while True:
         try:
             message = conn.recv()

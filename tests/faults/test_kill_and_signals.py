@@ -44,6 +44,22 @@ def test_sigkill_of_the_runner_leaves_no_process_and_status_says_interrupted(sta
     _finish_with_restart(ws, tmp_path)
 
 
+def test_sigkill_of_the_runner_and_its_workers_at_once_leaves_no_task_running(start, tmp_path: Path) -> None:
+    """`pkill -9`, the OOM killer: no process is left to run a handler, yet no task may outlive its worker (two
+    did, and wrote their lines beside the copies a restart ran)."""
+    import os
+
+    slow = tmp_path / "slow.yaml"
+    slow.write_text(spec_file(tmp_path).read_text().replace('NAP: "0.3"', 'NAP: "30"'))
+    runner = start("run", str(slow), "--local", "--workers", "2", "--batch-size", "5")
+    wait_for(lambda: len(list((tmp_path / "out").rglob("runs.log"))) == 2, 60, "two tasks to run")
+    workers = [int(p) for p in Path(f"/proc/{runner.proc.pid}/task/{runner.proc.pid}/children").read_text().split()]
+    for pid in (runner.proc.pid, *workers):
+        os.kill(pid, signal.SIGKILL)
+    runner.finish()
+    wait_for(lambda: not tagged_processes(runner.tag), 10, "every process of the study, its tasks too, to die")
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
 def test_a_stop_signal_records_queued_work_and_exits_128_plus_signal(start, tmp_path: Path, signum: int) -> None:
     runner = start("run", str(spec_file(tmp_path)), "--local", "--workers", "2", "--batch-size", "5",

@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 # for it (SIGTERM turns into SystemExit there, as billiard does in a pool process) or lets it end first.
 OWNER = textwrap.dedent("""
     import signal, subprocess, sys, time
-    from merlin_mdm.backends.celery.task_guard import task_guard
+    from merlin_mdm.backends.task_guard import task_guard
 
     def stop(signum, frame):
         raise SystemExit(143)
@@ -88,7 +88,7 @@ def test_a_task_that_ended_is_not_looked_for_and_the_guard_leaves_with_its_owner
 # before it starts the task: the guard exists (and is replaced if killed) while no task does.
 STARTED_FIRST = textwrap.dedent("""
     import subprocess, sys, time
-    from merlin_mdm.backends.celery.task_guard import task_guard
+    from merlin_mdm.backends.task_guard import task_guard
 
     guard = task_guard()
     guard.start()

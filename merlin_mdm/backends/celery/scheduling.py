@@ -22,9 +22,9 @@ from typing import Any
 from merlin_mdm.backends.celery.dependencies import RedisDependencies, Released
 from merlin_mdm.backends.celery.liveness import is_stopping, unit_heartbeat
 from merlin_mdm.backends.celery.publish import Message, publish
-from merlin_mdm.backends.celery.task_guard import task_guard
 from merlin_mdm.backends.execution import count_done, run_unit, unit_failure, watch_tasks, worker_deaths_outcome
 from merlin_mdm.backends.progress import TaskTicker
+from merlin_mdm.backends.task_guard import task_guard
 from merlin_mdm.errors import StatusError
 from merlin_mdm.status.model import UnitOutcome
 from merlin_mdm.status.redis_store import RedisStatusStore

@@ -1,4 +1,5 @@
-"""A task dies with the Celery pool process that started it, at no cost per task.
+"""A task dies with the process that started it (a Celery pool process, a local runner's worker), at no cost
+per task.
 
 A redelivered unit must never race a task that its dead worker left running. The kernel's parent-death
 signal (``PR_SET_PDEATHSIG``) does that per process, but it has to be set in the task's child before exec:
