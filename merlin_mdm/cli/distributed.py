@@ -133,6 +133,10 @@ def _supervise(spec: Path, parsed, config, commands, alloc, until_done: Path | N
     served = {q for cmd in commands for q in cmd.queues}
     mine = [s.name for s in parsed.steps if s.run.task_queue in served]  # an allocation ends with its own work
     is_over = study_over_check(until_done, mine if only else None) if until_done else None  # a bad folder: now
+    if until_done is not None and is_over is not None and is_over():  # an allocation that started late
+        click.echo(f"run-workers: nothing is left for the workers to run, none started: {_outcome(until_done)}",
+                   err=True)
+        raise SystemExit(0)
     # the workers die with us (even by SIGKILL): a worker left behind would keep the queues, refusing the next
     procs = [subprocess.Popen(list(cmd.argv), env=env, preexec_fn=functools.partial(
         parent_death_signal, signal.SIGTERM, os.getpid())) for cmd in commands]

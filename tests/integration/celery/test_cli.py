@@ -237,6 +237,11 @@ def test_run_workers_until_done_ends_with_the_study_and_says_how_it_went(redis_s
     assert ended.returncode == 0, ended.stderr
     assert ended.stderr.strip().splitlines()[-1] == (
         f"run-workers: study outcome failed: 2 of 3 task(s) finished, 1 failed: `merlin-mdm status {ws}` lists them")
+    # an allocation that starts once the study is over starts no worker (a probe's booted one only to stop it)
+    late = merlin("run-workers", str(spec), "--until-done", str(ws), cwd=tmp_path, env=env, timeout=60)
+    assert late.returncode == 0 and late.stderr.strip().splitlines()[-1].startswith(
+        "run-workers: nothing is left for the workers to run, none started: study outcome failed"), late.stderr
+    assert "celery@" not in late.stderr and "ready." not in late.stderr, late.stderr
 
 
 @pytest.mark.celery
