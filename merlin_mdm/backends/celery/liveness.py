@@ -4,7 +4,7 @@ Celery's broadcast (`inspect`) is not enough to know it. A worker in its warm sh
 an allocation's end) no longer answers it while it still runs the units in hand, and giving those back
 (`restart --release`) ran them twice (an outside probe saw it). A SIGKILLed worker answers nothing either. The
 beats tell the two apart: a worker's main process beats until it exits, whatever it is doing, and the process
-running a unit beats until the unit is recorded; beats that stopped more than ``SILENT_AFTER`` seconds ago
+running a unit beats until the unit is recorded; beats that stopped more than ``MISSED`` of their intervals ago
 belong to processes that are gone.
 
 Workers beat into ``WORKERS_KEY`` on the broker (hostname -> when, pid, queues, interval); units into their
@@ -30,7 +30,6 @@ from merlin_mdm.study.plan import UnitKey
 __all__ = [
     "BEAT_SECONDS",
     "HEARTBEAT_ENV",
-    "SILENT_AFTER",
     "WORKERS_KEY",
     "Beating",
     "beat_seconds",
@@ -44,7 +43,6 @@ __all__ = [
 
 BEAT_SECONDS = 5.0
 MISSED = 6  # beats missed before a process counts as gone (or frozen)
-SILENT_AFTER = BEAT_SECONDS * MISSED
 WORKERS_KEY = "mdm:workers"
 HEARTBEAT_ENV = "MERLIN_MDM_HEARTBEAT"
 
