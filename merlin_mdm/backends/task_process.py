@@ -167,12 +167,31 @@ def _keep_niceness(pid: int) -> None:
     The task inherits the nice value, but its own session is its own autogroup under Linux's autogroup
     scheduling, and between autogroups only the group's niceness counts: without this a niced study's tasks
     take as much CPU as anyone else's. Only ever raises niceness; a no-op where there is no autogroup.
+
+    Without CAP_SYS_ADMIN the kernel takes one such write per 100 ms on the whole machine and refuses the
+    others with EAGAIN (measured: a second write within 100 ms fails), so several tasks started at once, or
+    another user's writes, would leave tasks at full priority: the write is tried again for up to
+    :data:`NICE_PATIENCE` seconds.
     """
     nice = os.getpriority(os.PRIO_PROCESS, 0)
     if nice <= 0:
         return
-    with contextlib.suppress(OSError), open(f"/proc/{pid}/autogroup", "w", encoding="ascii") as group:
-        group.write(str(nice))
+    deadline = time.monotonic() + NICE_PATIENCE
+    while True:
+        try:
+            with open(f"/proc/{pid}/autogroup", "w", encoding="ascii") as group:
+                group.write(str(nice))
+            return
+        except BlockingIOError:  # the kernel's rate limit: another write came less than 100 ms ago
+            if time.monotonic() >= deadline:
+                return
+            time.sleep(0.02)
+        except OSError:  # no autogroup, or the task has ended already
+            return
+
+
+NICE_PATIENCE = 2.0
+"""Seconds a task's start waits at most for the kernel to take its autogroup's niceness (niced runs only)."""
 
 
 class WalltimeExceeded(Exception):
