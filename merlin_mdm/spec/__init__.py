@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,13 @@ from merlin_mdm.spec.model import (
     StepRun,
     Worker,
 )
-from merlin_mdm.spec.variables import fill_load_time_variables
+from merlin_mdm.spec.variables import (
+    expand_shell_variables,
+    fill_load_time_variables,
+    fill_raw_fields,
+    load_time_values,
+    shell_expanded,
+)
 
 if TYPE_CHECKING:
     from merlin_mdm.spec.checks import known_tokens, parent_name
@@ -141,8 +148,12 @@ def _finish(data, path, text, overrides, batch_types, transform, strict) -> Load
     from merlin_mdm.spec.issues import IssueCollector
 
     issues = IssueCollector(str(path))
-    spec = build_spec(data, path, issues)
-    spec = _apply_overrides(spec, overrides or {}, issues)
+    expand_shell_variables(data, os.environ)
+    overrides = {key: shell_expanded(value, os.environ) for key, value in (overrides or {}).items()}
+    spec = _apply_overrides(build_spec(data, path, issues), overrides, issues)
+    if fill_raw_fields(data, load_time_values(spec)):  # numbers and batch fields given as $(VAR): build again
+        issues = IssueCollector(str(path))
+        spec = _apply_overrides(build_spec(data, path, issues), overrides, issues)
     spec = fill_load_time_variables(spec)
     if transform is not None:
         spec = transform(spec)

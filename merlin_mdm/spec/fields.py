@@ -6,6 +6,7 @@ from typing import Any
 
 from merlin_mdm.spec.issues import IssueCollector, did_you_mean, key_mark, value_mark
 from merlin_mdm.spec.loader import Located, MarkedDict
+from merlin_mdm.spec.tokens import undefined_token_hint
 
 __all__ = ["FieldReader"]
 
@@ -108,7 +109,9 @@ class FieldReader:
         return tuple(str(v) for v in value)
 
     def _type_error(self, key: str, wanted: str, value: Any) -> None:
-        self.issues.error(value_mark(self.node, key), self.sub(key), f"must be {wanted}, not {_kind(value)}")
+        hint = undefined_token_hint(value)
+        self.issues.error(value_mark(self.node, key), self.sub(key), f"must be {wanted}, not {_kind(value)}{hint}")
+
 
 
 def _kind(value: Any) -> str:

@@ -10,7 +10,7 @@ import shlex
 from merlin_mdm.spec.issues import IssueCollector, key_mark, value_mark
 from merlin_mdm.spec.loader import MarkedDict
 from merlin_mdm.spec.model import Spec
-from merlin_mdm.spec.tokens import tokens_in
+from merlin_mdm.spec.tokens import tokens_in, undefined_token_hint
 
 __all__ = ["NAME_MAX", "check_hazards", "label_problem", "parse_walltime"]
 
@@ -64,7 +64,7 @@ def _check_walltimes(spec: Spec, issues: IssueCollector) -> None:
             parse_walltime(text)
         except ValueError:
             issues.error(where, path, f"walltime {text!r} is not a positive time: use [[HH:]MM:]SS, e.g. "
-                                      "'01:30:00' or '90'")
+                                      f"'01:30:00' or '90'{undefined_token_hint(text)}")
 
 
 def _check_variable_cycles(spec: Spec, issues: IssueCollector) -> None:

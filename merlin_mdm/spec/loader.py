@@ -9,7 +9,7 @@ import yaml
 
 from merlin_mdm.errors import SpecError, SpecIssue
 
-__all__ = ["Located", "MarkedDict", "MarkedList", "load_marked", "load_marked_text"]
+__all__ = ["Located", "MarkedDict", "MarkedList", "load_marked", "load_marked_text", "load_scalar"]
 
 Located = tuple[int, int]  # (line, column), both 1-based
 
@@ -103,6 +103,16 @@ _MarkingLoader.add_constructor("tag:yaml.org,2002:int", _MarkingLoader.construct
 _MarkingLoader.add_constructor("tag:yaml.org,2002:float", _MarkingLoader.construct_yaml_float)
 _MarkingLoader.add_constructor("tag:yaml.org,2002:map", _MarkingLoader.construct_marked_map)
 _MarkingLoader.add_constructor("tag:yaml.org,2002:seq", _MarkingLoader.construct_marked_seq)
+
+
+def load_scalar(text: str) -> Any:
+    """``text`` read as the spec reads a plain scalar when that is a number or a boolean (``4`` the number 4);
+    ``text`` itself otherwise (``00:10:00``, a list, a mapping, nothing, no YAML at all)."""
+    try:
+        value = yaml.load(text, Loader=_MarkingLoader)  # a SafeLoader subclass
+    except yaml.YAMLError:
+        return text
+    return value if isinstance(value, (bool, int, float)) else text
 
 
 def _yaml_issue(exc: yaml.YAMLError, filename: str) -> SpecIssue:

@@ -13,6 +13,7 @@ __all__ = [
     "resolve_ordered",
     "substitute",
     "tokens_in",
+    "undefined_token_hint",
 ]
 
 TOKEN_RE = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_.\-]*)\)")
@@ -30,6 +31,15 @@ LATE_TOKENS = frozenset({"WORKSPACE", "MERLIN_SAMPLE_ID", "MERLIN_SAMPLE_PATH", 
 def tokens_in(text: str) -> list[str]:
     """Every token name used in ``text``, in order of appearance (with repeats)."""
     return TOKEN_RE.findall(text)
+
+
+def undefined_token_hint(value: object) -> str:
+    """For a field read when the spec loads that still holds ``$(NAME)``: what NAME had to be; "" otherwise."""
+    names = tokens_in(value) if isinstance(value, str) else []
+    if not names:
+        return ""
+    listed = ", ".join(dict.fromkeys(names))
+    return f" ({listed}: no variable of env.variables or env.labels; define it there or pass --vars NAME=VALUE)"
 
 
 def substitute(text: str, values: Mapping[str, str]) -> str:

@@ -8,20 +8,43 @@ every command (run's plan, run-workers, launch, stop-workers, queue-info, purge,
 
 - ``description.name`` (the workspace's name),
 - each step's ``run.task_queue`` (the queue its tasks are sent to, recorded in the plan),
-- each worker of ``merlin.resources.workers``: its name (the mapping key), ``args``, ``steps`` and ``machines``.
+- each worker of ``merlin.resources.workers``: its name (the mapping key), ``args``, ``steps`` and ``machines``;
+- the fields read as numbers or checked as they are read (:func:`fill_raw_fields`, on the YAML itself, before
+  the spec is built): the `batch` blocks, a step's run keys other than its commands, a worker's `nodes` and
+  `merlin.samples.level_max_dirs`; a value that becomes a number is read as one (``procs: $(P)`` with ``P: 4``
+  is the number 4), as Merlin, which fills the spec's text and parses it again.
 
 A token left in one of them after this is reported by the checks, at its spec line.
+
+Before all that, as Merlin's ``expand_env_vars`` and ``determine_user_variables``, the shell's own variables
+(``$HOME``, ``${SCRATCH}``) and a leading ``~`` are filled into every text of the spec but the commands (`cmd`
+and `restart` keys, which the shell reads), from the environment of the command that loads it
+(:func:`expand_shell_variables`): ``OUTPUT_PATH: $SCRATCH/studies`` is a folder under $SCRATCH, not a folder
+named ``$SCRATCH``. A name the environment lacks stays as written.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
 from collections.abc import Mapping
+from typing import Any
 
+from merlin_mdm.spec.loader import MarkedDict, load_scalar
 from merlin_mdm.spec.model import Spec, Step, Worker
 from merlin_mdm.spec.tokens import resolve_ordered, substitute
 
-__all__ = ["fill_load_time_variables", "load_time_values"]
+__all__ = [
+    "expand_shell_variables",
+    "fill_load_time_variables",
+    "fill_raw_fields",
+    "load_time_values",
+    "shell_expanded",
+]
+
+RUN_TEXT_KEYS = frozenset({"cmd", "restart", "pre", "post", "depends", "task_queue"})
+"""Run keys filled later, with the study's own tokens (commands, dependencies) or with the workers' fields."""
 
 
 def load_time_values(spec: Spec) -> dict[str, str]:
@@ -61,3 +84,78 @@ def _worker(worker: Worker, values: Mapping[str, str]) -> Worker:
         machines=tuple(substitute(m, values) for m in worker.machines),
         key=worker.spec_key,
     )
+
+
+def fill_raw_fields(data: MarkedDict, values: Mapping[str, str]) -> bool:
+    """Fill ``values`` into the YAML fields that are read before any other filling (see the module); True when
+    one changed. The YAML is changed in place: the spec built from it again sees the values, at the same lines."""
+    changed = _fill(data, "batch", values)
+    study = data.get("study")
+    for entry in study if isinstance(study, list) else ():
+        run = entry.get("run") if isinstance(entry, dict) else None
+        if isinstance(run, dict):
+            changed |= any([_fill(run, key, values) for key in list(run) if key not in RUN_TEXT_KEYS])
+    merlin = data.get("merlin")
+    resources = merlin.get("resources") if isinstance(merlin, dict) else None
+    workers = resources.get("workers") if isinstance(resources, dict) else None
+    for worker in workers.values() if isinstance(workers, dict) else ():
+        if isinstance(worker, dict):
+            changed |= _fill(worker, "nodes", values) | _fill(worker, "batch", values)
+    samples = merlin.get("samples") if isinstance(merlin, dict) else None
+    if isinstance(samples, dict):
+        changed |= _fill(samples, "level_max_dirs", values)
+    return changed
+
+
+def _fill(parent: dict[str, Any] | list[Any], key: Any, values: Mapping[str, str]) -> bool:
+    """Fill ``parent[key]`` in place, through mappings and lists; a text that becomes a number or a boolean is
+    read as one, as Merlin's second parse of the filled text does. True when something changed."""
+    if isinstance(parent, dict) and key not in parent:
+        return False
+    value = parent[key]
+    if isinstance(value, dict):
+        return any([_fill(value, k, values) for k in list(value)])
+    if isinstance(value, list):
+        return any([_fill(value, i, values) for i in range(len(value))])
+    if not isinstance(value, str) or "$(" not in value:
+        return False
+    text = substitute(value, values)
+    if text == value:
+        return False
+    parent[key] = load_scalar(text)
+    return True
+
+
+SHELL_KEYS = frozenset({"cmd", "restart"})
+"""Keys whose text the shell reads when the task runs: their shell variables are the shell's to fill."""
+_SHELL_VARIABLE = re.compile(r"\$(\w+|\{[^}]*\})", re.ASCII)  # os.path.expandvars' own pattern
+
+
+def expand_shell_variables(node: Any, environ: Mapping[str, str]) -> Any:
+    """``node`` (the spec's YAML, changed in place) with ``environ``'s variables and a leading ``~`` filled into
+    every text but those under :data:`SHELL_KEYS`, as Merlin does when it loads a spec."""
+    if isinstance(node, dict):
+        for key in [k for k in node if k not in SHELL_KEYS]:
+            node[key] = expand_shell_variables(node[key], environ)
+    elif isinstance(node, list):
+        node[:] = [expand_shell_variables(item, environ) for item in node]
+    elif isinstance(node, str):
+        return shell_expanded(node, environ)
+    return node
+
+
+def shell_expanded(text: str, environ: Mapping[str, str]) -> str:
+    """``os.path.expandvars(os.path.expanduser(text))`` with ``environ`` for the environment."""
+    if text.startswith("~"):
+        head, sep, rest = text.partition("/")
+        home = environ.get("HOME") if head == "~" else None
+        expanded = home if home is not None else os.path.expanduser(head)
+        text = expanded.rstrip("/") + sep + rest if expanded != head else text
+    if "$" not in text:
+        return text
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1).removeprefix("{").removesuffix("}")
+        return environ.get(name, match.group(0))
+
+    return _SHELL_VARIABLE.sub(value, text)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -89,3 +90,24 @@ def test_a_one_megabyte_value_does_not_take_half_a_gigabyte(tmp_path: Path) -> N
             "print(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM:')))")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
     assert int(out.stdout) < 200_000, f"peak {int(out.stdout) // 1024} MB"  # kB; about 45 MB now, 550 MB before
+
+
+def test_a_shell_variable_in_output_path_names_a_folder_there(write_spec: Callable[[str], Path],
+                                                              tmp_path: Path) -> None:
+    """Merlin fills `$VAR` and `~` of the environment into the spec's texts (not into commands): a study under
+    `OUTPUT_PATH: $STUDY_ROOT/out` lands in that folder, not in a folder named `$STUDY_ROOT`."""
+    spec = write_spec("""
+        description: {name: shellvars, description: x}
+        env: {variables: {OUTPUT_PATH: $STUDY_ROOT/out, WHERE: "${STUDY_ROOT}"}}
+        study:
+          - name: s
+            run: {cmd: "echo $(WHERE) $STUDY_ROOT > v.txt"}
+    """)
+    root = tmp_path / "elsewhere"
+    env = {**os.environ, "STUDY_ROOT": str(root)}
+    result = merlin("run", str(spec), "--local", cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    workspace = workspace_of(result)
+    assert workspace.parent == root / "out"
+    assert not any(tmp_path.glob("$*"))
+    assert (workspace / "s" / "v.txt").read_text(encoding="utf-8") == f"{root} {root}\n"

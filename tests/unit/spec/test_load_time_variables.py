@@ -141,3 +141,57 @@ def test_two_workers_named_alike_once_filled_in_are_refused() -> None:
         _load(text)
     messages = [i.message for i in info.value.issues]
     assert any("workers worker_s10_c0_r0 and $(WORKER) are both named 'worker_s10_c0_r0'" in m for m in messages)
+
+
+NUMBERS_SPEC = """
+description: {name: vartest, description: variables in numbers and batch blocks}
+batch: {type: slurm, bank: $(BANK), queue: $(Q), walltime: $(WT), nodes: $(N)}
+env:
+  variables: {OUTPUT_PATH: ./out, P: 2, N: 1, WT: "00:10:00", R: 3, BANK: mybank, Q: pdebug, SH: /bin/sh}
+study:
+  - name: a
+    run:
+      cmd: echo $(P)
+      procs: $(P)
+      nodes: $(N)
+      max_retries: $(R)
+      walltime: $(WT)
+      shell: $(SH)
+      batch: {walltime: $(WT)}
+merlin:
+  resources:
+    workers:
+      w: {args: --concurrency $(P), steps: [all], nodes: $(N), batch: {type: slurm, queue: $(Q)}}
+  samples: {file: s.npy, column_labels: [X], level_max_dirs: $(P), generate: {cmd: touch s.npy}}
+"""
+
+
+def test_numbers_and_batch_blocks_take_variables_as_merlin() -> None:
+    """Merlin fills the spec's text and parses it again: `procs: $(P)` is the number 2 (its `run --dry`
+    writes `procs: 2`, `bank: mybank`, `walltime: 00:10:00` in the expanded spec)."""
+    spec = _load(NUMBERS_SPEC)
+    run = spec.steps[0].run
+    assert (run.procs, run.nodes, run.max_retries, run.walltime, run.shell) == (2, 1, 3, "00:10:00", "/bin/sh")
+    assert run.cmd == "echo $(P)"  # commands are filled with the study's tokens later, not here
+    assert run.batch is not None and run.batch.walltime == "00:10:00"
+    assert (spec.batch.bank, spec.batch.queue, spec.batch.walltime, spec.batch.nodes) == ("mybank", "pdebug",
+                                                                                          "00:10:00", 1)
+    (worker,) = spec.resources.workers
+    assert worker.nodes == 1 and worker.batch is not None and worker.batch.queue == "pdebug"
+    assert spec.samples is not None and spec.samples.level_max_dirs == 2
+
+
+def test_vars_reach_numbers_and_batch_blocks() -> None:
+    spec = _load(NUMBERS_SPEC, {"P": "8", "WT": "2:00:00"})
+    assert spec.steps[0].run.procs == 8 and spec.batch.walltime == "2:00:00"
+
+
+def test_an_undefined_variable_in_a_number_names_what_it_had_to_be() -> None:
+    text = NUMBERS_SPEC.replace("procs: $(P)", "procs: $(NOPE)").replace("walltime: $(WT), nodes", "walltime: $(WTX), nodes")
+    with pytest.raises(SpecError) as error:
+        _load(text)
+    message = str(error.value)
+    assert ":10:" in message and "study[0].run.procs: must be a whole number, not the string '$(NOPE)'" in message
+    assert "NOPE: no variable of env.variables or env.labels" in message
+    assert "batch.walltime: walltime '$(WTX)'" in message and "WTX: no variable" in message
+    assert message.count("problem") == 1 and "2 problems" in message  # nothing else: the rest was filled in
