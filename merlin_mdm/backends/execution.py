@@ -72,6 +72,7 @@ class TaskResult:
     reason: str = ""
     log: str = ""
     stop: StopKind | None = None
+    ran: bool = True  # False when its done-marker was there already: it took no time of this run
 
 
 def task_dir(plan: StudyPlan, inst: StepInstance, sample: int) -> Path:
@@ -196,7 +197,7 @@ def _start(plan: StudyPlan, inst: StepInstance, sample: int) -> _Attempt | TaskR
     stem = os.path.join(directory, inst.file_stem())
     try:
         if os.path.exists(os.path.join(directory, DONE_MARKER)):
-            return TaskResult(TaskState.FINISHED, 0, 0, "already finished")
+            return TaskResult(TaskState.FINISHED, 0, 0, "already finished", ran=False)
         _make_dir(directory)
         tokens = task_tokens(plan, sample, directory)
         write_script(f"{stem}.sh", inst.shell, substitute(inst.cmd, tokens), inst.sources)
@@ -386,5 +387,7 @@ def _outcome(results: list[TaskResult], samples: list[int], started: float) -> U
     failures = tuple(TaskFailure(sample, r.state, r.rc, r.reason, r.log)
                      for sample, r in zip(samples, results, strict=True) if r.state != TaskState.FINISHED)
     stop = next((r.stop for r in results if r.stop), None)
+    ran = sum(1 for r in results if r.ran and r.state in (TaskState.FINISHED, TaskState.FAILED))
     return UnitOutcome(counts[TaskState.FINISHED], counts[TaskState.FAILED], counts[TaskState.NOT_RUN],
-                       sum(r.restarts for r in results), started, time.time(), socket.gethostname(), failures, stop)
+                       sum(r.restarts for r in results), started, time.time(), socket.gethostname(), failures, stop,
+                       ran=ran)

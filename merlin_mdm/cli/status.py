@@ -83,8 +83,9 @@ def _with_idle_queues(ws: Workspace, snap: StudySnapshot) -> StudySnapshot:
         return snap  # the counts were read; who consumes the queues is a nicety
     if found.orphaned:
         snap = _noted(snap, f"{found.orphaned_tasks} task(s) recorded running ({len(found.orphaned)} unit(s)) have "
-                            "stopped beating (six beats missed, 30 s by default): the workers that took them are gone "
-                            f"(killed, or their node or allocation ended). `merlin-mdm restart {ws.root} --release` "
+                            "stopped beating (their process ended, or six beats were missed): the workers that took "
+                            "them are gone (killed, or their node or allocation ended). "
+                            f"`merlin-mdm restart {ws.root} --release` "
                             "gives them back now (refused while a live worker serves the study's queues); else the "
                             f"broker does after visibility_timeout {found.visibility_timeout:g} s, to the next "
                             "worker started on them")

@@ -34,6 +34,7 @@ class UnitOutcome:
     host: str = ""
     failures: tuple[TaskFailure, ...] = ()
     stop: StopKind | None = None  # when a task asked to stop the study
+    ran: int | None = None  # tasks that ran this time (not found done already); None: every one that ended
 
     @property
     def ok(self) -> bool:
@@ -54,11 +55,14 @@ class UnitOutcome:
         """(tasks, seconds) the unit ran, when it ran to its end (every task finished or failed); else None.
 
         None for a unit stopped part way (tasks not run) or one that could not run at all (no start, or
-        started and ended at the same instant: :func:`~merlin_mdm.backends.execution.unit_failure`).
+        started and ended at the same instant: :func:`~merlin_mdm.backends.execution.unit_failure`). The tasks
+        are those that ran this time: a unit run again after a redelivery skips the tasks it finished before,
+        and its time is theirs only (else 15 s tasks showed as 9 s), and one that ran none is not timed.
         """
-        if self.not_run or not self.started or self.ended <= self.started:
+        tasks = self.finished + self.failed if self.ran is None else self.ran
+        if self.not_run or not self.started or self.ended <= self.started or not tasks:
             return None
-        return self.finished + self.failed, self.ended - self.started
+        return tasks, self.ended - self.started
 
 
 @dataclass(frozen=True)

@@ -5,10 +5,12 @@ an allocation's end) no longer answers it while it still runs the units in hand,
 (`restart --release`) ran them twice (an outside probe saw it). A SIGKILLed worker answers nothing either. The
 beats tell the two apart: a worker's main process beats until it exits, whatever it is doing, and the process
 running a unit beats until the unit is recorded; beats that stopped more than ``MISSED`` of their intervals ago
-belong to processes that are gone.
+belong to processes that are gone. A beat also names its process (:func:`process_token`: machine, pid, start
+time); read on that same machine, a beat whose process has ended is silent at once (a SIGKILLed worker no longer
+holds its queues, nor its units, for 30 s), and on any other machine it ages as before.
 
 Workers beat into ``WORKERS_KEY`` on the broker (hostname -> when, pid, queues, interval); units into their
-study's status store (:meth:`~merlin_mdm.status.redis_store.RedisStatusStore.beat`: "when interval"). A beat
+study's status store (:meth:`~merlin_mdm.status.redis_store.RedisStatusStore.beat`: "when interval process"). A beat
 carries its interval (``MERLIN_MDM_HEARTBEAT`` seconds in the beating process, default 5), and a reader judges it
 by that interval, never by its own setting.
 """
@@ -18,9 +20,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from merlin_mdm.config import AppConfig
@@ -36,6 +40,8 @@ __all__ = [
     "forget_worker",
     "is_silent",
     "live_workers",
+    "process_gone",
+    "process_token",
     "silent_units",
     "unit_heartbeat",
     "worker_heartbeat",
@@ -57,12 +63,43 @@ def beat_seconds(env: Mapping[str, str] = os.environ) -> float:
 
 
 def is_silent(beat: str | bytes | float | None, now: float) -> bool:
-    """Whether a beat ("when" or "when interval") is older than ``MISSED`` of its intervals; never for none."""
+    """Whether a beat ("when", "when interval" or "when interval process") is older than ``MISSED`` of its
+    intervals, or names a process of this machine that has ended; never for none."""
     fields = (beat.decode() if isinstance(beat, bytes) else str(beat or "")).split()
     if not fields:
         return False
     every = float(fields[1]) if len(fields) > 1 else BEAT_SECONDS
-    return now - float(fields[0]) > every * MISSED
+    return now - float(fields[0]) > every * MISSED or (len(fields) > 2 and process_gone(fields[2]))
+
+
+def process_token(pid: int | None = None) -> str:
+    """``machine/pid/start``: names one process across pid reuse (start: clock ticks after boot, from /proc);
+    ``machine/pid/`` where /proc cannot tell."""
+    pid = os.getpid() if pid is None else pid
+    return f"{socket.gethostname()}/{pid}/{_start_time(pid) or ''}"
+
+
+def process_gone(token: str) -> bool:
+    """Whether the process ``token`` names has ended: only known on its own machine (False elsewhere, and for
+    a token that cannot be read). An unreaped zombie has ended; a pid taken by another process has too."""
+    machine, _, rest = token.partition("/")
+    pid_text, _, start = rest.partition("/")
+    if machine != socket.gethostname() or not pid_text.isdigit():
+        return False
+    now = _start_time(int(pid_text))
+    return now is None or (bool(start) and now != start)
+
+
+def _start_time(pid: int) -> str | None:
+    """The start time of a live process ``pid`` (/proc/PID/stat field 22); None when it has ended or is a
+    zombie, or on a system without /proc (then every process counts as alive: :func:`process_gone`)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return None if Path("/proc/self/stat").exists() else "?"
+    except (OSError, IndexError, UnicodeDecodeError):
+        return "?"
+    return None if fields[0] in ("Z", "X") else fields[19]
 
 
 class Beating:
@@ -90,15 +127,15 @@ class Beating:
 
 def unit_heartbeat(store: RedisStatusStore, key: UnitKey) -> Beating:
     """The running unit ``key`` beats in its study's status store."""
-    every = beat_seconds()
-    return Beating(lambda: store.beat(key, f"{time.time()} {every}"), every)
+    every, me = beat_seconds(), process_token()
+    return Beating(lambda: store.beat(key, f"{time.time()} {every} {me}"), every)
 
 
 def worker_heartbeat(config: AppConfig, hostname: str, queues: Sequence[str]) -> Beating:
     """This worker process beats on the broker, with the queues it consumes, until it exits."""
     client = config.broker.client()
     every = beat_seconds()
-    value = {"pid": os.getpid(), "queues": sorted(queues), "every": every}
+    value = {"pid": os.getpid(), "process": process_token(), "queues": sorted(queues), "every": every}
     return Beating(lambda: client.hset(WORKERS_KEY, hostname, json.dumps({**value, "t": time.time()})), every)
 
 
@@ -149,7 +186,7 @@ def live_workers(config: AppConfig, now: float | None = None) -> dict[str, list[
             entry = json.loads(raw)
         except (TypeError, ValueError):
             continue
-        if not is_silent(f"{entry.get('t', 0)} {entry.get('every', BEAT_SECONDS)}", now):
+        if not is_silent(f"{entry.get('t', 0)} {entry.get('every', BEAT_SECONDS)} {entry.get('process', '')}", now):
             out[name.decode() if isinstance(name, bytes) else str(name)] = list(entry.get("queues", []))
     return out
 

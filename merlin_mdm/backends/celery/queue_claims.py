@@ -83,6 +83,7 @@ def _refuse_consumed(config: AppConfig, commands: Sequence[WorkerCommand], in_al
     if taken:
         who = busy[taken[0]]
         quiet = "" if who in answering else (": it answers no broadcast but beat within the last 30 s (it is "
-                                             "stopping, or was killed moments ago; then try again in 30 s)")
+                                             "stopping, or was killed moments ago on another machine; then try "
+                                             "again in 30 s)")
         raise UsageError(f"queue(s) {', '.join(taken)} already have a consumer ({who}{quiet}) and "
                          "merlin.resources.overlap is false")

@@ -94,7 +94,8 @@ def _refuse_while_beating(backend: CeleryBackend, ws: Workspace, units: list[Uni
     if alive:
         raise BackendError(f"unit(s) {', '.join(k.to_id() for k in alive)} run now (their process still beats): a "
                            "worker that is stopping may still be finishing them. Wait for them (`merlin-mdm "
-                           "monitor`); a unit whose process stopped beating (six beats, 30 s by default) can be "
+                           "monitor`); a unit whose process ended (seen at once on its machine) or stopped beating "
+                           "(six beats, 30 s by default, seen from elsewhere) can be "
                            "given back")
 
 

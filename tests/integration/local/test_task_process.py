@@ -115,6 +115,31 @@ def test_running_a_unit_keeps_the_callers_working_directory(tmp_path: Path, monk
     assert len(wheres) == 3
 
 
+def test_a_unit_run_again_times_only_the_tasks_it_ran(tmp_path: Path) -> None:
+    """A unit delivered again skips the tasks whose done-marker exists: its time is the others' (a probe saw
+    15 s tasks shown as 9 s), and a unit that ran none is not timed."""
+    np.save(tmp_path / "s.npy", np.arange(3).reshape(-1, 1))
+    text = textwrap.dedent(f"""
+        description: {{name: again, description: x}}
+        env: {{variables: {{OUTPUT_PATH: {tmp_path}/ws}}}}
+        merlin: {{samples: {{file: {tmp_path}/s.npy, column_labels: [X]}}}}
+        study:
+          - {{name: work, run: {{cmd: "sleep 0.6 # $(X)"}}}}
+    """)
+    ws, plan = create_workspace(load_spec_text(text, tmp_path / "spec.yaml"), batch_size=3)
+    (key,) = plan.units()
+    first = run_unit(plan, key)
+    assert first.run_time is not None and first.run_time[0] == 3 and first.run_time[1] >= 1.8
+    markers = sorted(ws.root.glob("work/**/MERLIN_FINISHED"))
+    assert len(markers) == 3
+    markers[0].unlink()  # as if the unit's message came back with one task left
+    again = run_unit(plan, key)
+    assert again.finished == 3 and again.run_time is not None
+    tasks, seconds = again.run_time
+    assert tasks == 1 and 0.6 <= seconds < 1.8, again.run_time
+    assert run_unit(plan, key).run_time is None  # nothing ran: not timed
+
+
 TENTHS = " ".join(map(str, range(30)))
 """A task waits up to 30 tenths of a second for its group's niceness, which the runner sets once it started."""
 

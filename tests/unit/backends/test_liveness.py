@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 from merlin_mdm.backends.celery.liveness import Beating, beat_seconds, is_silent, silent_units
@@ -44,3 +45,40 @@ def test_beating_beats_at_once_then_every_interval_until_closed_and_survives_a_f
     seen = len(times)
     time.sleep(0.2)
     assert seen >= 4 and len(times) <= seen + 1  # went on after the failure; stopped once closed
+
+
+def test_a_beat_names_its_process_and_a_process_that_ended_is_silent_at_once() -> None:
+    """On the beat's own machine an ended process is seen at once; from another machine the beat only ages."""
+    import socket
+    import subprocess
+
+    from merlin_mdm.backends.celery.liveness import process_gone, process_token
+
+    me = process_token()
+    assert me.startswith(f"{socket.gethostname()}/{os.getpid()}/") and not process_gone(me)
+    assert not is_silent(f"100.0 5 {me}", 110.0)
+    child = subprocess.Popen(["sleep", "30"])
+    token = process_token(child.pid)
+    assert not process_gone(token)
+    child.kill()
+    child.wait()
+    assert process_gone(token) and is_silent(f"100.0 5 {token}", 101.0)  # ended: silent with a fresh beat
+    machine, pid, start = me.split("/")
+    assert process_gone(f"{machine}/{pid}/{int(start) + 1}")  # the pid now names another process
+    assert not process_gone(f"elsewhere-{machine}/{child.pid}/{start}")  # another machine's: not known here
+    assert not is_silent(f"100.0 5 elsewhere-{machine}/{child.pid}/{start}", 110.0)
+    assert not process_gone("") and not process_gone("garbage")
+
+
+def test_a_zombie_has_ended() -> None:
+    import subprocess
+
+    from merlin_mdm.backends.celery.liveness import process_gone, process_token
+
+    child = subprocess.Popen(["true"])
+    token = process_token(child.pid)
+    for _ in range(200):  # until it exits; it stays a zombie, unreaped, until wait()
+        if process_gone(token):
+            break
+        time.sleep(0.01)
+    assert process_gone(token) and child.poll() == 0

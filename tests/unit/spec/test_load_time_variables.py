@@ -187,7 +187,8 @@ def test_vars_reach_numbers_and_batch_blocks() -> None:
 
 
 def test_an_undefined_variable_in_a_number_names_what_it_had_to_be() -> None:
-    text = NUMBERS_SPEC.replace("procs: $(P)", "procs: $(NOPE)").replace("walltime: $(WT), nodes", "walltime: $(WTX), nodes")
+    text = NUMBERS_SPEC.replace("procs: $(P)", "procs: $(NOPE)")
+    text = text.replace("walltime: $(WT), nodes", "walltime: $(WTX), nodes")
     with pytest.raises(SpecError) as error:
         _load(text)
     message = str(error.value)
