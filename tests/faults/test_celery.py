@@ -380,7 +380,7 @@ def test_restart_release_gives_back_what_a_killed_worker_held(tmp_path: Path, re
     after six beats (30 s by default, the interval these workers beat at)."""
     monkeypatch.delenv("MERLIN_MDM_HEARTBEAT", raising=False)
     queue = f"q{uuid.uuid4().hex[:10]}"
-    spec = spec_file(tmp_path, STUDY.format(queue=queue, nap="40"))
+    spec = spec_file(tmp_path, STUDY.format(queue=queue, nap="20"))
     env = {"MERLIN_MDM_CONFIG": str(redis_server.app_yaml)}
     ws = _queue(tmp_path, spec, env)
     victim = worker_pool.start("victim", queues=queue, concurrency=1, log_dir=tmp_path)
