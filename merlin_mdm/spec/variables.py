@@ -43,8 +43,8 @@ __all__ = [
     "shell_expanded",
 ]
 
-RUN_TEXT_KEYS = frozenset({"cmd", "restart", "pre", "post", "depends", "task_queue"})
-"""Run keys filled later, with the study's own tokens (commands, dependencies) or with the workers' fields."""
+RUN_TEXT_KEYS = frozenset({"cmd", "restart", "pre", "post", "task_queue"})
+"""Run keys filled later: with the study's own tokens (commands) or with the workers' fields (the queue)."""
 
 
 def load_time_values(spec: Spec) -> dict[str, str]:

@@ -196,3 +196,15 @@ def test_an_undefined_variable_in_a_number_names_what_it_had_to_be() -> None:
     assert "NOPE: no variable of env.variables or env.labels" in message
     assert "batch.walltime: walltime '$(WTX)'" in message and "WTX: no variable" in message
     assert message.count("problem") == 1 and "2 problems" in message  # nothing else: the rest was filled in
+
+
+def test_depends_takes_variables_as_merlin() -> None:
+    """Merlin 1.13 runs `depends: [$(PREV)]` with `PREV: first` after step first."""
+    spec = _load("""
+description: {name: dep, description: x}
+env: {variables: {OUTPUT_PATH: ./out, PREV: first}}
+study:
+  - {name: first, run: {cmd: echo 1}}
+  - {name: second, run: {cmd: echo 2, depends: [$(PREV)]}}
+""")
+    assert spec.steps[1].run.depends == ("first",)
