@@ -14,6 +14,7 @@ from merlin_mdm.spec.issues import IssueCollector, did_you_mean, key_mark, value
 from merlin_mdm.spec.loader import Located, MarkedDict, MarkedList
 from merlin_mdm.spec.model import Spec, Step
 from merlin_mdm.spec.tokens import LATE_TOKENS, STUDY_TOKENS, substitute, tokens_in
+from merlin_mdm.spec.worker_args import split_worker_args
 
 __all__ = ["DEFAULT_BATCH_TYPES", "check_cores", "check_spec", "known_tokens", "parent_name", "unknown_token_message"]
 
@@ -43,6 +44,7 @@ def check_spec(spec: Spec, issues: IssueCollector, batch_types: Iterable[str] = 
     _check_batch_options(spec, issues)
     _check_workers(spec, issues)
     _check_load_time_tokens(spec, issues)
+    _check_worker_args(spec, issues)
     _check_paths(spec, issues)
     check_hazards(spec, issues)
 
@@ -420,6 +422,17 @@ def _check_load_time_tokens(spec: Spec, issues: IssueCollector) -> None:
     for where, path, text in fields:
         for token in dict.fromkeys(tokens_in(text)):
             issues.error(where, path, _load_time_token_message(token, known))
+
+
+def _check_worker_args(spec: Spec, issues: IssueCollector) -> None:
+    """Each worker's `args` split into Celery's words, without the options merlin-mdm sets itself."""
+    workers = _node(spec, "merlin", "resources", "workers")
+    for worker in spec.resources.workers:
+        try:
+            split_worker_args(worker.args)
+        except ValueError as exc:
+            node = workers.get(worker.spec_key) if isinstance(workers, MarkedDict) else None
+            issues.error(value_mark(node, "args"), f"merlin.resources.workers.{worker.spec_key}.args", str(exc))
 
 
 def _load_time_token_message(token: str, known: set[str]) -> str:

@@ -16,6 +16,7 @@ from merlin_mdm.backends.celery.broker import QUEUE_SUFFIXES, queue_keys
 from merlin_mdm.config import AppConfig
 from merlin_mdm.errors import UsageError
 from merlin_mdm.spec import Spec
+from merlin_mdm.spec.worker_args import split_worker_args
 
 __all__ = ["COLD_STOP_SIGNAL", "WORKER_MODULE", "WorkerCommand", "active_queues", "check_study_queues", "queue_sizes",
            "shutdown_workers", "spec_queues", "worker_commands"]
@@ -73,6 +74,10 @@ def worker_commands(spec: Spec, steps: Sequence[str] = (), extra_args: str = "",
 
     ``only`` keeps the named worker groups (a UsageError names the known ones when one is unknown).
     """
+    try:
+        split_worker_args(extra_args)
+    except ValueError as exc:
+        raise UsageError(f"--worker-args: {exc}") from None
     every = _all_worker_commands(spec, steps, extra_args, warn)
     if not only:
         return every
@@ -112,7 +117,7 @@ def _all_worker_commands(spec: Spec, steps: Sequence[str], extra_args: str, warn
 def _command(name: str, queues: tuple[str, ...], args: str, extra: str) -> WorkerCommand:
     argv = [sys.executable, "-m", "celery", "-A", WORKER_MODULE, "worker", "-n", f"{name}@%h",
             "-Q", ",".join(queues), "--without-gossip", "--without-mingle", "-O", "fair",
-            *shlex.split(args), *shlex.split(extra)]
+            *split_worker_args(args), *split_worker_args(extra)]  # both checked before (validate, above)
     return WorkerCommand(name, queues, tuple(argv))
 
 
