@@ -107,16 +107,20 @@ def fill_raw_fields(data: MarkedDict, values: Mapping[str, str]) -> bool:
     return changed
 
 
-def _fill(parent: dict[str, Any] | list[Any], key: Any, values: Mapping[str, str]) -> bool:
-    """Fill ``parent[key]`` in place, through mappings and lists; a text that becomes a number or a boolean is
-    read as one, as Merlin's second parse of the filled text does. True when something changed."""
+def _fill(parent: dict[str, Any] | list[Any], key: Any, values: Mapping[str, str],
+          seen: set[int] | None = None) -> bool:
+    """Fill ``parent[key]`` in place, through mappings and lists (each once, however often YAML aliases it); a
+    text that becomes a number or a boolean is read as one, as Merlin's second parse of the filled text does.
+    True when something changed."""
     if isinstance(parent, dict) and key not in parent:
         return False
-    value = parent[key]
-    if isinstance(value, dict):
-        return any([_fill(value, k, values) for k in list(value)])
-    if isinstance(value, list):
-        return any([_fill(value, i, values) for i in range(len(value))])
+    value, seen = parent[key], set() if seen is None else seen
+    if isinstance(value, (dict, list)):
+        if id(value) in seen:
+            return False
+        seen.add(id(value))
+        keys = list(value) if isinstance(value, dict) else range(len(value))
+        return any([_fill(value, k, values, seen) for k in keys])
     if not isinstance(value, str) or "$(" not in value:
         return False
     text = substitute(value, values)
@@ -131,16 +135,22 @@ SHELL_KEYS = frozenset({"cmd", "restart"})
 _SHELL_VARIABLE = re.compile(r"\$(\w+|\{[^}]*\})", re.ASCII)  # os.path.expandvars' own pattern
 
 
-def expand_shell_variables(node: Any, environ: Mapping[str, str]) -> Any:
+def expand_shell_variables(node: Any, environ: Mapping[str, str], seen: set[int] | None = None) -> Any:
     """``node`` (the spec's YAML, changed in place) with ``environ``'s variables and a leading ``~`` filled into
-    every text but those under :data:`SHELL_KEYS`, as Merlin does when it loads a spec."""
-    if isinstance(node, dict):
-        for key in [k for k in node if k not in SHELL_KEYS]:
-            node[key] = expand_shell_variables(node[key], environ)
-    elif isinstance(node, list):
-        node[:] = [expand_shell_variables(item, environ) for item in node]
-    elif isinstance(node, str):
+    every text but those under :data:`SHELL_KEYS`, as Merlin does when it loads a spec. A mapping or list that
+    YAML aliases in many places is filled once (``seen``): a billion-laughs spec costs its size, not its
+    expansion."""
+    seen = set() if seen is None else seen
+    if isinstance(node, str):
         return shell_expanded(node, environ)
+    if not isinstance(node, (dict, list)) or id(node) in seen:
+        return node
+    seen.add(id(node))
+    keys = [k for k in node if k not in SHELL_KEYS] if isinstance(node, dict) else range(len(node))
+    for key in keys:
+        value = node[key]
+        if isinstance(value, str) or (isinstance(value, (dict, list)) and id(value) not in seen):
+            node[key] = expand_shell_variables(value, environ, seen)
     return node
 
 

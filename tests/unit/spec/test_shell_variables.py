@@ -80,3 +80,28 @@ def test_the_expansion_is_os_path_expandvars_of_expanduser(text: str, expected: 
     assert shell_expanded(text, {"HOME": "/home/me"}) == expected
     monkeypatch.setenv("HOME", "/home/me")
     assert os.path.expandvars(os.path.expanduser(text)) == expected
+
+
+def _bomb(levels: int, where: str) -> str:
+    """A billion-laughs spec: ``levels`` lists of nine aliases of the one below (9**levels leaves in all)."""
+    lines = ["description: {name: bomb, description: x}", "env: {variables: {OUTPUT_PATH: ./out}}", "user:",
+             "  a0: &a0 [\"$HOME\", \"$(OUTPUT_PATH)\"]"]
+    lines += [f"  a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, levels + 1)]
+    lines += ["study:", f"  - {{name: s, run: {{cmd: echo 1, {where}: *a{levels}}}}}"]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.timeout(120)  # walked alias by alias it never ends: fail instead of holding CI for 10 minutes
+@pytest.mark.usefixtures("environment")
+def test_an_aliased_structure_is_filled_once_not_once_per_alias() -> None:
+    """9**24 leaves: walked leaf by leaf, the load would never end; each aliased list is visited once."""
+    from merlin_mdm.errors import SpecError
+
+    with pytest.raises(SpecError, match="procs: must be a whole number, not a list"):  # refused, promptly
+        load_spec_text(_bomb(24, "procs"), "/s/bomb.yaml")
+    spec = load_spec_text(_bomb(24, "exclusive").replace(", exclusive: *a24", ""), "/s/bomb.yaml").spec
+    leaf, node = spec.raw["user"]["a0"], spec.raw["user"]["a24"]
+    for _ in range(24):
+        node = node[8]
+    found_the_leaf = node is leaf  # (a failing `assert node is leaf` would have pytest print 9**24 items)
+    assert leaf == ["/home/me", "$(OUTPUT_PATH)"] and found_the_leaf
