@@ -29,8 +29,9 @@ def status(target: Path, as_json: bool, dump: Path | None) -> None:
     A step's elapsed time runs from its first task's start to now while a task of it runs, else to its last
     task's end (so it includes any time the study stood stopped between); "-" when nothing of it has started or
     ended. Its avg run is a task's mean run time, as Merlin's status shows it: over the units (an instance's batch of
-    samples, run one after the other) that ran to their end, each unit's time shared among its tasks; a unit
-    queued again drops out until it is recorded anew. --json and --dump also give the spread (run_std).
+    samples, run one after the other) that ran to their end, each unit's time shared among the tasks it ran (a unit
+    delivered again skips those already done); a unit queued again drops out until it is recorded anew. --json
+    and --dump also give the spread (run_std).
     """
     from merlin_mdm.status.render import dump_snapshot, render_table, snapshot_to_dict, to_json
     from merlin_mdm.studies import find_workspace, study_status
