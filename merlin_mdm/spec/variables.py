@@ -160,7 +160,7 @@ def shell_expanded(text: str, environ: Mapping[str, str]) -> str:
         head, sep, rest = text.partition("/")
         home = environ.get("HOME") if head == "~" else None
         expanded = home if home is not None else os.path.expanduser(head)
-        text = expanded.rstrip("/") + sep + rest if expanded != head else text
+        text = ((expanded.rstrip("/") + sep + rest) or "/") if expanded != head else text  # HOME=/: "~" is "/"
     if "$" not in text:
         return text
 

@@ -80,6 +80,8 @@ def test_the_expansion_is_os_path_expandvars_of_expanduser(text: str, expected: 
     assert shell_expanded(text, {"HOME": "/home/me"}) == expected
     monkeypatch.setenv("HOME", "/home/me")
     assert os.path.expandvars(os.path.expanduser(text)) == expected
+    monkeypatch.setenv("HOME", "/")
+    assert shell_expanded(text, {"HOME": "/"}) == os.path.expandvars(os.path.expanduser(text))
 
 
 def _bomb(levels: int, where: str) -> str:
