@@ -5,6 +5,7 @@ Pure where it can be (``worker_commands``), and otherwise thin calls into Celery
 
 from __future__ import annotations
 
+import os
 import shlex
 import signal
 import sys
@@ -117,8 +118,14 @@ def _all_worker_commands(spec: Spec, steps: Sequence[str], extra_args: str, warn
 def _command(name: str, queues: tuple[str, ...], args: str, extra: str) -> WorkerCommand:
     argv = [sys.executable, "-m", "celery", "-A", WORKER_MODULE, "worker", "-n", f"{name}@%h",
             "-Q", ",".join(queues), "--without-gossip", "--without-mingle", "-O", "fair",
-            *split_worker_args(args), *split_worker_args(extra)]  # both checked before (validate, above)
+            *_tilde(split_worker_args(args)), *_tilde(split_worker_args(extra))]  # checked before (validate, above)
     return WorkerCommand(name, queues, tuple(argv))
+
+
+def _tilde(words: Sequence[str]) -> list[str]:
+    """A word that starts with ``~`` names a home folder, as the shell through which Merlin starts its workers
+    reads it (``--logfile ~/w.log``); no shell stands between the spec and Celery here."""
+    return [os.path.expanduser(w) if w.startswith("~") else w for w in words]
 
 
 def active_queues(config: AppConfig, timeout: float = 1.0, quick: bool = False) -> dict[str, list[str]]:

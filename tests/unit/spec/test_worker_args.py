@@ -50,3 +50,11 @@ def test_worker_args_from_the_command_line_are_checked_alike(extra: str) -> None
     spec = load_spec_text(SPEC.format(args="''"), "/s/a.yaml").spec
     with pytest.raises(UsageError, match=r"^--worker-args: "):
         worker_commands(spec, extra_args=extra)
+
+
+def test_a_word_starting_with_a_tilde_names_a_home_folder_as_merlin_s_shell_reads_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", "/home/me")
+    spec = load_spec_text(SPEC.format(args="'--logfile ~/w.log --pidfile a~b'"), "/s/a.yaml").spec
+    (command,) = worker_commands(spec, extra_args="--statedb ~/db")
+    assert command.argv[-6:] == ("--logfile", "/home/me/w.log", "--pidfile", "a~b", "--statedb", "/home/me/db")
