@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import graphlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,27 +129,26 @@ def _check_depends(spec: Spec, issues: IssueCollector) -> None:
 
 
 def _find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
-    """A dependency cycle as [a, ..., a] (following `depends`), or None. Self-loops are reported elsewhere."""
-    state: dict[str, int] = {}
-    stack: list[str] = []
+    """A dependency cycle as [a, ..., a] (following `depends`), or None. Self-loops are reported elsewhere.
 
-    def visit(name: str) -> list[str] | None:
-        state[name] = 1
-        stack.append(name)
-        for parent in graph.get(name, []):
-            if parent not in graph or parent == name:
-                continue
-            if state.get(parent) == 1:
-                return [*stack[stack.index(parent):], parent]
-            if parent not in state and (cycle := visit(parent)):
-                return cycle
-        stack.pop()
-        state[name] = 2
-        return None
-
-    for name in graph:
-        if name not in state and (cycle := visit(name)):
-            return cycle
+    Depth-first without recursion: a chain of thousands of steps is an ordinary study, not a RecursionError."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    for root in graph:
+        if root in state:
+            continue
+        path, todo = [root], [iter(graph.get(root, []))]
+        state[root] = 1
+        while todo:
+            parent = next(todo[-1], None)
+            if parent is None:
+                state[path.pop()] = 2
+                todo.pop()
+            elif parent in graph and parent != path[-1] and state.get(parent) == 1:
+                return [*path[path.index(parent):], parent]
+            elif parent in graph and parent not in state:
+                state[parent] = 1
+                path.append(parent)
+                todo.append(iter(graph.get(parent, [])))
     return None
 
 
@@ -295,20 +295,27 @@ def _check_other_tokens(spec: Spec, issues: IssueCollector) -> None:
 
 
 def _ancestors(spec: Spec) -> dict[str, set[str]]:
+    """Each step's ancestors through `depends`, without recursion (a chain of thousands of steps is ordinary)."""
     parents = {s.name: {parent_name(d)[0] for d in s.run.depends} for s in spec.steps}
+    try:
+        order = list(graphlib.TopologicalSorter(parents).static_order())
+    except graphlib.CycleError:  # reported by _check_cycles; walk each step's ancestry on its own
+        return {name: _reachable(name, parents) for name in parents}
     out: dict[str, set[str]] = {}
+    for name in order:  # parents first
+        out[name] = set().union(*({p} | out.get(p, set()) for p in parents.get(name, set())))
+    return {name: out[name] for name in parents}
 
-    def visit(name: str, seen: set[str]) -> set[str]:
-        if name not in out:
-            found: set[str] = set()
-            for parent in parents.get(name, set()) - seen:
-                found |= {parent, *visit(parent, seen | {name})}
-            out[name] = found
-        return out[name]
 
-    for name in parents:
-        visit(name, set())
-    return out
+def _reachable(name: str, parents: dict[str, set[str]]) -> set[str]:
+    found: set[str] = set()
+    todo = list(parents.get(name, set()))
+    while todo:
+        step = todo.pop()
+        if step not in found and step != name:
+            found.add(step)
+            todo.extend(parents.get(step, set()))
+    return found
 
 
 def _check_workspace_refs(spec: Spec, issues: IssueCollector) -> None:

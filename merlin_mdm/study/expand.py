@@ -72,15 +72,12 @@ def _topological(spec: Spec) -> list[Step]:
     graph = {s.name: {parent_name(d)[0] for d in s.run.depends} for s in spec.steps}
     order = list(graphlib.TopologicalSorter(graph).static_order())
     position = {s.name: i for i, s in enumerate(spec.steps)}
+    depth: dict[str, int] = {}
+    for name in order:  # parents come first: one pass, no recursion (a chain of thousands of steps)
+        depth[name] = 1 + max((depth[p] for p in graph[name]), default=-1)
     # Keep spec order among steps that are ready together, for stable, readable plans.
-    order.sort(key=lambda n: (_depth(n, graph, {}), position[n]))
+    order.sort(key=lambda n: (depth[n], position[n]))
     return [spec.step(n) for n in order]
-
-
-def _depth(name: str, graph: Mapping[str, set[str]], memo: dict[str, int]) -> int:
-    if name not in memo:
-        memo[name] = 1 + max((_depth(p, graph, memo) for p in graph[name]), default=-1)
-    return memo[name]
 
 
 class _Expander:
