@@ -63,6 +63,9 @@ def read_samples(path: Path, column_labels: Sequence[str] = ()) -> np.ndarray:
     suffix = path.suffix.lower()
     if suffix not in SAMPLE_SUFFIXES:
         raise _bad(path, f"unsupported samples file type '{suffix}' (use one of {', '.join(SAMPLE_SUFFIXES)})")
+    if path.exists() and not path.is_file():  # a pipe never ends until its writer closes, /dev/zero never does
+        what = "a folder" if path.is_dir() else "not a regular file (a pipe or a device, such as /dev/zero)"
+        raise _bad(path, f"the samples file is {what}: write the samples to a file and name that")
     try:
         if suffix == ".npy":
             data = np.load(path, mmap_mode="r", allow_pickle=False)

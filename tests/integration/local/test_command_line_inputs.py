@@ -62,6 +62,25 @@ def test_a_bad_samplesfile_is_named_with_exit_code_2(spec: Path, tmp_path: Path,
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
+@pytest.mark.parametrize("kind", ["pipe", "endless device"])
+def test_a_samples_file_that_is_no_regular_file_is_refused_at_once(spec: Path, tmp_path: Path, kind: str) -> None:
+    """A pipe hung `run` silently (nobody writes it); /dev/zero grew memory until a MemoryError traceback."""
+    given = tmp_path / "odd.csv"
+    if kind == "pipe":
+        os.mkfifo(given)
+    else:
+        given.symlink_to("/dev/zero")
+    result = merlin("run", str(spec), "--local", "--dry", "--vars", "A=1", "--samplesfile", "odd.csv", cwd=tmp_path,
+                    timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert "--samplesfile odd.csv: the samples file is not a regular file (a pipe or a device" in result.stderr
+    (tmp_path / "samples.csv").unlink()
+    (tmp_path / "samples.csv").symlink_to(given)  # the spec's own samples file
+    checked = merlin("validate", str(spec), cwd=tmp_path, timeout=60)
+    assert checked.returncode == 2, checked.stderr
+    assert f"merlin.samples.file: {tmp_path}/samples.csv: the samples file is not a regular file" in checked.stderr
+
+
 def test_a_relative_samplesfile_is_found_from_where_the_command_runs(spec: Path, tmp_path: Path) -> None:
     """It was looked for beside the spec: not found, or worse, another file of the same name."""
     (tmp_path / "elsewhere").mkdir()
