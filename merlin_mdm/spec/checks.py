@@ -325,7 +325,7 @@ def _check_workspace_refs(spec: Spec, issues: IssueCollector) -> None:
     variables = dict(spec.env.variables)
     for loc in _located_steps(spec):
         for key, text in (("cmd", loc.step.run.cmd), ("restart", loc.step.run.restart or "")):
-            for token in dict.fromkeys(tokens_in(_inlined(text, variables))):  # a variable may name one too
+            for token in _inlined_tokens(text, variables):  # a variable may name one too
                 ref = token[: -len(".workspace")] if token.endswith(".workspace") else None
                 if ref is None or ref not in names or ref in ancestors.get(loc.step.name, set()):
                     continue
@@ -335,14 +335,23 @@ def _check_workspace_refs(spec: Spec, issues: IssueCollector) -> None:
                              f"$({token}) names a step that does not run before '{loc.step.name}'; {hint}")
 
 
-def _inlined(text: str, variables: dict[str, str]) -> str:
-    """``text`` with the env variables it uses written out (nested ones too; a cycle stops after a few rounds)."""
-    for _ in range(16):
-        new = substitute(text, variables)
-        if new == text:
-            break
-        text = new
-    return text
+def _inlined_tokens(text: str, variables: dict[str, str]) -> list[str]:
+    """The tokens ``text`` holds once the env variables it uses are written out (nested ones too), in order of
+    first appearance; found by walking the variables, each once, never by writing them out (a variable used ten
+    times in each of ten others is 10**10 characters)."""
+    found: dict[str, None] = {}
+    walked: set[str] = set()
+    todo = [iter(tokens_in(text))]
+    while todo:
+        token = next(todo[-1], None)
+        if token is None:
+            todo.pop()
+        elif token not in variables:
+            found[token] = None
+        elif token not in walked:
+            walked.add(token)
+            todo.append(iter(tokens_in(variables[token])))
+    return list(found)
 
 
 def _check_batch(spec: Spec, issues: IssueCollector, batch_types: tuple[str, ...]) -> None:

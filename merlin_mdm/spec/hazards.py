@@ -10,7 +10,7 @@ import shlex
 from merlin_mdm.spec.issues import IssueCollector, key_mark, value_mark
 from merlin_mdm.spec.loader import MarkedDict
 from merlin_mdm.spec.model import Spec
-from merlin_mdm.spec.tokens import tokens_in, undefined_token_hint
+from merlin_mdm.spec.tokens import MAX_VALUE_CHARS, expanded_sizes, tokens_in, undefined_token_hint
 
 __all__ = ["NAME_MAX", "check_hazards", "label_problem", "parse_walltime"]
 
@@ -49,6 +49,7 @@ def check_hazards(spec: Spec, issues: IssueCollector) -> None:
     the expansion, with :func:`label_problem`)."""
     _check_walltimes(spec, issues)
     _check_variable_cycles(spec, issues)
+    _check_variable_sizes(spec, issues)
 
 
 def _check_walltimes(spec: Spec, issues: IssueCollector) -> None:
@@ -78,6 +79,31 @@ def _check_variable_cycles(spec: Spec, issues: IssueCollector) -> None:
         if cycle and not reported & set(cycle):
             reported |= set(cycle)
             _report_cycle(spec, cycle, variables, issues)
+
+
+def _check_variable_sizes(spec: Spec, issues: IssueCollector) -> None:
+    """A variable whose value grows beyond MAX_VALUE_CHARS once filled in (left unfilled): reported where it
+    starts, at the first variable past the limit whose own variables are all within it."""
+    values = dict(spec.env.variables)
+    sizes = expanded_sizes(values, {"SPECROOT": str(spec.root)})
+    env = spec.raw.get("env")
+    variables = env.get("variables") if isinstance(env, MarkedDict) else None
+    for name, size in sizes.items():
+        if size > MAX_VALUE_CHARS and all(sizes.get(t, 0) <= MAX_VALUE_CHARS for t in tokens_in(values[name])):
+            issues.error(key_mark(variables, name), f"env.variables.{name}", _too_long(size))
+    study = spec.raw.get("study")
+    for i, step in enumerate(spec.steps):
+        entry = study[i] if isinstance(study, list) and i < len(study) else None
+        run = entry.get("run") if isinstance(entry, MarkedDict) else None
+        for key, text in (("cmd", step.run.cmd), ("restart", step.run.restart or "")):
+            size = expanded_sizes({**values, "": text}, {})[""]  # "" is no name a token can have
+            if size > MAX_VALUE_CHARS and all(sizes.get(t, 0) <= MAX_VALUE_CHARS for t in tokens_in(text)):
+                issues.error(value_mark(run, key), f"study[{i}].run.{key}", _too_long(size))
+
+
+def _too_long(size: int) -> str:
+    return (f"grows to {size:,} characters once the variables it uses are filled in (more than "
+            f"{MAX_VALUE_CHARS:,}): use each of them fewer times")
 
 
 def _report_cycle(spec: Spec, cycle: list[str], variables: object, issues: IssueCollector) -> None:

@@ -8,8 +8,10 @@ from collections.abc import Mapping
 
 __all__ = [
     "LATE_TOKENS",
+    "MAX_VALUE_CHARS",
     "STUDY_TOKENS",
     "TOKEN_RE",
+    "expanded_sizes",
     "resolve_ordered",
     "substitute",
     "tokens_in",
@@ -26,6 +28,12 @@ STUDY_TOKENS = frozenset({
 })  # fmt: skip
 # Known only when a task runs (filled by the executor).
 LATE_TOKENS = frozenset({"WORKSPACE", "MERLIN_SAMPLE_ID", "MERLIN_SAMPLE_PATH", "MERLIN_SAMPLE_VECTOR"})
+
+
+MAX_VALUE_CHARS = 1 << 24
+"""The longest a variable's value may grow once the variables it uses are filled in (16 Mi characters): ten
+variables each using the one before ten times make 10**10 characters from a line each, a MemoryError after
+13 GB (an outside probe's spec); one this long is left unfilled and reported at its line instead."""
 
 
 def tokens_in(text: str) -> list[str]:
@@ -63,14 +71,31 @@ def _dependency_order(values: Mapping[str, str]) -> list[str]:
         return list(values)
 
 
+def expanded_sizes(values: Mapping[str, str], known: Mapping[str, str]) -> dict[str, int]:
+    """How long each of ``values`` grows once the variables it uses (and ``known``) are filled in, counted without
+    building any of them (a value that uses itself, or a cycle, counts the part before it)."""
+    sizes: dict[str, int] = {}
+    for name in _dependency_order(values):
+        text, size = values[name], len(values[name])
+        for token in tokens_in(text):
+            grown = sizes.get(token) if token != name else None
+            if grown is None and token in known and token not in values:
+                grown = len(known[token])
+            size += 0 if grown is None else grown - len(token) - 3  # "$(" + token + ")"
+        sizes[name] = size
+    return sizes
+
+
 def resolve_ordered(pairs: tuple[tuple[str, str], ...], known: Mapping[str, str]) -> dict[str, str]:
     """Resolve variables that may use each other and ``known`` tokens; nested references resolve in a few passes.
 
-    Returns the resolved values; a value that still holds tokens refers to something undefined or to a cycle.
+    Returns the resolved values; a value that still holds tokens refers to something undefined, to a cycle, or
+    would grow beyond :data:`MAX_VALUE_CHARS` (left as written).
     """
     values = dict(pairs)
+    too_long = {k for k, size in expanded_sizes(values, known).items() if size > MAX_VALUE_CHARS}
     resolved = {**known, **{k: v for k, v in values.items() if "$(" not in v}}
-    pending = [name for name in _dependency_order(values) if "$(" in values[name]]
+    pending = [n for n in _dependency_order(values) if "$(" in values[n] and n not in too_long]
     for _ in range(len(values) + 1):  # in dependency order one pass resolves all; more only around a cycle
         changed = False
         for name in pending:
