@@ -138,7 +138,11 @@ def load_marked_text(text: str, filename: str) -> MarkedDict:
     try:
         data = yaml.load(text, Loader=_MarkingLoader)  # a SafeLoader subclass
     except yaml.YAMLError as exc:
+        if "nesting depth" in str(getattr(exc, "problem", "")):  # the Python parser has no such limit, and takes
+            raise SpecError([_yaml_issue(exc, filename)]) from None  # minutes over 100,000 open brackets
         raise SpecError([_yaml_issue(_python_parser_error(text) or exc, filename)]) from None
+    except RecursionError:  # the pure-Python loader, where libyaml is missing, nests by recursion
+        raise SpecError([SpecIssue(filename, 0, 0, "", "YAML syntax error: exceeded maximum nesting depth")]) from None
     if data is None:
         raise SpecError([SpecIssue(filename, 1, 1, "", "the spec is empty; start from `merlin-mdm example hello`")])
     if not isinstance(data, MarkedDict):

@@ -125,3 +125,20 @@ def test_unknown_tokens_are_warnings_without_strict(capsys: pytest.CaptureFixtur
     assert info.value.code == 0
     err = capsys.readouterr().err
     assert "warning: $(SEEED) is not a defined token (did you mean 'SEED'?)" in err
+
+
+@pytest.mark.timeout(120)  # the old code took 106 s for 100,000 brackets: fail rather than wait
+@pytest.mark.parametrize("loader", ["libyaml", "pure Python"])
+def test_nesting_past_the_parser_s_limit_is_refused_promptly(loader: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An outside probe's 200 KB spec of nested brackets took 106 s to refuse: after libyaml's error the pure-Python
+    parser was run for a clearer message, and it is quadratic in the nesting; without libyaml it recursed."""
+    import yaml
+
+    from merlin_mdm.spec import loader as spec_loader
+
+    if loader == "pure Python":
+        body = {k: v for k, v in vars(spec_loader._MarkingLoader).items() if k not in ("__dict__", "__weakref__")}
+        monkeypatch.setattr(spec_loader, "_MarkingLoader", type("PureMarking", (yaml.SafeLoader,), body))
+    text = "description: {name: d, description: x}\nstudy: [{name: a, run: {cmd: echo}}]\nuser: "
+    with pytest.raises(SpecError, match="exceeded maximum nesting depth"):
+        load_spec_text(text + "[" * 100_000 + "]" * 100_000 + "\n", "deep.yaml")
