@@ -190,22 +190,25 @@ def _made_from(copy: Path, text: str) -> bool:
         return False
 
 
-def study_status(target: Path) -> StudySnapshot:
+def study_status(target: Path, patient: bool = True) -> StudySnapshot:
     """Where the study stands, read from its backend's status store (never by walking the workspace).
 
     A local study recorded as running whose runner is gone (it holds no lock any more, whatever killed it) is
     recorded as interrupted first: its units in flight go back to queued with their done-markers counted.
     """
-    return study_tasks(target)[0]
+    return study_tasks(target, patient)[0]
 
 
-def study_tasks(target: Path) -> tuple[StudySnapshot, list[UnitKey]]:
-    """:func:`study_status`, and the units in flight (taken by a worker or runner, outcome not recorded yet)."""
+def study_tasks(target: Path, patient: bool = True) -> tuple[StudySnapshot, list[UnitKey]]:
+    """:func:`study_status`, and the units in flight (taken by a worker or runner, outcome not recorded yet).
+
+    ``patient`` waits out a status server's restart (monitoring, waiting); without it (a person's `status`) a
+    server that does not answer is an error within seconds."""
     ws = find_workspace(target)
     name = backend_of(ws)
     if name == "local" and not ws.status_path.exists():
         raise StatusError(f"no status database in {ws.info}: the study was never started (or it was deleted)")
-    store = get_backend(name).status_store(ws)
+    store = get_backend(name).status_store(ws, patient=patient)
     try:
         return _current(ws, name, store), store.units_in_flight()
     finally:

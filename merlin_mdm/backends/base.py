@@ -70,8 +70,10 @@ class Backend(ABC):
         --local`): this backend still runs, or holds, some of its work, which would then run twice."""
 
     @abstractmethod
-    def status_store(self, workspace: Workspace) -> StatusStore:
-        """The store this backend records into for ``workspace``."""
+    def status_store(self, workspace: Workspace, patient: bool = True) -> StatusStore:
+        """The store this backend records into for ``workspace``. ``patient`` rides out a server restart (what
+        records and waits needs); without it a server that does not answer is an error within seconds (what a
+        person reading `status` needs)."""
 
     @abstractmethod
     def launch(self, workspace: Workspace, plan: StudyPlan, options: RunOptions) -> RunReport:

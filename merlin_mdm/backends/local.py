@@ -42,7 +42,7 @@ class LocalBackend(Backend):
     def __init__(self, **config: Any):
         self.config = config
 
-    def status_store(self, workspace: Workspace) -> StatusStore:
+    def status_store(self, workspace: Workspace, patient: bool = True) -> StatusStore:
         return SqliteStatusStore(workspace.status_path)
 
     def check_spec(self, spec: Spec, options: RunOptions) -> None:

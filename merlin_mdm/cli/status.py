@@ -37,7 +37,7 @@ def status(target: Path, as_json: bool, dump: Path | None) -> None:
     from merlin_mdm.studies import find_workspace, study_status
 
     ws = find_workspace(target)
-    snap = _with_idle_queues(ws, study_status(ws.root))
+    snap = _with_idle_queues(ws, study_status(ws.root, patient=False))
     if snap.workspace and ws.made_elsewhere(snap.workspace):
         snap = _noted(snap, f"this folder is a copy of {snap.workspace} (or was moved): the counts are those its "
                             "status store holds, and `restart` refuses it")
@@ -137,7 +137,7 @@ def detailed_status(target: Path, steps: tuple[str, ...], statuses: tuple[str, .
         raise UsageError(f"--return-code {exc}") from None
     plan = ws.load_plan()
     ws.check_in_place(plan)
-    rows = (r for r in task_rows(plan, *study_tasks(ws.root))
+    rows = (r for r in task_rows(plan, *study_tasks(ws.root, patient=False))
             if (not steps or r.step in steps) and (not wanted or r.status in wanted)
             and (not want_codes or code_matches(r.return_code, want_codes)))
     selected = [dataclasses.asdict(r) for r in itertools.islice(rows, max_tasks)]

@@ -205,7 +205,8 @@ class RedisStatusStore(StatusStore):
         try:
             return fn(*args, **kwargs)
         except _redis_errors() as exc:
-            raise StatusError(f"status store at Redis: {exc}") from None
+            frozen = " (a server that is stopped, frozen or overloaded)" if "Timeout" in type(exc).__name__ else ""
+            raise StatusError(f"status store at Redis: {exc}{frozen}") from None
 
     def _plan(self) -> StudyPlan:
         if self.plan is None:

@@ -32,6 +32,12 @@ __all__ = ["CONNECTION_FILE", "CeleryBackend", "check_server", "derived_visibili
 CONNECTION_FILE = "celery.json"  # in merlin_info/: which app.yaml the study was queued with (no secret)
 
 
+READ_TIMEOUT = 10.0
+"""Seconds `status` and `detailed-status` wait for a status server that does not answer (stopped, frozen, down):
+then an error says so, where a patient client waits out a restart (46 s for a refused connection, as long as a
+frozen server stays frozen)."""
+
+
 def check_server(config: AppConfig, timeout: float = 3.0, what: str = "broker") -> None:
     """Ping the broker (or status) server; BrokerError with a one-line reason when it does not answer."""
     import redis
@@ -108,10 +114,11 @@ class CeleryBackend(Backend):
         self._config = load_config(self._spec, recorded)
         return self._config
 
-    def status_store(self, workspace: Workspace) -> StatusStore:
+    def status_store(self, workspace: Workspace, patient: bool = True) -> StatusStore:
         config = self.config(workspace)
         plan_ws = workspace.load_plan().workspace
-        return RedisStatusStore(config.status.client(), plan_ws)
+        client = config.status.client() if patient else config.status.client(timeout=READ_TIMEOUT, retry=False)
+        return RedisStatusStore(client, plan_ws)
 
     def launch(self, workspace: Workspace, plan: StudyPlan, options: RunOptions) -> RunReport:
         config = self.config(workspace)

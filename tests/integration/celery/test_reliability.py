@@ -160,3 +160,35 @@ def test_a_task_that_kills_its_worker_each_time_fails_alone(tmp_path: Path, redi
     (_, failed), (_, skipped) = work.failures
     assert failed.sample == 2 and "its worker died 3 times while it ran" in failed.reason, work.failures
     assert skipped.sample == 3 and skipped.state == "not_run", work.failures
+
+
+def test_status_of_a_frozen_or_stopped_status_server_is_an_error_within_seconds(
+        persistent_redis: RedisFixture, tmp_path: Path, env_guard: None) -> None:
+    """`status` waited as long as a SIGSTOPped Redis stayed frozen (killed by a 60 s timeout) and 46 s for a
+    refused connection (an outside probe): a person asking is told within seconds; `monitor` still waits."""
+    from .helpers import merlin
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("description: {name: frozen, description: x}\nenv: {variables: {OUTPUT_PATH: ./out}}\n"
+                    "study: [{name: a, run: {cmd: echo}}]\n", encoding="utf-8")
+    env = {"MERLIN_MDM_CONFIG": str(persistent_redis.app_yaml)}
+    queued = merlin("run", str(spec), cwd=tmp_path, env=env)
+    assert queued.returncode == 0, queued.stderr
+    ws = next((tmp_path / "out").glob("frozen_*"))
+    pid = persistent_redis.server.status().pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        for command in ("status", "detailed-status"):
+            started = time.monotonic()
+            frozen = merlin(command, str(ws), cwd=tmp_path, env=env, timeout=120)
+            took = time.monotonic() - started
+            assert frozen.returncode == 1 and "status store at Redis" in frozen.stderr, frozen.stderr
+            assert "Traceback" not in frozen.stderr and took < 40, (command, took)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    persistent_redis.stop()
+    started = time.monotonic()
+    down = merlin("status", str(ws), cwd=tmp_path, env=env, timeout=120)
+    assert down.returncode == 1 and "Connection refused" in down.stderr, down.stderr
+    assert time.monotonic() - started < 30
