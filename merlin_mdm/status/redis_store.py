@@ -205,8 +205,10 @@ class RedisStatusStore(StatusStore):
         try:
             return fn(*args, **kwargs)
         except _redis_errors() as exc:
-            frozen = " (a server that is stopped, frozen or overloaded)" if "Timeout" in type(exc).__name__ else ""
-            raise StatusError(f"status store at Redis: {exc}{frozen}") from None
+            hint = (" (a server that is stopped, frozen or overloaded)" if "Timeout" in type(exc).__name__ else
+                    " (the server is out of memory: raise its maxmemory or free some)" if "maxmemory" in str(exc)
+                    else "")
+            raise StatusError(f"status store at Redis: {exc}{hint}") from None
 
     def _plan(self) -> StudyPlan:
         if self.plan is None:

@@ -7,8 +7,10 @@ the moment its last parent unit is recorded. Celery itself is imported only when
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -18,7 +20,7 @@ from merlin_mdm.backends.celery.broker import held_messages
 from merlin_mdm.backends.celery.dependencies import RedisDependencies
 from merlin_mdm.backends.execution import walltime_seconds
 from merlin_mdm.config import AppConfig, load_config
-from merlin_mdm.errors import BackendError, BrokerError
+from merlin_mdm.errors import BackendError, BrokerError, StatusError
 from merlin_mdm.status.model import StudySnapshot, StudyState
 from merlin_mdm.status.redis_store import RedisStatusStore
 from merlin_mdm.status.states import TaskState
@@ -131,19 +133,20 @@ class CeleryBackend(Backend):
             _refuse_while_held(config, plan)
         store = RedisStatusStore(config.status.client(), plan.workspace, plan)
         try:
-            if options.resume:
-                from merlin_mdm.backends.execution import count_done, markers_missing
+            with _refusal_explained(config, workspace):
+                if options.resume:
+                    from merlin_mdm.backends.execution import count_done, markers_missing
 
-                # the disk is the truth: units whose done-marker is gone run again; those left count their markers
-                queued = store.reset_unfinished(markers_missing(plan, store.finished_units()))
-                store.requeue({key: done for key in queued if (done := count_done(plan, key))})
-                RedisDependencies(store.r, plan).reset()
-            else:
-                store.register(plan)
-            store.set_state(StudyState.QUEUED, "waiting for workers (merlin-mdm run-workers SPEC)")
-            started = time.perf_counter()
-            self.publish_initial(config, plan)
-            elapsed = time.perf_counter() - started
+                    # the disk is the truth: units whose done-marker is gone run again; those left count theirs
+                    queued = store.reset_unfinished(markers_missing(plan, store.finished_units()))
+                    store.requeue({key: done for key in queued if (done := count_done(plan, key))})
+                    RedisDependencies(store.r, plan).reset()
+                else:
+                    store.register(plan)
+                store.set_state(StudyState.QUEUED, "waiting for workers (merlin-mdm run-workers SPEC)")
+                started = time.perf_counter()
+                self.publish_initial(config, plan)
+                elapsed = time.perf_counter() - started
             n_units = sum(hi - lo for _, lo, hi in _initial_ranges(plan))
             snap = store.snapshot()
             left = snap.total - snap.count(TaskState.FINISHED)
@@ -195,6 +198,25 @@ class CeleryBackend(Backend):
             send_dispatch(broker, plan.workspace, plan, Dispatch(small.units, (*small.ranges, *ranges)))
         finally:
             broker.close()
+
+
+@contextlib.contextmanager
+def _refusal_explained(config: AppConfig, workspace: Workspace) -> Iterator[None]:
+    """Recording and sending a study: a server that refuses the writes (out of memory, read-only, gone) is a
+    BackendError that says how to go on (an OutOfMemoryError traceback came out of `run` after 183 of 300 messages,
+    and the study sat `running` with nothing queued): the workspace exists, and once the server takes writes
+    `restart` records and sends whatever is missing."""
+    import redis
+
+    try:
+        yield
+    except (redis.RedisError, StatusError) as exc:  # StatusError: the status store's own writes
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        hint = (" (the server is out of memory: raise its maxmemory or free some, e.g. `merlin-mdm purge` of "
+                "studies left queued)") if "maxmemory" in reason and "out of memory" not in reason else ""
+        raise BackendError(f"the server {config.broker.safe_url()} refused to record or queue the study: "
+                           f"{reason}{hint}. Once it takes writes again, `merlin-mdm restart {workspace.root}` "
+                           "queues what is missing (nothing runs twice: each task's done-marker is checked)") from None
 
 
 @dataclass(frozen=True)

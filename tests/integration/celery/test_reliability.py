@@ -192,3 +192,44 @@ def test_status_of_a_frozen_or_stopped_status_server_is_an_error_within_seconds(
     down = merlin("status", str(ws), cwd=tmp_path, env=env, timeout=120)
     assert down.returncode == 1 and "Connection refused" in down.stderr, down.stderr
     assert time.monotonic() - started < 30
+
+
+def test_a_broker_out_of_memory_at_run_says_so_and_restart_queues_the_rest(
+        persistent_redis: RedisFixture, tmp_path: Path, env_guard: None) -> None:
+    """With Redis at its maxmemory, `run` ended in an OutOfMemoryError traceback after 183 of 300 messages, and
+    the study sat `running` with nothing queued (an outside probe): now a one-line error says what to do, and
+    `restart` queues the rest once the server takes writes again; every task runs once."""
+    from .helpers import merlin
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(textwrap.dedent(f"""
+        description: {{name: oom, description: x}}
+        env: {{variables: {{OUTPUT_PATH: ./out}}}}
+        global.parameters: {{X: {{values: {list(range(300))}, label: X.%%}}}}
+        study:
+          - name: work
+            run: {{cmd: "echo $(X) >> {tmp_path}/runs.log"}}
+    """), encoding="utf-8")
+    env = {"MERLIN_MDM_CONFIG": str(persistent_redis.app_yaml)}
+    admin = persistent_redis.client()
+    used = int(admin.info("memory")["used_memory"])
+    admin.config_set("maxmemory-policy", "noeviction")
+    admin.config_set("maxmemory", str(used + 160 * 1024))  # the study's records fit, its 300 messages do not
+    refused = merlin("run", str(spec), cwd=tmp_path, env=env)
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr, refused.stderr
+    assert "refused to record or queue the study" in refused.stderr and "out of memory" in refused.stderr, refused.stderr
+    ws = next((tmp_path / "out").glob("oom_*"))
+    assert f"merlin-mdm restart {ws}" in refused.stderr
+    admin.config_set("maxmemory", "0")
+    assert merlin("purge", str(spec), "-f", cwd=tmp_path, env=env).returncode == 0
+    restarted = merlin("restart", str(ws), cwd=tmp_path, env=env)
+    assert restarted.returncode == 0, restarted.stderr
+    pool = WorkerPool(persistent_redis.app_yaml)
+    try:
+        pool.start("after", concurrency=2, log_dir=tmp_path)
+        wait_until(lambda: merlin("status", str(ws), "--json", cwd=tmp_path, env=env).stdout.count(
+            '"state": "finished"') > 0, 180, "the study to finish")
+    finally:
+        pool.stop_all()
+    runs = (tmp_path / "runs.log").read_text().split()
+    assert sorted(runs, key=int) == [str(i) for i in range(300)]
