@@ -138,20 +138,35 @@ def _supervise(spec: Path, parsed, config, commands, alloc, until_done: Path | N
                    err=True)
         raise SystemExit(0)
     # the workers die with us (even by SIGKILL): a worker left behind would keep the queues, refusing the next
-    procs = [subprocess.Popen(list(cmd.argv), env=env, preexec_fn=functools.partial(
-        parent_death_signal, signal.SIGTERM, os.getpid())) for cmd in commands]
-    supervisor = Supervisor(procs, is_over,
+    def start(i: int) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(list(commands[i].argv), env=env, preexec_fn=functools.partial(
+            parent_death_signal, signal.SIGTERM, os.getpid()))
+
+    supervisor = Supervisor([start(i) for i in range(len(commands))], is_over,
                             allocation_deadline(alloc) if alloc else None, walltime_margin(os.environ),
                             log=lambda m: click.echo(m, err=True),
                             shutdown=broadcast_shutdown(config, [f"{c.name}.{alloc.job_id}@" for c in commands])
-                            if alloc else None, grace=grace, early_signal=parse_signal(early_signal))
+                            if alloc else None, grace=grace, early_signal=parse_signal(early_signal),
+                            respawn=start, names=[c.name for c in commands])
     rc = supervisor.run()
     if until_done is not None:
         if supervisor.stopping != STUDY_OVER:  # the walltime, a signal, or `stop-workers` from outside
-            why = supervisor.stopping or "they were stopped from outside (stop-workers?) or ended by themselves"
+            why = supervisor.stopping or _why_ended(supervisor)
             click.echo(f"run-workers: the workers ended before the study was over: {why}", err=True)
         click.echo(f"run-workers: {_outcome(until_done)}", err=True)
     raise SystemExit(rc)
+
+
+def _why_ended(supervisor) -> str:  # type: ignore[no-untyped-def]
+    """Why the workers ended when nothing here stopped them: from outside (exit code 0), or by failing."""
+    from merlin_mdm.backends.celery.in_allocation import MAX_RESPAWNS
+
+    failed = {supervisor.names[i]: p.returncode for i, p in enumerate(supervisor.procs) if p.returncode}
+    if not failed:
+        return "they were stopped from outside (stop-workers?)"
+    listed = ", ".join(f"{name} (exit code {rc})" for name, rc in failed.items())
+    again = f", each started again up to {MAX_RESPAWNS} times" if supervisor.respawn is not None else ""
+    return f"worker(s) {listed} ended by themselves{again}: their log says why"
 
 
 @contextlib.contextmanager

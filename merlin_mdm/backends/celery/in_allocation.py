@@ -104,6 +104,10 @@ def allocation_commands(spec: Spec, commands: Sequence[WorkerCommand], alloc: Al
     return out
 
 
+MAX_RESPAWNS = 5  # times a worker group that ends by itself with an error is started again
+RESPAWN_PAUSE = 2.0  # seconds before it is (a server that restarts, a port that frees)
+
+
 @dataclass
 class Supervisor:
     """Waits on worker processes; stops them when the study is over or the walltime nears."""
@@ -121,6 +125,9 @@ class Supervisor:
     asked_at: float | None = None  # when they were asked through the broker
     signalled: int = 0  # the stop signal received, 0 when none
     escalation: list[tuple[float, int]] = dataclasses.field(default_factory=list)  # (when, signal) still to send
+    respawn: Callable[[int], subprocess.Popen[bytes]] | None = None  # starts worker group i again
+    respawns: dict[int, int] = dataclasses.field(default_factory=dict)  # worker group -> times started again
+    names: Sequence[str] = ()  # the worker groups, for the log
 
     def run(self) -> int:
         """Block until every worker has exited; the exit code (0 after a stop we asked for, 128+signal)."""
@@ -129,7 +136,7 @@ class Supervisor:
             signums.append(signal.Signals(self.early_signal))
         previous = {n: signal.signal(n, self._on_signal) for n in signums}
         try:
-            while any(p.poll() is None for p in self.procs):
+            while self._respawn_crashed() or any(p.poll() is None for p in self.procs):
                 if self.stopping is None:
                     self._check()
                 elif self.asked_at is not None and time.time() > self.asked_at + self._grace():
@@ -143,6 +150,28 @@ class Supervisor:
             return 128 + self.signalled
         codes = [abs(p.returncode or 0) for p in self.procs]
         return 0 if self.stopping else max(codes, default=0)
+
+    def _respawn_crashed(self) -> bool:
+        """Start again a worker group that ended by itself with an error (Celery's "Unrecoverable error" when its
+        Redis restarts under it: the study then waited with no worker) while nothing asked it to stop and work is
+        left, at most ``MAX_RESPAWNS`` times each; True when one was started. A worker that exits 0 was stopped
+        (`stop-workers`), one that keeps failing is left ended, and its log says why."""
+        if self.respawn is None or self.stopping is not None:
+            return False
+        started = False
+        for i, proc in enumerate(self.procs):
+            if proc.poll() is None or proc.returncode == 0 or self.respawns.get(i, 0) >= MAX_RESPAWNS:
+                continue
+            if self.is_over is not None and self.is_over():
+                return started
+            name = self.names[i] if i < len(self.names) else f"#{i}"
+            self.respawns[i] = self.respawns.get(i, 0) + 1
+            self.log(f"run-workers: worker {name} ended by itself (exit code {proc.returncode}; see its log) "
+                     f"while nothing asked it to stop: starting it again ({self.respawns[i]} of {MAX_RESPAWNS})")
+            time.sleep(RESPAWN_PAUSE)
+            self.procs[i] = self.respawn(i)
+            started = True
+        return started
 
     def _on_signal(self, signum: int, frame: object) -> None:
         if self.signalled:  # a second signal: no more grace

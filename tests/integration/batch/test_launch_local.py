@@ -179,3 +179,48 @@ def test_two_allocations_of_one_worker_group_share_the_study(redis_server: Redis
     workdir = next((tmp_path / "out").glob("pair_*")) / "merlin_info" / "batch"
     assert [_wait_done(job, workdir) for job in jobs] == [JobState.COMPLETED] * 2
     assert Counter(runs.read_text().split()) == Counter({**{str(i): 1 for i in range(16)}, "funnel": 1})
+
+
+def _proc(script: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(["sh", "-c", script])
+
+
+def test_a_worker_that_crashes_is_started_again_while_work_is_left(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Celery's "Unrecoverable error" when Redis restarted under a worker left the study with none (an outside
+    probe): a worker group that ends by itself with an error is started again, and the log says so."""
+    from merlin_mdm.backends.celery import in_allocation
+
+    monkeypatch.setattr(in_allocation, "RESPAWN_PAUSE", 0.0)
+    messages: list[str] = []
+    again: list[int] = []
+
+    def respawn(i: int) -> subprocess.Popen[bytes]:
+        again.append(i)
+        return _proc("sleep 0.3; exit 0")  # this time it runs until stopped from outside (exit 0)
+
+    supervisor = Supervisor([_proc("exit 3"), _proc("sleep 0.6")], is_over=lambda: False, poll=0.05,
+                            log=messages.append, respawn=respawn, names=["crashy", "steady"])
+    assert supervisor.run() == 0
+    assert again == [0] and supervisor.respawns == {0: 1}
+    assert any("worker crashy ended by itself (exit code 3; see its log)" in m and "(1 of 5)" in m
+               for m in messages), messages
+
+
+def test_a_worker_that_keeps_crashing_is_left_ended_after_five_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    from merlin_mdm.backends.celery import in_allocation
+
+    monkeypatch.setattr(in_allocation, "RESPAWN_PAUSE", 0.0)
+    supervisor = Supervisor([_proc("exit 3")], is_over=lambda: False, poll=0.05, log=lambda m: None,
+                            respawn=lambda i: _proc("exit 3"), names=["crashy"])
+    assert supervisor.run() == 3 and supervisor.respawns == {0: 5}
+
+
+@pytest.mark.parametrize("case", ["stopped from outside", "study over", "no respawn given"])
+def test_a_worker_is_not_started_again_when_it_was_stopped_or_nothing_is_left(case: str) -> None:
+    started: list[int] = []
+    first = _proc("exit 0" if case == "stopped from outside" else "exit 3")
+    supervisor = Supervisor([first], is_over=lambda: case == "study over", poll=0.05, log=lambda m: None,
+                            respawn=None if case == "no respawn given" else lambda i: started.append(i) or _proc(""),
+                            names=["w"])
+    supervisor.run()
+    assert started == [] and supervisor.respawns == {}
