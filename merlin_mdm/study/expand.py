@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import graphlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -12,7 +13,7 @@ from merlin_mdm.launchers import DEFAULT_LAUNCHER, Resources, get_launcher
 from merlin_mdm.spec import EXIT_CODE_TOKENS, Parameter, Spec, Step, parent_name
 from merlin_mdm.spec.hazards import NAME_MAX, label_problem, parse_walltime
 from merlin_mdm.spec.issues import value_mark
-from merlin_mdm.spec.tokens import resolve_ordered, substitute, tokens_in
+from merlin_mdm.spec.tokens import TOKEN_RE, resolve_ordered, substitute, tokens_in
 from merlin_mdm.study.parameters import Combo, combinations, format_value, project
 from merlin_mdm.study.plan import Edge, StepInstance, StudyPlan
 from merlin_mdm.study.samples import SampleSet
@@ -106,19 +107,25 @@ class _Expander:
                          self.ctx.batch_size, self.ctx.slots)
 
     def _env_text(self, text: str, combo: Combo | None = None) -> str:
-        """Substitute labels (which may hold parameters), then parameters and study tokens."""
-        values = dict(self.tokens)
-        if combo is not None:
-            values.update(combo.tokens())
-        labels = resolve_ordered(self.spec.env.labels, values)
-        out = substitute(text, labels)
-        # A variable's value may itself hold parameters or labels (Maestro inlines the environment first).
-        for _ in range(_MAX_NESTING):
-            new = substitute(out, values)
-            if new == out:
-                break
-            out = new
-        return out
+        """``text`` with the labels, variables and study tokens written out (their values may hold parameters,
+        labels and other variables: Maestro inlines the environment first), and the parameters filled in once.
+
+        One pass: a parameter's value goes in as it is written, never read again for tokens, as in Merlin
+        (``values: ["a$(X)"]`` gives ``a$(X)``; filling in until nothing changed made ``aaaaaaaa$(X)``)."""
+        params = combo.tokens() if combo is not None else {}
+        labels = dict(self.spec.env.labels)
+
+        def fill(part: str, depth: int) -> str:
+            def one(match: re.Match[str]) -> str:
+                name = match.group(1)
+                if name in params:
+                    return params[name]
+                inner = labels.get(name, self.tokens.get(name))
+                return match.group(0) if inner is None or depth >= _MAX_NESTING else fill(inner, depth + 1)
+
+            return TOKEN_RE.sub(one, part) if "$(" in part else part
+
+        return fill(text, 0)
 
     def _used_params(self, step: Step) -> frozenset[str]:
         text = self._env_text(f"{step.run.cmd} {step.run.restart or ''} {step.description}")

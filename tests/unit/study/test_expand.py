@@ -52,6 +52,25 @@ study:
     assert _by_name(plan_of(text)) == {"a_seed-1": "echo > log_seed-1_1.txt", "a_seed-2": "echo > log_seed-2_2.txt"}
 
 
+def test_a_parameter_value_goes_in_once_as_merlin_fills_it() -> None:
+    """A value that holds tokens is not read again for them: Merlin 1.13 writes `echo "a$(X)"` for the value
+    `a$(X)` (here it was `aaaaaaaa$(X)`, filled until nothing changed); variables and labels around it still
+    fill in, a variable holding the parameter too."""
+    text = HEAD + """
+env:
+  variables: {ROOT: /data, VX: $(ROOT)/$(X)}
+  labels: {LX: L.$(X.label)}
+global.parameters:
+  X: {values: ["a$(X)", "c$(X.label)", plain], label: X.%%}
+study:
+""" + _step('echo "$(X)" $(VX) $(LX)')
+    assert sorted(inst.cmd for inst in plan_of(text).instances) == [
+        'echo "a$(X)" /data/a$(X) L.X.a$(X)',
+        'echo "c$(X.label)" /data/c$(X.label) L.X.c$(X.label)',
+        'echo "plain" /data/plain L.X.plain',
+    ]
+
+
 def test_reserved_tokens() -> None:
     text = HEAD + "env:\n  variables: {OUTPUT_PATH: ./relative}\nstudy:\n" + _step(
         "$(SPECROOT) $(OUTPUT_PATH) $(MERLIN_WORKSPACE) $(MERLIN_INFO) $(MERLIN_TIMESTAMP) "
