@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from merlin_mdm.backends.execution import task_dir, task_tokens, write_script
 from merlin_mdm.spec.tokens import substitute
 from merlin_mdm.study.plan import StudyPlan
@@ -9,8 +11,8 @@ from merlin_mdm.study.plan import StudyPlan
 __all__ = ["write_scripts"]
 
 
-def write_scripts(plan: StudyPlan) -> int:
-    """Write the script of every task; returns how many were written."""
+def write_scripts(plan: StudyPlan, on_written: Callable[[int], None] | None = None) -> int:
+    """Write the script of every task; returns how many were written. ``on_written(count)`` after each unit."""
     count = 0
     for key in plan.units():
         inst = plan.instances[key.instance]
@@ -24,4 +26,6 @@ def write_scripts(plan: StudyPlan) -> int:
                 write_script(directory / f"{inst.file_stem(restart=True)}.sh", inst.shell,
                              substitute(inst.restart, tokens), inst.sources)
             count += 1
+        if on_written is not None:
+            on_written(count)
     return count

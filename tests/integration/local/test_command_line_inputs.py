@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .conftest import merlin, workspace_of
+from .conftest import CLI, merlin, workspace_of
 
 SPEC = """
     description: {name: cli, description: x}
@@ -130,3 +130,36 @@ def test_a_shell_variable_in_output_path_names_a_folder_there(write_spec: Callab
     assert workspace.parent == root / "out"
     assert not any(tmp_path.glob("$*"))
     assert (workspace / "s" / "v.txt").read_text(encoding="utf-8") == f"{root} {root}\n"
+
+
+def test_a_long_dry_run_shows_its_progress_on_a_terminal(write_spec: Callable[[str], Path], tmp_path: Path) -> None:
+    """125,000 scripts took 48 s with no output at all (an outside probe): on a terminal a bar shows them."""
+    import pty
+
+    spec = write_spec("""
+        description: {name: many, description: x}
+        env: {variables: {OUTPUT_PATH: ./out}}
+        global.parameters: {X: {values: [VALUES], label: X.%%}}
+        study:
+          - name: s
+            run: {cmd: echo $(X)}
+    """.replace("VALUES", ", ".join(map(str, range(3000)))))
+    main, follower = pty.openpty()
+    try:
+        proc = subprocess.Popen([*CLI, "run", str(spec), "--local", "--dry"], cwd=tmp_path, stdin=follower,
+                                stdout=subprocess.DEVNULL, stderr=follower)
+        os.close(follower)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(main, 65536)
+            except OSError:  # the terminal closed: the command ended
+                break
+            if not chunk:
+                break
+            seen += chunk
+        assert proc.wait(timeout=300) == 0, seen[-2000:]
+    finally:
+        os.close(main)
+    assert b"writing scripts" in seen and b"3000" in seen, seen[-2000:]
+    assert len(list((tmp_path / "out").glob("many_*/s/X.*/s_X.*.sh"))) == 3000
