@@ -62,9 +62,9 @@ def prepare(request: StudyRequest, check: Callable[[Spec], None] | None = None,
     return loaded, ws, plan
 
 
-def validate_study(path: Path, variables: Mapping[str, str], strict: bool = False) -> LoadedSpec:
+def validate_study(path: Path, variables: Mapping[str, str], strict: bool = False) -> tuple[LoadedSpec, StudyPlan]:
     """Everything `validate` checks: the spec, its parameter expansion (label collisions) and, when it exists
-    already, its samples file. Writes nothing."""
+    already, its samples file; and the plan that expansion gives (without samples). Writes nothing."""
     from merlin_mdm.spec import load_spec
     from merlin_mdm.study.expand import StudyContext, expand, study_tokens
     from merlin_mdm.study.samples import check_samples_file
@@ -73,9 +73,9 @@ def validate_study(path: Path, variables: Mapping[str, str], strict: bool = Fals
     loaded = load_spec(path, variables, strict=strict)
     spec = loaded.spec
     ctx = StudyContext("/validate", str(output_path(spec)), "00000000-000000")
-    expand(spec, ctx)
+    plan = expand(spec, ctx)
     check_samples_file(spec, study_tokens(spec, ctx))
-    return dataclasses.replace(loaded, warnings=(*loaded.warnings, *_cores_warnings(spec)))
+    return dataclasses.replace(loaded, warnings=(*loaded.warnings, *_cores_warnings(spec))), plan
 
 
 def _cores_warnings(spec: Spec) -> list[SpecIssue]:

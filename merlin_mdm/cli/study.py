@@ -118,12 +118,15 @@ def validate(spec: Path, variables: tuple[str, ...], strict: bool) -> None:
     """
     from merlin_mdm.studies import validate_study
 
-    loaded = validate_study(spec, parse_vars(variables), strict)
+    loaded, plan = validate_study(spec, parse_vars(variables), strict)
     for warning in loaded.warnings:
         _echo_err(str(warning))
     s = loaded.spec
     click.echo(f"{spec}: valid: {len(s.steps)} steps, {len(s.parameters)} parameters"
                + (f", samples with columns {', '.join(s.samples.column_labels)}" if s.samples else ""))
+    if len(plan.instances) > len(s.steps):  # what the parameters make of the steps: 1,000,000 folders is news
+        click.echo(f"{spec}: the parameters make {len(plan.instances):,} step instance(s) (one folder each"
+                   + (", times the samples)" if s.samples else ")"))
 
 
 @click.command()
