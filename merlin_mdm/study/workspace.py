@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shlex
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -78,6 +79,16 @@ def create_workspace(
         raise
 
 
+def _given_vars(spec: Spec) -> str:
+    """A comment naming the variables the command line gave (``--vars``): the copy's `env.variables` lines show
+    the file's values, its fields the given ones, and `launch`, `run-workers` and `restart` need them again."""
+    given = dict(spec.env.variables)
+    if not spec.env.from_vars:
+        return ""
+    listed = " ".join(shlex.quote(f"{k}={given[k]}") for k in spec.env.from_vars)
+    return f"# run with --vars {listed} (filled in below; the env.variables lines show the file's values)\n"
+
+
 def _fill_workspace(ws: Workspace, loaded: LoadedSpec, base: Path, stamp: str, samples_file: Path | None,
                     units: tuple[int, int]) -> tuple[Workspace, StudyPlan]:
     spec = loaded.spec
@@ -86,7 +97,8 @@ def _fill_workspace(ws: Workspace, loaded: LoadedSpec, base: Path, stamp: str, s
     name = spec.description.name
     (ws.info / f"{name}.orig.yaml").write_text(loaded.text, encoding="utf-8")
     tokens = study_tokens(spec, ctx)
-    (ws.info / f"{name}.partial.yaml").write_text(substitute(loaded.text, tokens), encoding="utf-8")
+    (ws.info / f"{name}.partial.yaml").write_text(_given_vars(spec) + substitute(loaded.text, tokens),
+                                                   encoding="utf-8")
     samples = _stage_samples(spec, ws, tokens, samples_file)
     ctx = StudyContext(str(ws.root), str(base), stamp, samples, max(1, batch_size), max(1, slots))
     plan = expand(spec, ctx)

@@ -66,7 +66,8 @@ def check_study_queues(spec: Spec, plan_queues: Sequence[str], workspace: str) -
     if missing:
         raise UsageError(f"the study in {workspace} sends its tasks to queue(s) {', '.join(missing)}, which no step "
                          f"of {spec.path} has as loaded now ({', '.join(sorted(known))}): was it run with --vars? "
-                         "Give the same --vars here")
+                         f"Give the same --vars here (the first line of {workspace}/merlin_info/*.partial.yaml "
+                         "names them)")
 
 
 def worker_commands(spec: Spec, steps: Sequence[str] = (), extra_args: str = "",

@@ -163,3 +163,15 @@ def test_a_long_dry_run_shows_its_progress_on_a_terminal(write_spec: Callable[[s
         os.close(main)
     assert b"writing scripts" in seen and b"3000" in seen, seen[-2000:]
     assert len(list((tmp_path / "out").glob("many_*/s/X.*/s_X.*.sh"))) == 3000
+
+
+def test_the_workspace_s_spec_copy_names_the_vars_it_ran_with(spec: Path, tmp_path: Path) -> None:
+    """`launch` and `run-workers` need the same --vars as `run`; the copy's env.variables lines show the file's
+    values (an outside probe could not tell which --vars to give back)."""
+    result = merlin("run", str(spec), "--local", "--dry", "--vars", "A=it is", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    copy = next(workspace_of(result).glob("merlin_info/*.partial.yaml")).read_text(encoding="utf-8")
+    assert copy.splitlines()[0] == ("# run with --vars 'A=it is' (filled in below; the env.variables lines show "
+                                    "the file's values)")
+    plain = merlin("run", str(spec), "--local", "--dry", "--vars", "A=1", cwd=tmp_path)
+    assert next(workspace_of(plain).glob("merlin_info/*.partial.yaml")).read_text().startswith("# run with --vars A=1")
