@@ -223,7 +223,7 @@ def _policy_attrs(sampler: Any) -> dict[str, Any]:
     config: dict[str, Any] = meta["train_config"] if isinstance(meta.get("train_config"), dict) else {}
     budgets = [int(b) for b in (meta.get("budgets") or [meta["budget"]])]
     out: dict[str, Any] = {"policy.budget": int(meta["budget"]), "policy.budgets": "|".join(map(str, budgets))}
-    parts = [f"T={out['policy.budgets']}"]
+    parts = [f"T={'/'.join(map(str, budgets))}"]  # as the reports' tables write it (| would break them)
     if config.get("tau") is not None:
         out["policy.tau"] = float(config["tau"])
         parts.append(f"tau={float(config['tau']):g}")

@@ -302,7 +302,7 @@ def method_label(row: Mapping[str, Any]) -> str:
     writing ``budget`` as ``T``: ``top_prob``, ``threshold (tau=0.9)``, ``learned (T=4)``.
     """
     if isinstance(row.get("method"), str) and row["method"]:
-        return str(row["method"])
+        return str(row["method"]).replace("|", "/")  # runs written before labels took 2/4/8 wrote 2|4|8
     return _labelled(str(row["sampler"]), _knobs(row, ("sampler.", "policy.")))
 
 
@@ -326,9 +326,11 @@ def _knobs(row: Mapping[str, Any], prefixes: tuple[str, ...]) -> list[str]:
 
 
 def _knob_text(value: Any) -> str:
+    """A knob's value as labels write it; a list of values (``budgets`` 2|4|8 in a run's metadata, where a / would
+    read as a path) as 2/4/8, the form the reports' tables show and a reader filters by."""
     if isinstance(value, float):
         return f"{value:g}"
-    return _text(value)
+    return _text(value).replace("|", "/")
 
 
 def _labelled(name: str, knobs: list[str]) -> str:

@@ -148,7 +148,7 @@ def test_method_labels_name_the_budgets_penalty_decoding_and_non_default_recipe(
     meta = {"budget": 4, "budgets": [2, 4], "train_config": config.to_dict()}
     path = str(save_policy(tmp_path / "p", net.eval(), None, meta))
     attrs = _policy_attrs(make_sampler("learned", policy_dir=path, decode="sample"))
-    assert attrs["method"] == "learned (T=2|4, tau=0.1, nfe_penalty=0.5, iterations=800, d_model=8, sample)"
+    assert attrs["method"] == "learned (T=2/4, tau=0.1, nfe_penalty=0.5, iterations=800, d_model=8, sample)"
     assert attrs["policy.seed"] == 3 and attrs["policy.budgets"] == "2|4"
     plain = OrderTrainConfig(budget=2)
     path2 = str(save_policy(tmp_path / "q", net.eval(), None, {"budget": 2, "train_config": plain.to_dict()}))
