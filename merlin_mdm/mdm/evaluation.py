@@ -207,7 +207,7 @@ def _policy_attrs(sampler: Any) -> dict[str, Any]:
     """For policy samplers: the policy's training budget(s), temperature, NFE penalty, lineage and a Table 1
     method name.
 
-    E.g. ``learned (T=2, tau=0.1)``, ``learned (T=2|4|8, tau=0.1, nfe_penalty=0.5, sample)``,
+    E.g. ``learned (T=2, tau=0.1)``, ``learned (T=2/4/8, tau=0.1, nfe_penalty=0.5, sample)``,
     ``learned_counts (T=4, tau=0.1)``, ``learned (T=4, tau=0.1, iterations=800, d_model=64)``: recipe knobs
     appear when they differ from the defaults. A policy trained from another one (``--init-policy``) adds its
     stage and its starting policy's lineage (:mod:`merlin_mdm.mdm.order.lineage`): ``learned (T=4, tau=0.1,

@@ -6,17 +6,18 @@ pandas and xarray are imported on call, so the rest of the results layer never n
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from merlin_mdm.results.results_file import ResultsFileError, check_results_file, read_results
+from merlin_mdm.results.results_file import UNITS, ResultsFileError, check_results_file, read_results
 from merlin_mdm.results.tables import method_label, task_label
 
 if TYPE_CHECKING:
     import pandas
     import xarray
 
-__all__ = ["GROUPS", "load", "load_dataset"]
+__all__ = ["GROUPS", "ResultsWarning", "load", "load_dataset"]
 
 GROUPS = (None, "summary", "problems", "runs_missing")  # load_dataset's groups: None is the runs
 
@@ -28,7 +29,10 @@ def load(path: str | os.PathLike[str]) -> pandas.DataFrame:
         path: a results file written by ``merlin-mdm aggregate``.
 
     Returns:
-        The DataFrame, rows sorted by path; a run lacking an attribute has NA there.
+        The DataFrame, rows sorted by path; a run lacking an attribute has NA there. ``frame.attrs`` holds the
+        ``source`` file, the ``units`` and ``long_name`` of the columns that have them (``accuracy`` is a
+        fraction, 1 = every example right; ``mean_nfe`` counts denoiser calls), and the ``problems``: the runs
+        the aggregation could not use (``load_dataset(path, "problems")``), which a warning also names.
 
     Raises:
         ResultsError: the file is not a readable results file.
@@ -36,6 +40,11 @@ def load(path: str | os.PathLike[str]) -> pandas.DataFrame:
     import pandas as pd
 
     table = read_results(path).table
+    if table.problems:
+        listed = "; ".join(f"{p.path}: {p.message}" for p in table.problems[:3])
+        more = f" and {len(table.problems) - 3} more" if len(table.problems) > 3 else ""
+        warnings.warn(f"{path}: {len(table.problems)} run(s) could not be used and are not in the frame ({listed}"
+                      f"{more}); load_dataset(path, 'problems') lists them", ResultsWarning, stacklevel=2)
     data = {}
     for column in table.columns:
         series = pd.Series(column.values, name=column.name)
@@ -50,7 +59,15 @@ def load(path: str | os.PathLike[str]) -> pandas.DataFrame:
     rows = table.rows()
     frame["task_label"] = [task_label(row) for row in rows]
     frame["method_label"] = [method_label(row) for row in rows]
+    frame.attrs.update(source=str(path), problems=[dict(path=p.path, kind=p.kind, message=p.message)
+                                                   for p in table.problems],
+                       units={c: UNITS[c][0] for c in frame.columns if c in UNITS},
+                       long_name={c: UNITS[c][1] for c in frame.columns if c in UNITS})
     return frame
+
+
+class ResultsWarning(UserWarning):
+    """A results file loaded with runs the aggregation could not use (corrupt, cut, missing metrics)."""
 
 
 def load_dataset(path: str | os.PathLike[str], group: str | None = None) -> xarray.Dataset:

@@ -85,6 +85,21 @@ def test_load_gives_a_dataframe_of_runs(study: Path, tmp_path: Path) -> None:
     assert frame["method"].isna().sum() == 9  # only the learned runs set a method
 
 
+def test_load_names_the_runs_it_could_not_use_and_the_units(study: Path, tmp_path: Path) -> None:
+    """A frame from an aggregation that met a corrupt file was silent about it, and carried no units (accuracy is
+    a fraction, the reports show %): an outside probe."""
+    from merlin_mdm.results.frames import ResultsWarning
+
+    (study / "eval" / "broken.0").mkdir(parents=True)
+    (study / "eval" / "broken.0" / "m.h5").write_bytes(b"not hdf5 at all")
+    _aggregate(study, tmp_path / "r.h5")
+    with pytest.warns(ResultsWarning, match=r"1 run\(s\) could not be used .*broken\.0/m\.h5"):
+        frame = load(tmp_path / "r.h5")
+    assert len(frame) == 12 and [p["path"] for p in frame.attrs["problems"]] == ["eval/broken.0/m.h5"]
+    assert frame.attrs["units"]["accuracy"] == "1" and frame.attrs["units"]["mean_nfe"] == "denoiser calls"
+    assert frame.attrs["source"] == str(tmp_path / "r.h5")
+
+
 def test_loading_works_while_the_file_is_open_elsewhere_in_the_process(study: Path, tmp_path: Path) -> None:
     """A notebook holds the file through xarray (HDF5's default locking) or through our reader (none): HDF5
     shares one open file per process and refuses a second open with other locking flags."""
