@@ -335,3 +335,31 @@ def test_load_dataset_refuses_what_load_refuses(study: Path, tmp_path: Path) -> 
     with pytest.raises(ResultsError, match="'summary', 'problems'"):
         load_dataset(tmp_path / "r.h5", group="bogus")
     assert load_dataset(tmp_path / "r.h5", group="runs_missing").sizes["run"] == 12
+
+
+def test_every_series_of_a_crowded_plot_looks_unlike_the_others() -> None:
+    """matplotlib's colours repeat after ten: series 0 and 10 were a blue circle and a blue hexagon."""
+    from merlin_mdm.results.plots import _style
+
+    looks = [tuple(sorted((k, str(v)) for k, v in _style(i).items())) for i in range(40)]
+    assert len(set(looks)) == 40
+    assert _style(0)["color"] == _style(10)["color"] and _style(0)["linestyle"] != _style(10)["linestyle"]
+
+
+def test_a_log2_axis_shorter_than_three_octaves_labels_plain_numbers() -> None:
+    """2.2 to 4.7 calls showed one label, 2²."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from merlin_mdm.results.plots import _label_short_axis
+
+    fig, ax = plt.subplots()
+    ax.plot([2.2, 3.1, 4.7], [50, 70, 90])
+    ax.set_xscale("log", base=2)
+    _label_short_axis(ax)
+    fig.canvas.draw()
+    shown = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+    plt.close(fig)
+    assert len(shown) >= 3 and any("3" in t for t in shown), shown
