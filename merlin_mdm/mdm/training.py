@@ -262,6 +262,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, quiet: bool =
     """
     configure_threads(cfg.threads)
     device = resolve_device(cfg.device)
+    make_task(cfg.task, **dict(cfg.task_knobs))  # a bad knob is refused before --out is created (left empty)
     _check_out(Path(out), resume, notify)
     run = _Run(cfg, Path(out), resume, device)
     if run.step >= cfg.steps and run.step > 0:

@@ -158,3 +158,10 @@ def test_an_oracle_of_another_task_is_refused(den: Path, tmp_path: Path) -> None
     assert result.exit_code == 2 and "needs the addition task" in result.output and "trained on blocks" in \
         result.output, result.output
     assert not (tmp_path / "m.h5").exists()
+
+
+def test_a_bad_knob_leaves_no_empty_checkpoint_folder(tmp_path: Path) -> None:
+    out = tmp_path / "t1"
+    result = _mdm("train", "--task", "blocks", "--knob", "zz=1", "--out", str(out), "--quiet")
+    assert result.exit_code == 2 and "has no knob zz" in result.output, result.output
+    assert not out.exists()
