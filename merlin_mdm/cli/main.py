@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import sys
 
 import click
@@ -131,11 +132,33 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
     except Exception as exc:
         interrupted = signal_cause(exc)
-        if interrupted is None:
+        refused = server_problem(exc) if interrupted is None else None
+        if interrupted is None and refused is None:
             raise
-        click.echo(f"Error: {interrupted}", err=True)
-        sys.exit(interrupted.exit_code)
+        click.echo(f"Error: {interrupted or refused}", err=True)
+        sys.exit(interrupted.exit_code if interrupted is not None else 1)
     sys.exit(rc if isinstance(rc, int) else 0)
+
+
+def server_problem(exc: BaseException) -> str | None:
+    """What a Redis server's refusal that no command turned into a message says (out of memory, read-only, a
+    lost connection), or None: the server's state, not a bug, so no traceback (queue-info, purge, stop-workers,
+    run-workers printed one against a Redis at its maxmemory)."""
+    redis = sys.modules.get("redis")
+    kombu_errors = sys.modules.get("kombu.exceptions")
+    current: BaseException | None = exc
+    while current is not None:
+        if redis is not None and isinstance(current, redis.RedisError):
+            break
+        if kombu_errors is not None and isinstance(current, kombu_errors.OperationalError):
+            break
+        current = current.__cause__ or current.__context__
+    if current is None:
+        return None
+    text = (str(current).splitlines() or [type(current).__name__])[0]
+    text = re.sub(r"^Command # \d+ \(.*?\) of pipeline caused error: ", "", text)  # redis-py's pipeline wrapper
+    hint = " (the server is out of memory: raise its maxmemory or free some)" if "maxmemory" in text else ""
+    return f"the Redis server refused or lost the command: {text}{hint}"
 
 
 def environment_problem(exc: OSError) -> str | None:

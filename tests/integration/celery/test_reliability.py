@@ -234,3 +234,27 @@ def test_a_broker_out_of_memory_at_run_says_so_and_restart_queues_the_rest(
         pool.stop_all()
     runs = (tmp_path / "runs.log").read_text().split()
     assert sorted(runs, key=int) == [str(i) for i in range(300)]
+
+
+@pytest.mark.parametrize("command", [("queue-info", "SPEC"), ("purge", "SPEC", "-f"), ("stop-workers",),
+                                     ("query-workers",)])
+def test_commands_against_a_redis_out_of_memory_say_so_without_a_traceback(
+        persistent_redis: RedisFixture, tmp_path: Path, env_guard: None, command: tuple[str, ...]) -> None:
+    """queue-info, purge, stop-workers and query-workers printed redis-py's traceback (an outside probe)."""
+    from .helpers import merlin
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("description: {name: q, description: x}\nenv: {variables: {OUTPUT_PATH: ./out}}\n"
+                    "study: [{name: a, run: {cmd: echo}}]\n", encoding="utf-8")
+    env = {"MERLIN_MDM_CONFIG": str(persistent_redis.app_yaml)}
+    admin = persistent_redis.client()
+    admin.config_set("maxmemory-policy", "noeviction")
+    admin.config_set("maxmemory", "1")
+    try:
+        result = merlin(*(str(spec) if a == "SPEC" else a for a in command), cwd=tmp_path, env=env, timeout=120)
+    finally:
+        admin.config_set("maxmemory", "0")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.startswith("Error: the Redis server refused or lost the command: command not allowed "
+                                    "when used memory > 'maxmemory'"), result.stderr
+    assert "(the server is out of memory: raise its maxmemory or free some)" in result.stderr
