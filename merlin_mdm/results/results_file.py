@@ -57,6 +57,14 @@ UNITS: dict[str, tuple[str, str]] = {
     "correct": ("1", "example answered correctly (1) or not (0)"),
     "n_examples": ("1", "evaluated examples"),
     "n_seeds": ("1", "runs averaged (one per training seed, or per training and policy seed)"),
+    "seed": ("1", "evaluation seed (the examples drawn and the sampler's draws; training seeds are train_seed)"),
+    "train_seed": ("1", "seed of the training that made the denoiser (and the policy) evaluated"),
+    "diag.accuracy_unshuffled": ("1", "accuracy of the learned order decoding every example in one batch, its "
+                                      "own schedules (the state-dependence diagnostic)"),
+    "diag.mean_nfe_unshuffled": ("denoiser calls", "mean denoiser calls of that decoding"),
+    "sampler.gamma": ("nats", "EB sampler's entropy bound: a step reveals the lowest-entropy positions while "
+                              "their entropy sum minus its max stays within it"),
+    "policy.nfe_penalty": ("nats per call", "price of a denoiser call in the learned order's training objective"),
 }
 """CF-style ``units`` and ``long_name`` attributes of the variables that have them."""
 

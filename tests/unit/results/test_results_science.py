@@ -363,3 +363,11 @@ def test_a_log2_axis_shorter_than_three_octaves_labels_plain_numbers() -> None:
     shown = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
     plt.close(fig)
     assert len(shown) >= 3 and any("3" in t for t in shown), shown
+
+
+def test_seeds_carry_units_and_say_which_seed_they_are(study: Path, tmp_path: Path) -> None:
+    """`seed` (the evaluation's) was easy to take for the training seed: an outside probe."""
+    _aggregate(study, tmp_path / "r.h5")
+    ds = load_dataset(tmp_path / "r.h5")
+    assert ds["seed"].attrs["units"] == "1" and "evaluation seed" in ds["seed"].attrs["long_name"]
+    assert "training" in ds["train_seed"].attrs["long_name"]
