@@ -90,6 +90,10 @@ def _with_idle_queues(ws: Workspace, snap: StudySnapshot) -> StudySnapshot:
                             "gives them back now (refused while a live worker serves the study's queues); else the "
                             f"broker does after visibility_timeout {found.visibility_timeout:g} s, to the next "
                             "worker started on them")
+    if found.unsent:
+        snap = _noted(snap, f"{found.unsent} unit(s) were released when their parents ended, but no queue holds "
+                            "them and no worker has them (their send failed: a server out of memory?), so the "
+                            f"study would wait for them forever: `merlin-mdm restart {ws.root}` queues them")
     if found.waiting:
         waiting = snap.count(TaskState.QUEUED)
         snap = _noted(snap, f"nothing runs: {waiting} task(s) wait in queue(s) {', '.join(found.waiting)}, which "

@@ -227,6 +227,7 @@ class Unserved:
     orphaned: list[UnitKey]  # units recorded running whose process has been silent: the workers that took them died
     orphaned_tasks: int = 0  # their tasks without a done-marker
     visibility_timeout: float = 0.0  # when the broker hands a dead worker's units out again on its own
+    unsent: int = 0  # units released when their parents ended that never reached the broker, nothing running
 
 
 def unserved_queues(workspace: Workspace, snap: StudySnapshot) -> Unserved:
@@ -256,7 +257,26 @@ def unserved_queues(workspace: Workspace, snap: StudySnapshot) -> Unserved:
         waiting = sorted({i.task_queue for i in plan.instances if i.step in steps} - taken)
     tasks = sum(len(plan.unit_samples(key)) - count_done(plan, key) for key in orphaned)
     derived = None if config.visibility_set else derived_visibility(plan)  # what run-workers gives its workers
-    return Unserved(waiting, orphaned, tasks, derived or config.visibility_timeout)
+    unsent = _unsent(config, plan) if not snap.count(TaskState.RUNNING) else 0
+    return Unserved(waiting, orphaned, tasks, derived or config.visibility_timeout, unsent)
+
+
+def _unsent(config: AppConfig, plan: StudyPlan) -> int:
+    """Units released when their parents ended whose message no queue holds and no worker has: the send failed
+    (a worker that crashed at the server's maxmemory after recording its unit), and the study would wait for
+    them forever. Read twice, a second apart, so that a send in progress is not taken for a lost one."""
+    queues = sorted({i.task_queue for i in plan.instances})
+    client = config.status.client(timeout=READ_TIMEOUT, retry=False)
+    try:
+        for attempt in range(2):
+            ready = int(client.scard(RedisDependencies(client, plan).k_ready))
+            if not ready or held_messages(config, queues, plan.workspace).total:
+                return 0
+            if attempt == 0:
+                time.sleep(1.0)
+        return ready
+    finally:
+        client.close()
 
 
 def serving_workers(config: AppConfig, plan: StudyPlan) -> list[str]:

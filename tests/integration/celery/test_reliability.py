@@ -258,3 +258,46 @@ def test_commands_against_a_redis_out_of_memory_say_so_without_a_traceback(
     assert result.stderr.startswith("Error: the Redis server refused or lost the command: command not allowed "
                                     "when used memory > 'maxmemory'"), result.stderr
     assert "(the server is out of memory: raise its maxmemory or free some)" in result.stderr
+
+
+def test_status_names_units_released_but_never_sent_and_restart_queues_them(
+        persistent_redis: RedisFixture, tmp_path: Path, env_guard: None) -> None:
+    """A worker that crashed at Redis's maxmemory after recording its unit left the funnel released but never
+    sent: the study sat `running`, nothing queued, nothing said (an outside probe). Here the lost send is made
+    by deleting the study's messages while its units stand released."""
+    from merlin_mdm.backends.celery.broker import queue_keys
+    from merlin_mdm.backends.celery.dependencies import RedisDependencies
+    from merlin_mdm.status.model import StudyState
+    from merlin_mdm.status.redis_store import RedisStatusStore
+    from merlin_mdm.study.workspace import Workspace
+
+    from .helpers import merlin
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(textwrap.dedent(f"""
+        description: {{name: lost, description: x}}
+        env: {{variables: {{OUTPUT_PATH: ./out}}}}
+        study:
+          - name: work
+            run: {{cmd: "echo work >> {tmp_path}/runs.log"}}
+    """), encoding="utf-8")
+    env = {"MERLIN_MDM_CONFIG": str(persistent_redis.app_yaml)}
+    assert merlin("run", str(spec), cwd=tmp_path, env=env).returncode == 0
+    ws = next((tmp_path / "out").glob("lost_*"))
+    plan = Workspace(ws).load_plan()
+    client = persistent_redis.client()
+    client.delete(*queue_keys(["merlin"]))  # the message is gone, not purged: nothing recorded it
+    client.sadd(RedisDependencies(client, plan).k_ready, "0.0")  # as a release whose send failed
+    RedisStatusStore(client, plan.workspace).set_state(StudyState.RUNNING)
+    status = merlin("status", str(ws), cwd=tmp_path, env=env)
+    assert "1 unit(s) were released when their parents ended, but no queue holds them" in status.stdout + \
+        status.stderr, status.stdout
+    assert f"`merlin-mdm restart {ws}` queues them" in status.stdout + status.stderr
+    assert merlin("restart", str(ws), cwd=tmp_path, env=env).returncode == 0
+    pool = WorkerPool(persistent_redis.app_yaml)
+    try:
+        pool.start("after", concurrency=1, log_dir=tmp_path)
+        wait_until(lambda: (tmp_path / "runs.log").exists(), 60, "the unit to run")
+    finally:
+        pool.stop_all()
+    assert (tmp_path / "runs.log").read_text() == "work\n"
