@@ -179,7 +179,7 @@ def _keep_niceness(pid: int) -> None:
     deadline = time.monotonic() + NICE_PATIENCE
     while True:
         try:
-            with open(f"/proc/{pid}/autogroup", "w", encoding="ascii") as group:
+            with open(f"/proc/{pid}/autogroup", "w", encoding="utf-8") as group:  # no codec to import
                 group.write(str(nice))
             return
         except BlockingIOError:  # the kernel's rate limit: another write came less than 100 ms ago

@@ -94,7 +94,7 @@ def _start_time(pid: int) -> str | None:
     """The start time of a live process ``pid`` (/proc/PID/stat field 22); None when it has ended or is a
     zombie, or on a system without /proc (then every process counts as alive: :func:`process_gone`)."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()
+        fields = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].decode().split()  # no codec to import
     except FileNotFoundError:
         return None if Path("/proc/self/stat").exists() else "?"
     except (OSError, IndexError, UnicodeDecodeError):
