@@ -26,7 +26,17 @@ from __future__ import annotations
 import signal
 from dataclasses import dataclass
 
+OUT_OF_MEMORY_HINT = " (the server is out of memory: raise its maxmemory or free some)"
+"""Said after a Redis refusal that names its maxmemory (status store, `run`, any command): once, where it is seen."""
+
+
+def out_of_memory_hint(text: str) -> str:
+    """:data:`OUT_OF_MEMORY_HINT` for a Redis message about its maxmemory that does not carry the hint yet."""
+    return OUT_OF_MEMORY_HINT if "maxmemory" in text and OUT_OF_MEMORY_HINT not in text else ""
+
+
 __all__ = [
+    "OUT_OF_MEMORY_HINT",
     "BackendError",
     "BatchError",
     "BrokerError",
@@ -42,6 +52,7 @@ __all__ = [
     "StatusError",
     "UsageError",
     "WorkspaceError",
+    "out_of_memory_hint",
 ]
 
 

@@ -10,7 +10,7 @@ import sys
 import click
 
 from merlin_mdm import __version__
-from merlin_mdm.errors import Interrupted, MerlinMdmError
+from merlin_mdm.errors import Interrupted, MerlinMdmError, out_of_memory_hint
 from merlin_mdm.signals import watch_signals
 
 __all__ = ["MerlinGroup", "cli", "main", "signal_cause", "spread_vars"]
@@ -157,8 +157,7 @@ def server_problem(exc: BaseException) -> str | None:
         return None
     text = (str(current).splitlines() or [type(current).__name__])[0]
     text = re.sub(r"^Command # \d+ \(.*?\) of pipeline caused error: ", "", text)  # redis-py's pipeline wrapper
-    hint = " (the server is out of memory: raise its maxmemory or free some)" if "maxmemory" in text else ""
-    return f"the Redis server refused or lost the command: {text}{hint}"
+    return f"the Redis server refused or lost the command: {text}{out_of_memory_hint(text)}"
 
 
 def environment_problem(exc: OSError) -> str | None:

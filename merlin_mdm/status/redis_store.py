@@ -31,7 +31,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from merlin_mdm.errors import StatusError
+from merlin_mdm.errors import StatusError, out_of_memory_hint
 from merlin_mdm.status.model import StepSummary, StudySnapshot, TaskFailure, TaskState, UnitOutcome
 from merlin_mdm.status.states import StopKind, StudyState, final_state, stop_message
 from merlin_mdm.status.store import StatusStore
@@ -206,8 +206,7 @@ class RedisStatusStore(StatusStore):
             return fn(*args, **kwargs)
         except _redis_errors() as exc:
             hint = (" (a server that is stopped, frozen or overloaded)" if "Timeout" in type(exc).__name__ else
-                    " (the server is out of memory: raise its maxmemory or free some)" if "maxmemory" in str(exc)
-                    else "")
+                    out_of_memory_hint(str(exc)))
             raise StatusError(f"status store at Redis: {exc}{hint}") from None
 
     def _plan(self) -> StudyPlan:

@@ -20,7 +20,7 @@ from merlin_mdm.backends.celery.broker import held_messages
 from merlin_mdm.backends.celery.dependencies import RedisDependencies
 from merlin_mdm.backends.execution import walltime_seconds
 from merlin_mdm.config import AppConfig, load_config
-from merlin_mdm.errors import BackendError, BrokerError, StatusError
+from merlin_mdm.errors import BackendError, BrokerError, StatusError, out_of_memory_hint
 from merlin_mdm.status.model import StudySnapshot, StudyState
 from merlin_mdm.status.redis_store import RedisStatusStore
 from merlin_mdm.status.states import TaskState
@@ -212,8 +212,7 @@ def _refusal_explained(config: AppConfig, workspace: Workspace) -> Iterator[None
         yield
     except (redis.RedisError, StatusError) as exc:  # StatusError: the status store's own writes
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        hint = (" (the server is out of memory: raise its maxmemory or free some, e.g. `merlin-mdm purge` of "
-                "studies left queued)") if "maxmemory" in reason and "out of memory" not in reason else ""
+        hint = out_of_memory_hint(reason)
         raise BackendError(f"the server {config.broker.safe_url()} refused to record or queue the study: "
                            f"{reason}{hint}. Once it takes writes again, `merlin-mdm restart {workspace.root}` "
                            "queues what is missing (nothing runs twice: each task's done-marker is checked)") from None
