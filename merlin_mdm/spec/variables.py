@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from merlin_mdm.spec.loader import MarkedDict, load_scalar
@@ -107,26 +107,37 @@ def fill_raw_fields(data: MarkedDict, values: Mapping[str, str]) -> bool:
     return changed
 
 
-def _fill(parent: dict[str, Any] | list[Any], key: Any, values: Mapping[str, str],
-          seen: set[int] | None = None) -> bool:
-    """Fill ``parent[key]`` in place, through mappings and lists (each once, however often YAML aliases it); a
-    text that becomes a number or a boolean is read as one, as Merlin's second parse of the filled text does.
-    True when something changed."""
-    if isinstance(parent, dict) and key not in parent:
+def _fill(parent: dict[str, Any] | list[Any], key: Any, values: Mapping[str, str]) -> bool:
+    """Fill ``values`` into ``parent[key]`` in place; a text that becomes a number or a boolean is read as one,
+    as Merlin's second parse of the filled text does. True when something changed."""
+
+    def filled(text: str) -> Any:
+        new = substitute(text, values)
+        return text if new == text else load_scalar(new)
+
+    return _replace_texts(parent, key, filled, frozenset(), set())
+
+
+def _replace_texts(parent: dict[str, Any] | list[Any], key: Any, replace: Callable[[str], Any],
+                   skip: frozenset[str], seen: set[int]) -> bool:
+    """``parent[key]`` with each text in it replaced by ``replace(text)``, in place, through mappings and lists
+    but not under the mapping keys ``skip``; each mapping or list once, however often YAML aliases it (``seen``:
+    a billion-laughs spec costs its size, not its expansion). True when something changed."""
+    if isinstance(parent, dict) and (key not in parent or key in skip):
         return False
-    value, seen = parent[key], set() if seen is None else seen
+    value = parent[key]
     if isinstance(value, (dict, list)):
         if id(value) in seen:
             return False
         seen.add(id(value))
         keys = list(value) if isinstance(value, dict) else range(len(value))
-        return any([_fill(value, k, values, seen) for k in keys])
-    if not isinstance(value, str) or "$(" not in value:
+        return any([_replace_texts(value, k, replace, skip, seen) for k in keys])
+    if not isinstance(value, str):
         return False
-    text = substitute(value, values)
-    if text == value:
+    new = replace(value)
+    if new is value or new == value:
         return False
-    parent[key] = load_scalar(text)
+    parent[key] = new
     return True
 
 
@@ -135,22 +146,12 @@ SHELL_KEYS = frozenset({"cmd", "restart"})
 _SHELL_VARIABLE = re.compile(r"\$(\w+|\{[^}]*\})", re.ASCII)  # os.path.expandvars' own pattern
 
 
-def expand_shell_variables(node: Any, environ: Mapping[str, str], seen: set[int] | None = None) -> Any:
+def expand_shell_variables(node: MarkedDict, environ: Mapping[str, str]) -> MarkedDict:
     """``node`` (the spec's YAML, changed in place) with ``environ``'s variables and a leading ``~`` filled into
-    every text but those under :data:`SHELL_KEYS`, as Merlin does when it loads a spec. A mapping or list that
-    YAML aliases in many places is filled once (``seen``): a billion-laughs spec costs its size, not its
-    expansion."""
-    seen = set() if seen is None else seen
-    if isinstance(node, str):
-        return shell_expanded(node, environ)
-    if not isinstance(node, (dict, list)) or id(node) in seen:
-        return node
-    seen.add(id(node))
-    keys = [k for k in node if k not in SHELL_KEYS] if isinstance(node, dict) else range(len(node))
-    for key in keys:
-        value = node[key]
-        if isinstance(value, str) or (isinstance(value, (dict, list)) and id(value) not in seen):
-            node[key] = expand_shell_variables(value, environ, seen)
+    every text but those under :data:`SHELL_KEYS`, as Merlin does when it loads a spec."""
+    seen = {id(node)}
+    for key in list(node):
+        _replace_texts(node, key, lambda text: shell_expanded(text, environ), SHELL_KEYS, seen)
     return node
 
 
