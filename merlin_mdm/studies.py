@@ -187,13 +187,15 @@ def find_workspace(target: Path) -> Workspace:
         if not candidates:
             raise NoWorkspace(f"no workspace of study '{spec.description.name}' under {base}; run it first")
         # another spec may share the name and OUTPUT_PATH: prefer the workspaces this very spec text made
-        own = [p for p in candidates if _made_from(p.parent / f"{spec.description.name}.orig.yaml", loaded.text)]
+        own = [p for p in candidates if _made_from(Workspace(p.parent.parent).spec_copy("orig"), loaded.text)]
         return Workspace((own or candidates)[-1].parent.parent)
     return Workspace.find(target)
 
 
-def _made_from(copy: Path, text: str) -> bool:
-    """Whether the spec copy a workspace keeps (merlin_info/<name>.orig.yaml) is ``text``."""
+def _made_from(copy: Path | None, text: str) -> bool:
+    """Whether the spec copy a workspace keeps (merlin_info/<stem>.orig.yaml) is ``text``."""
+    if copy is None:
+        return False
     try:
         return copy.read_text(encoding="utf-8") == text
     except (OSError, UnicodeDecodeError):

@@ -79,7 +79,7 @@ def _check_plan(workspace: Workspace, plan: StudyPlan, workers: int | None) -> N
     too_big = {inst.step: inst.cores for inst in plan.instances if inst.cores > available}
     if not too_big:
         return
-    copy = workspace.info / f"{plan.name}.partial.yaml"  # the spec as it ran, its variables filled in
+    copy = workspace.spec_copy("partial") or workspace.info / f"{plan.name}.partial.yaml"  # the spec as it ran
     issues = _copy_issues(copy, available, where) or [
         SpecIssue(str(copy), 0, 0, f"step {step}", f"step '{step}' needs {need} cores for one task (procs x "
                   f"cores per task) but the runner has {available} ({where})") for step, need in too_big.items()]

@@ -1,20 +1,34 @@
 """Checks against specs that would write outside their workspace, never end, or loop: parameter labels that
-are not one plain directory name (:func:`label_problem`, applied by the expansion to the labels a step uses),
+make no plain directory name (:func:`directory_label` keeps Maestro's path-safe characters; :func:`label_problem`
+refuses what is left when it is still no directory, applied by the expansion to the labels a step uses),
 walltimes that are not a positive time, and env variables that refer to each other in a circle. Pure."""
 
 from __future__ import annotations
 
 import math
 import shlex
+import string
 
 from merlin_mdm.spec.issues import IssueCollector, key_mark, value_mark
 from merlin_mdm.spec.loader import MarkedDict
 from merlin_mdm.spec.model import Spec
 from merlin_mdm.spec.tokens import MAX_VALUE_CHARS, expanded_sizes, tokens_in, undefined_token_hint
 
-__all__ = ["NAME_MAX", "check_hazards", "label_problem", "parse_walltime"]
+__all__ = ["NAME_MAX", "check_hazards", "directory_label", "label_problem", "parse_walltime"]
 
 NAME_MAX = 255  # bytes in one file name (Linux file systems: ext4, xfs, tmpfs, Lustre, GPFS)
+# Maestro's make_safe_path keeps these characters of a combination's labels when it names the task's folder
+# and files (Merlin 1.13: the label `X.a b` is the folder `X.a_b`, `X.c=d` is `X.cd`); the label itself, as
+# $(X.label), stays as written.
+_PATH_SAFE = frozenset("-_.() " + string.ascii_letters + string.digits)
+
+
+def directory_label(labels: str) -> str:
+    """The folder (and file) name Maestro makes of a combination's labels: other characters dropped, spaces
+    made underscores."""
+    if all(c in _PATH_SAFE and c != " " for c in labels):
+        return labels
+    return "".join(c for c in labels if c in _PATH_SAFE).replace(" ", "_")
 
 
 def parse_walltime(text: str | None) -> float | None:
@@ -33,14 +47,11 @@ def parse_walltime(text: str | None) -> float | None:
     return seconds or None
 
 
-def label_problem(label: str) -> str | None:
-    """Why ``label`` cannot be a directory name (None when it can)."""
-    if "\0" in label:
-        return "holds a NUL byte"
-    if "/" in label:
-        return "holds '/', which would make it a path"
-    if label in ("", ".", ".."):
-        return f"is '{label}', which is not a directory of its own"
+def label_problem(folder: str) -> str | None:
+    """Why ``folder``, a combination's :func:`directory_label`, names no directory of its own (None when it
+    does)."""
+    if folder in ("", ".", ".."):
+        return f"makes the folder name '{folder}', which is not a directory of its own"
     return None
 
 

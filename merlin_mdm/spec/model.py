@@ -185,6 +185,15 @@ class Spec:
         """SPECROOT: the directory holding the spec file as named (a symlink's own folder, as in Merlin)."""
         return Path(os.path.abspath(self.path)).parent
 
+    @property
+    def copy_name(self) -> str:
+        """The stem of the spec copies in merlin_info/ (`<stem>.orig.yaml`, `.partial.yaml`, `.expanded.yaml`): the
+        spec file's name without its extension (and without `.partial`/`.expanded`/`.out`), as in Merlin 1.13."""
+        name = self.path.name
+        for made in (".out", ".partial", ".expanded"):
+            name = name.replace(made, "")
+        return Path(name).stem or self.description.name
+
     def step(self, name: str) -> Step:
         """The step called ``name`` (KeyError when there is none)."""
         for step in self.steps:

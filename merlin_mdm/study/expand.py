@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from merlin_mdm.errors import SpecError, SpecIssue
 from merlin_mdm.launchers import DEFAULT_LAUNCHER, Resources, get_launcher
 from merlin_mdm.spec import EXIT_CODE_TOKENS, Parameter, Spec, Step, parent_name
-from merlin_mdm.spec.hazards import NAME_MAX, label_problem, parse_walltime
+from merlin_mdm.spec.hazards import NAME_MAX, directory_label, label_problem, parse_walltime
 from merlin_mdm.spec.issues import value_mark
 from merlin_mdm.spec.tokens import TOKEN_RE, resolve_ordered, substitute, tokens_in
 from merlin_mdm.study.parameters import Combo, combinations, format_value, project
@@ -47,7 +47,7 @@ def resolve_variables(spec: Spec, extra: Mapping[str, str]) -> dict[str, str]:
 def study_tokens(spec: Spec, ctx: StudyContext) -> dict[str, str]:
     """Tokens with one value for the whole study: reserved tokens, exit codes, variables, dependencies."""
     info = f"{ctx.workspace}/merlin_info"
-    name = spec.description.name
+    name = spec.copy_name
     tokens = {
         "SPECROOT": str(spec.root), "OUTPUT_PATH": ctx.output_path, "MERLIN_WORKSPACE": ctx.workspace,
         "MERLIN_INFO": info, "MERLIN_TIMESTAMP": ctx.timestamp,
@@ -89,10 +89,12 @@ class _Expander:
         self.ctx = ctx
         self.tokens = study_tokens(spec, ctx)
         self.params = {p.name for p in spec.parameters}
-        self.combos = list(combinations(spec.parameters)) or [Combo(())]
+        self.parameters = [self._filled(p) for p in spec.parameters]
+        self.combos = list(combinations(self.parameters)) or [Combo(())]
         self.used: dict[str, frozenset[str]] = {}
         self.by_labels: dict[str, dict[str, int]] = {}  # step -> labels -> instance index
         self.combo_of: dict[tuple[str, str], tuple[tuple[str, str, str], ...]] = {}  # (step, labels) -> combo
+        self.folders: dict[tuple[str, str], str] = {}  # (step, folder name) -> the labels that made it
         self.issues: list[SpecIssue] = []  # unsafe labels and label collisions, all reported at the end
         self.instances: list[StepInstance] = []
         self._paths_all: str | None = None
@@ -127,6 +129,15 @@ class _Expander:
 
         return fill(text, 0)
 
+    def _filled(self, param: Parameter) -> Parameter:
+        """``param`` with the variables, labels and study tokens in its values and label written out, as Maestro
+        inlines the environment into the whole spec (Merlin 1.13: `values: ["z$(V)"]` is `zvee` in commands and
+        folders); a value naming another parameter keeps it as written."""
+        if "$(" not in param.label and not any("$(" in str(v) for v in param.values):
+            return param
+        values = tuple(self._env_text(v) if isinstance(v, str) else v for v in param.values)
+        return dataclasses.replace(param, values=values, label=self._env_text(param.label))
+
     def _used_params(self, step: Step) -> frozenset[str]:
         text = self._env_text(f"{step.run.cmd} {step.run.restart or ''} {step.description}")
         own = {t.split(".")[0] for t in tokens_in(text) if t.split(".")[0] in self.params}
@@ -154,20 +165,27 @@ class _Expander:
         for full in self.combos:
             combo = project(full, used)
             if combo.label_string in self.by_labels[step.name]:
-                self._check_collision(step, combo)
+                self._check_collision(step, combo, combo.label_string, "label")
                 continue
-            self._check_labels(combo)
-            inst = self._instance(step, combo)
+            folder = directory_label(combo.label_string)
+            if (step.name, folder) in self.folders:
+                self._check_collision(step, combo, self.folders[(step.name, folder)], "folder name")
+                continue
+            self.folders[(step.name, folder)] = combo.label_string
+            self._check_labels(combo, folder)
+            inst = self._instance(step, combo, folder)
             self._check_name_length(inst, combo)
             self.by_labels[step.name][combo.label_string] = inst.index
             self.combo_of[(step.name, combo.label_string)] = combo.items
             self.instances.append(inst)
 
-    def _check_collision(self, step: Step, combo: Combo) -> None:
-        """Two different combinations with one label string would share a directory: one would be lost."""
-        other = self.combo_of[(step.name, combo.label_string)]
+    def _check_collision(self, step: Step, combo: Combo, labels: str, what: str) -> None:
+        """Two different combinations with one label string, or one folder name, would share a directory: one
+        would be lost."""
+        other = self.combo_of[(step.name, labels)]
         if other == combo.items:
             return
+        shared = combo.label_string if what == "label" else directory_label(labels)
 
         def show(items: tuple[tuple[str, str, str], ...]) -> str:
             return ", ".join(f"{name}={value!r}" for name, value, _ in items)
@@ -175,7 +193,7 @@ class _Expander:
         where = self._mark()
         self.issues.append(SpecIssue(str(self.spec.path), where[0], where[1], "global.parameters",
                                      f"step '{step.name}': the combinations ({show(other)}) and ({show(combo.items)}) "
-                                     f"both get the label '{combo.label_string}', so one would overwrite the other; "
+                                     f"both get the {what} '{shared}', so one would overwrite the other; "
                                      "make the labels distinct"))
 
     def _mark(self, *path: str | int) -> tuple[int, int]:
@@ -190,14 +208,14 @@ class _Expander:
             node = child
         return getattr(node, "mark", (0, 0))
 
-    def _check_labels(self, combo: Combo) -> None:
-        """A label that is not one plain directory name would put task directories outside the workspace."""
-        for name, value, label in combo.items:
-            why = label_problem(label)
-            if why:
-                self._value_issue(name, value, f"the label {label!r} (label {self._param(name).label!r}, value "
-                                               f"{value!r}) {why}; task directories are named by labels, so each "
-                                               "must be one plain directory name")
+    def _check_labels(self, combo: Combo, folder: str) -> None:
+        """Labels whose folder name is no directory of its own (`..`) would put task files outside the step."""
+        why = label_problem(folder) if combo.items else None
+        if why:
+            name, value, label = combo.items[0]
+            self._value_issue(name, value, f"the label {label!r} (label {self._param(name).label!r}, value "
+                                           f"{value!r}) {why}; task folders are named by labels, so they must "
+                                           "make one plain directory name")
 
     def _check_name_length(self, inst: StepInstance, combo: Combo) -> None:
         """A task's files are named by its labels: a name longer than the file system allows would fail every
@@ -212,7 +230,7 @@ class _Expander:
                                        f"this value or its label (label {self._param(name).label!r})")
 
     def _param(self, name: str) -> Parameter:
-        return next(p for p in self.spec.parameters if p.name == name)
+        return next(p for p in self.parameters if p.name == name)
 
     def _value_issue(self, name: str, value: str, message: str) -> None:
         """An issue at the value ``value`` of parameter ``name``."""
@@ -221,10 +239,10 @@ class _Expander:
         self.issues.append(SpecIssue(str(self.spec.path), where[0], where[1],
                                      f"global.parameters.{name}.values[{index}]", message))
 
-    def _instance(self, step: Step, combo: Combo) -> StepInstance:
+    def _instance(self, step: Step, combo: Combo, folder: str) -> StepInstance:
         index = len(self.instances)
-        workspace = f"{step.name}/{combo.label_string}" if combo.items else step.name
-        name = f"{step.name}_{combo.label_string}" if combo.items else step.name
+        workspace = f"{step.name}/{folder}" if combo.items else step.name
+        name = f"{step.name}_{folder}" if combo.items else step.name
         uses_samples = self._uses_samples(step)
         parents = self._edges(step, combo, uses_samples)
         run = step.run
@@ -264,7 +282,8 @@ class _Expander:
             if ref in self._funnels(step) or not self.used[ref]:
                 out[f"{ref}.workspace"] = f"{self.ctx.workspace}/{ref}"
             else:
-                out[f"{ref}.workspace"] = f"{self.ctx.workspace}/{ref}/{project(combo, self.used[ref]).label_string}"
+                labels = project(combo, self.used[ref]).label_string
+                out[f"{ref}.workspace"] = f"{self.ctx.workspace}/{ref}/{directory_label(labels)}"
         return out
 
     def _launcher_tokens(self, step: Step) -> dict[str, str]:

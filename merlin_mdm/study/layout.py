@@ -25,6 +25,11 @@ class Workspace:
         """The provenance directory, merlin_info/."""
         return self.root / "merlin_info"
 
+    def spec_copy(self, kind: str) -> Path | None:
+        """merlin_info/<stem>.<kind>.yaml (kind: orig, partial, expanded), named after the spec file (or, in
+        workspaces made before the thirty-eighth session, after the study); None when there is none."""
+        return next(iter(sorted(self.info.glob(f"*.{kind}.yaml"))), None)
+
     @property
     def plan_path(self) -> Path:
         """The JSON plan workers load."""

@@ -94,7 +94,7 @@ def _fill_workspace(ws: Workspace, loaded: LoadedSpec, base: Path, stamp: str, s
     spec = loaded.spec
     batch_size, slots = units
     ctx = StudyContext(str(ws.root), str(base), stamp, None, batch_size)
-    name = spec.description.name
+    name = spec.copy_name
     (ws.info / f"{name}.orig.yaml").write_text(loaded.text, encoding="utf-8")
     tokens = study_tokens(spec, ctx)
     (ws.info / f"{name}.partial.yaml").write_text(_given_vars(spec) + substitute(loaded.text, tokens),

@@ -52,12 +52,23 @@ def _refused(tmp_path: Path, spec: Path, *expected: str) -> None:
     assert not list(tmp_path.parent.rglob("ESCAPED"))
 
 
-def test_labels_that_are_not_one_directory_name_are_refused(tmp_path: Path) -> None:
+def test_a_label_that_makes_no_directory_of_its_own_is_refused(tmp_path: Path) -> None:
     spec = spec_file(tmp_path, LABELS)
     _refused(tmp_path, spec,
-             "spec.yaml:5:16: global.parameters.P.values[0]: the label '../../../../ESCAPED'",
-             "spec.yaml:5:39: global.parameters.P.values[1]: the label '..' (label '%%', value '..') is '..'",
-             "spec.yaml:5:45: global.parameters.P.values[2]: the label 'a/b'")
+             "spec.yaml:5:39: global.parameters.P.values[1]: the label '..' (label '%%', value '..') makes the "
+             "folder name '..'")
+
+
+def test_labels_with_path_characters_name_folders_inside_the_step_as_maestro_does(tmp_path: Path) -> None:
+    """Maestro's make_safe_path keeps letters, digits and `-_.() ` of the labels (spaces made `_`): `a/b` is the
+    folder `ab`, `../../../../ESCAPED` the folder `........ESCAPED` (Merlin 1.13's own run gives these names)."""
+    spec = spec_file(tmp_path, LABELS.replace("'..', ", "").replace("[1, 2, 3, 4]", "[1, 2, 3]"))
+    result = merlin("run", str(spec), "--local", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (step,) = (tmp_path / "out").glob("labels_*/a")
+    assert sorted(p.name for p in step.iterdir()) == ["........ESCAPED", "ab", "ok"]
+    assert (step / "ab" / "a_ab.out").read_text() == "a/b\n"
+    assert not list(tmp_path.parent.rglob("ESCAPED"))
 
 
 LONG = """

@@ -128,7 +128,7 @@ def test_a_restart_on_a_smaller_runner_is_refused_before_anything_runs(write_spe
     (ws / "huge" / "slots.txt").unlink()
     result = merlin("restart", str(ws), "--local", "--workers", "4", cwd=tmp_path)
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    copy = ws / "merlin_info" / "huge.partial.yaml"  # the spec as the study ran it
+    copy = ws / "merlin_info" / "spec.partial.yaml"  # the spec as the study ran it (named after its file)
     assert f"Error: {copy}:11:23: study[1].run.cores per task: {TOO_BIG}" in result.stderr
     assert not (ws / "ok" / "MERLIN_FINISHED").exists() and not (ws / "huge" / "slots.txt").exists()
     result = merlin("restart", str(ws), "--local", "--workers", "6", cwd=tmp_path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from merlin_mdm.errors import SpecError
 from merlin_mdm.study.plan import Edge, StudyPlan
 from tests.unit.study.plans import OUTPUT, STAMP, WORKSPACE, plan_of
 
@@ -71,15 +72,58 @@ study:
     ]
 
 
+def test_variables_in_parameter_values_and_labels_are_filled_as_merlin_does() -> None:
+    """Merlin 1.13 inlines the environment into the whole spec: `values: ["z$(V)"]` is `zvee` in commands,
+    labels and folders; a value naming another parameter (`y$(X)`) stays as written."""
+    text = HEAD + """
+env:
+  variables: {V: vee, W: $(V)w}
+global.parameters:
+  X: {values: [x1, x2], label: X.%%}
+  Y: {values: ["y$(X)", "z$(W)"], label: $(V).%%}
+study:
+""" + _step('echo "$(X) $(Y) $(Y.label)"')
+    by_name = _by_name(plan_of(text))
+    assert by_name == {"a_X.x1.vee.y(X)": 'echo "x1 y$(X) vee.y$(X)"', "a_X.x2.vee.zveew": 'echo "x2 zveew vee.zveew"'}
+
+
+def test_task_folders_keep_the_path_safe_characters_of_the_labels_as_maestro_does() -> None:
+    """Merlin 1.13 names the folder of `X.a b` `X.a_b` and of `X.e=f:g` `X.efg`; $(X.label) stays as written, and
+    a child's $(step.workspace) names the folder."""
+    text = HEAD + """
+global.parameters:
+  X: {values: ["a b", "e=f:g", "n%o", "ok"], label: X.%%}
+study:
+""" + _step('echo "$(X.label)"') + _step("ls $(a.workspace)", "b", depends="[a]")
+    plan = plan_of(text)
+    a_steps = [inst for inst in plan.instances if inst.step == "a"]
+    assert [inst.workspace for inst in a_steps] == ["a/X.a_b", "a/X.efg", "a/X.no", "a/X.ok"]
+    assert [inst.name for inst in a_steps] == ["a_X.a_b", "a_X.efg", "a_X.no", "a_X.ok"]
+    assert [inst.cmd for inst in a_steps][:2] == ['echo "X.a b"', 'echo "X.e=f:g"']
+    assert next(inst.cmd for inst in plan.instances if inst.step == "b").endswith("/a/X.a_b")
+
+
+def test_labels_that_make_one_folder_name_are_refused() -> None:
+    text = HEAD + """
+global.parameters:
+  X: {values: ["a b", "a_b"], label: X.%%}
+study:
+""" + _step('echo "$(X)"')
+    with pytest.raises(SpecError, match=r"the combinations \(X='a b'\) and \(X='a_b'\) both get the folder name "
+                                         r"'X.a_b'"):
+        plan_of(text)
+
+
 def test_reserved_tokens() -> None:
     text = HEAD + "env:\n  variables: {OUTPUT_PATH: ./relative}\nstudy:\n" + _step(
         "$(SPECROOT) $(OUTPUT_PATH) $(MERLIN_WORKSPACE) $(MERLIN_INFO) $(MERLIN_TIMESTAMP) "
         "$(MERLIN_SPEC_ORIGINAL_TEMPLATE) $(MERLIN_SPEC_EXECUTED_RUN) $(MERLIN_SPEC_ARCHIVED_COPY)")
     info = f"{WORKSPACE}/merlin_info"
-    # $(OUTPUT_PATH) keeps the form the user wrote, as in Merlin
+    # $(OUTPUT_PATH) keeps the form the user wrote, and the spec copies are named after the spec file (s.yaml),
+    # not the study, as in Merlin
     assert plan_of(text, path="/specs/sub/s.yaml").instances[0].cmd == (
-        f"/specs/sub ./relative {WORKSPACE} {info} {STAMP} {info}/study.orig.yaml {info}/study.partial.yaml "
-        f"{info}/study.expanded.yaml")
+        f"/specs/sub ./relative {WORKSPACE} {info} {STAMP} {info}/s.orig.yaml {info}/s.partial.yaml "
+        f"{info}/s.expanded.yaml")
 
 
 def test_variables_keep_the_output_path_the_user_wrote() -> None:
