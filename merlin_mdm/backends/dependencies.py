@@ -8,9 +8,21 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from merlin_mdm.study.plan import StudyPlan, UnitKey
+from merlin_mdm.spec.exitcodes import RAISED_REASON
+from merlin_mdm.study.plan import Edge, StudyPlan, UnitKey
 
-__all__ = ["DependencyTracker", "Release"]
+__all__ = ["DependencyTracker", "Release", "blocked_by"]
+
+
+def blocked_by(edge: Edge, ok: bool, raised: bool, name: str) -> str | None:
+    """Why the child at the end of ``edge`` must not run after its parent unit ``name`` (None when it may): the
+    parent was not ok (a hard fail, or not run) and the child is not aligned with it, or the parent raised an
+    error and the child is no funnel (Merlin 1.13 queues no more of the chain; its chords still run)."""
+    if not ok and not edge.aligned:
+        return f"parent {name} did not finish every task"
+    if raised and not edge.funnel:
+        return f"parent {name} {RAISED_REASON}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -44,12 +56,13 @@ class DependencyTracker:
                 ready.append(key)
         return ready
 
-    def complete(self, key: UnitKey, ok: bool, name: str) -> list[Release]:
-        """Record ``key`` as done; ``ok`` False when its dependants must not run (a hard fail, or not run).
+    def complete(self, key: UnitKey, ok: bool, name: str, raised: bool = False) -> list[Release]:
+        """Record ``key`` as done; ``ok`` False when its dependants must not run (a hard fail, or not run);
+        ``raised`` when a task exited with $(MERLIN_RAISE_ERROR).
 
         A failed task does not make a unit not ok (:attr:`UnitOutcome.releases_children`: Merlin's semantics).
         An aligned child (its samples after the same samples) always runs; any other child of a unit that is not
-        ok is blocked.
+        ok is blocked. A unit that raised blocks every child but a funnel (:func:`blocked_by`).
         """
         releases = []
         for edge in self.children[key.instance]:
@@ -57,8 +70,9 @@ class DependencyTracker:
             for child in (UnitKey(edge.parent, u) for u in units):
                 if child not in self.waiting:
                     continue
-                if not ok and not edge.aligned:
-                    self.blocked.setdefault(child, f"parent {name} did not finish every task")
+                why = blocked_by(edge, ok, raised, name)
+                if why:
+                    self.blocked.setdefault(child, why)
                 self.waiting[child] -= 1
                 if self.waiting[child] == 0:
                     del self.waiting[child]

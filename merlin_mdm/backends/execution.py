@@ -30,7 +30,7 @@ from merlin_mdm.backends.task_process import (
     wait,
     watch_tasks,
 )
-from merlin_mdm.spec.exitcodes import ExitCode
+from merlin_mdm.spec.exitcodes import RAISED_REASON, ExitCode
 from merlin_mdm.spec.hazards import parse_walltime
 from merlin_mdm.spec.tokens import substitute
 from merlin_mdm.status.model import StopKind, TaskFailure, TaskState, UnitOutcome
@@ -201,6 +201,9 @@ def _start(plan: StudyPlan, inst: StepInstance, sample: int) -> _Attempt | TaskR
         _make_dir(directory)
         tokens = task_tokens(plan, sample, directory)
         write_script(f"{stem}.sh", inst.shell, substitute(inst.cmd, tokens), inst.sources)
+        if inst.restart:  # Merlin writes every task's restart script before it runs (read it, run it by hand)
+            restart = os.path.join(directory, inst.file_stem(restart=True))
+            write_script(f"{restart}.sh", inst.shell, substitute(inst.restart, tokens), inst.sources)
     except OSError as exc:
         return TaskResult(TaskState.FAILED, None, 0, os_error_reason(exc), f"{stem}.err")
     return _Attempt(sample, directory, tokens)
@@ -259,6 +262,8 @@ def _finish(directory: str, rc: int, restarts: int, log: str) -> TaskResult:
         return TaskResult(TaskState.FAILED, rc, restarts, "hard fail: the study was stopped", log, StopKind.HARD_FAIL)
     elif rc == ExitCode.SOFT_FAIL:
         reason = "soft fail"
+    elif rc == ExitCode.RAISE_ERROR:
+        reason = f"{RAISED_REASON}: the tasks that depend on it do not run"
     elif rc < 0:
         reason = f"killed by signal {-rc} ({_signal_name(-rc)})"
     else:

@@ -14,6 +14,7 @@ from merlin_mdm.backends.base import Backend, RunOptions, RunReport, register_ba
 from merlin_mdm.backends.dependencies import DependencyTracker, Release
 from merlin_mdm.backends.slots import SlotTable, default_workers, runner_cores
 from merlin_mdm.errors import MerlinMdmError, ResourceError, SpecIssue, UsageError
+from merlin_mdm.spec.exitcodes import after_raise
 from merlin_mdm.status.model import StopKind, StudyState, TaskFailure, TaskState, UnitOutcome
 from merlin_mdm.status.sqlite_store import MAX_DB_PATH, SqliteStatusStore, too_long
 from merlin_mdm.status.states import final_state, stop_message
@@ -174,7 +175,8 @@ class _Scheduler:
                 self._advance(bar, max(0, len(self.plan.unit_samples(key)) - self.ticks.pop(key, 0)))
                 if outcome.stop and not self.stop_reason:
                     self._request_stop(key, outcome.stop, pool)
-                ready.extend(tracker.complete(key, outcome.releases_children, self.plan.instances[key.instance].name))
+                ready.extend(tracker.complete(key, outcome.releases_children, self.plan.instances[key.instance].name,
+                                              outcome.raised))
 
     def _tasks_ended(self, key: UnitKey, n: int, bar: Any) -> None:
         """``n`` more tasks of the running unit ``key`` ended: move the bar, and record in the status store the
@@ -231,8 +233,10 @@ class _Scheduler:
         self.store.requeue({key: count_done(self.plan, key) for key in keys})
 
     def _not_run(self, release: Release, tracker: DependencyTracker, ready: deque[Release]) -> None:
-        self.store.units_not_run([release.key], release.blocked or self.stop_reason or "")
-        ready.extend(tracker.complete(release.key, False, self.plan.instances[release.key.instance].name))
+        reason = release.blocked or self.stop_reason or ""
+        self.store.units_not_run([release.key], reason)
+        chain = after_raise(reason) and not self.stop_reason  # left out for a raise: a funnel over it still runs
+        ready.extend(tracker.complete(release.key, chain, self.plan.instances[release.key.instance].name, chain))
 
     def _outcome(self, event: Finished | Lost, pool: WorkerPool, ready: deque[Release]) -> UnitOutcome | None:
         """The outcome to record, or None when a lost unit was queued again."""

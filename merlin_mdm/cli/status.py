@@ -115,7 +115,9 @@ def _noted(snap: StudySnapshot, note: str) -> StudySnapshot:
                    "UNKNOWN.")
 @click.option("--return-code", "codes", multiple=True,
               help="Only tasks that ended with this code: SUCCESS, SOFT_FAIL, HARD_FAIL, RESTART, RETRY, "
-                   "STOP_WORKERS (with or without MERLIN_), UNRECOGNIZED (any other), or a number such as 7.")
+                   "STOP_WORKERS, UNRECOGNIZED (with or without MERLIN_), or a number such as 7. As in Merlin, a "
+                   "task that failed with another code is a SOFT_FAIL (shown with its number), one whose "
+                   "retries ran out a `SOFT_FAIL (MAX RETRIES REACHED)`, and $(MERLIN_RAISE_ERROR) UNRECOGNIZED.")
 @click.option("--max-tasks", type=click.IntRange(1), help="Show at most this many tasks.")
 @click.option("--dump", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the rows to a .csv or .json file instead of printing them (Merlin's `--dump`).")

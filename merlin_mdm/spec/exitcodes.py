@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["EXIT_CODE_TOKENS", "ExitCode"]
+__all__ = ["EXIT_CODE_TOKENS", "RAISED_REASON", "ExitCode", "after_raise"]
+
+# How a unit left out by $(MERLIN_RAISE_ERROR) says why: the tail of its not-run reason (one wording for the
+# dependency counts in memory and in Redis), by which it passes the block on down its own chain.
+RAISED_REASON = "raised an error ($(MERLIN_RAISE_ERROR))"
+
+
+def after_raise(reason: str) -> bool:
+    """Whether a unit was left out, with ``reason``, because a parent raised (or was itself left out so)."""
+    return reason.endswith(RAISED_REASON)
 
 
 class ExitCode(enum.IntEnum):
@@ -16,6 +25,7 @@ class ExitCode(enum.IntEnum):
     HARD_FAIL = 102  # this task failed; stop the whole study
     RETRY = 104  # run `cmd` again after retry_delay, up to max_retries
     STOP_WORKERS = 105  # this task is done; stop the workers (the local runner stops the study)
+    RAISE_ERROR = 106  # this task failed; the tasks that depend on it do not run (a funnel over its step does)
 
 
 EXIT_CODE_TOKENS: dict[str, str] = {
@@ -25,4 +35,5 @@ EXIT_CODE_TOKENS: dict[str, str] = {
     "MERLIN_HARD_FAIL": str(int(ExitCode.HARD_FAIL)),
     "MERLIN_RETRY": str(int(ExitCode.RETRY)),
     "MERLIN_STOP_WORKERS": str(int(ExitCode.STOP_WORKERS)),
+    "MERLIN_RAISE_ERROR": str(int(ExitCode.RAISE_ERROR)),
 }

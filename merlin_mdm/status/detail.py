@@ -14,8 +14,12 @@ from merlin_mdm.study.plan import NO_SAMPLE, StudyPlan, UnitKey
 __all__ = ["RETURN_CODES", "TASK_STATUSES", "TaskRow", "code_matches", "task_rows", "wanted_codes"]
 
 DONE_MARKER = "MERLIN_FINISHED"
-# Merlin's names for the return codes, and for the states (its INITIALIZED is our queued, CANCELLED not run)
-RETURN_CODES = {int(code): f"MERLIN_{code.name}" for code in ExitCode}
+# Merlin's names for the return codes, and for the states (its INITIALIZED is our queued, CANCELLED not run).
+# Merlin 1.13 records any other exit code as MERLIN_SOFT_FAIL (its script adapter turns it into one; shown here
+# with the number), retries run out as `MERLIN_SOFT_FAIL (MAX RETRIES REACHED)`, and $(MERLIN_RAISE_ERROR) as
+# MERLIN_UNRECOGNIZED (its status has no name for it).
+RETURN_CODES = {int(code): f"MERLIN_{code.name}" for code in ExitCode if code is not ExitCode.RAISE_ERROR}
+MAX_RETRIES = "MERLIN_SOFT_FAIL (MAX RETRIES REACHED)"
 TASK_STATUSES = {"FINISHED": "finished", "FAILED": "failed", "NOT_RUN": "not_run", "CANCELLED": "not_run",
                  "QUEUED": "queued", "INITIALIZED": "queued", "RUNNING": "running", "UNKNOWN": "unknown"}
 
@@ -33,22 +37,26 @@ class TaskRow:
     reason: str = ""
 
 
-UNRECOGNIZED = "MERLIN_UNRECOGNIZED"  # a code Merlin has no name for, shown with its number
+UNRECOGNIZED = "MERLIN_UNRECOGNIZED"  # $(MERLIN_RAISE_ERROR), shown with its number
 
 
 def _code(failure: TaskFailure) -> str:
     if failure.rc is None:
         return ""
+    if failure.rc in (ExitCode.RESTART, ExitCode.RETRY):  # a failed task that asked again: retries ran out
+        return MAX_RETRIES
     return _name(failure.rc)
 
 
 def _name(rc: int) -> str:
-    return RETURN_CODES.get(rc, f"{UNRECOGNIZED} ({rc})")
+    if rc == ExitCode.RAISE_ERROR:
+        return f"{UNRECOGNIZED} ({rc})"
+    return RETURN_CODES.get(rc, f"MERLIN_SOFT_FAIL ({rc})")
 
 
 def wanted_codes(codes: Iterable[str]) -> set[str]:
     """The return codes asked for, as the rows name them: a name with or without MERLIN_ (SOFT_FAIL,
-    MERLIN_SOFT_FAIL), UNRECOGNIZED for every code without a name, or a number (7, 101).
+    MERLIN_SOFT_FAIL), or a number (7, 101; 100 and 104 also take retries run out).
 
     Raises:
         ValueError: an unknown name, with the known ones.
@@ -57,8 +65,10 @@ def wanted_codes(codes: Iterable[str]) -> set[str]:
     out = set()
     for code in codes:
         text = code.strip().upper()
-        if text.lstrip("-").isdigit():
-            out.add(_name(int(text)))
+        if text.lstrip("-").isdigit():  # a number takes its own code only ('=': no forms with words after it)
+            out.add(f"={_name(int(text))}")
+            if int(text) in (ExitCode.RESTART, ExitCode.RETRY):
+                out.add(f"={MAX_RETRIES}")
             continue
         name = text if text.startswith("MERLIN_") else f"MERLIN_{text}"
         if name not in known:
@@ -68,8 +78,10 @@ def wanted_codes(codes: Iterable[str]) -> set[str]:
 
 
 def code_matches(code: str, wanted: set[str]) -> bool:
-    """Whether a row's return code is one of ``wanted`` (UNRECOGNIZED takes every code without a name)."""
-    return code in wanted or (UNRECOGNIZED in wanted and code.startswith(f"{UNRECOGNIZED} ("))
+    """Whether a row's return code is one of ``wanted``; a name takes its forms with words after it
+    (SOFT_FAIL takes `MERLIN_SOFT_FAIL (7)` and `MERLIN_SOFT_FAIL (MAX RETRIES REACHED)`)."""
+    return any(code == name[1:] if name.startswith("=") else code == name or code.startswith(f"{name} (")
+               for name in wanted)
 
 
 def task_rows(plan: StudyPlan, snap: StudySnapshot, in_flight: Collection[UnitKey] = ()) -> Iterator[TaskRow]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from merlin_mdm.spec.exitcodes import ExitCode
 from merlin_mdm.status.states import StopKind, StudyState, TaskState
 
 __all__ = ["StepSummary", "StopKind", "StudySnapshot", "StudyState", "TaskFailure", "TaskState", "UnitOutcome"]
@@ -35,6 +36,7 @@ class UnitOutcome:
     failures: tuple[TaskFailure, ...] = ()
     stop: StopKind | None = None  # when a task asked to stop the study
     ran: int | None = None  # tasks that ran this time (not found done already); None: every one that ended
+    after_raise: bool = False  # not run because a parent raised: blocks its own chain, not a funnel
 
     @property
     def ok(self) -> bool:
@@ -48,7 +50,13 @@ class UnitOutcome:
         Merlin's semantics: a failed task (soft fail, any unknown exit code) never blocks its dependants, and
         a funnel runs over what exists, so one failed simulation out of thousands does not stop the collector.
         """
-        return self.stop is not StopKind.HARD_FAIL and self.not_run == 0
+        return self.stop is not StopKind.HARD_FAIL and (self.not_run == 0 or self.after_raise)
+
+    @property
+    def raised(self) -> bool:
+        """Whether a task exited with $(MERLIN_RAISE_ERROR), or the unit was left out for a parent that did: its
+        own dependants do not run (Merlin queues no more of the chain), while a funnel over its step still does."""
+        return self.after_raise or any(f.rc == ExitCode.RAISE_ERROR for f in self.failures)
 
     @property
     def run_time(self) -> tuple[int, float] | None:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from merlin_mdm.errors import StatusError, out_of_memory_hint
+from merlin_mdm.spec.exitcodes import after_raise
 from merlin_mdm.status.model import StepSummary, StudySnapshot, TaskFailure, TaskState, UnitOutcome
 from merlin_mdm.status.states import StopKind, StudyState, final_state, stop_message
 from merlin_mdm.status.store import StatusStore
@@ -60,9 +61,10 @@ if st ~= ARGV[5] and st ~= ARGV[6] then redis.call('HSET', KEYS[1], 'state', ARG
 return a
 """
 
-# KEYS: meta steps ustate faillist partial runs
+# KEYS: meta steps ustate faillist partial runs raised
 # ARGV: unit step n finished failed not_run restarts started ended stop_kind stop_reason nfail
-#       failure_json*nfail max_failures_shown run_tasks run_seconds run_sq (the last three '' when not timed)
+#       failure_json*nfail max_failures_shown run_tasks run_seconds run_sq (these three '' when not timed)
+#       raised(1|0: a task exited with $(MERLIN_RAISE_ERROR))
 _FINISH = """
 local unit, step, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local s = redis.call('HGET', KEYS[3], unit)
@@ -102,6 +104,7 @@ if ARGV[14 + nfail] ~= '' then
   redis.call('HINCRBYFLOAT', KEYS[2], step .. '|run_sq', ARGV[16 + nfail])
   redis.call('HSET', KEYS[6], unit, ARGV[14 + nfail] .. ' ' .. ARGV[15 + nfail])
 end
+if ARGV[17 + nfail] == '1' then redis.call('SADD', KEYS[7], unit) end
 redis.call('HINCRBY', KEYS[1], 'fail_total', failed + notrun)
 return redis.call('HINCRBY', KEYS[1], 'units_left', -1)
 """
@@ -195,6 +198,7 @@ class RedisStatusStore(StatusStore):
         self.k_meta, self.k_steps = p + "meta", p + "steps"
         self.k_ustate, self.k_attempts = p + "ustate", p + "attempts"
         self.k_partial, self.k_runs, self.k_beat = p + "partial", p + "runs", p + "beat"
+        self.k_raised = p + "raised"  # set: units recorded with a task that exited with $(MERLIN_RAISE_ERROR)
         self.prefix = p
         self._start = client.register_script(_START)
         self._finish = client.register_script(_FINISH)
@@ -295,9 +299,9 @@ class RedisStatusStore(StatusStore):
         args: list[Any] = [key.to_id(), inst.step, len(plan.unit_samples(key)), outcome.finished, outcome.failed,
                            outcome.not_run, outcome.restarts, outcome.started, outcome.ended,
                            outcome.stop or "", stop_reason, len(failures), *failures, MAX_FAILURES_SHOWN,
-                           *_run_args(outcome)]
+                           *_run_args(outcome), int(outcome.raised)]
         keys = [self.k_meta, self.k_steps, self.k_ustate, self.prefix + f"fail:{inst.step}", self.k_partial,
-                self.k_runs]
+                self.k_runs, self.k_raised]
         left = int(self._call(self._finish, keys=keys, args=args))
         if left == 0:  # this call recorded the last unit
             self.finish_if_over()
@@ -317,13 +321,18 @@ class RedisStatusStore(StatusStore):
         value = self._call(self.r.hget, self.k_ustate, key.to_id())
         return {"d": True, "x": False}.get(value) if value else None
 
+    def unit_raised(self, key: UnitKey) -> bool:
+        """Whether ``key`` was recorded with a task that exited with $(MERLIN_RAISE_ERROR)."""
+        return bool(self._call(self.r.sismember, self.k_raised, key.to_id()))
+
     def unit_finished(self, key: UnitKey, outcome: UnitOutcome) -> bool:
         return self.record(key, outcome) >= 0
 
     def not_run_outcome(self, key: UnitKey, reason: str) -> UnitOutcome:
         """The outcome of a unit that will not run."""
         n = len(self._plan().unit_samples(key))
-        return UnitOutcome(0, 0, n, failures=(TaskFailure(-1, TaskState.NOT_RUN, None, reason, ""),))
+        return UnitOutcome(0, 0, n, failures=(TaskFailure(-1, TaskState.NOT_RUN, None, reason, ""),),
+                           after_raise=after_raise(reason))
 
     def units_not_run(self, keys: Iterable[UnitKey], reason: str) -> None:
         for key in keys:
@@ -376,7 +385,7 @@ class RedisStatusStore(StatusStore):
         runs = {UnitKey.from_id(k): v for k, v in self._call(self.r.hgetall, self.k_runs).items()}
         runs = {k: v for k, v in runs.items() if k in done}
         kept = self._history()
-        stale = [self.k_meta, self.k_steps, self.k_attempts, self.k_partial, self.k_runs, self.k_beat,
+        stale = [self.k_meta, self.k_steps, self.k_attempts, self.k_partial, self.k_runs, self.k_beat, self.k_raised,
                  *(self.prefix + f"fail:{s}" for s in {i.step for i in plan.instances})]
         pipe = self.r.pipeline(transaction=True)
         pipe.delete(*stale)

@@ -268,7 +268,7 @@ class _Expander:
         for dep in step.run.depends:
             parent, funnel = parent_name(dep)
             if funnel:
-                edges.extend(Edge(i, False) for i in self.by_labels[parent].values())
+                edges.extend(Edge(i, False, funnel=True) for i in self.by_labels[parent].values())
             else:
                 index = self.by_labels[parent][project(combo, self.used[parent]).label_string]
                 edges.append(Edge(index, uses_samples and self.instances[index].uses_samples))

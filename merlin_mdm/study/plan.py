@@ -29,6 +29,7 @@ class Edge:
 
     parent: int  # index of the parent instance in StudyPlan.instances
     aligned: bool  # True: a unit waits only for the parent's units holding its samples (sample steps, no funnel)
+    funnel: bool = False  # `depends: [step_*]`: waits for every instance of the parent step
 
 
 @dataclass(frozen=True)
@@ -220,7 +221,7 @@ class StudyPlan:
         out: list[list[Edge]] = [[] for _ in self.instances]
         for inst in self.instances:
             for edge in inst.parents:
-                out[edge.parent].append(Edge(inst.index, edge.aligned))
+                out[edge.parent].append(Edge(inst.index, edge.aligned, edge.funnel))
         return out
 
     def to_json(self) -> str:

@@ -23,27 +23,31 @@ from merlin_mdm.study.plan import StudyPlan, UnitKey
 
 __all__ = ["ChildSpec", "RedisDependencies", "Released"]
 
-ChildSpec = tuple[str, int, bool]  # (child unit id, parent units it waits for, aligned edge)
+ChildSpec = tuple[str, int, bool, bool]  # (child unit id, parent units it waits for, aligned edge, funnel edge)
 Released = list[tuple[UnitKey, str]]  # children released, each with why it must not run ('' when it may run)
 
 # KEYS: counted arrived blocked ready
-# ARGV: parent ok(1|0) parent_name (child_id needed aligned)*
+# ARGV: parent ok(1|0) raised(1|0) parent_name (child_id needed aligned funnel)*
+# (the blocking rule of merlin_mdm.backends.dependencies.blocked_by, with its words)
 _COUNT = """
 if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then return {} end
 local ok = ARGV[2] == '1'
+local raised = ARGV[3] == '1'
 local out = {}
-local i = 4
+local i = 5
 while i <= #ARGV do
-  local child, needed, aligned = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
+  local child, needed, aligned, funnel = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3]
   if (not ok) and aligned == '0' then
-    redis.call('HSETNX', KEYS[3], child, 'parent ' .. ARGV[3] .. ' did not finish every task')
+    redis.call('HSETNX', KEYS[3], child, 'parent ' .. ARGV[4] .. ' did not finish every task')
+  elseif raised and funnel == '0' then
+    redis.call('HSETNX', KEYS[3], child, 'parent ' .. ARGV[4] .. ' raised an error ($(MERLIN_RAISE_ERROR))')
   end
   if redis.call('HINCRBY', KEYS[2], child, 1) == needed then
     redis.call('SADD', KEYS[4], child)
     table.insert(out, child)
     table.insert(out, redis.call('HGET', KEYS[3], child) or '')
   end
-  i = i + 3
+  i = i + 4
 end
 return out
 """
@@ -79,25 +83,27 @@ class RedisDependencies:
         for edge in plan.children()[key.instance]:
             child = edge.parent
             if edge.aligned:  # a child sized like its parents waits for one unit of each aligned one
-                out.extend((UnitKey(child, u).to_id(), plan.n_parent_units(UnitKey(child, u)), True)
+                out.extend((UnitKey(child, u).to_id(), plan.n_parent_units(UnitKey(child, u)), True, False)
                            for u in plan.aligned_units(child, key))
                 continue
             units = range(plan.n_units(child))
             if any(e.aligned for e in plan.instances[child].parents):  # rare: a funnel and an aligned parent
-                out.extend((UnitKey(child, u).to_id(), plan.n_parent_units(UnitKey(child, u)), False) for u in units)
+                out.extend((UnitKey(child, u).to_id(), plan.n_parent_units(UnitKey(child, u)), False, edge.funnel)
+                           for u in units)
             else:  # every unit waits for the same count: computed once, not once per child unit
                 needed = plan.n_parent_units(UnitKey(child, 0))
-                out.extend((UnitKey(child, u).to_id(), needed, False) for u in units)
+                out.extend((UnitKey(child, u).to_id(), needed, False, edge.funnel) for u in units)
         return out
 
-    def count(self, key: UnitKey, ok: bool) -> Released:
-        """Count ``key`` (recorded; ``ok`` when every task finished) at its children; returns those released now.
+    def count(self, key: UnitKey, ok: bool, raised: bool = False) -> Released:
+        """Count ``key`` (recorded; ``ok`` when its dependants may run, ``raised`` when a task exited with
+        $(MERLIN_RAISE_ERROR)) at its children; returns those released now.
 
         Counting the same unit again releases nothing.
         """
-        args: list[Any] = [key.to_id(), int(ok), self.plan.instances[key.instance].name]
-        for child, needed, aligned in self.children_of(key):
-            args.extend((child, needed, int(aligned)))
+        args: list[Any] = [key.to_id(), int(ok), int(raised), self.plan.instances[key.instance].name]
+        for child, needed, aligned, funnel in self.children_of(key):
+            args.extend((child, needed, int(aligned), int(funnel)))
         out = self._call(self._count, keys=[self.k_counted, self.k_arrived, self.k_blocked, self.k_ready],
                          args=args)
         return [(UnitKey.from_id(out[i]), out[i + 1]) for i in range(0, len(out), 2)]
@@ -109,7 +115,7 @@ class RedisDependencies:
 
     def unsent_children(self, key: UnitKey) -> Released:
         """The children of ``key`` released but not yet handed to the broker, each with its blocked reason."""
-        ids = [child for child, _, _ in self.children_of(key)]
+        ids = [child for child, _, _, _ in self.children_of(key)]
         if not ids:
             return []
         pipe = self.r.pipeline(transaction=False)

@@ -101,7 +101,7 @@ def record(store: RedisStatusStore, deps: RedisDependencies, key: UnitKey, outco
     Both steps are idempotent, so a delivery that died between them is completed by the next one.
     """
     store.record(key, outcome)
-    return deps.count(key, outcome.releases_children)
+    return deps.count(key, outcome.releases_children, outcome.raised)
 
 
 def release(store: RedisStatusStore, deps: RedisDependencies, released: Sequence[tuple[UnitKey, str]],
@@ -156,8 +156,9 @@ def execute_unit(store: RedisStatusStore, deps: RedisDependencies, plan: StudyPl
     """
     attempts = store.start(key, socket.gethostname(), time.time())
     if attempts < 0:
-        # UnitOutcome.releases_children: only a stopped study (hard fail, stop) leaves a unit's children blocked.
-        deps.count(key, store.stop_reason() is None)
+        # UnitOutcome.releases_children: only a stopped study (hard fail, stop) leaves a unit's children blocked,
+        # and a unit that raised blocks its own (UnitOutcome.raised, recorded with it).
+        deps.count(key, store.stop_reason() is None, store.unit_raised(key))
         release(store, deps, deps.unsent_children(key), send)
         store.finish_if_over()
         return None

@@ -156,6 +156,63 @@ def test_a_delivery_that_died_before_counting_is_completed_by_the_next(redis_ser
     store.close()
 
 
+def test_a_task_that_raises_stops_its_own_chain_on_the_workers(workers: WorkerPool, tmp_path: Path) -> None:
+    """$(MERLIN_RAISE_ERROR) on the Celery backend, as Merlin 1.13 runs it: after_bad/P.2 is left out, the
+    funnel over after_bad runs, and the reason reaches the status."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(textwrap.dedent("""
+        description: {name: raise, description: a task raises an error}
+        env: {variables: {OUTPUT_PATH: ./out}}
+        global.parameters: {P: {values: [1, 2, 3], label: P.%%}}
+        study:
+          - name: bad
+            run: {cmd: "[ $(P) -ne 2 ] || exit $(MERLIN_RAISE_ERROR)", task_queue: sched}
+          - name: after_bad
+            run: {cmd: "echo after > out.txt", depends: [bad], task_queue: sched}
+          - name: last
+            run: {cmd: "echo last > out.txt", depends: [after_bad], task_queue: sched}
+          - name: final
+            run: {cmd: "echo final > out.txt", depends: [last_*], task_queue: sched}
+    """))
+    ws, plan = create_workspace(load_spec(spec, {}))
+    backend = get_backend("celery")
+    store = backend.status_store(ws)
+    try:
+        backend.launch(ws, plan, RunOptions())
+        wait_until(lambda: store.snapshot().state == "failed", 60, "the study to end")
+        snap = store.snapshot()
+    finally:
+        store.close()
+    counts = {s.step: {k: v for k, v in s.counts.items() if v} for s in snap.steps}
+    assert counts == {"bad": {"finished": 2, "failed": 1}, "after_bad": {"finished": 2, "not_run": 1},
+                      "last": {"finished": 2, "not_run": 1}, "final": {"finished": 1}}
+    assert not (ws.root / "after_bad" / "P.2" / "out.txt").exists()
+    assert (ws.root / "final" / "out.txt").read_text() == "final\n"
+    reasons = [f.reason for step in snap.steps if step.step == "last" for _, f in step.failures]
+    assert reasons == ["parent after_bad_P.2 raised an error ($(MERLIN_RAISE_ERROR))"]
+
+
+def test_a_delivery_that_died_before_counting_a_raise_blocks_its_chain(redis_server: RedisFixture,
+                                                                       tmp_path: Path) -> None:
+    from merlin_mdm.backends.celery.scheduling import Dispatch, execute_unit
+    from merlin_mdm.status.model import TaskFailure, TaskState, UnitOutcome
+
+    plan, store, deps = _registered_study(redis_server, tmp_path, samples=1, more_steps="""
+          - name: gather
+            run: {cmd: "true", depends: [a_*]}""")
+    raised = UnitOutcome(0, 1, 0, failures=(TaskFailure(0, TaskState.FAILED, 106, "raised", ""),))
+    store.start(UnitKey(0, 0), "h", 1.0)
+    store.record(UnitKey(0, 0), raised)  # ... and the worker dies before counting it at its children
+    sent: list[Dispatch] = []
+    assert execute_unit(store, deps, plan, UnitKey(0, 0), sent.append) is None  # the redelivery
+    funnel, gather = (next(i.index for i in plan.instances if i.step == s) for s in ("funnel", "gather"))
+    assert sent == [Dispatch(units=(UnitKey(gather, 0),))]  # the funnel over a_* runs, a's own child does not
+    counts = {s.step: {k: v for k, v in s.counts.items() if v} for s in store.snapshot().steps}
+    assert counts == {"a": {"failed": 1}, "funnel": {"not_run": 1}, "gather": {"queued": 1}}
+    assert plan.instances[funnel].parents[0].funnel is False
+    store.close()
+
+
 def test_config_env_overrides_and_refuses_inline_passwords(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from merlin_mdm.config import ConfigError, load_config
 

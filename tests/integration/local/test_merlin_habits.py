@@ -147,18 +147,23 @@ def test_detailed_status_filters_and_dumps(write_spec, tmp_path: Path) -> None:
             run: {cmd: "true", depends: [work_*]}
     """)
     ws = workspace_of(merlin("run", str(spec), "--local", cwd=tmp_path))
-    # a code Merlin has no name for is shown with its number, and selected by either
-    for code in ("UNRECOGNIZED", "7", "merlin_unrecognized"):
+    # a code Merlin has no name for is a soft fail there, shown here with its number, and selected by either
+    for code in ("7", " 7 "):
         out = merlin("detailed-status", str(ws), "--return-code", code, cwd=tmp_path)
-        assert out.stdout == f"work_I.4: failed MERLIN_UNRECOGNIZED (7) {ws}/work/I.4\n", (code, out)
+        assert out.stdout == f"work_I.4: failed MERLIN_SOFT_FAIL (7) {ws}/work/I.4\n", (code, out)
     out = merlin("detailed-status", str(ws), "--return-code", "101", cwd=tmp_path)
     assert out.stdout == f"work_I.2: failed MERLIN_SOFT_FAIL {ws}/work/I.2\n"
+    out = merlin("detailed-status", str(ws), "--return-code", "SOFT_FAIL", cwd=tmp_path)
+    assert out.stdout == (f"work_I.2: failed MERLIN_SOFT_FAIL {ws}/work/I.2\n"
+                          f"work_I.4: failed MERLIN_SOFT_FAIL (7) {ws}/work/I.4\n")  # as Merlin lists both
+    out = merlin("detailed-status", str(ws), "--return-code", "UNRECOGNIZED", cwd=tmp_path)
+    assert out.returncode == 0 and out.stdout == "no task matches\n"
     out = merlin("detailed-status", str(ws), "--return-code", "bogus", cwd=tmp_path)
     assert out.returncode == 2 and "SOFT_FAIL" in out.stderr and not out.stdout, out
     out = merlin("detailed-status", str(ws), "--task-status", "FAILED", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout == (f"work_I.2: failed MERLIN_SOFT_FAIL {ws}/work/I.2\n"
-                          f"work_I.4: failed MERLIN_UNRECOGNIZED (7) {ws}/work/I.4\n")
+                          f"work_I.4: failed MERLIN_SOFT_FAIL (7) {ws}/work/I.4\n")
     out = merlin("detailed-status", str(ws), "--return-code", "SUCCESS", "--steps", "work", "--max-tasks", "1",
                  "--dump", str(tmp_path / "d.json"), cwd=tmp_path)
     assert out.stdout == f"wrote 1 task row(s) to {tmp_path}/d.json\n"  # Merlin's --dump writes instead of printing

@@ -117,3 +117,51 @@ def test_run_prints_spec_warnings_and_leaves_shell_substitutions_alone(write_spe
     assert "warning: $(NAM) is not a defined token (did you mean 'NAME'?)" in result.stderr
     assert result.returncode == 0, result.stderr  # `NAM` is no command: the shell says so, echo goes on
     assert (workspace_of(result) / "a" / "o.txt").read_text() == "a\n"
+
+
+RAISE = """
+    description: {name: raise, description: a task raises an error}
+    env: {variables: {OUTPUT_PATH: ./out}}
+    global.parameters: {P: {values: [1, 2, 3], label: P.%%}}
+    study:
+      - name: first
+        run: {cmd: "echo first >> count.txt"}
+      - name: bad
+        run: {cmd: "[ $(P) -ne 2 ] || exit $(MERLIN_RAISE_ERROR)", depends: [first]}
+      - name: after_bad
+        run: {cmd: "echo after >> count.txt", depends: [bad]}
+      - name: final
+        run: {cmd: "echo final >> count.txt", depends: [after_bad_*]}
+"""
+
+
+def test_a_task_that_raises_stops_its_own_chain_and_a_funnel_still_runs(write_spec, tmp_path: Path) -> None:
+    """Merlin 1.13: $(MERLIN_RAISE_ERROR) (106) fails the task and queues no more of its chain (after_bad/P.2
+    never runs); its siblings' chains and the funnel over them run; its status is MERLIN_UNRECOGNIZED."""
+    result = merlin("run", str(write_spec(RAISE)), "--local", cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "not a defined token" not in result.stderr
+    ws = workspace_of(result)
+    assert counts(ws) == {"first": {"finished": 1}, "bad": {"finished": 2, "failed": 1},
+                          "after_bad": {"finished": 2, "not_run": 1}, "final": {"finished": 1}}
+    assert not (ws / "after_bad" / "P.2" / "count.txt").exists()
+    assert (ws / "final" / "count.txt").read_text() == "final\n"
+    (failure,) = {s["step"]: s for s in status_json(ws)["steps"]}["after_bad"]["failures"]
+    assert "parent bad_P.2 raised an error ($(MERLIN_RAISE_ERROR))" in failure["reason"]
+    out = merlin("detailed-status", str(ws), "--return-code", "UNRECOGNIZED", cwd=tmp_path)
+    assert out.stdout == f"bad_P.2: failed MERLIN_UNRECOGNIZED (106) {ws}/bad/P.2\n", out
+
+
+def test_a_step_with_a_restart_section_writes_every_tasks_restart_script(write_spec, tmp_path: Path) -> None:
+    """Merlin writes `<name>.restart.sh` beside `<name>.sh` for every task of a step with `restart`, used or not."""
+    spec = write_spec("""
+        description: {name: rs, description: restart scripts}
+        env: {variables: {OUTPUT_PATH: ./out}}
+        global.parameters: {P: {values: [1, 2], label: P.%%}}
+        study:
+          - name: s
+            run: {cmd: "echo $(P)", restart: "echo again $(P)"}
+    """)
+    ws = workspace_of(merlin("run", str(spec), "--local", cwd=tmp_path))
+    assert (ws / "s" / "P.2" / "s_P.2.restart.sh").read_text().endswith("echo again 2\n")
+    assert not (ws / "s" / "P.2" / "s_P.2.restart.out").exists()  # written, never run

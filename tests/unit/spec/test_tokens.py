@@ -40,7 +40,8 @@ def test_resolve_ordered_terminates_on_a_cycle() -> None:
 
 def test_exit_code_tokens_have_merlins_values() -> None:
     assert EXIT_CODE_TOKENS == {"MERLIN_SUCCESS": "0", "MERLIN_RESTART": "100", "MERLIN_SOFT_FAIL": "101",
-                                "MERLIN_HARD_FAIL": "102", "MERLIN_RETRY": "104", "MERLIN_STOP_WORKERS": "105"}
+                                "MERLIN_HARD_FAIL": "102", "MERLIN_RETRY": "104", "MERLIN_STOP_WORKERS": "105",
+                                "MERLIN_RAISE_ERROR": "106"}
     assert ExitCode(104) is ExitCode.RETRY
 
 
