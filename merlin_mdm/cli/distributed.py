@@ -99,10 +99,15 @@ def _run_workers(spec: Path, echo: bool, steps: tuple[str, ...], only: tuple[str
         return
     if until_done is not None:
         from merlin_mdm.backends.celery.workers import check_study_queues
+        from merlin_mdm.studies import backend_of
         from merlin_mdm.study.layout import Workspace
 
-        check_study_queues(parsed, [i.task_queue for i in Workspace.find(until_done).load_plan().instances],
-                           str(until_done))
+        ws = Workspace.find(until_done)
+        if backend_of(ws) != "celery":  # its status lives in the workspace: no worker would ever see it end
+            raise UsageError(f"--until-done {until_done}: this study ran on the local runner (`run --local`), "
+                             "which no worker serves; `merlin-mdm restart` it here, or queue the spec on Redis "
+                             "(`merlin-mdm run SPEC`) for workers")
+        check_study_queues(parsed, [i.task_queue for i in ws.load_plan().instances], str(until_done))
     config = _config(spec)
     check_server(config)
     give_up = claim_queues(config, commands, alloc is not None) if not parsed.resources.overlap else None

@@ -167,11 +167,19 @@ def _sweeps(pairs: tuple[str, ...]) -> list[dict[str, Any]]:
 @click.option("--json", "as_json", is_flag=True,
               help="Print each run's file and attributes as one JSON object per line (JSON Lines) on stdout.")
 @click.option("--quiet", is_flag=True, help="No progress on stderr.")
+@click.option("--force", is_flag=True,
+              help="Evaluate again over an --out file that already holds this run, or replace one holding "
+                   "another run (without it: the same run is kept, another one refused).")
 def eval_command(checkpoint: Path, sampler: str, knobs: tuple[str, ...], sweeps: tuple[str, ...],
                  policy: Path | None, steps_text: str, seed: int, n_examples: int, batch_size: int,
-                 temperature: float, threads: int, device: str, out: Path, as_json: bool, quiet: bool) -> None:
+                 temperature: float, threads: int, device: str, out: Path, as_json: bool, quiet: bool,
+                 force: bool) -> None:
     """Evaluate one sampler at one budget and write one HDF5 metrics file (or several budgets/knob values,
     one file each, from one process: the checkpoint is read once).
+
+    An --out file that already holds the same run (same denoiser weights, sampler, knobs, policy, budget,
+    examples and draws) is kept and reported, so the same command run again (as `merlin-mdm restart` reruns an
+    interrupted task) evaluates only what is missing; one holding another run is refused (--force replaces).
 
     \b
     Examples:
@@ -183,7 +191,7 @@ def eval_command(checkpoint: Path, sampler: str, knobs: tuple[str, ...], sweeps:
     """
     from merlin_mdm.mdm.checkpoint import load_denoiser
     from merlin_mdm.mdm.devices import resolve_device
-    from merlin_mdm.mdm.evaluation import EvalConfig, evaluate, write_eval
+    from merlin_mdm.mdm.evaluation import EvalConfig, evaluate, run_identity, write_eval
 
     fixed = parse_knobs(knobs)
     _check_policy_option(sampler, policy)
@@ -204,7 +212,15 @@ def eval_command(checkpoint: Path, sampler: str, knobs: tuple[str, ...], sweeps:
     if len(set(paths)) < len(paths):
         raise UsageError(f"--out {out}: two runs would write the same file; name every swept knob in the pattern")
     loaded = load_denoiser(checkpoint, resolve_device(device))
+    _note_long_budgets(runs, loaded.task.answer_len)
+    kept = {path: attrs for config, built, path in planned
+            if (attrs := _kept_run(path, run_identity(config, loaded, built), force)) is not None}
     for config, built, path in planned:
+        if path in kept:
+            click.echo(f"{path}: already holds this run (the same denoiser and settings); kept (--force evaluates "
+                       "again)", err=True)
+            _report(path, sampler, config.steps, n_examples, kept[path], as_json)
+            continue
         with _eval_progress(f"eval {path.name}", n_examples, quiet or as_json) as advance:
             result = evaluate(config, loaded, built, advance)
         trained_with = result.attrs.get("policy_denoiser_id")
@@ -214,6 +230,32 @@ def eval_command(checkpoint: Path, sampler: str, knobs: tuple[str, ...], sweeps:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_eval(result, path)
         _report(path, sampler, config.steps, n_examples, result.attrs, as_json)
+
+
+def _kept_run(path: Path, identity: dict[str, Any], force: bool) -> dict[str, Any] | None:
+    """The attributes of the metrics file at ``path`` when it holds the run ``identity`` describes (it is kept);
+    None when there is none, or --force. One holding another run is refused: it is never written over silently."""
+    from merlin_mdm.results.metrics import read_metrics
+
+    if force or not path.exists():
+        return None
+    attrs = read_metrics(path).attrs  # a metrics file: _out_path refused anything else
+    changed = [f"{key} {attrs.get(key)!r} -> {value!r}" for key, value in identity.items()
+               if value is not None and attrs.get(key) != value]
+    if changed:
+        raise UsageError(f"--out {path} holds another run ({'; '.join(changed[:4])}"
+                         f"{'; ...' if len(changed) > 4 else ''}): it is not written over; name another file, or "
+                         "pass --force to replace it")
+    return attrs
+
+
+def _note_long_budgets(runs: list[tuple[int, dict[str, Any]]], answer_len: int) -> None:
+    """A budget beyond the answer's positions runs (one position per call, at most that many calls) and is
+    recorded as given: say so, since its table column then equals the one at the answer's length."""
+    long = sorted({steps for steps, _ in runs if steps > answer_len})
+    if long:
+        click.echo(f"note: --steps {','.join(map(str, long))} exceeds the {answer_len} answer positions: at most "
+                   f"{answer_len} calls are made, and the run is recorded with the budget given", err=True)
 
 
 @contextlib.contextmanager

@@ -25,7 +25,7 @@ from merlin_mdm.mdm.devices import describe_device, resolve_device
 from merlin_mdm.mdm.runtime import configure_threads
 from merlin_mdm.mdm.samplers import Sampler, generate, make_sampler
 
-__all__ = ["EvalConfig", "EvalResult", "evaluate", "run_eval", "write_eval"]
+__all__ = ["EvalConfig", "EvalResult", "evaluate", "run_eval", "run_identity", "write_eval"]
 
 
 @dataclass(frozen=True)
@@ -145,6 +145,24 @@ def evaluate(cfg: EvalConfig, loaded: LoadedDenoiser | None = None, sampler: Sam
         "max_nfe": int(data["nfe"].max()),
     }
     return EvalResult(attrs, data["correct"], data["nfe"], data["wall_time"], data["tokens"], data["reveal_step"])
+
+
+def run_identity(cfg: EvalConfig, loaded: LoadedDenoiser, sampler: Sampler) -> dict[str, Any]:
+    """The attributes (as :func:`evaluate` writes them) that make two evaluations the same run, known before it
+    runs: the denoiser's weights, the sampler and its knobs, the learned order's policy, the budget, the examples
+    and the draws (not where, or with how many threads, it runs: the metrics do not depend on it)."""
+    policy = {k: v for k, v in _policy_attrs(sampler).items() if k.startswith("policy.")}
+    return {
+        "sampler": cfg.sampler,
+        **{f"sampler.{k}": v for k, v in sampler.knobs().items() if v is not None},
+        **policy,
+        "steps": cfg.steps,
+        "seed": cfg.seed,
+        "n_examples": cfg.n_examples,
+        "eval_batch_size": cfg.batch_size,  # the sampling draws are made per batch: it shapes the results
+        "temperature": cfg.temperature,
+        "checkpoint_id": str(loaded.meta["checkpoint_id"]),
+    }
 
 
 _RECIPE_KEYS = ("objective", "policy_kind", "token_temperature", "iterations", "tau_start", "d_model",

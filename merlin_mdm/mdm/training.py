@@ -136,6 +136,7 @@ class _Run:
         self.losses: list[float] = []
         self.finished = False  # a resumed checkpoint that had reached its steps (it has a train_summary)
         self.planned = 0  # the steps the resumed checkpoint's training was started for
+        self.saved_threads: Any = None  # the --threads the resumed checkpoint was trained with
         if resume and (out / CHECKPOINT_FILE).is_file():
             self._restore()
 
@@ -153,6 +154,7 @@ class _Run:
         self.finished = "train_summary" in loaded.extra
         saved = loaded.extra.get("train_config")
         self.planned = int(saved["steps"]) if isinstance(saved, dict) and "steps" in saved else self.step
+        self.saved_threads = saved.get("threads") if isinstance(saved, dict) else None
 
     def save(self, summary: TrainSummary | None = None) -> None:
         extra: dict[str, Any] = {
@@ -199,6 +201,28 @@ def _nothing_to_train(run: _Run, out: str | Path, device: torch.device, notify: 
     return summary
 
 
+def _resumes(out: Path, resume: bool, notify: Callable[[str], None]) -> bool:
+    """Whether to continue the checkpoint in ``out``: with --resume, or when its training stopped before its last
+    step, so that the same command run again (as `merlin-mdm restart` runs an interrupted task) continues it, as
+    `mdm train-order` does; replacing it threw its steps away (the quick study lost its denoiser's training at
+    every restart)."""
+    if not (out / CHECKPOINT_FILE).is_file():
+        if resume:
+            notify(f"nothing to resume in {out} (no checkpoint there): training from step 0")
+        return False
+    if resume:
+        return True
+    try:
+        extra = load_denoiser(out, finished_only=False).extra
+    except MdmError:
+        return False  # not a checkpoint this can continue: replaced, as before
+    if "train_summary" in extra:
+        return False
+    notify(f"{out} holds a training stopped at step {extra.get('step', '?')}: continuing it (--resume is implied; "
+           "delete the folder to start over)")
+    return True
+
+
 def _check_out(out: Path, resume: bool, notify: Callable[[str], None]) -> None:
     """--out must not hold another kind of artefact; a denoiser there is continued (--resume) or replaced, saying so."""
     if (out / "policy.pt").is_file():
@@ -228,7 +252,8 @@ def _check_same_recipe(out: Path, saved: Any, cfg: TrainConfig) -> None:
                if key not in _RESUMABLE_CHANGES and key in saved and saved[key] != now[key]]
     if changed:
         raise MdmError(f"cannot resume {out} with another recipe ({'; '.join(changed)}): only --steps (and "
-                       "--ckpt-every, --threads, --device) may change; use the same options, or a new --out")
+                       "--ckpt-every, --threads, --device) may change; use the same options, or a new --out (or "
+                       "delete the folder to start over)")
 
 
 def _progress(quiet: bool) -> Any:
@@ -263,12 +288,16 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, quiet: bool =
     configure_threads(cfg.threads)
     device = resolve_device(cfg.device)
     make_task(cfg.task, **dict(cfg.task_knobs))  # a bad knob is refused before --out is created (left empty)
+    resume = _resumes(Path(out), resume, notify)
     _check_out(Path(out), resume, notify)
     run = _Run(cfg, Path(out), resume, device)
     if run.step >= cfg.steps and run.step > 0:
         return _nothing_to_train(run, out, device, notify)
     if run.step:
         notify(f"continuing from step {run.step} of {cfg.steps} (checkpoint in {out})")
+        if run.saved_threads is not None and run.saved_threads != cfg.threads:
+            notify(f"note: it was trained with --threads {run.saved_threads}; with --threads {cfg.threads} the "
+                   "result will not equal an uninterrupted run bit for bit (float sums in another order)")
     start_step, start = run.step, time.perf_counter()
     with _progress(quiet) as bar:
         job = bar.add_task("train", total=cfg.steps, completed=run.step, info="")

@@ -139,6 +139,10 @@ class CeleryBackend(Backend):
 
                     # the disk is the truth: units whose done-marker is gone run again; those left count theirs
                     queued = store.reset_unfinished(markers_missing(plan, store.finished_units()))
+                    if not queued:  # every task finished (its done-marker on disk): nothing to queue or wait for
+                        store.finish_if_over()
+                        return RunReport(StudyState.FINISHED, store.snapshot(), "nothing to run: every task of the "
+                                         "study finished (its done-markers are on disk)")
                     store.requeue({key: done for key in queued if (done := count_done(plan, key))})
                     RedisDependencies(store.r, plan).reset()
                 else:

@@ -5,7 +5,9 @@ beat (:mod:`~merlin_mdm.backends.celery.liveness`). Its own workers do neither f
 so two commands started within those seconds both found the queues free (an outside probe saw two groups start
 0.5 s apart). Each command therefore first claims its queues on the broker, atomically (``SET NX``), for
 ``CLAIM_SECONDS``: longer than workers take to start, after which their beats speak for them. The claim is given up
-when the command ends.
+when the command ends. A claim names its command's process (:func:`~merlin_mdm.backends.celery.liveness.
+process_token`): one whose command was killed (SIGKILL gives up nothing) is taken over at once on its machine,
+where it refused a new `run-workers` for up to ``CLAIM_SECONDS``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from merlin_mdm.backends.celery.liveness import live_workers
+from merlin_mdm.backends.celery.liveness import live_workers, process_gone, process_token
 from merlin_mdm.backends.celery.workers import WorkerCommand, active_queues
 from merlin_mdm.config import AppConfig
 from merlin_mdm.errors import UsageError
@@ -26,6 +28,12 @@ __all__ = ["CLAIM_SECONDS", "claim_queues"]
 
 CLAIM_SECONDS = 60
 _PREFIX = "mdm:claim:"
+# KEYS: claim   ARGV: the claim seen, the new claim, seconds: replace the claim only if it is still the one seen
+_REPLACE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', tonumber(ARGV[3]))
+return 1
+"""
 
 
 def claim_queues(config: AppConfig, commands: Sequence[WorkerCommand], in_allocation: bool) -> Callable[[], None]:
@@ -38,7 +46,8 @@ def claim_queues(config: AppConfig, commands: Sequence[WorkerCommand], in_alloca
     """
     client = config.broker.client(timeout=5.0, retry=False)
     groups = {c.name for c in commands}
-    mine = json.dumps({"groups": sorted(groups), "host": socket.gethostname(), "pid": os.getpid(), "t": time.time()})
+    mine = json.dumps({"groups": sorted(groups), "host": socket.gethostname(), "pid": os.getpid(), "t": time.time(),
+                       "proc": process_token()})
     taken: list[str] = []
 
     def give_up() -> None:
@@ -49,7 +58,7 @@ def claim_queues(config: AppConfig, commands: Sequence[WorkerCommand], in_alloca
 
     try:
         for queue in sorted({q for c in commands for q in c.queues}):
-            if client.set(_PREFIX + queue, mine, nx=True, ex=CLAIM_SECONDS):
+            if client.set(_PREFIX + queue, mine, nx=True, ex=CLAIM_SECONDS) or _take_over(client, queue, mine):
                 taken.append(queue)
                 continue
             holder = _holder(client.get(_PREFIX + queue))
@@ -63,6 +72,15 @@ def claim_queues(config: AppConfig, commands: Sequence[WorkerCommand], in_alloca
         give_up()
         raise
     return give_up
+
+
+def _take_over(client: Any, queue: str, mine: str) -> bool:
+    """Replace the claim on ``queue`` when the command that made it has ended (known on its own machine only)."""
+    raw = client.get(_PREFIX + queue)
+    proc = _holder(raw).get("proc")
+    if raw is None or not isinstance(proc, str) or not process_gone(proc):
+        return False
+    return bool(client.eval(_REPLACE, 1, _PREFIX + queue, raw, mine, CLAIM_SECONDS))
 
 
 def _holder(raw: Any) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from merlin_mdm.errors import Interrupted, MdmError
 from merlin_mdm.mdm.order.checkpoint import save_policy
 from merlin_mdm.mdm.order.lineage import LINEAGE_KEY, policy_lineage
 from merlin_mdm.mdm.order.networks import OrderNet
-from merlin_mdm.mdm.order.resume import TrainingStateFile, recipe_fingerprint
+from merlin_mdm.mdm.order.resume import TrainingStateFile, recipe_facts, recipe_fingerprint
 from merlin_mdm.mdm.order.selection import decode_and_score
 from merlin_mdm.mdm.order.training import OrderTrainConfig, OrderTrainResult, TrainingSaving, train_order
 from merlin_mdm.signals import SignalWatch
@@ -114,8 +114,8 @@ def run_train_order(
     model = loaded.model.eval()
     for param in model.parameters():
         param.requires_grad_(False)
-    state_file = TrainingStateFile(Path(out_dir), recipe_fingerprint(config.to_dict(), loaded.meta.get(
-        "checkpoint_id"), loaded.task.name, loaded.task.knobs()), state_every)
+    recipe = (config.to_dict(), loaded.meta.get("checkpoint_id"), loaded.task.name, loaded.task.knobs())
+    state_file = TrainingStateFile(Path(out_dir), recipe_fingerprint(*recipe), state_every, recipe_facts(*recipe))
     if (Path(out_dir) / "policy.pt").is_file() and not state_file.path.is_file() and notify is not None:
         notify(f"replacing the policy in {out_dir} (its training had ended; a new --out keeps it)")
     result = _train_keeping_state(model, loaded.task, loaded.config.d_model, config, state_file,

@@ -26,17 +26,35 @@ import torch
 
 from merlin_mdm.mdm.order.checkpoint import atomic_write
 
-__all__ = ["STATE_FILE", "TrainingStateFile", "recipe_fingerprint"]
+__all__ = ["STATE_FILE", "TrainingStateFile", "recipe_facts", "recipe_fingerprint"]
 
 STATE_FILE = "train-state.pt"
 STATE_FORMAT = 1  # bump when the layout of the saved state changes (an older state is then not continued)
 
 
-def recipe_fingerprint(train_config: dict[str, Any], denoiser_id: Any, task: str, task_knobs: Any) -> str:
-    """A digest of everything a continued run must share with the run that saved the state."""
+def recipe_facts(train_config: dict[str, Any], denoiser_id: Any, task: str, task_knobs: Any) -> dict[str, Any]:
+    """Everything a continued run must share with the run that saved the state, as plain JSON data."""
     facts = {"format": STATE_FORMAT, "train_config": train_config, "denoiser": denoiser_id, "task": task,
              "task_knobs": task_knobs}
+    plain: dict[str, Any] = json.loads(json.dumps(facts, sort_keys=True, default=str))
+    return plain
+
+
+def recipe_fingerprint(train_config: dict[str, Any], denoiser_id: Any, task: str, task_knobs: Any) -> str:
+    """A digest of :func:`recipe_facts`."""
+    facts = recipe_facts(train_config, denoiser_id, task, task_knobs)
     return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _differences(saved: Any, now: dict[str, Any] | None) -> str:
+    """What differs between two :func:`recipe_facts` (the training arguments by name), or '' when unknown."""
+    if not isinstance(saved, dict) or now is None:
+        return ""
+    flat_saved = {**{k: v for k, v in saved.items() if k != "train_config"}, **(saved.get("train_config") or {})}
+    flat_now = {**{k: v for k, v in now.items() if k != "train_config"}, **now["train_config"]}
+    changed = [f"{key} {flat_saved.get(key)!r} -> {flat_now.get(key)!r}" for key in sorted(flat_saved | flat_now)
+               if flat_saved.get(key) != flat_now.get(key)]
+    return "; ".join(changed[:6]) + ("; ..." if len(changed) > 6 else "")
 
 
 @dataclass(frozen=True)
@@ -52,6 +70,7 @@ class TrainingStateFile:
     directory: Path
     fingerprint: str
     every: int
+    facts: dict[str, Any] | None = None  # :func:`recipe_facts`, saved with the state to name what differs
 
     @property
     def path(self) -> Path:
@@ -64,7 +83,7 @@ class TrainingStateFile:
     def save(self, state: dict[str, Any]) -> None:
         """Write the state (tensors and plain data) atomically."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        blob = {"format": STATE_FORMAT, "fingerprint": self.fingerprint, **state}
+        blob = {"format": STATE_FORMAT, "fingerprint": self.fingerprint, "facts": self.facts, **state}
         atomic_write(self.path, lambda tmp: torch.save(blob, tmp))
 
     def load(self) -> tuple[dict[str, Any] | None, str | None]:
@@ -76,8 +95,11 @@ class TrainingStateFile:
         except Exception as exc:  # a foreign or damaged file: say so and start over, never crash on it
             return None, f"{self.path} cannot be read ({type(exc).__name__}); starting from iteration 0"
         if not isinstance(blob, dict) or blob.get("fingerprint") != self.fingerprint:
-            return None, (f"{self.path} was saved by another recipe or denoiser (other arguments); starting from "
-                          f"iteration 0 (it is overwritten)")
+            what = _differences(blob.get("facts"), self.facts) if isinstance(blob, dict) else ""
+            return None, (f"{self.path} was saved by another recipe or denoiser ({what or 'other arguments'}); "
+                          f"its iteration {blob.get('iteration', '?') if isinstance(blob, dict) else '?'} is not "
+                          "continued: starting from iteration 0 (it is overwritten; the same arguments as the "
+                          "stopped run continue it)")
         return blob, None
 
     def remove(self) -> None:

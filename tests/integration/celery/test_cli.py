@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import stat
+import subprocess
 import time
 from pathlib import Path
 
@@ -354,6 +356,32 @@ def test_two_run_workers_started_at_once_start_one_worker_group(redis_server: Re
     assert codes == [0, 2], ends
     assert "merlin.resources.overlap is false" in refused and "twice_q" in refused, refused
     assert len(list(ws.glob("sim/*/MERLIN_FINISHED"))) == 4
+
+
+@pytest.mark.celery
+def test_run_workers_takes_the_queues_of_a_group_killed_at_once(redis_server: RedisFixture, tmp_path: Path) -> None:
+    """A SIGKILLed run-workers gives up nothing: its claim on the queues named its process, so the next
+    run-workers on the same machine takes them over at once (it was refused for up to 60 s)."""
+    env = {"MERLIN_MDM_CONFIG": str(redis_server.app_yaml)}
+    spec, ws = _queue_one_step(tmp_path, env, "killed", "sleep 2; echo $(N)", 3)
+    first = _run_workers_behind(tmp_path, spec, env)
+
+    def workers() -> str:
+        return subprocess.run(["pgrep", "-f", "killed_workers@"], capture_output=True, text=True,
+                              check=False).stdout
+
+    try:
+        wait_until(lambda: workers() != "", 30, "the first worker group to start")
+        os.killpg(first.pid, signal.SIGKILL)  # the command and its workers, as `kill -9` of the whole group
+        first.wait(timeout=10)
+        wait_until(lambda: workers() == "", 30, "the killed workers to be gone")
+        again = merlin("run-workers", str(spec), "--until-done", str(ws), cwd=tmp_path, env=env, timeout=120)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(first.pid, signal.SIGKILL)
+    assert again.returncode == 0, again.stderr
+    assert "being taken" not in again.stderr
+    assert len(list(ws.glob("sim/*/MERLIN_FINISHED"))) == 3
 
 
 @pytest.mark.celery

@@ -260,6 +260,11 @@ def test_restart_requeues_only_what_did_not_finish(workers: WorkerPool, tmp_path
         backend.launch(ws, plan, RunOptions(resume=True))
         wait_until(lambda: store.snapshot().state == "finished", 60, "the restarted study to finish")
         counts = {s.step: {k: v for k, v in s.counts.items() if v} for s in store.snapshot().steps}
+        # a restart of a finished study queues nothing and stays finished (it said `queued again: 0 of 6`, sent
+        # its root units and showed `queued` until a worker took them)
+        report = backend.launch(ws, plan, RunOptions(resume=True))
+        assert report.state == "finished" and report.message.startswith("nothing to run"), report
+        assert store.snapshot().state == "finished"
     finally:
         store.close()
     assert counts == {"work": {"finished": 6}, "funnel": {"finished": 1}}

@@ -175,3 +175,18 @@ def test_the_workspace_s_spec_copy_names_the_vars_it_ran_with(spec: Path, tmp_pa
                                     "the file's values)")
     plain = merlin("run", str(spec), "--local", "--dry", "--vars", "A=1", cwd=tmp_path)
     assert next(workspace_of(plain).glob("merlin_info/*.partial.yaml")).read_text().startswith("# run with --vars A=1")
+
+
+def test_run_workers_until_done_refuses_a_study_of_the_local_runner(write_spec, tmp_path: Path) -> None:
+    """No worker serves a `run --local` study, so `run-workers --until-done` never saw it end (it waited for ever,
+    then said both that the workers ended early and that the study had finished)."""
+    spec = write_spec("""
+        description: {name: loc, description: local}
+        env: {variables: {OUTPUT_PATH: ./out}}
+        study:
+          - name: a
+            run: {cmd: "true"}
+    """)
+    ws = workspace_of(merlin("run", str(spec), "--local", cwd=tmp_path))
+    result = merlin("run-workers", str(spec), "--until-done", str(ws), cwd=tmp_path, timeout=60)
+    assert result.returncode == 2 and "ran on the local runner" in result.stderr, result.stderr

@@ -69,9 +69,22 @@ def test_a_stopped_training_is_saved_refused_downstream_and_resumed(tmp_path: Pa
     meta = json.loads((kept / "meta.json").read_text())
     assert (meta["train_summary"]["steps"], meta["train_config"]["steps"]) == (step, 1000000)
     assert _mdm("eval", "--checkpoint", str(kept), *EVAL, "--out", str(tmp_path / "k.h5")).exit_code == 0
+    again, other = tmp_path / "again", tmp_path / "other"
+    shutil.copytree(out, again)
+    shutil.copytree(out, other)
     done = _mdm("train", *TINY, "--steps", str(step + 5), "--out", str(out), "--resume")
     assert done.exit_code == 0 and f"continuing from step {step} of {step + 5}" in done.output, done.output
     assert _mdm("eval", "--checkpoint", str(out), *EVAL, "--out", str(tmp_path / "m.h5")).exit_code == 0
+    # the same command without --resume (as `restart` runs a stopped task again) continues it too, to the same
+    # weights; replacing it threw the steps away
+    implied = _mdm("train", *TINY, "--steps", str(step + 5), "--out", str(again))
+    assert implied.exit_code == 0 and f"holds a training stopped at step {step}: continuing it" in implied.output
+    assert "replacing" not in implied.output, implied.output
+    ids = [json.loads((d / "meta.json").read_text())["checkpoint_id"] for d in (out, again)]
+    assert ids[0] == ids[1]
+    refused = _mdm("train", *TINY, "--steps", str(step + 5), "--seed", "9", "--out", str(other))
+    assert refused.exit_code == 2 and "another recipe (seed 0 -> 9)" in refused.output, refused.output
+    assert json.loads((other / "meta.json").read_text())["step"] == step  # kept as it was
 
 
 def test_a_resumed_training_keeps_its_recipe(den: Path, tmp_path: Path) -> None:
@@ -81,6 +94,11 @@ def test_a_resumed_training_keeps_its_recipe(den: Path, tmp_path: Path) -> None:
     same = _mdm("train", *TINY, "--steps", "10", "--out", str(den), "--resume")
     assert same.exit_code == 0 and "is already at step 20 (--steps 10): nothing to train" in same.output
     assert json.loads((den / "meta.json").read_text())["train_config"]["steps"] == 20  # not rewritten
+
+
+def test_resume_with_nothing_to_resume_says_so(tmp_path: Path) -> None:
+    fresh = _mdm("train", *TINY, "--steps", "2", "--out", str(tmp_path / "new"), "--resume")
+    assert fresh.exit_code == 0 and "nothing to resume in" in fresh.output and "training from step 0" in fresh.output
 
 
 def test_no_command_writes_over_another_kind_of_artefact(den: Path, tmp_path: Path) -> None:
@@ -165,3 +183,27 @@ def test_a_bad_knob_leaves_no_empty_checkpoint_folder(tmp_path: Path) -> None:
     result = _mdm("train", "--task", "blocks", "--knob", "zz=1", "--out", str(out), "--quiet")
     assert result.exit_code == 2 and "has no knob zz" in result.output, result.output
     assert not out.exists()
+
+
+def test_eval_keeps_the_same_run_and_refuses_to_write_over_another(den: Path, tmp_path: Path) -> None:
+    """The same command run again (a restarted task) keeps the file it already wrote; another run over it is
+    refused, exit 2, unless --force (it was written over silently)."""
+    out = tmp_path / "m.h5"
+    assert _mdm("eval", "--checkpoint", str(den), *EVAL, "--out", str(out)).exit_code == 0
+    before = out.read_bytes()
+    again = _mdm("eval", "--checkpoint", str(den), *EVAL, "--out", str(out))
+    assert again.exit_code == 0 and "already holds this run" in again.output, again.output
+    assert out.read_bytes() == before
+    other = _mdm("eval", "--checkpoint", str(den), *EVAL[:-2], "--seed", "5", "--out", str(out))
+    assert other.exit_code == 2 and "holds another run (seed 0 -> 5)" in other.output, other.output
+    assert out.read_bytes() == before
+    forced = _mdm("eval", "--checkpoint", str(den), *EVAL[:-2], "--seed", "5", "--out", str(out), "--force")
+    assert forced.exit_code == 0, forced.output
+    assert read_metrics(out).attrs["seed"] == 5
+
+
+def test_eval_says_when_a_budget_exceeds_the_answer(den: Path, tmp_path: Path) -> None:
+    long = _mdm("eval", "--checkpoint", str(den), "--sampler", "top_prob", "--steps", "9", "--n-examples", "4",
+                "--out", str(tmp_path / "l.h5"))
+    assert long.exit_code == 0 and "--steps 9 exceeds the 4 answer positions: at most 4 calls" in long.output
+    assert read_metrics(tmp_path / "l.h5").attrs["max_nfe"] <= 4

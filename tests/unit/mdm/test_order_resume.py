@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")
 
 from merlin_mdm.errors import Interrupted  # noqa: E402
 from merlin_mdm.mdm.order import OrderTrainConfig, train_order  # noqa: E402
-from merlin_mdm.mdm.order.resume import STATE_FILE, TrainingStateFile, recipe_fingerprint  # noqa: E402
+from merlin_mdm.mdm.order.resume import STATE_FILE, TrainingStateFile, recipe_facts, recipe_fingerprint  # noqa: E402
 from merlin_mdm.mdm.order.training import TrainingSaving  # noqa: E402
 
 pytestmark = pytest.mark.torch
@@ -88,6 +88,13 @@ def test_a_state_of_another_recipe_or_a_damaged_one_is_not_continued(tmp_path) -
     TrainingStateFile(tmp_path, others[0], 10).save({"iteration": 4})
     state, why_not = TrainingStateFile(tmp_path, mine, 10).load()
     assert state is None and "another recipe or denoiser" in str(why_not) and "iteration 0" in str(why_not)
+    facts = [recipe_facts({**config, "seed": 1, "lr_policy": 0.5}, "den-1", "blocks", {"nb": 2}),
+             recipe_facts(config, "den-1", "blocks", {"nb": 2})]
+    assert recipe_fingerprint(config, "den-1", "blocks", {"nb": 2}) == mine  # the same digest as before the facts
+    TrainingStateFile(tmp_path, others[0], 10, facts[0]).save({"iteration": 4})
+    state, why_not = TrainingStateFile(tmp_path, mine, 10, facts[1]).load()
+    named = f"(lr_policy 0.5 -> {config['lr_policy']!r}; seed 1 -> {config['seed']!r}); its iteration 4 is not"
+    assert state is None and f"{named} continued" in str(why_not), why_not
     (tmp_path / STATE_FILE).write_bytes(b"not a torch file")
     state, why_not = TrainingStateFile(tmp_path, mine, 10).load()
     assert state is None and "cannot be read" in str(why_not)

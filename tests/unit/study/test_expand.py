@@ -356,7 +356,7 @@ def test_sample_edges_are_aligned_only_between_two_sample_steps() -> None:
     edges = {inst.step: inst.parents for inst in plan.instances}
     assert edges["sim"] == (Edge(0, False),)
     assert edges["post"] == (Edge(1, True),)
-    assert edges["again"] == (Edge(1, False),)  # a funnel waits for every unit
+    assert edges["again"] == (Edge(1, False, funnel=True),)  # a funnel waits for every unit
     assert edges["done"] == (Edge(2, False),)
 
 
