@@ -49,6 +49,10 @@ class ConfigError(MerlinMdmError):
     """app.yaml is malformed or names a file that cannot be read."""
 
 
+class EnvironmentConfigError(ConfigError):
+    """A MERLIN_MDM_BROKER_*/RESULTS_* environment variable holds a value that cannot be used (not app.yaml's fault)."""
+
+
 def user_config_dir() -> Path:
     """``~/.merlin-mdm`` (honours ``HOME``)."""
     return Path(os.path.expanduser("~")) / ".merlin-mdm"
@@ -199,7 +203,8 @@ def _redis_section(data: Any, where: str) -> RedisConfig:
     known = {f.name for f in fields(RedisConfig)}
     unknown = sorted(set(data) - known - {"password", "url"})
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)} (known: "
+                          f"{', '.join(sorted(known | {'url'}))})")
     if "password" in data:
         raise ConfigError(f"{where}.password: do not write the password here; use password_file")
     values = dict(data)
@@ -240,13 +245,14 @@ def _env_overrides(base: RedisConfig, prefix: str) -> RedisConfig:
             changes[f.name] = value
     if not changes:
         return base
-    try:
-        for name in _INT_FIELDS:
-            if name in changes:
+    for name in _INT_FIELDS:
+        if name in changes:
+            try:
                 changes[name] = int(changes[name])
-        return replace(base, **changes)
-    except ValueError as exc:
-        raise ConfigError(f"environment {prefix}*: {exc}") from None
+            except ValueError:
+                raise EnvironmentConfigError(f"the environment's {prefix}{name.upper()}={changes[name]!r} is not a "
+                                             "whole number; fix or unset it") from None
+    return replace(base, **changes)
 
 
 def _read_yaml(path: Path) -> Mapping[str, Any]:
@@ -287,6 +293,8 @@ def load_config(spec: Path | None = None, explicit: Path | str | None = None) ->
         visibility = os.environ.get(VISIBILITY_ENV) or data.get("visibility_timeout")
         return AppConfig(broker, results, int(visibility or 86400), int(data.get("max_deliveries", 3)),
                          dict(celery), source, visibility is not None)
+    except EnvironmentConfigError:
+        raise  # about the environment, not the file
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
     except (TypeError, ValueError) as exc:

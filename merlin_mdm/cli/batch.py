@@ -32,6 +32,12 @@ def launch(spec_path: Path, nodes: int | None, walltime: str | None, queue: str 
     Each allocation runs `merlin-mdm run-workers` on its nodes for the newest queued study of SPEC
     (queue it first with `merlin-mdm run SPEC`) and ends when the study is over or its walltime nears.
     Prints the job ids.
+
+    \b
+    Examples:
+      merlin-mdm launch study.yaml --dry                          print the batch script(s), submit nothing
+      merlin-mdm launch study.yaml                                one allocation per worker group
+      merlin-mdm launch study.yaml --nodes 8 --walltime 2:00:00   override the spec's batch block
     """
     from merlin_mdm.backends.celery.allocations import (
         LaunchOptions,

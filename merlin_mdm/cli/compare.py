@@ -36,6 +36,12 @@ def compare(first: str, others: tuple[str, ...], as_json: bool, other_denoisers:
     \b
     Example: a learned order against two baselines at T=5, three denoiser seeds:
       merlin-mdm compare 'learned=ev/seed*/clone_T5.h5' 'ev/seed*/thr_t0.99_T5.h5' 'ev/seed*/eb_g0.1_T5.h5'
+
+    \b
+    Examples:
+      merlin-mdm compare 'm/learned_*.h5' 'm/eb_*.h5'                        learned against EB, paired
+      merlin-mdm compare L='m/learned_*.h5' EB='m/eb_*.h5' TH='m/thr_*.h5'   named lines, two comparisons
+      merlin-mdm compare 'm/learned_*.h5' 'm/eb_*.h5' --json                 for scripts
     """
     from merlin_mdm.results.paired import compare_lines, load_line
 

@@ -75,6 +75,13 @@ def run_workers(spec: Path, echo: bool, steps: tuple[str, ...], only: tuple[str,
     `afterok` dependency still fires): `status` says what failed. Workers that end before the study is over
     (the walltime, `stop-workers`) are said so, with where the study stands.
     Unless app.yaml sets visibility_timeout, it is derived from the walltimes of SPEC's newest study.
+
+    \b
+    Examples:
+      merlin-mdm run-workers study.yaml                                       the spec's worker groups, until stopped
+      merlin-mdm run-workers study.yaml --echo                                print the celery commands, start nothing
+      merlin-mdm run-workers study.yaml --worker simworkers --until-done WS   in a batch job: end with the study
+      merlin-mdm run-workers study.yaml --steps collect                       only the workers of step collect
     """
     with _exit_code_recorded():
         _run_workers(spec, echo, steps, only, worker_args, until_done, grace, early_signal, variables)
@@ -246,7 +253,14 @@ def _visibility_env(spec: Path) -> dict[str, str]:
 @_vars_opt
 def queue_info(spec: Path | None, queues: tuple[str, ...], as_json: bool, dump: Path | None,
                variables: tuple[str, ...]) -> None:
-    """Messages waiting and consumers per queue."""
+    """Messages waiting and consumers per queue.
+
+    \b
+    Examples:
+      merlin-mdm queue-info                     every queue on the broker
+      merlin-mdm queue-info study.yaml          the queues of a spec's steps
+      merlin-mdm queue-info study.yaml --json   for scripts
+    """
     from merlin_mdm.backends.celery.backend import check_server
     from merlin_mdm.backends.celery.workers import active_queues, queue_sizes, spec_queues
 
@@ -280,7 +294,13 @@ def _dump_queues(rows: dict[str, dict[str, int]], path: Path) -> None:
 @click.command("query-workers")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def query_workers(as_json: bool) -> None:
-    """The workers connected to the broker and the queues each consumes."""
+    """The workers connected to the broker and the queues each consumes.
+
+    \b
+    Examples:
+      merlin-mdm query-workers          each worker and the queues it takes
+      merlin-mdm query-workers --json   for scripts
+    """
     from merlin_mdm.backends.celery.backend import check_server
     from merlin_mdm.backends.celery.workers import active_queues
 
@@ -304,7 +324,14 @@ def query_workers(as_json: bool) -> None:
 @_vars_opt
 def stop_workers(spec: Path | None, queues: tuple[str, ...], patterns: tuple[str, ...],
                  variables: tuple[str, ...]) -> None:
-    """Stop workers after their current task: those named by --spec/--queues/--workers, or all."""
+    """Stop workers after their current task: those named by --spec/--queues/--workers, or all.
+
+    \b
+    Examples:
+      merlin-mdm stop-workers --spec study.yaml         the workers of a spec's worker groups
+      merlin-mdm stop-workers --queues sims             those taking queue sims
+      merlin-mdm stop-workers --workers 'simworkers*'   by name (glob)
+    """
     from merlin_mdm.backends.celery.backend import check_server
     from merlin_mdm.backends.celery.workers import active_queues, shutdown_workers, worker_commands
 
@@ -332,7 +359,14 @@ def stop_workers(spec: Path | None, queues: tuple[str, ...], patterns: tuple[str
 @click.option("--steps", multiple=True, help="Only the queues of these steps; repeatable.")
 @_vars_opt
 def purge(spec: Path, force: bool, steps: tuple[str, ...], variables: tuple[str, ...]) -> None:
-    """Delete the messages waiting in SPEC's queues (asks first)."""
+    """Delete the messages waiting in SPEC's queues (asks first).
+
+    \b
+    Examples:
+      merlin-mdm purge study.yaml                  delete what waits in the spec's queues (asks first)
+      merlin-mdm purge study.yaml -f --steps sim   step sim's queue, without asking
+      merlin-mdm restart WS                        afterwards: queue the study's unfinished work again
+    """
     from merlin_mdm.backends.celery.backend import check_server, record_purge
     from merlin_mdm.backends.celery.broker import purge_queues
     from merlin_mdm.backends.celery.workers import spec_queues
@@ -372,6 +406,11 @@ def monitor(target: Path, interval: float, early_signal: str | None) -> None:
 
     Run it last in a batch job that starts workers, so the allocation ends with the study. A study run with
     --local is read from its workspace (no broker needed); one whose runner died counts as over (interrupted).
+
+    \b
+    Examples:
+      merlin-mdm monitor study.yaml      block until the newest study of the spec is over
+      merlin-mdm monitor WS --sleep 30   look every 30 s
     """
     with watch_signals(parse_signal(early_signal)) as watch:
         _monitor(target, interval, watch)
@@ -414,7 +453,13 @@ def _monitor_local(root: Path, interval: float, watch: SignalWatch) -> None:
 @click.option("--spec", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Use the app.yaml next to this spec when there is one.")
 def info(spec: Path | None) -> None:
-    """Which broker and status store are configured, and whether they answer (within 5 s)."""
+    """Which broker and status store are configured, and whether they answer (within 5 s).
+
+    \b
+    Examples:
+      merlin-mdm info                     the broker in effect, and whether it answers
+      merlin-mdm info --spec study.yaml   the app.yaml a spec would use
+    """
     import celery
     import redis
 
@@ -438,14 +483,27 @@ def info(spec: Path | None) -> None:
 
 @click.group()
 def server() -> None:
-    """A local redis-server (loopback, generated password, no persistence unless --persist)."""
+    """A local redis-server (loopback, generated password, no persistence unless --persist).
+
+    \b
+    Examples:
+      merlin-mdm server start    a loopback redis-server; app.yaml points at it
+      merlin-mdm server status   is it running, on which port
+      merlin-mdm server stop     stop it
+    """
 
 
 @server.command("start")
 @click.option("--port", type=click.IntRange(1, 65535), help="[default: the last one used, else 6379]")
 @click.option("--persist", is_flag=True, help="Keep the data on disk (append-only file) across restarts.")
 def server_start(port: int | None, persist: bool) -> None:
-    """Start the server and point ~/.merlin-mdm/app.yaml at it."""
+    """Start the server and point ~/.merlin-mdm/app.yaml at it.
+
+    \b
+    Examples:
+      merlin-mdm server start             a free port, a generated password
+      merlin-mdm server start --persist   keep the queues over a restart (append-only file)
+    """
     from merlin_mdm.server import LocalRedisServer, write_user_config
 
     srv = LocalRedisServer.default()
@@ -461,7 +519,12 @@ def server_start(port: int | None, persist: bool) -> None:
 
 @server.command("stop")
 def server_stop() -> None:
-    """Stop the server `server start` started (and no other)."""
+    """Stop the server `server start` started (and no other).
+
+    \b
+    Examples:
+      merlin-mdm server stop   stop the server `server start` started
+    """
     from merlin_mdm.server import LocalRedisServer
 
     stopped = LocalRedisServer.default().stop()
@@ -470,7 +533,12 @@ def server_stop() -> None:
 
 @server.command("status")
 def server_status() -> None:
-    """Whether the server runs, on which port."""
+    """Whether the server runs, on which port.
+
+    \b
+    Examples:
+      merlin-mdm server status   running or not, and on which port
+    """
     from merlin_mdm.server import LocalRedisServer
 
     state = LocalRedisServer.default().status()

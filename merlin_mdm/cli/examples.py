@@ -34,7 +34,14 @@ def list_examples() -> dict[str, str]:
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path),
               help="Where to copy it [default: ./NAME].")
 def example(name: str, output: Path | None) -> None:
-    """Copy the example study NAME into ./NAME (`merlin-mdm example list` shows them)."""
+    """Copy the example study NAME into ./NAME (`merlin-mdm example list` shows them).
+
+    \b
+    Examples:
+      merlin-mdm example list                       the bundled examples
+      merlin-mdm example hello                      copy ./hello/hello.yaml
+      merlin-mdm example hello -o ~/studies/hello   copy it elsewhere
+    """
     examples = list_examples()
     if name == "list":
         width = max(len(n) for n in examples)

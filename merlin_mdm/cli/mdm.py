@@ -323,6 +323,11 @@ def samplers_command(as_json: bool) -> None:
     """List the registered samplers and their knobs (defaults shown).
 
     Every sampler also takes blocks=N: semi-autoregressive generation in N answer blocks (LLaDA).
+
+    \b
+    Examples:
+      merlin-mdm mdm samplers          each sampler, its kind and knobs
+      merlin-mdm mdm samplers --json   for scripts
     """
     import inspect
 

@@ -121,7 +121,7 @@ def train_order(denoiser_dir: Path, budget: int, budgets: str, nfe_penalty: floa
     """Train the order policy p_theta(r | x_t) for the denoiser at --denoiser and budget T.
 
     \b
-    Example (the quick flagship study, blocks NB=4 BL=4):
+    Examples (the quick flagship study, blocks NB=4 BL=4):
       merlin-mdm mdm train-order --denoiser runs/den --budget 2 --tau 0.1 --rollouts 4 --out runs/order_T2
     Then: merlin-mdm mdm eval --checkpoint runs/den --sampler learned --policy runs/order_T2 --steps 2 ...
 
@@ -176,6 +176,11 @@ def order_diagnostic(checkpoint: Path, policy: Path, steps: int, seed: int, n_ex
                      device: str, as_json: bool) -> None:
     """Does the learned order depend on the prompt? Distinct schedules per 100 prompts, and the accuracy when
     every prompt gets another prompt's schedule (same counts, same NFE).
+
+    \b
+    Examples:
+      merlin-mdm mdm order-diagnostic --checkpoint runs/den --policy runs/order_T2 --steps 2 --out m/shuffled.h5
+      merlin-mdm mdm order-diagnostic --checkpoint runs/den --policy runs/order_T2 --steps 2 --out m/s.h5 --json
     """
     from merlin_mdm.mdm.evaluation import EvalConfig, write_eval
     from merlin_mdm.mdm.order.diagnostics import order_diagnostic as diagnose

@@ -32,6 +32,12 @@ def status(target: Path, as_json: bool, dump: Path | None) -> None:
     samples, run one after the other) that ran to their end, each unit's time shared among the tasks it ran (a unit
     delivered again skips those already done); a unit queued again drops out until it is recorded anew. --json
     and --dump also give the spread (run_std).
+
+    \b
+    Examples:
+      merlin-mdm status study.yaml                      the newest study of the spec: a table per step
+      merlin-mdm status studies/hello_20260101-120000   one workspace
+      merlin-mdm status WS --json                       for scripts; --dump s.csv writes a file
     """
     from merlin_mdm.status.render import dump_snapshot, render_table, snapshot_to_dict, to_json
     from merlin_mdm.studies import find_workspace, study_status
@@ -123,7 +129,15 @@ def _noted(snap: StudySnapshot, note: str) -> StudySnapshot:
               help="Write the rows to a .csv or .json file instead of printing them (Merlin's `--dump`).")
 def detailed_status(target: Path, steps: tuple[str, ...], statuses: tuple[str, ...], codes: tuple[str, ...],
                     max_tasks: int | None, dump: Path | None) -> None:
-    """One line per task: step, instance, sample, status, return code and folder (Merlin's `detailed-status`)."""
+    """One line per task: step, instance, sample, status, return code and folder (Merlin's `detailed-status`).
+
+    \b
+    Examples:
+      merlin-mdm detailed-status WS                                       every task
+      merlin-mdm detailed-status WS --task-status FAILED                  what failed, with its folder
+      merlin-mdm detailed-status WS --steps sim --return-code SOFT_FAIL   soft fails of step sim
+      merlin-mdm detailed-status WS --dump tasks.csv                      to a file (.csv or .json)
+    """
     import dataclasses
     import itertools
 
@@ -143,6 +157,10 @@ def detailed_status(target: Path, steps: tuple[str, ...], statuses: tuple[str, .
         raise UsageError(f"--return-code {exc}") from None
     plan = ws.load_plan()
     ws.check_in_place(plan)
+    known = list(dict.fromkeys(inst.step for inst in plan.instances))
+    unknown = sorted(set(steps) - set(known))
+    if unknown:  # a misspelt step matched nothing and said so, as if no task of it were there
+        raise UsageError(f"--steps: no step(s) {', '.join(unknown)} in this study (steps: {', '.join(known)})")
     rows = (r for r in task_rows(plan, *study_tasks(ws.root, patient=False))
             if (not steps or r.step in steps) and (not wanted or r.status in wanted)
             and (not want_codes or code_matches(r.return_code, want_codes)))

@@ -115,6 +115,12 @@ def validate(spec: Path, variables: tuple[str, ...], strict: bool) -> None:
 
     Exit code 0 when the spec is valid (warnings are printed), 2 otherwise. A $(...) that is no token goes
     to the shell unchanged, as in Maestro; one that looks like a misspelt token is a warning.
+
+    \b
+    Examples:
+      merlin-mdm validate study.yaml               every problem at once, with file:line:col
+      merlin-mdm validate study.yaml --vars N=10   with a variable overridden, as `run` would
+      merlin-mdm validate study.yaml --strict      warnings (unknown tokens) fail too: for CI
     """
     from merlin_mdm.studies import validate_study
 
@@ -148,6 +154,13 @@ def restart(workspace: Path, workers: int | None, no_progress: bool, as_json: bo
 
     One runner per study: while another `run` or `restart` holds it, this one is refused (naming its pid and
     host), or waits with --wait. Signals are handled as by `run`.
+
+    \b
+    Examples:
+      merlin-mdm restart studies/hello_20260101-120000   run what did not finish (same backend)
+      merlin-mdm restart WS --local --workers 4          finish a Celery study here, 4 at a time
+      merlin-mdm restart WS --wait                       wait for the runner that holds it, then resume
+      merlin-mdm restart WS --release                    Celery: give back units a killed worker held
     """
     if release:
         from merlin_mdm.backends.celery.release import release_held

@@ -228,6 +228,14 @@ def test_config_env_overrides_and_refuses_inline_passwords(tmp_path: Path, monke
     with pytest.raises(ConfigError, match="password_file") as err:
         load_config()
     assert "secret" not in str(err.value)
+    app.write_text("broker: {hostt: h}\n")  # the known keys include url, which the doc teaches
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) hostt \(known: .*, url, username\)"):
+        load_config()
+    app.write_text("broker: {host: h}\n")
+    monkeypatch.setenv("MERLIN_MDM_BROKER_PORT", "abc")  # named, and not blamed on app.yaml
+    with pytest.raises(ConfigError) as err:
+        load_config()
+    assert str(err.value) == "the environment's MERLIN_MDM_BROKER_PORT='abc' is not a whole number; fix or unset it"
 
 
 def test_restart_requeues_only_what_did_not_finish(workers: WorkerPool, tmp_path: Path) -> None:

@@ -158,6 +158,8 @@ def test_detailed_status_filters_and_dumps(write_spec, tmp_path: Path) -> None:
                           f"work_I.4: failed MERLIN_SOFT_FAIL (7) {ws}/work/I.4\n")  # as Merlin lists both
     out = merlin("detailed-status", str(ws), "--return-code", "UNRECOGNIZED", cwd=tmp_path)
     assert out.returncode == 0 and out.stdout == "no task matches\n"
+    out = merlin("detailed-status", str(ws), "--steps", "wrok", cwd=tmp_path)
+    assert out.returncode == 2 and "no step(s) wrok in this study (steps: work, after)" in out.stderr, out
     out = merlin("detailed-status", str(ws), "--return-code", "bogus", cwd=tmp_path)
     assert out.returncode == 2 and "SOFT_FAIL" in out.stderr and not out.stdout, out
     out = merlin("detailed-status", str(ws), "--task-status", "FAILED", cwd=tmp_path)
