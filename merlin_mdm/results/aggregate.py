@@ -7,6 +7,7 @@ so write byte-identical tables.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 from collections.abc import Callable, Iterator, Sequence
@@ -19,11 +20,13 @@ from merlin_mdm.errors import ResultsError
 from merlin_mdm.results.collect import Discovery, Problem, Row, discover_all
 from merlin_mdm.results.guarded import load_guarded
 from merlin_mdm.results.mpi_gather import ROOT, broadcast_discovery, gather_loaded
+from merlin_mdm.results.outputs import check_outputs, output_lock, replaceable, staged_writes
 from merlin_mdm.results.plots import plot_accuracy_vs_nfe
 from merlin_mdm.results.report import render_report
 from merlin_mdm.results.results_file import write_results
 from merlin_mdm.results.results_runs import expand_results_files
 from merlin_mdm.results.tables import (
+    GroupKey,
     RunTable,
     SummaryRow,
     bootstrap_groups,
@@ -146,25 +149,44 @@ def aggregate(
     """
     sources = [os.fspath(one) for one in ([source] if isinstance(source, str | os.PathLike) else source)]
     text = sources[0] if len(sources) == 1 else shlex.join(sources)
+    with contextlib.ExitStack() as held:
 
-    def find() -> Discovery:
-        return discover_all(sources, exclude=[path for path in _as_tuple(outputs) if path is not None])
+        def find() -> Discovery:  # rank 0 only: the lock is held until every output is in place
+            held.enter_context(output_lock(outputs.results))
+            return _discover_checked(sources, outputs)
 
-    if comm is None:
-        discovery = find()
-        with _progress(len(discovery.files), progress) as advance:
-            loaded: list[Row | Problem] | None = load_guarded(discovery, discovery.files, advance)
-    else:
-        found = broadcast_discovery(comm, find)
-        if found is None:
+        if comm is None:
+            discovery = find()
+            with _progress(len(discovery.files), progress) as advance:
+                loaded: list[Row | Problem] | None = load_guarded(discovery, discovery.files, advance)
+        else:
+            found = broadcast_discovery(comm, find)
+            if found is None:
+                return None
+            discovery = found
+            shown = progress and comm.Get_rank() == ROOT
+            with _progress(len(discovery.files) // comm.Get_size() + 1, shown) as advance:
+                loaded = gather_loaded(comm, discovery, advance)
+        if loaded is None:
             return None
-        discovery = found
-        shown = progress and comm.Get_rank() == ROOT
-        with _progress(len(discovery.files) // comm.Get_size() + 1, shown) as advance:
-            loaded = gather_loaded(comm, discovery, advance)
-    if loaded is None:
-        return None
-    return _finish(text, discovery, loaded, outputs)
+        return _finish(text, discovery, loaded, outputs)
+
+
+def _named(outputs: AggregateOutputs) -> list[tuple[str, Path]]:
+    """Every file the aggregation writes (the plot's SVG too), with the option that names it."""
+    named = [(option, path) for option, path in zip(("--out", "--csv", "--markdown", "--plot"), _as_tuple(outputs),
+                                                    strict=True) if path is not None]
+    if outputs.plot is not None:
+        named.append(("--plot (its SVG)", outputs.plot.with_suffix(".svg")))
+    return named
+
+
+def _discover_checked(sources: Sequence[Source], outputs: AggregateOutputs) -> Discovery:
+    """The files to read; earlier outputs are left out, and an output that would replace an input is refused."""
+    named = _named(outputs)
+    discovery = discover_all(sources, exclude=[path for _, path in named if replaceable(path)])
+    check_outputs(named, discovery)
+    return discovery
 
 
 def _as_tuple(outputs: AggregateOutputs) -> tuple[Path | None, ...]:
@@ -182,19 +204,28 @@ def _finish(
         raise ResultsError(_nothing_usable(source, table.problems))
     draws = bootstrap_groups(table)
     summary = summarize_runs(table, draws)
+    _write_outputs(outputs, source, table, summary, draws)
+    return AggregateReport(outputs, len(discovery.files) + len(discovery.problems), table, summary)
+
+
+def _write_outputs(outputs: AggregateOutputs, source: str, table: RunTable, summary: tuple[SummaryRow, ...],
+                   draws: dict[GroupKey, Any]) -> None:
+    """Every output to its temporary, then all renamed into place together (:mod:`merlin_mdm.results.outputs`)."""
     for path in _as_tuple(outputs):
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-    write_results(outputs.results, table, summary, source)
-    if outputs.csv is not None:
-        _write_text(outputs.csv, table_csv(table))
-    if outputs.plot is not None:
-        plot_accuracy_vs_nfe(summary, outputs.plot)
-    if outputs.markdown is not None:
-        figure = _relative(outputs.plot, outputs.markdown.parent) if outputs.plot is not None else ""
-        _write_text(outputs.markdown, render_report(summary, table, draws, outputs.title, outputs.command, figure,
-                                                        outputs.notes))
-    return AggregateReport(outputs, len(discovery.files) + len(discovery.problems), table, summary)
+    with staged_writes() as stage:
+        write_results(outputs.results, table, summary, source, staging=stage.temporary(outputs.results))
+        if outputs.csv is not None:
+            _write_text(stage.temporary(outputs.csv), outputs.csv, table_csv(table))
+        if outputs.plot is not None:
+            plot_accuracy_vs_nfe(summary, stage.temporary(outputs.plot),
+                                 svg=stage.temporary(outputs.plot.with_suffix(".svg")))
+        if outputs.markdown is not None:
+            figure = _relative(outputs.plot, outputs.markdown.parent) if outputs.plot is not None else ""
+            _write_text(stage.temporary(outputs.markdown), outputs.markdown,
+                        render_report(summary, table, draws, outputs.title, outputs.command, figure, outputs.notes))
+        stage.commit()
 
 
 def _relative(path: Path, start: Path) -> str:
@@ -209,14 +240,11 @@ def _nothing_usable(source: str, problems: tuple[Problem, ...]) -> str:
     return "\n".join([head, *listed])
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
+def _write_text(tmp: Path, final: Path, text: str) -> None:
     try:
         tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
     except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise ResultsError(f"{path}: cannot write: {err}") from err
+        raise ResultsError(f"{final}: cannot write: {err}") from err
 
 
 @contextmanager

@@ -79,7 +79,7 @@ def discover(source: str | os.PathLike[str], exclude: Sequence[Path] = ()) -> Di
         The sorted candidates and the ``missing`` problems.
 
     Raises:
-        UsageError: the source matches nothing at all.
+        UsageError: the source matches nothing at all, or only the outputs.
     """
     text = os.fspath(source)
     skip = {path.resolve() for path in exclude}
@@ -89,6 +89,9 @@ def discover(source: str | os.PathLike[str], exclude: Sequence[Path] = ()) -> Di
     if not matches:
         raise UsageError(f"{text}: no such workspace directory, and the glob matches no file")
     files = sorted(name for name in matches if Path(name).resolve() not in skip)
+    if not files:
+        raise UsageError(f"{text}: the only file it names is an output of this aggregation ({sorted(matches)[0]}): "
+                         "name the runs' metrics files, a workspace or a results file to read, or another --out")
     named = frozenset(files) if not glob.has_magic(text) else frozenset()
     return Discovery(root=None, files=tuple(files), problems=(), named=named)
 
@@ -132,14 +135,41 @@ def discover_all(sources: Sequence[str | os.PathLike[str]], exclude: Sequence[Pa
 
 
 def _discover_workspace(root: Path, skip: set[Path]) -> Discovery:
+    found, unreadable = _walk_files(root)
+    kept = sorted(path.relative_to(root).as_posix() for path in found if path.resolve() not in skip)
+    blocked = {problem.path for problem in unreadable}
+    missing = [p for p in _missing_siblings(root, kept, _run_depth(root))
+               if Path(p.path).parent.as_posix() not in blocked]  # an unlisted folder is said once, as unreadable
+    return Discovery(root=root, files=tuple(kept), problems=tuple(sorted([*unreadable, *missing])))
+
+
+def _walk_files(root: Path) -> tuple[list[Path], list[Problem]]:
+    """Candidate files below ``root`` and the folders that could not be listed (``unreadable`` problems).
+
+    Linked folders are followed (a run directory that is a link to another file system), each real folder once,
+    so a link loop ends.
+    """
     found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
+    unreadable: list[Problem] = []
+
+    def failed(err: OSError) -> None:
+        shown = Path(err.filename).relative_to(root).as_posix() if err.filename else root.as_posix()
+        why = f"cannot list this folder ({err.strerror or err}): the runs in it are not read"
+        unreadable.append(Problem(shown, "unreadable", why))
+
+    seen = {os.path.realpath(root)}
+    for dirpath, dirnames, filenames in os.walk(root, onerror=failed, followlinks=True):
+        kept = []
+        for name in sorted(dirnames):
+            real = os.path.realpath(os.path.join(dirpath, name))
+            if real not in seen:  # a link loop, or a second link to a folder already walked
+                seen.add(real)
+                kept.append(name)
+        dirnames[:] = kept
         for name in filenames:
             if (name.endswith(".h5") and not name.startswith(".")) or _is_temp_metrics(name):
                 found.append(Path(dirpath, name))
-    kept = sorted(path.relative_to(root).as_posix() for path in found if path.resolve() not in skip)
-    return Discovery(root=root, files=tuple(kept), problems=tuple(_missing_siblings(root, kept, _run_depth(root))))
+    return found, unreadable
 
 
 def _run_depth(root: Path) -> int:

@@ -6,8 +6,10 @@ pandas and xarray are imported on call, so the rest of the results layer never n
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING
 
 from merlin_mdm.results.results_file import UNITS, ResultsFileError, check_results_file, read_results
@@ -44,7 +46,7 @@ def load(path: str | os.PathLike[str]) -> pandas.DataFrame:
         listed = "; ".join(f"{p.path}: {p.message}" for p in table.problems[:3])
         more = f" and {len(table.problems) - 3} more" if len(table.problems) > 3 else ""
         warnings.warn(f"{path}: {len(table.problems)} run(s) could not be used and are not in the frame ({listed}"
-                      f"{more}); load_dataset(path, 'problems') lists them", ResultsWarning, stacklevel=2)
+                      f"{more}); load_dataset(path, 'problems') lists them", ResultsWarning, stacklevel=_caller_level())
     data = {}
     for column in table.columns:
         series = pd.Series(column.values, name=column.name)
@@ -64,6 +66,18 @@ def load(path: str | os.PathLike[str]) -> pandas.DataFrame:
                        units={c: UNITS[c][0] for c in frame.columns if c in UNITS},
                        long_name={c: UNITS[c][1] for c in frame.columns if c in UNITS})
     return frame
+
+
+def _caller_level() -> int:
+    """The ``stacklevel`` of the first frame outside this package (``load`` is also reached through
+    ``merlin_mdm.results.load``), so a warning names the caller's line."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    frame: FrameType | None = sys._getframe(1)  # the function that warns: level 1
+    level = 1
+    while frame is not None and os.path.dirname(os.path.abspath(frame.f_code.co_filename)) == package:
+        frame = frame.f_back
+        level += 1
+    return level
 
 
 class ResultsWarning(UserWarning):

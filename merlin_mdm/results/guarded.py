@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from merlin_mdm.errors import Interrupted
 from merlin_mdm.results.collect import Discovery, Problem, Row, load_run
 from merlin_mdm.results.metrics import Metrics, MetricsFileError, read_metrics
+from merlin_mdm.signals import parent_death_signal
 
 __all__ = ["READ_DEADLINE_S", "load_guarded", "read_deadline", "read_metrics_guarded"]
 
@@ -94,7 +97,7 @@ def _read_in_child(read: Callable[[str], Any], names: list[str], limit: float, o
     """Read ``names`` in one child until it finishes, stalls or dies; returns (files read, why it stopped)."""
     ctx = multiprocessing.get_context("fork")
     receive, send = ctx.Pipe(duplex=False)
-    child = ctx.Process(target=_reader, args=(read, names, send), daemon=True)
+    child = ctx.Process(target=_reader, args=(read, names, send, receive, os.getpid()), daemon=True)
     child.start()
     send.close()
     got, why = 0, ""
@@ -116,7 +119,22 @@ def _read_in_child(read: Callable[[str], Any], names: list[str], limit: float, o
     return got, why
 
 
-def _reader(read: Callable[[str], Any], names: list[str], send: Connection) -> None:
-    for name in names:
-        send.send(read(name))
-    send.close()
+def _reader(read: Callable[[str], Any], names: list[str], send: Connection, receive: Connection, parent: int) -> None:
+    """The child: send ``read`` of every name; die with the parent, and never print a traceback on a stop.
+
+    The child closes its copy of the pipe's read end, so that with its parent gone a send fails instead of
+    blocking for ever; and asks the kernel for SIGKILL when the parent dies (an MPI rank killed mid-read), so an
+    orphan never keeps the rank's output open, which ``mpiexec`` waits on. The parent decides what a stop
+    signal does (it kills this child on its way out), so here SIGINT is ignored and SIGTERM/SIGHUP end it quietly.
+    """
+    try:
+        receive.close()
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_DFL)
+        parent_death_signal(signal.SIGKILL, parent)
+        for name in names:
+            send.send(read(name))
+        send.close()
+    except (BrokenPipeError, EOFError, Interrupted, KeyboardInterrupt):
+        os._exit(1)  # the parent is gone or stopping: nothing to report to anyone

@@ -15,6 +15,7 @@ reader only ever sees a finished, renamed file.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -45,6 +46,7 @@ __all__ = [
     "FileProblemError",
     "Metrics",
     "MetricsFileError",
+    "has_hdf5_signature",
     "is_temporary_name",
     "open_h5",
     "read_metrics",
@@ -85,10 +87,11 @@ WRITER_ATTRS = ("schema_version", "merlin_mdm_version", "host", "written_at")
 RESULTS_FILE_KIND = "merlin_mdm.results"
 """Value of the ``file_kind`` root attribute of an aggregated results file (never read as metrics)."""
 
-PROBLEM_KINDS = ("missing", "incomplete", "corrupt", "truncated", "not_metrics", "unsupported_version", "invalid",
-                 "results_file", "duplicate")
+PROBLEM_KINDS = ("missing", "incomplete", "corrupt", "truncated", "unreadable", "in_use", "not_metrics",
+                 "unsupported_version", "invalid", "results_file", "duplicate")
 """Every :attr:`MetricsFileError.kind` (why a file is not a usable metrics file), and ``duplicate``: a usable
-file holding a run already read from another (aggregation counts it once)."""
+file holding a run already read from another (aggregation counts it once). ``unreadable`` is also a folder of a
+workspace that cannot be listed."""
 
 _SUMMARY_TOLERANCE = 1e-6
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -263,9 +266,7 @@ def _read_raw(src: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     try:
         handle = open_h5(src, "r")
     except OSError as err:
-        kind = "truncated" if _has_hdf5_signature(src) else "corrupt"
-        what = "truncated or damaged HDF5 file" if kind == "truncated" else "not an HDF5 file"
-        raise MetricsFileError(src, kind, f"{what} ({err})") from err
+        raise MetricsFileError(src, *_open_failure(src, err)) from err
     try:
         with handle:
             attrs = {key: _to_python(value) for key, value in handle.attrs.items()}
@@ -276,13 +277,27 @@ def _read_raw(src: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     return attrs, datasets
 
 
+def _open_failure(src: Path, err: OSError) -> tuple[str, str]:
+    """The problem kind and reason of a file HDF5 could not open."""
+    if isinstance(err, PermissionError) or err.errno == errno.EACCES:
+        return "unreadable", f"no permission to read it ({err.strerror or 'Permission denied'})"
+    text = str(err)
+    if "already open for write" in text or "unable to lock file" in text:
+        return "in_use", ("another process has it open for writing (a run still writing it): aggregate again when "
+                          "it has finished (if none is, a writer died with it open: h5clear -s clears the mark)")
+    if has_hdf5_signature(src):
+        return "truncated", f"truncated or damaged HDF5 file ({err})"
+    return "corrupt", f"not an HDF5 file ({err})"
+
+
 def _dataset_value(dataset: h5py.Dataset) -> np.ndarray:
     if h5py.check_string_dtype(dataset.dtype) is not None:
         return np.asarray(dataset.asstr()[()], dtype=object)  # UTF-8 text as str, not bytes
     return np.asarray(dataset[()])
 
 
-def _has_hdf5_signature(src: Path) -> bool:
+def has_hdf5_signature(src: Path) -> bool:
+    """Whether a file starts with the HDF5 signature (False where it cannot be read)."""
     try:
         with open(src, "rb") as raw:
             head = raw.read(len(_HDF5_SIGNATURE))

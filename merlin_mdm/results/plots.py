@@ -131,12 +131,13 @@ def _height(summary: Sequence[SummaryRow], tasks: Sequence[str]) -> float:
     return max(6.0, 1.5 + _LEGEND_LINE_INCHES * max(lines, default=0))
 
 
-def plot_accuracy_vs_nfe(summary: Sequence[SummaryRow], path: Path) -> list[Path]:
+def plot_accuracy_vs_nfe(summary: Sequence[SummaryRow], path: Path, svg: Path | None = None) -> list[Path]:
     """Write ``path`` (PNG) and the same figure beside it as SVG.
 
     Args:
         summary: the Table 1 rows.
-        path: the PNG to write; the SVG is ``path`` with ``.svg``.
+        path: the PNG to write.
+        svg: the SVG to write; by default ``path`` with ``.svg``.
 
     Returns:
         The files written (PNG, SVG).
@@ -152,7 +153,7 @@ def plot_accuracy_vs_nfe(summary: Sequence[SummaryRow], path: Path) -> list[Path
     for ax, task in zip(axes, tasks, strict=False):
         _panel(ax, [row for row in summary if row.task == task], task)
     figure.supxlabel(_caption(summary), fontsize="small")
-    svg = path.with_suffix(".svg")
+    svg = svg if svg is not None else path.with_suffix(".svg")
     figure.savefig(path, format="png", metadata={"Software": None})
     with matplotlib.rc_context({"svg.hashsalt": "merlin-mdm"}):  # fixed element ids: equal inputs, equal SVG
         figure.savefig(svg, format="svg", metadata={"Date": None, "Creator": None})

@@ -87,7 +87,8 @@ class ResultsFile:
     attrs: dict[str, Any]
 
 
-def write_results(path: Path, table: RunTable, summary: tuple[SummaryRow, ...], source: str) -> Path:
+def write_results(path: Path, table: RunTable, summary: tuple[SummaryRow, ...], source: str,
+                  staging: Path | None = None) -> Path:
     """Atomically write the results file.
 
     Args:
@@ -95,24 +96,28 @@ def write_results(path: Path, table: RunTable, summary: tuple[SummaryRow, ...], 
         table: the runs, problems and per-example outcomes.
         summary: the Table 1 rows.
         source: the glob or workspace the runs came from (stored as an attribute).
+        staging: write this temporary instead, left for the caller to rename onto ``path`` (with the other
+            outputs of one aggregation); by default a temporary of its own, renamed here.
 
     Returns:
         ``path``.
     """
     import h5netcdf
 
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    tmp = staging or path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     try:
         with h5netcdf.File(tmp, "w", locking=False) as handle:
             _write_root(handle, table, source)
             _write_runs(handle, table)
             _write_records(handle.create_group("summary"), "row", summary, SummaryRow)
             _write_records(handle.create_group("problems"), "problem", table.problems, Problem)
-        os.replace(tmp, path)
+        if staging is None:
+            os.replace(tmp, path)
     except OSError as err:
         raise ResultsError(f"{path}: cannot write the results file: {err}") from err
     finally:
-        tmp.unlink(missing_ok=True)
+        if staging is None:
+            tmp.unlink(missing_ok=True)
     return path
 
 

@@ -299,11 +299,19 @@ def method_label(row: Mapping[str, Any]) -> str:
 
     The ``method`` attribute when the run sets one; else the sampler with its ``sampler.*`` and
     ``policy.*`` knobs, leaving out paths (``*dir``, ``*path``, ``*file`` or values holding ``/``) and
-    writing ``budget`` as ``T``: ``top_prob``, ``threshold (tau=0.9)``, ``learned (T=4)``.
+    writing ``budget`` as ``T``: ``top_prob``, ``threshold (tau=0.9)``, ``learned (T=4)``. A run evaluated at a
+    token ``temperature`` other than the default 1 says so (``top_prob (temperature=0)``), so runs at different
+    temperatures are never averaged as one line; runs at temperature 1 keep the label they always had.
     """
     if isinstance(row.get("method"), str) and row["method"]:
-        return str(row["method"]).replace("|", "/")  # runs written before labels took 2/4/8 wrote 2|4|8
-    return _labelled(str(row["sampler"]), _knobs(row, ("sampler.", "policy.")))
+        label = str(row["method"]).replace("|", "/")  # runs written before labels took 2/4/8 wrote 2|4|8
+    else:
+        label = _labelled(str(row["sampler"]), _knobs(row, ("sampler.", "policy.")))
+    temperature = row.get("temperature")
+    if isinstance(temperature, int | float) and not isinstance(temperature, bool) and temperature != 1.0:
+        knob = f"temperature={_knob_text(float(temperature))}"
+        label = f"{label[:-1]}, {knob})" if label.endswith(")") else f"{label} ({knob})"
+    return label
 
 
 def sampler_label(row: Mapping[str, Any]) -> str:

@@ -84,3 +84,67 @@ def test_several_workspaces_under_mpi_match_serial(tmp_path: Path) -> None:
     for suffix in (".h5", ".csv", ".md", ".png"):
         name = "results" + suffix
         assert (tmp_path / "mpi" / name).read_bytes() == (tmp_path / "serial" / name).read_bytes(), name
+
+
+_SLOW_RANK_1 = """
+import os, sys, time
+from merlin_mdm.results import guarded
+marks, rank = sys.argv[1], os.environ.get("PMI_RANK", "0")
+with open(os.path.join(marks, "rank." + rank), "w") as out:
+    out.write(str(os.getpid()))
+if rank == "1":
+    def slow(path, shown):  # in rank 1's reader child: a file on a stalled file system
+        with open(os.path.join(marks, "reader"), "w") as out:
+            out.write(str(os.getpid()))
+        time.sleep(300)
+    guarded.load_run = slow
+from merlin_mdm.cli.main import main
+main(sys.argv[2:])
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def _pid(path: Path, deadline: float) -> int:
+    import time
+
+    while not path.is_file() or not path.read_text():
+        assert time.monotonic() < deadline, f"{path.name} never appeared"
+        time.sleep(0.05)
+    return int(path.read_text())
+
+
+def test_a_rank_killed_mid_read_ends_the_job_and_leaves_no_reader(tmp_path: Path) -> None:
+    """SIGKILL of one rank while its reader child read a file: the job hung for ever (the orphaned reader kept the
+    rank's output open) and the reader later printed a traceback: an outside probe."""
+    import signal
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    study, marks = _study(tmp_path / "ws", runs=6), tmp_path / "marks"
+    marks.mkdir()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    cmd = [_mpiexec(), "-n", "2", sys.executable, "-c", _SLOW_RANK_1, str(marks), "aggregate", str(study),
+           "--out", str(tmp_path / "r.h5"), "--mpi"]
+    with ThreadPoolExecutor(1) as pool:
+        job = pool.submit(_shell.run, cmd, timeout=90, env=env)
+        deadline = time.monotonic() + 60
+        rank1, reader = _pid(marks / "rank.1", deadline), _pid(marks / "reader", deadline)
+        os.kill(rank1, signal.SIGKILL)
+        killed = time.monotonic()
+        result = job.result()
+    took = time.monotonic() - killed
+    try:
+        assert took < 30 and result.rc != 0, (took, result.rc, result.stderr)
+        assert not _alive(reader), "rank 1's reader outlived it"
+        assert "Traceback" not in result.stdout + result.stderr, result.stderr
+        assert not (tmp_path / "r.h5").exists()
+    finally:
+        if _alive(reader):
+            os.kill(reader, signal.SIGKILL)

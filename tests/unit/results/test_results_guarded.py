@@ -81,3 +81,67 @@ def test_compare_names_a_file_the_hdf5_library_loops_on_instead_of_hanging(
     result = CliRunner().invoke(cli, ["compare", str(tmp_path / "damaged.h5"), str(tmp_path / "damaged.h5")])
     assert result.exit_code == 1, result
     assert f"{tmp_path / 'damaged.h5'}: reading it did not end within 3 s" in result.output, result.output
+
+
+def _read_in_a_child(discovery: object, stderr: Path) -> None:
+    """An aggregation's process (as `merlin-mdm aggregate` runs it: stop signals watched) reading the files."""
+    import sys
+
+    from merlin_mdm.signals import watch_signals
+
+    sys.stderr = open(stderr, "w", buffering=1)  # noqa: SIM115 - the process ends with it
+    os.dup2(sys.stderr.fileno(), 2)
+    with watch_signals():
+        guarded.load_guarded(discovery, discovery.files, deadline=60)  # type: ignore[attr-defined]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+@pytest.mark.parametrize("stop", ["kill the aggregation", "terminate the reader"])
+def test_the_reader_dies_with_its_parent_and_never_prints_a_traceback(
+        tmp_path: Path, make_run: MakeRun, monkeypatch: pytest.MonkeyPatch, stop: str) -> None:
+    """An MPI rank killed mid-read left its reader child orphaned, blocked on the pipe, holding the rank's output
+    open (so mpiexec waited for ever); the SIGTERM that finally reached it printed a traceback: an outside probe."""
+    import multiprocessing
+    import signal
+    import time
+
+    make_run(tmp_path / "runs" / "a" / "metrics.h5")
+    discovery = discover(tmp_path / "runs")
+    pid_file = tmp_path / "reader.pid"
+
+    def slow(path: Path, shown: str) -> object:  # runs in the reader: a file on a slow file system
+        pid_file.write_text(str(os.getpid()))
+        time.sleep(60)
+        return None
+
+    monkeypatch.setattr(guarded, "load_run", slow)
+    parent = multiprocessing.get_context("fork").Process(target=_read_in_a_child, args=(discovery, tmp_path / "err"))
+    parent.start()
+    deadline = time.monotonic() + 30
+    while not pid_file.is_file() or not pid_file.read_text():
+        assert time.monotonic() < deadline, "the reader never started"
+        time.sleep(0.05)
+    reader = int(pid_file.read_text())
+    try:
+        if stop == "kill the aggregation":
+            os.kill(parent.pid, signal.SIGKILL)  # type: ignore[arg-type]
+        else:
+            os.kill(reader, signal.SIGTERM)
+        parent.join(30)
+        gone = time.monotonic() + 5
+        while _alive(reader) and time.monotonic() < gone:
+            time.sleep(0.05)
+        assert not _alive(reader), "the reader outlived the aggregation"
+    finally:
+        if _alive(reader):
+            os.kill(reader, signal.SIGKILL)
+        if parent.is_alive():
+            parent.kill()
+    assert "Traceback" not in (tmp_path / "err").read_text()
