@@ -70,6 +70,7 @@ def aggregate_command(
 
         comm = world()
     notes = notes_path.read_text(encoding="utf-8") if notes_path is not None else ""
+    command_text = _with_study_vars(command_text, sources)
     outputs = default_outputs(out, csv_path, markdown_path, plot_path, title, command_text, notes)
     report = aggregate(sources, outputs, comm=comm, progress=not as_json)
     if report is None:  # a non-root MPI rank: rank 0 reports
@@ -82,6 +83,26 @@ def aggregate_command(
         click.echo(f"warning: {line}", err=True)
     if strict and report.failures:
         raise ResultsError(f"{len(report.failures)} run file(s) missing, incomplete, corrupt or invalid (--strict)")
+
+
+def _with_study_vars(command: str, sources: tuple[str, ...]) -> str:
+    """``command`` (the report's "regenerate with") followed by the --vars its study ran with, as a shell comment,
+    when a SOURCE is a workspace run with --vars: the spec's REGENERATE variable cannot know them (a study run
+    with --vars TRAIN_STEPS=150 reported the plain command)."""
+    from merlin_mdm.study.layout import Workspace
+
+    if not command:
+        return command
+    for source in sources:
+        copy = Workspace(Path(source)).spec_copy("partial") if Path(source, "merlin_info").is_dir() else None
+        try:
+            first = copy.read_text(encoding="utf-8").split("\n", 1)[0] if copy is not None else ""
+        except (OSError, UnicodeDecodeError):
+            continue
+        if first.startswith("# run with --vars "):
+            given = first.removeprefix("# run with ").split(" (filled in below", 1)[0]
+            return f"{command}  # the study ran with {given}"
+    return command
 
 
 def _render(report: AggregateReport) -> None:

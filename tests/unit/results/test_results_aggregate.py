@@ -209,6 +209,19 @@ def test_cli_writes_every_output_and_lists_problems(workspace: Path, tmp_path: P
     assert "## Notes\n\nNothing here beats anything.\n" in report
 
 
+def test_the_report_says_which_vars_the_study_ran_with(workspace: Path, tmp_path: Path) -> None:
+    """The spec's REGENERATE variable cannot know the --vars of a run: the report adds them from the workspace's
+    spec copy (a study run with --vars TRAIN_STEPS=150 reported the plain command)."""
+    (workspace / "merlin_info" / "s.partial.yaml").write_text(
+        "# run with --vars TRAIN_STEPS=150 'NAME=a b' (filled in below; the env.variables lines show the file's "
+        "values)\ndescription: {name: s}\n", encoding="utf-8")
+    result = CliRunner().invoke(aggregate_command, [str(workspace), "--out", str(tmp_path / "v.h5"),
+                                                    "--command", "merlin-mdm run s.yaml --local"])
+    assert result.exit_code == 0, result.output
+    report = (tmp_path / "v.md").read_text(encoding="utf-8")
+    assert "    merlin-mdm run s.yaml --local  # the study ran with --vars TRAIN_STEPS=150 'NAME=a b'\n" in report
+
+
 def test_cli_strict_fails_on_lost_runs_only(workspace: Path, tmp_path: Path, make_run: MakeRun) -> None:
     result = CliRunner().invoke(aggregate_command, [str(workspace), "--out", str(tmp_path / "a.h5"), "--strict"])
     assert isinstance(result.exception, ResultsError) and result.exception.exit_code == 1
