@@ -95,9 +95,10 @@ def train_command(task: str, knobs: tuple[str, ...], out: Path, resume: bool, qu
     """Train a denoiser with the MDLM objective and write DIR/denoiser.pt + DIR/meta.json.
 
     Stopped by a signal (SIGTERM, SIGINT, SIGHUP: a batch job's end, `scancel`), it saves the step reached and
-    exits 128+signal; the same command with --resume continues it. `mdm eval` and `mdm train-order` refuse a
-    checkpoint whose training did not reach its last step. --resume continues only the same recipe (--steps may
-    grow).
+    exits 128+signal; the same command (with or without --resume) continues it, so `merlin-mdm restart` of the
+    task loses nothing. `mdm eval` and `mdm train-order` refuse a checkpoint whose training did not reach its
+    last step. A stopped training continues only under the same recipe (--steps may grow); a finished one in
+    --out is replaced unless --resume.
 
     \b
     Examples:

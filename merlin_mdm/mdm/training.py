@@ -306,8 +306,8 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, quiet: bool =
             signum = stop_requested() if stop_requested is not None else None
             if signum:
                 run.save()
-                notify(f"stopped at step {run.step} of {cfg.steps}; saved in {out}: the same command with "
-                       "--resume continues it")
+                notify(f"stopped at step {run.step} of {cfg.steps}; saved in {out}: the same command continues "
+                       "it")
                 raise Interrupted(signum)
             if run.step % 25 == 0 or run.step == cfg.steps:
                 rate = (run.step - start_step) * cfg.batch_size * run.task.seq_len / (time.perf_counter() - start)
