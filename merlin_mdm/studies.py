@@ -173,8 +173,9 @@ def backend_of(ws: Workspace) -> str:
         return "local"
 
 
-def find_workspace(target: Path) -> Workspace:
-    """A workspace path, or a spec file (its newest workspace under OUTPUT_PATH)."""
+def find_workspace(target: Path, backend: str | None = None) -> Workspace:
+    """A workspace path, or a spec file (its newest workspace under OUTPUT_PATH; with ``backend``, its newest
+    of that backend: `launch` serves the newest study queued on Redis, not a newer `run --dry` or `--local`)."""
     if target.is_file() and target.suffix in (".yaml", ".yml"):
         from merlin_mdm.spec import load_spec
         from merlin_mdm.study.workspace import output_path
@@ -184,8 +185,11 @@ def find_workspace(target: Path) -> Workspace:
         base = output_path(spec)
         candidates = sorted(base.glob(f"{spec.description.name}_*/merlin_info/plan.json"),
                             key=lambda p: p.stat().st_mtime)
+        if backend is not None:
+            candidates = [p for p in candidates if backend_of(Workspace(p.parent.parent)) == backend]
         if not candidates:
-            raise NoWorkspace(f"no workspace of study '{spec.description.name}' under {base}; run it first")
+            which = f" queued on {backend}" if backend == "celery" else ""
+            raise NoWorkspace(f"no workspace{which} of study '{spec.description.name}' under {base}; run it first")
         # another spec may share the name and OUTPUT_PATH: prefer the workspaces this very spec text made
         own = [p for p in candidates if _made_from(Workspace(p.parent.parent).spec_copy("orig"), loaded.text)]
         return Workspace((own or candidates)[-1].parent.parent)

@@ -187,12 +187,17 @@ class BatchSystem(ABC):
             f"export MERLIN_MDM_BATCH={self.name} MERLIN_MDM_JOB_ID={job}",
             *(f"export {k}={shlex.quote(v)}" for k, v in req.env),
         ]
+        ec_file = f'{out}/"{job}.ec"'
+        # a launch_pre (or cd) that ends the script leaves its exit code too: `status` judges a job the
+        # scheduler forgot by it (a failing launch_pre left none, and the job showed `unknown`)
+        lines += [f"export MERLIN_MDM_EXIT_CODE_FILE={ec_file}",
+                  'trap \'echo "$?" >"$MERLIN_MDM_EXIT_CODE_FILE"\' EXIT']
         if req.launch_pre:
             lines += ["# launch_pre", *req.launch_pre.rstrip().splitlines()]
         if req.writes_exit_code:
             *first, last = req.command.rstrip().splitlines()
-            return [*lines, f'export MERLIN_MDM_EXIT_CODE_FILE={out}/"{job}.ec"', *first, f"exec {last}"]
-        return [*lines, req.command.rstrip(), "rc=$?", f'echo "$rc" >{out}/"{job}.ec"', 'exit "$rc"']
+            return [*lines, *first, f"exec {last}"]
+        return [*lines, req.command.rstrip()]
 
     def submit(self, req: AllocationRequest) -> str:
         """Write the script into ``req.workdir``, submit it, return the job id."""

@@ -54,7 +54,7 @@ def launch(spec_path: Path, nodes: int | None, walltime: str | None, queue: str 
 
     spec = load_spec(spec_path, parse_vars(variables)).spec
     try:
-        workspace: Path | None = find_workspace(spec_path).root.resolve()
+        workspace: Path | None = find_workspace(spec_path, backend="celery").root.resolve()
     except WorkspaceError:
         workspace = None
     target = workspace if dry else ensure_queued(workspace, spec_path)
@@ -115,10 +115,16 @@ def _warn_units_beyond_walltime(spec: object, workspace: Path | None, planned: S
     from merlin_mdm.backends.celery.in_allocation import walltime_margin
     from merlin_mdm.study.layout import Workspace
 
+    margin = walltime_margin(os.environ)
+    for _, req in planned:
+        if req.walltime is not None and req.walltime <= margin:  # its workers would stop as they start
+            raise UsageError(f"allocation {req.name}: a walltime of {req.walltime:g} s leaves no time after the "
+                             f"{margin:g} s margin the workers stop at (MERLIN_MDM_WALLTIME_MARGIN): ask for more "
+                             "(--walltime, or the spec's batch walltime), or lower the margin")
     if workspace is None:
         return
     plan = Workspace(workspace).load_plan()
-    for line in units_beyond_walltime(spec, plan, planned, walltime_margin(os.environ)):  # type: ignore[arg-type]
+    for line in units_beyond_walltime(spec, plan, planned, margin):  # type: ignore[arg-type]
         click.echo(f"warning: {line}", err=True)
 
 

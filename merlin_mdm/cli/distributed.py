@@ -175,7 +175,8 @@ def _why_ended(supervisor) -> str:  # type: ignore[no-untyped-def]
 
     failed = {supervisor.names[i]: p.returncode for i, p in enumerate(supervisor.procs) if p.returncode}
     if not failed:
-        return "they were stopped from outside (stop-workers?)"
+        return ("they stopped by themselves: a unit that did not fit in the time left was given back (the job's "
+                "output says which), or `stop-workers` asked")
     listed = ", ".join(f"{name} (exit code {rc})" for name, rc in failed.items())
     again = f", each started again up to {MAX_RESPAWNS} times" if supervisor.respawn is not None else ""
     return f"worker(s) {listed} ended by themselves{again}: their log says why"

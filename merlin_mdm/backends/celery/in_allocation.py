@@ -146,7 +146,7 @@ class Supervisor:
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
-        if self.signalled:
+        if self.signalled and not self._early_warning():
             return 128 + self.signalled
         codes = [abs(p.returncode or 0) for p in self.procs]
         return 0 if self.stopping else max(codes, default=0)
@@ -173,6 +173,12 @@ class Supervisor:
             started = True
         return started
 
+    def _early_warning(self) -> bool:
+        """Whether the signal received is the allocation's early warning (Slurm's --signal=B:USR1@T): a planned
+        wind-down like the walltime margin's, which ends 0 (it ended 138, and `status` showed the job failed)."""
+        defaults = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+        return bool(self.early_signal) and self.signalled == self.early_signal and self.signalled not in defaults
+
     def _on_signal(self, signum: int, frame: object) -> None:
         if self.signalled:  # a second signal: no more grace
             self.escalation = [(0.0, sig) for _, sig in self.escalation]
@@ -180,7 +186,8 @@ class Supervisor:
         self.signalled = signum
         # through the broker, as at the walltime margin, for the early warning (Slurm's --signal) and a stop
         # signal alike: passed on to a launcher (srun), SIGTERM would SIGKILL the whole step at once
-        self.stop(f"signal {signal.Signals(signum).name}")
+        early = " (the early warning: the walltime nears)" if self._early_warning() else ""
+        self.stop(f"signal {signal.Signals(signum).name}{early}")
 
     def _check(self) -> None:
         if self.deadline is not None and time.time() >= self.deadline - self.margin:

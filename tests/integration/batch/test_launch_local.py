@@ -126,18 +126,22 @@ def test_the_grace_ends_halfway_to_the_walltime() -> None:
     assert len(asked) == 1 and time.time() < start + 4  # cold before the walltime, not 30 s after the warm ask
 
 
-def test_the_early_warning_signal_asks_through_the_broker_first() -> None:
+def test_the_early_warning_signal_asks_through_the_broker_first_and_ends_as_planned() -> None:
+    """The early warning is a planned wind-down, like the walltime margin: exit 0 (it was 138, and `status`
+    showed the job failed)."""
     stubborn = subprocess.Popen(["sleep", "300"])
     asked: list[bool] = []
-    supervisor = Supervisor([stubborn], poll=0.05, grace=0.3, log=lambda m: None, early_signal=signal.SIGUSR1,
+    said: list[str] = []
+    supervisor = Supervisor([stubborn], poll=0.05, grace=0.3, log=said.append, early_signal=signal.SIGUSR1,
                             shutdown=lambda: asked.append(True))
     timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGUSR1))
     timer.start()
     try:
-        assert supervisor.run() == 128 + signal.SIGUSR1
+        assert supervisor.run() == 0
     finally:
         timer.cancel()
     assert asked == [True] and stubborn.returncode == -COLD_STOP_SIGNAL
+    assert "stopping the workers: signal SIGUSR1 (the early warning: the walltime nears)" in said[0]
 
 
 def test_a_stop_signal_in_an_allocation_asks_through_the_broker_not_the_launcher() -> None:
@@ -157,6 +161,26 @@ def test_a_stop_signal_in_an_allocation_asks_through_the_broker_not_the_launcher
 
 @pytest.mark.redis
 @pytest.mark.celery
+def test_launch_serves_the_queued_study_not_a_newer_dry_run(redis_server: RedisFixture, tmp_path: Path,
+                                                            local_jobs: list[str]) -> None:
+    """A `run --dry` after `run` made a newer workspace that no worker serves: launch took it, its allocation
+    failed, and the queued study got no workers."""
+    env = {"MERLIN_MDM_CONFIG": str(redis_server.app_yaml)}
+    spec = samples_study(tmp_path / "study.yaml", "dry", "{type: local}", "dries: {args: -l INFO -c 1, steps: [all]}",
+                         3, f'cmd: "echo $(V) >> {tmp_path}/runs.log"', f"echo funnel >> {tmp_path}/runs.log")
+    assert merlin("run", spec.name, cwd=tmp_path, env=env).returncode == 0
+    time.sleep(1.1)  # a workspace of another second
+    assert merlin("run", spec.name, "--dry", cwd=tmp_path, env=env).returncode == 0
+    # a walltime inside the margin would start workers only to stop them (it was submitted, and ran nothing)
+    short = merlin("launch", spec.name, "--walltime", "60", cwd=tmp_path, env=env)
+    assert short.returncode == 2 and "leaves no time after the 60 s margin" in short.stderr, short.stderr
+    assert not list((tmp_path / "out").glob("dry_*/merlin_info/batch/jobs.jsonl"))
+    job = _launched(merlin("launch", spec.name, cwd=tmp_path, env=env), local_jobs)
+    queued = min((tmp_path / "out").glob("dry_*"))  # the older one
+    assert _wait_done(job, queued / "merlin_info" / "batch") is JobState.COMPLETED
+    assert Counter((tmp_path / "runs.log").read_text().split()) == Counter({"0": 1, "1": 1, "2": 1, "funnel": 1})
+
+
 def test_two_allocations_of_one_worker_group_share_the_study(redis_server: RedisFixture, tmp_path: Path,
                                                              local_jobs: list[str]) -> None:
     env = {"MERLIN_MDM_CONFIG": str(redis_server.app_yaml)}

@@ -325,8 +325,8 @@ def test_run_workers_until_done_stopped_early_says_the_study_is_not_over(redis_s
             os.killpg(workers.pid, 9)
     lines = err.strip().splitlines()
     assert workers.returncode == 0, err
-    assert lines[-2].startswith("run-workers: the workers ended before the study was over: they were stopped "
-                                "from outside (stop-workers?)"), err
+    assert lines[-2].startswith("run-workers: the workers ended before the study was over: they stopped by "
+                                "themselves: a unit that did not fit"), err
     assert lines[-1].startswith("run-workers: study early running: ") and "of 6 task(s) finished" in lines[-1], err
 
 

@@ -56,7 +56,26 @@ def test_script_directives(tmp_path: Path, name: str, expected: list[str]) -> No
         assert line in lines, (line, lines)
     assert "merlin-mdm run-workers s.yaml" in lines
     assert "export MERLIN_MDM_ALLOC_END=$(( $(date +%s) + 5400 ))" in lines
-    assert f'echo "$rc" >{tmp_path}/"${{{system.job_id_var}}}.ec"' in lines
+    assert f'export MERLIN_MDM_EXIT_CODE_FILE={tmp_path}/"${{{system.job_id_var}}}.ec"' in lines
+    assert 'trap \'echo "$?" >"$MERLIN_MDM_EXIT_CODE_FILE"\' EXIT' in lines
+
+
+@pytest.mark.parametrize("writes", [True, False])
+def test_a_launch_pre_that_ends_the_script_leaves_its_exit_code(tmp_path: Path, writes: bool) -> None:
+    """`status` judges a job the scheduler forgot by its .ec: a failing launch_pre left none (shown `unknown`)."""
+    import subprocess
+
+    system = get_batch_system("slurm")
+    script = tmp_path / "job.sh"
+    script.write_text(system.script(_req(tmp_path, launch_pre="echo pre; exit 3", command="echo never",
+                                         writes_exit_code=writes)))
+    done = subprocess.run(["bash", str(script)], env={"SLURM_JOB_ID": "77", "PATH": "/usr/bin:/bin"}, check=False)
+    assert done.returncode == 3
+    assert (tmp_path / "77.ec").read_text() == "3\n"
+    assert (tmp_path / "study-w1.77.out").read_text() == "pre\n"
+    script.write_text(system.script(_req(tmp_path, command="exit 5")))
+    assert subprocess.run(["bash", str(script)], env={"SLURM_JOB_ID": "78"}, check=False).returncode == 5
+    assert (tmp_path / "78.ec").read_text() == "5\n"
 
 
 @pytest.mark.parametrize("name", ["slurm", "lsf", "pbs", "flux", "local"])
@@ -66,7 +85,8 @@ def test_a_command_that_writes_its_exit_code_is_execed(tmp_path: Path, name: str
     lines = system.script(_req(tmp_path, command="cd /s\nmerlin-mdm run-workers s.yaml",
                                writes_exit_code=True)).splitlines()
     job = f"${{{system.job_id_var}}}"
-    assert lines[-3:] == [f'export MERLIN_MDM_EXIT_CODE_FILE={tmp_path}/"{job}.ec"', "cd /s",
+    assert lines[-4:] == [f'export MERLIN_MDM_EXIT_CODE_FILE={tmp_path}/"{job}.ec"',
+                          'trap \'echo "$?" >"$MERLIN_MDM_EXIT_CODE_FILE"\' EXIT', "cd /s",
                           "exec merlin-mdm run-workers s.yaml"]
 
 
