@@ -133,10 +133,10 @@ class NoWorkspace(WorkspaceError):
 class Interrupted(MerlinMdmError):
     """A signal asked the command to stop; it exits with 128 + the signal number, like a shell."""
 
-    def __init__(self, signum: int):
+    def __init__(self, signum: int, detail: str = ""):
         self.signum = signum
         self.exit_code = 128 + signum
-        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+        super().__init__(f"interrupted by {signal.Signals(signum).name}{': ' + detail if detail else ''}")
 
 
 class StatusError(MerlinMdmError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from merlin_mdm.backends.celery.broker import held_messages
 from merlin_mdm.backends.celery.dependencies import RedisDependencies
 from merlin_mdm.backends.execution import walltime_seconds
 from merlin_mdm.config import AppConfig, load_config
-from merlin_mdm.errors import BackendError, BrokerError, StatusError, out_of_memory_hint
+from merlin_mdm.errors import BackendError, BrokerError, Interrupted, StatusError, out_of_memory_hint
 from merlin_mdm.status.model import StudySnapshot, StudyState
 from merlin_mdm.status.redis_store import RedisStatusStore
 from merlin_mdm.status.states import TaskState
@@ -133,7 +134,7 @@ class CeleryBackend(Backend):
             _refuse_while_held(config, plan)
         store = RedisStatusStore(config.status.client(), plan.workspace, plan)
         try:
-            with _refusal_explained(config, workspace):
+            with _refusal_explained(config, workspace), _interruption_explained(store, workspace):
                 if options.resume:
                     from merlin_mdm.backends.execution import count_done, markers_missing
 
@@ -220,6 +221,24 @@ def _refusal_explained(config: AppConfig, workspace: Workspace) -> Iterator[None
         raise BackendError(f"the server {config.broker.safe_url()} refused to record or queue the study: "
                            f"{reason}{hint}. Once it takes writes again, `merlin-mdm restart {workspace.root}` "
                            "queues what is missing (nothing runs twice: each task's done-marker is checked)") from None
+
+
+@contextlib.contextmanager
+def _interruption_explained(store: RedisStatusStore, workspace: Workspace) -> Iterator[None]:
+    """A stop signal while the study is recorded and sent leaves part of it queued, or none: the study is marked
+    interrupted (so `monitor` and `run-workers --until-done` end; it showed `queued` with nothing queued and they
+    waited for ever), and the error says how to go on."""
+    try:
+        yield
+    except (Interrupted, KeyboardInterrupt) as exc:
+        signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+        with contextlib.suppress(Exception):
+            if store.r.hexists(store.k_meta, "name"):  # recorded: `status` can say it
+                store.set_state(StudyState.INTERRUPTED, "interrupted while it was queued: part of it, or none, "
+                                "is on the broker; `merlin-mdm restart WS` queues it")
+        raise Interrupted(signum, f"the study in {workspace.root} was not queued whole; `merlin-mdm restart "
+                                  f"{workspace.root}` queues it (if it says the broker holds some of it, "
+                                  "`merlin-mdm purge SPEC -f` first)") from None
 
 
 @dataclass(frozen=True)

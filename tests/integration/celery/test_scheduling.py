@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import textwrap
 import time
 from collections.abc import Iterator
@@ -278,6 +279,45 @@ def test_restart_requeues_only_what_did_not_finish(workers: WorkerPool, tmp_path
     assert counts == {"work": {"finished": 6}, "funnel": {"finished": 1}}
     runs = (tmp_path / "runs.log").read_text().split()
     assert sorted(runs) == ["0", "0", "1", "2", "3", "4", "4", "5", "funnel"]  # the failed one, and 0
+
+
+def test_a_run_interrupted_while_queueing_says_so_and_restart_queues_it(redis_server: RedisFixture, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stop signal while the study is sent left it `queued` with nothing queued: `monitor` and `run-workers
+    --until-done` waited for ever. Now it is `interrupted`, the error says how to go on, and `restart` queues it."""
+    from merlin_mdm.backends.celery.backend import CeleryBackend
+    from merlin_mdm.backends.celery.in_allocation import study_is_over
+    from merlin_mdm.errors import Interrupted
+
+    monkeypatch.setenv("MERLIN_MDM_CONFIG", str(redis_server.app_yaml))
+    np.save(tmp_path / "s.npy", np.arange(4).reshape(-1, 1))
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(textwrap.dedent("""
+        description: {name: cut, description: interrupted while queueing}
+        env: {variables: {OUTPUT_PATH: ./out}}
+        merlin: {samples: {file: s.npy, column_labels: [V]}}
+        study:
+          - name: a
+            run: {cmd: "echo $(V)", task_queue: cutq}
+    """))
+    ws, plan = create_workspace(load_spec(spec, {}))
+
+    def cut(self: CeleryBackend, config: object, plan: object) -> None:
+        raise Interrupted(signal.SIGINT)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(CeleryBackend, "publish_initial", cut)
+        with pytest.raises(Interrupted, match=r"not queued whole; `merlin-mdm restart .*` queues it") as err:
+            CeleryBackend().launch(ws, plan, RunOptions())
+    assert err.value.exit_code == 130
+    store = CeleryBackend().status_store(ws)
+    try:
+        assert store.snapshot().state == "interrupted" and study_is_over(store)  # monitor ends
+        report = CeleryBackend().launch(ws, plan, RunOptions(resume=True))
+        assert report.state == "queued" and store.snapshot().state == "queued"
+    finally:
+        store.close()
+    assert redis_server.client().llen("cutq") >= 1  # its units are on the broker now
 
 
 def test_describe_queueing_names_units_queues_and_triggers(tmp_path: Path) -> None:
