@@ -215,8 +215,10 @@ def study_status(target: Path, patient: bool = True) -> StudySnapshot:
     return study_tasks(target, patient)[0]
 
 
-def study_tasks(target: Path, patient: bool = True) -> tuple[StudySnapshot, list[UnitKey]]:
-    """:func:`study_status`, and the units in flight (taken by a worker or runner, outcome not recorded yet).
+def study_tasks(target: Path, patient: bool = True, every_failure: bool = False) -> tuple[StudySnapshot,
+                                                                                         list[UnitKey]]:
+    """:func:`study_status` (``every_failure``: with every failure kept, not only the first ones `status`
+    shows), and the units in flight (taken by a worker or runner, outcome not recorded yet).
 
     ``patient`` waits out a status server's restart (monitoring, waiting); without it (a person's `status`) a
     server that does not answer is an error within seconds."""
@@ -226,18 +228,18 @@ def study_tasks(target: Path, patient: bool = True) -> tuple[StudySnapshot, list
         raise StatusError(f"no status database in {ws.info}: the study was never started (or it was deleted)")
     store = get_backend(name).status_store(ws, patient=patient)
     try:
-        return _current(ws, name, store), store.units_in_flight()
+        return _current(ws, name, store, every_failure), store.units_in_flight()
     finally:
         store.close()
 
 
-def _current(ws: Workspace, backend: str, store: StatusStore) -> StudySnapshot:
-    snap = store.snapshot()  # read once: on a 100,000-unit study one read is most of the command's time
+def _current(ws: Workspace, backend: str, store: StatusStore, every_failure: bool = False) -> StudySnapshot:
+    snap = store.snapshot(every_failure)  # read once: on a 100,000-unit study one read is most of the time
     if backend != "local" or snap.state is not StudyState.RUNNING:
         return snap
     live = _record_dead_runner(ws, store)
     if live is None:
-        return store.snapshot()  # recorded as interrupted (or it ended meanwhile): read what is now true
+        return store.snapshot(every_failure)  # recorded as interrupted (or it ended meanwhile): what is now true
     return snap if snap.message else dataclasses.replace(snap, message=f"run by {live}")
 
 

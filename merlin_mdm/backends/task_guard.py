@@ -88,9 +88,12 @@ class TaskGuard:
             self._drop()
 
 
-def _exists(pid: int) -> bool:
+def _exists(group: int) -> bool:
+    """Whether any process of the task's group is left: the group, not its leader (a task whose shell has exited
+    while a process it started in the background runs on is still running; asking for the leader's pid let the
+    guard forget it, and that process outlived a stopped worker beside the redelivered copy of its task)."""
     try:
-        os.kill(pid, 0)
+        os.killpg(group, 0)
     except ProcessLookupError:
         return False
     except PermissionError:

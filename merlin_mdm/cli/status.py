@@ -161,7 +161,7 @@ def detailed_status(target: Path, steps: tuple[str, ...], statuses: tuple[str, .
     unknown = sorted(set(steps) - set(known))
     if unknown:  # a misspelt step matched nothing and said so, as if no task of it were there
         raise UsageError(f"--steps: no step(s) {', '.join(unknown)} in this study (steps: {', '.join(known)})")
-    rows = (r for r in task_rows(plan, *study_tasks(ws.root, patient=False))
+    rows = (r for r in task_rows(plan, *study_tasks(ws.root, patient=False, every_failure=True))
             if (not steps or r.step in steps) and (not wanted or r.status in wanted)
             and (not want_codes or code_matches(r.return_code, want_codes)))
     selected = [dataclasses.asdict(r) for r in itertools.islice(rows, max_tasks)]

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from merlin_mdm.spec.exitcodes import ExitCode
-from merlin_mdm.status.model import StudySnapshot, TaskFailure
+from merlin_mdm.status.model import StudySnapshot, StudyState, TaskFailure
 from merlin_mdm.study.plan import NO_SAMPLE, StudyPlan, UnitKey
 
 __all__ = ["RETURN_CODES", "TASK_STATUSES", "TaskRow", "code_matches", "task_rows", "wanted_codes"]
@@ -92,6 +92,9 @@ def task_rows(plan: StudyPlan, snap: StudySnapshot, in_flight: Collection[UnitKe
     """
     failed = {(name, f.sample): f for step in snap.steps for name, f in step.failures}
     over = snap.state.over
+    # an interrupted or stopped study's tasks that did not end are queued again, as `status` counts them; in a
+    # study that ended (finished, failed) a task with neither a marker nor a failure is unknown (a lost marker)
+    ended = snap.state in (StudyState.FINISHED, StudyState.FAILED)
     running = {(key.instance, sample) for key in in_flight for sample in plan.unit_samples(key)}
     for inst in plan.instances:
         for index in range(plan.n_tasks(inst.index)):
@@ -108,4 +111,4 @@ def task_rows(plan: StudyPlan, snap: StudySnapshot, in_flight: Collection[UnitKe
             elif (inst.index, sample) in running and not over:
                 yield TaskRow(inst.step, inst.name, sample, "running", "", str(where))
             else:
-                yield TaskRow(inst.step, inst.name, sample, "unknown" if over else "queued", "", str(where))
+                yield TaskRow(inst.step, inst.name, sample, "unknown" if ended else "queued", "", str(where))

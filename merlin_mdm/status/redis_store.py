@@ -41,6 +41,9 @@ from merlin_mdm.study.plan import StudyPlan, UnitKey
 __all__ = ["RedisStatusStore", "study_prefix"]
 
 MAX_FAILURES_SHOWN = 20
+# failures kept per step, for `detailed-status` (beyond them a failed task shows as unknown there); `status`
+# shows the first MAX_FAILURES_SHOWN. It kept only those, and detailed-status called the 21st failed task unknown.
+MAX_FAILURES_KEPT = 100_000
 
 _START = """
 local s = redis.call('HGET', KEYS[3], ARGV[1])
@@ -298,7 +301,7 @@ class RedisStatusStore(StatusStore):
                     for f in outcome.failures]
         args: list[Any] = [key.to_id(), inst.step, len(plan.unit_samples(key)), outcome.finished, outcome.failed,
                            outcome.not_run, outcome.restarts, outcome.started, outcome.ended,
-                           outcome.stop or "", stop_reason, len(failures), *failures, MAX_FAILURES_SHOWN,
+                           outcome.stop or "", stop_reason, len(failures), *failures, MAX_FAILURES_KEPT,
                            *_run_args(outcome), int(outcome.raised)]
         keys = [self.k_meta, self.k_steps, self.k_ustate, self.prefix + f"fail:{inst.step}", self.k_partial,
                 self.k_runs, self.k_raised]
@@ -412,7 +415,7 @@ class RedisStatusStore(StatusStore):
 
     # -- reads ------------------------------------------------------------------------------------------------
 
-    def snapshot(self) -> StudySnapshot:
+    def snapshot(self, every_failure: bool = False) -> StudySnapshot:
         pipe = self.r.pipeline(transaction=False)
         pipe.hgetall(self.k_meta)
         pipe.hgetall(self.k_steps)
@@ -425,7 +428,7 @@ class RedisStatusStore(StatusStore):
         step_names = json.loads(meta.get("steps", "[]"))
         pipe = self.r.pipeline(transaction=False)
         for step in step_names:
-            pipe.lrange(self.prefix + f"fail:{step}", 0, MAX_FAILURES_SHOWN - 1)
+            pipe.lrange(self.prefix + f"fail:{step}", 0, -1 if every_failure else MAX_FAILURES_SHOWN - 1)
         fail_lists = self._call(pipe.execute)
         steps = [self._summary(step, counters, fails) for step, fails in zip(step_names, fail_lists, strict=True)]
         return StudySnapshot(meta.get("name", ""), meta.get("workspace", ""), StudyState.parse(meta.get("state")),

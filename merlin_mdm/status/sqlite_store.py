@@ -184,16 +184,16 @@ class SqliteStatusStore(StatusStore):
             self.db.execute("ROLLBACK") if self.db.in_transaction else None
             raise StatusError(f"status database {self.path}: {exc}") from None
 
-    def snapshot(self) -> StudySnapshot:
+    def snapshot(self, every_failure: bool = False) -> StudySnapshot:
         try:
             meta = dict(self.db.execute("SELECT key, value FROM meta").fetchall())
-            steps = self._step_rows()
+            steps = self._step_rows(-1 if every_failure else MAX_FAILURES_SHOWN)
         except sqlite3.Error as exc:
             raise StatusError(f"cannot read the status database {self.path}: {exc}") from None
         return StudySnapshot(meta.get("name", ""), meta.get("workspace", ""), StudyState.parse(meta.get("state")),
                              meta.get("message", ""), tuple(steps))
 
-    def _step_rows(self) -> list[StepSummary]:
+    def _step_rows(self, shown: int) -> list[StepSummary]:
         # Sum the units of each instance first (in primary-key order, no join per unit), then join the few
         # per-instance rows with their steps: O(units) of cheap work, a few milliseconds per 100,000 units.
         runs = ("SUM(run_n) AS run_n, SUM(run_s) AS run_s, SUM(run_s * run_s / run_n) AS run_sq" if self.timed
@@ -216,16 +216,16 @@ class SqliteStatusStore(StatusStore):
             counts = {TaskState.QUEUED.value: queued, TaskState.RUNNING.value: running,
                       TaskState.RESTARTED.value: restarted, TaskState.FINISHED.value: fin,
                       TaskState.FAILED.value: failed, TaskState.NOT_RUN.value: not_run}
-            failures, n_fail = self._failures(step)
+            failures, n_fail = self._failures(step, shown)
             out.append(StepSummary(step, n_inst, total, counts, restarts, t0, t1, failures, n_fail, run_n or 0,
                                    run_s or 0.0, run_sq or 0.0))
         return out
 
-    def _failures(self, step: str) -> tuple[tuple[tuple[str, TaskFailure], ...], int]:
+    def _failures(self, step: str, shown: int) -> tuple[tuple[tuple[str, TaskFailure], ...], int]:
         rows = self.db.execute(
             "SELECT i.name, f.sample, f.state, f.rc, f.reason, f.log FROM failures f JOIN instances i "
             "ON i.idx = f.instance WHERE i.step = ? ORDER BY f.instance, f.sample LIMIT ?",
-            (step, MAX_FAILURES_SHOWN)).fetchall()
+            (step, shown)).fetchall()  # LIMIT -1: every one
         count = self.db.execute("SELECT COUNT(*) FROM failures f JOIN instances i ON i.idx = f.instance "
                                 "WHERE i.step = ?", (step,)).fetchone()[0]
         return tuple((name, TaskFailure(s, TaskState(st), rc, reason, log)) for name, s, st, rc, reason, log

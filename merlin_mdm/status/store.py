@@ -50,8 +50,9 @@ class StatusStore(ABC):
         """Set the study's overall state."""
 
     @abstractmethod
-    def snapshot(self) -> StudySnapshot:
-        """Counts per step and the first failures, without walking the workspace."""
+    def snapshot(self, every_failure: bool = False) -> StudySnapshot:
+        """Counts per step and the first failures (``every_failure``: all that are kept, for `detailed-status`),
+        without walking the workspace."""
 
     @abstractmethod
     def finished_units(self) -> set[UnitKey]:

@@ -129,3 +129,48 @@ def test_the_guard_is_started_before_any_task_and_replaced_when_killed(kill_guar
         owner.wait()
         if task and _alive(task):
             os.kill(task, signal.SIGKILL)
+
+
+# A task whose shell has exited while a process it started in the background runs on (`nohup sleep 61 &`): the
+# owner waits for the group, as execution does, and is stopped there. The guard must keep the group, not its
+# leader: asked for the leader's pid, it forgot the task, and the background process outlived the stopped
+# worker beside the redelivered copy of its task (an outside probe).
+BACKGROUND = textwrap.dedent("""
+    import os, signal, subprocess, sys, time
+    from merlin_mdm.backends.task_guard import task_guard
+
+    def stop(signum, frame):
+        raise SystemExit(143)
+
+    signal.signal(signal.SIGTERM, stop)
+    guard = task_guard()
+    task = subprocess.Popen(["sh", "-c", "sleep 60 >/dev/null 2>&1 & echo $!"], start_new_session=True,
+                            stdout=subprocess.PIPE, text=True)
+    guard(task.pid)
+    background = int(task.stdout.readline())
+    task.wait()  # the shell has exited; its background process runs on in its group
+    print(background, guard.proc.pid, flush=True)
+    try:
+        while True:
+            os.killpg(task.pid, 0)
+            time.sleep(0.05)
+    finally:
+        guard(0)
+""")
+
+
+def test_a_task_s_background_process_dies_with_the_process_that_waits_for_it() -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    owner = subprocess.Popen([sys.executable, "-c", BACKGROUND], stdout=subprocess.PIPE, text=True, env=env)
+    assert owner.stdout is not None
+    background, guard = (int(x) for x in owner.stdout.readline().split())
+    try:
+        assert _alive(background) and _alive(guard)
+        owner.send_signal(signal.SIGTERM)
+        owner.wait(timeout=10)
+        wait_until(lambda: not _alive(background), 10, "the background process to be killed by the guard")
+    finally:
+        owner.kill()
+        owner.wait()
+        if _alive(background):
+            os.kill(background, signal.SIGKILL)

@@ -134,6 +134,23 @@ def test_a_redelivered_unit_is_counted_once(redis_server: RedisFixture, tmp_path
     store.close()
 
 
+def test_the_redis_store_keeps_every_failure_for_detailed_status(redis_server: RedisFixture, tmp_path: Path) -> None:
+    """`status` shows the first 20 failures of a step; the store kept only those, and detailed-status called the
+    21st failed task unknown."""
+    from merlin_mdm.status.model import TaskFailure, TaskState, UnitOutcome
+
+    plan, store, _ = _registered_study(redis_server, tmp_path, samples=50, more_steps="")
+    for unit in range(25):
+        key = UnitKey(0, unit)
+        failures = tuple(TaskFailure(s, TaskState.FAILED, 1, "exit code 1", "") for s in plan.unit_samples(key))
+        store.record(key, UnitOutcome(0, len(failures), 0, failures=failures))
+    (shown,) = [s for s in store.snapshot().steps if s.step == "a"]
+    (every,) = [s for s in store.snapshot(every_failure=True).steps if s.step == "a"]
+    store.close()
+    assert (len(shown.failures), shown.n_failures) == (20, 50)
+    assert sorted(f.sample for _, f in every.failures) == list(range(50))
+
+
 def test_a_delivery_that_died_before_counting_is_completed_by_the_next(redis_server: RedisFixture,
                                                                       tmp_path: Path) -> None:
     from merlin_mdm.backends.celery.scheduling import Dispatch, execute_unit

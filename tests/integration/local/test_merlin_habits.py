@@ -197,3 +197,21 @@ def test_status_of_a_spec_shows_the_workspace_that_spec_made(write_spec, tmp_pat
     for spec, steps in ((one, "gather"), (other, "collect")):
         snap = json.loads(merlin("status", str(spec), "--json", cwd=tmp_path).stdout)
         assert snap["steps"][-1]["step"] == steps, snap
+
+
+def test_detailed_status_names_every_failed_task_not_only_the_first_twenty(write_spec, tmp_path: Path) -> None:
+    """`status` shows the first 20 failures of a step; detailed-status called the 21st failed task unknown."""
+    spec = write_spec("""
+        description: {name: many, description: many failures}
+        env: {variables: {OUTPUT_PATH: ./out}}
+        global.parameters:
+          I: {values: [%s], label: I.%%%%}
+        study:
+          - name: work
+            run: {cmd: "echo $(I); exit 1"}
+    """ % ", ".join(str(i) for i in range(30)))
+    ws = workspace_of(merlin("run", str(spec), "--local", cwd=tmp_path))
+    out = merlin("detailed-status", str(ws), "--task-status", "FAILED", cwd=tmp_path)
+    assert out.returncode == 0 and len(out.stdout.splitlines()) == 30, out.stdout
+    assert all(" failed MERLIN_SOFT_FAIL (1) " in line for line in out.stdout.splitlines())
+    assert "unknown" not in merlin("detailed-status", str(ws), cwd=tmp_path).stdout
