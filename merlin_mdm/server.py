@@ -48,6 +48,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def port_in_use(port: int) -> bool:
+    """Whether something listens on (or holds) the loopback ``port``."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
 def _private_write(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -108,7 +118,7 @@ class LocalRedisServer:
         os.chmod(self.directory, 0o700)
         if not self.password_file.is_file():
             _private_write(self.password_file, secrets.token_urlsafe(32) + "\n")
-        port = port or self._previous_port() or DEFAULT_PORT
+        port = self._usable_port(port)
         self._write_conf(port, persist)
         result = _shell.run([exe, str(self.conf_file)], timeout=30)
         if result.rc != 0:
@@ -116,6 +126,17 @@ class LocalRedisServer:
         config = self.redis_config(port)
         self._wait_ready(config)
         return config
+
+    def _usable_port(self, asked: int | None) -> int:
+        """``asked``, else the last port used, else 6379; another free one when that default is taken. A taken
+        port was only found out as `invalid username-password pair` from the other server that answered there."""
+        if asked is not None:
+            if port_in_use(asked):
+                raise BackendError(f"port {asked} is in use by another process (another Redis?): choose another "
+                                   "--port, or leave it out for a free one")
+            return asked
+        port = self._previous_port() or DEFAULT_PORT
+        return free_port() if port_in_use(port) else port
 
     def _write_conf(self, port: int, persist: bool) -> None:
         secret = self.password_file.read_text(encoding="utf-8").splitlines()[0].strip()

@@ -6,6 +6,7 @@ A task whose directory holds the done-marker is never run again, so running a un
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import heapq
@@ -226,6 +227,9 @@ def _attempt(inst: StepInstance, task: _Attempt, env: dict[str, str]) -> TaskRes
     except OSError as exc:
         return TaskResult(TaskState.FAILED, None, task.restarts, os_error_reason(exc), log)
     except WalltimeExceeded:
+        with contextlib.suppress(OSError), open(log, "a", encoding="utf-8") as err:  # the log says why it ended
+            err.write(f"merlin-mdm: the step's walltime {inst.walltime} ran out: every process of the task was "
+                      "killed (SIGKILL)\n")
         return TaskResult(TaskState.FAILED, -signal.SIGKILL, task.restarts,
                           f"walltime {inst.walltime} exceeded, killed", log)
     if rc in (ExitCode.RESTART, ExitCode.RETRY) and task.restarts < inst.max_retries:

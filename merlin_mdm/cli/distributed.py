@@ -495,7 +495,8 @@ def server() -> None:
 
 
 @server.command("start")
-@click.option("--port", type=click.IntRange(1, 65535), help="[default: the last one used, else 6379]")
+@click.option("--port", type=click.IntRange(1, 65535),
+              help="[default: the last one used, else 6379; a free one when that is taken]")
 @click.option("--persist", is_flag=True, help="Keep the data on disk (append-only file) across restarts.")
 def server_start(port: int | None, persist: bool) -> None:
     """Start the server and point ~/.merlin-mdm/app.yaml at it.

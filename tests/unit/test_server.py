@@ -45,3 +45,29 @@ def test_a_server_started_without_persist_never_loads_a_persisted_snapshot(tmp_p
         assert client.get("study") in ("finished", b"finished") and client.get("other") is None
     finally:
         server.stop()
+
+
+@pytest.mark.redis
+def test_a_taken_port_is_named_or_passed_by(tmp_path: Path) -> None:
+    """Another server on the port answered `invalid username-password pair` after 10 s."""
+    import socket
+
+    from merlin_mdm.errors import BackendError
+    from merlin_mdm.server import LocalRedisServer, find_redis_server
+
+    if find_redis_server() is None:
+        pytest.skip("no redis-server binary")
+    server = LocalRedisServer(tmp_path / "redis")
+    with socket.socket() as other:  # someone else listens there
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        taken = other.getsockname()[1]
+        with pytest.raises(BackendError, match=f"port {taken} is in use by another process"):
+            server.start(taken)
+        (tmp_path / "redis").mkdir(exist_ok=True)
+        server.conf_file.write_text(f"port {taken}\n")  # the last port used is taken now: another is chosen
+        try:
+            config = server.start()
+            assert config.port != taken and config.client(timeout=2.0).ping()
+        finally:
+            server.stop()

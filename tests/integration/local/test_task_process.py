@@ -62,6 +62,9 @@ def test_a_walltime_kills_the_task_and_what_it_started(write_spec, tmp_path: Pat
     ws = workspace_of(result)
     (step,) = status_json(ws)["steps"]
     assert step["failures"][0]["reason"] == "walltime 00:00:01 exceeded, killed"
+    # the task's own log says why it ended (it was empty)
+    assert (ws / "slow" / "slow.err").read_text().endswith("merlin-mdm: the step's walltime 00:00:01 ran out: "
+                                                           "every process of the task was killed (SIGKILL)\n")
     assert not _alive(int((ws / "slow" / "child.pid").read_text()))
     assert not (ws / "slow" / "MERLIN_FINISHED").exists()
 
