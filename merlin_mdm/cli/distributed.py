@@ -258,8 +258,9 @@ def queue_info(spec: Path | None, queues: tuple[str, ...], as_json: bool, dump: 
 
     \b
     Examples:
-      merlin-mdm queue-info                     every queue on the broker
+      merlin-mdm queue-info                     the default queue, merlin
       merlin-mdm queue-info study.yaml          the queues of a spec's steps
+      merlin-mdm queue-info --queues sims       the queue named (repeatable)
       merlin-mdm queue-info study.yaml --json   for scripts
     """
     from merlin_mdm.backends.celery.backend import check_server

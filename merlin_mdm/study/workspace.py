@@ -120,7 +120,12 @@ def _stage_samples(spec: Spec, ws: Workspace, tokens: dict[str, str], override: 
     else:
         source = override.absolute()  # relative to where the command ran, as the shell completed it
     given = f"--samplesfile {override}" if override is not None else ""
-    rows, _ = checked_shape(spec, source, given)  # the user's file is named, not the copy
+    try:
+        rows, _ = checked_shape(spec, source, given)  # the user's file is named, not the copy
+    except SpecError as exc:
+        if override is not None or not cfg.generate_cmd or ws.root not in source.resolve().parents:
+            raise
+        raise SpecError([*exc.issues, _kept_generated(spec, ws, source)]) from None
     target = ws.info / f"samples{source.suffix.lower()}"
     try:
         if source.resolve() != target.resolve():
@@ -131,6 +136,18 @@ def _stage_samples(spec: Spec, ws: Workspace, tokens: dict[str, str], override: 
             raise UsageError(f"{given}: {problem}") from None
         raise SpecError([SpecIssue(str(spec.path), 0, 0, "merlin.samples.file", problem)]) from None
     return SampleSet(str(target), rows, cfg.column_labels, cfg.level_max_dirs)
+
+
+def _kept_generated(spec: Spec, ws: Workspace, source: Path) -> SpecIssue:
+    """A generated samples file that does not fit is copied beside the workspace, which is removed: the error
+    named a file that no longer existed."""
+    kept = ws.root.parent / f"{ws.root.name}.rejected-samples{source.suffix}"
+    try:
+        shutil.copyfile(source, kept)
+        what = f"the generated file is kept as {kept} to look at"
+    except OSError as exc:
+        what = f"the generated file could not be kept ({exc.strerror or exc})"
+    return SpecIssue(str(spec.path), 0, 0, "merlin.samples.generate", what)
 
 
 def _generate_samples(spec: Spec, ws: Workspace, cmd: str) -> None:

@@ -155,3 +155,25 @@ def test_a_failing_samples_generator_is_named_where_it_is_written(tmp_path: Path
     assert result.returncode == 2 and f"{spec}:7:12: merlin.samples.generate.cmd: exited with 3: oops" in \
         result.stderr, result.stderr
     assert not list((tmp_path / "out").glob("gen_*"))  # nothing half-made is left
+
+
+def test_a_generated_samples_file_that_does_not_fit_is_kept_to_look_at(tmp_path: Path) -> None:
+    """The error named the copy in the workspace, which is removed with it: the file could not be looked at."""
+    spec = spec_file(tmp_path, """
+        description: {name: gen, description: bad generated samples}
+        env: {variables: {OUTPUT_PATH: ./out}}
+        merlin:
+          samples:
+            generate: {cmd: 'printf "1,2\\\\n3,4,5\\\\n" > $(MERLIN_INFO)/samples.csv'}
+            file: $(MERLIN_INFO)/samples.csv
+            column_labels: [X, Y]
+        study:
+          - name: a
+            run: {cmd: "echo $(X)"}
+    """)
+    result = merlin("run", str(spec), "--local", cwd=tmp_path)
+    assert result.returncode == 2 and "line 2 has 3 value(s)" in result.stderr, result.stderr
+    (kept,) = (tmp_path / "out").glob("gen_*.rejected-samples.csv")
+    assert f"merlin.samples.generate: the generated file is kept as {kept} to look at" in result.stderr
+    assert kept.read_text() == "1,2\n3,4,5\n"
+    assert not [p for p in (tmp_path / "out").iterdir() if p.is_dir()]  # the workspace itself is removed
