@@ -159,7 +159,10 @@ def allocations_json(target: Path) -> list[dict[str, object]]:
 
 
 def show_allocations(target: Path) -> None:
-    """Print a table of the allocations of TARGET's study (nothing when `launch` submitted none)."""
+    """Print a table of the allocations of TARGET's study (nothing when `launch` submitted none), and where a
+    failed one's output is."""
+    from merlin_mdm.studies import find_workspace
+
     rows = _rows(target)
     if not rows:
         return
@@ -167,3 +170,7 @@ def show_allocations(target: Path) -> None:
     click.echo(f"  {'job id':<12} {'system':<6} {'state':<10} {'name':<28} workers")
     for r in rows:
         click.echo(f"  {r.job_id:<12} {r.system:<6} {r.state.value:<10} {r.name:<28} {', '.join(r.workers) or '-'}")
+    batch = find_workspace(target).root / "merlin_info" / "batch"
+    for r in rows:
+        if r.state.value in ("failed", "unknown"):  # where to look: the job's own output says why
+            click.echo(f"  job {r.job_id} {r.state.value}: its output is {batch}/{r.name}.{r.job_id}.out")

@@ -148,7 +148,8 @@ class CeleryBackend(Backend):
                     RedisDependencies(store.r, plan).reset()
                 else:
                     store.register(plan)
-                store.set_state(StudyState.QUEUED, "waiting for workers (merlin-mdm run-workers SPEC)")
+                store.set_state(StudyState.QUEUED, "waiting for workers (`merlin-mdm run-workers SPEC`, or "
+                                "`merlin-mdm launch SPEC` for batch jobs)")
                 started = time.perf_counter()
                 self.publish_initial(config, plan)
                 elapsed = time.perf_counter() - started

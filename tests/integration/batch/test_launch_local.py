@@ -181,6 +181,25 @@ def test_launch_serves_the_queued_study_not_a_newer_dry_run(redis_server: RedisF
     assert Counter((tmp_path / "runs.log").read_text().split()) == Counter({"0": 1, "1": 1, "2": 1, "funnel": 1})
 
 
+def test_a_failing_launch_pre_is_a_failed_job_whose_output_status_names(redis_server: RedisFixture, tmp_path: Path,
+                                                                         local_jobs: list[str]) -> None:
+    """A launch_pre that ended the script left no .ec (the job showed `unknown` once the scheduler forgot it) and
+    `status` did not say where to look."""
+    env = {"MERLIN_MDM_CONFIG": str(redis_server.app_yaml)}
+    spec = samples_study(tmp_path / "study.yaml", "pre", "{type: local, launch_pre: 'echo no module; exit 3'}",
+                         "pres: {args: -l INFO -c 1, steps: [all]}", 2, f'cmd: "echo $(V) >> {tmp_path}/runs.log"',
+                         f"echo funnel >> {tmp_path}/runs.log")
+    assert merlin("run", spec.name, cwd=tmp_path, env=env).returncode == 0
+    job = _launched(merlin("launch", spec.name, cwd=tmp_path, env=env), local_jobs)
+    batch = next((tmp_path / "out").glob("pre_*")) / "merlin_info" / "batch"
+    assert _wait_done(job, batch) is JobState.FAILED
+    assert (batch / f"{job}.ec").read_text() == "3\n"
+    status = merlin("status", spec.name, cwd=tmp_path, env=env).stdout
+    assert f"job {job} failed: its output is {batch}/pre.pres.{job}.out" in status, status
+    assert (batch / f"pre.pres.{job}.out").read_text() == "no module\n"
+    assert not (tmp_path / "runs.log").exists()
+
+
 def test_two_allocations_of_one_worker_group_share_the_study(redis_server: RedisFixture, tmp_path: Path,
                                                              local_jobs: list[str]) -> None:
     env = {"MERLIN_MDM_CONFIG": str(redis_server.app_yaml)}
