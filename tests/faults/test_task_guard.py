@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import wait_until
+from tests.processes import process_alive
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -38,13 +39,6 @@ OWNER = textwrap.dedent("""
 """)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
 
 def _owner(seconds: str) -> tuple[subprocess.Popen[str], int, int]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
@@ -58,15 +52,15 @@ def _owner(seconds: str) -> tuple[subprocess.Popen[str], int, int]:
 def test_a_task_dies_with_the_process_that_runs_it(signum: int) -> None:
     owner, task, guard = _owner("60")
     try:
-        assert _alive(task) and _alive(guard)
+        assert process_alive(task) and process_alive(guard)
         owner.send_signal(signum)
         owner.wait(timeout=10)
-        wait_until(lambda: not _alive(task), 10, "the task to be killed by the guard")
-        wait_until(lambda: not _alive(guard), 10, "the guard to exit")
+        wait_until(lambda: not process_alive(task), 10, "the task to be killed by the guard")
+        wait_until(lambda: not process_alive(guard), 10, "the guard to exit")
     finally:
         owner.kill()
         owner.wait()
-        if _alive(task):
+        if process_alive(task):
             os.kill(task, signal.SIGKILL)
 
 
@@ -75,10 +69,10 @@ def test_a_task_that_ended_is_not_looked_for_and_the_guard_leaves_with_its_owner
     try:
         assert owner.stdout is not None
         assert owner.stdout.readline().strip() == "ended"
-        assert _alive(guard)
+        assert process_alive(guard)
         owner.kill()
         owner.wait(timeout=10)
-        wait_until(lambda: not _alive(guard), 10, "the guard to exit")
+        wait_until(lambda: not process_alive(guard), 10, "the guard to exit")
     finally:
         owner.kill()
         owner.wait()
@@ -112,22 +106,22 @@ def test_the_guard_is_started_before_any_task_and_replaced_when_killed(kill_guar
     task = 0
     try:
         first = int(owner.stdout.readline())
-        assert _alive(first)
+        assert process_alive(first)
         if kill_guard:
             os.kill(first, signal.SIGKILL)
-            wait_until(lambda: not _alive(first), 10, "the guard to die")
+            wait_until(lambda: not process_alive(first), 10, "the guard to die")
         owner.stdin.write("go\n")
         owner.stdin.flush()
         second, task = int(owner.stdout.readline()), int(owner.stdout.readline())
         assert (second != first) == kill_guard
-        assert _alive(task) and _alive(second)
+        assert process_alive(task) and process_alive(second)
         owner.send_signal(signal.SIGKILL)
         owner.wait(timeout=10)
-        wait_until(lambda: not _alive(task), 10, "the task to be killed by the guard")
+        wait_until(lambda: not process_alive(task), 10, "the task to be killed by the guard")
     finally:
         owner.kill()
         owner.wait()
-        if task and _alive(task):
+        if task and process_alive(task):
             os.kill(task, signal.SIGKILL)
 
 
@@ -165,12 +159,12 @@ def test_a_task_s_background_process_dies_with_the_process_that_waits_for_it() -
     assert owner.stdout is not None
     background, guard = (int(x) for x in owner.stdout.readline().split())
     try:
-        assert _alive(background) and _alive(guard)
+        assert process_alive(background) and process_alive(guard)
         owner.send_signal(signal.SIGTERM)
         owner.wait(timeout=10)
-        wait_until(lambda: not _alive(background), 10, "the background process to be killed by the guard")
+        wait_until(lambda: not process_alive(background), 10, "the background process to be killed by the guard")
     finally:
         owner.kill()
         owner.wait()
-        if _alive(background):
+        if process_alive(background):
             os.kill(background, signal.SIGKILL)

@@ -14,6 +14,7 @@ import merlin_mdm
 from merlin_mdm import _shell
 from merlin_mdm.results.aggregate import aggregate, default_outputs
 from merlin_mdm.results.metrics import summarize, write_metrics
+from tests.processes import process_alive
 
 pytestmark = pytest.mark.mpi
 
@@ -103,13 +104,6 @@ main(sys.argv[2:])
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
 
 def _pid(path: Path, deadline: float) -> int:
     import time
@@ -142,9 +136,9 @@ def test_a_rank_killed_mid_read_ends_the_job_and_leaves_no_reader(tmp_path: Path
     took = time.monotonic() - killed
     try:
         assert took < 30 and result.rc != 0, (took, result.rc, result.stderr)
-        assert not _alive(reader), "rank 1's reader outlived it"
+        assert not process_alive(reader), "rank 1's reader outlived it"
         assert "Traceback" not in result.stdout + result.stderr, result.stderr
         assert not (tmp_path / "r.h5").exists()
     finally:
-        if _alive(reader):
+        if process_alive(reader):
             os.kill(reader, signal.SIGKILL)

@@ -201,15 +201,16 @@ def test_status_of_a_spec_shows_the_workspace_that_spec_made(write_spec, tmp_pat
 
 def test_detailed_status_names_every_failed_task_not_only_the_first_twenty(write_spec, tmp_path: Path) -> None:
     """`status` shows the first 20 failures of a step; detailed-status called the 21st failed task unknown."""
+    values = ", ".join(str(i) for i in range(30))
     spec = write_spec("""
         description: {name: many, description: many failures}
         env: {variables: {OUTPUT_PATH: ./out}}
         global.parameters:
-          I: {values: [%s], label: I.%%%%}
+          I: {values: [VALUES], label: I.%%}
         study:
           - name: work
             run: {cmd: "echo $(I); exit 1"}
-    """ % ", ".join(str(i) for i in range(30)))
+    """.replace("VALUES", values))
     ws = workspace_of(merlin("run", str(spec), "--local", cwd=tmp_path))
     out = merlin("detailed-status", str(ws), "--task-status", "FAILED", cwd=tmp_path)
     assert out.returncode == 0 and len(out.stdout.splitlines()) == 30, out.stdout

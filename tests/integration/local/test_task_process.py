@@ -16,16 +16,9 @@ import pytest
 from merlin_mdm.backends.execution import run_unit
 from merlin_mdm.spec import load_spec_text
 from merlin_mdm.study.workspace import create_workspace
+from tests.processes import process_alive
 
 from .conftest import CLI, status_json, workspace_of
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state not in ("Z", "X")  # an unreaped zombie is dead
 
 
 def test_a_task_inherits_only_stdin_stdout_and_stderr(write_spec, tmp_path: Path) -> None:
@@ -65,7 +58,7 @@ def test_a_walltime_kills_the_task_and_what_it_started(write_spec, tmp_path: Pat
     # the task's own log says why it ended (it was empty)
     assert (ws / "slow" / "slow.err").read_text().endswith("merlin-mdm: the step's walltime 00:00:01 ran out: "
                                                            "every process of the task was killed (SIGKILL)\n")
-    assert not _alive(int((ws / "slow" / "child.pid").read_text()))
+    assert not process_alive(int((ws / "slow" / "child.pid").read_text()))
     assert not (ws / "slow" / "MERLIN_FINISHED").exists()
 
 
@@ -93,7 +86,7 @@ def test_a_task_ends_when_what_it_left_in_the_background_ends(write_spec, tmp_pa
     assert reasons == {"left": [], "outlasts": ["walltime 00:00:01 exceeded, killed"],
                        "oom": ["killed by signal 9 (SIGKILL: the out-of-memory killer, or another process)"]}
     for step in ("left", "outlasts"):
-        assert not _alive(int((ws / step / "child.pid").read_text())), step
+        assert not process_alive(int((ws / step / "child.pid").read_text())), step
     assert not (ws / "outlasts" / "late.txt").exists()
 
 

@@ -13,6 +13,7 @@ import pytest
 from merlin_mdm.results import guarded
 from merlin_mdm.results.aggregate import aggregate, default_outputs
 from merlin_mdm.results.collect import Problem, discover
+from tests.processes import process_alive
 
 from .conftest import MakeRun
 
@@ -95,13 +96,6 @@ def _read_in_a_child(discovery: object, stderr: Path) -> None:
         guarded.load_guarded(discovery, discovery.files, deadline=60)  # type: ignore[attr-defined]
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
 
 @pytest.mark.parametrize("stop", ["kill the aggregation", "terminate the reader"])
 def test_the_reader_dies_with_its_parent_and_never_prints_a_traceback(
@@ -136,11 +130,11 @@ def test_the_reader_dies_with_its_parent_and_never_prints_a_traceback(
             os.kill(reader, signal.SIGTERM)
         parent.join(30)
         gone = time.monotonic() + 5
-        while _alive(reader) and time.monotonic() < gone:
+        while process_alive(reader) and time.monotonic() < gone:
             time.sleep(0.05)
-        assert not _alive(reader), "the reader outlived the aggregation"
+        assert not process_alive(reader), "the reader outlived the aggregation"
     finally:
-        if _alive(reader):
+        if process_alive(reader):
             os.kill(reader, signal.SIGKILL)
         if parent.is_alive():
             parent.kill()
