@@ -49,8 +49,10 @@ def free_port() -> int:
 
 
 def port_in_use(port: int) -> bool:
-    """Whether something listens on (or holds) the loopback ``port``."""
+    """Whether something listens on the loopback ``port`` (connections of a server that just stopped, in
+    TIME_WAIT, do not count: redis-server binds with SO_REUSEADDR too)."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:

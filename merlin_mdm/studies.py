@@ -186,7 +186,7 @@ def find_workspace(target: Path, backend: str | None = None) -> Workspace:
         candidates = sorted(base.glob(f"{spec.description.name}_*/merlin_info/plan.json"),
                             key=lambda p: p.stat().st_mtime)
         if backend is not None:
-            candidates = [p for p in candidates if backend_of(Workspace(p.parent.parent)) == backend]
+            candidates = [p for p in candidates if _backend_may_be(p.parent, backend)]
         if not candidates:
             which = f" queued on {backend}" if backend == "celery" else ""
             raise NoWorkspace(f"no workspace{which} of study '{spec.description.name}' under {base}; run it first")
@@ -194,6 +194,16 @@ def find_workspace(target: Path, backend: str | None = None) -> Workspace:
         own = [p for p in candidates if _made_from(Workspace(p.parent.parent).spec_copy("orig"), loaded.text)]
         return Workspace((own or candidates)[-1].parent.parent)
     return Workspace.find(target)
+
+
+def _backend_may_be(info: Path, backend: str) -> bool:
+    """Whether the workspace whose merlin_info/ is ``info`` runs on ``backend``: it records it, or records none
+    (a workspace written by create_workspace alone, or by an older version)."""
+    try:
+        recorded = (info / BACKEND_FILE).read_text(encoding="utf-8").strip()
+    except OSError:
+        return True
+    return recorded in (backend, "")
 
 
 def _made_from(copy: Path | None, text: str) -> bool:

@@ -134,7 +134,7 @@ def _refuse_when_over(workspace: Path) -> None:
     from merlin_mdm.studies import study_status
 
     try:
-        snap = study_status(workspace)
+        snap = study_status(workspace, patient=False)  # a refused server is an answer: the allocation finds out
     except MerlinMdmError:
         return  # its store cannot be read from here: let the allocation find out
     if snap.state.over:

@@ -60,9 +60,16 @@ def _spec(tmp_path: Path, batch: str) -> Path:
     return spec
 
 
+def _as_if_queued(spec: Path, cwd: Path) -> None:
+    """A workspace that `launch` takes for one queued on Redis (the fakes need no broker): a dry run's, recorded
+    on the celery backend (`launch` leaves a dry run's own workspace alone)."""
+    assert merlin("run", spec.name, "--dry", cwd=cwd).returncode == 0
+    (max((cwd / "out").glob("cluster_*")) / "merlin_info" / "backend").write_text("celery\n", encoding="utf-8")
+
+
 def _queued_then_launched(tmp_path: Path, batch: str) -> str:
     spec = _spec(tmp_path, batch)
-    assert merlin("run", spec.name, "--dry", cwd=tmp_path).returncode == 0  # a workspace, nothing queued
+    _as_if_queued(spec, tmp_path)
     out = merlin("launch", spec.name, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     return out.stdout
@@ -112,7 +119,7 @@ def test_flux_launch_submits_with_flux_batch(fake_bin: Path) -> None:
 
 def test_launch_json_and_records(fake_bin: Path) -> None:
     spec = _spec(fake_bin, "{type: lsf}")
-    assert merlin("run", spec.name, "--dry", cwd=fake_bin).returncode == 0
+    _as_if_queued(spec, fake_bin)
     out = merlin("launch", spec.name, "--json", "--nodes", "3", cwd=fake_bin)
     assert json.loads(out.stdout) == [{"job_id": "5150", "system": "lsf", "name": "cluster.sim", "workers": ["sim"]}]
     assert "#BSUB -nnodes 3" in (fake_bin / "bsub.stdin").read_text()
@@ -141,14 +148,16 @@ def test_launch_without_a_queued_study_says_how_to_queue_it(fake_bin: Path) -> N
     assert not (fake_bin / "calls.log").exists()
 
 
-def test_launch_refuses_a_bad_walltime_and_a_study_with_nothing_left(fake_bin: Path) -> None:
+def test_launch_refuses_a_bad_walltime_and_serves_no_local_study(fake_bin: Path) -> None:
     spec = _spec(fake_bin, "{type: lsf}")
-    assert merlin("run", spec.name, "--dry", cwd=fake_bin).returncode == 0
+    _as_if_queued(spec, fake_bin)
     for bad in ("abc", "-5", "1:2:3:4", "0"):
         out = merlin("launch", spec.name, "--walltime", bad, cwd=fake_bin)
         assert out.returncode == 2 and "is not a positive time" in out.stderr, (bad, out.stderr)
     spec.write_text(spec.read_text().replace('"$(LAUNCHER) echo hi", procs: 4', '"echo hi"'))
     assert merlin("run", spec.name, "--local", cwd=fake_bin).returncode == 0  # a newer workspace, finished
-    out = merlin("launch", spec.name, cwd=fake_bin)
-    assert out.returncode == 2 and "is finished" in out.stderr and "no allocation is needed" in out.stderr, out
+    for cut in (max((fake_bin / "out").glob("cluster_*")), min((fake_bin / "out").glob("cluster_*"))):
+        (cut / "merlin_info" / "backend").write_text("local\n", encoding="utf-8")  # the first: a dry run again
+    out = merlin("launch", spec.name, cwd=fake_bin)  # neither a dry run nor a local study is served by workers
+    assert out.returncode == 2 and "no queued study for study.yaml" in out.stderr, out
     assert not (fake_bin / "calls.log").exists()  # nothing was submitted

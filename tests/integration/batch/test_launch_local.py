@@ -179,6 +179,8 @@ def test_launch_serves_the_queued_study_not_a_newer_dry_run(redis_server: RedisF
     queued = min((tmp_path / "out").glob("dry_*"))  # the older one
     assert _wait_done(job, queued / "merlin_info" / "batch") is JobState.COMPLETED
     assert Counter((tmp_path / "runs.log").read_text().split()) == Counter({"0": 1, "1": 1, "2": 1, "funnel": 1})
+    over = merlin("launch", spec.name, cwd=tmp_path, env=env)  # the queued study is finished now
+    assert over.returncode == 2 and "is finished" in over.stderr and "no allocation is needed" in over.stderr, over
 
 
 def test_a_failing_launch_pre_is_a_failed_job_whose_output_status_names(redis_server: RedisFixture, tmp_path: Path,
