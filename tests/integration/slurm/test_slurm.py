@@ -199,7 +199,7 @@ def test_a_request_the_scheduler_refuses_names_the_spec_block_it_came_from(
         slurm: SingleNodeSlurm, redis_server: RedisFixture, tmp_path: Path) -> None:
     env = _app(redis_server, tmp_path)
     spec = samples_study(tmp_path / "study.yaml", "drain",
-                         '{type: slurm, walltime: "00:01:00", slurm_args: "--partition=nosuchpart"}',
+                         '{type: slurm, walltime: "00:02:00", slurm_args: "--partition=nosuchpart"}',
                          "drainers: {args: -l INFO, steps: [all]}", 1, 'cmd: "echo $(V)"', "echo funnel")
     _queue(spec, env, 1)
     refused = merlin("launch", spec.name, cwd=tmp_path, env=env)
