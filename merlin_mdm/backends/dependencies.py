@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from merlin_mdm.spec.exitcodes import RAISED_REASON
+from merlin_mdm.status.states import RAISED_REASON
 from merlin_mdm.study.plan import Edge, StudyPlan, UnitKey
 
 __all__ = ["DependencyTracker", "Release", "blocked_by"]

@@ -31,10 +31,11 @@ from merlin_mdm.backends.task_process import (
     wait,
     watch_tasks,
 )
-from merlin_mdm.spec.exitcodes import RAISED_REASON, ExitCode
+from merlin_mdm.spec.exitcodes import ExitCode
 from merlin_mdm.spec.hazards import parse_walltime
 from merlin_mdm.spec.tokens import substitute
 from merlin_mdm.status.model import StopKind, TaskFailure, TaskState, UnitOutcome
+from merlin_mdm.status.states import RAISED_REASON
 from merlin_mdm.study.plan import NO_SAMPLE, StepInstance, StudyPlan, UnitKey
 
 __all__ = [

@@ -14,10 +14,9 @@ from merlin_mdm.backends.base import Backend, RunOptions, RunReport, register_ba
 from merlin_mdm.backends.dependencies import DependencyTracker, Release
 from merlin_mdm.backends.slots import SlotTable, default_workers, runner_cores
 from merlin_mdm.errors import MerlinMdmError, ResourceError, SpecIssue, UsageError
-from merlin_mdm.spec.exitcodes import after_raise
 from merlin_mdm.status.model import StopKind, StudyState, TaskFailure, TaskState, UnitOutcome
 from merlin_mdm.status.sqlite_store import MAX_DB_PATH, SqliteStatusStore, too_long
-from merlin_mdm.status.states import final_state, stop_message
+from merlin_mdm.status.states import after_raise, final_state, stop_message
 from merlin_mdm.status.store import StatusStore
 from merlin_mdm.study.layout import Workspace
 from merlin_mdm.study.plan import StudyPlan, UnitKey

@@ -4,16 +4,7 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["EXIT_CODE_TOKENS", "RAISED_REASON", "ExitCode", "after_raise"]
-
-# How a unit left out by $(MERLIN_RAISE_ERROR) says why: the tail of its not-run reason (one wording for the
-# dependency counts in memory and in Redis), by which it passes the block on down its own chain.
-RAISED_REASON = "raised an error ($(MERLIN_RAISE_ERROR))"
-
-
-def after_raise(reason: str) -> bool:
-    """Whether a unit was left out, with ``reason``, because a parent raised (or was itself left out so)."""
-    return reason.endswith(RAISED_REASON)
+__all__ = ["EXIT_CODE_TOKENS", "ExitCode"]
 
 
 class ExitCode(enum.IntEnum):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from merlin_mdm.spec.exitcodes import ExitCode
 from merlin_mdm.status.states import StopKind, StudyState, TaskState
 
 __all__ = ["StepSummary", "StopKind", "StudySnapshot", "StudyState", "TaskFailure", "TaskState", "UnitOutcome"]
@@ -56,6 +55,8 @@ class UnitOutcome:
     def raised(self) -> bool:
         """Whether a task exited with $(MERLIN_RAISE_ERROR), or the unit was left out for a parent that did: its
         own dependants do not run (Merlin queues no more of the chain), while a funnel over its step still does."""
+        from merlin_mdm.spec.exitcodes import ExitCode  # here: `status` loads no spec package (test_layers)
+
         return self.after_raise or any(f.rc == ExitCode.RAISE_ERROR for f in self.failures)
 
     @property

@@ -32,9 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from merlin_mdm.errors import StatusError, out_of_memory_hint
-from merlin_mdm.spec.exitcodes import after_raise
 from merlin_mdm.status.model import StepSummary, StudySnapshot, TaskFailure, TaskState, UnitOutcome
-from merlin_mdm.status.states import StopKind, StudyState, final_state, stop_message
+from merlin_mdm.status.states import StopKind, StudyState, after_raise, final_state, stop_message
 from merlin_mdm.status.store import StatusStore
 from merlin_mdm.study.plan import StudyPlan, UnitKey
 

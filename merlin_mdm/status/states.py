@@ -8,7 +8,16 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["StopKind", "StudyState", "TaskState", "final_state", "stop_message"]
+__all__ = ["RAISED_REASON", "StopKind", "StudyState", "TaskState", "after_raise", "final_state", "stop_message"]
+
+# How a unit left out by $(MERLIN_RAISE_ERROR) says why: the tail of its not-run reason (one wording for the
+# dependency counts in memory and in Redis), by which it passes the block on down its own chain.
+RAISED_REASON = "raised an error ($(MERLIN_RAISE_ERROR))"
+
+
+def after_raise(reason: str) -> bool:
+    """Whether a unit was left out, with ``reason``, because a parent raised (or was itself left out so)."""
+    return reason.endswith(RAISED_REASON)
 
 
 class TaskState(enum.StrEnum):
