@@ -154,15 +154,12 @@ class StagedWrites:
         Raises:
             ResultsError: a rename failed.
         """
-        held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-        try:
+        with _stop_signals_held():
             for tmp, final in self._pairs:
                 try:
                     os.replace(tmp, final)
                 except OSError as err:
                     raise ResultsError(f"{final}: cannot write: {err}") from err
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a signal received meanwhile is handled now
         self._pairs.clear()
 
     def discard(self) -> None:
@@ -170,6 +167,33 @@ class StagedWrites:
         for tmp, _ in self._pairs:
             tmp.unlink(missing_ok=True)
         self._pairs.clear()
+
+
+@contextlib.contextmanager
+def _stop_signals_held() -> Iterator[None]:
+    """The stop signals wait for the end of the block: noted by handlers of their own in the main thread and
+    sent again after it, so the handlers in place then (the command's) run. Blocking them with the thread's
+    signal mask is not enough when another thread runs: a signal sent to the process goes to a thread that
+    does not block it, and Python then runs its handler in the main thread at once (the CI saw two of five
+    files renamed). Elsewhere than the main thread, the mask is what can be done."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            yield
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        return
+    noted: list[int] = []
+    previous = {signum: signal.signal(signum, lambda n, _frame: noted.append(n)) for signum in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if noted:
+            signal.raise_signal(noted[0])  # handled now, by the handler the command had
 
 
 @contextlib.contextmanager
