@@ -121,17 +121,11 @@ def evaluate(cfg: EvalConfig, loaded: LoadedDenoiser | None = None, sampler: Sam
     attrs: dict[str, Any] = {
         "task": loaded.task.name,
         **{f"task.{k}": v for k, v in loaded.task.knobs().items()},
-        "sampler": cfg.sampler,
-        **{f"sampler.{k}": v for k, v in sampler.knobs().items()},
+        **{f"sampler.{k}": v for k, v in sampler.knobs().items()},  # an unset knob too (run_identity leaves it)
         "adaptive": bool(getattr(sampler, "is_adaptive", sampler.adaptive)),
         **_policy_attrs(sampler),
-        "steps": cfg.steps,
-        "seed": cfg.seed,
-        "n_examples": cfg.n_examples,
-        "eval_batch_size": cfg.batch_size,  # the sampling draws are made per batch: it shapes the results
-        "temperature": cfg.temperature,
+        **run_identity(cfg, loaded, sampler),
         "checkpoint": os.fspath(cfg.checkpoint),
-        "checkpoint_id": str(loaded.meta["checkpoint_id"]),
         **_policy_denoiser(sampler),
         **_train_seed(loaded.meta),
         "policy_dir": cfg.policy_dir,
