@@ -31,6 +31,7 @@ from merlin_mdm.backends.task_process import (
     wait,
     watch_tasks,
 )
+from merlin_mdm.config import user_config_dir
 from merlin_mdm.spec.exitcodes import ExitCode
 from merlin_mdm.spec.hazards import parse_walltime
 from merlin_mdm.spec.tokens import substitute
@@ -287,14 +288,46 @@ def _signal_name(signum: int) -> str:
 def task_env(plan: StudyPlan, inst: StepInstance) -> dict[str, str]:
     """The environment of an instance's tasks: the user's, plus where the task sits in the study."""
     # Steps run in the user's environment: their PATH comes first, so a step's `python3` is the user's, with
-    # the user's packages. merlin-mdm's own bin/ is appended, so `merlin-mdm` is found even when its virtual
-    # environment was not activated.
-    bindir = os.path.dirname(sys.executable)
+    # the user's packages. A folder holding only `merlin-mdm` is appended, so the command is found even when its
+    # virtual environment was not activated, while that environment's other tools (mpicc, mpiexec, python)
+    # stay out of the steps' sight, as in Merlin.
     path = os.environ.get("PATH") or "/usr/local/bin:/usr/bin:/bin"  # a shell's own default when none is set
+    bindir = os.path.dirname(sys.executable)
     if bindir not in path.split(os.pathsep):
-        path = path + os.pathsep + bindir if path else bindir
+        own = command_folder()
+        if own not in path.split(os.pathsep):
+            path = path + os.pathsep + own
     return {**os.environ, "PATH": path, "MERLIN_MDM_STUDY": plan.name, "MERLIN_MDM_STEP": inst.step,
             "MERLIN_MDM_PARAM_LABELS": inst.labels, "MERLIN_MDM_WORKSPACE": plan.workspace}
+
+
+@functools.cache
+def command_folder() -> str:
+    """A folder whose only entry is a link to this installation's `merlin-mdm` (``~/.merlin-mdm/bin/<id>``, one
+    per installation), or the installation's own bin/ where no such folder can be made (a read-only home)."""
+    import hashlib
+
+    bindir = os.path.dirname(sys.executable)
+    target = os.path.join(bindir, "merlin-mdm")
+    folder = user_config_dir() / "bin" / hashlib.sha1(bindir.encode("utf-8")).hexdigest()[:12]
+    link = folder / "merlin-mdm"
+    if not os.path.exists(target):  # run from a source tree: the interpreter's folder is all there is
+        return bindir
+    try:
+        if os.readlink(link) == target:
+            return str(folder)
+    except OSError:
+        pass
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        staged = folder / f".merlin-mdm.{os.getpid()}"
+        with contextlib.suppress(FileNotFoundError):
+            staged.unlink()
+        staged.symlink_to(target)
+        os.replace(staged, link)
+    except OSError:
+        return bindir
+    return str(folder)
 
 
 def count_done(plan: StudyPlan, key: UnitKey) -> int:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from merlin_mdm.backends.celery.release import release_key
 from tests.integration.celery.helpers import merlin
 from tests.integration.conftest import RedisFixture, WorkerPool, redis_server, worker_pool  # noqa: F401
 
@@ -400,8 +401,15 @@ def test_restart_release_gives_back_what_a_killed_worker_held(tmp_path: Path, re
     refused = merlin("restart", str(ws), cwd=tmp_path, env=env)
     assert refused.returncode == 1 and "taken by workers" in refused.stderr and "--release" in refused.stderr, \
         refused.stderr
+    admin = redis_server.client()  # another release holds the study's key: this one may not read the same messages
+    admin.set(release_key(str(ws)), f"otherhost:4242:{time.time()}", ex=60)
+    racing = merlin("restart", str(ws), "--release", cwd=tmp_path, env=env)
+    assert racing.returncode == 1 and "another `restart --release` of this study runs now (process 4242 on " \
+        "otherhost)" in racing.stderr, racing
+    admin.delete(release_key(str(ws)))
     released = merlin("restart", str(ws), "--release", cwd=tmp_path, env=env)
     assert released.returncode == 0 and released.stdout.startswith("gave back 1 message(s)"), released
+    assert not admin.exists(release_key(str(ws))), "the release let its key go"
     assert time.monotonic() - killed < 25, "given back only once six beats aged"
     assert _status(ws, env)["steps"][0]["counts"]["running"] == 0  # recorded queued again
     worker_pool.start("after", queues=queue, log_dir=tmp_path)

@@ -9,18 +9,26 @@ their done-marker counted, and the kill does not count as a death of the unit (`
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import socket
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
 from merlin_mdm.backends.celery.backend import CeleryBackend, check_server, serving_workers
 from merlin_mdm.backends.celery.broker import UNACKED_KEY, message_workspace
 from merlin_mdm.errors import BackendError, UsageError
-from merlin_mdm.status.redis_store import RedisStatusStore
+from merlin_mdm.status.redis_store import RedisStatusStore, study_prefix
 from merlin_mdm.study.layout import Workspace
 from merlin_mdm.study.plan import StudyPlan, UnitKey
 
-__all__ = ["release_held"]
+__all__ = ["release_held", "release_key"]
+
+RELEASE_SECONDS = 300  # a release killed while holding its key blocks the next one for at most this long
+_DELETE_IF_MINE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
 
 def release_held(path: Path) -> str:
@@ -41,15 +49,46 @@ def release_held(path: Path) -> str:
     config = backend.config(ws)
     check_server(config)
     _refuse_while_served(config, plan)
-    tags = _held_tags(config, plan.workspace)
-    if not tags:
-        return "no message of this study is held by a worker: nothing to give back"
-    units = _units(tags)
-    _refuse_while_beating(backend, ws, units)
-    _give_back(config, tags)
-    _record_queued(backend, ws, plan, units)
+    with _only_release(config, plan.workspace):
+        tags = _held_tags(config, plan.workspace)
+        if not tags:
+            return "no message of this study is held by a worker: nothing to give back"
+        units = _units(tags)
+        _refuse_while_beating(backend, ws, units)
+        _give_back(config, tags)
+        _record_queued(backend, ws, plan, units)
     return (f"gave back {len(tags)} message(s) held by workers that are gone ({len(units)} unit(s) recorded "
             "queued): start workers (`merlin-mdm run-workers SPEC` or `launch`) to run them")
+
+
+@contextlib.contextmanager
+def _only_release(config: Any, workspace: str) -> Iterator[None]:
+    """Hold the study's release key while its held messages are read, given back and recorded: two releases at
+    once both read the same messages, and both reported (and recorded) giving them back."""
+    client = config.broker.client(timeout=5.0)
+    key, mine = release_key(workspace), f"{socket.gethostname()}:{os.getpid()}:{time.time()}"
+    try:
+        if not client.set(key, mine, nx=True, ex=RELEASE_SECONDS):
+            raise BackendError(f"another `restart --release` of this study runs now ({_holder(client, key)}): "
+                               "wait for it, then look at `merlin-mdm status`")
+        try:
+            yield
+        finally:
+            client.eval(_DELETE_IF_MINE, 1, key, mine)
+    finally:
+        client.close()
+
+
+def release_key(workspace: str) -> str:
+    """The Redis key held by the one `restart --release` of ``workspace`` that runs."""
+    return study_prefix(workspace) + "releasing"
+
+
+def _holder(client: Any, key: str) -> str:
+    value = client.get(key)
+    text = value.decode() if isinstance(value, bytes) else str(value or "")
+    host, _, rest = text.partition(":")
+    return f"process {rest.partition(':')[0]} on {host}" if rest else "another process"
 
 
 def _refuse_while_served(config: Any, plan: StudyPlan) -> None:
@@ -80,8 +119,6 @@ def _held_tags(config: Any, workspace: str) -> dict[str, Any]:
 def _refuse_while_beating(backend: CeleryBackend, ws: Workspace, units: list[UnitKey]) -> None:
     """A held unit whose process still beats is running now (its worker may be in its warm shutdown, which
     answers no broadcast): giving it back would run it twice."""
-    import time
-
     from merlin_mdm.backends.celery.liveness import is_silent
 
     store = cast(RedisStatusStore, backend.status_store(ws))

@@ -351,3 +351,30 @@ def test_queueing_without_a_reachable_broker_writes_no_workspace(tmp_path: Path)
     assert env_run.returncode == 1
     assert env_run.stderr.startswith("Error: ") and "Traceback" not in env_run.stderr
     assert not (tmp_path / "hello" / "studies").exists()
+
+
+def test_steps_find_merlin_mdm_but_not_the_other_tools_of_its_environment(write_spec, tmp_path: Path) -> None:
+    """Merlin's slurm_par example built its MPI program with the mpicc of merlin-mdm's own virtual environment
+    (pip's MPICH), where under Merlin the step fails: only `merlin-mdm` of that environment may be visible."""
+    import shutil
+    import sys
+
+    bindir = Path(sys.executable).parent
+    assert (bindir / "pytest").exists() and (bindir / "merlin-mdm").exists(), "needs the installed checkout"
+    spec = write_spec("""
+        description: {name: tools, description: which commands a step sees}
+        env: {variables: {OUTPUT_PATH: ./out}}
+        study:
+          - name: look
+            run: {cmd: "command -v merlin-mdm > found.txt; command -v pytest >> found.txt;
+                        merlin-mdm --version >> found.txt; true"}
+    """)
+    path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep)
+                           if p and Path(p).resolve() != bindir.resolve() and not (Path(p) / "pytest").exists())
+    assert shutil.which("pytest", path=path) is None
+    env = {**os.environ, "PATH": path, "HOME": str(tmp_path / "home")}
+    result = merlin("run", str(spec), "--local", cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    found = (workspace_of(result) / "look" / "found.txt").read_text().splitlines()
+    assert len(found) == 2 and found[0].endswith("/merlin-mdm") and found[1].startswith("merlin-mdm, version "), found
+    assert Path(found[0]).resolve() == (bindir / "merlin-mdm").resolve()
