@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,9 +17,10 @@ import click
 
 from merlin_mdm.cli.mdm_device import device_option
 from merlin_mdm.cli.mdm_order import order_diagnostic, train_order
+from merlin_mdm.cli.numbers import FiniteRange
 from merlin_mdm.errors import UsageError
 
-__all__ = ["mdm", "parse_knobs"]
+__all__ = ["mdm", "parse_knobs", "warn_other_denoiser"]
 
 
 def _scalar(text: str) -> Any:
@@ -28,9 +30,12 @@ def _scalar(text: str) -> Any:
         return lowered == "true"
     for kind in (int, float):
         try:
-            return kind(text)
+            number = kind(text)
         except ValueError:
-            pass
+            continue
+        if not math.isfinite(number):
+            raise UsageError(f"{text!r} is not a finite number: give a knob a finite value")
+        return number
     return text
 
 
@@ -73,16 +78,16 @@ KNOB_HELP = "Task knob KEY=VALUE (repeatable), e.g. --knob nb=4 --knob bl=4."
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Checkpoint folder.")
 @click.option("--steps", default=1000, show_default=True, type=click.IntRange(1), help="Optimiser steps in total.")
 @click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1), help="Sequences per step.")
-@click.option("--lr", default=3e-3, show_default=True, type=click.FloatRange(min=0, min_open=True),
+@click.option("--lr", default=3e-3, show_default=True, type=FiniteRange(min=0, min_open=True),
               help="Peak AdamW learning rate (linear warm-up, cosine decay to lr/10).")
 @click.option("--warmup", default=100, show_default=True, type=click.IntRange(0), help="Warm-up steps.")
-@click.option("--weight-decay", default=0.01, show_default=True, type=click.FloatRange(min=0), help="AdamW decay.")
+@click.option("--weight-decay", default=0.01, show_default=True, type=FiniteRange(min=0), help="AdamW decay.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seeds initialisation, data and masks.")
 @click.option("--d-model", default=64, show_default=True, type=click.IntRange(1), help="Denoiser width.")
 @click.option("--n-layers", default=2, show_default=True, type=click.IntRange(1), help="Transformer blocks.")
 @click.option("--n-heads", default=4, show_default=True, type=click.IntRange(1), help="Attention heads.")
 @click.option("--d-ff", default=256, show_default=True, type=click.IntRange(1), help="MLP width.")
-@click.option("--dropout", default=0.0, show_default=True, type=click.FloatRange(0, 1, max_open=True))
+@click.option("--dropout", default=0.0, show_default=True, type=FiniteRange(0, 1, max_open=True))
 @click.option("--ckpt-every", default=500, show_default=True, type=click.IntRange(1), help="Checkpoint period.")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(0),
               help="torch threads (0: OMP_NUM_THREADS or all cores); 1 is fastest for small models.")
@@ -159,7 +164,7 @@ def _sweeps(pairs: tuple[str, ...]) -> list[dict[str, Any]]:
 @click.option("--seed", default=0, show_default=True, type=int, help="Picks the examples and the draws.")
 @click.option("--n-examples", default=1000, show_default=True, type=click.IntRange(1), help="Examples N.")
 @click.option("--batch-size", default=250, show_default=True, type=click.IntRange(1), help="Generated together.")
-@click.option("--temperature", default=1.0, show_default=True, type=click.FloatRange(min=0),
+@click.option("--temperature", default=1.0, show_default=True, type=FiniteRange(min=0),
               help="Token sampling temperature; 0 = argmax.")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(0), help="torch threads (0: auto).")
 @device_option
@@ -196,7 +201,10 @@ def eval_command(checkpoint: Path, sampler: str, knobs: tuple[str, ...], sweeps:
 
     fixed = parse_knobs(knobs)
     _check_policy_option(sampler, policy)
-    swept = sorted(set(fixed) & {pair.partition("=")[0].strip() for pair in sweeps})
+    swept_names = {pair.partition("=")[0].strip() for pair in sweeps}
+    if policy is not None and "policy_dir" in {*fixed, *swept_names}:
+        raise UsageError(f"--policy {policy} and the knob policy_dir both name the policy; give one")
+    swept = sorted(set(fixed) & swept_names)
     if swept:
         raise UsageError(f"knob {', '.join(swept)} is both fixed (--knob) and swept (--sweep); give one")
     runs = [(steps, variant) for steps in _int_list(steps_text, "--steps") for variant in _sweeps(sweeps)]
@@ -224,13 +232,18 @@ def eval_command(checkpoint: Path, sampler: str, knobs: tuple[str, ...], sweeps:
             continue
         with _eval_progress(f"eval {path.name}", n_examples, quiet or as_json) as advance:
             result = evaluate(config, loaded, built, advance)
-        trained_with = result.attrs.get("policy_denoiser_id")
-        if trained_with and trained_with != result.attrs["checkpoint_id"]:
-            click.echo(f"warning: the policy {policy} was trained with denoiser {trained_with}, not with "
-                       f"{checkpoint} ({result.attrs['checkpoint_id']}); its metrics record both", err=True)
+        warn_other_denoiser(result.attrs, policy, checkpoint)
         path.parent.mkdir(parents=True, exist_ok=True)
         write_eval(result, path)
         _report(path, sampler, config.steps, n_examples, result.attrs, as_json)
+
+
+def warn_other_denoiser(attrs: dict[str, Any], policy: Path | None, checkpoint: Path) -> None:
+    """A policy evaluated on another denoiser than the one it was trained with: allowed, but said."""
+    trained_with = attrs.get("policy_denoiser_id")
+    if trained_with and trained_with != attrs["checkpoint_id"]:
+        click.echo(f"warning: the policy {policy} was trained with denoiser {trained_with}, not with "
+                   f"{checkpoint} ({attrs['checkpoint_id']}); its metrics record both", err=True)
 
 
 def _kept_run(path: Path, identity: dict[str, Any], force: bool) -> dict[str, Any] | None:

@@ -11,6 +11,8 @@ from pathlib import Path
 import click
 
 from merlin_mdm.cli.mdm_device import device_option
+from merlin_mdm.cli.numbers import FiniteRange
+from merlin_mdm.errors import UsageError
 from merlin_mdm.signals import watch_signals
 
 __all__ = ["order_diagnostic", "train_order"]
@@ -37,7 +39,7 @@ def _budget_list(text: str) -> tuple[int, ...]:
               help="T: denoiser calls per sequence (with --budgets: the budget of the quick check).")
 @click.option("--budgets", default="", metavar="T1,T2,...",
               help="Train one policy for several budgets (T drawn per iteration), e.g. 2,4,8.")
-@click.option("--nfe-penalty", default=0.0, show_default=True, type=click.FloatRange(min=0),
+@click.option("--nfe-penalty", default=0.0, show_default=True, type=FiniteRange(min=0),
               help="Adaptive compute: nats per expected extra denoiser call; the policy may finish early.")
 @click.option("--objective", default="elbo", show_default=True,
               help="Registered objective. elbo: the order ELBO; reward: REINFORCE on the task's score of answers.")
@@ -47,7 +49,7 @@ def _budget_list(text: str) -> tuple[int, ...]:
                    "sequential-onepass: the same picks, but the network reads the step once and each pick only "
                    "re-reads a light head (about 2x faster training on arith; what is chosen cannot steer "
                    "attention).")
-@click.option("--token-temperature", default=1.0, show_default=True, type=click.FloatRange(min=0),
+@click.option("--token-temperature", default=1.0, show_default=True, type=FiniteRange(min=0),
               help="reward: token temperature of the rollouts (use the evaluation's: 1.0 samples, 0 argmax).")
 @click.option("--common-token-noise/--independent-token-noise", default=False, show_default=True,
               help="reward: common random numbers for the token draws. The K rollouts of a prompt share one "
@@ -71,23 +73,23 @@ def _budget_list(text: str) -> tuple[int, ...]:
                    "decodes exactly as the heuristic sampler does. Then train it with --objective reward.")
 @click.option("--prior-knob", "prior_knobs", multiple=True, metavar="KEY=VALUE",
               help="A knob of the prior (repeatable), e.g. --prior-knob tau=0.9 or --prior-knob gamma=0.1.")
-@click.option("--prior-scale", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+@click.option("--prior-scale", default=1.0, show_default=True, type=FiniteRange(min=0, min_open=True),
               help="Multiplies the prior's logits: larger is sharper, so sampled rollouts explore less.")
-@click.option("--prior-stop-scale", type=click.FloatRange(min=0, min_open=True),
+@click.option("--prior-stop-scale", type=FiniteRange(min=0, min_open=True),
               help="Multiplies the prior's stop margin instead of --prior-scale: a sharp stop (e.g. 30) with soft "
                    "picks (--prior-scale 1) gives rollouts that stop where the heuristic does while their picks "
                    "explore. Default: --prior-scale.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Where policy.pt and meta.json are written.")
-@click.option("--tau", default=0.1, show_default=True, type=click.FloatRange(min=0, min_open=True),
+@click.option("--tau", default=0.1, show_default=True, type=FiniteRange(min=0, min_open=True),
               help="Posterior temperature: q_i = exp((s_i - max s) / tau).")
-@click.option("--tau-start", type=click.FloatRange(min=0, min_open=True),
+@click.option("--tau-start", type=FiniteRange(min=0, min_open=True),
               help="Anneal tau geometrically from this value over the first half of training.")
 @click.option("--rollouts", default=4, show_default=True, type=click.IntRange(2),
               help="K posterior rollouts per example (leave-one-out baseline).")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1), help="Examples per step.")
 @click.option("--iterations", default=200, show_default=True, type=click.IntRange(1), help="Adam steps.")
-@click.option("--lr", default=3e-3, show_default=True, type=click.FloatRange(min=0, min_open=True),
+@click.option("--lr", default=3e-3, show_default=True, type=FiniteRange(min=0, min_open=True),
               help="Adam learning rate of the policy and the posterior.")
 @click.option("--d-model", default=32, show_default=True, type=click.IntRange(2), help="Order network width.")
 @click.option("--layers", default=1, show_default=True, type=click.IntRange(0), help="Order network layers.")
@@ -133,6 +135,7 @@ def train_order(denoiser_dir: Path, budget: int, budgets: str, nfe_penalty: floa
     from merlin_mdm.mdm.order.training import OrderTrainConfig
     from merlin_mdm.mdm.runtime import configure_threads
 
+    _check_parent(out_dir, "--out")
     configure_threads(threads)
     config = OrderTrainConfig(budget=budget, budgets=_budget_list(budgets), nfe_penalty=nfe_penalty,
                               objective=objective, policy_kind=policy_kind, token_temperature=token_temperature,
@@ -172,8 +175,9 @@ def train_order(denoiser_dir: Path, budget: int, budgets: str, nfe_penalty: floa
               help="metrics.h5 of the shuffled run (its diag.* attributes hold the figures).")
 @device_option
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+@click.option("--force", is_flag=True, help="Replace an existing --out file (without it, one is never written over).")
 def order_diagnostic(checkpoint: Path, policy: Path, steps: int, seed: int, n_examples: int, out: Path,
-                     device: str, as_json: bool) -> None:
+                     device: str, as_json: bool, force: bool) -> None:
     """Does the learned order depend on the prompt? Distinct schedules per 100 prompts, and the accuracy when
     every prompt gets another prompt's schedule (same counts, same NFE).
 
@@ -182,12 +186,15 @@ def order_diagnostic(checkpoint: Path, policy: Path, steps: int, seed: int, n_ex
       merlin-mdm mdm order-diagnostic --checkpoint runs/den --policy runs/order_T2 --steps 2 --out m/shuffled.h5
       merlin-mdm mdm order-diagnostic --checkpoint runs/den --policy runs/order_T2 --steps 2 --out m/s.h5 --json
     """
+    from merlin_mdm.cli.mdm import warn_other_denoiser  # deferred: cli.mdm imports this module
     from merlin_mdm.mdm.evaluation import EvalConfig, write_eval
     from merlin_mdm.mdm.order.diagnostics import order_diagnostic as diagnose
 
+    _check_new_file(out, force)
     config = EvalConfig(checkpoint=str(checkpoint), sampler="learned", steps=steps, seed=seed,
                         n_examples=n_examples, policy_dir=str(policy), device=device)
-    _, shuffled = diagnose(config)
+    own, shuffled = diagnose(config)
+    warn_other_denoiser(own.attrs, policy, checkpoint)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_eval(shuffled, out)
     figures = {k: v for k, v in shuffled.attrs.items() if k.startswith("diag.") or k in ("accuracy", "mean_nfe")}
@@ -197,3 +204,23 @@ def order_diagnostic(checkpoint: Path, policy: Path, steps: int, seed: int, n_ex
     click.echo(f"{out}: {figures['diag.distinct_schedules_per_100']:.1f} distinct schedules and "
                f"{figures['diag.distinct_first_steps_per_100']:.1f} distinct first steps per 100 prompts; accuracy "
                f"{figures['diag.accuracy_unshuffled']:.1%} own schedules, {figures['accuracy']:.1%} shuffled")
+
+
+def _check_new_file(out: Path, force: bool) -> None:
+    """Before any work: --out must be a file to create (or, with --force, one to replace), in a folder that can
+    hold it. A metrics file written over is another run lost; a results file, a whole study's."""
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a folder; name the metrics file to write (e.g. {out}/shuffled.h5)")
+    if out.exists() and not force:
+        raise UsageError(f"--out {out} exists: it is not written over; name another file, or pass --force to "
+                         "replace it")
+    _check_parent(out, "--out")
+
+
+def _check_parent(path: Path, option: str) -> None:
+    """The nearest existing folder above ``path`` must be a folder (a file there fails only at the end)."""
+    for above in path.absolute().parents:
+        if above.exists():
+            if not above.is_dir():
+                raise UsageError(f"{option} {path}: {above} is a file, not a folder; name another path")
+            return

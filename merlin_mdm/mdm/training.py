@@ -58,6 +58,9 @@ class TrainConfig:
         for name in ("steps", "batch_size", "ckpt_every"):
             if getattr(self, name) < 1:
                 raise MdmError(f"train: {name} must be >= 1, got {getattr(self, name)}")
+        if not (math.isfinite(self.lr) and math.isfinite(self.weight_decay) and math.isfinite(self.dropout)):
+            raise MdmError(f"train: lr, weight_decay and dropout must be finite numbers, got {self.lr}, "
+                           f"{self.weight_decay}, {self.dropout}")
         if self.lr <= 0 or self.weight_decay < 0 or self.warmup < 0 or self.threads < 0:
             raise MdmError("train: lr must be > 0 and weight_decay, warmup, threads >= 0")
 
@@ -184,6 +187,17 @@ class _Run:
         return float(loss.detach())
 
 
+def _check_finite(run: _Run, out: str | Path) -> None:
+    """A loss that is no longer finite has spoilt the weights for good (NaN spreads through every update):
+    saving them would give a denoiser that decodes one token everywhere and can even score well."""
+    loss = run.losses[-1]
+    if math.isfinite(loss):
+        return
+    raise MdmError(f"training diverged at step {run.step} (loss {loss}): nothing of this step is saved. Lower --lr "
+                   f"(now {run.cfg.lr:g}) or raise --warmup (now {run.cfg.warmup}), and start again in an empty "
+                   f"--out (the checkpoint in {out}, if any, is of an earlier step of this recipe)")
+
+
 def _nothing_to_train(run: _Run, out: str | Path, device: torch.device, notify: Callable[[str], None]) -> TrainSummary:
     """--resume with --steps at or below the step reached: a finished checkpoint is left as it is; a stopped one
     is ended there on purpose (its train_summary records the step reached, its train_config the steps it was
@@ -303,6 +317,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, quiet: bool =
         job = bar.add_task("train", total=cfg.steps, completed=run.step, info="")
         while run.step < cfg.steps:
             run.losses.append(run.one_step())
+            _check_finite(run, out)
             signum = stop_requested() if stop_requested is not None else None
             if signum:
                 run.save()

@@ -130,6 +130,9 @@ def test_no_command_writes_over_another_kind_of_artefact(den: Path, tmp_path: Pa
     (["--knob", "tau=0.5", "--sweep", "tau=0.6,0.7"], "both fixed (--knob) and swept (--sweep)"),
     (["--steps", "2,2"], "--steps 2,2: a value is given twice"),
     (["--policy", "somewhere"], "takes no policy"),
+    (["--knob", "tau=nan"], "'nan' is not a finite number"),
+    (["--sweep", "tau=0.5,inf"], "'inf' is not a finite number"),
+    (["--temperature", "nan"], "'nan' is not a finite number"),
 ])
 def test_bad_knobs_are_usage_errors_before_anything_runs(den: Path, tmp_path: Path, args: list[str],
                                                          message: str) -> None:
@@ -207,3 +210,48 @@ def test_eval_says_when_a_budget_exceeds_the_answer(den: Path, tmp_path: Path) -
                 "--out", str(tmp_path / "l.h5"))
     assert long.exit_code == 0 and "--steps 9 exceeds the 4 answer positions: at most 4 calls" in long.output
     assert read_metrics(tmp_path / "l.h5").attrs["max_nfe"] <= 4
+
+
+def test_a_diverged_training_fails_and_saves_nothing_of_it(tmp_path: Path) -> None:
+    """At --lr 1000 the loss turns NaN within a few steps; the weights were saved as a finished denoiser (exit 0)
+    whose answers, one token everywhere, scored 100% on `blocks`."""
+    out = tmp_path / "den"
+    result = _mdm("train", *TINY, "--steps", "60", "--lr", "1000", "--out", str(out))
+    assert result.exit_code == 2 and "training diverged at step" in result.output and "Lower --lr (now 1000)" in \
+        result.output, result.output
+    refused = _mdm("eval", "--checkpoint", str(out), *EVAL, "--out", str(tmp_path / "m.h5"))
+    assert refused.exit_code != 0 and not (tmp_path / "m.h5").exists(), refused.output
+    for option in (["--lr", "nan"], ["--weight-decay", "inf"]):
+        bad = _mdm("train", *TINY, "--steps", "2", *option, "--out", str(tmp_path / "d2"))
+        assert bad.exit_code == 2 and "is not a finite number" in bad.output, bad.output
+
+
+def test_order_diagnostic_writes_over_nothing_unless_forced(den: Path, tmp_path: Path) -> None:
+    """It wrote its shuffled run over any --out, a baseline's metrics file or a results file included."""
+    pol = tmp_path / "pol"
+    assert _mdm("train-order", "--denoiser", str(den), "--budget", "2", "--iterations", "2", "--batch-size", "4",
+                "--rollouts", "2", "--d-model", "8", "--eval-samples", "0", "--device", "cpu",
+                "--out", str(pol)).exit_code == 0
+    baseline = tmp_path / "iid_T2.h5"
+    assert _mdm("eval", "--checkpoint", str(den), *EVAL, "--out", str(baseline)).exit_code == 0
+    before = baseline.read_bytes()
+    diag = ["order-diagnostic", "--checkpoint", str(den), "--policy", str(pol), "--steps", "2", "--n-examples", "8",
+            "--device", "cpu"]
+    refused = _mdm(*diag, "--out", str(baseline))
+    assert refused.exit_code == 2 and "exists: it is not written over" in refused.output, refused.output
+    assert baseline.read_bytes() == before
+    (tmp_path / "afile").write_text("x")
+    under_a_file = _mdm(*diag, "--out", str(tmp_path / "afile" / "s.h5"))
+    assert under_a_file.exit_code == 2 and "is a file, not a folder" in under_a_file.output, under_a_file.output
+    forced = _mdm(*diag, "--out", str(baseline), "--force")
+    assert forced.exit_code == 0, forced.output
+    assert read_metrics(baseline).attrs["sampler"] != "top_prob"
+    order_under_file = _mdm("train-order", "--denoiser", str(den), "--budget", "2", "--iterations", "2",
+                            "--eval-samples", "0", "--device", "cpu", "--out", str(tmp_path / "afile" / "pol"))
+    assert order_under_file.exit_code == 2 and "is a file, not a folder" in order_under_file.output
+
+
+def test_policy_and_a_policy_dir_knob_together_are_refused(den: Path, tmp_path: Path) -> None:
+    result = _mdm("eval", "--checkpoint", str(den), "--sampler", "learned", "--policy", "a", "--knob",
+                  "policy_dir=b", "--steps", "2", "--out", str(tmp_path / "m.h5"))
+    assert result.exit_code == 2 and "both name the policy" in result.output, result.output
