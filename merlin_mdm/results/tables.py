@@ -357,11 +357,13 @@ def group_runs(table: RunTable) -> dict[GroupKey, list[int]]:
 
 
 def run_cluster(row: Mapping[str, Any]) -> tuple[Any, ...]:
-    """The bootstrap cluster of a run: its (training seed, evaluation seed), the runs that share a denoiser and
-    the examples (e.g. several policy seeds on one denoiser); a run without a ``train_seed`` is its own."""
+    """The bootstrap cluster of a run: its (training seed, evaluation seed, number of examples), the runs that
+    share a denoiser and the examples (e.g. several policy seeds on one denoiser); a run without a ``train_seed``
+    is its own. The examples are drawn from the seed for the number asked, so the same seed with another
+    ``--n-examples`` gives other prompts at the same indices: such runs are not paired."""
     if "train_seed" not in row:
         return ("run", str(row["path"]))
-    return (int(row["train_seed"]), int(row.get("seed", 0)))
+    return (int(row["train_seed"]), int(row.get("seed", 0)), int(row.get("n_examples", 0)))
 
 
 def group_clusters(table: RunTable) -> dict[GroupKey, dict[tuple[Any, ...], int]]:

@@ -371,3 +371,26 @@ def test_seeds_carry_units_and_say_which_seed_they_are(study: Path, tmp_path: Pa
     ds = load_dataset(tmp_path / "r.h5")
     assert ds["seed"].attrs["units"] == "1" and "evaluation seed" in ds["seed"].attrs["long_name"]
     assert "training" in ds["train_seed"].attrs["long_name"]
+
+
+def test_runs_on_another_number_of_examples_are_not_paired(tmp_path: Path) -> None:
+    """One evaluation seed draws other prompts for another --n-examples (the candidates come in a batch sized by
+    it): a learned run on 200 examples and a baseline on 1000 were reported as a paired difference."""
+    from merlin_mdm.results.tables import bootstrap_groups, group_clusters
+
+    rng = np.random.default_rng(3)
+    _write(tmp_path / "runs" / "iid.h5", "iid", 2, 0, rng.random(1000) < 0.2, np.full(1000, 2), n_examples=1000)
+    _write(tmp_path / "runs" / "learned.h5", "learned", 2, 0, rng.random(200) < 0.9, np.full(200, 2),
+           n_examples=200)
+    report = _aggregate(tmp_path / "runs", tmp_path / "out.h5")
+    (found,) = compare_at_equal_compute(report.summary, bootstrap_groups(report.table),
+                                        clusters=group_clusters(report.table))
+    assert found.baseline is not None and found.baseline.sampler == "iid" and not found.paired
+    assert "(unpaired)" in (tmp_path / "out.md").read_text(encoding="utf-8")
+    _write(tmp_path / "same" / "iid.h5", "iid", 2, 0, rng.random(200) < 0.2, np.full(200, 2), n_examples=200)
+    _write(tmp_path / "same" / "learned.h5", "learned", 2, 0, rng.random(200) < 0.9, np.full(200, 2),
+           n_examples=200)
+    same = _aggregate(tmp_path / "same", tmp_path / "same.h5")
+    (paired,) = compare_at_equal_compute(same.summary, bootstrap_groups(same.table),
+                                         clusters=group_clusters(same.table))
+    assert paired.paired and "(unpaired)" not in (tmp_path / "same.md").read_text(encoding="utf-8")
