@@ -2,9 +2,10 @@
 
 The x axis is the mean number of denoiser calls on a log2 scale; every series has its own marker; a shaded band is
 the 95% paired bootstrap interval (an error bar for a single point); the caption gives the number of runs (training
-seeds, or training x policy seeds) behind each line. A baseline sampler is one series whatever its knobs (a swept
-``eb`` or ``threshold`` is drawn as its front, points joined in order of mean NFE, and listed once in the legend),
-or one per cap when it was swept at several caps; every learned line is its own series. Long labels are wrapped and
+seeds, or training x policy seeds) behind each line. A swept baseline (``eb``'s gamma, ``threshold``'s tau: knobs
+that move its mean NFE) is drawn as its front, points joined in order of mean NFE and listed once in the legend,
+or one front per cap when it was swept at several caps; its other settings (``blocks=4``, a temperature) are
+series of their own, and every learned line is its own series. Long labels are wrapped and
 the figure grows with its legend, so a study with dozens of lines stays readable. Written as PNG and SVG with no
 timestamps, so equal inputs give equal files.
 """
@@ -31,27 +32,65 @@ _LEGEND_LINE_INCHES = 0.16
 
 
 def _series(rows: Sequence[SummaryRow]) -> dict[str, list[SummaryRow]]:
-    """Rows per plotted series: a baseline sampler's rows together (its front), each other method alone.
+    """Rows per plotted series: a baseline's settings along its front together, each other method alone.
 
-    A sampler swept over its knobs at several caps (e.g. EB capped at 2, 3, 4 and 16 calls) is one front per cap
-    ("eb, at most 4 calls"): joined across caps its points would zigzag between fronts of different budgets.
+    A baseline's front joins the settings that differ only in knobs that move its mean NFE at one budget (EB's
+    gamma, threshold's tau: :func:`_front_knobs`); settings that differ in anything else (``blocks=4``, another
+    temperature) are series of their own, or a vertical line would join different methods. A front swept at
+    several caps (e.g. EB capped at 2, 3, 4 and 16 calls) is one front per cap ("eb, at most 4 calls"): joined
+    across caps its points would zigzag between fronts of different budgets.
     """
-    per_cap = {row.sampler for row in rows if is_baseline(row) and _swept_at_several_caps(row.sampler, rows)}
+    baselines = [row for row in rows if is_baseline(row)]
+    keys: dict[int, str] = {}
+    for sampler in dict.fromkeys(row.sampler for row in baselines):
+        mine = [row for row in baselines if row.sampler == sampler]
+        front = _front_knobs(mine)
+        for row in mine:
+            name, knobs = _split_label(row.method)
+            kept = [f"{k}={v}" for k, v in knobs.items() if k not in front]
+            keys[id(row)] = f"{name} ({', '.join(kept)})" if kept else name
+    per_cap = {key for key in set(keys.values())
+               if _swept_at_several_caps([row for row in baselines if keys[id(row)] == key])}
     out: dict[str, list[SummaryRow]] = {}
     for row in rows:
-        if not is_baseline(row):
-            key = row.method
-        else:
-            key = f"{row.sampler}, at most {row.steps} calls" if row.sampler in per_cap else row.sampler
+        key = keys.get(id(row), row.method)
+        if key in per_cap:
+            key = f"{key}, at most {row.steps} calls"
         out.setdefault(key, []).append(row)
     return out
 
 
-def _swept_at_several_caps(sampler: str, rows: Sequence[SummaryRow]) -> bool:
-    """Whether ``sampler`` has more than one setting at some cap and appears at more than one cap."""
-    mine = [r for r in rows if r.sampler == sampler]
-    caps = {r.steps for r in mine}
-    return len(caps) > 1 and len({(r.steps, r.method) for r in mine}) > len(caps)
+def _split_label(method: str) -> tuple[str, dict[str, str]]:
+    """``eb (gamma=0.1, blocks=4)`` -> ("eb", {"gamma": "0.1", "blocks": "4"}); a label of another shape is all
+    name."""
+    if not method.endswith(")") or " (" not in method:
+        return method, {}
+    name, inner = method[:-1].split(" (", 1)
+    parts = [part.partition("=") for part in inner.split(", ")]
+    if not all(sep and key for key, sep, _ in parts):
+        return method, {}
+    return name, {key: value for key, _, value in parts}
+
+
+def _front_knobs(rows: Sequence[SummaryRow]) -> set[str]:
+    """The knobs of one sampler's rows that trade accuracy for calls: at one budget, settings differing only
+    in the knob spend different mean NFE. Never the token temperature."""
+    labelled = [(row, _split_label(row.method)[1]) for row in rows]
+    front = set()
+    for knob in {k for _, knobs in labelled for k in knobs} - {"temperature"}:
+        spends: dict[tuple[Any, ...], set[float]] = {}
+        for row, knobs in labelled:
+            rest = tuple(sorted((k, v) for k, v in knobs.items() if k != knob))
+            spends.setdefault((row.steps, rest), set()).add(round(row.mean_nfe, 6))
+        if any(len(nfes) > 1 for nfes in spends.values()):
+            front.add(knob)
+    return front
+
+
+def _swept_at_several_caps(rows: Sequence[SummaryRow]) -> bool:
+    """Whether the rows of one front have more than one setting at some cap and appear at more than one cap."""
+    caps = {r.steps for r in rows}
+    return len(caps) > 1 and len({(r.steps, r.method) for r in rows}) > len(caps)
 
 
 def _series_label(name: str, points: Sequence[SummaryRow]) -> str:

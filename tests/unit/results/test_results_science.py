@@ -299,6 +299,33 @@ def test_a_baseline_swept_at_several_caps_is_one_front_per_cap(study: Path, tmp_
     assert "top_prob" in series and len(series["top_prob"]) == 2  # one setting per budget: still one line
 
 
+def test_settings_of_a_baseline_that_do_not_move_its_calls_are_series_of_their_own(study: Path,
+                                                                                      tmp_path: Path) -> None:
+    """top_prob at temperatures 0, 0.5 and 1 was drawn as one vertical line, "top_prob (n=3, 3 settings)", and
+    margin with blocks=4 joined plain margin's line."""
+    rng = np.random.default_rng(9)
+    for seed in range(3):
+        for temperature in (0.0, 0.5):
+            _write(study / "eval" / f"tp{temperature}.{seed}" / "m.h5", "top_prob", 4, seed, rng.random(200) < 0.6,
+                   np.full(200, 4), temperature=temperature)
+        for steps in (2, 4):
+            _write(study / "eval" / f"margin_b4_T{steps}.{seed}" / "m.h5", "margin", steps, seed,
+                   rng.random(200) < 0.3, np.full(200, steps), **{"sampler.blocks": 4})
+            _write(study / "eval" / f"margin_T{steps}.{seed}" / "m.h5", "margin", steps, seed, rng.random(200) < 0.7,
+                   np.full(200, steps))
+        for gamma, calls in ((0.1, 3), (0.01, 5)):
+            _write(study / "eval" / f"eb{gamma}.{seed}" / "m.h5", "eb", 16, seed, rng.random(200) < 0.8,
+                   np.full(200, calls), **{"sampler.gamma": gamma, "sampler.blocks": 4})
+    report = _aggregate(study, tmp_path / "r.h5")
+    from merlin_mdm.results.plots import _series
+
+    series = _series(report.summary)
+    assert {"top_prob", "top_prob (temperature=0)", "top_prob (temperature=0.5)", "margin", "margin (blocks=4)",
+            "eb (blocks=4)"} <= set(series), sorted(series)
+    assert [r.steps for r in series["margin (blocks=4)"]] == [2, 4] and len(series["margin"]) == 2
+    assert len(series["top_prob (temperature=0)"]) == 1 and len(series["eb (blocks=4)"]) == 2
+
+
 def test_studies_run_in_batches_aggregate_as_one(study: Path, tmp_path: Path) -> None:
     """The same runs in two workspaces (training seeds 0-1, then 2) give the report and Table 1 of one."""
     whole = _aggregate(study, tmp_path / "whole" / "r.h5")
