@@ -63,6 +63,9 @@ def check_outputs(outputs: Sequence[NamedOutput], discovery: Discovery) -> None:
         if path.is_file() and has_hdf5_signature(path) and _file_kind(path) is None and _has_schema_version(path):
             raise UsageError(f"{path}: {option} names a per-run metrics file, which writing would replace: name "
                              "another path (nothing was written)")
+        if option == "--plot" and path.suffix.lower() != ".png":
+            raise UsageError(f"{path}: {option}: the figure is written as PNG, with an SVG beside it; name a .png "
+                             "file (nothing was written)")
 
 
 def _root_attrs(path: Path) -> dict[str, object] | None:

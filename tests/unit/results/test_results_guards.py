@@ -260,3 +260,12 @@ def test_a_signal_during_the_renames_waits_for_the_last(tmp_path: Path, make_run
         other.join()
     assert sorted(renamed) == sorted(OUTPUTS)
     assert read_results(tmp_path / "o" / "r.h5").table.n_rows == 2
+
+
+def test_a_plot_named_other_than_png_is_refused(tmp_path: Path, make_run: MakeRun) -> None:
+    """`--plot fig.pdf` wrote PNG bytes into fig.pdf, and the report linked to it."""
+    make_run(tmp_path / "g" / "a.h5")
+    result = CliRunner().invoke(aggregate_command, [str(tmp_path / "g"), "--out", str(tmp_path / "r.h5"),
+                                                    "--plot", str(tmp_path / "fig.pdf")])
+    assert isinstance(result.exception, UsageError) and "the figure is written as PNG" in str(result.exception)
+    assert not (tmp_path / "fig.pdf").exists() and not (tmp_path / "r.h5").exists()
