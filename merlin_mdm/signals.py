@@ -30,9 +30,12 @@ from types import FrameType
 
 from merlin_mdm.errors import Interrupted, UsageError
 
-__all__ = ["STOP_SIGNALS", "SignalWatch", "parent_death_signal", "parse_signal", "watch_signals"]
+__all__ = ["STOP_SIGNALS", "SignalWatch", "leave_hung_up_terminal", "parent_death_signal", "parse_signal",
+           "remember_terminal", "watch_signals"]
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+_KEPT_IGNORED = (signal.SIGHUP, signal.SIGINT)  # left ignored when inherited so (SIGTERM always stops a command)
+_TERMINAL_FDS: set[int] = set()  # standard streams that were a terminal when a command began watching signals
 _PR_SET_PDEATHSIG = 1
 
 
@@ -64,6 +67,8 @@ class SignalWatch:
     _old_unraisable: Callable[[sys.UnraisableHookArgs], object] | None = None
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGHUP:
+            leave_hung_up_terminal()
         self.count += 1
         if self.received is None:
             self.received = signum
@@ -99,9 +104,12 @@ class SignalWatch:
             self.raising = True
 
     def install(self) -> None:
+        remember_terminal()
         self._old_unraisable = sys.unraisablehook
         sys.unraisablehook = self._unraisable
         for signum in self.signals:
+            if signum in _KEPT_IGNORED and signal.getsignal(signum) is signal.SIG_IGN:
+                continue  # `nohup`, or a shell's background job: the user asked for this signal to be ignored
             self._old[signum] = signal.signal(signum, self._handle)
 
     def restore(self) -> None:
@@ -123,6 +131,37 @@ def watch_signals(early_warning: int | None = None) -> Iterator[SignalWatch]:
         yield watch
     finally:
         watch.restore()
+
+
+def remember_terminal() -> None:
+    """Note which of stdin, stdout and stderr are terminals now (after a hangup they no longer say so)."""
+    for fd in (0, 1, 2):
+        with contextlib.suppress(OSError):
+            if os.isatty(fd):
+                _TERMINAL_FDS.add(fd)
+
+
+def leave_hung_up_terminal() -> None:
+    """Point the standard streams that were a terminal which has hung up (its window closed, the ssh connection
+    lost) at /dev/null: every write there fails with EIO, and a message printed on the way out raised, which
+    ended a run at once, without its grace period or its state recorded. A terminal still open is kept (a
+    SIGHUP sent with `kill`)."""
+    gone = []
+    for fd in sorted(_TERMINAL_FDS):
+        try:
+            if not os.isatty(fd):
+                gone.append(fd)
+        except OSError:
+            gone.append(fd)
+    if not gone:
+        return
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        for fd in gone:
+            os.dup2(null, fd)
+            _TERMINAL_FDS.discard(fd)
+    finally:
+        os.close(null)
 
 
 def parent_death_signal(signum: int, parent: int) -> None:
