@@ -173,16 +173,17 @@ def backend_of(ws: Workspace) -> str:
         return "local"
 
 
-def find_workspace(target: Path, backend: str | None = None) -> Workspace:
-    """A workspace path, or a spec file (its newest workspace under OUTPUT_PATH; with ``backend``, its newest
-    of that backend: `launch` serves the newest study queued on Redis, not a newer `run --dry` or `--local`)."""
+def find_workspace(target: Path, backend: str | None = None, output: Path | None = None) -> Workspace:
+    """A workspace path, or a spec file (its newest workspace under OUTPUT_PATH, or under ``output``: Merlin's
+    `status -o`; with ``backend``, its newest of that backend: `launch` serves the newest study queued on Redis,
+    not a newer `run --dry` or `--local`)."""
     if target.is_file() and target.suffix in (".yaml", ".yml"):
         from merlin_mdm.spec import load_spec
         from merlin_mdm.study.workspace import output_path
 
         loaded = load_spec(target)
         spec = loaded.spec
-        base = output_path(spec)
+        base = output_path(spec) if output is None else output.absolute()
         candidates = sorted(base.glob(f"{spec.description.name}_*/merlin_info/plan.json"),
                             key=lambda p: p.stat().st_mtime)
         if backend is not None:

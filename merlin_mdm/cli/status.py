@@ -3,25 +3,37 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
 if TYPE_CHECKING:
+    from merlin_mdm.status.detail import TaskRow
     from merlin_mdm.status.model import StudySnapshot
     from merlin_mdm.study.layout import Workspace
 
 __all__ = ["detailed_status", "status"]
+
+_output_opt = click.option(
+    "-o", "--output-path", "output", type=click.Path(file_okay=False, path_type=Path),
+    help="Where to look for the workspaces of a spec TARGET instead of its OUTPUT_PATH (Merlin's -o); not used when "
+         "TARGET is a workspace.")
+_no_prompts_opt = click.option(
+    "--no-prompts", is_flag=True,
+    help="Accepted for Merlin's scripts; merlin-mdm never prompts: a spec TARGET shows its newest workspace.")
 
 
 @click.command()
 @click.argument("target", type=click.Path(exists=True, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
 @click.option("--dump", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the status to this .csv or .json file instead of showing the table (Merlin's "
-                   "`status --dump`); with --json the JSON is still printed.")
-def status(target: Path, as_json: bool, dump: Path | None) -> None:
+              help="Write one entry per task to this .csv or .json file, in Merlin's `status --dump` format, instead "
+                   "of showing the table; with --json the JSON is still printed.")
+@_output_opt
+@_no_prompts_opt
+def status(target: Path, as_json: bool, dump: Path | None, output: Path | None, no_prompts: bool) -> None:
     """Show where a study stands: task counts per step and state, elapsed time, failures with log paths.
 
     TARGET is a workspace directory, or a spec file (its newest workspace is shown).
@@ -38,20 +50,21 @@ def status(target: Path, as_json: bool, dump: Path | None) -> None:
       merlin-mdm status study.yaml                      the newest study of the spec: a table per step
       merlin-mdm status studies/hello_20260101-120000   one workspace
       merlin-mdm status WS --json                       for scripts; --dump s.csv writes a file
+      merlin-mdm status study.yaml -o /scratch/studies  the newest study of the spec under another folder
     """
-    from merlin_mdm.status.render import dump_snapshot, render_table, snapshot_to_dict, to_json
+    from merlin_mdm.status.render import render_table, snapshot_to_dict, to_json
     from merlin_mdm.studies import find_workspace, study_status
 
-    ws = find_workspace(target)
+    ws = find_workspace(target, output=output)
+    if dump is not None:
+        written = _dump_tasks(ws, dump, lambda rows: rows)
+        if not as_json:
+            click.echo(f"wrote the status of {written} task(s) of {ws.root.name} to {dump}")
+            return
     snap = _with_idle_queues(ws, study_status(ws.root, patient=False))
     if snap.workspace and ws.made_elsewhere(snap.workspace):
         snap = _noted(snap, f"this folder is a copy of {snap.workspace} (or was moved): the counts are those its "
                             "status store holds, and `restart` refuses it")
-    if dump is not None:
-        dump_snapshot(snap, dump)
-        if not as_json:
-            click.echo(f"wrote the status of {snap.name} ({len(snap.steps)} step(s)) to {dump}")
-            return
     launched = ws.batch.is_dir()  # only studies `launch` submitted allocations for have any to show
     if as_json:
         if launched:
@@ -124,11 +137,22 @@ def _noted(snap: StudySnapshot, note: str) -> StudySnapshot:
                    "STOP_WORKERS, UNRECOGNIZED (with or without MERLIN_), or a number such as 7. As in Merlin, a "
                    "task that failed with another code is a SOFT_FAIL (shown with its number), one whose "
                    "retries ran out a `SOFT_FAIL (MAX RETRIES REACHED)`, and $(MERLIN_RAISE_ERROR) UNRECOGNIZED.")
+@click.option("--task-queues", "queues", multiple=True,
+              help="Also the steps whose run.task_queue is this; repeatable (with --steps: the steps of both).")
+@click.option("--workers", "workers", multiple=True,
+              help="Only the tasks of the steps this worker group (merlin.resources.workers) serves; repeatable.")
 @click.option("--max-tasks", type=click.IntRange(1), help="Show at most this many tasks.")
 @click.option("--dump", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the rows to a .csv or .json file instead of printing them (Merlin's `--dump`).")
+              help="Write the tasks to a .csv or .json file, in Merlin's `--dump` format, instead of printing them.")
+@_output_opt
+@click.option("--disable-pager", is_flag=True, help="Accepted for Merlin's scripts; merlin-mdm never pages.")
+@click.option("--disable-theme", is_flag=True, help="Accepted for Merlin's scripts; the lines are plain text.")
+@click.option("--layout", type=click.Choice(["default", "table"]), default="default",
+              help="Accepted for Merlin's scripts (its layouts); the lines are the same.")
+@_no_prompts_opt
 def detailed_status(target: Path, steps: tuple[str, ...], statuses: tuple[str, ...], codes: tuple[str, ...],
-                    max_tasks: int | None, dump: Path | None) -> None:
+                    queues: tuple[str, ...], workers: tuple[str, ...], max_tasks: int | None, dump: Path | None,
+                    output: Path | None, **_presentation: object) -> None:
     """One line per task: step, instance, sample, status, return code and folder (Merlin's `detailed-status`).
 
     \b
@@ -136,16 +160,19 @@ def detailed_status(target: Path, steps: tuple[str, ...], statuses: tuple[str, .
       merlin-mdm detailed-status WS                                       every task
       merlin-mdm detailed-status WS --task-status FAILED                  what failed, with its folder
       merlin-mdm detailed-status WS --steps sim --return-code SOFT_FAIL   soft fails of step sim
+      merlin-mdm detailed-status WS --task-queues sim_queue               the steps of a queue
+      merlin-mdm detailed-status WS --workers sim_worker                  what a worker group serves
       merlin-mdm detailed-status WS --dump tasks.csv                      to a file (.csv or .json)
     """
     import dataclasses
     import itertools
 
     from merlin_mdm.errors import UsageError
-    from merlin_mdm.status.detail import TASK_STATUSES, code_matches, task_rows, wanted_codes
-    from merlin_mdm.studies import find_workspace, study_tasks
+    from merlin_mdm.status.detail import TASK_STATUSES, code_matches, wanted_codes
+    from merlin_mdm.studies import find_workspace
+    from merlin_mdm.study.selection import selected_steps
 
-    ws = find_workspace(target)
+    ws = find_workspace(target, output=output)
     wanted = set()
     for name in statuses:
         if name.upper() not in TASK_STATUSES:
@@ -155,20 +182,18 @@ def detailed_status(target: Path, steps: tuple[str, ...], statuses: tuple[str, .
         want_codes = wanted_codes(codes)
     except ValueError as exc:
         raise UsageError(f"--return-code {exc}") from None
-    plan = ws.load_plan()
-    ws.check_in_place(plan)
-    known = list(dict.fromkeys(inst.step for inst in plan.instances))
-    unknown = sorted(set(steps) - set(known))
-    if unknown:  # a misspelt step matched nothing and said so, as if no task of it were there
-        raise UsageError(f"--steps: no step(s) {', '.join(unknown)} in this study (steps: {', '.join(known)})")
-    rows = (r for r in task_rows(plan, *study_tasks(ws.root, patient=False, every_failure=True))
-            if (not steps or r.step in steps) and (not wanted or r.status in wanted)
-            and (not want_codes or code_matches(r.return_code, want_codes)))
-    selected = [dataclasses.asdict(r) for r in itertools.islice(rows, max_tasks)]
+    shown = selected_steps(ws, ws.load_plan(), steps, queues, workers)
+
+    def keep(rows: Iterable[TaskRow]) -> Iterable[TaskRow]:
+        return itertools.islice((r for r in rows if (shown is None or r.step in shown)
+                                 and (not wanted or r.status in wanted)
+                                 and (not want_codes or code_matches(r.return_code, want_codes))), max_tasks)
+
     if dump is not None:
-        _dump_rows(selected, dump)
-        click.echo(f"wrote {len(selected)} task row(s) to {dump}")
+        written = _dump_tasks(ws, dump, keep)
+        click.echo(f"wrote {written} task row(s) to {dump}")
         return
+    selected = [dataclasses.asdict(r) for r in keep(_task_rows(ws))]
     if not selected:
         click.echo("no task matches")
     for r in selected:
@@ -176,19 +201,21 @@ def detailed_status(target: Path, steps: tuple[str, ...], statuses: tuple[str, .
         click.echo(f"{r['instance']}{where}: {r['status']} {r['return_code']} {r['workspace']}".rstrip())
 
 
-def _dump_rows(rows: list[dict[str, object]], path: Path) -> None:
-    import csv
-    import json
+def _task_rows(ws: Workspace) -> Iterator[TaskRow]:
+    """Every task of the study in ``ws`` (refused for a copied or moved workspace: its plan names the original)."""
+    from merlin_mdm.status.detail import task_rows
+    from merlin_mdm.studies import study_tasks
 
+    plan = ws.load_plan()
+    ws.check_in_place(plan)
+    return task_rows(plan, *study_tasks(ws.root, patient=False, every_failure=True))
+
+
+def _dump_tasks(ws: Workspace, path: Path, keep: Callable[[Iterator[TaskRow]], Iterable[TaskRow]]) -> int:
+    """Merlin's per-task --dump of the tasks ``keep`` keeps; how many were written."""
     from merlin_mdm.errors import UsageError
+    from merlin_mdm.status.dump import dump_tasks
 
-    if path.suffix.lower() == ".json":
-        path.write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
-    elif path.suffix.lower() == ".csv":
-        with open(path, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=["step", "instance", "sample", "status", "return_code",
-                                                    "workspace", "reason"])
-            writer.writeheader()
-            writer.writerows(rows)
-    else:
+    if path.suffix.lower() not in (".csv", ".json"):  # before reading anything, as Merlin
         raise UsageError(f"--dump {path}: the file must end in .csv or .json")
+    return dump_tasks(ws.load_plan(), keep(_task_rows(ws)), path)

@@ -60,12 +60,15 @@ def _report(report: RunReport, as_json: bool) -> None:
 @click.option("--batch-size", default=100, show_default=True, type=click.IntRange(1),
               help="Most samples per work unit; the last units shrink so every worker (--workers) has work.")
 @click.option("--dry", is_flag=True, help="Write the workspace and every task's script; run nothing.")
+@click.option("--no-errors", is_flag=True,
+              help="Accepted for Merlin's scripts (its `--dry --local --no-errors` ignores a missing Flux); merlin-mdm "
+                   "writes flux launcher lines without asking Flux, so there is nothing to ignore.")
 @click.option("--no-progress", is_flag=True, help="Do not show a progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final status as JSON on stdout.")
 @_grace_opt
 @_signal_opt
 def run(spec: Path, local: bool, variables: tuple[str, ...], samplesfile: Path | None, pgen: Path | None,
-        pargs: tuple[str, ...], workers: int | None, batch_size: int, dry: bool, no_progress: bool,
+        pargs: tuple[str, ...], workers: int | None, batch_size: int, dry: bool, no_errors: bool, no_progress: bool,
         as_json: bool, grace: float, early_signal: str | None) -> None:
     """Expand SPEC into its tasks and run them (--local) or queue them on the Redis broker.
 
@@ -75,6 +78,7 @@ def run(spec: Path, local: bool, variables: tuple[str, ...], samplesfile: Path |
       merlin-mdm run study.yaml --local --vars N=10   override an env variable
       merlin-mdm run study.yaml                       queue for `merlin-mdm run-workers`
       merlin-mdm run study.yaml --dry                 write the scripts, run nothing
+      merlin-mdm run study.yaml --dry --local --no-errors   Merlin's dry-run habit (accepted)
 
     The exit code is 0 when every task finished and 1 when any failed or did not run. On SIGTERM, SIGINT,
     SIGHUP (or --signal) no new task starts, running ones get --grace seconds, and the exit code is

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import os
+import shlex
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +40,6 @@ from merlin_mdm.spec.variables import (
 
 if TYPE_CHECKING:
     from merlin_mdm.spec.checks import known_tokens, parent_name
-    from merlin_mdm.spec.issues import IssueCollector
 
 _LAZY = {"known_tokens": "merlin_mdm.spec.checks", "parent_name": "merlin_mdm.spec.checks"}
 
@@ -150,10 +150,10 @@ def _finish(data, path, text, overrides, batch_types, transform, strict) -> Load
     issues = IssueCollector(str(path))
     expand_shell_variables(data, os.environ)
     overrides = {key: shell_expanded(value, os.environ) for key, value in (overrides or {}).items()}
-    spec = _apply_overrides(build_spec(data, path, issues), overrides, issues)
+    spec = _apply_overrides(build_spec(data, path, issues), overrides, text)
     if fill_raw_fields(data, load_time_values(spec)):  # numbers and batch fields given as $(VAR): build again
         issues = IssueCollector(str(path))
-        spec = _apply_overrides(build_spec(data, path, issues), overrides, issues)
+        spec = _apply_overrides(build_spec(data, path, issues), overrides, text)
     spec = fill_load_time_variables(spec)
     if transform is not None:
         spec = transform(spec)
@@ -164,13 +164,44 @@ def _finish(data, path, text, overrides, batch_types, transform, strict) -> Load
     return LoadedSpec(spec, tuple(issues.warnings), text)
 
 
-def _apply_overrides(spec: Spec, overrides: Mapping[str, str], issues: IssueCollector) -> Spec:
+def _apply_overrides(spec: Spec, overrides: Mapping[str, str], text: str) -> Spec:
+    """``--vars``: each name replaces the value of the env variable or label of that name (both, when it is
+    both), as Merlin's ``replace_override_vars``; a name the spec (or another --vars value) only uses as
+    ``$(NAME)`` becomes a variable.
+
+    Raises:
+        UsageError: a name the spec neither defines nor uses (Merlin: "Command line override variable 'NAME' not
+            found in spec file"): a misspelt --vars would run the study with the file's value.
+    """
     if not overrides:
         return spec
-    variables = dict(spec.env.variables)
-    for key in overrides:
-        if key not in variables:
-            issues.warn((0, 0), "env.variables", f"--vars {key}=... adds a variable the spec does not define")
-    variables.update(overrides)
-    env = dataclasses.replace(spec.env, variables=tuple(variables.items()), from_vars=tuple(overrides))
+    _check_override_names(spec, overrides, text)
+    variables, labels = dict(spec.env.variables), dict(spec.env.labels)
+    for key, value in overrides.items():
+        if key in labels:
+            labels[key] = value
+        if key in variables or key not in labels:
+            variables[key] = value
+    env = dataclasses.replace(spec.env, variables=tuple(variables.items()), labels=tuple(labels.items()),
+                              from_vars=tuple(overrides))
     return dataclasses.replace(spec, env=env)
+
+
+def _check_override_names(spec: Spec, overrides: Mapping[str, str], text: str) -> None:
+    from merlin_mdm.spec.issues import did_you_mean
+    from merlin_mdm.spec.tokens import tokens_in
+
+    defined = [*dict(spec.env.variables), *(name for name, _ in spec.env.labels)]
+    parameters = {p.name for p in spec.parameters}
+    # the spec's own $(NAME)s, and those of the other --vars values (`--vars A='$(B)' B=1`)
+    used = {name for name in tokens_in("\n".join([text, *overrides.values()])) if name not in parameters}
+    unknown = [key for key in overrides if key not in defined and key not in used]
+    if not unknown:
+        return
+    listed = ", ".join(dict.fromkeys(defined)) or "none"
+    names = " ".join(shlex.quote(f"{key}={overrides[key]}") for key in unknown)
+    hint = did_you_mean(unknown[0], defined) if len(unknown) == 1 else ""
+    what = "is no variable or label" if len(unknown) == 1 else "are no variables or labels"
+    raise UsageError(f"--vars {names}: {', '.join(unknown)} {what} of {spec.path} and no $(...) it uses{hint}; "
+                     f"its env.variables and env.labels: {listed}. Add it under env.variables to set it from the "
+                     "command line")

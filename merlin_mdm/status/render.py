@@ -9,16 +9,14 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from merlin_mdm.errors import UsageError
 from merlin_mdm.status.model import StepSummary, StudySnapshot, TaskFailure, TaskState
 
 if TYPE_CHECKING:  # rich loads only when a console is made (for progress bars; `status` never needs it)
     from rich.console import Console
 
-__all__ = ["console_width", "dump_snapshot", "render_table", "snapshot_to_dict", "stderr_console", "to_json"]
+__all__ = ["console_width", "render_table", "snapshot_to_dict", "stderr_console", "to_json"]
 
 
 def stderr_console() -> Console:
@@ -166,27 +164,3 @@ def snapshot_to_dict(snap: StudySnapshot) -> dict[str, Any]:
 def to_json(snap: StudySnapshot) -> str:
     """JSON text of the snapshot."""
     return json.dumps(snapshot_to_dict(snap), indent=2)
-
-
-def _blank(value: float | None) -> object:
-    return "" if value is None else round(value, 3)
-
-
-def dump_snapshot(snap: StudySnapshot, path: Path) -> None:
-    """`status --dump`: the snapshot as JSON (``.json``) or one CSV row per step (``.csv``), as Merlin's."""
-    if path.suffix.lower() == ".json":
-        path.write_text(to_json(snap) + "\n", encoding="utf-8")
-        return
-    if path.suffix.lower() != ".csv":
-        raise UsageError(f"--dump {path}: the file must end in .csv or .json")
-    import csv
-
-    states = [state.value for state in TaskState]
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["study", "step", "instances", "tasks", *states, "restarts", "started", "ended",
-                         "avg_run", "run_std"])
-        for step in snap.steps:
-            writer.writerow([snap.name, step.step, step.instances, step.total,
-                             *(step.counts.get(state, 0) for state in states), step.restarts,
-                             step.started or "", step.ended or "", _blank(step.avg_run), _blank(step.run_std)])

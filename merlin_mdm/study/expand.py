@@ -257,7 +257,13 @@ class _Expander:
         return StepInstance(index, step.name, name, combo.label_string, workspace, cmd, restart, shell,
                             uses_samples, parents, run.task_queue, run.max_retries, run.retry_delay, run.walltime,
                             sources, (run.procs or 1) * (run.cores_per_task or 1),
-                            _SCRIPT_EXT.get((run.batch or self.spec.batch).type, ""))
+                            _SCRIPT_EXT.get((run.batch or self.spec.batch).type, ""),
+                            self._command_params(run.cmd, combo), self._command_params(run.restart, combo))
+
+    def _command_params(self, text: str | None, combo: Combo) -> tuple[tuple[str, str], ...]:
+        """The parameters of ``combo`` that ``text`` names, as $(P) or $(P.label), with their values."""
+        used = {token.removesuffix(".label") for token in tokens_in(self._env_text(text or ""))}
+        return tuple((name, value) for name, value, _ in combo.items if name in used)
 
     def _uses_samples(self, step: Step) -> bool:
         text = self._env_text(f"{step.run.cmd} {step.run.restart or ''}")

@@ -53,6 +53,10 @@ class StepInstance:
     sources: tuple[str, ...] = ()  # env.sources, sourced at the top of every task script
     cores: int = 1  # worker slots one task reserves on the local runner: procs x cores per task
     script_ext: str = ""  # Merlin's files are <name>.sh on a local batch, <name>.slurm.sh on the others
+    # the parameters (name, value) its cmd and its restart use, as Merlin's status records them ((): none, or a
+    # plan written before they were recorded)
+    cmd_params: tuple[tuple[str, str], ...] = ()
+    restart_params: tuple[tuple[str, str], ...] = ()
 
     def file_stem(self, restart: bool = False) -> str:
         """The stem of a task's .sh/.out/.err files, as Merlin names them (`step_<labels>[.restart][.slurm]`)."""
@@ -237,7 +241,8 @@ class StudyPlan:
         data = json.loads(text)
         instances = tuple(
             StepInstance(**{**inst, "parents": tuple(Edge(**e) for e in inst["parents"]),
-                            "sources": tuple(inst.get("sources", ()))})
+                            "sources": tuple(inst.get("sources", ())),
+                            **{k: tuple((n, v) for n, v in inst.get(k, ())) for k in ("cmd_params", "restart_params")}})
             for inst in data["instances"]
         )
         samples = data.get("samples")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import warnings
 from collections.abc import Mapping, Sequence
@@ -21,6 +22,7 @@ __all__ = ["SAMPLE_SUFFIXES", "SampleSet", "check_samples_file", "checked_shape"
            "sample_count", "sample_path"]
 
 SAMPLE_SUFFIXES = (".npy", ".csv", ".tab")
+_log = logging.getLogger(__name__)
 _RAGGED = re.compile(r"number of columns changed from \d+ to \d+")  # numpy's loadtxt, on a ragged table
 
 
@@ -56,7 +58,8 @@ def _bad(path: Path, message: str) -> SpecError:
 def read_samples(path: Path, column_labels: Sequence[str] = ()) -> np.ndarray:
     """Load a samples file as a 2-D array (one row per sample); .npy is memory-mapped.
 
-    A CSV/tab first row that repeats ``column_labels`` is a header and is skipped.
+    A CSV/tab first row that repeats ``column_labels`` (in its first columns) is a header and is skipped. Columns
+    past those ``column_labels`` names are kept but not checked: Merlin ignores them (:func:`checked_shape`).
     """
     import numpy as np  # imported here: `merlin-mdm status` and --help never need it
 
@@ -75,7 +78,7 @@ def read_samples(path: Path, column_labels: Sequence[str] = ()) -> np.ndarray:
                 warnings.simplefilter("ignore", UserWarning)
                 delimiter = "," if suffix == ".csv" else None
                 data = np.loadtxt(path, delimiter=delimiter, dtype=str, ndmin=2, comments="#")
-            if column_labels and data.shape[0] and [c.strip() for c in data[0]] == list(column_labels):
+            if column_labels and data.shape[0] and _is_header(data[0], column_labels):
                 data = data[1:]
     except FileNotFoundError:
         raise _bad(path, "samples file not found") from None
@@ -87,8 +90,14 @@ def read_samples(path: Path, column_labels: Sequence[str] = ()) -> np.ndarray:
         raise _bad(path, f"samples must be a 2-D table (one row per sample), got shape {data.shape}")
     if data.shape[0] == 0:
         raise _bad(path, "the samples file holds no samples")
-    _check_values(path, data)
+    _check_values(path, data[:, :len(column_labels)] if column_labels else data)
     return cast("np.ndarray", data)
+
+
+def _is_header(first: np.ndarray, column_labels: Sequence[str]) -> bool:
+    """Whether a text file's first row names the columns: its first cells are ``column_labels`` (the file may have
+    more columns, which Merlin ignores)."""
+    return len(first) >= len(column_labels) and [c.strip() for c in first[:len(column_labels)]] == list(column_labels)
 
 
 def _unreadable(path: Path, exc: Exception) -> str:
@@ -206,13 +215,26 @@ def checked_shape(spec: Spec, path: Path, given: str = "") -> tuple[int, int]:
         raise SpecError([SpecIssue(str(spec.path), line, col, "merlin.samples.file", f"{path}: {issue.message}")
                          for issue in exc.issues]) from None
     if columns != len(labels):
-        line, col = _marks(spec, "column_labels")
-        if given:
-            raise UsageError(f"{given}: {columns} column(s), but merlin.samples.column_labels "
-                             f"({spec.path}:{line}:{col}) names {len(labels)}: {', '.join(labels)}")
-        raise SpecError([SpecIssue(str(spec.path), line, col, "merlin.samples.column_labels",
-                                   f"{len(labels)} column label(s) for {columns} column(s) in {path}")])
+        _wrong_columns(spec, path, columns, given)
     return rows, columns
+
+
+def _wrong_columns(spec: Spec, path: Path, columns: int, given: str) -> None:
+    """Fewer columns than column_labels is refused: Merlin would leave the last labels' $(NAME) unfilled in the
+    commands. More are used as Merlin uses them: the first ones, with a warning naming those ignored."""
+    labels = spec.samples.column_labels if spec.samples is not None else ()
+    line, col = _marks(spec, "column_labels")
+    if columns > len(labels):
+        ignored = f"column {columns}" if columns == len(labels) + 1 else f"columns {len(labels) + 1}-{columns}"
+        where = f"{given}" if given else f"{spec.path}: merlin.samples.file {path}"
+        _log.warning(f"{where}: {columns} columns, but merlin.samples.column_labels ({spec.path}:{line}:{col}) "
+                     f"names {len(labels)} ({', '.join(labels)}): {ignored} ignored, as Merlin does")
+        return
+    if given:
+        raise UsageError(f"{given}: {columns} column(s), but merlin.samples.column_labels "
+                         f"({spec.path}:{line}:{col}) names {len(labels)}: {', '.join(labels)}")
+    raise SpecError([SpecIssue(str(spec.path), line, col, "merlin.samples.column_labels",
+                               f"{len(labels)} column label(s) for {columns} column(s) in {path}")])
 
 
 def check_samples_file(spec: Spec, tokens: Mapping[str, str]) -> None:
@@ -260,5 +282,6 @@ class SampleSet:
     def rows(self) -> np.ndarray:
         """The sample table (cached per process)."""
         if "rows" not in self._cache:
-            self._cache["rows"] = read_samples(Path(self.file), self.column_labels)
+            # the columns the labels name: Merlin fills its labels from a wider file's first columns
+            self._cache["rows"] = read_samples(Path(self.file), self.column_labels)[:, :len(self.column_labels)]
         return cast("np.ndarray", self._cache["rows"])

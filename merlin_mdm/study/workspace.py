@@ -82,7 +82,7 @@ def create_workspace(
 def _given_vars(spec: Spec) -> str:
     """A comment naming the variables the command line gave (``--vars``): the copy's `env.variables` lines show
     the file's values, its fields the given ones, and `launch`, `run-workers` and `restart` need them again."""
-    given = dict(spec.env.variables)
+    given = {**dict(spec.env.labels), **dict(spec.env.variables)}  # --vars may set a label (as Merlin's)
     if not spec.env.from_vars:
         return ""
     listed = " ".join(shlex.quote(f"{k}={given[k]}") for k in spec.env.from_vars)
@@ -108,7 +108,9 @@ def _fill_workspace(ws: Workspace, loaded: LoadedSpec, base: Path, stamp: str, s
 
 
 def _stage_samples(spec: Spec, ws: Workspace, tokens: dict[str, str], override: Path | None) -> SampleSet | None:
-    """Copy the samples file (the spec's, or ``override`` from --samplesfile) into merlin_info/ and lay it out."""
+    """Copy the samples file (the spec's, or ``override`` from --samplesfile) into merlin_info/ under its own name
+    and lay it out. The plan records the copy's path, so a workspace of before (``merlin_info/samples.csv``) still
+    finds its samples."""
     cfg = spec.samples
     if cfg is None:
         return None
@@ -126,7 +128,7 @@ def _stage_samples(spec: Spec, ws: Workspace, tokens: dict[str, str], override: 
         if override is not None or not cfg.generate_cmd or ws.root not in source.resolve().parents:
             raise
         raise SpecError([*exc.issues, _kept_generated(spec, ws, source)]) from None
-    target = ws.info / f"samples{source.suffix.lower()}"
+    target = ws.info / source.name  # its own name, as Merlin copies --samplesfile (before: samples.<suffix>)
     try:
         if source.resolve() != target.resolve():
             shutil.copyfile(source, target)

@@ -111,7 +111,7 @@ def test_colliding_labels_name_both_combinations(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("name", "content", "expected"), [
     ("corrupt.npy", b"\x93NUMPY garbage", "spec.yaml:5:19: merlin.samples.file: {path}: cannot read samples"),
     ("cube.npy", None, "spec.yaml:5:19: merlin.samples.file: {path}: samples must be a 2-D table"),
-    ("three.csv", b"1,2,3\n4,5,6\n", "spec.yaml:5:45: merlin.samples.column_labels: 2 column label(s) for 3"),
+    ("one.csv", b"1\n4\n", "spec.yaml:5:43: merlin.samples.column_labels: 2 column label(s) for 1"),  # more: used
     ("nan.csv", b"1,2\n3,nan\n", "{path}: 1 value(s) are not finite numbers, the first in row 2, column 2: nan"),
     ("header.csv", b"A,B\n1,2\n", "{path}: the first row ['A', 'B'] looks like a header"),
 ])

@@ -59,13 +59,15 @@ def test_merlin_habits_end_to_end(write_spec, tmp_path: Path) -> None:
     assert (ws / "gather" / "all.txt").read_text().split("\n")[:-1] == ["x y 1", "x y 2", "x y 3"]
 
     dumped = merlin("status", str(ws), "--dump", str(tmp_path / "s.csv"), cwd=tmp_path)
-    assert (dumped.returncode, dumped.stdout) == (0, f"wrote the status of habits (2 step(s)) to {tmp_path}/s.csv\n")
-    rows = list(csv.DictReader((tmp_path / "s.csv").open()))
-    assert [(r["step"], r["finished"]) for r in rows] == [("a_step_with_a_rather_long_name_indeed", "3"),
-                                                          ("gather", "1")]
-    assert float(rows[1]["avg_run"]) >= 0.3 and float(rows[1]["run_std"]) == 0.0  # Merlin's run time columns
+    assert (dumped.returncode, dumped.stdout) == (0,
+                                                  f"wrote the status of 4 task(s) of {ws.name} to {tmp_path}/s.csv\n")
+    rows = list(csv.DictReader((tmp_path / "s.csv").open()))  # Merlin's per-task dump
+    assert [(r["step_name"], r["step_workspace"], r["status"], r["cmd_parameters"]) for r in rows] == [
+        *((f"a_step_with_a_rather_long_name_indeed_I.{i}", f"a_step_with_a_rather_long_name_indeed/I.{i}",
+           "FINISHED", f"I:{i}") for i in (1, 2, 3)), ("gather", "gather", "FINISHED", "-------")]
     assert merlin("status", str(ws), "--dump", str(tmp_path / "s.JSON"), cwd=tmp_path).returncode == 0  # any case
-    assert json.loads((tmp_path / "s.JSON").read_text())["total"] == 4
+    (tree,) = json.loads((tmp_path / "s.JSON").read_text()).values()
+    assert tree["gather"]["gather"]["return_code"] == "MERLIN_SUCCESS"
     assert merlin("status", str(ws), "--dump", str(tmp_path / "s.txt"), cwd=tmp_path).returncode == 2
     # a --local study is monitored from its workspace: no broker is asked (none answers here)
     unreachable = {**os.environ, "MERLIN_MDM_CONFIG": str(tmp_path / "app.yaml")}
@@ -169,10 +171,11 @@ def test_detailed_status_filters_and_dumps(write_spec, tmp_path: Path) -> None:
     out = merlin("detailed-status", str(ws), "--return-code", "SUCCESS", "--steps", "work", "--max-tasks", "1",
                  "--dump", str(tmp_path / "d.json"), cwd=tmp_path)
     assert out.stdout == f"wrote 1 task row(s) to {tmp_path}/d.json\n"  # Merlin's --dump writes instead of printing
-    assert [r["instance"] for r in json.loads((tmp_path / "d.json").read_text())] == ["work_I.1"]
+    (tree,) = json.loads((tmp_path / "d.json").read_text()).values()  # Merlin's {time: {step: ...}}
+    assert list(tree) == ["work_I.1"]
     out = merlin("detailed-status", str(ws), "--dump", str(tmp_path / "d.csv"), cwd=tmp_path)
     assert [r["status"] for r in csv.DictReader((tmp_path / "d.csv").open())] == \
-        ["finished", "failed", "finished", "failed", "finished"]
+        ["FINISHED", "FAILED", "FINISHED", "FAILED", "FINISHED"]
 
 
 def test_the_bundled_examples_run_in_a_folder_with_spaces(tmp_path: Path) -> None:

@@ -136,11 +136,29 @@ def test_numbers_become_text_where_text_is_expected() -> None:
     assert dict(spec.env.variables)["N"] == "3"
 
 
-def test_vars_override_and_warn_about_new_ones() -> None:
-    loaded = load_spec_text(MINIMAL, "x.yaml", overrides={"N": "7", "EXTRA": "1"})
-    assert dict(loaded.spec.env.variables) == {"N": "7", "OUTPUT_PATH": "./out", "EXTRA": "1"}
-    assert [w.message for w in loaded.warnings] == ["--vars EXTRA=... adds a variable the spec does not define"]
-    assert all(w.severity == "warning" for w in loaded.warnings)
+def test_vars_override_the_spec_s_variables() -> None:
+    loaded = load_spec_text(MINIMAL, "x.yaml", overrides={"N": "7"})
+    assert dict(loaded.spec.env.variables) == {"N": "7", "OUTPUT_PATH": "./out"}
+    assert loaded.spec.env.from_vars == ("N",) and not loaded.warnings
+
+
+def test_vars_naming_no_variable_of_the_spec_is_refused() -> None:
+    """Merlin: "Command line override variable 'NM' not found in spec file", exit 1; before, a warning, and the
+    study ran with the file's N (a typo ran the wrong study)."""
+    with pytest.raises(UsageError) as refused:
+        load_spec_text(MINIMAL, "x.yaml", overrides={"N": "7", "NM": "1"})
+    assert refused.value.exit_code == 2
+    assert str(refused.value) == (
+        "--vars NM=1: NM is no variable or label of x.yaml and no $(...) it uses (did you mean 'N'?); its "
+        "env.variables and env.labels: N, OUTPUT_PATH. Add it under env.variables to set it from the command line")
+    with pytest.raises(UsageError, match=r"^--vars X=1 'Y=a b': X, Y are no variables or labels of x\.yaml"):
+        load_spec_text(MINIMAL, "x.yaml", overrides={"X": "1", "Y": "a b"})
+
+
+def test_vars_set_a_label_as_merlin_does() -> None:
+    text = MINIMAL.replace("    OUTPUT_PATH: ./out\n", "    OUTPUT_PATH: ./out\n  labels:\n    L: lab\n")
+    env = load_spec_text(text, "x.yaml", overrides={"L": "other"}).spec.env
+    assert dict(env.labels) == {"L": "other"} and "L" not in dict(env.variables)
 
 
 def test_vars_can_define_an_otherwise_undefined_token() -> None:
@@ -149,7 +167,9 @@ def test_vars_can_define_an_otherwise_undefined_token() -> None:
         load_spec_text(text, "x.yaml", strict=True)
     assert [w.path for w in load_spec_text(text, "x.yaml").warnings] == ["study[0].run.cmd"]
     loaded = load_spec_text(text, "x.yaml", overrides={"MISSING": "1"})
-    assert [w.path for w in loaded.warnings] == ["env.variables"]  # only: --vars adds a variable
+    assert dict(loaded.spec.env.variables)["MISSING"] == "1" and not loaded.warnings  # the spec asks for it
+    chained = load_spec_text(text, "x.yaml", overrides={"MISSING": "$(MORE)", "MORE": "2"})  # used by a --vars
+    assert dict(chained.spec.env.variables)["MORE"] == "2"
 
 
 @pytest.mark.parametrize("cmd", ["echo $(pwd)", "make -j $(nproc)", "echo $(basename $(pwd))", "x=$(date +%s)"])

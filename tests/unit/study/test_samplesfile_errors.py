@@ -66,12 +66,29 @@ def test_a_cut_npy_names_the_file_as_cut_short(tmp_path: Path) -> None:
         checked_shape(_spec(tmp_path), cut, "--samplesfile cut.npy")
 
 
-def test_a_samplesfile_with_other_columns_names_it_and_the_labels_line(tmp_path: Path) -> None:
-    path = _write(tmp_path / "three.csv", "1,2,3\n")
+def test_a_samplesfile_with_fewer_columns_names_it_and_the_labels_line(tmp_path: Path) -> None:
+    """Merlin would leave $(Q) unfilled in the commands: refused."""
+    path = _write(tmp_path / "one.csv", "1\n")
     with pytest.raises(UsageError) as info:
-        checked_shape(_spec(tmp_path), path, "--samplesfile three.csv")
-    assert str(info.value) == (f"--samplesfile three.csv: 3 column(s), but merlin.samples.column_labels "
+        checked_shape(_spec(tmp_path), path, "--samplesfile one.csv")
+    assert str(info.value) == (f"--samplesfile one.csv: 1 column(s), but merlin.samples.column_labels "
                                f"({tmp_path / 'spec.yaml'}:9:20) names 2: P, Q")
+
+
+def test_more_columns_than_labels_are_used_as_merlin_uses_them(tmp_path: Path,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    """Merlin warns and fills its labels from the first columns; merlin-mdm refused the file (exit 2)."""
+    path = _write(tmp_path / "four.csv", "P,Q,R,S\n1,2,x,nan\n3,4,y,z\n")  # the extra columns are not checked
+    with caplog.at_level("WARNING", logger="merlin_mdm.study.samples"):
+        assert checked_shape(_spec(tmp_path), path, "--samplesfile four.csv") == (2, 4)
+    assert caplog.messages == [f"--samplesfile four.csv: 4 columns, but merlin.samples.column_labels "
+                               f"({tmp_path / 'spec.yaml'}:9:20) names 2 (P, Q): columns 3-4 ignored, as Merlin does"]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="merlin_mdm.study.samples"):
+        checked_shape(_spec(tmp_path), _write(tmp_path / "three.csv", "1,2,3\n"))
+    assert caplog.messages == [f"{tmp_path / 'spec.yaml'}: merlin.samples.file {tmp_path / 'three.csv'}: 3 columns, "
+                               f"but merlin.samples.column_labels ({tmp_path / 'spec.yaml'}:9:20) names 2 (P, Q): "
+                               "column 3 ignored, as Merlin does"]
 
 
 def test_the_specs_own_samples_file_is_still_blamed_on_its_line(tmp_path: Path) -> None:
