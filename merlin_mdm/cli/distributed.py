@@ -149,10 +149,13 @@ def _supervise(spec: Path, parsed, config, commands, alloc, until_done: Path | N
         click.echo(f"run-workers: nothing is left for the workers to run, none started: {_outcome(until_done)}",
                    err=True)
         raise SystemExit(0)
-    # the workers die with us (even by SIGKILL): a worker left behind would keep the queues, refusing the next
+    # The workers die with us (even by SIGKILL): a worker left behind would keep the queues, refusing the next.
+    # They run in a session of their own, so that the signals of our terminal or process group (a closed window's
+    # SIGHUP, which Celery takes for "re-execute yourself"; a group SIGTERM, which killed the pool's tasks at
+    # once) reach only this command, which stops them warmly and gives their units back.
     def start(i: int) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(list(commands[i].argv), env=env, preexec_fn=functools.partial(
-            parent_death_signal, signal.SIGTERM, os.getpid()))
+        return subprocess.Popen(list(commands[i].argv), env=env, stdin=subprocess.DEVNULL, start_new_session=True,
+                                preexec_fn=functools.partial(parent_death_signal, signal.SIGTERM, os.getpid()))
 
     supervisor = Supervisor([start(i) for i in range(len(commands))], is_over,
                             allocation_deadline(alloc) if alloc else None, walltime_margin(os.environ),

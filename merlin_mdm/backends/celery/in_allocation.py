@@ -28,6 +28,7 @@ from merlin_mdm.config import AppConfig
 from merlin_mdm.errors import MerlinMdmError
 from merlin_mdm.launchers import DEFAULT_LAUNCHER
 from merlin_mdm.launchers.per_node import per_node_prefix
+from merlin_mdm.signals import leave_hung_up_terminal
 from merlin_mdm.spec import BatchConfig, Spec
 from merlin_mdm.status.redis_store import RedisStatusStore
 from merlin_mdm.status.states import TaskState
@@ -134,7 +135,8 @@ class Supervisor:
         signums = [signal.SIGTERM, signal.SIGINT, signal.SIGHUP]
         if self.early_signal and self.early_signal not in signums:
             signums.append(signal.Signals(self.early_signal))
-        previous = {n: signal.signal(n, self._on_signal) for n in signums}
+        previous = {n: signal.signal(n, self._on_signal) for n in signums
+                    if n not in (signal.SIGHUP, signal.SIGINT) or signal.getsignal(n) is not signal.SIG_IGN}
         try:
             while self._respawn_crashed() or any(p.poll() is None for p in self.procs):
                 if self.stopping is None:
@@ -180,6 +182,8 @@ class Supervisor:
         return bool(self.early_signal) and self.signalled == self.early_signal and self.signalled not in defaults
 
     def _on_signal(self, signum: int, frame: object) -> None:
+        if signum == signal.SIGHUP:
+            leave_hung_up_terminal()  # the log lines below must not fail on a closed terminal
         if self.signalled:  # a second signal: no more grace
             self.escalation = [(0.0, sig) for _, sig in self.escalation]
             return

@@ -426,3 +426,34 @@ def test_a_worker_beats_while_it_lives_and_takes_its_entry_away_when_it_ends(red
     worker.wait(timeout=60)
     # gone at once, not after six missed beats: the next worker group may take the queue now
     assert not any(w.startswith("beater@") for w in live_workers(config))
+
+
+@pytest.mark.celery
+def test_a_hangup_of_run_workers_process_group_stops_its_workers_warmly(redis_server: RedisFixture,
+                                                                        tmp_path: Path) -> None:
+    """A closed terminal signals the whole foreground group: the Celery worker took SIGHUP as "re-execute
+    yourself" (an ImportError traceback) and its pool processes died with their tasks half run (exit code 70).
+    The workers now sit in a session of their own: only run-workers hears the group's signal, and stops them
+    warmly, the unit in hand run to its end."""
+    import sys
+
+    from .helpers import _ENTRY
+
+    env = {"MERLIN_MDM_CONFIG": str(redis_server.app_yaml)}
+    spec, ws = _queue_one_step(tmp_path, env, "grouphup", "echo start $(N) >> log; sleep 4; echo end >> log",
+                               3)
+    with (tmp_path / "err.txt").open("w") as err:
+        proc = subprocess.Popen([sys.executable, "-c", _ENTRY, "run-workers", str(spec)], cwd=tmp_path,
+                                env={**os.environ, "PYTHONPATH": str(REPO), **env}, stdout=subprocess.DEVNULL,
+                                stderr=err, start_new_session=True)
+        try:
+            wait_until(lambda: any(ws.glob("sim/*/log")), 60, "a unit to start")
+            os.killpg(proc.pid, signal.SIGHUP)
+            assert proc.wait(timeout=90) == 128 + signal.SIGHUP
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+    text = (tmp_path / "err.txt").read_text()
+    assert "Traceback" not in text and "exitcode 70" not in text, text
+    logs = [p.read_text() for p in ws.glob("sim/*/log")]
+    assert logs and all(log.startswith("start ") and log.endswith("\nend\n") for log in logs), logs  # to its end
