@@ -13,7 +13,7 @@ from merlin_mdm import __version__
 from merlin_mdm.errors import Interrupted, MerlinMdmError, out_of_memory_hint
 from merlin_mdm.signals import watch_signals
 
-__all__ = ["MerlinGroup", "cli", "main", "signal_cause", "spread_vars"]
+__all__ = ["LISTS", "MerlinGroup", "cli", "main", "signal_cause", "spread_vars"]
 
 EPILOG = """\b
 Quick start:
@@ -74,17 +74,45 @@ class MerlinGroup(click.Group):
             raise click.exceptions.Exit(exc.exit_code) from None
 
 
+# Merlin's options that take several space-separated values (argparse nargs="+"), per command, beside `--vars`
+LISTS = {
+    "run-workers": ("--steps",), "purge": ("--steps",), "queue-info": ("--steps",),
+    "stop-workers": ("--queues", "--workers"), "query-workers": ("--queues", "--workers"),
+    "detailed-status": ("--steps", "--task-queues", "--task-status", "--return-code", "--workers"),
+}
+
+
 def spread_vars(args: list[str]) -> list[str]:
-    """Merlin's `--vars A=1 B=2` (space-separated, argparse nargs='+') as click's `--vars A=1 --vars B=2`."""
+    """Merlin's space-separated lists as click's repeated options: `--vars A=1 B=2` as `--vars A=1 --vars B=2`
+    (any command), and for the commands of :data:`LISTS`, e.g. `detailed-status WS --steps a b` as `--steps a
+    --steps b`. A word that is an existing path (the WORKSPACE or SPEC written after the list) ends a list."""
+    command = next((arg for arg in args if arg in COMMANDS), "")  # after any group option, e.g. `-lvl DEBUG`
+    lists = LISTS.get(command, ())
     out: list[str] = []
-    state = ""  # "value": the next argument is --vars' own value; "more": KEY=VALUE arguments may follow
+    option = ""  # the list option whose next word(s) are its values
+    state = ""  # "value": the next argument is the option's own value; "more": further values may follow
     for arg in args:
-        if state == "more" and not arg.startswith("-") and arg.split("=", 1)[0].isidentifier() and "=" in arg:
-            out += ["--vars", arg]
+        if state == "more" and _another_value(option, arg):
+            out += [option, arg]
             continue
         out.append(arg)
-        state = "more" if state == "value" or arg.startswith("--vars=") else "value" if arg == "--vars" else ""
+        if state == "value":
+            state = "more"
+        elif arg == "--vars" or arg in lists:
+            option, state = arg, "value"
+        elif arg.startswith("--vars="):
+            option, state = "--vars", "more"
+        else:
+            state = ""
     return out
+
+
+def _another_value(option: str, arg: str) -> bool:
+    if arg.startswith("-"):
+        return False
+    if option == "--vars":
+        return "=" in arg and arg.split("=", 1)[0].isidentifier()
+    return not os.path.exists(arg)
 
 
 @click.group(cls=MerlinGroup, epilog=EPILOG,

@@ -65,3 +65,21 @@ def test_an_os_error_with_no_file_behind_it_keeps_its_traceback(monkeypatch: pyt
     monkeypatch.setattr(main_module.cli, "main", broken)
     with pytest.raises(OSError, match="Input/output"):
         main_module.main([])
+
+
+def test_merlins_space_separated_lists_are_spread_into_repeated_options(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`merlin detailed-status WS --steps a b` (argparse nargs="+") failed here: b was an unexpected argument."""
+    from merlin_mdm.cli.main import spread_vars
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    assert spread_vars(["detailed-status", str(ws), "--steps", "a", "b", "--task-status", "FAILED", "RUNNING"]) == [
+        "detailed-status", str(ws), "--steps", "a", "--steps", "b", "--task-status", "FAILED", "--task-status",
+        "RUNNING"]
+    assert spread_vars(["-lvl", "DEBUG", "stop-workers", "--queues", "q1", "q2"]) == [
+        "-lvl", "DEBUG", "stop-workers", "--queues", "q1", "--queues", "q2"]
+    # the workspace written after a list is not one of its values; other commands' lists are left alone
+    assert spread_vars(["detailed-status", "--steps", "a", str(ws)]) == ["detailed-status", "--steps", "a", str(ws)]
+    assert spread_vars(["run", "s.yaml", "--workers", "2", "x"]) == ["run", "s.yaml", "--workers", "2", "x"]
+    assert spread_vars(["run", "s.yaml", "--vars", "A=1", "B=2"]) == ["run", "s.yaml", "--vars", "A=1", "--vars",
+                                                                      "B=2"]
