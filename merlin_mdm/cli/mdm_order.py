@@ -153,7 +153,7 @@ def train_order(denoiser_dir: Path, budget: int, budgets: str, nfe_penalty: floa
                                   device=device, state_every=state_every, signals=watch,
                                   notify=lambda line: click.echo(line, err=True))
     if as_json:
-        click.echo(json.dumps(summary.to_dict(), indent=2, sort_keys=True))
+        click.echo(json.dumps({"out": str(out_dir), **summary.to_dict()}, indent=2, sort_keys=True))  # `out`, as train
         return
     click.echo(f"policy: {out_dir} ({summary.iterations} iterations, {summary.train_seconds:.1f} s)")
     if summary.selected_iteration is not None:
@@ -199,7 +199,7 @@ def order_diagnostic(checkpoint: Path, policy: Path, steps: int, seed: int, n_ex
     write_eval(shuffled, out)
     figures = {k: v for k, v in shuffled.attrs.items() if k.startswith("diag.") or k in ("accuracy", "mean_nfe")}
     if as_json:
-        click.echo(json.dumps(figures, indent=2, sort_keys=True))
+        click.echo(json.dumps({"path": str(out), **figures}, indent=2, sort_keys=True))  # `path`, as eval's
         return
     click.echo(f"{out}: {figures['diag.distinct_schedules_per_100']:.1f} distinct schedules and "
                f"{figures['diag.distinct_first_steps_per_100']:.1f} distinct first steps per 100 prompts; accuracy "

@@ -243,8 +243,9 @@ def test_order_diagnostic_writes_over_nothing_unless_forced(den: Path, tmp_path:
     (tmp_path / "afile").write_text("x")
     under_a_file = _mdm(*diag, "--out", str(tmp_path / "afile" / "s.h5"))
     assert under_a_file.exit_code == 2 and "is a file, not a folder" in under_a_file.output, under_a_file.output
-    forced = _mdm(*diag, "--out", str(baseline), "--force")
+    forced = _mdm(*diag, "--out", str(baseline), "--force", "--json")
     assert forced.exit_code == 0, forced.output
+    assert json.loads(forced.stdout)["path"] == str(baseline)  # named as eval's JSON names its file
     assert read_metrics(baseline).attrs["sampler"] != "top_prob"
     order_under_file = _mdm("train-order", "--denoiser", str(den), "--budget", "2", "--iterations", "2",
                             "--eval-samples", "0", "--device", "cpu", "--out", str(tmp_path / "afile" / "pol"))
