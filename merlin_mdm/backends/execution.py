@@ -34,6 +34,7 @@ from merlin_mdm.backends.task_process import (
 from merlin_mdm.config import user_config_dir
 from merlin_mdm.spec.exitcodes import ExitCode
 from merlin_mdm.spec.hazards import parse_walltime
+from merlin_mdm.spec.model import MAX_RETRY_DELAY
 from merlin_mdm.spec.tokens import substitute
 from merlin_mdm.status.model import StopKind, TaskFailure, TaskState, UnitOutcome
 from merlin_mdm.status.states import RAISED_REASON
@@ -237,7 +238,9 @@ def _attempt(inst: StepInstance, task: _Attempt, env: dict[str, str]) -> TaskRes
     if rc in (ExitCode.RESTART, ExitCode.RETRY) and task.restarts < inst.max_retries:
         task.restarts += 1
         task.restart_next = rc == ExitCode.RESTART
-        task.due = time.monotonic() + inst.retry_delay  # Merlin delays both codes by retry_delay
+        # Merlin delays both codes by retry_delay; a plan of before validation bounded it may hold .inf or NaN
+        delay = inst.retry_delay if 0 <= inst.retry_delay <= MAX_RETRY_DELAY else MAX_RETRY_DELAY
+        task.due = time.monotonic() + delay
         return None
     return _finish(task.directory, rc, task.restarts, log)
 

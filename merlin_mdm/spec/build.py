@@ -9,6 +9,7 @@ from merlin_mdm.spec.fields import FieldReader
 from merlin_mdm.spec.issues import IssueCollector, key_mark, value_mark
 from merlin_mdm.spec.loader import Located, MarkedDict
 from merlin_mdm.spec.model import (
+    MAX_RETRY_DELAY,
     BatchConfig,
     Dependency,
     Description,
@@ -186,7 +187,7 @@ def _run(node: Any, path: str, batch: BatchConfig, issues: IssueCollector, where
         shell=reader.text("shell"),
         task_queue=reader.text("task_queue", default="merlin") or "merlin",
         max_retries=reader.integer("max_retries", default=30) or 0,
-        retry_delay=reader.number("retry_delay", 1.0),
+        retry_delay=reader.number("retry_delay", 1.0, maximum=MAX_RETRY_DELAY),
         nodes=reader.integer("nodes", minimum=1),
         procs=reader.integer("procs", minimum=1),
         cores_per_task=reader.integer("cores per task", minimum=1),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import graphlib
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,21 +12,16 @@ from merlin_mdm.spec.batch_options import OPTION_KEYS, parse_batch_options
 from merlin_mdm.spec.exitcodes import EXIT_CODE_TOKENS
 from merlin_mdm.spec.hazards import NAME_MAX, check_hazards
 from merlin_mdm.spec.issues import IssueCollector, did_you_mean, key_mark, value_mark
+from merlin_mdm.spec.limits import check_size
 from merlin_mdm.spec.loader import Located, MarkedDict, MarkedList
-from merlin_mdm.spec.model import Spec, Step
-from merlin_mdm.spec.tokens import LATE_TOKENS, STUDY_TOKENS, substitute, tokens_in
+from merlin_mdm.spec.model import Spec, Step, parent_name
+from merlin_mdm.spec.tokens import LATE_TOKENS, STUDY_TOKENS, inlined_tokens, resolve_ordered, substitute, tokens_in
 from merlin_mdm.spec.worker_args import split_worker_args
 
-__all__ = ["DEFAULT_BATCH_TYPES", "check_cores", "check_spec", "known_tokens", "parent_name", "unknown_token_message"]
+__all__ = ["DEFAULT_BATCH_TYPES", "check_cores", "check_spec", "known_tokens", "output_path_issue",
+           "output_path_problem", "parent_name", "unknown_token_message"]
 
 DEFAULT_BATCH_TYPES = ("local", "slurm", "lsf", "lsf-srun", "flux", "pbs")
-
-
-def parent_name(dep: str) -> tuple[str, bool]:
-    """Split a `depends` entry into (step name, is_funnel): `x_*` and `x*` both funnel x (maestrowf 1.2)."""
-    if dep.endswith("_*"):
-        return dep[:-2], True
-    return (dep[:-1], True) if dep.endswith("*") else (dep, False)
 
 
 def check_spec(spec: Spec, issues: IssueCollector, batch_types: Iterable[str] = DEFAULT_BATCH_TYPES) -> None:
@@ -36,6 +31,7 @@ def check_spec(spec: Spec, issues: IssueCollector, batch_types: Iterable[str] = 
     _check_depends(spec, issues)
     _check_cycles(spec, issues)
     _check_parameters(spec, issues)
+    check_size(spec, issues)
     _check_samples(spec, issues)
     _check_tokens(spec, issues)
     _check_sample_tokens(spec, issues)
@@ -47,6 +43,7 @@ def check_spec(spec: Spec, issues: IssueCollector, batch_types: Iterable[str] = 
     _check_load_time_tokens(spec, issues)
     _check_worker_args(spec, issues)
     _check_paths(spec, issues)
+    _check_output_path(spec, issues)
     check_hazards(spec, issues)
 
 
@@ -118,13 +115,14 @@ def _check_depends(spec: Spec, issues: IssueCollector) -> None:
     # Steps the builder dropped (already reported as broken) still count as defined here.
     names = [*(s.name for s in spec.steps), *(str(e["name"]) for e in (study if isinstance(study, list) else [])
                                               if isinstance(e, MarkedDict) and "name" in e)]
+    defined = set(names)  # a list searched per `depends` entry was quadratic in the number of steps
     for loc in _located_steps(spec):
         for position, dep in enumerate(loc.step.run.depends):
             parent, _ = parent_name(dep)
             where, path = loc.depends_mark(position), f"study[{loc.index}].run.depends"
             if parent == loc.step.name:
                 issues.error(where, path, f"step '{parent}' depends on itself")
-            elif parent not in names:
+            elif parent not in defined:
                 issues.error(where, path, f"unknown step '{parent}'{did_you_mean(parent, names)}")
 
 
@@ -294,64 +292,45 @@ def _check_other_tokens(spec: Spec, issues: IssueCollector) -> None:
                 issues.error(value_mark(node, key), path, f"undefined token $({token}){did_you_mean(token, known)}")
 
 
-def _ancestors(spec: Spec) -> dict[str, set[str]]:
-    """Each step's ancestors through `depends`, without recursion (a chain of thousands of steps is ordinary)."""
-    parents = {s.name: {parent_name(d)[0] for d in s.run.depends} for s in spec.steps}
-    try:
-        order = list(graphlib.TopologicalSorter(parents).static_order())
-    except graphlib.CycleError:  # reported by _check_cycles; walk each step's ancestry on its own
-        return {name: _reachable(name, parents) for name in parents}
-    out: dict[str, set[str]] = {}
-    for name in order:  # parents first
-        out[name] = set().union(*({p} | out.get(p, set()) for p in parents.get(name, set())))
-    return {name: out[name] for name in parents}
+def _runs_before(parents: dict[str, set[str]], name: str, wanted: set[str]) -> set[str]:
+    """Those of ``wanted`` that are ancestors of ``name`` through `depends`.
 
-
-def _reachable(name: str, parents: dict[str, set[str]]) -> set[str]:
+    A walk from ``name`` that stops once every wanted step is found; only steps that name a ``$(s.workspace)``
+    ask, so a chain of 20,000 steps keeps no ancestor set per step (that was quadratic in memory)."""
     found: set[str] = set()
-    todo = list(parents.get(name, set()))
-    while todo:
+    seen = {name}
+    todo = list(parents.get(name, ()))
+    while todo and found != wanted:
         step = todo.pop()
-        if step not in found and step != name:
+        if step in seen:
+            continue
+        seen.add(step)
+        if step in wanted:
             found.add(step)
-            todo.extend(parents.get(step, set()))
+        todo.extend(parents.get(step, ()))
     return found
 
 
 def _check_workspace_refs(spec: Spec, issues: IssueCollector) -> None:
     """``$(s.workspace)`` needs s to run first: s must be a parent, or a parent's ancestor."""
     names = {s.name for s in spec.steps}
-    ancestors = _ancestors(spec)
+    parents = {s.name: {parent_name(d)[0] for d in s.run.depends} for s in spec.steps}
     variables = dict(spec.env.variables)
     for loc in _located_steps(spec):
-        for key, text in (("cmd", loc.step.run.cmd), ("restart", loc.step.run.restart or "")):
-            for token in _inlined_tokens(text, variables):  # a variable may name one too
-                ref = token[: -len(".workspace")] if token.endswith(".workspace") else None
-                if ref is None or ref not in names or ref in ancestors.get(loc.step.name, set()):
+        fields = [(key, text, [t for t in inlined_tokens(text, variables)  # a variable may name one too
+                               if t.endswith(".workspace") and t[: -len(".workspace")] in names])
+                  for key, text in (("cmd", loc.step.run.cmd), ("restart", loc.step.run.restart or ""))]
+        wanted = {t[: -len(".workspace")] for _, _, refs in fields for t in refs}
+        before = _runs_before(parents, loc.step.name, wanted) if wanted else set()
+        for key, _, refs in fields:
+            for token in refs:
+                ref = token[: -len(".workspace")]
+                if ref in before:
                     continue
                 hint = "use $(WORKSPACE) for the step's own folder" if ref == loc.step.name \
                     else f"add '{ref}' (or '{ref}_*') to depends"
                 issues.error(value_mark(loc.run, key), f"study[{loc.index}].run.{key}",
                              f"$({token}) names a step that does not run before '{loc.step.name}'; {hint}")
-
-
-def _inlined_tokens(text: str, variables: dict[str, str]) -> list[str]:
-    """The tokens ``text`` holds once the env variables it uses are written out (nested ones too), in order of
-    first appearance; found by walking the variables, each once, never by writing them out (a variable used ten
-    times in each of ten others is 10**10 characters)."""
-    found: dict[str, None] = {}
-    walked: set[str] = set()
-    todo = [iter(tokens_in(text))]
-    while todo:
-        token = next(todo[-1], None)
-        if token is None:
-            todo.pop()
-        elif token not in variables:
-            found[token] = None
-        elif token not in walked:
-            walked.add(token)
-            todo.append(iter(tokens_in(variables[token])))
-    return list(found)
 
 
 def _check_batch(spec: Spec, issues: IssueCollector, batch_types: tuple[str, ...]) -> None:
@@ -478,6 +457,52 @@ def _check_paths(spec: Spec, issues: IssueCollector) -> None:
             issues.error(value_mark(node, "file"), "merlin.samples.file",
                          f"samples file not found: {spec.root / path} (add merlin.samples.generate.cmd to create it,"
                          " or pass --samplesfile)")
+
+
+_PSEUDO_FILE_SYSTEMS = (Path("/proc"), Path("/sys"))  # the kernel's: no folder can be made there
+
+
+def output_path_issue(spec: Spec, problem: str) -> SpecIssue:
+    """``problem`` with the place OUTPUT_PATH was set: its line in env.variables, or the ``--vars`` that gave it."""
+    variables = _node(spec, "env", "variables")
+    given = dict(spec.env.variables).get("OUTPUT_PATH", "")
+    where = value_mark(variables, "OUTPUT_PATH") if isinstance(variables, MarkedDict) else (0, 0)
+    by = f"--vars OUTPUT_PATH={given}: " if "OUTPUT_PATH" in spec.env.from_vars else ""
+    return SpecIssue(str(spec.path), where[0], where[1], "env.variables.OUTPUT_PATH",
+                     f"{by}{problem}; set OUTPUT_PATH to a folder you can write (or one that can be created)")
+
+
+def output_path_problem(path: Path) -> str | None:
+    """Why no workspace can be made under ``path`` (None when it looks possible), found without writing: a file in
+    the way, a kernel file system, a folder without write permission."""
+    resolved = path.resolve()
+    kernel = next((fs for fs in _PSEUDO_FILE_SYSTEMS if fs == resolved or fs in resolved.parents), None)
+    if kernel is not None:
+        return f"{path} is in the kernel's {kernel} file system, where no folder can be made"
+    try:
+        existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    except OSError:  # a folder on the way we may not look into: let the run say what happens
+        return None
+    if existing is None:
+        return None
+    if not existing.is_dir():
+        what = "is a file" if existing == path else f"is under {existing}, which is a file"
+        return f"{path} {what}, not a folder: the workspace is made inside it"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{path}: no permission to create folders in {existing}"
+    return None
+
+
+def _check_output_path(spec: Spec, issues: IssueCollector) -> None:
+    """OUTPUT_PATH, when it is given and fully known here, must be a folder a workspace can be made in."""
+    value = resolve_ordered(spec.env.variables, {"SPECROOT": str(spec.root)}).get("OUTPUT_PATH", "")
+    if not value or "$(" in value:
+        return
+    path = Path(value).expanduser()
+    problem = output_path_problem(path if path.is_absolute() else spec.root / path)
+    if problem:
+        issue = output_path_issue(spec, problem)
+        issues.error((issue.line, issue.column), issue.path, issue.message)
 
 
 def check_cores(spec: Spec, available: int, where: str) -> list[SpecIssue]:

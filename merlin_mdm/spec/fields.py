@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from merlin_mdm.spec.issues import IssueCollector, did_you_mean, key_mark, value_mark
@@ -76,13 +77,17 @@ class FieldReader:
             return default
         return value
 
-    def number(self, key: str, default: float) -> float:
-        """A non-negative number field."""
+    def number(self, key: str, default: float, maximum: float = math.inf) -> float:
+        """A finite number field from 0 to ``maximum`` (``.inf`` and ``.nan`` are YAML numbers too)."""
         value = self.raw(key)
         if value is None:
             return default
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:  # NaN fails >=
             self._type_error(key, "a non-negative number", value)
+            return default
+        if not math.isfinite(value) or value > maximum:
+            self.issues.error(value_mark(self.node, key), self.sub(key),
+                              f"must be a finite number of at most {maximum:g}, got {value:g}")
             return default
         return float(value)
 

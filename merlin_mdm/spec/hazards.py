@@ -11,7 +11,7 @@ import string
 
 from merlin_mdm.spec.issues import IssueCollector, key_mark, value_mark
 from merlin_mdm.spec.loader import MarkedDict
-from merlin_mdm.spec.model import Spec
+from merlin_mdm.spec.model import MAX_WALLTIME, Spec
 from merlin_mdm.spec.tokens import MAX_VALUE_CHARS, expanded_sizes, tokens_in, undefined_token_hint
 
 __all__ = ["NAME_MAX", "check_hazards", "directory_label", "label_problem", "parse_walltime"]
@@ -44,6 +44,8 @@ def parse_walltime(text: str | None) -> float | None:
         if not math.isfinite(value) or value < 0:
             raise ValueError("each field must be a finite number >= 0")
         seconds = seconds * 60 + value
+    if seconds > MAX_WALLTIME:
+        raise ValueError(f"more than {MAX_WALLTIME / 86_400:g} days")
     return seconds or None
 
 
@@ -74,9 +76,10 @@ def _check_walltimes(spec: Spec, issues: IssueCollector) -> None:
     for text, where, path in places:
         try:
             parse_walltime(text)
-        except ValueError:
-            issues.error(where, path, f"walltime {text!r} is not a positive time: use [[HH:]MM:]SS, e.g. "
-                                      f"'01:30:00' or '90'{undefined_token_hint(text)}")
+        except ValueError as exc:
+            what = f"is {exc}" if str(exc).startswith("more than") else "is not a positive time"
+            issues.error(where, path, f"walltime {text!r} {what}: use [[HH:]MM:]SS, e.g. '01:30:00' or "
+                                      f"'90'{undefined_token_hint(text)}")
 
 
 def _check_variable_cycles(spec: Spec, issues: IssueCollector) -> None:
@@ -101,7 +104,7 @@ def _check_variable_sizes(spec: Spec, issues: IssueCollector) -> None:
     variables = env.get("variables") if isinstance(env, MarkedDict) else None
     for name, size in sizes.items():
         if size > MAX_VALUE_CHARS and all(sizes.get(t, 0) <= MAX_VALUE_CHARS for t in tokens_in(values[name])):
-            issues.error(key_mark(variables, name), f"env.variables.{name}", _too_long(size))
+            issues.error(key_mark(variables, name), f"env.variables.{name}", _too_long(size, len(values[name])))
     study = spec.raw.get("study")
     for i, step in enumerate(spec.steps):
         entry = study[i] if isinstance(study, list) and i < len(study) else None
@@ -109,10 +112,14 @@ def _check_variable_sizes(spec: Spec, issues: IssueCollector) -> None:
         for key, text in (("cmd", step.run.cmd), ("restart", step.run.restart or "")):
             size = expanded_sizes({**values, "": text}, {})[""]  # "" is no name a token can have
             if size > MAX_VALUE_CHARS and all(sizes.get(t, 0) <= MAX_VALUE_CHARS for t in tokens_in(text)):
-                issues.error(value_mark(run, key), f"study[{i}].run.{key}", _too_long(size))
+                issues.error(value_mark(run, key), f"study[{i}].run.{key}", _too_long(size, len(text)))
 
 
-def _too_long(size: int) -> str:
+def _too_long(size: int, own: int) -> str:
+    """Why a text of ``own`` characters, ``size`` once its variables are filled in, is refused, and the remedy."""
+    if own > MAX_VALUE_CHARS:  # long as written: no variable is to blame
+        return (f"is {own:,} characters long as written (more than {MAX_VALUE_CHARS:,}): put the long part in a "
+                "file (a script the command runs, or data it reads) and keep the spec's text short")
     return (f"grows to {size:,} characters once the variables it uses are filled in (more than "
             f"{MAX_VALUE_CHARS:,}): use each of them fewer times")
 

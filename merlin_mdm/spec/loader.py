@@ -115,11 +115,22 @@ def load_scalar(text: str) -> Any:
     return value if isinstance(value, (bool, int, float)) else text
 
 
-def _yaml_issue(exc: yaml.YAMLError, filename: str) -> SpecIssue:
+def _line_col(text: str, position: int) -> Located:
+    """The 1-based (line, column) of character ``position`` of ``text``."""
+    line_start = text.rfind("\n", 0, position) + 1
+    return text.count("\n", 0, position) + 1, position - line_start + 1
+
+
+def _yaml_issue(exc: yaml.YAMLError, filename: str, text: str = "") -> SpecIssue:
     if isinstance(exc, yaml.MarkedYAMLError):
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
         return SpecIssue(filename, line, col, "", f"YAML syntax error: {exc.problem or exc}")
+    if isinstance(exc, yaml.reader.ReaderError):  # says `position 22` of the whole text: give its line and column
+        line, col = _line_col(text, exc.position) if text else (0, 0)
+        code = exc.character if isinstance(exc.character, int) else ord(str(exc.character)[:1] or "\0")
+        return SpecIssue(filename, line, col, "", f"YAML error: the character #x{code:04x} (a control or special "
+                         "character) may not appear in a YAML file; remove it (a spec is plain text)")
     return SpecIssue(filename, 0, 0, "", f"YAML error: {exc}")
 
 
@@ -139,8 +150,8 @@ def load_marked_text(text: str, filename: str) -> MarkedDict:
         data = yaml.load(text, Loader=_MarkingLoader)  # a SafeLoader subclass
     except yaml.YAMLError as exc:
         if "nesting depth" in str(getattr(exc, "problem", "")):  # the Python parser has no such limit, and takes
-            raise SpecError([_yaml_issue(exc, filename)]) from None  # minutes over 100,000 open brackets
-        raise SpecError([_yaml_issue(_python_parser_error(text) or exc, filename)]) from None
+            raise SpecError([_yaml_issue(exc, filename, text)]) from None  # minutes over 100,000 open brackets
+        raise SpecError([_yaml_issue(_python_parser_error(text) or exc, filename, text)]) from None
     except RecursionError:  # the pure-Python loader, where libyaml is missing, nests by recursion
         raise SpecError([SpecIssue(filename, 0, 0, "", "YAML syntax error: exceeded maximum nesting depth")]) from None
     if data is None:
@@ -157,9 +168,22 @@ def load_marked(path: Path) -> MarkedDict:
         raise SpecError([SpecIssue(str(path), 0, 0, "", f"the spec is {what}: a spec is a file, whose folder is "
                                    "$(SPECROOT) and the base of a relative OUTPUT_PATH; save it to a file")])
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise SpecError([SpecIssue(str(path), 0, 0, "", "no such file")]) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise SpecError([SpecIssue(str(path), 0, 0, "", f"cannot read the spec: {exc}")]) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError([_not_utf8(path, data, exc)]) from None
     return load_marked_text(text, str(path))
+
+
+def _not_utf8(path: Path, data: bytes, exc: UnicodeDecodeError) -> SpecIssue:
+    """Where the first byte that is no UTF-8 is (line and column, as an editor counts them), and the remedy."""
+    line_start = data.rfind(b"\n", 0, exc.start) + 1
+    line = data.count(b"\n", 0, exc.start) + 1
+    column = len(data[line_start:exc.start].decode("utf-8", "replace")) + 1
+    return SpecIssue(str(path), line, column, "", f"cannot read the spec: byte 0x{data[exc.start]:02x} is not UTF-8 "
+                     "text; save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)")

@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "MAX_RETRY_DELAY",
+    "MAX_WALLTIME",
     "BatchConfig",
     "Dependency",
     "Description",
@@ -21,9 +24,16 @@ __all__ = [
     "Step",
     "StepRun",
     "Worker",
+    "parent_name",
 ]
 
 Scalar = str | int | float | bool
+
+MAX_RETRY_DELAY = 86_400.0
+"""The longest ``retry_delay`` (seconds): a day. A longer one, or ``.inf``, is no delay anyone means (and
+``time.sleep`` overflows on it)."""
+MAX_WALLTIME = 366 * 86_400.0
+"""The longest walltime (seconds): a year; longer ones overflow the timers that enforce them."""
 
 
 @dataclass(frozen=True)
@@ -196,7 +206,19 @@ class Spec:
 
     def step(self, name: str) -> Step:
         """The step called ``name`` (KeyError when there is none)."""
+        return self._by_name[name]
+
+    @cached_property
+    def _by_name(self) -> dict[str, Step]:
+        """Steps by name, the first of a name written twice (looking each up by a scan was quadratic)."""
+        out: dict[str, Step] = {}
         for step in self.steps:
-            if step.name == name:
-                return step
-        raise KeyError(name)
+            out.setdefault(step.name, step)
+        return out
+
+
+def parent_name(dep: str) -> tuple[str, bool]:
+    """Split a `depends` entry into (step name, is_funnel): `x_*` and `x*` both funnel x (maestrowf 1.2)."""
+    if dep.endswith("_*"):
+        return dep[:-2], True
+    return (dep[:-1], True) if dep.endswith("*") else (dep, False)

@@ -12,6 +12,7 @@ __all__ = [
     "STUDY_TOKENS",
     "TOKEN_RE",
     "expanded_sizes",
+    "inlined_tokens",
     "resolve_ordered",
     "substitute",
     "tokens_in",
@@ -109,3 +110,22 @@ def resolve_ordered(pairs: tuple[tuple[str, str], ...], known: Mapping[str, str]
         if not changed:
             break
     return values
+
+
+def inlined_tokens(text: str, variables: Mapping[str, str]) -> list[str]:
+    """The tokens ``text`` holds once the env variables it uses are written out (nested ones too), in order of
+    first appearance; found by walking the variables, each once, never by writing them out (a variable used ten
+    times in each of ten others is 10**10 characters)."""
+    found: dict[str, None] = {}
+    walked: set[str] = set()
+    todo = [iter(tokens_in(text))]
+    while todo:
+        token = next(todo[-1], None)
+        if token is None:
+            todo.pop()
+        elif token not in variables:
+            found[token] = None
+        elif token not in walked:
+            walked.add(token)
+            todo.append(iter(tokens_in(variables[token])))
+    return list(found)

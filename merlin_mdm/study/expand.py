@@ -13,6 +13,7 @@ from merlin_mdm.launchers import DEFAULT_LAUNCHER, Resources, get_launcher
 from merlin_mdm.spec import EXIT_CODE_TOKENS, Parameter, Spec, Step, parent_name
 from merlin_mdm.spec.hazards import NAME_MAX, directory_label, label_problem, parse_walltime
 from merlin_mdm.spec.issues import value_mark
+from merlin_mdm.spec.limits import PARAMETERS_REMEDY, SAMPLES_REMEDY, combination_count, size_problem
 from merlin_mdm.spec.tokens import TOKEN_RE, resolve_ordered, substitute, tokens_in
 from merlin_mdm.study.parameters import Combo, combinations, format_value, project
 from merlin_mdm.study.plan import Edge, StepInstance, StudyPlan
@@ -90,7 +91,8 @@ class _Expander:
         self.tokens = study_tokens(spec, ctx)
         self.params = {p.name for p in spec.parameters}
         self.parameters = [self._filled(p) for p in spec.parameters]
-        self.combos = list(combinations(self.parameters)) or [Combo(())]
+        self.tasks = 0  # counted before each step is built: a study over the limits is refused before it is built
+        self.instance_count = 0
         self.used: dict[str, frozenset[str]] = {}
         self.by_labels: dict[str, dict[str, int]] = {}  # step -> labels -> instance index
         self.combo_of: dict[tuple[str, str], tuple[tuple[str, str, str], ...]] = {}  # (step, labels) -> combo
@@ -162,8 +164,8 @@ class _Expander:
         used = self._used_params(step)
         self.used[step.name] = used
         self.by_labels[step.name] = {}
-        for full in self.combos:
-            combo = project(full, used)
+        self._count(step, used)
+        for combo in combinations(self.parameters, used):
             if combo.label_string in self.by_labels[step.name]:
                 self._check_collision(step, combo, combo.label_string, "label")
                 continue
@@ -178,6 +180,35 @@ class _Expander:
             self.by_labels[step.name][combo.label_string] = inst.index
             self.combo_of[(step.name, combo.label_string)] = combo.items
             self.instances.append(inst)
+
+    def _count(self, step: Step, used: frozenset[str]) -> None:
+        """Add the instances of ``step`` and its tasks (its instances, times the samples when it runs per sample) to
+        the study's; refuse the study, before the step is built, when they pass the limits (:mod:`.limits`)."""
+        count = combination_count(self.parameters, used)
+        samples = self.ctx.samples.count if self.ctx.samples is not None and self._uses_samples(step) else 1
+        self.instance_count += count
+        self.tasks += count * samples
+        problem = size_problem(self.instance_count, self.tasks, "")
+        if problem is None:
+            return
+        remedy = PARAMETERS_REMEDY
+        if self.tasks > self.instance_count and self.ctx.samples is not None:
+            where, path = self._samples_mark(), "merlin.samples"
+            what = f"the steps' parameter combinations times the {self.ctx.samples.count:,} samples"
+            remedy = f"{SAMPLES_REMEDY}, or fewer parameter values"
+        else:
+            where, path = self._mark(), "global.parameters"
+            what = "the steps' parameter combinations"
+        problem = size_problem(self.instance_count, self.tasks, f"{what} (step '{step.name}' and those before)",
+                               remedy)
+        raise SpecError([SpecIssue(str(self.spec.path), where[0], where[1], path, str(problem))])
+
+    def _samples_mark(self) -> tuple[int, int]:
+        """Where ``merlin.samples.file`` is in the spec file; (0, 0) when unknown."""
+        node = self.spec.raw.get("merlin")
+        node = node.get("samples") if isinstance(node, dict) else None
+        line, column = value_mark(node, "file")
+        return int(line), int(column)
 
     def _check_collision(self, step: Step, combo: Combo, labels: str, what: str) -> None:
         """Two different combinations with one label string, or one folder name, would share a directory: one

@@ -216,6 +216,16 @@ def checked_shape(spec: Spec, path: Path, given: str = "") -> tuple[int, int]:
                          for issue in exc.issues]) from None
     if columns != len(labels):
         _wrong_columns(spec, path, columns, given)
+    from merlin_mdm.spec.limits import SAMPLES_REMEDY, size_problem  # here: `status` reads samples without the spec
+
+    # each sample is a folder and a script of every step that uses it: refused before any is made
+    problem = size_problem(0, rows, f"{path}: its {rows:,} samples (one task each, for every step that uses them)",
+                           SAMPLES_REMEDY)
+    if problem:
+        if given:
+            raise UsageError(f"{given}: {problem}")
+        line, col = _marks(spec, "file")
+        raise SpecError([SpecIssue(str(spec.path), line, col, "merlin.samples.file", problem)])
     return rows, columns
 
 
@@ -248,7 +258,15 @@ def check_samples_file(spec: Spec, tokens: Mapping[str, str]) -> None:
     path = path if path.is_absolute() else spec.root / path
     if "$(" in text or not path.exists():
         return  # generated at run time (merlin.samples.generate), or given with --samplesfile
-    checked_shape(spec, path)
+    rows, _ = checked_shape(spec, path)
+    from merlin_mdm.spec.limits import SAMPLES_REMEDY, planned_instances, planned_tasks, size_problem
+
+    instances = planned_instances(spec)
+    what = f"the steps' parameter combinations times the {rows:,} samples of {path}"
+    problem = size_problem(instances, planned_tasks(spec, rows), what, f"{SAMPLES_REMEDY}, or fewer parameter values")
+    if problem:
+        line, col = _marks(spec, "file")
+        raise SpecError([SpecIssue(str(spec.path), line, col, "merlin.samples.file", problem)])
 
 
 @dataclass(frozen=True)

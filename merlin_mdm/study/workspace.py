@@ -7,6 +7,7 @@ failure while preparing it removes what was written.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import os
 import shlex
 import shutil
@@ -19,6 +20,7 @@ import yaml
 from merlin_mdm import _shell
 from merlin_mdm.errors import SpecError, SpecIssue, UsageError, WorkspaceError
 from merlin_mdm.spec import LoadedSpec, Spec
+from merlin_mdm.spec.checks import output_path_issue, output_path_problem
 from merlin_mdm.spec.tokens import substitute
 from merlin_mdm.study.expand import StudyContext, expand, resolve_variables, study_tokens
 from merlin_mdm.study.layout import PLAN_FILE, Workspace
@@ -36,11 +38,19 @@ def output_path(spec: Spec) -> Path:
     return path if path.is_absolute() else (spec.root / path).resolve()
 
 
-def _new_root(base: Path, name: str, now: dt.datetime) -> tuple[Path, str]:
-    """Create ``<base>/<name>_<stamp>`` exclusively: concurrent runs take the next free ``.N`` suffix."""
-    stamp = now.strftime("%Y%m%d-%H%M%S")
-    if base.exists() and not base.is_dir():
-        raise WorkspaceError(f"cannot create a workspace under {base}: it is a file, not a folder (OUTPUT_PATH)")
+_SPEC_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EROFS, errno.EEXIST, errno.ENOENT,
+                          errno.ENAMETOOLONG, errno.ELOOP})  # OUTPUT_PATH's fault, not the machine's
+
+
+def _new_root(spec: Spec, base: Path, now: dt.datetime) -> tuple[Path, str]:
+    """Create ``<base>/<name>_<stamp>`` exclusively: concurrent runs take the next free ``.N`` suffix.
+
+    A base that cannot hold a workspace (a file, a kernel file system, no permission) is a spec error at the line
+    of OUTPUT_PATH; validation finds most of them before, this catches the rest (and what changed since)."""
+    name, stamp = spec.description.name, now.strftime("%Y%m%d-%H%M%S")
+    problem = output_path_problem(base)
+    if problem:
+        raise SpecError([output_path_issue(spec, problem)])
     try:
         base.mkdir(parents=True, exist_ok=True)
         for suffix in range(10_000):
@@ -51,7 +61,10 @@ def _new_root(base: Path, name: str, now: dt.datetime) -> tuple[Path, str]:
                 continue
             return root, stamp
     except OSError as exc:
-        raise WorkspaceError(f"cannot create a workspace under {base}: {exc.strerror or exc}") from None
+        problem = f"cannot create a workspace under {base}: {exc.strerror or exc}"
+        if exc.errno in _SPEC_ERRNOS:
+            raise SpecError([output_path_issue(spec, problem)]) from None
+        raise WorkspaceError(problem) from None
     raise WorkspaceError(f"cannot create a workspace under {base}: 10000 studies named {name}_{stamp} exist")
 
 
@@ -68,7 +81,7 @@ def create_workspace(
     """
     spec = loaded.spec
     base = output_path(spec)
-    root, stamp = _new_root(base, spec.description.name, now or dt.datetime.now())
+    root, stamp = _new_root(spec, base, now or dt.datetime.now())
     try:
         (root / "merlin_info").mkdir()
         return _fill_workspace(Workspace(root), loaded, base, stamp, samples_file, (batch_size, slots))

@@ -177,3 +177,45 @@ def test_a_generated_samples_file_that_does_not_fit_is_kept_to_look_at(tmp_path:
     assert f"merlin.samples.generate: the generated file is kept as {kept} to look at" in result.stderr
     assert kept.read_text() == "1,2\n3,4,5\n"
     assert not [p for p in (tmp_path / "out").iterdir() if p.is_dir()]  # the workspace itself is removed
+
+
+def test_crossed_parameters_of_billions_of_tasks_are_refused_before_anything_is_written(tmp_path: Path) -> None:
+    """8 crossed parameters of 20 values: `validate` and `run --dry` grew past 4 GB, and `run` had written
+    merlin_info/ already."""
+    values = ", ".join(map(str, range(20)))
+    params = "".join(f"      P{i}: {{values: [{values}], label: P{i}.%%, product: true}}\n" for i in range(8))
+    uses = " ".join(f"$(P{i})" for i in range(8))
+    spec = spec_file(tmp_path, "    description: {name: explode, description: x}\n"
+                               "    env: {variables: {OUTPUT_PATH: ./out}}\n"
+                               f"    global.parameters:\n{params}    study:\n"
+                               f"      - name: s\n        run: {{cmd: echo {uses}}}\n")
+    _refused(tmp_path, spec, "spec.yaml:3:1: global.parameters: ", "make 25,600,000,000 tasks",
+             "MERLIN_MDM_MAX_TASKS=25600000000")
+    result = merlin("run", str(spec), "--local", "--dry", cwd=tmp_path)
+    assert result.returncode == 2 and "make 25,600,000,000 tasks" in result.stderr, result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("output", ["afile", "afile/sub", "/proc/nope", "/sys/kernel"])
+def test_an_output_path_no_workspace_can_be_made_in_is_refused_at_its_line(tmp_path: Path, output: str) -> None:
+    (tmp_path / "afile").write_text("x")
+    spec = spec_file(tmp_path, f"""
+    description: {{name: out, description: x}}
+    env: {{variables: {{OUTPUT_PATH: {output}}}}}
+    study:
+      - name: a
+        run: {{cmd: echo hi}}
+    """)
+    _refused(tmp_path, spec, "spec.yaml:3:32: env.variables.OUTPUT_PATH: ", "set OUTPUT_PATH to a folder")
+    assert (tmp_path / "afile").read_text() == "x"
+
+
+def test_a_retry_delay_of_infinity_is_refused_instead_of_a_traceback(tmp_path: Path) -> None:
+    spec = spec_file(tmp_path, """
+    description: {name: inf, description: x}
+    env: {variables: {OUTPUT_PATH: ./out}}
+    study:
+      - name: a
+        run: {cmd: 'exit $(MERLIN_RETRY)', retry_delay: .inf, max_retries: 1}
+    """)
+    _refused(tmp_path, spec, "spec.yaml:6:53: study[0].run.retry_delay: must be a finite number of at most 86400")

@@ -36,3 +36,30 @@ def test_a_cycle_through_thousands_of_steps_is_named() -> None:
     message = str(error.value)
     assert "/s/chain.yaml:4:" in message and "study[0].run.depends: dependency cycle: s0 -> s1 -> s2" in message
     assert f"s{STEPS - 1} -> s0; remove one of these depends" in message
+
+
+LONG = 20_000  # an outside probe's chain: `validate` kept every step's ancestor set (9.4 GB, 78 s)
+
+
+def test_a_chain_of_twenty_thousand_steps_checks_workspace_references_by_walking_only_where_asked() -> None:
+    from merlin_mdm.spec.checks import _runs_before
+
+    parents = {f"s{i}": ({f"s{i - 1}"} if i else set()) for i in range(LONG)}
+    assert _runs_before(parents, f"s{LONG - 1}", {"s0", "s5", "nope"}) == {"s0", "s5"}
+    assert _runs_before(parents, "s5", {"s6", "s5"}) == set()  # neither a child nor itself runs before it
+
+
+def test_a_workspace_reference_outside_the_ancestry_of_a_long_chain_is_refused() -> None:
+    text = "\n".join(["description: {name: chain, description: x}", "study:",
+                      *(f"  - {{name: s{i}, run: {{cmd: echo {i}{f', depends: [s{i - 1}]' if i else ''}}}}}"
+                        for i in range(LONG)),
+                      f"  - {{name: last, run: {{cmd: 'cat $(s0.workspace) $(x.workspace)', depends: [s{LONG - 1}]}}}}",
+                      "  - {name: x, run: {cmd: echo}}"]) + "\n"
+    with pytest.raises(SpecError) as error:
+        load_spec_text(text, "/s/chain.yaml")
+    (issue,) = error.value.issues
+    assert issue.message == "$(x.workspace) names a step that does not run before 'last'; add 'x' (or 'x_*') to depends"
+    spec = load_spec_text(text.replace(" $(x.workspace)", ""), "/s/chain.yaml").spec
+    plan = expand(spec, StudyContext("/w/chain_1", "/w", "1"))
+    last = next(i for i in plan.instances if i.step == "last")
+    assert len(plan.instances) == LONG + 2 and plan.instances[last.parents[0].parent].step == f"s{LONG - 1}"

@@ -131,3 +131,59 @@ def test_a_huge_text_value_is_still_checked_as_a_number(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match="not finite numbers, the first in row 1, column 2: nan"):
         read_samples(path)
     assert read_samples(_write(tmp_path / "t.csv", "x" * 2000 + ",y\n")).shape == (1, 2)
+
+
+def test_more_samples_than_the_task_limit_are_refused_at_the_file(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """10 million rows made `run --dry` write 1.49 million folders (12 GB) in two minutes before it was killed."""
+    monkeypatch.setenv("MERLIN_MDM_MAX_TASKS", "4")
+    path = _write(tmp_path / "s.csv", "1,2\n" * 5)
+    with pytest.raises(SpecError) as info:
+        checked_shape(_spec(tmp_path), path)
+    (issue,) = info.value.issues
+    assert (issue.line, issue.path) == (10, "merlin.samples.file")
+    assert issue.message.startswith(f"{path}: its 5 samples (one task each, for every step that uses them) make 5 "
+                                    "tasks, more than the 4 merlin-mdm plans: use fewer samples")
+    assert "MERLIN_MDM_MAX_TASKS=5" in issue.message
+    with pytest.raises(UsageError, match=r"--samplesfile s\.csv: .* make 5 tasks"):
+        checked_shape(_spec(tmp_path), path, "--samplesfile s.csv")
+    monkeypatch.setenv("MERLIN_MDM_MAX_TASKS", "5")
+    assert checked_shape(_spec(tmp_path), path) == (5, 2)
+
+
+def test_the_samples_times_the_instances_that_use_them_are_counted_before_the_plan_is_built(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from merlin_mdm.study.expand import StudyContext, expand
+    from merlin_mdm.study.samples import SampleSet
+
+    text = SPEC.replace("study:", "global.parameters:\n  R: {values: [1, 2, 3], label: R.%%}\nstudy:") \
+        .replace("echo $(P) $(Q)", "echo $(P) $(Q) $(R)")
+    (tmp_path / "samples.csv").write_text("1,2\n", encoding="utf-8")
+    spec = load_spec_text(text, tmp_path / "spec.yaml").spec
+    ctx = StudyContext("/w/s_1", "/w", "1", SampleSet("/w/s_1/merlin_info/samples.csv", 4, ("P", "Q")))
+    assert expand(spec, ctx).total_tasks() == 12
+    monkeypatch.setenv("MERLIN_MDM_MAX_TASKS", "11")
+    with pytest.raises(SpecError) as info:
+        expand(spec, ctx)
+    (issue,) = info.value.issues
+    assert (issue.line, issue.path) == (12, "merlin.samples")
+    assert "times the 4 samples (step 'a' and those before) make 12 tasks, more than the 11" in issue.message
+
+
+def test_validate_counts_the_samples_times_the_instances_that_use_them(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from merlin_mdm.study.samples import check_samples_file
+
+    text = SPEC.replace("study:", "global.parameters:\n  R: {values: [1, 2, 3], label: R.%%}\nstudy:") \
+        .replace("echo $(P) $(Q)", "echo $(P) $(Q) $(R)") \
+        .replace("merlin:", "  - name: b\n    run: {cmd: echo $(R)}\nmerlin:")
+    (tmp_path / "samples.csv").write_text("1,2\n" * 4, encoding="utf-8")
+    spec = load_spec_text(text, tmp_path / "spec.yaml").spec
+    monkeypatch.setenv("MERLIN_MDM_MAX_TASKS", "15")
+    check_samples_file(spec, {})  # a: 3 x 4 samples, b: 3
+    monkeypatch.setenv("MERLIN_MDM_MAX_TASKS", "14")
+    with pytest.raises(SpecError) as info:
+        check_samples_file(spec, {})
+    (issue,) = info.value.issues
+    assert (issue.line, issue.path) == (14, "merlin.samples.file")
+    assert "times the 4 samples of" in issue.message and "make 15 tasks, more than the 14" in issue.message

@@ -1,0 +1,169 @@
+"""How large a study is, counted from the spec before anything is built, and the most merlin-mdm plans.
+
+Parameters crossed with ``product`` multiply: eight of twenty values each are 25.6 billion combinations, which no
+plan can hold (an outside probe's spec grew past 4 GB before anything was said). :func:`planned_instances` counts
+each step's instances as a product of its parameter groups' sizes, so `validate` and `run` refuse such a study at
+once, before a workspace exists. Two limits: step instances (each an entry of the plan in memory,
+``MERLIN_MDM_MAX_INSTANCES``, default 1,000,000) and tasks, the instances times the samples of those that run per
+sample (each a folder and a script, ``MERLIN_MDM_MAX_TASKS``, default 10,000,000); the samples count where they
+are known (the samples file, once read).
+"""
+
+from __future__ import annotations
+
+import graphlib
+import math
+import os
+from collections.abc import Sequence
+
+from merlin_mdm.errors import UsageError
+from merlin_mdm.spec.issues import IssueCollector, key_mark
+from merlin_mdm.spec.model import Parameter, Spec, parent_name
+from merlin_mdm.spec.tokens import inlined_tokens
+
+__all__ = [
+    "DEFAULT_MAX_INSTANCES",
+    "DEFAULT_MAX_TASKS",
+    "MAX_INSTANCES_ENV",
+    "MAX_TASKS_ENV",
+    "PARAMETERS_REMEDY",
+    "SAMPLES_REMEDY",
+    "check_size",
+    "combination_count",
+    "max_instances",
+    "max_tasks",
+    "planned_instances",
+    "planned_tasks",
+    "size_problem",
+    "step_parameters",
+]
+
+MAX_TASKS_ENV = "MERLIN_MDM_MAX_TASKS"
+DEFAULT_MAX_TASKS = 10_000_000
+"""The most tasks (step instances x the samples of those that run per sample) a study may have unless
+``MERLIN_MDM_MAX_TASKS`` says otherwise: each is a folder and a script."""
+MAX_INSTANCES_ENV = "MERLIN_MDM_MAX_INSTANCES"
+DEFAULT_MAX_INSTANCES = 1_000_000
+"""The most step instances (steps x the parameter combinations each uses) unless ``MERLIN_MDM_MAX_INSTANCES``
+says otherwise: unlike samples, each is an entry of the plan, held in memory (about 2.5 kB and 50 us to build
+each: a million is 2.5 GB) and written to plan.json."""
+
+
+def _limit(env: str, default: int) -> int:
+    text = os.environ.get(env, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text.replace("_", "").replace(",", ""))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise UsageError(f"{env}={text!r}: give the most a study may have, a whole number above 0 (default "
+                         f"{default:,})")
+    return value
+
+
+def max_tasks() -> int:
+    """The task limit in effect: ``MERLIN_MDM_MAX_TASKS`` when set (`_` or `,` allowed), else the default."""
+    return _limit(MAX_TASKS_ENV, DEFAULT_MAX_TASKS)
+
+
+def max_instances() -> int:
+    """The step instance limit in effect: ``MERLIN_MDM_MAX_INSTANCES`` when set, else the default."""
+    return _limit(MAX_INSTANCES_ENV, DEFAULT_MAX_INSTANCES)
+
+
+PARAMETERS_REMEDY = "use fewer values, zip parameters instead of crossing them (drop `product`), or sweep with " \
+    "merlin.samples"
+SAMPLES_REMEDY = "use fewer samples (or split them over several studies)"
+
+
+def size_problem(instances: int, tasks: int, what: str, remedy: str = PARAMETERS_REMEDY) -> str | None:
+    """Why a study of ``instances`` step instances and ``tasks`` tasks is too large (None when it is not), with
+    what to do; ``what`` says what makes them, ``remedy`` how to make fewer."""
+    if tasks > max_tasks():
+        count, noun, limit, env = tasks, "tasks", max_tasks(), MAX_TASKS_ENV
+    elif instances > max_instances():
+        count, noun, limit, env = instances, "step instances", max_instances(), MAX_INSTANCES_ENV
+    else:
+        return None
+    return f"{what} make {count:,} {noun}, more than the {limit:,} merlin-mdm plans: {remedy}; to plan it anyway, " \
+        f"set {env}={count}"
+
+
+def combination_count(params: Sequence[Parameter], used: frozenset[str] | None = None) -> int:
+    """How many combinations of ``params`` (only of the ``used`` ones, when given) there are: the product of the
+    sizes of their groups (zipped parameters go together), computed without building any."""
+    sizes: dict[str, int] = {}
+    for param in params:
+        if used is None or param.name in used:
+            sizes.setdefault(param.product, len(param.values))
+    return math.prod(sizes.values())
+
+
+def step_parameters(spec: Spec) -> dict[str, frozenset[str]]:
+    """The parameters each step runs over: those its cmd, restart and description use (the env variables and
+    labels written out), those of its parents (except funnelled ones) and of the steps whose ``$(s.workspace)``
+    it names, as the study's expansion decides them."""
+    names = {p.name for p in spec.parameters}
+    inline = {**dict(spec.env.variables), **dict(spec.env.labels)}  # a label wins, as in the expansion
+    parents = {s.name: list(s.run.depends) for s in spec.steps}
+    try:
+        order = list(graphlib.TopologicalSorter({k: {parent_name(d)[0] for d in v} for k, v in parents.items()})
+                     .static_order())
+    except graphlib.CycleError:  # reported elsewhere
+        order = list(parents)
+    used: dict[str, frozenset[str]] = {}
+    for name in order:
+        if name not in parents:
+            continue
+        run = spec.step(name).run
+        tokens = inlined_tokens(f"{run.cmd} {run.restart or ''} {spec.step(name).description}", inline)
+        own = {t.split(".")[0] for t in tokens if t.split(".")[0] in names}
+        funnels = {parent_name(d)[0] for d in parents[name] if parent_name(d)[1]}
+        refs = [t[: -len(".workspace")] for t in tokens if t.endswith(".workspace")]
+        for other in [*(parent_name(d)[0] for d in parents[name] if not parent_name(d)[1]), *refs]:
+            if other not in funnels:
+                own |= used.get(other, frozenset())
+        used[name] = frozenset(own)
+    return used
+
+
+def planned_instances(spec: Spec) -> int:
+    """How many step instances the spec makes (samples not counted)."""
+    used = step_parameters(spec)
+    return sum(combination_count(spec.parameters, used.get(s.name, frozenset())) for s in spec.steps)
+
+
+_SAMPLE_TOKENS = frozenset({"MERLIN_SAMPLE_ID", "MERLIN_SAMPLE_PATH", "MERLIN_SAMPLE_VECTOR"})  # run per sample
+
+
+def planned_tasks(spec: Spec, samples: int) -> int:
+    """How many tasks the spec makes with ``samples`` samples: the instances of a step whose cmd or restart uses a
+    sample token or column run once per sample."""
+    used = step_parameters(spec)
+    inline = {**dict(spec.env.variables), **dict(spec.env.labels)}
+    per_sample = _SAMPLE_TOKENS | set(spec.samples.column_labels if spec.samples else ())
+    total = 0
+    for step in spec.steps:
+        tokens = inlined_tokens(f"{step.run.cmd} {step.run.restart or ''}", inline)
+        times = samples if per_sample.intersection(tokens) else 1
+        total += combination_count(spec.parameters, used.get(step.name, frozenset())) * times
+    return total
+
+
+def check_size(spec: Spec, issues: IssueCollector) -> None:
+    """Refuse, at ``global.parameters``, a study with more instances than :func:`max_instances` (or
+    :func:`max_tasks`)."""
+    if not spec.parameters:
+        return
+    count = planned_instances(spec)
+    if size_problem(count, count, "") is None:
+        return
+    sizes: dict[str, tuple[str, int]] = {}
+    for param in spec.parameters:
+        sizes.setdefault(param.product, (param.name, len(param.values)))
+    shown = [f"{name}: {n}" for name, n in sizes.values()]
+    groups = " x ".join(shown[:8]) + (" x ..." if len(shown) > 8 else "")
+    what = f"the steps over their parameters' combinations ({groups} values)"
+    issues.error(key_mark(spec.raw, "global.parameters"), "global.parameters", str(size_problem(count, count, what)))

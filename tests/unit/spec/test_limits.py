@@ -1,0 +1,186 @@
+"""Hostile sizes and values are refused when the spec loads, at their line, before anything is built.
+
+An outside probe's spec crossed 8 parameters of 20 values (`product: true`: 25.6 billion combinations) and
+`validate` grew past 4 GB without a word; `retry_delay: .inf` passed and `run` ended in an OverflowError.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from merlin_mdm.errors import SpecError, UsageError
+from merlin_mdm.spec import Parameter, load_spec, load_spec_text
+from merlin_mdm.spec.limits import (
+    DEFAULT_MAX_TASKS,
+    MAX_INSTANCES_ENV,
+    MAX_TASKS_ENV,
+    combination_count,
+    max_instances,
+    max_tasks,
+    planned_instances,
+)
+from merlin_mdm.spec.tokens import MAX_VALUE_CHARS
+from merlin_mdm.study.parameters import Combo, combinations
+
+
+def _crossed(n: int, size: int, cmd: str) -> str:
+    values = ", ".join(map(str, range(size)))
+    params = "".join(f"  P{i}: {{values: [{values}], label: P{i}.%%, product: true}}\n" for i in range(n))
+    return (f"description: {{name: explode, description: x}}\nglobal.parameters:\n{params}"
+            f"study:\n  - name: s\n    run: {{cmd: '{cmd}'}}\n")
+
+
+ALL = "echo " + " ".join(f"$(P{i})" for i in range(8))
+
+
+def test_crossed_parameters_are_counted_as_a_product_without_building_them() -> None:
+    spec = load_spec_text(_crossed(8, 20, "echo $(P0)"), "/s/explode.yaml").spec
+    assert combination_count(spec.parameters) == 20**8
+    assert combination_count(spec.parameters, frozenset({"P0", "P3"})) == 400
+    assert planned_instances(spec) == 20  # the step uses one of them: Maestro expands it over that one only
+
+
+def test_zipped_parameters_count_once_per_group() -> None:
+    params = (Parameter("A", (1, 2, 3), "A.%%"), Parameter("B", (4, 5, 6), "B.%%"),
+              Parameter("C", (7, 8), "C.%%", "C"))
+    assert combination_count(params) == 6
+
+
+def test_a_step_expands_over_its_own_parameters_only_never_the_full_product() -> None:
+    spec = load_spec_text(_crossed(8, 20, "echo $(P0)"), "/s/explode.yaml").spec
+    combos = list(combinations(spec.parameters, frozenset({"P1", "P0"})))
+    assert len(combos) == 400 and combos[1].tokens() == {"P0": "0", "P0.label": "P0.0", "P1": "1", "P1.label": "P1.1"}
+    assert list(combinations(spec.parameters, frozenset())) == [Combo(())]
+
+
+def test_a_study_of_billions_of_tasks_is_refused_at_its_parameters() -> None:
+    with pytest.raises(SpecError) as caught:
+        load_spec_text(_crossed(8, 20, ALL), "/s/explode.yaml")
+    message = str(caught.value)
+    assert "/s/explode.yaml:2:1: global.parameters: " in message
+    assert f"make 25,600,000,000 tasks, more than the {DEFAULT_MAX_TASKS:,}" in message
+    assert f"set {MAX_TASKS_ENV}=25600000000" in message and "zip parameters" in message
+
+
+def test_the_limits_are_set_by_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    text = _crossed(2, 3, "echo $(P0) $(P1)")  # 9 instances, one task each
+    monkeypatch.setenv(MAX_INSTANCES_ENV, "8")
+    with pytest.raises(SpecError, match=f"make 9 step instances, more than the 8 .*; to plan it anyway, set "
+                                        f"{MAX_INSTANCES_ENV}=9"):
+        load_spec_text(text, "/s/x.yaml")
+    monkeypatch.setenv(MAX_INSTANCES_ENV, "9")
+    monkeypatch.setenv(MAX_TASKS_ENV, "8")
+    with pytest.raises(SpecError, match=f"make 9 tasks, more than the 8 .*set {MAX_TASKS_ENV}=9"):
+        load_spec_text(text, "/s/x.yaml")
+    monkeypatch.setenv(MAX_TASKS_ENV, "1_000")
+    assert (max_tasks(), max_instances()) == (1000, 9) and load_spec_text(text, "/s/x.yaml").spec.parameters
+    monkeypatch.setenv(MAX_TASKS_ENV, "many")
+    with pytest.raises(UsageError, match=f"{MAX_TASKS_ENV}='many': give the most"):
+        max_tasks()
+
+
+def test_a_million_step_instances_are_refused_though_fewer_than_the_tasks_limit() -> None:
+    """5 crossed parameters of 20 values (3.2 million instances) also grew past 4 GB: each is in the plan."""
+    with pytest.raises(SpecError, match=f"make 3,200,000 step instances, more than the 1,000,000 .*set "
+                                        f"{MAX_INSTANCES_ENV}=3200000"):
+        load_spec_text(_crossed(5, 20, "echo $(P0) $(P1) $(P2) $(P3) $(P4)"), "/s/x.yaml")
+
+
+def test_children_and_workspace_references_count_their_parents_parameters(monkeypatch: pytest.MonkeyPatch) -> None:
+    text = _crossed(2, 3, "echo $(P0)").replace(
+        "run: {cmd: 'echo $(P0)'}",
+        "run: {cmd: 'echo $(P0)'}\n  - name: t\n    run: {cmd: 'echo $(P1)', depends: [s]}\n"
+        "  - name: u\n    run: {cmd: 'echo', depends: [s_*]}\n"
+        "  - name: v\n    run: {cmd: 'cat $(t.workspace)', depends: [u, t_*]}\n")
+    spec = load_spec_text(text, "/s/x.yaml").spec
+    assert planned_instances(spec) == 3 + 9 + 1 + 1  # t inherits P0 from s; a funnel and a funnelled ref do not
+
+
+STEP = """description: {{name: n, description: x}}
+study:
+  - name: s
+    run:
+      cmd: echo hi
+      {key}: {value}
+"""
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    (".inf", "must be a finite number of at most 86400, got inf"),
+    ("1.0e+300", "must be a finite number of at most 86400, got 1e+300"),
+    (".nan", "must be a non-negative number, not the number nan"),
+    ("-5", "must be a non-negative number, not the number -5"),
+])
+def test_a_retry_delay_that_is_no_finite_time_is_refused_at_its_line(value: str, message: str) -> None:
+    with pytest.raises(SpecError, match=re.escape(f"/s/x.yaml:6:20: study[0].run.retry_delay: {message}")):
+        load_spec_text(STEP.format(key="retry_delay", value=value), "/s/x.yaml")
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("1.0e+300", "is more than 366 days"), (".inf", "is not a positive time"), (".nan", "is not a positive time")])
+def test_an_absurd_walltime_is_refused_at_its_line(value: str, message: str) -> None:
+    with pytest.raises(SpecError, match=f"/s/x.yaml:6:17: study\\[0\\].run.walltime: walltime '.*' {message}"):
+        load_spec_text(STEP.format(key="walltime", value=value), "/s/x.yaml")
+
+
+def test_a_long_command_without_variables_is_said_to_be_long_itself() -> None:
+    text = STEP.format(key="shell", value="/bin/bash").replace("echo hi", "x" * (MAX_VALUE_CHARS + 5))
+    with pytest.raises(SpecError) as caught:
+        load_spec_text(text, "/s/x.yaml")
+    assert f"study[0].run.cmd: is {MAX_VALUE_CHARS + 5:,} characters long as written" in str(caught.value)
+    assert "fewer times" not in str(caught.value)
+
+
+def test_a_byte_that_is_no_utf8_is_named_by_line_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_bytes(b"description:\n  name: a\xff\n  description: x\nstudy: []\n")
+    with pytest.raises(SpecError, match=r"s.yaml:2:10: cannot read the spec: byte 0xff is not UTF-8 text; save the "
+                                        r"file as UTF-8"):
+        load_spec(path)
+
+
+def test_a_nul_byte_is_named_by_line_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_bytes(b"description:\n  name: a\n  d\x00escription: x\nstudy: []\n")
+    with pytest.raises(SpecError) as caught:
+        load_spec(path)
+    assert "s.yaml:3:4: YAML error: the character #x0000" in str(caught.value)
+    assert "position" not in str(caught.value)
+
+
+OUT = """description: {{name: n, description: x}}
+env:
+  variables:
+    OUTPUT_PATH: {path}
+study:
+  - name: s
+    run: {{cmd: echo hi}}
+"""
+
+
+@pytest.mark.parametrize(("path", "message"), [
+    ("afile", "{tmp}/afile is a file, not a folder"),
+    ("afile/sub", "{tmp}/afile/sub is under {tmp}/afile, which is a file"),
+    ("/proc/nope", "/proc/nope is in the kernel's /proc file system"),
+    ("/sys/kernel", "/sys/kernel is in the kernel's /sys file system"),
+])
+def test_an_output_path_no_workspace_can_be_made_in_is_refused_at_its_line(tmp_path: Path, path: str,
+                                                                           message: str) -> None:
+    (tmp_path / "afile").write_text("x")
+    spec = tmp_path / "s.yaml"
+    spec.write_text(OUT.format(path=path))
+    with pytest.raises(SpecError) as caught:
+        load_spec(spec)
+    assert f"s.yaml:4:18: env.variables.OUTPUT_PATH: {message.format(tmp=tmp_path)}" in str(caught.value)
+    assert "set OUTPUT_PATH to a folder you can write" in str(caught.value)
+
+
+def test_an_output_path_given_by_vars_is_named_as_given(tmp_path: Path) -> None:
+    spec = tmp_path / "s.yaml"
+    spec.write_text(OUT.format(path="./out"))
+    assert load_spec(spec).spec.env.variables
+    with pytest.raises(SpecError, match="--vars OUTPUT_PATH=/proc/x: /proc/x is in the kernel's /proc"):
+        load_spec(spec, {"OUTPUT_PATH": "/proc/x"})
