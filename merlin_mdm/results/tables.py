@@ -380,8 +380,16 @@ def bootstrap_groups(table: RunTable) -> dict[GroupKey, np.ndarray]:
     if correct is None:
         return {}
     rows = table.rows()
-    return {key: bootstrap_accuracy(correct[indices], clusters=[run_cluster(rows[i]) for i in indices])
+    return {key: bootstrap_accuracy(_own_examples(correct[indices]), clusters=[run_cluster(rows[i]) for i in indices])
             for key, indices in group_runs(table).items()}
+
+
+def _own_examples(correct: np.ndarray) -> np.ndarray:
+    """A group's outcomes without the padding columns no run of it has: the table pads every run to the most
+    examples of any run, and a bootstrap drawing indices over that padding gave a line an interval that changed
+    with the other runs aggregated beside it."""
+    seen = np.flatnonzero((correct >= 0).any(axis=0))
+    return correct[:, : int(seen[-1]) + 1] if seen.size else correct
 
 
 def summarize_runs(table: RunTable, draws: Mapping[GroupKey, np.ndarray] | None = None) -> tuple[SummaryRow, ...]:

@@ -421,3 +421,20 @@ def test_runs_on_another_number_of_examples_are_not_paired(tmp_path: Path) -> No
     (paired,) = compare_at_equal_compute(same.summary, bootstrap_groups(same.table),
                                          clusters=group_clusters(same.table))
     assert paired.paired and "(unpaired)" not in (tmp_path / "same.md").read_text(encoding="utf-8")
+
+
+def test_a_lines_interval_does_not_depend_on_the_runs_beside_it(tmp_path: Path) -> None:
+    """Runs are padded to the most examples of any run of their task; the bootstrap drew example indices over
+    the padding too, so a 50-example line's interval moved ([74.0, 94.0] alone, [73.3, 93.8] beside a
+    100-example run of another method)."""
+    rng = np.random.default_rng(11)
+    small = rng.random(50) < 0.84
+    _write(tmp_path / "alone" / "iid.h5", "iid", 2, 0, small, np.full(50, 2), n_examples=50)
+    _write(tmp_path / "beside" / "iid.h5", "iid", 2, 0, small, np.full(50, 2), n_examples=50)
+    _write(tmp_path / "beside" / "top.h5", "top_prob", 4, 0, rng.random(100) < 0.5, np.full(100, 4), n_examples=100)
+    alone = _aggregate(tmp_path / "alone", tmp_path / "alone.h5")
+    beside = _aggregate(tmp_path / "beside", tmp_path / "beside.h5")
+    (line,) = [r for r in alone.summary if r.sampler == "iid"]
+    (same,) = [r for r in beside.summary if r.sampler == "iid"]
+    assert (line.ci_low, line.ci_high) == (same.ci_low, same.ci_high)
+    assert (line.ci_low, line.ci_high) == interval(bootstrap_accuracy(small[None].astype(np.int8)))
