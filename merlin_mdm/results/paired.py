@@ -30,7 +30,7 @@ from merlin_mdm.errors import UsageError
 from merlin_mdm.results.guarded import read_metrics_guarded
 from merlin_mdm.results.metrics import Metrics
 from merlin_mdm.results.statistics import bootstrap_accuracy, interval
-from merlin_mdm.results.tables import sampler_label, task_label
+from merlin_mdm.results.tables import method_label, task_label
 
 __all__ = ["Difference", "Line", "LineSummary", "PairedComparison", "compare_lines", "load_line", "split_label"]
 
@@ -209,13 +209,16 @@ def _policy_seed(run: Metrics) -> int | None:
 
 
 def _method(run: Metrics) -> tuple[str, Any, Any, str, Any]:
+    """What must be equal along a line: the Table 1 method (a learned order's recipe, budget, stage and lineage
+    included, its policy seed not: policy seeds are the line's runs), budget, temperature, task, evaluation seed."""
     attrs = run.attrs
-    return (sampler_label(attrs), attrs["steps"], attrs.get("temperature"), task_label(attrs), attrs["seed"])
+    method = method_label({key: value for key, value in attrs.items() if key != "policy.seed"})
+    return (method, attrs["steps"], attrs.get("temperature"), task_label(attrs), attrs["seed"])
 
 
 def _check_one_method(label: str, runs: Sequence[Metrics], keys: Sequence[tuple[int, int | None]]) -> None:
     """One method throughout, and one file per training seed, or per training and policy seed."""
-    names = ("sampler", "budget", "temperature", "task", "evaluation seed")
+    names = ("method", "budget", "temperature", "task", "evaluation seed")
     for index in range(1, len(runs)):
         before, run = runs[index - 1], runs[index]
         (seed, policy), (seed_before, policy_before) = keys[index], keys[index - 1]

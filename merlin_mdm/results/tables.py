@@ -35,7 +35,6 @@ __all__ = [
     "group_runs",
     "method_label",
     "run_cluster",
-    "sampler_label",
     "split_duplicates",
     "summarize_runs",
     "table_csv",
@@ -312,11 +311,6 @@ def method_label(row: Mapping[str, Any]) -> str:
         knob = f"temperature={_knob_text(float(temperature))}"
         label = f"{label[:-1]}, {knob})" if label.endswith(")") else f"{label} ({knob})"
     return label
-
-
-def sampler_label(row: Mapping[str, Any]) -> str:
-    """The sampler with its ``sampler.*`` knobs (paths left out), without the ``policy.*`` ones of a learned order."""
-    return _labelled(str(row["sampler"]), _knobs(row, ("sampler.",)))
 
 
 def _knobs(row: Mapping[str, Any], prefixes: tuple[str, ...]) -> list[str]:

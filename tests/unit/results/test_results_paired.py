@@ -133,7 +133,7 @@ def test_a_label_names_a_line_and_a_file_name_with_an_equals_sign_stays_a_path(t
     ("same seed twice", "both record train_seed 0"),
     ("no seeds", "neither records a train_seed"),
     ("two budgets", "mixes budget 4"),
-    ("two knob values", r"mixes sampler eb \(gamma=0.1\)"),
+    ("two knob values", r"mixes method eb \(gamma=0.1\)"),
     ("two evaluation seeds", "mixes evaluation seed 7"),
     ("a seed that is no number", "has train_seed 'abc', not an integer"),
 ])
@@ -160,6 +160,17 @@ def test_a_learned_line_may_hold_policies_trained_with_other_seeds(tmp_path: Pat
     write_run(tmp_path / "p0.h5", outcomes(5, 1), sampler="learned", train_seed=0, **{"policy.seed": 10})
     write_run(tmp_path / "p1.h5", outcomes(5, 1), sampler="learned", train_seed=1, **{"policy.seed": 11})
     assert load_line(str(tmp_path / "p*.h5")).train_seeds == (0, 1)
+
+
+def test_a_line_of_policies_of_other_recipes_or_budgets_is_refused(tmp_path: Path) -> None:
+    """compare pooled a T=2 and a T=3 policy (or two stages, or two iteration counts) as policy seeds of one line,
+    where aggregate shows them as two lines."""
+    write_run(tmp_path / "b2.h5", outcomes(5, 1), sampler="learned", train_seed=0, method="learned (T=2, tau=0.1)",
+              **{"policy.seed": 0, "policy.budget": 2})
+    write_run(tmp_path / "b3.h5", outcomes(5, 1), sampler="learned", train_seed=0, method="learned (T=3, tau=0.1)",
+              **{"policy.seed": 1, "policy.budget": 3})
+    with pytest.raises(UsageError, match=r"mixes method learned \(T=2, tau=0.1\)"):
+        load_line(str(tmp_path / "b*.h5"))
 
 
 def test_several_policy_seeds_per_training_seed_are_one_line_paired_with_a_baseline(tmp_path: Path) -> None:
