@@ -351,14 +351,33 @@ class ElboObjective(OrderObjective):
 
 
 def _adam_step(objective: OrderObjective, optimizer: torch.optim.Optimizer, batch: ObjectiveBatch) -> dict[str, float]:
-    """One Adam step on the objective's loss (gradient norm clipped); returns the figures to log."""
-    loss, figures = objective.loss(batch)
+    """One Adam step on the objective's loss (gradient norm clipped); returns the figures to log.
+
+    Raises:
+        MdmError: training diverged (a loss or weights no longer finite): a policy saved from there decoded as if
+            it were trained, and the reward objective's sampling ended in a traceback.
+    """
+    try:
+        loss, figures = objective.loss(batch)
+    except RuntimeError as exc:  # torch.multinomial over the probabilities of a policy whose weights diverged
+        if "inf" not in str(exc) or "nan" not in str(exc):
+            raise
+        raise _diverged(batch.config, "its decisions' probabilities are not finite") from None
+    if not bool(torch.isfinite(loss.detach())):
+        raise _diverged(batch.config, f"loss {float(loss.detach())}")
     params = [*batch.policy.parameters(), *batch.posterior.parameters()]
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     nn.utils.clip_grad_norm_(params, batch.config.grad_clip)
     optimizer.step()
+    if not all(bool(torch.isfinite(param.detach()).all()) for param in params):
+        raise _diverged(batch.config, "its weights are not finite")
     return dict(figures)
+
+
+def _diverged(config: OrderTrainConfig, what: str) -> MdmError:
+    return MdmError(f"train-order diverged ({what}): no policy is saved. Lower --lr (now {config.lr_policy:g}), "
+                    "and start again in an empty --out")
 
 
 @dataclass(frozen=True)

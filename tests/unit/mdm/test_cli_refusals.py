@@ -256,3 +256,15 @@ def test_policy_and_a_policy_dir_knob_together_are_refused(den: Path, tmp_path: 
     result = _mdm("eval", "--checkpoint", str(den), "--sampler", "learned", "--policy", "a", "--knob",
                   "policy_dir=b", "--steps", "2", "--out", str(tmp_path / "m.h5"))
     assert result.exit_code == 2 and "both name the policy" in result.output, result.output
+
+
+@pytest.mark.parametrize("kind", [[], ["--objective", "reward", "--policy-kind", "sequential"]])
+def test_a_diverged_order_training_fails_and_saves_no_policy(den: Path, tmp_path: Path, kind: list[str]) -> None:
+    """At --lr 1e12 the ELBO turned NaN and the policy was saved (exit 0, 44 tensors not finite) and evaluated;
+    the reward objective ended in a traceback from torch.multinomial."""
+    out = tmp_path / "pol"
+    result = _mdm("train-order", "--denoiser", str(den), "--budget", "2", "--iterations", "20", "--batch-size", "8",
+                  "--rollouts", "2", "--d-model", "8", "--eval-samples", "0", "--device", "cpu", "--lr", "1e12",
+                  *kind, "--out", str(out))
+    assert result.exit_code == 2 and "train-order diverged" in result.output, (result.output, result.exception)
+    assert not (out / "policy.pt").exists()
