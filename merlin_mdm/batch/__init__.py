@@ -14,6 +14,7 @@ from merlin_mdm.batch.base import (
     BatchSystem,
     JobState,
     Runner,
+    UnsupportedRequest,
 )
 from merlin_mdm.batch.flux import FluxBatchSystem
 from merlin_mdm.batch.local import LocalBatchSystem
@@ -27,6 +28,7 @@ __all__ = [
     "AllocationRequest",
     "BatchSystem",
     "JobState",
+    "UnsupportedRequest",
     "detect_allocation",
     "get_batch_system",
 ]

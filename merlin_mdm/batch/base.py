@@ -27,12 +27,19 @@ __all__ = [
     "BatchSystem",
     "JobState",
     "Runner",
+    "UnsupportedRequest",
     "deadline_from_env",
     "int_from_env",
     "translate_state",
 ]
 
 Runner = Callable[[Sequence[str]], _shell.ShellResult]
+
+
+class UnsupportedRequest(BatchError):
+    """A request this batch system has no way to honour (a setting of the spec's batch block): exit code 2."""
+
+    exit_code = 2
 
 
 class JobState(Enum):
@@ -80,6 +87,8 @@ class AllocationRequest:
     # script `exec`s it: the batch shell becomes the command, and a signal to the shell (Slurm's
     # --signal=B:SIG@T early warning) reaches it instead of killing the shell
     writes_exit_code: bool = False
+    system: str | None = None  # the batch system to submit to (a worker group's own batch type); None: the spec's
+    cores_per_node: int | None = None  # cores of one node, where the scheduler must be told (PBS's ncpus)
 
     def __post_init__(self) -> None:
         if self.nodes < 1:
@@ -163,6 +172,10 @@ class BatchSystem(ABC):
         """The allocation ``env`` is inside of, when it is one of this system's (default: never)."""
         return None
 
+    def granted_walltime(self, req: AllocationRequest) -> int | None:
+        """The walltime the scheduler will enforce for ``req`` (seconds): ``req.walltime`` unless it rounds it."""
+        return req.walltime
+
     def end_time(self, job_id: str) -> float | None:
         """When running job ``job_id`` hits its walltime (seconds since the epoch); None when unknown.
 
@@ -179,10 +192,11 @@ class BatchSystem(ABC):
         """Bookkeeping around the request's command: deadline, output file, launch_pre, exit code."""
         out = shlex.quote(str(req.workdir))
         job = f"${{{self.job_id_var}}}"
+        walltime = self.granted_walltime(req)
         lines = [
             f'exec >>{out}/"{req.name}.{job}.out" 2>&1',
             "# the deadline the workers plan against (seconds since the epoch)",
-            f"export MERLIN_MDM_ALLOC_END=$(( $(date +%s) + {req.walltime} ))" if req.walltime else
+            f"export MERLIN_MDM_ALLOC_END=$(( $(date +%s) + {walltime} ))" if walltime else
             "unset MERLIN_MDM_ALLOC_END",
             f"export MERLIN_MDM_BATCH={self.name} MERLIN_MDM_JOB_ID={job}",
             *(f"export {k}={shlex.quote(v)}" for k, v in req.env),

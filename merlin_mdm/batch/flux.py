@@ -17,6 +17,7 @@ from merlin_mdm.batch.base import (
     AllocationRequest,
     BatchSystem,
     JobState,
+    UnsupportedRequest,
     deadline_from_env,
     int_from_env,
     translate_state,
@@ -44,6 +45,10 @@ class FluxBatchSystem(BatchSystem):
                           deadline_from_env(env))
 
     def directives(self, req: AllocationRequest) -> list[str]:
+        for key, value in (("qos", req.qos), ("reservation", req.reservation)):
+            if value:  # `flux batch` has neither: it was dropped without a word
+                raise UnsupportedRequest(f"allocation '{req.name}': {key} {value!r}: Flux has no {key} option; "
+                                         f"remove `{key}` from the batch block")
         opts = [f"-N {req.nodes}", f"--job-name={req.name}", "--output=/dev/null"]
         opts += ["--exclusive"] * req.exclusive
         if req.walltime:

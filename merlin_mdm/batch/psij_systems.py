@@ -26,6 +26,7 @@ from merlin_mdm.batch.base import (
     AllocationRequest,
     BatchSystem,
     JobState,
+    UnsupportedRequest,
     deadline_from_env,
     int_from_env,
     translate_state,
@@ -56,14 +57,19 @@ class PsijBatchSystem(BatchSystem):
         from psij import Job, JobAttributes, JobSpec, ResourceSpecV1
 
         custom: dict[str, object] = {f"{self.executor_name}.{k}": v for k, v in self.custom_attributes(req)}
-        attrs = JobAttributes(duration=timedelta(seconds=req.walltime) if req.walltime else timedelta(minutes=10),
+        walltime = self.granted_walltime(req)
+        attrs = JobAttributes(duration=timedelta(seconds=walltime) if walltime else timedelta(minutes=10),
                               queue_name=req.queue, account=req.bank, reservation_id=req.reservation,
                               custom_attributes=custom or None)
         spec = JobSpec(executable="/bin/true", name=req.name, directory=req.workdir, inherit_environment=True,
-                       resources=ResourceSpecV1(node_count=req.nodes, processes_per_node=1,
+                       resources=ResourceSpecV1(node_count=req.nodes, processes_per_node=self.processes_per_node(req),
                                                 exclusive_node_use=req.exclusive),
                        attributes=attrs)
         return Job(spec)
+
+    def processes_per_node(self, req: AllocationRequest) -> int:
+        """PSI/J's processes per node: one (a worker per node), unless the scheduler sizes nodes by it."""
+        return 1
 
     def custom_attributes(self, req: AllocationRequest) -> list[tuple[str, str]]:
         """Scheduler options PSI/J has no field for (rendered by its template as long options with a value);
@@ -89,11 +95,12 @@ class PsijBatchSystem(BatchSystem):
         out = io.StringIO()
         self.executor.generate_submit_script(job, context, out)
         lines = [line.strip() for line in out.getvalue().splitlines()]
-        kept = [line for line in lines if line.startswith(self.directive) and not self.walltime_dropped(req, line)]
+        kept = [line for line in lines if line.startswith(self.directive) and not self.dropped(req, line)]
         return ["#!/bin/bash", f"{self.directive} {self.name_option}{req.name}", *kept, *self.raw_directives(req)]
 
-    def walltime_dropped(self, req: AllocationRequest, line: str) -> bool:
-        """PSI/J always asks for a walltime (10 min by default); without one we leave the queue's default."""
+    def dropped(self, req: AllocationRequest, line: str) -> bool:
+        """Whether a directive of PSI/J's is left out (it always asks for a walltime, 10 min by default; without
+        one Slurm leaves the queue's default)."""
         return False
 
     def submit_command(self, script: Path) -> list[str]:
@@ -141,7 +148,7 @@ class SlurmBatchSystem(PsijBatchSystem):
     name_option = "--job-name="
     job_id_var = "SLURM_JOB_ID"
 
-    def walltime_dropped(self, req: AllocationRequest, line: str) -> bool:
+    def dropped(self, req: AllocationRequest, line: str) -> bool:
         return req.walltime is None and line.startswith("#SBATCH --time=")
 
     @classmethod
@@ -179,12 +186,38 @@ class LsfBatchSystem(PsijBatchSystem):
     def detect(cls, env: Mapping[str, str]) -> Allocation | None:
         return _lsf_detect(env)
 
+    def granted_walltime(self, req: AllocationRequest) -> int | None:
+        """Rounded up to whole minutes (at least one): ``bsub -W`` counts minutes, and PSI/J's rounding down
+        (``01:30:45`` -> ``-W 1:30``, ``30`` -> ``-W 0:0``) ended the job before the deadline the workers planned on."""
+        return None if req.walltime is None else max(60, -(-req.walltime // 60) * 60)
+
+    def directives(self, req: AllocationRequest) -> list[str]:
+        if req.qos:
+            raise UnsupportedRequest(f"allocation '{req.name}': qos {req.qos!r}: LSF has no QOS option; remove `qos` "
+                                     "(an LSF service class goes in lsf_args, e.g. `-sla NAME`)")
+        return super().directives(req)
+
+    def dropped(self, req: AllocationRequest, line: str) -> bool:
+        """PSI/J writes both ``-nnodes N`` (CSM machines: whole nodes) and ``-n N`` (slots elsewhere: N cores, maybe
+        on one node). We keep ``-nnodes``; where lsf_args say how slots make nodes (``-n``, ``-R "span[...]"``:
+        LSF without CSM), theirs alone."""
+        return line.startswith("#BSUB -n ") or (_lsf_slots(req) and line.startswith("#BSUB -nnodes "))
+
+    def raw_directives(self, req: AllocationRequest) -> list[str]:
+        exclusive = ["#BSUB -x"] if req.exclusive and _lsf_slots(req) and ("-x", "") not in req.options else []
+        return [*super().raw_directives(req), *exclusive]  # -nnodes gives whole nodes already
+
     def submit_command(self, script: Path) -> list[str]:
         return ["/bin/sh", "-c", f"exec bsub < {shlex.quote(str(script.absolute()))}"]
 
     def parse_status(self, out: str) -> dict[str, JobState]:
         records = json.loads(out or "{}").get("RECORDS", [])
         return {str(r["JOBID"]): _lsf_state(r) for r in records if "ERROR" not in r and "JOBID" in r}
+
+
+def _lsf_slots(req: AllocationRequest) -> bool:
+    """Whether the request's lsf_args size the job in slots (``-n``, ``-R``) rather than CSM's ``-nnodes``."""
+    return any(key in ("-n", "-R") for key, _ in req.options)
 
 
 def _lsf_state(record: dict[str, Any]) -> JobState:
@@ -219,6 +252,21 @@ class PbsBatchSystem(PsijBatchSystem):
 
     def custom_attributes(self, req: AllocationRequest) -> list[tuple[str, str]]:
         return _valued(req.options)  # PBS has no qos option
+
+    def directives(self, req: AllocationRequest) -> list[str]:
+        if req.qos:
+            raise UnsupportedRequest(f"allocation '{req.name}': qos {req.qos!r}: PBS has no QOS option; remove `qos` "
+                                     "from the batch block")
+        return super().directives(req)
+
+    def processes_per_node(self, req: AllocationRequest) -> int:
+        """Every core of each node: PSI/J writes ``select=N:ncpus=P:mpiprocs=P``, and with P=1 the job's NCPUS was 1
+        (one worker process) and PBS's cgroups held each node's steps to one core."""
+        if req.cores_per_node is None:
+            raise UnsupportedRequest(f"allocation '{req.name}': PBS needs each node's cores to ask for whole nodes "
+                                     "(select=N:ncpus=C): give `merlin-mdm launch --cores-per-node C` (or set "
+                                     "MERLIN_MDM_CORES_PER_NODE)")
+        return req.cores_per_node
 
     def parse_status(self, out: str) -> dict[str, JobState]:
         jobs = json.loads(out or "{}").get("Jobs", {})

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from merlin_mdm.errors import UsageError, WorkspaceError
+from merlin_mdm.errors import BatchError, UsageError, WorkspaceError
 
 __all__ = ["allocations_json", "launch", "show_allocations"]
 
@@ -20,13 +20,15 @@ __all__ = ["allocations_json", "launch", "show_allocations"]
 @click.option("--walltime", help="Walltime per allocation, [[HH:]MM:]SS [default: batch.walltime].")
 @click.option("--queue", help="Queue / partition [default: batch.queue].")
 @click.option("--bank", help="Account charged [default: batch.bank].")
+@click.option("--cores-per-node", type=click.IntRange(1), envvar="MERLIN_MDM_CORES_PER_NODE",
+              help="Cores of each node, for PBS's select=N:ncpus=C (whole nodes) [env MERLIN_MDM_CORES_PER_NODE].")
 @click.option("--together", is_flag=True, help="One allocation for every worker group.")
 @click.option("--dry", is_flag=True, help="Print the batch script(s); submit nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the submitted jobs as JSON.")
 @click.option("--vars", "variables", multiple=True, metavar="KEY=VALUE",
               help="The env variables the study was run with (`run --vars`): its workers' names and queues.")
 def launch(spec_path: Path, nodes: int | None, walltime: str | None, queue: str | None, bank: str | None,
-           together: bool, dry: bool, as_json: bool, variables: tuple[str, ...]) -> None:
+           cores_per_node: int | None, together: bool, dry: bool, as_json: bool, variables: tuple[str, ...]) -> None:
     """Submit one batch allocation per worker group of SPEC (or one for all with --together).
 
     Each allocation runs `merlin-mdm run-workers` on its nodes for the newest queued study of SPEC
@@ -42,6 +44,7 @@ def launch(spec_path: Path, nodes: int | None, walltime: str | None, queue: str 
     from merlin_mdm.backends.celery.allocations import (
         LaunchOptions,
         allocation_requests,
+        batch_origin,
         ensure_queued,
         scheduler_name,
         submit_all,
@@ -71,15 +74,22 @@ def launch(spec_path: Path, nodes: int | None, walltime: str | None, queue: str 
     if target is not None and not dry:
         _refuse_when_over(target)
     source = load_config(spec_path).source
-    opts = LaunchOptions(nodes, walltime, queue, bank, together, None if source == "defaults" else source, variables)
+    opts = LaunchOptions(nodes, walltime, queue, bank, together, None if source == "defaults" else source, variables,
+                         cores_per_node)
     planned = allocation_requests(spec, spec_path, target or Path("WORKSPACE"), opts)
-    system = get_batch_system(scheduler_name(spec.batch.type))
+    scripts = []
+    for names, req in planned:  # each script first: a setting a batch system cannot honour is refused before any submit
+        system = get_batch_system(req.system or scheduler_name(spec.batch.type))
+        try:
+            scripts.append((names, req, system.name, system.script(req)))
+        except BatchError as exc:
+            raise type(exc)(f"{exc} (the request comes from {batch_origin(spec, names)})") from None
     if dry:
         if target is None:
             click.echo(f"no queued study of {spec_path} yet: WORKSPACE stands for its workspace", err=True)
-        for names, req in planned:
-            click.echo(f"# --- {req.name}: {system.name} batch script for worker(s) {', '.join(names)}")
-            click.echo(system.script(req))
+        for names, req, name, script in scripts:
+            click.echo(f"# --- {req.name}: {name} batch script for worker(s) {', '.join(names)}")
+            click.echo(script)
         return
     _warn_units_beyond_walltime(spec, target, planned)
     _note_live_allocations(ensure_queued(target, spec_path), planned)
@@ -89,7 +99,7 @@ def launch(spec_path: Path, nodes: int | None, walltime: str | None, queue: str 
                                for r in records], indent=1))
         return
     for r in records:
-        click.echo(f"{r.job_id}\t{r.name}\t{system.name}\tworkers: {', '.join(r.workers)}")
+        click.echo(f"{r.job_id}\t{r.name}\t{r.system}\tworkers: {', '.join(r.workers)}")
 
 
 def _note_live_allocations(workspace: Path, planned: Sequence[tuple[tuple[str, ...], object]]) -> None:

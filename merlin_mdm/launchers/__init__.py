@@ -42,6 +42,17 @@ class Resources:
     distribution: str | None = None  # jsrun -d (default: plane:procs/nodes)
     exit_on_error: int | str | None = None  # jsrun -X (default: 1)
     bind: str | None = None  # jsrun -b (default: rs)
+    step: str = ""  # the step asking, named in errors
+
+
+def _check_spread(launcher: str, res: Resources) -> None:
+    """Refuse fewer processes than nodes: the per-node count would be 0 (``-ppn 0``, ``plane:0``)."""
+    if isinstance(res.procs, int) and isinstance(res.nodes, int) and res.procs < res.nodes:
+        who = f"step '{res.step}'" if res.step else "a step"
+        issue = SpecIssue("", 0, 0, f"study.{res.step}.run" if res.step else "study.run",
+                          f"{who} asks for procs: {res.procs} on nodes: {res.nodes}: {launcher} needs at least one "
+                          "process per node (procs must be >= nodes)")
+        raise SpecError([issue])
 
 
 class Launcher(ABC):
@@ -103,15 +114,25 @@ class JsrunLauncher(Launcher):
     step_key = "lsf"
 
     def prefix(self, res: Resources) -> str:
+        _check_spread("jsrun", res)
         nodes = res.nodes or 1
+        sets = res.resource_sets or nodes
         distribution = res.distribution or f"plane:{_per_node(res.procs, nodes)}"
-        out = (f"jsrun --np {res.procs} --nrs {res.resource_sets or nodes} -b {res.bind or 'rs'} -d {distribution}"
+        out = (f"jsrun --np {res.procs} --nrs {sets} -b {res.bind or 'rs'} -d {distribution}"
                f" -X {1 if res.exit_on_error is None else res.exit_on_error}")
+        # jsrun's -c and -g count per resource set, which holds procs/nrs tasks (Merlin writes the per-task value)
         if res.cores_per_task is not None:
-            out += f" -c {res.cores_per_task}"
+            out += f" -c {_per_set(res.cores_per_task, res.procs, sets)}"
         if res.gpus:
-            out += f" -g {res.gpus}"
+            out += f" -g {_per_set(res.gpus, res.procs, sets)}"
         return _with_flags(out, res)
+
+
+def _per_set(per_task: int | str, procs: int | str, sets: int | str) -> str:
+    """``per_task`` x the tasks of one resource set (procs / sets, rounded up); a shell expression when any is one."""
+    if isinstance(per_task, int) and isinstance(procs, int) and isinstance(sets, int):
+        return str(per_task * -(-procs // sets))
+    return f"$(( {per_task} * (({procs} + {sets} - 1) / {sets}) ))"
 
 
 def _per_node(procs: int | str, nodes: int | str) -> str:
@@ -128,6 +149,7 @@ class FluxLauncher(Launcher):
     step_key = "flux"
 
     def prefix(self, res: Resources) -> str:
+        _check_spread("flux run", res)
         out = _tasks_nodes("flux run", res)
         if res.cores_per_task is not None:
             out += f" -c {res.cores_per_task}"
@@ -147,6 +169,7 @@ class MpirunLauncher(Launcher):
     name = "mpirun"
 
     def prefix(self, res: Resources) -> str:
+        _check_spread("mpirun", res)
         out = f"mpirun -np {res.procs}"
         pe = f":PE={res.cores_per_task}" if res.cores_per_task is not None else ""
         if res.nodes:
@@ -165,6 +188,7 @@ class MpiexecLauncher(Launcher):
     name = "mpiexec"
 
     def prefix(self, res: Resources) -> str:
+        _check_spread("mpiexec", res)
         out = f"mpiexec -n {res.procs}"
         if res.nodes:
             out += f" -ppn {_per_node(res.procs, res.nodes)}"

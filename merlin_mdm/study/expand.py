@@ -332,7 +332,7 @@ class _Expander:
         gpus = run.gpus if run.gpus is not None else keys.gpus_per_task
         shaping = Resources(flags=keys.flags.get(launcher.step_key, "") if launcher.step_key else "",
                             resource_sets=keys.resource_sets, distribution=keys.distribution,
-                            exit_on_error=keys.exit_on_error, bind=keys.bind)
+                            exit_on_error=keys.exit_on_error, bind=keys.bind, step=step.name)
         fixed = dataclasses.replace(shaping, nodes=run.nodes, procs=run.procs or 1, cores_per_task=run.cores_per_task,
                                     gpus=gpus, walltime=_seconds(run.walltime))
         variable = dataclasses.replace(

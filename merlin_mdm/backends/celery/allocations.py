@@ -61,6 +61,7 @@ class LaunchOptions:
     together: bool = False  # one allocation for every worker group
     config_source: str | None = None  # the app.yaml the workers must read
     variables: tuple[str, ...] = ()  # --vars KEY=VALUE the study was run with: its workers' names and queues
+    cores_per_node: int | None = None  # each node's cores, for schedulers that must be told (PBS)
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,8 @@ def allocation_requests(spec: Spec, spec_path: Path, workspace: Path, opts: Laun
             walltime=int(walltime) if walltime else None, queue=opts.queue or batch.queue,
             bank=opts.bank or batch.bank, qos=_text(batch.extra.get("qos")),
             reservation=_text(batch.extra.get("reservation")), launch_pre=_launch_pre(batch),
-            options=options, env=env, writes_exit_code=True)))
+            options=options, env=env, writes_exit_code=True, system=scheduler_name(batch.type),
+            cores_per_node=opts.cores_per_node)))
     return out
 
 
@@ -158,10 +160,11 @@ def units_beyond_walltime(spec: Spec, plan: StudyPlan, planned: Sequence[Planned
 
 
 def _early_warning(options: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
-    """MERLIN_MDM_SIGNAL for a Slurm ``--signal=[B:]SIG[@T]`` option: run-workers winds down on that signal."""
+    """MERLIN_MDM_SIGNAL for an early warning before the walltime, Slurm's ``--signal=[B:]SIG[@T]`` or LSF's
+    ``-wa SIG`` (with ``-wt``): run-workers winds down on that signal instead of dying of it."""
     for key, value in options:
-        if key == "signal" and value:
-            name = value.split(":", 1)[-1].split("@", 1)[0].upper()
+        if key in ("signal", "-wa") and value:
+            name = value.split(":", 1)[-1].split("@", 1)[0].strip("'\"").upper()
             return (("MERLIN_MDM_SIGNAL", name.removeprefix("SIG")),)
     return ()
 
@@ -196,10 +199,11 @@ def read_records(workspace: Path) -> list[AllocationRecord]:
 
 
 def submit_all(spec: Spec, planned: Sequence[Planned], workspace: Path) -> list[AllocationRecord]:
-    """Submit the planned requests and record each job."""
-    system = get_batch_system(scheduler_name(spec.batch.type))
+    """Submit the planned requests (each to its own batch system: a worker group's block may name another) and
+    record each job."""
     records: list[AllocationRecord] = []
     for names, req in planned:
+        system = get_batch_system(req.system or scheduler_name(spec.batch.type))
         try:
             job_id = system.submit(req)
         except BatchError as exc:

@@ -80,7 +80,14 @@ def allocation_deadline(alloc: Allocation) -> float | None:
 
 
 def launcher_for(batch: BatchConfig, alloc: Allocation) -> str:
-    """The launcher that spreads workers: the spec's, when its batch type is the allocation's scheduler."""
+    """The launcher that spreads workers: the spec's, when its batch type is the allocation's scheduler.
+
+    On LSF none (Merlin's choice): a worker under a `jsrun` holding every core and GPU would nest the steps' own
+    `jsrun` under it, which jsrun refuses; the worker runs on the launch node and its steps' `jsrun` (or `srun`,
+    `lsf-srun`) reach the compute nodes.
+    """
+    if alloc.system == "lsf":
+        return "plain"
     if batch.type.partition("-")[0] == alloc.system:
         return str(batch.extra.get("launcher") or DEFAULT_LAUNCHER.get(batch.type, "plain"))
     return DEFAULT_LAUNCHER.get(alloc.system, "plain")
@@ -98,11 +105,20 @@ def allocation_commands(spec: Spec, commands: Sequence[WorkerCommand], alloc: Al
         if alloc.cores_per_node and not any(a in ("-c", "--concurrency") or a.startswith("--concurrency=")
                                             for a in argv):
             argv += ["-c", str(alloc.cores_per_node)]
-        custom = batch.extra.get("worker_launch") or spec.batch.extra.get("worker_launch")  # Merlin's own override
-        prefix = str(custom) if custom else per_node_prefix(launcher_for(batch, alloc), nodes,
-                                                             batch.launch_args or spec.batch.launch_args)
-        out.append(dataclasses.replace(cmd, argv=(*shlex.split(prefix), *argv)))
+        out.append(dataclasses.replace(cmd, argv=(*shlex.split(_worker_prefix(spec, batch, alloc, nodes)), *argv)))
     return out
+
+
+def _worker_prefix(spec: Spec, batch: BatchConfig, alloc: Allocation, nodes: int) -> str:
+    """What runs a worker on each node: Merlin's ``worker_launch`` override, else the per-node line (none on LSF,
+    whose ``launch_args`` are the jsrun's Merlin leaves out there too)."""
+    custom = batch.extra.get("worker_launch") or spec.batch.extra.get("worker_launch")
+    if custom:
+        return str(custom)
+    launcher = launcher_for(batch, alloc)
+    if alloc.system == "lsf":
+        return ""
+    return per_node_prefix(launcher, nodes, batch.launch_args or spec.batch.launch_args)
 
 
 MAX_RESPAWNS = 5  # times a worker group that ends by itself with an error is started again

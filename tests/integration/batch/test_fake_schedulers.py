@@ -90,13 +90,14 @@ def test_lsf_launch_pipes_the_script_to_bsub(fake_bin: Path) -> None:
         "bjobs -o JOBID STAT EXIT_REASON KILL_REASON SUSPEND_REASON -json -a 5150 5151", "bkill 5150"]
 
 
-def test_pbs_launch_submits_with_qsub(fake_bin: Path) -> None:
+def test_pbs_launch_submits_with_qsub(fake_bin: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MERLIN_MDM_CORES_PER_NODE", "36")  # whole nodes: PBS must be told their cores
     out = _queued_then_launched(fake_bin, '{type: pbs, bank: b1, queue: workq, walltime: "00:20:00"}')
     assert out.startswith("77.pbs-server\tcluster.sim\tpbs")
     calls = (fake_bin / "calls.log").read_text().splitlines()
     assert calls[0].startswith("qsub ") and calls[0].endswith("/merlin_info/batch/cluster.sim.sh")
     script = (fake_bin / "qsub.script").read_text().splitlines()
-    for line in ("#PBS -N cluster.sim", "#PBS -l select=2:ncpus=1:mpiprocs=1", "#PBS -l walltime=0:20:0",
+    for line in ("#PBS -N cluster.sim", "#PBS -l select=2:ncpus=36:mpiprocs=36", "#PBS -l walltime=0:20:0",
                  "#PBS -q workq", "#PBS -A b1"):
         assert line in script, script
     assert get_batch_system("pbs").status(["77.pbs-server"]) == {"77.pbs-server": JobState.TIMEOUT}
@@ -161,3 +162,48 @@ def test_launch_refuses_a_bad_walltime_and_serves_no_local_study(fake_bin: Path)
     out = merlin("launch", spec.name, cwd=fake_bin)  # neither a dry run nor a local study is served by workers
     assert out.returncode == 2 and "no queued study for study.yaml" in out.stderr, out
     assert not (fake_bin / "calls.log").exists()  # nothing was submitted
+
+
+def test_pbs_without_the_nodes_cores_is_refused_naming_the_batch_block(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, "{type: pbs, walltime: \"00:20:00\"}")
+    out = merlin("launch", spec.name, "--dry", cwd=tmp_path, env={"MERLIN_MDM_CORES_PER_NODE": ""})
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.strip().endswith("give `merlin-mdm launch --cores-per-node C` (or set MERLIN_MDM_CORES_PER_NODE)"
+                                       f" (the request comes from {spec.name}:3: batch)"), out.stderr
+
+
+def test_a_worker_groups_own_batch_type_is_the_system_its_allocation_goes_to(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, "{type: slurm, walltime: \"01:00:00\"}")
+    spec.write_text(spec.read_text().replace("nodes: 2}", "nodes: 2, batch: {type: lsf}}"), encoding="utf-8")
+    out = merlin("launch", spec.name, "--dry", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[:3] == ["# --- cluster.sim: lsf batch script for worker(s) sim", "#!/bin/bash",
+                                           "#BSUB -J cluster.sim"]
+
+
+def test_the_flux_relays_carry_the_cold_stop_signal_across_flux_exec(tmp_path: Path) -> None:
+    """A stand-in `flux exec` that passes on SIGINT and SIGTERM only (as flux-exec.c does): the worker must still
+    get SIGUSR2 when run-workers sends it to the local process."""
+    import shlex
+    import signal
+    import subprocess
+    import sys
+
+    from merlin_mdm.launchers.per_node import per_node_prefix
+
+    fake = tmp_path / "flux"
+    # handlers first: the remote side must not inherit the SIGINT a background shell job starts with ignored
+    fake.write_text(f"#!{sys.executable}\nimport signal, subprocess, sys\nprocs = []\n"
+                    "for s in (signal.SIGINT, signal.SIGTERM):\n"
+                    "    signal.signal(s, lambda n, f: procs[0].send_signal(n))\n"
+                    "procs.append(subprocess.Popen(sys.argv[4:]))\nsys.exit(procs[0].wait())\n")
+    fake.chmod(0o755)
+    worker = ("import signal, sys, time\nsignal.signal(signal.SIGUSR2, lambda *a: (print('USR2', flush=True), "
+              "sys.exit(3)))\nprint('ready', flush=True)\ntime.sleep(30)\n")
+    argv = [*shlex.split(per_node_prefix("flux", 2)), sys.executable, "-c", worker]
+    env = {**os.environ, "PATH": f"{tmp_path}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+    proc.send_signal(signal.SIGUSR2)
+    assert proc.stdout.readline() == "USR2\n"
+    assert proc.wait(timeout=10) == 3

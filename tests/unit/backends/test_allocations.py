@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -79,9 +80,10 @@ def test_inside_an_allocation_each_worker_runs_once_per_node_with_the_nodes_core
 
 def test_launcher_follows_the_allocation_unless_the_spec_names_one_for_it() -> None:
     lsf = Allocation("lsf", "9", 1, 40, None)
-    assert launcher_for(BatchConfig(type="lsf-srun"), lsf) == "srun"
-    assert launcher_for(BatchConfig(type="lsf"), lsf) == "jsrun"
-    assert launcher_for(BatchConfig(type="local"), lsf) == "jsrun"
+    # on LSF none, as Merlin: a worker under a jsrun holding every core and GPU nested the steps' own jsrun under it
+    assert launcher_for(BatchConfig(type="lsf-srun"), lsf) == "plain"
+    assert launcher_for(BatchConfig(type="lsf"), lsf) == "plain"
+    assert launcher_for(BatchConfig(type="lsf", extra={"launcher": "jsrun"}), lsf) == "plain"
     assert launcher_for(BatchConfig(type="slurm", extra={"launcher": "mpiexec"}), SLURM) == "mpiexec"
     assert launcher_for(BatchConfig(), Allocation("local", "1", 1, None, None)) == "plain"
 
@@ -209,3 +211,34 @@ def test_an_ended_allocation_keeps_the_state_first_seen_after_the_scheduler_forg
     seen["2"] = JobState.COMPLETED
     assert allocation_states(tmp_path, records) == {"1": JobState.CANCELLED, "2": JobState.TIMEOUT}
     assert asked == [["1", "2"], ["2"]]  # an ended job is not asked about again
+
+
+@pytest.mark.parametrize("batch_type", ["lsf", "lsf-srun"])
+def test_on_lsf_workers_start_on_the_launch_node_without_a_launcher(batch_type: str) -> None:
+    spec = _spec(SPEC.replace("type: slurm, bank: b1", f"type: {batch_type}, launch_args: --smpiargs=off, bank: b1")
+                 .replace("{type: slurm, walltime", f"{{type: {batch_type}, walltime"))
+    sim, post = allocation_commands(spec, worker_commands(spec), Allocation("lsf", "9", 4, 40, None))
+    assert sim.argv[:3] == (sys.executable, "-m", "celery") and sim.argv[-2:] == ("-c", "40")
+    assert post.argv[:3] == (sys.executable, "-m", "celery")
+
+
+def test_on_flux_workers_start_through_flux_exec_holding_no_node() -> None:
+    spec = _spec(SPEC.replace("type: slurm, bank: b1", "type: flux, bank: b1")
+                 .replace("{type: slurm, walltime", "{type: flux, walltime"))
+    sim, _ = allocation_commands(spec, worker_commands(spec), Allocation("flux", "f1", 4, None, None))
+    exec_at = sim.argv.index("flux")
+    assert sim.argv[:2] == ("sh", "-c") and sim.argv[exec_at:exec_at + 4] == ("flux", "exec", "-r", "0-1")
+    assert sim.argv[exec_at + 4:exec_at + 6] == ("sh", "-c") and "--exclusive" not in sim.argv
+
+
+def test_lsf_early_warning_is_the_signal_run_workers_winds_down_on() -> None:
+    text = SPEC.replace("type: slurm, bank: b1", "type: lsf, bank: b1").replace(
+        "qos: standby, slurm_args: --mem=0 --signal=USR1@60", 'lsf_args: "-wa USR1 -wt 2"')
+    [(_, sim), _] = allocation_requests(_spec(text), Path("/s/big.yaml"), Path("/ws"), LaunchOptions())
+    assert sim.options == (("-wa", "USR1"), ("-wt", "2")) and sim.env == (("MERLIN_MDM_SIGNAL", "USR1"),)
+
+
+def test_a_worker_groups_own_batch_type_picks_its_batch_system() -> None:
+    text = SPEC.replace("{type: slurm, walltime", "{type: lsf, walltime")
+    [(_, sim), (_, post)] = allocation_requests(_spec(text), Path("/s/big.yaml"), Path("/ws"), LaunchOptions())
+    assert (sim.system, post.system) == ("slurm", "lsf")

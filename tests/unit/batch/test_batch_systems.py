@@ -15,6 +15,7 @@ from merlin_mdm.batch import (
     Allocation,
     AllocationRequest,
     JobState,
+    UnsupportedRequest,
     detect_allocation,
     get_batch_system,
 )
@@ -36,7 +37,7 @@ class Recorder:
 
 def _req(tmp_path: Path, **kw: object) -> AllocationRequest:
     base: dict[str, object] = {"name": "study-w1", "command": "merlin-mdm run-workers s.yaml", "workdir": tmp_path,
-                               "nodes": 2, "walltime": 5400, "queue": "pbatch", "bank": "b1"}
+                               "nodes": 2, "walltime": 5400, "queue": "pbatch", "bank": "b1", "cores_per_node": 36}
     return AllocationRequest(**{**base, **kw})  # type: ignore[arg-type]
 
 
@@ -44,7 +45,7 @@ def _req(tmp_path: Path, **kw: object) -> AllocationRequest:
     ("slurm", ["#SBATCH --nodes=2", "#SBATCH --time=1:30:0", '#SBATCH --partition="pbatch"',
                '#SBATCH --account="b1"', "#SBATCH --exclusive", "#SBATCH --job-name=study-w1"]),
     ("lsf", ["#BSUB -J study-w1", "#BSUB -nnodes 2", "#BSUB -W 1:30", '#BSUB -q "pbatch"', '#BSUB -P "b1"']),
-    ("pbs", ["#PBS -N study-w1", "#PBS -l select=2:ncpus=1:mpiprocs=1", "#PBS -l walltime=1:30:0",
+    ("pbs", ["#PBS -N study-w1", "#PBS -l select=2:ncpus=36:mpiprocs=36", "#PBS -l walltime=1:30:0",
              "#PBS -q pbatch", "#PBS -A b1"]),
     ("flux", ["#flux: -N 2", "#flux: -t 5400s", "#flux: --queue=pbatch", "#flux: --bank=b1", "#flux: --exclusive"]),
 ])  # fmt: skip
@@ -239,3 +240,47 @@ def test_slurm_end_time_from_squeue() -> None:
     assert slurm.end_time("5") == datetime(2026, 12, 2, 5, 17, 3).timestamp()
     assert slurm.end_time("6") is None and slurm.end_time("7") is None
     assert get_batch_system("lsf", runner).end_time("5") is None  # not asked: LSF exports nothing we read
+
+
+def _directives(name: str, req: AllocationRequest) -> list[str]:
+    return [line for line in get_batch_system(name).script(req).splitlines()
+            if line.startswith(("#BSUB", "#PBS", "#flux", "export MERLIN_MDM_ALLOC_END"))]
+
+
+def test_pbs_asks_for_every_core_of_each_node(tmp_path: Path) -> None:
+    # select=N:ncpus=1 made the job's NCPUS 1 (workers of concurrency 1) and its cgroups one core a node
+    assert "#PBS -l select=2:ncpus=36:mpiprocs=36" in _directives("pbs", _req(tmp_path))
+    with pytest.raises(UnsupportedRequest, match=r"allocation 'study-w1': PBS needs each node's cores .* "
+                                                 r"`merlin-mdm launch --cores-per-node C`") as err:
+        get_batch_system("pbs").script(_req(tmp_path, cores_per_node=None))
+    assert err.value.exit_code == 2
+
+
+@pytest.mark.parametrize(("walltime", "directive", "seconds"), [
+    (5445, "#BSUB -W 1:31", 5460),  # 01:30:45 was -W 1:30, 45 s before the deadline the workers planned on
+    (30, "#BSUB -W 0:1", 60),  # was -W 0:0
+    (5400, "#BSUB -W 1:30", 5400),
+])  # fmt: skip
+def test_lsf_walltime_rounds_up_to_whole_minutes(tmp_path: Path, walltime: int, directive: str, seconds: int) -> None:
+    lines = _directives("lsf", _req(tmp_path, walltime=walltime))
+    assert directive in lines and f"export MERLIN_MDM_ALLOC_END=$(( $(date +%s) + {seconds} ))" in lines
+
+
+def test_lsf_asks_for_nodes_not_slots(tmp_path: Path) -> None:
+    assert _directives("lsf", _req(tmp_path))[2:4] == ["#BSUB -env all", "#BSUB -nnodes 2"]  # and no -n 2
+    slots = _req(tmp_path, options=(("-n", "80"), ("-R", "span[ptile=40]")))
+    lines = _directives("lsf", slots)  # LSF without CSM: the spec's lsf_args say how slots make nodes
+    assert "#BSUB -nnodes 2" not in lines and "#BSUB -n 2" not in lines
+    assert lines[-4:-1] == ["#BSUB -n 80", "#BSUB -R 'span[ptile=40]'", "#BSUB -x"]
+
+
+@pytest.mark.parametrize(("name", "key", "message"), [
+    ("lsf", "qos", r"qos 'standby': LSF has no QOS option; remove `qos`"),  # was #BSUB -qos "standby"
+    ("pbs", "qos", r"qos 'standby': PBS has no QOS option"),
+    ("flux", "qos", r"qos 'standby': Flux has no qos option; remove `qos` from the batch block"),
+    ("flux", "reservation", r"reservation 'standby': Flux has no reservation option"),
+])  # fmt: skip
+def test_settings_a_scheduler_has_no_option_for_are_refused(tmp_path: Path, name: str, key: str,
+                                                             message: str) -> None:
+    with pytest.raises(UnsupportedRequest, match=message):
+        get_batch_system(name).script(_req(tmp_path, **{key: "standby"}))

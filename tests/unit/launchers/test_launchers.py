@@ -8,6 +8,9 @@ from merlin_mdm.errors import SpecError
 from merlin_mdm.launchers import DEFAULT_LAUNCHER, LAUNCHERS, Resources, get_launcher
 
 FULL = Resources(nodes=2, procs=8, cores_per_task=4, gpus=1)
+RELAY_OUT = ("sh -c 'trap \"kill -INT \\$p\" USR2; trap \"kill -TERM \\$p\" TERM; \"$@\" & p=$!; "
+             "while :; do wait $p; r=$?; kill -0 $p 2>/dev/null || exit $r; done' relay")
+RELAY_IN = RELAY_OUT.replace("-INT \\$p\" USR2", "-USR2 \\$p\" INT")
 MIN = Resources()
 
 
@@ -18,7 +21,13 @@ MIN = Resources()
     ("srun", MIN, "srun -n 1"),
     ("srun", Resources(2, 4), "srun -n 4 -N 2"),  # slurm_par
     ("srun", Resources(1, 2, None, 0), "srun -n 2 -N 1"),
-    ("jsrun", FULL, "jsrun --np 8 --nrs 2 -b rs -d plane:4 -X 1 -c 4 -g 1"),
+    # jsrun's -c and -g count per resource set (here 4 tasks): Merlin wrote the per-task -c 4 -g 1 (4 tasks, 4 cores)
+    ("jsrun", FULL, "jsrun --np 8 --nrs 2 -b rs -d plane:4 -X 1 -c 16 -g 4"),
+    ("jsrun", Resources(1, 3, 2, 1), "jsrun --np 3 --nrs 1 -b rs -d plane:3 -X 1 -c 6 -g 3"),
+    ("jsrun", Resources(2, 5, 2, resource_sets=4), "jsrun --np 5 --nrs 4 -b rs -d plane:2 -X 1 -c 4"),  # 2 a set
+    ("jsrun", Resources("${N:-2}", "${P:-8}", "${C:-4}"),
+     "jsrun --np ${P:-8} --nrs ${N:-2} -b rs -d plane:$(( ${P:-8} / ${N:-2} )) -X 1"
+     " -c $(( ${C:-4} * ((${P:-8} + ${N:-2} - 1) / ${N:-2}) ))"),
     ("jsrun", MIN, "jsrun --np 1 --nrs 1 -b rs -d plane:1 -X 1"),
     ("jsrun", Resources(2, 4), "jsrun --np 4 --nrs 2 -b rs -d plane:2 -X 1"),  # lsf_par
     ("jsrun", Resources("${N:-2}", "${P:-4}"),
@@ -71,7 +80,10 @@ def test_unknown_launcher_lists_the_known_ones() -> None:
     ("srun", 4, None, "srun --overlap -N 4 -n 4 --ntasks-per-node=1"),
     ("srun", 1, "--mpi=pmi2", "srun --overlap -N 1 -n 1 --ntasks-per-node=1 --mpi=pmi2"),
     ("jsrun", 2, None, "jsrun -n 2 -r 1 -a 1 -c ALL_CPUS -g ALL_GPUS --bind=none"),
-    ("flux", 3, None, "flux run -N 3 -n 3 --exclusive"),
+    # flux exec (as Merlin) holds no node: a `flux run -N 3 --exclusive` left the steps' `flux run` nothing. It passes
+    # on SIGINT and SIGTERM only: the cold stop (USR2) crosses it as INT and is turned back into USR2 on each node.
+    ("flux", 3, "-v", f"{RELAY_OUT} flux exec -r 0-2 -v {RELAY_IN}"),
+    ("flux", 1, None, f"{RELAY_OUT} flux exec -r 0 {RELAY_IN}"),
     ("mpiexec", 2, None, "mpiexec -n 2 -ppn 1"),
     ("mpirun", 2, None, "mpirun -np 2 --map-by ppr:1:node"),
     ("plain", 1, None, ""),
@@ -86,3 +98,11 @@ def test_per_node_prefix_knows_every_launcher() -> None:
     from merlin_mdm.launchers.per_node import PER_NODE
 
     assert set(PER_NODE) == set(LAUNCHERS)
+
+
+@pytest.mark.parametrize("name", ["jsrun", "flux", "mpiexec", "mpirun"])
+def test_fewer_procs_than_nodes_is_refused_naming_the_step(name: str) -> None:
+    # it wrote `mpiexec -n 1 -ppn 0`, `jsrun ... -d plane:0`, `flux run -n 1 -N 2`
+    with pytest.raises(SpecError, match=r"study.single.run: step 'single' asks for procs: 1 on nodes: 2: .*"
+                                        r"\(procs must be >= nodes\)"):
+        get_launcher(name).prefix(Resources(nodes=2, procs=1, step="single"))

@@ -191,15 +191,28 @@ LAUNCH = "      nodes: 2\n      procs: 8\n      cores per task: 4\n      gpus: 1
      "srun -n ${MERLIN_PROCS:-8} -N ${MERLIN_NODES:-2} -c ${MERLIN_CORES:-4} --gpus-per-task=${MERLIN_GPUS:-1}"),
     ("lsf-srun", "srun -n 8 -N 2 -c 4 --gpus-per-task=1",
      "srun -n ${MERLIN_PROCS:-8} -N ${MERLIN_NODES:-2} -c ${MERLIN_CORES:-4} --gpus-per-task=${MERLIN_GPUS:-1}"),
-    ("lsf", "jsrun --np 8 --nrs 2 -b rs -d plane:4 -X 1 -c 4 -g 1",
+    ("lsf", "jsrun --np 8 --nrs 2 -b rs -d plane:4 -X 1 -c 16 -g 4",  # -c, -g: per resource set of 4 tasks
      "jsrun --np ${MERLIN_PROCS:-8} --nrs ${MERLIN_NODES:-2} -b rs -d plane:$(( ${MERLIN_PROCS:-8} / "
-     "${MERLIN_NODES:-2} )) -X 1 -c ${MERLIN_CORES:-4} -g ${MERLIN_GPUS:-1}"),
+     "${MERLIN_NODES:-2} )) -X 1 -c $(( ${MERLIN_CORES:-4} * ((${MERLIN_PROCS:-8} + ${MERLIN_NODES:-2} - 1) / "
+     "${MERLIN_NODES:-2}) )) -g $(( ${MERLIN_GPUS:-1} * ((${MERLIN_PROCS:-8} + ${MERLIN_NODES:-2} - 1) / "
+     "${MERLIN_NODES:-2}) ))"),
     ("flux", "flux run -n 8 -N 2 -c 4 -g 1",
      "flux run -n ${MERLIN_PROCS:-8} -N ${MERLIN_NODES:-2} -c ${MERLIN_CORES:-4} -g ${MERLIN_GPUS:-1}"),
 ])  # fmt: skip
 def test_launcher_tokens_per_batch_type(batch: str, launcher: str, vlauncher: str) -> None:
     text = HEAD + f"batch: {{type: {batch}}}\nstudy:\n" + _step("[$(LAUNCHER)] [$(VLAUNCHER)]", extra=LAUNCH)
     assert plan_of(text).instances[0].cmd == f"[{launcher}] [{vlauncher}]"
+
+
+@pytest.mark.parametrize("batch", ["lsf", "flux"])
+def test_fewer_procs_than_nodes_is_refused_naming_the_step(batch: str) -> None:
+    """`procs: 1, nodes: 2` wrote `jsrun ... -d plane:0` and `flux run -n 1 -N 2`, which cannot start."""
+    from merlin_mdm.errors import MerlinMdmError
+
+    text = HEAD + f"batch: {{type: {batch}}}\nstudy:\n" + _step("$(LAUNCHER) ./sim", name="sim",
+                                                                extra="      nodes: 2\n      procs: 1\n")
+    with pytest.raises(MerlinMdmError, match=r"step 'sim'.*procs must be >= nodes|procs must be >= nodes.*step 'sim'"):
+        plan_of(text)
 
 
 MERLIN_KEYS = ("      nodes: 2\n      procs: 4\n      slurm: --exclusive\n      lsf: --smpiargs=off\n"
