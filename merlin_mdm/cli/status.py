@@ -168,7 +168,7 @@ def detailed_status(target: Path, steps: tuple[str, ...], statuses: tuple[str, .
     import itertools
 
     from merlin_mdm.errors import UsageError
-    from merlin_mdm.status.detail import TASK_STATUSES, code_matches, wanted_codes
+    from merlin_mdm.status.detail import TASK_STATUSES, code_matches, shows_exit_code, wanted_codes
     from merlin_mdm.studies import find_workspace
     from merlin_mdm.study.selection import selected_steps
 
@@ -182,12 +182,16 @@ def detailed_status(target: Path, steps: tuple[str, ...], statuses: tuple[str, .
         want_codes = wanted_codes(codes)
     except ValueError as exc:
         raise UsageError(f"--return-code {exc}") from None
-    shown = selected_steps(ws, ws.load_plan(), steps, queues, workers)
+    shown, served_by = selected_steps(ws, ws.load_plan(), steps, queues, workers)
+
+    def matches(r: TaskRow) -> bool:  # Merlin ORs these filters: a task matching any one of them is shown
+        if not wanted and not want_codes and served_by is None:
+            return True
+        return (r.status in wanted or code_matches(r.return_code, r.exit_code, want_codes)
+                or (served_by is not None and r.step in served_by))
 
     def keep(rows: Iterable[TaskRow]) -> Iterable[TaskRow]:
-        return itertools.islice((r for r in rows if (shown is None or r.step in shown)
-                                 and (not wanted or r.status in wanted)
-                                 and (not want_codes or code_matches(r.return_code, want_codes))), max_tasks)
+        return itertools.islice((r for r in rows if (shown is None or r.step in shown) and matches(r)), max_tasks)
 
     if dump is not None:
         written = _dump_tasks(ws, dump, keep)
@@ -198,7 +202,9 @@ def detailed_status(target: Path, steps: tuple[str, ...], statuses: tuple[str, .
         click.echo("no task matches")
     for r in selected:
         where = f" sample {r['sample']}" if r["sample"] >= 0 else ""
-        click.echo(f"{r['instance']}{where}: {r['status']} {r['return_code']} {r['workspace']}".rstrip())
+        code = f"{r['return_code']} (exit {r['exit_code']})" if shows_exit_code(r["return_code"], r["exit_code"]) \
+            else r["return_code"]
+        click.echo(f"{r['instance']}{where}: {r['status']} {code} {r['workspace']}".rstrip())
 
 
 def _task_rows(ws: Workspace) -> Iterator[TaskRow]:

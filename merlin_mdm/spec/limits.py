@@ -92,13 +92,22 @@ def size_problem(instances: int, tasks: int, what: str, remedy: str = PARAMETERS
 
 
 def combination_count(params: Sequence[Parameter], used: frozenset[str] | None = None) -> int:
-    """How many combinations of ``params`` (only of the ``used`` ones, when given) there are: the product of the
-    sizes of their groups (zipped parameters go together), computed without building any."""
-    sizes: dict[str, int] = {}
+    """How many distinct combinations of ``params`` (only of the ``used`` ones, when given) there are, computed
+    without building any: the product over the groups (zipped parameters go together) of the distinct tuples of
+    the used parameters' values in each group. A `--pgen` generator's parameters are one zipped group holding the
+    whole cross product: a step using one of them has as many instances as that one has distinct values."""
+    groups: dict[str, list[Parameter]] = {}
     for param in params:
         if used is None or param.name in used:
-            sizes.setdefault(param.product, len(param.values))
-    return math.prod(sizes.values())
+            groups.setdefault(param.product, []).append(param)
+    return math.prod(_distinct(members) for members in groups.values())
+
+
+def _distinct(members: list[Parameter]) -> int:
+    """The distinct tuples of one zipped group's values (its parameters have as many values each)."""
+    if len(members) == 1:
+        return len({repr(value) for value in members[0].values})
+    return len({tuple(repr(param.values[i]) for param in members) for i in range(len(members[0].values))})
 
 
 def step_parameters(spec: Spec) -> dict[str, frozenset[str]]:

@@ -11,13 +11,14 @@ from merlin_mdm.spec.exitcodes import ExitCode
 from merlin_mdm.status.model import StudySnapshot, StudyState, TaskFailure
 from merlin_mdm.study.plan import NO_SAMPLE, StudyPlan, UnitKey
 
-__all__ = ["RETURN_CODES", "TASK_STATUSES", "TaskRow", "code_matches", "task_rows", "wanted_codes"]
+__all__ = ["RETURN_CODES", "TASK_STATUSES", "TaskRow", "code_matches", "shows_exit_code", "task_rows", "wanted_codes"]
 
 DONE_MARKER = "MERLIN_FINISHED"
 # Merlin's names for the return codes, and for the states (its INITIALIZED is our queued, CANCELLED not run).
-# Merlin 1.13 records any other exit code as MERLIN_SOFT_FAIL (its script adapter turns it into one; shown here
-# with the number), retries run out as `MERLIN_SOFT_FAIL (MAX RETRIES REACHED)`, and $(MERLIN_RAISE_ERROR) as
-# MERLIN_UNRECOGNIZED (its status has no name for it).
+# Merlin 1.13 records any other exit code as MERLIN_SOFT_FAIL (its script adapter turns it into one), retries run
+# out as `MERLIN_SOFT_FAIL (MAX RETRIES REACHED)`, and $(MERLIN_RAISE_ERROR) as MERLIN_UNRECOGNIZED (its status has
+# no name for it): the return code is exactly Merlin's (dumps are read by Merlin users' scripts); the exit code
+# itself is kept beside it (the listing shows it, `--return-code 7` selects by it).
 RETURN_CODES = {int(code): f"MERLIN_{code.name}" for code in ExitCode if code is not ExitCode.RAISE_ERROR}
 MAX_RETRIES = "MERLIN_SOFT_FAIL (MAX RETRIES REACHED)"
 TASK_STATUSES = {"FINISHED": "finished", "FAILED": "failed", "NOT_RUN": "not_run", "CANCELLED": "not_run",
@@ -35,9 +36,10 @@ class TaskRow:
     return_code: str  # MERLIN_SUCCESS, MERLIN_SOFT_FAIL, ... ('' when it has not ended)
     workspace: str
     reason: str = ""
+    exit_code: int | None = None  # the task's exit code when it failed (return_code is Merlin's name for it)
 
 
-UNRECOGNIZED = "MERLIN_UNRECOGNIZED"  # $(MERLIN_RAISE_ERROR), shown with its number
+UNRECOGNIZED = "MERLIN_UNRECOGNIZED"  # $(MERLIN_RAISE_ERROR)
 
 
 def _code(failure: TaskFailure) -> str:
@@ -50,8 +52,15 @@ def _code(failure: TaskFailure) -> str:
 
 def _name(rc: int) -> str:
     if rc == ExitCode.RAISE_ERROR:
-        return f"{UNRECOGNIZED} ({rc})"
-    return RETURN_CODES.get(rc, f"MERLIN_SOFT_FAIL ({rc})")
+        return UNRECOGNIZED
+    return RETURN_CODES.get(rc, RETURN_CODES[int(ExitCode.SOFT_FAIL)])
+
+
+def shows_exit_code(code: str, exit_code: int | None) -> bool:
+    """Whether a listing adds the exit code to Merlin's name for it: when the name does not say it (any code
+    Merlin calls a soft fail but 101, $(MERLIN_RAISE_ERROR)'s 106)."""
+    return exit_code is not None and code in (RETURN_CODES[int(ExitCode.SOFT_FAIL)], UNRECOGNIZED) and \
+        exit_code != ExitCode.SOFT_FAIL
 
 
 def wanted_codes(codes: Iterable[str]) -> set[str]:
@@ -65,10 +74,8 @@ def wanted_codes(codes: Iterable[str]) -> set[str]:
     out = set()
     for code in codes:
         text = code.strip().upper()
-        if text.lstrip("-").isdigit():  # a number takes its own code only ('=': no forms with words after it)
-            out.add(f"={_name(int(text))}")
-            if int(text) in (ExitCode.RESTART, ExitCode.RETRY):
-                out.add(f"={MAX_RETRIES}")
+        if text.lstrip("-").isdigit():  # a number takes the tasks that exited with it ('=')
+            out.add(f"={int(text)}")
             continue
         name = text if text.startswith("MERLIN_") else f"MERLIN_{text}"
         if name not in known:
@@ -77,10 +84,10 @@ def wanted_codes(codes: Iterable[str]) -> set[str]:
     return out
 
 
-def code_matches(code: str, wanted: set[str]) -> bool:
-    """Whether a row's return code is one of ``wanted``; a name takes its forms with words after it
-    (SOFT_FAIL takes `MERLIN_SOFT_FAIL (7)` and `MERLIN_SOFT_FAIL (MAX RETRIES REACHED)`)."""
-    return any(code == name[1:] if name.startswith("=") else code == name or code.startswith(f"{name} (")
+def code_matches(code: str, exit_code: int | None, wanted: set[str]) -> bool:
+    """Whether a row's return code (or, for a number asked for, its exit code) is one of ``wanted``; a name takes
+    its forms with words after it (SOFT_FAIL takes `MERLIN_SOFT_FAIL (MAX RETRIES REACHED)`)."""
+    return any(str(exit_code) == name[1:] if name.startswith("=") else code == name or code.startswith(f"{name} (")
                for name in wanted)
 
 
@@ -107,7 +114,7 @@ def task_rows(plan: StudyPlan, snap: StudySnapshot, in_flight: Collection[UnitKe
                 yield TaskRow(inst.step, inst.name, sample, "finished", "MERLIN_SUCCESS", str(where))
             elif failure is not None:
                 yield TaskRow(inst.step, inst.name, sample, failure.state.value, _code(failure), str(where),
-                              failure.reason)
+                              failure.reason, failure.rc)
             elif (inst.index, sample) in running and not over:
                 yield TaskRow(inst.step, inst.name, sample, "running", "", str(where))
             else:

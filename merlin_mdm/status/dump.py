@@ -49,17 +49,45 @@ def dump_tasks(plan: StudyPlan, rows: Iterable[TaskRow], path: Path, now: dt.dat
         for name, where, task in entries:
             cmd, restart = params[name]
             tree.setdefault(name, {"parameters": {"cmd": cmd, "restart": restart}})[where] = task
-        path.write_text(json.dumps({when: tree}, indent=1) + "\n", encoding="utf-8")
+        path.write_text(json.dumps({when: tree, **_earlier_json(path)}, indent=1) + "\n", encoding="utf-8")
         return len(entries)
-    with open(path, "w", newline="", encoding="utf-8") as fh:
+    appending = _appends_to_csv(path)
+    with open(path, "a" if appending else "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
-        writer.writerow(CSV_COLUMNS)
+        if not appending:
+            writer.writerow(CSV_COLUMNS)
         for name, where, task in entries:
             cmd, restart = params[name]
             writer.writerow([when, name, where, task["status"], task["return_code"], task["elapsed_time"],
                              task["run_time"], "" if task["restarts"] is None else task["restarts"],
                              _params_cell(cmd), _params_cell(restart)])
     return len(entries)
+
+
+def _earlier_json(path: Path) -> dict[str, Any]:
+    """An existing JSON dump's snapshots, kept beside the new one as Merlin appends (one key per time)."""
+    if not path.exists():
+        return {}
+    try:
+        earlier = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise UsageError(f"--dump {path}: it exists and is not a status dump ({exc}): name another file") from None
+    if not isinstance(earlier, dict):
+        raise UsageError(f"--dump {path}: it exists and is not a status dump: name another file")
+    return earlier
+
+
+def _appends_to_csv(path: Path) -> bool:
+    """Whether ``path`` is an earlier CSV dump that the rows are added to (Merlin appends); a file that is not one
+    is refused rather than written into."""
+    if not path.exists() or path.stat().st_size == 0:
+        return False
+    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+        header = next(csv.reader(fh), [])
+    if tuple(header) != CSV_COLUMNS:
+        raise UsageError(f"--dump {path}: it exists and is not a status dump (its first line is not "
+                         f"{','.join(CSV_COLUMNS)}): name another file")
+    return True
 
 
 def _entry(plan: StudyPlan, row: TaskRow) -> tuple[str, str, dict[str, Any]]:

@@ -14,12 +14,13 @@ DEFAULT_WORKER = "default_worker"  # takes the steps no worker group claims, as 
 
 
 def selected_steps(ws: Workspace, plan: StudyPlan, steps: Sequence[str], queues: Sequence[str],
-                   workers: Sequence[str]) -> set[str] | None:
-    """The steps to show (None: every one).
+                   workers: Sequence[str] = ()) -> tuple[set[str] | None, set[str] | None]:
+    """The steps to show (None: every one), and the steps the ``workers`` groups serve (None: no --workers).
 
-    As in Merlin, ``queues`` adds the steps whose task queue it names to ``steps``; ``workers`` then keeps the
-    steps whose queues those worker groups consume. A name that matches nothing is refused with the known ones
-    (Merlin drops it with a warning, and shows every task when nothing is left).
+    As in Merlin, ``queues`` adds the steps whose task queue it names to ``steps``. ``workers`` is one of the
+    task filters Merlin ORs together (with --task-status and --return-code): a task of a step those worker groups
+    consume matches it. A name that matches nothing is refused with the known ones (Merlin drops it with a
+    warning, and shows every task when nothing is left).
 
     Raises:
         UsageError: an unknown step, queue or worker group.
@@ -31,12 +32,12 @@ def selected_steps(ws: Workspace, plan: StudyPlan, steps: Sequence[str], queues:
     shown: set[str] | None = None
     if steps or queues:
         shown = set(steps) | {step for step, queue in queue_of.items() if queue in queues}
+    served_by: set[str] | None = None
     if workers:
         served = worker_steps(ws, plan)
         _refuse_unknown("--workers", "worker group", workers, list(served))
-        theirs = {step for name in workers for step in served[name]}
-        shown = theirs if shown is None else shown & theirs
-    return shown
+        served_by = {step for name in workers for step in served[name]}
+    return shown, served_by
 
 
 def worker_steps(ws: Workspace, plan: StudyPlan) -> dict[str, tuple[str, ...]]:

@@ -7,6 +7,7 @@ import csv
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 from merlin_mdm.cli.main import spread_vars
@@ -69,6 +70,17 @@ def test_merlin_habits_end_to_end(write_spec, tmp_path: Path) -> None:
     (tree,) = json.loads((tmp_path / "s.JSON").read_text()).values()
     assert tree["gather"]["gather"]["return_code"] == "MERLIN_SUCCESS"
     assert merlin("status", str(ws), "--dump", str(tmp_path / "s.txt"), cwd=tmp_path).returncode == 2
+    # a second dump to the same file is added to it, as Merlin appends (it was written over)
+    assert merlin("status", str(ws), "--dump", str(tmp_path / "s.csv"), cwd=tmp_path).returncode == 0
+    lines = (tmp_path / "s.csv").read_text().splitlines()
+    assert len(lines) == 1 + 2 * 4 and lines.count(lines[0]) == 1
+    time.sleep(1.1)  # the JSON dump's key is the second it was taken
+    assert merlin("status", str(ws), "--dump", str(tmp_path / "s.JSON"), cwd=tmp_path).returncode == 0
+    assert len(json.loads((tmp_path / "s.JSON").read_text())) == 2
+    (tmp_path / "notes.csv").write_text("my own notes\n")
+    refused = merlin("status", str(ws), "--dump", str(tmp_path / "notes.csv"), cwd=tmp_path)
+    assert refused.returncode == 2 and "is not a status dump" in refused.stderr
+    assert (tmp_path / "notes.csv").read_text() == "my own notes\n"
     # a --local study is monitored from its workspace: no broker is asked (none answers here)
     unreachable = {**os.environ, "MERLIN_MDM_CONFIG": str(tmp_path / "app.yaml")}
     (tmp_path / "app.yaml").write_text("broker: {host: 127.0.0.1, port: 9}\n")
@@ -152,12 +164,12 @@ def test_detailed_status_filters_and_dumps(write_spec, tmp_path: Path) -> None:
     # a code Merlin has no name for is a soft fail there, shown here with its number, and selected by either
     for code in ("7", " 7 "):
         out = merlin("detailed-status", str(ws), "--return-code", code, cwd=tmp_path)
-        assert out.stdout == f"work_I.4: failed MERLIN_SOFT_FAIL (7) {ws}/work/I.4\n", (code, out)
+        assert out.stdout == f"work_I.4: failed MERLIN_SOFT_FAIL (exit 7) {ws}/work/I.4\n", (code, out)
     out = merlin("detailed-status", str(ws), "--return-code", "101", cwd=tmp_path)
     assert out.stdout == f"work_I.2: failed MERLIN_SOFT_FAIL {ws}/work/I.2\n"
     out = merlin("detailed-status", str(ws), "--return-code", "SOFT_FAIL", cwd=tmp_path)
     assert out.stdout == (f"work_I.2: failed MERLIN_SOFT_FAIL {ws}/work/I.2\n"
-                          f"work_I.4: failed MERLIN_SOFT_FAIL (7) {ws}/work/I.4\n")  # as Merlin lists both
+                          f"work_I.4: failed MERLIN_SOFT_FAIL (exit 7) {ws}/work/I.4\n")  # as Merlin lists both
     out = merlin("detailed-status", str(ws), "--return-code", "UNRECOGNIZED", cwd=tmp_path)
     assert out.returncode == 0 and out.stdout == "no task matches\n"
     out = merlin("detailed-status", str(ws), "--steps", "wrok", cwd=tmp_path)
@@ -167,7 +179,16 @@ def test_detailed_status_filters_and_dumps(write_spec, tmp_path: Path) -> None:
     out = merlin("detailed-status", str(ws), "--task-status", "FAILED", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout == (f"work_I.2: failed MERLIN_SOFT_FAIL {ws}/work/I.2\n"
-                          f"work_I.4: failed MERLIN_SOFT_FAIL (7) {ws}/work/I.4\n")
+                          f"work_I.4: failed MERLIN_SOFT_FAIL (exit 7) {ws}/work/I.4\n")
+    # Merlin ORs --task-status, --return-code and --workers: a task matching either is listed
+    out = merlin("detailed-status", str(ws), "--task-status", "FAILED", "--return-code", "SUCCESS", "--steps", "work",
+                 cwd=tmp_path)
+    assert out.stdout.count(": failed ") == 2 and out.stdout.count(": finished MERLIN_SUCCESS ") == 2, out.stdout
+    # the dump holds Merlin's return code, the exit code is not part of it
+    out = merlin("detailed-status", str(ws), "--return-code", "7", "--dump", str(tmp_path / "seven.csv"), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    (row,) = list(csv.DictReader((tmp_path / "seven.csv").open()))
+    assert row["step_name"] == "work_I.4" and row["return_code"] == "MERLIN_SOFT_FAIL", row
     out = merlin("detailed-status", str(ws), "--return-code", "SUCCESS", "--steps", "work", "--max-tasks", "1",
                  "--dump", str(tmp_path / "d.json"), cwd=tmp_path)
     assert out.stdout == f"wrote 1 task row(s) to {tmp_path}/d.json\n"  # Merlin's --dump writes instead of printing
@@ -217,5 +238,5 @@ def test_detailed_status_names_every_failed_task_not_only_the_first_twenty(write
     ws = workspace_of(merlin("run", str(spec), "--local", cwd=tmp_path))
     out = merlin("detailed-status", str(ws), "--task-status", "FAILED", cwd=tmp_path)
     assert out.returncode == 0 and len(out.stdout.splitlines()) == 30, out.stdout
-    assert all(" failed MERLIN_SOFT_FAIL (1) " in line for line in out.stdout.splitlines())
+    assert all(" failed MERLIN_SOFT_FAIL (exit 1) " in line for line in out.stdout.splitlines())
     assert "unknown" not in merlin("detailed-status", str(ws), cwd=tmp_path).stdout

@@ -149,7 +149,7 @@ def test_a_task_that_raises_stops_its_own_chain_and_a_funnel_still_runs(write_sp
     (failure,) = {s["step"]: s for s in status_json(ws)["steps"]}["after_bad"]["failures"]
     assert "parent bad_P.2 raised an error ($(MERLIN_RAISE_ERROR))" in failure["reason"]
     out = merlin("detailed-status", str(ws), "--return-code", "UNRECOGNIZED", cwd=tmp_path)
-    assert out.stdout == f"bad_P.2: failed MERLIN_UNRECOGNIZED (106) {ws}/bad/P.2\n", out
+    assert out.stdout == f"bad_P.2: failed MERLIN_UNRECOGNIZED (exit 106) {ws}/bad/P.2\n", out
 
 
 def test_a_step_with_a_restart_section_writes_every_tasks_restart_script(write_spec, tmp_path: Path) -> None:

@@ -97,7 +97,8 @@ def test_detailed_status_filters_by_task_queue_and_worker(ws: Path) -> None:
     assert shown("--task-queues", "postq") == ["post"]
     assert shown("--task-queues", "postq", "--steps", "sim") == ["sim_P.1", "sim_P.2", "post"]  # Merlin: union
     assert shown("--workers", "simworker") == ["sim_P.1", "sim_P.2"]
-    assert shown("--workers", "simworker", "--task-status", "FINISHED") == ["sim_P.1"]
+    assert shown("--task-status", "FINISHED") == ["sim_P.1"]
+    assert shown("--workers", "postworker", "--task-status", "FINISHED") == ["sim_P.1", "post"]  # Merlin ORs them
     assert shown("--disable-pager", "--disable-theme", "--layout", "table", "--no-prompts", "-o", "x") == \
         ["sim_P.1", "sim_P.2", "post"]
     bad = _cli("detailed-status", str(ws), "--workers", "simwork")

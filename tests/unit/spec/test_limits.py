@@ -184,3 +184,17 @@ def test_an_output_path_given_by_vars_is_named_as_given(tmp_path: Path) -> None:
     assert load_spec(spec).spec.env.variables
     with pytest.raises(SpecError, match="--vars OUTPUT_PATH=/proc/x: /proc/x is in the kernel's /proc"):
         load_spec(spec, {"OUTPUT_PATH": "/proc/x"})
+
+
+def test_a_zipped_group_counts_the_distinct_values_a_step_uses() -> None:
+    """A `--pgen` generator's parameters are one zipped group holding the whole cross product (1001 x 1000 values
+    each): a step using one of them has 1001 instances, counted as 1,002,000 and refused; zipped duplicates
+    ([1, 1, 2, 2] with [a, b, a, b]) were counted twice too."""
+    crossed = [(a, b) for a in range(1001) for b in range(1000)]
+    params = (Parameter("X", tuple(a for a, _ in crossed), "X.%%"),
+              Parameter("Y", tuple(b for _, b in crossed), "Y.%%"))
+    assert combination_count(params, frozenset({"X"})) == 1001
+    assert combination_count(params, frozenset({"Y"})) == 1000
+    assert combination_count(params, frozenset({"X", "Y"})) == 1001 * 1000
+    zipped = (Parameter("P1", (1, 1, 2, 2), "P1.%%"), Parameter("P2", ("a", "b", "a", "b"), "P2.%%"))
+    assert combination_count(zipped, frozenset({"P1"})) == 2 == len(set(combinations(zipped, frozenset({"P1"}))))
