@@ -44,7 +44,7 @@ def _series(rows: Sequence[SummaryRow]) -> dict[str, list[SummaryRow]]:
     keys: dict[int, str] = {}
     for sampler in dict.fromkeys(row.sampler for row in baselines):
         mine = [row for row in baselines if row.sampler == sampler]
-        front = _front_knobs(mine)
+        front = _front_knobs(mine) | _constant_knobs(mine)  # a knob all of them share names no series apart
         for row in mine:
             name, knobs = _split_label(row.method)
             kept = [f"{k}={v}" for k, v in knobs.items() if k not in front]
@@ -72,19 +72,39 @@ def _split_label(method: str) -> tuple[str, dict[str, str]]:
     return name, {key: value for key, _, value in parts}
 
 
+def _constant_knobs(rows: Sequence[SummaryRow]) -> set[str]:
+    """The knobs every row of one sampler has, with one value."""
+    labelled = [_split_label(row.method)[1] for row in rows]
+    return {k for k, v in labelled[0].items() if all(knobs.get(k) == v for knobs in labelled)} if labelled else set()
+
+
 def _front_knobs(rows: Sequence[SummaryRow]) -> set[str]:
-    """The knobs of one sampler's rows that trade accuracy for calls: at one budget, settings differing only
-    in the knob spend different mean NFE. Never the token temperature."""
+    """The knobs of one sampler's rows that are swept along its front: at one budget, settings differing only in
+    the knob spend different mean NFE, or the knob takes three values or more there (a sweep that happens not to
+    move the calls on this task is still one), or it follows the budget. Never the token temperature; a knob set
+    once beside its absence (``blocks=4``) that leaves the calls alone is a setting of its own."""
     labelled = [(row, _split_label(row.method)[1]) for row in rows]
     front = set()
     for knob in {k for _, knobs in labelled for k in knobs} - {"temperature"}:
         spends: dict[tuple[Any, ...], set[float]] = {}
+        values: dict[tuple[Any, ...], set[str | None]] = {}
         for row, knobs in labelled:
-            rest = tuple(sorted((k, v) for k, v in knobs.items() if k != knob))
-            spends.setdefault((row.steps, rest), set()).add(round(row.mean_nfe, 6))
-        if any(len(nfes) > 1 for nfes in spends.values()):
+            at = (row.steps, tuple(sorted((k, v) for k, v in knobs.items() if k != knob)))
+            spends.setdefault(at, set()).add(round(row.mean_nfe, 6))
+            values.setdefault(at, set()).add(knobs.get(knob))
+        if any(len(nfes) > 1 for nfes in spends.values()) or any(len(v) > 2 for v in values.values()) or \
+                _follows_the_budget(knob, labelled):
             front.add(knob)
     return front
+
+
+def _follows_the_budget(knob: str, labelled: Sequence[tuple[SummaryRow, dict[str, str]]]) -> bool:
+    """Whether the knob takes one value at each budget and another at another (``learned_counts``' T: the counts
+    of the policy trained for that budget), so that its settings are one method along the budget axis."""
+    per_budget: dict[int, set[str | None]] = {}
+    for row, knobs in labelled:
+        per_budget.setdefault(row.steps, set()).add(knobs.get(knob))
+    return all(len(v) == 1 for v in per_budget.values()) and len(set().union(*per_budget.values())) > 1
 
 
 def _swept_at_several_caps(rows: Sequence[SummaryRow]) -> bool:

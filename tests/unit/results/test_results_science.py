@@ -316,14 +316,18 @@ def test_settings_of_a_baseline_that_do_not_move_its_calls_are_series_of_their_o
         for gamma, calls in ((0.1, 3), (0.01, 5)):
             _write(study / "eval" / f"eb{gamma}.{seed}" / "m.h5", "eb", 16, seed, rng.random(200) < 0.8,
                    np.full(200, calls), **{"sampler.gamma": gamma, "sampler.blocks": 4})
+        for tau in (0.5, 0.7, 0.9):  # a sweep that does not move the calls on this task is still a sweep
+            _write(study / "eval" / f"thr{tau}.{seed}" / "m.h5", "threshold", 16, seed, rng.random(200) < 0.9,
+                   np.full(200, 12), **{"sampler.tau": tau})
     report = _aggregate(study, tmp_path / "r.h5")
     from merlin_mdm.results.plots import _series
 
     series = _series(report.summary)
+    assert len(series["threshold"]) == 3 and not any(key.startswith("threshold (") for key in series)
     assert {"top_prob", "top_prob (temperature=0)", "top_prob (temperature=0.5)", "margin", "margin (blocks=4)",
-            "eb (blocks=4)"} <= set(series), sorted(series)
+            "eb"} <= set(series), sorted(series)
     assert [r.steps for r in series["margin (blocks=4)"]] == [2, 4] and len(series["margin"]) == 2
-    assert len(series["top_prob (temperature=0)"]) == 1 and len(series["eb (blocks=4)"]) == 2
+    assert len(series["top_prob (temperature=0)"]) == 1 and len(series["eb"]) == 2
 
 
 def test_studies_run_in_batches_aggregate_as_one(study: Path, tmp_path: Path) -> None:
