@@ -27,11 +27,13 @@ __all__ = [
     "MAX_INSTANCES_ENV",
     "MAX_TASKS_ENV",
     "PARAMETERS_REMEDY",
+    "PGEN_REMEDY",
     "SAMPLES_REMEDY",
     "check_size",
     "combination_count",
     "max_instances",
     "max_tasks",
+    "parameters_source",
     "planned_instances",
     "planned_tasks",
     "size_problem",
@@ -175,4 +177,16 @@ def check_size(spec: Spec, issues: IssueCollector) -> None:
     shown = [f"{name}: {n}" for name, n in sizes.values()]
     groups = " x ".join(shown[:8]) + (" x ..." if len(shown) > 8 else "")
     what = f"the steps over their parameters' combinations ({groups} values)"
-    issues.error(key_mark(spec.raw, "global.parameters"), "global.parameters", str(size_problem(count, count, what)))
+    mark, path, remedy = parameters_source(spec)
+    issues.error(mark, path, str(size_problem(count, count, what, remedy)))
+
+
+PGEN_REMEDY = "make the generator (--pgen) return fewer combinations"
+
+
+def parameters_source(spec: Spec) -> tuple[tuple[int, int], str, str]:
+    """Where the spec's parameters come from, for an error about them: (line and column, YAML path, what to do).
+    Parameters of a `--pgen` generator have no place in the file."""
+    if "global.parameters" not in spec.raw:
+        return (0, 0), "--pgen", PGEN_REMEDY
+    return key_mark(spec.raw, "global.parameters"), "global.parameters", PARAMETERS_REMEDY

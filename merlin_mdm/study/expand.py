@@ -13,7 +13,13 @@ from merlin_mdm.launchers import DEFAULT_LAUNCHER, Resources, get_launcher
 from merlin_mdm.spec import EXIT_CODE_TOKENS, Parameter, Spec, Step, parent_name
 from merlin_mdm.spec.hazards import NAME_MAX, directory_label, label_problem, parse_walltime
 from merlin_mdm.spec.issues import value_mark
-from merlin_mdm.spec.limits import PARAMETERS_REMEDY, SAMPLES_REMEDY, combination_count, size_problem
+from merlin_mdm.spec.limits import (
+    PARAMETERS_REMEDY,
+    SAMPLES_REMEDY,
+    combination_count,
+    parameters_source,
+    size_problem,
+)
 from merlin_mdm.spec.tokens import TOKEN_RE, resolve_ordered, substitute, tokens_in
 from merlin_mdm.study.parameters import Combo, combinations, format_value, project
 from merlin_mdm.study.plan import Edge, StepInstance, StudyPlan
@@ -197,7 +203,7 @@ class _Expander:
             what = f"the steps' parameter combinations times the {self.ctx.samples.count:,} samples"
             remedy = f"{SAMPLES_REMEDY}, or fewer parameter values"
         else:
-            where, path = self._mark(), "global.parameters"
+            where, path, remedy = parameters_source(self.spec)
             what = "the steps' parameter combinations"
         problem = size_problem(self.instance_count, self.tasks, f"{what} (step '{step.name}' and those before)",
                                remedy)

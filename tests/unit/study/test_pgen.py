@@ -133,3 +133,14 @@ def test_a_spec_parameter_the_generator_leaves_out_is_an_error() -> None:
                           REPO / "specs" / "mdm_sudoku_avg.yaml").spec
     with pytest.raises(UsageError, match=r"parameter\(s\) PRICED_SEED \(used by train_priced, train_cheaper\)"):
         apply_pgen(spec, REPO / "specs" / "seed_sets.py", {"TRAIN_SEED": "9"})
+
+
+def test_a_generator_too_large_is_refused_naming_pgen(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The size check pointed at `global.parameters` (1:1) of a spec that has none, and said "drop `product`"."""
+    monkeypatch.setenv("MERLIN_MDM_MAX_INSTANCES", "5")
+    pgen = _pgen(tmp_path)
+    with pytest.raises(SpecError) as caught:
+        load_spec_text(SPEC, tmp_path / "s.yaml", transform=lambda s: apply_pgen(s, pgen, {"N": "6"}))
+    text = str(caught.value)
+    assert "--pgen: " in text and "make the generator (--pgen) return fewer combinations" in text, text
+    assert "s.yaml:1:1" not in text and "global.parameters" not in text, text
