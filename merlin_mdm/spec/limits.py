@@ -106,10 +106,12 @@ def combination_count(params: Sequence[Parameter], used: frozenset[str] | None =
 
 
 def _distinct(members: list[Parameter]) -> int:
-    """The distinct tuples of one zipped group's values (its parameters have as many values each)."""
+    """The distinct tuples of one zipped group's values (as many as its shortest parameter has: a group of unequal
+    lengths is refused by its own check, reported beside this one)."""
     if len(members) == 1:
         return len({repr(value) for value in members[0].values})
-    return len({tuple(repr(param.values[i]) for param in members) for i in range(len(members[0].values))})
+    rows = min(len(param.values) for param in members)
+    return len({tuple(repr(param.values[i]) for param in members) for i in range(rows)})
 
 
 def step_parameters(spec: Spec) -> dict[str, frozenset[str]]:
