@@ -30,8 +30,8 @@ from types import FrameType
 
 from merlin_mdm.errors import Interrupted, UsageError
 
-__all__ = ["STOP_SIGNALS", "SignalWatch", "leave_hung_up_terminal", "parent_death_signal", "parse_signal",
-           "remember_terminal", "watch_signals"]
+__all__ = ["STOP_SIGNALS", "SignalWatch", "kept_ignored", "leave_hung_up_terminal", "parent_death_signal",
+           "parse_signal", "remember_terminal", "watch_signals"]
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 _KEPT_IGNORED = (signal.SIGHUP, signal.SIGINT)  # left ignored when inherited so (SIGTERM always stops a command)
@@ -108,9 +108,8 @@ class SignalWatch:
         self._old_unraisable = sys.unraisablehook
         sys.unraisablehook = self._unraisable
         for signum in self.signals:
-            if signum in _KEPT_IGNORED and signal.getsignal(signum) is signal.SIG_IGN:
-                continue  # `nohup`, or a shell's background job: the user asked for this signal to be ignored
-            self._old[signum] = signal.signal(signum, self._handle)
+            if not kept_ignored(signum):
+                self._old[signum] = signal.signal(signum, self._handle)
 
     def restore(self) -> None:
         for signum, handler in self._old.items():
@@ -131,6 +130,12 @@ def watch_signals(early_warning: int | None = None) -> Iterator[SignalWatch]:
         yield watch
     finally:
         watch.restore()
+
+
+def kept_ignored(signum: int) -> bool:
+    """Whether ``signum`` is SIGHUP or SIGINT and ignored by inheritance (`nohup`, or a shell's background job):
+    the user asked for it to be ignored, so no command installs a handler for it. SIGTERM always stops one."""
+    return signum in _KEPT_IGNORED and signal.getsignal(signum) is signal.SIG_IGN
 
 
 def remember_terminal() -> None:

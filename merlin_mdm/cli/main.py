@@ -76,10 +76,10 @@ class MerlinGroup(click.Group):
 
 # Merlin's options that take several space-separated values (argparse nargs="+"), per command, beside `--vars`
 LISTS = {
-    "run-workers": ("--steps",), "purge": ("--steps",), "queue-info": ("--steps",),
-    "stop-workers": ("--queues", "--workers"), "query-workers": ("--queues", "--workers"),
+    "run-workers": ("--steps",), "purge": ("--steps",), "queue-info": ("--queues",),
+    "stop-workers": ("--queues", "--workers"),
     "detailed-status": ("--steps", "--task-queues", "--task-status", "--return-code", "--workers"),
-}
+}  # each a repeatable option of its command (tests/unit/cli/test_main.py checks)
 
 
 def spread_vars(args: list[str]) -> list[str]:

@@ -475,7 +475,10 @@ def output_path_issue(spec: Spec, problem: str) -> SpecIssue:
 def output_path_problem(path: Path) -> str | None:
     """Why no workspace can be made under ``path`` (None when it looks possible), found without writing: a file in
     the way, a kernel file system, a folder without write permission."""
-    resolved = path.resolve()
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop
+        return f"{path} cannot be resolved ({exc})"
     kernel = next((fs for fs in _PSEUDO_FILE_SYSTEMS if fs == resolved or fs in resolved.parents), None)
     if kernel is not None:
         return f"{path} is in the kernel's {kernel} file system, where no folder can be made"
@@ -498,7 +501,12 @@ def _check_output_path(spec: Spec, issues: IssueCollector) -> None:
     value = resolve_ordered(spec.env.variables, {"SPECROOT": str(spec.root)}).get("OUTPUT_PATH", "")
     if not value or "$(" in value:
         return
-    path = Path(value).expanduser()
+    try:
+        path = Path(value).expanduser()
+    except RuntimeError:  # `~nouser/x`: no such user's home
+        issue = output_path_issue(spec, f"{value}: no home folder for its ~user")
+        issues.error((issue.line, issue.column), issue.path, issue.message)
+        return
     problem = output_path_problem(path if path.is_absolute() else spec.root / path)
     if problem:
         issue = output_path_issue(spec, problem)

@@ -111,7 +111,7 @@ def task_rows(plan: StudyPlan, snap: StudySnapshot, in_flight: Collection[UnitKe
                 where = where / plan.samples.path(sample)
             failure = failed.get((inst.name, sample)) or failed.get((inst.name, NO_SAMPLE))
             if (where / DONE_MARKER).exists():
-                yield TaskRow(inst.step, inst.name, sample, "finished", "MERLIN_SUCCESS", str(where))
+                yield TaskRow(inst.step, inst.name, sample, "finished", "MERLIN_SUCCESS", str(where), exit_code=0)
             elif failure is not None:
                 yield TaskRow(inst.step, inst.name, sample, failure.state.value, _code(failure), str(where),
                               failure.reason, failure.rc)

@@ -49,7 +49,7 @@ def dump_tasks(plan: StudyPlan, rows: Iterable[TaskRow], path: Path, now: dt.dat
         for name, where, task in entries:
             cmd, restart = params[name]
             tree.setdefault(name, {"parameters": {"cmd": cmd, "restart": restart}})[where] = task
-        path.write_text(json.dumps({when: tree, **_earlier_json(path)}, indent=1) + "\n", encoding="utf-8")
+        path.write_text(json.dumps({**_earlier_json(path), when: tree}, indent=1) + "\n", encoding="utf-8")
         return len(entries)
     appending = _appends_to_csv(path)
     with open(path, "a" if appending else "w", newline="", encoding="utf-8") as fh:

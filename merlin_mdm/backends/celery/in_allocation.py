@@ -10,7 +10,9 @@ and nothing is done twice (done-markers and the status store's records).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import shlex
 import signal
 import subprocess
@@ -28,7 +30,7 @@ from merlin_mdm.config import AppConfig
 from merlin_mdm.errors import MerlinMdmError
 from merlin_mdm.launchers import DEFAULT_LAUNCHER
 from merlin_mdm.launchers.per_node import per_node_prefix
-from merlin_mdm.signals import leave_hung_up_terminal
+from merlin_mdm.signals import kept_ignored, leave_hung_up_terminal
 from merlin_mdm.spec import BatchConfig, Spec
 from merlin_mdm.status.redis_store import RedisStatusStore
 from merlin_mdm.status.states import TaskState
@@ -151,8 +153,7 @@ class Supervisor:
         signums = [signal.SIGTERM, signal.SIGINT, signal.SIGHUP]
         if self.early_signal and self.early_signal not in signums:
             signums.append(signal.Signals(self.early_signal))
-        previous = {n: signal.signal(n, self._on_signal) for n in signums
-                    if n not in (signal.SIGHUP, signal.SIGINT) or signal.getsignal(n) is not signal.SIG_IGN}
+        previous = {n: signal.signal(n, self._on_signal) for n in signums if not kept_ignored(n)}
         try:
             while self._respawn_crashed() or any(p.poll() is None for p in self.procs):
                 if self.stopping is None:
@@ -267,8 +268,16 @@ class Supervisor:
             self._send(self.escalation.pop(0)[1])
 
     def _send(self, signum: int) -> None:
+        """Signal every worker still running. SIGKILL goes to the worker's whole process group (it leads one: a
+        session of its own), so that a chain such as Flux's signal relay around `flux exec` dies with it; other
+        signals go to the leader, which passes them on (a USR2 straight to `flux exec` would kill it)."""
         for proc in self.procs:
-            if proc.poll() is None:
+            if proc.poll() is not None:
+                continue
+            if signum == signal.SIGKILL:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+            else:
                 proc.send_signal(signum)
 
 

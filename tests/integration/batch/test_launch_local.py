@@ -88,6 +88,30 @@ def test_the_supervisor_stops_workers_before_the_deadline_and_on_sigterm() -> No
     assert messages == ["run-workers: stopping the workers: the walltime runs out"]
 
 
+def test_the_supervisors_sigkill_ends_the_workers_whole_group(tmp_path: Path) -> None:
+    """Flux workers are a chain (a signal relay, `flux exec`, the remote relay): a SIGKILL of the relay alone
+    left the rest running past run-workers' end, owned by nobody."""
+    chain = subprocess.Popen(["sh", "-c", f"sleep 300 & echo $! > {tmp_path}/pid; wait"], start_new_session=True)
+    deadline = time.monotonic() + 10
+    while not (tmp_path / "pid").exists() or not (tmp_path / "pid").read_text().strip():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    inner = int((tmp_path / "pid").read_text())
+    Supervisor([chain], poll=0.05, log=lambda m: None)._send(signal.SIGKILL)
+    assert chain.wait(timeout=10) == -signal.SIGKILL
+    deadline = time.monotonic() + 10
+    while _alive(inner):
+        assert time.monotonic() < deadline, "the worker's child outlived the SIGKILL"
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def test_the_supervisor_stops_workers_when_the_study_is_over() -> None:
     sleeper = subprocess.Popen(["sleep", "300"])
     checks: list[bool] = []

@@ -180,6 +180,8 @@ def test_detailed_status_filters_and_dumps(write_spec, tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert out.stdout == (f"work_I.2: failed MERLIN_SOFT_FAIL {ws}/work/I.2\n"
                           f"work_I.4: failed MERLIN_SOFT_FAIL (exit 7) {ws}/work/I.4\n")
+    out = merlin("detailed-status", str(ws), "--return-code", "0", "--steps", "work", cwd=tmp_path)
+    assert out.stdout.count(": finished MERLIN_SUCCESS ") == 2, out.stdout  # a number selects by exit code: 0 too
     # Merlin ORs --task-status, --return-code and --workers: a task matching either is listed
     out = merlin("detailed-status", str(ws), "--task-status", "FAILED", "--return-code", "SUCCESS", "--steps", "work",
                  cwd=tmp_path)

@@ -83,3 +83,18 @@ def test_merlins_space_separated_lists_are_spread_into_repeated_options(tmp_path
     assert spread_vars(["run", "s.yaml", "--workers", "2", "x"]) == ["run", "s.yaml", "--workers", "2", "x"]
     assert spread_vars(["run", "s.yaml", "--vars", "A=1", "B=2"]) == ["run", "s.yaml", "--vars", "A=1", "--vars",
                                                                       "B=2"]
+
+
+def test_every_spread_list_is_a_repeatable_option_of_its_command() -> None:
+    """The table named `queue-info --steps` and `query-workers --queues/--workers`, which those commands lack:
+    `queue-info --queues a b` took b for the SPEC."""
+    import click
+
+    from merlin_mdm.cli.main import LISTS, cli
+
+    ctx = click.Context(cli)
+    for name, options in LISTS.items():
+        command = cli.get_command(ctx, name)
+        assert command is not None, name
+        repeatable = {opt for p in command.params if isinstance(p, click.Option) and p.multiple for opt in p.opts}
+        assert set(options) <= repeatable, (name, set(options) - repeatable)

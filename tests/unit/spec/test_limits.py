@@ -166,10 +166,13 @@ study:
     ("afile/sub", "{tmp}/afile/sub is under {tmp}/afile, which is a file"),
     ("/proc/nope", "/proc/nope is in the kernel's /proc file system"),
     ("/sys/kernel", "/sys/kernel is in the kernel's /sys file system"),
+    ("~nosuchuser9/x", "~nosuchuser9/x: no home folder for its ~user"),  # expanduser raised RuntimeError
+    ("loop/x", "{tmp}/loop/x cannot be resolved"),  # a symlink loop: resolve() raised RuntimeError
 ])
 def test_an_output_path_no_workspace_can_be_made_in_is_refused_at_its_line(tmp_path: Path, path: str,
                                                                            message: str) -> None:
     (tmp_path / "afile").write_text("x")
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
     spec = tmp_path / "s.yaml"
     spec.write_text(OUT.format(path=path))
     with pytest.raises(SpecError) as caught:
