@@ -138,6 +138,10 @@ class BatchSystem(ABC):
     name: ClassVar[str]
     job_id_var: ClassVar[str]  # the variable holding the job id inside the job (e.g. SLURM_JOB_ID)
     script_suffix: ClassVar[str] = ".sh"
+    title: ClassVar[str] = ""  # the scheduler's name in messages (default: ``name`` in capitals)
+    lacks: ClassVar[tuple[tuple[str, str], ...]] = ()
+    """Request settings (``qos``, ``reservation``) the scheduler has no option for, each with where its like goes
+    instead (or ""): refused with that advice, never dropped without a word."""
 
     def __init__(self, runner: Runner | None = None) -> None:
         self._runner: Runner = runner or _shell.run
@@ -185,7 +189,12 @@ class BatchSystem(ABC):
 
     # -- shared behaviour -------------------------------------------------------------------------
     def script(self, req: AllocationRequest) -> str:
-        """The whole batch script for ``req``."""
+        """The whole batch script for ``req``; a setting the scheduler lacks is refused (:attr:`lacks`)."""
+        for key, instead in self.lacks:
+            value = getattr(req, key)
+            if value:
+                raise UnsupportedRequest(f"allocation '{req.name}': {key} {value!r}: {self.title or self.name.upper()} "
+                                         f"has no {key} option; remove `{key}` from the batch block{instead}")
         return "\n".join([*self.directives(req), "", *self.body(req)]) + "\n"
 
     def body(self, req: AllocationRequest) -> list[str]:

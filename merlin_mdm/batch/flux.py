@@ -17,7 +17,6 @@ from merlin_mdm.batch.base import (
     AllocationRequest,
     BatchSystem,
     JobState,
-    UnsupportedRequest,
     deadline_from_env,
     int_from_env,
     translate_state,
@@ -35,6 +34,8 @@ class FluxBatchSystem(BatchSystem):
     """Flux batch jobs."""
 
     name = "flux"
+    title = "Flux"
+    lacks = (("qos", ""), ("reservation", ""))  # `flux batch` has neither: they were dropped without a word
     job_id_var = "FLUX_JOB_ID"
 
     @classmethod
@@ -45,10 +46,6 @@ class FluxBatchSystem(BatchSystem):
                           deadline_from_env(env))
 
     def directives(self, req: AllocationRequest) -> list[str]:
-        for key, value in (("qos", req.qos), ("reservation", req.reservation)):
-            if value:  # `flux batch` has neither: it was dropped without a word
-                raise UnsupportedRequest(f"allocation '{req.name}': {key} {value!r}: Flux has no {key} option; "
-                                         f"remove `{key}` from the batch block")
         opts = [f"-N {req.nodes}", f"--job-name={req.name}", "--output=/dev/null"]
         opts += ["--exclusive"] * req.exclusive
         if req.walltime:

@@ -175,6 +175,7 @@ class LsfBatchSystem(PsijBatchSystem):
     """IBM Spectrum LSF: bsub, bjobs, bkill. Untested on a real LSF (none can be installed here)."""
 
     name = "lsf"
+    lacks = (("qos", " (an LSF service class goes in lsf_args, e.g. `-sla NAME`)"),)  # PSI/J wrote `#BSUB -qos`
     executor_name = "lsf"
     directive = "#BSUB"
     name_option = "-J "
@@ -190,12 +191,6 @@ class LsfBatchSystem(PsijBatchSystem):
         """Rounded up to whole minutes (at least one): ``bsub -W`` counts minutes, and PSI/J's rounding down
         (``01:30:45`` -> ``-W 1:30``, ``30`` -> ``-W 0:0``) ended the job before the deadline the workers planned on."""
         return None if req.walltime is None else max(60, -(-req.walltime // 60) * 60)
-
-    def directives(self, req: AllocationRequest) -> list[str]:
-        if req.qos:
-            raise UnsupportedRequest(f"allocation '{req.name}': qos {req.qos!r}: LSF has no QOS option; remove `qos` "
-                                     "(an LSF service class goes in lsf_args, e.g. `-sla NAME`)")
-        return super().directives(req)
 
     def dropped(self, req: AllocationRequest, line: str) -> bool:
         """PSI/J writes both ``-nnodes N`` (CSM machines: whole nodes) and ``-n N`` (slots elsewhere: N cores, maybe
@@ -240,6 +235,7 @@ class PbsBatchSystem(PsijBatchSystem):
     """PBS Pro: qsub, qstat, qdel. Untested on a real PBS (none can be installed here)."""
 
     name = "pbs"
+    lacks = (("qos", ""),)
     executor_name = "pbs"
     directive = "#PBS"
     name_option = "-N "
@@ -252,12 +248,6 @@ class PbsBatchSystem(PsijBatchSystem):
 
     def custom_attributes(self, req: AllocationRequest) -> list[tuple[str, str]]:
         return _valued(req.options)  # PBS has no qos option
-
-    def directives(self, req: AllocationRequest) -> list[str]:
-        if req.qos:
-            raise UnsupportedRequest(f"allocation '{req.name}': qos {req.qos!r}: PBS has no QOS option; remove `qos` "
-                                     "from the batch block")
-        return super().directives(req)
 
     def processes_per_node(self, req: AllocationRequest) -> int:
         """Every core of each node: PSI/J writes ``select=N:ncpus=P:mpiprocs=P``, and with P=1 the job's NCPUS was 1

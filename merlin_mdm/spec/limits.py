@@ -11,14 +11,13 @@ are known (the samples file, once read).
 
 from __future__ import annotations
 
-import graphlib
 import math
 import os
 from collections.abc import Sequence
 
 from merlin_mdm.errors import UsageError
 from merlin_mdm.spec.issues import IssueCollector, key_mark
-from merlin_mdm.spec.model import Parameter, Spec, parent_name
+from merlin_mdm.spec.model import Parameter, Spec, parent_name, step_order
 from merlin_mdm.spec.tokens import inlined_tokens
 
 __all__ = [
@@ -115,31 +114,33 @@ def _distinct(members: list[Parameter]) -> int:
 
 
 def step_parameters(spec: Spec) -> dict[str, frozenset[str]]:
-    """The parameters each step runs over: those its cmd, restart and description use (the env variables and
-    labels written out), those of its parents (except funnelled ones) and of the steps whose ``$(s.workspace)``
-    it names, as the study's expansion decides them."""
+    """The parameters each step runs over, the one rule the study's expansion follows: those its cmd, restart and
+    description use (the env variables and labels written out), those of its parents (except funnelled ones), and
+    those of the earlier steps (in :func:`step_order`) whose ``$(s.workspace)`` its cmd or restart names."""
     names = {p.name for p in spec.parameters}
-    inline = {**dict(spec.env.variables), **dict(spec.env.labels)}  # a label wins, as in the expansion
-    parents = {s.name: list(s.run.depends) for s in spec.steps}
-    try:
-        order = list(graphlib.TopologicalSorter({k: {parent_name(d)[0] for d in v} for k, v in parents.items()})
-                     .static_order())
-    except graphlib.CycleError:  # reported elsewhere
-        order = list(parents)
+    inline = _written_out(spec)
     used: dict[str, frozenset[str]] = {}
-    for name in order:
-        if name not in parents:
-            continue
-        run = spec.step(name).run
-        tokens = inlined_tokens(f"{run.cmd} {run.restart or ''} {spec.step(name).description}", inline)
-        own = {t.split(".")[0] for t in tokens if t.split(".")[0] in names}
-        funnels = {parent_name(d)[0] for d in parents[name] if parent_name(d)[1]}
-        refs = [t[: -len(".workspace")] for t in tokens if t.endswith(".workspace")]
-        for other in [*(parent_name(d)[0] for d in parents[name] if not parent_name(d)[1]), *refs]:
+    for name in step_order(spec):
+        step = spec.step(name)
+        run = step.run
+        commands = f"{run.cmd} {run.restart or ''}"
+        own = {t.split(".")[0] for t in inlined_tokens(f"{commands} {step.description}", inline)
+               if t.split(".")[0] in names}
+        links = [parent_name(d) for d in run.depends]
+        funnels = {parent for parent, funnel in links if funnel}
+        refs = [t[: -len(".workspace")] for t in inlined_tokens(commands, inline) if t.endswith(".workspace")]
+        for other in [*(parent for parent, funnel in links if not funnel), *refs]:
             if other not in funnels:
                 own |= used.get(other, frozenset())
         used[name] = frozenset(own)
     return used
+
+
+def _written_out(spec: Spec) -> dict[str, str]:
+    """The tokens a step's text is read through, as the expansion writes them out: variables, then
+    `env.dependencies` (their paths), then labels, a later kind winning over an earlier one of the same name."""
+    deps = {dep.name: dep.path for dep in spec.env.dependencies}
+    return {**dict(spec.env.variables), **deps, **dict(spec.env.labels)}
 
 
 def planned_instances(spec: Spec) -> int:
@@ -155,7 +156,7 @@ def planned_tasks(spec: Spec, samples: int) -> int:
     """How many tasks the spec makes with ``samples`` samples: the instances of a step whose cmd or restart uses a
     sample token or column run once per sample."""
     used = step_parameters(spec)
-    inline = {**dict(spec.env.variables), **dict(spec.env.labels)}
+    inline = _written_out(spec)
     per_sample = _SAMPLE_TOKENS | set(spec.samples.column_labels if spec.samples else ())
     total = 0
     for step in spec.steps:

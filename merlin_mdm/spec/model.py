@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import graphlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ __all__ = [
     "StepRun",
     "Worker",
     "parent_name",
+    "step_order",
 ]
 
 Scalar = str | int | float | bool
@@ -222,3 +224,19 @@ def parent_name(dep: str) -> tuple[str, bool]:
     if dep.endswith("_*"):
         return dep[:-2], True
     return (dep[:-1], True) if dep.endswith("*") else (dep, False)
+
+
+def step_order(spec: Spec) -> list[str]:
+    """The steps' names, every parent before its children; steps ready together keep their spec order (stable,
+    readable plans). One pass, no recursion: a chain may have thousands of steps. A cycle (refused by
+    validation) leaves the spec order."""
+    graph = {s.name: {parent_name(d)[0] for d in s.run.depends} for s in spec.steps}
+    try:
+        order = list(graphlib.TopologicalSorter(graph).static_order())
+    except graphlib.CycleError:
+        return list(graph)
+    depth: dict[str, int] = {}
+    for name in order:  # parents come first
+        depth[name] = 1 + max((depth[p] for p in graph.get(name, ())), default=-1)
+    position = {name: i for i, name in enumerate(graph)}
+    return sorted(graph, key=lambda n: (depth[n], position[n]))

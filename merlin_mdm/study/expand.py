@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import graphlib
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar, cast
 
 from merlin_mdm.errors import SpecError, SpecIssue
 from merlin_mdm.launchers import DEFAULT_LAUNCHER, Resources, get_launcher
@@ -19,7 +19,9 @@ from merlin_mdm.spec.limits import (
     combination_count,
     parameters_source,
     size_problem,
+    step_parameters,
 )
+from merlin_mdm.spec.model import step_order
 from merlin_mdm.spec.tokens import TOKEN_RE, resolve_ordered, substitute, tokens_in
 from merlin_mdm.study.parameters import Combo, combinations, format_value, project
 from merlin_mdm.study.plan import Edge, StepInstance, StudyPlan
@@ -31,6 +33,7 @@ SAMPLE_TASK_TOKENS = frozenset({"MERLIN_SAMPLE_ID", "MERLIN_SAMPLE_PATH", "MERLI
 # Merlin writes a task's files with the extension of its batch system's script adapter (Maestro's slurm
 # adapter, which Merlin's lsf and flux adapters extend): `<name>.slurm.sh`, `.slurm.out`, `.slurm.err`.
 _SCRIPT_EXT = {"slurm": ".slurm", "lsf": ".slurm", "lsf-srun": ".slurm", "flux": ".slurm"}
+_T = TypeVar("_T")
 _MAX_NESTING = 8  # substitution passes: a token's value may hold tokens, up to this depth
 
 
@@ -76,18 +79,6 @@ def study_tokens(spec: Spec, ctx: StudyContext) -> dict[str, str]:
     return tokens
 
 
-def _topological(spec: Spec) -> list[Step]:
-    graph = {s.name: {parent_name(d)[0] for d in s.run.depends} for s in spec.steps}
-    order = list(graphlib.TopologicalSorter(graph).static_order())
-    position = {s.name: i for i, s in enumerate(spec.steps)}
-    depth: dict[str, int] = {}
-    for name in order:  # parents come first: one pass, no recursion (a chain of thousands of steps)
-        depth[name] = 1 + max((depth[p] for p in graph[name]), default=-1)
-    # Keep spec order among steps that are ready together, for stable, readable plans.
-    order.sort(key=lambda n: (depth[n], position[n]))
-    return [spec.step(n) for n in order]
-
-
 class _Expander:
     """Walks the steps in topological order, expanding each over the parameters it uses."""
 
@@ -99,18 +90,20 @@ class _Expander:
         self.parameters = [self._filled(p) for p in spec.parameters]
         self.tasks = 0  # counted before each step is built: a study over the limits is refused before it is built
         self.instance_count = 0
-        self.used: dict[str, frozenset[str]] = {}
+        self.step_used = step_parameters(spec)  # the parameters each step runs over (one rule, in .limits)
+        self.used: dict[str, frozenset[str]] = {}  # those of the steps expanded so far
         self.by_labels: dict[str, dict[str, int]] = {}  # step -> labels -> instance index
         self.combo_of: dict[tuple[str, str], tuple[tuple[str, str, str], ...]] = {}  # (step, labels) -> combo
         self.folders: dict[tuple[str, str], str] = {}  # (step, folder name) -> the labels that made it
         self.issues: list[SpecIssue] = []  # unsafe labels and label collisions, all reported at the end
         self.instances: list[StepInstance] = []
         self._paths_all: str | None = None
+        self.memo: dict[tuple[str, str | None], object] = {}  # per text or step: what every instance shares
         self.sample_tokens = set(SAMPLE_TASK_TOKENS) | set(ctx.samples.column_labels if ctx.samples else ())
 
     def run(self) -> StudyPlan:
-        for step in _topological(self.spec):
-            self._expand_step(step)
+        for name in step_order(self.spec):
+            self._expand_step(self.spec.step(name))
         if self.issues:
             raise SpecError(list(dict.fromkeys(self.issues)))
         return StudyPlan(self.spec.description.name, self.ctx.workspace, tuple(self.instances), self.ctx.samples,
@@ -146,28 +139,16 @@ class _Expander:
         values = tuple(self._env_text(v) if isinstance(v, str) else v for v in param.values)
         return dataclasses.replace(param, values=values, label=self._env_text(param.label))
 
-    def _used_params(self, step: Step) -> frozenset[str]:
-        text = self._env_text(f"{step.run.cmd} {step.run.restart or ''} {step.description}")
-        own = {t.split(".")[0] for t in tokens_in(text) if t.split(".")[0] in self.params}
-        for dep in step.run.depends:
-            parent, funnel = parent_name(dep)
-            if not funnel:
-                own |= self.used[parent]
-        for ref in self._workspace_refs(step):
-            if ref not in self._funnels(step) and ref in self.used:
-                own |= self.used[ref]
-        return frozenset(own)
-
     def _workspace_refs(self, step: Step) -> list[str]:
-        text = self._env_text(f"{step.run.cmd} {step.run.restart or ''}")  # a variable may name one (Maestro)
-        return [t[: -len(".workspace")] for t in tokens_in(text) if t.endswith(".workspace")]
+        tokens = self._tokens(f"{step.run.cmd} {step.run.restart or ''}")  # a variable may name one (Maestro)
+        return [t[: -len(".workspace")] for t in tokens if t.endswith(".workspace")]
 
     @staticmethod
     def _funnels(step: Step) -> set[str]:
         return {parent_name(d)[0] for d in step.run.depends if parent_name(d)[1]}
 
     def _expand_step(self, step: Step) -> None:
-        used = self._used_params(step)
+        used = self.step_used[step.name]
         self.used[step.name] = used
         self.by_labels[step.name] = {}
         self._count(step, used)
@@ -299,12 +280,21 @@ class _Expander:
 
     def _command_params(self, text: str | None, combo: Combo) -> tuple[tuple[str, str], ...]:
         """The parameters of ``combo`` that ``text`` names, as $(P) or $(P.label), with their values."""
-        used = {token.removesuffix(".label") for token in tokens_in(self._env_text(text or ""))}
+        used = self._memo(("names", text), lambda: {t.removesuffix(".label") for t in self._tokens(text or "")})
         return tuple((name, value) for name, value, _ in combo.items if name in used)
 
     def _uses_samples(self, step: Step) -> bool:
-        text = self._env_text(f"{step.run.cmd} {step.run.restart or ''}")
-        return self.ctx.samples is not None and any(t in self.sample_tokens for t in tokens_in(text))
+        tokens = self._tokens(f"{step.run.cmd} {step.run.restart or ''}")
+        return self.ctx.samples is not None and any(t in self.sample_tokens for t in tokens)
+
+    def _tokens(self, text: str) -> list[str]:
+        """The tokens ``text`` holds once the environment is written out (once per text, not per instance)."""
+        return self._memo(("tokens", text), lambda: tokens_in(self._env_text(text)))
+
+    def _memo(self, key: tuple[str, str | None], make: Callable[[], _T]) -> _T:
+        if key not in self.memo:
+            self.memo[key] = make()
+        return cast(_T, self.memo[key])
 
     def _edges(self, step: Step, combo: Combo, uses_samples: bool) -> tuple[Edge, ...]:
         edges: list[Edge] = []
@@ -330,6 +320,9 @@ class _Expander:
         return out
 
     def _launcher_tokens(self, step: Step) -> dict[str, str]:
+        return self._memo(("launcher", step.name), lambda: self._launcher_tokens_of(step))
+
+    def _launcher_tokens_of(self, step: Step) -> dict[str, str]:
         run = step.run
         batch = run.batch or self.spec.batch
         name = str(batch.extra.get("launcher") or DEFAULT_LAUNCHER.get(batch.type, "plain"))

@@ -81,15 +81,36 @@ def create_workspace(
     """
     spec = loaded.spec
     base = output_path(spec)
+    made = _missing(base)
     root, stamp = _new_root(spec, base, now or dt.datetime.now())
     try:
         (root / "merlin_info").mkdir()
         return _fill_workspace(Workspace(root), loaded, base, stamp, samples_file, (batch_size, slots))
     except BaseException as exc:
         shutil.rmtree(root, ignore_errors=True)
+        _remove_empty(made)
         if isinstance(exc, OSError):
             raise WorkspaceError(f"cannot write the workspace {root}: {exc.strerror or exc}") from None
         raise
+
+
+def _missing(base: Path) -> list[Path]:
+    """The folders of ``base`` that do not exist yet, deepest first: those a refused study must not leave behind."""
+    missing = []
+    for folder in [base, *base.parents]:
+        if os.path.exists(folder):  # False where it cannot be seen: rmdir then fails, harmless
+            break
+        missing.append(folder)
+    return missing
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove ``folders`` (deepest first) while they are empty: another run's study in one of them keeps it."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def _given_vars(spec: Spec) -> str:

@@ -275,8 +275,8 @@ def test_lsf_asks_for_nodes_not_slots(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("name", "key", "message"), [
-    ("lsf", "qos", r"qos 'standby': LSF has no QOS option; remove `qos`"),  # was #BSUB -qos "standby"
-    ("pbs", "qos", r"qos 'standby': PBS has no QOS option"),
+    ("lsf", "qos", r"qos 'standby': LSF has no qos option; remove `qos` from the batch block \(an LSF service"),
+    ("pbs", "qos", r"qos 'standby': PBS has no qos option; remove `qos` from the batch block"),
     ("flux", "qos", r"qos 'standby': Flux has no qos option; remove `qos` from the batch block"),
     ("flux", "reservation", r"reservation 'standby': Flux has no reservation option"),
 ])  # fmt: skip

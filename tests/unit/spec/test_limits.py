@@ -21,8 +21,10 @@ from merlin_mdm.spec.limits import (
     max_instances,
     max_tasks,
     planned_instances,
+    step_parameters,
 )
 from merlin_mdm.spec.tokens import MAX_VALUE_CHARS
+from merlin_mdm.study.expand import StudyContext, expand
 from merlin_mdm.study.parameters import Combo, combinations
 
 
@@ -97,6 +99,29 @@ def test_children_and_workspace_references_count_their_parents_parameters(monkey
         "  - name: v\n    run: {cmd: 'cat $(t.workspace)', depends: [u, t_*]}\n")
     spec = load_spec_text(text, "/s/x.yaml").spec
     assert planned_instances(spec) == 3 + 9 + 1 + 1  # t inherits P0 from s; a funnel and a funnelled ref do not
+
+
+@pytest.mark.parametrize("steps", [
+    # a `$(s.workspace)` named in a description only: no reference (the expansion reads cmd and restart)
+    "  - name: t\n    description: reads $(s.workspace)\n    run: {cmd: 'echo $(P1)'}\n",
+    # a reference to a grandparent behind a funnel brings its parameters back
+    "  - name: u\n    run: {cmd: 'echo', depends: [s_*]}\n  - name: t\n    run: {cmd: 'cat $(s.workspace)', "
+    "depends: [u]}\n",
+    # a parameter reached through an env dependency's path
+    "  - name: t\n    run: {cmd: 'ls $(DATA)', depends: [s]}\n",
+    # a label that shadows a variable of the same name
+    "  - name: t\n    run: {cmd: 'echo $(V)'}\n",
+])
+def test_the_count_and_the_expansion_follow_one_rule(steps: str) -> None:
+    text = _crossed(2, 3, "echo $(P0)").replace("study:\n", "env:\n  variables: {V: plain}\n  labels: {V: '$(P1)'}\n"
+                                                 "  dependencies:\n    paths:\n      - {name: DATA, path: '/d/$(P1)'}\n"
+                                                 "study:\n") + steps
+    spec = load_spec_text(text, "/s/x.yaml").spec
+    plan = expand(spec, StudyContext("/ws", "/out", "00000000-000000"))
+    per_step = {s.name: sum(i.step == s.name for i in plan.instances) for s in spec.steps}
+    counted = step_parameters(spec)
+    assert per_step == {s.name: combination_count(spec.parameters, counted[s.name]) for s in spec.steps}
+    assert planned_instances(spec) == len(plan.instances)
 
 
 STEP = """description: {{name: n, description: x}}

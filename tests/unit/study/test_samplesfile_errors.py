@@ -170,6 +170,26 @@ def test_the_samples_times_the_instances_that_use_them_are_counted_before_the_pl
     assert "times the 4 samples (step 'a' and those before) make 12 tasks, more than the 11" in issue.message
 
 
+def test_a_study_refused_when_its_samples_are_read_leaves_no_folder_behind(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The refusal comes after the workspace was made (the samples are read into it): the study folder went, but
+    OUTPUT_PATH's new folders stayed, empty. Folders that existed, or hold another study, stay."""
+    from merlin_mdm.spec import LoadedSpec
+    from merlin_mdm.study.workspace import create_workspace
+
+    monkeypatch.setenv("MERLIN_MDM_MAX_TASKS", "3")
+    (tmp_path / "samples.csv").write_text("1,2\n" * 4, encoding="utf-8")
+    text = SPEC.replace("./out", "./new/deeper/out")
+    spec = load_spec_text(text, tmp_path / "spec.yaml").spec
+    with pytest.raises(SpecError, match="make 4 tasks, more than the 3"):
+        create_workspace(LoadedSpec(spec, (), text))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["samples.csv"]
+    (tmp_path / "new/deeper/other_study").mkdir(parents=True)
+    with pytest.raises(SpecError, match="make 4 tasks"):
+        create_workspace(LoadedSpec(spec, (), text))
+    assert sorted(p.name for p in (tmp_path / "new/deeper").iterdir()) == ["other_study"]
+
+
 def test_validate_counts_the_samples_times_the_instances_that_use_them(tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     from merlin_mdm.study.samples import check_samples_file
