@@ -251,6 +251,9 @@ def _current(ws: Workspace, backend: str, store: StatusStore, every_failure: boo
     live = _record_dead_runner(ws, store)
     if live is None:
         return store.snapshot(every_failure)  # recorded as interrupted (or it ended meanwhile): what is now true
+    if live.stopped():  # the counts stand still until it is continued
+        return dataclasses.replace(snap, message=f"run by {live}, which is stopped (SIGSTOP or Ctrl-Z): nothing "
+                                                 f"runs until `kill -CONT {live.pid}` (or `fg` in its shell)")
     return snap if snap.message else dataclasses.replace(snap, message=f"run by {live}")
 
 

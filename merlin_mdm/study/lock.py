@@ -41,6 +41,17 @@ class LockHolder:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.since)) if self.since else "?"
         return f"`merlin-mdm {self.command}` (pid {self.pid} on {self.host}, since {when})"
 
+    def stopped(self) -> bool:
+        """Whether the holder is a process of this host that a signal stopped (SIGSTOP, Ctrl-Z: state T in
+        /proc): it holds the study but runs nothing until it is continued."""
+        if self.host != os.uname().nodename:
+            return False
+        try:
+            stat = Path(f"/proc/{self.pid}/stat").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return False
+        return stat[stat.rfind(")") + 1 :].split()[:1] == ["T"]
+
     @classmethod
     def read(cls, path: Path) -> LockHolder | None:
         """The holder recorded in ``path`` (None when the file is missing or empty)."""

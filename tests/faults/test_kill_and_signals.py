@@ -44,6 +44,24 @@ def test_sigkill_of_the_runner_leaves_no_process_and_status_says_interrupted(sta
     _finish_with_restart(ws, tmp_path)
 
 
+def test_status_says_when_the_runner_is_stopped_and_how_to_continue_it(start, tmp_path: Path) -> None:
+    """A SIGSTOPped (Ctrl-Z) runner holds the study and runs nothing: its counts stood still with no word why."""
+    runner = start("run", str(spec_file(tmp_path)), "--local", "--workers", "2", "--batch-size", "5")
+    ws = wait_until_some_done(tmp_path / "out")
+    pid = runner.proc.pid
+    runner.signal(signal.SIGSTOP)
+    wait_for(lambda: Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T", 10, "the stop")
+    stopped = status_json(ws)
+    assert stopped["state"] == "running"
+    assert "which is stopped (SIGSTOP or Ctrl-Z)" in stopped["message"], stopped["message"]
+    assert f"`kill -CONT {pid}`" in stopped["message"]
+    runner.signal(signal.SIGCONT)
+    wait_for(lambda: "which is stopped" not in status_json(ws)["message"], 10, "status to see it run again")
+    rc, err = runner.finish()
+    assert rc == 0, err
+    assert assert_status_matches_disk(ws)["state"] == "finished"
+
+
 def test_sigkill_of_the_runner_and_its_workers_at_once_leaves_no_task_running(start, tmp_path: Path) -> None:
     """`pkill -9`, the OOM killer: no process is left to run a handler, yet no task may outlive its worker (two
     did, and wrote their lines beside the copies a restart ran)."""
