@@ -108,20 +108,24 @@ def _with_study_vars(command: str, sources: tuple[str, ...]) -> str:
 def _render(report: AggregateReport) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     from merlin_mdm.status.render import console_width
 
     console = Console(width=console_width(sys.stdout))
     written = [str(p) for p in (report.outputs.csv, report.outputs.markdown, report.outputs.plot) if p is not None]
     # soft_wrap: a path is never broken across lines (`aggregate ... | cat`, copy and paste)
+    # markup=False, Text cells: a path is printed as it is (`[/red]` in one ended aggregate in a MarkupError, and
+    # `study[ab]_1.out` was shown as `study_1.out`)
     console.print(f"Aggregated {report.table.n_rows} runs from {report.n_files} files into "
-                  f"{report.outputs.results}" + (f" (and {', '.join(written)})" if written else ""), soft_wrap=True)
+                  f"{report.outputs.results}" + (f" (and {', '.join(written)})" if written else ""), soft_wrap=True,
+                  markup=False, highlight=False)
     if report.table.problems:
         table = Table(title=f"{len(report.table.problems)} files not used", title_justify="left")
         for name in ("file", "kind", "why"):
             table.add_column(name, overflow="fold")
         for problem in report.table.problems:
-            table.add_row(problem.path, problem.kind, problem.message)
+            table.add_row(Text(problem.path), Text(problem.kind), Text(problem.message))
         console.print(table)
 
 

@@ -10,6 +10,7 @@ import sys
 import click
 
 from merlin_mdm import __version__
+from merlin_mdm.cli.output import finish_output, guard_output, release_output
 from merlin_mdm.errors import Interrupted, MerlinMdmError, out_of_memory_hint
 from merlin_mdm.signals import watch_signals
 
@@ -135,9 +136,19 @@ def cli(log_level: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors print `Error: ...` without a traceback."""
+    guard_output()
+    try:
+        _main(argv)
+    finally:
+        release_output()
+
+
+def _main(argv: list[str] | None) -> None:
     try:
         with watch_signals():  # SIGTERM/SIGHUP end any command like Ctrl-C: `Error: interrupted`, 128+signal
             rc = cli.main(args=argv, prog_name="merlin-mdm", standalone_mode=False)
+            if not rc:  # a command that failed (a lost output too) has said so
+                finish_output()
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(130)

@@ -347,6 +347,7 @@ def samplers_command(as_json: bool) -> None:
 
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     from merlin_mdm.mdm.samplers import SAMPLERS
 
@@ -363,7 +364,8 @@ def samplers_command(as_json: bool) -> None:
     table = Table("sampler", "adaptive", "knobs (default)", "what it does")
     for row in rows:
         knob_text = ", ".join(f"{k}={v}" for k, v in row["knobs"].items()) or "-"
-        table.add_row(str(row["name"]), "yes" if row["adaptive"] else "no", knob_text, str(row["doc"]))
+        table.add_row(*(Text(cell) for cell in (str(row["name"]), "yes" if row["adaptive"] else "no", knob_text,
+                                                str(row["doc"]))))
     Console().print(table)
 
 

@@ -190,3 +190,26 @@ def test_run_workers_until_done_refuses_a_study_of_the_local_runner(write_spec, 
     ws = workspace_of(merlin("run", str(spec), "--local", cwd=tmp_path))
     result = merlin("run-workers", str(spec), "--until-done", str(ws), cwd=tmp_path, timeout=60)
     assert result.returncode == 2 and "ran on the local runner" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("stdout", ["/dev/full", "closed"])
+@pytest.mark.parametrize("args", [["validate", "SPEC"], ["status", "SPEC"], ["status", "SPEC", "--json"],
+                                  ["dag", "SPEC"]])
+def test_output_that_cannot_be_written_fails_the_command_in_one_line(spec: Path, tmp_path: Path, stdout: str,
+                                                                     args: list[str]) -> None:
+    """`status WS >/dev/full` ended in an OSError traceback, `status WS >&-` in an AttributeError, and
+    `status WS --json >&-` exited 0 with nothing written."""
+    assert merlin("run", str(spec), "--local", cwd=tmp_path).returncode == 0
+    command = [*CLI, *(str(spec) if a == "SPEC" else a for a in args)]
+    if stdout == "closed":
+        result = subprocess.run(command, cwd=tmp_path, stdout=None, stderr=subprocess.PIPE, text=True,
+                                timeout=120, check=False, close_fds=True, preexec_fn=lambda: os.close(1))
+        why = "it is closed"
+    else:
+        with open(stdout, "w", encoding="utf-8") as full:
+            result = subprocess.run(command, cwd=tmp_path, stdout=full, stderr=subprocess.PIPE, text=True,
+                                    timeout=120, check=False)
+        why = "No space left on device"
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.splitlines()[-1] == f"Error: cannot write to standard output: {why}"  # after any warning
+    assert "Traceback" not in result.stderr and result.stderr.count("Error:") == 1

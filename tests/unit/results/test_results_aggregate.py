@@ -209,6 +209,19 @@ def test_cli_writes_every_output_and_lists_problems(workspace: Path, tmp_path: P
     assert "## Notes\n\nNothing here beats anything.\n" in report
 
 
+def test_paths_are_printed_as_they_are_never_read_as_markup(workspace: Path, tmp_path: Path) -> None:
+    """`--out 'm[/red]k/r.h5'` wrote its files, then ended in rich's MarkupError; `study[ab]_1.out` was shown as
+    `study_1.out`, a path that does not exist."""
+    (workspace / "bad[/i]x").mkdir(parents=True)
+    (workspace / "bad[/i]x" / "m.h5").write_text("junk")
+    for folder in ("m[/red]k", "study[ab]_1.out"):
+        out = tmp_path / folder / "r.h5"
+        result = CliRunner().invoke(aggregate_command, [str(workspace), "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        assert f"into {out} (and" in result.output.replace("\n", "")
+        assert "bad[/i]x/m.h5" in result.output.replace("\n", "").replace(" ", "").replace("│", "")
+
+
 def test_the_report_says_which_vars_the_study_ran_with(workspace: Path, tmp_path: Path) -> None:
     """The spec's REGENERATE variable cannot know the --vars of a run: the report adds them from the workspace's
     spec copy (a study run with --vars TRAIN_STEPS=150 reported the plain command)."""
