@@ -10,7 +10,7 @@ import contextlib
 import os
 import signal
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 __all__ = ["ShellResult", "run"]
@@ -31,12 +31,14 @@ def run(
     env: Mapping[str, str] | None = None,
     stdin: str | None = None,
     cwd: str | None = None,
+    watch: Callable[[int], None] | None = None,
 ) -> ShellResult:
     """Run ``cmd`` (no shell), capture its output and return its exit code.
 
     A command that cannot be found yields rc 127; one that runs past ``timeout`` yields rc 124. The command
     runs in a process group of its own, which is killed whole when it times out or when the caller is
-    interrupted (a signal, Ctrl-C): nothing it started outlives the call.
+    interrupted (a signal, Ctrl-C): nothing it started outlives the call. ``watch`` is told the group when it
+    starts and 0 when it is gone: a task guard that kills it should the caller be SIGKILLed.
     """
     try:
         proc = subprocess.Popen(list(cmd), stdin=subprocess.PIPE if stdin is not None else None,
@@ -44,6 +46,8 @@ def run(
                                 env=dict(env) if env is not None else None, cwd=cwd, start_new_session=True)
     except FileNotFoundError as exc:
         return ShellResult(127, "", str(exc))
+    if watch is not None:
+        watch(proc.pid)
     try:
         out, err = proc.communicate(stdin, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -52,6 +56,9 @@ def run(
     except BaseException:
         _kill_group(proc)
         raise
+    finally:
+        if watch is not None:
+            watch(0)
     return ShellResult(proc.returncode, out, err)
 
 

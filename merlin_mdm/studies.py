@@ -7,6 +7,7 @@ is used, so that `status` loads little more than the status store.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from merlin_mdm.errors import NoWorkspace, SpecIssue, StatusError, WorkspaceErro
 from merlin_mdm.status.model import StudySnapshot, StudyState
 from merlin_mdm.status.store import StatusStore
 from merlin_mdm.study.layout import Workspace
-from merlin_mdm.study.lock import LOCK_FILE, LockHolder, WorkspaceLock
+from merlin_mdm.study.lock import LOCK_FILE, LockHolder, WorkspaceLock, lock_holder
 from merlin_mdm.study.plan import StudyPlan, UnitKey
 
 if TYPE_CHECKING:  # the spec loads when a study is started or validated, not for `status`
@@ -54,10 +55,13 @@ def prepare(request: StudyRequest, check: Callable[[Spec], None] | None = None,
     if check is not None:
         check(loaded.spec)
     from merlin_mdm.backends.slots import default_workers
+    from merlin_mdm.backends.task_guard import task_guard
     from merlin_mdm.study.workspace import create_workspace
 
+    # the samples' generator dies with this command, even by SIGKILL (it went on, and wrote into the removed
+    # workspace's folder)
     ws, plan = create_workspace(loaded, request.samples_file, request.batch_size,
-                                slots=request.slots or default_workers())
+                                slots=request.slots or default_workers(), watch=task_guard())
     (ws.info / BACKEND_FILE).write_text(request.backend + "\n", encoding="utf-8")
     return loaded, ws, plan
 
@@ -248,7 +252,13 @@ def _current(ws: Workspace, backend: str, store: StatusStore, every_failure: boo
     snap = store.snapshot(every_failure)  # read once: on a 100,000-unit study one read is most of the time
     if backend != "local" or snap.state is not StudyState.RUNNING:
         return snap
-    live = _record_dead_runner(ws, store)
+    held, holder = lock_holder(ws.info)
+    if not held and not os.access(ws.info, os.W_OK):  # another user's study, a read-only one: said, not recorded
+        who = f"the runner {holder}" if holder else "the runner"
+        return dataclasses.replace(snap, state=StudyState.INTERRUPTED, message=(
+            f"{who} is gone without recording an end (killed?); `merlin-mdm restart` by one who may write the "
+            "workspace resumes it"))
+    live = holder if held else _record_dead_runner(ws, store)
     if live is None:
         return store.snapshot(every_failure)  # recorded as interrupted (or it ended meanwhile): what is now true
     if live.stopped():  # the counts stand still until it is continued
@@ -258,9 +268,10 @@ def _current(ws: Workspace, backend: str, store: StatusStore, every_failure: boo
 
 
 def _record_dead_runner(ws: Workspace, store: StatusStore) -> LockHolder | None:
-    """Record a study whose runner died as interrupted; returns the live runner when there is one."""
+    """Record a study whose runner died as interrupted; returns the live runner when there is one. The look
+    leaves the lock file naming that runner (on a full disk `status` failed to record and left its own name)."""
     holder = LockHolder.read(ws.info / LOCK_FILE)
-    lock = WorkspaceLock(ws.info, "status")
+    lock = WorkspaceLock(ws.info, "status", record=False)
     try:
         lock.acquire(tries=1)
     except WorkspaceError:

@@ -43,7 +43,11 @@ class LocalBackend(Backend):
         self.config = config
 
     def status_store(self, workspace: Workspace, patient: bool = True) -> StatusStore:
-        return SqliteStatusStore(workspace.status_path)
+        """The study's database; read only where this user cannot write it (another user's study, a workspace
+        made read-only): `status` of those failed on SQLite's "attempt to write a readonly database"."""
+        path = workspace.status_path
+        writable = os.access(path.parent, os.W_OK) and (not path.exists() or os.access(path, os.W_OK))
+        return SqliteStatusStore(path, readonly=not writable)
 
     def check_spec(self, spec: Spec, options: RunOptions) -> None:
         """Refuse a spec with a task that needs more cores than the runner's slots, before anything is written.

@@ -59,7 +59,9 @@ class SqliteStatusStore(StatusStore):
             where = quote(os.fspath(self.path), safe="/")  # a URI: ?, # and % in a folder name are escaped
             uri = f"file:{where}?mode=ro" if readonly else f"file:{where}"
             self.db = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
-            if not readonly:
+            if readonly:
+                self._readable(where)
+            else:
                 self.db.execute("PRAGMA journal_mode=WAL")
                 self.db.execute("PRAGMA synchronous=NORMAL")
                 self.db.executescript(SCHEMA)
@@ -71,6 +73,19 @@ class SqliteStatusStore(StatusStore):
             self.timed = not missing
         except sqlite3.Error as exc:
             raise StatusError(f"cannot open the status database {self.path}: {exc}") from None
+
+    def _readable(self, where: str) -> None:
+        """A database in WAL mode is read through its shared-memory file, which a reader who may not write the
+        folder cannot make ("attempt to write a readonly database"): such a reader (a read-only workspace, another
+        user's study) reads the database file as it is, without the log's latest writes."""
+        try:
+            self.db.execute("SELECT 1 FROM meta LIMIT 1").fetchall()
+        except sqlite3.OperationalError as exc:
+            if "readonly" not in str(exc):
+                raise
+            self.db.close()
+            self.db = sqlite3.connect(f"file:{where}?mode=ro&immutable=1", uri=True, timeout=30,
+                                      isolation_level=None)
 
     def _unit_columns(self) -> set[str]:
         return {row[1] for row in self.db.execute("PRAGMA table_info(units)")}
@@ -87,7 +102,9 @@ class SqliteStatusStore(StatusStore):
             self.db.execute("COMMIT")
         except sqlite3.Error as exc:
             self.db.execute("ROLLBACK") if self.db.in_transaction else None
-            raise StatusError(f"status database {self.path}: {exc}") from None
+            hint = "; free space on its file system, then `merlin-mdm restart` resumes the study" \
+                if "disk is full" in str(exc) else ""
+            raise StatusError(f"status database {self.path}: {exc}{hint}") from None
 
     def register(self, plan: StudyPlan) -> None:
         inst_rows = [(i.index, i.step, i.name, plan.n_tasks(i.index)) for i in plan.instances]
@@ -130,7 +147,9 @@ class SqliteStatusStore(StatusStore):
             return changed
         except sqlite3.Error as exc:
             self.db.execute("ROLLBACK") if self.db.in_transaction else None
-            raise StatusError(f"status database {self.path}: {exc}") from None
+            hint = "; free space on its file system, then `merlin-mdm restart` resumes the study" \
+                if "disk is full" in str(exc) else ""
+            raise StatusError(f"status database {self.path}: {exc}{hint}") from None
 
     def units_not_run(self, keys: Iterable[UnitKey], reason: str) -> None:
         rows = [(key.instance, key.unit) for key in keys]
@@ -182,7 +201,9 @@ class SqliteStatusStore(StatusStore):
             self.db.execute("COMMIT")
         except sqlite3.Error as exc:
             self.db.execute("ROLLBACK") if self.db.in_transaction else None
-            raise StatusError(f"status database {self.path}: {exc}") from None
+            hint = "; free space on its file system, then `merlin-mdm restart` resumes the study" \
+                if "disk is full" in str(exc) else ""
+            raise StatusError(f"status database {self.path}: {exc}{hint}") from None
 
     def snapshot(self, every_failure: bool = False) -> StudySnapshot:
         try:

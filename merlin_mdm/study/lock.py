@@ -68,9 +68,10 @@ class LockHolder:
 class WorkspaceLock:
     """The runner lock of the workspace whose provenance directory is ``info``."""
 
-    def __init__(self, info: Path, command: str):
+    def __init__(self, info: Path, command: str, record: bool = True):
         self.path = Path(info) / LOCK_FILE
         self.command = command
+        self.record = record  # False: a look (status) keeps the last runner's name in the file
         self.fd: int | None = None
 
     def acquire(self, wait: bool = False, tries: int = _TRIES) -> None:
@@ -84,10 +85,11 @@ class WorkspaceLock:
         except BaseException:
             os.close(fd)
             raise
-        holder = {"pid": os.getpid(), "host": os.uname().nodename, "command": self.command, "since": time.time()}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(holder).encode(), 0)
         self.fd = fd
+        if self.record:
+            holder = {"pid": os.getpid(), "host": os.uname().nodename, "command": self.command, "since": time.time()}
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(holder).encode(), 0)
 
     def _lock(self, fd: int, wait: bool, tries: int) -> None:
         if wait:

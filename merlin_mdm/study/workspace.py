@@ -11,7 +11,7 @@ import errno
 import os
 import shlex
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -74,10 +74,12 @@ def create_workspace(
     batch_size: int = 100,
     now: dt.datetime | None = None,
     slots: int = 1,
+    watch: Callable[[int], None] | None = None,
 ) -> tuple[Workspace, StudyPlan]:
     """Create the workspace, its provenance and the plan; removes everything written if any step fails.
 
     Units hold at most ``batch_size`` samples and are sized for ``slots`` workers (:class:`UnitLayout`).
+    ``watch`` is told the process group of the samples' generator (a task guard: it dies with the caller).
     """
     spec = loaded.spec
     base = output_path(spec)
@@ -85,7 +87,7 @@ def create_workspace(
     root, stamp = _new_root(spec, base, now or dt.datetime.now())
     try:
         (root / "merlin_info").mkdir()
-        return _fill_workspace(Workspace(root), loaded, base, stamp, samples_file, (batch_size, slots))
+        return _fill_workspace(Workspace(root), loaded, base, stamp, samples_file, (batch_size, slots), watch)
     except BaseException as exc:
         shutil.rmtree(root, ignore_errors=True)
         _remove_empty(made)
@@ -124,7 +126,7 @@ def _given_vars(spec: Spec) -> str:
 
 
 def _fill_workspace(ws: Workspace, loaded: LoadedSpec, base: Path, stamp: str, samples_file: Path | None,
-                    units: tuple[int, int]) -> tuple[Workspace, StudyPlan]:
+                    units: tuple[int, int], watch: Callable[[int], None] | None) -> tuple[Workspace, StudyPlan]:
     spec = loaded.spec
     batch_size, slots = units
     ctx = StudyContext(str(ws.root), str(base), stamp, None, batch_size)
@@ -133,7 +135,7 @@ def _fill_workspace(ws: Workspace, loaded: LoadedSpec, base: Path, stamp: str, s
     tokens = study_tokens(spec, ctx)
     (ws.info / f"{name}.partial.yaml").write_text(_given_vars(spec) + substitute(loaded.text, tokens),
                                                    encoding="utf-8")
-    samples = _stage_samples(spec, ws, tokens, samples_file)
+    samples = _stage_samples(spec, ws, tokens, samples_file, watch)
     ctx = StudyContext(str(ws.root), str(base), stamp, samples, max(1, batch_size), max(1, slots))
     plan = expand(spec, ctx)
     _write_atomic(ws.plan_path, plan.to_json())
@@ -141,7 +143,8 @@ def _fill_workspace(ws: Workspace, loaded: LoadedSpec, base: Path, stamp: str, s
     return ws, plan
 
 
-def _stage_samples(spec: Spec, ws: Workspace, tokens: dict[str, str], override: Path | None) -> SampleSet | None:
+def _stage_samples(spec: Spec, ws: Workspace, tokens: dict[str, str], override: Path | None,
+                   watch: Callable[[int], None] | None = None) -> SampleSet | None:
     """Copy the samples file (the spec's, or ``override`` from --samplesfile) into merlin_info/ under its own name
     and lay it out. The plan records the copy's path, so a workspace of before (``merlin_info/samples.csv``) still
     finds its samples."""
@@ -152,7 +155,7 @@ def _stage_samples(spec: Spec, ws: Workspace, tokens: dict[str, str], override: 
         source = Path(substitute(cfg.file, tokens)).expanduser()
         source = source if source.is_absolute() else spec.root / source
         if cfg.generate_cmd:
-            _generate_samples(spec, ws, substitute(cfg.generate_cmd, tokens))
+            _generate_samples(spec, ws, substitute(cfg.generate_cmd, tokens), watch)
     else:
         source = override.absolute()  # relative to where the command ran, as the shell completed it
     given = f"--samplesfile {override}" if override is not None else ""
@@ -186,8 +189,8 @@ def _kept_generated(spec: Spec, ws: Workspace, source: Path) -> SpecIssue:
     return SpecIssue(str(spec.path), 0, 0, "merlin.samples.generate", what)
 
 
-def _generate_samples(spec: Spec, ws: Workspace, cmd: str) -> None:
-    result = _shell.run([spec.batch.shell, "-c", cmd], timeout=3600, cwd=str(ws.info))
+def _generate_samples(spec: Spec, ws: Workspace, cmd: str, watch: Callable[[int], None] | None) -> None:
+    result = _shell.run([spec.batch.shell, "-c", cmd], timeout=3600, cwd=str(ws.info), watch=watch)
     (ws.info / "cmd.sh").write_text(cmd + "\n", encoding="utf-8")
     (ws.info / "cmd.out").write_text(result.stdout, encoding="utf-8")
     (ws.info / "cmd.err").write_text(result.stderr, encoding="utf-8")

@@ -141,8 +141,7 @@ def test_repeated_kills_and_restarts_never_rerun_a_done_task_nor_lose_one(start,
     assert {s["step"]: s["counts"]["finished"] for s in snap["steps"]} == {"work": 30, "funnel": 1}
 
 
-def test_sigterm_during_sample_generation_leaves_no_workspace(start, tmp_path: Path) -> None:
-    spec = spec_file(tmp_path, """
+GENERATING = """
         description: {name: gen, description: slow generation}
         env: {variables: {OUTPUT_PATH: ./out}}
         merlin:
@@ -153,15 +152,28 @@ def test_sigterm_during_sample_generation_leaves_no_workspace(start, tmp_path: P
         study:
           - name: work
             run: {cmd: "echo $(X)"}
-    """)
-    runner = start("run", str(spec), "--local")
+    """
+
+
+def test_sigterm_during_sample_generation_leaves_no_workspace(start, tmp_path: Path) -> None:
+    runner = start("run", str(spec_file(tmp_path, GENERATING)), "--local")
     wait_for(lambda: bool(list((tmp_path / "out").glob("*/merlin_info/generating"))), 30, "the generator to start")
     runner.signal(signal.SIGTERM)
     rc, err = runner.finish()
     assert rc == 128 + signal.SIGTERM, err
     assert "interrupted by SIGTERM" in err and "Traceback" not in err
-    assert list((tmp_path / "out").iterdir()) == []
+    assert not (tmp_path / "out").exists()  # the folder the run made for it went with it
     wait_for(lambda: not tagged_processes(runner.tag), 10, "the generator to die")
+
+
+def test_sigkill_during_sample_generation_leaves_no_generator_running(start, tmp_path: Path) -> None:
+    """The generator went on after `run` was SIGKILLed (its parent now init) and wrote into the workspace."""
+    runner = start("run", str(spec_file(tmp_path, GENERATING)), "--local")
+    wait_for(lambda: bool(list((tmp_path / "out").glob("*/merlin_info/generating"))), 30, "the generator to start")
+    runner.signal(signal.SIGKILL)
+    runner.finish()
+    wait_for(lambda: not tagged_processes(runner.tag), 10, "the generator and its sleep to die")
+    assert not list((tmp_path / "out").glob("*/merlin_info/s.csv"))
 
 
 # One task that traps SIGTERM: it takes 1 s to "save its state" before it exits, as `mdm train-order` does.

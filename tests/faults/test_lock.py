@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 from merlin_mdm.errors import WorkspaceError
 from merlin_mdm.study.lock import WorkspaceLock, lock_holder
 
-from .conftest import assert_status_matches_disk, spec_file, wait_for, wait_until_some_done
+from .conftest import assert_status_matches_disk, spec_file, status_json, wait_for, wait_until_some_done
 
 
 def test_a_held_lock_refuses_a_second_holder_and_names_the_first(tmp_path: Path) -> None:
@@ -59,3 +60,62 @@ def test_two_restarts_at_once_run_each_task_once(start, tmp_path: Path) -> None:
     logs = list((ws / "work").rglob("runs.log"))
     assert len(logs) == 30 and all(len(log.read_text().splitlines()) == 1 for log in logs)
     assert (ws / "funnel" / "runs.log").read_text() == "run\n"
+
+
+def _killed_study(start, tmp_path: Path) -> Path:
+    """A study whose runner was SIGKILLed: recorded as running, its lock free, the file naming the runner."""
+    runner = start("run", str(spec_file(tmp_path)), "--local", "--workers", "2", "--batch-size", "5")
+    ws = wait_until_some_done(tmp_path / "out")
+    runner.signal(signal.SIGKILL)
+    runner.finish()
+    return ws
+
+
+def test_a_status_that_cannot_record_a_dead_runner_leaves_the_lock_naming_it(start, tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a full disk `status` failed to record the end and left its own name in the lock file: the next status
+    said "the runner `merlin-mdm status` (pid ...) is gone"."""
+    from merlin_mdm.errors import StatusError
+    from merlin_mdm.status.sqlite_store import SqliteStatusStore
+    from merlin_mdm.studies import study_status
+    from merlin_mdm.study.lock import LockHolder
+
+    ws = _killed_study(start, tmp_path)
+    runner = LockHolder.read(ws / "merlin_info" / "runner.lock")
+    assert runner is not None and runner.command == "run"
+
+    def full(*_: object) -> None:
+        raise StatusError("status database: database or disk is full")
+
+    monkeypatch.setattr(SqliteStatusStore, "requeue", full)
+    with pytest.raises(StatusError, match="disk is full"):
+        study_status(ws)
+    assert LockHolder.read(ws / "merlin_info" / "runner.lock") == runner
+    monkeypatch.undo()
+    snap = study_status(ws)
+    assert snap.state.value == "interrupted" and f"`merlin-mdm run` (pid {runner.pid} on " in snap.message
+
+
+def test_status_of_a_workspace_the_user_may_not_write_reads_it_and_records_nothing(start, tmp_path: Path) -> None:
+    """Another user's study, or one made read-only: `status` failed on "attempt to write a readonly database"."""
+    import os
+    import subprocess
+
+    from tests.integration.local.conftest import CLI
+
+    ws = _killed_study(start, tmp_path)
+    drop = ["setpriv", "--bounding-set=-all", "--inh-caps=-all"] if os.geteuid() == 0 else []  # root writes all
+    subprocess.run(["chmod", "-R", "a-w", str(ws)], check=True)
+    try:
+        for args in (["status", str(ws), "--json"], ["detailed-status", str(ws)]):
+            result = subprocess.run([*drop, *CLI, *args], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                                    check=False)
+            assert result.returncode == 0, result.stderr
+        snap = json.loads(subprocess.run([*drop, *CLI, "status", str(ws), "--json"], cwd=tmp_path,
+                                         capture_output=True, text=True, timeout=120, check=True).stdout)
+        assert snap["state"] == "interrupted" and "is gone" in snap["message"]
+        assert "by one who may write the workspace" in snap["message"]
+    finally:
+        subprocess.run(["chmod", "-R", "u+w", str(ws)], check=True)
+    assert status_json(ws)["state"] == "interrupted"  # now recorded, by one who may
+    assert_status_matches_disk(ws)
