@@ -51,7 +51,7 @@ def prepare(request: StudyRequest, check: Callable[[Spec], None] | None = None,
     """Validate the spec (and ``check`` it) and write the workspace and plan (nothing runs yet)."""
     from merlin_mdm.spec import load_spec
 
-    loaded = load_spec(request.spec, request.variables, transform=lambda spec: _rewrite(spec, request))
+    loaded = load_spec(request.spec, request.variables, transform=lambda spec: _rewrite(spec, request), to_run=True)
     if check is not None:
         check(loaded.spec)
     from merlin_mdm.backends.slots import default_workers
@@ -74,7 +74,7 @@ def validate_study(path: Path, variables: Mapping[str, str], strict: bool = Fals
     from merlin_mdm.study.samples import check_samples_file
     from merlin_mdm.study.workspace import output_path
 
-    loaded = load_spec(path, variables, strict=strict)
+    loaded = load_spec(path, variables, strict=strict, to_run=True)
     spec = loaded.spec
     ctx = StudyContext("/validate", str(output_path(spec)), "00000000-000000")
     plan = expand(spec, ctx)
@@ -187,7 +187,13 @@ def find_workspace(target: Path, backend: str | None = None, output: Path | None
 
         loaded = load_spec(target)
         spec = loaded.spec
-        base = output_path(spec) if output is None else output.absolute()
+        try:
+            base = output_path(spec) if output is None else output.absolute()
+        except RuntimeError:  # `~nouser/x`: no such user's home
+            from merlin_mdm.errors import SpecError
+            from merlin_mdm.spec.checks import output_path_issue
+
+            raise SpecError([output_path_issue(spec, "no home folder for its ~user")]) from None
         candidates = sorted(base.glob(f"{spec.description.name}_*/merlin_info/plan.json"),
                             key=lambda p: p.stat().st_mtime)
         if backend is not None:

@@ -112,19 +112,23 @@ def load_spec(
     batch_types: Iterable[str] | None = None,
     transform: Callable[[Spec], Spec] | None = None,
     strict: bool = False,
+    to_run: bool = False,
 ) -> LoadedSpec:
     """Load and validate the spec at ``path``; raises SpecError listing every problem.
 
     ``transform`` rewrites the built spec before the semantic checks, e.g. to take the parameters from a
     Maestro parameter generator (so commands may use parameters the YAML does not define). ``strict``
     turns warnings (such as an unknown ``$(TOKEN)`` close to a known one) into errors. ``batch_types``:
-    the batch types to accept (default: every registered one).
+    the batch types to accept (default: every registered one). ``to_run``: the spec is loaded to make a
+    workspace (`run`, `validate`), so OUTPUT_PATH must be a folder one can be made in; commands that only find
+    or read a study (`status SPEC`, `dag`, `run-workers`) work with a spec in a folder they may not write.
     """
     from merlin_mdm.spec.loader import load_marked
 
     path = Path(path)
     data = load_marked(path)
-    return _finish(data, path, path.read_text(encoding="utf-8"), overrides, batch_types, transform, strict)
+    return _finish(data, path, path.read_text(encoding="utf-8"), overrides, batch_types, transform,
+                   (strict, to_run))
 
 
 def load_spec_text(
@@ -134,15 +138,17 @@ def load_spec_text(
     batch_types: Iterable[str] | None = None,
     transform: Callable[[Spec], Spec] | None = None,
     strict: bool = False,
+    to_run: bool = False,
 ) -> LoadedSpec:
     """Like :func:`load_spec` for text already in memory (``path`` names it and sets SPECROOT)."""
     from merlin_mdm.spec.loader import load_marked_text
 
     path = Path(path)
-    return _finish(load_marked_text(text, str(path)), path, text, overrides, batch_types, transform, strict)
+    return _finish(load_marked_text(text, str(path)), path, text, overrides, batch_types, transform,
+                   (strict, to_run))
 
 
-def _finish(data, path, text, overrides, batch_types, transform, strict) -> LoadedSpec:  # type: ignore[no-untyped-def]
+def _finish(data, path, text, overrides, batch_types, transform, modes) -> LoadedSpec:  # type: ignore[no-untyped-def]
     from merlin_mdm.spec.build import build_spec
     from merlin_mdm.spec.checks import DEFAULT_BATCH_TYPES, check_spec
     from merlin_mdm.spec.issues import IssueCollector
@@ -157,7 +163,8 @@ def _finish(data, path, text, overrides, batch_types, transform, strict) -> Load
     spec = fill_load_time_variables(spec)
     if transform is not None:
         spec = transform(spec)
-    check_spec(spec, issues, DEFAULT_BATCH_TYPES if batch_types is None else batch_types)
+    strict, to_run = modes
+    check_spec(spec, issues, DEFAULT_BATCH_TYPES if batch_types is None else batch_types, to_run)
     if strict:
         issues.promote_warnings()
     issues.raise_if_errors()

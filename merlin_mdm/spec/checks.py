@@ -24,8 +24,9 @@ __all__ = ["DEFAULT_BATCH_TYPES", "check_cores", "check_spec", "known_tokens", "
 DEFAULT_BATCH_TYPES = ("local", "slurm", "lsf", "lsf-srun", "flux", "pbs")
 
 
-def check_spec(spec: Spec, issues: IssueCollector, batch_types: Iterable[str] = DEFAULT_BATCH_TYPES) -> None:
-    """Record every semantic problem of ``spec`` in ``issues``."""
+def check_spec(spec: Spec, issues: IssueCollector, batch_types: Iterable[str] = DEFAULT_BATCH_TYPES,
+               to_run: bool = True) -> None:
+    """Record every semantic problem of ``spec`` in ``issues`` (OUTPUT_PATH's only when it is loaded ``to_run``)."""
     _check_study_name(spec, issues)
     _check_step_names(spec, issues)
     _check_depends(spec, issues)
@@ -43,7 +44,8 @@ def check_spec(spec: Spec, issues: IssueCollector, batch_types: Iterable[str] = 
     _check_load_time_tokens(spec, issues)
     _check_worker_args(spec, issues)
     _check_paths(spec, issues)
-    _check_output_path(spec, issues)
+    if to_run:
+        _check_output_path(spec, issues)
     check_hazards(spec, issues)
 
 

@@ -213,3 +213,25 @@ def test_output_that_cannot_be_written_fails_the_command_in_one_line(spec: Path,
     assert result.returncode == 1, result.stderr
     assert result.stderr.splitlines()[-1] == f"Error: cannot write to standard output: {why}"  # after any warning
     assert "Traceback" not in result.stderr and result.stderr.count("Error:") == 1
+
+
+def test_commands_that_only_read_a_study_take_a_spec_in_a_folder_they_may_not_write(spec: Path,
+                                                                                   tmp_path: Path) -> None:
+    """`status SPEC -o OUT`, `dag SPEC` refused a spec in a read-only folder: "OUTPUT_PATH: no permission to
+    create folders", which only `run` needs; `run` still says so."""
+    out = tmp_path / "elsewhere"
+    assert merlin("run", str(spec), "--local", "--vars", f"OUTPUT_PATH={out}", cwd=tmp_path).returncode == 0
+    drop = ["setpriv", "--bounding-set=-all", "--inh-caps=-all"] if os.geteuid() == 0 else []  # root writes all
+    spec.parent.chmod(0o555)
+    try:
+        def cli(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([*drop, *CLI, *args], cwd=out, capture_output=True, text=True, timeout=120,
+                                  check=False)
+
+        shown = cli("status", str(spec), "-o", str(out))
+        assert shown.returncode == 0 and "state: finished" in shown.stdout, shown.stderr
+        assert cli("dag", str(spec)).returncode == 0
+        refused = cli("run", str(spec), "--local")
+        assert refused.returncode == 2 and "OUTPUT_PATH" in refused.stderr and "no permission" in refused.stderr
+    finally:
+        spec.parent.chmod(0o755)

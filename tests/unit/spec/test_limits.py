@@ -201,9 +201,10 @@ def test_an_output_path_no_workspace_can_be_made_in_is_refused_at_its_line(tmp_p
     spec = tmp_path / "s.yaml"
     spec.write_text(OUT.format(path=path))
     with pytest.raises(SpecError) as caught:
-        load_spec(spec)
+        load_spec(spec, to_run=True)
     assert f"s.yaml:4:18: env.variables.OUTPUT_PATH: {message.format(tmp=tmp_path)}" in str(caught.value)
     assert "set OUTPUT_PATH to a folder you can write" in str(caught.value)
+    assert load_spec(spec).spec.env.variables  # a command that only finds or reads a study does not mind
 
 
 def test_an_output_path_given_by_vars_is_named_as_given(tmp_path: Path) -> None:
@@ -211,7 +212,7 @@ def test_an_output_path_given_by_vars_is_named_as_given(tmp_path: Path) -> None:
     spec.write_text(OUT.format(path="./out"))
     assert load_spec(spec).spec.env.variables
     with pytest.raises(SpecError, match="--vars OUTPUT_PATH=/proc/x: /proc/x is in the kernel's /proc"):
-        load_spec(spec, {"OUTPUT_PATH": "/proc/x"})
+        load_spec(spec, {"OUTPUT_PATH": "/proc/x"}, to_run=True)
 
 
 def test_a_zipped_group_counts_the_distinct_values_a_step_uses() -> None:
