@@ -17,6 +17,7 @@ from merlin_mdm.backends import get_backend
 from merlin_mdm.backends.base import RunOptions, RunReport
 from merlin_mdm.errors import NoWorkspace, SpecIssue, StatusError, WorkspaceError
 from merlin_mdm.status.model import StudySnapshot, StudyState
+from merlin_mdm.status.sqlite_store import rebuild_hint
 from merlin_mdm.status.store import StatusStore
 from merlin_mdm.study.layout import Workspace
 from merlin_mdm.study.lock import LOCK_FILE, LockHolder, WorkspaceLock, lock_holder
@@ -246,7 +247,10 @@ def study_tasks(target: Path, patient: bool = True, every_failure: bool = False)
     ws = find_workspace(target)
     name = backend_of(ws)
     if name == "local" and not ws.status_path.exists():
-        raise StatusError(f"no status database in {ws.info}: the study was never started (or it was deleted)")
+        raise StatusError(f"no status database in {ws.info}: the study was never started, or the database was "
+                          f"deleted (`merlin-mdm restart {ws.root}` rebuilds it from the done-markers)")
+    if name == "local" and ws.status_path.stat().st_size == 0:  # read as an empty study, and written to
+        raise StatusError(f"the status database {ws.status_path} is empty{rebuild_hint(ws.status_path, 'empty')}")
     store = get_backend(name).status_store(ws, patient=patient)
     try:
         return _current(ws, name, store, every_failure), store.units_in_flight()

@@ -46,6 +46,16 @@ def too_long(path: Path) -> str:
             f"{MAX_DB_PATH}: choose a shorter OUTPUT_PATH or study name")
 
 
+def rebuild_hint(path: Path, exc: object = "damaged") -> str:
+    """What to do about a damaged database at ``path`` (merlin_info/status.db): it is an index of the done-markers,
+    which `restart` rebuilds it from; "" for an error that is no damage."""
+    if not any(word in str(exc) for word in ("malformed", "not a database", "damaged", "empty")):
+        return ""
+    return (f"; it can be rebuilt: delete it (and any {path.name}-wal, {path.name}-shm beside it), then "
+            f"`merlin-mdm restart {path.parent.parent}` records the finished tasks from their done-markers and runs "
+            "the rest")
+
+
 class SqliteStatusStore(StatusStore):
     """StatusStore in ``<workspace>/merlin_info/status.db``."""
 
@@ -72,7 +82,8 @@ class SqliteStatusStore(StatusStore):
                 missing = []
             self.timed = not missing
         except sqlite3.Error as exc:
-            raise StatusError(f"cannot open the status database {self.path}: {exc}") from None
+            raise StatusError(f"cannot open the status database {self.path}: {exc}{rebuild_hint(self.path, exc)}") \
+                from None
 
     def _readable(self, where: str) -> None:
         """A database in WAL mode is read through its shared-memory file, which a reader who may not write the
