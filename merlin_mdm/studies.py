@@ -160,6 +160,8 @@ def restart_study(path: Path, options: RunOptions, wait: bool = False,
     ws = Workspace.find(path)
     plan = ws.load_plan()
     ws.check_in_place(plan)
+    if plan.samples is not None:
+        plan.samples.rows()  # refused before anything runs when the samples changed
     if backend_name is not None and backend_name != backend_of(ws):
         get_backend(backend_of(ws)).check_handover(ws, plan)
     if backend_name is not None:

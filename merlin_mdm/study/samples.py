@@ -11,7 +11,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
-from merlin_mdm.errors import SpecError, SpecIssue, UsageError
+from merlin_mdm.errors import SpecError, SpecIssue, UsageError, WorkspaceError
 
 if TYPE_CHECKING:  # `status` reads plans (and their samples) without loading the spec model
     import numpy as np
@@ -298,8 +298,22 @@ class SampleSet:
         return "".join("*/" for _ in self.sizes)  # Merlin's form: one `*/` per level
 
     def rows(self) -> np.ndarray:
-        """The sample table (cached per process)."""
+        """The sample table (cached per process); WorkspaceError when the study's copy is gone or no longer holds
+        the samples it was made with (a truncated copy fed a task an empty value and marked it done)."""
         if "rows" not in self._cache:
+            try:
+                data = read_samples(Path(self.file), self.column_labels)
+            except SpecError as exc:
+                raise self._changed(exc.issues[0].message if exc.issues else str(exc)) from None
+            if data.ndim != 2 or data.shape[0] != self.count or data.shape[1] < len(self.column_labels):
+                shape = "x".join(map(str, data.shape))
+                raise self._changed(f"it holds {shape} values where the study was made with {self.count} samples "
+                                    f"of {len(self.column_labels)} columns")
             # the columns the labels name: Merlin fills its labels from a wider file's first columns
-            self._cache["rows"] = read_samples(Path(self.file), self.column_labels)[:, :len(self.column_labels)]
+            self._cache["rows"] = data[:, :len(self.column_labels)]
         return cast("np.ndarray", self._cache["rows"])
+
+    def _changed(self, why: str) -> WorkspaceError:
+        return WorkspaceError(f"the study's samples file {self.file} changed since the study was made ({why}): put "
+                              "back the samples it was made with (its tasks read them by row), or run the spec again "
+                              "for a new study")
