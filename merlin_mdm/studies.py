@@ -273,6 +273,9 @@ def _current(ws: Workspace, backend: str, store: StatusStore, every_failure: boo
     live = holder if held else _record_dead_runner(ws, store)
     if live is None:
         return store.snapshot(every_failure)  # recorded as interrupted (or it ended meanwhile): what is now true
+    if live.gone():  # SIGKILLed: the task processes it started still hold the lock for a moment
+        return dataclasses.replace(snap, message=f"the runner {live} is gone; its task processes are ending, and "
+                                                 "the study is recorded as interrupted when they have")
     if live.stopped():  # the counts stand still until it is continued
         return dataclasses.replace(snap, message=f"run by {live}, which is stopped (SIGSTOP or Ctrl-Z): nothing "
                                                  f"runs until `kill -CONT {live.pid}` (or `fg` in its shell)")

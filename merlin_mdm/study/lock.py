@@ -41,6 +41,19 @@ class LockHolder:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.since)) if self.since else "?"
         return f"`merlin-mdm {self.command}` (pid {self.pid} on {self.host}, since {when})"
 
+    def gone(self) -> bool:
+        """Whether the holder is a process of this host that no longer exists: the lock is still held by the task
+        processes it started, which end within seconds of it (a SIGKILLed runner)."""
+        if self.host != os.uname().nodename or self.pid <= 0:
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
     def stopped(self) -> bool:
         """Whether the holder is a process of this host that a signal stopped (SIGSTOP, Ctrl-Z: state T in
         /proc): it holds the study but runs nothing until it is continued."""
@@ -106,6 +119,8 @@ class WorkspaceLock:
                     time.sleep(0.05)
         holder = LockHolder.read(self.path)
         who = str(holder) if holder else "another process"
+        if holder is not None and holder.gone():
+            who = f"the task processes of {holder}, which is gone (they end within seconds)"
         raise WorkspaceError(f"the study in {self.path.parent.parent} is in use by {who}; wait for it to end, "
                              "or pass --wait to start when it does")
 

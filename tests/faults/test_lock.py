@@ -119,3 +119,28 @@ def test_status_of_a_workspace_the_user_may_not_write_reads_it_and_records_nothi
         subprocess.run(["chmod", "-R", "u+w", str(ws)], check=True)
     assert status_json(ws)["state"] == "interrupted"  # now recorded, by one who may
     assert_status_matches_disk(ws)
+
+
+def test_a_lock_held_by_the_tasks_of_a_killed_runner_says_the_runner_is_gone(tmp_path: Path) -> None:
+    """After a SIGKILL of `run` its task processes hold the lock for a moment: status said `running (run by
+    merlin-mdm run (pid N ...))` and restart `in use by` that dead pid."""
+    import os
+    import subprocess
+    import time
+
+    from merlin_mdm.study.lock import LOCK_FILE, LockHolder
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    held = WorkspaceLock(tmp_path, "run", record=False)  # the task processes' inherited descriptor
+    held.acquire()
+    record = {"pid": dead.pid, "host": os.uname().nodename, "command": "run", "since": time.time()}
+    (tmp_path / LOCK_FILE).write_text(json.dumps(record))
+    holder = LockHolder.read(tmp_path / LOCK_FILE)
+    assert holder is not None and holder.gone()
+    assert not LockHolder(os.getpid(), os.uname().nodename, "run", 0.0).gone()
+    assert not LockHolder(dead.pid, "another-host", "run", 0.0).gone()
+    with pytest.raises(WorkspaceError, match=rf"in use by the task processes of `merlin-mdm run` \(pid {dead.pid} "
+                                             r".*which is gone \(they end within seconds\)"):
+        WorkspaceLock(tmp_path, "restart").acquire(tries=1)
+    held.release()
