@@ -477,6 +477,10 @@ def output_path_issue(spec: Spec, problem: str) -> SpecIssue:
 def output_path_problem(path: Path) -> str | None:
     """Why no workspace can be made under ``path`` (None when it looks possible), found without writing: a file in
     the way, a kernel file system, a folder without write permission."""
+    longest = max(path.parts, key=lambda part: len(os.fsencode(part)), default="")
+    if len(os.fsencode(longest)) > NAME_MAX:  # `run` refused it (ENAMETOOLONG) where `validate` passed it
+        return f"{path}: its folder name '{longest[:40]}...' is {len(os.fsencode(longest))} bytes, more than the " \
+               f"{NAME_MAX} a file system allows"
     try:
         resolved = path.resolve()
     except (OSError, RuntimeError) as exc:  # a symlink loop
