@@ -148,7 +148,7 @@ class RedisConfig:
             "health_check_interval": 30, "decode_responses": True,
         }
         if retry:
-            kwargs["retry"] = Retry(ExponentialBackoff(cap=2.0, base=0.1), 25)
+            kwargs["retry"] = _credentials_final(Retry)(ExponentialBackoff(cap=2.0, base=0.1), 25)
             kwargs["retry_on_error"] = [redis.ConnectionError, redis.TimeoutError]
         else:
             kwargs["retry"] = Retry(ExponentialBackoff(), 0)
@@ -156,6 +156,22 @@ class RedisConfig:
             kwargs["ssl"] = True
             kwargs.update(self.ssl_options() or {})
         return redis.Redis(**kwargs)
+
+
+def _credentials_final(retry: type[Any]) -> type[Any]:
+    """redis-py's Retry, except that a refused password or user is not retried: redis-py takes it for a connection
+    error, and a patient client (`monitor`) waited 45 s in silence before saying so; it never gets better."""
+    import redis
+
+    class CredentialsFinalRetry(retry):  # type: ignore[misc]
+        def call_with_retry(self, do: Any, fail: Any, *args: Any, **kwargs: Any) -> Any:
+            def failing(error: Exception, *rest: Any) -> Any:
+                fail(error, *rest)  # the connection's cleanup first
+                if isinstance(error, redis.AuthenticationError) or "WRONGPASS" in str(error):
+                    raise error
+            return super().call_with_retry(do, failing, *args, **kwargs)
+
+    return CredentialsFinalRetry
 
 
 @dataclass(frozen=True)
@@ -210,10 +226,10 @@ def _redis_section(data: Any, where: str) -> RedisConfig:
     values = dict(data)
     if "url" in values:
         values = {**_parse_url(str(values.pop("url")), where), **values}
+    for name in _INT_FIELDS:
+        if name in values:
+            values[name] = _whole_number(values[name], f"{where}.{name}", name)
     try:
-        for name in _INT_FIELDS:
-            if name in values:
-                values[name] = int(values[name])
         clean: dict[str, Any] = {k: (str(v) if v is not None and k not in _INT_FIELDS else v)
                                  for k, v in values.items()}
         return RedisConfig(**clean)
@@ -223,15 +239,33 @@ def _redis_section(data: Any, where: str) -> RedisConfig:
         raise ConfigError(f"{where}: {exc}") from None
 
 
+_WHAT = {"port": "the server's TCP port, 1-65535",
+         "db": "the Redis database number, 0 or more; 0-15 on a default server"}
+
+
+def _whole_number(value: Any, key: str, field_name: str) -> int:
+    """``value`` of ``key`` (e.g. ``broker.db``) as an int, else a ConfigError that says what is expected."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).strip().lstrip("-").isdigit():
+        raise ConfigError(f"{key}: {value!r} is not a whole number ({field_name}: {_WHAT[field_name]})")
+    return int(value)
+
+
 def _parse_url(url: str, where: str) -> dict[str, Any]:
     parts = urllib.parse.urlsplit(url)
+    if parts.scheme in ("unix", "redis+socket", "socket") or (parts.scheme and "socket" in parts.scheme):
+        raise ConfigError(f"{where}.url {url}: unix sockets are not supported (Celery workers on other nodes could "
+                          "not reach one either): give the server's TCP address, e.g. redis://HOST:PORT/DB")
     if parts.password:
         raise ConfigError(f"{where}.url holds a password; use password_file")
     out: dict[str, Any] = {"scheme": parts.scheme, "host": parts.hostname or "127.0.0.1"}
-    if parts.port:
-        out["port"] = parts.port
+    try:
+        port = parts.port
+    except ValueError:
+        raise ConfigError(f"{where}.url {url}: the port is not a whole number ({_WHAT['port']})") from None
+    if port:
+        out["port"] = port
     if parts.path.strip("/"):
-        out["db"] = parts.path.strip("/")
+        out["db"] = _whole_number(parts.path.strip("/"), f"{where}.url {url}", "db")
     if parts.username:
         out["username"] = parts.username
     return out

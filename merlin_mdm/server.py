@@ -8,6 +8,7 @@ their own), so every other command finds the server with no further configuratio
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -21,7 +22,7 @@ from merlin_mdm import _shell
 from merlin_mdm.config import RedisConfig, user_config_dir
 from merlin_mdm.errors import BackendError
 
-__all__ = ["APP_MARKER", "LocalRedisServer", "ServerStatus", "find_redis_server", "free_port",
+__all__ = ["APP_MARKER", "LocalRedisServer", "ServerStatus", "conf_quote", "find_redis_server", "free_port",
            "write_user_config"]
 
 APP_MARKER = "# written by `merlin-mdm server start`"
@@ -58,6 +59,15 @@ def port_in_use(port: int) -> bool:
         except OSError:
             return True
     return False
+
+
+def conf_quote(value: str) -> str:
+    """``value`` as one double-quoted redis.conf argument: backslash, double quote and control characters escaped
+    as redis-server reads them back (sdssplitargs); a HOME holding ``"`` or ``\\`` broke the file or named
+    another folder."""
+    special = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\a": "\\a"}
+    out = "".join(special.get(c, c if c.isprintable() else f"\\x{ord(c):02x}") for c in value)
+    return f'"{out}"'
 
 
 def _private_write(path: Path, text: str) -> None:
@@ -142,9 +152,9 @@ class LocalRedisServer:
 
     def _write_conf(self, port: int, persist: bool) -> None:
         secret = self.password_file.read_text(encoding="utf-8").splitlines()[0].strip()
-        lines = [f"port {port}", "bind 127.0.0.1", "protected-mode yes", f'requirepass "{secret}"',
-                 "daemonize yes", f'pidfile "{self.pid_file}"', f'logfile "{self.directory / "redis.log"}"',
-                 f'dir "{self.directory}"']
+        lines = [f"port {port}", "bind 127.0.0.1", "protected-mode yes", f"requirepass {conf_quote(secret)}",
+                 "daemonize yes", f"pidfile {conf_quote(str(self.pid_file))}",
+                 f"logfile {conf_quote(str(self.directory / 'redis.log'))}", f"dir {conf_quote(str(self.directory))}"]
         # without persist, a snapshot another (persisted) session left here must not be loaded: an ended study
         # would come back queued, with its old messages; it is kept for the next --persist start
         lines += ["appendonly yes", "appendfsync everysec", 'save "900 1"'] if persist else \
@@ -248,6 +258,6 @@ def write_user_config(config: RedisConfig, path: Path | None = None) -> tuple[Pa
     text = (f"{APP_MARKER}; delete this line to keep your edits\n"
             "broker:\n"
             f"  host: {config.host}\n  port: {config.port}\n  db: {config.db}\n"
-            f"  password_file: {config.password_file}\n")
+            f"  password_file: {json.dumps(config.password_file)}\n")  # a JSON string is a YAML one: any path
     _private_write(target, text)
     return target, True

@@ -6,21 +6,23 @@ Celery is imported inside the commands only, so `merlin-mdm --help` stays fast.
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import functools
 import json
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import click
 
 from merlin_mdm.errors import MerlinMdmError, UsageError
 from merlin_mdm.signals import SignalWatch, parent_death_signal, parse_signal, watch_signals
+
+if TYPE_CHECKING:
+    from merlin_mdm.spec import Spec
 
 __all__ = ["info", "monitor", "purge", "query_workers", "queue_info", "run_workers", "server", "stop_workers"]
 
@@ -96,7 +98,9 @@ def _run_workers(spec: Path, echo: bool, steps: tuple[str, ...], only: tuple[str
     from merlin_mdm.batch import detect_allocation
 
     parsed = _spec(spec, variables)
-    commands = worker_commands(parsed, steps, worker_args, warn=lambda m: click.echo(m, err=True), only=only)
+    # the pid makes each group's Celery node name unique: two studies' `default_worker` on one machine were one
+    commands = worker_commands(parsed, steps, worker_args, warn=lambda m: click.echo(m, err=True), only=only,
+                               suffix=str(os.getpid()))
     alloc = detect_allocation(os.environ)
     if alloc is not None:
         commands = allocation_commands(parsed, commands, alloc)
@@ -117,7 +121,8 @@ def _run_workers(spec: Path, echo: bool, steps: tuple[str, ...], only: tuple[str
         check_study_queues(parsed, [i.task_queue for i in ws.load_plan().instances], str(until_done))
     config = _config(spec)
     check_server(config)
-    give_up = claim_queues(config, commands, alloc is not None) if not parsed.resources.overlap else None
+    give_up = (claim_queues(config, commands, alloc is not None, str(spec.resolve()))
+               if not parsed.resources.overlap else None)
     try:
         _supervise(spec, parsed, config, commands, alloc, until_done, grace, early_signal, only)
     finally:
@@ -136,8 +141,9 @@ def _supervise(spec: Path, parsed, config, commands, alloc, until_done: Path | N
         study_over_check,
         walltime_margin,
     )
+    from merlin_mdm.backends.celery.liveness import SPEC_ENV
 
-    env = {**os.environ}
+    env = {**os.environ, SPEC_ENV: str(spec.resolve())}  # the workers' beats name it, for `stop-workers --spec`
     if config.source != "defaults":
         env["MERLIN_MDM_CONFIG"] = config.source
     if not config.visibility_set:
@@ -338,19 +344,17 @@ def stop_workers(spec: Path | None, queues: tuple[str, ...], patterns: tuple[str
       merlin-mdm stop-workers --workers 'simworkers*'   by name (glob)
     """
     from merlin_mdm.backends.celery.backend import check_server
-    from merlin_mdm.backends.celery.workers import active_queues, shutdown_workers, worker_commands
+    from merlin_mdm.backends.celery.workers import active_queues, group_matches, shutdown_workers
 
     _vars_need_spec(spec, variables)
     config = _config(spec)
     check_server(config)
     workers = active_queues(config)
-    wanted = list(patterns)
-    if spec is not None:
-        # inside an allocation a worker is named GROUP.JOBID@host
-        wanted += [p for cmd in worker_commands(_spec(spec, variables)) for p in (f"{cmd.name}@*", f"{cmd.name}.*@*")]
     chosen = [w for w, qs in workers.items()
-              if (not wanted and not queues) or any(fnmatch.fnmatchcase(w, p) for p in wanted)
+              if (not patterns and not queues and spec is None) or any(group_matches(p, w) for p in patterns)
               or any(q in qs for q in queues)]
+    if spec is not None:
+        chosen += [w for w in _spec_workers(config, spec, variables, workers) if w not in chosen]
     if not chosen:
         click.echo("no matching worker answered")
         return
@@ -358,41 +362,90 @@ def stop_workers(spec: Path | None, queues: tuple[str, ...], patterns: tuple[str
     click.echo(f"asked {len(chosen)} worker(s) to stop: {', '.join(sorted(chosen))}")
 
 
+def _spec_workers(config, spec: Path, variables: tuple[str, ...],  # type: ignore[no-untyped-def]
+                  workers: dict[str, list[str]]) -> list[str]:
+    """The answering workers of SPEC's worker groups (named GROUP.PID@host, or GROUP.JOBID@host in an allocation):
+    those whose beat names SPEC, and those of its group names whose beat names no spec (started by hand from
+    `run-workers --echo`); a group of the same name that another spec's `run-workers` started is not SPEC's."""
+    from merlin_mdm.backends.celery.liveness import live_worker_entries
+    from merlin_mdm.backends.celery.workers import group_matches, worker_commands
+
+    groups = [cmd.name for cmd in worker_commands(_spec(spec, variables))]
+    beats = live_worker_entries(config)
+    mine = str(spec.resolve())
+    return [w for w in workers if any(group_matches(g, w) for g in groups)
+            and beats.get(w, {}).get("spec") in (None, mine)]
+
+
 @click.command()
 @_spec_arg
 @click.option("-f", "--force", is_flag=True, help="Do not ask.")
 @click.option("--steps", multiple=True, help="Only the queues of these steps; repeatable.")
+@click.option("--only-mine", is_flag=True,
+              help="Only the messages of SPEC's own studies (its workspaces); other studies' stay queued.")
 @_vars_opt
-def purge(spec: Path, force: bool, steps: tuple[str, ...], variables: tuple[str, ...]) -> None:
-    """Delete the messages waiting in SPEC's queues (asks first).
+def purge(spec: Path, force: bool, steps: tuple[str, ...], only_mine: bool, variables: tuple[str, ...]) -> None:
+    """Delete the messages waiting in SPEC's queues (asks first, saying how many of which study it would delete).
+
+    As in Merlin, every message waiting in the queues goes, other studies' too (the question marks them);
+    --only-mine keeps those of studies that are not SPEC's.
 
     \b
     Examples:
       merlin-mdm purge study.yaml                  delete what waits in the spec's queues (asks first)
+      merlin-mdm purge study.yaml --only-mine      only the messages of this spec's studies
       merlin-mdm purge study.yaml -f --steps sim   step sim's queue, without asking
       merlin-mdm restart WS                        afterwards: queue the study's unfinished work again
     """
     from merlin_mdm.backends.celery.backend import check_server, record_purge
-    from merlin_mdm.backends.celery.broker import purge_queues
+    from merlin_mdm.backends.celery.broker import purge_queues, waiting_by_study
     from merlin_mdm.backends.celery.workers import spec_queues
 
     config = _config(spec)
     check_server(config)
-    names = sorted(set(spec_queues(_spec(spec, variables), steps).values()))
-    if not force and not _purge_confirmed(names):
+    parsed = _spec(spec, variables)
+    names = sorted(set(spec_queues(parsed, steps).values()))
+    mine = _own_study(parsed)
+    drop = (lambda ws: ws is not None and mine(ws)) if only_mine else None
+    if not force and not _purge_confirmed(names, *waiting_by_study(config, names), mine, only_mine):
         click.echo("nothing purged")
         return
-    total, lost = purge_queues(config, names)
+    total, lost = purge_queues(config, names, drop)
     record_purge(config, lost)
     click.echo(f"purged {total} message(s) from {', '.join(names)}")
     for workspace, n in sorted(lost.items()):
-        click.echo(f"  {n} of study {workspace}: `merlin-mdm restart {workspace}` queues its unfinished work again")
+        other = "" if mine(workspace) else " (not a study of this spec)"
+        click.echo(f"  {n} of study {workspace}{other}: `merlin-mdm restart {workspace}` queues its unfinished "
+                   "work again")
 
 
-def _purge_confirmed(names: list[str]) -> bool:
-    """Ask before deleting; a closed stdin (a batch script, `< /dev/null`) is refused rather than taken as yes or no."""
+def _own_study(parsed: Spec) -> Callable[[str], bool]:
+    """Whether a workspace is one of the spec's studies: named after it, right under its OUTPUT_PATH."""
+    from merlin_mdm.study.workspace import output_path
+
     try:
-        return click.confirm(f"Delete every waiting message in queue(s) {', '.join(names)}?", default=False)
+        base = output_path(parsed)
+    except RuntimeError:  # `~nouser/x`: none is
+        return lambda ws: False
+    prefix = f"{parsed.description.name}_"
+    return lambda ws: Path(ws).parent == base and Path(ws).name.startswith(prefix)
+
+
+def _purge_confirmed(names: list[str], total: int, studies: Mapping[str, int], mine: Callable[[str], bool],
+                     only_mine: bool) -> bool:
+    """Ask before deleting, saying how many messages of which study would go; a closed stdin (a batch script,
+    `< /dev/null`) is refused rather than taken as yes or no."""
+    lines = [f"  {n} of study {ws}" + ("" if mine(ws) else " (NOT a study of this spec: another user's or spec's)")
+             for ws, n in sorted(studies.items()) if mine(ws) or not only_mine]
+    other = total - sum(studies.values())
+    if other and not only_mine:
+        lines.append(f"  {other} of no merlin-mdm study")
+    count = sum(n for ws, n in studies.items() if mine(ws)) if only_mine else total
+    which = "of this spec's studies" if only_mine else "(every waiting message)"
+    question = "\n".join([f"Queue(s) {', '.join(names)} hold {total} waiting message(s); this deletes {count} "
+                          f"{which}:", *lines, "Delete them?"])
+    try:
+        return click.confirm(question, default=False)
     except click.exceptions.Abort:
         if sys.stdin is None or sys.stdin.isatty():
             raise  # Ctrl-C or Ctrl-D at the prompt: the user stopped it
@@ -431,7 +484,10 @@ def _monitor(target: Path, interval: float, watch: SignalWatch) -> None:
     if backend_of(ws) == "local":  # its status is in the workspace: no broker to ask
         _monitor_local(ws.root, interval, watch)
         return
-    store = cast(RedisStatusStore, CeleryBackend().status_store(ws))
+    backend = CeleryBackend()
+    config = backend.config(ws)
+    _wait_for_redis(config, interval, watch)
+    store = cast(RedisStatusStore, backend.status_store(ws))
     try:
         while True:
             snap = store.snapshot()
@@ -439,8 +495,36 @@ def _monitor(target: Path, interval: float, watch: SignalWatch) -> None:
                 click.echo(f"{snap.name}: {snap.state} {snap.message}".rstrip())
                 return
             watch.pause(interval)  # ends at once on a stop signal, even one whose raise was swallowed
+            _wait_for_redis(config, interval, watch)
     finally:
         store.close()
+
+
+MONITOR_PATIENCE = 600.0  # seconds `monitor` waits for a status server that is down (a restart, a failover)
+
+
+def _wait_for_redis(config, interval: float, watch: SignalWatch) -> None:  # type: ignore[no-untyped-def]
+    """Return once the status server answers. A refused password (or any answer that is not "down") fails at once;
+    a server that is down is said in one line, then tried every ``interval`` s for ``MONITOR_PATIENCE`` s (the
+    patient client waited 46 s in silence, then failed)."""
+    import time
+
+    from merlin_mdm.backends.celery.backend import explain_problem, probe_server, server_down
+    from merlin_mdm.errors import BrokerError
+
+    deadline = time.monotonic() + MONITOR_PATIENCE
+    said = False
+    while (problem := probe_server(config, 3.0, "status store")) is not None:
+        why = explain_problem(config, problem, 3.0, "status store")
+        if not server_down(problem) or time.monotonic() > deadline:
+            raise BrokerError(why + (f" (waited {MONITOR_PATIENCE:g} s)" if said else ""))
+        if not said:
+            click.echo(f"monitor: waiting for Redis at {config.status.safe_url()}, retrying every {interval:g} s "
+                       f"for up to {MONITOR_PATIENCE:g} s: {why}", err=True)
+            said = True
+        watch.pause(interval)
+    if said:
+        click.echo(f"monitor: Redis at {config.status.safe_url()} answers again", err=True)
 
 
 def _monitor_local(root: Path, interval: float, watch: SignalWatch) -> None:

@@ -1,6 +1,6 @@
 """A worker's Celery arguments (`merlin.resources.workers.NAME.args`, `run-workers --worker-args`). Pure.
 
-They go to Celery as words, without a shell, after the worker's own ``-n NAME@%h -Q QUEUES``: merlin-mdm finds
+They go to Celery as words, without a shell, after the worker's own ``-n NAME.PID@%h -Q QUEUES``: merlin-mdm finds
 its workers by those (``stop-workers``, ``status``, the queue claims of ``run-workers``), so a name or queues
 given again in the arguments would make Celery take the later ones and lose the worker to them (Merlin's shell
 took one ``-n``; here two reached Celery). The name comes from the worker's key, the queues from its steps.
@@ -12,8 +12,8 @@ import shlex
 
 __all__ = ["OWN_FLAGS", "split_worker_args"]
 
-OWN_FLAGS = {"-n": "the worker's name (its key in merlin.resources.workers, as NAME@%h)",
-             "--hostname": "the worker's name (its key in merlin.resources.workers, as NAME@%h)",
+OWN_FLAGS = {"-n": "the worker's name (its key in merlin.resources.workers, as NAME.PID@%h)",
+             "--hostname": "the worker's name (its key in merlin.resources.workers, as NAME.PID@%h)",
              "-Q": "its queues (those of its steps' run.task_queue)",
              "--queues": "its queues (those of its steps' run.task_queue)",
              "-A": "the Celery app", "--app": "the Celery app"}  # fmt: skip

@@ -21,7 +21,7 @@ from merlin_mdm.backends.celery.broker import held_messages
 from merlin_mdm.backends.celery.dependencies import RedisDependencies
 from merlin_mdm.backends.execution import walltime_seconds
 from merlin_mdm.config import AppConfig, load_config
-from merlin_mdm.errors import BackendError, BrokerError, Interrupted, StatusError, out_of_memory_hint
+from merlin_mdm.errors import BackendError, BrokerError, Interrupted, StatusError, WorkspaceError, out_of_memory_hint
 from merlin_mdm.status.model import StudySnapshot, StudyState
 from merlin_mdm.status.redis_store import RedisStatusStore
 from merlin_mdm.status.states import TaskState
@@ -30,7 +30,7 @@ from merlin_mdm.study.plan import StudyPlan, UnitKey
 from merlin_mdm.study.workspace import Workspace
 
 __all__ = ["CONNECTION_FILE", "CeleryBackend", "check_server", "derived_visibility", "describe_queueing",
-           "longest_unit_seconds", "record_purge"]
+           "explain_problem", "longest_unit_seconds", "probe_server", "record_purge", "server_down"]
 
 CONNECTION_FILE = "celery.json"  # in merlin_info/: which app.yaml the study was queued with (no secret)
 
@@ -43,38 +43,72 @@ frozen server stays frozen)."""
 
 def check_server(config: AppConfig, timeout: float = 3.0, what: str = "broker") -> None:
     """Ping the broker (or status) server; BrokerError with a one-line reason when it does not answer."""
+    problem = probe_server(config, timeout, what)
+    if problem is not None:
+        raise BrokerError(explain_problem(config, problem, timeout, what)) from None
+
+
+def probe_server(config: AppConfig, timeout: float = 3.0, what: str = "broker") -> Exception | None:
+    """Ping the broker (or ``what="status store"``) server once; the Redis error, None when it answers."""
     import redis
 
     target = config.broker if what == "broker" else config.status
-    where = target.safe_url()
     try:
         client = target.client(timeout=timeout, retry=False)
         try:
             client.ping()
         finally:
             client.close()
-    except redis.AuthenticationError:
-        raise BrokerError(f"{what} {where} refused the password (check password_file in {config.source})") from None
-    except redis.ResponseError as exc:
-        text = str(exc)
-        if "NOAUTH" in text or "WRONGPASS" in text or "AUTH" in text:
-            raise BrokerError(f"{what} {where} refused the password: {text.splitlines()[0]}") from None
-        raise BrokerError(f"{what} {where} answered with an error: {text.splitlines()[0]}") from None
-    except redis.TimeoutError:
-        hint = " (TLS mismatch: rediss:// to a server without TLS?)" if target.tls else ""
-        raise BrokerError(f"{what} {where} did not answer within {timeout:g} s{hint}") from None
-    except redis.ConnectionError as exc:
-        raise BrokerError(f"cannot reach the {what} at {where}: {_connection_reason(exc, target.tls)}") from None
-    except redis.RedisError as exc:  # e.g. a port that answers another protocol
-        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise BrokerError(f"{what} {where} does not answer like a Redis server (another service on that "
-                          f"port?): {text}") from None
+    except redis.RedisError as exc:
+        return exc
+    return None
+
+
+def server_down(problem: Exception) -> bool:
+    """Whether ``problem`` (from :func:`probe_server`) may pass by itself: the server is down, restarting or
+    frozen, not refusing our credentials or speaking another protocol."""
+    import redis
+
+    return (isinstance(problem, (redis.ConnectionError, redis.TimeoutError))
+            and not isinstance(problem, redis.AuthenticationError) and not _tls_trouble(str(problem)))
+
+
+def explain_problem(config: AppConfig, exc: Exception, timeout: float, what: str = "broker") -> str:
+    """One line on why the server did not answer ``client.ping()``, naming it and what to check."""
+    import redis
+
+    target = config.broker if what == "broker" else config.status
+    where = target.safe_url()
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if isinstance(exc, redis.AuthenticationError) or (
+            isinstance(exc, redis.ResponseError) and ("NOAUTH" in text or "WRONGPASS" in text or "AUTH" in text)):
+        if not target.password_file:
+            section = "results" if what != "broker" and config.results is not None else "broker"
+            source = config.source if config.source != "defaults" else "app.yaml (none was found)"
+            return (f"{what} {where} requires a password, and none is configured: set {section}.password_file "
+                    f"(a file whose first line is the password) in {source}")
+        return f"{what} {where} refused the password (check password_file in {config.source})"
+    if isinstance(exc, redis.ResponseError):
+        return f"{what} {where} answered with an error: {text}"
+    if isinstance(exc, redis.TimeoutError):
+        hint = (" (TLS mismatch: rediss:// to a server without TLS?)" if target.tls else
+                " (a server that is stopped, frozen or overloaded?)")
+        return f"{what} {where} did not answer within {timeout:g} s{hint}"
+    if isinstance(exc, redis.ConnectionError):
+        return f"cannot reach the {what} at {where}: {_connection_reason(exc, target.tls)}"
+    return (f"{what} {where} does not answer like a Redis server (another service on that port?): "  # e.g. HTTP
+            f"{text}")
+
+
+def _tls_trouble(low: str) -> bool:
+    low = low.lower()
+    return "ssl" in low or "tls" in low or "certificate" in low or "wrong version number" in low
 
 
 def _connection_reason(exc: Exception, tls: bool) -> str:
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     low = text.lower()
-    if "ssl" in low or "tls" in low or "certificate" in low or "wrong version number" in low:
+    if _tls_trouble(low):
         hint = "rediss:// to a server without TLS?" if tls else "the server expects TLS (use rediss://)?"
         return f"TLS mismatch ({hint}): {text}"
     if "refused" in low:
@@ -120,6 +154,8 @@ class CeleryBackend(Backend):
     def status_store(self, workspace: Workspace, patient: bool = True) -> StatusStore:
         config = self.config(workspace)
         plan_ws = workspace.load_plan().workspace
+        if not patient:  # a server that refuses or is down is said as every other command says it, URL and hint
+            check_server(config, timeout=READ_TIMEOUT, what="status store")
         client = config.status.client() if patient else config.status.client(timeout=READ_TIMEOUT, retry=False)
         return RedisStatusStore(client, plan_ws)
 
@@ -147,6 +183,7 @@ class CeleryBackend(Backend):
                     store.requeue({key: done for key in queued if (done := count_done(plan, key))})
                     RedisDependencies(store.r, plan).reset()
                 else:
+                    _claim_record(store, config, plan)
                     store.register(plan)
                 store.set_state(StudyState.QUEUED, "waiting for workers (`merlin-mdm run-workers SPEC`, or "
                                 "`merlin-mdm launch SPEC` for batch jobs)")
@@ -204,6 +241,30 @@ class CeleryBackend(Backend):
             send_dispatch(broker, plan.workspace, plan, Dispatch(small.units, (*small.ranges, *ranges)))
         finally:
             broker.close()
+
+
+def _claim_record(store: RedisStatusStore, config: AppConfig, plan: StudyPlan) -> None:
+    """A new study takes its status record for itself (SET NX, so that of two `run` at once one wins): a record
+    already there is another study's whose workspace has this same path (node-local scratch mounted at one path
+    on several nodes), and sharing it silently showed the second study finished with none of its tasks run.
+
+    Raises:
+        WorkspaceError: the status store already holds a study for this workspace path.
+    """
+    import socket
+
+    mine = f"{socket.gethostname()} {time.time()}"
+    if store.r.set(store.prefix + "run", mine, nx=True) and not store.r.hexists(store.k_meta, "name"):
+        return
+    if store.r.get(store.prefix + "run") == mine:
+        store.r.delete(store.prefix + "run")  # an older version's record (no claim): not ours either
+    other = store.r.hmget(store.k_meta, "name", "state")
+    what = f"study {other[0]}, {other[1]}" if other[0] else "a study being registered by another `run` right now"
+    raise WorkspaceError(
+        f"the status store {config.status.safe_url()} already holds a study for the workspace path {plan.workspace} "
+        f"({what}): two studies whose workspaces have one path (node-local scratch mounted at the same path on "
+        "several nodes?) would share one status record. Give this study another OUTPUT_PATH (e.g. with the node "
+        f"or job in it); if that other study is gone for good, delete its keys ({store.prefix}*) from the server")
 
 
 @contextlib.contextmanager

@@ -12,14 +12,14 @@ from __future__ import annotations
 import base64
 import json
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from merlin_mdm.config import AppConfig
 
 __all__ = ["QUEUE_SUFFIXES", "UNACKED_KEY", "HeldMessages", "held_messages", "message_workspace", "purge_queues",
-           "queue_keys"]
+           "queue_keys", "waiting_by_study"]
 
 QUEUE_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")  # kombu's priority lists of one queue
 UNACKED_KEY = "unacked"  # kombu's hash of delivered, unacknowledged messages
@@ -89,10 +89,30 @@ def held_messages(config: AppConfig, queues: Sequence[str], workspace: str) -> H
     return HeldMessages(waiting[workspace], unacked[workspace])
 
 
-def purge_queues(config: AppConfig, queues: Sequence[str]) -> tuple[int, dict[str, int]]:
-    """Delete the waiting messages of ``queues``; returns how many, and how many each study (workspace) lost."""
+def waiting_by_study(config: AppConfig, queues: Sequence[str]) -> tuple[int, Counter[str]]:
+    """How many messages wait in ``queues``, and how many of them each study (workspace) has."""
     client = config.broker.client(timeout=5.0, retry=False)
     try:
+        pipe = client.pipeline(transaction=False)
+        for key in queue_keys(queues):
+            pipe.lrange(key, 0, -1)
+        lists = pipe.execute()
+    finally:
+        client.close()
+    waiting: Counter[str] = Counter()
+    for items in lists:
+        waiting.update(_count(items, wrapped=False))
+    return sum(len(items) for items in lists), waiting
+
+
+def purge_queues(config: AppConfig, queues: Sequence[str],
+                 drop: Callable[[str | None], bool] | None = None) -> tuple[int, dict[str, int]]:
+    """Delete the waiting messages of ``queues`` (with ``drop``, only those of the workspaces it accepts; None for
+    a message of no study); returns how many, and how many each study (workspace) lost."""
+    client = config.broker.client(timeout=5.0, retry=False)
+    try:
+        if drop is not None:
+            return _purge_matching(client, queues, drop)
         pipe = client.pipeline(transaction=True)
         for key in queue_keys(queues):
             pipe.lrange(key, 0, -1)
@@ -104,3 +124,32 @@ def purge_queues(config: AppConfig, queues: Sequence[str]) -> tuple[int, dict[st
     for items in lists:
         lost.update(_count(items, wrapped=False))
     return sum(len(items) for items in lists), dict(lost)
+
+
+def _purge_matching(client: Any, queues: Sequence[str],
+                    drop: Callable[[str | None], bool]) -> tuple[int, dict[str, int]]:
+    """Remove the chosen messages one by one (LREM of each message's exact text): the others stay in place, and a
+    message a worker took in between is simply not found."""
+    keys = queue_keys(queues)
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.lrange(key, 0, -1)
+    lists = pipe.execute()
+    pipe = client.pipeline(transaction=False)
+    chosen: list[str | None] = []
+    for key, items in zip(keys, lists, strict=True):
+        for raw in items:
+            workspace = _workspace_of(raw)
+            if drop(workspace):
+                pipe.lrem(key, 1, raw)
+                chosen.append(workspace)
+    removed = pipe.execute() if chosen else []
+    lost = Counter(ws for ws, n in zip(chosen, removed, strict=True) if n and ws is not None)
+    return sum(int(n) for n in removed), dict(lost)
+
+
+def _workspace_of(raw: Any) -> str | None:
+    try:
+        return message_workspace(json.loads(raw))
+    except (TypeError, ValueError):
+        return None

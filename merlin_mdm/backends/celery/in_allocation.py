@@ -103,11 +103,13 @@ def allocation_commands(spec: Spec, commands: Sequence[WorkerCommand], alloc: Al
         worker = workers.get(cmd.name)
         batch = worker.batch if worker and worker.batch else spec.batch
         nodes = min(alloc.nodes, (worker.nodes if worker else None) or alloc.nodes)
-        argv = [f"{cmd.name}.{alloc.job_id}@%h" if a == f"{cmd.name}@%h" else a for a in cmd.argv]
+        node = f"{cmd.name}.{alloc.job_id}@%h"  # the job's id makes the name unique, as run-workers' pid does outside
+        argv = [node if a == cmd.node else a for a in cmd.argv]
         if alloc.cores_per_node and not any(a in ("-c", "--concurrency") or a.startswith("--concurrency=")
                                             for a in argv):
             argv += ["-c", str(alloc.cores_per_node)]
-        out.append(dataclasses.replace(cmd, argv=(*shlex.split(_worker_prefix(spec, batch, alloc, nodes)), *argv)))
+        out.append(dataclasses.replace(cmd, argv=(*shlex.split(_worker_prefix(spec, batch, alloc, nodes)), *argv),
+                                       node=node))
     return out
 
 

@@ -39,6 +39,7 @@ __all__ = [
     "beat_seconds",
     "forget_worker",
     "is_silent",
+    "live_worker_entries",
     "live_workers",
     "process_gone",
     "process_token",
@@ -51,6 +52,7 @@ BEAT_SECONDS = 5.0
 MISSED = 6  # beats missed before a process counts as gone (or frozen)
 WORKERS_KEY = "mdm:workers"
 HEARTBEAT_ENV = "MERLIN_MDM_HEARTBEAT"
+SPEC_ENV = "MERLIN_MDM_SPEC"  # set by `run-workers` for its workers: the spec (absolute path) their beats name
 
 
 def beat_seconds(env: Mapping[str, str] = os.environ) -> float:
@@ -132,10 +134,12 @@ def unit_heartbeat(store: RedisStatusStore, key: UnitKey) -> Beating:
 
 
 def worker_heartbeat(config: AppConfig, hostname: str, queues: Sequence[str]) -> Beating:
-    """This worker process beats on the broker, with the queues it consumes, until it exits."""
+    """This worker process beats on the broker, with the queues it consumes and the spec its `run-workers` named
+    (``MERLIN_MDM_SPEC``: `stop-workers --spec` stops that spec's groups only), until it exits."""
     client = config.broker.client()
     every = beat_seconds()
-    value = {"pid": os.getpid(), "process": process_token(), "queues": sorted(queues), "every": every}
+    value = {"pid": os.getpid(), "process": process_token(), "queues": sorted(queues), "every": every,
+             "spec": os.environ.get(SPEC_ENV) or None, "parent": os.getppid()}
     return Beating(lambda: client.hset(WORKERS_KEY, hostname, json.dumps({**value, "t": time.time()})), every)
 
 
@@ -174,6 +178,11 @@ def forget_worker(config: AppConfig, hostname: str) -> None:
 
 def live_workers(config: AppConfig, now: float | None = None) -> dict[str, list[str]]:
     """Worker hostname -> its queues, for every worker whose last beat is recent (by its own interval)."""
+    return {name: list(entry.get("queues", [])) for name, entry in live_worker_entries(config, now).items()}
+
+
+def live_worker_entries(config: AppConfig, now: float | None = None) -> dict[str, dict[str, Any]]:
+    """Worker hostname -> its last beat (queues, pid, spec, ...), for every worker whose last beat is recent."""
     client = config.broker.client(timeout=3.0, retry=False)
     try:
         entries: dict[Any, Any] = client.hgetall(WORKERS_KEY)
@@ -187,7 +196,7 @@ def live_workers(config: AppConfig, now: float | None = None) -> dict[str, list[
         except (TypeError, ValueError):
             continue
         if not is_silent(f"{entry.get('t', 0)} {entry.get('every', BEAT_SECONDS)} {entry.get('process', '')}", now):
-            out[name.decode() if isinstance(name, bytes) else str(name)] = list(entry.get("queues", []))
+            out[name.decode() if isinstance(name, bytes) else str(name)] = entry
     return out
 
 

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from merlin_mdm.backends.celery.liveness import live_workers, process_gone, process_token
+from merlin_mdm.backends.celery.liveness import live_worker_entries, process_gone, process_token
 from merlin_mdm.backends.celery.workers import WorkerCommand, active_queues
 from merlin_mdm.config import AppConfig
 from merlin_mdm.errors import UsageError
@@ -36,10 +36,13 @@ return 1
 """
 
 
-def claim_queues(config: AppConfig, commands: Sequence[WorkerCommand], in_allocation: bool) -> Callable[[], None]:
-    """Claim the queues of ``commands`` for their worker groups; returns what gives the claims up.
+def claim_queues(config: AppConfig, commands: Sequence[WorkerCommand], in_allocation: bool,
+                 spec: str = "") -> Callable[[], None]:
+    """Claim the queues of ``commands`` (worker groups of ``spec``) for their groups; returns what gives the claims
+    up.
 
-    In an allocation the same worker group may already consume them (more of the same workers, another job).
+    In an allocation the same worker group of the same spec may already consume them (more of the same workers,
+    another job).
 
     Raises:
         UsageError: another worker group consumes, or is starting on, one of the queues.
@@ -47,7 +50,7 @@ def claim_queues(config: AppConfig, commands: Sequence[WorkerCommand], in_alloca
     client = config.broker.client(timeout=5.0, retry=False)
     groups = {c.name for c in commands}
     mine = json.dumps({"groups": sorted(groups), "host": socket.gethostname(), "pid": os.getpid(), "t": time.time(),
-                       "proc": process_token()})
+                       "proc": process_token(), "spec": spec or None})
     taken: list[str] = []
 
     def give_up() -> None:
@@ -63,15 +66,27 @@ def claim_queues(config: AppConfig, commands: Sequence[WorkerCommand], in_alloca
                 continue
             holder = _holder(client.get(_PREFIX + queue))
             others = holder.get("groups", [])
-            if not (in_allocation and groups & set(others)):
-                raise UsageError(f"queue {queue} is being taken by worker group(s) {', '.join(others)} (run-workers "
-                                 f"pid {holder.get('pid')} on {holder.get('host')}, started moments ago), and "
-                                 "merlin.resources.overlap is false")
-        _refuse_consumed(config, commands, in_allocation)
+            if not (in_allocation and groups & set(others) and holder.get("spec") in (None, spec or None)):
+                raise UsageError(f"queue {queue} is being taken by worker group(s) {', '.join(others)} of "
+                                 f"{_whose(holder.get('spec'))} (run-workers pid {holder.get('pid')} on "
+                                 f"{holder.get('host')}, started moments ago), and merlin.resources.overlap is "
+                                 f"false: {_what_to_do(holder.get('spec'))}")
+        _refuse_consumed(config, commands, in_allocation, spec)
     except BaseException:
         give_up()
         raise
     return give_up
+
+
+def _whose(spec: Any) -> str:
+    return f"spec {spec}" if spec else "a spec that did not say which (started by hand, or by an older version)"
+
+
+def _what_to_do(spec: Any) -> str:
+    stop = f"`merlin-mdm stop-workers --spec {spec}`" if spec else "`merlin-mdm stop-workers --queues QUEUE`"
+    return (f"stop that group first ({stop}, if it is yours and its work can wait), give your steps other "
+            "task_queue names, or set merlin.resources.overlap: true to share the queue (its workers then run any "
+            "study's messages on it)")
 
 
 def _take_over(client: Any, queue: str, mine: str) -> bool:
@@ -91,17 +106,26 @@ def _holder(raw: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _refuse_consumed(config: AppConfig, commands: Sequence[WorkerCommand], in_allocation: bool) -> None:
-    """Workers that answer or beat on one of the queues, other than more of the same groups in allocations."""
+def _refuse_consumed(config: AppConfig, commands: Sequence[WorkerCommand], in_allocation: bool, spec: str) -> None:
+    """Workers that answer or beat on one of the queues, other than more of the same groups (of the same spec) in
+    allocations."""
     same = tuple(f"{c.name}." for c in commands) if in_allocation else ()
     answering = active_queues(config)
-    workers = {**live_workers(config), **answering}
-    busy = {q: w for w, qs in workers.items() if not (same and w.startswith(same)) for q in qs}
+    beats = live_worker_entries(config)
+    workers = {**{w: list(e.get("queues", [])) for w, e in beats.items()}, **answering}
+
+    def ours(worker: str) -> bool:
+        return bool(same) and worker.startswith(same) and beats.get(worker, {}).get("spec") in (None, spec or None)
+
+    busy = {q: w for w, qs in workers.items() if not ours(w) for q in qs}
     taken = sorted({q for c in commands for q in c.queues if q in busy})
     if taken:
         who = busy[taken[0]]
+        beat = beats.get(who, {})
         quiet = "" if who in answering else (": it answers no broadcast but beat within the last 30 s (it is "
                                              "stopping, or was killed moments ago on another machine; then try "
                                              "again in 30 s)")
-        raise UsageError(f"queue(s) {', '.join(taken)} already have a consumer ({who}{quiet}) and "
-                         "merlin.resources.overlap is false")
+        parent = f", run-workers pid {beat['parent']}" if f".{beat.get('parent')}@" in who else ""  # not srun's
+        raise UsageError(f"queue(s) {', '.join(taken)} already have a consumer ({who}, worker group of "
+                         f"{_whose(beat.get('spec'))}{parent}{quiet}) and merlin.resources.overlap is false: "
+                         f"{_what_to_do(beat.get('spec'))}")

@@ -5,6 +5,7 @@ Pure where it can be (``worker_commands``), and otherwise thin calls into Celery
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import shlex
 import signal
@@ -14,13 +15,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from merlin_mdm.backends.celery.broker import QUEUE_SUFFIXES, queue_keys
+from merlin_mdm.backends.celery.liveness import SPEC_ENV
 from merlin_mdm.config import AppConfig
 from merlin_mdm.errors import UsageError
 from merlin_mdm.spec import Spec
 from merlin_mdm.spec.worker_args import split_worker_args
 
-__all__ = ["COLD_STOP_SIGNAL", "WORKER_MODULE", "WorkerCommand", "active_queues", "check_study_queues", "queue_sizes",
-           "shutdown_workers", "spec_queues", "worker_commands"]
+__all__ = ["COLD_STOP_SIGNAL", "SPEC_ENV", "WORKER_MODULE", "WorkerCommand", "active_queues", "check_study_queues",
+           "group_matches", "queue_sizes", "shutdown_workers", "spec_queues", "worker_commands"]
 
 WORKER_MODULE = "merlin_mdm.backends.celery.worker"
 PIDBOX_BINDINGS = "_kombu.binding.celery.pidbox"  # kombu's set of the workers' control queues (Celery's default)
@@ -35,9 +37,10 @@ DEFAULT_WORKER = "default_worker"
 class WorkerCommand:
     """One `celery worker` to start."""
 
-    name: str
+    name: str  # the worker group: its key in merlin.resources.workers
     queues: tuple[str, ...]
     argv: tuple[str, ...]
+    node: str = ""  # the Celery node name given with -n, e.g. ``sim.12345@%h``
 
     def shell(self) -> str:
         """The command as one shell line (no secret is ever part of it)."""
@@ -71,16 +74,18 @@ def check_study_queues(spec: Spec, plan_queues: Sequence[str], workspace: str) -
 
 
 def worker_commands(spec: Spec, steps: Sequence[str] = (), extra_args: str = "",
-                    warn: Any = None, only: Sequence[str] = ()) -> list[WorkerCommand]:
+                    warn: Any = None, only: Sequence[str] = (), suffix: str = "") -> list[WorkerCommand]:
     """The workers `merlin.resources.workers` describes, plus a default one for steps no worker claims.
 
-    ``only`` keeps the named worker groups (a UsageError names the known ones when one is unknown).
+    ``only`` keeps the named worker groups (a UsageError names the known ones when one is unknown). ``suffix``
+    makes the node names unique (``GROUP.SUFFIX@%h``; `run-workers` gives its pid): two studies' groups of one
+    name on one machine were one Celery node (``default_worker@host``), and each command reached both.
     """
     try:
         split_worker_args(extra_args)
     except ValueError as exc:
         raise UsageError(f"--worker-args: {exc}") from None
-    every = _all_worker_commands(spec, steps, extra_args, warn)
+    every = _all_worker_commands(spec, steps, extra_args, warn, suffix)
     if not only:
         return every
     unknown = sorted(set(only) - {c.name for c in every})
@@ -90,7 +95,8 @@ def worker_commands(spec: Spec, steps: Sequence[str] = (), extra_args: str = "",
     return [c for c in every if c.name in only]
 
 
-def _all_worker_commands(spec: Spec, steps: Sequence[str], extra_args: str, warn: Any) -> list[WorkerCommand]:
+def _all_worker_commands(spec: Spec, steps: Sequence[str], extra_args: str, warn: Any,
+                         suffix: str) -> list[WorkerCommand]:
     queues = spec_queues(spec, steps)
     claimed: set[str] = set()
     out: list[WorkerCommand] = []
@@ -106,21 +112,29 @@ def _all_worker_commands(spec: Spec, steps: Sequence[str], extra_args: str, warn
                 raise UsageError(f"workers {seen_queues[q]} and {worker.name} both consume queue '{q}' "
                                  "but merlin.resources.overlap is false")
             seen_queues.setdefault(q, worker.name)
-        out.append(_command(worker.name, mine, worker.args, extra_args))
+        out.append(_command(worker.name, mine, worker.args, extra_args, suffix))
     rest = [s for s in queues if s not in claimed]
     if rest:
         if warn is not None:
             warn(f"warning: no worker in merlin.resources.workers claims step(s) {', '.join(rest)}; "
                  f"starting '{DEFAULT_WORKER}' for them")
-        out.append(_command(DEFAULT_WORKER, tuple(dict.fromkeys(queues[s] for s in rest)), "", extra_args))
+        out.append(_command(DEFAULT_WORKER, tuple(dict.fromkeys(queues[s] for s in rest)), "", extra_args, suffix))
     return out
 
 
-def _command(name: str, queues: tuple[str, ...], args: str, extra: str) -> WorkerCommand:
-    argv = [sys.executable, "-m", "celery", "-A", WORKER_MODULE, "worker", "-n", f"{name}@%h",
+def _command(name: str, queues: tuple[str, ...], args: str, extra: str, suffix: str) -> WorkerCommand:
+    node = f"{name}.{suffix}@%h" if suffix else f"{name}@%h"
+    argv = [sys.executable, "-m", "celery", "-A", WORKER_MODULE, "worker", "-n", node,
             "-Q", ",".join(queues), "--without-gossip", "--without-mingle", "-O", "fair",
             *_tilde(split_worker_args(args)), *_tilde(split_worker_args(extra))]  # checked before (validate, above)
-    return WorkerCommand(name, queues, tuple(argv))
+    return WorkerCommand(name, queues, tuple(argv), node)
+
+
+def group_matches(pattern: str, worker: str) -> bool:
+    """Whether the worker (Celery node name) ``worker`` matches the glob ``pattern``: its full name, or its group
+    name (``default_worker`` for ``default_worker.12345@host``, as Merlin's users select workers by the name their
+    spec gives them)."""
+    return any(fnmatch.fnmatchcase(worker, p) for p in (pattern, f"{pattern}@*", f"{pattern}.*@*"))
 
 
 def _tilde(words: Sequence[str]) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -85,7 +86,7 @@ study:
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 2
-    assert "-n sim@%h -Q sims" in lines[0] and lines[0].endswith("-c 3")
+    assert re.search(r"-n sim\.\d+@%h -Q sims", lines[0]) and lines[0].endswith("-c 3")  # sim.PID: unique
     assert "-Q post" in lines[1] and "default_worker" in lines[1]
     assert "claims step(s) b" in result.stderr
 
@@ -162,7 +163,7 @@ def test_run_run_workers_monitor_status_stop_end_to_end(redis_server: RedisFixtu
         steps = json.loads(status.stdout)["steps"]  # every task ran to its end: each step has a run time
         assert steps and all(s["run_tasks"] == s["total"] and s["avg_run"] > 0 for s in steps), steps
         stop = merlin("stop-workers", "--spec", spec, cwd=tmp_path, env=env)
-        assert "e2e_greeters@" in stop.stdout, stop.stdout
+        assert "e2e_greeters." in stop.stdout, stop.stdout
         assert workers.wait(timeout=30) == 0
     finally:
         if workers.poll() is None:
@@ -253,7 +254,7 @@ def test_status_says_when_queued_work_has_no_worker(redis_server: RedisFixture, 
     workers = _run_workers_behind(tmp_path, spec, env)
     try:
         wait_until(lambda: len(list(ws.glob("sim/*/MERLIN_FINISHED"))) >= 1, 60, "a first task to finish")
-        assert "unserved_workers@" in merlin("stop-workers", "--spec", str(spec), cwd=tmp_path, env=env).stdout
+        assert "unserved_workers." in merlin("stop-workers", "--spec", str(spec), cwd=tmp_path, env=env).stdout
         assert workers.wait(timeout=60) == 0
     finally:
         if workers.poll() is None:
@@ -276,7 +277,7 @@ def test_run_workers_checks_until_done_before_starting_any_worker(redis_server: 
     result = merlin("run-workers", str(spec), "--until-done", str(tmp_path / "notaws"), cwd=tmp_path, env=env)
     assert result.returncode == 2 and "not inside a merlin-mdm workspace" in result.stderr, result.stderr
     time.sleep(1)
-    left = subprocess.run(["pgrep", "-f", "baddir_workers@"], capture_output=True, text=True, check=False)
+    left = subprocess.run(["pgrep", "-f", r"baddir_workers\.[0-9]+@"], capture_output=True, text=True, check=False)
     assert left.stdout == "", left.stdout  # no worker was started to be left behind
 
 
@@ -290,7 +291,7 @@ def test_the_workers_end_when_run_workers_is_killed(redis_server: RedisFixture, 
     runner = _run_workers_behind(tmp_path, spec, env)
 
     def workers() -> str:
-        return subprocess.run(["pgrep", "-f", "orphan_workers@"], capture_output=True, text=True,
+        return subprocess.run(["pgrep", "-f", r"orphan_workers\.[0-9]+@"], capture_output=True, text=True,
                               check=False).stdout
 
     try:
@@ -318,7 +319,7 @@ def test_run_workers_until_done_stopped_early_says_the_study_is_not_over(redis_s
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         wait_until(lambda: len(list(ws.glob("sim/*/MERLIN_FINISHED"))) >= 1, 60, "a first task to finish")
-        assert "early_workers@" in merlin("stop-workers", "--spec", str(spec), cwd=tmp_path, env=env).stdout
+        assert "early_workers." in merlin("stop-workers", "--spec", str(spec), cwd=tmp_path, env=env).stdout
         _, err = workers.communicate(timeout=60)
     finally:
         if workers.poll() is None:
@@ -367,7 +368,7 @@ def test_run_workers_takes_the_queues_of_a_group_killed_at_once(redis_server: Re
     first = _run_workers_behind(tmp_path, spec, env)
 
     def workers() -> str:
-        return subprocess.run(["pgrep", "-f", "killed_workers@"], capture_output=True, text=True,
+        return subprocess.run(["pgrep", "-f", r"killed_workers\.[0-9]+@"], capture_output=True, text=True,
                               check=False).stdout
 
     try:

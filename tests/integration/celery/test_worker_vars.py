@@ -7,6 +7,7 @@ Merlin 1.13 fills the spec's variables (and --vars) into them; `run` must send t
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -52,12 +53,12 @@ def test_run_workers_echo_fills_in_worker_name_queues_and_args(tmp_path: Path) -
     result = merlin("run-workers", str(spec), "--echo", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     (line,) = result.stdout.strip().splitlines()
-    assert "-n vw_w0@%h -Q vw_q0,vw_q0_post " in line and line.endswith("-l INFO --concurrency 2")
+    assert re.search(r"-n vw_w0\.\d+@%h -Q vw_q0,vw_q0_post ", line) and line.endswith("-l INFO --concurrency 2")
     assert "$(" not in line
     # Merlin's `--vars A=1 B=2`: the same values `run --vars` gives the study
     result = merlin("run-workers", str(spec), "--echo", "--vars", "RUN_ID=7", "CONC=5", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "-n vw_w7@%h -Q vw_q7,vw_q7_post " in result.stdout and "--concurrency 5" in result.stdout
+    assert re.search(r"-n vw_w7\.\d+@%h -Q vw_q7,vw_q7_post ", result.stdout) and "--concurrency 5" in result.stdout
 
 
 def test_validate_names_an_unknown_variable_in_a_worker_at_its_line(tmp_path: Path) -> None:
