@@ -58,12 +58,14 @@ __all__ = [
     "walltime_seconds",
     "watch_tasks",
     "worker_deaths_outcome",
+    "workspace_gone_message",
     "write_script",
 ]
 
 DONE_MARKER = "MERLIN_FINISHED"
 _MARKER_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
 _SCRIPT_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
 @dataclass(frozen=True)
@@ -124,14 +126,40 @@ def _interpreter(shell: str) -> tuple[str, ...]:
     return tuple(shlex.split(shell))
 
 
-def _make_dir(directory: str) -> None:
-    """Create a task's directory; one system call when its parent exists (the common case)."""
+class _WorkspaceGone(Exception):
+    """The workspace's root is no longer where the plan says: moved or deleted while the study ran."""
+
+
+def workspace_gone_message(root: str) -> str:
+    """What a user is told when the workspace ``root`` was moved or deleted under a running study."""
+    return (f"the workspace {root} was moved or deleted while the study ran; move it back and "
+            f"`merlin-mdm restart {root}`")
+
+
+def _make_dir(directory: str, root: str) -> None:
+    """Create a task's directory below the workspace ``root``; one system call when its parent exists (the common
+    case). Folders are made one level at a time from ``root``, never ``root`` or a folder above it: a workspace moved
+    away is not silently made again (a second, half tree without merlin_info).
+
+    Raises:
+        _WorkspaceGone: ``root`` is not there.
+    """
     try:
         os.mkdir(directory)
+        return
     except FileExistsError:
-        pass
+        return
     except FileNotFoundError:
-        os.makedirs(directory, exist_ok=True)
+        pass
+    folder = root
+    for part in os.path.relpath(directory, root).split(os.sep):
+        folder = os.path.join(folder, part)
+        try:
+            os.mkdir(folder)
+        except FileExistsError:
+            continue
+        except FileNotFoundError:
+            raise _WorkspaceGone(root) from None
 
 
 def _run_script(shell: str, script: str, directory: str, name: str, env: dict[str, str],
@@ -167,7 +195,8 @@ def script_text(shell: str, cmd: str, sources: tuple[str, ...] = ()) -> str:
 
 def write_script(path: str | Path, shell: str, cmd: str, sources: tuple[str, ...] = ()) -> None:
     """Write a task script (executable, so it also runs by its shebang line)."""
-    data = memoryview(script_text(shell, cmd, sources).encode("utf-8"))
+    # a path that is not UTF-8 (the spec's folder in $(SPECROOT)) keeps its own bytes
+    data = memoryview(script_text(shell, cmd, sources).encode("utf-8", "surrogateescape"))
     fd = os.open(path, _SCRIPT_FLAGS, 0o755)
     try:
         while data:
@@ -190,6 +219,7 @@ class _Attempt:
     sample: int
     directory: str  # absolute: tasks are spawned from their directories
     tokens: dict[str, str]
+    root: str  # the workspace's root
     restarts: int = 0
     restart_next: bool = False  # run the `restart` command next (after MERLIN_RESTART)
     due: float = 0.0  # time.monotonic() before which it must not run again (retry_delay)
@@ -202,19 +232,40 @@ def _start(plan: StudyPlan, inst: StepInstance, sample: int) -> _Attempt | TaskR
     try:
         if os.path.exists(os.path.join(directory, DONE_MARKER)):
             return TaskResult(TaskState.FINISHED, 0, 0, "already finished", ran=False)
-        _make_dir(directory)
+        _make_dir(directory, os.path.abspath(plan.workspace))
         tokens = task_tokens(plan, sample, directory)
         write_script(f"{stem}.sh", inst.shell, substitute(inst.cmd, tokens), inst.sources)
         if inst.restart:  # Merlin writes every task's restart script before it runs (read it, run it by hand)
             restart = os.path.join(directory, inst.file_stem(restart=True))
             write_script(f"{restart}.sh", inst.shell, substitute(inst.restart, tokens), inst.sources)
+    except _WorkspaceGone:
+        return TaskResult(TaskState.NOT_RUN, None, 0, workspace_gone_message(plan.workspace))
     except OSError as exc:
         return TaskResult(TaskState.FAILED, None, 0, os_error_reason(exc), f"{stem}.err")
-    return _Attempt(sample, directory, tokens)
+    return _Attempt(sample, directory, tokens, plan.workspace)
 
 
 def _attempt(inst: StepInstance, task: _Attempt, env: dict[str, str]) -> TaskResult | None:
     """Run one attempt of ``task``; None when it asked to run again (``task`` then says how and when).
+
+    The task's folder is held open while it runs: its done-marker is written in that folder even when the
+    workspace was moved meanwhile (the task's work moved with it). A folder that is gone before the attempt is a
+    workspace moved or deleted: the task does not run.
+    """
+    try:
+        folder = os.open(task.directory, _DIR_FLAGS)
+    except OSError as exc:
+        if isinstance(exc, FileNotFoundError) and not os.path.isdir(task.root):
+            return TaskResult(TaskState.NOT_RUN, None, task.restarts, workspace_gone_message(task.root))
+        return TaskResult(TaskState.FAILED, None, task.restarts, os_error_reason(exc))
+    try:
+        return _attempt_in(inst, task, env, folder)
+    finally:
+        os.close(folder)
+
+
+def _attempt_in(inst: StepInstance, task: _Attempt, env: dict[str, str], folder: int) -> TaskResult | None:
+    """:func:`_attempt` with the task's folder open as ``folder``.
 
     An OS error (a full disk, a refused permission, a name too long, a missing shell) fails the task with
     the error's message; it never escapes to the worker.
@@ -242,7 +293,7 @@ def _attempt(inst: StepInstance, task: _Attempt, env: dict[str, str]) -> TaskRes
         delay = inst.retry_delay if 0 <= inst.retry_delay <= MAX_RETRY_DELAY else MAX_RETRY_DELAY
         task.due = time.monotonic() + delay
         return None
-    return _finish(task.directory, rc, task.restarts, log)
+    return _finish(folder, rc, task.restarts, log)
 
 
 def run_task(plan: StudyPlan, inst: StepInstance, sample: int, env: dict[str, str]) -> TaskResult:
@@ -256,10 +307,11 @@ def run_task(plan: StudyPlan, inst: StepInstance, sample: int, env: dict[str, st
     return task
 
 
-def _finish(directory: str, rc: int, restarts: int, log: str) -> TaskResult:
+def _finish(folder: int, rc: int, restarts: int, log: str) -> TaskResult:
+    """The result of an attempt that exited with ``rc``; a success writes the done-marker in ``folder`` (open)."""
     if rc in (ExitCode.SUCCESS, ExitCode.STOP_WORKERS):
         try:
-            os.close(os.open(os.path.join(directory, DONE_MARKER), _MARKER_FLAGS, 0o666))
+            os.close(os.open(DONE_MARKER, _MARKER_FLAGS, 0o666, dir_fd=folder))
         except OSError as exc:  # without its marker the task is not done: it must run again
             reason = f"exited with {rc} but its done-marker could not be written, so it is not done: "
             return TaskResult(TaskState.FAILED, rc, restarts, reason + os_error_reason(exc), log)
@@ -306,31 +358,74 @@ def task_env(plan: StudyPlan, inst: StepInstance) -> dict[str, str]:
 
 @functools.cache
 def command_folder() -> str:
-    """A folder whose only entry is a link to this installation's `merlin-mdm` (``~/.merlin-mdm/bin/<id>``, one
-    per installation), or the installation's own bin/ where no such folder can be made (a read-only home)."""
+    """A folder whose only entry is a link to this installation's `merlin-mdm`, one per installation:
+    ``~/.merlin-mdm/bin/<id>``, or ``<tmp>/merlin-mdm-<uid>/bin/<id>`` where the home is not an existing, absolute,
+    writable folder, or the installation's own bin/ where neither can be made. Always absolute: a task runs in its
+    own folder, where a relative PATH entry finds nothing."""
+    bindir = os.path.dirname(os.path.abspath(sys.executable))
+    if not os.path.exists(os.path.join(bindir, "merlin-mdm")):  # run from a source tree: the interpreter's folder
+        return bindir
+    for where in (_link_home, _private_tmp):
+        base = where()
+        folder = _linked(base, bindir) if base is not None else None
+        if folder is not None:
+            return folder
+    return bindir
+
+
+def _linked(base: str, bindir: str) -> str | None:
+    """``<base>/bin/<id>`` holding the link to ``bindir``'s `merlin-mdm` (made when missing); None when it cannot
+    be made. ``base`` is made when missing, never a folder above it."""
     import hashlib
 
-    bindir = os.path.dirname(sys.executable)
     target = os.path.join(bindir, "merlin-mdm")
-    folder = user_config_dir() / "bin" / hashlib.sha1(bindir.encode("utf-8")).hexdigest()[:12]
-    link = folder / "merlin-mdm"
-    if not os.path.exists(target):  # run from a source tree: the interpreter's folder is all there is
-        return bindir
+    folder = os.path.join(base, "bin", hashlib.sha1(bindir.encode("utf-8", "surrogateescape")).hexdigest()[:12])
+    link = os.path.join(folder, "merlin-mdm")
     try:
         if os.readlink(link) == target:
-            return str(folder)
+            return folder
     except OSError:
         pass
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        staged = folder / f".merlin-mdm.{os.getpid()}"
+        for level in (base, os.path.dirname(folder), folder):
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(level)
+        staged = os.path.join(folder, f".merlin-mdm.{os.getpid()}")
         with contextlib.suppress(FileNotFoundError):
-            staged.unlink()
-        staged.symlink_to(target)
+            os.unlink(staged)
+        os.symlink(target, staged)
         os.replace(staged, link)
     except OSError:
-        return bindir
-    return str(folder)
+        return None
+    return folder
+
+
+def _link_home() -> str | None:
+    """``~/.merlin-mdm`` where the home is an existing, absolute folder other than /; None otherwise: a relative,
+    empty or missing HOME made a relative PATH entry, a folder at /, or a whole home tree."""
+    config = os.fspath(user_config_dir())
+    home = os.path.dirname(config)
+    if not os.path.isabs(config) or os.path.realpath(home) == os.sep or not os.path.isdir(home):
+        return None
+    return config
+
+
+def _private_tmp() -> str | None:
+    """``<tmp>/merlin-mdm-<uid>``, this user's own folder (made 0700); None when it is not a folder of this user's
+    that only this user may write: another user could otherwise put a `merlin-mdm` of theirs on the tasks' PATH."""
+    import stat
+    import tempfile
+
+    folder = os.path.join(tempfile.gettempdir(), f"merlin-mdm-{os.getuid()}")
+    try:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(folder, 0o700)
+        info = os.lstat(folder)
+    except OSError:
+        return None
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
+        return None
+    return folder
 
 
 def count_done(plan: StudyPlan, key: UnitKey) -> int:

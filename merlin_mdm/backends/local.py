@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from merlin_mdm.backends.base import Backend, RunOptions, RunReport, register_backend
 from merlin_mdm.backends.dependencies import DependencyTracker, Release
 from merlin_mdm.backends.slots import SlotTable, default_workers, runner_cores
-from merlin_mdm.errors import MerlinMdmError, ResourceError, SpecIssue, UsageError
+from merlin_mdm.errors import MerlinMdmError, ResourceError, SpecIssue, UsageError, WorkspaceError
 from merlin_mdm.status.model import StopKind, StudyState, TaskFailure, TaskState, UnitOutcome
 from merlin_mdm.status.sqlite_store import MAX_DB_PATH, SqliteStatusStore, too_long
 from merlin_mdm.status.states import after_raise, final_state, stop_message
@@ -123,6 +124,8 @@ class _Scheduler:
         self.done_tasks = 0
         self.in_flight: set[UnitKey] = set()
         self._bar_task: Any = None
+        self.root_id = _identity(plan.workspace)  # the workspace's folder: a move or delete stops the study
+        self.moved = False
 
     def run(self) -> RunReport:
         self.store.register(self.plan)
@@ -144,6 +147,8 @@ class _Scheduler:
         try:
             with self._progress() as bar, watch.deferred() if watch else nullcontext():
                 self._loop(pool, tracker, ready, bar)
+                if self.moved:
+                    self._stop_moved(pool)
                 if watch is not None and watch.received:
                     return self._interrupt(pool, watch.received)
         except KeyboardInterrupt:  # only without a SignalWatch (library use)
@@ -160,7 +165,7 @@ class _Scheduler:
 
         # With a signal watch the wait wakes up a few times a second to notice a stop signal.
         timeout = POLL_SECONDS if self.options.signals is not None else None
-        while (ready or pool.busy()) and not self._signalled():
+        while (ready or pool.busy()) and not self._signalled() and not self._moved():
             self._submit_ready(pool, tracker, ready)
             if not pool.busy():
                 continue
@@ -168,6 +173,8 @@ class _Scheduler:
                 if isinstance(event, worker_pool.TaskEnded):  # progress per sample, in the bar and in status
                     self._tasks_ended(event.key, event.n, bar)
                     continue
+                if isinstance(event, worker_pool.Finished) and not event.outcome.ok and self._moved():
+                    continue  # its tasks did not run because the workspace moved: queued again by _stop_moved
                 self.in_flight.discard(event.key)
                 self.slots.release(self.held.pop(event.key, ()))
                 outcome = self._outcome(event, pool, ready)
@@ -180,6 +187,36 @@ class _Scheduler:
                     self._request_stop(key, outcome.stop, pool)
                 ready.extend(tracker.complete(key, outcome.releases_children, self.plan.instances[key.instance].name,
                                               outcome.raised))
+
+    def _moved(self) -> bool:
+        """Whether the workspace's folder was moved or deleted since the run began (then it stays so)."""
+        self.moved = self.moved or _identity(self.plan.workspace) != self.root_id
+        return self.moved
+
+    def _stop_moved(self, pool: WorkerPool) -> None:
+        """The workspace moved or was deleted: start nothing more, let running units end (their tasks write their
+        done-markers in the moved folders), queue again what did not finish, then fail with what to do.
+
+        Raises:
+            WorkspaceError: always.
+        """
+        from merlin_mdm.backends import worker_pool
+        from merlin_mdm.backends.execution import workspace_gone_message
+
+        message = workspace_gone_message(self.plan.workspace)
+        self._say(f"{message}; no new task starts, running ones finish")
+        pool.request_stop()
+        while pool.busy() and not self._signalled():  # a signal now stops the running tasks too
+            for event in pool.next_event(timeout=POLL_SECONDS):
+                if isinstance(event, worker_pool.Finished) and event.outcome.ok:
+                    self.in_flight.discard(event.key)
+                    with contextlib.suppress(MerlinMdmError):  # a deleted store: the done-markers tell restart
+                        self.store.unit_finished(event.key, event.outcome)
+        pool.shutdown(interrupt=bool(self._signalled()))
+        with contextlib.suppress(MerlinMdmError):  # the store moved with the workspace: it still records
+            self._requeue(sorted(self.in_flight))
+            self.store.set_state(StudyState.INTERRUPTED, message)
+        raise WorkspaceError(message)
 
     def _tasks_ended(self, key: UnitKey, n: int, bar: Any) -> None:
         """``n`` more tasks of the running unit ``key`` ended: move the bar, and record in the status store the
@@ -292,6 +329,15 @@ class _Scheduler:
     def _say(self, message: str) -> None:
         if self.options.on_event is not None:
             self.options.on_event(message)
+
+
+def _identity(folder: str) -> tuple[int, int] | None:
+    """The (device, inode) of ``folder``; None when it is not there."""
+    try:
+        info = os.stat(folder)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
 
 
 def _check_db_path(spec: Spec) -> None:

@@ -52,7 +52,9 @@ class Workspace:
         except FileNotFoundError:
             raise NoWorkspace(f"{self.root} is not a merlin-mdm workspace (no merlin_info/{PLAN_FILE})") from None
         except (ValueError, KeyError, TypeError) as exc:
-            raise WorkspaceError(f"{self.plan_path} is corrupt: {exc}") from None
+            raise WorkspaceError(f"{self.plan_path} is corrupt ({exc}): without it the study's tasks cannot be told "
+                                 "apart, so it cannot be resumed; put back a copy if you have one, or run the spec "
+                                 f"again for a new study (merlin_info/ keeps the spec it ran with)") from None
 
     def check_in_place(self, plan: StudyPlan) -> None:
         """Refuse a workspace that was copied or moved: its plan's commands and task folders name the folder

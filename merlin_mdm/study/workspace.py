@@ -6,6 +6,7 @@ failure while preparing it removes what was written.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import errno
 import os
@@ -83,17 +84,40 @@ def create_workspace(
     """
     spec = loaded.spec
     base = output_path(spec)
+    _check_utf8(base)
     made = _missing(base)
-    root, stamp = _new_root(spec, base, now or dt.datetime.now())
+    try:
+        root, stamp = _new_root(spec, base, now or dt.datetime.now())
+    except BaseException:
+        _remove_empty(made)  # an OUTPUT_PATH made without room for a workspace in it (a umask of 277)
+        raise
     try:
         (root / "merlin_info").mkdir()
         return _fill_workspace(Workspace(root), loaded, base, stamp, samples_file, (batch_size, slots), watch)
     except BaseException as exc:
-        shutil.rmtree(root, ignore_errors=True)
+        _remove_tree(root)
         _remove_empty(made)
         if isinstance(exc, OSError):
             raise WorkspaceError(f"cannot write the workspace {root}: {exc.strerror or exc}") from None
         raise
+
+
+def _check_utf8(base: Path) -> None:
+    """Refuse an OUTPUT_PATH whose name is not UTF-8 (a byte like 0xe9 of Latin-1), before anything is made.
+
+    The workspace's path is recorded as text in the plan and the status database, and named in every task's
+    script and environment: such a path failed halfway with a UnicodeEncodeError and left a workspace behind.
+
+    Raises:
+        UsageError: ``base`` holds a byte that is not UTF-8.
+    """
+    try:
+        os.fspath(base).encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(base).decode("utf-8", "backslashreplace")
+        raise UsageError(f"the workspace folder {shown} (OUTPUT_PATH, or the current folder) has a name that is not "
+                         "UTF-8; merlin-mdm records workspace paths as UTF-8 text: rename it (or set OUTPUT_PATH to "
+                         "another folder)") from None
 
 
 def _missing(base: Path) -> list[Path]:
@@ -104,6 +128,21 @@ def _missing(base: Path) -> list[Path]:
             break
         missing.append(folder)
     return missing
+
+
+def _remove_tree(root: Path) -> None:
+    """Remove the workspace ``root`` being made, even where a umask (277, 777) left its folders without read, write
+    or search permission for their owner: rmtree alone could not open or empty them and left them behind."""
+    def unlock(folder: str) -> None:
+        with contextlib.suppress(OSError):
+            os.chmod(folder, 0o700)
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        unlock(entry.path)
+
+    unlock(os.fspath(root))
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def _remove_empty(folders: list[Path]) -> None:
@@ -134,7 +173,7 @@ def _fill_workspace(ws: Workspace, loaded: LoadedSpec, base: Path, stamp: str, s
     (ws.info / f"{name}.orig.yaml").write_text(loaded.text, encoding="utf-8")
     tokens = study_tokens(spec, ctx)
     (ws.info / f"{name}.partial.yaml").write_text(_given_vars(spec) + substitute(loaded.text, tokens),
-                                                   encoding="utf-8")
+                                                   encoding="utf-8", errors="surrogateescape")  # paths: their bytes
     samples = _stage_samples(spec, ws, tokens, samples_file, watch)
     ctx = StudyContext(str(ws.root), str(base), stamp, samples, max(1, batch_size), max(1, slots))
     plan = expand(spec, ctx)
@@ -191,9 +230,9 @@ def _kept_generated(spec: Spec, ws: Workspace, source: Path) -> SpecIssue:
 
 def _generate_samples(spec: Spec, ws: Workspace, cmd: str, watch: Callable[[int], None] | None) -> None:
     result = _shell.run([spec.batch.shell, "-c", cmd], timeout=3600, cwd=str(ws.info), watch=watch)
-    (ws.info / "cmd.sh").write_text(cmd + "\n", encoding="utf-8")
-    (ws.info / "cmd.out").write_text(result.stdout, encoding="utf-8")
-    (ws.info / "cmd.err").write_text(result.stderr, encoding="utf-8")
+    (ws.info / "cmd.sh").write_text(cmd + "\n", encoding="utf-8", errors="surrogateescape")  # its paths' own bytes
+    (ws.info / "cmd.out").write_text(result.stdout, encoding="utf-8", errors="surrogateescape")
+    (ws.info / "cmd.err").write_text(result.stderr, encoding="utf-8", errors="surrogateescape")
     if result.rc != 0:
         tail = result.stderr.strip().splitlines()[-3:]
         line, column = _generate_mark(spec)

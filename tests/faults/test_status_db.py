@@ -55,3 +55,14 @@ def test_restart_refuses_a_study_whose_samples_copy_changed_before_anything_runs
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert f"the study's samples file {copy} changed since the study was made" in result.stderr
     assert {log: log.read_text() for log in ws.rglob("runs.log")} == before  # nothing ran
+
+
+def test_a_corrupt_plan_is_named_with_what_can_be_done(tmp_path: Path) -> None:
+    assert merlin("run", str(spec_file(tmp_path)), "--local", cwd=tmp_path).returncode == 0
+    ws = the_workspace(tmp_path)
+    plan = ws / "merlin_info" / "plan.json"
+    plan.write_text(plan.read_text()[:200])
+    for command in ("restart", "detailed-status"):
+        result = merlin(command, str(ws), cwd=tmp_path)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        assert f"{plan} is corrupt (" in result.stderr and "run the spec again for a new study" in result.stderr
