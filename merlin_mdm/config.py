@@ -17,6 +17,7 @@ walltimes when neither sets it). A password is only ever read from
 from __future__ import annotations
 
 import os
+import re
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -245,7 +246,8 @@ _WHAT = {"port": "the server's TCP port, 1-65535",
 
 def _whole_number(value: Any, key: str, field_name: str) -> int:
     """``value`` of ``key`` (e.g. ``broker.db``) as an int, else a ConfigError that says what is expected."""
-    if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).strip().lstrip("-").isdigit():
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or \
+            not re.fullmatch(r"-?[0-9]+", str(value).strip()):  # ASCII digits: isdigit() let "²" and "--1" through
         raise ConfigError(f"{key}: {value!r} is not a whole number ({field_name}: {_WHAT[field_name]})")
     return int(value)
 

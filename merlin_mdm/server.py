@@ -66,8 +66,13 @@ def conf_quote(value: str) -> str:
     as redis-server reads them back (sdssplitargs); a HOME holding ``"`` or ``\\`` broke the file or named
     another folder."""
     special = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\a": "\\a"}
-    out = "".join(special.get(c, c if c.isprintable() else f"\\x{ord(c):02x}") for c in value)
+    out = "".join(special.get(c, c if c.isprintable() else _byte_escapes(c)) for c in value)
     return f'"{out}"'
+
+
+def _byte_escapes(char: str) -> str:
+    """``char`` as redis.conf's ``\\xHH`` escapes of its bytes (a path's byte that is not UTF-8 is that byte)."""
+    return "".join(f"\\x{byte:02x}" for byte in os.fsencode(char))
 
 
 def _private_write(path: Path, text: str) -> None:

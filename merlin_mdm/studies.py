@@ -7,7 +7,6 @@ is used, so that `status` loads little more than the status store.
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from merlin_mdm.errors import NoWorkspace, SpecIssue, StatusError, WorkspaceErro
 from merlin_mdm.status.model import StudySnapshot, StudyState
 from merlin_mdm.status.sqlite_store import rebuild_hint
 from merlin_mdm.status.store import StatusStore
-from merlin_mdm.study.layout import Workspace
+from merlin_mdm.study.layout import Workspace, study_of
 from merlin_mdm.study.lock import LOCK_FILE, LockHolder, WorkspaceLock, lock_holder
 from merlin_mdm.study.plan import StudyPlan, UnitKey
 
@@ -197,7 +196,8 @@ def find_workspace(target: Path, backend: str | None = None, output: Path | None
             from merlin_mdm.spec.checks import output_path_issue
 
             raise SpecError([output_path_issue(spec, "no home folder for its ~user")]) from None
-        candidates = sorted(base.glob(f"{spec.description.name}_*/merlin_info/plan.json"),
+        candidates = sorted((p for p in base.glob(f"{spec.description.name}_*/merlin_info/plan.json")
+                             if study_of(spec.description.name, p.parent.parent.name)),
                             key=lambda p: p.stat().st_mtime)
         if backend is not None:
             candidates = [p for p in candidates if _backend_may_be(p.parent, backend)]
@@ -205,7 +205,7 @@ def find_workspace(target: Path, backend: str | None = None, output: Path | None
             which = f" queued on {backend}" if backend == "celery" else ""
             raise NoWorkspace(f"no workspace{which} of study '{spec.description.name}' under {base}; run it first")
         # another spec may share the name and OUTPUT_PATH: prefer the workspaces this very spec text made
-        own = [p for p in candidates if _made_from(Workspace(p.parent.parent).spec_copy("orig"), loaded.text)]
+        own = [p for p in candidates if Workspace(p.parent.parent).spec_text("orig") == loaded.text]
         return Workspace((own or candidates)[-1].parent.parent)
     return Workspace.find(target)
 
@@ -218,16 +218,6 @@ def _backend_may_be(info: Path, backend: str) -> bool:
     except OSError:
         return True
     return recorded in (backend, "")
-
-
-def _made_from(copy: Path | None, text: str) -> bool:
-    """Whether the spec copy a workspace keeps (merlin_info/<stem>.orig.yaml) is ``text``."""
-    if copy is None:
-        return False
-    try:
-        return copy.read_text(encoding="utf-8") == text
-    except (OSError, UnicodeDecodeError):
-        return False
 
 
 def study_status(target: Path, patient: bool = True) -> StudySnapshot:
@@ -265,7 +255,7 @@ def _current(ws: Workspace, backend: str, store: StatusStore, every_failure: boo
     if backend != "local" or snap.state is not StudyState.RUNNING:
         return snap
     held, holder = lock_holder(ws.info)
-    if not held and not os.access(ws.info, os.W_OK):  # another user's study, a read-only one: said, not recorded
+    if not held and not ws.may_record():  # another user's study, a read-only one: said, not recorded
         who = f"the runner {holder}" if holder else "the runner"
         return dataclasses.replace(snap, state=StudyState.INTERRUPTED, message=(
             f"{who} is gone without recording an end (killed?); `merlin-mdm restart` by one who may write the "

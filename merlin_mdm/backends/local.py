@@ -46,9 +46,7 @@ class LocalBackend(Backend):
     def status_store(self, workspace: Workspace, patient: bool = True) -> StatusStore:
         """The study's database; read only where this user cannot write it (another user's study, a workspace
         made read-only): `status` of those failed on SQLite's "attempt to write a readonly database"."""
-        path = workspace.status_path
-        writable = os.access(path.parent, os.W_OK) and (not path.exists() or os.access(path, os.W_OK))
-        return SqliteStatusStore(path, readonly=not writable)
+        return SqliteStatusStore(workspace.status_path, readonly=not workspace.may_record())
 
     def check_spec(self, spec: Spec, options: RunOptions) -> None:
         """Refuse a spec with a task that needs more cores than the runner's slots, before anything is written.
@@ -190,7 +188,7 @@ class _Scheduler:
 
     def _moved(self) -> bool:
         """Whether the workspace's folder was moved or deleted since the run began (then it stays so)."""
-        self.moved = self.moved or _identity(self.plan.workspace) != self.root_id
+        self.moved = self.moved or _identity(self.plan.workspace, self.root_id) != self.root_id
         return self.moved
 
     def _stop_moved(self, pool: WorkerPool) -> None:
@@ -331,12 +329,15 @@ class _Scheduler:
             self.options.on_event(message)
 
 
-def _identity(folder: str) -> tuple[int, int] | None:
-    """The (device, inode) of ``folder``; None when it is not there."""
+def _identity(folder: str, known: tuple[int, int] | None = None) -> tuple[int, int] | None:
+    """The (device, inode) of ``folder``; None when it is not there. Any other error (a passing ESTALE or EIO
+    of a parallel file system) says nothing of a move: ``known`` then."""
     try:
         info = os.stat(folder)
-    except OSError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
+    except OSError:
+        return known
     return info.st_dev, info.st_ino
 
 

@@ -15,6 +15,7 @@ from merlin_mdm.batch.base import (
     JobState,
     Runner,
     UnsupportedRequest,
+    exit_file_state,
 )
 from merlin_mdm.batch.flux import FluxBatchSystem
 from merlin_mdm.batch.local import LocalBatchSystem
@@ -30,6 +31,7 @@ __all__ = [
     "JobState",
     "UnsupportedRequest",
     "detect_allocation",
+    "exit_file_state",
     "get_batch_system",
 ]
 

@@ -29,6 +29,7 @@ __all__ = [
     "Runner",
     "UnsupportedRequest",
     "deadline_from_env",
+    "exit_file_state",
     "int_from_env",
     "translate_state",
 ]
@@ -244,7 +245,7 @@ class BatchSystem(ABC):
             known = self.parse_status(out)
         except (ValueError, KeyError, IndexError, AttributeError) as exc:
             raise BatchError(f"{self.name}: cannot read job states from {out.strip()[:200]!r}") from exc
-        return {i: known.get(i) or _from_exit_file(workdir, i) for i in wanted}
+        return {i: known.get(i) or exit_file_state(workdir, i) for i in wanted}
 
     status_ok_codes: ClassVar[tuple[int, ...]] = (0,)
 
@@ -267,7 +268,9 @@ class BatchSystem(ABC):
         return res
 
 
-def _from_exit_file(workdir: Path | None, job_id: str) -> JobState:
+def exit_file_state(workdir: Path | None, job_id: str) -> JobState:
+    """The state of an ended job by the exit code its script left in ``workdir`` (``JOBID.ec``): COMPLETED for 0,
+    FAILED for any other; UNKNOWN where there is none (a job that never ran, or is running)."""
     if workdir is None:
         return JobState.UNKNOWN
     path = workdir / f"{job_id}.ec"

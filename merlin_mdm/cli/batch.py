@@ -152,14 +152,14 @@ def _refuse_when_over(workspace: Path) -> None:
                          f"allocation is needed; `merlin-mdm restart {workspace}` queues its unfinished work again")
 
 
-def _rows(target: Path):  # type: ignore[no-untyped-def]
+def _rows(target: Path, notes: list[str] | None = None):  # type: ignore[no-untyped-def]
     from merlin_mdm.backends.celery.allocations import allocation_rows
     from merlin_mdm.config import load_config
     from merlin_mdm.studies import find_workspace
 
     ws = find_workspace(target)
     spec_path = target if target.is_file() else None
-    return allocation_rows(ws.root, load_config(spec_path))
+    return allocation_rows(ws.root, load_config(spec_path), notes)
 
 
 def allocations_json(target: Path) -> list[dict[str, object]]:
@@ -173,10 +173,13 @@ def show_allocations(target: Path) -> None:
     failed one's output is."""
     from merlin_mdm.studies import find_workspace
 
-    rows = _rows(target)
+    notes: list[str] = []
+    rows = _rows(target, notes)
     if not rows:
         return
     click.echo("\nallocations:")
+    for note in notes:  # a scheduler that cannot be asked (slurmctld down) is said, not shown as `unknown` alone
+        click.echo(f"  {note}")
     click.echo(f"  {'job id':<12} {'system':<6} {'state':<10} {'name':<28} workers")
     for r in rows:
         click.echo(f"  {r.job_id:<12} {r.system:<6} {r.state.value:<10} {r.name:<28} {', '.join(r.workers) or '-'}")

@@ -14,15 +14,12 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 import click
 
 from merlin_mdm.errors import MerlinMdmError, UsageError
 from merlin_mdm.signals import SignalWatch, parent_death_signal, parse_signal, watch_signals
-
-if TYPE_CHECKING:
-    from merlin_mdm.spec import Spec
 
 __all__ = ["info", "monitor", "purge", "query_workers", "queue_info", "run_workers", "server", "stop_workers"]
 
@@ -166,7 +163,7 @@ def _supervise(spec: Path, parsed, config, commands, alloc, until_done: Path | N
     supervisor = Supervisor([start(i) for i in range(len(commands))], is_over,
                             allocation_deadline(alloc) if alloc else None, walltime_margin(os.environ),
                             log=lambda m: click.echo(m, err=True),
-                            shutdown=broadcast_shutdown(config, [f"{c.name}.{alloc.job_id}@" for c in commands])
+                            shutdown=broadcast_shutdown(config, [c.node.split("@")[0] + "@" for c in commands])
                             if alloc else None, grace=grace, early_signal=parse_signal(early_signal),
                             respawn=start, names=[c.name for c in commands])
     rc = supervisor.run()
@@ -344,7 +341,7 @@ def stop_workers(spec: Path | None, queues: tuple[str, ...], patterns: tuple[str
       merlin-mdm stop-workers --workers 'simworkers*'   by name (glob)
     """
     from merlin_mdm.backends.celery.backend import check_server
-    from merlin_mdm.backends.celery.workers import active_queues, group_matches, shutdown_workers
+    from merlin_mdm.backends.celery.workers import active_queues, group_matches, shutdown_workers, spec_workers
 
     _vars_need_spec(spec, variables)
     config = _config(spec)
@@ -354,27 +351,13 @@ def stop_workers(spec: Path | None, queues: tuple[str, ...], patterns: tuple[str
               if (not patterns and not queues and spec is None) or any(group_matches(p, w) for p in patterns)
               or any(q in qs for q in queues)]
     if spec is not None:
-        chosen += [w for w in _spec_workers(config, spec, variables, workers) if w not in chosen]
+        chosen += [w for w in spec_workers(config, _spec(spec, variables), str(spec.resolve()), workers)
+                   if w not in chosen]
     if not chosen:
         click.echo("no matching worker answered")
         return
     shutdown_workers(config, chosen)
     click.echo(f"asked {len(chosen)} worker(s) to stop: {', '.join(sorted(chosen))}")
-
-
-def _spec_workers(config, spec: Path, variables: tuple[str, ...],  # type: ignore[no-untyped-def]
-                  workers: dict[str, list[str]]) -> list[str]:
-    """The answering workers of SPEC's worker groups (named GROUP.PID@host, or GROUP.JOBID@host in an allocation):
-    those whose beat names SPEC, and those of its group names whose beat names no spec (started by hand from
-    `run-workers --echo`); a group of the same name that another spec's `run-workers` started is not SPEC's."""
-    from merlin_mdm.backends.celery.liveness import live_worker_entries
-    from merlin_mdm.backends.celery.workers import group_matches, worker_commands
-
-    groups = [cmd.name for cmd in worker_commands(_spec(spec, variables))]
-    beats = live_worker_entries(config)
-    mine = str(spec.resolve())
-    return [w for w in workers if any(group_matches(g, w) for g in groups)
-            and beats.get(w, {}).get("spec") in (None, mine)]
 
 
 @click.command()
@@ -400,12 +383,13 @@ def purge(spec: Path, force: bool, steps: tuple[str, ...], only_mine: bool, vari
     from merlin_mdm.backends.celery.backend import check_server, record_purge
     from merlin_mdm.backends.celery.broker import purge_queues, waiting_by_study
     from merlin_mdm.backends.celery.workers import spec_queues
+    from merlin_mdm.study.workspace import studies_of
 
     config = _config(spec)
     check_server(config)
     parsed = _spec(spec, variables)
     names = sorted(set(spec_queues(parsed, steps).values()))
-    mine = _own_study(parsed)
+    mine = studies_of(parsed)
     drop = (lambda ws: ws is not None and mine(ws)) if only_mine else None
     if not force and not _purge_confirmed(names, *waiting_by_study(config, names), mine, only_mine):
         click.echo("nothing purged")
@@ -417,18 +401,6 @@ def purge(spec: Path, force: bool, steps: tuple[str, ...], only_mine: bool, vari
         other = "" if mine(workspace) else " (not a study of this spec)"
         click.echo(f"  {n} of study {workspace}{other}: `merlin-mdm restart {workspace}` queues its unfinished "
                    "work again")
-
-
-def _own_study(parsed: Spec) -> Callable[[str], bool]:
-    """Whether a workspace is one of the spec's studies: named after it, right under its OUTPUT_PATH."""
-    from merlin_mdm.study.workspace import output_path
-
-    try:
-        base = output_path(parsed)
-    except RuntimeError:  # `~nouser/x`: none is
-        return lambda ws: False
-    prefix = f"{parsed.description.name}_"
-    return lambda ws: Path(ws).parent == base and Path(ws).name.startswith(prefix)
 
 
 def _purge_confirmed(names: list[str], total: int, studies: Mapping[str, int], mine: Callable[[str], bool],
@@ -475,7 +447,7 @@ def monitor(target: Path, interval: float, early_signal: str | None) -> None:
 
 
 def _monitor(target: Path, interval: float, watch: SignalWatch) -> None:
-    from merlin_mdm.backends.celery.backend import CeleryBackend
+    from merlin_mdm.backends.celery.backend import CeleryBackend, wait_for_status_server
     from merlin_mdm.backends.celery.in_allocation import study_is_over
     from merlin_mdm.status.redis_store import RedisStatusStore
     from merlin_mdm.studies import backend_of, find_workspace
@@ -486,7 +458,9 @@ def _monitor(target: Path, interval: float, watch: SignalWatch) -> None:
         return
     backend = CeleryBackend()
     config = backend.config(ws)
-    _wait_for_redis(config, interval, watch)
+    wait = functools.partial(wait_for_status_server, config, interval, watch.pause,
+                             lambda line: click.echo(f"monitor: {line}", err=True))
+    wait()
     store = cast(RedisStatusStore, backend.status_store(ws))
     try:
         while True:
@@ -495,36 +469,9 @@ def _monitor(target: Path, interval: float, watch: SignalWatch) -> None:
                 click.echo(f"{snap.name}: {snap.state} {snap.message}".rstrip())
                 return
             watch.pause(interval)  # ends at once on a stop signal, even one whose raise was swallowed
-            _wait_for_redis(config, interval, watch)
+            wait()
     finally:
         store.close()
-
-
-MONITOR_PATIENCE = 600.0  # seconds `monitor` waits for a status server that is down (a restart, a failover)
-
-
-def _wait_for_redis(config, interval: float, watch: SignalWatch) -> None:  # type: ignore[no-untyped-def]
-    """Return once the status server answers. A refused password (or any answer that is not "down") fails at once;
-    a server that is down is said in one line, then tried every ``interval`` s for ``MONITOR_PATIENCE`` s (the
-    patient client waited 46 s in silence, then failed)."""
-    import time
-
-    from merlin_mdm.backends.celery.backend import explain_problem, probe_server, server_down
-    from merlin_mdm.errors import BrokerError
-
-    deadline = time.monotonic() + MONITOR_PATIENCE
-    said = False
-    while (problem := probe_server(config, 3.0, "status store")) is not None:
-        why = explain_problem(config, problem, 3.0, "status store")
-        if not server_down(problem) or time.monotonic() > deadline:
-            raise BrokerError(why + (f" (waited {MONITOR_PATIENCE:g} s)" if said else ""))
-        if not said:
-            click.echo(f"monitor: waiting for Redis at {config.status.safe_url()}, retrying every {interval:g} s "
-                       f"for up to {MONITOR_PATIENCE:g} s: {why}", err=True)
-            said = True
-        watch.pause(interval)
-    if said:
-        click.echo(f"monitor: Redis at {config.status.safe_url()} answers again", err=True)
 
 
 def _monitor_local(root: Path, interval: float, watch: SignalWatch) -> None:

@@ -47,6 +47,17 @@ MAX_FAILURES_KEPT = 100_000
 _START = """
 local s = redis.call('HGET', KEYS[3], ARGV[1])
 if s == 'd' or s == 'x' then return -1 end
+if s == 'r' and tonumber(ARGV[9]) > 0 then
+  -- a running copy whose process still beats holds the unit (a redelivery after the visibility timeout)
+  local b = redis.call('HGET', KEYS[6], ARGV[1])
+  if b then
+    local t, every, token = string.match(b, '^(%S+)%s*(%S*)%s*(%S*)')
+    every = tonumber(every) or tonumber(ARGV[8])
+    if tonumber(t) and tonumber(ARGV[4]) - tonumber(t) <= every * tonumber(ARGV[9]) and token ~= ARGV[7] then
+      return -2
+    end
+  end
+end
 local a = redis.call('HINCRBY', KEYS[4], ARGV[1], 1)
 if s ~= 'r' then
   local left = tonumber(ARGV[3]) - tonumber(redis.call('HGET', KEYS[5], ARGV[1]) or '0')
@@ -253,13 +264,21 @@ class RedisStatusStore(StatusStore):
                                         "fail_total": 0, "steps": json.dumps(list(steps)), "updated": time.time()})
         self._call(pipe.execute)
 
-    def start(self, key: UnitKey, host: str, when: float) -> int:
-        """Mark ``key`` running; returns the deliveries seen so far, or -1 when it is already recorded."""
+    def start(self, key: UnitKey, host: str, when: float, held: tuple[float, int, str] | None = None) -> int:
+        """Mark ``key`` running; returns the deliveries seen so far, -1 when it is already recorded, and -2 (nothing
+        written) when ``held`` = (default beat interval, beats missed before a process counts as gone, the process
+        token of a holder known gone or '') says that another copy of it runs in a process that still beats."""
         plan = self._plan()
         step = plan.instances[key.instance].step
         keys = [self.k_meta, self.k_steps, self.k_ustate, self.k_attempts, self.k_partial, self.k_beat]
+        every, missed, gone = held if held is not None else (0.0, 0, "")
         return int(self._call(self._start, keys=keys, args=[key.to_id(), step, len(plan.unit_samples(key)), when,
-                                                                StudyState.RUNNING.value, StudyState.PURGED.value]))
+                                                                StudyState.RUNNING.value, StudyState.PURGED.value,
+                                                                gone, every, missed]))
+
+    def unit_beat(self, key: UnitKey) -> str:
+        """The last beat of ``key`` ('' when none)."""
+        return str(self._call(self.r.hget, self.k_beat, key.to_id()) or "")
 
     def unit_started(self, key: UnitKey, host: str, when: float) -> None:
         self.start(key, host, when)

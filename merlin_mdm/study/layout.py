@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from merlin_mdm.errors import NoWorkspace, WorkspaceError
 from merlin_mdm.study.plan import StudyPlan
 
-__all__ = ["PLAN_FILE", "Workspace"]
+__all__ = ["PLAN_FILE", "Workspace", "study_of"]
 
 PLAN_FILE = "plan.json"
+
+
+def study_of(name: str, folder: str) -> bool:
+    """Whether a workspace folder named ``folder`` is one of study ``name``'s: ``<name>_<YYYYmmdd-HHMMSS>``, with
+    a ``.N`` suffix when several started in one second. A prefix took `hello_big_20261207-115344` for one of
+    `hello`'s (`status hello.yaml`, `purge --only-mine`)."""
+    return re.fullmatch(rf"{re.escape(name)}_\d{{8}}-\d{{6}}(\.\d+)?", folder) is not None
 
 
 @dataclass(frozen=True)
@@ -29,6 +37,20 @@ class Workspace:
         """merlin_info/<stem>.<kind>.yaml (kind: orig, partial, expanded), named after the spec file (or, in
         workspaces made before the thirty-eighth session, after the study); None when there is none."""
         return next(iter(sorted(self.info.glob(f"*.{kind}.yaml"))), None)
+
+    def may_record(self) -> bool:
+        """Whether this user may write the study's records: merlin_info/ and, where they exist, its status database
+        and runner lock (a group's shared folder under umask 002 is writable while the files in it are not)."""
+        files = (self.status_path, self.info / "runner.lock")
+        return os.access(self.info, os.W_OK) and all(os.access(f, os.W_OK) for f in files if f.exists())
+
+    def spec_text(self, kind: str) -> str | None:
+        """The text of :meth:`spec_copy` (None when there is none or it cannot be read)."""
+        copy = self.spec_copy(kind)
+        try:
+            return copy.read_text(encoding="utf-8") if copy is not None else None
+        except (OSError, UnicodeDecodeError):
+            return None
 
     @property
     def plan_path(self) -> Path:

@@ -24,11 +24,11 @@ from merlin_mdm.spec import LoadedSpec, Spec
 from merlin_mdm.spec.checks import output_path_issue, output_path_problem
 from merlin_mdm.spec.tokens import substitute
 from merlin_mdm.study.expand import StudyContext, expand, resolve_variables, study_tokens
-from merlin_mdm.study.layout import PLAN_FILE, Workspace
+from merlin_mdm.study.layout import PLAN_FILE, Workspace, study_of
 from merlin_mdm.study.plan import StudyPlan
 from merlin_mdm.study.samples import SampleSet, checked_shape
 
-__all__ = ["PLAN_FILE", "Workspace", "create_workspace", "output_path"]
+__all__ = ["PLAN_FILE", "Workspace", "create_workspace", "output_path", "studies_of"]
 
 def output_path(spec: Spec) -> Path:
     """OUTPUT_PATH: the `env.variables.OUTPUT_PATH` value (relative to the spec's folder), else the cwd."""
@@ -37,6 +37,19 @@ def output_path(spec: Spec) -> Path:
         return Path.cwd()
     path = Path(value).expanduser()
     return path if path.is_absolute() else (spec.root / path).resolve()
+
+
+def studies_of(spec: Spec) -> Callable[[str], bool]:
+    """Whether a workspace path is one of ``spec``'s studies: named after it (:func:`~.layout.study_of`), right
+    under its OUTPUT_PATH. A spec with no OUTPUT_PATH puts its studies in the folder it was run from: from
+    another folder they are not recognised (the safe side for `purge --only-mine`: they stay queued). Another
+    user's copy of the same spec text, elsewhere, is not this spec's."""
+    try:
+        base: Path | None = output_path(spec)
+    except RuntimeError:  # `~nouser/x`
+        base = None
+    name = spec.description.name
+    return lambda workspace: Path(workspace).parent == base and study_of(name, Path(workspace).name)
 
 
 _SPEC_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EROFS, errno.EEXIST, errno.ENOENT,

@@ -96,8 +96,12 @@ def test_a_status_that_cannot_record_a_dead_runner_leaves_the_lock_naming_it(sta
     assert snap.state.value == "interrupted" and f"`merlin-mdm run` (pid {runner.pid} on " in snap.message
 
 
-def test_status_of_a_workspace_the_user_may_not_write_reads_it_and_records_nothing(start, tmp_path: Path) -> None:
-    """Another user's study, or one made read-only: `status` failed on "attempt to write a readonly database"."""
+@pytest.mark.parametrize("read_only", ["workspace", "records"])
+def test_status_of_a_workspace_the_user_may_not_write_reads_it_and_records_nothing(start, tmp_path: Path,
+                                                                                   read_only: str) -> None:
+    """Another user's study, or one made read-only: `status` failed on "attempt to write a readonly database".
+    A group's folder under umask 002 (merlin_info/ writable, its files not) said the dead runner's tasks were
+    "ending", for ever."""
     import os
     import subprocess
 
@@ -105,7 +109,9 @@ def test_status_of_a_workspace_the_user_may_not_write_reads_it_and_records_nothi
 
     ws = _killed_study(start, tmp_path)
     drop = ["setpriv", "--bounding-set=-all", "--inh-caps=-all"] if os.geteuid() == 0 else []  # root writes all
-    subprocess.run(["chmod", "-R", "a-w", str(ws)], check=True)
+    info = ws / "merlin_info"
+    targets = [str(ws)] if read_only == "workspace" else [str(info / "status.db"), str(info / "runner.lock")]
+    subprocess.run(["chmod", "-R", "a-w", *targets], check=True)
     try:
         for args in (["status", str(ws), "--json"], ["detailed-status", str(ws)]):
             result = subprocess.run([*drop, *CLI, *args], cwd=tmp_path, capture_output=True, text=True, timeout=120,

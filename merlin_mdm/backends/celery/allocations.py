@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import shlex
 import sys
 import time
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from merlin_mdm.backends.celery.workers import worker_commands
 from merlin_mdm.backends.execution import walltime_seconds
-from merlin_mdm.batch import TERMINAL_STATES, AllocationRequest, JobState, get_batch_system
+from merlin_mdm.batch import TERMINAL_STATES, AllocationRequest, JobState, exit_file_state, get_batch_system
 from merlin_mdm.config import AppConfig
 from merlin_mdm.errors import BatchError, UsageError
 from merlin_mdm.spec import BatchConfig, Spec
@@ -238,7 +239,8 @@ def batch_origin(spec: Spec, names: Sequence[str]) -> str:
 FINAL_STATES = "final_states.json"  # in the batch folder: job id -> the terminal state first seen
 
 
-def allocation_states(workspace: Path, records: Sequence[AllocationRecord]) -> dict[str, JobState]:
+def allocation_states(workspace: Path, records: Sequence[AllocationRecord],
+                      notes: list[str] | None = None) -> dict[str, JobState]:
     """Job id -> state, asking each batch system once, except for jobs already seen ended.
 
     A terminal state is written down the first time it is seen: a scheduler forgets a job minutes after it ends
@@ -251,8 +253,11 @@ def allocation_states(workspace: Path, records: Sequence[AllocationRecord]) -> d
         ids = [r.job_id for r in records if r.system == system and r.job_id not in final]
         try:
             states.update(get_batch_system(system).status(ids, batch_dir(workspace)))
-        except BatchError:  # the scheduler cannot be asked from here (another machine, a login node down)
-            states.update(dict.fromkeys(ids, JobState.UNKNOWN))
+        except BatchError as exc:  # the scheduler cannot be asked from here (another machine, its controller down)
+            states.update({job: exit_file_state(batch_dir(workspace), job) for job in ids})  # an ended job's code
+            if notes is not None:
+                notes.append(f"{exc} (the states of jobs that ended are read from their exit code files; the "
+                             "others are unknown)")
     ended = {job: state for job, state in states.items() if state in TERMINAL_STATES}
     if ended:
         _write_final_states(workspace, {**final, **ended})
@@ -293,15 +298,17 @@ class AllocationRow:
     workers: tuple[str, ...]  # full worker names answering from it (``group.<job id>@host``)
 
 
-def allocation_rows(workspace: Path, config: AppConfig | None) -> list[AllocationRow]:
-    """Each allocation of the study, its state and the workers that answer from it.
+def allocation_rows(workspace: Path, config: AppConfig | None,
+                    notes: list[str] | None = None) -> list[AllocationRow]:
+    """Each allocation of the study, its state and the workers that answer from it; ``notes`` gets a line for
+    each scheduler that could not be asked (its controller down), why.
 
     Workers are asked only when an allocation runs and ``config`` (the broker) is given.
     """
     records = read_records(workspace)
     if not records:
         return []
-    states = allocation_states(workspace, records)
+    states = allocation_states(workspace, records, notes)
     running = [r for r in records if states.get(r.job_id) is JobState.RUNNING]
     names: list[str] = []
     if running and config is not None:
@@ -309,4 +316,9 @@ def allocation_rows(workspace: Path, config: AppConfig | None) -> list[Allocatio
 
         names = sorted(active_queues(config))
     return [AllocationRow(r.job_id, r.system, r.name, states.get(r.job_id, JobState.UNKNOWN),
-                          tuple(n for n in names if f".{r.job_id}@" in n)) for r in records]
+                          tuple(n for n in names if _of_job(n, r.job_id))) for r in records]
+
+
+def _of_job(worker: str, job_id: str) -> bool:
+    """Whether the Celery node ``worker`` is one the job started: GROUP.JOBID@host, or GROUP.JOBID.PID@host."""
+    return re.search(rf"\.{re.escape(job_id)}(\.\d+)?@", worker) is not None

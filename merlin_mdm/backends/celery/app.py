@@ -26,6 +26,7 @@ from merlin_mdm.backends.celery.scheduling import (
     UNIT_TASK,
     Dispatch,
     GivenBack,
+    StillRunning,
     execute_unit,
     expand_range,
     fail_study,
@@ -41,6 +42,7 @@ from merlin_mdm.study.workspace import Workspace
 __all__ = ["EXPAND_TASK", "UNIT_TASK", "StudyCache", "celery_settings", "hand_back", "make_app"]
 
 log = logging.getLogger(__name__)
+HELD_RETRY_SECONDS = 15.0  # a redelivered unit whose first copy still runs asks again after this
 PUBLISH_RETRY = {"max_retries": 30, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 2.0}
 
 
@@ -180,6 +182,9 @@ def make_app(config: AppConfig) -> Celery:
             raise
         except GivenBack as exc:  # its worker is stopping: the message goes back to the broker
             raise Reject(str(exc), requeue=True) from None
+        except StillRunning as exc:  # its first copy runs: asked again later, run then only if that copy died
+            log.info("%s; asked again in %g s", exc, HELD_RETRY_SECONDS)
+            raise self.retry(countdown=HELD_RETRY_SECONDS, max_retries=None) from None
         except Exception as exc:  # any other failure is the unit's recorded failure, never an acked loss
             fail_unit(store, deps, plan, key, exc, send)
 

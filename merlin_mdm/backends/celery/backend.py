@@ -11,7 +11,7 @@ import contextlib
 import json
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -30,7 +30,8 @@ from merlin_mdm.study.plan import StudyPlan, UnitKey
 from merlin_mdm.study.workspace import Workspace
 
 __all__ = ["CONNECTION_FILE", "CeleryBackend", "check_server", "derived_visibility", "describe_queueing",
-           "explain_problem", "longest_unit_seconds", "probe_server", "record_purge", "server_down"]
+           "explain_problem", "longest_unit_seconds", "probe_server", "record_purge", "server_down",
+           "wait_for_status_server"]
 
 CONNECTION_FILE = "celery.json"  # in merlin_info/: which app.yaml the study was queued with (no secret)
 
@@ -62,6 +63,33 @@ def probe_server(config: AppConfig, timeout: float = 3.0, what: str = "broker") 
     except redis.RedisError as exc:
         return exc
     return None
+
+
+STATUS_PATIENCE = 600.0  # seconds `monitor` waits for a status server that is down (a restart, a failover)
+
+
+def wait_for_status_server(config: AppConfig, interval: float, pause: Callable[[float], object],
+                           say: Callable[[str], object]) -> None:
+    """Return once the status server answers. A refused password (or any answer that is not "down") fails at
+    once; a server that is down is said in one line, then tried every ``interval`` s (``pause``, which a stop
+    signal ends) for ``STATUS_PATIENCE`` s: a patient client waited 46 s in silence, then failed.
+
+    Raises:
+        BrokerError: the server refuses us, or stays down past the patience.
+    """
+    deadline = time.monotonic() + STATUS_PATIENCE
+    said = False
+    while (problem := probe_server(config, 3.0, "status store")) is not None:
+        why = explain_problem(config, problem, 3.0, "status store")
+        if not server_down(problem) or time.monotonic() > deadline:
+            raise BrokerError(why + (f" (waited {STATUS_PATIENCE:g} s)" if said else ""))
+        if not said:
+            say(f"waiting for Redis at {config.status.safe_url()}, retrying every {interval:g} s for up to "
+                f"{STATUS_PATIENCE:g} s: {why}")
+            said = True
+        pause(interval)
+    if said:
+        say(f"Redis at {config.status.safe_url()} answers again")
 
 
 def server_down(problem: Exception) -> bool:

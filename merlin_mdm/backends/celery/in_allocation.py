@@ -38,8 +38,8 @@ from merlin_mdm.study.plan import StudyPlan, UnitKey
 from merlin_mdm.study.workspace import Workspace
 
 __all__ = ["DEFAULT_MARGIN", "STUDY_OVER", "Supervisor", "allocation_commands", "allocation_deadline",
-           "broadcast_shutdown", "launcher_for", "study_is_over", "study_over_check", "unit_fits", "unit_misfit",
-           "walltime_margin"]
+           "allocation_node", "broadcast_shutdown", "launcher_for", "study_is_over", "study_over_check", "unit_fits",
+           "unit_misfit", "walltime_margin"]
 
 DEFAULT_MARGIN = 60.0  # seconds kept free before the walltime: workers finish and hand back in it
 STUDY_OVER = "nothing is left for them to run"  # the study is over, or (a worker group's) every step it serves
@@ -103,7 +103,7 @@ def allocation_commands(spec: Spec, commands: Sequence[WorkerCommand], alloc: Al
         worker = workers.get(cmd.name)
         batch = worker.batch if worker and worker.batch else spec.batch
         nodes = min(alloc.nodes, (worker.nodes if worker else None) or alloc.nodes)
-        node = f"{cmd.name}.{alloc.job_id}@%h"  # the job's id makes the name unique, as run-workers' pid does outside
+        node = allocation_node(cmd, alloc.job_id)
         argv = [node if a == cmd.node else a for a in cmd.argv]
         if alloc.cores_per_node and not any(a in ("-c", "--concurrency") or a.startswith("--concurrency=")
                                             for a in argv):
@@ -281,6 +281,14 @@ class Supervisor:
                     os.killpg(proc.pid, signal.SIGKILL)
             else:
                 proc.send_signal(signum)
+
+
+def allocation_node(cmd: WorkerCommand, job_id: str) -> str:
+    """The Celery node name of ``cmd``'s group in job ``job_id``: ``GROUP.JOBID.PID@%h`` (the job's id names the
+    job's workers; the pid of its `run-workers`, which ``cmd.node`` carries, keeps two specs' groups of one name in
+    one job two nodes)."""
+    unique = cmd.node.split("@", 1)[0].removeprefix(f"{cmd.name}.") if cmd.node.startswith(f"{cmd.name}.") else ""
+    return f"{cmd.name}.{job_id}.{unique}@%h" if unique else f"{cmd.name}.{job_id}@%h"
 
 
 def broadcast_shutdown(config: AppConfig, prefixes: Sequence[str]) -> Callable[[], None]:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from merlin_mdm.backends.celery.dependencies import RedisDependencies, Released
-from merlin_mdm.backends.celery.liveness import is_stopping, unit_heartbeat
+from merlin_mdm.backends.celery.liveness import BEAT_SECONDS, MISSED, is_stopping, process_gone, unit_heartbeat
 from merlin_mdm.backends.celery.publish import Message, publish
 from merlin_mdm.backends.execution import count_done, run_unit, unit_failure, watch_tasks, worker_deaths_outcome
 from merlin_mdm.backends.progress import TaskTicker
@@ -31,9 +31,9 @@ from merlin_mdm.status.redis_store import RedisStatusStore
 from merlin_mdm.status.states import StudyState
 from merlin_mdm.study.plan import StudyPlan, UnitKey
 
-__all__ = ["EXPAND_FANOUT", "EXPAND_TASK", "UNITS_PER_EXPAND", "UNIT_TASK", "Dispatch", "Sender", "execute_unit",
-           "expand_range", "fail_study", "fail_unit", "plan_dispatch", "record", "release", "send_dispatch",
-           "unit_ranges"]
+__all__ = ["EXPAND_FANOUT", "EXPAND_TASK", "HELD", "UNITS_PER_EXPAND", "UNIT_TASK", "Dispatch", "Sender",
+           "StillRunning", "execute_unit", "expand_range", "fail_study", "fail_unit", "plan_dispatch", "record",
+           "release", "send_dispatch", "unit_ranges"]
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,10 @@ def execute_unit(store: RedisStatusStore, deps: RedisDependencies, plan: StudyPl
     Raises:
         GivenBack: the worker ``hostname`` is stopping: the unit stopped before its next task, queued again.
     """
-    attempts = store.start(key, socket.gethostname(), time.time())
+    attempts = store.start(key, socket.gethostname(), time.time(), _holder_window(store, key))
+    if attempts == HELD:
+        raise StillRunning(f"unit {key.to_id()} of {plan.workspace} runs in another process that still beats "
+                           "(its message came again after the broker's visibility timeout): not run twice")
     if attempts < 0:
         # UnitOutcome.releases_children: only a stopped study (hard fail, stop) leaves a unit's children blocked,
         # and a unit that raised blocks its own (UnitOutcome.raised, recorded with it).
@@ -174,6 +177,22 @@ def execute_unit(store: RedisStatusStore, deps: RedisDependencies, plan: StudyPl
             raise GivenBack(f"unit {key.to_id()} stopped before its next task: worker {hostname} is stopping")
     release(store, deps, record(store, deps, key, outcome), send)
     return outcome
+
+
+HELD = -2  # RedisStatusStore.start: another copy of the unit runs in a process that still beats
+
+
+class StillRunning(Exception):
+    """A redelivered unit whose first copy still runs (the broker's visibility timeout is shorter than the unit):
+    it must not run twice at once. The message is put off, not dropped: should that copy's process die, it runs."""
+
+
+def _holder_window(store: RedisStatusStore, key: UnitKey) -> tuple[float, int, str]:
+    """What :meth:`RedisStatusStore.start` needs to tell a live holder of ``key``: the default beat interval, the
+    beats missed before a process counts as gone, and the token of the holder when its process is known gone
+    (on this machine)."""
+    token = [*store.unit_beat(key).split(), "", "", ""][2]
+    return BEAT_SECONDS, MISSED, token if token and process_gone(token) else ""
 
 
 def fail_unit(store: RedisStatusStore, deps: RedisDependencies, plan: StudyPlan, key: UnitKey, exc: Exception,

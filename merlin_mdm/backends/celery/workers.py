@@ -10,7 +10,7 @@ import os
 import shlex
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +22,7 @@ from merlin_mdm.spec import Spec
 from merlin_mdm.spec.worker_args import split_worker_args
 
 __all__ = ["COLD_STOP_SIGNAL", "SPEC_ENV", "WORKER_MODULE", "WorkerCommand", "active_queues", "check_study_queues",
-           "group_matches", "queue_sizes", "shutdown_workers", "spec_queues", "worker_commands"]
+           "group_matches", "queue_sizes", "shutdown_workers", "spec_queues", "spec_workers", "worker_commands"]
 
 WORKER_MODULE = "merlin_mdm.backends.celery.worker"
 PIDBOX_BINDINGS = "_kombu.binding.celery.pidbox"  # kombu's set of the workers' control queues (Celery's default)
@@ -128,6 +128,19 @@ def _command(name: str, queues: tuple[str, ...], args: str, extra: str, suffix: 
             "-Q", ",".join(queues), "--without-gossip", "--without-mingle", "-O", "fair",
             *_tilde(split_worker_args(args)), *_tilde(split_worker_args(extra))]  # checked before (validate, above)
     return WorkerCommand(name, queues, tuple(argv), node)
+
+
+def spec_workers(config: AppConfig, spec: Spec, spec_path: str, workers: Iterable[str]) -> list[str]:
+    """Those of ``workers`` (answering node names) that are of ``spec``'s worker groups (GROUP.PID@host, or
+    GROUP.JOBID.PID@host in an allocation): those whose beat names the spec file ``spec_path`` (absolute), and those
+    of its group names whose beat names no spec (started by hand from `run-workers --echo`). A group of the same
+    name that another spec's `run-workers` started is not the spec's."""
+    from merlin_mdm.backends.celery.liveness import live_worker_entries
+
+    groups = [cmd.name for cmd in worker_commands(spec)]
+    beats = live_worker_entries(config)
+    return [w for w in workers if any(group_matches(g, w) for g in groups)
+            and beats.get(w, {}).get("spec") in (None, spec_path)]
 
 
 def group_matches(pattern: str, worker: str) -> bool:

@@ -242,7 +242,7 @@ def test_two_allocations_of_one_worker_group_share_the_study(redis_server: Redis
         status = merlin("status", spec.name, cwd=tmp_path, env=env).stdout
         table = status.split("allocations:\n", 1)[1].splitlines()[1:]
         rows.update({line.split()[0]: line.split()[1:] for line in table})
-        return all(rows[job][:2] == ["local", "running"] and rows[job][3].startswith(f"pairs.{job}@") for job in jobs)
+        return all(rows[job][:2] == ["local", "running"] and rows[job][3].startswith(f"pairs.{job}.") for job in jobs)
 
     wait_until(both_have_workers, 60, "a worker in each allocation")
     workdir = next((tmp_path / "out").glob("pair_*")) / "merlin_info" / "batch"

@@ -110,6 +110,23 @@ def test_sigkill_of_a_whole_worker_is_recovered_after_the_visibility_timeout(
     _exactly_once(tmp_path, 4, killed=True)
 
 
+def test_a_unit_longer_than_the_visibility_timeout_runs_once(
+        redis_server: RedisFixture, worker_pool: WorkerPool, tmp_path: Path, env_guard: None) -> None:
+    """An outside probe on Slurm (visibility_timeout 20 s, units of 60 s): the broker gave the message again while
+    its first copy ran, and a second worker ran the same samples at the same time. The copy now waits while the
+    first one's process beats."""
+    app = tmp_path / "app.yaml"
+    app.write_text(redis_server.app_yaml.read_text() + "visibility_timeout: 2\n")
+    worker_pool.app_yaml = app
+    backend, ws = _launch(tmp_path, app, n=2, sleep=7.0)
+    worker_pool.start("first", concurrency=1, log_dir=tmp_path)
+    worker_pool.start("second", concurrency=1, log_dir=tmp_path)
+    snap = _wait_finished(backend, ws, 90)
+    assert snap.state == "finished", (snap, worker_pool.log_tail())
+    starts = _exactly_once(tmp_path, 2)
+    assert starts == Counter(["0", "1"]), (starts, worker_pool.log_tail())  # each sample started once
+
+
 def test_redis_restart_mid_study_workers_reconnect_and_finish(
         persistent_redis: RedisFixture, tmp_path: Path, env_guard: None) -> None:
     pool = WorkerPool(persistent_redis.app_yaml)

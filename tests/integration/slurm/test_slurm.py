@@ -137,7 +137,7 @@ def test_scancel_mid_study_then_launch_again_completes_it_once(
     wait_until(lambda: runs.exists() and len(runs.read_text().split()) >= 60, 120, "60 samples to finish")
     running = merlin("status", spec.name, cwd=tmp_path, env=env)
     assert _allocation_line(running.stdout, first)[:3] == ["slurm", "running", "drain.drainers"], running.stdout
-    assert _allocation_line(running.stdout, first)[3].startswith(f"drainers.{first}@"), running.stdout
+    assert _allocation_line(running.stdout, first)[3].startswith(f"drainers.{first}."), running.stdout
     subprocess.run(["scancel", first], check=True)
     assert wait_state(first, TERMINAL_STATES, 60) is JobState.CANCELLED
     assert len(runs.read_text().split()) < 400, "the study finished before scancel: make it longer"

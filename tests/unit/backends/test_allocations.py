@@ -242,3 +242,29 @@ def test_a_worker_groups_own_batch_type_picks_its_batch_system() -> None:
     text = SPEC.replace("{type: slurm, walltime", "{type: lsf, walltime")
     [(_, sim), (_, post)] = allocation_requests(_spec(text), Path("/s/big.yaml"), Path("/ws"), LaunchOptions())
     assert (sim.system, post.system) == ("slurm", "lsf")
+
+
+def test_a_scheduler_that_cannot_be_asked_is_said_and_ended_jobs_read_their_exit_codes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """slurmctld down: a job whose .ec held 0 was shown `unknown`, and nothing said the scheduler was unreachable."""
+    from types import SimpleNamespace
+
+    from merlin_mdm.backends.celery import allocations
+    from merlin_mdm.backends.celery.allocations import AllocationRecord, allocation_states
+    from merlin_mdm.batch import JobState
+    from merlin_mdm.errors import BatchError
+
+    batch = tmp_path / "merlin_info" / "batch"
+    batch.mkdir(parents=True)
+    (batch / "19.ec").write_text("0\n")
+    (batch / "20.ec").write_text("143\n")
+
+    def status(ids: list[str], workdir: Path) -> dict[str, JobState]:
+        raise BatchError("slurm: squeue --noheader failed (exit 1): Unable to contact slurm controller")
+
+    monkeypatch.setattr(allocations, "get_batch_system", lambda name: SimpleNamespace(status=status))
+    records = [AllocationRecord(j, "slurm", "s.w", ("w",), 1, 0.0) for j in ("18", "19", "20")]
+    notes: list[str] = []
+    states = allocation_states(tmp_path, records, notes)
+    assert states == {"18": JobState.UNKNOWN, "19": JobState.COMPLETED, "20": JobState.FAILED}
+    assert len(notes) == 1 and "Unable to contact slurm controller" in notes[0] and "exit code files" in notes[0]

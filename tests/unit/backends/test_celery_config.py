@@ -34,6 +34,9 @@ study:
     ("results: {port: 12x}", "results.port: '12x' is not a whole number (port: the server's TCP port"),
     ("broker: {url: 'redis://h:1/x'}", "broker.url redis://h:1/x: 'x' is not a whole number (db: "),
     ("broker: {url: 'redis://h:ab/1'}", "broker.url redis://h:ab/1: the port is not a whole number"),
+    ("broker: {db: '--1'}", "broker.db: '--1' is not a whole number"),  # a ValueError traceback (review)
+    ("broker: {db: '²'}", "broker.db: '²' is not a whole number"),
+    ("broker: {url: 'redis://h:1/--2'}", "'--2' is not a whole number"),
 ])
 def test_app_yaml_values_name_the_key_and_what_is_expected(tmp_path: Path, yaml: str, expected: str) -> None:
     app = tmp_path / "app.yaml"
@@ -64,7 +67,9 @@ def test_each_run_workers_names_its_groups_uniquely_and_the_group_name_still_sel
 def test_in_an_allocation_the_job_id_makes_the_name_unique(tmp_path: Path) -> None:
     spec = _spec(tmp_path)
     sim, _ = allocation_commands(spec, worker_commands(spec, suffix="4242"), Allocation("slurm", "77", 2, 4, None))
-    assert sim.node == "sim.77@%h" and "sim.77@%h" in sim.argv and "sim.4242@%h" not in sim.argv
+    assert sim.node == "sim.77.4242@%h" and "sim.77.4242@%h" in sim.argv and "sim.4242@%h" not in sim.argv
+    bare, _ = allocation_commands(spec, worker_commands(spec), Allocation("slurm", "77", 2, 4, None))
+    assert bare.node == "sim.77@%h"  # `run-workers --echo`: no pid to add
 
 
 @pytest.mark.parametrize(("value", "quoted"), [
@@ -72,6 +77,7 @@ def test_in_an_allocation_the_job_id_makes_the_name_unique(tmp_path: Path) -> No
     ('/home/we"ird', '"/home/we\\"ird"'),
     ("/home/back\\slash", '"/home/back\\\\slash"'),
     ("/home/new\nline", '"/home/new\\nline"'),
+    ("/home/\udce9t\u00e9", '"/home/\\xe9t\u00e9"'),  # a byte that is not UTF-8 is that byte; é stays é (review)
 ])
 def test_redis_conf_values_are_quoted_as_redis_reads_them(value: str, quoted: str) -> None:
     assert conf_quote(value) == quoted
