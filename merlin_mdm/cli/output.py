@@ -58,9 +58,14 @@ class _Guarded:
         except BrokenPipeError:
             raise
         except OSError as exc:
-            abandon_output()  # Python's flush at exit would fail (and report) again
+            if self._stream is sys.__stdout__:  # Python's flush at exit would fail (and report) again
+                abandon_output()
             self._failed = _lost(exc)
             raise self._failed from None
+
+    def wrapped(self) -> TextIO | None:
+        """The stream the guard was put around (None: it was closed)."""
+        return self._stream
 
     def isatty(self) -> bool:
         return self._stream is not None and self._stream.isatty()
@@ -92,10 +97,10 @@ def finish_output() -> None:
 
 
 def release_output() -> None:
-    """Give ``sys.stdout`` back as Python made it, for its own flush at exit: after a failure was reported, that
-    flush goes to /dev/null (or finds no stream) instead of reporting again."""
+    """Give ``sys.stdout`` back: the stream the guard wrapped (a caller's own, such as pytest's capture, stays
+    theirs), for Python's own flush at exit, which after a failure goes to /dev/null instead of reporting again."""
     if isinstance(sys.stdout, _Guarded):
-        sys.stdout = sys.__stdout__
+        sys.stdout = sys.stdout.wrapped()
 
 
 def abandon_output() -> None:
