@@ -3,6 +3,7 @@ the messages of a status server that refuses or is down."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -47,21 +48,29 @@ def _behind(spec: Path, env: dict[str, str]) -> subprocess.Popen[str]:
                             stderr=subprocess.DEVNULL, text=True, start_new_session=True)
 
 
+_ACTIVE = """
+import json, sys
+from pathlib import Path
+from merlin_mdm.backends.celery.workers import active_queues
+from merlin_mdm.config import load_config
+print(json.dumps(active_queues(load_config(None, Path(sys.argv[1])))))
+"""
+
+
 @pytest.mark.celery
 def test_two_users_default_workers_on_one_node_are_two_groups_stopped_apart(redis_server: RedisFixture,
                                                                            tmp_path: Path) -> None:
     """Both specs name no worker: they were one Celery node `default_worker@host`, and stopping one user's
     stopped the other's."""
-    from merlin_mdm.backends.celery.workers import active_queues
-    from merlin_mdm.config import load_config
-
     env = {"MERLIN_MDM_CONFIG": str(redis_server.app_yaml)}
-    config = load_config(None, redis_server.app_yaml)
     spec_a, spec_b = _spec(tmp_path / "userA", "iso", "iso_qa"), _spec(tmp_path / "userB", "iso", "iso_qb")
     procs = [_behind(spec_a, env), _behind(spec_b, env)]
     try:
-        def ours() -> list[str]:
-            return sorted(w for w, qs in active_queues(config).items() if {"iso_qa", "iso_qb"} & set(qs))
+        def ours() -> list[str]:  # asked from a process of its own: Celery's control client left threads here
+            # that later forks of the test process inherited (the guarded HDF5 reader's tests then failed)
+            out = subprocess.run([sys.executable, "-c", _ACTIVE, str(redis_server.app_yaml)], capture_output=True,
+                                 text=True, timeout=60, check=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+            return sorted(w for w, qs in json.loads(out.stdout).items() if {"iso_qa", "iso_qb"} & set(qs))
 
         wait_until(lambda: len(ours()) == 2, 60, "two default_worker groups to answer")
         assert ours() == sorted(f"default_worker.{p.pid}@" + w.split("@")[1] for p, w in zip(procs, ours(),
@@ -106,20 +115,33 @@ def test_purge_says_whose_messages_it_deletes_and_can_keep_other_studies(redis_s
     assert f"3 of study {ws_b} (not a study of this spec)" in every.stdout, every.stdout
 
 
-def test_a_second_study_at_the_same_workspace_path_is_refused(redis_server: RedisFixture, tmp_path: Path) -> None:
-    """Node-local scratch mounted at one path: the second `run` shared the first one's status record silently."""
-    from merlin_mdm.backends.base import RunOptions
-    from merlin_mdm.backends.celery.backend import CeleryBackend
-    from merlin_mdm.config import load_config
-    from merlin_mdm.errors import WorkspaceError
-    from merlin_mdm.study.workspace import Workspace
+_LAUNCH_AGAIN = """
+import sys
+from merlin_mdm.backends.base import RunOptions
+from merlin_mdm.backends.celery.backend import CeleryBackend
+from merlin_mdm.config import load_config
+from merlin_mdm.errors import WorkspaceError
+from merlin_mdm.study.workspace import Workspace
+from pathlib import Path
+ws = Workspace(Path(sys.argv[1]))
+try:
+    CeleryBackend(load_config(None, Path(sys.argv[2]))).launch(ws, ws.load_plan(), RunOptions())
+except WorkspaceError as exc:
+    print(exc.exit_code, exc)
+"""
 
-    ws = Workspace(_queue(_spec(tmp_path, "same", "same_q"), {"MERLIN_MDM_CONFIG": str(redis_server.app_yaml)}))
-    backend = CeleryBackend(load_config(None, redis_server.app_yaml))
-    with pytest.raises(WorkspaceError) as err:
-        backend.launch(ws, ws.load_plan(), RunOptions())
-    assert f"already holds a study for the workspace path {ws.root}" in str(err.value)
-    assert "another OUTPUT_PATH" in str(err.value) and err.value.exit_code == 1
+
+def test_a_second_study_at_the_same_workspace_path_is_refused(redis_server: RedisFixture, tmp_path: Path) -> None:
+    """Node-local scratch mounted at one path: the second `run` shared the first one's status record silently.
+    (The second launch runs in a process of its own: launched in the test's process it left state behind that
+    broke later tests' signals and forked readers.)"""
+    ws = _queue(_spec(tmp_path, "same", "same_q"), {"MERLIN_MDM_CONFIG": str(redis_server.app_yaml)})
+    again = subprocess.run([sys.executable, "-c", _LAUNCH_AGAIN, str(ws), str(redis_server.app_yaml)], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=120, check=False,
+                           env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert again.stdout.startswith("1 "), (again.stdout, again.stderr)
+    assert f"already holds a study for the workspace path {ws}" in again.stdout
+    assert "another OUTPUT_PATH" in again.stdout
     merlin("purge", str(tmp_path / "spec.yaml"), "-f", cwd=tmp_path,
            env={"MERLIN_MDM_CONFIG": str(redis_server.app_yaml)})
 

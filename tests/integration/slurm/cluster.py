@@ -95,16 +95,21 @@ class SingleNodeSlurm:
         self.stop()
         raise RuntimeError(f"slurm not idle after {timeout} s:\n{self.log_tail()}")
 
-    def stop(self) -> None:
+    def cancel_all(self, timeout: float = 20.0) -> None:
+        """Cancel every job and wait for them to end: a job left running keeps its workers on the session's shared
+        Redis, where they took the next tests' messages from the default queue."""
         env = {**os.environ, **self.env()}
         subprocess.run(["scancel", "--me"], env=env, capture_output=True, check=False)
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             out = subprocess.run(["squeue", "-h", "-t", "R,CG,PD"], env=env, capture_output=True, text=True,
                                  check=False)
             if out.returncode != 0 or not out.stdout.strip():
                 break
             time.sleep(0.5)
+
+    def stop(self) -> None:
+        self.cancel_all()
         for name in ("slurmd", "slurmctld"):
             pid_file = self.base / "run" / f"{name}.pid"
             if pid_file.exists():

@@ -28,3 +28,11 @@ def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SingleNodeSlurm]
             os.environ.pop("SLURM_CONF", None)
         else:
             os.environ["SLURM_CONF"] = old
+
+
+@pytest.fixture(autouse=True)
+def no_job_outlives_its_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every job a test submitted is cancelled when it ends (the cluster lives for the session)."""
+    yield
+    if "slurm" in request.fixturenames:
+        request.getfixturevalue("slurm").cancel_all()
