@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from merlin_mdm.errors import NoWorkspace, WorkspaceError
+from merlin_mdm.study.lock import LOCK_FILE
 from merlin_mdm.study.plan import StudyPlan
 
 __all__ = ["PLAN_FILE", "Workspace", "study_of"]
@@ -41,7 +42,7 @@ class Workspace:
     def may_record(self) -> bool:
         """Whether this user may write the study's records: merlin_info/ and, where they exist, its status database
         and runner lock (a group's shared folder under umask 002 is writable while the files in it are not)."""
-        files = (self.status_path, self.info / "runner.lock")
+        files = (self.status_path, self.info / LOCK_FILE)
         return os.access(self.info, os.W_OK) and all(os.access(f, os.W_OK) for f in files if f.exists())
 
     def spec_text(self, kind: str) -> str | None:
