@@ -32,7 +32,11 @@ def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SingleNodeSlurm]
 
 @pytest.fixture(autouse=True)
 def no_job_outlives_its_test(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Every job a test submitted is cancelled when it ends (the cluster lives for the session)."""
+    """Every job a test submitted is cancelled when it ends, and every message it queued is deleted (the cluster
+    and the Redis server live for the session: a unit the walltime test gave back stayed queued on `merlin` and
+    a later Celery test's worker took it instead of its own)."""
     yield
     if "slurm" in request.fixturenames:
         request.getfixturevalue("slurm").cancel_all()
+    if "redis_server" in request.fixturenames:
+        request.getfixturevalue("redis_server").client().flushdb()
