@@ -140,6 +140,9 @@ class BatchSystem(ABC):
     job_id_var: ClassVar[str]  # the variable holding the job id inside the job (e.g. SLURM_JOB_ID)
     script_suffix: ClassVar[str] = ".sh"
     title: ClassVar[str] = ""  # the scheduler's name in messages (default: ``name`` in capitals)
+    stuck_reasons: ClassVar[Mapping[str, str]] = {}
+    """Reasons a job waits (as :meth:`parse_reasons` reads them) that mean it will not start as it was asked for,
+    each with what it means: `launch` and `status` say so instead of showing a plain `pending`."""
     lacks: ClassVar[tuple[tuple[str, str], ...]] = ()
     """Request settings (``qos``, ``reservation``) the scheduler has no option for, each with where its like goes
     instead (or ""): refused with that advice, never dropped without a word."""
@@ -167,6 +170,10 @@ class BatchSystem(ABC):
     @abstractmethod
     def parse_status(self, out: str) -> dict[str, JobState]:
         """Job id -> state, for every job the status command's output names."""
+
+    def parse_reasons(self, out: str) -> dict[str, str]:
+        """Job id -> why it waits, for the jobs the status command's output gives a reason (default: none)."""
+        return {}
 
     @abstractmethod
     def cancel_command(self, ids: Sequence[str]) -> list[str]:
@@ -235,17 +242,23 @@ class BatchSystem(ABC):
         except (IndexError, ValueError) as exc:
             raise BatchError(f"{self.name}: cannot read a job id from {res.stdout.strip()!r}") from exc
 
-    def status(self, ids: Iterable[str], workdir: Path | None = None) -> dict[str, JobState]:
-        """The state of each of ``ids``. A job the scheduler forgot is judged by its exit code file in ``workdir``."""
+    def status(self, ids: Iterable[str], workdir: Path | None = None,
+               reasons: dict[str, str] | None = None) -> dict[str, JobState]:
+        """The state of each of ``ids``. A job the scheduler forgot is judged by its exit code file in ``workdir``.
+        ``reasons`` gets why each pending job waits, where the scheduler says."""
         wanted = list(dict.fromkeys(ids))
         if not wanted:
             return {}
         out = self._call(self.status_command(wanted), "status", ok_codes=self.status_ok_codes).stdout
         try:
             known = self.parse_status(out)
+            why = self.parse_reasons(out) if reasons is not None else {}
         except (ValueError, KeyError, IndexError, AttributeError) as exc:
             raise BatchError(f"{self.name}: cannot read job states from {out.strip()[:200]!r}") from exc
-        return {i: known.get(i) or exit_file_state(workdir, i) for i in wanted}
+        states = {i: known.get(i) or exit_file_state(workdir, i) for i in wanted}
+        if reasons is not None:
+            reasons.update({i: why[i] for i in wanted if states[i] is JobState.PENDING and why.get(i)})
+        return states
 
     status_ok_codes: ClassVar[tuple[int, ...]] = (0,)
 

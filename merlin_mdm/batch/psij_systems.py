@@ -143,6 +143,7 @@ class SlurmBatchSystem(PsijBatchSystem):
     """Slurm: sbatch, squeue, scancel."""
 
     name = "slurm"
+    title = "Slurm"
     executor_name = "slurm"
     directive = "#SBATCH"
     name_option = "--job-name="
@@ -165,6 +166,26 @@ class SlurmBatchSystem(PsijBatchSystem):
     def parse_status(self, out: str) -> dict[str, JobState]:
         rows = [line.split() for line in out.splitlines()[1:] if line.strip()]
         return {row[0]: translate_state(SLURM_STATES, row[1]) for row in rows if len(row) >= 2}
+
+    def parse_reasons(self, out: str) -> dict[str, str]:
+        """squeue's REASON column (PSI/J asks for ``JobArrayID,StateCompact,Reason``); ``None`` is no reason."""
+        rows = [line.split(None, 2) for line in out.splitlines()[1:] if line.strip()]
+        return {row[0]: row[2].strip() for row in rows if len(row) == 3 and row[2].strip() not in ("None", "")}
+
+    # squeue(1) JOB REASON CODES that no waiting cures: the request must change
+    stuck_reasons: ClassVar[Mapping[str, str]] = {
+        "PartitionNodeLimit": "more nodes than the partition allows, or its nodes are down or drained",
+        "PartitionConfig": "more nodes, cores or memory than the partition has up",  # Slurm's first word on it
+        "PartitionTimeLimit": "a longer walltime than the partition allows",
+        "BadConstraints": "constraints no node can satisfy",
+        "InvalidAccount": "an account (bank) Slurm does not know",
+        "InvalidQOS": "a QOS Slurm does not know, or one the account may not use",
+        "QOSMaxNodePerJobLimit": "more nodes than the QOS allows a job",
+        "QOSMaxWallDurationPerJobLimit": "a longer walltime than the QOS allows",
+        "AssocMaxNodesPerJobLimit": "more nodes than the account allows a job",
+        "AssocMaxWallDurationPerJobLimit": "a longer walltime than the account allows",
+        "DependencyNeverSatisfied": "a dependency that can no longer be met",
+    }
 
 
 LSF_STATES = {"PEND": P, "PROV": P, "PSUSP": P, "WAIT": P, "RUN": R, "USUSP": R, "SSUSP": R, "UNKWN": R,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -91,7 +92,7 @@ def launch(spec_path: Path, nodes: int | None, walltime: str | None, queue: str 
             click.echo(f"# --- {req.name}: {name} batch script for worker(s) {', '.join(names)}")
             click.echo(script)
         return
-    _warn_units_beyond_walltime(spec, target, planned)
+    _check_allocations_fit(spec, target, planned)
     _note_live_allocations(ensure_queued(target, spec_path), planned)
     records = submit_all(spec, planned, ensure_queued(target, spec_path))
     if as_json:
@@ -100,6 +101,32 @@ def launch(spec_path: Path, nodes: int | None, walltime: str | None, queue: str 
         return
     for r in records:
         click.echo(f"{r.job_id}\t{r.name}\t{r.system}\tworkers: {', '.join(r.workers)}")
+    _refuse_stuck(ensure_queued(target, spec_path), {r.job_id for r in records})
+
+
+SETTLE_S = 5.0  # how long `launch` waits for the scheduler's first word on a pending job
+
+
+def _refuse_stuck(workspace: Path, submitted: set[str]) -> None:
+    """Exit 1 when the scheduler says a job just submitted will not start as asked (Slurm's PartitionNodeLimit for
+    more nodes than there are): `launch` said nothing and exited 0, and the study waited for workers forever."""
+    import time
+
+    from merlin_mdm.backends.celery.allocations import allocation_rows
+    from merlin_mdm.batch import JobState
+
+    deadline = time.monotonic() + SETTLE_S
+    while True:  # the scheduler gives a reason on its next pass (seconds): wait for it a little, not forever
+        try:
+            rows = [r for r in allocation_rows(workspace, None) if r.job_id in submitted]
+        except BatchError:  # the scheduler cannot be asked right now: `status` will say how the jobs stand
+            return
+        stuck = [r for r in rows if r.stuck]
+        if stuck or time.monotonic() > deadline or all(r.reason or r.state is not JobState.PENDING for r in rows):
+            break
+        time.sleep(0.5)
+    if stuck:
+        raise BatchError("; ".join(f"job {r.job_id} ({r.name}) is {pending_line(r)}" for r in stuck))
 
 
 def _note_live_allocations(workspace: Path, planned: Sequence[tuple[tuple[str, ...], object]]) -> None:
@@ -118,10 +145,12 @@ def _note_live_allocations(workspace: Path, planned: Sequence[tuple[tuple[str, .
                            f"({states[live[name]].value}); this one adds more of its workers", err=True)
 
 
-def _warn_units_beyond_walltime(spec: object, workspace: Path | None, planned: Sequence[Any]) -> None:
+def _check_allocations_fit(spec: object, workspace: Path | None, planned: Sequence[Any]) -> None:
+    """Refuse allocations that could run nothing (a walltime inside the margin, a step wanting more nodes than
+    they have); warn of units that may outlast them."""
     import os
 
-    from merlin_mdm.backends.celery.allocations import units_beyond_walltime
+    from merlin_mdm.backends.celery.allocations import steps_beyond_nodes, units_beyond_walltime
     from merlin_mdm.backends.celery.in_allocation import walltime_margin
     from merlin_mdm.study.layout import Workspace
 
@@ -134,6 +163,9 @@ def _warn_units_beyond_walltime(spec: object, workspace: Path | None, planned: S
     if workspace is None:
         return
     plan = Workspace(workspace).load_plan()
+    too_big = steps_beyond_nodes(spec, plan, planned)  # type: ignore[arg-type]
+    if too_big:
+        raise UsageError("; ".join(too_big))
     for line in units_beyond_walltime(spec, plan, planned, margin):  # type: ignore[arg-type]
         click.echo(f"warning: {line}", err=True)
 
@@ -165,7 +197,7 @@ def _rows(target: Path, notes: list[str] | None = None):  # type: ignore[no-unty
 def allocations_json(target: Path) -> list[dict[str, object]]:
     """The allocations of TARGET's study as JSON-ready rows (empty when `launch` submitted none)."""
     return [{"job_id": r.job_id, "system": r.system, "name": r.name, "state": r.state.value,
-             "workers": list(r.workers)} for r in _rows(target)]
+             "workers": list(r.workers), "reason": r.reason} for r in _rows(target)]
 
 
 def show_allocations(target: Path) -> None:
@@ -187,3 +219,18 @@ def show_allocations(target: Path) -> None:
     for r in rows:
         if r.state.value in ("failed", "unknown"):  # where to look: the job's own output says why
             click.echo(f"  job {r.job_id} {r.state.value}: its output is {batch}/{r.name}.{r.job_id}.out")
+        elif r.reason:  # a pending job's reason: the study's "or `merlin-mdm launch`" hint is not for it
+            click.echo(f"  job {r.job_id} {pending_line(r)}")
+
+
+def pending_line(row: Any) -> str:
+    """Why allocation ``row`` waits: a stuck one with what to do, another as needing no second `launch`."""
+    from merlin_mdm.batch import get_batch_system
+
+    if row.stuck:
+        system = get_batch_system(row.system)
+        cancel = shlex.join(system.cancel_command([row.job_id]))
+        return (f"pending ({row.reason}): {system.title or system.name.upper()} will not start it as asked "
+                f"({row.stuck}); cancel it "
+                f"(`{cancel}`), change the request (`merlin-mdm launch SPEC --dry` prints it) and launch again")
+    return f"pending ({row.reason}): it starts when the scheduler can place it; no other `launch` is needed"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -86,11 +87,14 @@ def status(target: Path, as_json: bool, dump: Path | None, output: Path | None, 
 def _with_idle_queues(ws: Workspace, snap: StudySnapshot) -> StudySnapshot:
     """A Celery study that runs nothing while work waits in queues no worker takes says so in its message, and
     so does one whose running units were taken by workers that are gone."""
-    from merlin_mdm.status.states import TaskState
+    from merlin_mdm.status.states import StudyState, TaskState
     from merlin_mdm.studies import backend_of
 
     if backend_of(ws) != "celery":
         return snap
+    if snap.state is StudyState.QUEUED:  # its message says to `launch`: not when `launch` already asked
+        said = _allocations_say(ws.root)
+        return dataclasses.replace(snap, message=f"waiting for workers: {said}") if said else snap
     from kombu.exceptions import KombuError
     from redis import RedisError
 
@@ -116,13 +120,35 @@ def _with_idle_queues(ws: Workspace, snap: StudySnapshot) -> StudySnapshot:
     if found.waiting:
         waiting = snap.count(TaskState.QUEUED)
         snap = _noted(snap, f"nothing runs: {waiting} task(s) wait in queue(s) {', '.join(found.waiting)}, which "
-                            "no worker takes; start workers with `merlin-mdm run-workers SPEC`")
+                            "no worker takes; " + (_allocations_say(ws.root) or
+                                                   "start workers with `merlin-mdm run-workers SPEC`"))
     return snap
 
 
-def _noted(snap: StudySnapshot, note: str) -> StudySnapshot:
-    import dataclasses
+def _allocations_say(workspace: Path) -> str | None:
+    """How the allocations `launch` asked for stand, for a study none of whose workers runs: pending (their workers
+    start with them: a second `launch` would only queue beside them), running, or ended (`launch` again); None
+    where `launch` asked for none or they cannot be read."""
+    from merlin_mdm.backends.celery.allocations import allocation_states, read_records
+    from merlin_mdm.batch import JobState
+    from merlin_mdm.errors import MerlinMdmError
 
+    try:
+        records = read_records(workspace)
+        states = allocation_states(workspace, records, []) if records else {}
+    except (MerlinMdmError, OSError, ValueError):
+        return None
+    if not records:
+        return None
+    for state, said in ((JobState.PENDING, "are pending: their workers start when the scheduler starts them"),
+                        (JobState.RUNNING, "are running, but none of their workers takes these queues (yet)")):
+        jobs = [r.job_id for r in records if states.get(r.job_id) is state]
+        if jobs:
+            return f"allocation(s) {', '.join(jobs)} {said}"
+    return "its allocations have ended: `merlin-mdm launch SPEC` asks for more (or `merlin-mdm run-workers SPEC`)"
+
+
+def _noted(snap: StudySnapshot, note: str) -> StudySnapshot:
     return dataclasses.replace(snap, message=f"{snap.message}; {note}" if snap.message else note)
 
 

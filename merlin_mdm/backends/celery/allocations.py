@@ -43,6 +43,7 @@ __all__ = [
     "ensure_queued",
     "read_records",
     "scheduler_name",
+    "steps_beyond_nodes",
     "submit_all",
     "units_beyond_walltime",
     "write_record",
@@ -160,6 +161,32 @@ def units_beyond_walltime(spec: Spec, plan: StudyPlan, planned: Sequence[Planned
     return out
 
 
+def steps_beyond_nodes(spec: Spec, plan: StudyPlan, planned: Sequence[Planned]) -> list[str]:
+    """The steps whose ``nodes`` exceed the allocation that would run them: their launcher (srun -N, flux -N)
+    would fail every task, each after its wait in the queue."""
+    queues = {c.name: set(c.queues) for c in worker_commands(spec)}
+    wanted = {s.name: s.run.nodes for s in spec.steps if s.run.nodes}
+    out = []
+    for names, req in planned:
+        served = set().union(*(queues.get(n, set()) for n in names))
+        over = dict.fromkeys(i.step for i in plan.instances
+                             if i.task_queue in served and (wanted.get(i.step) or 0) > req.nodes)
+        out += [f"{_step_nodes_place(spec, step)}: step {step} asks for {wanted[step]} nodes, allocation {req.name} "
+                f"has {req.nodes}: its tasks' launcher cannot place them; give the allocation more nodes (--nodes, "
+                f"the batch block's nodes, or its worker group's) or the step fewer" for step in over]
+    return out
+
+
+def _step_nodes_place(spec: Spec, step: str) -> str:
+    """``spec.yaml:LINE`` of a step's ``nodes`` key (the step's own line where it cannot be found)."""
+    study = spec.raw.get("study")
+    for entry in study if isinstance(study, list) else []:
+        run = entry.get("run") if isinstance(entry, MarkedDict) and entry.get("name") == step else None
+        if isinstance(run, MarkedDict):
+            return f"{spec.path}:{key_mark(run, 'nodes')[0]}"
+    return str(spec.path)
+
+
 def _early_warning(options: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
     """MERLIN_MDM_SIGNAL for an early warning before the walltime, Slurm's ``--signal=[B:]SIG[@T]`` or LSF's
     ``-wa SIG`` (with ``-wt``): run-workers winds down on that signal instead of dying of it."""
@@ -239,20 +266,21 @@ def batch_origin(spec: Spec, names: Sequence[str]) -> str:
 FINAL_STATES = "final_states.json"  # in the batch folder: job id -> the terminal state first seen
 
 
-def allocation_states(workspace: Path, records: Sequence[AllocationRecord],
-                      notes: list[str] | None = None) -> dict[str, JobState]:
+def allocation_states(workspace: Path, records: Sequence[AllocationRecord], notes: list[str] | None = None,
+                      reasons: dict[str, str] | None = None) -> dict[str, JobState]:
     """Job id -> state, asking each batch system once, except for jobs already seen ended.
 
     A terminal state is written down the first time it is seen: a scheduler forgets a job minutes after it ends
     (Slurm's MinJobAge, 300 s), after which only its exit code file is left (143 for a job cancelled, 0 for one
     that ran to its walltime), and a probe saw `cancelled` turn `failed`, `timeout` turn `completed`.
+    ``reasons`` gets why each pending job waits, where its scheduler says.
     """
     final = _final_states(workspace)
     states: dict[str, JobState] = {}
     for system in {r.system for r in records if r.job_id not in final}:
         ids = [r.job_id for r in records if r.system == system and r.job_id not in final]
         try:
-            states.update(get_batch_system(system).status(ids, batch_dir(workspace)))
+            states.update(get_batch_system(system).status(ids, batch_dir(workspace), reasons))
         except BatchError as exc:  # the scheduler cannot be asked from here (another machine, its controller down)
             states.update({job: exit_file_state(batch_dir(workspace), job) for job in ids})  # an ended job's code
             if notes is not None:
@@ -296,6 +324,8 @@ class AllocationRow:
     name: str
     state: JobState
     workers: tuple[str, ...]  # full worker names answering from it (``group.<job id>@host``)
+    reason: str = ""  # why a pending job waits, as the scheduler says ("" when it does not)
+    stuck: str = ""  # what the reason means when no waiting cures it (the request must change), else ""
 
 
 def allocation_rows(workspace: Path, config: AppConfig | None,
@@ -308,7 +338,8 @@ def allocation_rows(workspace: Path, config: AppConfig | None,
     records = read_records(workspace)
     if not records:
         return []
-    states = allocation_states(workspace, records, notes)
+    reasons: dict[str, str] = {}
+    states = allocation_states(workspace, records, notes, reasons)
     running = [r for r in records if states.get(r.job_id) is JobState.RUNNING]
     names: list[str] = []
     if running and config is not None:
@@ -316,7 +347,13 @@ def allocation_rows(workspace: Path, config: AppConfig | None,
 
         names = sorted(active_queues(config))
     return [AllocationRow(r.job_id, r.system, r.name, states.get(r.job_id, JobState.UNKNOWN),
-                          tuple(n for n in names if _of_job(n, r.job_id))) for r in records]
+                          tuple(n for n in names if _of_job(n, r.job_id)), reasons.get(r.job_id, ""),
+                          _stuck(r.system, reasons.get(r.job_id, ""))) for r in records]
+
+
+def _stuck(system: str, reason: str) -> str:
+    """What ``reason`` means when it says the job will not start as asked (the batch system's stuck_reasons)."""
+    return get_batch_system(system).stuck_reasons.get(reason, "") if reason else ""
 
 
 def _of_job(worker: str, job_id: str) -> bool:

@@ -187,6 +187,26 @@ def test_launch_warns_of_steps_whose_units_cannot_fit_in_the_allocation() -> Non
     assert units_beyond_walltime(_spec(), plan, roomy, 60.0) == []  # type: ignore[arg-type]
 
 
+def test_launch_refuses_a_step_wanting_more_nodes_than_the_allocation_that_would_run_it() -> None:
+    from types import SimpleNamespace
+
+    from merlin_mdm.backends.celery.allocations import steps_beyond_nodes
+
+    spec = _spec(SPEC.replace("procs: 8}", "procs: 8, nodes: 3}"))
+    sim = SimpleNamespace(index=0, step="sim", task_queue="sims")
+    post = SimpleNamespace(index=1, step="post", task_queue="posts")
+    plan = SimpleNamespace(instances=(sim, post))
+    planned = allocation_requests(spec, Path("/s/big.yaml"), Path("/ws"), LaunchOptions())
+    assert steps_beyond_nodes(spec, plan, planned) == [  # type: ignore[arg-type]
+        "/s/big.yaml:8: step sim asks for 3 nodes, allocation big.simworkers has 2: its tasks' launcher cannot "
+        "place them; give the allocation more nodes (--nodes, the batch block's nodes, or its worker group's) or "
+        "the step fewer"]
+    roomy = allocation_requests(spec, Path("/s/big.yaml"), Path("/ws"), LaunchOptions(nodes=3))
+    assert steps_beyond_nodes(spec, plan, roomy) == []  # type: ignore[arg-type]
+    together = allocation_requests(spec, Path("/s/big.yaml"), Path("/ws"), LaunchOptions(together=True))
+    assert steps_beyond_nodes(spec, plan, together) == []  # type: ignore[arg-type]  # the batch block's 4 nodes
+
+
 def test_an_ended_allocation_keeps_the_state_first_seen_after_the_scheduler_forgets_it(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from types import SimpleNamespace
@@ -199,7 +219,7 @@ def test_an_ended_allocation_keeps_the_state_first_seen_after_the_scheduler_forg
     seen = {"1": JobState.CANCELLED, "2": JobState.RUNNING}
     asked: list[list[str]] = []
 
-    def status(ids: list[str], workdir: Path) -> dict[str, JobState]:
+    def status(ids: list[str], workdir: Path, reasons: object = None) -> dict[str, JobState]:
         asked.append(list(ids))
         return {i: seen[i] for i in ids}
 
@@ -259,7 +279,7 @@ def test_a_scheduler_that_cannot_be_asked_is_said_and_ended_jobs_read_their_exit
     (batch / "19.ec").write_text("0\n")
     (batch / "20.ec").write_text("143\n")
 
-    def status(ids: list[str], workdir: Path) -> dict[str, JobState]:
+    def status(ids: list[str], workdir: Path, reasons: object = None) -> dict[str, JobState]:
         raise BatchError("slurm: squeue --noheader failed (exit 1): Unable to contact slurm controller")
 
     monkeypatch.setattr(allocations, "get_batch_system", lambda name: SimpleNamespace(status=status))
@@ -268,3 +288,20 @@ def test_a_scheduler_that_cannot_be_asked_is_said_and_ended_jobs_read_their_exit
     states = allocation_states(tmp_path, records, notes)
     assert states == {"18": JobState.UNKNOWN, "19": JobState.COMPLETED, "20": JobState.FAILED}
     assert len(notes) == 1 and "Unable to contact slurm controller" in notes[0] and "exit code files" in notes[0]
+
+
+def test_a_study_waiting_for_workers_says_how_its_allocations_stand(tmp_path: Path) -> None:
+    """Its queued line said to `launch` even while an allocation waited to start (a second one only queues beside
+    it); with every allocation ended it says to `launch` again."""
+    import json
+
+    from merlin_mdm.backends.celery.allocations import AllocationRecord, write_record
+    from merlin_mdm.cli.status import _allocations_say
+
+    assert _allocations_say(tmp_path) is None  # `launch` asked for none: `run-workers` is the hint
+    for job in ("7", "8"):
+        write_record(tmp_path, AllocationRecord(job, "slurm", "s.w", ("w",), 1, 0.0))
+    (tmp_path / "merlin_info" / "batch" / "final_states.json").write_text(json.dumps({"7": "cancelled",
+                                                                                     "8": "timeout"}))
+    assert _allocations_say(tmp_path) == ("its allocations have ended: `merlin-mdm launch SPEC` asks for more (or "
+                                          "`merlin-mdm run-workers SPEC`)")

@@ -144,6 +144,17 @@ def test_slurm_states_keep_timeout_apart_from_failure() -> None:
     assert JobState.TIMEOUT in TERMINAL_STATES and JobState.TIMEOUT is not JobState.FAILED
 
 
+def test_slurm_gives_the_reason_a_pending_job_waits_and_which_reasons_no_waiting_cures() -> None:
+    out = SQUEUE + "17                  PD                  ReqNodeNotAvail,_UnavailableNodes:n[1-2]\n" \
+        "18                  PD                  PartitionNodeLimit\n"
+    runner = Recorder({"squeue": ShellResult(0, out, "")})
+    system = get_batch_system("slurm", runner)
+    reasons: dict[str, str] = {}
+    system.status([str(i) for i in range(10, 19)], None, reasons)
+    assert reasons == {"11": "Priority", "17": "ReqNodeNotAvail,_UnavailableNodes:n[1-2]", "18": "PartitionNodeLimit"}
+    assert [r for r in reasons.values() if r in system.stuck_reasons] == ["PartitionNodeLimit"]
+
+
 def test_a_job_the_scheduler_forgot_is_judged_by_its_exit_code_file(tmp_path: Path) -> None:
     (tmp_path / "20.ec").write_text("0\n")
     (tmp_path / "21.ec").write_text("3\n")
