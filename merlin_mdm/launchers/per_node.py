@@ -31,8 +31,10 @@ def _join(*parts: str) -> str:
 
 
 def _srun(n: int, args: str) -> str:
-    # --overlap: the worker step shares its cores with the MPI steps the worker's tasks start
-    return _join(f"srun --overlap -N {n} -n {n} --ntasks-per-node=1", args)
+    # --overlap: the worker step shares its cores with the MPI steps the worker's tasks start; the worker forgets
+    # the one task a node it was started with, which the steps' own srun took for theirs (`srun: Warning: can't
+    # honor --ntasks-per-node set to 1` on every MPI step)
+    return _join(f"srun --overlap -N {n} -n {n} --ntasks-per-node=1", args, "env -u SLURM_NTASKS_PER_NODE")
 
 
 def _jsrun(n: int, args: str) -> str:

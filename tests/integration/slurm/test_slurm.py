@@ -165,6 +165,8 @@ def test_an_mpi_step_runs_two_ranks_through_srun(slurm: SingleNodeSlurm, redis_s
     job_id = _launch(spec, env)
     assert wait_state(job_id, TERMINAL_STATES, 120) is JobState.COMPLETED
     assert sorted(p.read_text() for p in tmp_path.glob("rank*.txt")) == ["rank 0 of 2", "rank 1 of 2"]
+    [err] = tmp_path.glob("out/*/work/work.slurm.err")  # the worker's own one task a node is not the step's
+    assert "can't honor --ntasks-per-node" not in err.read_text(), err.read_text()
 
 
 

@@ -77,8 +77,8 @@ def test_unknown_launcher_lists_the_known_ones() -> None:
 
 
 @pytest.mark.parametrize(("name", "nodes", "args", "prefix"), [
-    ("srun", 4, None, "srun --overlap -N 4 -n 4 --ntasks-per-node=1"),
-    ("srun", 1, "--mpi=pmi2", "srun --overlap -N 1 -n 1 --ntasks-per-node=1 --mpi=pmi2"),
+    ("srun", 4, None, "srun --overlap -N 4 -n 4 --ntasks-per-node=1 env -u SLURM_NTASKS_PER_NODE"),
+    ("srun", 1, "--mpi=pmi2", "srun --overlap -N 1 -n 1 --ntasks-per-node=1 --mpi=pmi2 env -u SLURM_NTASKS_PER_NODE"),
     ("jsrun", 2, None, "jsrun -n 2 -r 1 -a 1 -c ALL_CPUS -g ALL_GPUS --bind=none"),
     # flux exec (as Merlin) holds no node: a `flux run -N 3 --exclusive` left the steps' `flux run` nothing. It passes
     # on SIGINT and SIGTERM only: the cold stop (USR2) crosses it as INT and is turned back into USR2 on each node.
