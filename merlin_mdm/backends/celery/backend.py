@@ -449,7 +449,7 @@ def longest_unit_seconds(plan: StudyPlan) -> float | None:
         wall = walltime_seconds(inst.walltime)
         if wall is None:
             return None
-        tasks = plan.batch_size if inst.uses_samples else 1
+        tasks = len(plan.unit_samples(UnitKey(inst.index, 0)))  # the first unit is the fullest (3 samples: 3)
         longest = max(longest, tasks * wall)
     return longest
 
@@ -466,6 +466,6 @@ def derived_visibility(plan: StudyPlan) -> int | None:
 def _warn_visibility(plan: StudyPlan, config: AppConfig, options: RunOptions) -> None:
     longest = longest_unit_seconds(plan) or 0.0
     if longest >= config.visibility_timeout and options.on_event is not None:
-        options.on_event(f"warning: a unit may run {longest:.0f} s (walltime x batch size), longer "
+        options.on_event(f"warning: a unit may run {longest:.0f} s (walltime x its tasks), longer "
                          f"than visibility_timeout {config.visibility_timeout} s: raise it in app.yaml or its "
                          "message will be delivered again while it runs")

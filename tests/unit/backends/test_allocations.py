@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -305,3 +306,20 @@ def test_a_study_waiting_for_workers_says_how_its_allocations_stand(tmp_path: Pa
                                                                                      "8": "timeout"}))
     assert _allocations_say(tmp_path) == ("its allocations have ended: `merlin-mdm launch SPEC` asks for more (or "
                                           "`merlin-mdm run-workers SPEC`)")
+
+
+def test_the_longest_unit_counts_the_samples_a_unit_holds_not_the_batch_size() -> None:
+    """Three samples in units of up to 100: a unit runs 3 tasks, not 100 (the visibility warning and the derived
+    visibility timeout took 100 x the walltime)."""
+    from merlin_mdm.backends.celery.backend import longest_unit_seconds
+    from tests.unit.study.plans import plan_of
+
+    head = """
+    description: {name: v, description: d}
+    merlin: {samples: {generate: {cmd: make}, file: s.npy, column_labels: [X]}}
+    study:
+      - {name: sim, description: s, run: {cmd: echo $(X), walltime: "00:00:10"}}
+      - {name: post, description: p, run: {cmd: echo all, depends: [sim_*], walltime: "00:00:20"}}
+    """
+    assert longest_unit_seconds(plan_of(textwrap.dedent(head), samples=3, batch_size=100)) == 30.0
+    assert longest_unit_seconds(plan_of(textwrap.dedent(head), samples=250, batch_size=100)) == 1000.0
