@@ -24,12 +24,15 @@ __all__ = ["allocations_json", "launch", "show_allocations"]
 @click.option("--cores-per-node", type=click.IntRange(1), envvar="MERLIN_MDM_CORES_PER_NODE",
               help="Cores of each node, for PBS's select=N:ncpus=C (whole nodes) [env MERLIN_MDM_CORES_PER_NODE].")
 @click.option("--together", is_flag=True, help="One allocation for every worker group.")
+@click.option("--worker", "workers", multiple=True, metavar="GROUP",
+              help="Only this worker group (merlin.resources.workers); repeatable [default: every group].")
 @click.option("--dry", is_flag=True, help="Print the batch script(s); submit nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the submitted jobs as JSON.")
 @click.option("--vars", "variables", multiple=True, metavar="KEY=VALUE",
               help="The env variables the study was run with (`run --vars`): its workers' names and queues.")
 def launch(spec_path: Path, nodes: int | None, walltime: str | None, queue: str | None, bank: str | None,
-           cores_per_node: int | None, together: bool, dry: bool, as_json: bool, variables: tuple[str, ...]) -> None:
+           cores_per_node: int | None, together: bool, workers: tuple[str, ...], dry: bool, as_json: bool,
+           variables: tuple[str, ...]) -> None:
     """Submit one batch allocation per worker group of SPEC (or one for all with --together).
 
     Each allocation runs `merlin-mdm run-workers` on its nodes for the newest queued study of SPEC
@@ -41,6 +44,7 @@ def launch(spec_path: Path, nodes: int | None, walltime: str | None, queue: str 
       merlin-mdm launch study.yaml --dry                          print the batch script(s), submit nothing
       merlin-mdm launch study.yaml                                one allocation per worker group
       merlin-mdm launch study.yaml --nodes 8 --walltime 2:00:00   override the spec's batch block
+      merlin-mdm launch study.yaml --worker simworkers            another allocation for one group only
     """
     from merlin_mdm.backends.celery.allocations import (
         LaunchOptions,
@@ -76,7 +80,7 @@ def launch(spec_path: Path, nodes: int | None, walltime: str | None, queue: str 
         _refuse_when_over(target)
     source = load_config(spec_path).source
     opts = LaunchOptions(nodes, walltime, queue, bank, together, None if source == "defaults" else source, variables,
-                         cores_per_node)
+                         cores_per_node, workers)
     planned = allocation_requests(spec, spec_path, target or Path("WORKSPACE"), opts)
     scripts = []
     for names, req in planned:  # each script first: a setting a batch system cannot honour is refused before any submit

@@ -64,6 +64,7 @@ class LaunchOptions:
     config_source: str | None = None  # the app.yaml the workers must read
     variables: tuple[str, ...] = ()  # --vars KEY=VALUE the study was run with: its workers' names and queues
     cores_per_node: int | None = None  # each node's cores, for schedulers that must be told (PBS)
+    workers: tuple[str, ...] = ()  # only these worker groups (a UsageError names the known ones); (): every group
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,7 @@ Planned = tuple[tuple[str, ...], AllocationRequest]  # the worker groups an allo
 
 def allocation_requests(spec: Spec, spec_path: Path, workspace: Path, opts: LaunchOptions) -> list[Planned]:
     """The allocations that run the workers of ``spec`` for the study in ``workspace``."""
-    groups: list[tuple[str, ...]] = [(c.name,) for c in worker_commands(spec)]
+    groups: list[tuple[str, ...]] = [(c.name,) for c in worker_commands(spec, only=opts.workers)]
     if opts.together:
         groups = [tuple(g[0] for g in groups)]
     by_name = {w.name: w for w in spec.resources.workers}

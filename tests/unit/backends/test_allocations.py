@@ -323,3 +323,11 @@ def test_the_longest_unit_counts_the_samples_a_unit_holds_not_the_batch_size() -
     """
     assert longest_unit_seconds(plan_of(textwrap.dedent(head), samples=3, batch_size=100)) == 30.0
     assert longest_unit_seconds(plan_of(textwrap.dedent(head), samples=250, batch_size=100)) == 1000.0
+
+
+def test_launch_can_ask_again_for_one_worker_group_only() -> None:
+    """A group whose allocation ended (or never got one) gets another without a second one for every group."""
+    planned = allocation_requests(_spec(), Path("/s/big.yaml"), Path("/ws"), LaunchOptions(workers=("postworkers",)))
+    assert [(names, req.name) for names, req in planned] == [(("postworkers",), "big.postworkers")]
+    with pytest.raises(UsageError, match=r"no worker\(s\) nosuch for /s/big.yaml \(workers: simworkers, postworkers"):
+        allocation_requests(_spec(), Path("/s/big.yaml"), Path("/ws"), LaunchOptions(workers=("nosuch",)))
