@@ -25,8 +25,8 @@ from merlin_mdm.study.plan import StudyPlan, UnitKey
 if TYPE_CHECKING:  # the spec loads when a study is started or validated, not for `status`
     from merlin_mdm.spec import LoadedSpec, Spec
 
-__all__ = ["StudyRequest", "backend_of", "find_workspace", "prepare", "restart_study", "start_study",
-           "study_status", "validate_study"]
+__all__ = ["StudyRequest", "backend_of", "find_workspace", "finished_without_markers", "prepare", "restart_study",
+           "start_study", "study_status", "validate_study"]
 
 BACKEND_FILE = "backend"
 
@@ -227,6 +227,31 @@ def study_status(target: Path, patient: bool = True) -> StudySnapshot:
     recorded as interrupted first: its units in flight go back to queued with their done-markers counted.
     """
     return study_tasks(target, patient)[0]
+
+
+MARKER_CHECK_TASKS = 50_000  # `status` checks every finished task's marker up to this many, one a unit beyond
+
+
+def finished_without_markers(ws: Workspace) -> tuple[int, bool]:
+    """Tasks the status store records finished whose done-marker is not on disk (deleted by hand, purged from a
+    scratch file system, a partial copy), and whether every marker was checked: the marker is the truth, and
+    `restart` runs those tasks again.
+
+    One existence check per finished task (about 1 s per 100,000 here, more on a parallel file system), so
+    `status` asks it only of a study that is over; beyond :data:`MARKER_CHECK_TASKS` tasks only each unit's last
+    marker (written last) is checked, and the count is of whole units' tasks."""
+    from merlin_mdm.backends.execution import count_done, markers_missing, task_finished
+
+    store = get_backend(backend_of(ws)).status_store(ws, patient=False)
+    try:
+        finished = store.finished_units()
+    finally:
+        store.close()
+    plan = ws.load_plan()
+    if sum(len(plan.unit_samples(key)) for key in finished) <= MARKER_CHECK_TASKS:
+        return sum(len(plan.unit_samples(k)) - count_done(plan, k) for k in markers_missing(plan, finished)), True
+    lost = [key for key in finished if not task_finished(plan, key, plan.unit_samples(key)[-1])]
+    return sum(len(plan.unit_samples(key)) for key in lost), False
 
 
 def study_tasks(target: Path, patient: bool = True, every_failure: bool = False) -> tuple[StudySnapshot,

@@ -52,6 +52,7 @@ __all__ = [
     "script_text",
     "task_dir",
     "task_env",
+    "task_finished",
     "task_tokens",
     "terminate_current",
     "unit_failure",
@@ -426,6 +427,11 @@ def _private_tmp() -> str | None:
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
         return None
     return folder
+
+
+def task_finished(plan: StudyPlan, key: UnitKey, sample: int) -> bool:
+    """Whether task ``sample`` of unit ``key`` has its done-marker."""
+    return os.path.exists(os.path.join(_task_path(plan, plan.instances[key.instance], sample), DONE_MARKER))
 
 
 def count_done(plan: StudyPlan, key: UnitKey) -> int:

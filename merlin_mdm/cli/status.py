@@ -63,6 +63,7 @@ def status(target: Path, as_json: bool, dump: Path | None, output: Path | None, 
             click.echo(f"wrote the status of {written} task(s) of {ws.root.name} to {dump}")
             return
     snap = _with_idle_queues(ws, study_status(ws.root, patient=False))
+    snap = _with_lost_markers(ws, snap)
     if snap.workspace and ws.made_elsewhere(snap.workspace):
         snap = _noted(snap, f"this folder is a copy of {snap.workspace} (or was moved): the counts are those its "
                             "status store holds, and `restart` refuses it")
@@ -146,6 +147,27 @@ def _allocations_say(workspace: Path) -> str | None:
         if jobs:
             return f"allocation(s) {', '.join(jobs)} {said}"
     return "its allocations have ended: `merlin-mdm launch SPEC` asks for more (or `merlin-mdm run-workers SPEC`)"
+
+
+def _with_lost_markers(ws: Workspace, snap: StudySnapshot) -> StudySnapshot:
+    """An ended study some of whose finished tasks lost their done-markers says so: the counts are the store's,
+    and `restart` runs those tasks again."""
+    from merlin_mdm.backends.execution import DONE_MARKER
+    from merlin_mdm.errors import MerlinMdmError
+    from merlin_mdm.studies import finished_without_markers
+
+    if not snap.state.over or ws.made_elsewhere(snap.workspace or str(ws.root)):
+        return snap
+    try:
+        lost, every = finished_without_markers(ws)
+    except (MerlinMdmError, OSError, ValueError):
+        return snap  # the counts were read; the check is a nicety
+    if not lost:
+        return snap
+    which = "have" if every else "are in units whose last task has"
+    return _noted(snap, f"{lost} task(s) counted finished {which} no done-marker ({DONE_MARKER}) on disk any more "
+                        "(deleted, or purged from a scratch file system): `merlin-mdm restart "
+                        f"{ws.root}` runs them again")
 
 
 def _noted(snap: StudySnapshot, note: str) -> StudySnapshot:

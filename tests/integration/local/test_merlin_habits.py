@@ -12,7 +12,7 @@ from pathlib import Path
 
 from merlin_mdm.cli.main import spread_vars
 
-from .conftest import counts, merlin, workspace_of
+from .conftest import counts, merlin, status_json, workspace_of
 
 SPEC = """
     description: {name: habits, description: habits}
@@ -95,12 +95,17 @@ def test_merlin_habits_end_to_end(write_spec, tmp_path: Path) -> None:
     # the file system is the truth: a task whose done-marker was removed runs again on restart
     (ws / "a_step_with_a_rather_long_name_indeed" / "I.2" / "MERLIN_FINISHED").unlink()
     (ws / "a_step_with_a_rather_long_name_indeed" / "I.2" / "v.txt").unlink()
+    said = status_json(ws)  # the store's counts, and the disagreement with the disk said (status said finished)
+    assert said["state"] == "finished" and said["message"] == (
+        f"1 task(s) counted finished have no done-marker (MERLIN_FINISHED) on disk any more (deleted, or purged "
+        f"from a scratch file system): `merlin-mdm restart {ws}` runs them again"), said
     result = merlin("restart", str(ws), "--local", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert (ws / "a_step_with_a_rather_long_name_indeed" / "I.2" / "v.txt").read_text() == "x y 2\n"
     assert (ws / "a_step_with_a_rather_long_name_indeed" / "I.1" / "a_step_with_a_rather_long_name_indeed_I.1.out"
             ).read_text() == ""  # ran once only
     assert counts(ws) == {"a_step_with_a_rather_long_name_indeed": {"finished": 3}, "gather": {"finished": 1}}
+    assert status_json(ws)["message"] == "", status_json(ws)
 
     # a copy names the original's folders in its plan and commands: restarting it would run there, so it is refused
     copy = tmp_path / "copy"

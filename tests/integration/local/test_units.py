@@ -106,3 +106,33 @@ def test_status_counts_the_samples_of_a_running_local_unit_before_it_ends(write_
         hold.unlink()
         assert runner.wait(timeout=60) == 1  # sample 1 failed
     assert counts(ws) == {"sim": {"finished": 3, "failed": 1}}
+
+
+def test_on_a_large_study_status_checks_each_units_last_marker_only(
+        write_spec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past studies.MARKER_CHECK_TASKS finished tasks, one marker a unit (the one written last): a scratch purge
+    takes whole trees, and `status` stays one existence check a unit."""
+    from merlin_mdm import studies
+    from merlin_mdm.study.layout import Workspace
+
+    np.save(tmp_path / "s.npy", np.arange(6).reshape(-1, 1))
+    spec = write_spec("""
+        description: {name: purged, description: six samples in units of two}
+        env: {variables: {OUTPUT_PATH: ./out}}
+        merlin:
+          samples: {file: s.npy, column_labels: [V]}
+        study:
+          - name: work
+            run: {cmd: "echo $(V)"}
+    """)
+    result = merlin("run", str(spec), "--local", "--batch-size", "2", "--workers", "1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    ws = Workspace(workspace_of(result))
+    markers = sorted(ws.root.glob(f"work/**/{DONE_MARKER}"))
+    assert len(markers) == 6 and studies.finished_without_markers(ws) == (0, True)
+    markers[0].unlink()  # the first task of its unit: seen by the full check only
+    assert studies.finished_without_markers(ws) == (1, True)
+    monkeypatch.setattr(studies, "MARKER_CHECK_TASKS", 5)
+    assert studies.finished_without_markers(ws) == (0, False)
+    markers[-1].unlink()  # the last task of its unit: its whole unit counts
+    assert studies.finished_without_markers(ws) == (2, False)
