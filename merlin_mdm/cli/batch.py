@@ -102,33 +102,18 @@ def launch(spec_path: Path, nodes: int | None, walltime: str | None, queue: str 
     if as_json:
         click.echo(json.dumps([{"job_id": r.job_id, "system": r.system, "name": r.name, "workers": r.workers}
                                for r in records], indent=1))
-        return
-    for r in records:
-        click.echo(f"{r.job_id}\t{r.name}\t{r.system}\tworkers: {', '.join(r.workers)}")
+    else:
+        for r in records:
+            click.echo(f"{r.job_id}\t{r.name}\t{r.system}\tworkers: {', '.join(r.workers)}")
     _refuse_stuck(ensure_queued(target, spec_path), {r.job_id for r in records})
-
-
-SETTLE_S = 5.0  # how long `launch` waits for the scheduler's first word on a pending job
 
 
 def _refuse_stuck(workspace: Path, submitted: set[str]) -> None:
     """Exit 1 when the scheduler says a job just submitted will not start as asked (Slurm's PartitionNodeLimit for
     more nodes than there are): `launch` said nothing and exited 0, and the study waited for workers forever."""
-    import time
+    from merlin_mdm.backends.celery.allocations import stuck_allocations
 
-    from merlin_mdm.backends.celery.allocations import allocation_rows
-    from merlin_mdm.batch import JobState
-
-    deadline = time.monotonic() + SETTLE_S
-    while True:  # the scheduler gives a reason on its next pass (seconds): wait for it a little, not forever
-        try:
-            rows = [r for r in allocation_rows(workspace, None) if r.job_id in submitted]
-        except BatchError:  # the scheduler cannot be asked right now: `status` will say how the jobs stand
-            return
-        stuck = [r for r in rows if r.stuck]
-        if stuck or time.monotonic() > deadline or all(r.reason or r.state is not JobState.PENDING for r in rows):
-            break
-        time.sleep(0.5)
+    stuck = stuck_allocations(workspace, submitted)
     if stuck:
         raise BatchError("; ".join(f"job {r.job_id} ({r.name}) is {pending_line(r)}" for r in stuck))
 

@@ -44,6 +44,7 @@ __all__ = [
     "read_records",
     "scheduler_name",
     "steps_beyond_nodes",
+    "stuck_allocations",
     "submit_all",
     "units_beyond_walltime",
     "write_record",
@@ -350,6 +351,25 @@ def allocation_rows(workspace: Path, config: AppConfig | None,
     return [AllocationRow(r.job_id, r.system, r.name, states.get(r.job_id, JobState.UNKNOWN),
                           tuple(n for n in names if _of_job(n, r.job_id)), reasons.get(r.job_id, ""),
                           _stuck(r.system, reasons.get(r.job_id, ""))) for r in records]
+
+
+SETTLE_S = 5.0  # how long `launch` waits for a scheduler's first word on a job it just took
+
+
+def stuck_allocations(workspace: Path, submitted: set[str], settle: float = SETTLE_S) -> list[AllocationRow]:
+    """Those of the jobs just ``submitted`` that their scheduler says will not start as asked, waiting up to
+    ``settle`` s for it to give each pending job a reason (it does on its next pass); none when it cannot be
+    asked (`status` says how the jobs stand)."""
+    deadline = time.monotonic() + settle
+    while True:
+        try:
+            rows = [r for r in allocation_rows(workspace, None) if r.job_id in submitted]
+        except BatchError:
+            return []
+        stuck = [r for r in rows if r.stuck]
+        if stuck or time.monotonic() > deadline or all(r.reason or r.state is not JobState.PENDING for r in rows):
+            return stuck
+        time.sleep(0.5)
 
 
 def _stuck(system: str, reason: str) -> str:
