@@ -7,6 +7,7 @@ is used, so that `status` loads little more than the status store.
 from __future__ import annotations
 
 import dataclasses
+import glob
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,7 +145,7 @@ def _record_dry_run(ws: Workspace, plan: StudyPlan, progress: bool = False) -> N
     store = get_backend("local").status_store(ws)
     try:
         store.register(plan)
-        store.set_state(StudyState.CREATED, "dry run: scripts written, nothing ran; `merlin-mdm restart` runs it here")
+        store.set_state(StudyState.DRY_RUN, "scripts written, nothing ran; `merlin-mdm restart` runs it here")
     finally:
         store.close()
 
@@ -196,8 +197,9 @@ def find_workspace(target: Path, backend: str | None = None, output: Path | None
             from merlin_mdm.spec.checks import output_path_issue
 
             raise SpecError([output_path_issue(spec, "no home folder for its ~user")]) from None
-        candidates = sorted((p for p in base.glob(f"{spec.description.name}_*/merlin_info/plan.json")
-                             if study_of(spec.description.name, p.parent.parent.name)),
+        folder = spec.description.folder
+        candidates = sorted((p for p in base.glob(f"{glob.escape(folder)}_*/merlin_info/plan.json")
+                             if study_of(folder, p.parent.parent.name)),
                             key=lambda p: p.stat().st_mtime)
         if backend is not None:
             candidates = [p for p in candidates if _backend_may_be(p.parent, backend)]

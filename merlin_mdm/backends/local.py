@@ -345,7 +345,7 @@ def _check_db_path(spec: Spec) -> None:
     """Refuse, before the workspace is made, an OUTPUT_PATH so long that its status database could not open."""
     from merlin_mdm.study.workspace import output_path
 
-    longest = output_path(spec).absolute() / f"{spec.description.name}_20260101-000000.9999" / "merlin_info" / \
+    longest = output_path(spec).absolute() / f"{spec.description.folder}_20260101-000000.9999" / "merlin_info" / \
         "status.db"  # the longest name a workspace of it can take
     if len(os.fsencode(longest)) > MAX_DB_PATH:
         raise UsageError(too_long(longest))

@@ -179,7 +179,7 @@ def _noted(snap: StudySnapshot, note: str) -> StudySnapshot:
 @click.option("--steps", multiple=True, help="Only these steps; repeatable.")
 @click.option("--task-status", "statuses", multiple=True,
               help="Only tasks in this state: FINISHED, FAILED, NOT_RUN (CANCELLED), RUNNING, QUEUED (INITIALIZED), "
-                   "UNKNOWN.")
+                   "DRY_RUN (`run --dry`), UNKNOWN.")
 @click.option("--return-code", "codes", multiple=True,
               help="Only tasks that ended with this code: SUCCESS, SOFT_FAIL, HARD_FAIL, RESTART, RETRY, "
                    "STOP_WORKERS, UNRECOGNIZED (with or without MERLIN_), or a number such as 7. As in Merlin, a "

@@ -83,10 +83,10 @@ _TASK_FILE_SUFFIX = ".restart.slurm.err"  # the longest ending of a task's files
 def _check_study_name(spec: Spec, issues: IssueCollector) -> None:
     name = spec.description.name
     where = value_mark(_node(spec, "description"), "name")
-    if name and not all(c.isalnum() or c in "-_." for c in name):
-        issues.error(where, "description.name",
-                     f"'{name}': use only letters, digits, '-', '_' and '.' (the name becomes a directory)")
-    folder = len(name.encode()) + len(_WORKSPACE_SUFFIX)
+    if name and any(c == "/" or not c.isprintable() for c in name):  # Merlin's own names (`my study`, `v:2`) pass
+        issues.error(where, "description.name", f"{name!r}: a '/' or a control character cannot be in a folder name "
+                     "(the name becomes the workspace's folder)")
+    folder = len(spec.description.folder.encode()) + len(_WORKSPACE_SUFFIX)
     if folder > NAME_MAX:
         issues.error(where, "description.name", f"the name is {len(name.encode())} bytes: its workspace folder "
                      f"(NAME{_WORKSPACE_SUFFIX}) would be {folder}, longer than the {NAME_MAX} bytes a file name "

@@ -42,8 +42,14 @@ MAX_WALLTIME = 366 * 86_400.0
 class Description:
     """The `description` block."""
 
-    name: str  # study name; the workspace is <OUTPUT_PATH>/<name>_<timestamp>
+    name: str  # study name; the workspace is <OUTPUT_PATH>/<folder>_<timestamp>
     description: str  # free text
+
+    @property
+    def folder(self) -> str:
+        """The name as its workspace folder starts: Merlin's rule, spaces become ``_`` (``my study`` ->
+        ``my_study_<timestamp>``)."""
+        return self.name.replace(" ", "_")
 
 
 @dataclass(frozen=True)

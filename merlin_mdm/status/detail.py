@@ -22,7 +22,8 @@ DONE_MARKER = "MERLIN_FINISHED"
 RETURN_CODES = {int(code): f"MERLIN_{code.name}" for code in ExitCode if code is not ExitCode.RAISE_ERROR}
 MAX_RETRIES = "MERLIN_SOFT_FAIL (MAX RETRIES REACHED)"
 TASK_STATUSES = {"FINISHED": "finished", "FAILED": "failed", "NOT_RUN": "not_run", "CANCELLED": "not_run",
-                 "QUEUED": "queued", "INITIALIZED": "queued", "RUNNING": "running", "UNKNOWN": "unknown"}
+                 "QUEUED": "queued", "INITIALIZED": "queued", "RUNNING": "running", "UNKNOWN": "unknown",
+                 "DRY_RUN": "dry_run"}
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class TaskRow:
     step: str
     instance: str
     sample: int  # -1 for a task that does not run per sample
-    status: str  # finished | failed | not_run | running | queued | unknown
+    status: str  # finished | failed | not_run | running | queued | unknown | dry_run
     return_code: str  # MERLIN_SUCCESS, MERLIN_SOFT_FAIL, ... ('' when it has not ended)
     workspace: str
     reason: str = ""
@@ -102,6 +103,7 @@ def task_rows(plan: StudyPlan, snap: StudySnapshot, in_flight: Collection[UnitKe
     # an interrupted or stopped study's tasks that did not end are queued again, as `status` counts them; in a
     # study that ended (finished, failed) a task with neither a marker nor a failure is unknown (a lost marker)
     ended = snap.state in (StudyState.FINISHED, StudyState.FAILED)
+    left = "dry_run" if snap.state is StudyState.DRY_RUN else "queued"  # a task that has not run, as Merlin says
     running = {(key.instance, sample) for key in in_flight for sample in plan.unit_samples(key)}
     for inst in plan.instances:
         for index in range(plan.n_tasks(inst.index)):
@@ -118,4 +120,4 @@ def task_rows(plan: StudyPlan, snap: StudySnapshot, in_flight: Collection[UnitKe
             elif (inst.index, sample) in running and not over:
                 yield TaskRow(inst.step, inst.name, sample, "running", "", str(where))
             else:
-                yield TaskRow(inst.step, inst.name, sample, "unknown" if ended else "queued", "", str(where))
+                yield TaskRow(inst.step, inst.name, sample, "unknown" if ended else left, "", str(where))

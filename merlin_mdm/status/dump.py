@@ -26,7 +26,7 @@ CSV_COLUMNS = ("time_of_status", "step_name", "step_workspace", "status", "retur
                "restarts", "cmd_parameters", "restart_parameters")
 # merlin-mdm's task states as Merlin names them (its INITIALIZED is queued, CANCELLED not run)
 MERLIN_STATUS = {"finished": "FINISHED", "failed": "FAILED", "not_run": "CANCELLED", "running": "RUNNING",
-                 "queued": "INITIALIZED", "unknown": "UNKNOWN"}
+                 "queued": "INITIALIZED", "unknown": "UNKNOWN", "dry_run": "DRY_RUN"}
 NO_TIME = "--:--:--"  # Merlin's run and elapsed time of a task it has no time for
 NO_PARAMS = "-------"  # Merlin's CSV cell for a command without parameters
 

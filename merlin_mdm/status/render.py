@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, TextIO
 
-from merlin_mdm.status.model import StepSummary, StudySnapshot, TaskFailure, TaskState
+from merlin_mdm.status.model import StepSummary, StudySnapshot, StudyState, TaskFailure, TaskState
 
 if TYPE_CHECKING:  # rich loads only when a console is made (for progress bars; `status` never needs it)
     from rich.console import Console
@@ -131,6 +131,8 @@ def _stream_width(stream: TextIO) -> int:
 def _table_lines(snap: StudySnapshot, width: int, paint: Callable[[str, str], str]) -> list[str]:
     """The step table: a header, a rule, one row per step; columns right-aligned, one space before each."""
     titles = ["tasks", *(title for title, _ in _COLUMNS), "retries", "avg run", "elapsed"]
+    if snap.state is StudyState.DRY_RUN:  # its tasks wait for a `restart`: Merlin counts them DRY_RUN
+        titles[1] = "dry run"
     colours = ["", *(_COLOUR.get(states[0], "") for _, states in _COLUMNS), "", "", ""]
     rows = []
     for step in snap.steps:

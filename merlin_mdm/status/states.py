@@ -40,6 +40,7 @@ class StudyState(enum.StrEnum):
     """The state of a whole study."""
 
     CREATED = "created"  # registered, nothing queued yet
+    DRY_RUN = "dry_run"  # `run --dry`: its scripts written, nothing queued or run; `restart` runs it (Merlin's DRY_RUN)
     QUEUED = "queued"  # on the broker, waiting for workers
     RUNNING = "running"
     FINISHED = "finished"  # every task finished
@@ -53,7 +54,7 @@ class StudyState(enum.StrEnum):
     def over(self) -> bool:
         """True when no unit of the study will run any more without a restart."""
         return self in (StudyState.FINISHED, StudyState.FAILED, StudyState.STOPPED, StudyState.INTERRUPTED,
-                        StudyState.PURGED)
+                        StudyState.PURGED, StudyState.DRY_RUN)
 
     @classmethod
     def parse(cls, value: str | None) -> StudyState:

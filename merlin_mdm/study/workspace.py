@@ -48,7 +48,7 @@ def studies_of(spec: Spec) -> Callable[[str], bool]:
         base: Path | None = output_path(spec)
     except RuntimeError:  # `~nouser/x`
         base = None
-    name = spec.description.name
+    name = spec.description.folder
     return lambda workspace: Path(workspace).parent == base and study_of(name, Path(workspace).name)
 
 
@@ -61,7 +61,7 @@ def _new_root(spec: Spec, base: Path, now: dt.datetime) -> tuple[Path, str]:
 
     A base that cannot hold a workspace (a file, a kernel file system, no permission) is a spec error at the line
     of OUTPUT_PATH; validation finds most of them before, this catches the rest (and what changed since)."""
-    name, stamp = spec.description.name, now.strftime("%Y%m%d-%H%M%S")
+    name, stamp = spec.description.folder, now.strftime("%Y%m%d-%H%M%S")
     problem = output_path_problem(base)
     if problem:
         raise SpecError([output_path_issue(spec, problem)])
@@ -243,7 +243,8 @@ def _kept_generated(spec: Spec, ws: Workspace, source: Path) -> SpecIssue:
 
 def _generate_samples(spec: Spec, ws: Workspace, cmd: str, watch: Callable[[int], None] | None) -> None:
     result = _shell.run([spec.batch.shell, "-c", cmd], timeout=3600, cwd=str(ws.info), watch=watch)
-    (ws.info / "cmd.sh").write_text(cmd + "\n", encoding="utf-8", errors="surrogateescape")  # its paths' own bytes
+    # as Merlin: the command as written (a one-line one has no newline); its paths' own bytes
+    (ws.info / "cmd.sh").write_text(cmd, encoding="utf-8", errors="surrogateescape")
     (ws.info / "cmd.out").write_text(result.stdout, encoding="utf-8", errors="surrogateescape")
     (ws.info / "cmd.err").write_text(result.stderr, encoding="utf-8", errors="surrogateescape")
     if result.rc != 0:

@@ -132,7 +132,7 @@ def allocation_requests(spec: Spec, spec_path: Path, workspace: Path, opts: Laun
         env: tuple[tuple[str, str], ...] = (("MERLIN_MDM_CONFIG", opts.config_source),) if opts.config_source else ()
         env += _early_warning(options)
         out.append((names, AllocationRequest(
-            name=f"{spec.description.name}.{label}", command=f"cd {shlex.quote(str(spec_path.resolve().parent))}\n"
+            name=f"{spec.description.folder}.{label}", command=f"cd {shlex.quote(str(spec_path.resolve().parent))}\n"
             + shlex.join(command), workdir=batch_dir(workspace), nodes=nodes,
             walltime=int(walltime) if walltime else None, queue=opts.queue or batch.queue,
             bank=opts.bank or batch.bank, qos=_text(batch.extra.get("qos")),

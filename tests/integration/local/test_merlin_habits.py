@@ -10,6 +10,8 @@ import shutil
 import time
 from pathlib import Path
 
+import pytest
+
 from merlin_mdm.cli.main import spread_vars
 
 from .conftest import counts, merlin, status_json, workspace_of
@@ -131,8 +133,14 @@ def test_dry_run_prints_the_plan_and_needs_no_broker(write_spec, tmp_path: Path)
         assert "  gather: 1 instance(s) x 1 task(s) = 1; after a_step_with_a_rather_long_name_indeed" in result.stdout
         ws = workspace_of(result)
         status = json.loads(merlin("status", str(ws), "--json", cwd=tmp_path).stdout)
-        assert status["name"] == "habits" and status["state"] == "created"
+        assert status["name"] == "habits" and status["state"] == "dry_run"  # as Merlin: it was `created`
         assert not list(ws.glob("*/*/v.txt"))
+    # Merlin's DRY_RUN task state: listed, selected, dumped; `monitor` ends at once (it waited forever)
+    listed = merlin("detailed-status", str(ws), "--task-status", "DRY_RUN", cwd=tmp_path)
+    assert listed.returncode == 0 and listed.stdout.count(": dry_run ") == 4, listed
+    assert merlin("status", str(ws), "--dump", str(tmp_path / "d.csv"), cwd=tmp_path).returncode == 0
+    assert [row["status"] for row in csv.DictReader((tmp_path / "d.csv").open())] == ["DRY_RUN"] * 4
+    assert merlin("monitor", str(ws), cwd=tmp_path, timeout=30).returncode == 0
     result = merlin("restart", str(ws), cwd=tmp_path)  # the dry workspace runs here
     assert result.returncode == 0, result.stderr
     assert counts(ws) == {"a_step_with_a_rather_long_name_indeed": {"finished": 3}, "gather": {"finished": 1}}
@@ -247,3 +255,40 @@ def test_detailed_status_names_every_failed_task_not_only_the_first_twenty(write
     assert out.returncode == 0 and len(out.stdout.splitlines()) == 30, out.stdout
     assert all(" failed MERLIN_SOFT_FAIL (exit 1) " in line for line in out.stdout.splitlines())
     assert "unknown" not in merlin("detailed-status", str(ws), cwd=tmp_path).stdout
+
+
+@pytest.mark.parametrize(("name", "folder"), [("my study", "my_study"), ("v:2", "v:2"), ("a(b)[1]*", "a(b)[1]*")])
+def test_a_study_name_merlin_takes_makes_its_folder_as_merlin_does(write_spec, tmp_path: Path, name: str,
+                                                                    folder: str) -> None:
+    """Merlin 1.13 runs these (spaces become `_`); merlin-mdm refused every name but letters, digits, -_."""
+    spec = write_spec(f"""
+        description: {{name: "{name}", description: d}}
+        env: {{variables: {{OUTPUT_PATH: ./out}}}}
+        study:
+          - {{name: a, description: a, run: {{cmd: "echo hi > o"}}}}
+    """)
+    result = merlin("run", str(spec), "--local", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    ws = workspace_of(result)
+    assert ws.name.startswith(f"{folder}_") and (ws / "a" / "o").read_text() == "hi\n"
+    status = json.loads(merlin("status", str(spec), "--json", cwd=tmp_path).stdout)  # found by its spec
+    assert (status["name"], status["workspace"], status["state"]) == (name, str(ws), "finished"), status
+
+
+def test_the_samples_command_is_kept_as_merlin_keeps_it(write_spec, tmp_path: Path) -> None:
+    """merlin_info/cmd.sh is the generate command as written: Merlin adds no newline to a one-line one."""
+    spec = write_spec("""
+        description: {name: gen, description: d}
+        env: {variables: {OUTPUT_PATH: ./out}}
+        merlin:
+          samples:
+            generate: {cmd: "python3 -c \\"import numpy as np; np.save('s.npy', np.arange(2).reshape(-1, 1))\\""}
+            file: $(MERLIN_INFO)/s.npy
+            column_labels: [V]
+        study:
+          - {name: a, description: a, run: {cmd: "echo $(V)"}}
+    """)
+    result = merlin("run", str(spec), "--dry", "--local", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    kept = (workspace_of(result) / "merlin_info" / "cmd.sh").read_text()
+    assert kept == "python3 -c \"import numpy as np; np.save('s.npy', np.arange(2).reshape(-1, 1))\"", kept

@@ -64,15 +64,15 @@ def test_status_dump_csv_is_merlins_one_row_per_task(ws: Path, tmp_path: Path) -
     assert list(rows[0]) == COLUMNS
     assert [[r[c] for c in COLUMNS[1:]] for r in rows] == [
         ["sim_P.1", "sim/P.1", "FINISHED", "MERLIN_SUCCESS", "--:--:--", "--:--:--", "", "P:1", "-------"],
-        ["sim_P.2", "sim/P.2", "INITIALIZED", "", "--:--:--", "--:--:--", "", "P:2", "-------"],
-        ["post", "post", "INITIALIZED", "", "--:--:--", "--:--:--", "", "-------", "-------"]]
+        ["sim_P.2", "sim/P.2", "DRY_RUN", "", "--:--:--", "--:--:--", "", "P:2", "-------"],  # Merlin's word
+        ["post", "post", "DRY_RUN", "", "--:--:--", "--:--:--", "", "-------", "-------"]]
 
 
 def test_status_dump_json_is_merlins_tree(ws: Path, tmp_path: Path) -> None:
     assert _cli("status", str(ws), "--dump", "s.json").exit_code == 0
     (tree,) = json.loads((tmp_path / "s.json").read_text(encoding="utf-8")).values()
     assert tree["sim_P.2"] == {"parameters": {"cmd": {"P": "2"}, "restart": None},
-                               "sim/P.2": {"status": "INITIALIZED", "return_code": "", "elapsed_time": "--:--:--",
+                               "sim/P.2": {"status": "DRY_RUN", "return_code": "", "elapsed_time": "--:--:--",
                                            "run_time": "--:--:--", "restarts": None}}
     assert list(tree) == ["sim_P.1", "sim_P.2", "post"]
     assert _cli("status", str(ws), "--dump", "s.txt").exit_code == 2
@@ -113,4 +113,4 @@ def test_detailed_status_dump_is_merlins_format(ws: Path, tmp_path: Path) -> Non
     assert out.exit_code == 0 and out.output == "wrote 1 task row(s) to d.csv\n"
     with open(tmp_path / "d.csv", newline="", encoding="utf-8") as fh:
         (row,) = csv.DictReader(fh)
-    assert (list(row), row["step_name"], row["status"]) == (COLUMNS, "post", "INITIALIZED")
+    assert (list(row), row["step_name"], row["status"]) == (COLUMNS, "post", "DRY_RUN")

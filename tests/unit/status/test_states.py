@@ -22,4 +22,4 @@ def test_a_state_written_by_a_store_parses_back() -> None:
     assert StudyState.parse("stopped") is StudyState.STOPPED
     assert StudyState.parse(None) is StudyState.UNKNOWN and StudyState.parse("bogus") is StudyState.UNKNOWN
     assert {s for s in StudyState if s.over} == {StudyState.FINISHED, StudyState.FAILED, StudyState.STOPPED,
-                                                 StudyState.INTERRUPTED, StudyState.PURGED}
+                                                 StudyState.INTERRUPTED, StudyState.PURGED, StudyState.DRY_RUN}
