@@ -15,7 +15,15 @@ from merlin_mdm.spec.issues import IssueCollector, did_you_mean, key_mark, value
 from merlin_mdm.spec.limits import check_size
 from merlin_mdm.spec.loader import Located, MarkedDict, MarkedList
 from merlin_mdm.spec.model import Spec, Step, parent_name
-from merlin_mdm.spec.tokens import LATE_TOKENS, STUDY_TOKENS, inlined_tokens, resolve_ordered, substitute, tokens_in
+from merlin_mdm.spec.tokens import (
+    LATE_TOKENS,
+    STUDY_TOKENS,
+    TOKEN_NAME_RE,
+    inlined_tokens,
+    resolve_ordered,
+    substitute,
+    tokens_in,
+)
 from merlin_mdm.spec.worker_args import split_worker_args
 
 __all__ = ["DEFAULT_BATCH_TYPES", "check_cores", "check_spec", "known_tokens", "output_path_issue",
@@ -193,8 +201,18 @@ def _check_samples(spec: Spec, issues: IssueCollector) -> None:
     where = value_mark(node, "column_labels") if isinstance(node, MarkedDict) else (0, 0)
     params = {p.name for p in spec.parameters}
     variables = {name for name, _ in (*spec.env.variables, *spec.env.labels)}
-    for label in spec.samples.column_labels:
-        if label in params:
+    reserved = STUDY_TOKENS | LATE_TOKENS | set(EXIT_CODE_TOKENS)
+    labels = node.get("column_labels") if isinstance(node, MarkedDict) else None
+    for i, label in enumerate(spec.samples.column_labels):
+        at = value_mark(labels, i) if isinstance(labels, MarkedList) else where
+        if not TOKEN_NAME_RE.fullmatch(label):  # `$(my col)` is never filled in: the shell ran `my col)` as a command
+            issues.error(at, "merlin.samples.column_labels",
+                         f"sample column {label!r} cannot be named in a command as $({label}); use letters, digits, "
+                         "'_', '.' and '-', a letter or '_' first")
+        elif label in reserved:  # it took $(WORKSPACE) over: a funnel ran once per sample, in no folder of its own
+            issues.error(at, "merlin.samples.column_labels",
+                         f"sample column '{label}' is a reserved token ($({label}) is merlin-mdm's); rename the column")
+        elif label in params:
             issues.error(where, "merlin.samples.column_labels",
                          f"sample column '{label}' collides with the parameter of the same name; rename one")
         elif label in variables:

@@ -10,6 +10,7 @@ __all__ = [
     "LATE_TOKENS",
     "MAX_VALUE_CHARS",
     "STUDY_TOKENS",
+    "TOKEN_NAME_RE",
     "TOKEN_RE",
     "expanded_sizes",
     "inlined_tokens",
@@ -19,7 +20,8 @@ __all__ = [
     "undefined_token_hint",
 ]
 
-TOKEN_RE = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_.\-]*)\)")
+TOKEN_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")  # what may stand between $( and )
+TOKEN_RE = re.compile(rf"\$\(({TOKEN_NAME_RE.pattern})\)")
 
 # Known once the workspace exists (filled by the study layer).
 STUDY_TOKENS = frozenset({

@@ -77,7 +77,8 @@ def read_samples(path: Path, column_labels: Sequence[str] = ()) -> np.ndarray:
                 # numpy warns (rather than fails) on an empty file and on comment lines; both are handled here.
                 warnings.simplefilter("ignore", UserWarning)
                 delimiter = "," if suffix == ".csv" else None
-                data = np.loadtxt(path, delimiter=delimiter, dtype=str, ndmin=2, comments="#")
+                # utf-8-sig: a CSV saved by Excel starts with a byte-order mark, which became part of the first value
+                data = np.loadtxt(path, delimiter=delimiter, dtype=str, ndmin=2, comments="#", encoding="utf-8-sig")
             if column_labels and data.shape[0] and _is_header(data[0], column_labels):
                 data = data[1:]
     except FileNotFoundError:
@@ -124,7 +125,7 @@ def _ragged(path: Path, error: str) -> str:
     if not _RAGGED.search(error):
         return ""
     expected = None
-    with path.open(encoding="utf-8", errors="replace") as lines:
+    with path.open(encoding="utf-8-sig", errors="replace") as lines:
         for number, line in enumerate(lines, 1):
             text = line.split("#", 1)[0]
             if not text.strip():

@@ -67,6 +67,7 @@ def test_npy_is_memory_mapped(tmp_path: Path) -> None:
     ("s.tab", "1 a\n2 b\n", [["1", "a"], ["2", "b"]]),
     ("one.csv", "0.5\n0.25\n0.125\n", [["0.5"], ["0.25"], ["0.125"]]),
     ("row.csv", "1,2,3\n", [["1", "2", "3"]]),
+    ("excel.csv", "\ufeff1,a\n2,b\n", [["1", "a"], ["2", "b"]]),  # a byte-order mark is no part of the first value
 ])  # fmt: skip
 def test_text_tables(tmp_path: Path, name: str, text: str, rows: list[list[str]]) -> None:
     path = tmp_path / name
