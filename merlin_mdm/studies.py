@@ -48,8 +48,9 @@ class StudyRequest:
 
 
 def prepare(request: StudyRequest, check: Callable[[Spec], None] | None = None,
-            ) -> tuple[LoadedSpec, Workspace, StudyPlan]:
-    """Validate the spec (and ``check`` it) and write the workspace and plan (nothing runs yet)."""
+            say: Callable[[str], None] | None = None) -> tuple[LoadedSpec, Workspace, StudyPlan]:
+    """Validate the spec (and ``check`` it) and write the workspace and plan (nothing runs yet); ``say`` is told
+    when the samples' generator starts (it may run for long before anything else is shown)."""
     from merlin_mdm.spec import load_spec
 
     loaded = load_spec(request.spec, request.variables, transform=lambda spec: _rewrite(spec, request), to_run=True)
@@ -61,8 +62,16 @@ def prepare(request: StudyRequest, check: Callable[[Spec], None] | None = None,
 
     # the samples' generator dies with this command, even by SIGKILL (it went on, and wrote into the removed
     # workspace's folder)
+    guard = task_guard()
+
+    def watch(group: int) -> None:
+        guard(group)
+        if group and say is not None:
+            say("generating the samples (merlin.samples.generate; its output goes to merlin_info/cmd.out and "
+                "cmd.err) ...")
+
     ws, plan = create_workspace(loaded, request.samples_file, request.batch_size,
-                                slots=request.slots or default_workers(), watch=task_guard())
+                                slots=request.slots or default_workers(), watch=watch)
     (ws.info / BACKEND_FILE).write_text(request.backend + "\n", encoding="utf-8")
     return loaded, ws, plan
 
@@ -113,7 +122,8 @@ def start_study(request: StudyRequest, options: RunOptions) -> tuple[Workspace, 
     backend = get_backend(request.backend, spec=request.spec)
     if not request.dry:
         backend.preflight()  # an unreachable broker must not leave a workspace behind
-    loaded, ws, plan = prepare(request, None if request.dry else lambda spec: backend.check_spec(spec, options))
+    loaded, ws, plan = prepare(request, None if request.dry else lambda spec: backend.check_spec(spec, options),
+                               options.on_event)
     for warning in loaded.warnings:  # e.g. an unknown $(TOKEN) that looks like a misspelt one
         if options.on_event is not None:
             options.on_event(str(warning))

@@ -109,4 +109,9 @@ class Workspace:
         for candidate in (start, *start.parents):
             if (candidate / "merlin_info" / PLAN_FILE).exists():
                 return cls(candidate)
+        half = next((c for c in (start, *start.parents) if (c / "merlin_info").is_dir()), None)
+        if half is not None:  # a run generating the samples, or one killed (SIGKILL) doing so
+            raise NoWorkspace(f"{half} is a workspace still being made (merlin_info/ has no {PLAN_FILE} yet): its "
+                              "`run` is generating or reading the samples, or was killed doing so; if no `run` is "
+                              "making it, nothing of it ran: delete it and run the spec again")
         raise NoWorkspace(f"{path} is not inside a merlin-mdm workspace (no merlin_info/{PLAN_FILE} found)")

@@ -251,7 +251,23 @@ def _generate_samples(spec: Spec, ws: Workspace, cmd: str, watch: Callable[[int]
         tail = result.stderr.strip().splitlines()[-3:]
         line, column = _generate_mark(spec)
         raise SpecError([SpecIssue(str(spec.path), line, column, "merlin.samples.generate.cmd",
-                                   f"exited with {result.rc}: {' | '.join(tail) or 'no output'}")])
+                                   f"exited with {result.rc}: {' | '.join(tail) or 'no output'}"
+                                   f"{_kept_output(ws, result)}")])
+
+
+def _kept_output(ws: Workspace, result: _shell.ShellResult) -> str:
+    """A failed generator's whole output, copied beside the workspace (which is removed with its cmd.out and
+    cmd.err): the message shows the last three lines of its errors only. '' when that was all, else where it is."""
+    if not result.stdout and len(result.stderr.strip().splitlines()) <= 3:
+        return ""
+    kept = []
+    for suffix, text in (("out", result.stdout), ("err", result.stderr)):
+        path = ws.root.parent / f"{ws.root.name}.generate.{suffix}"
+        if text:
+            with contextlib.suppress(OSError):
+                path.write_text(text, encoding="utf-8", errors="surrogateescape")
+                kept.append(str(path))
+    return f" (its whole output is kept in {' and '.join(kept)})" if kept else ""
 
 
 def _generate_mark(spec: Spec) -> tuple[int, int]:

@@ -261,6 +261,24 @@ def test_failed_sample_generation_removes_the_workspace(write_spec, tmp_path: Pa
     result = merlin("run", str(spec), "--local", cwd=tmp_path)
     assert result.returncode == 2 and "exited with 3: nope" in result.stderr
     assert not (tmp_path / "out").exists()  # OUTPUT_PATH was made by this run: it goes with the workspace
+    assert not list(tmp_path.glob("*.generate.*"))  # the message said all of it
+
+
+def test_a_failed_generators_whole_output_is_kept_beside_the_removed_workspace(write_spec, tmp_path: Path) -> None:
+    spec = write_spec("""
+        description: {name: gen, description: x}
+        env: {variables: {OUTPUT_PATH: ./out}}
+        merlin:
+          samples: {generate: {cmd: "seq 1 500; seq 1 1000 >&2; exit 3"}, file: s.npy, column_labels: [A]}
+        study:
+          - name: a
+            run: {cmd: "echo $(A)"}
+    """)
+    result = merlin("run", str(spec), "--local", cwd=tmp_path)
+    assert result.returncode == 2 and "exited with 3: 998 | 999 | 1000 (its whole output is kept in " in result.stderr
+    err, out = sorted((tmp_path / "out").glob("gen_*.generate.*"))  # the workspace, with its cmd.err, is gone
+    assert out.read_text().split() == [str(i) for i in range(1, 501)] and len(err.read_text().split()) == 1000
+    assert [p.name for p in (tmp_path / "out").iterdir() if p.is_dir()] == []
 
 
 def test_env_sources_are_sourced_by_every_task(write_spec, tmp_path: Path) -> None:

@@ -290,5 +290,6 @@ def test_the_samples_command_is_kept_as_merlin_keeps_it(write_spec, tmp_path: Pa
     """)
     result = merlin("run", str(spec), "--dry", "--local", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
+    assert "generating the samples (merlin.samples.generate" in result.stderr  # said as it starts: it may be long
     kept = (workspace_of(result) / "merlin_info" / "cmd.sh").read_text()
     assert kept == "python3 -c \"import numpy as np; np.save('s.npy', np.arange(2).reshape(-1, 1))\"", kept

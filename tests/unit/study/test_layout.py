@@ -1,0 +1,28 @@
+"""Finding a workspace from a path inside it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from merlin_mdm.errors import NoWorkspace
+from merlin_mdm.study.layout import Workspace
+
+
+def test_a_workspace_is_found_from_a_folder_inside_it(tmp_path: Path) -> None:
+    (tmp_path / "ws" / "merlin_info").mkdir(parents=True)
+    (tmp_path / "ws" / "merlin_info" / "plan.json").write_text("{}")
+    (tmp_path / "ws" / "step" / "X.1").mkdir(parents=True)
+    assert Workspace.find(tmp_path / "ws" / "step" / "X.1").root == (tmp_path / "ws").resolve()
+    with pytest.raises(NoWorkspace, match="is not inside a merlin-mdm workspace"):
+        Workspace.find(tmp_path)
+
+
+def test_a_workspace_whose_making_never_ended_is_named_as_such(tmp_path: Path) -> None:
+    """A run SIGKILLed while it generated the samples leaves merlin_info/ without a plan: it was called no
+    workspace at all, and nothing said it could be deleted."""
+    (tmp_path / "ws" / "merlin_info").mkdir(parents=True)
+    with pytest.raises(NoWorkspace, match=r"ws is a workspace still being made \(merlin_info/ has no plan.json yet\).*"
+                                          "if no `run` is making it, nothing of it ran: delete it"):
+        Workspace.find(tmp_path / "ws")
