@@ -241,29 +241,33 @@ def study_status(target: Path, patient: bool = True) -> StudySnapshot:
     return study_tasks(target, patient)[0]
 
 
-MARKER_CHECK_TASKS = 50_000  # `status` checks every finished task's marker up to this many, one a unit beyond
+MARKER_CHECKS = 50_000  # the most done-markers `status` looks for: every one up to this many tasks, fewer beyond
 
 
-def finished_without_markers(ws: Workspace) -> tuple[int, bool]:
+def finished_without_markers(ws: Workspace) -> tuple[int, str]:
     """Tasks the status store records finished whose done-marker is not on disk (deleted by hand, purged from a
-    scratch file system, a partial copy), and whether every marker was checked: the marker is the truth, and
-    `restart` runs those tasks again.
+    scratch file system, a partial copy), and how they were counted ('' when every marker was looked for): the
+    marker is the truth, and `restart` runs those tasks again.
 
-    One existence check per finished task (about 1 s per 100,000 here, more on a parallel file system), so
-    `status` asks it only of a study that is over; beyond :data:`MARKER_CHECK_TASKS` tasks only each unit's last
-    marker (written last) is checked, and the count is of whole units' tasks."""
+    One existence check per task (about 1 s per 100,000 here, more on a parallel file system), so `status` asks it
+    only of a study that is over, and looks for at most :data:`MARKER_CHECKS` markers: beyond, each unit's last
+    one (written last; a purge takes whole trees), and beyond that many units, those of units spread evenly."""
     from merlin_mdm.backends.execution import count_done, markers_missing, task_finished
 
     store = get_backend(backend_of(ws)).status_store(ws, patient=False)
     try:
-        finished = store.finished_units()
+        finished = sorted(store.finished_units())
     finally:
         store.close()
     plan = ws.load_plan()
-    if sum(len(plan.unit_samples(key)) for key in finished) <= MARKER_CHECK_TASKS:
-        return sum(len(plan.unit_samples(k)) - count_done(plan, k) for k in markers_missing(plan, finished)), True
-    lost = [key for key in finished if not task_finished(plan, key, plan.unit_samples(key)[-1])]
-    return sum(len(plan.unit_samples(key)) for key in lost), False
+    if sum(len(plan.unit_samples(key)) for key in finished) <= MARKER_CHECKS:
+        return sum(len(plan.unit_samples(k)) - count_done(plan, k) for k in markers_missing(plan, finished)), ""
+    step = -(-len(finished) // MARKER_CHECKS)  # 1 up to MARKER_CHECKS units
+    looked = finished[::step]
+    lost = [key for key in looked if not task_finished(plan, key, plan.unit_samples(key)[-1])]
+    how = "in units whose last task has" + ("" if step == 1 else f" (of {len(looked)} of {len(finished)} units "
+                                            "looked at)")
+    return sum(len(plan.unit_samples(key)) for key in lost), how
 
 
 def study_tasks(target: Path, patient: bool = True, every_failure: bool = False) -> tuple[StudySnapshot,

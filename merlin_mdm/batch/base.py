@@ -142,7 +142,9 @@ class BatchSystem(ABC):
     title: ClassVar[str] = ""  # the scheduler's name in messages (default: ``name`` in capitals)
     stuck_reasons: ClassVar[Mapping[str, str]] = {}
     """Reasons a job waits (as :meth:`parse_reasons` reads them) that mean it will not start as it was asked for,
-    each with what it means: `launch` and `status` say so instead of showing a plain `pending`."""
+    each with what it means: `launch` fails and `status` says so instead of showing a plain `pending`."""
+    doubtful_reasons: ClassVar[Mapping[str, str]] = {}
+    """Reasons that mean the same, or only that resources are down for now: `launch` and `status` warn."""
     lacks: ClassVar[tuple[tuple[str, str], ...]] = ()
     """Request settings (``qos``, ``reservation``) the scheduler has no option for, each with where its like goes
     instead (or ""): refused with that advice, never dropped without a word."""

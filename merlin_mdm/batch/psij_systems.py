@@ -167,15 +167,18 @@ class SlurmBatchSystem(PsijBatchSystem):
         rows = [line.split() for line in out.splitlines()[1:] if line.strip()]
         return {row[0]: translate_state(SLURM_STATES, row[1]) for row in rows if len(row) >= 2}
 
+    def status_command(self, ids: Sequence[str]) -> list[str]:
+        """PSI/J's squeue line, with room for the whole reason: squeue cuts a field at 20 characters by default
+        (``QOSMaxWallDurationPerJobLimit`` came out as ``QOSMaxWallDurationPe``)."""
+        return [a.replace("Reason", "Reason:128") if "StateCompact" in a else a for a in super().status_command(ids)]
+
     def parse_reasons(self, out: str) -> dict[str, str]:
-        """squeue's REASON column (PSI/J asks for ``JobArrayID,StateCompact,Reason``); ``None`` is no reason."""
+        """squeue's REASON column (``JobArrayID,StateCompact,Reason:128``); ``None`` is no reason."""
         rows = [line.split(None, 2) for line in out.splitlines()[1:] if line.strip()]
         return {row[0]: row[2].strip() for row in rows if len(row) == 3 and row[2].strip() not in ("None", "")}
 
     # squeue(1) JOB REASON CODES that no waiting cures: the request must change
     stuck_reasons: ClassVar[Mapping[str, str]] = {
-        "PartitionNodeLimit": "more nodes than the partition allows, or its nodes are down or drained",
-        "PartitionConfig": "more nodes, cores or memory than the partition has up",  # Slurm's first word on it
         "PartitionTimeLimit": "a longer walltime than the partition allows",
         "BadConstraints": "constraints no node can satisfy",
         "InvalidAccount": "an account (bank) Slurm does not know",
@@ -185,6 +188,11 @@ class SlurmBatchSystem(PsijBatchSystem):
         "AssocMaxNodesPerJobLimit": "more nodes than the account allows a job",
         "AssocMaxWallDurationPerJobLimit": "a longer walltime than the account allows",
         "DependencyNeverSatisfied": "a dependency that can no longer be met",
+    }
+    # ... and those that also mean nodes are down or drained: cured when they come back (a maintenance)
+    doubtful_reasons: ClassVar[Mapping[str, str]] = {
+        "PartitionNodeLimit": "more nodes than the partition allows, or than it has up (nodes down or drained)",
+        "PartitionConfig": "more nodes, cores or memory than the partition has up",  # Slurm's first word on it
     }
 
 

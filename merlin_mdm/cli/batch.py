@@ -114,8 +114,10 @@ def _refuse_stuck(workspace: Path, submitted: set[str]) -> None:
     from merlin_mdm.backends.celery.allocations import stuck_allocations
 
     stuck = stuck_allocations(workspace, submitted)
-    if stuck:
-        raise BatchError("; ".join(f"job {r.job_id} ({r.name}) is {pending_line(r)}" for r in stuck))
+    for row in (r for r in stuck if not r.sure):  # nodes down or drained would say the same: it may start later
+        click.echo(f"warning: job {row.job_id} ({row.name}) is {pending_line(row)}", err=True)
+    if any(r.sure for r in stuck):
+        raise BatchError("; ".join(f"job {r.job_id} ({r.name}) is {pending_line(r)}" for r in stuck if r.sure))
 
 
 def _note_live_allocations(workspace: Path, planned: Sequence[tuple[tuple[str, ...], object]]) -> None:
@@ -219,7 +221,9 @@ def pending_line(row: Any) -> str:
     if row.stuck:
         system = get_batch_system(row.system)
         cancel = shlex.join(system.cancel_command([row.job_id]))
-        return (f"pending ({row.reason}): {system.title or system.name.upper()} will not start it as asked "
-                f"({row.stuck}); cancel it "
+        will, cancel_it = ("will not", "cancel it") if row.sure else ("may never", "unless nodes are down for a "
+                                                                                    "while, cancel it")
+        return (f"pending ({row.reason}): {system.title or system.name.upper()} {will} start it as asked "
+                f"({row.stuck}); {cancel_it} "
                 f"(`{cancel}`), change the request (`merlin-mdm launch SPEC --dry` prints it) and launch again")
     return f"pending ({row.reason}): it starts when the scheduler can place it; no other `launch` is needed"

@@ -159,12 +159,12 @@ def _with_lost_markers(ws: Workspace, snap: StudySnapshot) -> StudySnapshot:
     if not snap.state.over or ws.made_elsewhere(snap.workspace or str(ws.root)):
         return snap
     try:
-        lost, every = finished_without_markers(ws)
+        lost, how = finished_without_markers(ws)
     except (MerlinMdmError, OSError, ValueError):
         return snap  # the counts were read; the check is a nicety
     if not lost:
         return snap
-    which = "have" if every else "are in units whose last task has"
+    which = f"are {how}" if how else "have"
     return _noted(snap, f"{lost} task(s) counted finished {which} no done-marker ({DONE_MARKER}) on disk any more "
                         "(deleted, or purged from a scratch file system): `merlin-mdm restart "
                         f"{ws.root}` runs them again")

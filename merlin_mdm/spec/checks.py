@@ -84,6 +84,7 @@ def _located_steps(spec: Spec) -> list[_Located]:
     return [_Located(i, step, node, node["run"]) for (i, node), step in zip(entries, spec.steps, strict=False)]
 
 
+_SHELL_QUOTING = frozenset("\"'`$\\")  # characters a double- or single-quoted word cannot hold as they are
 _WORKSPACE_SUFFIX = "_20260101-000000.9999"  # the longest timestamp and suffix a workspace folder takes
 _TASK_FILE_SUFFIX = ".restart.slurm.err"  # the longest ending of a task's files (<step>[_labels].restart.slurm.err)
 
@@ -94,6 +95,10 @@ def _check_study_name(spec: Spec, issues: IssueCollector) -> None:
     if name and any(c == "/" or not c.isprintable() for c in name):  # Merlin's own names (`my study`, `v:2`) pass
         issues.error(where, "description.name", f"{name!r}: a '/' or a control character cannot be in a folder name "
                      "(the name becomes the workspace's folder)")
+    elif name and any(c in _SHELL_QUOTING for c in name):  # the batch script and $(WORKSPACE) name the folder
+        issues.error(where, "description.name", f"{name!r}: quotes, backquotes, '$' and '\\' in the name would "
+                     "break the shell commands that name the workspace's folder (its batch scripts, $(WORKSPACE)); "
+                     "leave them out")
     folder = len(spec.description.folder.encode()) + len(_WORKSPACE_SUFFIX)
     if folder > NAME_MAX:
         issues.error(where, "description.name", f"the name is {len(name.encode())} bytes: its workspace folder "

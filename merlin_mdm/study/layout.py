@@ -11,9 +11,10 @@ from merlin_mdm.errors import NoWorkspace, WorkspaceError
 from merlin_mdm.study.lock import LOCK_FILE
 from merlin_mdm.study.plan import StudyPlan
 
-__all__ = ["PLAN_FILE", "Workspace", "study_of"]
+__all__ = ["MAKING_FILE", "PLAN_FILE", "Workspace", "study_of"]
 
 PLAN_FILE = "plan.json"
+MAKING_FILE = ".being-made"  # in merlin_info/ from its making's first step to its plan: a run killed in between
 
 
 def study_of(name: str, folder: str) -> bool:
@@ -109,7 +110,7 @@ class Workspace:
         for candidate in (start, *start.parents):
             if (candidate / "merlin_info" / PLAN_FILE).exists():
                 return cls(candidate)
-        half = next((c for c in (start, *start.parents) if (c / "merlin_info").is_dir()), None)
+        half = next((c for c in (start, *start.parents) if (c / "merlin_info" / MAKING_FILE).exists()), None)
         if half is not None:  # a run generating the samples, or one killed (SIGKILL) doing so
             raise NoWorkspace(f"{half} is a workspace still being made (merlin_info/ has no {PLAN_FILE} yet): its "
                               "`run` is generating or reading the samples, or was killed doing so; if no `run` is "

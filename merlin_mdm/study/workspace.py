@@ -24,7 +24,7 @@ from merlin_mdm.spec import LoadedSpec, Spec
 from merlin_mdm.spec.checks import output_path_issue, output_path_problem
 from merlin_mdm.spec.tokens import substitute
 from merlin_mdm.study.expand import StudyContext, expand, resolve_variables, study_tokens
-from merlin_mdm.study.layout import PLAN_FILE, Workspace, study_of
+from merlin_mdm.study.layout import MAKING_FILE, PLAN_FILE, Workspace, study_of
 from merlin_mdm.study.plan import StudyPlan
 from merlin_mdm.study.samples import SampleSet, checked_shape
 
@@ -106,6 +106,7 @@ def create_workspace(
         raise
     try:
         (root / "merlin_info").mkdir()
+        (root / "merlin_info" / MAKING_FILE).touch()  # gone with the plan's writing: a kill in between is said so
         return _fill_workspace(Workspace(root), loaded, base, stamp, samples_file, (batch_size, slots), watch)
     except BaseException as exc:
         _remove_tree(root)
@@ -192,6 +193,7 @@ def _fill_workspace(ws: Workspace, loaded: LoadedSpec, base: Path, stamp: str, s
     plan = expand(spec, ctx)
     _write_atomic(ws.plan_path, plan.to_json())
     _write_atomic(ws.info / f"{name}.expanded.yaml", _expanded_yaml(plan))
+    (ws.info / MAKING_FILE).unlink()
     return ws, plan
 
 

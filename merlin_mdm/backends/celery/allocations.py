@@ -327,7 +327,8 @@ class AllocationRow:
     state: JobState
     workers: tuple[str, ...]  # full worker names answering from it (``group.<job id>@host``)
     reason: str = ""  # why a pending job waits, as the scheduler says ("" when it does not)
-    stuck: str = ""  # what the reason means when no waiting cures it (the request must change), else ""
+    stuck: str = ""  # what the reason means when it may never start as asked, else ""
+    sure: bool = False  # stuck, and no waiting cures it (the request must change); else it may start one day
 
 
 def allocation_rows(workspace: Path, config: AppConfig | None,
@@ -350,7 +351,7 @@ def allocation_rows(workspace: Path, config: AppConfig | None,
         names = sorted(active_queues(config))
     return [AllocationRow(r.job_id, r.system, r.name, states.get(r.job_id, JobState.UNKNOWN),
                           tuple(n for n in names if _of_job(n, r.job_id)), reasons.get(r.job_id, ""),
-                          _stuck(r.system, reasons.get(r.job_id, ""))) for r in records]
+                          *_stuck(r.system, reasons.get(r.job_id, ""))) for r in records]
 
 
 SETTLE_S = 5.0  # how long `launch` waits for a scheduler's first word on a job it just took
@@ -359,7 +360,10 @@ SETTLE_S = 5.0  # how long `launch` waits for a scheduler's first word on a job 
 def stuck_allocations(workspace: Path, submitted: set[str], settle: float = SETTLE_S) -> list[AllocationRow]:
     """Those of the jobs just ``submitted`` that their scheduler says will not start as asked, waiting up to
     ``settle`` s for it to give each pending job a reason (it does on its next pass); none when it cannot be
-    asked (`status` says how the jobs stand)."""
+    asked (`status` says how the jobs stand) or gives no reasons (LSF, PBS, Flux: no wait)."""
+    systems = {get_batch_system(r.system) for r in read_records(workspace) if r.job_id in submitted}
+    if not any(s.stuck_reasons or s.doubtful_reasons for s in systems):
+        return []
     deadline = time.monotonic() + settle
     while True:
         try:
@@ -372,9 +376,14 @@ def stuck_allocations(workspace: Path, submitted: set[str], settle: float = SETT
         time.sleep(0.5)
 
 
-def _stuck(system: str, reason: str) -> str:
-    """What ``reason`` means when it says the job will not start as asked (the batch system's stuck_reasons)."""
-    return get_batch_system(system).stuck_reasons.get(reason, "") if reason else ""
+def _stuck(system: str, reason: str) -> tuple[str, bool]:
+    """What ``reason`` means when it says the job may never start as asked, and whether surely (the batch system's
+    stuck_reasons) or unless resources come back (its doubtful_reasons); ("", False) otherwise."""
+    if not reason:
+        return "", False
+    batch = get_batch_system(system)
+    sure = batch.stuck_reasons.get(reason, "")
+    return (sure, True) if sure else (batch.doubtful_reasons.get(reason, ""), False)
 
 
 def _of_job(worker: str, job_id: str) -> bool:

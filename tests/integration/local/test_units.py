@@ -110,7 +110,7 @@ def test_status_counts_the_samples_of_a_running_local_unit_before_it_ends(write_
 
 def test_on_a_large_study_status_checks_each_units_last_marker_only(
         write_spec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Past studies.MARKER_CHECK_TASKS finished tasks, one marker a unit (the one written last): a scratch purge
+    """Past studies.MARKER_CHECKS finished tasks, one marker a unit (the one written last): a scratch purge
     takes whole trees, and `status` stays one existence check a unit."""
     from merlin_mdm import studies
     from merlin_mdm.study.layout import Workspace
@@ -129,10 +129,12 @@ def test_on_a_large_study_status_checks_each_units_last_marker_only(
     assert result.returncode == 0, result.stderr
     ws = Workspace(workspace_of(result))
     markers = sorted(ws.root.glob(f"work/**/{DONE_MARKER}"))
-    assert len(markers) == 6 and studies.finished_without_markers(ws) == (0, True)
+    assert len(markers) == 6 and studies.finished_without_markers(ws) == (0, "")
     markers[0].unlink()  # the first task of its unit: seen by the full check only
-    assert studies.finished_without_markers(ws) == (1, True)
-    monkeypatch.setattr(studies, "MARKER_CHECK_TASKS", 5)
-    assert studies.finished_without_markers(ws) == (0, False)
+    assert studies.finished_without_markers(ws) == (1, "")
+    monkeypatch.setattr(studies, "MARKER_CHECKS", 5)  # 6 tasks: one marker a unit (3 units)
+    assert studies.finished_without_markers(ws) == (0, "in units whose last task has")
     markers[-1].unlink()  # the last task of its unit: its whole unit counts
-    assert studies.finished_without_markers(ws) == (2, False)
+    assert studies.finished_without_markers(ws) == (2, "in units whose last task has")
+    monkeypatch.setattr(studies, "MARKER_CHECKS", 2)  # 3 units: the first and the last looked at
+    assert studies.finished_without_markers(ws) == (2, "in units whose last task has (of 2 of 3 units looked at)")

@@ -331,3 +331,27 @@ def test_launch_can_ask_again_for_one_worker_group_only() -> None:
     assert [(names, req.name) for names, req in planned] == [(("postworkers",), "big.postworkers")]
     with pytest.raises(UsageError, match=r"no worker\(s\) nosuch for /s/big.yaml \(workers: simworkers, postworkers"):
         allocation_requests(_spec(), Path("/s/big.yaml"), Path("/ws"), LaunchOptions(workers=("nosuch",)))
+
+
+def test_launch_fails_only_for_reasons_no_waiting_cures_and_waits_for_none_on_lsf(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from merlin_mdm.backends.celery import allocations
+    from merlin_mdm.backends.celery.allocations import AllocationRecord, AllocationRow, write_record
+    from merlin_mdm.batch import JobState
+    from merlin_mdm.cli import batch
+    from merlin_mdm.errors import BatchError
+
+    def row(job: str, reason: str, sure: bool) -> AllocationRow:
+        return AllocationRow(job, "slurm", "s.w", JobState.PENDING, (), reason, "why", sure)
+
+    monkeypatch.setattr(allocations, "stuck_allocations", lambda ws, jobs: [row("5", "PartitionNodeLimit", False)])
+    batch._refuse_stuck(tmp_path, {"5"})  # nodes down or drained say the same: a warning
+    assert "warning: job 5 (s.w) is pending (PartitionNodeLimit): Slurm may never start it" in capsys.readouterr().err
+    monkeypatch.setattr(allocations, "stuck_allocations", lambda ws, jobs: [row("6", "PartitionTimeLimit", True)])
+    with pytest.raises(BatchError, match=r"job 6 \(s.w\) is pending \(PartitionTimeLimit\): Slurm will not start it"):
+        batch._refuse_stuck(tmp_path, {"6"})
+    monkeypatch.undo()
+
+    write_record(tmp_path, AllocationRecord("7", "lsf", "s.w", ("w",), 1, 0.0))
+    monkeypatch.setattr(allocations, "allocation_rows", lambda *a: pytest.fail("LSF gives no reasons: not asked"))
+    assert allocations.stuck_allocations(tmp_path, {"7"}) == []

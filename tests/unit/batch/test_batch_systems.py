@@ -152,7 +152,9 @@ def test_slurm_gives_the_reason_a_pending_job_waits_and_which_reasons_no_waiting
     reasons: dict[str, str] = {}
     system.status([str(i) for i in range(10, 19)], None, reasons)
     assert reasons == {"11": "Priority", "17": "ReqNodeNotAvail,_UnavailableNodes:n[1-2]", "18": "PartitionNodeLimit"}
-    assert [r for r in reasons.values() if r in system.stuck_reasons] == ["PartitionNodeLimit"]
+    assert [r for r in reasons.values() if r in system.doubtful_reasons] == ["PartitionNodeLimit"]  # or nodes down
+    assert "QOSMaxWallDurationPerJobLimit" in system.stuck_reasons  # 29 characters: squeue is asked for up to 128
+    assert "JobArrayID,StateCompact,Reason:128" in system.status_command(["1"])
 
 
 def test_a_job_the_scheduler_forgot_is_judged_by_its_exit_code_file(tmp_path: Path) -> None:

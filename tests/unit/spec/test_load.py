@@ -185,6 +185,9 @@ def test_study_name_from_a_variable_and_from_vars() -> None:
     assert load_spec_text(text, "x.yaml", overrides={"NAME": "a b"}).spec.description.folder == "a_b"  # as Merlin
     with pytest.raises(SpecError, match=r"description.name: 'a/b': a '/' or a control character cannot be"):
         load_spec_text(text, "x.yaml", overrides={"NAME": "a/b"})
+    for name in ('a"b', "a$b", "a`b`", "a'b", "a\\b"):  # a batch script's `exec >>DIR/"NAME.$JOB.out"` broke
+        with pytest.raises(SpecError, match=r"quotes, backquotes, '\$' and '\\' in the name would break the shell"):
+            load_spec_text(text, "x.yaml", overrides={"NAME": name})
 
 
 def test_parse_vars() -> None:

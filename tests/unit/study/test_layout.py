@@ -23,6 +23,9 @@ def test_a_workspace_whose_making_never_ended_is_named_as_such(tmp_path: Path) -
     """A run SIGKILLed while it generated the samples leaves merlin_info/ without a plan: it was called no
     workspace at all, and nothing said it could be deleted."""
     (tmp_path / "ws" / "merlin_info").mkdir(parents=True)
+    with pytest.raises(NoWorkspace, match="is not inside a merlin-mdm workspace"):  # Merlin's own: never deleted
+        Workspace.find(tmp_path / "ws")
+    (tmp_path / "ws" / "merlin_info" / ".being-made").touch()
     with pytest.raises(NoWorkspace, match=r"ws is a workspace still being made \(merlin_info/ has no plan.json yet\).*"
                                           "if no `run` is making it, nothing of it ran: delete it"):
         Workspace.find(tmp_path / "ws")
