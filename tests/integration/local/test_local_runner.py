@@ -248,16 +248,19 @@ def test_invalid_spec_leaves_no_workspace_and_exits_2(write_spec, tmp_path: Path
     assert not (tmp_path / "out").exists()
 
 
+GENERATOR_FAILS = """
+    description: {name: gen, description: x}
+    env: {variables: {OUTPUT_PATH: ./out}}
+    merlin:
+      samples: {generate: {cmd: "CMD"}, file: s.npy, column_labels: [A]}
+    study:
+      - name: a
+        run: {cmd: "echo $(A)"}
+"""
+
+
 def test_failed_sample_generation_removes_the_workspace(write_spec, tmp_path: Path) -> None:
-    spec = write_spec("""
-        description: {name: gen, description: x}
-        env: {variables: {OUTPUT_PATH: ./out}}
-        merlin:
-          samples: {generate: {cmd: "echo nope >&2; exit 3"}, file: s.npy, column_labels: [A]}
-        study:
-          - name: a
-            run: {cmd: "echo $(A)"}
-    """)
+    spec = write_spec(GENERATOR_FAILS.replace("CMD", "echo nope >&2; exit 3"))
     result = merlin("run", str(spec), "--local", cwd=tmp_path)
     assert result.returncode == 2 and "exited with 3: nope" in result.stderr
     assert not (tmp_path / "out").exists()  # OUTPUT_PATH was made by this run: it goes with the workspace
@@ -265,15 +268,7 @@ def test_failed_sample_generation_removes_the_workspace(write_spec, tmp_path: Pa
 
 
 def test_a_failed_generators_whole_output_is_kept_beside_the_removed_workspace(write_spec, tmp_path: Path) -> None:
-    spec = write_spec("""
-        description: {name: gen, description: x}
-        env: {variables: {OUTPUT_PATH: ./out}}
-        merlin:
-          samples: {generate: {cmd: "seq 1 500; seq 1 1000 >&2; exit 3"}, file: s.npy, column_labels: [A]}
-        study:
-          - name: a
-            run: {cmd: "echo $(A)"}
-    """)
+    spec = write_spec(GENERATOR_FAILS.replace("CMD", "seq 1 500; seq 1 1000 >&2; exit 3"))
     result = merlin("run", str(spec), "--local", cwd=tmp_path)
     assert result.returncode == 2 and "exited with 3: 998 | 999 | 1000 (its whole output is kept in " in result.stderr
     err, out = sorted((tmp_path / "out").glob("gen_*.generate.*"))  # the workspace, with its cmd.err, is gone
