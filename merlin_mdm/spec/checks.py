@@ -27,7 +27,7 @@ from merlin_mdm.spec.tokens import (
 from merlin_mdm.spec.worker_args import split_worker_args
 
 __all__ = ["DEFAULT_BATCH_TYPES", "check_cores", "check_spec", "known_tokens", "output_path_issue",
-           "output_path_problem", "parent_name", "unknown_token_message"]
+           "output_path_problem", "parent_name", "step_run_place", "unknown_token_message"]
 
 DEFAULT_BATCH_TYPES = ("local", "slurm", "lsf", "lsf-srun", "flux", "pbs")
 
@@ -82,6 +82,15 @@ def _located_steps(spec: Spec) -> list[_Located]:
     entries = [(i, e) for i, e in enumerate(study if isinstance(study, list) else [])
                if isinstance(e, MarkedDict) and isinstance(e.get("run"), MarkedDict)]
     return [_Located(i, step, node, node["run"]) for (i, node), step in zip(entries, spec.steps, strict=False)]
+
+
+def step_run_place(spec: Spec, step: str, key: str) -> str:
+    """``spec.yaml:LINE`` of ``key`` in step ``step``'s `run` block (the block's own line where it lacks ``key``;
+    the file alone where the step cannot be found)."""
+    for loc in _located_steps(spec):
+        if loc.step.name == step:
+            return f"{spec.path}:{key_mark(loc.run, key)[0]}"
+    return str(spec.path)
 
 
 _SHELL_QUOTING = frozenset("\"'`$\\")  # characters a double- or single-quoted word cannot hold as they are

@@ -26,6 +26,7 @@ from merlin_mdm.config import AppConfig
 from merlin_mdm.errors import BatchError, UsageError
 from merlin_mdm.spec import BatchConfig, Spec
 from merlin_mdm.spec.batch_options import parse_batch_options
+from merlin_mdm.spec.checks import step_run_place
 from merlin_mdm.spec.issues import key_mark
 from merlin_mdm.spec.loader import MarkedDict
 from merlin_mdm.study.layout import Workspace
@@ -173,20 +174,10 @@ def steps_beyond_nodes(spec: Spec, plan: StudyPlan, planned: Sequence[Planned]) 
         served = set().union(*(queues.get(n, set()) for n in names))
         over = dict.fromkeys(i.step for i in plan.instances
                              if i.task_queue in served and (wanted.get(i.step) or 0) > req.nodes)
-        out += [f"{_step_nodes_place(spec, step)}: step {step} asks for {wanted[step]} nodes, allocation {req.name} "
-                f"has {req.nodes}: its tasks' launcher cannot place them; give the allocation more nodes (--nodes, "
-                f"the batch block's nodes, or its worker group's) or the step fewer" for step in over]
+        out += [f"{step_run_place(spec, step, 'nodes')}: step {step} asks for {wanted[step]} nodes, allocation "
+                f"{req.name} has {req.nodes}: its tasks' launcher cannot place them; give the allocation more nodes "
+                "(--nodes, the batch block's nodes, or its worker group's) or the step fewer" for step in over]
     return out
-
-
-def _step_nodes_place(spec: Spec, step: str) -> str:
-    """``spec.yaml:LINE`` of a step's ``nodes`` key (the step's own line where it cannot be found)."""
-    study = spec.raw.get("study")
-    for entry in study if isinstance(study, list) else []:
-        run = entry.get("run") if isinstance(entry, MarkedDict) and entry.get("name") == step else None
-        if isinstance(run, MarkedDict):
-            return f"{spec.path}:{key_mark(run, 'nodes')[0]}"
-    return str(spec.path)
 
 
 def _early_warning(options: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
