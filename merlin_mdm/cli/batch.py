@@ -109,8 +109,9 @@ def launch(spec_path: Path, nodes: int | None, walltime: str | None, queue: str 
 
 
 def _refuse_stuck(workspace: Path, submitted: set[str]) -> None:
-    """Exit 1 when the scheduler says a job just submitted will not start as asked (Slurm's PartitionNodeLimit for
-    more nodes than there are): `launch` said nothing and exited 0, and the study waited for workers forever."""
+    """Exit 1 when the scheduler says a job just submitted will not start as asked (Slurm's PartitionTimeLimit,
+    InvalidAccount, ...), warn where it may never (PartitionNodeLimit for more nodes than there are: also said while
+    nodes are down): `launch` said nothing, and the study waited for workers forever."""
     from merlin_mdm.backends.celery.allocations import stuck_allocations
 
     stuck = stuck_allocations(workspace, submitted)
