@@ -103,7 +103,7 @@ def task_rows(plan: StudyPlan, snap: StudySnapshot, in_flight: Collection[UnitKe
     # an interrupted or stopped study's tasks that did not end are queued again, as `status` counts them; in a
     # study that ended (finished, failed) a task with neither a marker nor a failure is unknown (a lost marker)
     ended = snap.state in (StudyState.FINISHED, StudyState.FAILED)
-    left = "dry_run" if snap.state is StudyState.DRY_RUN else "queued"  # a task that has not run, as Merlin says
+    left = snap.state.unrun_word  # a task that has not run, as Merlin says
     running = {(key.instance, sample) for key in in_flight for sample in plan.unit_samples(key)}
     for inst in plan.instances:
         for index in range(plan.n_tasks(inst.index)):

@@ -11,7 +11,8 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, TextIO
 
-from merlin_mdm.status.model import StepSummary, StudySnapshot, StudyState, TaskFailure, TaskState
+from merlin_mdm.status.model import StepSummary, StudySnapshot, TaskFailure, TaskState
+from merlin_mdm.status.states import DRY_RUN_WORD
 
 if TYPE_CHECKING:  # rich loads only when a console is made (for progress bars; `status` never needs it)
     from rich.console import Console
@@ -131,8 +132,7 @@ def _stream_width(stream: TextIO) -> int:
 def _table_lines(snap: StudySnapshot, width: int, paint: Callable[[str, str], str]) -> list[str]:
     """The step table: a header, a rule, one row per step; columns right-aligned, one space before each."""
     titles = ["tasks", *(title for title, _ in _COLUMNS), "retries", "avg run", "elapsed"]
-    if snap.state is StudyState.DRY_RUN:  # its tasks wait for a `restart`: Merlin counts them DRY_RUN
-        titles[1] = "dry run"
+    titles[1] = snap.state.unrun_word.replace("_", " ")  # a dry run's tasks wait for a `restart` (Merlin's DRY_RUN)
     colours = ["", *(_COLOUR.get(states[0], "") for _, states in _COLUMNS), "", "", ""]
     rows = []
     for step in snap.steps:
@@ -156,6 +156,8 @@ def snapshot_to_dict(snap: StudySnapshot) -> dict[str, Any]:
     """A JSON-able dict of the snapshot."""
     data = asdict(snap)
     for step, raw in zip(snap.steps, data["steps"], strict=True):
+        unrun = raw["counts"].pop(TaskState.QUEUED.value, 0)  # counted under the word the table and Merlin use
+        raw["counts"] = {TaskState.QUEUED.value: 0, DRY_RUN_WORD: 0, **raw["counts"], snap.state.unrun_word: unrun}
         raw["failures"] = [{"instance": name, **asdict(f), "state": f.state.value} for name, f in step.failures]
         raw["done"] = step.done
         raw["avg_run"], raw["run_std"] = step.avg_run, step.run_std

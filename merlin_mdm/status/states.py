@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["RAISED_REASON", "StopKind", "StudyState", "TaskState", "after_raise", "final_state", "stop_message"]
+__all__ = ["DRY_RUN_WORD", "RAISED_REASON", "StopKind", "StudyState", "TaskState", "after_raise", "final_state",
+           "stop_message"]
 
 # How a unit left out by $(MERLIN_RAISE_ERROR) says why: the tail of its not-run reason (one wording for the
 # dependency counts in memory and in Redis), by which it passes the block on down its own chain.
 RAISED_REASON = "raised an error ($(MERLIN_RAISE_ERROR))"
+DRY_RUN_WORD = "dry_run"  # a task of a dry-run study: written, never queued (see StudyState.unrun_word)
 
 
 def after_raise(reason: str) -> bool:
@@ -55,6 +57,13 @@ class StudyState(enum.StrEnum):
         """True when no unit of the study will run any more without a restart."""
         return self in (StudyState.FINISHED, StudyState.FAILED, StudyState.STOPPED, StudyState.INTERRUPTED,
                         StudyState.PURGED, StudyState.DRY_RUN)
+
+    @property
+    def unrun_word(self) -> str:
+        """What a task that has not run is called in this study: ``dry_run`` in a dry-run study (its tasks wait
+        for a `restart`, Merlin's DRY_RUN), ``queued`` otherwise. The table, the JSON counts, `detailed-status`
+        and `--dump` all ask here."""
+        return DRY_RUN_WORD if self is StudyState.DRY_RUN else TaskState.QUEUED.value
 
     @classmethod
     def parse(cls, value: str | None) -> StudyState:

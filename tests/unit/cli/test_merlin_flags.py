@@ -114,3 +114,14 @@ def test_detailed_status_dump_is_merlins_format(ws: Path, tmp_path: Path) -> Non
     with open(tmp_path / "d.csv", newline="", encoding="utf-8") as fh:
         (row,) = csv.DictReader(fh)
     assert (list(row), row["step_name"], row["status"]) == (COLUMNS, "post", "DRY_RUN")
+
+
+def test_status_json_counts_a_dry_runs_tasks_as_the_table_does(ws: Path) -> None:
+    out = _cli("status", str(ws), "--json")
+    assert out.exit_code == 0, out.output
+    counts = {s["step"]: s["counts"] for s in json.loads(out.output)["steps"]}
+    # nothing was queued: every task the store counts is dry_run (the table's word and Merlin's), none queued
+    assert counts["sim"]["dry_run"] == 2 and counts["post"]["dry_run"] == 1
+    assert counts["sim"]["queued"] == counts["post"]["queued"] == 0
+    table = _cli("status", str(ws))
+    assert "dry run" in table.output.splitlines()[3] and " queued" not in table.output
