@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import warnings
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -91,7 +92,10 @@ def read_samples(path: Path, column_labels: Sequence[str] = ()) -> np.ndarray:
         raise _bad(path, f"samples must be a 2-D table (one row per sample), got shape {data.shape}")
     if data.shape[0] == 0:
         raise _bad(path, "the samples file holds no samples")
-    _check_values(path, data[:, :len(column_labels)] if column_labels else data)
+    labelled = data[:, :len(column_labels)] if column_labels else data
+    if suffix == ".csv":
+        _check_quotes(path, labelled)
+    _check_values(path, labelled)
     return cast("np.ndarray", data)
 
 
@@ -120,21 +124,45 @@ def _unreadable(path: Path, exc: Exception) -> str:
 
 
 def _ragged(path: Path, error: str) -> str:
-    """numpy's "the number of columns changed" as the file's line that has another number of values ('' for
-    other errors): numpy counts rows without comments and blank lines, and suggests its own `usecols`."""
+    """numpy's "the number of columns changed" as the file's first line whose number of values is not that of
+    most lines ('' for other errors): numpy counts rows without comments and blank lines, names the second of two
+    lines that differ (the first may be the odd one), and suggests its own `usecols`."""
     if not _RAGGED.search(error):
         return ""
-    expected = None
+    csv = path.suffix.lower() == ".csv"
+    counts: dict[int, int] = {}  # line number -> values
+    quoted = False
     with path.open(encoding="utf-8-sig", errors="replace") as lines:
         for number, line in enumerate(lines, 1):
             text = line.split("#", 1)[0]
-            if not text.strip():
-                continue
-            count = len(text.split(",") if path.suffix.lower() == ".csv" else text.split())
-            if expected is not None and count != expected:
-                return f"line {number} has {count} value(s) where the lines above it have {expected}"
-            expected = count
-    return ""
+            if text.strip():
+                counts[number] = len(text.split(",") if csv else text.split())
+                quoted = quoted or (csv and '"' in text)
+    usual = Counter(counts.values()).most_common(1)[0][0] if counts else 0
+    odd = next((number for number, count in counts.items() if count != usual), None)
+    if odd is None:
+        return ""
+    said = f"line {odd} has {counts[odd]} value(s) where most lines have {usual}"
+    return f"{said}; {QUOTES_SPLIT}" if quoted else said
+
+
+QUOTES_SPLIT = ("the CSV reader splits at every comma, inside quotes too (as Merlin's does): write the value "
+                "without a comma, or save the samples as a .tab or .npy file")
+
+
+def _check_quotes(path: Path, data: np.ndarray) -> None:
+    """Refuse a CSV value that is half of a quoted one (``"x`` of ``"x, y"``): it would reach the tasks so."""
+    import numpy as np
+
+    if data.dtype.kind != "U" or not data.size or b'"' not in path.read_bytes():  # the byte scan: 1M rows in ms
+        return
+    stripped = np.char.strip(data)
+    opens, closes = np.char.startswith(stripped, '"'), np.char.endswith(stripped, '"')
+    half = np.argwhere((opens != closes) | (stripped == '"'))
+    if len(half):
+        row, col = (int(v) for v in half[0])
+        raise _bad(path, f"row {row + 1}, column {col + 1} holds {_shown(data[row, col])}, a part of a quoted "
+                         f"value: {QUOTES_SPLIT}")
 
 
 def _as_floats(data: np.ndarray) -> np.ndarray:

@@ -49,7 +49,7 @@ def test_a_cycle_through_a_spec_variable_names_its_line_and_the_vars(spec: Path,
 
 
 @pytest.mark.parametrize(("content", "message"), [
-    ("1,2\n3,4,5\n", "--samplesfile mine.csv: cannot read samples: line 2 has 3 value(s) where the lines above"),
+    ("1,2\n3,4,5\n", "--samplesfile mine.csv: cannot read samples: line 2 has 3 value(s) where most lines have"),
     ("1\n", "--samplesfile mine.csv: 1 column(s), but merlin.samples.column_labels"),  # more columns: used
 ])  # fmt: skip
 def test_a_bad_samplesfile_is_named_with_exit_code_2(spec: Path, tmp_path: Path, content: str,

@@ -42,8 +42,14 @@ def _write(path: Path, content: object) -> Path:
 
 @pytest.mark.parametrize(("name", "content", "message"), [
     ("s.csv", "# made by hand\n\n1,2\n3,4\n5,6,7\n",
-     "cannot read samples: line 5 has 3 value(s) where the lines above it have 2"),
-    ("s.tab", "1 2\n3\n", "cannot read samples: line 2 has 1 value(s) where the lines above it have 2"),
+     "cannot read samples: line 5 has 3 value(s) where most lines have 2"),
+    ("s.tab", "1 2\n3\n", "cannot read samples: line 2 has 1 value(s) where most lines have 2"),
+    # numpy names line 2 (the second of two that differ); the odd one is the first, a quoted comma
+    ("s.csv", '"1, 5",2\n3,4\n6,7\n', "cannot read samples: line 1 has 3 value(s) where most lines have 2; the CSV "
+     "reader splits at every comma, inside quotes too (as Merlin's does)"),
+    # a quoted comma on every row keeps the rows even: the halves would reach the tasks
+    ("s.csv", '"a, b",1\n"c, d",2\n', 'row 1, column 1 holds "a, a part of a quoted value: the CSV reader'),
+    ("s.csv", 'x,"\n', 'row 1, column 2 holds ", a part of a quoted value'),
     ("s.csv", "1,2\n3,nan\n", "1 value(s) are not finite numbers, the first in row 2, column 2: nan"),
     ("s.txt", "1,2\n", "unsupported samples file type '.txt'"),
     ("s.npy", b"garbage", "cannot read samples: not a NumPy .npy file"),
@@ -91,13 +97,19 @@ def test_more_columns_than_labels_are_used_as_merlin_uses_them(tmp_path: Path,
                                "column 3 ignored, as Merlin does"]
 
 
+def test_quoted_values_without_a_comma_are_kept_as_merlin_keeps_them(tmp_path: Path) -> None:
+    """Merlin's reader keeps the quotes; only a value cut in half by its comma is refused."""
+    data = read_samples(_write(tmp_path / "q.csv", 'P,Q\n"a",1\n b ,2\n'), ("P", "Q"))
+    assert data.tolist() == [['"a"', "1"], [" b ", "2"]]
+
+
 def test_the_specs_own_samples_file_is_still_blamed_on_its_line(tmp_path: Path) -> None:
     path = _write(tmp_path / "s.csv", "1,2\n3,4,5\n")
     with pytest.raises(SpecError) as info:
         checked_shape(_spec(tmp_path), path)
     (issue,) = info.value.issues
     assert (issue.line, issue.path) == (10, "merlin.samples.file")
-    assert issue.message == f"{path}: cannot read samples: line 2 has 3 value(s) where the lines above it have 2"
+    assert issue.message == f"{path}: cannot read samples: line 2 has 3 value(s) where most lines have 2"
 
 
 def test_an_empty_npy_is_an_error_not_an_eof(tmp_path: Path) -> None:
