@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import errno
+import glob
 import os
 import shlex
 import shutil
@@ -73,6 +74,9 @@ def _new_root(spec: Spec, base: Path, now: dt.datetime) -> tuple[Path, str]:
                 root.mkdir()  # atomic: exactly one run creates a given name
             except FileExistsError:
                 continue
+            if _kept_beside(root):  # a failed run's files are kept under this name: they would seem to be ours
+                root.rmdir()
+                continue
             return root, stamp
     except OSError as exc:
         problem = f"cannot create a workspace under {base}: {exc.strerror or exc}"
@@ -80,6 +84,19 @@ def _new_root(spec: Spec, base: Path, now: dt.datetime) -> tuple[Path, str]:
             raise SpecError([output_path_issue(spec, problem)]) from None
         raise WorkspaceError(problem) from None
     raise WorkspaceError(f"cannot create a workspace under {base}: 10000 studies named {name}_{stamp} exist")
+
+
+# The files a run that failed while making its workspace keeps beside it (the workspace itself is removed):
+# `<root>.rejected-samples.<suffix>` (:func:`_kept_generated`) and `<root>.generate.out/.err` (:func:`_kept_output`).
+# They reserve the name: a later run in the same second takes the next `.N`, not a name whose files are not its own.
+_KEPT_TAGS = ("rejected-samples", "generate")
+
+
+def _kept_beside(root: Path) -> bool:
+    """Whether a failed run's files are kept beside ``root`` under its name (checked after ``root`` is made, so
+    a run that keeps them, which it does before removing its root, is never missed)."""
+    pattern = glob.escape(root.name)
+    return any(next(root.parent.glob(f"{pattern}.{tag}*"), None) is not None for tag in _KEPT_TAGS)
 
 
 def create_workspace(
@@ -234,7 +251,7 @@ def _stage_samples(spec: Spec, ws: Workspace, tokens: dict[str, str], override: 
 def _kept_generated(spec: Spec, ws: Workspace, source: Path) -> SpecIssue:
     """A generated samples file that does not fit is copied beside the workspace, which is removed: the error
     named a file that no longer existed."""
-    kept = ws.root.parent / f"{ws.root.name}.rejected-samples{source.suffix}"
+    kept = ws.root.parent / f"{ws.root.name}.{_KEPT_TAGS[0]}{source.suffix}"
     try:
         shutil.copyfile(source, kept)
         what = f"the generated file is kept as {kept} to look at"
@@ -264,7 +281,7 @@ def _kept_output(ws: Workspace, result: _shell.ShellResult) -> str:
         return ""
     kept = []
     for suffix, text in (("out", result.stdout), ("err", result.stderr)):
-        path = ws.root.parent / f"{ws.root.name}.generate.{suffix}"
+        path = ws.root.parent / f"{ws.root.name}.{_KEPT_TAGS[1]}.{suffix}"
         if text:
             with contextlib.suppress(OSError):
                 path.write_text(text, encoding="utf-8", errors="surrogateescape")

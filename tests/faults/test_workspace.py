@@ -139,3 +139,15 @@ def test_a_spec_in_a_folder_whose_name_is_not_utf8_runs_with_its_bytes(tmp_path:
     (ws,) = (tmp_path / "out").glob("specroot_*")
     assert (ws / "a" / "listed.txt").read_bytes() == raw + b"/spec.yaml\n"
     assert merlin("status", str(ws), cwd=tmp_path).returncode == 0
+
+
+@pytest.mark.parametrize("kept", ["one_20260101-120000.rejected-samples.csv", "one_20260101-120000.generate.err"])
+def test_a_failed_runs_kept_files_reserve_their_workspace_name(tmp_path: Path, kept: str) -> None:
+    """A run failing on its samples keeps them beside its removed workspace; a later run in the same second took
+    that very name, so the rejected file seemed to be the new study's."""
+    spec = spec_file(tmp_path, ONE_STEP)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / kept).write_text("1,2\n")
+    ws, _ = create_workspace(load_spec(spec), now=dt.datetime(2026, 1, 1, 12, 0, 0))
+    assert ws.root.name == "one_20260101-120000.1"
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {kept, ws.root.name}
