@@ -110,8 +110,7 @@ def task_tokens(plan: StudyPlan, sample: int, directory: str | Path) -> dict[str
     if sample != NO_SAMPLE and plan.samples is not None:
         sample_dir = plan.samples.path(sample)
         tokens["WORKSPACE"] = str(directory)[: -len(sample_dir) - 1] if sample_dir else str(directory)
-        row = plan.samples.rows()[sample]
-        values = [str(v) for v in row]
+        values = plan.samples.values(sample)
         tokens.update(zip(plan.samples.column_labels, values, strict=True))
         tokens["MERLIN_SAMPLE_ID"] = str(sample)
         tokens["MERLIN_SAMPLE_PATH"] = plan.samples.path(sample)

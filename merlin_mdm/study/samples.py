@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import warnings
 from collections import Counter
@@ -19,8 +20,8 @@ if TYPE_CHECKING:  # `status` reads plans (and their samples) without loading th
 
     from merlin_mdm.spec import Spec
 
-__all__ = ["SAMPLE_SUFFIXES", "SampleSet", "check_samples_file", "checked_shape", "hierarchy_sizes", "read_samples",
-           "sample_count", "sample_path"]
+__all__ = ["PARSED_MIN_ROWS", "SAMPLE_SUFFIXES", "SampleSet", "check_samples_file", "checked_samples", "checked_shape",
+           "hierarchy_sizes", "keep_parsed", "parsed_path", "read_samples", "sample_count", "sample_path"]
 
 SAMPLE_SUFFIXES = (".npy", ".csv", ".tab")
 _log = logging.getLogger(__name__)
@@ -233,10 +234,17 @@ def checked_shape(spec: Spec, path: Path, given: str = "") -> tuple[int, int]:
     ``given`` names a file the command line gave instead of the spec's (``--samplesfile s.csv``): its problems
     are then usage errors that name it, since no line of the spec is wrong.
     """
+    data = checked_samples(spec, path, given)
+    return int(data.shape[0]), int(data.shape[1])
+
+
+def checked_samples(spec: Spec, path: Path, given: str = "") -> np.ndarray:
+    """The table :func:`checked_shape` checks (a .npy memory-mapped), for a caller that keeps it."""
     cfg = spec.samples
     labels = cfg.column_labels if cfg is not None else ()
     try:
-        rows, columns = sample_count(path, labels)
+        data = read_samples(path, labels)
+        rows, columns = int(data.shape[0]), int(data.shape[1])
     except SpecError as exc:
         if given:
             raise UsageError("; ".join(f"{given}: {issue.message}" for issue in exc.issues)) from None
@@ -255,7 +263,7 @@ def checked_shape(spec: Spec, path: Path, given: str = "") -> tuple[int, int]:
             raise UsageError(f"{given}: {problem}")
         line, col = _marks(spec, "file")
         raise SpecError([SpecIssue(str(spec.path), line, col, "merlin.samples.file", problem)])
-    return rows, columns
+    return data
 
 
 def _wrong_columns(spec: Spec, path: Path, columns: int, given: str) -> None:
@@ -298,6 +306,43 @@ def check_samples_file(spec: Spec, tokens: Mapping[str, str]) -> None:
         raise SpecError([SpecIssue(str(spec.path), line, col, "merlin.samples.file", problem)])
 
 
+# A text table of this many samples is kept parsed beside its copy in merlin_info/ (:func:`keep_parsed`): 1M
+# rows of CSV took 3-9 s to parse and 260 MB in every worker process that read them. Smaller ones are parsed.
+PARSED_MIN_ROWS = 10_000
+
+
+def parsed_path(copy: Path) -> Path:
+    """Where the parsed rows of the text samples file ``copy`` are kept. Named after the copy's size and mtime:
+    rows kept for a copy that changed since are never read (the copy is the truth; this only saves parsing it)."""
+    stat = copy.stat()
+    return copy.with_name(f".{copy.name}.rows-{stat.st_size}-{stat.st_mtime_ns}.npy")
+
+
+def keep_parsed(copy: Path, rows: np.ndarray) -> None:
+    """Keep ``rows``, the labelled columns parsed from the text file ``copy``, for its tasks to memory-map
+    (:meth:`SampleSet.rows`); nothing for a .npy (mapped already) or a small table. As bytes when ASCII (numpy's
+    text takes 4 bytes a character). A file system that refuses the write only costs the parsing."""
+    import numpy as np
+
+    if copy.suffix.lower() == ".npy" or rows.shape[0] < PARSED_MIN_ROWS or rows.dtype.kind != "U":
+        return
+    try:
+        packed = rows.astype("S")
+    except UnicodeEncodeError:
+        packed = rows
+    try:
+        target = parsed_path(copy)
+        partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
+        try:
+            with partial.open("wb") as out:
+                np.save(out, packed, allow_pickle=False)
+            os.replace(partial, target)  # whole or absent: a reader never maps half of it
+        finally:
+            partial.unlink(missing_ok=True)
+    except OSError as exc:
+        _log.debug("samples of %s kept unparsed: %s", copy, exc)
+
+
 @dataclass(frozen=True)
 class SampleSet:
     """The samples of a study: where they are and how their directories are laid out."""
@@ -330,6 +375,10 @@ class SampleSet:
         """The sample table (cached per process); WorkspaceError when the study's copy is gone or no longer holds
         the samples it was made with (a truncated copy fed a task an empty value and marked it done)."""
         if "rows" not in self._cache:
+            kept = self._kept_rows()
+            if kept is not None:
+                self._cache["rows"], self._cache["kept"] = kept, kept.dtype.kind == "S"
+                return kept
             try:
                 data = read_samples(Path(self.file), self.column_labels)
             except SpecError as exc:
@@ -341,6 +390,25 @@ class SampleSet:
             # the columns the labels name: Merlin fills its labels from a wider file's first columns
             self._cache["rows"] = data[:, :len(self.column_labels)]
         return cast("np.ndarray", self._cache["rows"])
+
+    def values(self, index: int) -> list[str]:
+        """Sample ``index``'s values as its tasks see them: ``str`` of each, as Merlin fills them (kept rows are
+        text packed as ASCII bytes, unpacked here; a .npy of bytes shows them as Merlin does, ``b'...'``)."""
+        row = self.rows()[index]
+        return [v.decode() for v in row] if self._cache.get("kept") else [str(v) for v in row]
+
+    def _kept_rows(self) -> np.ndarray | None:
+        """The rows :func:`keep_parsed` kept for this copy as it is now, memory-mapped (None: parse the copy)."""
+        import numpy as np
+
+        copy = Path(self.file)
+        if copy.suffix.lower() == ".npy" or self.count < PARSED_MIN_ROWS:
+            return None
+        try:
+            data = np.load(parsed_path(copy), mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError):
+            return None
+        return data if data.shape == (self.count, len(self.column_labels)) else None
 
     def _changed(self, why: str) -> WorkspaceError:
         return WorkspaceError(f"the study's samples file {self.file} changed since the study was made ({why}): put "

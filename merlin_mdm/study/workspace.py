@@ -27,7 +27,7 @@ from merlin_mdm.spec.tokens import substitute
 from merlin_mdm.study.expand import StudyContext, expand, resolve_variables, study_tokens
 from merlin_mdm.study.layout import MAKING_FILE, PLAN_FILE, Workspace, study_of
 from merlin_mdm.study.plan import StudyPlan
-from merlin_mdm.study.samples import SampleSet, checked_shape
+from merlin_mdm.study.samples import SampleSet, checked_samples, keep_parsed
 
 __all__ = ["PLAN_FILE", "Workspace", "create_workspace", "output_path", "studies_of"]
 
@@ -231,7 +231,7 @@ def _stage_samples(spec: Spec, ws: Workspace, tokens: dict[str, str], override: 
         source = override.absolute()  # relative to where the command ran, as the shell completed it
     given = f"--samplesfile {override}" if override is not None else ""
     try:
-        rows, _ = checked_shape(spec, source, given)  # the user's file is named, not the copy
+        data = checked_samples(spec, source, given)  # the user's file is named, not the copy
     except SpecError as exc:
         if override is not None or not cfg.generate_cmd or ws.root not in source.resolve().parents:
             raise
@@ -245,7 +245,8 @@ def _stage_samples(spec: Spec, ws: Workspace, tokens: dict[str, str], override: 
         if given:
             raise UsageError(f"{given}: {problem}") from None
         raise SpecError([SpecIssue(str(spec.path), 0, 0, "merlin.samples.file", problem)]) from None
-    return SampleSet(str(target), rows, cfg.column_labels, cfg.level_max_dirs)
+    keep_parsed(target, data[:, :len(cfg.column_labels)])  # after the copy: named after the copy's mtime
+    return SampleSet(str(target), int(data.shape[0]), cfg.column_labels, cfg.level_max_dirs)
 
 
 def _kept_generated(spec: Spec, ws: Workspace, source: Path) -> SpecIssue:
