@@ -212,11 +212,10 @@ def detailed_status(target: Path, steps: tuple[str, ...], statuses: tuple[str, .
       merlin-mdm detailed-status WS --workers sim_worker                  what a worker group serves
       merlin-mdm detailed-status WS --dump tasks.csv                      to a file (.csv or .json)
     """
-    import dataclasses
     import itertools
 
     from merlin_mdm.errors import UsageError
-    from merlin_mdm.status.detail import TASK_STATUSES, code_matches, shows_exit_code, wanted_codes
+    from merlin_mdm.status.detail import TASK_STATUSES, code_matches, wanted_codes
     from merlin_mdm.studies import find_workspace
     from merlin_mdm.study.selection import selected_steps
 
@@ -245,14 +244,20 @@ def detailed_status(target: Path, steps: tuple[str, ...], statuses: tuple[str, .
         written = _dump_tasks(ws, dump, keep)
         click.echo(f"wrote {written} task row(s) to {dump}")
         return
-    selected = [dataclasses.asdict(r) for r in keep(_task_rows(ws))]
-    if not selected:
+    rows, shown_rows = iter(keep(_task_rows(ws))), 0
+    while chunk := list(itertools.islice(rows, 4096)):  # streamed: a million rows, one write a chunk
+        click.echo("\n".join(_task_line(r) for r in chunk))
+        shown_rows += len(chunk)
+    if not shown_rows:
         click.echo("no task matches")
-    for r in selected:
-        where = f" sample {r['sample']}" if r["sample"] >= 0 else ""
-        code = f"{r['return_code']} (exit {r['exit_code']})" if shows_exit_code(r["return_code"], r["exit_code"]) \
-            else r["return_code"]
-        click.echo(f"{r['instance']}{where}: {r['status']} {code} {r['workspace']}".rstrip())
+
+
+def _task_line(r: TaskRow) -> str:
+    from merlin_mdm.status.detail import shows_exit_code
+
+    where = f" sample {r.sample}" if r.sample >= 0 else ""
+    code = f"{r.return_code} (exit {r.exit_code})" if shows_exit_code(r.return_code, r.exit_code) else r.return_code
+    return f"{r.instance}{where}: {r.status} {code} {r.workspace}".rstrip()
 
 
 def _task_rows(ws: Workspace) -> Iterator[TaskRow]:

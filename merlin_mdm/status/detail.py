@@ -3,6 +3,7 @@ on disk (the truth about a finished task) and the failures the status store reco
 
 from __future__ import annotations
 
+import os
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,18 +107,20 @@ def task_rows(plan: StudyPlan, snap: StudySnapshot, in_flight: Collection[UnitKe
     left = snap.state.unrun_word  # a task that has not run, as Merlin says
     running = {(key.instance, sample) for key in in_flight for sample in plan.unit_samples(key)}
     for inst in plan.instances:
+        base = str(Path(plan.workspace) / inst.workspace)  # paths as text from here: a million tasks
+        samples = plan.samples if inst.uses_samples else None
         for index in range(plan.n_tasks(inst.index)):
-            sample = index if inst.uses_samples and plan.samples is not None else NO_SAMPLE
-            where = Path(plan.workspace) / inst.workspace
-            if sample != NO_SAMPLE and plan.samples is not None:
-                where = where / plan.samples.path(sample)
+            sample, where = NO_SAMPLE, base
+            if samples is not None:
+                sample, below = index, samples.path(index)
+                where = f"{base}/{below}" if below else base
             failure = failed.get((inst.name, sample)) or failed.get((inst.name, NO_SAMPLE))
-            if (where / DONE_MARKER).exists():
-                yield TaskRow(inst.step, inst.name, sample, "finished", "MERLIN_SUCCESS", str(where), exit_code=0)
+            if os.path.exists(f"{where}/{DONE_MARKER}"):
+                yield TaskRow(inst.step, inst.name, sample, "finished", "MERLIN_SUCCESS", where, exit_code=0)
             elif failure is not None:
-                yield TaskRow(inst.step, inst.name, sample, failure.state.value, _code(failure), str(where),
+                yield TaskRow(inst.step, inst.name, sample, failure.state.value, _code(failure), where,
                               failure.reason, failure.rc)
             elif (inst.index, sample) in running and not over:
-                yield TaskRow(inst.step, inst.name, sample, "running", "", str(where))
+                yield TaskRow(inst.step, inst.name, sample, "running", "", where)
             else:
-                yield TaskRow(inst.step, inst.name, sample, "unknown" if ended else left, "", str(where))
+                yield TaskRow(inst.step, inst.name, sample, "unknown" if ended else left, "", where)

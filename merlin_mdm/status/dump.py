@@ -43,14 +43,17 @@ def dump_tasks(plan: StudyPlan, rows: Iterable[TaskRow], path: Path, now: dt.dat
     when = (now or dt.datetime.now()).strftime("%Y-%m-%d %H:%M:%S")
     params = {inst.name: (dict(inst.cmd_params) or None, dict(inst.restart_params) or None)
               for inst in plan.instances}
-    entries = [_entry(plan, row) for row in rows]
+    prefix = plan.workspace.rstrip("/") + "/"
+    entries = (_entry(plan, prefix, row) for row in rows)  # streamed into a CSV: a million rows
+    written = 0
     if suffix == ".json":
         tree: dict[str, dict[str, Any]] = {}
         for name, where, task in entries:
             cmd, restart = params[name]
             tree.setdefault(name, {"parameters": {"cmd": cmd, "restart": restart}})[where] = task
+            written += 1
         path.write_text(json.dumps({**_earlier_json(path), when: tree}, indent=1) + "\n", encoding="utf-8")
-        return len(entries)
+        return written
     appending = _appends_to_csv(path)
     with open(path, "a" if appending else "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
@@ -61,7 +64,8 @@ def dump_tasks(plan: StudyPlan, rows: Iterable[TaskRow], path: Path, now: dt.dat
             writer.writerow([when, name, where, task["status"], task["return_code"], task["elapsed_time"],
                              task["run_time"], "" if task["restarts"] is None else task["restarts"],
                              _params_cell(cmd), _params_cell(restart)])
-    return len(entries)
+            written += 1
+    return written
 
 
 def _earlier_json(path: Path) -> dict[str, Any]:
@@ -90,14 +94,19 @@ def _appends_to_csv(path: Path) -> bool:
     return True
 
 
-def _entry(plan: StudyPlan, row: TaskRow) -> tuple[str, str, dict[str, Any]]:
-    """(step name, step workspace relative to the study, the task's fields) of one row."""
-    where = Path(row.workspace)
-    with contextlib.suppress(ValueError):  # a task folder is always under the study's; kept whole if not
-        where = where.relative_to(plan.workspace)
+def _entry(plan: StudyPlan, prefix: str, row: TaskRow) -> tuple[str, str, dict[str, Any]]:
+    """(step name, step workspace relative to the study, the task's fields) of one row; ``prefix`` is the
+    study's folder with a slash (a task's folder is under it, which text shows faster than paths)."""
+    if row.workspace.startswith(prefix):
+        where = row.workspace[len(prefix):]
+    else:
+        relative = Path(row.workspace)
+        with contextlib.suppress(ValueError):  # a task folder is always under the study's; kept whole if not
+            relative = relative.relative_to(plan.workspace)
+        where = str(relative)
     task = {"status": MERLIN_STATUS.get(row.status, row.status.upper()), "return_code": row.return_code,
             "elapsed_time": NO_TIME, "run_time": NO_TIME, "restarts": None}
-    return row.instance, str(where), task
+    return row.instance, where, task
 
 
 def _params_cell(params: dict[str, str] | None) -> str:
