@@ -388,6 +388,20 @@ class RedisStatusStore(StatusStore):
         states, beats = self._call(pipe.execute)
         return {UnitKey.from_id(k): str(beats.get(k, "")) for k, v in states.items() if v == "r"}
 
+    def beats_not_ended(self) -> dict[UnitKey, str]:
+        """The last beat of every unit not recorded ended: in flight, or not recorded at all (after the server
+        lost the study's record, restarted empty, the units still running beat it back while nothing records them
+        in flight). A unit recorded done keeps its last beat, which is not returned."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.hgetall(self.k_ustate)
+        pipe.hgetall(self.k_beat)
+        states, beats = self._call(pipe.execute)
+        return {UnitKey.from_id(k): str(v) for k, v in beats.items() if states.get(k, "r") == "r"}
+
+    def record_lost(self) -> bool:
+        """Whether the study's record is gone or incomplete (a server restarted without its data)."""
+        return "steps" not in self._call(self.r.hgetall, self.k_meta)
+
     def units_in_flight(self) -> list[UnitKey]:
         """Units a worker took and nobody recorded yet (a dead worker's stay so until given back)."""
         states = self._call(self.r.hgetall, self.k_ustate)
@@ -439,10 +453,13 @@ class RedisStatusStore(StatusStore):
         pipe.hgetall(self.k_steps)
         meta, counters = self._call(pipe.execute)
         if not meta:
-            raise StatusError(f"Redis holds no status for {self.workspace}; was it queued on this broker?")
+            raise StatusError(f"Redis holds no status for {self.workspace}; was it queued on this broker? If the "
+                              "server lost it (restarted without its data), `merlin-mdm restart "
+                              f"{self.workspace}` rebuilds it from the done-markers")
         if "steps" not in meta or "name" not in meta:  # workers wrote to a record the server had lost
             raise StatusError(f"the status of {self.workspace} in Redis is incomplete (was the server restarted "
-                              "without --persist?): `merlin-mdm restart` rebuilds it from the done-markers")
+                              f"without --persist?): `merlin-mdm restart {self.workspace}` rebuilds it from the "
+                              "done-markers once no unit of the study runs (it says which still do)")
         step_names = json.loads(meta.get("steps", "[]"))
         pipe = self.r.pipeline(transaction=False)
         for step in step_names:

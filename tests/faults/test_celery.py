@@ -416,3 +416,28 @@ def test_restart_release_gives_back_what_a_killed_worker_held(tmp_path: Path, re
     _finish(ws, env)
     assert _status(ws, env)["state"] == "finished" and _counts_match_disk(ws, env)["work"]["finished"] == 3
     assert (ws / "funnel" / "runs.log").read_text() == "funnel\n"
+
+
+def test_restart_after_the_server_lost_the_study_waits_for_the_units_that_run_now(
+        tmp_path: Path, redis_server: RedisFixture, worker_pool: WorkerPool,  # noqa: F811
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Redis came back empty while a unit ran: `status` says `restart` rebuilds the study, and restart queued the
+    running unit again, which a live worker ran a second time beside the first (an outside probe saw it)."""
+    monkeypatch.setenv("MERLIN_MDM_HEARTBEAT", "0.5")
+    queue = f"q{uuid.uuid4().hex[:10]}"
+    spec = spec_file(tmp_path, STUDY.format(queue=queue, nap="6"))
+    env = {"MERLIN_MDM_CONFIG": str(redis_server.app_yaml)}
+    ws = _queue(tmp_path, spec, env)
+    worker_pool.start("lost", queues=queue, concurrency=1, log_dir=tmp_path)
+    wait_for(lambda: any((ws / "work").glob("*/runs.log")), 60, "a unit to start")
+    redis_server.client().flushall()  # the server came back empty: the study's record and its messages are gone
+    refused = merlin("restart", str(ws), cwd=tmp_path, env=env)
+    assert refused.returncode == 1, refused
+    assert "1 unit(s) of this study run now in live workers" in refused.stderr and "twice" in refused.stderr, \
+        refused.stderr
+    wait_for(lambda: len(list(ws.glob("work/*/MERLIN_FINISHED"))) == 1, 60, "the running unit to end")
+    again = merlin("restart", str(ws), cwd=tmp_path, env=env)  # its beats are fresh, but its tasks are done
+    assert again.returncode == 0, again.stderr
+    _finish(ws, env)
+    assert _status(ws, env)["state"] == "finished"
+    assert sorted(p.read_text() for p in ws.glob("work/*/runs.log")) == ["0\n", "1\n", "2\n"]  # each ran once

@@ -202,6 +202,8 @@ class CeleryBackend(Backend):
                 if options.resume:
                     from merlin_mdm.backends.execution import count_done, markers_missing
 
+                    _refuse_while_running(store, plan, options)
+
                     # the disk is the truth: units whose done-marker is gone run again; those left count theirs
                     queued = store.reset_unfinished(markers_missing(plan, store.finished_units()))
                     if not queued:  # every task finished (its done-marker on disk): nothing to queue or wait for
@@ -329,6 +331,36 @@ def _interruption_explained(store: RedisStatusStore, workspace: Workspace) -> It
         raise Interrupted(signum, f"the study in {workspace.root} was not queued whole; `merlin-mdm restart "
                                   f"{workspace.root}` queues it (if it says the broker holds some of it, "
                                   "`merlin-mdm purge SPEC -f` first)") from None
+
+
+def _refuse_while_running(store: RedisStatusStore, plan: StudyPlan, options: RunOptions) -> None:
+    """Units whose process beats run now: queueing them again would run their tasks twice at once. The broker's
+    held messages say so while it keeps them; a server restarted empty lost those and the study's record, but not
+    the beats, which the running units write back within one interval: waited for then. A unit whose every task
+    has its done-marker runs nothing more, whatever its last beat says.
+
+    Raises:
+        BackendError: a unit of the study runs now.
+    """
+    from merlin_mdm.backends.celery.liveness import MISSED, beat_seconds, is_silent
+    from merlin_mdm.backends.execution import markers_missing
+
+    if store.record_lost():
+        wait = 2 * beat_seconds()
+        if options.on_event is not None:
+            options.on_event(f"the status server lost this study's record: waiting {wait:g} s for the units that "
+                             "run now to say so")
+        time.sleep(wait)
+    now = time.time()
+    live = markers_missing(plan, (key for key, beat in store.beats_not_ended().items()
+                                  if beat and not is_silent(beat, now) and key.instance < len(plan.instances)))
+    if live:
+        shown = ", ".join(k.to_id() for k in live[:10]) + (f" and {len(live) - 10} more" if len(live) > 10 else "")
+        raise BackendError(
+            f"{len(live)} unit(s) of this study run now in live workers ({shown}: their processes beat): queueing "
+            "them again would run their tasks twice at once. Restart when they have ended (a unit's beats stop "
+            f"when it ends, or {MISSED} beats after its worker dies), or stop the workers first (`merlin-mdm "
+            "stop-workers --spec SPEC`)")
 
 
 @dataclass(frozen=True)
