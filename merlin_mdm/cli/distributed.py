@@ -147,7 +147,8 @@ def _supervise(spec: Path, parsed, config, commands, alloc, until_done: Path | N
         env.update(_visibility_env(spec))
     served = {q for cmd in commands for q in cmd.queues}
     mine = [s.name for s in parsed.steps if s.run.task_queue in served]  # an allocation ends with its own work
-    is_over = study_over_check(until_done, mine if only else None) if until_done else None  # a bad folder: now
+    is_over = study_over_check(until_done, mine if only else None, lambda m: click.echo(m, err=True)) \
+        if until_done else None  # a bad folder: now
     if until_done is not None and is_over is not None and is_over():  # an allocation that started late
         click.echo(f"run-workers: nothing is left for the workers to run, none started: {_outcome(until_done)}",
                    err=True)

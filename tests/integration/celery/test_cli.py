@@ -458,3 +458,32 @@ def test_a_hangup_of_run_workers_process_group_stops_its_workers_warmly(redis_se
     assert "Traceback" not in text and "exitcode 70" not in text, text
     logs = [p.read_text() for p in ws.glob("sim/*/log")]
     assert logs and all(log.startswith("start ") and log.endswith("\nend\n") for log in logs), logs  # to its end
+
+
+@pytest.mark.celery
+def test_run_workers_until_done_says_when_the_studys_record_is_lost(redis_server: RedisFixture,
+                                                                    tmp_path: Path) -> None:
+    """Redis restarted empty: the end of the study cannot be seen, and `run-workers --until-done` served on in
+    silence until it was killed (an outside probe waited 40 s for a word)."""
+    import sys
+
+    from .helpers import _ENTRY
+
+    env = {"MERLIN_MDM_CONFIG": str(redis_server.app_yaml)}
+    spec, ws = _queue_one_step(tmp_path, env, "lost", "echo $(N)", 2)
+    redis_server.client().flushall()
+    log = tmp_path / "run-workers.err"
+    with log.open("w") as err:
+        workers = subprocess.Popen([sys.executable, "-c", _ENTRY, "run-workers", str(spec), "--until-done", str(ws)],
+                                   cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO), **env},
+                                   stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+    try:
+        wait_until(lambda: "the study's status cannot be read" in log.read_text(), 60, "a word on the lost record")
+        text = log.read_text()
+        assert f"Redis holds no status for {ws}" in text and f"`merlin-mdm restart {ws}` rebuilds it" in text, text
+        assert workers.poll() is None  # it serves on: the record may come back with a restart
+        workers.send_signal(signal.SIGTERM)
+        workers.wait(timeout=60)
+    finally:
+        if workers.poll() is None:
+            os.killpg(workers.pid, 9)
