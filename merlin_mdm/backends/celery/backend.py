@@ -441,7 +441,8 @@ def _refuse_while_held(config: AppConfig, plan: StudyPlan) -> None:
         raise BackendError(
             f"the broker still holds {held.total} message(s) of this study ({held.waiting} waiting, {held.unacked} "
             f"taken by workers; a dead worker's come back within visibility_timeout {config.visibility_timeout} s): "
-            "restarting now would run them twice. Let the workers finish (`merlin-mdm monitor`)"
+            "restarting now would run them twice. Let the workers finish (`merlin-mdm monitor`; when the study's "
+            "status was lost, which `monitor` cannot follow, run this `restart` again later: it counts them anew)"
             + (", or `merlin-mdm purge` the waiting ones first" if held.waiting else "")
             + ("; if the workers that took them are gone (a node died, an allocation was killed), `merlin-mdm "
                "restart WORKSPACE --release` gives them back now" if held.unacked else ""))
