@@ -16,7 +16,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from merlin_mdm.backends.celery.liveness import live_worker_entries, process_gone, process_token
@@ -69,7 +69,7 @@ def claim_queues(config: AppConfig, commands: Sequence[WorkerCommand], in_alloca
             if not (in_allocation and groups & set(others) and holder.get("spec") in (None, spec or None)):
                 raise UsageError(f"queue {queue} is being taken by worker group(s) {', '.join(others)} of "
                                  f"{_whose(holder.get('spec'))} (run-workers pid {holder.get('pid')} on "
-                                 f"{holder.get('host')}, started moments ago), and merlin.resources.overlap is "
+                                 f"{holder.get('host')}, {_started(holder)}), and merlin.resources.overlap is "
                                  f"false: {_what_to_do(holder.get('spec'))}")
         _refuse_consumed(config, commands, in_allocation, spec)
     except BaseException:
@@ -96,6 +96,15 @@ def _take_over(client: Any, queue: str, mine: str) -> bool:
     if raw is None or not isinstance(proc, str) or not process_gone(proc):
         return False
     return bool(client.eval(_REPLACE, 1, _PREFIX + queue, raw, mine, CLAIM_SECONDS))
+
+
+def _started(holder: Mapping[str, Any]) -> str:
+    """When the claim's holder started: it may hold the queues for as long as its workers run."""
+    try:
+        age = max(0.0, time.time() - float(holder["t"]))
+    except (KeyError, TypeError, ValueError):
+        return "started before"
+    return "started moments ago" if age < 10 else f"started {age:.0f} s ago"
 
 
 def _holder(raw: Any) -> dict[str, Any]:

@@ -356,6 +356,7 @@ def test_two_run_workers_started_at_once_start_one_worker_group(redis_server: Re
     refused = next(err for p, (_, err) in zip(both, ends, strict=True) if p.returncode == 2)
     assert codes == [0, 2], ends
     assert "merlin.resources.overlap is false" in refused and "twice_q" in refused, refused
+    assert "started moments ago" in refused, refused
     assert len(list(ws.glob("sim/*/MERLIN_FINISHED"))) == 4
 
 
