@@ -392,9 +392,15 @@ def purge(spec: Path, force: bool, steps: tuple[str, ...], only_mine: bool, vari
     names = sorted(set(spec_queues(parsed, steps).values()))
     mine = studies_of(parsed)
     drop = (lambda ws: ws is not None and mine(ws)) if only_mine else None
-    if not force and not _purge_confirmed(names, *waiting_by_study(config, names), mine, only_mine):
-        click.echo("nothing purged")
-        return
+    if not force:
+        total, studies = waiting_by_study(config, names)
+        if not (sum(n for ws, n in studies.items() if mine(ws)) if only_mine else total):
+            click.echo(f"nothing to purge: queue(s) {', '.join(names)} hold no waiting message"
+                       + (" of this spec's studies" if only_mine and total else ""))
+            return
+        if not _purge_confirmed(names, total, studies, mine, only_mine):
+            click.echo("nothing purged")
+            return
     total, lost = purge_queues(config, names, drop)
     record_purge(config, lost)
     click.echo(f"purged {total} message(s) from {', '.join(names)}")

@@ -106,6 +106,9 @@ def test_purge_shows_in_status_and_restart_requeues_the_purged_work(tmp_path: Pa
     assert purged.returncode == 0 and "purged 3 message(s)" in purged.stdout, purged.stderr
     snap = _status(ws, env)
     assert snap["state"] == "purged" and "merlin-mdm restart" in str(snap["message"])
+    empty = merlin("purge", str(spec), cwd=tmp_path, env=env, stdin="")  # nothing waits: nothing to ask
+    assert empty.returncode == 0 and empty.stdout == f"nothing to purge: queue(s) {queue} hold no waiting message\n", \
+        empty
     again = merlin("restart", str(ws), cwd=tmp_path, env=env)
     assert again.returncode == 0, again.stderr
     worker_pool.start("after_purge", queues=queue, log_dir=tmp_path)
