@@ -50,6 +50,7 @@ __all__ = [
     "SpecError",
     "SpecIssue",
     "StatusError",
+    "StatusRecordLost",
     "UsageError",
     "WorkspaceError",
     "out_of_memory_hint",
@@ -141,6 +142,11 @@ class Interrupted(MerlinMdmError):
 
 class StatusError(MerlinMdmError):
     """The status store cannot be opened, read or written."""
+
+
+class StatusRecordLost(StatusError):
+    """The status server answers but holds no record of the study, or part of one (restarted without its data):
+    no wait brings it back; `restart` rebuilds it from the done-markers."""
 
 
 class BackendError(MerlinMdmError):

@@ -394,11 +394,12 @@ def purge(spec: Path, force: bool, steps: tuple[str, ...], only_mine: bool, vari
     drop = (lambda ws: ws is not None and mine(ws)) if only_mine else None
     if not force:
         total, studies = waiting_by_study(config, names)
-        if not (sum(n for ws, n in studies.items() if mine(ws)) if only_mine else total):
+        count = sum(n for ws, n in studies.items() if mine(ws)) if only_mine else total
+        if not count:
             click.echo(f"nothing to purge: queue(s) {', '.join(names)} hold no waiting message"
                        + (" of this spec's studies" if only_mine and total else ""))
             return
-        if not _purge_confirmed(names, total, studies, mine, only_mine):
+        if not _purge_confirmed(names, (total, count), studies, mine, only_mine):
             click.echo("nothing purged")
             return
     total, lost = purge_queues(config, names, drop)
@@ -410,16 +411,16 @@ def purge(spec: Path, force: bool, steps: tuple[str, ...], only_mine: bool, vari
                    "work again")
 
 
-def _purge_confirmed(names: list[str], total: int, studies: Mapping[str, int], mine: Callable[[str], bool],
-                     only_mine: bool) -> bool:
-    """Ask before deleting, saying how many messages of which study would go; a closed stdin (a batch script,
-    `< /dev/null`) is refused rather than taken as yes or no."""
+def _purge_confirmed(names: list[str], totals: tuple[int, int], studies: Mapping[str, int],
+                     mine: Callable[[str], bool], only_mine: bool) -> bool:
+    """Ask before deleting, saying how many messages of which study would go (``totals``: waiting, and to be
+    deleted); a closed stdin (a batch script, `< /dev/null`) is refused rather than taken as yes or no."""
+    total, count = totals
     lines = [f"  {n} of study {ws}" + ("" if mine(ws) else " (NOT a study of this spec: another user's or spec's)")
              for ws, n in sorted(studies.items()) if mine(ws) or not only_mine]
     other = total - sum(studies.values())
     if other and not only_mine:
         lines.append(f"  {other} of no merlin-mdm study")
-    count = sum(n for ws, n in studies.items() if mine(ws)) if only_mine else total
     which = "of this spec's studies" if only_mine else "(every waiting message)"
     question = "\n".join([f"Queue(s) {', '.join(names)} hold {total} waiting message(s); this deletes {count} "
                           f"{which}:", *lines, "Delete them?"])

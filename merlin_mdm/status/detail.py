@@ -10,6 +10,7 @@ from pathlib import Path
 
 from merlin_mdm.spec.exitcodes import ExitCode
 from merlin_mdm.status.model import StudySnapshot, StudyState, TaskFailure
+from merlin_mdm.status.states import DRY_RUN_WORD
 from merlin_mdm.study.plan import NO_SAMPLE, StudyPlan, UnitKey
 
 __all__ = ["RETURN_CODES", "TASK_STATUSES", "TaskRow", "code_matches", "shows_exit_code", "task_rows", "wanted_codes"]
@@ -24,7 +25,7 @@ RETURN_CODES = {int(code): f"MERLIN_{code.name}" for code in ExitCode if code is
 MAX_RETRIES = "MERLIN_SOFT_FAIL (MAX RETRIES REACHED)"
 TASK_STATUSES = {"FINISHED": "finished", "FAILED": "failed", "NOT_RUN": "not_run", "CANCELLED": "not_run",
                  "QUEUED": "queued", "INITIALIZED": "queued", "RUNNING": "running", "UNKNOWN": "unknown",
-                 "DRY_RUN": "dry_run"}
+                 "DRY_RUN": DRY_RUN_WORD}
 
 
 @dataclass(frozen=True)

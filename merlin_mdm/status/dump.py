@@ -18,6 +18,7 @@ from typing import Any
 
 from merlin_mdm.errors import UsageError
 from merlin_mdm.status.detail import TaskRow
+from merlin_mdm.status.states import DRY_RUN_WORD
 from merlin_mdm.study.plan import StudyPlan
 
 __all__ = ["CSV_COLUMNS", "MERLIN_STATUS", "dump_tasks"]
@@ -26,7 +27,7 @@ CSV_COLUMNS = ("time_of_status", "step_name", "step_workspace", "status", "retur
                "restarts", "cmd_parameters", "restart_parameters")
 # merlin-mdm's task states as Merlin names them (its INITIALIZED is queued, CANCELLED not run)
 MERLIN_STATUS = {"finished": "FINISHED", "failed": "FAILED", "not_run": "CANCELLED", "running": "RUNNING",
-                 "queued": "INITIALIZED", "unknown": "UNKNOWN", "dry_run": "DRY_RUN"}
+                 "queued": "INITIALIZED", "unknown": "UNKNOWN", DRY_RUN_WORD: "DRY_RUN"}
 NO_TIME = "--:--:--"  # Merlin's run and elapsed time of a task it has no time for
 NO_PARAMS = "-------"  # Merlin's CSV cell for a command without parameters
 

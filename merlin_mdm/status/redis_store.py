@@ -31,7 +31,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from merlin_mdm.errors import StatusError, out_of_memory_hint
+from merlin_mdm.errors import StatusError, StatusRecordLost, out_of_memory_hint
 from merlin_mdm.status.model import StepSummary, StudySnapshot, TaskFailure, TaskState, UnitOutcome
 from merlin_mdm.status.states import StopKind, StudyState, after_raise, final_state, stop_message
 from merlin_mdm.status.store import StatusStore
@@ -453,13 +453,13 @@ class RedisStatusStore(StatusStore):
         pipe.hgetall(self.k_steps)
         meta, counters = self._call(pipe.execute)
         if not meta:
-            raise StatusError(f"Redis holds no status for {self.workspace}; was it queued on this broker? If the "
-                              "server lost it (restarted without its data), `merlin-mdm restart "
-                              f"{self.workspace}` rebuilds it from the done-markers")
+            raise StatusRecordLost(f"Redis holds no status for {self.workspace}; was it queued on this broker? If "
+                                   "the server lost it (restarted without its data), `merlin-mdm restart "
+                                   f"{self.workspace}` rebuilds it from the done-markers")
         if "steps" not in meta or "name" not in meta:  # workers wrote to a record the server had lost
-            raise StatusError(f"the status of {self.workspace} in Redis is incomplete (was the server restarted "
-                              f"without --persist?): `merlin-mdm restart {self.workspace}` rebuilds it from the "
-                              "done-markers once no unit of the study runs (it says which still do)")
+            raise StatusRecordLost(f"the status of {self.workspace} in Redis is incomplete (was the server "
+                                   f"restarted without --persist?): `merlin-mdm restart {self.workspace}` rebuilds "
+                                   "it from the done-markers once no unit of the study runs (it says which still do)")
         step_names = json.loads(meta.get("steps", "[]"))
         pipe = self.r.pipeline(transaction=False)
         for step in step_names:

@@ -93,10 +93,7 @@ def read_samples(path: Path, column_labels: Sequence[str] = ()) -> np.ndarray:
         raise _bad(path, f"samples must be a 2-D table (one row per sample), got shape {data.shape}")
     if data.shape[0] == 0:
         raise _bad(path, "the samples file holds no samples")
-    labelled = data[:, :len(column_labels)] if column_labels else data
-    if suffix == ".csv":
-        _check_quotes(path, labelled)
-    _check_values(path, labelled)
+    _check_values(path, data[:, :len(column_labels)] if column_labels else data)
     return cast("np.ndarray", data)
 
 
@@ -151,19 +148,28 @@ QUOTES_SPLIT = ("the CSV reader splits at every comma, inside quotes too (as Mer
                 "without a comma, or save the samples as a .tab or .npy file")
 
 
-def _check_quotes(path: Path, data: np.ndarray) -> None:
-    """Refuse a CSV value that is half of a quoted one (``"x`` of ``"x, y"``): it would reach the tasks so."""
+def _check_quotes(path: Path, data: np.ndarray, labelled: int) -> None:
+    """Refuse a CSV value quoted around a comma, which the reader split into halves (``"x`` and `` y"`` of
+    ``"x, y"``) that would reach the tasks so: a cell of the first ``labelled`` columns that opens a quote without
+    closing it, with a cell after it in its row that closes one without opening it. Checked when a study is made
+    or validated, not when its tasks read their rows (a study made before keeps running)."""
     import numpy as np
 
-    if data.dtype.kind != "U" or not data.size or b'"' not in path.read_bytes():  # the byte scan: 1M rows in ms
+    if path.suffix.lower() != ".csv" or data.dtype.kind != "U" or data.shape[1] < 2 or not labelled:
+        return
+    if b'"' not in path.read_bytes():  # the byte scan: 1M rows in ms
         return
     stripped = np.char.strip(data)
     opens, closes = np.char.startswith(stripped, '"'), np.char.endswith(stripped, '"')
-    half = np.argwhere((opens != closes) | (stripped == '"'))
-    if len(half):
-        row, col = (int(v) for v in half[0])
-        raise _bad(path, f"row {row + 1}, column {col + 1} holds {_shown(data[row, col])}, a part of a quoted "
-                         f"value: {QUOTES_SPLIT}")
+    opens_only, closes_only = opens & ~closes, closes & ~opens
+    # a cell that closes one further right in the row: a reversed running OR, shifted one column to the left
+    later = np.zeros_like(closes_only)
+    later[:, :-1] = np.logical_or.accumulate(closes_only[:, ::-1], axis=1)[:, ::-1][:, 1:]
+    split = np.argwhere((opens_only & later)[:, :labelled])
+    if len(split):
+        row, col = (int(v) for v in split[0])
+        raise _bad(path, f"row {row + 1}, column {col + 1} holds {_shown(data[row, col])}, the first part of a "
+                         f"quoted value with a comma in it: {QUOTES_SPLIT}")
 
 
 def _as_floats(data: np.ndarray) -> np.ndarray:
@@ -244,6 +250,7 @@ def checked_samples(spec: Spec, path: Path, given: str = "") -> np.ndarray:
     labels = cfg.column_labels if cfg is not None else ()
     try:
         data = read_samples(path, labels)
+        _check_quotes(path, data, len(labels))
         rows, columns = int(data.shape[0]), int(data.shape[1])
     except SpecError as exc:
         if given:

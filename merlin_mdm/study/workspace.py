@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import errno
-import glob
 import os
 import shlex
 import shutil
@@ -27,7 +26,7 @@ from merlin_mdm.spec.tokens import substitute
 from merlin_mdm.study.expand import StudyContext, expand, resolve_variables, study_tokens
 from merlin_mdm.study.layout import MAKING_FILE, PLAN_FILE, Workspace, study_of
 from merlin_mdm.study.plan import StudyPlan
-from merlin_mdm.study.samples import SampleSet, checked_samples, keep_parsed
+from merlin_mdm.study.samples import SAMPLE_SUFFIXES, SampleSet, checked_samples, keep_parsed
 
 __all__ = ["PLAN_FILE", "Workspace", "create_workspace", "output_path", "studies_of"]
 
@@ -92,11 +91,17 @@ def _new_root(spec: Spec, base: Path, now: dt.datetime) -> tuple[Path, str]:
 _KEPT_TAGS = ("rejected-samples", "generate")
 
 
+def _kept_names(root: Path) -> list[Path]:
+    """Every name a failed run's kept files can take beside ``root`` (a few lookups, never a listing of
+    OUTPUT_PATH, which may hold thousands of studies on a parallel file system)."""
+    samples = [root.parent / f"{root.name}.{_KEPT_TAGS[0]}{suffix}" for suffix in (*SAMPLE_SUFFIXES, "")]
+    return [*samples, *(root.parent / f"{root.name}.{_KEPT_TAGS[1]}.{stream}" for stream in ("out", "err"))]
+
+
 def _kept_beside(root: Path) -> bool:
     """Whether a failed run's files are kept beside ``root`` under its name (checked after ``root`` is made, so
     a run that keeps them, which it does before removing its root, is never missed)."""
-    pattern = glob.escape(root.name)
-    return any(next(root.parent.glob(f"{pattern}.{tag}*"), None) is not None for tag in _KEPT_TAGS)
+    return any(os.path.lexists(path) for path in _kept_names(root))
 
 
 def create_workspace(
@@ -252,7 +257,8 @@ def _stage_samples(spec: Spec, ws: Workspace, tokens: dict[str, str], override: 
 def _kept_generated(spec: Spec, ws: Workspace, source: Path) -> SpecIssue:
     """A generated samples file that does not fit is copied beside the workspace, which is removed: the error
     named a file that no longer existed."""
-    kept = ws.root.parent / f"{ws.root.name}.{_KEPT_TAGS[0]}{source.suffix}"
+    suffix = source.suffix.lower() if source.suffix.lower() in SAMPLE_SUFFIXES else ""  # one of _kept_names
+    kept = ws.root.parent / f"{ws.root.name}.{_KEPT_TAGS[0]}{suffix}"
     try:
         shutil.copyfile(source, kept)
         what = f"the generated file is kept as {kept} to look at"

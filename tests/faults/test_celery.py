@@ -425,16 +425,17 @@ def test_restart_after_the_server_lost_the_study_waits_for_the_units_that_run_no
         tmp_path: Path, redis_server: RedisFixture, worker_pool: WorkerPool,  # noqa: F811
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Redis came back empty while a unit ran: `status` says `restart` rebuilds the study, and restart queued the
-    running unit again, which a live worker ran a second time beside the first (an outside probe saw it)."""
-    monkeypatch.setenv("MERLIN_MDM_HEARTBEAT", "0.5")
+    running unit again, which a live worker ran a second time beside the first (an outside probe saw it). The
+    workers beat slower than the restart's own setting: it waits by theirs."""
+    monkeypatch.setenv("MERLIN_MDM_HEARTBEAT", "2")  # the workers' interval; the restart's own is 0.2 s
     queue = f"q{uuid.uuid4().hex[:10]}"
-    spec = spec_file(tmp_path, STUDY.format(queue=queue, nap="6"))
+    spec = spec_file(tmp_path, STUDY.format(queue=queue, nap="12"))
     env = {"MERLIN_MDM_CONFIG": str(redis_server.app_yaml)}
     ws = _queue(tmp_path, spec, env)
     worker_pool.start("lost", queues=queue, concurrency=1, log_dir=tmp_path)
     wait_for(lambda: any((ws / "work").glob("*/runs.log")), 60, "a unit to start")
     redis_server.client().flushall()  # the server came back empty: the study's record and its messages are gone
-    refused = merlin("restart", str(ws), cwd=tmp_path, env=env)
+    refused = merlin("restart", str(ws), cwd=tmp_path, env={**env, "MERLIN_MDM_HEARTBEAT": "0.2"})
     assert refused.returncode == 1, refused
     assert "1 unit(s) of this study run now in live workers" in refused.stderr and "twice" in refused.stderr, \
         refused.stderr

@@ -194,15 +194,15 @@ class CeleryBackend(Backend):
             check_server(config, what="status store")
         _record_config(workspace, config)
         _warn_visibility(plan, config, options)
-        if options.resume:
-            _refuse_while_held(config, plan)
         store = RedisStatusStore(config.status.client(), plan.workspace, plan)
         try:
+            if options.resume:
+                _refuse_while_held(config, plan, lost=store.record_lost())
             with _refusal_explained(config, workspace), _interruption_explained(store, workspace):
                 if options.resume:
                     from merlin_mdm.backends.execution import count_done, markers_missing
 
-                    _refuse_while_running(store, plan, options)
+                    _refuse_while_running(store, config, plan, options)
 
                     # the disk is the truth: units whose done-marker is gone run again; those left count theirs
                     queued = store.reset_unfinished(markers_missing(plan, store.finished_units()))
@@ -333,7 +333,34 @@ def _interruption_explained(store: RedisStatusStore, workspace: Workspace) -> It
                                   "`merlin-mdm purge SPEC -f` first)") from None
 
 
-def _refuse_while_running(store: RedisStatusStore, plan: StudyPlan, options: RunOptions) -> None:
+LOST_WAIT_MOST = 120.0  # seconds a restart waits at most for the workers of a study whose record was lost
+
+
+def _wait_for_beats(config: AppConfig, plan: StudyPlan, options: RunOptions) -> None:
+    """The server lost the study's record: wait until its running units have beaten into it again. They beat at
+    their workers' interval, not this process's: wait two of ours, then, for the workers that serve the study's
+    queues (they answer the broadcast at once), until each has beaten back into the registry, which names its
+    interval, and two of the longest (at most ``LOST_WAIT_MOST`` s in all)."""
+    from merlin_mdm.backends.celery.liveness import beat_seconds, live_worker_entries
+
+    own, started = beat_seconds(), time.monotonic()
+    if options.on_event is not None:
+        options.on_event("the status server lost this study's record: waiting for the units that run now to say "
+                         "so (two beats of the workers that serve its queues)")
+    time.sleep(2 * own)
+    serving = set(serving_workers(config, plan))
+    longest = own
+    while time.monotonic() - started < LOST_WAIT_MOST:
+        entries = live_worker_entries(config)
+        longest = max([own, *(float(e.get("every", own)) for name, e in entries.items() if name in serving)])
+        if serving <= set(entries):
+            break
+        time.sleep(min(1.0, own))
+    time.sleep(max(0.0, min(2 * longest, LOST_WAIT_MOST) - (time.monotonic() - started)))
+
+
+def _refuse_while_running(store: RedisStatusStore, config: AppConfig, plan: StudyPlan,
+                          options: RunOptions) -> None:
     """Units whose process beats run now: queueing them again would run their tasks twice at once. The broker's
     held messages say so while it keeps them; a server restarted empty lost those and the study's record, but not
     the beats, which the running units write back within one interval: waited for then. A unit whose every task
@@ -342,15 +369,11 @@ def _refuse_while_running(store: RedisStatusStore, plan: StudyPlan, options: Run
     Raises:
         BackendError: a unit of the study runs now.
     """
-    from merlin_mdm.backends.celery.liveness import MISSED, beat_seconds, is_silent
+    from merlin_mdm.backends.celery.liveness import MISSED, is_silent
     from merlin_mdm.backends.execution import markers_missing
 
     if store.record_lost():
-        wait = 2 * beat_seconds()
-        if options.on_event is not None:
-            options.on_event(f"the status server lost this study's record: waiting {wait:g} s for the units that "
-                             "run now to say so")
-        time.sleep(wait)
+        _wait_for_beats(config, plan, options)
     now = time.time()
     live = markers_missing(plan, (key for key, beat in store.beats_not_ended().items()
                                   if beat and not is_silent(beat, now) and key.instance < len(plan.instances)))
@@ -434,15 +457,17 @@ def serving_workers(config: AppConfig, plan: StudyPlan) -> list[str]:
     return sorted(w for w, names in workers.items() if queues & set(names))
 
 
-def _refuse_while_held(config: AppConfig, plan: StudyPlan) -> None:
-    """A restart must not queue what the broker still holds: it would run twice (the funnel too)."""
+def _refuse_while_held(config: AppConfig, plan: StudyPlan, lost: bool = False) -> None:
+    """A restart must not queue what the broker still holds: it would run twice (the funnel too). ``lost``: the
+    status server lost the study's record, which `monitor` cannot follow."""
     held = held_messages(config, sorted({i.task_queue for i in plan.instances}), plan.workspace)
     if held.total:
         raise BackendError(
             f"the broker still holds {held.total} message(s) of this study ({held.waiting} waiting, {held.unacked} "
             f"taken by workers; a dead worker's come back within visibility_timeout {config.visibility_timeout} s): "
-            "restarting now would run them twice. Let the workers finish (`merlin-mdm monitor`; when the study's "
-            "status was lost, which `monitor` cannot follow, run this `restart` again later: it counts them anew)"
+            "restarting now would run them twice. Let the workers finish "
+            + ("(the study's status was lost, which `monitor` cannot follow: run this `restart` again later, it counts "
+               "them anew)" if lost else "(`merlin-mdm monitor`)")
             + (", or `merlin-mdm purge` the waiting ones first" if held.waiting else "")
             + ("; if the workers that took them are gone (a node died, an allocation was killed), `merlin-mdm "
                "restart WORKSPACE --release` gives them back now" if held.unacked else ""))

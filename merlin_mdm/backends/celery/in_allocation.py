@@ -27,7 +27,7 @@ from merlin_mdm.backends.execution import walltime_seconds
 from merlin_mdm.batch import Allocation, get_batch_system
 from merlin_mdm.batch.base import deadline_from_env
 from merlin_mdm.config import AppConfig
-from merlin_mdm.errors import MerlinMdmError, StatusError
+from merlin_mdm.errors import MerlinMdmError, StatusRecordLost
 from merlin_mdm.launchers import DEFAULT_LAUNCHER
 from merlin_mdm.launchers.per_node import per_node_prefix
 from merlin_mdm.signals import kept_ignored, leave_hung_up_terminal
@@ -322,9 +322,9 @@ LOST_RECORD_REPEAT = 600.0  # seconds between two words on a status record that 
 def study_over_check(workspace: Path, steps: Collection[str] | None = None,
                      say: Callable[[str], None] | None = None) -> Callable[[], bool]:
     """A check of the study in ``workspace`` (or of its ``steps``: those a worker group serves) against its
-    status store. A store error reads as not over (a server restarting comes back); one that says the study's
-    record is lost or incomplete is also told to ``say``, when first seen and every ``LOST_RECORD_REPEAT`` s
-    after: the workers served on in silence until the allocation ended."""
+    status store. A store error reads as not over (a server restarting comes back); a server that answers without
+    the study's record (or with part of it) is also told to ``say``, when first seen and every
+    ``LOST_RECORD_REPEAT`` s after: the workers served on in silence until the allocation ended."""
     from merlin_mdm.backends.celery.backend import CeleryBackend
 
     ws = Workspace.find(workspace)
@@ -338,7 +338,7 @@ def study_over_check(workspace: Path, steps: Collection[str] | None = None,
             return False
         try:
             return study_is_over(cast(RedisStatusStore, store), steps)
-        except StatusError as exc:
+        except StatusRecordLost as exc:
             if say is not None and time.monotonic() - last_said[0] >= LOST_RECORD_REPEAT:
                 last_said[0] = time.monotonic()
                 say(f"run-workers: the study's status cannot be read, so its end cannot be seen (the workers serve "

@@ -55,7 +55,9 @@ def test_the_rows_are_kept_parsed_and_mapped_by_the_tasks(tmp_path: Path) -> Non
 
 def test_text_that_is_not_ascii_is_kept_as_text(tmp_path: Path) -> None:
     plan = _plan(tmp_path, [f"é{i},ü\n" for i in range(N)])
-    assert plan.samples is not None and plan.samples.rows().dtype.kind == "U"
+    assert plan.samples is not None and parsed_path(Path(plan.samples.file)).is_file()
+    rows = plan.samples.rows()
+    assert isinstance(rows, np.memmap) and rows.dtype.kind == "U"
     assert plan.samples.values(7) == ["é7", "ü"]
 
 

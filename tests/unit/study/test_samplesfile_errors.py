@@ -48,8 +48,9 @@ def _write(path: Path, content: object) -> Path:
     ("s.csv", '"1, 5",2\n3,4\n6,7\n', "cannot read samples: line 1 has 3 value(s) where most lines have 2; the CSV "
      "reader splits at every comma, inside quotes too (as Merlin's does)"),
     # a quoted comma on every row keeps the rows even: the halves would reach the tasks
-    ("s.csv", '"a, b",1\n"c, d",2\n', 'row 1, column 1 holds "a, a part of a quoted value: the CSV reader'),
-    ("s.csv", 'x,"\n', 'row 1, column 2 holds ", a part of a quoted value'),
+    ("s.csv", '"a, b",1\n"c, d",2\n', 'row 1, column 1 holds "a, the first part of a quoted value with a comma '
+     "in it: the CSV reader"),
+    ("s.csv", '1,"x, y, z"\n3,"a, b, c"\n', 'row 1, column 2 holds "x, the first part'),  # closed past Q
     ("s.csv", "1,2\n3,nan\n", "1 value(s) are not finite numbers, the first in row 2, column 2: nan"),
     ("s.txt", "1,2\n", "unsupported samples file type '.txt'"),
     ("s.npy", b"garbage", "cannot read samples: not a NumPy .npy file"),
@@ -101,6 +102,9 @@ def test_quoted_values_without_a_comma_are_kept_as_merlin_keeps_them(tmp_path: P
     """Merlin's reader keeps the quotes; only a value cut in half by its comma is refused."""
     data = read_samples(_write(tmp_path / "q.csv", 'P,Q\n"a",1\n b ,2\n'), ("P", "Q"))
     assert data.tolist() == [['"a"', "1"], [" b ", "2"]]
+    # a quote that is a value's own (inches) or opens one that never closes, as Merlin passes them
+    path = _write(tmp_path / "inches.csv", '12",1\n"3,4\n')
+    assert checked_shape(_spec(tmp_path), path, "--samplesfile inches.csv") == (2, 2)
 
 
 def test_the_specs_own_samples_file_is_still_blamed_on_its_line(tmp_path: Path) -> None:
