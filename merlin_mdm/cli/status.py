@@ -111,9 +111,14 @@ def _with_idle_queues(ws: Workspace, snap: StudySnapshot) -> StudySnapshot:
                             "stopped beating (their process ended, or six beats were missed): the workers that took "
                             "them are gone (killed, or their node or allocation ended). "
                             f"`merlin-mdm restart {ws.root} --release` "
-                            "gives them back now (refused while a live worker serves the study's queues); else the "
+                            "gives them back now; else the "
                             f"broker does after visibility_timeout {found.visibility_timeout:g} s, to the next "
                             "worker started on them")
+    if found.lost:
+        snap = _noted(snap, f"nothing runs, yet {found.lost} message(s) of this study are out with workers that took "
+                            "them long ago and run none of them (the broker restarted under them?): "
+                            f"`merlin-mdm restart {ws.root} --release` gives them back now; else the broker does "
+                            f"after visibility_timeout {found.visibility_timeout:g} s")
     if found.unsent:
         snap = _noted(snap, f"{found.unsent} unit(s) were released when their parents ended, but no queue holds "
                             "them and no worker has them (their send failed: a server out of memory?), so the "

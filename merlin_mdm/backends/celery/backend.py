@@ -395,6 +395,7 @@ class Unserved:
     orphaned_tasks: int = 0  # their tasks without a done-marker
     visibility_timeout: float = 0.0  # when the broker hands a dead worker's units out again on its own
     unsent: int = 0  # units released when their parents ended that never reached the broker, nothing running
+    lost: int = 0  # messages workers took long ago and no longer have (a broker restarted under them), nothing running
 
 
 def unserved_queues(workspace: Workspace, snap: StudySnapshot) -> Unserved:
@@ -425,7 +426,23 @@ def unserved_queues(workspace: Workspace, snap: StudySnapshot) -> Unserved:
     tasks = sum(len(plan.unit_samples(key)) - count_done(plan, key) for key in orphaned)
     derived = None if config.visibility_set else derived_visibility(plan)  # what run-workers gives its workers
     unsent = _unsent(config, plan) if not snap.count(TaskState.RUNNING) else 0
-    return Unserved(waiting, orphaned, tasks, derived or config.visibility_timeout, unsent)
+    lost = _lost(backend, workspace, config) if not snap.count(TaskState.RUNNING) and not waiting else 0
+    return Unserved(waiting, orphaned, tasks, derived or config.visibility_timeout, unsent, lost)
+
+
+def _lost(backend: CeleryBackend, workspace: Workspace, config: AppConfig) -> int:
+    """Messages of a study that runs nothing which workers took long ago and no longer have: a broker restarted
+    under them (their connection broke), and kombu gives them back only after the visibility timeout."""
+    from merlin_mdm.backends.celery.release import held_tags, lost_tags
+
+    tags = held_tags(config, workspace.load_plan().workspace)
+    if not tags:
+        return 0
+    store = cast(RedisStatusStore, backend.status_store(workspace))
+    try:
+        return len(lost_tags(config, store, tags)[0])
+    finally:
+        store.close()
 
 
 def _unsent(config: AppConfig, plan: StudyPlan) -> int:
@@ -469,8 +486,9 @@ def _refuse_while_held(config: AppConfig, plan: StudyPlan, lost: bool = False) -
             + ("(the study's status was lost, which `monitor` cannot follow: run this `restart` again later, it counts "
                "them anew)" if lost else "(`merlin-mdm monitor`)")
             + (", or `merlin-mdm purge` the waiting ones first" if held.waiting else "")
-            + ("; if the workers that took them are gone (a node died, an allocation was killed), `merlin-mdm "
-               "restart WORKSPACE --release` gives them back now" if held.unacked else ""))
+            + ("; if the workers that took them are gone (a node died, an allocation was killed) or lost them (the "
+               "broker restarted under them), `merlin-mdm restart WORKSPACE --release` gives back what no live "
+               "worker runs" if held.unacked else ""))
 
 
 def record_purge(config: AppConfig, lost: dict[str, int]) -> None:

@@ -18,11 +18,12 @@ from typing import Any
 
 from merlin_mdm.config import AppConfig
 
-__all__ = ["QUEUE_SUFFIXES", "UNACKED_KEY", "HeldMessages", "held_messages", "message_workspace", "purge_queues",
-           "queue_keys", "waiting_by_study"]
+__all__ = ["QUEUE_SUFFIXES", "UNACKED_INDEX_KEY", "UNACKED_KEY", "HeldMessages", "held_messages", "message_workspace",
+           "purge_queues", "queue_keys", "waiting_by_study"]
 
 QUEUE_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")  # kombu's priority lists of one queue
 UNACKED_KEY = "unacked"  # kombu's hash of delivered, unacknowledged messages
+UNACKED_INDEX_KEY = "unacked_index"  # kombu's sorted set of their delivery tags, scored by when they went out
 
 
 @dataclass(frozen=True)
