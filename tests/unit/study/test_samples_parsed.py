@@ -12,19 +12,8 @@ from merlin_mdm.spec import load_spec_text
 from merlin_mdm.study.plan import StudyPlan
 from merlin_mdm.study.samples import PARSED_MIN_ROWS, SampleSet, parsed_path
 from merlin_mdm.study.workspace import create_workspace
+from tests.unit.study.test_samples_copy import SPEC  # one step over samples.csv, labels P, Q
 
-SPEC = """\
-description: {name: s, description: x}
-env: {variables: {OUTPUT_PATH: ./out}}
-study:
-  - name: a
-    description: a
-    run: {cmd: echo $(P) $(Q)}
-merlin:
-  samples:
-    column_labels: [P, Q]
-    file: samples.csv
-"""
 N = PARSED_MIN_ROWS + 5
 
 
