@@ -116,9 +116,10 @@ def _with_idle_queues(ws: Workspace, snap: StudySnapshot) -> StudySnapshot:
                             "worker started on them")
     if found.lost:
         snap = _noted(snap, f"nothing runs, yet {found.lost} message(s) of this study are out with workers that took "
-                            "them long ago and run none of them (the broker restarted under them?): "
-                            f"`merlin-mdm restart {ws.root} --release` gives them back now; else the broker does "
-                            f"after visibility_timeout {found.visibility_timeout:g} s")
+                            "them long ago and run none of them: if the broker restarted under the workers, they "
+                            "lost them, and the broker gives them back only after visibility_timeout "
+                            f"{found.visibility_timeout:g} s. To have them now: `merlin-mdm stop-workers --spec SPEC`, "
+                            f"`merlin-mdm restart {ws.root} --release`, then start workers again")
     if found.unsent:
         snap = _noted(snap, f"{found.unsent} unit(s) were released when their parents ended, but no queue holds "
                             "them and no worker has them (their send failed: a server out of memory?), so the "

@@ -148,9 +148,8 @@ def validate(spec: Path, variables: tuple[str, ...], strict: bool) -> None:
 @click.option("--local", is_flag=True, help="Run the rest here with the embedded runner, whatever ran it before.")
 @click.option("--release", is_flag=True,
               help="Celery: give the broker's messages of this study that workers took and never finished (the "
-                   "workers are gone: a node died, an allocation was killed; or lost them: the broker restarted "
-                   "under them) back to their queues now, instead of after the visibility timeout. While workers "
-                   "serve the study's queues, only messages none of them runs (taken long ago, their unit silent).")
+                   "workers are gone: a node died, an allocation was killed) back to their queues now, instead "
+                   "of after the visibility timeout. Refused while any worker serves the study's queues.")
 @_grace_opt
 @_signal_opt
 def restart(workspace: Path, workers: int | None, no_progress: bool, as_json: bool, wait: bool, local: bool,
@@ -165,7 +164,7 @@ def restart(workspace: Path, workers: int | None, no_progress: bool, as_json: bo
       merlin-mdm restart studies/hello_20260101-120000   run what did not finish (same backend)
       merlin-mdm restart WS --local --workers 4          finish a Celery study here, 4 at a time
       merlin-mdm restart WS --wait                       wait for the runner that holds it, then resume
-      merlin-mdm restart WS --release                    Celery: give back units killed workers held or live ones lost
+      merlin-mdm restart WS --release                    Celery: give back units a killed worker held
     """
     if release:
         from merlin_mdm.backends.celery.release import release_held

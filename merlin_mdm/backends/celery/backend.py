@@ -486,9 +486,8 @@ def _refuse_while_held(config: AppConfig, plan: StudyPlan, lost: bool = False) -
             + ("(the study's status was lost, which `monitor` cannot follow: run this `restart` again later, it counts "
                "them anew)" if lost else "(`merlin-mdm monitor`)")
             + (", or `merlin-mdm purge` the waiting ones first" if held.waiting else "")
-            + ("; if the workers that took them are gone (a node died, an allocation was killed) or lost them (the "
-               "broker restarted under them), `merlin-mdm restart WORKSPACE --release` gives back what no live "
-               "worker runs" if held.unacked else ""))
+            + ("; if the workers that took them are gone (a node died, an allocation was killed), `merlin-mdm "
+               "restart WORKSPACE --release` gives them back now" if held.unacked else ""))
 
 
 def record_purge(config: AppConfig, lost: dict[str, int]) -> None:

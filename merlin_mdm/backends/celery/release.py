@@ -2,11 +2,11 @@
 acknowledged (kombu's ``unacked`` hash), put back in their queues at once instead of after the visibility
 timeout, which is a day for steps with no walltime.
 
-A live worker's unacknowledged message is a unit it runs now, and giving it back would run it twice: while
-workers serve the study's queues, only the messages they no longer have are given back (taken long ago, their
-units silent: a broker restart broke the connection they came on, :func:`_lost_by_live_workers`). The units are
-recorded queued again, with the tasks that have their done-marker counted, and the kill does not count as a
-death of the unit (``max_deliveries``).
+Only safe when no worker serves the study's queues: a live worker's unacknowledged message may be a unit it
+runs now, or one it holds to run later (a retry's countdown), and giving it back would run it twice. The units
+are recorded queued again, with the tasks that have their done-marker counted, and the kill does not count as a
+death of the unit (``max_deliveries``). :func:`lost_tags` guesses which held messages live workers lost (a
+broker restarted under them): `status` names them, with the safe way to get them back.
 """
 
 from __future__ import annotations
@@ -51,22 +51,17 @@ def release_held(path: Path) -> str:
     backend = CeleryBackend()
     config = backend.config(ws)
     check_server(config)
-    serving = serving_workers(config, plan)
+    _refuse_while_served(config, plan)
     with _only_release(config, plan.workspace):
         tags = held_tags(config, plan.workspace)
         if not tags:
             return "no message of this study is held by a worker: nothing to give back"
-        if serving:
-            tags = _lost_by_live_workers(backend, ws, config, tags, serving)
         units = _units(tags)
         _refuse_while_beating(backend, ws, units)
         _give_back(config, tags)
         _record_queued(backend, ws, plan, units)
-    whose = ("that live workers took long ago and run no more (lost when the broker restarted under them)"
-             if serving else "held by workers that are gone")
-    return (f"gave back {len(tags)} message(s) {whose} ({len(units)} unit(s) recorded queued): "
-            + ("the workers that serve the queues take them" if serving else
-               "start workers (`merlin-mdm run-workers SPEC` or `launch`) to run them"))
+    return (f"gave back {len(tags)} message(s) held by workers that are gone ({len(units)} unit(s) recorded "
+            "queued): start workers (`merlin-mdm run-workers SPEC` or `launch`) to run them")
 
 
 @contextlib.contextmanager
@@ -99,34 +94,23 @@ def _holder(client: Any, key: str) -> str:
     return f"process {rest.partition(':')[0]} on {host}" if rest else "another process"
 
 
-def _lost_by_live_workers(backend: CeleryBackend, ws: Workspace, config: Any, tags: dict[str, Any],
-                          serving: list[str]) -> dict[str, Any]:
-    """Those of the held messages that the live workers serving the study's queues no longer have
-    (:func:`lost_tags`); refused when there are none: the messages are units they run.
-
-    Raises:
-        BackendError: every held message may be one a live worker runs now.
-    """
-    store = cast(RedisStatusStore, backend.status_store(ws))
-    try:
-        lost, window = lost_tags(config, store, tags)
-    finally:
-        store.close()
-    if not lost:
-        raise BackendError(f"worker(s) {', '.join(serving)} serve this study's queues, and the {len(tags)} "
-                           f"message(s) they hold may be units they run now (taken less than {window:g} s ago, or "
-                           "their units beat). Let them finish (`merlin-mdm monitor`), or stop them first "
-                           "(`merlin-mdm stop-workers`), then --release")
-    return lost
+def _refuse_while_served(config: Any, plan: StudyPlan) -> None:
+    serving = serving_workers(config, plan)
+    if serving:
+        raise BackendError(f"worker(s) {', '.join(serving)} serve this study's queues: the messages they hold may "
+                           "be units they run now, or hold to run later. Stop them first (`merlin-mdm stop-workers "
+                           "--spec SPEC`: a warm stop gives back what they hold), then --release, then start "
+                           "workers again")
 
 
 def lost_tags(config: Any, store: RedisStatusStore, tags: dict[str, Any]) -> tuple[dict[str, Any], float]:
-    """Those of the held messages ``tags`` that no live worker has, and the age past which a message counts so:
-    taken more than ``MISSED`` of the workers' beats ago, and carrying no unit that beats. A live worker holds a
-    message only while it runs it (late acknowledgement, a prefetch of one a process: it takes the next only when
-    a process is free, and starts it at once; a unit beats from its start); one whose broker connection broke
-    drops what it had (Celery clears its reserved requests, their delivery tags dead with the channel), and
-    kombu gives them back only after the visibility timeout."""
+    """Those of the held messages ``tags`` that live workers have likely lost, and the age past which a message
+    counts so: taken more than ``MISSED`` of the workers' beats ago, and carrying no unit that beats. A guess, for
+    `status` to point at, never for giving messages back while workers serve: a worker also holds a message it
+    runs whose beat is late, a retry waiting out its countdown, and an expand message (no unit) it runs; and the
+    ages compare clocks of two machines. One whose broker connection broke drops what it had (Celery clears its
+    reserved requests, their delivery tags dead with the channel), and kombu gives them back only after the
+    visibility timeout."""
     from merlin_mdm.backends.celery.liveness import MISSED, is_silent, live_worker_entries
 
     every = max([BEAT_SECONDS, *(float(e.get("every", BEAT_SECONDS)) for e in live_worker_entries(config).values())])
