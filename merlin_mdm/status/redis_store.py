@@ -44,6 +44,8 @@ MAX_FAILURES_SHOWN = 20
 # shows the first MAX_FAILURES_SHOWN. It kept only those, and detailed-status called the 21st failed task unknown.
 MAX_FAILURES_KEPT = 100_000
 
+# KEYS: meta steps ustate attempts partial beat
+# ARGV: unit step n when running purged gone(token of a holder known gone, or '') every missed beat(interval token)
 _START = """
 local s = redis.call('HGET', KEYS[3], ARGV[1])
 if s == 'd' or s == 'x' then return -1 end
@@ -65,7 +67,8 @@ if s ~= 'r' then
   redis.call('HINCRBY', KEYS[2], ARGV[2] .. '|running', left)
   redis.call('HSET', KEYS[3], ARGV[1], 'r')
 end
-redis.call('HSET', KEYS[6], ARGV[1], ARGV[4])
+if ARGV[10] ~= '' then redis.call('HSET', KEYS[6], ARGV[1], ARGV[4] .. ' ' .. ARGV[10])
+else redis.call('HSET', KEYS[6], ARGV[1], ARGV[4]) end
 local t0 = redis.call('HGET', KEYS[2], ARGV[2] .. '|started')
 if not t0 or tonumber(t0) > tonumber(ARGV[4]) then redis.call('HSET', KEYS[2], ARGV[2] .. '|started', ARGV[4]) end
 local st = redis.call('HGET', KEYS[1], 'state')
@@ -264,17 +267,21 @@ class RedisStatusStore(StatusStore):
                                         "fail_total": 0, "steps": json.dumps(list(steps)), "updated": time.time()})
         self._call(pipe.execute)
 
-    def start(self, key: UnitKey, host: str, when: float, held: tuple[float, int, str] | None = None) -> int:
+    def start(self, key: UnitKey, host: str, when: float, held: tuple[float, int, str] | None = None,
+              beat: str = "") -> int:
         """Mark ``key`` running; returns the deliveries seen so far, -1 when it is already recorded, and -2 (nothing
         written) when ``held`` = (default beat interval, beats missed before a process counts as gone, the process
-        token of a holder known gone or '') says that another copy of it runs in a process that still beats."""
+        token of a holder known gone or '') says that another copy of it runs in a process that still beats.
+
+        ``beat`` ("interval token" of the process starting it) goes into the unit's first beat, written here: a copy
+        delivered before that process's own first heartbeat was not held back (a beat with no token)."""
         plan = self._plan()
         step = plan.instances[key.instance].step
         keys = [self.k_meta, self.k_steps, self.k_ustate, self.k_attempts, self.k_partial, self.k_beat]
         every, missed, gone = held if held is not None else (0.0, 0, "")
         return int(self._call(self._start, keys=keys, args=[key.to_id(), step, len(plan.unit_samples(key)), when,
                                                                 StudyState.RUNNING.value, StudyState.PURGED.value,
-                                                                gone, every, missed]))
+                                                                gone, every, missed, beat]))
 
     def unit_beat(self, key: UnitKey) -> str:
         """The last beat of ``key`` ('' when none)."""

@@ -20,7 +20,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from merlin_mdm.backends.celery.dependencies import RedisDependencies, Released
-from merlin_mdm.backends.celery.liveness import BEAT_SECONDS, MISSED, is_stopping, process_gone, unit_heartbeat
+from merlin_mdm.backends.celery.liveness import (
+    BEAT_SECONDS,
+    MISSED,
+    beat_seconds,
+    is_stopping,
+    process_gone,
+    process_token,
+    unit_heartbeat,
+)
 from merlin_mdm.backends.celery.publish import Message, publish
 from merlin_mdm.backends.execution import count_done, run_unit, unit_failure, watch_tasks, worker_deaths_outcome
 from merlin_mdm.backends.progress import TaskTicker
@@ -154,7 +162,8 @@ def execute_unit(store: RedisStatusStore, deps: RedisDependencies, plan: StudyPl
     Raises:
         GivenBack: the worker ``hostname`` is stopping: the unit stopped before its next task, queued again.
     """
-    attempts = store.start(key, socket.gethostname(), time.time(), _holder_window(store, key))
+    attempts = store.start(key, socket.gethostname(), time.time(), _holder_window(store, key),
+                           f"{beat_seconds()} {process_token()}")
     if attempts == HELD:
         raise StillRunning(f"unit {key.to_id()} of {plan.workspace} runs in another process that still beats "
                            "(its message came again after the broker's visibility timeout): not run twice")

@@ -110,6 +110,21 @@ def _registered_study(redis_server: RedisFixture, tmp_path: Path, samples: int, 
     return plan, store, RedisDependencies(store.r, plan)
 
 
+def test_a_copy_delivered_before_the_first_heartbeat_is_held_back(redis_server: RedisFixture, tmp_path: Path) -> None:
+    """The unit's first beat, written when it starts, named no process: a second copy delivered before the first
+    copy's heartbeat thread had beaten ran beside it (a read-only review saw it on a real Redis)."""
+    import time
+
+    from merlin_mdm.backends.celery.scheduling import HELD
+
+    _, store, _ = _registered_study(redis_server, tmp_path, samples=4, more_steps="")
+    now, first = time.time(), "host/123/456"
+    assert store.start(UnitKey(0, 0), "h", now, (5.0, 6, ""), f"5.0 {first}") == 1
+    assert store.start(UnitKey(0, 0), "h", now + 0.01, (5.0, 6, ""), "5.0 host/789/1") == HELD
+    # the first copy's process is known gone (on its machine): the copy runs
+    assert store.start(UnitKey(0, 0), "h", now + 0.02, (5.0, 6, first), "5.0 host/789/1") == 2
+
+
 def test_a_redelivered_unit_is_counted_once(redis_server: RedisFixture, tmp_path: Path) -> None:
     from merlin_mdm.status.model import UnitOutcome
 
