@@ -196,13 +196,14 @@ class CeleryBackend(Backend):
         _warn_visibility(plan, config, options)
         store = RedisStatusStore(config.status.client(), plan.workspace, plan)
         try:
+            lost = options.resume and store.record_lost()
             if options.resume:
-                _refuse_while_held(config, plan, lost=store.record_lost())
+                _refuse_while_held(config, plan, lost)
             with _refusal_explained(config, workspace), _interruption_explained(store, workspace):
                 if options.resume:
                     from merlin_mdm.backends.execution import count_done, markers_missing
 
-                    _refuse_while_running(store, config, plan, options)
+                    _refuse_while_running(store, config, plan, options, lost)
 
                     # the disk is the truth: units whose done-marker is gone run again; those left count theirs
                     queued = store.reset_unfinished(markers_missing(plan, store.finished_units()))
@@ -360,11 +361,11 @@ def _wait_for_beats(config: AppConfig, plan: StudyPlan, options: RunOptions) -> 
 
 
 def _refuse_while_running(store: RedisStatusStore, config: AppConfig, plan: StudyPlan,
-                          options: RunOptions) -> None:
+                          options: RunOptions, lost: bool) -> None:
     """Units whose process beats run now: queueing them again would run their tasks twice at once. The broker's
     held messages say so while it keeps them; a server restarted empty lost those and the study's record, but not
     the beats, which the running units write back within one interval: waited for then. A unit whose every task
-    has its done-marker runs nothing more, whatever its last beat says.
+    has its done-marker runs nothing more, whatever its last beat says. ``lost``: the server lost the record.
 
     Raises:
         BackendError: a unit of the study runs now.
@@ -372,7 +373,7 @@ def _refuse_while_running(store: RedisStatusStore, config: AppConfig, plan: Stud
     from merlin_mdm.backends.celery.liveness import MISSED, is_silent
     from merlin_mdm.backends.execution import markers_missing
 
-    if store.record_lost():
+    if lost:
         _wait_for_beats(config, plan, options)
     now = time.time()
     live = markers_missing(plan, (key for key, beat in store.beats_not_ended().items()
@@ -426,21 +427,21 @@ def unserved_queues(workspace: Workspace, snap: StudySnapshot) -> Unserved:
     tasks = sum(len(plan.unit_samples(key)) - count_done(plan, key) for key in orphaned)
     derived = None if config.visibility_set else derived_visibility(plan)  # what run-workers gives its workers
     unsent = _unsent(config, plan) if not snap.count(TaskState.RUNNING) else 0
-    lost = _lost(backend, workspace, config) if not snap.count(TaskState.RUNNING) and not waiting else 0
+    lost = _lost(backend, workspace, config, plan) if not snap.count(TaskState.RUNNING) and not waiting else 0
     return Unserved(waiting, orphaned, tasks, derived or config.visibility_timeout, unsent, lost)
 
 
-def _lost(backend: CeleryBackend, workspace: Workspace, config: AppConfig) -> int:
+def _lost(backend: CeleryBackend, workspace: Workspace, config: AppConfig, plan: StudyPlan) -> int:
     """Messages of a study that runs nothing which workers took long ago and no longer have: a broker restarted
     under them (their connection broke), and kombu gives them back only after the visibility timeout."""
     from merlin_mdm.backends.celery.release import held_tags, lost_tags
 
-    tags = held_tags(config, workspace.load_plan().workspace)
+    tags = held_tags(config, plan.workspace)
     if not tags:
         return 0
     store = cast(RedisStatusStore, backend.status_store(workspace))
     try:
-        return len(lost_tags(config, store, tags)[0])
+        return len(lost_tags(config, store, tags))
     finally:
         store.close()
 

@@ -103,9 +103,9 @@ def _refuse_while_served(config: Any, plan: StudyPlan) -> None:
                            "workers again")
 
 
-def lost_tags(config: Any, store: RedisStatusStore, tags: dict[str, Any]) -> tuple[dict[str, Any], float]:
-    """Those of the held messages ``tags`` that live workers have likely lost, and the age past which a message
-    counts so: taken more than ``MISSED`` of the workers' beats ago, and carrying no unit that beats. A guess, for
+def lost_tags(config: Any, store: RedisStatusStore, tags: dict[str, Any]) -> dict[str, Any]:
+    """Those of the held messages ``tags`` that live workers have likely lost: taken more than ``MISSED`` of the
+    workers' beats ago, and carrying no unit that beats. A guess, for
     `status` to point at, never for giving messages back while workers serve: a worker also holds a message it
     runs whose beat is late, a retry waiting out its countdown, and an expand message (no unit) it runs; and the
     ages compare clocks of two machines. One whose broker connection broke drops what it had (Celery clears its
@@ -123,10 +123,9 @@ def lost_tags(config: Any, store: RedisStatusStore, tags: dict[str, Any]) -> tup
     finally:
         client.close()
     beats, now = store.beats_not_ended(), time.time()
-    lost = {tag: envelope for tag, envelope in tags.items()
+    return {tag: envelope for tag, envelope in tags.items()
             if sent[tag] is not None and now - float(sent[tag]) > MISSED * every
             and all(not beats.get(key) or is_silent(beats[key], now) for key in _units({tag: envelope}))}
-    return lost, MISSED * every
 
 
 def held_tags(config: Any, workspace: str) -> dict[str, Any]:
