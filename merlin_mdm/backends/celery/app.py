@@ -177,7 +177,7 @@ def make_app(config: AppConfig) -> Celery:
             send_dispatch(cache.broker(), workspace, plan, dispatch)
 
         try:
-            execute_unit(store, deps, plan, key, send, config.max_deliveries, self.request.hostname or "")
+            execute_unit(store, deps, plan, key, send, config.max_deliveries, self.request.hostname or "", retry_on)
         except retry_on:
             raise
         except GivenBack as exc:  # its worker is stopping: the message goes back to the broker

@@ -152,12 +152,14 @@ def _stop_checker(store: RedisStatusStore, hostname: str, every: float = 1.0) ->
 
 
 def execute_unit(store: RedisStatusStore, deps: RedisDependencies, plan: StudyPlan, key: UnitKey, send: Sender,
-                 max_deliveries: int = 3, hostname: str = "") -> UnitOutcome | None:
+                 max_deliveries: int = 3, hostname: str = "",
+                 retry_on: tuple[type[BaseException], ...] = (StatusError,)) -> UnitOutcome | None:
     """The whole body of a unit message. Returns the outcome recorded, None when it was recorded before.
 
     A unit already recorded (a redelivered message) runs nothing; it only completes what the previous
     delivery may not have done: count the unit at its children, send the children released but never
-    handed to the broker, and set the study's final state when it was the last unit.
+    handed to the broker, and set the study's final state when it was the last unit. A unit that ran is
+    recorded in place whatever passing errors (``retry_on``) the status store or broker raise meanwhile.
 
     Raises:
         GivenBack: the worker ``hostname`` is stopping: the unit stopped before its next task, queued again.
@@ -180,12 +182,45 @@ def execute_unit(store: RedisStatusStore, deps: RedisDependencies, plan: StudyPl
     elif stop is not None:
         outcome = store.not_run_outcome(key, stop)
     else:
-        outcome = _run(store, plan, key, hostname)
-        if outcome.not_run and store.stop_reason() is None and is_stopping(store.r, hostname):
-            store.unit_given_back(key, count_done(plan, key))  # its done-markers stay counted
-            raise GivenBack(f"unit {key.to_id()} stopped before its next task: worker {hostname} is stopping")
+        # The unit beats until its outcome is recorded and its children sent, however long that takes: `status`
+        # and `restart` tell a unit that ran from one whose worker died by its beats alone.
+        beating = unit_heartbeat(store, key)
+        try:
+            outcome = _run(store, plan, key, hostname)
+            if outcome.not_run and store.stop_reason() is None and is_stopping(store.r, hostname):
+                store.unit_given_back(key, count_done(plan, key))  # its done-markers stay counted
+                raise GivenBack(f"unit {key.to_id()} stopped before its next task: worker {hostname} is stopping")
+            _settle(store, deps, key, outcome, send, retry_on)
+        finally:
+            beating.close()
+        return outcome
     release(store, deps, record(store, deps, key, outcome), send)
     return outcome
+
+
+RECORD_RETRY_SECONDS = (1.0, 30.0)  # the first and the longest pause between two tries at recording a unit that ran
+RECORD_FAILING_SAID_EVERY = 10  # tries between two errors in the worker's log while recording keeps failing
+
+
+def _settle(store: RedisStatusStore, deps: RedisDependencies, key: UnitKey, outcome: UnitOutcome, send: Sender,
+            retry_on: tuple[type[BaseException], ...]) -> None:
+    """Record the outcome of a unit that ran and send its released children, trying again in place, for as long
+    as it takes, while the status store or broker fails (both steps are idempotent). Celery's own retry would
+    end the unit's beats for its countdown: a unit with its outcome in hand would look like one whose worker
+    died, and a `restart` of a record the server lost would queue it again beside its retry."""
+    tries = 0
+    while True:
+        try:
+            release(store, deps, record(store, deps, key, outcome), send)
+            return
+        except retry_on as exc:
+            tries += 1
+            if tries % RECORD_FAILING_SAID_EVERY == 0:
+                log.error("unit %s of %s ran, and recording it failed %d times in a row (%s: %s); tried again "
+                          "until it is recorded, nothing is lost meanwhile", key.to_id(), store.workspace, tries,
+                          type(exc).__name__, exc)
+            first, longest = RECORD_RETRY_SECONDS
+            time.sleep(min(longest, first * 2 ** (tries - 1)))
 
 
 HELD = -2  # RedisStatusStore.start: another copy of the unit runs in a process that still beats
@@ -240,11 +275,9 @@ def _run(store: RedisStatusStore, plan: StudyPlan, key: UnitKey, hostname: str) 
         guard.start()
         watch_tasks(guard)
         ticker = _progress(store, plan, key)
-        beating = unit_heartbeat(store, key)  # `status` and `restart --release` tell a live unit from a held one
         try:
             return run_unit(plan, key, should_stop=_stop_checker(store, hostname), on_task=ticker)
         finally:
-            beating.close()
             ticker.close()  # its timer writes nothing after the unit's outcome
     except StatusError:
         raise

@@ -125,6 +125,50 @@ def test_a_copy_delivered_before_the_first_heartbeat_is_held_back(redis_server: 
     assert store.start(UnitKey(0, 0), "h", now + 0.02, (5.0, 6, first), "5.0 host/789/1") == 2
 
 
+def test_a_unit_that_ran_beats_until_it_is_recorded(redis_server: RedisFixture, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A unit's beats ended when its tasks did: while recording it failed (a status server restarting), Celery's
+    retry waited out its countdown in silence, and `status` and `restart` took the unit for one whose worker died.
+    Now it is recorded in place and beats until it is."""
+    import threading
+
+    from merlin_mdm.backends.celery import scheduling
+    from merlin_mdm.backends.celery.liveness import silent_units
+    from merlin_mdm.errors import StatusError
+
+    plan, store, deps = _registered_study(redis_server, tmp_path, samples=2, more_steps="")
+    monkeypatch.setenv("MERLIN_MDM_HEARTBEAT", "0.05")  # silent after 0.3 s without a beat
+    monkeypatch.setattr(scheduling, "RECORD_RETRY_SECONDS", (0.4, 0.4))
+    fails, real_record = [3], store.record
+
+    def failing_record(key: UnitKey, outcome):  # type: ignore[no-untyped-def]
+        if fails[0]:
+            fails[0] -= 1
+            raise StatusError("status store at Redis: Connection refused")
+        return real_record(key, outcome)
+
+    monkeypatch.setattr(store, "record", failing_record)
+    seen_silent: list[float] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.02):
+            if silent_units(store.unit_beats(), time.time()):
+                seen_silent.append(time.time())
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        outcome = scheduling.execute_unit(store, deps, plan, UnitKey(0, 0), lambda d: None)
+    finally:
+        done.set()
+        watcher.join()
+    assert fails == [0] and outcome is not None and outcome.finished == 2
+    assert store.unit_ok(UnitKey(0, 0)) is True
+    assert seen_silent == []  # 1.2 s of failed recording, each beat 0.05 s apart
+    store.close()
+
+
 def test_a_redelivered_unit_is_counted_once(redis_server: RedisFixture, tmp_path: Path) -> None:
     from merlin_mdm.status.model import UnitOutcome
 
