@@ -79,7 +79,7 @@ class SpecIssue:
         column: 1-based column, or 0 when unknown.
         path: the YAML path, e.g. ``study[2].run.depends``.
         message: what is wrong, ending with a hint where one helps.
-        severity: ``error`` or ``warning``.
+        severity: ``error``, ``warning`` or ``note`` (portability: runs here, but Merlin 1.13 refuses it).
     """
 
     file: str

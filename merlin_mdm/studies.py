@@ -88,8 +88,9 @@ def validate_study(path: Path, variables: Mapping[str, str], strict: bool = Fals
     spec = loaded.spec
     ctx = StudyContext("/validate", str(output_path(spec)), "00000000-000000")
     plan = expand(spec, ctx)
-    check_samples_file(spec, study_tokens(spec, ctx))
-    return dataclasses.replace(loaded, warnings=(*loaded.warnings, *_cores_warnings(spec))), plan
+    notes = check_samples_file(spec, study_tokens(spec, ctx))
+    return dataclasses.replace(loaded, warnings=(*loaded.warnings, *_cores_warnings(spec)),
+                               notes=(*loaded.notes, *notes)), plan
 
 
 def _cores_warnings(spec: Spec) -> list[SpecIssue]:

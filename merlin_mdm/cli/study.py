@@ -118,7 +118,8 @@ def validate(spec: Path, variables: tuple[str, ...], strict: bool) -> None:
     """Check SPEC and print every problem at once, with file:line:col and a hint.
 
     Exit code 0 when the spec is valid (warnings are printed), 2 otherwise. A $(...) that is no token goes
-    to the shell unchanged, as in Maestro; one that looks like a misspelt token is a warning.
+    to the shell unchanged, as in Maestro; one that looks like a misspelt token is a warning. Notes name what
+    runs here but Merlin 1.13 refuses (a step without a description): they never fail, --strict or not.
 
     \b
     Examples:
@@ -129,7 +130,7 @@ def validate(spec: Path, variables: tuple[str, ...], strict: bool) -> None:
     from merlin_mdm.studies import validate_study
 
     loaded, plan = validate_study(spec, parse_vars(variables), strict)
-    for warning in loaded.warnings:
+    for warning in (*loaded.warnings, *loaded.notes):
         _echo_err(str(warning))
     s = loaded.spec
     click.echo(f"{spec}: valid: {len(s.steps)} steps, {len(s.parameters)} parameters"

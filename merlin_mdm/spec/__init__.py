@@ -74,6 +74,7 @@ class LoadedSpec:
     spec: Spec
     warnings: tuple[SpecIssue, ...]
     text: str  # the original file contents, kept for provenance
+    notes: tuple[SpecIssue, ...] = ()  # what runs here but Merlin 1.13 refuses (`validate` shows them)
 
 
 def parse_vars(items: Iterable[str]) -> dict[str, str]:
@@ -168,7 +169,7 @@ def _finish(data, path, text, overrides, batch_types, transform, modes) -> Loade
     if strict:
         issues.promote_warnings()
     issues.raise_if_errors()
-    return LoadedSpec(spec, tuple(issues.warnings), text)
+    return LoadedSpec(spec, tuple(issues.warnings), text, tuple(issues.notes))
 
 
 def _apply_overrides(spec: Spec, overrides: Mapping[str, str], text: str) -> Spec:

@@ -165,8 +165,15 @@ def _steps(node: Any, batch: BatchConfig, issues: IssueCollector, where: Located
         reader.only(("name", "description", "run"), "a step")
         name = reader.text("name", required=True) or f"step{i}"
         run = _run(reader.raw("run", required=True), f"study[{i}].run", batch, issues, value_mark(reader.node, "run"))
+        description = reader.text("description", default="") or ""
+        if not description.strip():
+            issues.note(value_mark(reader.node, "description") if "description" in reader.node else
+                        value_mark(node, i), f"study[{i}].description",
+                        f"step {name!r} has no description: it runs here, but Merlin 1.13 and Maestro refuse the "
+                        "whole spec (\"Key 'description' is missing from study step\"); add a `description:` line "
+                        "to the step to keep the spec portable")
         if run is not None:
-            steps.append(Step(name, reader.text("description", default="") or "", run))
+            steps.append(Step(name, description, run))
     return tuple(steps)
 
 

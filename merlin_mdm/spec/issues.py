@@ -49,9 +49,15 @@ class IssueCollector:
         """Record a warning (reported, does not stop a run)."""
         self.issues.append(SpecIssue(self.filename, where[0], where[1], path, message, "warning"))
 
+    def note(self, where: Located, path: str, message: str) -> None:
+        """Record a portability note: what runs here but not under Merlin 1.13 (shown by `validate` only, and never
+        made an error: `run` of such a spec is not wrong)."""
+        self.issues.append(SpecIssue(self.filename, where[0], where[1], path, message, "note"))
+
     def promote_warnings(self) -> None:
-        """Strict mode: every warning counts as an error."""
-        self.issues = [SpecIssue(i.file, i.line, i.column, i.path, i.message) for i in self.issues]
+        """Strict mode: every warning counts as an error (notes stay notes)."""
+        self.issues = [i if i.severity == "note" else SpecIssue(i.file, i.line, i.column, i.path, i.message)
+                       for i in self.issues]
 
     @property
     def errors(self) -> list[SpecIssue]:
@@ -61,7 +67,12 @@ class IssueCollector:
     @property
     def warnings(self) -> list[SpecIssue]:
         """Only the warnings."""
-        return [issue for issue in self.issues if issue.severity != "error"]
+        return [issue for issue in self.issues if issue.severity == "warning"]
+
+    @property
+    def notes(self) -> list[SpecIssue]:
+        """Only the portability notes."""
+        return [issue for issue in self.issues if issue.severity == "note"]
 
     def raise_if_errors(self) -> None:
         """Raise a SpecError listing every error (sorted by position) when there is any."""

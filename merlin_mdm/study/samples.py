@@ -291,17 +291,18 @@ def _wrong_columns(spec: Spec, path: Path, columns: int, given: str) -> None:
                                f"{len(labels)} column label(s) for {columns} column(s) in {path}")])
 
 
-def check_samples_file(spec: Spec, tokens: Mapping[str, str]) -> None:
-    """At validate time: the samples file, when it exists already, is readable and fits column_labels."""
+def check_samples_file(spec: Spec, tokens: Mapping[str, str]) -> list[SpecIssue]:
+    """At validate time: the samples file, when it exists already, is readable and fits column_labels. Returns
+    the portability notes on it (what runs here but Merlin 1.13 refuses)."""
     if spec.samples is None:
-        return
+        return []
     from merlin_mdm.spec.tokens import substitute
 
     text = substitute(spec.samples.file, dict(tokens))
     path = Path(text).expanduser()
     path = path if path.is_absolute() else spec.root / path
     if "$(" in text or not path.exists():
-        return  # generated at run time (merlin.samples.generate), or given with --samplesfile
+        return []  # generated at run time (merlin.samples.generate), or given with --samplesfile
     rows, _ = checked_shape(spec, path)
     from merlin_mdm.spec.limits import SAMPLES_REMEDY, planned_instances, planned_tasks, size_problem
 
@@ -311,6 +312,20 @@ def check_samples_file(spec: Spec, tokens: Mapping[str, str]) -> None:
     if problem:
         line, col = _marks(spec, "file")
         raise SpecError([SpecIssue(str(spec.path), line, col, "merlin.samples.file", problem)])
+    return _samples_notes(spec, path)
+
+
+def _samples_notes(spec: Spec, path: Path) -> list[SpecIssue]:
+    """A 1-D .npy runs here as one column; Merlin 1.13 refuses it ("fewer than the required minimum dimensions")."""
+    import numpy as np
+
+    if path.suffix.lower() != ".npy" or np.load(path, mmap_mode="r", allow_pickle=False).ndim != 1:
+        return []
+    line, col = _marks(spec, "file")
+    return [SpecIssue(str(spec.path), line, col, "merlin.samples.file",
+                      f"{path} is a 1-D array: it runs here as one column, but Merlin 1.13 refuses it (\"fewer than "
+                      "the required minimum dimensions (1 < 2)\"); save it as a column, e.g. "
+                      "np.save(path, values.reshape(-1, 1)), to keep the spec portable", "note")]
 
 
 # A text table of this many samples is kept parsed beside its copy in merlin_info/ (:func:`keep_parsed`): 1M

@@ -208,13 +208,15 @@ def _fill_workspace(ws: Workspace, loaded: LoadedSpec, base: Path, stamp: str, s
     name = spec.copy_name
     (ws.info / f"{name}.orig.yaml").write_text(loaded.text, encoding="utf-8")
     tokens = study_tokens(spec, ctx)
-    (ws.info / f"{name}.partial.yaml").write_text(_given_vars(spec) + substitute(loaded.text, tokens),
+    filled = substitute(loaded.text, tokens)
+    (ws.info / f"{name}.partial.yaml").write_text(_given_vars(spec) + filled,
                                                    encoding="utf-8", errors="surrogateescape")  # paths: their bytes
     samples = _stage_samples(spec, ws, tokens, samples_file, watch)
     ctx = StudyContext(str(ws.root), str(base), stamp, samples, max(1, batch_size), max(1, slots))
     plan = expand(spec, ctx)
     _write_atomic(ws.plan_path, plan.to_json())
-    _write_atomic(ws.info / f"{name}.expanded.yaml", _expanded_yaml(plan))
+    _write_atomic(ws.info / f"{name}.expanded.yaml", _expanded_spec(filled, spec, tokens, base))
+    _write_atomic(ws.info / f"{name}.instances.yaml", _instances_yaml(plan))
     (ws.info / MAKING_FILE).unlink()
     return ws, plan
 
@@ -307,7 +309,45 @@ def _generate_mark(spec: Spec) -> tuple[int, int]:
     return int(line), int(column)
 
 
-def _expanded_yaml(plan: StudyPlan) -> str:
+EXPANDED_HEAD = ("# the spec as this study ran it (Merlin's expanded spec): tokens and --vars filled in, OUTPUT_PATH "
+                 "absolute; run-workers, status, queue-info and stop-workers --spec take it as they take the spec\n")
+
+
+def _expanded_spec(filled: str, spec: Spec, tokens: Mapping[str, str], base: Path) -> str:
+    """Merlin's ``<name>.expanded.yaml``: a spec that runs from merlin_info/ as the original did from its folder
+    (`merlin run-workers WORKSPACE/merlin_info/NAME.expanded.yaml` is how Merlin's users start workers for a
+    study). ``filled`` is the spec's text with its tokens filled in; its variables get the values the study ran
+    with, and relative paths (OUTPUT_PATH, the samples file) are made absolute. A text that does not parse as a
+    mapping (a filled-in value that breaks the YAML) is written as it is."""
+    try:
+        doc = yaml.safe_load(filled)
+    except yaml.YAMLError:
+        doc = None
+    if not isinstance(doc, dict):
+        return filled
+    variables = _mapping_at(_mapping_at(doc, "env"), "variables")
+    for key in list(variables):
+        variables[key] = tokens.get(str(key), variables[key])
+    variables["OUTPUT_PATH"] = str(base)
+    samples = (doc.get("merlin") or {}).get("samples") if isinstance(doc.get("merlin"), dict) else None
+    if isinstance(samples, dict) and isinstance(samples.get("file"), str) and "$(" not in samples["file"]:
+        given = Path(samples["file"]).expanduser()
+        samples["file"] = str(given if given.is_absolute() else spec.root / given)
+    try:
+        return EXPANDED_HEAD + yaml.safe_dump(doc, sort_keys=False, width=120, allow_unicode=True)
+    except (yaml.YAMLError, UnicodeError):
+        return filled
+
+
+def _mapping_at(doc: dict[Any, Any], key: str) -> dict[Any, Any]:
+    """``doc[key]``, made an empty mapping where it is missing or empty."""
+    if not isinstance(doc.get(key), dict):
+        doc[key] = {}
+    value: dict[Any, Any] = doc[key]
+    return value
+
+
+def _instances_yaml(plan: StudyPlan) -> str:
     steps = [{"name": i.name, "step": i.step, "workspace": i.workspace, "cmd": i.cmd, "restart": i.restart,
               "samples": i.uses_samples, "depends": [plan.instances[e.parent].name for e in i.parents]}
              for i in plan.instances]

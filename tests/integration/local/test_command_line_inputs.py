@@ -235,3 +235,15 @@ def test_commands_that_only_read_a_study_take_a_spec_in_a_folder_they_may_not_wr
         assert refused.returncode == 2 and "OUTPUT_PATH" in refused.stderr and "no permission" in refused.stderr
     finally:
         spec.parent.chmod(0o755)
+
+
+def test_validate_names_what_merlin_refuses_and_run_does_not(tmp_path: Path) -> None:
+    spec = tmp_path / "n.yaml"
+    spec.write_text("description: {name: n, description: d}\nstudy:\n  - {name: a, run: {cmd: 'echo hi > o.txt'}}\n")
+    checked = merlin("validate", str(spec), "--strict", cwd=tmp_path, timeout=60)
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stderr.startswith(f"{spec}:3:5: study[0].description: note: step 'a' has no description: it runs "
+                                     "here, but Merlin 1.13 and Maestro refuse the whole spec"), checked.stderr
+    ran = merlin("run", str(spec), "--local", cwd=tmp_path, timeout=60)
+    assert ran.returncode == 0 and "description" not in ran.stderr, ran.stderr
+    assert (workspace_of(ran) / "a" / "o.txt").read_text() == "hi\n"

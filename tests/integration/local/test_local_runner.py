@@ -391,3 +391,32 @@ def test_steps_find_merlin_mdm_but_not_the_other_tools_of_its_environment(write_
     found = (workspace_of(result) / "look" / "found.txt").read_text().splitlines()
     assert len(found) == 2 and found[0].endswith("/merlin-mdm") and found[1].startswith("merlin-mdm, version "), found
     assert Path(found[0]).resolve() == (bindir / "merlin-mdm").resolve()
+
+
+def test_the_expanded_spec_runs_from_merlin_info_as_the_spec_did(tmp_path: Path) -> None:
+    """Merlin's users start a study's workers with `merlin run-workers WS/merlin_info/NAME.expanded.yaml`; that
+    file listed the step instances and was refused as a spec."""
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "s.csv").write_text("1\n2\n")
+    spec = tmp_path / "lib" / "e.yaml"
+    spec.write_text("description: {name: e, description: d}\n"
+                    "env: {variables: {OUTPUT_PATH: ./out, N: 3, M: '$(N)0'}}\n"
+                    "merlin: {samples: {file: s.csv, column_labels: [X]}}\n"
+                    "study:\n  - name: a\n    description: a\n    run: {cmd: 'echo $(N) $(M) $(X) > o.txt'}\n")
+    first = merlin("run", str(spec), "--local", "--vars", "N=7", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    ws = workspace_of(first)
+    expanded = ws / "merlin_info" / "e.expanded.yaml"
+    assert "$(N)" not in expanded.read_text() and (ws / "merlin_info" / "e.instances.yaml").is_file()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    checked = merlin("validate", str(expanded), "--strict", cwd=elsewhere)
+    assert checked.returncode == 0 and checked.stderr == "", checked.stderr
+    shown = merlin("status", str(expanded), "--json", cwd=elsewhere)
+    assert shown.returncode == 0 and str(ws) in shown.stdout, shown.stdout + shown.stderr
+    again = merlin("run", str(expanded), "--local", cwd=elsewhere)  # no --vars: the file holds them
+    assert again.returncode == 0, again.stderr
+    second = workspace_of(again)
+    assert second.parent == tmp_path / "lib" / "out" and second != ws
+    for root in (ws, second):
+        assert sorted(p.read_text() for p in (root / "a").rglob("o.txt")) == ["7 70 1\n", "7 70 2\n"]

@@ -41,7 +41,7 @@ study:
 def test_every_example_validates(example: Path) -> None:
     loaded = load_spec(example)
     assert loaded.spec.steps
-    assert loaded.warnings == ()
+    assert loaded.warnings == () and loaded.notes == ()  # the bundled examples run under Merlin 1.13 too
     assert loaded.text == example.read_text(encoding="utf-8")
     assert loaded.spec.root == example.parent
 
@@ -283,3 +283,30 @@ def test_two_worker_groups_on_one_queue_warn_at_validation(tmp_path: Path) -> No
     assert any("workers aw and bw both consume queue 'merlin'" in str(w) for w in loaded.warnings), loaded.warnings
     assert not load_spec_text(text.replace("resources:\n", "resources:\n    overlap: true\n"),
                               tmp_path / "s.yaml").warnings
+
+
+def test_what_merlin_refuses_is_a_note_that_never_fails(tmp_path: Path) -> None:
+    """A step without a description, and a 1-D .npy of samples, run here; Merlin 1.13 refuses both ("Key
+    'description' is missing from study step", "fewer than the required minimum dimensions"). `validate` names
+    them as notes, --strict or not; `run` says nothing of them."""
+    import numpy as np
+
+    from merlin_mdm.studies import validate_study
+
+    np.save(tmp_path / "one.npy", np.arange(3))
+    spec = tmp_path / "s.yaml"
+    spec.write_text("description: {name: s, description: d}\nmerlin:\n  samples: {file: one.npy, column_labels: [X]}\n"
+                    "study:\n  - {name: a, run: {cmd: 'echo $(X)'}}\n  - {name: b, description: '', run: {cmd: 'true'}}\n"
+                    "  - {name: c, description: c, run: {cmd: 'true'}}\n")
+    for strict in (False, True):
+        loaded, _ = validate_study(spec, {}, strict)
+        assert loaded.warnings == ()
+        assert [(n.line, n.path, n.severity) for n in loaded.notes] == [
+            (5, "study[0].description", "note"), (6, "study[1].description", "note"),
+            (3, "merlin.samples.file", "note")]
+    assert "step 'a' has no description" in str(loaded.notes[0]) and ": note: " in str(loaded.notes[0])
+    assert "1-D array" in loaded.notes[2].message and "reshape(-1, 1)" in loaded.notes[2].message
+    np.save(tmp_path / "one.npy", np.arange(3).reshape(-1, 1))
+    text = spec.read_text().replace("run: {cmd: 'echo", "description: a, run: {cmd: 'echo").replace("''", "b")
+    spec.write_text(text)
+    assert validate_study(spec, {})[0].notes == ()
