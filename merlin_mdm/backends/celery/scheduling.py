@@ -158,8 +158,8 @@ def execute_unit(store: RedisStatusStore, deps: RedisDependencies, plan: StudyPl
 
     A unit already recorded (a redelivered message) runs nothing; it only completes what the previous
     delivery may not have done: count the unit at its children, send the children released but never
-    handed to the broker, and set the study's final state when it was the last unit. A unit that ran is
-    recorded in place whatever passing errors (``retry_on``) the status store or broker raise meanwhile.
+    handed to the broker, and set the study's final state when it was the last unit. A unit that ran beats
+    until it is recorded, tried again in place for about 30 s while the status store or broker fails (``retry_on``).
 
     Raises:
         GivenBack: the worker ``hostname`` is stopping: the unit stopped before its next task, queued again.
@@ -190,7 +190,7 @@ def execute_unit(store: RedisStatusStore, deps: RedisDependencies, plan: StudyPl
             if outcome.not_run and store.stop_reason() is None and is_stopping(store.r, hostname):
                 store.unit_given_back(key, count_done(plan, key))  # its done-markers stay counted
                 raise GivenBack(f"unit {key.to_id()} stopped before its next task: worker {hostname} is stopping")
-            _settle(store, deps, key, outcome, send, retry_on)
+            _settle(store, deps, plan, key, outcome, send, retry_on)
         finally:
             beating.close()
         return outcome
@@ -198,29 +198,52 @@ def execute_unit(store: RedisStatusStore, deps: RedisDependencies, plan: StudyPl
     return outcome
 
 
-RECORD_RETRY_SECONDS = (1.0, 30.0)  # the first and the longest pause between two tries at recording a unit that ran
-RECORD_FAILING_SAID_EVERY = 10  # tries between two errors in the worker's log while recording keeps failing
+RECORD_RETRY_SECONDS = (1.0, 16.0)  # the first and the longest pause between two tries at recording a unit that ran
+RECORD_TRIES = 6  # tries in place after the first (about 30 s: a status server restarting), then Celery's retry
 
 
-def _settle(store: RedisStatusStore, deps: RedisDependencies, key: UnitKey, outcome: UnitOutcome, send: Sender,
-            retry_on: tuple[type[BaseException], ...]) -> None:
-    """Record the outcome of a unit that ran and send its released children, trying again in place, for as long
-    as it takes, while the status store or broker fails (both steps are idempotent). Celery's own retry would
-    end the unit's beats for its countdown: a unit with its outcome in hand would look like one whose worker
-    died, and a `restart` of a record the server lost would queue it again beside its retry."""
-    tries = 0
-    while True:
-        try:
-            release(store, deps, record(store, deps, key, outcome), send)
-            return
-        except retry_on as exc:
-            tries += 1
-            if tries % RECORD_FAILING_SAID_EVERY == 0:
-                log.error("unit %s of %s ran, and recording it failed %d times in a row (%s: %s); tried again "
-                          "until it is recorded, nothing is lost meanwhile", key.to_id(), store.workspace, tries,
-                          type(exc).__name__, exc)
-            first, longest = RECORD_RETRY_SECONDS
+def _settle(store: RedisStatusStore, deps: RedisDependencies, plan: StudyPlan, key: UnitKey, outcome: UnitOutcome,
+            send: Sender, retry_on: tuple[type[BaseException], ...]) -> None:
+    """Record the outcome of a unit that ran and send its released children, while the unit still beats. Celery's
+    own retry ends the beats for its countdown: a unit with its outcome in hand looked like one whose worker died,
+    and a `restart` of a record the server lost queued it again beside its retry. So a passing error (``retry_on``:
+    the status store or broker restarting) is tried again in place for about 30 s, then left to Celery's retry.
+
+    A try after a failed one completes as a redelivery does (each step idempotent): the first may have recorded the
+    unit, or counted it at its children, before it failed, and recording or counting it again returns nothing."""
+    try:
+        release(store, deps, record(store, deps, key, outcome), send)
+        return
+    except retry_on as exc:
+        log.warning("unit %s of %s ran; recording it failed (%s: %s), tried again in place", key.to_id(),
+                    store.workspace, type(exc).__name__, exc)
+    first, longest = RECORD_RETRY_SECONDS
+    try:
+        for tries in range(1, RECORD_TRIES + 1):
             time.sleep(min(longest, first * 2 ** (tries - 1)))
+            try:
+                _complete(store, deps, key, outcome, send)
+                return
+            except retry_on as exc:
+                if tries == RECORD_TRIES:
+                    log.error("unit %s of %s ran; recording it failed %d times in a row (%s: %s): left to the "
+                              "task's retry, nothing is lost", key.to_id(), store.workspace, tries + 1,
+                              type(exc).__name__, exc)
+                    raise
+    except SystemExit:  # the pool process is stopped meanwhile: its message goes back, its markers stay counted
+        with contextlib.suppress(*retry_on):
+            store.unit_given_back(key, count_done(plan, key))
+        raise
+
+
+def _complete(store: RedisStatusStore, deps: RedisDependencies, key: UnitKey, outcome: UnitOutcome,
+              send: Sender) -> None:
+    """Record ``outcome`` unless it is recorded, count it at the children unless it is counted, send what is
+    released and not sent, and set the study's final state when it was the last unit."""
+    store.record(key, outcome)
+    deps.count(key, outcome.releases_children, outcome.raised)
+    release(store, deps, deps.unsent_children(key), send)
+    store.finish_if_over()
 
 
 HELD = -2  # RedisStatusStore.start: another copy of the unit runs in a process that still beats

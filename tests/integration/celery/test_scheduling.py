@@ -169,6 +169,68 @@ def test_a_unit_that_ran_beats_until_it_is_recorded(redis_server: RedisFixture, 
     store.close()
 
 
+def test_a_try_after_a_half_done_recording_sends_the_children_and_ends_the_study(
+        redis_server: RedisFixture, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tries in place repeated the whole first step: a unit counted at its children before the broker failed
+    was counted as nothing again, and its funnel never sent; a last unit recorded before the final state could be
+    set left the study running for ever (found by a review)."""
+    import redis
+
+    from merlin_mdm.backends.celery import scheduling
+    from merlin_mdm.backends.celery.scheduling import Dispatch
+    from merlin_mdm.errors import StatusError
+
+    plan, store, deps = _registered_study(redis_server, tmp_path, samples=2, more_steps="")
+    monkeypatch.setattr(scheduling, "RECORD_RETRY_SECONDS", (0.01, 0.01))
+    sent: list[Dispatch] = []
+    failing_sends = [1]
+
+    def send(dispatch: Dispatch) -> None:
+        if failing_sends[0]:
+            failing_sends[0] -= 1
+            raise redis.ConnectionError("broker restarting")
+        sent.append(dispatch)
+
+    failing_ends, real_end = [1], store.finish_if_over
+
+    def finish_if_over() -> None:
+        if failing_ends[0] and store.r.hget(store.k_meta, "units_left") == "0":
+            failing_ends[0] -= 1
+            raise StatusError("status store at Redis: Connection reset by peer")
+        real_end()
+
+    monkeypatch.setattr(store, "finish_if_over", finish_if_over)
+    retry_on = (StatusError, redis.ConnectionError)
+    assert scheduling.execute_unit(store, deps, plan, UnitKey(0, 0), send, retry_on=retry_on) is not None
+    funnel = next(i.index for i in plan.instances if i.step == "funnel")
+    assert sent == [Dispatch(units=(UnitKey(funnel, 0),))] and failing_sends == [0]
+    assert scheduling.execute_unit(store, deps, plan, UnitKey(funnel, 0), send, retry_on=retry_on) is not None
+    assert failing_ends == [0] and store.snapshot().state == "finished"
+    store.close()
+
+
+def test_recording_that_keeps_failing_is_left_to_the_task_s_retry(
+        redis_server: RedisFixture, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store that keeps refusing (out of memory, a key of the wrong type) must not hold the pool process for
+    ever: after the tries in place, the error reaches Celery's retry, as it did before they existed."""
+    from merlin_mdm.backends.celery import scheduling
+    from merlin_mdm.errors import StatusError
+
+    plan, store, deps = _registered_study(redis_server, tmp_path, samples=2, more_steps="")
+    monkeypatch.setattr(scheduling, "RECORD_RETRY_SECONDS", (0.01, 0.01))
+    calls = [0]
+
+    def refusing(key: UnitKey, outcome):  # type: ignore[no-untyped-def]
+        calls[0] += 1
+        raise StatusError("status store at Redis: OOM command not allowed")
+
+    monkeypatch.setattr(store, "record", refusing)
+    with pytest.raises(StatusError, match="OOM"):
+        scheduling.execute_unit(store, deps, plan, UnitKey(0, 0), lambda d: None)
+    assert calls[0] == 1 + scheduling.RECORD_TRIES
+    store.close()
+
+
 def test_a_redelivered_unit_is_counted_once(redis_server: RedisFixture, tmp_path: Path) -> None:
     from merlin_mdm.status.model import UnitOutcome
 

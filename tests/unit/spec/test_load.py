@@ -296,7 +296,8 @@ def test_what_merlin_refuses_is_a_note_that_never_fails(tmp_path: Path) -> None:
     np.save(tmp_path / "one.npy", np.arange(3))
     spec = tmp_path / "s.yaml"
     spec.write_text("description: {name: s, description: d}\nmerlin:\n  samples: {file: one.npy, column_labels: [X]}\n"
-                    "study:\n  - {name: a, run: {cmd: 'echo $(X)'}}\n  - {name: b, description: '', run: {cmd: 'true'}}\n"
+                    "study:\n  - {name: a, run: {cmd: 'echo $(X)'}}\n"
+                    "  - {name: b, description: '', run: {cmd: 'true'}}\n"
                     "  - {name: c, description: c, run: {cmd: 'true'}}\n")
     for strict in (False, True):
         loaded, _ = validate_study(spec, {}, strict)
