@@ -9,7 +9,7 @@ import yaml
 
 from merlin_mdm.errors import SpecError, SpecIssue
 
-__all__ = ["Located", "MarkedDict", "MarkedList", "load_marked", "load_marked_text", "load_scalar"]
+__all__ = ["Located", "MarkedDict", "MarkedList", "load_marked", "load_marked_text", "load_plain", "load_scalar"]
 
 Located = tuple[int, int]  # (line, column), both 1-based
 
@@ -60,7 +60,32 @@ def _duplicate_keys(node: yaml.MappingNode) -> list[tuple[str, Located]]:
 _BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-class _MarkingLoader(_BaseLoader):  # type: ignore[valid-type,misc]
+class _TextTimesLoader(_BaseLoader):  # type: ignore[valid-type,misc]
+    """SafeLoader that reads base-60 numbers (`10:00:00`) as the text they are, as every spec field means them."""
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> Any:
+        """YAML 1.1 reads `10:00:00` as the number 36000 (base 60); a spec means the text (a walltime)."""
+        if isinstance(node.value, str) and ":" in node.value:
+            return node.value
+        return super().construct_yaml_int(node)
+
+    def construct_yaml_float(self, node: yaml.ScalarNode) -> Any:
+        """Base-60 floats (`1:30.5`) stay text too."""
+        if isinstance(node.value, str) and ":" in node.value:
+            return node.value
+        return super().construct_yaml_float(node)
+
+
+_TextTimesLoader.add_constructor("tag:yaml.org,2002:int", _TextTimesLoader.construct_yaml_int)
+_TextTimesLoader.add_constructor("tag:yaml.org,2002:float", _TextTimesLoader.construct_yaml_float)
+
+
+def load_plain(text: str) -> Any:
+    """``text`` read as plain dicts and lists, scalars as the spec reads them (YAMLError when it is no YAML)."""
+    return yaml.load(text, Loader=_TextTimesLoader)  # a SafeLoader subclass
+
+
+class _MarkingLoader(_TextTimesLoader):
     """SafeLoader that builds MarkedDict/MarkedList (YAML anchors, aliases and ``<<`` merges keep working)."""
 
     def construct_marked_map(self, node: yaml.MappingNode) -> Any:
@@ -86,21 +111,6 @@ class _MarkingLoader(_BaseLoader):  # type: ignore[valid-type,misc]
         data.extend(self.construct_object(child, deep=True) for child in node.value)
 
 
-    def construct_yaml_int(self, node: yaml.ScalarNode) -> Any:
-        """YAML 1.1 reads `10:00:00` as the number 36000 (base 60); a spec means the text (a walltime)."""
-        if isinstance(node.value, str) and ":" in node.value:
-            return node.value
-        return super().construct_yaml_int(node)
-
-    def construct_yaml_float(self, node: yaml.ScalarNode) -> Any:
-        """Base-60 floats (`1:30.5`) stay text too."""
-        if isinstance(node.value, str) and ":" in node.value:
-            return node.value
-        return super().construct_yaml_float(node)
-
-
-_MarkingLoader.add_constructor("tag:yaml.org,2002:int", _MarkingLoader.construct_yaml_int)
-_MarkingLoader.add_constructor("tag:yaml.org,2002:float", _MarkingLoader.construct_yaml_float)
 _MarkingLoader.add_constructor("tag:yaml.org,2002:map", _MarkingLoader.construct_marked_map)
 _MarkingLoader.add_constructor("tag:yaml.org,2002:seq", _MarkingLoader.construct_marked_seq)
 

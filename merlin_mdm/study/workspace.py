@@ -215,7 +215,7 @@ def _fill_workspace(ws: Workspace, loaded: LoadedSpec, base: Path, stamp: str, s
     ctx = StudyContext(str(ws.root), str(base), stamp, samples, max(1, batch_size), max(1, slots))
     plan = expand(spec, ctx)
     _write_atomic(ws.plan_path, plan.to_json())
-    _write_atomic(ws.info / f"{name}.expanded.yaml", _expanded_spec(filled, spec, tokens, base))
+    _write_atomic(ws.info / f"{name}.expanded.yaml", _expanded_spec(filled, spec, tokens, base), "surrogateescape")
     _write_atomic(ws.info / f"{name}.instances.yaml", _instances_yaml(plan))
     (ws.info / MAKING_FILE).unlink()
     return ws, plan
@@ -311,32 +311,36 @@ def _generate_mark(spec: Spec) -> tuple[int, int]:
 
 EXPANDED_HEAD = ("# the spec as this study ran it (Merlin's expanded spec): tokens and --vars filled in, OUTPUT_PATH "
                  "absolute; run-workers, status, queue-info and stop-workers --spec take it as they take the spec\n")
+UNPARSED_HEAD = ("# the spec's text with its tokens filled in, which YAML cannot read back (a value filled in broke "
+                 "it, or a path is no UTF-8): not a spec that runs; the study's own plan is plan.json\n")
 
 
 def _expanded_spec(filled: str, spec: Spec, tokens: Mapping[str, str], base: Path) -> str:
     """Merlin's ``<name>.expanded.yaml``: a spec that runs from merlin_info/ as the original did from its folder
     (`merlin run-workers WORKSPACE/merlin_info/NAME.expanded.yaml` is how Merlin's users start workers for a
-    study). ``filled`` is the spec's text with its tokens filled in; its variables get the values the study ran
-    with, and relative paths (OUTPUT_PATH, the samples file) are made absolute. A text that does not parse as a
-    mapping (a filled-in value that breaks the YAML) is written as it is."""
+    study). ``filled`` is the spec's text with its tokens filled in (as Merlin fills them: in the text, then
+    parsed again); its variables get the values the study ran with (--vars included), and OUTPUT_PATH and the
+    samples file the study read (--samplesfile included) are absolute. A text that is no YAML mapping once filled
+    in is written as it is, under a first line that says so."""
+    from merlin_mdm.spec.loader import load_plain
+
     try:
-        doc = yaml.safe_load(filled)
-    except yaml.YAMLError:
+        doc = load_plain(filled)
+    except (yaml.YAMLError, UnicodeError):  # UnicodeError: a path's bytes that are no UTF-8 (kept as surrogates)
         doc = None
     if not isinstance(doc, dict):
-        return filled
+        return UNPARSED_HEAD + filled
     variables = _mapping_at(_mapping_at(doc, "env"), "variables")
-    for key in list(variables):
-        variables[key] = tokens.get(str(key), variables[key])
+    variables.update({name: tokens.get(name, value) for name, value in spec.env.variables})
     variables["OUTPUT_PATH"] = str(base)
-    samples = (doc.get("merlin") or {}).get("samples") if isinstance(doc.get("merlin"), dict) else None
-    if isinstance(samples, dict) and isinstance(samples.get("file"), str) and "$(" not in samples["file"]:
-        given = Path(samples["file"]).expanduser()
-        samples["file"] = str(given if given.is_absolute() else spec.root / given)
+    merlin = doc.get("merlin")
+    if spec.samples is not None and isinstance(merlin, dict) and isinstance(merlin.get("samples"), dict):
+        given = Path(substitute(spec.samples.file, dict(tokens))).expanduser()
+        merlin["samples"]["file"] = str(given if given.is_absolute() else spec.root / given)
     try:
         return EXPANDED_HEAD + yaml.safe_dump(doc, sort_keys=False, width=120, allow_unicode=True)
     except (yaml.YAMLError, UnicodeError):
-        return filled
+        return UNPARSED_HEAD + filled
 
 
 def _mapping_at(doc: dict[Any, Any], key: str) -> dict[Any, Any]:
@@ -356,7 +360,7 @@ def _instances_yaml(plan: StudyPlan) -> str:
     return yaml.safe_dump(doc, sort_keys=False, width=120)
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def _write_atomic(path: Path, text: str, errors: str = "strict") -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8", errors=errors)  # surrogateescape: a path's bytes as they are
     os.replace(tmp, path)

@@ -8,6 +8,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import yaml
+
 from .conftest import CLI, counts, merlin, status_json, workspace_of
 
 
@@ -399,7 +401,7 @@ def test_the_expanded_spec_runs_from_merlin_info_as_the_spec_did(tmp_path: Path)
     (tmp_path / "lib").mkdir()
     (tmp_path / "lib" / "s.csv").write_text("1\n2\n")
     spec = tmp_path / "lib" / "e.yaml"
-    spec.write_text("description: {name: e, description: d}\n"
+    spec.write_text("description: {name: e, description: d}\nbatch: {type: local, walltime: 1:00:00}\n"
                     "env: {variables: {OUTPUT_PATH: ./out, N: 3, M: '$(N)0'}}\n"
                     "merlin: {samples: {file: s.csv, column_labels: [X]}}\n"
                     "study:\n  - name: a\n    description: a\n    run: {cmd: 'echo $(N) $(M) $(X) > o.txt'}\n")
@@ -408,6 +410,10 @@ def test_the_expanded_spec_runs_from_merlin_info_as_the_spec_did(tmp_path: Path)
     ws = workspace_of(first)
     expanded = ws / "merlin_info" / "e.expanded.yaml"
     assert "$(N)" not in expanded.read_text() and (ws / "merlin_info" / "e.instances.yaml").is_file()
+    written = yaml.safe_load(expanded.read_text())
+    assert written["batch"]["walltime"] == "1:00:00"  # not 3600: YAML 1.1 reads 1:00:00 as a base-60 number
+    assert written["env"]["variables"] == {"OUTPUT_PATH": str(tmp_path / "lib" / "out"), "N": "7", "M": "70"}
+    assert written["merlin"]["samples"]["file"] == str(tmp_path / "lib" / "s.csv")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     checked = merlin("validate", str(expanded), "--strict", cwd=elsewhere)
@@ -420,3 +426,19 @@ def test_the_expanded_spec_runs_from_merlin_info_as_the_spec_did(tmp_path: Path)
     assert second.parent == tmp_path / "lib" / "out" and second != ws
     for root in (ws, second):
         assert sorted(p.read_text() for p in (root / "a").rglob("o.txt")) == ["7 70 1\n", "7 70 2\n"]
+
+
+def test_a_spec_in_a_folder_whose_name_is_no_utf8_still_makes_its_workspace(tmp_path: Path) -> None:
+    """$(SPECROOT) filled into the expanded spec carried the folder's byte 0xe9, which YAML cannot read: the run
+    failed in a traceback (found by a review). The text is kept, under a first line that says why it is no spec."""
+    folder = os.fsencode(tmp_path) + b"/caf\xe9"
+    os.mkdir(folder)
+    with open(folder + b"/s.yaml", "w", encoding="utf-8") as out:
+        out.write(f"description: {{name: s, description: d}}\nenv: {{variables: {{OUTPUT_PATH: {tmp_path}/out}}}}\n"
+                  "study:\n  - {name: a, description: a, run: {cmd: 'ls $(SPECROOT) > o.txt'}}\n")
+    ran = subprocess.run([*CLI, "run", "--local", os.fsdecode(folder + b"/s.yaml")], capture_output=True, text=True,
+                         cwd=tmp_path, timeout=120, check=False)
+    assert ran.returncode == 0, ran.stderr
+    (expanded,) = (tmp_path / "out").glob("s_*/merlin_info/s.expanded.yaml")
+    assert expanded.read_bytes().startswith(b"# the spec's text with its tokens filled in, which YAML cannot read")
+    assert b"caf\xe9" in expanded.read_bytes()
