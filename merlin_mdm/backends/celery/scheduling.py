@@ -114,22 +114,35 @@ def record(store: RedisStatusStore, deps: RedisDependencies, key: UnitKey, outco
 
 def release(store: RedisStatusStore, deps: RedisDependencies, released: Sequence[tuple[UnitKey, str]],
             send: Sender) -> None:
-    """Send the released children that may run; record the blocked ones as not run (and follow their children)."""
+    """Send the released children that may run; record the blocked ones as not run (and follow their children).
+
+    Idempotent: a blocked child recorded by an earlier call that failed before the end follows its own unsent
+    children again, and nothing is marked sent before the messages are, so no grandchild is left behind."""
     pending = list(released)
     runnable: list[UnitKey] = []
+    blocked_keys: list[UnitKey] = []
+    seen: set[UnitKey] = set()
     while pending:
         key, blocked = pending.pop()
+        if key in seen:
+            continue
+        seen.add(key)
         if not blocked:
             reason = store.stop_reason()
             if reason is None:
                 runnable.append(key)
                 continue
             blocked = reason
-        pending.extend(record(store, deps, key, store.not_run_outcome(key, blocked)))
-        deps.mark_sent([key])
-    if runnable and store.state() is not StudyState.PURGED:  # purged: `restart` sends them, once
+        outcome = store.not_run_outcome(key, blocked)
+        again = store.record(key, outcome) < 0  # recorded by an earlier call: its count may be done as well
+        pending.extend(deps.count(key, outcome.releases_children, outcome.raised))
+        if again:
+            pending.extend(deps.unsent_children(key))
+        blocked_keys.append(key)
+    sent = bool(runnable) and store.state() is not StudyState.PURGED  # purged: `restart` sends them, once
+    if sent:
         send(plan_dispatch(runnable))
-        deps.mark_sent(runnable)
+    deps.mark_sent(blocked_keys + (runnable if sent else []))
 
 
 class GivenBack(Exception):

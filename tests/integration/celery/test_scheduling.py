@@ -352,6 +352,45 @@ def test_a_delivery_that_died_before_counting_a_raise_blocks_its_chain(redis_ser
     store.close()
 
 
+def test_a_chain_blocked_by_a_raise_is_followed_again_after_a_lost_reply(redis_server: RedisFixture,
+                                                                         tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A blocked child counted at its own children before the reply was lost: the next delivery found it recorded
+    and counted, so its child was never recorded and the study never ended (found by a review)."""
+    import redis
+
+    from merlin_mdm.backends.celery.scheduling import Dispatch, execute_unit
+    from merlin_mdm.status.model import TaskFailure, TaskState, UnitOutcome
+
+    plan, store, deps = _registered_study(redis_server, tmp_path, samples=1, more_steps="""
+          - name: after
+            run: {cmd: "true", depends: [funnel]}
+          - name: gather
+            run: {cmd: "true", depends: [a_*]}""")
+    funnel, gather = (next(i.index for i in plan.instances if i.step == s) for s in ("funnel", "gather"))
+    raised = UnitOutcome(0, 1, 0, failures=(TaskFailure(0, TaskState.FAILED, 106, "raised", ""),))
+    store.start(UnitKey(0, 0), "h", 1.0)
+    store.record(UnitKey(0, 0), raised)
+    real_count, lost = deps.count, [UnitKey(funnel, 0)]
+
+    def count(key: UnitKey, ok: bool, was_raised: bool = False):  # type: ignore[no-untyped-def]
+        out = real_count(key, ok, was_raised)
+        if key in lost:  # counted, and the reply lost on the way back
+            lost.remove(key)
+            raise redis.ConnectionError("Connection reset by peer")
+        return out
+
+    monkeypatch.setattr(deps, "count", count)
+    sent: list[Dispatch] = []
+    with pytest.raises(redis.ConnectionError):
+        execute_unit(store, deps, plan, UnitKey(0, 0), sent.append)
+    assert execute_unit(store, deps, plan, UnitKey(0, 0), sent.append) is None  # the redelivery
+    assert sent == [Dispatch(units=(UnitKey(gather, 0),))]
+    counts = {s.step: {k: v for k, v in s.counts.items() if v} for s in store.snapshot().steps}
+    assert counts == {"a": {"failed": 1}, "funnel": {"not_run": 1}, "after": {"not_run": 1}, "gather": {"queued": 1}}
+    store.close()
+
+
 def test_config_env_overrides_and_refuses_inline_passwords(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from merlin_mdm.config import ConfigError, load_config
 
