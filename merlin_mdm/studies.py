@@ -133,7 +133,7 @@ def start_study(request: StudyRequest, options: RunOptions) -> tuple[Workspace, 
         return ws, None
     with WorkspaceLock(ws.info, "run") as lock:
         lock.acquire()
-        return ws, backend.launch(ws, plan, options)
+        return ws, backend.launch(ws, plan, dataclasses.replace(options, keep_claim=lock.keep))
 
 
 def _record_dry_run(ws: Workspace, plan: StudyPlan, progress: bool = False) -> None:
@@ -180,7 +180,7 @@ def restart_study(path: Path, options: RunOptions, wait: bool = False,
     backend = get_backend(backend_of(ws))
     with WorkspaceLock(ws.info, "restart") as lock:
         lock.acquire(wait)
-        return ws, backend.launch(ws, plan, dataclasses.replace(options, resume=True))
+        return ws, backend.launch(ws, plan, dataclasses.replace(options, resume=True, keep_claim=lock.keep))
 
 
 def backend_of(ws: Workspace) -> str:

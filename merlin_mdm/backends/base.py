@@ -31,6 +31,9 @@ class RunOptions:
     on_event: Callable[[str], None] | None = None  # receives one-line messages for the user
     signals: SignalWatch | None = None  # stop signals: the runner polls it and winds down when one arrives
     grace: float = 10.0  # seconds running tasks get to finish after a stop signal, before they are killed
+    # Called about once a second by a runner that holds the study: keeps its lock whole (WorkspaceLock.keep);
+    # returns a line for the user, or raises WorkspaceError when another runner took the study meanwhile.
+    keep_claim: Callable[[], str | None] | None = None
 
 
 @dataclass(frozen=True)

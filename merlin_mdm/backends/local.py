@@ -32,6 +32,7 @@ __all__ = ["LocalBackend"]
 
 MAX_LOST = 2  # a unit whose worker process dies is resubmitted this many times, then recorded as failed
 POLL_SECONDS = 0.2  # how soon the scheduler notices a stop signal while every worker is busy
+CLAIM_SECONDS = 1.0  # how often the scheduler checks that the study's lock file is still the one it holds
 
 
 @register_backend
@@ -124,6 +125,8 @@ class _Scheduler:
         self._bar_task: Any = None
         self.root_id = _identity(plan.workspace)  # the workspace's folder: a move or delete stops the study
         self.moved = False
+        self.claim_lost: str | None = None  # another runner took the study (its lock deleted under this one)
+        self.claim_checked = 0.0
 
     def run(self) -> RunReport:
         self.store.register(self.plan)
@@ -147,6 +150,8 @@ class _Scheduler:
                 self._loop(pool, tracker, ready, bar)
                 if self.moved:
                     self._stop_moved(pool)
+                if self.claim_lost is not None:
+                    self._stop_claimed(pool, self.claim_lost)
                 if watch is not None and watch.received:
                     return self._interrupt(pool, watch.received)
         except KeyboardInterrupt:  # only without a SignalWatch (library use)
@@ -163,7 +168,7 @@ class _Scheduler:
 
         # With a signal watch the wait wakes up a few times a second to notice a stop signal.
         timeout = POLL_SECONDS if self.options.signals is not None else None
-        while (ready or pool.busy()) and not self._signalled() and not self._moved():
+        while (ready or pool.busy()) and not self._signalled() and not self._moved() and not self._lost_claim():
             self._submit_ready(pool, tracker, ready)
             if not pool.busy():
                 continue
@@ -191,6 +196,45 @@ class _Scheduler:
         self.moved = self.moved or _identity(self.plan.workspace, self.root_id) != self.root_id
         return self.moved
 
+    def _lost_claim(self) -> bool:
+        """Whether another runner took the study: its lock file was deleted under this one, and taken by another
+        before this one took it again (:meth:`~merlin_mdm.study.lock.WorkspaceLock.keep`, asked once a second)."""
+        keep, now = self.options.keep_claim, time.monotonic()
+        if self.claim_lost is None and keep is not None and now - self.claim_checked >= CLAIM_SECONDS:
+            self.claim_checked = now
+            try:
+                said = keep()
+            except WorkspaceError as exc:
+                self.claim_lost = str(exc)
+            else:
+                if said:
+                    self._say(said)
+        return self.claim_lost is not None
+
+    def _stop_claimed(self, pool: WorkerPool, message: str) -> None:
+        """Another runner holds the study now: start nothing more, let running units end and record those that
+        finished (the study's state and its other units are the other runner's), then fail saying so.
+
+        Raises:
+            WorkspaceError: always.
+        """
+        self._say(f"{message}; running tasks finish")
+        pool.request_stop()
+        self._record_finished(pool)
+        pool.shutdown(interrupt=bool(self._signalled()))
+        raise WorkspaceError(message)
+
+    def _record_finished(self, pool: WorkerPool) -> None:
+        """Wait for the running units (a signal stops their tasks too) and record those whose every task ran."""
+        from merlin_mdm.backends import worker_pool
+
+        while pool.busy() and not self._signalled():
+            for event in pool.next_event(timeout=POLL_SECONDS):
+                if isinstance(event, worker_pool.Finished) and event.outcome.ok:
+                    self.in_flight.discard(event.key)
+                    with contextlib.suppress(MerlinMdmError):  # a deleted store: the done-markers tell restart
+                        self.store.unit_finished(event.key, event.outcome)
+
     def _stop_moved(self, pool: WorkerPool) -> None:
         """The workspace moved or was deleted: start nothing more, let running units end (their tasks write their
         done-markers in the moved folders), queue again what did not finish, then fail with what to do.
@@ -198,18 +242,12 @@ class _Scheduler:
         Raises:
             WorkspaceError: always.
         """
-        from merlin_mdm.backends import worker_pool
         from merlin_mdm.backends.execution import workspace_gone_message
 
         message = workspace_gone_message(self.plan.workspace)
         self._say(f"{message}; no new task starts, running ones finish")
         pool.request_stop()
-        while pool.busy() and not self._signalled():  # a signal now stops the running tasks too
-            for event in pool.next_event(timeout=POLL_SECONDS):
-                if isinstance(event, worker_pool.Finished) and event.outcome.ok:
-                    self.in_flight.discard(event.key)
-                    with contextlib.suppress(MerlinMdmError):  # a deleted store: the done-markers tell restart
-                        self.store.unit_finished(event.key, event.outcome)
+        self._record_finished(pool)
         pool.shutdown(interrupt=bool(self._signalled()))
         with contextlib.suppress(MerlinMdmError):  # the store moved with the workspace: it still records
             self._requeue(sorted(self.in_flight))

@@ -86,19 +86,60 @@ class WorkspaceLock:
         self.command = command
         self.record = record  # False: a look (status) keeps the last runner's name in the file
         self.fd: int | None = None
+        self.retaken: list[int] = []  # descriptors of the files taken again after the first was deleted (keep)
 
     def acquire(self, wait: bool = False, tries: int = _TRIES) -> None:
         """Take the lock; WorkspaceError naming the holder when another runner has it and ``wait`` is False."""
+        for _ in range(_TRIES):
+            fd = self._open()
+            try:
+                self._lock(fd, wait, tries)
+            except BaseException:
+                os.close(fd)
+                raise
+            if _same_file(fd, self.path) is not False:
+                break
+            os.close(fd)  # deleted or replaced between the open and the lock: a lock on it would hold nothing
+        else:
+            raise WorkspaceError(f"the workspace lock {self.path} keeps being deleted or replaced; find what does it "
+                                 "(a task of the study?)")
+        self.fd = fd
+        self._write_holder(fd)
+
+    def keep(self) -> str | None:
+        """Take the lock again when its file was deleted or replaced while it was held (a task's `rm` in
+        $(MERLIN_INFO)): a second runner would otherwise take a new file at once and run the study beside this one.
+        Returns what happened, for the user; None when nothing did. The first descriptor stays open (the runner's
+        forked workers hold it too), and a folder that is gone is for the runner's own move check.
+
+        Raises:
+            WorkspaceError: another process took the new file first: it holds the study now.
+        """
+        if self.fd is None or _same_file(self.retaken[-1] if self.retaken else self.fd, self.path) is not False:
+            return None
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            holder = LockHolder.read(self.path)
+            raise WorkspaceError(f"{self.path} was deleted while this runner held it (by a task?), and "
+                                 f"{holder or 'another process'} took the study since: this runner starts nothing "
+                                 "more; keep the study's tasks away from merlin_info/") from None
+        self.retaken.append(fd)
+        self._write_holder(fd)
+        return f"{self.path} was deleted while this runner held it (by a task?): taken again"
+
+    def _open(self) -> int:
+        try:
+            return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
             raise WorkspaceError(f"cannot open the workspace lock {self.path}: {exc.strerror}") from None
-        try:
-            self._lock(fd, wait, tries)
-        except BaseException:
-            os.close(fd)
-            raise
-        self.fd = fd
+
+    def _write_holder(self, fd: int) -> None:
         if self.record:
             holder = {"pid": os.getpid(), "host": os.uname().nodename, "command": self.command, "since": time.time()}
             os.ftruncate(fd, 0)
@@ -129,12 +170,27 @@ class WorkspaceLock:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+        while self.retaken:
+            os.close(self.retaken.pop())
 
     def __enter__(self) -> WorkspaceLock:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.release()
+
+
+def _same_file(fd: int, path: Path) -> bool | None:
+    """Whether ``path`` names the file open as ``fd``; None when that cannot be told (a passing error of a parallel
+    file system)."""
+    try:
+        named = os.stat(path)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return None
+    held = os.fstat(fd)
+    return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
 
 
 def lock_holder(info: Path) -> tuple[bool, LockHolder | None]:

@@ -150,3 +150,46 @@ def test_a_lock_held_by_the_tasks_of_a_killed_runner_says_the_runner_is_gone(tmp
                                              r".*which is gone \(they end within seconds\)"):
         WorkspaceLock(tmp_path, "restart").acquire(tries=1)
     held.release()
+
+
+def test_a_lock_file_deleted_while_held_is_taken_again_or_said_lost(tmp_path: Path) -> None:
+    holder = WorkspaceLock(tmp_path, "run")
+    holder.acquire()
+    assert holder.keep() is None  # nothing happened
+    (tmp_path / "runner.lock").unlink()
+    assert "was deleted while this runner held it (by a task?): taken again" in str(holder.keep())
+    assert holder.keep() is None  # the file taken again is the one it holds now
+    with pytest.raises(WorkspaceError, match="in use by `merlin-mdm run`"):
+        WorkspaceLock(tmp_path, "restart").acquire(tries=1)
+    (tmp_path / "runner.lock").unlink()
+    other = WorkspaceLock(tmp_path, "restart")
+    other.acquire(tries=1)  # a second runner took the new file before the first looked
+    with pytest.raises(WorkspaceError, match=r"took the study since: this runner starts nothing more"):
+        holder.keep()
+    other.release()
+    holder.release()
+    assert holder.retaken == [] and not lock_holder(tmp_path)[0]
+
+
+def test_a_task_that_deletes_the_runner_lock_does_not_let_a_restart_run_beside_the_runner(start,
+                                                                                          tmp_path: Path) -> None:
+    """The file was gone, so a `restart` made a new one, locked it and ran the study beside its runner (an outside
+    probe saw the unit run twice). The runner now takes the file again within a second."""
+    spec = spec_file(tmp_path, """
+        description: {name: lockrm, description: a task deletes the runner lock}
+        env: {variables: {OUTPUT_PATH: ./out}}
+        study:
+          - name: a
+            description: deletes the lock, then works a while
+            run: {cmd: "echo run >> runs.log; rm $(MERLIN_INFO)/runner.lock; touch deleted; sleep 5"}
+    """)
+    runner = start("run", str(spec), "--local")
+    wait_for(lambda: list((tmp_path / "out").glob("lockrm_*/a/deleted")), 60, "the task to delete the lock")
+    ws = next((tmp_path / "out").glob("lockrm_*"))
+    wait_for(lambda: (ws / "merlin_info" / "runner.lock").exists(), 10, "the runner to take the lock again")
+    rc, err = start("restart", str(ws)).finish()
+    assert rc == 1 and "is in use by `merlin-mdm run` (pid" in err, err
+    rc, err = runner.finish()
+    assert rc == 0 and "runner.lock was deleted while this runner held it (by a task?): taken again" in err, err
+    assert (ws / "a" / "runs.log").read_text() == "run\n"
+    assert status_json(ws)["state"] == "finished"
