@@ -224,14 +224,14 @@ def _settle(store: RedisStatusStore, deps: RedisDependencies, plan: StudyPlan, k
 
     A try after a failed one completes as a redelivery does (each step idempotent): the first may have recorded the
     unit, or counted it at its children, before it failed, and recording or counting it again returns nothing."""
-    try:
-        release(store, deps, record(store, deps, key, outcome), send)
-        return
-    except retry_on as exc:
-        log.warning("unit %s of %s ran; recording it failed (%s: %s), tried again in place", key.to_id(),
-                    store.workspace, type(exc).__name__, exc)
     first, longest = RECORD_RETRY_SECONDS
     try:
+        try:
+            release(store, deps, record(store, deps, key, outcome), send)
+            return
+        except retry_on as exc:
+            log.warning("unit %s of %s ran; recording it failed (%s: %s), tried again in place", key.to_id(),
+                        store.workspace, type(exc).__name__, exc)
         for tries in range(1, RECORD_TRIES + 1):
             time.sleep(min(longest, first * 2 ** (tries - 1)))
             try:

@@ -231,6 +231,26 @@ def test_recording_that_keeps_failing_is_left_to_the_task_s_retry(
     store.close()
 
 
+def test_a_pool_process_stopped_while_recording_gives_its_unit_back(redis_server: RedisFixture, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Billiard turns SIGTERM into SystemExit: stopped while recording, the unit stayed `running` and its
+    redelivery counted a worker death."""
+    from merlin_mdm.backends.celery import scheduling
+
+    plan, store, deps = _registered_study(redis_server, tmp_path, samples=2, more_steps="")
+
+    def stopped(key: UnitKey, outcome):  # type: ignore[no-untyped-def]
+        raise SystemExit(1)
+
+    monkeypatch.setattr(store, "record", stopped)
+    with pytest.raises(SystemExit):
+        scheduling.execute_unit(store, deps, plan, UnitKey(0, 0), lambda d: None)
+    assert store.units_in_flight() == []
+    (step,) = [s for s in store.snapshot().steps if s.step == "a"]
+    assert {k: v for k, v in step.counts.items() if v} == {"finished": 2}  # queued again, its markers counted
+    store.close()
+
+
 def test_a_redelivered_unit_is_counted_once(redis_server: RedisFixture, tmp_path: Path) -> None:
     from merlin_mdm.status.model import UnitOutcome
 
