@@ -333,6 +333,7 @@ def _expanded_spec(filled: str, spec: Spec, tokens: Mapping[str, str], base: Pat
     variables = _mapping_at(_mapping_at(doc, "env"), "variables")
     variables.update({name: tokens.get(name, value) for name, value in spec.env.variables})
     variables["OUTPUT_PATH"] = str(base)
+    _generated_parameters(doc, spec)
     merlin = doc.get("merlin")
     if spec.samples is not None and isinstance(merlin, dict) and isinstance(merlin.get("samples"), dict):
         given = Path(substitute(spec.samples.file, dict(tokens))).expanduser()
@@ -341,6 +342,16 @@ def _expanded_spec(filled: str, spec: Spec, tokens: Mapping[str, str], base: Pat
         return EXPANDED_HEAD + yaml.safe_dump(doc, sort_keys=False, width=120, allow_unicode=True)
     except (yaml.YAMLError, UnicodeError):
         return UNPARSED_HEAD + filled
+
+
+def _generated_parameters(doc: dict[Any, Any], spec: Spec) -> None:
+    """Parameters the study took from a generator (``--pgen``) replace the text's, as in Merlin's expanded spec:
+    started from it, `run` makes the same instances without the generator."""
+    written = doc.get("global.parameters")
+    names = set(written) if isinstance(written, dict) else set()
+    if names == {p.name for p in spec.parameters} or any(p.product for p in spec.parameters):
+        return  # the spec's own (a generator's are one zipped group, and replace them all)
+    doc["global.parameters"] = {p.name: {"values": list(p.values), "label": p.label} for p in spec.parameters}
 
 
 def _mapping_at(doc: dict[Any, Any], key: str) -> dict[Any, Any]:

@@ -355,6 +355,11 @@ def test_pgen_parameters_replace_the_spec_parameters(write_spec, tmp_path: Path)
     ws = workspace_of(result)
     assert sorted(p.name for p in (ws / "sim").iterdir()) == ["SEED.0", "SEED.1", "SEED.2"]
     assert (ws / "sim" / "SEED.2" / "s.txt").read_text() == "2\n"
+    expanded = ws / "merlin_info" / "spec.expanded.yaml"  # as Merlin's: the generated parameters, no generator
+    assert yaml.safe_load(expanded.read_text())["global.parameters"] == {"SEED": {"values": [0, 1, 2],
+                                                                                 "label": "SEED.%%"}}
+    again = merlin("run", str(expanded), "--local", "--dry", cwd=tmp_path)
+    assert again.returncode == 0 and "3 instance" in again.stdout + again.stderr, again.stdout + again.stderr
 
 
 def test_queueing_without_a_reachable_broker_writes_no_workspace(tmp_path: Path) -> None:
