@@ -347,11 +347,14 @@ def _expanded_spec(filled: str, spec: Spec, tokens: Mapping[str, str], base: Pat
 def _generated_parameters(doc: dict[Any, Any], spec: Spec) -> None:
     """Parameters the study took from a generator (``--pgen``) replace the text's, as in Merlin's expanded spec:
     started from it, `run` makes the same instances without the generator."""
+    made = {p.name: {"values": list(p.values), "label": p.label} for p in spec.parameters}
     written = doc.get("global.parameters")
-    names = set(written) if isinstance(written, dict) else set()
-    if names == {p.name for p in spec.parameters} or any(p.product for p in spec.parameters):
+    if any(p.product for p in spec.parameters) or (isinstance(written, dict) and {
+            name: {"values": entry.get("values") if isinstance(entry.get("values"), list) else [entry.get("values")],
+                   "label": entry.get("label")}
+            for name, entry in written.items() if isinstance(entry, dict)} == made):
         return  # the spec's own (a generator's are one zipped group, and replace them all)
-    doc["global.parameters"] = {p.name: {"values": list(p.values), "label": p.label} for p in spec.parameters}
+    doc["global.parameters"] = made
 
 
 def _mapping_at(doc: dict[Any, Any], key: str) -> dict[Any, Any]:
