@@ -187,6 +187,7 @@ def _run(node: Any, path: str, batch: BatchConfig, issues: IssueCollector, where
     named = {"cmd", "depends", "restart", "shell", "task_queue", "max_retries", "retry_delay", "nodes", "procs",
              "cores per task", "gpus", "walltime", "batch", "bind", "gpus per task", "num resource set",
              "launch_distribution", "launch distribution", "exit_on_error", *LAUNCHER_FLAG_KEYS}
+    _check_against_merlin(reader)
     return StepRun(
         cmd=reader.text("cmd", required=True) or "",
         depends=reader.strings("depends"),
@@ -204,6 +205,36 @@ def _run(node: Any, path: str, batch: BatchConfig, issues: IssueCollector, where
         launch=_launch_keys(reader),
         extra={k: v for k, v in reader.node.items() if k not in named},
     )
+
+
+MERLIN_PRIORITIES = ("held", "minimal", "low", "medium", "high", "expedited")  # Merlin 1.13's run.priority words
+
+
+def _check_against_merlin(reader: FieldReader) -> None:
+    """Run values Merlin 1.13 refuses: an empty `task_queue` or `shell` is an error here too (it ran on the queue
+    'merlin' and the default shell: a `$(Q)` that came out empty sent the tasks where no worker of theirs waits);
+    the ones that run here are notes (:meth:`IssueCollector.note`)."""
+    for key, what in (("task_queue", "a queue, or leave the key out for the default queue 'merlin'"),
+                      ("shell", "a shell such as /bin/bash, or leave the key out for the spec's shell")):
+        value = reader.node.get(key)
+        if isinstance(value, str) and not value.strip():
+            reader.issues.error(value_mark(reader.node, key), reader.sub(key), f"is empty: name {what} (Merlin "
+                                "refuses it too: \"empty string found as value\")")
+    notes = {
+        "max_retries": reader.node.get("max_retries") == 0 and "0 runs here (no retry); Merlin 1.13 refuses a "
+                       "max_retries below 1",
+        "depends": isinstance(reader.node.get("depends"), list)
+                   and len(set(map(str, reader.node["depends"]))) < len(reader.node["depends"])
+                   and "a step named twice runs here; Merlin 1.13 refuses it (\"Non-unique step names\"): name each "
+                       "once",
+        "priority": isinstance(reader.node.get("priority"), str) and not reader.node["priority"].startswith("$(")
+                    and reader.node["priority"].lower() not in MERLIN_PRIORITIES
+                    and f"{reader.node['priority']!r} runs here; Merlin 1.13 refuses it: use one of "
+                        f"{', '.join(MERLIN_PRIORITIES)} or a number in [0, 1]",
+    }
+    for key, message in notes.items():
+        if message:
+            reader.issues.note(value_mark(reader.node, key), reader.sub(key), str(message))
 
 
 def _launch_keys(reader: FieldReader) -> LaunchKeys:

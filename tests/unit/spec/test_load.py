@@ -311,3 +311,23 @@ def test_what_merlin_refuses_is_a_note_that_never_fails(tmp_path: Path) -> None:
     text = spec.read_text().replace("run: {cmd: 'echo", "description: a, run: {cmd: 'echo").replace("''", "b")
     spec.write_text(text)
     assert validate_study(spec, {})[0].notes == ()
+
+
+def test_run_values_merlin_refuses_are_errors_when_empty_and_notes_otherwise(tmp_path: Path) -> None:
+    """Each checked against Merlin 1.13's `run --dry --local` of the same spec (it refuses all five)."""
+    def load(run: str):  # type: ignore[no-untyped-def]
+        return load_spec_text("description: {name: s, description: d}\nstudy:\n"
+                              f"  - {{name: a, description: a, run: {{cmd: 'true', {run}}}}}\n"
+                              "  - {name: b, description: b, run: {cmd: 'true'}}\n", tmp_path / "s.yaml")
+
+    for run, key in (("task_queue: ''", "task_queue"), ("shell: ' '", "shell")):
+        with pytest.raises(SpecError, match=rf"study\[0\]\.run\.{key}: is empty: name .*Merlin refuses it too"):
+            load(run)
+    notes = {"max_retries: 0": "0 runs here (no retry); Merlin 1.13 refuses a max_retries below 1",
+             "depends: [b, b]": "a step named twice runs here; Merlin 1.13 refuses it",
+             "priority: urgent": "'urgent' runs here; Merlin 1.13 refuses it: use one of held, minimal"}
+    for run, message in notes.items():
+        loaded = load(run)
+        assert loaded.warnings == () and len(loaded.notes) == 1 and message in loaded.notes[0].message, loaded.notes
+    for fine in ("max_retries: 1", "depends: [b]", "priority: High", "priority: 0.5", "task_queue: q", "shell: sh"):
+        assert load(fine).notes == (), fine
