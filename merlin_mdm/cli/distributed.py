@@ -223,6 +223,12 @@ def _outcome(workspace: Path) -> str:
     try:
         snap = study_status(workspace)
     except MerlinMdmError as exc:
+        if not workspace.is_dir():
+            return (f"the workspace {workspace} was moved or deleted while the workers served it (they recorded "
+                    f"what was left as not run): move it back and `merlin-mdm restart {workspace}`")
+        if not (workspace / "merlin_info" / "plan.json").is_file():
+            return (f"{workspace}/merlin_info/plan.json was deleted while the workers served the study: no "
+                    "command can read it or restart it until the file is put back")
         return f"its status cannot be read: {exc}"
     bad = ", ".join(f"{n} {what}" for n, what in ((snap.count_failed, "failed"), (snap.count_not_run, "did not run"))
                     if n)

@@ -115,4 +115,9 @@ class Workspace:
             raise NoWorkspace(f"{half} is a workspace still being made (merlin_info/ has no {PLAN_FILE} yet): its "
                               "`run` is generating or reading the samples, or was killed doing so; if no `run` is "
                               "making it, nothing of it ran: delete it and run the spec again")
+        kept = next((c for c in (start, *start.parents) if (c / "merlin_info" / "backend").is_file()), None)
+        if kept is not None:  # a study of merlin-mdm (not Merlin's) lost its plan: by hand, a task, a scratch purge
+            raise NoWorkspace(f"{kept}/merlin_info/{PLAN_FILE} is missing (deleted?), so no command can read or "
+                              f"restart the study in {kept}: put the file back from a copy, or `merlin-mdm run` its "
+                              "spec (merlin_info/*.expanded.yaml holds it as it ran) for a new workspace")
         raise NoWorkspace(f"{path} is not inside a merlin-mdm workspace (no merlin_info/{PLAN_FILE} found)")

@@ -78,6 +78,10 @@ class LockHolder:
                    float(data.get("since", 0.0)))
 
 
+class _Unlockable(WorkspaceError):
+    """The file system refused the lock itself (not because another process holds it)."""
+
+
 class WorkspaceLock:
     """The runner lock of the workspace whose provenance directory is ``info``."""
 
@@ -87,9 +91,39 @@ class WorkspaceLock:
         self.record = record  # False: a look (status) keeps the last runner's name in the file
         self.fd: int | None = None
         self.retaken: list[int] = []  # descriptors of the files taken again after the first was deleted (keep)
+        self.folder_fd: int | None = None  # merlin_info/ itself, locked too where the file system allows it
 
     def acquire(self, wait: bool = False, tries: int = _TRIES) -> None:
-        """Take the lock; WorkspaceError naming the holder when another runner has it and ``wait`` is False."""
+        """Take the lock; WorkspaceError naming the holder when another runner has it and ``wait`` is False.
+
+        The folder merlin_info/ is locked first, where its file system locks folders (local ones do; NFS does
+        not): a task that deletes the lock file cannot let a second runner, or a `status` that takes the study
+        for dead, in beside this one."""
+        folder = self._lock_folder(wait, tries)
+        try:
+            self._lock_file(wait, tries)
+        except BaseException:
+            if folder is not None:
+                os.close(folder)
+            raise
+        self.folder_fd = folder
+
+    def _lock_folder(self, wait: bool, tries: int) -> int | None:
+        try:
+            fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            return None
+        try:
+            self._lock(fd, wait, tries)
+        except _Unlockable:
+            os.close(fd)
+            return None
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _lock_file(self, wait: bool, tries: int) -> None:
         for _ in range(_TRIES):
             fd = self._open()
             try:
@@ -147,7 +181,10 @@ class WorkspaceLock:
 
     def _lock(self, fd: int, wait: bool, tries: int) -> None:
         if wait:
-            fcntl.flock(fd, fcntl.LOCK_EX)  # interruptible: a signal handler that raises ends the wait
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)  # interruptible: a signal handler that raises ends the wait
+            except OSError as exc:
+                raise _Unlockable(f"cannot lock {self.path}: {exc.strerror}") from None
             return
         for attempt in range(tries):
             try:
@@ -155,7 +192,7 @@ class WorkspaceLock:
                 return
             except OSError as exc:
                 if exc.errno not in _BUSY:
-                    raise WorkspaceError(f"cannot lock {self.path}: {exc.strerror}") from None
+                    raise _Unlockable(f"cannot lock {self.path}: {exc.strerror}") from None
                 if attempt + 1 < tries:
                     time.sleep(0.05)
         holder = LockHolder.read(self.path)
@@ -172,6 +209,9 @@ class WorkspaceLock:
             self.fd = None
         while self.retaken:
             os.close(self.retaken.pop())
+        if self.folder_fd is not None:
+            os.close(self.folder_fd)
+            self.folder_fd = None
 
     def __enter__(self) -> WorkspaceLock:
         return self
@@ -193,10 +233,27 @@ def _same_file(fd: int, path: Path) -> bool | None:
     return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
 
 
+def _folder_held(info: Path) -> bool:
+    """Whether a runner holds the folder ``info`` locked (False where the file system does not lock folders)."""
+    try:
+        fd = os.open(info, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as exc:
+        return exc.errno in _BUSY
+    finally:
+        os.close(fd)
+    return False
+
+
 def lock_holder(info: Path) -> tuple[bool, LockHolder | None]:
     """(whether a live process holds the lock of ``info``, the holder recorded in the file)."""
     path = Path(info) / LOCK_FILE
     holder = LockHolder.read(path)
+    if _folder_held(Path(info)):
+        return True, holder
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:

@@ -483,3 +483,30 @@ def test_status_names_what_live_workers_lost_and_the_safe_way_to_get_it_back(
     assert sorted(p.read_text() for p in ws.glob("work/*/runs.log")) == ["0\n", "1\n", "2\n"]
     assert (ws / "funnel" / "runs.log").read_text() == "funnel\n"
     assert not broker.hexists("unacked", "lost-tag")
+
+
+@pytest.mark.parametrize("how", ["moved", "plan deleted"])
+def test_run_workers_until_done_ends_when_the_workspace_moves_or_loses_its_plan(
+        tmp_path: Path, redis_server: RedisFixture, start, how: str) -> None:  # noqa: F811
+    """An outside probe: after `mv WS`, `rm -rf WS` or `rm WS/merlin_info/plan.json` the workers went on recording
+    the study's units (not run, or finished), but `run-workers --until-done` read its status through plan.json,
+    could not, and served until SIGTERM: a batch allocation would have spent its walltime."""
+    queue = f"q{uuid.uuid4().hex[:10]}"
+    spec = spec_file(tmp_path, STUDY.format(queue=queue, nap="2"))
+    env = {"MERLIN_MDM_CONFIG": str(redis_server.app_yaml)}
+    ws = _queue(tmp_path, spec, env)
+    workers = start("run-workers", str(spec), "--until-done", str(ws), "--worker-args", "-c 2", env=env)
+    wait_for(lambda: len(list((ws / "work").glob("*/runs.log"))) >= 1, 60, "a task to start")
+    if how == "moved":
+        ws.rename(ws.with_name(ws.name + "_moved"))
+    else:
+        (ws / "merlin_info" / "plan.json").unlink()
+    rc, err = workers.finish(timeout=90)
+    assert rc == 0, err
+    assert "ended before the study was over" not in err, err
+    last = err.strip().splitlines()[-1]
+    if how == "moved":
+        assert last == (f"run-workers: the workspace {ws} was moved or deleted while the workers served it (they "
+                        f"recorded what was left as not run): move it back and `merlin-mdm restart {ws}`"), err
+    else:
+        assert last.startswith(f"run-workers: {ws}/merlin_info/plan.json was deleted while the workers served"), err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import threading
 from pathlib import Path
@@ -157,10 +158,16 @@ def test_a_lock_file_deleted_while_held_is_taken_again_or_said_lost(tmp_path: Pa
     holder.acquire()
     assert holder.keep() is None  # nothing happened
     (tmp_path / "runner.lock").unlink()
+    assert lock_holder(tmp_path)[0]  # the folder is held: `status` does not take the study for dead
+    with pytest.raises(WorkspaceError, match="in use by another process"):
+        WorkspaceLock(tmp_path, "restart").acquire(tries=1)
     assert "was deleted while this runner held it (by a task?): taken again" in str(holder.keep())
     assert holder.keep() is None  # the file taken again is the one it holds now
     with pytest.raises(WorkspaceError, match="in use by `merlin-mdm run`"):
         WorkspaceLock(tmp_path, "restart").acquire(tries=1)
+    assert holder.folder_fd is not None
+    os.close(holder.folder_fd)  # as on a file system that locks no folders (NFS): the file is all there is
+    holder.folder_fd = None
     (tmp_path / "runner.lock").unlink()
     other = WorkspaceLock(tmp_path, "restart")
     other.acquire(tries=1)  # a second runner took the new file before the first looked
@@ -174,7 +181,8 @@ def test_a_lock_file_deleted_while_held_is_taken_again_or_said_lost(tmp_path: Pa
 def test_a_task_that_deletes_the_runner_lock_does_not_let_a_restart_run_beside_the_runner(start,
                                                                                           tmp_path: Path) -> None:
     """The file was gone, so a `restart` made a new one, locked it and ran the study beside its runner (an outside
-    probe saw the unit run twice). The runner now takes the file again within a second."""
+    probe saw the unit run twice, even with the file taken again within a second). The runner locks merlin_info/
+    too, and takes the file again, which names it."""
     spec = spec_file(tmp_path, """
         description: {name: lockrm, description: a task deletes the runner lock}
         env: {variables: {OUTPUT_PATH: ./out}}
@@ -186,6 +194,9 @@ def test_a_task_that_deletes_the_runner_lock_does_not_let_a_restart_run_beside_t
     runner = start("run", str(spec), "--local")
     wait_for(lambda: list((tmp_path / "out").glob("lockrm_*/a/deleted")), 60, "the task to delete the lock")
     ws = next((tmp_path / "out").glob("lockrm_*"))
+    rc, err = start("restart", str(ws)).finish()  # at once: merlin_info/ itself is locked
+    assert rc == 1 and "is in use by " in err, err
+    assert status_json(ws)["state"] == "running"  # not taken for a dead runner's study
     wait_for(lambda: (ws / "merlin_info" / "runner.lock").exists(), 10, "the runner to take the lock again")
     rc, err = start("restart", str(ws)).finish()
     assert rc == 1 and "is in use by `merlin-mdm run` (pid" in err, err

@@ -20,7 +20,6 @@ import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
 
 from merlin_mdm.backends.celery.workers import COLD_STOP_SIGNAL, WorkerCommand
 from merlin_mdm.backends.execution import walltime_seconds
@@ -328,16 +327,19 @@ def study_over_check(workspace: Path, steps: Collection[str] | None = None,
     from merlin_mdm.backends.celery.backend import CeleryBackend
 
     ws = Workspace.find(workspace)
-    backend = CeleryBackend()
+    config = CeleryBackend().config(ws)
+    # Read once: a workspace moved or deleted while the workers serve it (they record its units not run), or a
+    # plan.json deleted, blinded the check and the allocation served on until its walltime.
+    keys_of = ws.load_plan().workspace
     last_said = [-LOST_RECORD_REPEAT]
 
     def check() -> bool:
         try:
-            store = backend.status_store(ws)
-        except MerlinMdmError:
+            store = RedisStatusStore(config.status.client(), keys_of)
+        except (MerlinMdmError, OSError):
             return False
         try:
-            return study_is_over(cast(RedisStatusStore, store), steps)
+            return study_is_over(store, steps)
         except StatusRecordLost as exc:
             if say is not None and time.monotonic() - last_said[0] >= LOST_RECORD_REPEAT:
                 last_said[0] = time.monotonic()

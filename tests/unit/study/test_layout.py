@@ -17,6 +17,11 @@ def test_a_workspace_is_found_from_a_folder_inside_it(tmp_path: Path) -> None:
     assert Workspace.find(tmp_path / "ws" / "step" / "X.1").root == (tmp_path / "ws").resolve()
     with pytest.raises(NoWorkspace, match="is not inside a merlin-mdm workspace"):
         Workspace.find(tmp_path)
+    (tmp_path / "ws" / "merlin_info" / "backend").write_text("celery\n")  # written when a study starts
+    (tmp_path / "ws" / "merlin_info" / "plan.json").unlink()
+    with pytest.raises(NoWorkspace, match=r"ws/merlin_info/plan.json is missing \(deleted\?\), so no command can read "
+                                          r"or restart the study in .*: put the file back from a copy"):
+        Workspace.find(tmp_path / "ws" / "step" / "X.1")
 
 
 def test_a_workspace_whose_making_never_ended_is_named_as_such(tmp_path: Path) -> None:
