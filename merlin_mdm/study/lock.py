@@ -96,9 +96,10 @@ class WorkspaceLock:
     def acquire(self, wait: bool = False, tries: int = _TRIES) -> None:
         """Take the lock; WorkspaceError naming the holder when another runner has it and ``wait`` is False.
 
-        The folder merlin_info/ is locked first, where its file system locks folders (local ones do; NFS does
-        not): a task that deletes the lock file cannot let a second runner, or a `status` that takes the study
-        for dead, in beside this one."""
+        The folder merlin_info/ is locked first (a folder lock holds on every machine of a local file system, on
+        NFS only on the machine that took it; one the file system refuses is skipped): a task that deletes the
+        lock file cannot let a second runner, or a `status` that takes the study for dead, in beside this one. A
+        look (``record`` False: `status`) never makes the file: a file that is gone says nothing of the runner."""
         folder = self._lock_folder(wait, tries)
         try:
             self._lock_file(wait, tries)
@@ -156,8 +157,8 @@ class WorkspaceLock:
         except OSError:
             return None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+            self._lock(fd, False, _TRIES)  # about half a second: a `status` may hold the new file briefly
+        except WorkspaceError:
             os.close(fd)
             holder = LockHolder.read(self.path)
             raise WorkspaceError(f"{self.path} was deleted while this runner held it (by a task?), and "
@@ -169,7 +170,12 @@ class WorkspaceLock:
 
     def _open(self) -> int:
         try:
-            return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            return os.open(self.path, os.O_RDWR | (os.O_CREAT if self.record else 0), 0o644)
+        except FileNotFoundError:
+            if self.record:
+                raise WorkspaceError(f"cannot open the workspace lock {self.path}: its folder is gone") from None
+            raise WorkspaceError(f"the workspace lock {self.path} is gone (deleted?): whether a runner holds the "
+                                 "study cannot be told") from None
         except OSError as exc:
             raise WorkspaceError(f"cannot open the workspace lock {self.path}: {exc.strerror}") from None
 
@@ -256,8 +262,8 @@ def lock_holder(info: Path) -> tuple[bool, LockHolder | None]:
         return True, holder
     try:
         fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return False, None
+    except FileNotFoundError:  # deleted (by a task?): a runner may hold it still, so the study is not taken
+        return True, None  # for a dead runner's (`restart`, which makes the file, resumes one whose runner died)
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except OSError as exc:

@@ -139,6 +139,7 @@ def test_a_lock_held_by_the_tasks_of_a_killed_runner_says_the_runner_is_gone(tmp
 
     dead = subprocess.Popen(["true"])
     dead.wait()
+    (tmp_path / LOCK_FILE).touch()  # written by the runner
     held = WorkspaceLock(tmp_path, "run", record=False)  # the task processes' inherited descriptor
     held.acquire()
     record = {"pid": dead.pid, "host": os.uname().nodename, "command": "run", "since": time.time()}
@@ -204,3 +205,19 @@ def test_a_task_that_deletes_the_runner_lock_does_not_let_a_restart_run_beside_t
     assert rc == 0 and "runner.lock was deleted while this runner held it (by a task?): taken again" in err, err
     assert (ws / "a" / "runs.log").read_text() == "run\n"
     assert status_json(ws)["state"] == "finished"
+
+
+def test_a_look_never_makes_a_deleted_lock_file_nor_takes_the_study_for_dead(tmp_path: Path) -> None:
+    """Where the folder lock holds on its own machine only (NFS, another host), a `status` that found runner.lock
+    deleted made a new one, took it, and recorded a live runner's study as interrupted (found by a review)."""
+    runner = WorkspaceLock(tmp_path, "run")
+    runner.acquire()
+    assert runner.folder_fd is not None
+    os.close(runner.folder_fd)  # as another host of an NFS mount sees it: no folder lock
+    runner.folder_fd = None
+    (tmp_path / "runner.lock").unlink()  # ... and a task deletes the file
+    assert lock_holder(tmp_path) == (True, None)  # held, or cannot be told: never taken for a dead runner's
+    with pytest.raises(WorkspaceError, match=r"is gone \(deleted\?\): whether a runner holds the study cannot be told"):
+        WorkspaceLock(tmp_path, "status", record=False).acquire(tries=1)
+    assert not (tmp_path / "runner.lock").exists()
+    runner.release()
