@@ -61,7 +61,7 @@ def aggregate_command(
     Every file that is missing, incomplete (a killed run), corrupt, truncated or not a metrics file is
     listed, here and in the results file's problems table; none is dropped silently.
     """
-    from merlin_mdm.errors import ResultsError
+    from merlin_mdm.errors import ResultsError, UsageError
     from merlin_mdm.results.aggregate import aggregate, default_outputs
 
     comm = None
@@ -69,6 +69,10 @@ def aggregate_command(
         from merlin_mdm.results.mpi_gather import world
 
         comm = world()
+    for option, path in (("--out", out), ("--csv", csv_path), ("--markdown", markdown_path), ("--plot", plot_path)):
+        if path is not None and not path.name:  # '' reads as '.': a folder, and no file name to derive from
+            raise UsageError(f"{option} {str(path)!r} names a folder: name the file to write (e.g. --out "
+                             "results.h5; the CSV, report and plot take its name by default)")
     notes = notes_path.read_text(encoding="utf-8") if notes_path is not None else ""
     command_text = _with_study_vars(command_text, sources)
     outputs = default_outputs(out, csv_path, markdown_path, plot_path, title, command_text, notes)

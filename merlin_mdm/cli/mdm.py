@@ -78,7 +78,7 @@ KNOB_HELP = "Task knob KEY=VALUE (repeatable), e.g. --knob nb=4 --knob bl=4."
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Checkpoint folder.")
 @click.option("--steps", default=1000, show_default=True, type=click.IntRange(1), help="Optimiser steps in total.")
 @click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1), help="Sequences per step.")
-@click.option("--lr", default=3e-3, show_default=True, type=FiniteRange(min=0, min_open=True),
+@click.option("--lr", default=3e-3, show_default=True, type=FiniteRange(min=0, min_open=True, max=1e30),
               help="Peak AdamW learning rate (linear warm-up, cosine decay to lr/10).")
 @click.option("--warmup", default=100, show_default=True, type=click.IntRange(0), help="Warm-up steps.")
 @click.option("--weight-decay", default=0.01, show_default=True, type=FiniteRange(min=0), help="AdamW decay.")
@@ -128,8 +128,8 @@ def train_command(task: str, knobs: tuple[str, ...], out: Path, resume: bool, qu
 
 def _int_list(text: str, option: str) -> list[int]:
     """'2,4,8' -> [2, 4, 8] (each >= 1)."""
-    try:
-        values = [int(part) for part in text.replace(" ", "").split(",") if part]
+    try:  # an empty item ('2,,4') is a typo, not a value to skip
+        values = [int(part) for part in text.replace(" ", "").split(",")]
     except ValueError:
         values = []
     if not values or min(values) < 1:

@@ -25,8 +25,9 @@ def _echo_progress(entry: dict[str, float]) -> None:
 
 def _budget_list(text: str) -> tuple[int, ...]:
     """'2,4,8' -> (2, 4, 8); '' -> ()."""
-    try:
-        return tuple(int(part) for part in text.replace(" ", "").split(",") if part)
+    text = text.replace(" ", "")
+    try:  # an empty item ('2,,4') is a typo, not a value to skip
+        return tuple(int(part) for part in text.split(",")) if text else ()
     except ValueError as err:
         raise click.BadParameter(f"expected integers separated by commas, got {text!r}",
                                  param_hint="--budgets") from err
@@ -89,7 +90,7 @@ def _budget_list(text: str) -> tuple[int, ...]:
               help="K posterior rollouts per example (leave-one-out baseline).")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1), help="Examples per step.")
 @click.option("--iterations", default=200, show_default=True, type=click.IntRange(1), help="Adam steps.")
-@click.option("--lr", default=3e-3, show_default=True, type=FiniteRange(min=0, min_open=True),
+@click.option("--lr", default=3e-3, show_default=True, type=FiniteRange(min=0, min_open=True, max=1e30),
               help="Adam learning rate of the policy and the posterior.")
 @click.option("--d-model", default=32, show_default=True, type=click.IntRange(2), help="Order network width.")
 @click.option("--layers", default=1, show_default=True, type=click.IntRange(0), help="Order network layers.")

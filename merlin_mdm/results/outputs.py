@@ -55,6 +55,7 @@ def check_outputs(outputs: Sequence[NamedOutput], discovery: Discovery) -> None:
         UsageError: one line naming the path, what it is and what to do; nothing has been written.
     """
     inputs = {os.path.realpath(discovery.resolve(name)): name for name in discovery.files}
+    _refuse_shared(outputs)
     for option, path in outputs:
         shown = inputs.get(os.path.realpath(path))
         if shown is not None:
@@ -66,6 +67,16 @@ def check_outputs(outputs: Sequence[NamedOutput], discovery: Discovery) -> None:
         if option == "--plot" and path.suffix.lower() != ".png":
             raise UsageError(f"{path}: {option}: the figure is written as PNG, with an SVG beside it; name a .png "
                              "file (nothing was written)")
+
+
+def _refuse_shared(outputs: Sequence[NamedOutput]) -> None:
+    """Two outputs named one path: the last written replaced the other (`--csv r.h5` left no results file)."""
+    seen: dict[str, str] = {}
+    for option, path in outputs:
+        first = seen.setdefault(os.path.realpath(path), option)
+        if first != option:
+            raise UsageError(f"{path}: {first} and {option} name the same file, and one would replace the other: "
+                             "name two paths (nothing was written)")
 
 
 def _root_attrs(path: Path) -> dict[str, object] | None:

@@ -129,6 +129,7 @@ def test_no_command_writes_over_another_kind_of_artefact(den: Path, tmp_path: Pa
     (["--knob", "tau=0.5", "--knob", "tau=0.6"], "knob tau is given twice"),
     (["--knob", "tau=0.5", "--sweep", "tau=0.6,0.7"], "both fixed (--knob) and swept (--sweep)"),
     (["--steps", "2,2"], "--steps 2,2: a value is given twice"),
+    (["--steps", "2,,4"], "--steps expects positive integers separated by commas, got '2,,4'"),
     (["--policy", "somewhere"], "takes no policy"),
     (["--knob", "tau=nan"], "'nan' is not a finite number"),
     (["--sweep", "tau=0.5,inf"], "'inf' is not a finite number"),
@@ -268,3 +269,14 @@ def test_a_diverged_order_training_fails_and_saves_no_policy(den: Path, tmp_path
                   *kind, "--out", str(out))
     assert result.exit_code == 2 and "train-order diverged" in result.output, (result.output, result.exception)
     assert not (out / "policy.pt").exists()
+
+
+def test_a_learning_rate_past_any_sense_and_an_empty_budget_are_usage_errors(den: Path, tmp_path: Path) -> None:
+    """`--lr 1e300` (past float32) ended in torch's overflow traceback; `--budgets 2,,4` read as 2,4 (an outside
+    probe). A large learning rate that float32 holds is a divergence, said as one (the tests above)."""
+    train = _mdm("train", *TINY, "--steps", "2", "--lr", "1e300", "--out", str(tmp_path / "d"))
+    assert train.exit_code == 2 and "1e+300 is not in the range 0<x<=1e+30" in train.output, train.output
+    order = _mdm("train-order", "--denoiser", str(den), "--budget", "2", "--budgets", "2,,4", "--out",
+                 str(tmp_path / "p"))
+    assert order.exit_code == 2 and "expected integers separated by commas, got '2,,4'" in order.output, order.output
+    assert not (tmp_path / "d").exists() and not (tmp_path / "p").exists()

@@ -55,6 +55,24 @@ def test_an_output_naming_an_input_is_refused_and_nothing_written(tmp_path: Path
     assert not (tmp_path / "o" / "r.h5").exists()
 
 
+@pytest.mark.parametrize("args", [["--csv", "R.h5"], ["--markdown", "R.csv"], ["--plot", "x.png", "--csv", "x.svg"]])
+def test_two_outputs_naming_one_file_are_refused_and_nothing_written(tmp_path: Path, make_run: MakeRun,
+                                                                     args: list[str]) -> None:
+    """`--csv r.h5` wrote the CSV over the results file, and exit 0 (an outside probe)."""
+    _two_runs(tmp_path / "g", make_run)
+    named = [str(tmp_path / a) if a[0] != "-" else a for a in args]
+    result = CliRunner().invoke(aggregate_command, [str(tmp_path / "g"), "--out", str(tmp_path / "R.h5"), *named])
+    assert isinstance(result.exception, UsageError) and result.exception.exit_code == 2, result.output
+    assert "name the same file, and one would replace the other" in str(result.exception)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g"]
+
+
+def test_an_empty_output_name_is_a_usage_error(tmp_path: Path, make_run: MakeRun) -> None:
+    _two_runs(tmp_path / "g", make_run)
+    result = CliRunner().invoke(aggregate_command, [str(tmp_path / "g"), "--out", ""])
+    assert isinstance(result.exception, UsageError) and "--out '.' names a folder" in str(result.exception)
+
+
 def test_a_metrics_file_outside_the_sources_is_not_replaced(tmp_path: Path, make_run: MakeRun) -> None:
     _two_runs(tmp_path / "g", make_run)
     other = make_run(tmp_path / "elsewhere" / "keep.h5", seed=5)
