@@ -122,6 +122,10 @@ def load_policy(directory: str | Path) -> LoadedPolicy:
     where = Path(directory)
     pt, meta_path = where / POLICY_FILE, where / META_FILE
     if not pt.is_file():
+        if (where / "train-state.pt").is_file():  # resume.STATE_FILE: a training stopped before its end
+            raise MdmError(f"no order policy at {where} yet: its training was stopped before it ended "
+                           "(train-state.pt is there); run the same `merlin-mdm mdm train-order` command again to "
+                           "continue it")
         held = " (it holds a denoiser: pass that as --checkpoint/--denoiser)" if (where / "denoiser.pt").is_file() \
             else ""
         raise MdmError(f"no order policy at {where}: {POLICY_FILE} is missing{held} (train one with "

@@ -100,3 +100,14 @@ def test_a_state_of_another_recipe_or_a_damaged_one_is_not_continued(tmp_path) -
     assert state is None and "cannot be read" in str(why_not)
     TrainingStateFile(tmp_path, mine, 10).remove()
     assert not (tmp_path / STATE_FILE).exists()
+
+
+def test_a_policy_whose_training_was_stopped_says_how_to_continue_it(tmp_path) -> None:
+    """It said `policy.pt is missing (train one with mdm train-order)`, as of a folder never trained (a probe)."""
+    from merlin_mdm.errors import MdmError
+    from merlin_mdm.mdm.order.checkpoint import load_policy
+
+    TrainingStateFile(tmp_path, "abc", every=0).save({"iteration": 3})
+    with pytest.raises(MdmError, match=r"its training was stopped before it ended \(train-state.pt is there\); run the "
+                                       r"same `merlin-mdm mdm train-order` command again to continue it"):
+        load_policy(tmp_path)
