@@ -153,8 +153,8 @@ class WorkspaceLock:
         if self.fd is None or _same_file(self.retaken[-1] if self.retaken else self.fd, self.path) is not False:
             return None
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError:
+            fd = self._open()
+        except WorkspaceError:
             return None
         try:
             self._lock(fd, False, _TRIES)  # about half a second: a `status` may hold the new file briefly

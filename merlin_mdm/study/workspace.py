@@ -348,13 +348,17 @@ def _generated_parameters(doc: dict[Any, Any], spec: Spec) -> None:
     """Parameters the study took from a generator (``--pgen``) replace the text's, as in Merlin's expanded spec:
     started from it, `run` makes the same instances without the generator."""
     made = {p.name: {"values": list(p.values), "label": p.label} for p in spec.parameters}
-    written = doc.get("global.parameters")
-    if any(p.product for p in spec.parameters) or (isinstance(written, dict) and {
-            name: {"values": entry.get("values") if isinstance(entry.get("values"), list) else [entry.get("values")],
-                   "label": entry.get("label")}
-            for name, entry in written.items() if isinstance(entry, dict)} == made):
+    if any(p.product for p in spec.parameters) or _written_parameters(doc.get("global.parameters")) == made:
         return  # the spec's own (a generator's are one zipped group, and replace them all)
     doc["global.parameters"] = made
+
+
+def _written_parameters(node: Any) -> dict[Any, Any]:
+    """The text's `global.parameters` in the shape of :func:`_generated_parameters`' (a lone value as a list)."""
+    if not isinstance(node, dict):
+        return {}
+    return {name: {"values": values if isinstance(values := entry.get("values"), list) else [values],
+                   "label": entry.get("label")} for name, entry in node.items() if isinstance(entry, dict)}
 
 
 def _mapping_at(doc: dict[Any, Any], key: str) -> dict[Any, Any]:
