@@ -13,12 +13,14 @@ from typing import TYPE_CHECKING
 
 import click
 
+from merlin_mdm.cli.paths import GivenPath
+
 if TYPE_CHECKING:
     from merlin_mdm.results.aggregate import AggregateReport
 
 __all__ = ["aggregate_command"]
 
-_PATH = click.Path(dir_okay=False, path_type=Path)
+_PATH = GivenPath(dir_okay=False, path_type=Path)
 
 
 @click.command("aggregate")
@@ -61,7 +63,7 @@ def aggregate_command(
     Every file that is missing, incomplete (a killed run), corrupt, truncated or not a metrics file is
     listed, here and in the results file's problems table; none is dropped silently.
     """
-    from merlin_mdm.errors import ResultsError, UsageError
+    from merlin_mdm.errors import ResultsError
     from merlin_mdm.results.aggregate import aggregate, default_outputs
 
     comm = None
@@ -69,10 +71,6 @@ def aggregate_command(
         from merlin_mdm.results.mpi_gather import world
 
         comm = world()
-    for option, path in (("--out", out), ("--csv", csv_path), ("--markdown", markdown_path), ("--plot", plot_path)):
-        if path is not None and not path.name:  # '' reads as '.': a folder, and no file name to derive from
-            raise UsageError(f"{option} {str(path)!r} names a folder: name the file to write (e.g. --out "
-                             "results.h5; the CSV, report and plot take its name by default)")
     notes = notes_path.read_text(encoding="utf-8") if notes_path is not None else ""
     command_text = _with_study_vars(command_text, sources)
     outputs = default_outputs(out, csv_path, markdown_path, plot_path, title, command_text, notes)
@@ -122,8 +120,8 @@ def _render(report: AggregateReport) -> None:
     # markup=False, Text cells: a path is printed as it is (`[/red]` in one ended aggregate in a MarkupError, and
     # `study[ab]_1.out` was shown as `study_1.out`)
     console.print(f"Aggregated {report.table.n_rows} runs from {report.n_files} files into "
-                  f"{report.outputs.results}" + (f" (and {', '.join(written)})" if written else ""), soft_wrap=True,
-                  markup=False, highlight=False)
+                  f"{report.outputs.results}" + (f" (and {', '.join(written)})" if written else "") +
+                  _replaced(report), soft_wrap=True, markup=False, highlight=False)
     if report.table.problems:
         table = Table(title=f"{len(report.table.problems)} files not used", title_justify="left")
         for name in ("file", "kind", "why"):
@@ -131,6 +129,13 @@ def _render(report: AggregateReport) -> None:
         for problem in report.table.problems:
             table.add_row(Text(problem.path), Text(problem.kind), Text(problem.message))
         console.print(table)
+
+
+def _replaced(report: AggregateReport) -> str:
+    """Said when an earlier results file was written over (a study's aggregate run again does it on purpose)."""
+    if report.replaced_runs is None:
+        return ""
+    return f"; it replaced the earlier results file there ({report.replaced_runs} runs)"
 
 
 def _render_json(report: AggregateReport) -> None:
@@ -143,6 +148,7 @@ def _render_json(report: AggregateReport) -> None:
         "outputs": outputs,
         "problems": [asdict(problem) for problem in report.table.problems],
         "mixed_denoisers": list(report.mixed_denoisers),
+        "replaced_runs": report.replaced_runs,
     }
     click.echo(json.dumps(payload, indent=2, sort_keys=True))
 

@@ -8,7 +8,11 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from merlin_mdm.errors import UsageError
+
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from merlin_mdm.results.paired import Difference, LineSummary, PairedComparison
 
 __all__ = ["compare"]
@@ -43,14 +47,26 @@ def compare(first: str, others: tuple[str, ...], as_json: bool, other_denoisers:
       merlin-mdm compare L='m/learned_*.h5' EB='m/eb_*.h5' TH='m/thr_*.h5'   named lines, two comparisons
       merlin-mdm compare 'm/learned_*.h5' 'm/eb_*.h5' --json                 for scripts
     """
-    from merlin_mdm.results.paired import compare_lines, load_line
+    from merlin_mdm.results.paired import compare_lines, load_line, split_label
 
+    _refuse_shared_labels([first, *others], split_label)
     head = load_line(first)
     result = compare_lines(head, [load_line(argument) for argument in others], other_denoisers)
     if as_json:
         click.echo(json.dumps(_payload(result), indent=2, sort_keys=True))
     else:
         _render(result)
+
+
+def _refuse_shared_labels(arguments: list[str], split_label: Callable[[str], tuple[str, str]]) -> None:
+    """Two lines under one name (`A=x A=y`, or one pattern given twice) made a table no reader could tell apart."""
+    seen: dict[str, str] = {}
+    for argument in arguments:
+        label, _ = split_label(argument)
+        if label in seen:
+            raise UsageError(f"two lines are named {label!r} ({seen[label]!r} and {argument!r}): give each line "
+                             "its own NAME=PATTERN")
+        seen[label] = argument
 
 
 def _render(result: PairedComparison) -> None:

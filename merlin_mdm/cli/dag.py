@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from merlin_mdm.cli.paths import GivenPath
 from merlin_mdm.errors import BackendError, UsageError
 
 __all__ = ["dag"]
@@ -16,7 +17,7 @@ __all__ = ["dag"]
 @click.argument("spec", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["both", "dot", "mermaid"]), default="both", show_default=True,
               help="Which text to print.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("-o", "--output", type=GivenPath(dir_okay=False, path_type=Path),
               help="Write the graph here instead: .dot, .mmd, or .svg/.png (needs Graphviz's `dot`).")
 def dag(spec: Path, fmt: str, output: Path | None) -> None:
     """Draw the step graph of SPEC: DOT (Graphviz) and Mermaid text; funnels (`step_*`) are dashed.

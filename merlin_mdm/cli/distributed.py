@@ -18,6 +18,7 @@ from typing import cast
 
 import click
 
+from merlin_mdm.cli.paths import GivenPath
 from merlin_mdm.errors import MerlinMdmError, UsageError
 from merlin_mdm.signals import SignalWatch, parent_death_signal, parse_signal, watch_signals
 
@@ -262,7 +263,7 @@ def _visibility_env(spec: Path) -> dict[str, str]:
 @click.argument("spec", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--queues", multiple=True, help="Queues to show (default: those of SPEC, else 'merlin').")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option("--dump", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--dump", type=GivenPath(dir_okay=False, path_type=Path),
               help="Also write the table to this .csv or .json file (Merlin's `queue-info --dump`).")
 @_vars_opt
 def queue_info(spec: Path | None, queues: tuple[str, ...], as_json: bool, dump: Path | None,

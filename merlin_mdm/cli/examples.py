@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 import yaml
 
+from merlin_mdm.cli.paths import GivenPath
 from merlin_mdm.errors import UsageError
 
 __all__ = ["example", "list_examples"]
@@ -31,7 +32,7 @@ def list_examples() -> dict[str, str]:
 
 @click.command(context_settings={"ignore_unknown_options": False})
 @click.argument("name")
-@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path),
+@click.option("-o", "--output", type=GivenPath(file_okay=False, path_type=Path),
               help="Where to copy it [default: ./NAME].")
 def example(name: str, output: Path | None) -> None:
     """Copy the example study NAME into ./NAME (`merlin-mdm example list` shows them).

@@ -18,6 +18,7 @@ import click
 from merlin_mdm.cli.mdm_device import device_option
 from merlin_mdm.cli.mdm_order import order_diagnostic, train_order
 from merlin_mdm.cli.numbers import FiniteRange
+from merlin_mdm.cli.paths import GivenPath
 from merlin_mdm.errors import UsageError
 
 __all__ = ["mdm", "parse_knobs", "warn_other_denoiser"]
@@ -75,7 +76,7 @@ KNOB_HELP = "Task knob KEY=VALUE (repeatable), e.g. --knob nb=4 --knob bl=4."
 @mdm.command("train")
 @click.option("--task", default="blocks", show_default=True, help="Task name: blocks, sudoku, arith or addition.")
 @click.option("--knob", "knobs", multiple=True, metavar="KEY=VALUE", help=KNOB_HELP)
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Checkpoint folder.")
+@click.option("--out", required=True, type=GivenPath(file_okay=False, path_type=Path), help="Checkpoint folder.")
 @click.option("--steps", default=1000, show_default=True, type=click.IntRange(1), help="Optimiser steps in total.")
 @click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1), help="Sequences per step.")
 @click.option("--lr", default=3e-3, show_default=True, type=FiniteRange(min=0, min_open=True, max=1e30),
@@ -149,14 +150,14 @@ def _sweeps(pairs: tuple[str, ...]) -> list[dict[str, Any]]:
 
 
 @mdm.command("eval")
-@click.option("--checkpoint", required=True, type=click.Path(file_okay=False, path_type=Path),
+@click.option("--checkpoint", required=True, type=GivenPath(file_okay=False, path_type=Path),
               help="Denoiser checkpoint folder (from `mdm train`).")
 @click.option("--sampler", required=True, help="Sampler name (see `merlin-mdm mdm samplers`).")
 @click.option("--knob", "knobs", multiple=True, metavar="KEY=VALUE",
               help="Sampler knob (repeatable), e.g. --knob tau=0.9; every sampler takes blocks=N (semi-AR).")
 @click.option("--sweep", "sweeps", multiple=True, metavar="KEY=V1,V2,...",
               help="Evaluate a sampler knob at several values (one run each; --out names {KEY}).")
-@click.option("--policy", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--policy", type=GivenPath(file_okay=False, path_type=Path),
               help="Learned-order policy folder (for --sampler learned).")
 @click.option("--steps", "steps_text", required=True, metavar="T[,T...]",
               help="Step budget T (a maximum if adaptive); several, e.g. 2,4,8, make one run each (--out names "
@@ -168,7 +169,7 @@ def _sweeps(pairs: tuple[str, ...]) -> list[dict[str, Any]]:
               help="Token sampling temperature; 0 = argmax.")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(0), help="torch threads (0: auto).")
 @device_option
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--out", required=True, type=GivenPath(dir_okay=False, path_type=Path),
               help="metrics.h5 to write; with several runs a pattern such as m/T{steps}_tau{tau}.h5.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print each run's file and attributes as one JSON object per line (JSON Lines) on stdout.")

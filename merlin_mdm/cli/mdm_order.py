@@ -12,6 +12,7 @@ import click
 
 from merlin_mdm.cli.mdm_device import device_option
 from merlin_mdm.cli.numbers import FiniteRange
+from merlin_mdm.cli.paths import GivenPath
 from merlin_mdm.errors import UsageError
 from merlin_mdm.signals import watch_signals
 
@@ -34,7 +35,7 @@ def _budget_list(text: str) -> tuple[int, ...]:
 
 
 @click.command("train-order")
-@click.option("--denoiser", "denoiser_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+@click.option("--denoiser", "denoiser_dir", required=True, type=GivenPath(file_okay=False, path_type=Path),
               help="Denoiser checkpoint directory (from `merlin-mdm mdm train`).")
 @click.option("--budget", required=True, type=click.IntRange(2),
               help="T: denoiser calls per sequence (with --budgets: the budget of the quick check).")
@@ -59,7 +60,7 @@ def _budget_list(text: str) -> tuple[int, ...]:
                    "return differences then mostly reflect their orders, not token luck: try it when the score "
                    "depends on sampled tokens (--token-temperature > 0) and the gradient is noisy. Groups get "
                    "independent noise; no effect at temperature 0.")
-@click.option("--init-policy", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--init-policy", type=GivenPath(file_okay=False, path_type=Path),
               help="Start from this trained policy (e.g. an ELBO-trained one) instead of fresh networks. The "
                    "lineage (stage, and the starting policy's recipe as a digest, never its path) is recorded in "
                    "meta.json and appears in the evaluation's method label, e.g. stage=2, init=imitate-3f9a0c.")
@@ -80,7 +81,7 @@ def _budget_list(text: str) -> tuple[int, ...]:
               help="Multiplies the prior's stop margin instead of --prior-scale: a sharp stop (e.g. 30) with soft "
                    "picks (--prior-scale 1) gives rollouts that stop where the heuristic does while their picks "
                    "explore. Default: --prior-scale.")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+@click.option("--out", "out_dir", required=True, type=GivenPath(file_okay=False, path_type=Path),
               help="Where policy.pt and meta.json are written.")
 @click.option("--tau", default=0.1, show_default=True, type=FiniteRange(min=0, min_open=True),
               help="Posterior temperature: q_i = exp((s_i - max s) / tau).")
@@ -166,13 +167,13 @@ def train_order(denoiser_dir: Path, budget: int, budgets: str, nfe_penalty: floa
 
 
 @click.command("order-diagnostic")
-@click.option("--checkpoint", required=True, type=click.Path(file_okay=False, path_type=Path),
+@click.option("--checkpoint", required=True, type=GivenPath(file_okay=False, path_type=Path),
               help="Denoiser checkpoint folder.")
-@click.option("--policy", required=True, type=click.Path(file_okay=False, path_type=Path), help="Policy folder.")
+@click.option("--policy", required=True, type=GivenPath(file_okay=False, path_type=Path), help="Policy folder.")
 @click.option("--steps", required=True, type=click.IntRange(1), help="Step budget T.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Picks the examples and the draws.")
 @click.option("--n-examples", default=500, show_default=True, type=click.IntRange(1), help="Examples N.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--out", required=True, type=GivenPath(dir_okay=False, path_type=Path),
               help="metrics.h5 of the shuffled run (its diag.* attributes hold the figures).")
 @device_option
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")

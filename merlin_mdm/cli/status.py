@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from merlin_mdm.cli.paths import GivenPath
+
 if TYPE_CHECKING:
     from merlin_mdm.status.detail import TaskRow
     from merlin_mdm.status.model import StudySnapshot
@@ -18,7 +20,7 @@ if TYPE_CHECKING:
 __all__ = ["detailed_status", "status"]
 
 _output_opt = click.option(
-    "-o", "--output-path", "output", type=click.Path(file_okay=False, path_type=Path),
+    "-o", "--output-path", "output", type=GivenPath(file_okay=False, path_type=Path),
     help="Where to look for the workspaces of a spec TARGET instead of its OUTPUT_PATH (Merlin's -o); not used when "
          "TARGET is a workspace.")
 _no_prompts_opt = click.option(
@@ -29,7 +31,7 @@ _no_prompts_opt = click.option(
 @click.command()
 @click.argument("target", type=click.Path(exists=True, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
-@click.option("--dump", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--dump", type=GivenPath(dir_okay=False, path_type=Path),
               help="Write one entry per task to this .csv or .json file, in Merlin's `status --dump` format, instead "
                    "of showing the table; with --json the JSON is still printed.")
 @_output_opt
@@ -196,7 +198,7 @@ def _noted(snap: StudySnapshot, note: str) -> StudySnapshot:
 @click.option("--workers", "workers", multiple=True,
               help="Only the tasks of the steps this worker group (merlin.resources.workers) serves; repeatable.")
 @click.option("--max-tasks", type=click.IntRange(1), help="Show at most this many tasks.")
-@click.option("--dump", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--dump", type=GivenPath(dir_okay=False, path_type=Path),
               help="Write the tasks to a .csv or .json file, in Merlin's `--dump` format, instead of printing them.")
 @_output_opt
 @click.option("--disable-pager", is_flag=True, help="Accepted for Merlin's scripts; merlin-mdm never pages.")

@@ -301,7 +301,8 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, quiet: bool =
     """
     configure_threads(cfg.threads)
     device = resolve_device(cfg.device)
-    make_task(cfg.task, **dict(cfg.task_knobs))  # a bad knob is refused before --out is created (left empty)
+    # a bad knob or model shape is refused before --out is created or anything in it is said to be replaced
+    cfg.model_config(make_task(cfg.task, **dict(cfg.task_knobs)))
     resume = _resumes(Path(out), resume, notify)
     _check_out(Path(out), resume, notify)
     run = _Run(cfg, Path(out), resume, device)

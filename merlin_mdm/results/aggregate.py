@@ -20,7 +20,7 @@ from merlin_mdm.errors import ResultsError
 from merlin_mdm.results.collect import Discovery, Problem, Row, discover_all
 from merlin_mdm.results.guarded import load_guarded
 from merlin_mdm.results.mpi_gather import ROOT, broadcast_discovery, gather_loaded
-from merlin_mdm.results.outputs import check_outputs, output_lock, replaceable, staged_writes
+from merlin_mdm.results.outputs import check_outputs, earlier_runs, output_lock, replaceable, staged_writes
 from merlin_mdm.results.plots import plot_accuracy_vs_nfe
 from merlin_mdm.results.report import render_report
 from merlin_mdm.results.results_file import write_results
@@ -80,12 +80,14 @@ class AggregateReport:
         n_files: files examined (plus expected files found missing).
         table: the run table and its problems.
         summary: the Table 1 rows.
+        replaced_runs: the runs of the earlier results file this one replaced (None: there was none).
     """
 
     outputs: AggregateOutputs
     n_files: int
     table: RunTable
     summary: tuple[SummaryRow, ...]
+    replaced_runs: int | None = None
 
     @property
     def mixed_denoisers(self) -> tuple[str, ...]:
@@ -204,8 +206,9 @@ def _finish(
         raise ResultsError(_nothing_usable(source, table.problems))
     draws = bootstrap_groups(table)
     summary = summarize_runs(table, draws)
+    replaced = earlier_runs(outputs.results)  # under the output lock: no other aggregation writes it meanwhile
     _write_outputs(outputs, source, table, summary, draws)
-    return AggregateReport(outputs, len(discovery.files) + len(discovery.problems), table, summary)
+    return AggregateReport(outputs, len(discovery.files) + len(discovery.problems), table, summary, replaced)
 
 
 def _write_outputs(outputs: AggregateOutputs, source: str, table: RunTable, summary: tuple[SummaryRow, ...],

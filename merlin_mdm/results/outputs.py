@@ -22,12 +22,14 @@ import signal
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
+
 from merlin_mdm.errors import ResultsError, UsageError
 from merlin_mdm.results.collect import Discovery
 from merlin_mdm.results.metrics import RESULTS_FILE_KIND, has_hdf5_signature, is_temporary_name, open_h5
 from merlin_mdm.signals import STOP_SIGNALS
 
-__all__ = ["StagedWrites", "check_outputs", "output_lock", "replaceable", "staged_writes"]
+__all__ = ["StagedWrites", "check_outputs", "earlier_runs", "output_lock", "replaceable", "staged_writes"]
 
 NamedOutput = tuple[str, Path]
 """An output path and the option that names it (``--out``, ``--csv``, ...), for messages."""
@@ -46,6 +48,15 @@ def replaceable(path: Path) -> bool:
     if path.name.endswith(".h5") or is_temporary_name(path.name) or has_hdf5_signature(path):
         return _file_kind(path) == RESULTS_FILE_KIND
     return True
+
+
+def earlier_runs(path: Path) -> int | None:
+    """The runs an earlier results file at ``path`` holds (what writing replaces, said to the user); None when
+    there is none."""
+    if not path.is_file() or _file_kind(path) != RESULTS_FILE_KIND:
+        return None
+    runs = np.asarray((_root_attrs(path) or {}).get("n_runs", 0)).reshape(-1)  # stored as a 1-element array
+    return int(runs[0]) if runs.size == 1 and np.issubdtype(runs.dtype, np.integer) else 0
 
 
 def check_outputs(outputs: Sequence[NamedOutput], discovery: Discovery) -> None:

@@ -9,9 +9,10 @@ selector's best iterate, the training log and the seconds spent. Run again with 
 run's: the same networks, draws and Adam steps (a test checks it).
 
 The state is keyed by a fingerprint of the recipe (every training argument) and of the denoiser (its checkpoint
-id) and task: a state written for anything else is never continued; the run starts from iteration 0 and says
-so. The file is written to a temporary name and renamed, so a kill leaves the previous state whole; it is removed
-once the policy is saved.
+id) and task: a state written for anything else is never continued, and never thrown away either: the run is
+refused, naming the arguments that differ (as ``mdm train`` refuses to resume another recipe); a damaged file is
+started over, saying so. The file is written to a temporary name and renamed, so a kill leaves the previous state
+whole; it is removed once the policy is saved.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 
 import torch
 
+from merlin_mdm.errors import MdmError
 from merlin_mdm.mdm.order.checkpoint import atomic_write
 
 __all__ = ["STATE_FILE", "TrainingStateFile", "recipe_facts", "recipe_fingerprint"]
@@ -87,19 +89,27 @@ class TrainingStateFile:
         atomic_write(self.path, lambda tmp: torch.save(blob, tmp))
 
     def load(self) -> tuple[dict[str, Any] | None, str | None]:
-        """(the saved state, None) when one of this recipe is there; (None, why not) otherwise (None: no file)."""
+        """(the saved state, None) when one of this recipe is there; (None, why not) for a damaged file; (None,
+        None) for no file.
+
+        Raises:
+            MdmError: the state is of another recipe or denoiser (continuing it, or starting over, would lose a
+                stopped run's iterations without a word).
+        """
         if not self.path.is_file():
             return None, None
         try:
             blob = torch.load(self.path, map_location="cpu", weights_only=True)
         except Exception as exc:  # a foreign or damaged file: say so and start over, never crash on it
             return None, f"{self.path} cannot be read ({type(exc).__name__}); starting from iteration 0"
-        if not isinstance(blob, dict) or blob.get("fingerprint") != self.fingerprint:
-            what = _differences(blob.get("facts"), self.facts) if isinstance(blob, dict) else ""
-            return None, (f"{self.path} was saved by another recipe or denoiser ({what or 'other arguments'}); "
-                          f"its iteration {blob.get('iteration', '?') if isinstance(blob, dict) else '?'} is not "
-                          "continued: starting from iteration 0 (it is overwritten; the same arguments as the "
-                          "stopped run continue it)")
+        if not isinstance(blob, dict) or "fingerprint" not in blob:
+            return None, f"{self.path} is not a training state; starting from iteration 0 (it is overwritten)"
+        if blob["fingerprint"] != self.fingerprint:
+            what = _differences(blob.get("facts"), self.facts)
+            raise MdmError(f"{self.path} holds a training stopped at iteration {blob.get('iteration', '?')} under "
+                           f"another recipe or denoiser ({what or 'other arguments'}): the same arguments as the "
+                           "stopped run continue it; to start over with these, name a new --out or delete the "
+                           "file (nothing was trained)")
         return blob, None
 
     def remove(self) -> None:

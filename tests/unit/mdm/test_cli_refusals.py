@@ -280,3 +280,40 @@ def test_a_learning_rate_past_any_sense_and_an_empty_budget_are_usage_errors(den
                  str(tmp_path / "p"))
     assert order.exit_code == 2 and "expected integers separated by commas, got '2,,4'" in order.output, order.output
     assert not (tmp_path / "d").exists() and not (tmp_path / "p").exists()
+
+
+def test_an_empty_path_is_refused_not_read_as_the_current_folder(den: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--out ''` (a shell variable unset) trained a denoiser or a policy into the current folder (a probe)."""
+    monkeypatch.chdir(tmp_path)
+    for args in (["train", *TINY, "--steps", "2", "--out", ""],
+                 ["train-order", "--denoiser", str(den), "--budget", "2", "--iterations", "1", "--out", " "],
+                 ["eval", "--checkpoint", str(den), *EVAL, "--out", ""],
+                 ["eval", "--checkpoint", "", *EVAL, "--out", "m.h5"]):
+        result = _mdm(*args)
+        assert result.exit_code == 2 and "is empty: name a path ('.' for the current folder" in result.output, \
+            (args, result.output)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_model_shape_error_comes_before_any_word_of_replacing(den: Path, tmp_path: Path) -> None:
+    """`replacing the denoiser in D` was said before a bad shape ended the command (nothing was replaced)."""
+    out = tmp_path / "den"
+    shutil.copytree(den, out)
+    before = (out / "denoiser.pt").read_bytes()
+    args = [*TINY, "--steps", "2", "--d-model", "10", "--n-heads", "4", "--out", str(out)]
+    result = _mdm("train", *args)
+    assert result.exit_code == 2 and "n_heads 4 must divide d_model 10" in result.output, result.output
+    assert "replacing" not in result.output and (out / "denoiser.pt").read_bytes() == before
+
+
+def test_a_stopped_order_training_of_another_recipe_is_refused_not_thrown_away(den: Path, tmp_path: Path) -> None:
+    """A saved state of another recipe was dropped with a note and overwritten (`train` refuses the same)."""
+    from merlin_mdm.mdm.order.resume import STATE_FILE, TrainingStateFile
+
+    out = tmp_path / "pol"
+    TrainingStateFile(out, "0123456789abcdef", every=0).save({"iteration": 7})
+    before = (out / STATE_FILE).read_bytes()
+    result = _mdm("train-order", "--denoiser", str(den), "--budget", "2", "--iterations", "2", "--out", str(out))
+    assert result.exit_code == 2 and "stopped at iteration 7 under another recipe" in result.output, result.output
+    assert (out / STATE_FILE).read_bytes() == before and not (out / "policy.pt").exists()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import signal
 
 import pytest
 
 torch = pytest.importorskip("torch")
 
-from merlin_mdm.errors import Interrupted  # noqa: E402
+from merlin_mdm.errors import Interrupted, MdmError  # noqa: E402
 from merlin_mdm.mdm.order import OrderTrainConfig, train_order  # noqa: E402
 from merlin_mdm.mdm.order.resume import STATE_FILE, TrainingStateFile, recipe_facts, recipe_fingerprint  # noqa: E402
 from merlin_mdm.mdm.order.training import TrainingSaving  # noqa: E402
@@ -76,7 +77,7 @@ def test_a_killed_run_continues_from_its_last_periodic_state(tiny, tmp_path) -> 
     _same_run(train_order(den, task, 16, config, saving=TrainingSaving(resume_from=saved)), whole)
 
 
-def test_a_state_of_another_recipe_or_a_damaged_one_is_not_continued(tmp_path) -> None:
+def test_a_state_of_another_recipe_is_refused_and_a_damaged_one_started_over(tmp_path) -> None:
     config = OrderTrainConfig(budget=2).to_dict()
     mine = recipe_fingerprint(config, "den-1", "blocks", {"nb": 2})
     assert mine == recipe_fingerprint(dict(config), "den-1", "blocks", {"nb": 2})
@@ -86,15 +87,20 @@ def test_a_state_of_another_recipe_or_a_damaged_one_is_not_continued(tmp_path) -
     assert mine not in others and len(set(others)) == 3
     assert TrainingStateFile(tmp_path, mine, 10).load() == (None, None)  # nothing saved: nothing to say
     TrainingStateFile(tmp_path, others[0], 10).save({"iteration": 4})
-    state, why_not = TrainingStateFile(tmp_path, mine, 10).load()
-    assert state is None and "another recipe or denoiser" in str(why_not) and "iteration 0" in str(why_not)
+    with pytest.raises(MdmError, match="stopped at iteration 4 under another recipe or denoiser"):
+        TrainingStateFile(tmp_path, mine, 10).load()  # refused: starting over threw its iterations away
+    assert (tmp_path / STATE_FILE).is_file()
     facts = [recipe_facts({**config, "seed": 1, "lr_policy": 0.5}, "den-1", "blocks", {"nb": 2}),
              recipe_facts(config, "den-1", "blocks", {"nb": 2})]
     assert recipe_fingerprint(config, "den-1", "blocks", {"nb": 2}) == mine  # the same digest as before the facts
     TrainingStateFile(tmp_path, others[0], 10, facts[0]).save({"iteration": 4})
-    state, why_not = TrainingStateFile(tmp_path, mine, 10, facts[1]).load()
-    named = f"(lr_policy 0.5 -> {config['lr_policy']!r}; seed 1 -> {config['seed']!r}); its iteration 4 is not"
-    assert state is None and f"{named} continued" in str(why_not), why_not
+    named = f"(lr_policy 0.5 -> {config['lr_policy']!r}; seed 1 -> {config['seed']!r})"
+    with pytest.raises(MdmError, match=re.escape(named)):
+        TrainingStateFile(tmp_path, mine, 10, facts[1]).load()
+    assert TrainingStateFile(tmp_path, others[0], 10).load()[0] is not None  # its own recipe continues it
+    torch.save({"iteration": 3}, tmp_path / STATE_FILE)  # a torch file, but no state of ours
+    state, why_not = TrainingStateFile(tmp_path, mine, 10).load()
+    assert state is None and "not a training state" in str(why_not)
     (tmp_path / STATE_FILE).write_bytes(b"not a torch file")
     state, why_not = TrainingStateFile(tmp_path, mine, 10).load()
     assert state is None and "cannot be read" in str(why_not)

@@ -79,7 +79,8 @@ def test_compare_names_a_file_the_hdf5_library_loops_on_instead_of_hanging(
     with gzip.open(DATA / "metrics_loops_hdf5.h5.gz") as src, open(tmp_path / "damaged.h5", "wb") as dst:
         shutil.copyfileobj(src, dst)
     monkeypatch.setenv("MERLIN_MDM_READ_DEADLINE", "3")
-    result = CliRunner().invoke(cli, ["compare", str(tmp_path / "damaged.h5"), str(tmp_path / "damaged.h5")])
+    damaged = tmp_path / "damaged.h5"
+    result = CliRunner().invoke(cli, ["compare", f"A={damaged}", f"B={damaged}"])
     assert result.exit_code == 1, result
     assert f"{tmp_path / 'damaged.h5'}: reading it did not end within 3 s" in result.output, result.output
 

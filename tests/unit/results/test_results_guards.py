@@ -70,7 +70,9 @@ def test_two_outputs_naming_one_file_are_refused_and_nothing_written(tmp_path: P
 def test_an_empty_output_name_is_a_usage_error(tmp_path: Path, make_run: MakeRun) -> None:
     _two_runs(tmp_path / "g", make_run)
     result = CliRunner().invoke(aggregate_command, [str(tmp_path / "g"), "--out", ""])
-    assert isinstance(result.exception, UsageError) and "--out '.' names a folder" in str(result.exception)
+    assert result.exit_code == 2 and "'' is empty: name a path" in result.output, result.output
+    result = CliRunner().invoke(aggregate_command, [str(tmp_path / "g"), "--csv", "."])
+    assert result.exit_code == 2 and "'.' is a directory" in result.output, result.output
 
 
 def test_a_metrics_file_outside_the_sources_is_not_replaced(tmp_path: Path, make_run: MakeRun) -> None:
@@ -85,9 +87,24 @@ def test_a_metrics_file_outside_the_sources_is_not_replaced(tmp_path: Path, make
 
 def test_earlier_outputs_are_still_replaced_and_never_read(tmp_path: Path, make_run: MakeRun) -> None:
     _two_runs(tmp_path / "g", make_run)
+    replaced = []
     for source in (str(tmp_path / "g"), str(tmp_path / "g" / "*")):  # the glob reaches r.csv, r.md, r.png ...
         report = aggregate(source, default_outputs(tmp_path / "g" / "r.h5"), progress=False)
         assert report is not None and report.table.n_rows == 2 and report.table.problems == ()
+        replaced.append(report.replaced_runs)
+    assert replaced == [None, 2]  # the second says what it wrote over
+
+
+def test_replacing_an_earlier_results_file_is_said(tmp_path: Path, make_run: MakeRun) -> None:
+    """`aggregate --out r.h5` wrote over an earlier results file without a word (an outside probe)."""
+    runs = _two_runs(tmp_path / "g", make_run)
+    args = [str(runs[0]), "--out", str(tmp_path / "r.h5")]
+    first = CliRunner().invoke(aggregate_command, args)
+    assert first.exit_code == 0 and "replaced" not in first.output, first.output
+    again = CliRunner().invoke(aggregate_command, [str(tmp_path / "g"), "--out", str(tmp_path / "r.h5")])
+    assert again.exit_code == 0 and "it replaced the earlier results file there (1 runs)" in again.output, again.output
+    as_json = CliRunner().invoke(aggregate_command, [str(tmp_path / "g"), "--out", str(tmp_path / "r.h5"), "--json"])
+    assert as_json.exit_code == 0 and '"replaced_runs": 2' in as_json.output, as_json.output
 
 
 # 8. The output as the only source.

@@ -258,3 +258,12 @@ def test_runs_of_one_seed_from_different_denoisers_are_not_paired_unless_asked(t
     result = CliRunner().invoke(cli, ["compare", "--other-denoisers", str(tmp_path / "s*" / "a.h5"),
                                       str(tmp_path / "s*" / "b.h5")])
     assert result.exit_code == 0, result.output
+
+
+def test_two_lines_under_one_name_are_refused(two_lines: tuple[str, str]) -> None:
+    """`compare A=x A=y` printed two lines named A (an outside probe); one pattern given twice is the same."""
+    for arguments in ([f"A={two_lines[0]}", f"A={two_lines[1]}"], [two_lines[0], two_lines[1], two_lines[1]]):
+        result = CliRunner().invoke(cli, ["compare", *arguments])
+        assert result.exit_code == 2 and "two lines are named" in result.output, result.output
+    named = CliRunner().invoke(cli, ["compare", f"A={two_lines[0]}", f"B={two_lines[1]}", f"C={two_lines[1]}"])
+    assert named.exit_code == 0, named.output

@@ -1,0 +1,20 @@
+"""Paths on the command line: an empty value (`--out ''`, or `--out "$DIR"` with DIR unset) reads as `.` to
+:class:`pathlib.Path`, and a command then wrote its checkpoint, policy or dump into the current folder."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+__all__ = ["GivenPath"]
+
+
+class GivenPath(click.Path):
+    """A :class:`click.Path` that refuses an empty value (name `.` for the current folder)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and not value.strip():
+            self.fail(f"{value!r} is empty: name a path ('.' for the current folder; is a shell variable unset?)",
+                      param, ctx)
+        return super().convert(value, param, ctx)
