@@ -223,6 +223,7 @@ def eval_command(checkpoint: Path, sampler: str, knobs: tuple[str, ...], sweeps:
         raise UsageError(f"--out {out}: two runs would write the same file; name every swept knob in the pattern")
     loaded = load_denoiser(checkpoint, resolve_device(device))
     _note_long_budgets(runs, loaded.task.answer_len)
+    _note_untrained_budgets(planned)
     kept = {path: attrs for config, built, path in planned
             if (attrs := _kept_run(path, run_identity(config, loaded, built), force)) is not None}
     for config, built, path in planned:
@@ -262,6 +263,22 @@ def _kept_run(path: Path, identity: dict[str, Any], force: bool) -> dict[str, An
                          f"{'; ...' if len(changed) > 4 else ''}): it is not written over; name another file, or "
                          "pass --force to replace it")
     return attrs
+
+
+def _note_untrained_budgets(planned: list[tuple[Any, Any, Path]]) -> None:
+    """A learned order evaluated at a budget it was not trained for runs (an adaptive policy under a larger
+    cap, say), but a T=4 policy decodes poorly at T=2: say so, once per policy."""
+    other: dict[tuple[str, tuple[int, ...]], set[int]] = {}
+    for config, built, _ in planned:
+        inner = getattr(built, "inner", built)
+        meta = getattr(inner, "meta", None)
+        if isinstance(meta, dict) and "budget" in meta:
+            trained = tuple(int(b) for b in (meta.get("budgets") or [meta["budget"]]))
+            if config.steps not in trained:
+                other.setdefault((str(getattr(inner, "policy_dir", "")), trained), set()).add(config.steps)
+    for (where, trained), steps in other.items():
+        click.echo(f"note: the policy {where} was trained for budget {','.join(map(str, trained))}; --steps "
+                   f"{','.join(map(str, sorted(steps)))} is evaluated with it as it is", err=True)
 
 
 def _note_long_budgets(runs: list[tuple[int, dict[str, Any]]], answer_len: int) -> None:

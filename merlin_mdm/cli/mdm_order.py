@@ -150,6 +150,9 @@ def train_order(denoiser_dir: Path, budget: int, budgets: str, nfe_penalty: floa
                               lr_policy=lr, lr_posterior=lr, d_model=d_model, n_layers=layers, seed=seed,
                               select_every=select_every, select_samples=select_samples,
                               select_by=select_by)
+    if config.budgets and budget not in config.budgets and eval_samples > 0:
+        click.echo(f"note: the quick check runs at --budget {budget}, which is not one of --budgets "
+                   f"{','.join(map(str, config.budgets))} the policy is trained for", err=True)
     with watch_signals() as watch:
         summary = run_train_order(denoiser_dir, out_dir, config, eval_samples, progress=_echo_progress,
                                   device=device, state_every=state_every, signals=watch,

@@ -308,6 +308,9 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, quiet: bool =
     run = _Run(cfg, Path(out), resume, device)
     if run.step >= cfg.steps and run.step > 0:
         return _nothing_to_train(run, out, device, notify)
+    if cfg.warmup > cfg.steps and run.step == 0:
+        notify(f"note: --warmup {cfg.warmup} is longer than the {cfg.steps} steps: the learning rate rises to "
+               f"{cfg.lr_at(cfg.steps - 1):.3g}, never reaching --lr {cfg.lr:g}")
     if run.step:
         notify(f"continuing from step {run.step} of {cfg.steps} (checkpoint in {out})")
         if run.saved_threads is not None and run.saved_threads != cfg.threads:

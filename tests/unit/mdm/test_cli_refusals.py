@@ -317,3 +317,21 @@ def test_a_stopped_order_training_of_another_recipe_is_refused_not_thrown_away(d
     result = _mdm("train-order", "--denoiser", str(den), "--budget", "2", "--iterations", "2", "--out", str(out))
     assert result.exit_code == 2 and "stopped at iteration 7 under another recipe" in result.output, result.output
     assert (out / STATE_FILE).read_bytes() == before and not (out / "policy.pt").exists()
+
+
+def test_combinations_that_run_but_surprise_are_noted(den: Path, tmp_path: Path) -> None:
+    """Each ran without a word (an outside probe): a warm-up longer than the training, a quick check at a budget
+    the policy is not trained for, a policy evaluated at a budget it was not trained for."""
+    short = _mdm("train", *TINY, "--steps", "3", "--warmup", "10", "--out", str(tmp_path / "d"))
+    assert short.exit_code == 0 and "note: --warmup 10 is longer than the 3 steps" in short.output, short.output
+    order = _mdm("train-order", "--denoiser", str(den), "--budget", "3", "--budgets", "2,4", "--iterations", "1",
+                 "--eval-samples", "4", "--out", str(tmp_path / "p"))
+    assert order.exit_code == 0 and "quick check runs at --budget 3, which is not one of --budgets 2,4" in \
+        order.output, order.output
+    evaluated = _mdm("eval", "--checkpoint", str(den), "--sampler", "learned", "--policy", str(tmp_path / "p"),
+                     "--steps", "2,3", "--n-examples", "8", "--device", "cpu", "--out", str(tmp_path / "m{steps}.h5"))
+    assert evaluated.exit_code == 0, evaluated.output
+    assert f"the policy {tmp_path / 'p'} was trained for budget 2,4; --steps 3 is evaluated" in evaluated.output
+    trained = _mdm("eval", "--checkpoint", str(den), "--sampler", "learned", "--policy", str(tmp_path / "p"),
+                   "--steps", "4", "--n-examples", "8", "--device", "cpu", "--out", str(tmp_path / "m4.h5"))
+    assert trained.exit_code == 0 and "note" not in trained.output, trained.output
