@@ -35,7 +35,7 @@ from merlin_mdm.config import user_config_dir
 from merlin_mdm.spec.exitcodes import ExitCode
 from merlin_mdm.spec.hazards import parse_walltime
 from merlin_mdm.spec.model import MAX_RETRY_DELAY
-from merlin_mdm.spec.tokens import substitute
+from merlin_mdm.spec.tokens import substitute_task
 from merlin_mdm.status.model import StopKind, TaskFailure, TaskState, UnitOutcome
 from merlin_mdm.status.states import RAISED_REASON
 from merlin_mdm.study.plan import NO_SAMPLE, StepInstance, StudyPlan, UnitKey
@@ -234,10 +234,10 @@ def _start(plan: StudyPlan, inst: StepInstance, sample: int) -> _Attempt | TaskR
             return TaskResult(TaskState.FINISHED, 0, 0, "already finished", ran=False)
         _make_dir(directory, os.path.abspath(plan.workspace))
         tokens = task_tokens(plan, sample, directory)
-        write_script(f"{stem}.sh", inst.shell, substitute(inst.cmd, tokens), inst.sources)
+        write_script(f"{stem}.sh", inst.shell, substitute_task(inst.cmd, tokens), inst.sources)
         if inst.restart:  # Merlin writes every task's restart script before it runs (read it, run it by hand)
             restart = os.path.join(directory, inst.file_stem(restart=True))
-            write_script(f"{restart}.sh", inst.shell, substitute(inst.restart, tokens), inst.sources)
+            write_script(f"{restart}.sh", inst.shell, substitute_task(inst.restart, tokens), inst.sources)
     except _WorkspaceGone:
         return TaskResult(TaskState.NOT_RUN, None, 0, workspace_gone_message(plan.workspace))
     except OSError as exc:
@@ -276,7 +276,7 @@ def _attempt_in(inst: StepInstance, task: _Attempt, env: dict[str, str], folder:
     try:
         script = os.path.join(task.directory, f"{name}.sh")
         if restart:
-            write_script(script, inst.shell, substitute(inst.restart or "", task.tokens), inst.sources)
+            write_script(script, inst.shell, substitute_task(inst.restart or "", task.tokens), inst.sources)
         rc = _run_script(inst.shell, script, task.directory, name, env, walltime_seconds(inst.walltime))
     except OSError as exc:
         return TaskResult(TaskState.FAILED, None, task.restarts, os_error_reason(exc), log)

@@ -18,7 +18,6 @@ from merlin_mdm.spec.model import Spec, Step, parent_name
 from merlin_mdm.spec.tokens import (
     LATE_TOKENS,
     STUDY_TOKENS,
-    TOKEN_NAME_RE,
     inlined_tokens,
     resolve_ordered,
     substitute,
@@ -219,10 +218,10 @@ def _check_samples(spec: Spec, issues: IssueCollector) -> None:
     labels = node.get("column_labels") if isinstance(node, MarkedDict) else None
     for i, label in enumerate(spec.samples.column_labels):
         at = value_mark(labels, i) if isinstance(labels, MarkedList) else where
-        if not TOKEN_NAME_RE.fullmatch(label):  # `$(my col)` is never filled in: the shell ran `my col)` as a command
+        if not _writable_label(label):  # `my col` and `1st` are taken, as by Merlin: found and filled in as text
             issues.error(at, "merlin.samples.column_labels",
-                         f"sample column {label!r} cannot be named in a command as $({label}); use letters, digits, "
-                         "'_', '.' and '-', a letter or '_' first")
+                         f"sample column {label!r} cannot be written as $(NAME) in a command; name it without ')', "
+                         "'$(', control characters or surrounding spaces")
         elif label in reserved:  # it took $(WORKSPACE) over: a funnel ran once per sample, in no folder of its own
             issues.error(at, "merlin.samples.column_labels",
                          f"sample column '{label}' is a reserved token ($({label}) is merlin-mdm's); rename the column")
@@ -234,6 +233,13 @@ def _check_samples(spec: Spec, issues: IssueCollector) -> None:
                          f"sample column '{label}' collides with the env variable/label of the same name; rename one")
     if len(set(spec.samples.column_labels)) != len(spec.samples.column_labels):
         issues.error(where, "merlin.samples.column_labels", "column labels must be unique")
+
+
+def _writable_label(label: str) -> bool:
+    """Whether ``$(label)`` can stand in a command and be found there: not empty, no ')' to end it early, no '$('
+    inside, no control character, no space at either end."""
+    return (bool(label) and label == label.strip() and ")" not in label and "$(" not in label
+            and all(ch.isprintable() for ch in label))
 
 
 def known_tokens(spec: Spec) -> set[str]:

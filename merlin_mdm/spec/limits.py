@@ -157,10 +157,11 @@ def planned_tasks(spec: Spec, samples: int) -> int:
     sample token or column run once per sample."""
     used = step_parameters(spec)
     inline = _written_out(spec)
-    per_sample = _SAMPLE_TOKENS | set(spec.samples.column_labels if spec.samples else ())
+    columns = spec.samples.column_labels if spec.samples else ()
+    per_sample = _SAMPLE_TOKENS | set(columns)
     total = 0
     for step in spec.steps:
-        tokens = inlined_tokens(f"{step.run.cmd} {step.run.restart or ''}", inline)
+        tokens = inlined_tokens(f"{step.run.cmd} {step.run.restart or ''}", inline, columns)
         times = samples if per_sample.intersection(tokens) else 1
         total += combination_count(spec.parameters, used.get(step.name, frozenset())) * times
     return total

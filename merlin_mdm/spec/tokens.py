@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import graphlib
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 __all__ = [
     "LATE_TOKENS",
@@ -14,8 +14,11 @@ __all__ = [
     "TOKEN_RE",
     "expanded_sizes",
     "inlined_tokens",
+    "is_token_name",
+    "plain_names_in",
     "resolve_ordered",
     "substitute",
+    "substitute_task",
     "tokens_in",
     "undefined_token_hint",
 ]
@@ -37,6 +40,17 @@ MAX_VALUE_CHARS = 1 << 24
 """The longest a variable's value may grow once the variables it uses are filled in (16 Mi characters): ten
 variables each using the one before ten times make 10**10 characters from a line each, a MemoryError after
 13 GB (an outside probe's spec); one this long is left unfilled and reported at its line instead."""
+
+
+def is_token_name(name: str) -> bool:
+    """Whether ``$(name)`` is read as a token by :data:`TOKEN_RE` (a sample column may be named otherwise)."""
+    return TOKEN_NAME_RE.fullmatch(name) is not None
+
+
+def plain_names_in(text: str, names: Iterable[str]) -> list[str]:
+    """The ``names`` that are no token name (a sample column Merlin takes: `my col`, `1st`) and that ``text``
+    writes as ``$(NAME)``: Merlin finds and replaces a column as plain text."""
+    return [name for name in names if not is_token_name(name) and f"$({name})" in text]
 
 
 def tokens_in(text: str) -> list[str]:
@@ -62,6 +76,15 @@ def substitute(text: str, values: Mapping[str, str]) -> str:
         return values.get(match.group(1), match.group(0))
 
     return TOKEN_RE.sub(repl, text)
+
+
+def substitute_task(text: str, tokens: Mapping[str, str]) -> str:
+    """:func:`substitute` for a task's few tokens, and ``$(NAME)`` of a sample column that is no token name
+    replaced as plain text, as Merlin replaces every column."""
+    text = substitute(text, tokens)
+    for name in plain_names_in(text, tokens) if "$(" in text else ():
+        text = text.replace(f"$({name})", tokens[name])
+    return text
 
 
 def _dependency_order(values: Mapping[str, str]) -> list[str]:
@@ -114,11 +137,13 @@ def resolve_ordered(pairs: tuple[tuple[str, str], ...], known: Mapping[str, str]
     return values
 
 
-def inlined_tokens(text: str, variables: Mapping[str, str]) -> list[str]:
+def inlined_tokens(text: str, variables: Mapping[str, str], plain: Iterable[str] = ()) -> list[str]:
     """The tokens ``text`` holds once the env variables it uses are written out (nested ones too), in order of
     first appearance; found by walking the variables, each once, never by writing them out (a variable used ten
-    times in each of ten others is 10**10 characters)."""
-    found: dict[str, None] = {}
+    times in each of ten others is 10**10 characters). Names of ``plain`` that are no token name count where a
+    walked text writes them as ``$(NAME)`` (:func:`plain_names_in`)."""
+    plain = tuple(name for name in plain if not is_token_name(name))
+    found: dict[str, None] = dict.fromkeys(plain_names_in(text, plain))
     walked: set[str] = set()
     todo = [iter(tokens_in(text))]
     while todo:
@@ -129,5 +154,6 @@ def inlined_tokens(text: str, variables: Mapping[str, str]) -> list[str]:
             found[token] = None
         elif token not in walked:
             walked.add(token)
+            found.update(dict.fromkeys(plain_names_in(variables[token], plain)))
             todo.append(iter(tokens_in(variables[token])))
     return list(found)

@@ -22,7 +22,7 @@ from merlin_mdm.spec.limits import (
     step_parameters,
 )
 from merlin_mdm.spec.model import step_order
-from merlin_mdm.spec.tokens import TOKEN_RE, resolve_ordered, substitute, tokens_in
+from merlin_mdm.spec.tokens import TOKEN_RE, plain_names_in, resolve_ordered, substitute, tokens_in
 from merlin_mdm.study.parameters import Combo, combinations, format_value, project
 from merlin_mdm.study.plan import Edge, StepInstance, StudyPlan
 from merlin_mdm.study.samples import SampleSet
@@ -284,8 +284,12 @@ class _Expander:
         return tuple((name, value) for name, value, _ in combo.items if name in used)
 
     def _uses_samples(self, step: Step) -> bool:
-        tokens = self._tokens(f"{step.run.cmd} {step.run.restart or ''}")
-        return self.ctx.samples is not None and any(t in self.sample_tokens for t in tokens)
+        if self.ctx.samples is None:
+            return False
+        text = f"{step.run.cmd} {step.run.restart or ''}"
+        if any(t in self.sample_tokens for t in self._tokens(text)):
+            return True  # a column named otherwise (`my col`) is found as plain text, as Merlin finds every one
+        return bool(plain_names_in(self._env_text(text), self.ctx.samples.column_labels))
 
     def _tokens(self, text: str) -> list[str]:
         """The tokens ``text`` holds once the environment is written out (once per text, not per instance)."""

@@ -293,3 +293,34 @@ def test_the_samples_command_is_kept_as_merlin_keeps_it(write_spec, tmp_path: Pa
     assert "generating the samples (merlin.samples.generate" in result.stderr  # said as it starts: it may be long
     kept = (workspace_of(result) / "merlin_info" / "cmd.sh").read_text()
     assert kept == "python3 -c \"import numpy as np; np.save('s.npy', np.arange(2).reshape(-1, 1))\"", kept
+
+
+COLUMNS = """
+    description: {name: cl, description: sample columns named as Merlin takes them}
+    env: {variables: {OUTPUT_PATH: ./out, USE: "$(my col)"}}
+    merlin:
+      samples:
+        generate: {cmd: "printf '1,2,3\\\\n4,5,6\\\\n' > $(MERLIN_INFO)/samples.csv"}
+        file: $(MERLIN_INFO)/samples.csv
+        column_labels: [X, my col, 1st]
+    study:
+      - name: sim
+        run: {cmd: 'echo "x=$(X) col=$(my col) first=$(1st)" > out.txt'}
+      - name: viavar
+        run: {cmd: 'echo "$(USE)" > v.txt'}
+      - name: once
+        run: {cmd: "echo once > o.txt"}
+"""
+
+
+def test_sample_columns_named_as_merlin_takes_them(write_spec, tmp_path: Path) -> None:
+    """`my col` and `1st` were refused; Merlin 1.13 finds and fills `$(my col)` as text, per sample (its dry run of
+    this spec writes the same scripts, checked by hand in the forty-fourth session)."""
+    result = merlin("run", str(write_spec(COLUMNS)), "--local", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    ws = workspace_of(result)
+    assert counts(ws) == {"sim": {"finished": 2}, "viavar": {"finished": 2}, "once": {"finished": 1}}
+    assert [(ws / "sim" / s / "out.txt").read_text() for s in ("00", "01")] == \
+        ["x=1 col=2 first=3\n", "x=4 col=5 first=6\n"]
+    assert [(ws / "viavar" / s / "v.txt").read_text() for s in ("00", "01")] == ["2\n", "5\n"]  # through a variable
+    assert (ws / "once" / "o.txt").read_text() == "once\n"

@@ -21,6 +21,7 @@ from merlin_mdm.spec.limits import (
     max_instances,
     max_tasks,
     planned_instances,
+    planned_tasks,
     step_parameters,
 )
 from merlin_mdm.spec.tokens import MAX_VALUE_CHARS
@@ -229,3 +230,17 @@ def test_a_zipped_group_counts_the_distinct_values_a_step_uses() -> None:
     assert combination_count(params, frozenset({"X", "Y"})) == 1001 * 1000
     zipped = (Parameter("P1", (1, 1, 2, 2), "P1.%%"), Parameter("P2", ("a", "b", "a", "b"), "P2.%%"))
     assert combination_count(zipped, frozenset({"P1"})) == 2 == len(set(combinations(zipped, frozenset({"P1"}))))
+
+
+def test_a_column_that_is_no_token_name_makes_its_steps_run_per_sample() -> None:
+    text = """
+description: {name: c, description: c}
+env: {variables: {USE: "$(my col)"}}
+merlin:
+  samples: {generate: {cmd: "true"}, file: s.csv, column_labels: [my col, 1st]}
+study:
+  - {name: a, description: a, run: {cmd: "echo $(1st)"}}
+  - {name: b, description: b, run: {cmd: "echo $(USE)"}}
+  - {name: c, description: c, run: {cmd: "echo once"}}
+"""
+    assert planned_tasks(load_spec_text(text, "/s/c.yaml").spec, 10) == 21

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from merlin_mdm.spec import EXIT_CODE_TOKENS, ExitCode, known_tokens, load_spec_text
-from merlin_mdm.spec.tokens import resolve_ordered, substitute, tokens_in
+from merlin_mdm.spec.tokens import inlined_tokens, resolve_ordered, substitute, substitute_task, tokens_in
 
 
 def test_tokens_in_finds_names_in_order_with_repeats() -> None:
@@ -84,3 +84,13 @@ def test_variables_resolve_whatever_order_they_are_written_in() -> None:
     assert resolve_ordered(tuple(reversed(chain)), {"BASE": "/b"}) == resolved
     circle = resolve_ordered((("A", "$(B)"), ("B", "$(A)"), ("C", "$(D)"), ("D", "d")), {})
     assert circle["C"] == "d" and "$(" in circle["A"]  # a circle stays unresolved (reported by validate)
+
+
+def test_a_column_that_is_no_token_name_is_found_and_filled_as_text() -> None:
+    """Merlin takes any column label and replaces `$(my col)` as text; a token name goes through the usual rule."""
+    tokens = {"my col": "2", "1st": "3", "X": "1", "WORKSPACE": "/w"}
+    assert substitute_task("$(X) $(my col) $(1st) $(WORKSPACE) $(my  col) $(Y)", tokens) == "1 2 3 /w $(my  col) $(Y)"
+    assert substitute("$(my col)", tokens) == "$(my col)"  # the spec-wide rule is unchanged
+    variables = {"USE": "$(my col)", "OTHER": "$(1st)"}
+    assert inlined_tokens("run $(USE)", variables, ["my col", "1st", "X"]) == ["my col"]
+    assert inlined_tokens("run $(USE) $(X)", variables) == ["X"]
