@@ -281,8 +281,7 @@ def study_tasks(target: Path, patient: bool = True, every_failure: bool = False)
     ws = find_workspace(target)
     name = backend_of(ws)
     if name == "local" and not ws.status_path.exists():
-        raise StatusError(f"no status database in {ws.info}: the study was never started, or the database was "
-                          f"deleted (`merlin-mdm restart {ws.root}` rebuilds it from the done-markers)")
+        _no_database(ws)
     if name == "local" and ws.status_path.stat().st_size == 0:  # read as an empty study, and written to
         raise StatusError(f"the status database {ws.status_path} is empty{rebuild_hint(ws.status_path, 'empty')}")
     store = get_backend(name).status_store(ws, patient=patient)
@@ -290,6 +289,18 @@ def study_tasks(target: Path, patient: bool = True, every_failure: bool = False)
         return _current(ws, name, store, every_failure), store.units_in_flight()
     finally:
         store.close()
+
+
+def _no_database(ws: Workspace) -> None:
+    """Refuse a status of a local study without its database, saying what is true now: a runner that still holds
+    the study (its database deleted under it: a `restart` would be refused) or none."""
+    held, holder = lock_holder(ws.info)
+    if held:
+        raise StatusError(f"no status database in {ws.info}, but {holder or 'a runner'} still holds the study: its "
+                          f"database was deleted while it runs. Let it end (or stop it), then `merlin-mdm restart "
+                          f"{ws.root}` rebuilds the database from the done-markers")
+    raise StatusError(f"no status database in {ws.info}: the study was never started, or the database was "
+                      f"deleted (`merlin-mdm restart {ws.root}` rebuilds it from the done-markers)")
 
 
 def _current(ws: Workspace, backend: str, store: StatusStore, every_failure: bool = False) -> StudySnapshot:

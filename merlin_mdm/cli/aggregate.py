@@ -81,7 +81,7 @@ def aggregate_command(
         _render_json(report)
     else:
         _render(report)
-    for line in report.mixed_denoisers:
+    for line in (*report.mixed_denoisers, *report.repeated_evaluations):
         click.echo(f"warning: {line}", err=True)
     if strict and report.failures:
         raise ResultsError(f"{len(report.failures)} run file(s) missing, incomplete, corrupt or invalid (--strict)")
@@ -148,6 +148,7 @@ def _render_json(report: AggregateReport) -> None:
         "outputs": outputs,
         "problems": [asdict(problem) for problem in report.table.problems],
         "mixed_denoisers": list(report.mixed_denoisers),
+        "repeated_evaluations": list(report.repeated_evaluations),
         "replaced_runs": report.replaced_runs,
     }
     click.echo(json.dumps(payload, indent=2, sort_keys=True))

@@ -145,6 +145,8 @@ def _sweeps(pairs: tuple[str, ...]) -> list[dict[str, Any]]:
     variants: list[dict[str, Any]] = [{}]
     for key, text in parse_knobs(tuple(p.replace(",", "\x00") for p in pairs)).items():
         values = [_scalar(v) for v in str(text).split("\x00")]
+        if len(set(map(repr, values))) < len(values):  # 0.9 and 0.90 are one value: two runs of one file
+            raise UsageError(f"--sweep {key}={str(text).replace(chr(0), ',')}: a value is given twice")
         variants = [{**v, key: value} for v in variants for value in values]
     return variants
 
@@ -230,14 +232,14 @@ def eval_command(checkpoint: Path, sampler: str, knobs: tuple[str, ...], sweeps:
         if path in kept:
             click.echo(f"{path}: already holds this run (the same denoiser and settings); kept (--force evaluates "
                        "again)", err=True)
-            _report(path, sampler, config.steps, n_examples, kept[path], as_json)
+            _report(path, sampler, config, kept[path], as_json)
             continue
         with _eval_progress(f"eval {path.name}", n_examples, quiet or as_json) as advance:
             result = evaluate(config, loaded, built, advance)
         warn_other_denoiser(result.attrs, policy, checkpoint)
         path.parent.mkdir(parents=True, exist_ok=True)
         write_eval(result, path)
-        _report(path, sampler, config.steps, n_examples, result.attrs, as_json)
+        _report(path, sampler, config, result.attrs, as_json)
 
 
 def warn_other_denoiser(attrs: dict[str, Any], policy: Path | None, checkpoint: Path) -> None:
@@ -341,11 +343,14 @@ def _check_policy_option(sampler: str, policy: Path | None) -> None:
         raise UsageError(f"--policy {policy}: sampler {sampler!r} takes no policy (the learned sampler does)")
 
 
-def _report(path: Path, sampler: str, steps: int, n_examples: int, attrs: dict[str, Any], as_json: bool) -> None:
+def _report(path: Path, sampler: str, config: Any, attrs: dict[str, Any], as_json: bool) -> None:
     if as_json:  # one object per line (JSON Lines), so that several runs read back one by one
         click.echo(json.dumps({"path": str(path), **attrs}, sort_keys=True, default=str))
         return
-    click.echo(f"{path}: {sampler} T={steps}: accuracy {attrs['accuracy']:.1%}, NFE mean {attrs['mean_nfe']:.2f} "
+    knobs = {k: v for k, v in config.sampler_knobs.items() if k != "policy_dir"}  # a swept tau tells two lines apart
+    named = f"{sampler} ({', '.join(f'{k}={v}' for k, v in knobs.items())})" if knobs else sampler
+    n_examples, steps = config.n_examples, config.steps
+    click.echo(f"{path}: {named} T={steps}: accuracy {attrs['accuracy']:.1%}, NFE mean {attrs['mean_nfe']:.2f} "
                f"[{attrs['min_nfe']}, {attrs['max_nfe']}] over {n_examples} examples")
 
 

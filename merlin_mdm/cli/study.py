@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from merlin_mdm.backends.base import RunOptions, RunReport
-from merlin_mdm.errors import UsageError
+from merlin_mdm.errors import BrokerError, UsageError
 from merlin_mdm.signals import parse_signal, watch_signals
 from merlin_mdm.spec import parse_vars
 from merlin_mdm.status.render import render_table, to_json
 from merlin_mdm.studies import StudyRequest, restart_study, start_study
 from merlin_mdm.study.pgen import parse_pargs
+
+if TYPE_CHECKING:
+    from merlin_mdm.study.layout import Workspace
 
 __all__ = ["restart", "run", "validate"]
 
@@ -91,7 +95,7 @@ def run(spec: Path, local: bool, variables: tuple[str, ...], samplesfile: Path |
     with watch_signals(parse_signal(early_signal)) as watch:
         options = RunOptions(workers, progress=not no_progress and not as_json and sys.stderr.isatty(),
                              on_event=_echo_err, signals=watch, grace=grace)
-        ws, report = start_study(request, options)
+        ws, report = _started(request, options)
     _echo_err(f"workspace: {ws.root}")
     if report is None:
         from merlin_mdm.study.graph import describe_plan
@@ -108,6 +112,17 @@ def run(spec: Path, local: bool, variables: tuple[str, ...], samplesfile: Path |
         return
     _report(report, as_json)
     sys.exit(report.exit_code)
+
+
+def _started(request: StudyRequest, options: RunOptions) -> tuple[Workspace, RunReport | None]:
+    """:func:`start_study`; a broker that does not answer a queueing `run` also names --local (a newcomer on one
+    machine has most likely forgotten it)."""
+    try:
+        return start_study(request, options)
+    except BrokerError as err:
+        if request.backend == "local" or "cannot reach the broker" not in str(err):
+            raise
+        raise BrokerError(f"{err}; or run the study on this machine without a server: add --local") from None
 
 
 @click.command()
@@ -133,7 +148,7 @@ def validate(spec: Path, variables: tuple[str, ...], strict: bool) -> None:
     for warning in (*loaded.warnings, *loaded.notes):
         _echo_err(str(warning))
     s = loaded.spec
-    click.echo(f"{spec}: valid: {len(s.steps)} steps, {len(s.parameters)} parameters"
+    click.echo(f"{spec}: valid: {_count(len(s.steps), 'step')}, {_count(len(s.parameters), 'parameter')}"
                + (f", samples with columns {', '.join(s.samples.column_labels)}" if s.samples else ""))
     if len(plan.instances) > len(s.steps):  # what the parameters make of the steps: 1,000,000 folders is news
         click.echo(f"{spec}: the parameters make {len(plan.instances):,} step instance(s) (one folder each"
@@ -179,3 +194,7 @@ def restart(workspace: Path, workers: int | None, no_progress: bool, as_json: bo
     _echo_err(f"workspace: {ws.root}")
     _report(report, as_json)
     sys.exit(report.exit_code)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"

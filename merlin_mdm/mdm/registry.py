@@ -48,7 +48,8 @@ def build(kind: str, registry: Mapping[str, type[T]], name: str, knobs: Mapping[
     unknown = sorted(set(knobs) - set(valid))
     if unknown:
         listed = ", ".join(valid) if valid else "(none)"
-        raise MdmError(f"{kind} {name!r} has no knob {', '.join(unknown)}; valid knobs: {listed}")
+        every = " (and blocks=N, semi-autoregressive, which every sampler takes)" if kind == "sampler" else ""
+        raise MdmError(f"{kind} {name!r} has no knob {', '.join(unknown)}; valid knobs: {listed}{every}")
     for knob, value in knobs.items():
         _check_type(kind, name, knob, value, _defaults(cls).get(knob))
     try:

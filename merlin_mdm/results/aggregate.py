@@ -105,6 +105,26 @@ class AggregateReport:
                      for (task, method, steps, seed, _), ids in sorted(seen.items()) if len(ids) > 1)
 
     @property
+    def repeated_evaluations(self) -> tuple[str, ...]:
+        """Lines where one training seed holds runs of one denoiser on several example sets (another --seed or
+        --n-examples: a pilot beside the real evaluation, say). Each set is bootstrapped as a seed of its own,
+        though they share the denoiser's training, so the seeds count and the interval overstate what was
+        replicated. Each is said once (two denoisers under one seed: :attr:`mixed_denoisers`)."""
+        seen: dict[tuple[str, ...], tuple[set[tuple[str, str]], set[str]]] = {}
+        for row in self.table.rows():
+            if row.get("train_seed") is None:
+                continue
+            key = (task_label(row), method_label(row), str(row.get("steps")), str(row.get("train_seed")))
+            sets, ids = seen.setdefault(key, (set(), set()))
+            sets.add((str(row.get("seed")), str(row.get("n_examples"))))
+            ids.add(str(row.get("checkpoint_id") or ""))
+        return tuple(f"{method} at T={steps} on {task}: train_seed {seed} holds runs on {len(sets)} example sets ("
+                     + ", ".join(f"--seed {s} --n-examples {n}" for s, n in sorted(sets)) + "), each counted as a "
+                     "seed of its own though one denoiser made them; aggregate them separately"
+                     for (task, method, steps, seed), (sets, ids) in sorted(seen.items())
+                     if len(sets) > 1 and len(ids) == 1)
+
+    @property
     def failures(self) -> tuple[Problem, ...]:
         """Problems that mean a run's result is lost (missing, incomplete, corrupt, truncated, invalid ...)."""
         return tuple(p for p in self.table.problems if p.kind not in SKIPPED_KINDS)

@@ -234,7 +234,10 @@ def _first_line(err: BaseException) -> str:
 def _checked_attrs(src: Path, handle: h5py.File) -> dict[str, Any]:
     attrs = {key: _scalar(value) for key, value in handle.attrs.items() if not key.startswith("_")}
     if attrs.get("file_kind") != RESULTS_FILE_KIND:
-        raise ResultsFileError(src, "corrupt", "not a merlin-mdm results file")
+        per_run = ("schema_version" in attrs and "file_kind" not in attrs)
+        raise ResultsFileError(src, "corrupt", "not a merlin-mdm results file" + (
+            f": it is one run's metrics file; aggregate it first (`merlin-mdm aggregate {src} --out results.h5`), "
+            "or read it with merlin_mdm.results.metrics.read_metrics" if per_run else ""))
     if attrs.get("results_schema_version") != RESULTS_SCHEMA_VERSION:
         raise ResultsFileError(src, "unsupported_version",
                                f"results_schema_version {attrs.get('results_schema_version')!r} "

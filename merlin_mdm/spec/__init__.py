@@ -206,6 +206,11 @@ def _check_override_names(spec: Spec, overrides: Mapping[str, str], text: str) -
     unknown = [key for key in overrides if key not in defined and key not in used]
     if not unknown:
         return
+    given = [key for key in unknown if key in parameters]
+    if given:
+        raise UsageError(f"--vars {given[0]}={overrides[given[0]]}: {given[0]} is a parameter of global.parameters "
+                         f"in {spec.path}, and --vars sets env.variables and env.labels only: edit the parameter's "
+                         "values, or give them with --pgen")
     listed = ", ".join(dict.fromkeys(defined)) or "none"
     names = " ".join(shlex.quote(f"{key}={overrides[key]}") for key in unknown)
     hint = did_you_mean(unknown[0], defined) if len(unknown) == 1 else ""

@@ -162,6 +162,7 @@ def _steps(node: Any, batch: BatchConfig, issues: IssueCollector, where: Located
         reader = FieldReader(entry, f"study[{i}]", issues, value_mark(node, i))
         if not reader.ok:
             continue
+        _misplaced_run_keys(reader, i, issues)
         reader.only(("name", "description", "run"), "a step")
         name = reader.text("name", required=True) or f"step{i}"
         run = _run(reader.raw("run", required=True), f"study[{i}].run", batch, issues, value_mark(reader.node, "run"))
@@ -250,12 +251,25 @@ def _launch_keys(reader: FieldReader) -> LaunchKeys:
                       exit_on_error=exit_on_error, bind=reader.text("bind"))
 
 
+def _misplaced_run_keys(reader: FieldReader, index: int, issues: IssueCollector) -> None:
+    """A key of the run block written at the step's level (`cmd:` beside `name:`): said as such, and left out of
+    the step's unknown keys (a plain "unknown key" hid that only its indentation was wrong)."""
+    for key in [key for key in reader.node if key in RUN_KEYS]:
+        issues.error(key_mark(reader.node, key), f"study[{index}].{key}",
+                     f"`{key}` belongs in the step's run block: indent it under `run:`")
+        del reader.node[key]
+
+
 def _parameters(node: Any, issues: IssueCollector, where: Located | None) -> tuple[Parameter, ...]:
     if node is None:
         return ()
     top = FieldReader(node, "global.parameters", issues, where)
     params = []
     for name in top.node:
+        if isinstance(top.node[name], list):  # `A: [1, 2]`: the values without their mapping
+            issues.error(value_mark(top.node, name), f"global.parameters.{name}",
+                         f"must be a mapping of values and a label, e.g. {name}: {{values: [1, 2], label: {name}.%%}}")
+            continue
         reader = FieldReader(top.node[name], f"global.parameters.{name}", issues, value_mark(top.node, name))
         if not reader.ok:
             continue

@@ -135,7 +135,8 @@ def _yaml_issue(exc: yaml.YAMLError, filename: str, text: str = "") -> SpecIssue
     if isinstance(exc, yaml.MarkedYAMLError):
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
-        return SpecIssue(filename, line, col, "", f"YAML syntax error: {exc.problem or exc}")
+        tab = "; indent with spaces (YAML refuses tabs there)" if "'\\t'" in str(exc.problem) else ""
+        return SpecIssue(filename, line, col, "", f"YAML syntax error: {exc.problem or exc}{tab}")
     if isinstance(exc, yaml.reader.ReaderError):  # says `position 22` of the whole text: give its line and column
         line, col = _line_col(text, exc.position) if text else (0, 0)
         code = exc.character if isinstance(exc.character, int) else ord(str(exc.character)[:1] or "\0")

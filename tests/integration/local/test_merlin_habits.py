@@ -7,6 +7,9 @@ import csv
 import json
 import os
 import shutil
+import signal
+import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -14,7 +17,7 @@ import pytest
 
 from merlin_mdm.cli.main import spread_vars
 
-from .conftest import counts, merlin, status_json, workspace_of
+from .conftest import CLI, counts, merlin, status_json, workspace_of
 
 SPEC = """
     description: {name: habits, description: habits}
@@ -324,3 +327,41 @@ def test_sample_columns_named_as_merlin_takes_them(write_spec, tmp_path: Path) -
         ["x=1 col=2 first=3\n", "x=4 col=5 first=6\n"]
     assert [(ws / "viavar" / s / "v.txt").read_text() for s in ("00", "01")] == ["2\n", "5\n"]  # through a variable
     assert (ws / "once" / "o.txt").read_text() == "once\n"
+
+
+def test_a_queueing_run_with_no_broker_names_local(write_spec, tmp_path: Path) -> None:
+    """A newcomer on one machine who forgot --local was told only to start a server (an outside probe)."""
+    with socket.socket() as sock:  # a loopback port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    (tmp_path / "app.yaml").write_text(f"broker: {{url: 'redis://127.0.0.1:{port}/0'}}\n", encoding="utf-8")
+    env = {**os.environ, "MERLIN_MDM_CONFIG": str(tmp_path / "app.yaml")}
+    result = merlin("run", str(write_spec(SPEC)), cwd=tmp_path, env=env)
+    assert result.returncode != 0 and "cannot reach the broker" in result.stderr, result.stderr
+    assert "or run the study on this machine without a server: add --local" in result.stderr, result.stderr
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_status_of_a_running_study_whose_database_was_deleted_says_so(write_spec, tmp_path: Path) -> None:
+    """It said "never started, or the database was deleted (`restart` rebuilds it)" while the runner ran, and a
+    restart would be refused (an outside probe)."""
+    spec = write_spec("""
+        description: {name: slow, description: slow}
+        env: {variables: {OUTPUT_PATH: ./out}}
+        study:
+          - {name: a, description: a, run: {cmd: "sleep 60"}}
+    """)
+    proc = subprocess.Popen([*CLI, "run", str(spec), "--local", "--grace", "0"], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (found := list((tmp_path / "out").glob("*/merlin_info/status.db"))) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert found, "no status database"
+        found[0].unlink()
+        result = merlin("status", str(found[0].parent.parent), cwd=tmp_path)
+        assert result.returncode != 0 and "still holds the study: its database was deleted while it runs" in \
+            result.stderr, result.stderr
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)

@@ -335,3 +335,22 @@ def test_combinations_that_run_but_surprise_are_noted(den: Path, tmp_path: Path)
     trained = _mdm("eval", "--checkpoint", str(den), "--sampler", "learned", "--policy", str(tmp_path / "p"),
                    "--steps", "4", "--n-examples", "8", "--device", "cpu", "--out", str(tmp_path / "m4.h5"))
     assert trained.exit_code == 0 and "note" not in trained.output, trained.output
+
+
+def test_sweep_values_knobs_and_run_lines_say_what_they_are(den: Path, tmp_path: Path) -> None:
+    """From an outside probe: `--sweep tau=0.9,0.90` was said to lack {tau} in the pattern; a knob error listed
+    "(none)" though every sampler takes blocks=N; two swept runs printed the same summary line."""
+    twice = _mdm("eval", "--checkpoint", str(den), "--sampler", "threshold", "--sweep", "tau=0.9,0.90", "--steps", "4",
+                 "--n-examples", "8", "--device", "cpu", "--out", str(tmp_path / "t{tau}.h5"))
+    assert twice.exit_code == 2 and "--sweep tau=0.9,0.90: a value is given twice" in twice.output, twice.output
+    typo = _mdm("eval", "--checkpoint", str(den), *EVAL, "--knob", "blockz=2", "--out", str(tmp_path / "b.h5"))
+    assert typo.exit_code == 2 and "valid knobs: (none) (and blocks=N, semi-autoregressive" in typo.output, typo.output
+    swept = _mdm("eval", "--checkpoint", str(den), "--sampler", "threshold", "--sweep", "tau=0.5,0.9", "--steps", "4",
+                 "--n-examples", "8", "--device", "cpu", "--out", str(tmp_path / "t{tau}.h5"))
+    assert swept.exit_code == 0 and "threshold (tau=0.5) T=4: accuracy" in swept.output and \
+        "threshold (tau=0.9) T=4: accuracy" in swept.output, swept.output
+    import merlin_mdm.results
+    from merlin_mdm.results.results_file import ResultsFileError
+
+    with pytest.raises(ResultsFileError, match="it is one run's metrics file; aggregate it first"):
+        merlin_mdm.results.load(tmp_path / "t0.5.h5")

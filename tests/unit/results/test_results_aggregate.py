@@ -339,3 +339,23 @@ def test_pooling_runs_of_one_seed_from_two_denoisers_is_said(tmp_path: Path, mak
     result = CliRunner().invoke(aggregate_command, [str(tmp_path / "small"), str(tmp_path / "big"), "--out",
                                                     str(tmp_path / "c.h5")])
     assert result.exit_code == 0 and "warning: top_prob at T=4" in result.output, result.output
+
+
+def test_runs_of_one_denoiser_on_several_example_sets_are_said(tmp_path: Path, make_run: MakeRun) -> None:
+    """A pilot (`--seed 1`, or fewer examples) beside the real evaluation of one denoiser was averaged as two seeds
+    without a word (an outside probe), where two denoisers under one seed are said (the test above)."""
+    make_run(tmp_path / "g" / "real.h5", seed=0, n=10, train_seed=0, checkpoint_id="aaaa")
+    make_run(tmp_path / "g" / "pilot.h5", seed=1, n=10, train_seed=0, checkpoint_id="aaaa")
+    make_run(tmp_path / "g" / "other.h5", seed=0, n=10, train_seed=1, checkpoint_id="cccc")
+    report = aggregate(tmp_path / "g", default_outputs(tmp_path / "r.h5"), progress=False)
+    assert report is not None and report.table.n_rows == 3 and report.mixed_denoisers == ()
+    assert report.repeated_evaluations == (
+        "top_prob at T=4 on blocks (bl=4, nb=4): train_seed 0 holds runs on 2 example sets (--seed 0 --n-examples "
+        "10, --seed 1 --n-examples 10), each counted as a seed of its own though one denoiser made them; aggregate "
+        "them separately",)
+    result = CliRunner().invoke(aggregate_command, [str(tmp_path / "g"), "--out", str(tmp_path / "c.h5")])
+    assert result.exit_code == 0 and "warning: top_prob at T=4 on blocks (bl=4, nb=4): train_seed 0 holds runs on 2" \
+        in result.output, result.output
+    (tmp_path / "g" / "pilot.h5").unlink()
+    one = aggregate(tmp_path / "g", default_outputs(tmp_path / "s.h5"), progress=False)
+    assert one is not None and one.repeated_evaluations == ()

@@ -331,3 +331,14 @@ def test_run_values_merlin_refuses_are_errors_when_empty_and_notes_otherwise(tmp
         assert loaded.warnings == () and len(loaded.notes) == 1 and message in loaded.notes[0].message, loaded.notes
     for fine in ("max_retries: 1", "depends: [b]", "priority: High", "priority: 0.5", "task_queue: q", "shell: sh"):
         assert load(fine).notes == (), fine
+
+
+def test_vars_naming_a_parameter_says_so() -> None:
+    """It said `K is no variable or label ... and no $(...) it uses`, of a spec that uses $(K) (a probe)."""
+    text = MINIMAL.replace("study:", "global.parameters:\n  K: {values: [1, 2], label: K.%%}\nstudy:").replace(
+        "echo $(N)", "echo $(N) $(K)")
+    with pytest.raises(UsageError) as refused:
+        load_spec_text(text, "x.yaml", overrides={"K": "ok"})
+    assert str(refused.value) == ("--vars K=ok: K is a parameter of global.parameters in x.yaml, and --vars sets "
+                                  "env.variables and env.labels only: edit the parameter's values, or give them "
+                                  "with --pgen")
