@@ -90,8 +90,10 @@ def _failure_lines(step: StepSummary, paint: Callable[[str, str], str], most: in
     and its repeats are one line."""
     import itertools
 
-    tasks = step.counts.get(TaskState.FAILED.value, 0) + step.counts.get(TaskState.NOT_RUN.value, 0)
-    out = [f"{paint(step.step, _RED)}: {tasks or step.n_failures} task(s) failed or did not run"]
+    failed, not_run = step.counts.get(TaskState.FAILED.value, 0), step.counts.get(TaskState.NOT_RUN.value, 0)
+    parts = [f"{n} task(s) {what}" for n, what in ((failed, "failed"), (not_run, "did not run")) if n]
+    said = ", ".join(parts) or f"{step.n_failures} task(s) failed or did not run"  # (a stop: they are queued)
+    out = [f"{paint(step.step, _RED)}: {said}"]
     lines = [_failure_line(name, failure) for name, failure in step.failures]
     entries = [(line, sum(1 for _ in same)) for line, same in itertools.groupby(lines)]
     out += [f"{line} (x{n} batches of samples)" if n > 1 else line for line, n in entries[:most]]

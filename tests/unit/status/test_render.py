@@ -68,7 +68,7 @@ def test_a_step_times_to_now_only_while_a_task_of_it_runs(monkeypatch: pytest.Mo
 def test_failures_name_their_log_and_what_was_left_out(monkeypatch: pytest.MonkeyPatch) -> None:
     text = _render(80, monkeypatch)
     assert text.splitlines()[:2] == ["habits  /w", "state: failed  (456 task(s) failed or did not run)"]
-    assert f"{LONG}: 456 task(s) failed or did not run" in text
+    assert f"{LONG}: 456 task(s) failed" in text
     assert "  long_I.1 sample 7: failed: exit code 1  log: /w/long/long.err" in text
     assert "  ... and more: `merlin-mdm detailed-status WORKSPACE --task-status FAILED --task-status NOT_RUN` " \
         "lists every task" in text
@@ -83,7 +83,7 @@ def test_batches_of_samples_not_run_are_counted_as_tasks_in_one_line(monkeypatch
     out = io.StringIO()
     render_table(StudySnapshot("s", "/w", StudyState.FAILED, "", steps), out)
     assert out.getvalue().splitlines()[-2:] == [
-        "second: 10 task(s) failed or did not run",
+        "second: 10 task(s) did not run",
         "  second: not_run: parent first did not finish every task (x3 batches of samples)"]
 
 
@@ -102,3 +102,15 @@ def test_an_empty_study_still_has_its_header(monkeypatch: pytest.MonkeyPatch) ->
     out = io.StringIO()
     render_table(StudySnapshot("empty", "/w", StudyState.CREATED, ""), out)
     assert out.getvalue().splitlines()[3].split()[:2] == ["step", "tasks"]
+
+
+def test_a_step_says_how_many_failed_and_how_many_did_not_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`a: 3 task(s) failed or did not run` of a study stopped by MERLIN_STOP_WORKERS, where none failed (a probe)."""
+    monkeypatch.setenv("COLUMNS", "100")
+    stop = TaskFailure(-1, TaskState.NOT_RUN, None, "study stopped: a_I.1 exited with MERLIN_STOP_WORKERS", "")
+    fail = TaskFailure(3, TaskState.FAILED, 1, "exit code 1", "")
+    steps = (StepSummary("a", 1, 5, {"finished": 1, "not_run": 3, "failed": 1}, failures=(("a", fail), ("a", stop)),
+                         n_failures=2),)
+    out = io.StringIO()
+    render_table(StudySnapshot("s", "/w", StudyState.STOPPED, "", steps), out)
+    assert "a: 1 task(s) failed, 3 task(s) did not run" in out.getvalue().splitlines(), out.getvalue()
