@@ -120,4 +120,18 @@ class Workspace:
             raise NoWorkspace(f"{kept}/merlin_info/{PLAN_FILE} is missing (deleted?), so no command can read or "
                               f"restart the study in {kept}: put the file back from a copy, or `merlin-mdm run` its "
                               "spec (merlin_info/*.expanded.yaml holds it as it ran) for a new workspace")
-        raise NoWorkspace(f"{path} is not inside a merlin-mdm workspace (no merlin_info/{PLAN_FILE} found)")
+        raise NoWorkspace(f"{path} is not inside a merlin-mdm workspace (no merlin_info/{PLAN_FILE} found)"
+                          + _held_workspaces(start))
+
+
+def _held_workspaces(folder: Path, shown: int = 5) -> str:
+    """For a folder that holds workspaces (an OUTPUT_PATH such as `studies/`): which, newest first, to name one."""
+    try:
+        found = sorted((c for c in folder.iterdir() if (c / "merlin_info" / PLAN_FILE).is_file()),
+                       key=lambda c: c.stat().st_mtime, reverse=True)
+    except OSError:
+        return ""
+    if not found:
+        return ""
+    names = ", ".join(c.name for c in found[:shown]) + (f" and {len(found) - shown} more" if len(found) > shown else "")
+    return f"; it holds {len(found)} workspace(s), newest first: {names}: name one"

@@ -34,3 +34,18 @@ def test_a_workspace_whose_making_never_ended_is_named_as_such(tmp_path: Path) -
     with pytest.raises(NoWorkspace, match=r"ws is a workspace still being made \(merlin_info/ has no plan.json yet\).*"
                                           "if no `run` is making it, nothing of it ran: delete it"):
         Workspace.find(tmp_path / "ws")
+
+
+def test_a_folder_of_workspaces_names_them(tmp_path: Path) -> None:
+    """`status studies/` said only "not inside a workspace" (an outside probe): the workspaces it holds are named."""
+    import os
+
+    for age, name in enumerate(("new_1", "old_2", "older_3")):
+        (tmp_path / "studies" / name / "merlin_info").mkdir(parents=True)
+        (tmp_path / "studies" / name / "merlin_info" / "plan.json").write_text("{}")
+        os.utime(tmp_path / "studies" / name, (1e9 - age, 1e9 - age))
+    (tmp_path / "studies" / "notes").mkdir()
+    with pytest.raises(NoWorkspace, match=r"it holds 3 workspace\(s\), newest first: new_1, old_2, older_3: name one"):
+        Workspace.find(tmp_path / "studies")
+    with pytest.raises(NoWorkspace, match=r"workspace \(no merlin_info/plan.json found\)$"):
+        Workspace.find(tmp_path / "studies" / "notes")
