@@ -38,6 +38,7 @@ COMMANDS = {
     "query-workers": "merlin_mdm.cli.distributed:query_workers",
     "stop-workers": "merlin_mdm.cli.distributed:stop_workers",
     "purge": "merlin_mdm.cli.distributed:purge",
+    "forget": "merlin_mdm.cli.forget:forget",
     "monitor": "merlin_mdm.cli.distributed:monitor",
     "info": "merlin_mdm.cli.distributed:info",
     "server": "merlin_mdm.cli.distributed:server",

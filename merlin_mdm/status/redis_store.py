@@ -494,5 +494,20 @@ class RedisStatusStore(StatusStore):
                            opt("ended"), tuple(failures), num("n_failures"), num("run_tasks"),
                            opt("run_seconds") or 0.0, opt("run_sq") or 0.0)
 
+    def forget(self) -> int:
+        """Delete every key of the study (its record and its dependency counts); returns how many went.
+
+        Nothing else deletes them: a shared server keeps every study queued on it until this is asked."""
+        deleted = 0
+        batch: list[str] = []
+        for key in self._call(self.r.scan_iter, match=self.prefix + "*", count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                deleted += int(self._call(self.r.unlink, *batch))
+                batch = []
+        if batch:
+            deleted += int(self._call(self.r.unlink, *batch))
+        return deleted
+
     def close(self) -> None:
         self.r.close()

@@ -488,3 +488,38 @@ def test_run_workers_until_done_says_when_the_studys_record_is_lost(redis_server
     finally:
         if workers.poll() is None:
             os.killpg(workers.pid, 9)
+
+
+@pytest.mark.celery
+def test_forget_deletes_an_ended_studys_record_and_restart_records_it_again(redis_server: RedisFixture,
+                                                                            tmp_path: Path) -> None:
+    """Nothing deleted a study's Redis keys: a shared status server kept every study queued on it."""
+    from merlin_mdm.status.redis_store import study_prefix
+    from merlin_mdm.study.layout import Workspace
+
+    env = {"MERLIN_MDM_CONFIG": str(redis_server.app_yaml)}
+    spec, ws = _queue_one_step(tmp_path, env, "forgotten", "echo $(N)", 2)
+    early = merlin("forget", str(ws), "-f", cwd=tmp_path, env=env)
+    assert early.returncode == 1 and "is queued with work left: forget a study once it is over" in early.stderr
+    ended = merlin("run-workers", str(spec), "--until-done", str(ws), "--grace", "5", cwd=tmp_path, env=env,
+                   timeout=120)
+    assert ended.returncode == 0, ended.stderr
+    client = redis_server.client()
+    prefix = study_prefix(Workspace(ws).load_plan().workspace)
+    assert list(client.scan_iter(match=prefix + "*"))
+    kept = merlin("forget", str(ws), cwd=tmp_path, env=env, stdin="n\n")
+    assert kept.returncode == 0 and "nothing forgotten" in kept.stdout and list(client.scan_iter(match=prefix + "*"))
+    forgot = merlin("forget", str(ws), "-f", cwd=tmp_path, env=env)
+    assert forgot.returncode == 0 and forgot.stdout.startswith("forgot forgotten: "), forgot.stdout
+    assert list(client.scan_iter(match=prefix + "*")) == []
+    assert "holds no status" in merlin("status", str(ws), cwd=tmp_path, env=env).stderr
+    assert "nothing to forget" in merlin("forget", str(ws), "-f", cwd=tmp_path, env=env).stdout
+    again = merlin("restart", str(ws), cwd=tmp_path, env=env)
+    assert again.returncode == 0, again.stderr
+    snap = json.loads(merlin("status", str(ws), "--json", cwd=tmp_path, env=env).stdout)
+    assert snap["steps"][0]["counts"]["finished"] == 2, snap  # from the done-markers
+    done = merlin("run-workers", str(spec), "--until-done", str(ws), "--grace", "5", cwd=tmp_path, env=env,
+                  timeout=120)
+    assert done.returncode == 0 and "2 of 2 task(s) finished" in done.stderr, done.stderr
+    local = merlin("forget", str(tmp_path), cwd=tmp_path, env=env)
+    assert local.returncode == 2 and "not inside a merlin-mdm workspace" in local.stderr
