@@ -283,9 +283,15 @@ class BatchSystem(ABC):
         return res
 
 
+# run-workers' exit codes when a stop signal ended it or its workers: `scancel -b --signal=TERM`, `scancel
+# --signal=TERM` of the job's steps, a Ctrl-C of an interactive allocation (128 + SIGHUP, SIGINT, SIGTERM)
+SIGNALLED_CODES = frozenset({"129", "130", "143"})
+
+
 def exit_file_state(workdir: Path | None, job_id: str) -> JobState:
     """The state of an ended job by the exit code its script left in ``workdir`` (``JOBID.ec``): COMPLETED for 0,
-    FAILED for any other; UNKNOWN where there is none (a job that never ran, or is running)."""
+    CANCELLED for a stop signal's (:data:`SIGNALLED_CODES`), FAILED for any other; UNKNOWN where there is none (a
+    job that never ran, or is running)."""
     if workdir is None:
         return JobState.UNKNOWN
     path = workdir / f"{job_id}.ec"
@@ -293,4 +299,6 @@ def exit_file_state(workdir: Path | None, job_id: str) -> JobState:
         code = path.read_text(encoding="utf-8").strip()
     except OSError:
         return JobState.UNKNOWN
+    if code in SIGNALLED_CODES:
+        return JobState.CANCELLED
     return JobState.COMPLETED if code == "0" else JobState.FAILED

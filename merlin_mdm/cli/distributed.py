@@ -171,10 +171,37 @@ def _supervise(spec: Path, parsed, config, commands, alloc, until_done: Path | N
     rc = supervisor.run()
     if until_done is not None:
         if supervisor.stopping != STUDY_OVER:  # the walltime, a signal, or `stop-workers` from outside
-            why = supervisor.stopping or _why_ended(supervisor)
+            signalled = _signalled_from_outside(supervisor, config, commands)
+            why = supervisor.stopping or (signalled[1] if signalled else _why_ended(supervisor))
             click.echo(f"run-workers: the workers ended before the study was over: {why}", err=True)
+            rc = signalled[0] if signalled and not rc else rc  # the job did not complete its work: not 0
         click.echo(f"run-workers: {_outcome(until_done)}", err=True)
     raise SystemExit(rc)
+
+
+def _signalled_from_outside(supervisor, config, commands) -> tuple[int, str] | None:  # type: ignore[no-untyped-def]
+    """(128+signal, why) when a signal that did not come through this command stopped its workers: `scancel
+    --signal=TERM JOB` signals a job's steps (the workers' launcher), not its batch script; None otherwise."""
+    import redis
+
+    from merlin_mdm.backends.celery.liveness import stop_signals
+
+    if supervisor.stopping:
+        return None
+    try:
+        found = stop_signals(config, [c.node.split("@")[0] + "@" for c in commands if c.node])
+    except (redis.RedisError, OSError):  # the status server is gone: say what is known
+        return None
+    names = sorted({sig for sig in found.values() if sig.startswith("SIG")})
+    if not names:
+        return None
+    try:
+        signum = int(signal.Signals[names[0]])
+    except KeyError:
+        return None
+    return 128 + signum, (f"{' and '.join(names)} from outside this command stopped them (`scancel --signal=TERM "
+                          "JOB` signals a job's steps, not its batch script: `scancel JOB` ends the job, `scancel "
+                          "-b --signal=TERM JOB` stops it warmly); the units they ran went back to the queue")
 
 
 def _why_ended(supervisor) -> str:  # type: ignore[no-untyped-def]

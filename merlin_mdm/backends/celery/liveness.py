@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import socket
 import threading
 import time
@@ -44,6 +45,7 @@ __all__ = [
     "process_gone",
     "process_token",
     "silent_units",
+    "stop_signals",
     "unit_heartbeat",
     "worker_heartbeat",
 ]
@@ -146,14 +148,34 @@ def worker_heartbeat(config: AppConfig, hostname: str, queues: Sequence[str]) ->
 STOPPING_KEY = "mdm:stopping:"  # + worker hostname, on the status server: its warm shutdown was asked for
 
 
-def mark_stopping(client: Any, hostnames: Sequence[str]) -> None:
+def mark_stopping(client: Any, hostnames: Sequence[str], signal_name: str = "") -> None:
     """The named workers were asked for a warm shutdown: the units they run stop before their next task and go
-    back to the queue (Celery would let each run every task it has left, a hundred samples for a unit of 100)."""
+    back to the queue (Celery would let each run every task it has left, a hundred samples for a unit of 100).
+    ``signal_name``: the signal that asked it (a worker's own handler says; `run-workers` reads it back)."""
     if hostnames:
         pipe = client.pipeline(transaction=False)
         for name in hostnames:
-            pipe.set(STOPPING_KEY + name, time.time(), ex=7 * 86400)
+            pipe.set(STOPPING_KEY + name, f"{time.time()} {signal_name}".rstrip(), ex=7 * 86400)
         pipe.execute()
+
+
+def stop_signals(config: AppConfig, prefixes: Sequence[str]) -> dict[str, str]:
+    """Worker hostname -> the signal that stopped it, for the workers whose names start with one of
+    ``prefixes`` (a `run-workers`' node names before their host) and that a signal stopped."""
+    client = config.status.client(timeout=3.0, retry=False)
+    found: dict[str, str] = {}
+    try:
+        for prefix in prefixes:
+            pattern = re.sub(r"([*?\[\]\\])", r"\\\1", STOPPING_KEY + prefix) + "*"  # a name is matched as it is
+            for key in client.scan_iter(match=pattern, count=1000):
+                name = key.decode() if isinstance(key, bytes) else str(key)
+                value = client.get(key)
+                text = value.decode() if isinstance(value, bytes) else str(value or "")
+                if " " in text:
+                    found[name.removeprefix(STOPPING_KEY)] = text.split(" ", 1)[1]
+    finally:
+        client.close()
+    return found
 
 
 def clear_stopping(client: Any, hostname: str) -> None:

@@ -72,10 +72,12 @@ def _beat_while_alive(sender: Any, **_: Any) -> None:
 
 
 @worker_shutting_down.connect  # type: ignore[untyped-decorator]
-def _stopping(sender: Any, **_: Any) -> None:
-    """A stop signal (SIGTERM: warm): the units in hand stop before their next task and go back to the queue."""
+def _stopping(sender: Any, sig: Any = "", **_: Any) -> None:
+    """A stop signal (SIGTERM: warm): the units in hand stop before their next task and go back to the queue.
+    The signal is recorded with the mark: `run-workers` tells a `scancel --signal=TERM` of its job's steps from
+    workers that ended by themselves."""
     with contextlib.suppress(Exception), _config.status.client() as client:
-        mark_stopping(client, [str(sender)])
+        mark_stopping(client, [str(sender)], str(sig or ""))
 
 
 @worker_shutdown.connect  # type: ignore[untyped-decorator]

@@ -523,3 +523,35 @@ def test_forget_deletes_an_ended_studys_record_and_restart_records_it_again(redi
     assert done.returncode == 0 and "2 of 2 task(s) finished" in done.stderr, done.stderr
     local = merlin("forget", str(tmp_path), cwd=tmp_path, env=env)
     assert local.returncode == 2 and "not inside a merlin-mdm workspace" in local.stderr
+
+
+@pytest.mark.celery
+def test_workers_stopped_by_a_signal_from_outside_are_said_and_the_exit_code_says_so(redis_server: RedisFixture,
+                                                                                     tmp_path: Path) -> None:
+    """`scancel --signal=TERM JOB` signals a job's steps (the workers), not run-workers: it said "they stopped by
+    themselves: a unit that did not fit ...", exit 0, and the job was listed completed (a probe on Slurm)."""
+    import signal
+    import subprocess
+    import sys
+
+    from .helpers import _ENTRY
+
+    env = {"MERLIN_MDM_CONFIG": str(redis_server.app_yaml)}
+    spec, ws = _queue_one_step(tmp_path, env, "outside", "sleep 1; echo $(N)", 6)
+    runner = subprocess.Popen([sys.executable, "-c", _ENTRY, "run-workers", str(spec), "--until-done", str(ws)],
+                              cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO), **env},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        wait_until(lambda: len(list(ws.glob("sim/*/MERLIN_FINISHED"))) >= 1, 60, "a first task to finish")
+        worker = subprocess.run(["pgrep", "-f", r"outside_workers\.[0-9]+@"], capture_output=True, text=True,
+                                check=False).stdout.split()
+        assert worker, "no worker process"
+        for pid in worker:  # as slurmstepd signals every process of the step
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGTERM)
+        _, err = runner.communicate(timeout=90)
+    finally:
+        if runner.poll() is None:
+            os.killpg(runner.pid, 9)
+    assert runner.returncode == 128 + signal.SIGTERM, err
+    assert "the workers ended before the study was over: SIGTERM from outside this command stopped them" in err, err

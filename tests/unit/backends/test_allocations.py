@@ -287,7 +287,7 @@ def test_a_scheduler_that_cannot_be_asked_is_said_and_ended_jobs_read_their_exit
     records = [AllocationRecord(j, "slurm", "s.w", ("w",), 1, 0.0) for j in ("18", "19", "20")]
     notes: list[str] = []
     states = allocation_states(tmp_path, records, notes)
-    assert states == {"18": JobState.UNKNOWN, "19": JobState.COMPLETED, "20": JobState.FAILED}
+    assert states == {"18": JobState.UNKNOWN, "19": JobState.COMPLETED, "20": JobState.CANCELLED}  # 128+SIGTERM
     assert len(notes) == 1 and "Unable to contact slurm controller" in notes[0] and "exit code files" in notes[0]
 
 

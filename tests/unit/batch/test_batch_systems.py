@@ -160,9 +160,11 @@ def test_slurm_gives_the_reason_a_pending_job_waits_and_which_reasons_no_waiting
 def test_a_job_the_scheduler_forgot_is_judged_by_its_exit_code_file(tmp_path: Path) -> None:
     (tmp_path / "20.ec").write_text("0\n")
     (tmp_path / "21.ec").write_text("3\n")
+    (tmp_path / "23.ec").write_text("143\n")  # run-workers (or its workers) stopped by SIGTERM: `scancel`
     runner = Recorder({"squeue": ShellResult(0, "JOBID ST REASON\n", "")})
-    states = get_batch_system("slurm", runner).status(["20", "21", "22"], tmp_path)
-    assert states == {"20": JobState.COMPLETED, "21": JobState.FAILED, "22": JobState.UNKNOWN}
+    states = get_batch_system("slurm", runner).status(["20", "21", "22", "23"], tmp_path)
+    assert states == {"20": JobState.COMPLETED, "21": JobState.FAILED, "22": JobState.UNKNOWN,
+                      "23": JobState.CANCELLED}
 
 
 def test_lsf_states_from_bjobs_json() -> None:
