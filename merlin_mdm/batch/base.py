@@ -9,6 +9,7 @@ whatever runs inside the allocation.
 
 from __future__ import annotations
 
+import re
 import shlex
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -205,6 +206,7 @@ class BatchSystem(ABC):
             if value:
                 raise UnsupportedRequest(f"allocation '{req.name}': {key} {value!r}: {self.title or self.name.upper()} "
                                          f"has no {key} option; remove `{key}` from the batch block{instead}")
+        _check_names(req)
         return "\n".join([*self.directives(req), "", *self.body(req)]) + "\n"
 
     def body(self, req: AllocationRequest) -> list[str]:
@@ -277,10 +279,32 @@ class BatchSystem(ABC):
         if res.rc == 127:
             raise BatchError(f"{self.name}: cannot {what}: '{cmd[0]}' is not on PATH (is this a {self.name} machine?)")
         if res.rc not in ok_codes:
-            detail = (res.stderr or res.stdout).strip().splitlines()
             raise BatchError(f"{self.name}: {shlex.join(cmd[:2])} failed (exit {res.rc}): "
-                             f"{detail[-1] if detail else 'no output'}")
+                             f"{_telling_line(res.stderr or res.stdout)}")
         return res
+
+
+_SCHEDULER_NAME = re.compile(r"[A-Za-z0-9_.,:@+%=/-]+")  # partitions, accounts, QOS, reservations (and lists)
+
+
+def _check_names(req: AllocationRequest) -> None:
+    """A queue, bank, QOS or reservation is a scheduler's name: one with a space, a quote or a ';' was quoted twice
+    on its way into the script (`--partition="'de bug'"`), which no scheduler knows, or broke sbatch's own
+    parsing (an outside probe)."""
+    for key in ("queue", "bank", "qos", "reservation"):
+        value = getattr(req, key, None)
+        if value and not _SCHEDULER_NAME.fullmatch(value):
+            raise UnsupportedRequest(f"allocation '{req.name}': {key} {value!r} is no name a scheduler takes (letters, "
+                                     "digits and _ . , : @ + % = / - only): correct it in the batch block or on the "
+                                     "command line")
+
+
+def _telling_line(output: str) -> str:
+    """The line of a scheduler command's output that says what went wrong: the last, unless it only points to the
+    help (sbatch's `unrecognized option '--bogus'` came before `Try "sbatch --help" for more information`)."""
+    lines = [line for line in output.strip().splitlines() if line.strip()]
+    telling = [line for line in lines if not re.match(r"\s*try\b.*--help", line, re.IGNORECASE)]
+    return (telling or lines or ["no output"])[-1]
 
 
 # run-workers' exit codes when a stop signal ended it or its workers: `scancel -b --signal=TERM`, `scancel

@@ -18,7 +18,7 @@ __all__ = ["allocations_json", "launch", "show_allocations"]
 @click.command()
 @click.argument("spec_path", metavar="SPEC", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--nodes", type=click.IntRange(1), help="Nodes per allocation [default: the worker's or batch's nodes].")
-@click.option("--walltime", help="Walltime per allocation, [[HH:]MM:]SS [default: batch.walltime].")
+@click.option("--walltime", help="Walltime per allocation, [[HH:]MM:]SS or D-HH:MM:SS [default: batch.walltime].")
 @click.option("--queue", help="Queue / partition [default: batch.queue].")
 @click.option("--bank", help="Account charged [default: batch.bank].")
 @click.option("--cores-per-node", type=click.IntRange(1), envvar="MERLIN_MDM_CORES_PER_NODE",
@@ -70,7 +70,8 @@ def launch(spec_path: Path, nodes: int | None, walltime: str | None, queue: str 
         if walltime is not None and parse_walltime(walltime) is None:
             raise ValueError("zero")
     except ValueError:
-        raise UsageError(f"--walltime {walltime!r} is not a positive time: use [[HH:]MM:]SS, e.g. 01:30:00") from None
+        raise UsageError(f"--walltime {walltime!r} is not a positive time: use [[HH:]MM:]SS or D-HH:MM:SS, e.g. "
+                         "01:30:00") from None
     if target is not None:
         from merlin_mdm.backends.celery.workers import check_study_queues
         from merlin_mdm.study.layout import Workspace
@@ -82,13 +83,15 @@ def launch(spec_path: Path, nodes: int | None, walltime: str | None, queue: str 
     opts = LaunchOptions(nodes, walltime, queue, bank, together, None if source == "defaults" else source, variables,
                          cores_per_node, workers)
     planned = allocation_requests(spec, spec_path, target or Path("WORKSPACE"), opts)
+    given = [f"--{name} {value}" for name, value in (("nodes", nodes), ("walltime", walltime), ("queue", queue),
+                                                     ("bank", bank)) if value is not None]
     scripts = []
     for names, req in planned:  # each script first: a setting a batch system cannot honour is refused before any submit
         system = get_batch_system(req.system or scheduler_name(spec.batch.type))
         try:
             scripts.append((names, req, system.name, system.script(req)))
         except BatchError as exc:
-            raise type(exc)(f"{exc} (the request comes from {batch_origin(spec, names)})") from None
+            raise type(exc)(f"{exc} (the request comes from {batch_origin(spec, names, given)})") from None
     if dry:
         if target is None:
             click.echo(f"no queued study of {spec_path} yet: WORKSPACE stands for its workspace", err=True)
@@ -98,7 +101,7 @@ def launch(spec_path: Path, nodes: int | None, walltime: str | None, queue: str 
         return
     _check_allocations_fit(spec, target, planned)
     _note_live_allocations(ensure_queued(target, spec_path), planned)
-    records = submit_all(spec, planned, ensure_queued(target, spec_path))
+    records = submit_all(spec, planned, ensure_queued(target, spec_path), given)
     if as_json:
         click.echo(json.dumps([{"job_id": r.job_id, "system": r.system, "name": r.name, "workers": r.workers}
                                for r in records], indent=1))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Mapping
 
-__all__ = ["OPTION_KEYS", "parse_batch_options"]
+__all__ = ["OPTION_KEYS", "owned_option", "parse_batch_options"]
 
 OPTION_KEYS = ("slurm_args", "lsf_args")  # passed to the scheduler as written
 
@@ -40,3 +40,25 @@ def parse_batch_options(raw: object) -> tuple[tuple[str, str], ...]:
             out.append((token, value))
         i += 2 if has_value else 1
     return tuple(out)
+
+
+# options the batch block's own fields set: given again in `*_args`, the scheduler takes the last one written,
+# and the workers plan against the field's (a `--time=1:00` beside `walltime: 5:00` was killed at one minute
+# by Slurm while the workers planned their stop for five)
+_OWNED = {
+    "slurm_args": {"time": "walltime", "-t": "walltime", "nodes": "nodes", "-N": "nodes"},
+    "lsf_args": {"-W": "walltime", "-nnodes": "nodes"},
+}
+
+
+def owned_option(key: str, options: tuple[tuple[str, str], ...]) -> str | None:
+    """A line refusing the first of ``options`` (of the batch block's ``key``) that a field of the block sets
+    (``walltime``, ``nodes``); None when there is none."""
+    owned = _OWNED.get(key, {})
+    for option, _ in options:
+        field = owned.get(option)
+        if field is not None:
+            written = option if option.startswith("-") else f"--{option}"
+            return (f"{written} sets what `{field}:` sets (the workers plan against the {field} given there): give "
+                    f"it as `{field}:` of the batch block (or `merlin-mdm launch --{field}`), not in {key}")
+    return None

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from merlin_mdm.errors import SpecIssue
-from merlin_mdm.spec.batch_options import OPTION_KEYS, parse_batch_options
+from merlin_mdm.spec.batch_options import OPTION_KEYS, owned_option, parse_batch_options
 from merlin_mdm.spec.exitcodes import EXIT_CODE_TOKENS
 from merlin_mdm.spec.hazards import NAME_MAX, check_hazards
 from merlin_mdm.spec.issues import IssueCollector, did_you_mean, key_mark, value_mark
@@ -112,6 +112,24 @@ def _check_study_name(spec: Spec, issues: IssueCollector) -> None:
         issues.error(where, "description.name", f"the name is {len(name.encode())} bytes: its workspace folder "
                      f"(NAME{_WORKSPACE_SUFFIX}) would be {folder}, longer than the {NAME_MAX} bytes a file name "
                      f"may have; use at most {NAME_MAX - len(_WORKSPACE_SUFFIX)}")
+        return
+    _check_batch_file_names(spec, where, issues)
+
+
+_JOB_OUTPUT_SUFFIX = ".12345678901234567890.out"  # `launch`'s job output NAME.GROUP.<job id>.out: ids of 20 digits
+
+
+def _check_batch_file_names(spec: Spec, where: Located, issues: IssueCollector) -> None:
+    """`launch` names a worker group's script and output NAME.GROUP.sh and NAME.GROUP.<job id>.out: a study whose
+    name fits its workspace folder was queued, then never launched (`File name too long`; an outside probe)."""
+    groups = [w.name for w in spec.resources.workers] or ["default_worker"]
+    group = max(groups, key=lambda g: len(g.encode()))
+    longest = len(f"{spec.description.folder}.{group}{_JOB_OUTPUT_SUFFIX}".encode())
+    if longest > NAME_MAX:
+        room = NAME_MAX - len(f".{group}{_JOB_OUTPUT_SUFFIX}".encode())
+        issues.warn(where, "description.name", f"`merlin-mdm launch` names worker group {group[:40]!r}'s job output "
+                     f"NAME.{group[:40]}{_JOB_OUTPUT_SUFFIX} ({longest} bytes), longer than the {NAME_MAX} bytes a "
+                     f"file name may have: use at most {max(room, 0)} bytes for the name, or a shorter group name")
 
 
 def _check_step_names(spec: Spec, issues: IssueCollector) -> None:
@@ -396,11 +414,14 @@ def _check_batch_options(spec: Spec, issues: IssueCollector) -> None:
             if raw is None or "$(" in str(raw):  # a variable's value is read at `launch`
                 continue
             try:
-                parse_batch_options(raw)
+                owned = owned_option(key, parse_batch_options(raw))
             except ValueError as exc:
                 issues.error(value_mark(block, key), f"{where}.{key}",
                              f"{exc}: write the options as the scheduler's command line takes them "
                              "(e.g. \"--mem=0 --exclusive -p big\")")
+                continue
+            if owned is not None:
+                issues.error(value_mark(block, key), f"{where}.{key}", owned)
 
 
 def _check_workers(spec: Spec, issues: IssueCollector) -> None:

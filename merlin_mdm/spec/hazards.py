@@ -32,18 +32,33 @@ def directory_label(labels: str) -> str:
 
 
 def parse_walltime(text: str | None) -> float | None:
-    """A walltime `[[HH:]MM:]SS` in seconds (None when unset or zero); ValueError when it is not a time."""
+    """A walltime in seconds (None when unset or zero); ValueError when it is not a time.
+
+    ``[[HH:]MM:]SS``; Merlin's ``DD:HH:MM:SS``; and Slurm's ``D-HH[:MM[:SS]]`` (`1-00:00:00`, `2-12`), which
+    Slurm users type."""
     if text is None or str(text).strip() == "":
         return None
+    days, dash, rest = str(text).strip().partition("-")
+    if dash and days.isdigit():  # Slurm's days-hours[:minutes[:seconds]]
+        parts = rest.split(":")
+        if len(parts) > 3 or not rest:
+            raise ValueError("days-hours takes at most hours:minutes:seconds after the '-'")
+        parts += ["0"] * (3 - len(parts))
+        return _seconds([days, *parts])
     parts = str(text).strip().split(":")
-    if len(parts) > 3:
-        raise ValueError("more than three fields")
+    if len(parts) > 4:
+        raise ValueError("more than four fields")
+    return _seconds(parts)
+
+
+def _seconds(parts: list[str]) -> float | None:
+    """``parts`` (days, hours, minutes, seconds; the leading ones optional) in seconds; None for zero."""
     seconds = 0.0
-    for part in parts:
+    for i, part in enumerate(parts):
         value = float(part)  # ValueError for 'abc'
         if not math.isfinite(value) or value < 0:
             raise ValueError("each field must be a finite number >= 0")
-        seconds = seconds * 60 + value
+        seconds = seconds * (24 if len(parts) == 4 and i == 1 else 60) + value
     if seconds > MAX_WALLTIME:
         raise ValueError(f"more than {MAX_WALLTIME / 86_400:g} days")
     return seconds or None
@@ -78,7 +93,7 @@ def _check_walltimes(spec: Spec, issues: IssueCollector) -> None:
             parse_walltime(text)
         except ValueError as exc:
             what = f"is {exc}" if str(exc).startswith("more than") else "is not a positive time"
-            issues.error(where, path, f"walltime {text!r} {what}: use [[HH:]MM:]SS, e.g. '01:30:00' or "
+            issues.error(where, path, f"walltime {text!r} {what}: use [[HH:]MM:]SS, e.g. '01:30:00', D-HH:MM:SS or "
                                       f"'90'{undefined_token_hint(text)}")
 
 

@@ -25,8 +25,9 @@ from merlin_mdm.batch import TERMINAL_STATES, AllocationRequest, JobState, exit_
 from merlin_mdm.config import AppConfig
 from merlin_mdm.errors import BatchError, UsageError
 from merlin_mdm.spec import BatchConfig, Spec
-from merlin_mdm.spec.batch_options import parse_batch_options
+from merlin_mdm.spec.batch_options import owned_option, parse_batch_options
 from merlin_mdm.spec.checks import step_run_place
+from merlin_mdm.spec.hazards import NAME_MAX
 from merlin_mdm.spec.issues import key_mark
 from merlin_mdm.spec.loader import MarkedDict
 from merlin_mdm.study.layout import Workspace
@@ -102,12 +103,27 @@ def _merged(base: BatchConfig, override: BatchConfig | None) -> BatchConfig:
     return dataclasses.replace(base, **given, extra={**base.extra, **override.extra})
 
 
-def _options(raw: object) -> tuple[tuple[str, str], ...]:
-    """`slurm_args`/`lsf_args` as (option, value) pairs (:func:`parse_batch_options`); BatchError when malformed."""
+def _check_name_fits(name: str) -> None:
+    """Refuse, before any job is submitted, an allocation whose script or output (NAME.<job id>.out) no file system
+    can name: the study was queued, then `launch` ended in `File name too long` naming neither cause nor remedy."""
+    longest = len(f"{name}.12345678901234567890.out".encode())
+    if longest > NAME_MAX:
+        raise BatchError(f"allocation {name[:60]!r}...: its job output NAME.<job id>.out would be up to {longest} "
+                         f"bytes, past the {NAME_MAX} a file name may have: shorten the study's description.name or "
+                         "the worker group's name (validate warns of it)")
+
+
+def _options(raw: object, key: str = "") -> tuple[tuple[str, str], ...]:
+    """`slurm_args`/`lsf_args` as (option, value) pairs (:func:`parse_batch_options`); BatchError when malformed
+    or when one sets what a field of the batch block sets (:func:`owned_option`: a value read at `launch`)."""
     try:
-        return parse_batch_options(raw)
+        options = parse_batch_options(raw)
     except ValueError as exc:
         raise BatchError(f"batch options {exc}") from None
+    owned = owned_option(key, options)
+    if owned is not None:
+        raise BatchError(owned)
+    return options
 
 
 Planned = tuple[tuple[str, ...], AllocationRequest]  # the worker groups an allocation runs, and the request
@@ -129,9 +145,11 @@ def allocation_requests(spec: Spec, spec_path: Path, workspace: Path, opts: Laun
                    *(a for n in names for a in ("--worker", n)), *(a for v in opts.variables for a in ("--vars", v)),
                    "--until-done", str(workspace)]
         label = "all" if len(names) > 1 else names[0]
-        options = _options(batch.extra.get(f"{scheduler_name(batch.type)}_args"))
+        key = f"{scheduler_name(batch.type)}_args"
+        options = _options(batch.extra.get(key), key)
         env: tuple[tuple[str, str], ...] = (("MERLIN_MDM_CONFIG", opts.config_source),) if opts.config_source else ()
         env += _early_warning(options)
+        _check_name_fits(f"{spec.description.folder}.{label}")
         out.append((names, AllocationRequest(
             name=f"{spec.description.folder}.{label}", command=f"cd {shlex.quote(str(spec_path.resolve().parent))}\n"
             + shlex.join(command), workdir=batch_dir(workspace), nodes=nodes,
@@ -219,17 +237,18 @@ def read_records(workspace: Path) -> list[AllocationRecord]:
             for r in rows]
 
 
-def submit_all(spec: Spec, planned: Sequence[Planned], workspace: Path) -> list[AllocationRecord]:
+def submit_all(spec: Spec, planned: Sequence[Planned], workspace: Path,
+               given: Sequence[str] = ()) -> list[AllocationRecord]:
     """Submit the planned requests (each to its own batch system: a worker group's block may name another) and
-    record each job."""
+    record each job. ``given``: the command line's overrides, named where a submission is refused."""
     records: list[AllocationRecord] = []
     for names, req in planned:
         system = get_batch_system(req.system or scheduler_name(spec.batch.type))
         try:
             job_id = system.submit(req)
         except BatchError as exc:
-            why = (f"{exc} (the request comes from {batch_origin(spec, names)}; `merlin-mdm launch {spec.path} --dry` "
-                   "prints it)")
+            why = (f"{exc} (the request comes from {batch_origin(spec, names, given)}; `merlin-mdm launch "
+                   f"{spec.path} --dry` prints it)")
             if not records:
                 raise BatchError(why) from None
             done = ", ".join(f"job {r.job_id} ({r.name})" for r in records)
@@ -241,9 +260,15 @@ def submit_all(spec: Spec, planned: Sequence[Planned], workspace: Path) -> list[
     return records
 
 
-def batch_origin(spec: Spec, names: Sequence[str]) -> str:
+def batch_origin(spec: Spec, names: Sequence[str], given: Sequence[str] = ()) -> str:
     """Where the spec writes the batch settings of an allocation for the worker group(s) ``names``: the
-    `batch` block, and a single group's own `batch` block over it."""
+    `batch` block, and a single group's own `batch` block over it; then ``given``, the command line's overrides
+    (`--queue nope`: the value sbatch refused may be one of them)."""
+    spec_part = _spec_origin(spec, names)
+    return f"{spec_part}, with {' '.join(given)} from the command line" if given else spec_part
+
+
+def _spec_origin(spec: Spec, names: Sequence[str]) -> str:
     merlin = spec.raw.get("merlin")
     resources = merlin.get("resources") if isinstance(merlin, MarkedDict) else None
     workers = resources.get("workers") if isinstance(resources, MarkedDict) else None

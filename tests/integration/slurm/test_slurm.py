@@ -211,6 +211,9 @@ def test_a_request_the_scheduler_refuses_names_the_spec_block_it_came_from(
     assert f"(the request comes from {spec.name}:3: batch; `merlin-mdm launch {spec.name} --dry` prints it)" \
         in refused.stderr, \
         refused.stderr
+    overridden = merlin("launch", spec.name, "--queue", "nopart", cwd=tmp_path, env=env)  # the command line's value
+    assert overridden.returncode == 1 and f"(the request comes from {spec.name}:3: batch, with --queue nopart from " \
+        "the command line;" in overridden.stderr, overridden.stderr
 
 
 @pytest.mark.redis

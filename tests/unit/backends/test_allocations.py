@@ -355,3 +355,37 @@ def test_launch_fails_only_for_reasons_no_waiting_cures_and_waits_for_none_on_ls
     write_record(tmp_path, AllocationRecord("7", "lsf", "s.w", ("w",), 1, 0.0))
     monkeypatch.setattr(allocations, "allocation_rows", lambda *a: pytest.fail("LSF gives no reasons: not asked"))
     assert allocations.stuck_allocations(tmp_path, {"7"}) == []
+
+
+def test_a_time_limit_in_the_batch_args_is_refused_where_it_is_read() -> None:
+    """`slurm_args: --time=1:00` beside `walltime: 5:00`: Slurm killed the job at one minute while its workers
+    planned their stop for five (an outside probe). validate refuses it, through a variable too; launch refuses
+    one it reads itself."""
+    from merlin_mdm.backends.celery import allocations
+    from merlin_mdm.errors import BatchError, SpecError
+
+    with pytest.raises(SpecError, match="--time sets what `walltime:` sets"):
+        _spec(SPEC.replace("--mem=0 --signal=USR1@60", "--mem=0 --time=1:00"))
+    text = SPEC.replace("--mem=0 --signal=USR1@60", "$(ARGS)").replace(
+        "description: {name: big, description: two worker groups}",
+        "description: {name: big, description: two worker groups}\nenv: {variables: {ARGS: -N 3}}")
+    with pytest.raises(SpecError, match="-N sets what `nodes:` sets"):
+        _spec(text)
+    with pytest.raises(BatchError, match="-t sets what `walltime:` sets"):
+        allocations._options("--mem=0 -t 5", "slurm_args")
+    assert allocations._options("--mem=0 -t 5", "lsf_args") == (("mem", "0"), ("-t", "5"))  # not LSF's option
+
+
+def test_a_study_name_its_job_output_cannot_hold_is_said_at_validate_and_refused_at_launch() -> None:
+    """A 234-byte name (validate's limit for the workspace) was queued, then `launch` failed in `File name too long`
+    writing NAME.GROUP.sh (an outside probe on Slurm)."""
+    from merlin_mdm.errors import BatchError
+
+    text = SPEC.replace("name: big,", f"name: {'L' * 230},")
+    loaded = load_spec_text(text, "/s/big.yaml")
+    assert any("job output NAME.postworkers.12345678901234567890.out" in w.message and "use at most 218 bytes"
+               in w.message for w in loaded.warnings), loaded.warnings
+    with pytest.raises(BatchError, match="shorten the study's description.name or the worker group's name"):
+        allocation_requests(loaded.spec, Path("/s/big.yaml"), Path("/ws"), LaunchOptions())
+    assert allocation_requests(_spec(SPEC.replace("name: big,", f"name: {'L' * 218},")), Path("/s/big.yaml"),
+                               Path("/ws"), LaunchOptions())

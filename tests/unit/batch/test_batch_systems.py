@@ -299,3 +299,23 @@ def test_settings_a_scheduler_has_no_option_for_are_refused(tmp_path: Path, name
                                                              message: str) -> None:
     with pytest.raises(UnsupportedRequest, match=message):
         get_batch_system(name).script(_req(tmp_path, **{key: "standby"}))
+
+
+def test_a_refused_submission_says_the_schedulers_reason_not_its_help_hint(tmp_path: Path) -> None:
+    """`slurm_args: --bogus-flag=3` was reported as `failed (exit 255): Try "sbatch --help" for more information`,
+    the line that said what was wrong dropped (an outside probe on Slurm)."""
+    err = "sbatch: unrecognized option '--bogus-flag=3'\nTry \"sbatch --help\" for more information\n"
+    runner = Recorder({"sbatch": ShellResult(255, "", err)})
+    with pytest.raises(BatchError, match=r"failed \(exit 255\): sbatch: unrecognized option '--bogus-flag=3'$"):
+        get_batch_system("slurm", runner).submit(_req(tmp_path))
+
+
+@pytest.mark.parametrize("field", ["queue", "bank", "qos", "reservation"])
+def test_a_queue_or_bank_no_scheduler_can_name_is_refused_before_submitting(tmp_path: Path, field: str) -> None:
+    """`queue: "de bug;x"` became `--partition="'de bug;x'"` (quoted twice), and a bank with a quote broke sbatch's
+    parsing (an outside probe on Slurm)."""
+    runner = Recorder({})
+    with pytest.raises(BatchError, match=rf"{field} 'de bug;x' is no name a scheduler takes"):
+        get_batch_system("slurm", runner).submit(_req(tmp_path, **{field: "de bug;x"}))
+    assert runner.calls == []
+    assert "#SBATCH" in get_batch_system("slurm", runner).script(_req(tmp_path, **{field: "pbatch,pdebug"}))

@@ -244,3 +244,22 @@ study:
   - {name: c, description: c, run: {cmd: "echo once"}}
 """
     assert planned_tasks(load_spec_text(text, "/s/c.yaml").spec, 10) == 21
+
+
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("01:30:00", 5400.0), ("90", 90.0), ("0", None), ("", None),
+    ("1-00:00:00", 86400.0), ("2-12", 216000.0), ("1-2:3", 93780.0),  # Slurm's D-HH[:MM[:SS]], typed by its users
+    ("1:02:03:04", 93784.0),  # Merlin's DD:HH:MM:SS
+])
+def test_walltimes_in_the_forms_merlin_and_slurm_users_write(text: str, seconds: float | None) -> None:
+    from merlin_mdm.spec.hazards import parse_walltime
+
+    assert parse_walltime(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["1-", "1-1:2:3:4", "-5", "x", "1:2:3:4:5", "400-0", "a-1"])
+def test_walltimes_that_are_no_time_are_refused(text: str) -> None:
+    from merlin_mdm.spec.hazards import parse_walltime
+
+    with pytest.raises(ValueError):
+        parse_walltime(text)
