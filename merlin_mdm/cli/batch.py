@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
 from collections.abc import Sequence
@@ -155,6 +156,12 @@ def _check_allocations_fit(spec: object, workspace: Path | None, planned: Sequen
             raise UsageError(f"allocation {req.name}: a walltime of {req.walltime:g} s leaves no time after the "
                              f"{margin:g} s margin the workers stop at (MERLIN_MDM_WALLTIME_MARGIN): ask for more "
                              "(--walltime, or the spec's batch walltime), or lower the margin")
+        lead = _signal_lead(req.options)
+        if req.walltime is not None and lead is not None and lead >= req.walltime / 2:
+            click.echo(f"warning: allocation {req.name}: its early-warning signal comes {lead} s before the end of "
+                       f"a {req.walltime:g} s walltime, so the workers wind down "
+                       f"{'as they start' if lead >= req.walltime else 'before half of it is used'}: lower the @ "
+                       "time of --signal, or ask for more walltime", err=True)
     if workspace is None:
         return
     plan = Workspace(workspace).load_plan()
@@ -163,6 +170,15 @@ def _check_allocations_fit(spec: object, workspace: Path | None, planned: Sequen
         raise UsageError("; ".join(too_big))
     for line in units_beyond_walltime(spec, plan, planned, margin):  # type: ignore[arg-type]
         click.echo(f"warning: {line}", err=True)
+
+
+def _signal_lead(options: tuple[tuple[str, str], ...]) -> int | None:
+    """Seconds before the end that Slurm's ``--signal=[B:]SIG@T`` comes (None without one, or without ``@T``)."""
+    for key, value in options:
+        if key == "signal" and "@" in value:
+            with contextlib.suppress(ValueError):
+                return int(value.rsplit("@", 1)[1].strip("'\""))
+    return None
 
 
 def _refuse_when_over(workspace: Path) -> None:

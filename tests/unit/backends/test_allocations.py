@@ -385,7 +385,22 @@ def test_a_study_name_its_job_output_cannot_hold_is_said_at_validate_and_refused
     loaded = load_spec_text(text, "/s/big.yaml")
     assert any("job output NAME.postworkers.12345678901234567890.out" in w.message and "use at most 218 bytes"
                in w.message for w in loaded.warnings), loaded.warnings
-    with pytest.raises(BatchError, match="shorten the study's description.name or the worker group's name"):
+    with pytest.raises(BatchError, match=r"shorten the study's description\.name or the worker group's name"):
         allocation_requests(loaded.spec, Path("/s/big.yaml"), Path("/ws"), LaunchOptions())
     assert allocation_requests(_spec(SPEC.replace("name: big,", f"name: {'L' * 218},")), Path("/s/big.yaml"),
                                Path("/ws"), LaunchOptions())
+
+
+def test_an_early_warning_that_comes_before_the_work_could_start_is_warned_of(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`--signal=B:USR1@90` with `launch --walltime 1:30`: the workers wound down as they started, without a word
+    (an outside probe on Slurm)."""
+    from merlin_mdm.cli.batch import _check_allocations_fit
+
+    text = SPEC.replace("--signal=USR1@60", "--signal=B:USR1@90")
+    for walltime, said in (("1:30", "so the workers wind down as they start"),
+                           ("2:30", "so the workers wind down before half of it is used"), ("10:00", None)):
+        planned = allocation_requests(_spec(text), Path("/s/big.yaml"), Path("/ws"), LaunchOptions(walltime=walltime))
+        _check_allocations_fit(_spec(text), None, planned)
+        err = capsys.readouterr().err
+        assert (said in err) if said else err == "", (walltime, err)
