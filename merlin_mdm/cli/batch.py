@@ -228,7 +228,7 @@ def show_allocations(target: Path) -> None:
         click.echo(f"  {r.job_id:<12} {r.system:<6} {r.state.value:<10} {r.name:<28} {', '.join(r.workers) or '-'}")
     batch = find_workspace(target).root / "merlin_info" / "batch"
     for r in rows:
-        if r.state.value in ("failed", "unknown"):  # where to look: the job's own output says why
+        if r.state.value in ("failed", "cancelled", "unknown"):  # where to look: the job's own output says why
             click.echo(f"  job {r.job_id} {r.state.value}: its output is {batch}/{r.name}.{r.job_id}.out")
         elif r.reason:  # a pending job's reason: the study's "or `merlin-mdm launch`" hint is not for it
             click.echo(f"  job {r.job_id} {pending_line(r)}")

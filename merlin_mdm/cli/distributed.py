@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import cast
@@ -168,10 +169,11 @@ def _supervise(spec: Path, parsed, config, commands, alloc, until_done: Path | N
                             shutdown=broadcast_shutdown(config, [c.node.split("@")[0] + "@" for c in commands])
                             if alloc else None, grace=grace, early_signal=parse_signal(early_signal),
                             respawn=start, names=[c.name for c in commands])
+    started = time.time() - 30  # the workers' marks: later, give or take another node's clock
     rc = supervisor.run()
     if until_done is not None:
         if supervisor.stopping != STUDY_OVER:  # the walltime, a signal, or `stop-workers` from outside
-            signalled = _signalled_from_outside(supervisor, config, commands)
+            signalled = _signalled_from_outside(supervisor, config, commands, (started, early_signal))
             why = supervisor.stopping or (signalled[1] if signalled else _why_ended(supervisor))
             click.echo(f"run-workers: the workers ended before the study was over: {why}", err=True)
             rc = signalled[0] if signalled and not rc else rc  # the job did not complete its work: not 0
@@ -179,22 +181,30 @@ def _supervise(spec: Path, parsed, config, commands, alloc, until_done: Path | N
     raise SystemExit(rc)
 
 
-def _signalled_from_outside(supervisor, config, commands) -> tuple[int, str] | None:  # type: ignore[no-untyped-def]
-    """(128+signal, why) when a signal that did not come through this command stopped its workers: `scancel
-    --signal=TERM JOB` signals a job's steps (the workers' launcher), not its batch script; None otherwise."""
+def _signalled_from_outside(supervisor, config, commands,  # type: ignore[no-untyped-def]
+                            since: tuple[float, str | None]) -> tuple[int, str] | None:
+    """(128+signal, why) when a signal that did not come through this command stopped its workers, every one of
+    which ended cleanly: `scancel --signal=TERM JOB` signals a job's steps (the workers' launcher), not its batch
+    script. (0, why) for the job's early warning (``since``: when the workers started, and the --signal the job
+    winds down on), which Slurm's `--signal=SIG@T` without `B:` sends to the steps. None otherwise: a stop of this
+    command's own, or a worker that failed (its exit code says more)."""
     import redis
 
     from merlin_mdm.backends.celery.liveness import stop_signals
 
-    if supervisor.stopping:
+    started, early = since
+    if supervisor.stopping or any(p.returncode for p in supervisor.procs):
         return None
     try:
-        found = stop_signals(config, [c.node.split("@")[0] + "@" for c in commands if c.node])
+        found = stop_signals(config, [c.node.split("@")[0] + "@" for c in commands if c.node], started)
     except (redis.RedisError, OSError):  # the status server is gone: say what is known
         return None
-    names = sorted({sig for sig in found.values() if sig.startswith("SIG")})
+    planned = f"SIG{early.upper().removeprefix('SIG')}" if early else None
+    names = sorted({sig for sig in found.values() if sig.startswith("SIG") and sig != planned},
+                   key=lambda sig: (sig != "SIGTERM", sig))
     if not names:
-        return None
+        return (0, f"the job's early warning ({planned}) reached them: its walltime nears; the units they ran went "
+                   "back to the queue") if planned in found.values() else None
     try:
         signum = int(signal.Signals[names[0]])
     except KeyError:

@@ -33,6 +33,7 @@ def forget(workspace: Path, force: bool) -> None:
     """
     from merlin_mdm.backends.celery.backend import CeleryBackend
     from merlin_mdm.backends.celery.in_allocation import study_is_over
+    from merlin_mdm.status.model import TaskState
     from merlin_mdm.status.redis_store import RedisStatusStore
     from merlin_mdm.studies import backend_of, find_workspace
 
@@ -40,19 +41,22 @@ def forget(workspace: Path, force: bool) -> None:
     if backend_of(ws) == "local":
         raise UsageError(f"{ws.root} was run with --local: its record is {ws.status_path}, in the workspace; "
                          "delete the workspace to forget the study")
-    backend = CeleryBackend()
-    store = backend.status_store(ws, patient=False)
-    assert isinstance(store, RedisStatusStore)
+    store = CeleryBackend().status_store(ws, patient=False)
+    if not isinstance(store, RedisStatusStore):  # the celery backend's store is Redis's
+        raise StatusError(f"{ws.root}: its status store is not the Redis one `forget` deletes from")
     try:
         try:
             snap = store.snapshot()
         except StatusRecordLost:
             click.echo(f"the status store holds no record of {ws.root}: nothing to forget")
             return
-        if not study_is_over(store):
-            raise StatusError(f"{snap.name} is {snap.state} with work left: forget a study once it is over "
-                              "(`merlin-mdm purge` its waiting messages and `merlin-mdm stop-workers`, or let it "
-                              "end); its workers would record into a deleted record")
+        running = snap.count(TaskState.RUNNING)
+        if not study_is_over(store) or running:  # a purged study's held units still run to their end
+            raise StatusError(f"{snap.name} is {snap.state} with work left"
+                              + (f" ({running} task(s) still running)" if running else "")
+                              + ": forget a study once it is over (`merlin-mdm purge` its waiting messages and "
+                              "`merlin-mdm stop-workers`, or let it end); its workers would record into a deleted "
+                              "record")
         if not force and not _confirmed(f"Forget study {snap.name} ({ws.root}, {snap.state}, "
                                         f"{snap.total} task(s))? The workspace stays"):
             click.echo("nothing forgotten")

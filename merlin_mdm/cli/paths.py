@@ -11,10 +11,10 @@ __all__ = ["GivenPath"]
 
 
 class GivenPath(click.Path):
-    """A :class:`click.Path` that refuses an empty value (name `.` for the current folder)."""
+    """A :class:`click.Path` that refuses an empty value (a folder option takes `.` for the current folder)."""
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if isinstance(value, str) and not value.strip():
-            self.fail(f"{value!r} is empty: name a path ('.' for the current folder; is a shell variable unset?)",
-                      param, ctx)
+            here = "'.' for the current folder; " if not self.file_okay else ""
+            self.fail(f"{value!r} is empty: name a path ({here}is a shell variable unset?)", param, ctx)
         return super().convert(value, param, ctx)

@@ -51,14 +51,25 @@ _OWNED = {
 }
 
 
-def owned_option(key: str, options: tuple[tuple[str, str], ...]) -> str | None:
+def owned_option(key: str, options: tuple[tuple[str, str], ...], walltime: bool = True) -> str | None:
     """A line refusing the first of ``options`` (of the batch block's ``key``) that a field of the block sets
-    (``walltime``, ``nodes``); None when there is none."""
-    owned = _OWNED.get(key, {})
+    (``nodes``, always written; ``walltime`` when ``walltime``: without one no time directive is written, and the
+    workers read the job's end from the scheduler); None when there is none. ``-t2:00:00`` and ``-N2`` count."""
     for option, _ in options:
-        field = owned.get(option)
-        if field is not None:
-            written = option if option.startswith("-") else f"--{option}"
-            return (f"{written} sets what `{field}:` sets (the workers plan against the {field} given there): give "
-                    f"it as `{field}:` of the batch block (or `merlin-mdm launch --{field}`), not in {key}")
+        field = _owner(_OWNED.get(key, {}), option)
+        if field is None or (field == "walltime" and not walltime):
+            continue
+        written = option if option.startswith("-") else f"--{option}"
+        return (f"{written} sets what `{field}:` sets (the workers plan against the {field} given there): give "
+                f"it as `{field}:` of the batch block (or `merlin-mdm launch --{field}`), not in {key}")
+    return None
+
+
+def _owner(owned: Mapping[str, str], option: str) -> str | None:
+    """The field ``option`` sets: by its name, or a short option with its value attached (``-N2``)."""
+    if option in owned:
+        return owned[option]
+    short = option[:2]
+    if len(short) == 2 and short[0] == "-" and short[1] != "-" and option[2:3].isdigit():
+        return owned.get(short)
     return None

@@ -162,8 +162,8 @@ def _steps(node: Any, batch: BatchConfig, issues: IssueCollector, where: Located
         reader = FieldReader(entry, f"study[{i}]", issues, value_mark(node, i))
         if not reader.ok:
             continue
-        _misplaced_run_keys(reader, i, issues)
-        reader.only(("name", "description", "run"), "a step")
+        misplaced = _misplaced_run_keys(reader, i, issues)
+        reader.only(("name", "description", "run", *misplaced), "a step")
         name = reader.text("name", required=True) or f"step{i}"
         run = _run(reader.raw("run", required=True), f"study[{i}].run", batch, issues, value_mark(reader.node, "run"))
         description = reader.text("description", default="") or ""
@@ -251,13 +251,15 @@ def _launch_keys(reader: FieldReader) -> LaunchKeys:
                       exit_on_error=exit_on_error, bind=reader.text("bind"))
 
 
-def _misplaced_run_keys(reader: FieldReader, index: int, issues: IssueCollector) -> None:
-    """A key of the run block written at the step's level (`cmd:` beside `name:`): said as such, and left out of
-    the step's unknown keys (a plain "unknown key" hid that only its indentation was wrong)."""
-    for key in [key for key in reader.node if key in RUN_KEYS]:
+def _misplaced_run_keys(reader: FieldReader, index: int, issues: IssueCollector) -> tuple[str, ...]:
+    """The keys of the run block written at the step's level (`cmd:` beside `name:`), each said as such (a plain
+    "unknown key" hid that only its indentation was wrong); the step's node is left as it is (a spec is built
+    twice when variables fill its fields: a key deleted by the first build was gone from the second)."""
+    misplaced = tuple(key for key in reader.node if key in RUN_KEYS)
+    for key in misplaced:
         issues.error(key_mark(reader.node, key), f"study[{index}].{key}",
                      f"`{key}` belongs in the step's run block: indent it under `run:`")
-        del reader.node[key]
+    return misplaced
 
 
 def _parameters(node: Any, issues: IssueCollector, where: Located | None) -> tuple[Parameter, ...]:

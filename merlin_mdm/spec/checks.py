@@ -10,7 +10,7 @@ from pathlib import Path
 from merlin_mdm.errors import SpecIssue
 from merlin_mdm.spec.batch_options import OPTION_KEYS, owned_option, parse_batch_options
 from merlin_mdm.spec.exitcodes import EXIT_CODE_TOKENS
-from merlin_mdm.spec.hazards import NAME_MAX, check_hazards
+from merlin_mdm.spec.hazards import NAME_MAX, check_hazards, parse_walltime
 from merlin_mdm.spec.issues import IssueCollector, did_you_mean, key_mark, value_mark
 from merlin_mdm.spec.limits import check_size
 from merlin_mdm.spec.loader import Located, MarkedDict, MarkedList
@@ -409,12 +409,13 @@ def _check_batch_options(spec: Spec, issues: IssueCollector) -> None:
     for where, block in blocks:
         if not isinstance(block, MarkedDict):
             continue
+        walltime = _sets_walltime(block.get("walltime")) or _sets_walltime(spec.batch.walltime)  # inherited
         for key in OPTION_KEYS:
             raw = block.get(key)
             if raw is None or "$(" in str(raw):  # a variable's value is read at `launch`
                 continue
             try:
-                owned = owned_option(key, parse_batch_options(raw))
+                owned = owned_option(key, parse_batch_options(raw), walltime)
             except ValueError as exc:
                 issues.error(value_mark(block, key), f"{where}.{key}",
                              f"{exc}: write the options as the scheduler's command line takes them "
@@ -422,6 +423,14 @@ def _check_batch_options(spec: Spec, issues: IssueCollector) -> None:
                 continue
             if owned is not None:
                 issues.error(value_mark(block, key), f"{where}.{key}", owned)
+
+
+def _sets_walltime(value: object) -> bool:
+    """Whether a batch block's walltime gives a time limit (a bad one is reported by the walltime check)."""
+    try:
+        return parse_walltime(None if value is None else str(value)) is not None
+    except ValueError:
+        return True
 
 
 def _check_workers(spec: Spec, issues: IssueCollector) -> None:

@@ -289,7 +289,8 @@ class _Expander:
         text = f"{step.run.cmd} {step.run.restart or ''}"
         if any(t in self.sample_tokens for t in self._tokens(text)):
             return True  # a column named otherwise (`my col`) is found as plain text, as Merlin finds every one
-        return bool(plain_names_in(self._env_text(text), self.ctx.samples.column_labels))
+        labels = self.ctx.samples.column_labels
+        return self._memo(("plain", text), lambda: bool(plain_names_in(self._env_text(text), labels)))
 
     def _tokens(self, text: str) -> list[str]:
         """The tokens ``text`` holds once the environment is written out (once per text, not per instance)."""

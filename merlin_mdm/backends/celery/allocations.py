@@ -113,14 +113,14 @@ def _check_name_fits(name: str) -> None:
                          "the worker group's name (validate warns of it)")
 
 
-def _options(raw: object, key: str = "") -> tuple[tuple[str, str], ...]:
+def _options(raw: object, key: str = "", walltime: bool = True) -> tuple[tuple[str, str], ...]:
     """`slurm_args`/`lsf_args` as (option, value) pairs (:func:`parse_batch_options`); BatchError when malformed
     or when one sets what a field of the batch block sets (:func:`owned_option`: a value read at `launch`)."""
     try:
         options = parse_batch_options(raw)
     except ValueError as exc:
         raise BatchError(f"batch options {exc}") from None
-    owned = owned_option(key, options)
+    owned = owned_option(key, options, walltime)
     if owned is not None:
         raise BatchError(owned)
     return options
@@ -146,7 +146,7 @@ def allocation_requests(spec: Spec, spec_path: Path, workspace: Path, opts: Laun
                    "--until-done", str(workspace)]
         label = "all" if len(names) > 1 else names[0]
         key = f"{scheduler_name(batch.type)}_args"
-        options = _options(batch.extra.get(key), key)
+        options = _options(batch.extra.get(key), key, walltime is not None)
         env: tuple[tuple[str, str], ...] = (("MERLIN_MDM_CONFIG", opts.config_source),) if opts.config_source else ()
         env += _early_warning(options)
         _check_name_fits(f"{spec.description.folder}.{label}")

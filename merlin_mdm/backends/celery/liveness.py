@@ -159,9 +159,10 @@ def mark_stopping(client: Any, hostnames: Sequence[str], signal_name: str = "") 
         pipe.execute()
 
 
-def stop_signals(config: AppConfig, prefixes: Sequence[str]) -> dict[str, str]:
+def stop_signals(config: AppConfig, prefixes: Sequence[str], since: float = 0.0) -> dict[str, str]:
     """Worker hostname -> the signal that stopped it, for the workers whose names start with one of
-    ``prefixes`` (a `run-workers`' node names before their host) and that a signal stopped."""
+    ``prefixes`` (a `run-workers`' node names before their host) and that a signal stopped at ``since`` or later
+    (a mark of an earlier worker of the same name on another host is older)."""
     client = config.status.client(timeout=3.0, retry=False)
     found: dict[str, str] = {}
     try:
@@ -171,8 +172,10 @@ def stop_signals(config: AppConfig, prefixes: Sequence[str]) -> dict[str, str]:
                 name = key.decode() if isinstance(key, bytes) else str(key)
                 value = client.get(key)
                 text = value.decode() if isinstance(value, bytes) else str(value or "")
-                if " " in text:
-                    found[name.removeprefix(STOPPING_KEY)] = text.split(" ", 1)[1]
+                when, _, signal_name = text.partition(" ")
+                with contextlib.suppress(ValueError):
+                    if signal_name and float(when) >= since:
+                        found[name.removeprefix(STOPPING_KEY)] = signal_name
     finally:
         client.close()
     return found

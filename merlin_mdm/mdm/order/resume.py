@@ -104,6 +104,9 @@ class TrainingStateFile:
             return None, f"{self.path} cannot be read ({type(exc).__name__}); starting from iteration 0"
         if not isinstance(blob, dict) or "fingerprint" not in blob:
             return None, f"{self.path} is not a training state; starting from iteration 0 (it is overwritten)"
+        if blob.get("format") != STATE_FORMAT:  # an older layout: no version of the tool could continue it here
+            return None, (f"{self.path} was saved in another layout (format {blob.get('format')!r}, this version "
+                          f"reads {STATE_FORMAT}); starting from iteration 0 (it is overwritten)")
         if blob["fingerprint"] != self.fingerprint:
             what = _differences(blob.get("facts"), self.facts)
             raise MdmError(f"{self.path} holds a training stopped at iteration {blob.get('iteration', '?')} under "

@@ -555,3 +555,58 @@ def test_workers_stopped_by_a_signal_from_outside_are_said_and_the_exit_code_say
             os.killpg(runner.pid, 9)
     assert runner.returncode == 128 + signal.SIGTERM, err
     assert "the workers ended before the study was over: SIGTERM from outside this command stopped them" in err, err
+
+
+@pytest.mark.celery
+def test_forget_refuses_a_purged_study_whose_held_units_still_run(redis_server: RedisFixture, tmp_path: Path) -> None:
+    """A purged study counts as over, but the units its workers held run to their end and record: forgetting it
+    then left a partial record nothing could forget again (a review)."""
+    env = {"MERLIN_MDM_CONFIG": str(redis_server.app_yaml)}
+    spec, ws = _queue_one_step(tmp_path, env, "purgedrun", "sleep 20; echo $(N)", 4)
+    workers = _run_workers_behind(tmp_path, spec, env)
+    try:
+        wait_until(lambda: json.loads(merlin("status", str(ws), "--json", cwd=tmp_path, env=env).stdout)
+                   ["steps"][0]["counts"]["running"] > 0, 60, "a unit to run")
+        assert merlin("purge", str(spec), "-f", cwd=tmp_path, env=env).returncode == 0
+        refused = merlin("forget", str(ws), "-f", cwd=tmp_path, env=env)
+        assert refused.returncode == 1 and "task(s) still running" in refused.stderr, refused.stderr
+    finally:
+        merlin("stop-workers", "--spec", str(spec), cwd=tmp_path, env=env)
+        try:
+            workers.wait(timeout=60)
+        finally:
+            if workers.poll() is None:
+                os.killpg(workers.pid, 9)
+
+
+@pytest.mark.celery
+def test_the_jobs_own_early_warning_reaching_the_workers_is_not_taken_for_an_outside_stop(
+        redis_server: RedisFixture, tmp_path: Path) -> None:
+    """Slurm's `--signal=TERM@300` (no `B:`) signals a job's steps: the planned wind-down, not a `scancel` (a review
+    of the outside-signal report); and a stale mark of an earlier worker of the same name counts for nothing."""
+    import signal
+    import subprocess
+    import sys
+
+    from .helpers import _ENTRY
+
+    env = {"MERLIN_MDM_CONFIG": str(redis_server.app_yaml), "MERLIN_MDM_SIGNAL": "TERM"}
+    spec, ws = _queue_one_step(tmp_path, env, "planned", "sleep 1; echo $(N)", 6)
+    runner = subprocess.Popen([sys.executable, "-c", _ENTRY, "run-workers", str(spec), "--until-done", str(ws)],
+                              cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO), **env},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        wait_until(lambda: len(list(ws.glob("sim/*/MERLIN_FINISHED"))) >= 1, 60, "a first task to finish")
+        client = redis_server.client()
+        client.set(f"mdm:stopping:planned_workers.{runner.pid}@elsewhere", "1000.0 SIGINT")  # days old, another host
+        for pid in subprocess.run(["pgrep", "-f", r"planned_workers\.[0-9]+@"], capture_output=True, text=True,
+                                  check=False).stdout.split():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGTERM)
+        _, err = runner.communicate(timeout=90)
+    finally:
+        if runner.poll() is None:
+            os.killpg(runner.pid, 9)
+    assert runner.returncode == 0, err
+    assert "from outside" not in err, err
+    assert "the job's early warning (SIGTERM) reached them: its walltime nears" in err, err

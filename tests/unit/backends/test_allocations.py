@@ -404,3 +404,20 @@ def test_an_early_warning_that_comes_before_the_work_could_start_is_warned_of(
         _check_allocations_fit(_spec(text), None, planned)
         err = capsys.readouterr().err
         assert (said in err) if said else err == "", (walltime, err)
+
+
+def test_a_time_limit_in_the_batch_args_is_taken_where_no_walltime_is_given() -> None:
+    """Without a walltime no --time is written and the workers read the job's end from the scheduler: a --time in
+    slurm_args is then the only one, as before (the review of the refusal above); -N2 and -t2:00:00 count."""
+    from merlin_mdm.backends.celery import allocations
+    from merlin_mdm.errors import BatchError, SpecError
+
+    text = SPEC.replace('walltime: "02:00:00", ', "").replace("--mem=0 --signal=USR1@60", "-t2:00:00")
+    text = text.replace('{type: slurm, walltime: "00:30:00", queue: pdebug}', "{type: slurm, queue: pdebug}")
+    planned = allocation_requests(_spec(text), Path("/s/big.yaml"), Path("/ws"), LaunchOptions())
+    assert planned[0][1].options == (("-t2:00:00", ""),) and planned[0][1].walltime is None
+    with pytest.raises(BatchError, match="-t2:00:00 sets what `walltime:` sets"):
+        allocation_requests(_spec(text), Path("/s/big.yaml"), Path("/ws"), LaunchOptions(walltime="1:00:00"))
+    with pytest.raises(SpecError, match="-N2 sets what `nodes:` sets"):
+        _spec(text.replace("-t2:00:00", "-N2"))
+    assert allocations._options("-t 5", "slurm_args", walltime=False) == (("-t", "5"),)

@@ -98,6 +98,9 @@ def test_a_state_of_another_recipe_is_refused_and_a_damaged_one_started_over(tmp
     with pytest.raises(MdmError, match=re.escape(named)):
         TrainingStateFile(tmp_path, mine, 10, facts[1]).load()
     assert TrainingStateFile(tmp_path, others[0], 10).load()[0] is not None  # its own recipe continues it
+    torch.save({"format": 0, "fingerprint": others[0], "iteration": 4}, tmp_path / STATE_FILE)  # an older layout
+    state, why_not = TrainingStateFile(tmp_path, mine, 10).load()  # no version could continue it: not refused
+    assert state is None and "another layout (format 0" in str(why_not)
     torch.save({"iteration": 3}, tmp_path / STATE_FILE)  # a torch file, but no state of ours
     state, why_not = TrainingStateFile(tmp_path, mine, 10).load()
     assert state is None and "not a training state" in str(why_not)

@@ -342,3 +342,23 @@ def test_vars_naming_a_parameter_says_so() -> None:
     assert str(refused.value) == ("--vars K=ok: K is a parameter of global.parameters in x.yaml, and --vars sets "
                                   "env.variables and env.labels only: edit the parameter's values, or give them "
                                   "with --pgen")
+
+
+@pytest.mark.parametrize("procs", ["2", "$(N)"])
+def test_a_run_key_at_the_steps_level_is_refused_however_the_spec_is_built(procs: str) -> None:
+    """`depends:` beside `name:` was said to belong under `run:`, but where a variable filled a run field (a second
+    build of the spec) the key had been deleted by the first, and the step ran without its dependency (a review)."""
+    text = f"""
+description: {{name: s, description: d}}
+env: {{variables: {{N: 2}}}}
+study:
+  - name: b
+    description: b
+    run: {{cmd: echo b}}
+  - name: a
+    description: a
+    depends: [b]
+    run: {{cmd: echo a, procs: {procs}}}
+"""
+    with pytest.raises(SpecError, match="`depends` belongs in the step's run block"):
+        load_spec_text(text, "x.yaml")
