@@ -20,6 +20,7 @@ from typing import cast
 import click
 
 from merlin_mdm.cli.paths import GivenPath
+from merlin_mdm.cli.prompts import confirmed
 from merlin_mdm.errors import MerlinMdmError, UsageError
 from merlin_mdm.signals import SignalWatch, parent_death_signal, parse_signal, watch_signals
 
@@ -468,13 +469,7 @@ def _purge_confirmed(names: list[str], totals: tuple[int, int], studies: Mapping
     which = "of this spec's studies" if only_mine else "(every waiting message)"
     question = "\n".join([f"Queue(s) {', '.join(names)} hold {total} waiting message(s); this deletes {count} "
                           f"{which}:", *lines, "Delete them?"])
-    try:
-        return click.confirm(question, default=False)
-    except click.exceptions.Abort:
-        if sys.stdin is None or sys.stdin.isatty():
-            raise  # Ctrl-C or Ctrl-D at the prompt: the user stopped it
-        raise UsageError("purge asks before deleting and stdin gave no answer: pass -f/--force to purge "
-                         "without asking") from None
+    return confirmed(question, "purge")
 
 
 @click.command()

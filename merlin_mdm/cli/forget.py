@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
+from merlin_mdm.cli.prompts import confirmed
 from merlin_mdm.errors import StatusError, StatusRecordLost, UsageError
 
 __all__ = ["forget"]
@@ -57,8 +57,8 @@ def forget(workspace: Path, force: bool) -> None:
                               + ": forget a study once it is over (`merlin-mdm purge` its waiting messages and "
                               "`merlin-mdm stop-workers`, or let it end); its workers would record into a deleted "
                               "record")
-        if not force and not _confirmed(f"Forget study {snap.name} ({ws.root}, {snap.state}, "
-                                        f"{snap.total} task(s))? The workspace stays"):
+        if not force and not confirmed(f"Forget study {snap.name} ({ws.root}, {snap.state}, "
+                                        f"{snap.total} task(s))? The workspace stays", "forget"):
             click.echo("nothing forgotten")
             return
         deleted = store.forget()
@@ -67,13 +67,3 @@ def forget(workspace: Path, force: bool) -> None:
     click.echo(f"forgot {snap.name}: {deleted} key(s) deleted from the status store; the workspace stays "
                f"(`merlin-mdm restart {ws.root}` records it again, counting its done-markers)")
 
-
-def _confirmed(question: str) -> bool:
-    """Ask; a closed stdin (a batch script, `< /dev/null`) is refused rather than taken as yes or no."""
-    try:
-        return click.confirm(question, default=False)
-    except click.exceptions.Abort:
-        if sys.stdin is None or sys.stdin.isatty():
-            raise  # Ctrl-C or Ctrl-D at the prompt: the user stopped it
-        raise UsageError("forget asks before deleting and stdin gave no answer: pass -f/--force to forget "
-                         "without asking") from None

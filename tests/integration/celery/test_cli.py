@@ -11,6 +11,7 @@ import stat
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -229,6 +230,43 @@ def _run_workers_behind(tmp_path: Path, spec: Path, env: dict[str, str]):  # typ
                             stderr=subprocess.DEVNULL, start_new_session=True)
 
 
+def _until_done_behind(tmp_path: Path, spec: Path, ws: Path, env: dict[str, str]):  # type: ignore[no-untyped-def]
+    """`merlin-mdm run-workers SPEC --until-done WS` in the background, in a session of its own, stderr piped."""
+    import subprocess
+    import sys
+
+    from .helpers import _ENTRY
+
+    return subprocess.Popen([sys.executable, "-c", _ENTRY, "run-workers", str(spec), "--until-done", str(ws)],
+                            cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO), **env},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def _workers_signalled_mid_study(tmp_path: Path, spec: Path, ws: Path, env: dict[str, str], name: str,
+                                 before: Any = None) -> tuple[int, str]:
+    """Run `run-workers --until-done` until a first task finished, then SIGTERM every process of worker group
+    NAME's workers, as slurmstepd signals a job step; (its exit code, its stderr). ``before(pid)`` runs first."""
+    import signal
+    import subprocess
+
+    runner = _until_done_behind(tmp_path, spec, ws, env)
+    try:
+        wait_until(lambda: len(list(ws.glob("sim/*/MERLIN_FINISHED"))) >= 1, 60, "a first task to finish")
+        if before is not None:
+            before(runner.pid)
+        worker = subprocess.run(["pgrep", "-f", rf"{name}_workers\.[0-9]+@"], capture_output=True, text=True,
+                                check=False).stdout.split()
+        assert worker, "no worker process"
+        for pid in worker:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGTERM)
+        _, err = runner.communicate(timeout=90)
+    finally:
+        if runner.poll() is None:
+            os.killpg(runner.pid, 9)
+    return runner.returncode, err
+
+
 @pytest.mark.celery
 def test_run_workers_until_done_ends_with_the_study_and_says_how_it_went(redis_server: RedisFixture,
                                                                          tmp_path: Path) -> None:
@@ -307,16 +345,9 @@ def test_the_workers_end_when_run_workers_is_killed(redis_server: RedisFixture, 
 @pytest.mark.celery
 def test_run_workers_until_done_stopped_early_says_the_study_is_not_over(redis_server: RedisFixture,
                                                                           tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
-    from .helpers import _ENTRY
-
     env = {"MERLIN_MDM_CONFIG": str(redis_server.app_yaml)}
     spec, ws = _queue_one_step(tmp_path, env, "early", "sleep 1; echo $(N)", 6)
-    workers = subprocess.Popen([sys.executable, "-c", _ENTRY, "run-workers", str(spec), "--until-done", str(ws)],
-                               cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO), **env},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    workers = _until_done_behind(tmp_path, spec, ws, env)
     try:
         wait_until(lambda: len(list(ws.glob("sim/*/MERLIN_FINISHED"))) >= 1, 60, "a first task to finish")
         assert "early_workers." in merlin("stop-workers", "--spec", str(spec), cwd=tmp_path, env=env).stdout
@@ -531,29 +562,11 @@ def test_workers_stopped_by_a_signal_from_outside_are_said_and_the_exit_code_say
     """`scancel --signal=TERM JOB` signals a job's steps (the workers), not run-workers: it said "they stopped by
     themselves: a unit that did not fit ...", exit 0, and the job was listed completed (a probe on Slurm)."""
     import signal
-    import subprocess
-    import sys
-
-    from .helpers import _ENTRY
 
     env = {"MERLIN_MDM_CONFIG": str(redis_server.app_yaml)}
     spec, ws = _queue_one_step(tmp_path, env, "outside", "sleep 1; echo $(N)", 6)
-    runner = subprocess.Popen([sys.executable, "-c", _ENTRY, "run-workers", str(spec), "--until-done", str(ws)],
-                              cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO), **env},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        wait_until(lambda: len(list(ws.glob("sim/*/MERLIN_FINISHED"))) >= 1, 60, "a first task to finish")
-        worker = subprocess.run(["pgrep", "-f", r"outside_workers\.[0-9]+@"], capture_output=True, text=True,
-                                check=False).stdout.split()
-        assert worker, "no worker process"
-        for pid in worker:  # as slurmstepd signals every process of the step
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(pid), signal.SIGTERM)
-        _, err = runner.communicate(timeout=90)
-    finally:
-        if runner.poll() is None:
-            os.killpg(runner.pid, 9)
-    assert runner.returncode == 128 + signal.SIGTERM, err
+    rc, err = _workers_signalled_mid_study(tmp_path, spec, ws, env, "outside")
+    assert rc == 128 + signal.SIGTERM, err
     assert "the workers ended before the study was over: SIGTERM from outside this command stopped them" in err, err
 
 
@@ -584,29 +597,11 @@ def test_the_jobs_own_early_warning_reaching_the_workers_is_not_taken_for_an_out
         redis_server: RedisFixture, tmp_path: Path) -> None:
     """Slurm's `--signal=TERM@300` (no `B:`) signals a job's steps: the planned wind-down, not a `scancel` (a review
     of the outside-signal report); and a stale mark of an earlier worker of the same name counts for nothing."""
-    import signal
-    import subprocess
-    import sys
-
-    from .helpers import _ENTRY
-
     env = {"MERLIN_MDM_CONFIG": str(redis_server.app_yaml), "MERLIN_MDM_SIGNAL": "TERM"}
     spec, ws = _queue_one_step(tmp_path, env, "planned", "sleep 1; echo $(N)", 6)
-    runner = subprocess.Popen([sys.executable, "-c", _ENTRY, "run-workers", str(spec), "--until-done", str(ws)],
-                              cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO), **env},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        wait_until(lambda: len(list(ws.glob("sim/*/MERLIN_FINISHED"))) >= 1, 60, "a first task to finish")
-        client = redis_server.client()
-        client.set(f"mdm:stopping:planned_workers.{runner.pid}@elsewhere", "1000.0 SIGINT")  # days old, another host
-        for pid in subprocess.run(["pgrep", "-f", r"planned_workers\.[0-9]+@"], capture_output=True, text=True,
-                                  check=False).stdout.split():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(pid), signal.SIGTERM)
-        _, err = runner.communicate(timeout=90)
-    finally:
-        if runner.poll() is None:
-            os.killpg(runner.pid, 9)
-    assert runner.returncode == 0, err
+    client = redis_server.client()  # a mark days old, of a worker of the same name on another host
+    rc, err = _workers_signalled_mid_study(tmp_path, spec, ws, env, "planned", lambda pid: client.set(
+        f"mdm:stopping:planned_workers.{pid}@elsewhere", "1000.0 SIGINT"))
+    assert rc == 0, err
     assert "from outside" not in err, err
     assert "the job's early warning (SIGTERM) reached them: its walltime nears" in err, err
