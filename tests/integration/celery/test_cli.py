@@ -538,6 +538,8 @@ def test_forget_deletes_an_ended_studys_record_and_restart_records_it_again(redi
     client = redis_server.client()
     prefix = study_prefix(Workspace(ws).load_plan().workspace)
     assert list(client.scan_iter(match=prefix + "*"))
+    unasked = merlin("forget", str(ws), cwd=tmp_path, env=env, stdin="")  # a batch script: nobody answers
+    assert unasked.returncode == 2 and "forget asks before deleting and stdin gave no answer" in unasked.stderr
     kept = merlin("forget", str(ws), cwd=tmp_path, env=env, stdin="n\n")
     assert kept.returncode == 0 and "nothing forgotten" in kept.stdout and list(client.scan_iter(match=prefix + "*"))
     forgot = merlin("forget", str(ws), "-f", cwd=tmp_path, env=env)
