@@ -128,8 +128,8 @@ def _check_batch_file_names(spec: Spec, where: Located, issues: IssueCollector) 
     if longest > NAME_MAX:
         room = NAME_MAX - len(f".{group}{_JOB_OUTPUT_SUFFIX}".encode())
         issues.warn(where, "description.name", f"`merlin-mdm launch` names worker group {group[:40]!r}'s job output "
-                     f"NAME.{group[:40]}{_JOB_OUTPUT_SUFFIX} ({longest} bytes), longer than the {NAME_MAX} bytes a "
-                     f"file name may have: use at most {max(room, 0)} bytes for the name, or a shorter group name")
+                    f"NAME.{group[:40]}{_JOB_OUTPUT_SUFFIX} ({longest} bytes), longer than the {NAME_MAX} bytes a "
+                    f"file name may have: use at most {max(room, 0)} bytes for the name, or a shorter group name")
 
 
 def _check_step_names(spec: Spec, issues: IssueCollector) -> None:
