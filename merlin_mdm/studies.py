@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,6 +172,11 @@ def restart_study(path: Path, options: RunOptions, wait: bool = False,
     ws = Workspace.find(path)
     plan = ws.load_plan()
     ws.check_in_place(plan)
+    edited = ws.edited_source()
+    if edited is not None and options.on_event is not None:
+        options.on_event(f"note: {edited} changed since this study was made from it; restart runs the study as it "
+                         f"was made (merlin_info/ holds that spec and its task scripts), as Merlin does: to run the "
+                         f"edited spec, `merlin-mdm run {shlex.quote(edited)}` (a new workspace)")
     if plan.samples is not None:
         plan.samples.rows()  # refused before anything runs when the samples changed
     if backend_name is not None and backend_name != backend_of(ws):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import time
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
     from merlin_mdm.spec.model import Spec
 
 __all__ = ["LocalBackend"]
+
+_log = logging.getLogger(__name__)  # `merlin-mdm -l info run --local` shows each unit start and end
 
 MAX_LOST = 2  # a unit whose worker process dies is resubmitted this many times, then recorded as failed
 POLL_SECONDS = 0.2  # how soon the scheduler notices a stop signal while every worker is busy
@@ -185,6 +188,8 @@ class _Scheduler:
                     continue
                 key = event.key
                 self.store.unit_finished(key, outcome)
+                _log.info("%s (unit %s) ended: %d finished, %d failed, %d not run", self._name(key), key.to_id(),
+                          outcome.finished, outcome.failed, outcome.not_run)
                 self._advance(bar, max(0, len(self.plan.unit_samples(key)) - self.ticks.pop(key, 0)))
                 if outcome.stop and not self.stop_reason:
                     self._request_stop(key, outcome.stop, pool)
@@ -280,6 +285,9 @@ class _Scheduler:
             self.store.unit_started(release.key, "", time.time())
             self.in_flight.add(release.key)
             pool.submit(release.key, slots)
+            where = f" in slot(s) {','.join(map(str, slots))}" if slots else ""
+            _log.info("%s (unit %s) started: %d task(s)%s", self._name(release.key), release.key.to_id(),
+                      len(self.plan.unit_samples(release.key)), where)
 
     def _interrupt(self, pool: WorkerPool, signum: int) -> RunReport:
         """Take no more work, give running tasks the grace period, then stop them; record them as queued."""
@@ -308,8 +316,12 @@ class _Scheduler:
 
         self.store.requeue({key: count_done(self.plan, key) for key in keys})
 
+    def _name(self, key: UnitKey) -> str:
+        return self.plan.instances[key.instance].name
+
     def _not_run(self, release: Release, tracker: DependencyTracker, ready: deque[Release]) -> None:
         reason = release.blocked or self.stop_reason or ""
+        _log.info("%s (unit %s) not run: %s", self._name(release.key), release.key.to_id(), reason)
         self.store.units_not_run([release.key], reason)
         chain = after_raise(reason) and not self.stop_reason  # left out for a raise: a funnel over it still runs
         ready.extend(tracker.complete(release.key, chain, self.plan.instances[release.key.instance].name, chain))

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from merlin_mdm.errors import BatchError, UsageError, WorkspaceError
+from merlin_mdm.errors import BatchError, MerlinMdmError, UsageError, WorkspaceError
 
 __all__ = ["allocations_json", "launch", "show_allocations"]
 
@@ -19,7 +19,8 @@ __all__ = ["allocations_json", "launch", "show_allocations"]
 @click.command()
 @click.argument("spec_path", metavar="SPEC", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--nodes", type=click.IntRange(1), help="Nodes per allocation [default: the worker's or batch's nodes].")
-@click.option("--walltime", help="Walltime per allocation, [[HH:]MM:]SS or D-HH:MM:SS [default: batch.walltime].")
+@click.option("--walltime", help="Walltime per allocation, [[HH:]MM:]SS or D-HH:MM:SS; 0 for none (the "
+                   "scheduler's default) [default: batch.walltime].")
 @click.option("--queue", help="Queue / partition [default: batch.queue].")
 @click.option("--bank", help="Account charged [default: batch.bank].")
 @click.option("--cores-per-node", type=click.IntRange(1), envvar="MERLIN_MDM_CORES_PER_NODE",
@@ -68,11 +69,10 @@ def launch(spec_path: Path, nodes: int | None, walltime: str | None, queue: str 
         workspace = None
     target = workspace if dry else ensure_queued(workspace, spec_path)
     try:
-        if walltime is not None and parse_walltime(walltime) is None:
-            raise ValueError("zero")
+        parse_walltime(walltime)  # 0 is no limit, as `walltime: 0` in the spec
     except ValueError:
-        raise UsageError(f"--walltime {walltime!r} is not a positive time: use [[HH:]MM:]SS or D-HH:MM:SS, e.g. "
-                         "01:30:00") from None
+        raise UsageError(f"--walltime {walltime!r} is not a time: use [[HH:]MM:]SS or D-HH:MM:SS, e.g. 01:30:00, "
+                         "or 0 for no limit") from None
     if target is not None:
         from merlin_mdm.backends.celery.workers import check_study_queues
         from merlin_mdm.study.layout import Workspace
@@ -102,6 +102,7 @@ def launch(spec_path: Path, nodes: int | None, walltime: str | None, queue: str 
         return
     _check_allocations_fit(spec, target, planned)
     _note_live_allocations(ensure_queued(target, spec_path), planned)
+    _note_shared_queues(ensure_queued(target, spec_path))
     records = submit_all(spec, planned, ensure_queued(target, spec_path), given)
     if as_json:
         click.echo(json.dumps([{"job_id": r.job_id, "system": r.system, "name": r.name, "workers": r.workers}
@@ -123,6 +124,31 @@ def _refuse_stuck(workspace: Path, submitted: set[str]) -> None:
         click.echo(f"warning: job {row.job_id} ({row.name}) is {pending_line(row)}", err=True)
     if any(r.sure for r in stuck):
         raise BatchError("; ".join(f"job {r.job_id} ({r.name}) is {pending_line(r)}" for r in stuck if r.sure))
+
+
+def _note_shared_queues(workspace: Path) -> None:
+    """Say when the study's queues also hold other studies' waiting tasks: the allocations' workers take them
+    too (Merlin's way; the default queue `merlin` is every study's that names none), which a probe found only
+    from the other study's progress."""
+    from redis.exceptions import RedisError
+
+    from merlin_mdm.backends.celery.backend import CeleryBackend
+    from merlin_mdm.backends.celery.broker import waiting_by_study
+    from merlin_mdm.study.layout import Workspace
+
+    plan = Workspace(workspace).load_plan()
+    queues = sorted({i.task_queue for i in plan.instances})
+    try:
+        total, studies = waiting_by_study(CeleryBackend().config(Workspace(workspace)), queues)
+    except (MerlinMdmError, OSError, RedisError):  # the workers will say more: this is a note
+        return
+    others = {ws: n for ws, n in studies.items() if ws != plan.workspace}
+    foreign = total - sum(studies.values()) + sum(others.values())
+    if foreign:
+        named = ", ".join(sorted(others)[:3]) + (", ..." if len(others) > 3 else "")
+        click.echo(f"note: queue(s) {', '.join(queues)} also hold {foreign} waiting task message(s) of other "
+                   f"studies{f' ({named})' if named else ''}: these allocations' workers run them too, as Merlin's "
+                   "do; give this study's steps a task_queue of their own to keep studies apart", err=True)
 
 
 def _note_live_allocations(workspace: Path, planned: Sequence[tuple[tuple[str, ...], object]]) -> None:

@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import click
 
@@ -23,6 +23,12 @@ from merlin_mdm.cli.paths import GivenPath
 from merlin_mdm.cli.prompts import confirmed
 from merlin_mdm.errors import MerlinMdmError, UsageError
 from merlin_mdm.signals import SignalWatch, parent_death_signal, parse_signal, watch_signals
+from merlin_mdm.status.model import TaskState
+
+if TYPE_CHECKING:
+    from merlin_mdm.config import AppConfig
+    from merlin_mdm.status.model import StudySnapshot
+    from merlin_mdm.study.plan import StudyPlan
 
 __all__ = ["info", "monitor", "purge", "query_workers", "queue_info", "run_workers", "server", "stop_workers"]
 
@@ -509,16 +515,56 @@ def _monitor(target: Path, interval: float, watch: SignalWatch) -> None:
                              lambda line: click.echo(f"monitor: {line}", err=True))
     wait()
     store = cast(RedisStatusStore, backend.status_store(ws))
+    news = _MonitorNews(functools.partial(_serving, config, ws.load_plan()))
     try:
         while True:
             snap = store.snapshot()
             if study_is_over(store):
                 click.echo(f"{snap.name}: {snap.state} {snap.message}".rstrip())
                 return
+            news.look(snap)
             watch.pause(interval)  # ends at once on a stop signal, even one whose raise was swallowed
             wait()
     finally:
         store.close()
+
+
+def _serving(config: AppConfig, plan: StudyPlan) -> bool:
+    from merlin_mdm.backends.celery.backend import serving_workers
+
+    return bool(serving_workers(config, plan))
+
+
+class _MonitorNews:
+    """What `monitor` says on stderr while it waits (it was silent, also while no worker served the study): the
+    task counts when they change, and, when they have not changed for six checks (a minute at the default
+    --sleep), whether any worker serves the study's queues (said once each time that turns)."""
+
+    QUIET_CHECKS = 6
+
+    def __init__(self, serving: Callable[[], bool]):
+        self.serving = serving
+        self.counts: tuple[int, ...] = ()
+        self.unchanged = 0
+        self.served: bool | None = None
+
+    def look(self, snap: StudySnapshot) -> None:
+        counts = (snap.count(TaskState.FINISHED), snap.count(TaskState.RUNNING), snap.count_failed, snap.total)
+        if counts != self.counts:
+            self.counts, self.unchanged = counts, 0
+            finished, running, failed, total = counts
+            click.echo(f"monitor: {finished} of {total} task(s) finished, {running} running"
+                       + (f", {failed} failed" if failed else ""), err=True)
+            return
+        self.unchanged += 1
+        if self.unchanged % self.QUIET_CHECKS:
+            return
+        served = self.serving()
+        if served != self.served and (self.served is not None or not served):
+            click.echo("monitor: workers serve the study again" if served else
+                       "monitor: no worker serves this study's queues, so nothing moves: start workers "
+                       "(`merlin-mdm run-workers SPEC`, or `merlin-mdm launch SPEC` for batch jobs)", err=True)
+        self.served = served
 
 
 def _monitor_local(root: Path, interval: float, watch: SignalWatch) -> None:

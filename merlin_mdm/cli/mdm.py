@@ -223,6 +223,7 @@ def eval_command(checkpoint: Path, sampler: str, knobs: tuple[str, ...], sweeps:
     paths = [path for _, _, path in planned]
     if len(set(paths)) < len(paths):
         raise UsageError(f"--out {out}: two runs would write the same file; name every swept knob in the pattern")
+    _note_not_hdf5_names(paths)
     loaded = load_denoiser(checkpoint, resolve_device(device))
     _note_long_budgets(runs, loaded.task.answer_len)
     _note_untrained_budgets(planned)
@@ -281,6 +282,15 @@ def _note_untrained_budgets(planned: list[tuple[Any, Any, Path]]) -> None:
     for (where, trained), steps in other.items():
         click.echo(f"note: the policy {where} was trained for budget {','.join(map(str, trained))}; --steps "
                    f"{','.join(map(str, sorted(steps)))} is evaluated with it as it is", err=True)
+
+
+def _note_not_hdf5_names(paths: list[Path]) -> None:
+    """Metrics are HDF5 whatever --out is called; a name saying otherwise (x.txt, x.csv) is run, and said."""
+    other = sorted({p.suffix or "no suffix" for p in paths if p.suffix.lower() not in (".h5", ".hdf5")})
+    if other:
+        click.echo(f"note: --out names a file ending in {', '.join(other)}, but the metrics are written as HDF5 "
+                   "whatever the name; `aggregate` reads them by the pattern you give it (name them *.h5 to find "
+                   "them with the usual pattern)", err=True)
 
 
 def _note_long_budgets(runs: list[tuple[int, dict[str, Any]]], answer_len: int) -> None:

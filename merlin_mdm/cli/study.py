@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -9,11 +10,11 @@ from typing import TYPE_CHECKING
 import click
 
 from merlin_mdm.backends.base import RunOptions, RunReport
-from merlin_mdm.errors import BrokerError, UsageError
+from merlin_mdm.errors import BrokerError, MerlinMdmError, UsageError
 from merlin_mdm.signals import parse_signal, watch_signals
 from merlin_mdm.spec import parse_vars
 from merlin_mdm.status.render import render_table, to_json
-from merlin_mdm.studies import StudyRequest, restart_study, start_study
+from merlin_mdm.studies import StudyRequest, find_workspace, restart_study, start_study
 from merlin_mdm.study.pgen import parse_pargs
 
 if TYPE_CHECKING:
@@ -156,7 +157,7 @@ def validate(spec: Path, variables: tuple[str, ...], strict: bool) -> None:
 
 
 @click.command()
-@click.argument("workspace", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("workspace", type=click.Path(exists=True, path_type=Path))
 @click.option("--workers", type=click.IntRange(1), help=WORKERS_HELP)
 @click.option("--no-progress", is_flag=True, help="Do not show a progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final status as JSON on stdout.")
@@ -182,6 +183,8 @@ def restart(workspace: Path, workers: int | None, no_progress: bool, as_json: bo
       merlin-mdm restart WS --wait                       wait for the runner that holds it, then resume
       merlin-mdm restart WS --release                    Celery: give back units a killed worker held
     """
+    if workspace.is_file():
+        _refuse_a_spec(workspace)
     if release:
         from merlin_mdm.backends.celery.release import release_held
 
@@ -194,6 +197,15 @@ def restart(workspace: Path, workers: int | None, no_progress: bool, as_json: bo
     _echo_err(f"workspace: {ws.root}")
     _report(report, as_json)
     sys.exit(report.exit_code)
+
+
+def _refuse_a_spec(path: Path) -> None:
+    """`restart SPEC` said "Directory 'study.yaml' is a file": name the workspace it likely meant."""
+    try:
+        newest = f": its newest study is {shlex.quote(str(find_workspace(path).root))}"
+    except MerlinMdmError:
+        newest = ""
+    raise UsageError(f"restart takes a study's workspace, not a file ({path}){newest}")
 
 
 def _count(n: int, noun: str) -> str:

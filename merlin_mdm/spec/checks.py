@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,7 @@ def check_spec(spec: Spec, issues: IssueCollector, batch_types: Iterable[str] = 
     _check_load_time_tokens(spec, issues)
     _check_worker_args(spec, issues)
     _check_paths(spec, issues)
+    _check_shells(spec, issues)
     if to_run:
         _check_output_path(spec, issues)
     check_hazards(spec, issues)
@@ -527,6 +529,32 @@ def _check_paths(spec: Spec, issues: IssueCollector) -> None:
             issues.error(value_mark(node, "file"), "merlin.samples.file",
                          f"samples file not found: {spec.root / path} (add merlin.samples.generate.cmd to create it,"
                          " or pass --samplesfile)")
+
+
+def _check_shells(spec: Spec, issues: IssueCollector) -> None:
+    """A step's shell that this machine lacks: each of its tasks fails here with ENOENT. Only a warning, since
+    workers on another machine may have it (`validate` said nothing, and every task failed)."""
+    batch_used = False
+    for loc in _located_steps(spec):
+        run = loc.step.run
+        if run.shell is not None and (missing := _missing_program(run.shell)) is not None:
+            issues.warn(value_mark(loc.run, "shell"), f"study[{loc.index}].run.shell", missing)
+        batch_used = batch_used or (run.shell is None and (run.batch is None or not run.batch.shell))
+    if batch_used and (missing := _missing_program(spec.batch.shell)) is not None:
+        issues.warn(value_mark(spec.raw.get("batch"), "shell"), "batch.shell", missing)
+
+
+def _missing_program(shell: str) -> str | None:
+    """Why the program a shell line starts with cannot run on this machine, or None (found, or a token)."""
+    program = shell.split()[0] if shell.split() else ""
+    if not program or "$(" in shell or "$" in program:
+        return None
+    found = shutil.which(program) if os.sep not in program else (program if os.access(program, os.X_OK) and
+                                                                  os.path.isfile(program) else None)
+    if found is not None:
+        return None
+    return (f"shell {program} {'is not an executable file' if os.path.exists(program) else 'is not found'} on this "
+            "machine: tasks that use it fail where it is missing (it may exist where the workers run)")
 
 
 _PSEUDO_FILE_SYSTEMS = (Path("/proc"), Path("/sys"))  # the kernel's: no folder can be made there

@@ -415,14 +415,15 @@ class RedisStatusStore(StatusStore):
         return sorted((UnitKey.from_id(k) for k, v in states.items() if v == "r"),
                       key=lambda k: (k.instance, k.unit))
 
-    def reset_unfinished(self, lost: Iterable[UnitKey] = ()) -> list[UnitKey]:
+    def reset_unfinished(self, lost: Iterable[UnitKey] = (), found: Iterable[UnitKey] = ()) -> list[UnitKey]:
         """Queue again every unit with a task not finished, and the ``lost`` ones (recorded finished, but a
-        done-marker is gone); the other units whose every task finished stay recorded.
+        done-marker is gone); the other units whose every task finished stay recorded, and the ``found`` ones
+        (every done-marker on disk, not recorded finished) are recorded finished.
 
         A message for a unit that stays recorded runs nothing: it only counts the unit at its children again.
         """
         plan = self._plan()
-        done = self.finished_units() - set(lost)
+        done = (self.finished_units() | set(found)) - set(lost)
         keys = [k for k in plan.units() if k not in done]
         runs = {UnitKey.from_id(k): v for k, v in self._call(self.r.hgetall, self.k_runs).items()}
         runs = {k: v for k, v in runs.items() if k in done}
@@ -433,6 +434,8 @@ class RedisStatusStore(StatusStore):
         pipe.delete(*stale)
         if keys:
             pipe.hdel(self.k_ustate, *(k.to_id() for k in keys))
+        if found := set(found) & done:  # recorded as units recorded done are: their messages then run nothing
+            pipe.hset(self.k_ustate, mapping={k.to_id(): "d" for k in found})
         if runs:
             pipe.hset(self.k_runs, mapping={k.to_id(): v for k, v in runs.items()})
         self._call(pipe.execute)

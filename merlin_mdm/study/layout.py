@@ -11,10 +11,11 @@ from merlin_mdm.errors import NoWorkspace, WorkspaceError
 from merlin_mdm.study.lock import LOCK_FILE
 from merlin_mdm.study.plan import StudyPlan
 
-__all__ = ["MAKING_FILE", "PLAN_FILE", "Workspace", "study_of"]
+__all__ = ["MAKING_FILE", "PLAN_FILE", "SOURCE_FILE", "Workspace", "study_of"]
 
 PLAN_FILE = "plan.json"
 MAKING_FILE = ".being-made"  # in merlin_info/ from its making's first step to its plan: a run killed in between
+SOURCE_FILE = "spec_path"  # in merlin_info/: the spec file the study was made from (`restart` says when it changed)
 
 
 def study_of(name: str, folder: str) -> bool:
@@ -39,6 +40,17 @@ class Workspace:
         """merlin_info/<stem>.<kind>.yaml (kind: orig, partial, expanded), named after the spec file (or, in
         workspaces made before the thirty-eighth session, after the study); None when there is none."""
         return next(iter(sorted(self.info.glob(f"*.{kind}.yaml"))), None)
+
+    def edited_source(self) -> str | None:
+        """The spec file this study was made from, when its text is no longer the workspace's copy of it (edited
+        after `run`); None when it is the same, or gone, or the workspace predates the record."""
+        try:
+            source = (self.info / SOURCE_FILE).read_text(encoding="utf-8").strip()
+            now = Path(source).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return None
+        kept = self.spec_text("orig")
+        return source if kept is not None and now != kept else None
 
     def may_record(self) -> bool:
         """Whether this user may write the study's records: merlin_info/ and, where they exist, its status database

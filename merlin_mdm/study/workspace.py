@@ -24,7 +24,7 @@ from merlin_mdm.spec import LoadedSpec, Spec
 from merlin_mdm.spec.checks import output_path_issue, output_path_problem
 from merlin_mdm.spec.tokens import substitute
 from merlin_mdm.study.expand import StudyContext, expand, resolve_variables, study_tokens
-from merlin_mdm.study.layout import MAKING_FILE, PLAN_FILE, Workspace, study_of
+from merlin_mdm.study.layout import MAKING_FILE, PLAN_FILE, SOURCE_FILE, Workspace, study_of
 from merlin_mdm.study.plan import StudyPlan
 from merlin_mdm.study.samples import SAMPLE_SUFFIXES, SampleSet, checked_samples, keep_parsed
 
@@ -207,6 +207,7 @@ def _fill_workspace(ws: Workspace, loaded: LoadedSpec, base: Path, stamp: str, s
     ctx = StudyContext(str(ws.root), str(base), stamp, None, batch_size)
     name = spec.copy_name
     (ws.info / f"{name}.orig.yaml").write_text(loaded.text, encoding="utf-8")
+    (ws.info / SOURCE_FILE).write_text(os.path.abspath(spec.path) + "\n", encoding="utf-8", errors="surrogateescape")
     tokens = study_tokens(spec, ctx)
     filled = substitute(loaded.text, tokens)
     (ws.info / f"{name}.partial.yaml").write_text(_given_vars(spec) + filled,

@@ -201,12 +201,15 @@ class CeleryBackend(Backend):
                 _refuse_while_held(config, plan, lost)
             with _refusal_explained(config, workspace), _interruption_explained(store, workspace):
                 if options.resume:
-                    from merlin_mdm.backends.execution import count_done, markers_missing
+                    from merlin_mdm.backends.execution import count_done, done_on_disk, markers_missing
 
                     _refuse_while_running(store, config, plan, options, lost)
 
-                    # the disk is the truth: units whose done-marker is gone run again; those left count theirs
-                    queued = store.reset_unfinished(markers_missing(plan, store.finished_units()))
+                    # the disk is the truth: units whose done-marker is gone run again, those with every marker
+                    # are finished (a forgotten record too), the others count theirs
+                    finished = store.finished_units()
+                    found = done_on_disk(plan, (key for key in plan.units() if key not in finished))
+                    queued = store.reset_unfinished(markers_missing(plan, finished), found)
                     if not queued:  # every task finished (its done-marker on disk): nothing to queue or wait for
                         store.finish_if_over()
                         return RunReport(StudyState.FINISHED, store.snapshot(), "nothing to run: every task of the "

@@ -152,9 +152,9 @@ def test_launch_without_a_queued_study_says_how_to_queue_it(fake_bin: Path) -> N
 def test_launch_refuses_a_bad_walltime_and_serves_no_local_study(fake_bin: Path) -> None:
     spec = _spec(fake_bin, "{type: lsf}")
     _as_if_queued(spec, fake_bin)
-    for bad in ("abc", "-5", "1:2:3:4:5", "0"):
+    for bad in ("abc", "-5", "1:2:3:4:5"):
         out = merlin("launch", spec.name, "--walltime", bad, cwd=fake_bin)
-        assert out.returncode == 2 and "is not a positive time" in out.stderr, (bad, out.stderr)
+        assert out.returncode == 2 and "is not a time: use [[HH:]MM:]SS" in out.stderr, (bad, out.stderr)
     spec.write_text(spec.read_text().replace('"$(LAUNCHER) echo hi", procs: 4', '"echo hi"'))
     assert merlin("run", spec.name, "--local", cwd=fake_bin).returncode == 0  # a newer workspace, finished
     for cut in (max((fake_bin / "out").glob("cluster_*")), min((fake_bin / "out").glob("cluster_*"))):
@@ -162,6 +162,15 @@ def test_launch_refuses_a_bad_walltime_and_serves_no_local_study(fake_bin: Path)
     out = merlin("launch", spec.name, cwd=fake_bin)  # neither a dry run nor a local study is served by workers
     assert out.returncode == 2 and "no queued study for study.yaml" in out.stderr, out
     assert not (fake_bin / "calls.log").exists()  # nothing was submitted
+
+
+def test_launch_walltime_zero_asks_for_no_limit_as_the_spec_s_walltime_zero(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, '{type: lsf, walltime: "01:30:00"}')
+    given = merlin("launch", spec.name, "--dry", cwd=tmp_path)
+    unlimited = merlin("launch", spec.name, "--dry", "--walltime", "0", cwd=tmp_path)
+    assert given.returncode == 0 and unlimited.returncode == 0, (given.stderr, unlimited.stderr)
+    assert "#BSUB -W 1:30" in given.stdout.splitlines() and "unset MERLIN_MDM_ALLOC_END" not in given.stdout
+    assert "#BSUB -W" not in unlimited.stdout and "unset MERLIN_MDM_ALLOC_END" in unlimited.stdout.splitlines()
 
 
 def test_pbs_without_the_nodes_cores_is_refused_naming_the_batch_block(tmp_path: Path) -> None:

@@ -293,3 +293,28 @@ def test_a_worker_is_not_started_again_when_it_was_stopped_or_nothing_is_left(ca
                             names=["w"])
     supervisor.run()
     assert started == [] and supervisor.respawns == {}
+
+
+@pytest.mark.redis
+@pytest.mark.celery
+def test_launch_notes_other_studies_waiting_on_its_queues(redis_server: RedisFixture, tmp_path: Path,
+                                                          local_jobs: list[str]) -> None:
+    """Two studies on the default queue `merlin`: one study's allocation ran the other's tasks without a word (a
+    probe on Slurm; Merlin's way, kept, but said)."""
+    env = {"MERLIN_MDM_CONFIG": str(redis_server.app_yaml)}
+    specs = []
+    for name in ("mine", "theirs"):
+        (tmp_path / name).mkdir()
+        specs.append(samples_study(tmp_path / name / "study.yaml", name, "{type: local}",
+                                   f"{name}s: {{args: -c 1, steps: [all]}}", 2, 'cmd: "echo $(V)"', "echo funnel"))
+        assert merlin("run", "study.yaml", cwd=tmp_path / name, env=env).returncode == 0
+    theirs = next((tmp_path / "theirs" / "out").glob("theirs_*"))
+    job = _launched(launched := merlin("launch", "study.yaml", cwd=tmp_path / "mine", env=env), local_jobs)
+    assert f"note: queue(s) merlin also hold 2 waiting task message(s) of other studies ({theirs}): these " \
+           "allocations' workers run them too" in launched.stderr, launched.stderr
+    mine = next((tmp_path / "mine" / "out").glob("mine_*"))
+    assert _wait_done(job, mine / "merlin_info" / "batch") is JobState.COMPLETED
+    alone = merlin("launch", "study.yaml", cwd=tmp_path / "theirs", env=env)  # nothing of another study waits now
+    assert "note: queue(s)" not in alone.stderr, alone.stderr
+    if alone.returncode == 0:
+        local_jobs.append(alone.stdout.split("\t")[0])

@@ -547,13 +547,18 @@ def test_forget_deletes_an_ended_studys_record_and_restart_records_it_again(redi
     assert list(client.scan_iter(match=prefix + "*")) == []
     assert "holds no status" in merlin("status", str(ws), cwd=tmp_path, env=env).stderr
     assert "nothing to forget" in merlin("forget", str(ws), "-f", cwd=tmp_path, env=env).stdout
-    again = merlin("restart", str(ws), cwd=tmp_path, env=env)
-    assert again.returncode == 0, again.stderr
+    again = merlin("restart", str(ws), cwd=tmp_path, env=env)  # recorded finished at once: it was queued again
+    assert again.returncode == 0 and "nothing to run: every task of the study finished" in again.stderr, again.stderr
     snap = json.loads(merlin("status", str(ws), "--json", cwd=tmp_path, env=env).stdout)
-    assert snap["steps"][0]["counts"]["finished"] == 2, snap  # from the done-markers
+    assert snap["state"] == "finished" and snap["steps"][0]["counts"]["finished"] == 2, snap  # from the done-markers
+    assert merlin("forget", str(ws), "-f", cwd=tmp_path, env=env).returncode == 0
+    (ws / "sim" / "N.2" / "MERLIN_FINISHED").unlink()  # the disk is the truth: that task runs again, alone
+    partly = merlin("restart", str(ws), cwd=tmp_path, env=env)
+    assert partly.returncode == 0 and "queued again: 1 of 2 task(s) left to run" in partly.stderr, partly.stderr
     done = merlin("run-workers", str(spec), "--until-done", str(ws), "--grace", "5", cwd=tmp_path, env=env,
                   timeout=120)
     assert done.returncode == 0 and "2 of 2 task(s) finished" in done.stderr, done.stderr
+    assert (ws / "sim" / "N.2" / "MERLIN_FINISHED").is_file()
     local = merlin("forget", str(tmp_path), cwd=tmp_path, env=env)
     assert local.returncode == 2 and "not inside a merlin-mdm workspace" in local.stderr
 
@@ -607,3 +612,35 @@ def test_the_jobs_own_early_warning_reaching_the_workers_is_not_taken_for_an_out
     assert rc == 0, err
     assert "from outside" not in err, err
     assert "the job's early warning (SIGTERM) reached them: its walltime nears" in err, err
+
+
+@pytest.mark.celery
+def test_monitor_says_the_counts_and_when_no_worker_serves_the_study(redis_server: RedisFixture,
+                                                                     tmp_path: Path) -> None:
+    """`monitor` printed nothing until the study was over, also while no worker served it (a probe on Slurm)."""
+    import sys
+
+    from .helpers import _ENTRY
+
+    env = {"MERLIN_MDM_CONFIG": str(redis_server.app_yaml)}
+    spec, ws = _queue_one_step(tmp_path, env, "watched", "echo $(N)", 3)
+    log = tmp_path / "monitor.err"
+    with log.open("w") as err:
+        watcher = subprocess.Popen([sys.executable, "-c", _ENTRY, "monitor", str(ws), "--sleep", "0.2"], cwd=tmp_path,
+                                   env={**os.environ, "PYTHONPATH": str(REPO), **env}, stdout=subprocess.PIPE,
+                                   stderr=err, text=True, start_new_session=True)
+    workers = None
+    try:
+        wait_until(lambda: "no worker serves this study's queues" in log.read_text(), 60, "monitor to say so")
+        assert watcher.poll() is None  # nothing is over: it waits on
+        workers = _until_done_behind(tmp_path, spec, ws, env)
+        out, _ = watcher.communicate(timeout=120)
+        assert watcher.returncode == 0 and out.startswith("watched: finished"), out
+        said = log.read_text().splitlines()
+        assert said[0] == "monitor: 0 of 3 task(s) finished, 0 running", said
+        assert said[1].startswith("monitor: no worker serves this study's queues, so nothing moves"), said
+        assert workers.wait(timeout=120) == 0
+    finally:
+        for proc in (watcher, workers):
+            if proc is not None and proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)

@@ -247,3 +247,47 @@ def test_validate_names_what_merlin_refuses_and_run_does_not(tmp_path: Path) -> 
     ran = merlin("run", str(spec), "--local", cwd=tmp_path, timeout=60)
     assert ran.returncode == 0 and "description" not in ran.stderr, ran.stderr
     assert (workspace_of(ran) / "a" / "o.txt").read_text() == "hi\n"
+
+
+def test_log_level_info_shows_each_unit_start_and_end(write_spec: Callable[[str], Path], tmp_path: Path) -> None:
+    """`-l debug`/`-l info` before the subcommand added nothing a user could see (an outside probe)."""
+    spec = write_spec("""
+        description: {name: levels, description: x}
+        study:
+          - {name: a, description: a, run: {cmd: "echo a"}}
+          - {name: b, description: b, run: {cmd: "exit 1", depends: [a]}}
+    """)
+    quiet = merlin("run", str(spec), "--local", cwd=tmp_path)
+    told = merlin("-l", "info", "run", str(spec), "--local", cwd=tmp_path)
+    assert quiet.returncode == told.returncode == 1, (quiet.stderr, told.stderr)
+    assert "INFO" not in quiet.stderr
+    lines = [line.split("] ", 1)[1] for line in told.stderr.splitlines() if ": INFO] " in line]
+    assert lines == ["a (unit 0:0) started: 1 task(s) in slot(s) 0",
+                     "a (unit 0:0) ended: 1 finished, 0 failed, 0 not run",
+                     "b (unit 1:0) started: 1 task(s) in slot(s) 0",
+                     "b (unit 1:0) ended: 0 finished, 1 failed, 0 not run"]
+
+
+def test_restart_says_when_the_spec_was_edited_and_names_the_workspace_of_a_spec(
+        write_spec: Callable[[str], Path], tmp_path: Path) -> None:
+    """Editing the spec after a failure, then `restart`, reran the workspace's scripts without a word (as Merlin
+    does, but the fix seemed applied); `restart SPEC` said "Directory 'spec.yaml' is a file" (outside probes)."""
+    spec = write_spec("""
+        description: {name: edited, description: x}
+        study:
+          - {name: a, description: a, run: {cmd: "exit 1"}}
+    """)
+    first = merlin("run", str(spec), "--local", cwd=tmp_path)
+    assert first.returncode == 1, first.stderr
+    ws = workspace_of(first)
+    same = merlin("restart", str(ws), "--local", cwd=tmp_path)
+    assert same.returncode == 1 and "note:" not in same.stderr, same.stderr
+    spec.write_text(spec.read_text(encoding="utf-8").replace("exit 1", "exit 0"), encoding="utf-8")
+    edited = merlin("restart", str(ws), "--local", cwd=tmp_path)
+    assert edited.returncode == 1, edited.stderr  # the study as it was made: the edit applies to a new study
+    assert f"note: {spec} changed since this study was made from it; restart runs the study as it was made" \
+        in edited.stderr and f"`merlin-mdm run {spec}` (a new workspace)" in edited.stderr, edited.stderr
+    named = merlin("restart", str(spec), cwd=tmp_path)
+    assert named.returncode == 2, named.stderr
+    assert named.stderr.strip() == f"Error: restart takes a study's workspace, not a file ({spec}): its newest " \
+        f"study is {ws}"

@@ -211,6 +211,17 @@ def test_eval_says_when_a_budget_exceeds_the_answer(den: Path, tmp_path: Path) -
                 "--out", str(tmp_path / "l.h5"))
     assert long.exit_code == 0 and "--steps 9 exceeds the 4 answer positions: at most 4 calls" in long.output
     assert read_metrics(tmp_path / "l.h5").attrs["max_nfe"] <= 4
+    assert "note" not in _mdm("eval", "--checkpoint", str(den), "--sampler", "top_prob", "--steps", "2",
+                              "--n-examples", "4", "--out", str(tmp_path / "s.h5")).output
+
+
+def test_eval_says_the_metrics_are_hdf5_under_another_name(den: Path, tmp_path: Path) -> None:
+    """`--out x.txt` wrote HDF5 without a word (an outside probe)."""
+    text = _mdm("eval", "--checkpoint", str(den), "--sampler", "top_prob", "--steps", "2", "--n-examples", "4",
+                "--out", str(tmp_path / "m.txt"))
+    assert text.exit_code == 0 and "note: --out names a file ending in .txt, but the metrics are written as HDF5" \
+        in text.output, text.output
+    assert read_metrics(tmp_path / "m.txt").attrs["steps"] == 2
 
 
 def test_a_diverged_training_fails_and_saves_nothing_of_it(tmp_path: Path) -> None:
