@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import os
 import shlex
+import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,8 +92,38 @@ def validate_study(path: Path, variables: Mapping[str, str], strict: bool = Fals
     ctx = StudyContext("/validate", str(output_path(spec)), "00000000-000000")
     plan = expand(spec, ctx)
     notes = check_samples_file(spec, study_tokens(spec, ctx))
-    return dataclasses.replace(loaded, warnings=(*loaded.warnings, *_cores_warnings(spec)),
-                               notes=(*loaded.notes, *notes)), plan
+    machine = (*_cores_warnings(spec), *_shell_warnings(spec))
+    return dataclasses.replace(loaded, warnings=(*loaded.warnings, *machine), notes=(*loaded.notes, *notes)), plan
+
+
+def _shell_warnings(spec: Spec) -> list[SpecIssue]:
+    """Steps whose shell this machine lacks (every task failed with ENOENT, and `validate` said nothing): a
+    warning, never an error, since the workers may run elsewhere (also under --strict)."""
+    from merlin_mdm.spec.checks import check_shells
+
+    return [dataclasses.replace(issue, severity="warning") for issue in check_shells(spec, _missing_program)]
+
+
+def _missing_program(shell: str) -> str | None:
+    """Why the program ``shell`` starts with cannot run on this machine, or None (found, or not known here: a
+    token, a shell variable, a path relative to the task's folder)."""
+    try:
+        words = shlex.split(shell)
+    except ValueError:
+        return None
+    program = words[0] if words else ""
+    if not program or "$" in program or (os.sep in program and not os.path.isabs(program)):
+        return None
+    if os.sep in program:
+        if os.path.isfile(program) and os.access(program, os.X_OK):
+            return None
+        why = "is not an executable file" if os.path.exists(program) else "is not found"
+    elif shutil.which(program) is None:
+        why = "is not found on PATH"
+    else:
+        return None
+    return (f"shell {program} {why} on this machine: tasks that use it fail where it is missing (it may exist "
+            "where the workers run)")
 
 
 def _cores_warnings(spec: Spec) -> list[SpecIssue]:

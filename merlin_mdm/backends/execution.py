@@ -446,12 +446,6 @@ def markers_missing(plan: StudyPlan, keys: Iterable[UnitKey]) -> list[UnitKey]:
     return sorted(key for key in keys if count_done(plan, key) < len(plan.unit_samples(key)))
 
 
-def done_on_disk(plan: StudyPlan, keys: Iterable[UnitKey]) -> set[UnitKey]:
-    """Those of ``keys`` (units no index calls finished) whose every task has its done-marker: finished, whatever
-    the index says (a record forgotten, or lost between a unit's last marker and its recording)."""
-    return {key for key in keys if count_done(plan, key) == len(plan.unit_samples(key))}
-
-
 def unit_failure(plan: StudyPlan, key: UnitKey, reason: str) -> UnitOutcome:
     """The outcome of a unit that could not run at all: its finished tasks count, every other one failed (the
     first of them is named)."""

@@ -69,10 +69,12 @@ def launch(spec_path: Path, nodes: int | None, walltime: str | None, queue: str 
         workspace = None
     target = workspace if dry else ensure_queued(workspace, spec_path)
     try:
-        parse_walltime(walltime)  # 0 is no limit, as `walltime: 0` in the spec
+        if walltime is not None and not walltime.strip():
+            raise ValueError("empty")
+        parse_walltime(walltime)  # 0 asks for none, as `walltime: 0` in the spec
     except ValueError:
         raise UsageError(f"--walltime {walltime!r} is not a time: use [[HH:]MM:]SS or D-HH:MM:SS, e.g. 01:30:00, "
-                         "or 0 for no limit") from None
+                         "or 0 to ask for none (the queue's default limit)") from None
     if target is not None:
         from merlin_mdm.backends.celery.workers import check_study_queues
         from merlin_mdm.study.layout import Workspace
@@ -126,10 +128,10 @@ def _refuse_stuck(workspace: Path, submitted: set[str]) -> None:
         raise BatchError("; ".join(f"job {r.job_id} ({r.name}) is {pending_line(r)}" for r in stuck if r.sure))
 
 
-def _note_shared_queues(workspace: Path) -> None:
+def _note_shared_queues(workspace: Path, glance: int = 1000) -> None:
     """Say when the study's queues also hold other studies' waiting tasks: the allocations' workers take them
     too (Merlin's way; the default queue `merlin` is every study's that names none), which a probe found only
-    from the other study's progress."""
+    from the other study's progress. Reads the first ``glance`` messages of each queue, no more."""
     from redis.exceptions import RedisError
 
     from merlin_mdm.backends.celery.backend import CeleryBackend
@@ -139,15 +141,14 @@ def _note_shared_queues(workspace: Path) -> None:
     plan = Workspace(workspace).load_plan()
     queues = sorted({i.task_queue for i in plan.instances})
     try:
-        total, studies = waiting_by_study(CeleryBackend().config(Workspace(workspace)), queues)
+        total, studies = waiting_by_study(CeleryBackend().config(Workspace(workspace)), queues, glance)
     except (MerlinMdmError, OSError, RedisError):  # the workers will say more: this is a note
         return
-    others = {ws: n for ws, n in studies.items() if ws != plan.workspace}
-    foreign = total - sum(studies.values()) + sum(others.values())
-    if foreign:
-        named = ", ".join(sorted(others)[:3]) + (", ..." if len(others) > 3 else "")
-        click.echo(f"note: queue(s) {', '.join(queues)} also hold {foreign} waiting task message(s) of other "
-                   f"studies{f' ({named})' if named else ''}: these allocations' workers run them too, as Merlin's "
+    others = sorted(ws for ws in studies if ws != plan.workspace)
+    if others:
+        named = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+        click.echo(f"note: queue(s) {', '.join(queues)} also hold waiting tasks of other studies ({named}; "
+                   f"{total} message(s) wait there in all): these allocations' workers run them too, as Merlin's "
                    "do; give this study's steps a task_queue of their own to keep studies apart", err=True)
 
 

@@ -529,10 +529,18 @@ def _monitor(target: Path, interval: float, watch: SignalWatch) -> None:
         store.close()
 
 
-def _serving(config: AppConfig, plan: StudyPlan) -> bool:
+def _serving(config: AppConfig, plan: StudyPlan) -> bool | None:
+    """Whether any worker serves ``plan``'s queues; None when the broker does not say (monitor waits on: an
+    allocation whose last line it is must not end for a broker's hiccup)."""
+    from kombu.exceptions import KombuError
+    from redis import RedisError
+
     from merlin_mdm.backends.celery.backend import serving_workers
 
-    return bool(serving_workers(config, plan))
+    try:
+        return bool(serving_workers(config, plan))
+    except (KombuError, RedisError, OSError, MerlinMdmError):
+        return None
 
 
 class _MonitorNews:
@@ -542,7 +550,7 @@ class _MonitorNews:
 
     QUIET_CHECKS = 6
 
-    def __init__(self, serving: Callable[[], bool]):
+    def __init__(self, serving: Callable[[], bool | None]):
         self.serving = serving
         self.counts: tuple[int, ...] = ()
         self.unchanged = 0
@@ -560,6 +568,8 @@ class _MonitorNews:
         if self.unchanged % self.QUIET_CHECKS:
             return
         served = self.serving()
+        if served is None:
+            return
         if served != self.served and (self.served is not None or not served):
             click.echo("monitor: workers serve the study again" if served else
                        "monitor: no worker serves this study's queues, so nothing moves: start workers "

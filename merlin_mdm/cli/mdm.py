@@ -286,11 +286,11 @@ def _note_untrained_budgets(planned: list[tuple[Any, Any, Path]]) -> None:
 
 def _note_not_hdf5_names(paths: list[Path]) -> None:
     """Metrics are HDF5 whatever --out is called; a name saying otherwise (x.txt, x.csv) is run, and said."""
-    other = sorted({p.suffix or "no suffix" for p in paths if p.suffix.lower() not in (".h5", ".hdf5")})
+    other = sorted({p.name for p in paths if p.suffix.lower() not in (".h5", ".hdf5")})
     if other:
-        click.echo(f"note: --out names a file ending in {', '.join(other)}, but the metrics are written as HDF5 "
-                   "whatever the name; `aggregate` reads them by the pattern you give it (name them *.h5 to find "
-                   "them with the usual pattern)", err=True)
+        click.echo(f"note: --out {other[0]}{' ...' if len(other) > 1 else ''} has no .h5 suffix, but the metrics are "
+                   "written as HDF5 whatever the name; `aggregate` reads them by the pattern you give it (name them "
+                   "*.h5 to find them with the usual pattern)", err=True)
 
 
 def _note_long_budgets(runs: list[tuple[int, dict[str, Any]]], answer_len: int) -> None:

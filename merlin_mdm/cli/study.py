@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import sys
 from pathlib import Path
@@ -201,10 +202,10 @@ def restart(workspace: Path, workers: int | None, no_progress: bool, as_json: bo
 
 def _refuse_a_spec(path: Path) -> None:
     """`restart SPEC` said "Directory 'study.yaml' is a file": name the workspace it likely meant."""
-    try:
-        newest = f": its newest study is {shlex.quote(str(find_workspace(path).root))}"
-    except MerlinMdmError:
-        newest = ""
+    newest = ""
+    if path.suffix in (".yaml", ".yml"):
+        with contextlib.suppress(MerlinMdmError):
+            newest = f": its spec's newest study is {shlex.quote(str(find_workspace(path).root))}"
     raise UsageError(f"restart takes a study's workspace, not a file ({path}){newest}")
 
 

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import os
-import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from merlin_mdm.spec.hazards import NAME_MAX, check_hazards, parse_walltime
 from merlin_mdm.spec.issues import IssueCollector, did_you_mean, key_mark, value_mark
 from merlin_mdm.spec.limits import check_size
 from merlin_mdm.spec.loader import Located, MarkedDict, MarkedList
-from merlin_mdm.spec.model import Spec, Step, parent_name
+from merlin_mdm.spec.model import Spec, Step, parent_name, step_shell
 from merlin_mdm.spec.tokens import (
     LATE_TOKENS,
     STUDY_TOKENS,
@@ -26,7 +25,7 @@ from merlin_mdm.spec.tokens import (
 )
 from merlin_mdm.spec.worker_args import split_worker_args
 
-__all__ = ["DEFAULT_BATCH_TYPES", "check_cores", "check_spec", "known_tokens", "output_path_issue",
+__all__ = ["DEFAULT_BATCH_TYPES", "check_cores", "check_shells", "check_spec", "known_tokens", "output_path_issue",
            "output_path_problem", "parent_name", "step_run_place", "unknown_token_message"]
 
 DEFAULT_BATCH_TYPES = ("local", "slurm", "lsf", "lsf-srun", "flux", "pbs")
@@ -52,7 +51,6 @@ def check_spec(spec: Spec, issues: IssueCollector, batch_types: Iterable[str] = 
     _check_load_time_tokens(spec, issues)
     _check_worker_args(spec, issues)
     _check_paths(spec, issues)
-    _check_shells(spec, issues)
     if to_run:
         _check_output_path(spec, issues)
     check_hazards(spec, issues)
@@ -531,32 +529,6 @@ def _check_paths(spec: Spec, issues: IssueCollector) -> None:
                          " or pass --samplesfile)")
 
 
-def _check_shells(spec: Spec, issues: IssueCollector) -> None:
-    """A step's shell that this machine lacks: each of its tasks fails here with ENOENT. Only a warning, since
-    workers on another machine may have it (`validate` said nothing, and every task failed)."""
-    batch_used = False
-    for loc in _located_steps(spec):
-        run = loc.step.run
-        if run.shell is not None and (missing := _missing_program(run.shell)) is not None:
-            issues.warn(value_mark(loc.run, "shell"), f"study[{loc.index}].run.shell", missing)
-        batch_used = batch_used or (run.shell is None and (run.batch is None or not run.batch.shell))
-    if batch_used and (missing := _missing_program(spec.batch.shell)) is not None:
-        issues.warn(value_mark(spec.raw.get("batch"), "shell"), "batch.shell", missing)
-
-
-def _missing_program(shell: str) -> str | None:
-    """Why the program a shell line starts with cannot run on this machine, or None (found, or a token)."""
-    program = shell.split()[0] if shell.split() else ""
-    if not program or "$(" in shell or "$" in program:
-        return None
-    found = shutil.which(program) if os.sep not in program else (program if os.access(program, os.X_OK) and
-                                                                  os.path.isfile(program) else None)
-    if found is not None:
-        return None
-    return (f"shell {program} {'is not an executable file' if os.path.exists(program) else 'is not found'} on this "
-            "machine: tasks that use it fail where it is missing (it may exist where the workers run)")
-
-
 _PSEUDO_FILE_SYSTEMS = (Path("/proc"), Path("/sys"))  # the kernel's: no folder can be made there
 
 
@@ -613,6 +585,29 @@ def _check_output_path(spec: Spec, issues: IssueCollector) -> None:
     if problem:
         issue = output_path_issue(spec, problem)
         issues.error((issue.line, issue.column), issue.path, issue.message)
+
+
+def check_shells(spec: Spec, missing: Callable[[str], str | None]) -> list[SpecIssue]:
+    """The shell each step's tasks run under (the step's, its own batch block's, or the spec's: as
+    :func:`step_shell`) when ``missing`` says why the machine asking cannot run it; each issue sits where that
+    shell is given (the machine is the caller's: `validate` warns, since workers elsewhere may have it)."""
+    issues = IssueCollector(str(spec.path))
+    seen: set[str] = set()
+    for located in _located_steps(spec):
+        run = located.step.run
+        shell = step_shell(spec, run)
+        why = missing(shell)
+        if why is None:
+            continue
+        if run.shell:
+            issues.error(value_mark(located.run, "shell"), f"study[{located.index}].run.shell", why)
+        elif run.batch is not None:
+            issues.error(value_mark(located.run.get("batch"), "shell"), f"study[{located.index}].run.batch.shell",
+                         why)
+        elif "batch.shell" not in seen:
+            seen.add("batch.shell")
+            issues.error(value_mark(spec.raw.get("batch"), "shell"), "batch.shell", why)
+    return issues.errors
 
 
 def check_cores(spec: Spec, available: int, where: str) -> list[SpecIssue]:

@@ -27,6 +27,7 @@ __all__ = [
     "Worker",
     "parent_name",
     "step_order",
+    "step_shell",
 ]
 
 Scalar = str | int | float | bool
@@ -230,6 +231,11 @@ def parent_name(dep: str) -> tuple[str, bool]:
     if dep.endswith("_*"):
         return dep[:-2], True
     return (dep[:-1], True) if dep.endswith("*") else (dep, False)
+
+
+def step_shell(spec: Spec, run: StepRun) -> str:
+    """The shell a step's tasks run under: its own, its own batch block's, else the spec's batch shell."""
+    return run.shell or (run.batch.shell if run.batch else None) or spec.batch.shell
 
 
 def step_order(spec: Spec) -> list[str]:

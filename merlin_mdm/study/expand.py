@@ -21,7 +21,7 @@ from merlin_mdm.spec.limits import (
     size_problem,
     step_parameters,
 )
-from merlin_mdm.spec.model import step_order
+from merlin_mdm.spec.model import step_order, step_shell
 from merlin_mdm.spec.tokens import TOKEN_RE, plain_names_in, resolve_ordered, substitute, tokens_in
 from merlin_mdm.study.parameters import Combo, combinations, format_value, project
 from merlin_mdm.study.plan import Edge, StepInstance, StudyPlan
@@ -270,7 +270,7 @@ class _Expander:
         if self.ctx.samples is not None:
             cmd = self._with_paths_all(cmd)
             restart = self._with_paths_all(restart) if restart else restart
-        shell = run.shell or (run.batch.shell if run.batch else None) or self.spec.batch.shell
+        shell = step_shell(self.spec, run)
         sources = tuple(self._env_text(src, combo) for src in self.spec.env.sources)
         return StepInstance(index, step.name, name, combo.label_string, workspace, cmd, restart, shell,
                             uses_samples, parents, run.task_queue, run.max_retries, run.retry_delay, run.walltime,

@@ -45,9 +45,11 @@ class Workspace:
         """The spec file this study was made from, when its text is no longer the workspace's copy of it (edited
         after `run`); None when it is the same, or gone, or the workspace predates the record."""
         try:
-            source = (self.info / SOURCE_FILE).read_text(encoding="utf-8").strip()
-            now = Path(source).read_text(encoding="utf-8")
+            source = (self.info / SOURCE_FILE).read_text(encoding="utf-8", errors="surrogateescape").rstrip("\n")
+            now = Path(source).read_text(encoding="utf-8") if os.path.isfile(source) else None  # never a FIFO
         except (OSError, UnicodeDecodeError):
+            return None
+        if now is None:
             return None
         kept = self.spec_text("orig")
         return source if kept is not None and now != kept else None

@@ -207,7 +207,9 @@ def _fill_workspace(ws: Workspace, loaded: LoadedSpec, base: Path, stamp: str, s
     ctx = StudyContext(str(ws.root), str(base), stamp, None, batch_size)
     name = spec.copy_name
     (ws.info / f"{name}.orig.yaml").write_text(loaded.text, encoding="utf-8")
-    (ws.info / SOURCE_FILE).write_text(os.path.abspath(spec.path) + "\n", encoding="utf-8", errors="surrogateescape")
+    if os.path.isfile(spec.path):  # not a spec made from text (its path is only a name)
+        (ws.info / SOURCE_FILE).write_text(os.path.abspath(spec.path) + "\n", encoding="utf-8",
+                                           errors="surrogateescape")
     tokens = study_tokens(spec, ctx)
     filled = substitute(loaded.text, tokens)
     (ws.info / f"{name}.partial.yaml").write_text(_given_vars(spec) + filled,

@@ -201,20 +201,11 @@ class CeleryBackend(Backend):
                 _refuse_while_held(config, plan, lost)
             with _refusal_explained(config, workspace), _interruption_explained(store, workspace):
                 if options.resume:
-                    from merlin_mdm.backends.execution import count_done, done_on_disk, markers_missing
-
                     _refuse_while_running(store, config, plan, options, lost)
-
-                    # the disk is the truth: units whose done-marker is gone run again, those with every marker
-                    # are finished (a forgotten record too), the others count theirs
-                    finished = store.finished_units()
-                    found = done_on_disk(plan, (key for key in plan.units() if key not in finished))
-                    queued = store.reset_unfinished(markers_missing(plan, finished), found)
-                    if not queued:  # every task finished (its done-marker on disk): nothing to queue or wait for
+                    if not _queue_again_from_disk(store, plan):  # every task has its done-marker on disk
                         store.finish_if_over()
                         return RunReport(StudyState.FINISHED, store.snapshot(), "nothing to run: every task of the "
                                          "study finished (its done-markers are on disk)")
-                    store.requeue({key: done for key in queued if (done := count_done(plan, key))})
                     RedisDependencies(store.r, plan).reset()
                 else:
                     _claim_record(store, config, plan)
@@ -465,6 +456,20 @@ def _unsent(config: AppConfig, plan: StudyPlan) -> int:
         return ready
     finally:
         client.close()
+
+
+def _queue_again_from_disk(store: RedisStatusStore, plan: StudyPlan) -> list[UnitKey]:
+    """Record a restarted study as its disk says, and return the units queued again. The disk is the truth: a
+    unit recorded finished whose done-marker is gone runs again; one with every marker is finished (recorded or
+    not: a forgotten record too); the others are queued counting theirs. Each folder is looked at once."""
+    from merlin_mdm.backends.execution import count_done, markers_missing
+
+    finished = store.finished_units()
+    marked = {key: count_done(plan, key) for key in plan.units() if key not in finished}
+    found = [key for key, n in marked.items() if n == len(plan.unit_samples(key))]
+    queued = store.reset_unfinished(markers_missing(plan, finished), found)
+    store.requeue({key: done for key in queued if (done := marked[key] if key in marked else count_done(plan, key))})
+    return queued
 
 
 def serving_workers(config: AppConfig, plan: StudyPlan) -> list[str]:

@@ -152,7 +152,7 @@ def test_launch_without_a_queued_study_says_how_to_queue_it(fake_bin: Path) -> N
 def test_launch_refuses_a_bad_walltime_and_serves_no_local_study(fake_bin: Path) -> None:
     spec = _spec(fake_bin, "{type: lsf}")
     _as_if_queued(spec, fake_bin)
-    for bad in ("abc", "-5", "1:2:3:4:5"):
+    for bad in ("abc", "-5", "1:2:3:4:5", ""):
         out = merlin("launch", spec.name, "--walltime", bad, cwd=fake_bin)
         assert out.returncode == 2 and "is not a time: use [[HH:]MM:]SS" in out.stderr, (bad, out.stderr)
     spec.write_text(spec.read_text().replace('"$(LAUNCHER) echo hi", procs: 4', '"echo hi"'))

@@ -310,8 +310,8 @@ def test_launch_notes_other_studies_waiting_on_its_queues(redis_server: RedisFix
         assert merlin("run", "study.yaml", cwd=tmp_path / name, env=env).returncode == 0
     theirs = next((tmp_path / "theirs" / "out").glob("theirs_*"))
     job = _launched(launched := merlin("launch", "study.yaml", cwd=tmp_path / "mine", env=env), local_jobs)
-    assert f"note: queue(s) merlin also hold 2 waiting task message(s) of other studies ({theirs}): these " \
-           "allocations' workers run them too" in launched.stderr, launched.stderr
+    assert f"note: queue(s) merlin also hold waiting tasks of other studies ({theirs}; 4 message(s) wait there in " \
+           "all): these allocations' workers run them too" in launched.stderr, launched.stderr
     mine = next((tmp_path / "mine" / "out").glob("mine_*"))
     assert _wait_done(job, mine / "merlin_info" / "batch") is JobState.COMPLETED
     alone = merlin("launch", "study.yaml", cwd=tmp_path / "theirs", env=env)  # nothing of another study waits now

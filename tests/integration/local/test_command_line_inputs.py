@@ -289,5 +289,5 @@ def test_restart_says_when_the_spec_was_edited_and_names_the_workspace_of_a_spec
         in edited.stderr and f"`merlin-mdm run {spec}` (a new workspace)" in edited.stderr, edited.stderr
     named = merlin("restart", str(spec), cwd=tmp_path)
     assert named.returncode == 2, named.stderr
-    assert named.stderr.strip() == f"Error: restart takes a study's workspace, not a file ({spec}): its newest " \
-        f"study is {ws}"
+    assert named.stderr.strip() == f"Error: restart takes a study's workspace, not a file ({spec}): its spec's " \
+        f"newest study is {ws}"

@@ -219,7 +219,7 @@ def test_eval_says_the_metrics_are_hdf5_under_another_name(den: Path, tmp_path: 
     """`--out x.txt` wrote HDF5 without a word (an outside probe)."""
     text = _mdm("eval", "--checkpoint", str(den), "--sampler", "top_prob", "--steps", "2", "--n-examples", "4",
                 "--out", str(tmp_path / "m.txt"))
-    assert text.exit_code == 0 and "note: --out names a file ending in .txt, but the metrics are written as HDF5" \
+    assert text.exit_code == 0 and "note: --out m.txt has no .h5 suffix, but the metrics are written as HDF5" \
         in text.output, text.output
     assert read_metrics(tmp_path / "m.txt").attrs["steps"] == 2
 

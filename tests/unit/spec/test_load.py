@@ -363,26 +363,3 @@ study:
     with pytest.raises(SpecError, match="`depends` belongs in the step's run block"):
         load_spec_text(text, "x.yaml")
 
-
-def test_a_shell_this_machine_lacks_is_a_warning_at_its_line(tmp_path: Path) -> None:
-    """`validate` said nothing of `shell: /usr/bin/nope`, and every task of the step failed with ENOENT."""
-    script = tmp_path / "not_executable.sh"
-    script.write_text("echo\n", encoding="utf-8")
-    text = f"""
-description: {{name: shells, description: x}}
-batch: {{type: local, shell: /bin/nosuchshell}}
-study:
-  - {{name: a, description: a, run: {{cmd: echo, shell: /usr/bin/nope}}}}
-  - {{name: b, description: b, run: {{cmd: "print(1)", shell: /usr/bin/env python3}}}}
-  - {{name: c, description: c, run: {{cmd: echo, shell: {script}}}}}
-  - {{name: d, description: d, run: {{cmd: echo, shell: sh}}}}
-  - {{name: e, description: e, run: {{cmd: echo}}}}
-"""
-    found = {w.path: w for w in load_spec_text(text, "x.yaml").warnings}
-    assert sorted(found) == ["batch.shell", "study[0].run.shell", "study[2].run.shell"], found
-    assert "shell /usr/bin/nope is not found on this machine: tasks that use it fail" in \
-        str(found["study[0].run.shell"])
-    assert f"shell {script} is not an executable file on this machine" in str(found["study[2].run.shell"])
-    assert found["batch.shell"].line == 3
-    used = text.replace("  - {name: e, description: e, run: {cmd: echo}}\n", "")
-    assert "batch.shell" not in {w.path for w in load_spec_text(used, "x.yaml").warnings}  # no step uses it
