@@ -331,8 +331,9 @@ def study_tasks(target: Path, patient: bool = True, every_failure: bool = False)
 
 def _no_database(ws: Workspace) -> None:
     """Refuse a status of a local study without its database, saying what is true now: a runner that still holds
-    the study (its database deleted under it: a `restart` would be refused) or none."""
-    held, holder = lock_holder(ws.info)
+    the study (its database deleted under it: a `restart` would be refused) or none (a `run --dry` stopped while
+    it wrote the scripts left neither the database nor the lock file: it was said to be held by a runner)."""
+    held, holder = lock_holder(ws.info, missing_is_held=False)
     if held:
         raise StatusError(f"no status database in {ws.info}, but {holder or 'a runner'} still holds the study: its "
                           f"database was deleted while it runs. Let it end (or stop it), then `merlin-mdm restart "

@@ -30,6 +30,7 @@ from merlin_mdm.spec.model import (
     StepRun,
     Worker,
 )
+from merlin_mdm.spec.tokens import RESERVED_NAMES
 from merlin_mdm.spec.variables import (
     expand_shell_variables,
     fill_load_time_variables,
@@ -84,6 +85,9 @@ def parse_vars(items: Iterable[str]) -> dict[str, str]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise UsageError(f"--vars expects KEY=VALUE, got '{item}'")
+        if key.strip() in RESERVED_NAMES:
+            raise UsageError(f"--vars {key.strip()}: a reserved token cannot be overridden (merlin-mdm fills "
+                             f"$({key.strip()}) in itself, as Merlin does)")
         out[key.strip()] = value
     return out
 

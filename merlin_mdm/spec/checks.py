@@ -17,6 +17,7 @@ from merlin_mdm.spec.loader import Located, MarkedDict, MarkedList
 from merlin_mdm.spec.model import Spec, Step, parent_name, step_shell
 from merlin_mdm.spec.tokens import (
     LATE_TOKENS,
+    RESERVED_NAMES,
     STUDY_TOKENS,
     inlined_tokens,
     resolve_ordered,
@@ -298,6 +299,11 @@ def _check_tokens(spec: Spec, issues: IssueCollector) -> None:
     for section, items in (("variables", spec.env.variables), ("labels", spec.env.labels)):
         block = env.get(section) if isinstance(env, MarkedDict) else None
         for name, value in items:
+            if name in RESERVED_NAMES:
+                issues.error(key_mark(block, name), f"env.{section}.{name}", f"{name} is a reserved token "
+                             f"(merlin-mdm fills $({name}) in itself, as Merlin does); name the {section[:-1]} "
+                             "otherwise")
+                continue
             _warn_unknown(issues, value_mark(block, name), f"env.{section}.{name}", value, known)
     for loc in _located_steps(spec):
         for key, text in (("cmd", loc.step.run.cmd), ("restart", loc.step.run.restart or "")):

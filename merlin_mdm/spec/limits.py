@@ -129,9 +129,9 @@ def step_parameters(spec: Spec) -> dict[str, frozenset[str]]:
         links = [parent_name(d) for d in run.depends]
         funnels = {parent for parent, funnel in links if funnel}
         refs = [t[: -len(".workspace")] for t in inlined_tokens(commands, inline) if t.endswith(".workspace")]
-        for other in [*(parent for parent, funnel in links if not funnel), *refs]:
-            if other not in funnels:
-                own |= used.get(other, frozenset())
+        # a parent named plainly passes its parameters on, also when it is funnelled too (`[a, a_*]`, as Merlin)
+        for other in [*(parent for parent, funnel in links if not funnel), *(r for r in refs if r not in funnels)]:
+            own |= used.get(other, frozenset())
         used[name] = frozenset(own)
     return used
 

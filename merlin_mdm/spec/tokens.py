@@ -34,6 +34,13 @@ STUDY_TOKENS = frozenset({
 })  # fmt: skip
 # Known only when a task runs (filled by the executor).
 LATE_TOKENS = frozenset({"WORKSPACE", "MERLIN_SAMPLE_ID", "MERLIN_SAMPLE_PATH", "MERLIN_SAMPLE_VECTOR"})
+# The names no env variable, label or --vars may take (Merlin 1.13's reserved words: it refuses them too); one
+# set silently took $(WORKSPACE) over, or turned `exit $(MERLIN_SOFT_FAIL)` into a success.
+RESERVED_NAMES = frozenset({
+    "SPECROOT", "WORKSPACE", "LAUNCHER", "MERLIN_GLOB_PATH", "MERLIN_PATHS_ALL", "MERLIN_SAMPLE_ID",
+    "MERLIN_SAMPLE_PATH", "MERLIN_WORKSPACE", "MERLIN_TIMESTAMP", "MERLIN_INFO", "MERLIN_SUCCESS", "MERLIN_RESTART",
+    "MERLIN_SOFT_FAIL", "MERLIN_HARD_FAIL", "MERLIN_RETRY", "MERLIN_STOP_WORKERS", "MERLIN_RAISE_ERROR",
+})  # fmt: skip
 
 
 MAX_VALUE_CHARS = 1 << 24

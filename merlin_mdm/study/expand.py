@@ -302,15 +302,16 @@ class _Expander:
         return cast(_T, self.memo[key])
 
     def _edges(self, step: Step, combo: Combo, uses_samples: bool) -> tuple[Edge, ...]:
-        edges: list[Edge] = []
+        """One edge per parent instance; a parent both named and funnelled (`[a, a_*]`) is waited for whole."""
+        edges: dict[int, Edge] = {}
         for dep in step.run.depends:
             parent, funnel = parent_name(dep)
             if funnel:
-                edges.extend(Edge(i, False, funnel=True) for i in self.by_labels[parent].values())
+                edges.update((i, Edge(i, False, funnel=True)) for i in self.by_labels[parent].values())
             else:
                 index = self.by_labels[parent][project(combo, self.used[parent]).label_string]
-                edges.append(Edge(index, uses_samples and self.instances[index].uses_samples))
-        return tuple(dict.fromkeys(edges))
+                edges.setdefault(index, Edge(index, uses_samples and self.instances[index].uses_samples))
+        return tuple(edges.values())
 
     def _workspace_tokens(self, step: Step, combo: Combo) -> dict[str, str]:
         out = {}

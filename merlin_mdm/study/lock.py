@@ -254,8 +254,10 @@ def _folder_held(info: Path) -> bool:
     return False
 
 
-def lock_holder(info: Path) -> tuple[bool, LockHolder | None]:
-    """(whether a live process holds the lock of ``info``, the holder recorded in the file)."""
+def lock_holder(info: Path, missing_is_held: bool = True) -> tuple[bool, LockHolder | None]:
+    """(whether a live process holds the lock of ``info``, the holder recorded in the file). A lock file that is
+    gone while no runner holds the folder counts as held unless ``missing_is_held`` is False (what to say, not
+    whether to take the study: a file system without folder locks cannot tell)."""
     path = Path(info) / LOCK_FILE
     holder = LockHolder.read(path)
     if _folder_held(Path(info)):
@@ -263,7 +265,7 @@ def lock_holder(info: Path) -> tuple[bool, LockHolder | None]:
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:  # deleted (by a task?): a runner may hold it still, so the study is not taken
-        return True, None  # for a dead runner's (`restart`, which makes the file, resumes one whose runner died)
+        return missing_is_held, None  # for a dead runner's (`restart`, which makes it, resumes one whose runner died)
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except OSError as exc:

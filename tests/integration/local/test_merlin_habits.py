@@ -365,3 +365,21 @@ def test_status_of_a_running_study_whose_database_was_deleted_says_so(write_spec
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)
+
+
+def test_status_of_a_study_with_neither_database_nor_lock_names_no_runner(write_spec, tmp_path: Path) -> None:
+    """A `run --dry` stopped while it wrote the scripts left neither: status said a runner still held the study
+    (an outside probe), and no process did."""
+    spec = write_spec("""
+        description: {name: cut, description: cut}
+        env: {variables: {OUTPUT_PATH: ./out}}
+        study:
+          - {name: a, description: a, run: {cmd: "echo a"}}
+    """)
+    assert merlin("run", str(spec), "--local", "--dry", cwd=tmp_path).returncode == 0
+    ws = next((tmp_path / "out").glob("cut_*"))
+    for name in ("status.db", "runner.lock"):
+        (ws / "merlin_info" / name).unlink(missing_ok=True)
+    result = merlin("status", str(ws), cwd=tmp_path)
+    assert result.returncode != 0 and "no status database in" in result.stderr, result.stderr
+    assert "still holds" not in result.stderr and f"`merlin-mdm restart {ws}` rebuilds it" in result.stderr

@@ -363,3 +363,16 @@ study:
     with pytest.raises(SpecError, match="`depends` belongs in the step's run block"):
         load_spec_text(text, "x.yaml")
 
+
+
+def test_reserved_tokens_cannot_be_set_in_the_spec_or_by_vars() -> None:
+    """`WORKSPACE: /tmp/ws`, `MERLIN_SUCCESS: 5` or `--vars MERLIN_SOFT_FAIL=0` took the token over silently (every
+    task failed with exit 5; a soft failure counted done); Merlin refuses them (an outside probe)."""
+    text = MINIMAL.replace("variables:", "labels: {SPECROOT: /tmp/sr}\n  variables:\n    MERLIN_SUCCESS: 5")
+    with pytest.raises(SpecError) as err:
+        load_spec_text(text, "x.yaml")
+    assert "env.variables.MERLIN_SUCCESS: MERLIN_SUCCESS is a reserved token" in str(err.value)
+    assert "env.labels.SPECROOT: SPECROOT is a reserved token" in str(err.value) and "name the label" in str(err.value)
+    with pytest.raises(UsageError, match=r"--vars WORKSPACE: a reserved token cannot be overridden"):
+        parse_vars(["WORKSPACE=/tmp"])
+    assert parse_vars(["OUTPUT_PATH=/tmp"]) == {"OUTPUT_PATH": "/tmp"}  # a token set on purpose, as in Merlin

@@ -393,3 +393,15 @@ def test_samples_combine_with_parameters() -> None:
 def test_sample_tokens_without_samples_block_are_not_sample_steps() -> None:
     plan = plan_of(HEAD + "study:\n" + _step("echo $(MERLIN_SAMPLE_ID)"))
     assert not plan.instances[0].uses_samples
+
+
+@pytest.mark.parametrize("depends", ["[a, a_*]", '["a*", a]'])
+def test_a_parent_named_and_funnelled_passes_its_parameters_and_is_waited_for_whole(depends: str) -> None:
+    """`depends: [a, a_*]` raised KeyError '' (a traceback, exit 1); Merlin splits h over a's K (an outside probe)."""
+    text = HEAD + "global.parameters: {K: {values: [1, 2], label: K.%%}}\nstudy:\n" + _step("echo $(K)") + \
+        _step("echo h", "h", depends)
+    plan = plan_of(text)
+    assert _names(plan) == ["a_K.1", "a_K.2", "h_K.1", "h_K.2"]
+    for inst in plan.instances[2:]:
+        whole = [Edge(0, False, funnel=True), Edge(1, False, funnel=True)]
+        assert sorted(inst.parents, key=lambda e: e.parent) == whole, inst.parents
