@@ -141,10 +141,12 @@ def _note_shared_queues(workspace: Path, glance: int = 1000) -> None:
     plan = Workspace(workspace).load_plan()
     queues = sorted({i.task_queue for i in plan.instances})
     try:
-        total, studies = waiting_by_study(CeleryBackend().config(Workspace(workspace)), queues, glance)
+        total, read, studies = waiting_by_study(CeleryBackend().config(Workspace(workspace)), queues, glance)
     except (MerlinMdmError, OSError, RedisError):  # the workers will say more: this is a note
         return
     others = sorted(ws for ws in studies if ws != plan.workspace)
+    if read > sum(studies.values()):  # Merlin's own tasks, or unreadable ones: the workers take those too
+        others.append("messages of no merlin-mdm study")
     if others:
         named = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
         click.echo(f"note: queue(s) {', '.join(queues)} also hold waiting tasks of other studies ({named}; "

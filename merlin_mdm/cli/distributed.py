@@ -444,7 +444,7 @@ def purge(spec: Path, force: bool, steps: tuple[str, ...], only_mine: bool, vari
     mine = studies_of(parsed)
     drop = (lambda ws: ws is not None and mine(ws)) if only_mine else None
     if not force:
-        total, studies = waiting_by_study(config, names)
+        total, _, studies = waiting_by_study(config, names)
         count = sum(n for ws, n in studies.items() if mine(ws)) if only_mine else total
         if not count:
             click.echo(f"nothing to purge: queue(s) {', '.join(names)} hold no waiting message"

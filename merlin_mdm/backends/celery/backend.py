@@ -461,7 +461,7 @@ def _unsent(config: AppConfig, plan: StudyPlan) -> int:
 def _queue_again_from_disk(store: RedisStatusStore, plan: StudyPlan) -> list[UnitKey]:
     """Record a restarted study as its disk says, and return the units queued again. The disk is the truth: a
     unit recorded finished whose done-marker is gone runs again; one with every marker is finished (recorded or
-    not: a forgotten record too); the others are queued counting theirs. Each folder is looked at once."""
+    not: a forgotten record too); the others are queued counting theirs (their folders looked at once)."""
     from merlin_mdm.backends.execution import count_done, markers_missing
 
     finished = store.finished_units()

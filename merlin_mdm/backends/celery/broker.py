@@ -90,10 +90,10 @@ def held_messages(config: AppConfig, queues: Sequence[str], workspace: str) -> H
     return HeldMessages(waiting[workspace], unacked[workspace])
 
 
-def waiting_by_study(config: AppConfig, queues: Sequence[str], limit: int = -1) -> tuple[int, Counter[str]]:
-    """How many messages wait in ``queues``, and how many of them each study (workspace) has; with ``limit``,
-    only the first ``limit`` of each list are read for the second (a glance: a million waiting messages are a
-    gigabyte)."""
+def waiting_by_study(config: AppConfig, queues: Sequence[str], limit: int = -1) -> tuple[int, int, Counter[str]]:
+    """How many messages wait in ``queues``, how many of them were read, and how many of those each study
+    (workspace) has (the rest are of no merlin-mdm study: Merlin's own, or unreadable); with ``limit``, only
+    the first ``limit`` of each list are read (a glance: a million waiting messages are a gigabyte)."""
     client = config.broker.client(timeout=5.0, retry=False)
     try:
         pipe = client.pipeline(transaction=False)
@@ -107,7 +107,8 @@ def waiting_by_study(config: AppConfig, queues: Sequence[str], limit: int = -1) 
     lists = answers[1::2]
     for items in lists:
         waiting.update(_count(items, wrapped=False))
-    return sum(answers[0::2]) if limit > 0 else sum(len(items) for items in lists), waiting
+    read = sum(len(items) for items in lists)
+    return (sum(answers[0::2]) if limit > 0 else read), read, waiting
 
 
 def purge_queues(config: AppConfig, queues: Sequence[str],

@@ -301,7 +301,10 @@ def test_launch_notes_other_studies_waiting_on_its_queues(redis_server: RedisFix
                                                           local_jobs: list[str]) -> None:
     """Two studies on the default queue `merlin`: one study's allocation ran the other's tasks without a word (a
     probe on Slurm; Merlin's way, kept, but said)."""
+    from merlin_mdm.backends.celery.broker import queue_keys
+
     env = {"MERLIN_MDM_CONFIG": str(redis_server.app_yaml)}
+    redis_server.client().delete(*queue_keys(["merlin"]))  # what earlier tests left on the default queue
     specs = []
     for name in ("mine", "theirs"):
         (tmp_path / name).mkdir()
@@ -318,3 +321,30 @@ def test_launch_notes_other_studies_waiting_on_its_queues(redis_server: RedisFix
     assert "note: queue(s)" not in alone.stderr, alone.stderr
     if alone.returncode == 0:
         local_jobs.append(alone.stdout.split("\t")[0])
+
+
+@pytest.mark.redis
+def test_the_shared_queue_note_counts_messages_of_no_merlin_mdm_study(redis_server: RedisFixture, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """Merlin's own tasks on the default queue (no workspace in their body) did not count: no note (review)."""
+    from merlin_mdm.backends.celery.broker import queue_keys
+    from merlin_mdm.cli.batch import _note_shared_queues
+
+    env = {"MERLIN_MDM_CONFIG": str(redis_server.app_yaml)}
+    client = redis_server.client()
+    client.delete(*queue_keys(["merlin"]))  # what earlier tests left on the default queue
+    spec = samples_study(tmp_path / "study.yaml", "lone", "{type: local}", "lones: {args: -c 1, steps: [all]}", 1,
+                         'cmd: "echo $(V)"', "echo funnel")
+    assert merlin("run", spec.name, cwd=tmp_path, env=env).returncode == 0
+    ws = next((tmp_path / "out").glob("lone_*"))
+    monkeypatch.setenv("MERLIN_MDM_CONFIG", str(redis_server.app_yaml))
+    try:
+        _note_shared_queues(ws)
+        assert capsys.readouterr().err == ""  # its own messages only
+        client.rpush("merlin", '{"body": "not one of ours", "properties": {}}')
+        _note_shared_queues(ws)
+        assert "also hold waiting tasks of other studies (messages of no merlin-mdm study; 2 message(s) wait " \
+               "there in all)" in capsys.readouterr().err
+    finally:
+        client.delete(*queue_keys(["merlin"]))
