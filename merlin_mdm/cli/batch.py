@@ -59,7 +59,6 @@ def launch(spec_path: Path, nodes: int | None, walltime: str | None, queue: str 
     from merlin_mdm.batch import get_batch_system
     from merlin_mdm.config import load_config
     from merlin_mdm.spec import load_spec, parse_vars
-    from merlin_mdm.spec.hazards import parse_walltime
     from merlin_mdm.studies import find_workspace
 
     spec = load_spec(spec_path, parse_vars(variables)).spec
@@ -68,13 +67,7 @@ def launch(spec_path: Path, nodes: int | None, walltime: str | None, queue: str 
     except WorkspaceError:
         workspace = None
     target = workspace if dry else ensure_queued(workspace, spec_path)
-    try:
-        if walltime is not None and not walltime.strip():
-            raise ValueError("empty")
-        parse_walltime(walltime)  # 0 asks for none, as `walltime: 0` in the spec
-    except ValueError:
-        raise UsageError(f"--walltime {walltime!r} is not a time: use [[HH:]MM:]SS or D-HH:MM:SS, e.g. 01:30:00, "
-                         "or 0 to ask for none (the queue's default limit)") from None
+    _check_walltime_option(walltime)
     if target is not None:
         from merlin_mdm.backends.celery.workers import check_study_queues
         from merlin_mdm.study.layout import Workspace
@@ -126,6 +119,19 @@ def _refuse_stuck(workspace: Path, submitted: set[str]) -> None:
         click.echo(f"warning: job {row.job_id} ({row.name}) is {pending_line(row)}", err=True)
     if any(r.sure for r in stuck):
         raise BatchError("; ".join(f"job {r.job_id} ({r.name}) is {pending_line(r)}" for r in stuck if r.sure))
+
+
+def _check_walltime_option(walltime: str | None) -> None:
+    """``--walltime`` is a time; 0 asks for none, as `walltime: 0` in the spec; an empty one is refused."""
+    from merlin_mdm.spec.hazards import parse_walltime
+
+    try:
+        if walltime is not None and not walltime.strip():
+            raise ValueError("empty")
+        parse_walltime(walltime)
+    except ValueError:
+        raise UsageError(f"--walltime {walltime!r} is not a time: use [[HH:]MM:]SS or D-HH:MM:SS, e.g. 01:30:00, "
+                         "or 0 to ask for none (the queue's default limit)") from None
 
 
 def _note_shared_queues(workspace: Path, glance: int = 1000) -> None:
